@@ -1,0 +1,35 @@
+import { z } from "zod";
+
+/** Kafka header names of the event envelope. */
+export const HEADERS = {
+  eventId: "event-id",
+  eventType: "event-type",
+  schemaVersion: "schema-version",
+  occurredAt: "occurred-at",
+  aggregateId: "aggregate-id",
+  traceparent: "traceparent",
+} as const;
+
+/** Header names added to a message sent to a dead-letter topic. */
+export const DLQ_HEADERS = {
+  error: "dlq-error",
+  originalTopic: "dlq-original-topic",
+  originalPartition: "dlq-original-partition",
+  originalOffset: "dlq-original-offset",
+  consumerGroup: "dlq-consumer-group",
+} as const;
+
+// W3C trace context: version-traceid-parentid-flags, https://www.w3.org/TR/trace-context/#traceparent-header
+export const traceparent = z
+  .string()
+  .regex(/^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/);
+
+export const Envelope = z.object({
+  [HEADERS.eventId]: z.uuid(),
+  [HEADERS.eventType]: z.string().min(1),
+  [HEADERS.schemaVersion]: z.string().min(1),
+  [HEADERS.occurredAt]: z.iso.datetime({ offset: true }),
+  [HEADERS.aggregateId]: z.string().min(1),
+  [HEADERS.traceparent]: traceparent.optional(),
+});
+export type Envelope = z.infer<typeof Envelope>;

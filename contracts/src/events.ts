@@ -1,0 +1,44 @@
+import { z } from "zod";
+import { TOPICS, type Topic } from "./topics.ts";
+
+/** Money is an integer count of minor units, safe in both JavaScript and a Postgres bigint. */
+export const amount = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+export const balance = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+// Payloads match the Go and Spring versions byte for byte, so the topics stay wire-compatible.
+export const OrderEventPayload = z.object({
+  orderId: z.uuid(),
+  userId: z.uuid(),
+  amount,
+});
+export type OrderEventPayload = z.infer<typeof OrderEventPayload>;
+
+export const CreditReservationFailedPayload = OrderEventPayload.extend({
+  reason: z.string().min(1),
+});
+export type CreditReservationFailedPayload = z.infer<typeof CreditReservationFailedPayload>;
+
+export const EVENT_SCHEMAS = {
+  [TOPICS.orderCreated]: OrderEventPayload,
+  [TOPICS.orderCanceled]: OrderEventPayload,
+  [TOPICS.creditReserved]: OrderEventPayload,
+  [TOPICS.creditReservationFailed]: CreditReservationFailedPayload,
+} as const satisfies Record<Topic, z.ZodType>;
+
+export type EventPayload<T extends Topic> = z.infer<(typeof EVENT_SCHEMAS)[T]>;
+
+/** Event type names as they travel in the `event-type` header; one type per topic. */
+export const EVENT_TYPES = {
+  [TOPICS.orderCreated]: "OrderCreated",
+  [TOPICS.orderCanceled]: "OrderCanceled",
+  [TOPICS.creditReserved]: "CreditReserved",
+  [TOPICS.creditReservationFailed]: "CreditReservationFailed",
+} as const satisfies Record<Topic, string>;
+
+export const SCHEMA_VERSION = "1";
+
+export const REJECTION_REASONS = {
+  insufficientFunds: "INSUFFICIENT_FUNDS",
+  userNotFound: "USER_NOT_FOUND",
+  orderCanceled: "ORDER_CANCELED",
+} as const;

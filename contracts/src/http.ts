@@ -1,0 +1,29 @@
+import { z } from "zod";
+import { amount, balance } from "./events.ts";
+
+export const CreateUserRequest = z.object({
+  username: z.string().trim().min(1).max(64),
+  initialBalance: balance,
+});
+export type CreateUserRequest = z.infer<typeof CreateUserRequest>;
+
+export const CreateOrderRequest = z.object({
+  userId: z.uuid(),
+  amount,
+});
+export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
+
+export const OrderStatus = z.enum(["PENDING", "CONFIRMED", "CANCELED"]);
+export type OrderStatus = z.infer<typeof OrderStatus>;
+
+export type User = { id: string; username: string; balance: number; createdAt: string };
+export type Order = { id: string; userId: string; amount: number; status: OrderStatus; createdAt: string };
+export type UserOrders = { user: User; orders: Order[] };
+
+export const IdParam = z.uuid();
+
+/** The one JSON error shape every process answers with. */
+export type ErrorBody = { error: string; requestId?: string };
+
+export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
+export const REQUEST_ID_HEADER = "x-request-id";

@@ -1,0 +1,5 @@
+export * from "./decode.ts";
+export * from "./envelope.ts";
+export * from "./events.ts";
+export * from "./http.ts";
+export * from "./topics.ts";

@@ -1,0 +1,26 @@
+import { sql } from "drizzle-orm";
+import { bigint, check, index, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import { createdAt, idempotencyKeys, inbox, outbox } from "./common.ts";
+
+export { idempotencyKeys, inbox, outbox };
+
+export const ORDER_STATUSES = ["PENDING", "CONFIRMED", "CANCELED"] as const;
+export type OrderStatus = (typeof ORDER_STATUSES)[number];
+
+export const orders = pgTable(
+  "orders",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    userId: uuid("user_id").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+    status: text("status").$type<OrderStatus>().notNull(),
+    cancelReason: text("cancel_reason"),
+    createdAt: createdAt(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  (t) => [
+    index("orders_user_id_idx").on(t.userId, t.createdAt),
+    check("orders_amount_positive", sql`${t.amount} >= 1`),
+    check("orders_status", sql`${t.status} in ('PENDING', 'CONFIRMED', 'CANCELED')`),
+  ],
+);

@@ -1,0 +1,42 @@
+import { sql } from "drizzle-orm";
+import { bigint, check, index, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import { createdAt, idempotencyKeys, inbox, outbox } from "./common.ts";
+
+export { idempotencyKeys, inbox, outbox };
+
+export const users = pgTable(
+  "users",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    username: text("username").notNull().unique(),
+    initialBalance: bigint("initial_balance", { mode: "number" }).notNull(),
+    balance: bigint("balance", { mode: "number" }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [check("users_balance_non_negative", sql`${t.balance} >= 0`)],
+);
+
+/**
+ * The reservation ledger, one row per order. RESERVED debited the balance, RELEASED credited it back;
+ * REJECTED and CANCELED moved no money. CANCELED records an `order.canceled` that came first, so that
+ * a later `order.created` for the order is rejected.
+ */
+export const RESERVATION_STATUSES = ["RESERVED", "REJECTED", "RELEASED", "CANCELED"] as const;
+export type ReservationStatus = (typeof RESERVATION_STATUSES)[number];
+
+export const reservations = pgTable(
+  "reservations",
+  {
+    orderId: uuid("order_id").primaryKey(),
+    userId: uuid("user_id").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+    status: text("status").$type<ReservationStatus>().notNull(),
+    reason: text("reason"),
+    createdAt: createdAt(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  (t) => [
+    index("reservations_user_id_idx").on(t.userId),
+    check("reservations_status", sql`${t.status} in ('RESERVED', 'REJECTED', 'RELEASED', 'CANCELED')`),
+  ],
+);

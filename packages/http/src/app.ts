@@ -1,0 +1,63 @@
+import { REQUEST_ID_HEADER } from "@saga/contracts";
+import { httpMetrics, type Logger, type Metrics, metricsHandler } from "@saga/observability";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { HTTPException } from "hono/http-exception";
+import { AppError } from "./errors.ts";
+
+export type AppEnv = { Variables: { requestId: string } };
+
+export type BaseAppOptions = {
+  logger: Logger;
+  metrics: Metrics;
+  /** Largest request body accepted, in bytes. */
+  maxBodyBytes?: number;
+  /** Resolves when the process can serve: its database and Kafka answer. */
+  ready: () => Promise<void>;
+};
+
+/**
+ * A Hono app with what every process shares: request ids, the body limit, HTTP metrics, `/health`,
+ * `/ready`, `/metrics`, and one error handler that answers `{"error": …}` and never leaks internals.
+ */
+export function createBaseApp({ logger, metrics, ready, maxBodyBytes = 64 * 1024 }: BaseAppOptions) {
+  const app = new Hono<AppEnv>();
+  app.use(
+    requestId({
+      headerName: REQUEST_ID_HEADER,
+      limitLength: 128,
+    }),
+  );
+  app.use(httpMetrics({ metrics }));
+  app.use(
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: () => {
+        throw new AppError("PAYLOAD_TOO_LARGE", `request body is larger than ${maxBodyBytes} bytes`);
+      },
+    }),
+  );
+
+  app.get("/health", (c) => c.json({ status: "UP" }));
+  app.get("/ready", async (c) => {
+    try {
+      await ready();
+      return c.json({ status: "UP" });
+    } catch (err) {
+      logger.warn({ err }, "not ready");
+      return c.json({ status: "DOWN", error: (err as Error).message }, 503);
+    }
+  });
+  app.get("/metrics", metricsHandler({ metrics }));
+
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.onError((err, c) => {
+    const id = c.get("requestId");
+    if (err instanceof AppError) return c.json({ error: err.message, requestId: id }, err.status);
+    if (err instanceof HTTPException) return c.json({ error: err.message, requestId: id }, err.status);
+    logger.error({ err, requestId: id, method: c.req.method, path: c.req.path }, "unhandled error");
+    return c.json({ error: "internal error", requestId: id }, 500);
+  });
+  return app;
+}

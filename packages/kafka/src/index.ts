@@ -1,0 +1,258 @@
+/**
+ * The project's only door to Kafka. Everything else speaks in these types, so the client library
+ * (kafkajs today) can be swapped by rewriting this one file.
+ */
+import { type Consumer, type IHeaders, Kafka, type LogEntry, logLevel, type Producer } from "kafkajs";
+
+export type KafkaLogger = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) => void;
+
+export type KafkaOptions = {
+  brokers: string[];
+  clientId: string;
+  logger?: KafkaLogger;
+  /** How long a connection attempt may take, in ms. */
+  connectionTimeout?: number;
+};
+
+export type OutgoingMessage = {
+  topic: string;
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+};
+
+export type IncomingMessage = {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | undefined>;
+  /** Broker timestamp, ms since the epoch. */
+  timestamp: number;
+};
+
+export type EventProducer = {
+  /** Resolves once every message is acknowledged by all in-sync replicas. */
+  send(messages: OutgoingMessage[]): Promise<void>;
+  close(): Promise<void>;
+};
+
+export type ConsumerOptions = {
+  groupId: string;
+  topics: string[];
+  /** Applies one message. Resolves once its effect is durable; only then is the offset committed. */
+  handle(message: IncomingMessage): Promise<void>;
+  /** Whether a failure of `handle` may succeed on a retry. Others go to `deadLetter`. */
+  isRetriable(error: unknown): boolean;
+  /** Records a message that can never be applied; resolves once that record is durable. */
+  deadLetter(message: IncomingMessage, error: unknown): Promise<void>;
+  /** Partitions handled at once by this consumer. */
+  partitionsConsumedConcurrently?: number;
+  /** Called before each retry of a retriable failure. */
+  onRetry?(message: IncomingMessage, error: unknown, attempt: number): void;
+  fromBeginning?: boolean;
+  sessionTimeout?: number;
+};
+
+export type EventConsumer = {
+  /** Finishes the messages in hand, commits their offsets and leaves the group. */
+  stop(): Promise<void>;
+  /** True while the consumer is a member of its group. */
+  isRunning(): boolean;
+};
+
+export type PartitionLag = { topic: string; partition: number; committed: number; end: number; lag: number };
+
+function toKafkajsLevel(level: number): "error" | "warn" | "info" | "debug" {
+  if (level <= logLevel.ERROR) return "error";
+  if (level === logLevel.WARN) return "warn";
+  if (level === logLevel.INFO) return "info";
+  return "debug";
+}
+
+function decodeHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const first = Array.isArray(value) ? value[0] : value;
+    out[name] = first === undefined ? undefined : first.toString();
+  }
+  return out;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Creates a client for one set of brokers. */
+export function createKafka({ brokers, clientId, logger, connectionTimeout = 3000 }: KafkaOptions) {
+  const kafka = new Kafka({
+    brokers,
+    clientId,
+    connectionTimeout,
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log }: LogEntry) => {
+        const { message, ...extra } = log;
+        logger?.(toKafkajsLevel(level), `kafka: ${message}`, extra);
+      },
+    // Reconnect forever: a broker restart must never take a process down.
+    retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
+  });
+
+  async function createProducer(): Promise<EventProducer> {
+    // Idempotent with one request in flight per connection: a retried batch can neither be
+    // duplicated by the broker nor overtake the one before it (kafkajs leaves in-flight unbounded).
+    const producer: Producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+    });
+    await producer.connect();
+    return {
+      async send(messages) {
+        if (messages.length === 0) return;
+        const byTopic = new Map<string, OutgoingMessage[]>();
+        for (const m of messages) byTopic.set(m.topic, [...(byTopic.get(m.topic) ?? []), m]);
+        await producer.sendBatch({
+          acks: -1,
+          topicMessages: [...byTopic].map(([topic, ms]) => ({
+            topic,
+            messages: ms.map((m) => ({ key: m.key, value: m.value, headers: m.headers })),
+          })),
+        });
+      },
+      close: () => producer.disconnect(),
+    };
+  }
+
+  async function createConsumer(options: ConsumerOptions): Promise<EventConsumer> {
+    const { groupId, topics, handle, isRetriable, deadLetter, onRetry } = options;
+    const consumer: Consumer = kafka.consumer({
+      groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: options.sessionTimeout ?? 10_000,
+      heartbeatInterval: 1000,
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
+    });
+    let stopping = false;
+    let running = false;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      running = true;
+    });
+    consumer.on(consumer.events.STOP, () => {
+      running = false;
+    });
+    consumer.on(consumer.events.CRASH, () => {
+      running = false;
+    });
+
+    /** Applies one message, retrying transient failures; false when stopping cut it short. */
+    async function apply(message: IncomingMessage, heartbeat: () => Promise<void>): Promise<boolean> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await handle(message);
+          return true;
+        } catch (error) {
+          if (!isRetriable(error)) {
+            await deadLetter(message, error);
+            return true;
+          }
+          if (stopping) return false;
+          onRetry?.(message, error, attempt);
+          await sleep(Math.min(100 * 2 ** Math.min(attempt, 6), 5000));
+          await heartbeat().catch(() => {});
+        }
+      }
+    }
+
+    await consumer.connect();
+    await consumer.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
+        for (const m of batch.messages) {
+          if (!isRunning() || isStale()) break;
+          const message: IncomingMessage = {
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key ? m.key.toString() : null,
+            value: m.value ? m.value.toString() : null,
+            headers: decodeHeaders(m.headers),
+            timestamp: Number(m.timestamp),
+          };
+          if (!(await apply(message, heartbeat))) break;
+          resolveOffset(m.offset);
+          await heartbeat();
+        }
+        // Offsets only ever cover messages whose transaction has committed.
+        await commitOffsetsIfNecessary();
+      },
+    });
+
+    return {
+      async stop() {
+        stopping = true;
+        await consumer.stop();
+        await consumer.disconnect();
+      },
+      isRunning: () => running,
+    };
+  }
+
+  const admin = kafka.admin();
+  let adminConnected: Promise<void> | undefined;
+  const connectedAdmin = async () => {
+    adminConnected ??= admin.connect().catch((err) => {
+      adminConnected = undefined;
+      throw err;
+    });
+    await adminConnected;
+    return admin;
+  };
+
+  return {
+    createProducer,
+    createConsumer,
+
+    /** Creates the topics that do not exist yet. */
+    async createTopics(names: string[], numPartitions = 6): Promise<void> {
+      const a = await connectedAdmin();
+      const existing = new Set(await a.listTopics());
+      const missing = names.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      await a.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic, numPartitions })) });
+    },
+
+    /** Resolves when a broker answers a metadata request. */
+    async ping(): Promise<void> {
+      const a = await connectedAdmin();
+      await a.describeCluster();
+    },
+
+    /** Committed offset, end offset and lag of a group on each partition of the topics. */
+    async consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]> {
+      const a = await connectedAdmin();
+      const committed = await a.fetchOffsets({ groupId, topics });
+      const lags: PartitionLag[] = [];
+      for (const { topic, partitions } of committed) {
+        const bounds = new Map((await a.fetchTopicOffsets(topic)).map((p) => [p.partition, p]));
+        for (const p of partitions) {
+          const end = Number(bounds.get(p.partition)?.high ?? 0);
+          // -1: nothing committed yet, so the group still has to read from the low watermark.
+          const at = Number(p.offset) < 0 ? Number(bounds.get(p.partition)?.low ?? 0) : Number(p.offset);
+          lags.push({ topic, partition: p.partition, committed: at, end, lag: Math.max(0, end - at) });
+        }
+      }
+      return lags;
+    },
+
+    async close(): Promise<void> {
+      if (adminConnected) await admin.disconnect();
+    },
+  };
+}
+
+export type KafkaClient = ReturnType<typeof createKafka>;
