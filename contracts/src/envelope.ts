@@ -17,6 +17,8 @@ export const DLQ_HEADERS = {
   originalPartition: "dlq-original-partition",
   originalOffset: "dlq-original-offset",
   consumerGroup: "dlq-consumer-group",
+  /** The `event-id` of the poison message; its own `event-id` is that of the dead-letter outbox row. */
+  originalEventId: "dlq-original-event-id",
 } as const;
 
 // W3C trace context: version-traceid-parentid-flags, https://www.w3.org/TR/trace-context/#traceparent-header

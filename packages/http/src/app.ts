@@ -15,13 +15,18 @@ export type BaseAppOptions = {
   maxBodyBytes?: number;
   /** Resolves when the process can serve: its database and Kafka answer. */
   ready: () => Promise<void>;
+  /**
+   * Turns a known kind of unexpected failure into an expected one, such as a lost database connection
+   * into a 503; undefined leaves it a 500.
+   */
+  mapError?: (err: Error) => AppError | undefined;
 };
 
 /**
  * A Hono app with what every process shares: request ids, the body limit, HTTP metrics, `/health`,
  * `/ready`, `/metrics`, and one error handler that answers `{"error": …}` and never leaks internals.
  */
-export function createBaseApp({ logger, metrics, ready, maxBodyBytes = 64 * 1024 }: BaseAppOptions) {
+export function createBaseApp({ logger, metrics, ready, mapError, maxBodyBytes = 64 * 1024 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
     requestId({
@@ -52,9 +57,13 @@ export function createBaseApp({ logger, metrics, ready, maxBodyBytes = 64 * 1024
   app.get("/metrics", metricsHandler({ metrics }));
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((err, c) => {
+  app.onError((thrown, c) => {
     const id = c.get("requestId");
-    if (err instanceof AppError) return c.json({ error: err.message, requestId: id }, err.status);
+    const err = thrown instanceof AppError ? thrown : (mapError?.(thrown) ?? thrown);
+    if (err instanceof AppError) {
+      if (err !== thrown) logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);
+      return c.json({ error: err.message, requestId: id }, err.status);
+    }
     if (err instanceof HTTPException) return c.json({ error: err.message, requestId: id }, err.status);
     logger.error({ err, requestId: id, method: c.req.method, path: c.req.path }, "unhandled error");
     return c.json({ error: "internal error", requestId: id }, 500);

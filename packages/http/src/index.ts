@@ -1,3 +1,3 @@
 export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
-export { parseJsonBody, uuidParam } from "./validate.ts";
+export { idempotencyKey, parseJsonBody, uuidParam } from "./validate.ts";

@@ -1,3 +1,4 @@
+import { IDEMPOTENCY_KEY_HEADER } from "@saga/contracts";
 import type { Context } from "hono";
 import { z } from "zod";
 import { AppError } from "./errors.ts";
@@ -20,4 +21,17 @@ export function uuidParam(c: Context, name: string): string {
   const value = c.req.param(name) ?? "";
   if (!z.uuid().safeParse(value).success) throw new AppError("BAD_REQUEST", `${name} must be a UUID`);
   return value.toLowerCase();
+}
+
+/**
+ * The request's `Idempotency-Key`, or undefined when it has none. A key must be 1 to 200 visible
+ * ASCII characters; anything else is a 400.
+ */
+export function idempotencyKey(c: Context): string | undefined {
+  const key = c.req.header(IDEMPOTENCY_KEY_HEADER);
+  if (key === undefined) return undefined;
+  if (!/^[\x21-\x7e]{1,200}$/.test(key)) {
+    throw new AppError("BAD_REQUEST", "Idempotency-Key must be 1 to 200 visible ASCII characters");
+  }
+  return key;
 }

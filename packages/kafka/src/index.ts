@@ -80,7 +80,17 @@ function decodeHeaders(headers: IHeaders | undefined): Record<string, string | u
   return out;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
 
 /** Creates a client for one set of brokers. */
 export function createKafka({ brokers, clientId, logger, connectionTimeout = 3000 }: KafkaOptions) {
@@ -132,7 +142,17 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       allowAutoTopicCreation: false,
       sessionTimeout: options.sessionTimeout ?? 10_000,
       heartbeatInterval: 1000,
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
+      // stop() waits for the fetch in flight, which the broker holds this long when there is nothing to
+      // read (kafkajs's default is 5 s): short enough to leave the group well within a 5 s shutdown.
+      maxWaitTimeInMs: 500,
+      retry: {
+        retries: Number.MAX_SAFE_INTEGER,
+        initialRetryTime: 200,
+        maxRetryTime: 5000,
+        // kafkajs gives up on a consumer after an error it deems fatal; rejoining is always safe here,
+        // because offsets only ever cover committed work.
+        restartOnFailure: async () => !stopping,
+      },
     });
     let stopping = false;
     let running = false;
@@ -146,20 +166,31 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       running = false;
     });
 
+    // Wakes a back-off sleep when stop() is called, so shutdown never waits out a retry delay.
+    const stopped = new AbortController();
+
     /** Applies one message, retrying transient failures; false when stopping cut it short. */
     async function apply(message: IncomingMessage, heartbeat: () => Promise<void>): Promise<boolean> {
       for (let attempt = 1; ; attempt++) {
         try {
           await handle(message);
           return true;
-        } catch (error) {
+        } catch (handleError) {
+          let error = handleError;
           if (!isRetriable(error)) {
-            await deadLetter(message, error);
-            return true;
+            try {
+              await deadLetter(message, error);
+              return true;
+            } catch (deadLetterError) {
+              // The dead letter could not be recorded (its database is down, say): the message must not be
+              // skipped, so it is tried again like any transient failure.
+              error = deadLetterError;
+            }
           }
           if (stopping) return false;
           onRetry?.(message, error, attempt);
-          await sleep(Math.min(100 * 2 ** Math.min(attempt, 6), 5000));
+          await sleep(Math.min(100 * 2 ** Math.min(attempt, 6), 5000), stopped.signal);
+          if (stopping) return false;
           await heartbeat().catch(() => {});
         }
       }
@@ -171,7 +202,8 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
-      eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }) => {
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        let applied: string | undefined;
         for (const m of batch.messages) {
           if (!isRunning() || isStale()) break;
           const message: IncomingMessage = {
@@ -185,16 +217,23 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
           };
           if (!(await apply(message, heartbeat))) break;
           resolveOffset(m.offset);
+          applied = m.offset;
           await heartbeat();
         }
-        // Offsets only ever cover messages whose transaction has committed.
-        await commitOffsetsIfNecessary();
+        // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
+        // commits nothing by itself, so the next offset to read is committed here, once per batch.
+        if (applied !== undefined) {
+          await consumer.commitOffsets([
+            { topic: batch.topic, partition: batch.partition, offset: (BigInt(applied) + 1n).toString() },
+          ]);
+        }
       },
     });
 
     return {
       async stop() {
         stopping = true;
+        stopped.abort();
         await consumer.stop();
         await consumer.disconnect();
       },
@@ -247,6 +286,57 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
         }
       }
       return lags;
+    },
+
+    /**
+     * Every message of `topics` from the beginning up to their end offsets as of the call, in
+     * partition order. For checkers and tests; it joins a throwaway consumer group.
+     */
+    async readToEnd(topics: string[], timeoutMs = 60_000): Promise<IncomingMessage[]> {
+      const a = await connectedAdmin();
+      const remaining = new Map<string, number>();
+      for (const topic of topics) {
+        for (const p of await a.fetchTopicOffsets(topic)) {
+          if (Number(p.high) > Number(p.low)) remaining.set(`${topic}/${p.partition}`, Number(p.high));
+        }
+      }
+      const messages: IncomingMessage[] = [];
+      if (remaining.size === 0) return messages;
+      const consumer = kafka.consumer({ groupId: `read-to-end-${Date.now()}-${Math.random().toString(36).slice(2)}` });
+      await consumer.connect();
+      try {
+        await consumer.subscribe({ topics, fromBeginning: true });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`readToEnd: ${remaining.size} partitions unread after ${timeoutMs} ms`)), timeoutMs);
+          consumer
+            .run({
+              autoCommit: false,
+              eachMessage: async ({ topic, partition, message: m }) => {
+                const key = `${topic}/${partition}`;
+                const end = remaining.get(key);
+                if (end === undefined || Number(m.offset) >= end) return;
+                messages.push({
+                  topic,
+                  partition,
+                  offset: m.offset,
+                  key: m.key ? m.key.toString() : null,
+                  value: m.value ? m.value.toString() : null,
+                  headers: decodeHeaders(m.headers),
+                  timestamp: Number(m.timestamp),
+                });
+                if (Number(m.offset) + 1 >= end) remaining.delete(key);
+                if (remaining.size === 0) {
+                  clearTimeout(timer);
+                  resolve();
+                }
+              },
+            })
+            .catch(reject);
+        });
+      } finally {
+        await consumer.disconnect();
+      }
+      return messages;
     },
 
     async close(): Promise<void> {

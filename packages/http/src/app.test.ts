@@ -1,0 +1,75 @@
+import { createLogger, createMetrics } from "@saga/observability";
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { createBaseApp } from "./app.ts";
+import { AppError } from "./errors.ts";
+import { parseJsonBody, uuidParam } from "./validate.ts";
+
+function testApp(ready: () => Promise<void> = async () => {}) {
+  const app = createBaseApp({
+    logger: createLogger("test", "silent"),
+    metrics: createMetrics("test", "t1"),
+    ready,
+    maxBodyBytes: 1024,
+    mapError: (err) => (err.message === "connection lost" ? new AppError("UNAVAILABLE", "database unavailable") : undefined),
+  });
+  app.post("/things", async (c) => c.json(await parseJsonBody(c, z.object({ n: z.number().int() })), 201));
+  app.get("/things/:id", (c) => c.json({ id: uuidParam(c, "id") }));
+  app.get("/boom", () => {
+    throw new Error("secret internals");
+  });
+  app.get("/db", () => {
+    throw new Error("connection lost");
+  });
+  return app;
+}
+
+const post = (body: string) => ({ method: "POST", body, headers: { "content-type": "application/json" } });
+
+describe("createBaseApp", () => {
+  it("answers a valid request", async () => {
+    const res = await testApp().request("/things", post('{"n":3}'));
+    expect(res.status).toBe(201);
+    expect(await res.json()).toEqual({ n: 3 });
+  });
+
+  it.each([
+    ["malformed JSON", '{"n":', 400, /not valid JSON/],
+    ["a wrong type", '{"n":"3"}', 400, /n/],
+    ["a missing field", "{}", 400, /n/],
+    ["an oversized body", JSON.stringify({ n: 1, pad: "x".repeat(2000) }), 413, /larger than 1024 bytes/],
+  ])("rejects %s with a JSON error", async (_what, body, status, error) => {
+    const res = await testApp().request("/things", post(body));
+    expect(res.status).toBe(status);
+    expect(await res.json()).toMatchObject({ error: expect.stringMatching(error) });
+  });
+
+  it("rejects a bad UUID and an unknown route", async () => {
+    const bad = await testApp().request("/things/42");
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ error: "id must be a UUID" });
+    const none = await testApp().request("/nowhere");
+    expect(none.status).toBe(404);
+    expect(await none.json()).toMatchObject({ error: "no route for GET /nowhere" });
+  });
+
+  it("hides the internals of an unexpected error and maps known ones", async () => {
+    const res = await testApp().request("/boom", { headers: { "x-request-id": "req-123" } });
+    expect(res.status).toBe(500);
+    expect(res.headers.get("x-request-id")).toBe("req-123");
+    expect(await res.json()).toEqual({ error: "internal error", requestId: "req-123" });
+    const mapped = await testApp().request("/db");
+    expect(mapped.status).toBe(503);
+    expect(await mapped.json()).toMatchObject({ error: "database unavailable" });
+  });
+
+  it("reports liveness always and readiness from its dependencies", async () => {
+    const app = testApp(async () => {
+      throw new Error("kafka unreachable");
+    });
+    expect(await (await app.request("/health")).json()).toEqual({ status: "UP" });
+    const ready = await app.request("/ready");
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ status: "DOWN", error: "kafka unreachable" });
+  });
+});

@@ -1,0 +1,25 @@
+import { Hono } from "hono";
+import { describe, expect, it } from "vitest";
+import { httpMetrics, metricsHandler } from "./http.ts";
+import { createMetrics } from "./metrics.ts";
+
+describe("httpMetrics", () => {
+  it("labels requests by route template, never by the raw path", async () => {
+    const metrics = createMetrics("test", "test-1");
+    const app = new Hono();
+    app.use(httpMetrics({ metrics }));
+    app.get("/orders/:id", (c) => c.json({ id: c.req.param("id") }));
+    app.get("/metrics", metricsHandler({ metrics }));
+
+    await app.request("/orders/3f1c7a52-9d1e-4c8e-a0a4-7f7b0c5d2e11");
+    await app.request("/orders/another-id");
+    await app.request("/no/such/path");
+    const text = await (await app.request("/metrics")).text();
+
+    expect(text).toContain('http_requests_total{method="GET",route="/orders/:id",status="200",service="test",instance="test-1"} 2');
+    expect(text).toContain('http_requests_total{method="GET",route="unmatched",status="404",service="test",instance="test-1"} 1');
+    expect(text).not.toContain("3f1c7a52");
+    expect(text).toContain("saga_instance_up");
+    expect(text).toContain("process_cpu_seconds_total");
+  });
+});

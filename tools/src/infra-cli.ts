@@ -1,0 +1,47 @@
+import { ALL_TOPICS } from "@saga/contracts";
+import { startLocalStack } from "./infra/index.ts";
+
+/**
+ * `npm run infra`: PostgreSQL (POSTGRES_PORT, default 5432) and Kafka (KAFKA_PORT, default
+ * 9092; its controller on KAFKA_CONTROLLER_PORT, default KAFKA_PORT + 1) with the system's
+ * databases and topics, data kept in .cache/data. Ctrl-C stops both cleanly.
+ */
+async function run(): Promise<void> {
+  const kafkaPort = port("KAFKA_PORT", 9092);
+  const stack = await startLocalStack({
+    postgresPort: port("POSTGRES_PORT", 5432),
+    kafkaPort,
+    kafkaControllerPort: port("KAFKA_CONTROLLER_PORT", kafkaPort + 1),
+    databases: ["user_db", "order_db"],
+    topics: ALL_TOPICS,
+    partitions: 6,
+  });
+  console.log(
+    [
+      `POSTGRES_URL=${stack.postgresUrl}`,
+      ...Object.entries(stack.databaseUrls).map(([name, url]) => `${name.toUpperCase()}_URL=${url}`),
+      `KAFKA_BROKERS=${stack.kafkaBrokers.join(",")}`,
+      `topics: ${ALL_TOPICS.join(", ")}`,
+      "Ctrl-C to stop",
+    ].join("\n"),
+  );
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(s, resolve);
+  });
+  console.log(`${signal}: stopping`);
+  await stack.stop();
+}
+
+function port(name: string, fallback: number): number {
+  const value = process.env[name];
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535)
+    throw new Error(`${name} must be a port number, not ${JSON.stringify(value)}`);
+  return n;
+}
+
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

