@@ -62,6 +62,8 @@ export type System = {
   gatewayUrl: string;
   /** Every Node process by name: gateway, user-1, user-2, order, relay-1, relay-2. */
   processes: Map<string, NodeProcess>;
+  /** The pid of every running process, PostgreSQL and Kafka included. */
+  pids(): Record<string, number>;
   restartPostgres(downMs?: number): Promise<void>;
   restartKafka(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -150,6 +152,16 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       kafkaBrokers,
       gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
       processes,
+      pids() {
+        const out: Record<string, number> = {};
+        if (postgres) out.postgres = postgres.pid;
+        if (kafka) out.kafka = kafka.pid;
+        for (const [name, p] of processes) {
+          const pid = p.pid();
+          if (pid !== undefined) out[name] = pid;
+        }
+        return out;
+      },
       async restartPostgres(downMs = 1000) {
         await postgres?.stop();
         await sleep(downMs);
