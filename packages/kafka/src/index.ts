@@ -4,7 +4,11 @@
  */
 import { type Consumer, type IHeaders, Kafka, type LogEntry, logLevel, type Producer } from "kafkajs";
 
-export type KafkaLogger = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) => void;
+export type KafkaLogger = (
+  level: "error" | "warn" | "info" | "debug",
+  message: string,
+  extra: object,
+) => void;
 
 export type KafkaOptions = {
   brokers: string[];
@@ -256,13 +260,29 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
     createProducer,
     createConsumer,
 
-    /** Creates the topics that do not exist yet. */
+    /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
     async createTopics(names: string[], numPartitions = 6): Promise<void> {
       const a = await connectedAdmin();
       const existing = new Set(await a.listTopics());
       const missing = names.filter((t) => !existing.has(t));
       if (missing.length === 0) return;
-      await a.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic, numPartitions })) });
+      // Not kafkajs's waitForLeaders: it gives up when the broker answers a metadata request for a topic
+      // it has just created with UNKNOWN_TOPIC_OR_PARTITION, which a busy KRaft broker does for a moment.
+      await a.createTopics({
+        waitForLeaders: false,
+        topics: missing.map((topic) => ({ topic, numPartitions })),
+      });
+      for (let attempt = 0; ; attempt++) {
+        const ready = await a
+          .fetchTopicMetadata({ topics: missing })
+          .then(({ topics }) =>
+            topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)),
+          )
+          .catch(() => false);
+        if (ready) return;
+        if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+        await sleep(100);
+      }
     },
 
     /** Resolves when a broker answers a metadata request. */
@@ -302,12 +322,17 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       }
       const messages: IncomingMessage[] = [];
       if (remaining.size === 0) return messages;
-      const consumer = kafka.consumer({ groupId: `read-to-end-${Date.now()}-${Math.random().toString(36).slice(2)}` });
+      const consumer = kafka.consumer({
+        groupId: `read-to-end-${Date.now()}-${Math.random().toString(36).slice(2)}`,
+      });
       await consumer.connect();
       try {
         await consumer.subscribe({ topics, fromBeginning: true });
         await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`readToEnd: ${remaining.size} partitions unread after ${timeoutMs} ms`)), timeoutMs);
+          const timer = setTimeout(
+            () => reject(new Error(`readToEnd: ${remaining.size} partitions unread after ${timeoutMs} ms`)),
+            timeoutMs,
+          );
           consumer
             .run({
               autoCommit: false,

@@ -1,0 +1,65 @@
+import type { ExtractTablesWithRelations } from "drizzle-orm";
+import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-orm/node-postgres";
+import pg from "pg";
+import type { DatabaseOptions } from "./client.ts";
+
+export type PgDatabaseOptions = DatabaseOptions & {
+  /** How long a query waits for a connection, in ms, before failing (retriably). */
+  connectionTimeoutMillis?: number;
+  /** Told about connection errors that no query was waiting for; they are otherwise harmless. */
+  onConnectionError?: (err: Error) => void;
+};
+
+/**
+ * A node-postgres pool and its drizzle wrapper, for code that runs transactions through PostgreSQL
+ * restarts: a client whose connection dies is dropped from the pool and replaced. (postgres.js 3.4.9,
+ * behind `createDatabase`, can keep a pooled connection that a restart killed mid-transaction unusable
+ * for good: https://github.com/porsager/postgres/issues/1208.) `close()` drains the pool.
+ */
+export function createPgDatabase<TSchema extends Record<string, unknown>>(
+  url: string,
+  schema: TSchema,
+  {
+    max = 10,
+    applicationName = "outbox-saga",
+    connectionTimeoutMillis = 5000,
+    onConnectionError = () => {},
+  }: PgDatabaseOptions = {},
+) {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    application_name: applicationName,
+    connectionTimeoutMillis,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+  });
+  // node-postgres emits 'error' for a connection lost while idle in the pool or checked out between
+  // queries; unheard, that event would end the process. The query in flight, if any, fails on its own.
+  pool.on("error", onConnectionError);
+  pool.on("connect", (client) => client.on("error", onConnectionError));
+  const db: NodePgDatabase<TSchema> = drizzle(pool, { schema });
+
+  /**
+   * Runs `work` in a transaction on a client of its own. Unlike `db.transaction`, it gives the client
+   * back also when BEGIN itself fails (drizzle 0.45 leaks it then, so the pool shrinks and `close()`
+   * waits for ever); the pool drops a client whose connection is gone instead of reusing it.
+   */
+  async function transaction<T>(
+    work: (tx: NodePgTransaction<TSchema, ExtractTablesWithRelations<TSchema>>) => Promise<T>,
+  ): Promise<T> {
+    const client = await pool.connect();
+    try {
+      return await drizzle(client, { schema }).transaction(work);
+    } finally {
+      client.release();
+    }
+  }
+
+  let closed: Promise<void> | undefined;
+  return { pool, db, transaction, close: () => (closed ??= pool.end()) };
+}
+
+export type PgDatabase<TSchema extends Record<string, unknown>> = ReturnType<
+  typeof createPgDatabase<TSchema>
+>;

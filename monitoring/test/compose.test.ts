@@ -1,0 +1,221 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ALL_TOPICS } from "@saga/contracts";
+import { parseGatewayEnv } from "@saga/gateway";
+import { parseOrderServiceEnv } from "@saga/order-service";
+import { parseRelayEnv } from "@saga/relay/src/env.ts";
+import { parseUserServiceEnv } from "@saga/user-service";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { prometheusConfigs, repoRoot } from "../src/paths.ts";
+
+type DependsOn = Record<string, { condition: string }>;
+type Service = {
+  image?: string;
+  build?: unknown;
+  command?: string[] | string;
+  environment?: Record<string, string | number>;
+  ports?: string[];
+  volumes?: string[];
+  depends_on?: DependsOn;
+  healthcheck?: { test: string[] };
+  restart?: string;
+};
+
+const compose = parse(readFileSync(join(repoRoot, "compose.yaml"), "utf8"), { merge: true }) as {
+  services: Record<string, Service>;
+  volumes: Record<string, unknown>;
+};
+const services = compose.services;
+const names = Object.keys(services);
+
+/** The environment parser of each Node entry point: compose must satisfy it as the process would. */
+const PROCESSES: Record<string, (env: Record<string, string>) => unknown> = {
+  "services/gateway/src/main.ts": parseGatewayEnv,
+  "services/user-service/src/main.ts": parseUserServiceEnv,
+  "services/order-service/src/main.ts": parseOrderServiceEnv,
+  "relay/src/main.ts": parseRelayEnv,
+};
+
+const envOf = (s: Service): Record<string, string> =>
+  Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v)]));
+const entryOf = (s: Service) => (Array.isArray(s.command) ? s.command[0] : s.command);
+const nodeServices = Object.entries(services).filter(([, s]) => s.build !== undefined);
+const servicesRunning = (entry: string) => nodeServices.filter(([, s]) => entryOf(s) === entry);
+
+describe("compose.yaml", () => {
+  it("runs every process of the system", () => {
+    expect(names.sort()).toEqual(
+      [
+        "gateway",
+        "grafana",
+        "kafka",
+        "kafka-init",
+        "kafka-ui",
+        "order-db",
+        "order-service",
+        "prometheus",
+        "relay-1",
+        "relay-2",
+        "user-db",
+        "user-service-1",
+        "user-service-2",
+      ].sort(),
+    );
+    expect(servicesRunning("services/user-service/src/main.ts")).toHaveLength(2);
+    expect(servicesRunning("relay/src/main.ts")).toHaveLength(2);
+  });
+
+  it("depends only on services that exist, with a healthcheck where it waits for health", () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const [target, { condition }] of Object.entries(service.depends_on ?? {})) {
+        expect(names, `${name} depends on ${target}`).toContain(target);
+        expect(["service_started", "service_healthy", "service_completed_successfully"]).toContain(condition);
+        if (condition === "service_healthy")
+          expect(services[target]?.healthcheck, `${target} has no healthcheck`).toBeDefined();
+        if (condition === "service_completed_successfully")
+          expect(services[target]?.restart, target).toBe("no");
+      }
+    }
+  });
+
+  it("publishes every host port once", () => {
+    const hostPorts = Object.values(services).flatMap((s) =>
+      (s.ports ?? []).map((p) => p.split(":").slice(0, -1).join(":")),
+    );
+    expect(hostPorts.length).toBeGreaterThan(0);
+    expect(new Set(hostPorts).size).toBe(hostPorts.length);
+  });
+
+  it("pins every image it pulls", () => {
+    for (const [name, service] of Object.entries(services)) {
+      if (service.build !== undefined) continue;
+      expect(service.image, name).toMatch(/^[\w./-]+:[\w.-]+$/);
+      expect(service.image, name).not.toMatch(/:(latest|stable|main)$/);
+    }
+  });
+
+  it("mounts only files and directories that exist", () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const volume of service.volumes ?? []) {
+        const [source] = volume.split(":");
+        if (!source) throw new Error(`${name}: empty volume`);
+        if (source.startsWith("."))
+          expect(existsSync(join(repoRoot, source)), `${name}: ${source}`).toBe(true);
+        else expect(Object.keys(compose.volumes), `${name}: named volume ${source}`).toContain(source);
+      }
+    }
+  });
+
+  it.each(nodeServices)(
+    "%s: runs an entry point that exists, with the environment its schema requires",
+    (name, service) => {
+      const entry = entryOf(service) ?? "";
+      expect(Object.keys(PROCESSES), name).toContain(entry);
+      expect(existsSync(join(repoRoot, entry)), entry).toBe(true);
+      const env = envOf(service);
+      expect(() => PROCESSES[entry]?.(env)).not.toThrow();
+      // The port it listens on is the one published and probed.
+      expect(service.ports).toEqual([`${env.PORT}:${env.PORT}`]);
+      expect(service.healthcheck?.test.join(" ")).toContain("process.env.PORT");
+    },
+  );
+
+  it("points every connection at a service that exists, on the port it listens on", () => {
+    const postgresOf = (url: string) => {
+      const { hostname, port, pathname } = new URL(url);
+      const db = services[hostname];
+      expect(db?.image, url).toMatch(/^postgres:/);
+      expect(port).toBe("5432");
+      expect(envOf(db as Service).POSTGRES_DB).toBe(pathname.slice(1));
+      return hostname;
+    };
+    const kafkaListener = String(services.kafka?.environment?.KAFKA_ADVERTISED_LISTENERS).match(
+      /INTERNAL:\/\/([^,]+)/,
+    )?.[1];
+    for (const [name, service] of nodeServices) {
+      const env = envOf(service);
+      for (const key of ["DATABASE_URL", "USER_DB_URL", "ORDER_DB_URL"]) if (env[key]) postgresOf(env[key]);
+      if (entryOf(service) !== "services/gateway/src/main.ts")
+        expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
+    }
+    expect(postgresOf(envOf(services["user-service-1"] as Service).DATABASE_URL ?? "")).toBe("user-db");
+    expect(postgresOf(envOf(services["order-service"] as Service).DATABASE_URL ?? "")).toBe("order-db");
+
+    const gateway = parseGatewayEnv(envOf(services.gateway as Service));
+    const origin = ([host, s]: [string, Service]) => `http://${host}:${envOf(s).PORT}`;
+    expect(gateway.USER_SERVICE_URLS.sort()).toEqual(
+      servicesRunning("services/user-service/src/main.ts").map(origin).sort(),
+    );
+    expect([gateway.ORDER_SERVICE_URL]).toEqual(
+      servicesRunning("services/order-service/src/main.ts").map(origin),
+    );
+  });
+
+  it("gives every instance its own id", () => {
+    const ids = nodeServices.map(([, s]) => envOf(s).INSTANCE_ID ?? envOf(s).RELAY_ID);
+    expect(ids.every(Boolean)).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("creates every topic of contracts/ once, before any service starts", () => {
+    const script = String(services["kafka-init"]?.command);
+    const topics = script.match(/\b(?:order|user)\.[\w.-]+/g) ?? [];
+    expect(topics.sort()).toEqual([...ALL_TOPICS].sort());
+    for (const [name, service] of nodeServices) {
+      if (entryOf(service) === "services/gateway/src/main.ts") continue;
+      expect(service.depends_on?.["kafka-init"], name).toEqual({
+        condition: "service_completed_successfully",
+      });
+    }
+  });
+
+  it("has Prometheus scrape every Node service on its port", () => {
+    const config = parse(readFileSync(prometheusConfigs.compose, "utf8")) as {
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    const scraped = config.scrape_configs
+      .flatMap((j) => j.static_configs.flatMap((s) => s.targets))
+      .filter((t) => !t.startsWith("localhost"));
+    expect(scraped.sort()).toEqual(nodeServices.map(([name, s]) => `${name}:${envOf(s).PORT}`).sort());
+  });
+
+  it("provisions Grafana (admin/admin) from monitoring/", () => {
+    const grafana = services.grafana as Service;
+    expect(envOf(grafana)).toMatchObject({
+      GF_SECURITY_ADMIN_USER: "admin",
+      GF_SECURITY_ADMIN_PASSWORD: "admin",
+    });
+    const provider = parse(
+      readFileSync(join(repoRoot, "monitoring/grafana/provisioning/dashboards/dashboards.yml"), "utf8"),
+    );
+    expect(grafana.volumes).toContain("./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro");
+    expect(grafana.volumes).toContain(
+      `./monitoring/grafana/dashboards:${provider.providers[0].options.path}:ro`,
+    );
+    const datasource = parse(
+      readFileSync(join(repoRoot, "monitoring/grafana/provisioning/datasources/prometheus.yml"), "utf8"),
+    );
+    expect(datasource.datasources[0].url).toBe("http://prometheus:9090");
+  });
+});
+
+describe("Dockerfile", () => {
+  const dockerfile = readFileSync(join(repoRoot, "Dockerfile"), "utf8");
+
+  it("builds from a pinned Node 20 image and runs entry points with tsx", () => {
+    const args = Object.fromEntries([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+    const bases = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
+      (m[1] ?? "").replace(/^\$\{(\w+)\}$/, (_, v) => args[v] ?? v),
+    );
+    expect(bases.length).toBeGreaterThan(0);
+    for (const base of bases) expect(base).toMatch(/^node:20\.\d+\.\d+-[\w-]+$/);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--import", "tsx"\]$/m);
+    expect(dockerfile).toMatch(/^RUN npm ci /m);
+  });
+
+  it("keeps node_modules, caches and history out of the build context", () => {
+    const ignored = readFileSync(join(repoRoot, ".dockerignore"), "utf8").split("\n");
+    for (const entry of ["**/node_modules", ".cache", ".git"]) expect(ignored).toContain(entry);
+  });
+});

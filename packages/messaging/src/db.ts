@@ -1,0 +1,26 @@
+import { sql } from "drizzle-orm";
+import type { NodePgQueryResultHKT } from "drizzle-orm/node-postgres";
+import type { PgDatabase } from "drizzle-orm/pg-core";
+
+/**
+ * Anything that runs queries on a service database: the pool or an open transaction, of either
+ * service's schema. The shared helpers only touch the common tables, so the schema does not matter.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: both services' schemas must fit.
+export type Executor = PgDatabase<NodePgQueryResultHKT, any, any>;
+
+/** A service database (`createPgDatabase`): the pool for reads, and transactions. */
+export type Database = {
+  db: Executor;
+  transaction<T>(work: (tx: Executor) => Promise<T>): Promise<T>;
+};
+
+/**
+ * Serialises all work on one aggregate (an order) until the transaction ends. Taken before reading the
+ * aggregate's state, it keeps concurrent consumers and requests from racing, and makes the outbox
+ * positions of one aggregate follow commit order. A lock, not a row, because the first event of an
+ * order may find no row to lock yet.
+ */
+export async function lockAggregate(tx: Executor, aggregateId: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${aggregateId}, 0))`);
+}

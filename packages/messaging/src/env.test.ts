@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { parseEnv, serviceEnvSchema } from "./env.ts";
+
+const schema = serviceEnvSchema({ port: 8081, consumerGroup: "user-service" });
+const minimal = { DATABASE_URL: "postgres://u@localhost:5432/user_db", KAFKA_BROKERS: "localhost:9092" };
+
+describe("service environment", () => {
+  it("applies the defaults and splits the broker list", () => {
+    const env = parseEnv(schema, { ...minimal, KAFKA_BROKERS: " a:1, b:2 ," });
+    expect(env).toMatchObject({
+      PORT: 8081,
+      KAFKA_BROKERS: ["a:1", "b:2"],
+      KAFKA_TOPIC_PREFIX: "",
+      CONSUMER_GROUP: "user-service",
+      LOG_LEVEL: "info",
+      INBOX_RETENTION_HOURS: 168,
+    });
+    expect(env.INSTANCE_ID.length).toBeGreaterThan(0);
+  });
+
+  it.each([
+    [{ DATABASE_URL: undefined }, /DATABASE_URL/],
+    [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL: must be a postgres/],
+    [{ KAFKA_BROKERS: "" }, /KAFKA_BROKERS/],
+    [{ KAFKA_BROKERS: "nohost" }, /KAFKA_BROKERS/],
+    [{ PORT: "http" }, /PORT/],
+    [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+    [{ INBOX_RETENTION_HOURS: "0" }, /INBOX_RETENTION_HOURS/],
+  ])("fails naming the variable for %o", (bad, message) => {
+    expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
+  });
+});

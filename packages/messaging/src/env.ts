@@ -1,0 +1,40 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+
+/**
+ * The environment of a saga service (a process that owns a database and consumes events). Each service
+ * gives its own default port and consumer group.
+ */
+export function serviceEnvSchema(defaults: { port: number; consumerGroup: string }) {
+  return z.object({
+    PORT: z.coerce.number().int().min(0).max(65_535).default(defaults.port),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+    KAFKA_BROKERS: z
+      .string()
+      .transform((s) =>
+        s
+          .split(",")
+          .map((b) => b.trim())
+          .filter(Boolean),
+      )
+      .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
+    KAFKA_TOPIC_PREFIX: z.string().default(""),
+    INSTANCE_ID: z.string().min(1).default(hostname()),
+    CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
+  });
+}
+
+export type ServiceEnv = z.infer<ReturnType<typeof serviceEnvSchema>>;
+
+/** Parses the environment once; a bad or missing variable fails with its name. */
+export function parseEnv<T extends z.ZodType>(
+  schema: T,
+  source: Record<string, string | undefined>,
+): z.infer<T> {
+  const parsed = schema.safeParse(source);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`);
+  throw new Error(`invalid environment: ${problems.join("; ")}`);
+}

@@ -1,0 +1,68 @@
+import { DrizzleQueryError } from "drizzle-orm/errors";
+import { describe, expect, it } from "vitest";
+import { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
+
+const withCode = (code: string, message = code) => Object.assign(new Error(message), { code });
+
+describe("isRetriableError", () => {
+  it.each([
+    ["a serialization failure", withCode("40001")],
+    ["a deadlock", withCode("40P01")],
+    ["an admin shutdown (server restart)", withCode("57P01")],
+    ["a server still starting", withCode("57P03")],
+    ["any connection exception (class 08)", withCode("08006")],
+    ["too many connections", withCode("53300")],
+    ["a closed postgres.js connection", withCode("CONNECTION_CLOSED")],
+    ["a refused socket", withCode("ECONNREFUSED")],
+    ["a reset socket", withCode("ECONNRESET")],
+    ["an error that says so itself (kafkajs)", Object.assign(new Error("x"), { retriable: true })],
+    [
+      "drizzle's wrapper around a lost connection",
+      new DrizzleQueryError("select 1", [], withCode("CONNECTION_ENDED") as Error),
+    ],
+    ["node-postgres losing its connection", new Error("Connection terminated unexpectedly")],
+    [
+      "node-postgres reusing a broken client",
+      new Error("Client has encountered a connection error and is not queryable"),
+    ],
+    ["node-postgres waiting too long for a connection", new Error("timeout exceeded when trying to connect")],
+    [
+      "drizzle's wrapper around a rollback on a dead connection",
+      new DrizzleQueryError("rollback", [], new Error("Connection terminated unexpectedly")),
+    ],
+    [
+      "an aggregate of connection attempts",
+      Object.assign(new AggregateError([withCode("ECONNREFUSED")]), {}),
+    ],
+  ])("retries %s", (_what, error) => {
+    expect(isRetriableError(error)).toBe(true);
+  });
+
+  it.each([
+    ["a unique violation", withCode("23505")],
+    ["a check violation", withCode("23514")],
+    ["a syntax error", withCode("42601")],
+    ["a plain bug", new TypeError("x is undefined")],
+    ["a query on an ended pool", new Error("Cannot use a pool after calling end on the pool")],
+    ["a poison event", new PoisonEventError("bad payload")],
+    ["something that is not an error", "boom"],
+    ["null", null],
+  ])("does not retry %s", (_what, error) => {
+    expect(isRetriableError(error)).toBe(false);
+  });
+
+  it("survives a cause cycle", () => {
+    const a = new Error("a") as Error & { cause?: unknown };
+    const b = new Error("b", { cause: a });
+    a.cause = b;
+    expect(isRetriableError(a)).toBe(false);
+  });
+});
+
+describe("describeError", () => {
+  it("names the error and its causes", () => {
+    const error = new Error("apply failed", { cause: new RangeError("amount too big") });
+    expect(describeError(error)).toBe("Error: apply failed <- RangeError: amount too big");
+    expect(describeError("text")).toBe("text");
+  });
+});

@@ -1,0 +1,88 @@
+import type { KafkaClient } from "@saga/kafka";
+import { createLogger } from "@saga/observability";
+import { Registry } from "prom-client";
+import { describe, expect, it, vi } from "vitest";
+import { every, startLagMonitor } from "./housekeeping.ts";
+import { createMessagingMetrics } from "./metrics.ts";
+import { metricValue } from "./testing/index.ts";
+
+const logger = createLogger("test", "silent");
+
+describe("every", () => {
+  it("never runs two rounds at once, survives a failing round, and stop waits for the round in hand", async () => {
+    vi.useFakeTimers();
+    try {
+      let running = 0;
+      let maxRunning = 0;
+      let rounds = 0;
+      let release: () => void = () => {};
+      const errors: unknown[] = [];
+      const task = every(
+        10,
+        async () => {
+          rounds++;
+          running++;
+          maxRunning = Math.max(maxRunning, running);
+          if (rounds === 1) throw new Error("first round fails");
+          await new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          running--;
+        },
+        (err) => {
+          running--;
+          errors.push(err);
+        },
+      );
+      await vi.advanceTimersByTimeAsync(10);
+      await vi.advanceTimersByTimeAsync(50);
+      expect(errors).toHaveLength(1);
+      expect(rounds).toBe(2);
+      let stopped = false;
+      const stopping = task.stop().then(() => {
+        stopped = true;
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(stopped).toBe(false);
+      release();
+      await stopping;
+      expect(maxRunning).toBe(1);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(rounds).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("startLagMonitor", () => {
+  it("publishes the lag per partition under the logical topic name", async () => {
+    const registry = new Registry();
+    const metrics = createMessagingMetrics(registry);
+    const consumerLag = vi.fn(async (_group: string, topics: string[]) =>
+      topics.map((topic, i) => ({ topic, partition: i, committed: 0, end: 5 + i, lag: 5 + i })),
+    );
+    const monitor = startLagMonitor({
+      kafka: { consumerLag } as unknown as KafkaClient,
+      consumerGroup: "g",
+      topicPrefix: "p.",
+      topics: ["order.created", "order.canceled"],
+      metrics,
+      logger,
+      intervalMs: 5,
+    });
+    await vi.waitFor(() => expect(consumerLag).toHaveBeenCalled());
+    await monitor.stop();
+    expect(consumerLag).toHaveBeenCalledWith("g", ["p.order.created", "p.order.canceled"]);
+    expect(await metricValue(registry, "saga_consumer_lag", { topic: "order.created", partition: "0" })).toBe(
+      5,
+    );
+    expect(
+      await metricValue(registry, "saga_consumer_lag", {
+        topic: "order.canceled",
+        partition: "1",
+        group: "g",
+      }),
+    ).toBe(6);
+  });
+});

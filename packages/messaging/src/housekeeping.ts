@@ -1,0 +1,103 @@
+import { prefixedTopic } from "@saga/contracts";
+import type { KafkaClient } from "@saga/kafka";
+import type { Logger } from "@saga/observability";
+import { sql } from "drizzle-orm";
+import type { Executor } from "./db.ts";
+import type { MessagingMetrics } from "./metrics.ts";
+
+const PRUNE_BATCH = 5000;
+
+/**
+ * Deletes inbox rows and idempotency keys older than the retention, in small batches so no long lock is
+ * held. An event redelivered after that is no longer recognised; the retention must exceed any redelivery
+ * window (consumer-group offset retention, relay outages). Returns the number of rows deleted.
+ */
+export async function pruneExpired(db: Executor, retentionHours: number): Promise<number> {
+  const cutoff = sql`now() - make_interval(secs => ${retentionHours * 3600})`;
+  let deleted = 0;
+  for (const [table, column] of [
+    ["inbox", "processed_at"],
+    ["idempotency_keys", "created_at"],
+  ] as const) {
+    for (;;) {
+      const rows = await db.execute(sql`
+        delete from ${sql.identifier(table)} where ctid = any(array(
+          select ctid from ${sql.identifier(table)} where ${sql.identifier(column)} < ${cutoff} limit ${PRUNE_BATCH}
+        ))`);
+      const count = rows.rowCount ?? 0;
+      deleted += count;
+      if (count < PRUNE_BATCH) break;
+    }
+  }
+  return deleted;
+}
+
+export type Periodic = { stop(): Promise<void> };
+
+/**
+ * Runs `task` every `intervalMs`, never two at once; a failure is logged and the next round tries
+ * again. `stop` waits for a round in progress.
+ */
+export function every(
+  intervalMs: number,
+  task: () => Promise<void>,
+  onError: (err: unknown) => void,
+): Periodic {
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    running ??= task()
+      .catch(onError)
+      .finally(() => {
+        running = undefined;
+      });
+  }, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+/** Prunes the inbox and idempotency keys periodically. */
+export function startRetention(opts: {
+  db: Executor;
+  retentionHours: number;
+  intervalMs?: number;
+  logger: Logger;
+}): Periodic {
+  const { db, retentionHours, intervalMs = 15 * 60_000, logger } = opts;
+  return every(
+    intervalMs,
+    async () => {
+      const deleted = await pruneExpired(db, retentionHours);
+      if (deleted > 0) logger.info({ deleted, retentionHours }, "pruned inbox and idempotency keys");
+    },
+    (err) => logger.warn({ err }, "pruning the inbox failed; will retry"),
+  );
+}
+
+/** Publishes the consumer group's lag per partition as `saga_consumer_lag`, labelled by logical topic. */
+export function startLagMonitor(opts: {
+  kafka: KafkaClient;
+  consumerGroup: string;
+  topicPrefix: string;
+  topics: readonly string[];
+  metrics: MessagingMetrics;
+  logger: Logger;
+  intervalMs?: number;
+}): Periodic {
+  const { kafka, consumerGroup, topicPrefix, topics, metrics, logger, intervalMs = 15_000 } = opts;
+  const physical = new Map(topics.map((t) => [prefixedTopic(topicPrefix, t), t]));
+  return every(
+    intervalMs,
+    async () => {
+      for (const p of await kafka.consumerLag(consumerGroup, [...physical.keys()])) {
+        const topic = physical.get(p.topic) ?? p.topic;
+        metrics.lag.set({ group: consumerGroup, topic, partition: String(p.partition) }, p.lag);
+      }
+    },
+    (err) => logger.warn({ err }, "reading the consumer lag failed"),
+  );
+}

@@ -1,0 +1,34 @@
+export { type Database, type Executor, lockAggregate } from "./db.ts";
+export { parseEnv, type ServiceEnv, serviceEnvSchema } from "./env.ts";
+export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
+export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
+export {
+  type IdempotentResult,
+  idempotent,
+  requestFingerprint,
+  type StoredResponse,
+} from "./idempotency.ts";
+export {
+  type AfterCommit,
+  createInbox,
+  type EventHandler,
+  type EventHandlers,
+  type Inbox,
+  type InboxConsumerOptions,
+  type InboxOptions,
+  startInboxConsumer,
+} from "./inbox.ts";
+export { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
+export {
+  appendOutbox,
+  type DeadLetter,
+  deadLetterRow,
+  type NewOutboxRow,
+  type OutboxEvent,
+  type OutboxRow,
+  outboxMessage,
+  outboxRow,
+} from "./outbox.ts";
+export { kafkaLogger, readiness, withTimeout } from "./runtime.ts";
+export { serveUntilSignal } from "./serve.ts";
+export { createServiceRuntime, type ServiceRuntime, unavailableWhenRetriable } from "./service.ts";

@@ -1,0 +1,122 @@
+import { randomUUID } from "node:crypto";
+import {
+  DLQ_HEADERS,
+  EVENT_SCHEMAS,
+  EVENT_TYPES,
+  type EventPayload,
+  HEADERS,
+  prefixedTopic,
+  SCHEMA_VERSION,
+  type Topic,
+  traceparent as traceparentSchema,
+} from "@saga/contracts";
+import { outbox } from "@saga/db";
+import type { IncomingMessage, OutgoingMessage } from "@saga/kafka";
+import type { Executor } from "./db.ts";
+
+export type OutboxRow = typeof outbox.$inferSelect;
+export type NewOutboxRow = typeof outbox.$inferInsert & { id: string };
+
+export type OutboxEvent<T extends Topic> = {
+  /** Logical topic name; the relay adds the process's prefix. */
+  topic: T;
+  /** Kafka key: the order id, so every event of one order keeps its order within a topic. */
+  aggregateId: string;
+  payload: EventPayload<T>;
+  /** W3C trace context of the request or event that caused this one. */
+  traceparent?: string | undefined;
+};
+
+/** The outbox row for an event; the payload is checked against its contract, so a bug fails the transaction. */
+export function outboxRow<T extends Topic>({
+  topic,
+  aggregateId,
+  payload,
+  traceparent,
+}: OutboxEvent<T>): NewOutboxRow {
+  // Parsing also fixes the key order, so the JSON is byte for byte what the Go version emits.
+  const checked = EVENT_SCHEMAS[topic].parse(payload);
+  return {
+    id: randomUUID(),
+    aggregateId,
+    topic,
+    eventType: EVENT_TYPES[topic],
+    schemaVersion: SCHEMA_VERSION,
+    payload: JSON.stringify(checked),
+    headers: traceparent ? { [HEADERS.traceparent]: traceparent } : {},
+  };
+}
+
+/**
+ * Records an event for the relay to publish, inside the caller's transaction: it is published if and
+ * only if the state change that caused it commits. Returns the event id.
+ */
+export async function appendOutbox<T extends Topic>(tx: Executor, event: OutboxEvent<T>): Promise<string> {
+  const row = outboxRow(event);
+  await tx.insert(outbox).values(row);
+  return row.id;
+}
+
+export type DeadLetter = {
+  message: IncomingMessage;
+  /** The message's topic without the process's prefix. */
+  logicalTopic: string;
+  consumerGroup: string;
+  error: string;
+};
+
+// PostgreSQL text and jsonb cannot hold NUL; a poison message may contain anything.
+const storable = (s: string) => s.replaceAll("\u0000", "\uFFFD");
+const MAX_ERROR_LENGTH = 2000;
+
+/**
+ * The outbox row that sends a message that can never be applied to `<topic>.dlq`: the raw value,
+ * keyed as the original, with the error and the message's origin in the `dlq-*` headers.
+ */
+export function deadLetterRow({ message, logicalTopic, consumerGroup, error }: DeadLetter): NewOutboxRow {
+  const original = message.headers;
+  const headers: Record<string, string> = {
+    [DLQ_HEADERS.error]: storable(error.slice(0, MAX_ERROR_LENGTH)),
+    [DLQ_HEADERS.originalTopic]: storable(message.topic),
+    [DLQ_HEADERS.originalPartition]: String(message.partition),
+    [DLQ_HEADERS.originalOffset]: message.offset,
+    [DLQ_HEADERS.consumerGroup]: consumerGroup,
+  };
+  const originalEventId = original[HEADERS.eventId];
+  if (originalEventId) headers[DLQ_HEADERS.originalEventId] = storable(originalEventId);
+  const trace = original[HEADERS.traceparent];
+  if (trace && traceparentSchema.safeParse(trace).success) headers[HEADERS.traceparent] = trace;
+  return {
+    id: randomUUID(),
+    aggregateId: storable(
+      message.key ||
+        original[HEADERS.aggregateId] ||
+        `${message.topic}:${message.partition}:${message.offset}`,
+    ),
+    topic: `${logicalTopic}.dlq`,
+    eventType: storable(original[HEADERS.eventType] || "Unknown"),
+    schemaVersion: storable(original[HEADERS.schemaVersion] || SCHEMA_VERSION),
+    payload: storable(message.value ?? ""),
+    headers,
+  };
+}
+
+/**
+ * The Kafka message for an outbox row: the envelope comes from the row's columns (`event-id` is the
+ * row id), extra headers from its `headers` column, the key is the aggregate id.
+ */
+export function outboxMessage(row: OutboxRow, topicPrefix = ""): OutgoingMessage {
+  return {
+    topic: prefixedTopic(topicPrefix, row.topic),
+    key: row.aggregateId,
+    value: row.payload,
+    headers: {
+      ...row.headers,
+      [HEADERS.eventId]: row.id,
+      [HEADERS.eventType]: row.eventType,
+      [HEADERS.schemaVersion]: row.schemaVersion,
+      [HEADERS.occurredAt]: row.createdAt.toISOString(),
+      [HEADERS.aggregateId]: row.aggregateId,
+    },
+  };
+}

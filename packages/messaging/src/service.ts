@@ -1,0 +1,116 @@
+import { dlqTopic, EVENT_TOPICS, prefixedTopic } from "@saga/contracts";
+import { createPgDatabase, migrateDatabase, type PgDatabase, type ServiceDatabase } from "@saga/db";
+import { AppError } from "@saga/http";
+import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
+import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
+import type { ServiceEnv } from "./env.ts";
+import { isRetriableError } from "./errors.ts";
+import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
+import { type EventHandlers, startInboxConsumer } from "./inbox.ts";
+import { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
+import { kafkaLogger, readiness } from "./runtime.ts";
+
+export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
+  env: ServiceEnv;
+  logger: Logger;
+  metrics: Metrics;
+  messagingMetrics: MessagingMetrics;
+  /** The pool (`db.db`) and its transactions (`db.transaction`). */
+  db: PgDatabase<TSchema>;
+  kafka: KafkaClient;
+  /** Resolves when the database and a Kafka broker answer. */
+  ready: () => Promise<void>;
+  /** Joins the consumer group with these handlers and starts the inbox pruning and lag reporting. */
+  startConsuming(handlers: EventHandlers): Promise<void>;
+  /** True while the consumer is a member of its group. */
+  isConsuming(): boolean;
+  /** Finishes the event in hand, commits its offset, leaves the group and closes the pools. */
+  stop(): Promise<void>;
+};
+
+/**
+ * Everything a saga service needs besides its routes and handlers: logger, metrics, its migrated
+ * database, the Kafka client, and the inbox consumer with its housekeeping.
+ */
+export async function createServiceRuntime<TSchema extends Record<string, unknown>>(opts: {
+  service: string;
+  database: ServiceDatabase;
+  schema: TSchema;
+  env: ServiceEnv;
+  logger?: Logger;
+}): Promise<ServiceRuntime<TSchema>> {
+  const { service, database, schema, env } = opts;
+  const logger = (opts.logger ?? createLogger(service, env.LOG_LEVEL)).child({ instance: env.INSTANCE_ID });
+  const metrics = createMetrics(service, env.INSTANCE_ID);
+  const messagingMetrics = createMessagingMetrics(metrics.registry);
+
+  await migrateDatabase(env.DATABASE_URL, database);
+  const pool = createPgDatabase(env.DATABASE_URL, schema, {
+    applicationName: `${service}/${env.INSTANCE_ID}`,
+    onConnectionError: (err) => logger.warn({ err }, "database connection lost; the pool replaces it"),
+  });
+  const kafka = createKafka({
+    brokers: env.KAFKA_BROKERS,
+    clientId: `${service}-${env.INSTANCE_ID}`,
+    logger: kafkaLogger(logger),
+  });
+
+  let consumer: EventConsumer | undefined;
+  const periodic: Periodic[] = [];
+  let stopped: Promise<void> | undefined;
+
+  return {
+    env,
+    logger,
+    metrics,
+    messagingMetrics,
+    db: pool,
+    kafka,
+    ready: readiness({ db: pool.db, kafka }),
+    async startConsuming(handlers) {
+      const topics = EVENT_TOPICS.filter((t) => handlers[t]);
+      // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
+      await kafka.createTopics(
+        [...topics, ...topics.map(dlqTopic)].map((t) => prefixedTopic(env.KAFKA_TOPIC_PREFIX, t)),
+      );
+      consumer = await startInboxConsumer({
+        kafka,
+        db: pool,
+        consumerGroup: env.CONSUMER_GROUP,
+        topicPrefix: env.KAFKA_TOPIC_PREFIX,
+        handlers,
+        logger,
+        metrics: messagingMetrics,
+      });
+      periodic.push(
+        startRetention({ db: pool.db, retentionHours: env.INBOX_RETENTION_HOURS, logger }),
+        startLagMonitor({
+          kafka,
+          consumerGroup: env.CONSUMER_GROUP,
+          topicPrefix: env.KAFKA_TOPIC_PREFIX,
+          topics,
+          metrics: messagingMetrics,
+          logger,
+        }),
+      );
+      logger.info({ group: env.CONSUMER_GROUP, prefix: env.KAFKA_TOPIC_PREFIX }, "consuming");
+    },
+    isConsuming: () => consumer?.isRunning() ?? false,
+    stop() {
+      stopped ??= (async () => {
+        await consumer?.stop();
+        await Promise.all(periodic.map((p) => p.stop()));
+        await kafka.close();
+        await pool.close();
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** For `createBaseApp`'s `mapError`: a lost database connection during a request is a 503 to retry. */
+export function unavailableWhenRetriable(err: Error): AppError | undefined {
+  return isRetriableError(err)
+    ? new AppError("UNAVAILABLE", "the database is unavailable; retry later")
+    : undefined;
+}

@@ -1,0 +1,42 @@
+import { describe, expect, it } from "vitest";
+import { parseGatewayEnv } from "./env.ts";
+
+describe("parseGatewayEnv", () => {
+  it("reads the upstreams and applies the defaults", () => {
+    const env = parseGatewayEnv({
+      USER_SERVICE_URLS: " http://127.0.0.1:8081, http://127.0.0.1:8082/ ",
+      ORDER_SERVICE_URL: "http://order-service:8091",
+    });
+    expect(env).toMatchObject({
+      PORT: 8080,
+      USER_SERVICE_URLS: ["http://127.0.0.1:8081", "http://127.0.0.1:8082"],
+      ORDER_SERVICE_URL: "http://order-service:8091",
+      UPSTREAM_TIMEOUT_MS: 5000,
+      HEALTH_INTERVAL_MS: 1000,
+      HEALTH_PATH: "/health",
+      MAX_BODY_BYTES: 65536,
+    });
+  });
+
+  it.each([
+    [{ ORDER_SERVICE_URL: "http://127.0.0.1:8091" }, /USER_SERVICE_URLS/],
+    [
+      { USER_SERVICE_URLS: "", ORDER_SERVICE_URL: "http://127.0.0.1:8091" },
+      /USER_SERVICE_URLS: must name at least one/,
+    ],
+    [
+      { USER_SERVICE_URLS: "127.0.0.1:8081", ORDER_SERVICE_URL: "http://127.0.0.1:8091" },
+      /USER_SERVICE_URLS\.0: must be an http:\/\/ origin/,
+    ],
+    [
+      { USER_SERVICE_URLS: "http://127.0.0.1:8081", ORDER_SERVICE_URL: "http://127.0.0.1:8091/api" },
+      /ORDER_SERVICE_URL: must be an http/,
+    ],
+    [
+      { USER_SERVICE_URLS: "http://a:1", ORDER_SERVICE_URL: "http://b:2", UPSTREAM_TIMEOUT_MS: "0" },
+      /UPSTREAM_TIMEOUT_MS/,
+    ],
+  ])("fails with the variable's name: %j", (source, message) => {
+    expect(() => parseGatewayEnv(source)).toThrow(message);
+  });
+});

@@ -1,0 +1,65 @@
+import { REQUEST_ID_HEADER } from "@saga/contracts";
+import type { AppEnv } from "@saga/http";
+import { nextTraceparent } from "@saga/observability";
+import type { Context } from "hono";
+import type { ContentfulStatusCode, StatusCode } from "hono/utils/http-status";
+import type { UpstreamResponse } from "./upstream.ts";
+
+// Hop-by-hop headers belong to one connection and are never forwarded; content-length is recomputed.
+// https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "expect",
+  "host",
+  "content-length",
+  "http2-settings",
+]);
+
+function connectionTokens(value: string | null | undefined): Set<string> {
+  return new Set(
+    (value ?? "")
+      .split(",")
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
+/**
+ * The headers a request carries to an upstream: the client's end-to-end headers (Idempotency-Key,
+ * content-type, tracestate, …), the request id of this request, and the caller's W3C trace
+ * continued with a span of the gateway (or a new trace), so that it reaches the services' outboxes.
+ */
+export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
+  const listed = connectionTokens(c.req.header("connection"));
+  const headers: Record<string, string> = {};
+  c.req.raw.headers.forEach((value, key) => {
+    if (!HOP_BY_HOP.has(key) && !listed.has(key)) headers[key] = value;
+  });
+  headers[REQUEST_ID_HEADER] = c.get("requestId");
+  headers.traceparent = nextTraceparent(c.req.header("traceparent"));
+  return headers;
+}
+
+/** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
+export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  const listed = connectionTokens(
+    typeof res.headers.connection === "string" ? res.headers.connection : undefined,
+  );
+  const headers: Record<string, string | string[]> = {};
+  for (const [key, value] of Object.entries(res.headers)) {
+    // The request id middleware has set ours, which the upstream echoes anyway.
+    if (value === undefined || HOP_BY_HOP.has(key) || listed.has(key) || key === REQUEST_ID_HEADER) continue;
+    headers[key] = value;
+  }
+  const noBody = c.req.method === "HEAD" || res.status === 204 || res.status === 304;
+  if (noBody) return c.body(null, res.status as StatusCode, headers);
+  return c.body(new Uint8Array(res.body), res.status as ContentfulStatusCode, headers);
+}

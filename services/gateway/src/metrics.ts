@@ -1,0 +1,52 @@
+import { LATENCY_BUCKETS } from "@saga/observability";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+/**
+ * How a call to an upstream ended: the class of the status it answered, or the failure that left
+ * no status. A bounded set, so the series stay few.
+ */
+export type UpstreamOutcome =
+  | "2xx"
+  | "3xx"
+  | "4xx"
+  | "5xx"
+  | "timeout"
+  | "connect_error"
+  | "reset"
+  | "canceled"
+  | "error";
+
+/** The gateway's view of its upstreams, registered on the process's registry. */
+export function createGatewayMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    /** Every attempt counts, so a retried request counts twice. */
+    upstreamRequests: new Counter({
+      name: "gateway_upstream_requests_total",
+      help: "Requests sent to an upstream instance (each attempt), by upstream, target and outcome",
+      labelNames: ["upstream", "target", "outcome"] as const,
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: "gateway_upstream_request_duration_seconds",
+      help: "Duration of one attempt at an upstream until its body was read, by upstream and outcome",
+      labelNames: ["upstream", "outcome"] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    healthyInstances: new Gauge({
+      name: "gateway_upstream_healthy_instances",
+      help: "Instances of an upstream in rotation (passing their health checks)",
+      labelNames: ["upstream"] as const,
+      registers,
+    }),
+    ejections: new Counter({
+      name: "gateway_upstream_ejections_total",
+      help: "Instances taken out of rotation, by upstream, target and cause (passive: a failed request; active: a failed health check)",
+      labelNames: ["upstream", "target", "cause"] as const,
+      registers,
+    }),
+  };
+}
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;

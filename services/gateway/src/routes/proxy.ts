@@ -1,0 +1,37 @@
+import type { AppEnv } from "@saga/http";
+import type { Hono } from "hono";
+import { passThrough, upstreamHeaders } from "../forward.ts";
+import type { Upstream } from "../upstream.ts";
+
+export type ProxyRoutesDeps = {
+  /** `/users`: the prefix itself and everything under it go to the upstream. */
+  prefix: string;
+  upstream: Upstream;
+  timeoutMs: number;
+};
+
+/**
+ * Forwards `<prefix>` and `<prefix>/*`, any method, to the upstream and answers with what it answers.
+ * `<prefix>/:id` is a route of its own only so that the HTTP metrics label it by that template.
+ */
+export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeoutMs }: ProxyRoutesDeps) {
+  for (const path of [prefix, `${prefix}/:id`, `${prefix}/*`]) {
+    app.all(path, async (c) => {
+      const method = c.req.method;
+      // Read whole (the body limit bounds it), so that a failed connect can send it again.
+      const body =
+        method === "GET" || method === "HEAD" ? undefined : new Uint8Array(await c.req.arrayBuffer());
+      const url = new URL(c.req.url);
+      const res = await upstream.send(
+        {
+          method,
+          path: url.pathname + url.search,
+          headers: upstreamHeaders(c),
+          body: body?.length ? body : undefined,
+        },
+        { timeoutMs, clientSignal: c.req.raw.signal },
+      );
+      return passThrough(c, res);
+    });
+  }
+}

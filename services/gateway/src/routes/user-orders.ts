@@ -1,0 +1,54 @@
+import type { Order, User, UserOrders } from "@saga/contracts";
+import { type AppEnv, AppError } from "@saga/http";
+import type { Hono } from "hono";
+import { passThrough, upstreamHeaders } from "../forward.ts";
+import type { Upstream, UpstreamResponse } from "../upstream.ts";
+
+export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs: number };
+
+/**
+ * `GET /users/:id/orders`: the user from user-service and its orders from order-service, asked at the
+ * same time, as `{"user", "orders"}`. The user-service's answer decides first: its 400 or 404 is passed
+ * through as it is. A user without its orders is no answer: a failing order-service is a 502 (a 504 when
+ * it was only slow).
+ */
+export function registerUserOrdersRoute(
+  app: Hono<AppEnv>,
+  { users, orders, timeoutMs }: UserOrdersRouteDeps,
+) {
+  app.get("/users/:id/orders", async (c) => {
+    const id = encodeURIComponent(c.req.param("id"));
+    // Identity: the composed body is parsed here, so it must not come compressed.
+    const headers = { ...upstreamHeaders(c), "accept-encoding": "identity" };
+    const options = { timeoutMs, clientSignal: c.req.raw.signal };
+    const [user, list] = await Promise.allSettled([
+      users.send({ method: "GET", path: `/users/${id}`, headers }, options),
+      orders.send({ method: "GET", path: `/orders?userId=${id}`, headers }, options),
+    ]);
+    if (user.status === "rejected") throw user.reason;
+    if (user.value.status !== 200) return passThrough(c, user.value);
+    if (list.status === "rejected") {
+      const err = list.reason;
+      if (err instanceof AppError && err.code === "GATEWAY_TIMEOUT") throw err;
+      throw new AppError("BAD_GATEWAY", `${orders.name} is unavailable: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (list.value.status !== 200) {
+      throw new AppError("BAD_GATEWAY", `${orders.name} answered ${list.value.status} for the user's orders`);
+    }
+    const body: UserOrders = {
+      user: json<User>(user.value, users.name),
+      orders: json<Order[]>(list.value, orders.name),
+    };
+    return c.json(body);
+  });
+}
+
+function json<T>(res: UpstreamResponse, upstream: string): T {
+  try {
+    return JSON.parse(res.body.toString("utf8")) as T;
+  } catch (err) {
+    throw new AppError("BAD_GATEWAY", `${upstream} answered with a body that is not JSON`, { cause: err });
+  }
+}

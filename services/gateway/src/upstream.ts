@@ -1,0 +1,263 @@
+import { AppError } from "@saga/http";
+import type { Logger } from "@saga/observability";
+import { Pool } from "undici";
+import type { GatewayMetrics, UpstreamOutcome } from "./metrics.ts";
+
+export type UpstreamOptions = {
+  /** The upstream's name in logs, metrics and error messages: `user-service`. */
+  name: string;
+  /** One origin per instance: `http://127.0.0.1:8081`. */
+  origins: readonly string[];
+  connectTimeoutMs: number;
+  /** Connections kept to each instance. */
+  connections: number;
+  healthPath: string;
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  /** Failed health checks in a row that take an instance out of rotation; a refused connection does at once. */
+  unhealthyThreshold: number;
+  metrics: GatewayMetrics;
+  logger: Logger;
+};
+
+export type UpstreamRequest = {
+  method: string;
+  /** Path and query string, sent unchanged. */
+  path: string;
+  headers: Record<string, string>;
+  body?: Uint8Array | undefined;
+};
+
+export type UpstreamResponse = {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  /** `host:port` of the instance that answered. */
+  target: string;
+};
+
+export type SendOptions = {
+  /** For the whole call, retry included, until the response body is read. */
+  timeoutMs: number;
+  /** Aborts the call when the client has gone away. */
+  clientSignal?: AbortSignal | undefined;
+};
+
+type Instance = {
+  origin: string;
+  target: string;
+  pool: Pool;
+  healthy: boolean;
+  failedChecks: number;
+};
+
+// A failure to connect means the request never left: it is safe to send again whatever the method.
+// https://undici.nodejs.org/#/docs/api/Errors
+const CONNECT_ERRORS = new Set([
+  "ECONNREFUSED",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EHOSTDOWN",
+]);
+// The connection broke after the request may have been sent: only a safe method may be sent again.
+const RESET_ERRORS = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
+const SAFE_METHODS = new Set(["GET", "HEAD"]);
+
+/**
+ * One upstream service: an undici Pool per instance, round-robin over the instances in rotation,
+ * active health checks (`GET /health` every interval) and passive ejection (a refused connection
+ * takes the instance out at once). An instance comes back with its first passing health check.
+ * Instances start out of rotation until `start()` has checked them.
+ */
+export function createUpstream(opts: UpstreamOptions) {
+  const { name, metrics, logger } = opts;
+  const instances: Instance[] = opts.origins.map((origin) => ({
+    origin,
+    target: new URL(origin).host,
+    pool: new Pool(origin, { connections: opts.connections, connect: { timeout: opts.connectTimeoutMs } }),
+    healthy: false,
+    failedChecks: 0,
+  }));
+  let next = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  const healthyCount = () => instances.filter((i) => i.healthy).length;
+  metrics.healthyInstances.set({ upstream: name }, 0);
+
+  function setHealthy(instance: Instance, healthy: boolean, cause: "active" | "passive", why?: string) {
+    if (instance.healthy === healthy) return;
+    instance.healthy = healthy;
+    metrics.healthyInstances.set({ upstream: name }, healthyCount());
+    if (healthy) {
+      logger.info({ upstream: name, target: instance.target }, "instance in rotation");
+    } else {
+      metrics.ejections.inc({ upstream: name, target: instance.target, cause });
+      logger.warn({ upstream: name, target: instance.target, cause, why }, "instance out of rotation");
+    }
+  }
+
+  /** The next instance in rotation after the last one picked, skipping `exclude`. */
+  function pick(exclude?: Instance): Instance | undefined {
+    for (let i = 0; i < instances.length; i++) {
+      const index = (next + i) % instances.length;
+      const instance = instances[index];
+      if (instance?.healthy && instance !== exclude) {
+        next = (index + 1) % instances.length;
+        return instance;
+      }
+    }
+    return undefined;
+  }
+
+  async function check(instance: Instance): Promise<void> {
+    let refused = false;
+    let why: string;
+    try {
+      const res = await instance.pool.request({
+        method: "GET",
+        path: opts.healthPath,
+        signal: AbortSignal.timeout(opts.healthTimeoutMs),
+      });
+      await res.body.dump();
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        instance.failedChecks = 0;
+        setHealthy(instance, true, "active");
+        return;
+      }
+      why = `health check answered ${res.statusCode}`;
+    } catch (err) {
+      refused = CONNECT_ERRORS.has(errorCode(err) ?? "");
+      why = `health check failed: ${(err as Error).message}`;
+    }
+    if (closed) return;
+    instance.failedChecks++;
+    if (refused || instance.failedChecks >= opts.unhealthyThreshold)
+      setHealthy(instance, false, "active", why);
+  }
+
+  const checkAll = () => Promise.all(instances.map(check)).then(() => {});
+
+  function schedule() {
+    timer = setTimeout(async () => {
+      await checkAll();
+      if (!closed) schedule();
+    }, opts.healthIntervalMs);
+    // The health checks alone never keep the process alive.
+    timer.unref();
+  }
+
+  function outcomeOf(
+    err: unknown,
+    deadline: AbortSignal,
+    clientSignal: AbortSignal | undefined,
+  ): UpstreamOutcome {
+    if (deadline.aborted) return "timeout";
+    if (clientSignal?.aborted) return "canceled";
+    const code = errorCode(err) ?? "";
+    if (CONNECT_ERRORS.has(code)) return "connect_error";
+    if (RESET_ERRORS.has(code)) return "reset";
+    if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "timeout";
+    return "error";
+  }
+
+  function failure(outcome: UpstreamOutcome, timeoutMs: number, cause: unknown): AppError {
+    switch (outcome) {
+      case "timeout":
+        return new AppError("GATEWAY_TIMEOUT", `${name} did not answer within ${timeoutMs} ms`, { cause });
+      case "connect_error":
+        return new AppError("BAD_GATEWAY", `${name} is unreachable`, { cause });
+      case "reset":
+        return new AppError("BAD_GATEWAY", `${name} closed the connection`, { cause });
+      case "canceled":
+        return new AppError("BAD_GATEWAY", "the client canceled the request", { cause });
+      default:
+        return new AppError("BAD_GATEWAY", `${name} failed`, { cause });
+    }
+  }
+
+  return {
+    name,
+    /** Instances by `host:port`, with whether each is in rotation. */
+    instances: () => instances.map((i) => ({ target: i.target, healthy: i.healthy })),
+    healthyCount,
+
+    /**
+     * Sends a request to the next healthy instance and reads the whole response. A request that could
+     * not connect (any method: it never left) or a GET/HEAD whose connection broke is sent once more to
+     * another instance. Throws an AppError: 503 with no instance in rotation, 504 past the timeout,
+     * 502 for any other failure.
+     */
+    async send(
+      request: UpstreamRequest,
+      { timeoutMs, clientSignal }: SendOptions,
+    ): Promise<UpstreamResponse> {
+      const deadline = AbortSignal.timeout(timeoutMs);
+      const signal = clientSignal ? AbortSignal.any([deadline, clientSignal]) : deadline;
+      let failed: Instance | undefined;
+      let lastFailure: AppError | undefined;
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const instance = pick(failed);
+        if (!instance) break;
+        const stop = metrics.upstreamDuration.startTimer({ upstream: name });
+        const count = (outcome: UpstreamOutcome) => {
+          stop({ outcome });
+          metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
+        };
+        try {
+          const res = await instance.pool.request({
+            method: request.method,
+            path: request.path,
+            headers: request.headers,
+            body: request.body,
+            signal,
+          });
+          const body = Buffer.from(await res.body.arrayBuffer());
+          count(`${Math.min(Math.floor(res.statusCode / 100), 5)}xx` as UpstreamOutcome);
+          return { status: res.statusCode, headers: res.headers, body, target: instance.target };
+        } catch (err) {
+          const outcome = outcomeOf(err, deadline, clientSignal);
+          count(outcome);
+          if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
+          lastFailure = failure(outcome, timeoutMs, err);
+          const retriable =
+            outcome === "connect_error" || (outcome === "reset" && SAFE_METHODS.has(request.method));
+          if (!retriable) throw lastFailure;
+          logger.warn(
+            { upstream: name, target: instance.target, outcome, method: request.method, path: request.path },
+            "upstream attempt failed; trying another instance",
+          );
+          failed = instance;
+        }
+      }
+      throw lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no healthy instance`);
+    },
+
+    /** Checks every instance once, then keeps checking every interval until `close()`. */
+    async start(): Promise<void> {
+      await checkAll();
+      if (!closed) schedule();
+    },
+
+    /** Stops the health checks and closes the pools once their requests in flight are done. */
+    async close(): Promise<void> {
+      closed = true;
+      clearTimeout(timer);
+      await Promise.all(instances.map((i) => i.pool.close()));
+    },
+  };
+}
+
+export type Upstream = ReturnType<typeof createUpstream>;
+
+/** The error code of a Node or undici error, looking into the attempts of a happy-eyeballs connect. */
+function errorCode(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const { code } = err as Error & { code?: unknown };
+  if (typeof code === "string") return code;
+  if (err instanceof AggregateError) return errorCode(err.errors[0]);
+  return errorCode(err.cause);
+}

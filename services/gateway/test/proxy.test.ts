@@ -1,0 +1,275 @@
+import { describe, expect, it } from "vitest";
+import { eventually, ORDER_ID, order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
+
+const json = { "content-type": "application/json" };
+
+describe("routing", () => {
+  it("sends /users round-robin over the user-service instances and /orders to order-service", async () => {
+    const one = await startFakeUpstream(() => ({ body: user }));
+    const two = await startFakeUpstream(() => ({ body: user }));
+    const orders = await startFakeUpstream(() => ({ body: order }));
+    const { app } = await startGateway([one, two], orders);
+
+    for (let i = 0; i < 6; i++) {
+      const res = await app.request(`/users/${USER_ID}`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual(user);
+    }
+    expect(one.received).toHaveLength(3);
+    expect(two.received).toHaveLength(3);
+    expect(one.received[0]).toMatchObject({ method: "GET", url: `/users/${USER_ID}` });
+
+    const res = await app.request(`/orders/${ORDER_ID}?x=1`);
+    expect(await res.json()).toEqual(order);
+    expect(orders.received.map((r) => r.url)).toEqual([`/orders/${ORDER_ID}?x=1`]);
+  });
+
+  it("fails over when an instance dies: no 5xx on GET, no traffic once ejected, back when healthy", async () => {
+    const one = await startFakeUpstream(() => ({ body: user }));
+    const two = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([one, two], await startFakeUpstream());
+    const { app } = gateway;
+
+    await two.kill();
+    // The first request that meets the dead instance fails to connect, ejects it and is retried.
+    for (let i = 0; i < 10; i++) expect((await app.request(`/users/${USER_ID}`)).status).toBe(200);
+    expect(one.received).toHaveLength(10);
+    expect(gateway.users.instances()).toEqual([
+      { target: `127.0.0.1:${one.port}`, healthy: true },
+      { target: `127.0.0.1:${two.port}`, healthy: false },
+    ]);
+    const metrics = await (await app.request("/metrics")).text();
+    expect(metrics).toMatch(/gateway_upstream_healthy_instances\{upstream="user-service",[^}]*\} 1/);
+    expect(metrics).toMatch(
+      /gateway_upstream_ejections_total\{upstream="user-service",target="127.0.0.1:\d+",cause="passive"[^}]*\} 1/,
+    );
+
+    await two.revive();
+    await eventually(() => gateway.users.healthyCount() === 2);
+    for (let i = 0; i < 4; i++) expect((await app.request(`/users/${USER_ID}`)).status).toBe(200);
+    expect(two.received).toHaveLength(2);
+  });
+
+  it("takes an instance whose health check fails out of rotation before any request fails", async () => {
+    const one = await startFakeUpstream(() => ({ body: user }));
+    const two = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([one, two], await startFakeUpstream());
+    two.healthy = false;
+    await eventually(() => gateway.users.healthyCount() === 1);
+    for (let i = 0; i < 4; i++) expect((await gateway.app.request(`/users/${USER_ID}`)).status).toBe(200);
+    expect(two.received).toHaveLength(0);
+    two.healthy = true;
+    await eventually(() => gateway.users.healthyCount() === 2);
+  });
+
+  it("sends a POST that could not connect to another instance: it never left", async () => {
+    const one = await startFakeUpstream(() => ({ status: 201, body: user }));
+    const two = await startFakeUpstream(() => ({ status: 201, body: user }));
+    const { app } = await startGateway([one, two], await startFakeUpstream());
+    await one.kill();
+    for (let i = 0; i < 2; i++) {
+      const res = await app.request("/users", {
+        method: "POST",
+        body: '{"username":"ada","initialBalance":100}',
+        headers: json,
+      });
+      expect(res.status).toBe(201);
+    }
+    expect(two.received.map((r) => r.body)).toEqual(Array(2).fill('{"username":"ada","initialBalance":100}'));
+  });
+
+  it("retries a GET whose connection broke, but not a POST, which the instance may have applied", async () => {
+    const broken = await startFakeUpstream(() => ({ destroy: true }));
+    const fine = await startFakeUpstream(() => ({ body: user }));
+    const { app } = await startGateway([broken, fine], await startFakeUpstream());
+
+    expect((await app.request(`/users/${USER_ID}`)).status).toBe(200);
+    expect(broken.received).toHaveLength(1);
+    expect(fine.received).toHaveLength(1);
+
+    // Round-robin: `broken` is next.
+    const res = await app.request("/users", {
+      method: "POST",
+      body: '{"username":"ada","initialBalance":1}',
+      headers: json,
+    });
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({ error: "user-service closed the connection" });
+    expect(broken.received).toHaveLength(2);
+    expect(fine.received).toHaveLength(1);
+  });
+
+  it("answers 504 when the upstream is slower than the timeout, without retrying", async () => {
+    const slow = await startFakeUpstream(() => ({ body: order, delayMs: 2000 }));
+    const { app } = await startGateway([await startFakeUpstream()], slow, { UPSTREAM_TIMEOUT_MS: "300" });
+    const started = performance.now();
+    const res = await app.request(`/orders/${ORDER_ID}`);
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(slow.received).toHaveLength(1);
+  });
+
+  it("answers 502 when the only instance refuses, then 503 while it is out of rotation, and recovers", async () => {
+    const orders = await startFakeUpstream(() => ({ body: order }));
+    const gateway = await startGateway([await startFakeUpstream()], orders);
+    const { app } = gateway;
+    await orders.kill();
+
+    const refused = await app.request(`/orders/${ORDER_ID}`);
+    expect(refused.status).toBe(502);
+    expect(await refused.json()).toMatchObject({
+      error: "order-service is unreachable",
+      requestId: expect.any(String),
+    });
+    const ejected = await app.request(`/orders/${ORDER_ID}`, { method: "DELETE" });
+    expect(ejected.status).toBe(503);
+    expect(await ejected.json()).toMatchObject({
+      error: "order-service is unavailable: no healthy instance",
+    });
+    expect((await app.request("/ready")).status).toBe(503);
+    expect((await app.request("/health")).status).toBe(200);
+
+    await orders.revive();
+    await eventually(() => gateway.orders.healthyCount() === 1);
+    expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect((await app.request("/ready")).status).toBe(200);
+  });
+});
+
+describe("pass-through", () => {
+  it.each([
+    ["a 400", 400, { error: "request body is not valid JSON" }],
+    ["a 409", 409, { error: "username ada is taken" }],
+    ["a 422", 422, { error: "Idempotency-Key was already used for a different request" }],
+    ["a 201", 201, user],
+  ])("returns %s with its JSON body unchanged", async (_what, status, body) => {
+    const users = await startFakeUpstream(() => ({ status, body, headers: { "x-upstream": "yes" } }));
+    const { app } = await startGateway([users], await startFakeUpstream());
+    const res = await app.request("/users", { method: "POST", body: '{"username":', headers: json });
+    expect(res.status).toBe(status);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(res.headers.get("x-upstream")).toBe("yes");
+    expect(await res.text()).toBe(JSON.stringify(body));
+    expect(users.received[0]?.body).toBe('{"username":');
+  });
+
+  it("returns a 204 without a body and forwards the method, query and Idempotency-Key", async () => {
+    const orders = await startFakeUpstream((req) =>
+      req.method === "DELETE" ? { status: 204 } : { status: 201, body: order },
+    );
+    const { app } = await startGateway([await startFakeUpstream()], orders);
+    const created = await app.request("/orders", {
+      method: "POST",
+      body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+      headers: { ...json, "idempotency-key": "key-1" },
+    });
+    expect(created.status).toBe(201);
+    const canceled = await app.request(`/orders/${ORDER_ID}`, { method: "DELETE" });
+    expect(canceled.status).toBe(204);
+    expect(await canceled.text()).toBe("");
+    expect(orders.received[0]?.headers["idempotency-key"]).toBe("key-1");
+    expect(orders.received[0]?.headers["content-type"]).toBe("application/json");
+    expect(orders.received[1]).toMatchObject({ method: "DELETE", url: `/orders/${ORDER_ID}` });
+  });
+
+  it("rejects a body over the limit with 413 before calling the upstream", async () => {
+    const users = await startFakeUpstream();
+    const { app } = await startGateway([users], await startFakeUpstream());
+    const big = JSON.stringify({ username: "x".repeat(2000), initialBalance: 1 });
+    const res = await app.request("/users", { method: "POST", body: big, headers: json });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toMatchObject({ error: "request body is larger than 1024 bytes" });
+
+    // Without a content-length the limit applies while reading.
+    const stream = new ReadableStream({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(big));
+        controller.close();
+      },
+    });
+    const chunked = await app.request("/users", {
+      method: "POST",
+      body: stream,
+      headers: json,
+      duplex: "half",
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    expect(users.received).toHaveLength(0);
+  });
+});
+
+describe("request id and trace context", () => {
+  it("forwards the caller's X-Request-Id and continues its trace", async () => {
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const { app } = await startGateway([users], await startFakeUpstream());
+    const incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const res = await app.request(`/users/${USER_ID}`, {
+      headers: { "x-request-id": "req-abc-123", traceparent: incoming, tracestate: "vendor=1" },
+    });
+    expect(res.headers.get("x-request-id")).toBe("req-abc-123");
+    const seen = users.received[0]?.headers;
+    expect(seen?.["x-request-id"]).toBe("req-abc-123");
+    expect(seen?.traceparent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    expect(seen?.traceparent).not.toBe(incoming);
+    expect(seen?.tracestate).toBe("vendor=1");
+  });
+
+  it("generates a request id and starts a trace when the caller sends none", async () => {
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
+    const { app } = await startGateway([await startFakeUpstream()], orders);
+    const res = await app.request("/orders", {
+      method: "POST",
+      body: "{}",
+      headers: { ...json, traceparent: "garbage" },
+    });
+    const id = res.headers.get("x-request-id");
+    expect(id).toMatch(/^[\w-]{8,}$/);
+    expect(orders.received[0]?.headers["x-request-id"]).toBe(id);
+    expect(orders.received[0]?.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+
+  it("never forwards hop-by-hop headers", async () => {
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const { app } = await startGateway([users], await startFakeUpstream());
+    await app.request(`/users/${USER_ID}`, {
+      headers: { connection: "x-secret", "x-secret": "1", "proxy-authorization": "p" },
+    });
+    const seen = users.received[0]?.headers ?? {};
+    expect(seen["x-secret"]).toBeUndefined();
+    expect(seen["proxy-authorization"]).toBeUndefined();
+  });
+});
+
+describe("metrics", () => {
+  it("labels requests by route template and counts upstream calls by outcome", async () => {
+    const users = await startFakeUpstream((req) =>
+      req.url.endsWith(USER_ID) ? { body: user } : { status: 404, body: { error: "user not found" } },
+    );
+    const { app } = await startGateway([users], await startFakeUpstream());
+    await app.request(`/users/${USER_ID}`);
+    await app.request("/users/3f1c7a52-9d1e-4c8e-a0a4-000000000000");
+    await app.request("/users/a/b/c");
+    await app.request("/nowhere");
+    const text = await (await app.request("/metrics")).text();
+    expect(text).toMatch(
+      /http_requests_total\{method="GET",route="\/users\/:id",status="200",service="gateway",instance="gateway-test"\} 1/,
+    );
+    expect(text).toMatch(/http_requests_total\{method="GET",route="\/users\/:id",status="404",[^}]*\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="GET",route="\/users\/\*",status="404",[^}]*\} 1/);
+    expect(text).toMatch(/http_requests_total\{method="GET",route="unmatched",status="404",[^}]*\} 1/);
+    expect(text).not.toContain("3f1c7a52");
+    const target = `127.0.0.1:${users.port}`;
+    expect(text).toContain(
+      `gateway_upstream_requests_total{upstream="user-service",target="${target}",outcome="2xx",service="gateway",instance="gateway-test"} 1`,
+    );
+    expect(text).toContain(
+      `gateway_upstream_requests_total{upstream="user-service",target="${target}",outcome="4xx",service="gateway",instance="gateway-test"} 2`,
+    );
+    expect(text).toMatch(
+      /gateway_upstream_request_duration_seconds_count\{[^}]*upstream="user-service",outcome="2xx"\} 1/,
+    );
+    expect(text).toMatch(/gateway_upstream_healthy_instances\{upstream="order-service",[^}]*\} 1/);
+    expect(text).toContain("saga_instance_up");
+  });
+});

@@ -1,0 +1,159 @@
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { onTestFinished } from "vitest";
+import { createGateway, type Gateway, parseGatewayEnv } from "../src/gateway.ts";
+
+export type Received = { method: string; url: string; headers: IncomingHttpHeaders; body: string };
+
+export type Reply = {
+  status?: number;
+  /** Sent as JSON; a string is sent as it is. */
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Waits this long before answering. */
+  delayMs?: number;
+  /** Destroys the connection instead of answering, as a process that dies mid-request would. */
+  destroy?: boolean;
+};
+
+export type FakeUpstream = {
+  readonly url: string;
+  readonly port: number;
+  /** Every request but the health checks, in order. */
+  readonly received: Received[];
+  /** What `/health` answers: 200 while true, 503 while false. */
+  healthy: boolean;
+  /** Stops listening and drops every connection: connects are refused from now on. */
+  kill(): Promise<void>;
+  /** Listens on the same port again. */
+  revive(): Promise<void>;
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A small real HTTP server standing in for a service instance: it records what it receives and
+ * answers what `handle` says. Closed when the test finishes.
+ */
+export async function startFakeUpstream(
+  handle: (req: Received) => Reply | Promise<Reply> = () => ({}),
+): Promise<FakeUpstream> {
+  let server: Server | undefined;
+  const received: Received[] = [];
+  let port = 0;
+
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      const s = createServer(async (req, res) => {
+        const chunks: Buffer[] = [];
+        for await (const chunk of req) chunks.push(chunk as Buffer);
+        if (req.url === "/health") {
+          res.writeHead(fake.healthy ? 200 : 503, { "content-type": "application/json" });
+          res.end(JSON.stringify({ status: fake.healthy ? "UP" : "DOWN" }));
+          return;
+        }
+        const request = {
+          method: req.method ?? "",
+          url: req.url ?? "",
+          headers: req.headers,
+          body: Buffer.concat(chunks).toString(),
+        };
+        received.push(request);
+        const reply = await handle(request);
+        if (reply.delayMs) await sleep(reply.delayMs);
+        if (reply.destroy) {
+          req.socket.destroy();
+          return;
+        }
+        const body =
+          reply.body === undefined
+            ? ""
+            : typeof reply.body === "string"
+              ? reply.body
+              : JSON.stringify(reply.body);
+        res.writeHead(reply.status ?? 200, {
+          ...(body ? { "content-type": "application/json" } : {}),
+          ...reply.headers,
+        });
+        res.end(body);
+      });
+      s.once("error", reject);
+      s.listen(port, "127.0.0.1", () => {
+        port = (s.address() as AddressInfo).port;
+        server = s;
+        resolve();
+      });
+    });
+
+  const kill = () =>
+    new Promise<void>((resolve) => {
+      const s = server;
+      server = undefined;
+      if (!s) return resolve();
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+
+  await listen();
+  const fake: FakeUpstream = {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    received,
+    healthy: true,
+    kill,
+    revive: listen,
+  };
+  onTestFinished(kill);
+  return fake;
+}
+
+/**
+ * A gateway in front of the given fake instances, health-checked every 100 ms, with a short upstream
+ * timeout and a 1 KiB body limit; its first health checks are done when it resolves. Stopped when the
+ * test finishes.
+ */
+export async function startGateway(
+  users: FakeUpstream[],
+  orders: FakeUpstream,
+  env: Record<string, string> = {},
+): Promise<Gateway> {
+  const gateway = createGateway(
+    parseGatewayEnv({
+      USER_SERVICE_URLS: users.map((u) => u.url).join(","),
+      ORDER_SERVICE_URL: orders.url,
+      HEALTH_INTERVAL_MS: "100",
+      HEALTH_TIMEOUT_MS: "500",
+      UPSTREAM_TIMEOUT_MS: "1000",
+      MAX_BODY_BYTES: "1024",
+      INSTANCE_ID: "gateway-test",
+      LOG_LEVEL: "silent",
+      ...env,
+    }),
+  );
+  onTestFinished(() => gateway.stop());
+  await gateway.start();
+  return gateway;
+}
+
+/** Polls `condition` every 20 ms until it holds; fails after `timeoutMs`. */
+export async function eventually(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
+export const USER_ID = "3f1c7a52-9d1e-4c8e-a0a4-7f7b0c5d2e11";
+export const ORDER_ID = "8e3b1c0a-5d2f-4a7e-9b6c-1d2e3f4a5b6c";
+export const user = { id: USER_ID, username: "ada", balance: 100, createdAt: "2025-01-01T00:00:00.000Z" };
+export const order = {
+  id: ORDER_ID,
+  userId: USER_ID,
+  amount: 30,
+  status: "PENDING",
+  createdAt: "2025-01-01T00:00:01.000Z",
+};

@@ -1,0 +1,82 @@
+import { describe, expect, it } from "vitest";
+import { order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
+
+const userService = () =>
+  startFakeUpstream((req) => {
+    if (req.url === `/users/${USER_ID}`) return { body: user };
+    if (req.url === "/users/not-a-uuid") return { status: 400, body: { error: "id must be a UUID" } };
+    return { status: 404, body: { error: "user not found" } };
+  });
+
+describe("GET /users/:id/orders", () => {
+  it("composes the user and its orders, forwarding the request id and trace to both", async () => {
+    const users = await userService();
+    const orders = await startFakeUpstream(() => ({ body: [order] }));
+    const { app } = await startGateway([users], orders);
+    const res = await app.request(`/users/${USER_ID}/orders`, {
+      headers: {
+        "x-request-id": "composed-1",
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ user, orders: [order] });
+    expect(users.received.map((r) => r.url)).toEqual([`/users/${USER_ID}`]);
+    expect(orders.received.map((r) => r.url)).toEqual([`/orders?userId=${USER_ID}`]);
+    for (const seen of [users.received[0], orders.received[0]]) {
+      expect(seen?.headers["x-request-id"]).toBe("composed-1");
+      expect(seen?.headers.traceparent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    }
+  });
+
+  it("passes through the user-service's 404 for an unknown user and 400 for a bad id", async () => {
+    const { app } = await startGateway([await userService()], await startFakeUpstream(() => ({ body: [] })));
+    const unknown = await app.request("/users/00000000-0000-4000-8000-000000000000/orders");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({ error: "user not found" });
+    const bad = await app.request("/users/not-a-uuid/orders");
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ error: "id must be a UUID" });
+  });
+
+  it("answers 502 while order-service is down, before and after it is ejected", async () => {
+    const orders = await startFakeUpstream(() => ({ body: [] }));
+    const { app } = await startGateway([await userService()], orders);
+    await orders.kill();
+    for (let i = 0; i < 2; i++) {
+      const res = await app.request(`/users/${USER_ID}/orders`);
+      expect(res.status).toBe(502);
+      expect(await res.json()).toMatchObject({
+        error: expect.stringMatching(/^order-service is unavailable/),
+      });
+    }
+  });
+
+  it("answers 502 when order-service fails and 504 when it is too slow", async () => {
+    let reply: { status?: number; delayMs?: number; body: unknown } = {
+      status: 500,
+      body: { error: "internal error" },
+    };
+    const orders = await startFakeUpstream(() => reply);
+    const { app } = await startGateway([await userService()], orders, { UPSTREAM_TIMEOUT_MS: "300" });
+    const failed = await app.request(`/users/${USER_ID}/orders`);
+    expect(failed.status).toBe(502);
+    expect(await failed.json()).toMatchObject({ error: "order-service answered 500 for the user's orders" });
+
+    reply = { delayMs: 1000, body: [] };
+    const slow = await app.request(`/users/${USER_ID}/orders`);
+    expect(slow.status).toBe(504);
+    expect(await slow.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
+  });
+
+  it("answers 503 when no user-service instance is in rotation", async () => {
+    const users = await userService();
+    const { app } = await startGateway([users], await startFakeUpstream(() => ({ body: [] })));
+    await users.kill();
+    const first = await app.request(`/users/${USER_ID}/orders`);
+    expect(first.status).toBe(502);
+    const second = await app.request(`/users/${USER_ID}/orders`);
+    expect(second.status).toBe(503);
+    expect(await second.json()).toMatchObject({ error: "user-service is unavailable: no healthy instance" });
+  });
+});

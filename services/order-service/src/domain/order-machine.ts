@@ -1,0 +1,19 @@
+import type { OrderStatus } from "@saga/contracts";
+
+/** `user.credit-reserved` confirms a PENDING order; a CONFIRMED or CANCELED one ignores it. */
+export function onCreditReserved(status: OrderStatus | undefined): "confirm" | "ignore" {
+  return status === "PENDING" ? "confirm" : "ignore";
+}
+
+/** `user.credit-reservation-failed` cancels a PENDING order; nothing was reserved, so nothing is emitted. */
+export function onCreditReservationFailed(status: OrderStatus | undefined): "cancel" | "ignore" {
+  return status === "PENDING" ? "cancel" : "ignore";
+}
+
+/**
+ * `DELETE` cancels a PENDING or CONFIRMED order and emits `order.canceled`, which releases a reservation
+ * made meanwhile or before; a CANCELED order stays as it is.
+ */
+export function onDelete(status: OrderStatus): "cancel" | "none" {
+  return status === "CANCELED" ? "none" : "cancel";
+}

@@ -1,0 +1,246 @@
+import { randomUUID } from "node:crypto";
+import {
+  DLQ_HEADERS,
+  dlqTopic,
+  HEADERS,
+  type Order,
+  prefixedTopic,
+  TOPICS,
+  type Topic,
+} from "@saga/contracts";
+import { inbox, orders, outbox } from "@saga/db/order";
+import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
+import {
+  eventMessage,
+  metricValue,
+  type OutboxPublisher,
+  startOutboxPublisher,
+} from "@saga/messaging/testing";
+import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
+import { and, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { OrderService } from "../src/service.ts";
+import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
+
+const databaseUrl = useFreshDatabase("order_credit_events");
+let prefix: string;
+let service: OrderService;
+let db: ReturnType<typeof openDatabase>;
+let kafka: KafkaClient;
+let producer: EventProducer;
+let publisher: OutboxPublisher;
+
+beforeAll(async () => {
+  prefix = await freshTopicPrefix();
+  service = await startInProcess(testEnv(databaseUrl(), prefix));
+  await service.start();
+  db = openDatabase(databaseUrl());
+  kafka = createKafka({ brokers: kafkaBrokers(), clientId: "order-credit-events-test" });
+  producer = await kafka.createProducer();
+  publisher = await startOutboxPublisher({ kafka, topicPrefix: prefix, databases: [db.db] });
+});
+
+afterAll(async () => {
+  await publisher?.stop();
+  await producer?.close();
+  await kafka?.close();
+  await service?.stop();
+  await db?.close();
+});
+
+const waitFor = <T>(check: () => Promise<T>) => vi.waitFor(check, { timeout: 20_000, interval: 50 });
+const metric = (name: string, labels: Record<string, string> = {}) =>
+  metricValue(service.runtime.metrics.registry, name, labels);
+
+async function placeOrder(amount = 100) {
+  const res = await service.app.request("/orders", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId: randomUUID(), amount }),
+  });
+  expect(res.status).toBe(201);
+  const order = (await res.json()) as Order;
+  return { orderId: order.id, userId: order.userId, amount };
+}
+
+const cancel = (orderId: string) => service.app.request(`/orders/${orderId}`, { method: "DELETE" });
+
+async function orderRow(orderId: string) {
+  const [row] = await db.db.select().from(orders).where(eq(orders.id, orderId));
+  return row;
+}
+
+const topicsOf = async (orderId: string) =>
+  (await db.db.select().from(outbox).where(eq(outbox.aggregateId, orderId)).orderBy(outbox.position)).map(
+    (r) => r.topic,
+  );
+
+async function applied(message: OutgoingMessage) {
+  const eventId = message.headers[HEADERS.eventId] as string;
+  await waitFor(async () =>
+    expect(await db.db.select().from(inbox).where(eq(inbox.eventId, eventId))).toHaveLength(1),
+  );
+}
+
+const reserved = (o: { orderId: string; userId: string; amount: number }) =>
+  eventMessage(TOPICS.creditReserved, o, prefix);
+const failed = (o: { orderId: string; userId: string; amount: number }, reason = "INSUFFICIENT_FUNDS") =>
+  eventMessage(TOPICS.creditReservationFailed, { ...o, reason }, prefix);
+
+describe("user.credit-reserved", () => {
+  it("confirms a PENDING order once, even when delivered twice, and counts the outcome", async () => {
+    const o = await placeOrder();
+    const confirmedBefore = await metric("saga_outcomes_total", { outcome: "confirmed" });
+    const message = reserved(o);
+    await producer.send([message, message]);
+    await waitFor(async () =>
+      expect(await metric("saga_inbox_duplicates_total", { topic: TOPICS.creditReserved })).toBeGreaterThan(
+        0,
+      ),
+    );
+
+    expect(await orderRow(o.orderId)).toMatchObject({ status: "CONFIRMED", cancelReason: null });
+    expect(await metric("saga_outcomes_total", { outcome: "confirmed" })).toBe(confirmedBefore + 1);
+    expect(await metric("saga_duration_seconds_count", { outcome: "confirmed" })).toBeGreaterThan(0);
+    expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated]);
+  });
+
+  it("arriving after DELETE leaves the order CANCELED and is counted as ignored", async () => {
+    const o = await placeOrder();
+    expect((await cancel(o.orderId)).status).toBe(204);
+    const ignoredBefore = await metric("saga_events_ignored_total", {
+      topic: TOPICS.creditReserved,
+      state: "CANCELED",
+    });
+    const message = reserved(o);
+    await producer.send([message]);
+    await applied(message);
+
+    expect(await orderRow(o.orderId)).toMatchObject({
+      status: "CANCELED",
+      cancelReason: "CANCELED_BY_REQUEST",
+    });
+    expect(
+      await metric("saga_events_ignored_total", { topic: TOPICS.creditReserved, state: "CANCELED" }),
+    ).toBe(ignoredBefore + 1);
+    // The order.canceled emitted by DELETE releases what was reserved; nothing more is emitted.
+    expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated, TOPICS.orderCanceled]);
+  });
+});
+
+describe("user.credit-reservation-failed", () => {
+  it("cancels a PENDING order with the reason, once, even when delivered twice", async () => {
+    const o = await placeOrder();
+    const message = failed(o, "USER_NOT_FOUND");
+    const canceledBefore = await metric("saga_outcomes_total", {
+      outcome: "canceled",
+      reason: "USER_NOT_FOUND",
+    });
+    await producer.send([message, message]);
+    await waitFor(async () =>
+      expect(
+        await metric("saga_inbox_duplicates_total", { topic: TOPICS.creditReservationFailed }),
+      ).toBeGreaterThan(0),
+    );
+
+    expect(await orderRow(o.orderId)).toMatchObject({ status: "CANCELED", cancelReason: "USER_NOT_FOUND" });
+    expect(await metric("saga_outcomes_total", { outcome: "canceled", reason: "USER_NOT_FOUND" })).toBe(
+      canceledBefore + 1,
+    );
+    // Nothing was reserved, so there is nothing to release: no order.canceled.
+    expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated]);
+    // DELETE of the canceled order changes nothing either.
+    expect((await cancel(o.orderId)).status).toBe(204);
+    expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated]);
+  });
+
+  it("does not undo a CONFIRMED order", async () => {
+    const o = await placeOrder();
+    const first = reserved(o);
+    const late = failed(o);
+    await producer.send([first]);
+    await applied(first);
+    await producer.send([late]);
+    await applied(late);
+    expect(await orderRow(o.orderId)).toMatchObject({ status: "CONFIRMED" });
+  });
+});
+
+describe("DELETE of a CONFIRMED order", () => {
+  it("cancels it and emits order.canceled to release the reservation", async () => {
+    const o = await placeOrder(250);
+    const message = reserved(o);
+    await producer.send([message]);
+    await applied(message);
+    expect((await cancel(o.orderId)).status).toBe(204);
+
+    expect(await orderRow(o.orderId)).toMatchObject({
+      status: "CANCELED",
+      cancelReason: "CANCELED_BY_REQUEST",
+    });
+    expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated, TOPICS.orderCanceled]);
+  });
+});
+
+describe("poison messages", () => {
+  const poisons: [
+    Topic,
+    (o: { orderId: string; userId: string; amount: number }) => OutgoingMessage,
+    RegExp,
+  ][] = [
+    [
+      TOPICS.creditReserved,
+      (o) => ({ ...reserved(o), value: JSON.stringify({ ...o, amount: 1.5 }) }),
+      /amount/,
+    ],
+    [
+      TOPICS.creditReservationFailed,
+      (o) => ({ ...failed(o), headers: { ...failed(o).headers, [HEADERS.eventType]: "OrderCreated" } }),
+      /does not belong/,
+    ],
+  ];
+
+  it.each(poisons)(
+    "on %s go to the DLQ through the outbox, once, and the next event is applied",
+    async (topic, poison, error) => {
+      const o = await placeOrder();
+      const bad = poison(o);
+      const dlqBefore = await metric("saga_dlq_events_total", { topic });
+      const next = topic === TOPICS.creditReserved ? reserved(o) : failed(o);
+      await producer.send([bad, bad, next]);
+      await applied(next);
+
+      expect(await orderRow(o.orderId)).toMatchObject({
+        status: topic === TOPICS.creditReserved ? "CONFIRMED" : "CANCELED",
+      });
+      const dead = await db.db
+        .select()
+        .from(outbox)
+        .where(and(eq(outbox.topic, dlqTopic(topic)), eq(outbox.aggregateId, o.orderId)));
+      expect(dead).toHaveLength(1);
+      expect(dead[0]).toMatchObject({ payload: bad.value });
+      expect(dead[0]?.headers).toMatchObject({
+        [DLQ_HEADERS.error]: expect.stringMatching(error),
+        [DLQ_HEADERS.originalEventId]: bad.headers[HEADERS.eventId],
+        [DLQ_HEADERS.consumerGroup]: `${prefix}order-service`,
+      });
+      expect(await metric("saga_dlq_events_total", { topic })).toBe(dlqBefore + 1);
+
+      await waitFor(async () =>
+        expect(
+          (
+            await db.db
+              .select()
+              .from(outbox)
+              .where(eq(outbox.id, dead[0]?.id ?? ""))
+          )[0]?.publishedAt,
+        ).not.toBeNull(),
+      );
+      const onKafka = await kafka.readToEnd([prefixedTopic(prefix, dlqTopic(topic))]);
+      expect(onKafka.find((m) => m.headers[HEADERS.eventId] === dead[0]?.id)).toMatchObject({
+        key: o.orderId,
+        value: bad.value,
+      });
+    },
+  );
+});

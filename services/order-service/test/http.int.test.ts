@@ -1,0 +1,200 @@
+import { randomUUID } from "node:crypto";
+import { HEADERS, type Order, TOPICS } from "@saga/contracts";
+import { idempotencyKeys, orders, outbox } from "@saga/db/order";
+import { useFreshDatabase } from "@saga/tools/test/harness";
+import { count, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { OrderService } from "../src/service.ts";
+import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
+
+const databaseUrl = useFreshDatabase("order_http");
+let service: OrderService;
+let db: ReturnType<typeof openDatabase>;
+
+beforeAll(async () => {
+  service = await startInProcess(testEnv(databaseUrl(), await freshTopicPrefix()));
+  db = openDatabase(databaseUrl());
+});
+
+afterAll(async () => {
+  await service?.stop();
+  await db?.close();
+});
+
+const post = (body: unknown, headers: Record<string, string> = {}) =>
+  service.app.request("/orders", {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+const rowCounts = async () => ({
+  orders: (await db.db.select({ n: count() }).from(orders))[0]?.n,
+  outbox: (await db.db.select({ n: count() }).from(outbox))[0]?.n,
+});
+const eventsFor = async (orderId: string) =>
+  db.db.select().from(outbox).where(eq(outbox.aggregateId, orderId)).orderBy(outbox.position);
+
+async function createOrder(userId = randomUUID(), amount = 100) {
+  const res = await post({ userId, amount });
+  expect(res.status).toBe(201);
+  return (await res.json()) as Order;
+}
+
+describe("POST /orders", () => {
+  it("creates a PENDING order and its order.created event in one go", async () => {
+    const userId = randomUUID();
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const res = await post({ userId, amount: 1000 }, { traceparent });
+    expect(res.status).toBe(201);
+    const order = (await res.json()) as Order;
+    expect(order).toEqual({
+      id: expect.any(String),
+      userId,
+      amount: 1000,
+      status: "PENDING",
+      createdAt: expect.any(String),
+    });
+
+    const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
+    expect(row).toMatchObject({ userId, amount: 1000, status: "PENDING", cancelReason: null });
+    const events = await eventsFor(order.id);
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      topic: TOPICS.orderCreated,
+      eventType: "OrderCreated",
+      schemaVersion: "1",
+      publishedAt: null,
+      payload: JSON.stringify({ orderId: order.id, userId, amount: 1000 }),
+    });
+    expect(events[0]?.headers[HEADERS.traceparent]).toMatch(
+      /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
+    );
+  });
+
+  it.each([
+    ["malformed JSON", "{", 400],
+    ["a bad user UUID", { userId: "42", amount: 1 }, 400],
+    ["amount 0", { userId: randomUUID(), amount: 0 }, 400],
+    ["amount -1", { userId: randomUUID(), amount: -1 }, 400],
+    ["amount 1.5", { userId: randomUUID(), amount: 1.5 }, 400],
+    ['amount "10"', { userId: randomUUID(), amount: "10" }, 400],
+    ["an unsafe amount", `{"userId":"${randomUUID()}","amount":9007199254740993}`, 400],
+    ["a missing amount", { userId: randomUUID() }, 400],
+    ["a missing userId", { amount: 1 }, 400],
+    ["null", "null", 400],
+    ["a 2 MB body", { userId: randomUUID(), amount: 1, pad: "x".repeat(2 * 1024 * 1024) }, 413],
+  ])("rejects %s with a JSON error and writes no row", async (_what, body, status) => {
+    const before = await rowCounts();
+    const res = await post(body);
+    expect(res.status).toBe(status);
+    expect(await res.json()).toEqual({ error: expect.any(String), requestId: expect.any(String) });
+    expect(await rowCounts()).toEqual(before);
+  });
+});
+
+describe("Idempotency-Key on POST /orders", () => {
+  it("returns the first response to a retry, with one order and one event", async () => {
+    const key = randomUUID();
+    const body = { userId: randomUUID(), amount: 5 };
+    const first = await post(body, { "idempotency-key": key });
+    const retry = await post(body, { "idempotency-key": key });
+    expect(first.status).toBe(201);
+    expect(retry.status).toBe(201);
+    const order = (await first.json()) as Order;
+    expect(await retry.json()).toEqual(order);
+    expect(await db.db.select().from(orders).where(eq(orders.userId, body.userId))).toHaveLength(1);
+    expect(await eventsFor(order.id)).toHaveLength(1);
+    expect(await db.db.select().from(idempotencyKeys).where(eq(idempotencyKeys.key, key))).toHaveLength(1);
+  });
+
+  it("creates one order when retries race", async () => {
+    const key = randomUUID();
+    const body = { userId: randomUUID(), amount: 5 };
+    const responses = await Promise.all(
+      Array.from({ length: 5 }, () => post(body, { "idempotency-key": key })),
+    );
+    expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201, 201]);
+    const bodies = (await Promise.all(responses.map((r) => r.json()))) as Order[];
+    expect(new Set(bodies.map((o) => o.id)).size).toBe(1);
+    expect(await db.db.select().from(orders).where(eq(orders.userId, body.userId))).toHaveLength(1);
+  });
+
+  it("answers 422 when the key comes back with a different body, and writes nothing", async () => {
+    const key = randomUUID();
+    expect((await post({ userId: randomUUID(), amount: 5 }, { "idempotency-key": key })).status).toBe(201);
+    const before = await rowCounts();
+    const res = await post({ userId: randomUUID(), amount: 6 }, { "idempotency-key": key });
+    expect(res.status).toBe(422);
+    expect(await res.json()).toMatchObject({ error: expect.stringContaining("Idempotency-Key") });
+    expect(await rowCounts()).toEqual(before);
+  });
+});
+
+describe("GET /orders/:id and GET /orders?userId=", () => {
+  it("reads an order back, and a user's orders oldest first", async () => {
+    const userId = randomUUID();
+    const a = await createOrder(userId, 1);
+    const b = await createOrder(userId, 2);
+    await createOrder();
+
+    const one = await service.app.request(`/orders/${a.id}`);
+    expect(one.status).toBe(200);
+    expect(await one.json()).toEqual(a);
+    const list = await service.app.request(`/orders?userId=${userId}`);
+    expect(list.status).toBe(200);
+    expect(await list.json()).toEqual([a, b]);
+    expect(await (await service.app.request(`/orders?userId=${randomUUID()}`)).json()).toEqual([]);
+  });
+
+  it.each([
+    ["/orders/not-a-uuid", 400],
+    [`/orders/${randomUUID()}`, 404],
+    ["/orders", 400],
+    ["/orders?userId=42", 400],
+  ])("answers GET %s with %i and a JSON error", async (path, status) => {
+    const res = await service.app.request(path);
+    expect(res.status).toBe(status);
+    expect(await res.json()).toMatchObject({ error: expect.any(String) });
+  });
+});
+
+describe("DELETE /orders/:id", () => {
+  it("cancels a PENDING order and emits order.canceled; a second DELETE changes nothing", async () => {
+    const order = await createOrder(randomUUID(), 42);
+    const res = await service.app.request(`/orders/${order.id}`, { method: "DELETE" });
+    expect(res.status).toBe(204);
+    const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
+    expect(row).toMatchObject({ status: "CANCELED", cancelReason: "CANCELED_BY_REQUEST" });
+    const events = await eventsFor(order.id);
+    expect(events.map((e) => e.topic)).toEqual([TOPICS.orderCreated, TOPICS.orderCanceled]);
+    expect(JSON.parse(events[1]?.payload ?? "")).toEqual({
+      orderId: order.id,
+      userId: order.userId,
+      amount: 42,
+    });
+
+    const again = await service.app.request(`/orders/${order.id}`, { method: "DELETE" });
+    expect(again.status).toBe(204);
+    expect(await eventsFor(order.id)).toHaveLength(2);
+    expect(await (await service.app.request(`/orders/${order.id}`)).json()).toMatchObject({
+      status: "CANCELED",
+    });
+  });
+
+  it("answers 404 for an unknown order and 400 for a malformed id, writing nothing", async () => {
+    const before = await rowCounts();
+    expect((await service.app.request(`/orders/${randomUUID()}`, { method: "DELETE" })).status).toBe(404);
+    expect((await service.app.request("/orders/1", { method: "DELETE" })).status).toBe(400);
+    expect(await rowCounts()).toEqual(before);
+  });
+});
+
+describe("operations endpoints", () => {
+  it("is live, ready with its database and Kafka, and serves the saga metrics", async () => {
+    expect(await (await service.app.request("/health")).json()).toEqual({ status: "UP" });
+    expect((await service.app.request("/ready")).status).toBe(200);
+    const metrics = await (await service.app.request("/metrics")).text();
+    expect(metrics).toContain("saga_outcomes_total");
+    expect(metrics).toContain("saga_duration_seconds");
+  });
+});

@@ -1,0 +1,15 @@
+import { serveUntilSignal } from "@saga/messaging";
+import { parseUserServiceEnv } from "./env.ts";
+import { createUserService } from "./service.ts";
+
+async function run() {
+  const env = parseUserServiceEnv(process.env);
+  const service = await createUserService(env);
+  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  await service.start();
+}
+
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

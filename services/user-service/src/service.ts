@@ -1,0 +1,37 @@
+import { userSchema } from "@saga/db";
+import { createServiceRuntime } from "@saga/messaging";
+import type { Logger } from "@saga/observability";
+import { createApp } from "./app.ts";
+import { orderEventHandlers } from "./consumers/order-events.ts";
+import type { Env } from "./env.ts";
+import { createReservationMetrics } from "./metrics.ts";
+
+/**
+ * One user-service instance: migrates its database and builds the app; `start()` joins the consumer
+ * group. Tests run several of these in one process, `main.ts` runs one behind a port.
+ */
+export async function createUserService(env: Env, options: { logger?: Logger } = {}) {
+  const runtime = await createServiceRuntime({
+    service: "user-service",
+    database: "user",
+    schema: userSchema,
+    env,
+    logger: options.logger,
+  });
+  const metrics = { ...runtime.messagingMetrics, ...createReservationMetrics(runtime.metrics.registry) };
+  const app = createApp({
+    db: runtime.db,
+    logger: runtime.logger,
+    metrics: runtime.metrics,
+    ready: runtime.ready,
+  });
+  return {
+    app,
+    runtime,
+    start: () => runtime.startConsuming(orderEventHandlers(metrics)),
+    stop: runtime.stop,
+  };
+}
+
+export type UserService = Awaited<ReturnType<typeof createUserService>>;
+export { type Env, parseUserServiceEnv } from "./env.ts";

@@ -1,0 +1,333 @@
+import { randomUUID } from "node:crypto";
+import {
+  DLQ_HEADERS,
+  dlqTopic,
+  HEADERS,
+  prefixedTopic,
+  TOPICS,
+  type Topic,
+  type User,
+} from "@saga/contracts";
+import { inbox, outbox, reservations, users } from "@saga/db/user";
+import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
+import { pruneExpired } from "@saga/messaging";
+import {
+  eventMessage,
+  metricValue,
+  type OutboxPublisher,
+  startOutboxPublisher,
+} from "@saga/messaging/testing";
+import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
+import { and, count, eq, sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { UserService } from "../src/service.ts";
+import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
+
+const databaseUrl = useFreshDatabase("user_reservations");
+let prefix: string;
+let service: UserService;
+let db: ReturnType<typeof openDatabase>;
+let kafka: KafkaClient;
+let producer: EventProducer;
+let publisher: OutboxPublisher;
+
+beforeAll(async () => {
+  prefix = await freshTopicPrefix();
+  service = await startInProcess(testEnv(databaseUrl(), prefix));
+  await service.start();
+  db = openDatabase(databaseUrl());
+  kafka = createKafka({ brokers: kafkaBrokers(), clientId: "user-reservations-test" });
+  producer = await kafka.createProducer();
+  publisher = await startOutboxPublisher({ kafka, topicPrefix: prefix, databases: [db.db] });
+});
+
+afterAll(async () => {
+  await publisher?.stop();
+  await producer?.close();
+  await kafka?.close();
+  await service?.stop();
+  await db?.close();
+});
+
+const waitFor = <T>(check: () => Promise<T>) => vi.waitFor(check, { timeout: 20_000, interval: 50 });
+
+async function createUser(balance: number): Promise<string> {
+  const res = await service.app.request("/users", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: `u-${randomUUID()}`, initialBalance: balance }),
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as User).id;
+}
+
+async function send(...messages: OutgoingMessage[]): Promise<void> {
+  await producer.send(messages);
+}
+
+const order = (userId: string, amount: number) => ({ orderId: randomUUID(), userId, amount });
+
+async function reservation(orderId: string) {
+  const [row] = await db.db.select().from(reservations).where(eq(reservations.orderId, orderId));
+  return row;
+}
+
+async function balanceOf(userId: string) {
+  const [row] = await db.db.select().from(users).where(eq(users.id, userId));
+  return row?.balance;
+}
+
+async function eventsFor(orderId: string) {
+  const rows = await db.db
+    .select()
+    .from(outbox)
+    .where(eq(outbox.aggregateId, orderId))
+    .orderBy(outbox.position);
+  return rows.map((r) => ({ topic: r.topic, payload: JSON.parse(r.payload) }));
+}
+
+/** Waits until the consumer group has applied or absorbed the event with this id. */
+async function applied(message: OutgoingMessage) {
+  const eventId = message.headers[HEADERS.eventId] as string;
+  await waitFor(async () => {
+    const rows = await db.db.select().from(inbox).where(eq(inbox.eventId, eventId));
+    expect(rows).toHaveLength(1);
+  });
+}
+
+const metric = (name: string, labels: Record<string, string>) =>
+  metricValue(service.runtime.metrics.registry, name, labels);
+
+describe("order.created", () => {
+  it("reserves the amount: RESERVED, balance debited, user.credit-reserved emitted", async () => {
+    const userId = await createUser(5000);
+    const o = order(userId, 1000);
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    await send(eventMessage(TOPICS.orderCreated, o, prefix, { traceparent }));
+    await waitFor(async () => expect(await reservation(o.orderId)).toMatchObject({ status: "RESERVED" }));
+
+    expect(await balanceOf(userId)).toBe(4000);
+    expect(await reservation(o.orderId)).toMatchObject({ userId, amount: 1000, reason: null });
+    expect(await eventsFor(o.orderId)).toEqual([{ topic: TOPICS.creditReserved, payload: o }]);
+    // The emitted event continues the trace of the one that caused it, with a span of its own.
+    const [row] = await db.db.select().from(outbox).where(eq(outbox.aggregateId, o.orderId));
+    expect(row?.headers[HEADERS.traceparent]).toMatch(
+      /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
+    );
+    expect(row?.headers[HEADERS.traceparent]).not.toBe(traceparent);
+  });
+
+  it.each([
+    ["INSUFFICIENT_FUNDS", 999, 1000],
+    ["USER_NOT_FOUND", undefined, 1],
+  ])(
+    "rejects with %s, moves no money and emits user.credit-reservation-failed",
+    async (reason, balance, amount) => {
+      const userId = balance === undefined ? randomUUID() : await createUser(balance);
+      const o = order(userId, amount);
+      await send(eventMessage(TOPICS.orderCreated, o, prefix));
+      await waitFor(async () =>
+        expect(await reservation(o.orderId)).toMatchObject({ status: "REJECTED", reason }),
+      );
+
+      expect(await balanceOf(userId)).toBe(balance);
+      expect(await eventsFor(o.orderId)).toEqual([
+        { topic: TOPICS.creditReservationFailed, payload: { ...o, reason } },
+      ]);
+      expect(await metric("saga_reservations_total", { result: "rejected", reason })).toBeGreaterThan(0);
+    },
+  );
+
+  it("applies a redelivered order.created once", async () => {
+    const userId = await createUser(5000);
+    const o = order(userId, 1000);
+    const created = eventMessage(TOPICS.orderCreated, o, prefix);
+    const duplicatesBefore = await metric("saga_inbox_duplicates_total", { topic: TOPICS.orderCreated });
+    await send(created, created);
+    await applied(created);
+    await waitFor(async () =>
+      expect(await metric("saga_inbox_duplicates_total", { topic: TOPICS.orderCreated })).toBe(
+        duplicatesBefore + 1,
+      ),
+    );
+
+    expect(await balanceOf(userId)).toBe(4000);
+    expect(await eventsFor(o.orderId)).toHaveLength(1);
+  });
+});
+
+describe("order.canceled", () => {
+  it("releases a reservation exactly once, even when delivered twice", async () => {
+    const userId = await createUser(5000);
+    const o = order(userId, 1000);
+    await send(eventMessage(TOPICS.orderCreated, o, prefix));
+    await waitFor(async () => expect(await reservation(o.orderId)).toMatchObject({ status: "RESERVED" }));
+    expect(await balanceOf(userId)).toBe(4000);
+
+    const canceled = eventMessage(TOPICS.orderCanceled, o, prefix);
+    const duplicatesBefore = await metric("saga_inbox_duplicates_total", { topic: TOPICS.orderCanceled });
+    await send(canceled, canceled);
+    await waitFor(async () =>
+      expect(await metric("saga_inbox_duplicates_total", { topic: TOPICS.orderCanceled })).toBe(
+        duplicatesBefore + 1,
+      ),
+    );
+
+    expect(await reservation(o.orderId)).toMatchObject({ status: "RELEASED" });
+    expect(await balanceOf(userId)).toBe(5000);
+    // Releasing emits nothing: the order-service already canceled the order.
+    expect(await eventsFor(o.orderId)).toEqual([{ topic: TOPICS.creditReserved, payload: o }]);
+  });
+
+  it("a second order.canceled with another event id is ignored as not fitting, not credited again", async () => {
+    const userId = await createUser(300);
+    const o = order(userId, 300);
+    await send(eventMessage(TOPICS.orderCreated, o, prefix));
+    await waitFor(async () => expect(await reservation(o.orderId)).toMatchObject({ status: "RESERVED" }));
+    const ignoredBefore = await metric("saga_events_ignored_total", {
+      topic: TOPICS.orderCanceled,
+      state: "RELEASED",
+    });
+    const first = eventMessage(TOPICS.orderCanceled, o, prefix);
+    const second = eventMessage(TOPICS.orderCanceled, o, prefix);
+    await send(first, second);
+    await applied(second);
+
+    expect(await balanceOf(userId)).toBe(300);
+    expect(
+      await metric("saga_events_ignored_total", { topic: TOPICS.orderCanceled, state: "RELEASED" }),
+    ).toBe(ignoredBefore + 1);
+  });
+
+  it("arriving before order.created records CANCELED, and the later order.created moves no money", async () => {
+    const userId = await createUser(5000);
+    const o = order(userId, 1000);
+    await send(eventMessage(TOPICS.orderCanceled, o, prefix));
+    await waitFor(async () => expect(await reservation(o.orderId)).toMatchObject({ status: "CANCELED" }));
+    expect(await balanceOf(userId)).toBe(5000);
+
+    await send(eventMessage(TOPICS.orderCreated, o, prefix));
+    await waitFor(async () =>
+      expect(await reservation(o.orderId)).toMatchObject({ reason: "ORDER_CANCELED" }),
+    );
+
+    expect(await reservation(o.orderId)).toMatchObject({ status: "CANCELED" });
+    expect(await balanceOf(userId)).toBe(5000);
+    expect(await eventsFor(o.orderId)).toEqual([
+      { topic: TOPICS.creditReservationFailed, payload: { ...o, reason: "ORDER_CANCELED" } },
+    ]);
+  });
+
+  it("for a REJECTED reservation changes no balance", async () => {
+    const userId = await createUser(10);
+    const o = order(userId, 11);
+    await send(eventMessage(TOPICS.orderCreated, o, prefix));
+    await waitFor(async () => expect(await reservation(o.orderId)).toMatchObject({ status: "REJECTED" }));
+    const canceled = eventMessage(TOPICS.orderCanceled, o, prefix);
+    await send(canceled);
+    await applied(canceled);
+
+    expect(await reservation(o.orderId)).toMatchObject({ status: "REJECTED", reason: "INSUFFICIENT_FUNDS" });
+    expect(await balanceOf(userId)).toBe(10);
+  });
+});
+
+describe("poison messages", () => {
+  // A poison message with a usable event id is dead-lettered once however often it is delivered; one
+  // without is identified by its offset, so a second copy would be a message of its own: send it once.
+  const poisons: [Topic, (o: ReturnType<typeof order>) => OutgoingMessage, RegExp, number][] = [
+    [
+      TOPICS.orderCreated,
+      (o) => ({ ...eventMessage(TOPICS.orderCreated, o, prefix), value: "{not json" }),
+      /not JSON/,
+      2,
+    ],
+    [
+      TOPICS.orderCanceled,
+      (o) => {
+        const m = eventMessage(TOPICS.orderCanceled, o, prefix);
+        const { [HEADERS.eventId]: _, ...headers } = m.headers;
+        return { ...m, headers, value: JSON.stringify({ ...o, amount: -5 }) };
+      },
+      /event-id/,
+      1,
+    ],
+  ];
+
+  it.each(poisons)(
+    "on %s go to the DLQ through the outbox, once, and the next event is applied",
+    async (topic, poison, error, copies) => {
+      const userId = await createUser(100);
+      const o = order(userId, 60);
+      const bad = poison(o);
+      const dlqBefore = await metric("saga_dlq_events_total", { topic });
+      // The valid event behind the poison, on the same partition (same key), is still applied.
+      const next = eventMessage(topic, o, prefix);
+      await send(...Array.from({ length: copies }, () => bad), next);
+      await applied(next);
+      expect(await reservation(o.orderId)).toMatchObject({
+        status: topic === TOPICS.orderCreated ? "RESERVED" : "CANCELED",
+      });
+
+      const dead = await db.db
+        .select()
+        .from(outbox)
+        .where(and(eq(outbox.topic, dlqTopic(topic)), eq(outbox.aggregateId, o.orderId)));
+      expect(dead).toHaveLength(1);
+      expect(dead[0]).toMatchObject({ payload: bad.value, eventType: bad.headers[HEADERS.eventType] });
+      expect(dead[0]?.headers).toMatchObject({
+        [DLQ_HEADERS.error]: expect.stringMatching(error),
+        [DLQ_HEADERS.originalTopic]: prefixedTopic(prefix, topic),
+        [DLQ_HEADERS.consumerGroup]: `${prefix}user-service`,
+      });
+      expect(await metric("saga_dlq_events_total", { topic })).toBe(dlqBefore + 1);
+
+      // Once the relay has published it, it is on the Kafka dead-letter topic.
+      await waitFor(async () => {
+        const [row] = await db.db
+          .select()
+          .from(outbox)
+          .where(eq(outbox.id, dead[0]?.id ?? ""));
+        expect(row?.publishedAt).not.toBeNull();
+      });
+      const onKafka = await kafka.readToEnd([prefixedTopic(prefix, dlqTopic(topic))]);
+      const published = onKafka.find((m) => m.headers[HEADERS.eventId] === dead[0]?.id);
+      expect(published).toMatchObject({ key: o.orderId, value: bad.value });
+      expect(published?.headers[DLQ_HEADERS.error]).toMatch(error);
+    },
+  );
+});
+
+describe("resilience", () => {
+  it("keeps applying every event exactly once while its database connections are killed", async () => {
+    const userId = await createUser(30 * 10);
+    const messages = Array.from({ length: 30 }, () =>
+      eventMessage(TOPICS.orderCreated, order(userId, 10), prefix),
+    );
+    const kill = () =>
+      db.db.execute(sql`
+        select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = current_database() and application_name = 'user-service/test-1'`);
+    for (let i = 0; i < messages.length; i += 10) {
+      await send(...messages.slice(i, i + 10));
+      await kill();
+    }
+    for (const m of messages) await applied(m);
+
+    expect(await balanceOf(userId)).toBe(0);
+    const rows = await db.db.select({ n: count() }).from(reservations).where(eq(reservations.userId, userId));
+    expect(rows[0]?.n).toBe(30);
+  });
+
+  it("prunes inbox rows older than the retention and keeps the rest", async () => {
+    const old = { consumerGroup: "prune-test", topic: "t", partition: 0, offset: 0 };
+    await db.db.insert(inbox).values([
+      { ...old, eventId: randomUUID(), processedAt: new Date(Date.now() - 3 * 3600_000) },
+      { ...old, eventId: randomUUID(), processedAt: new Date(Date.now() - 30 * 60_000) },
+    ]);
+    expect(await pruneExpired(db.db, 1)).toBeGreaterThanOrEqual(1);
+    const left = await db.db.select().from(inbox).where(eq(inbox.consumerGroup, "prune-test"));
+    expect(left).toHaveLength(1);
+    expect(left[0]?.processedAt.getTime()).toBeGreaterThan(Date.now() - 3600_000);
+  });
+});

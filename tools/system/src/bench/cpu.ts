@@ -1,0 +1,34 @@
+import { readdir, readFile } from "node:fs/promises";
+
+// /proc/<pid>/stat counts CPU time in clock ticks; 100 per second on Linux x86-64.
+const TICKS_PER_SECOND = 100;
+
+type ProcStat = { ppid: number; ticks: number };
+
+async function readStats(): Promise<Map<number, ProcStat>> {
+  const stats = new Map<number, ProcStat>();
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const text = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => undefined);
+    if (!text) continue;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    stats.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  return stats;
+}
+
+/**
+ * CPU seconds used so far by each named process and all its descendants (a PostgreSQL server is a
+ * postmaster and one backend per connection). Descendants that already exited are not counted.
+ */
+export async function cpuSeconds(roots: Record<string, number>): Promise<Record<string, number>> {
+  const stats = await readStats();
+  const children = new Map<number, number[]>();
+  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
+  const total = (pid: number): number =>
+    (stats.get(pid)?.ticks ?? 0) + (children.get(pid) ?? []).reduce((sum, c) => sum + total(c), 0);
+  return Object.fromEntries(
+    Object.entries(roots).map(([name, pid]) => [name, total(pid) / TICKS_PER_SECOND]),
+  );
+}

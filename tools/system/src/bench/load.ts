@@ -1,0 +1,135 @@
+import { randomUUID } from "node:crypto";
+import { Agent, request as send } from "undici";
+
+export type PhaseResult = {
+  label: string;
+  /** Offered orders per second; undefined at saturation. */
+  offered?: number;
+  startedAt: Date;
+  endedAt: Date;
+  sent: number;
+  created: number;
+  failed: number;
+  cancels: number;
+  /** POST /orders latencies in ms. */
+  postLatencies: number[];
+  orderIds: string[];
+};
+
+export type PhaseOptions = {
+  gatewayUrl: string;
+  users: { id: string; balance: number }[];
+  durationS: number;
+  /** Open loop at this many orders per second… */
+  rate?: number;
+  /** …or a closed loop with this many clients, for saturation. */
+  concurrency?: number;
+  label: string;
+};
+
+// One keep-alive pool for the whole run: connection set-up must not count as the system's latency.
+const dispatcher = new Agent({ connections: 512, keepAliveTimeout: 30_000, pipelining: 1 });
+
+async function request(
+  url: string,
+  init: { method: string; body?: string; headers?: Record<string, string> },
+) {
+  const res = await send(url, { ...init, dispatcher, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const text = await res.body.text();
+  return { status: res.statusCode, text };
+}
+
+/**
+ * One load phase through the gateway. One order in ten asks for more than its user has (the saga
+ * must cancel it) and one in ten is canceled right after it is created, so compensations run too.
+ */
+export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
+  const result: PhaseResult = {
+    label: opts.label,
+    offered: opts.rate,
+    startedAt: new Date(),
+    endedAt: new Date(),
+    sent: 0,
+    created: 0,
+    failed: 0,
+    cancels: 0,
+    postLatencies: [],
+    orderIds: [],
+  };
+  let n = 0;
+  const oneSaga = async () => {
+    const i = n++;
+    const user = opts.users[i % opts.users.length];
+    if (!user) return;
+    const amount = i % 10 === 3 ? user.balance * 10 : 1 + (i % 50);
+    result.sent++;
+    const started = performance.now();
+    try {
+      const res = await request(`${opts.gatewayUrl}/orders`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": randomUUID() },
+        body: JSON.stringify({ userId: user.id, amount }),
+      });
+      result.postLatencies.push(performance.now() - started);
+      if (res.status !== 201) {
+        result.failed++;
+        return;
+      }
+      result.created++;
+      const { id } = JSON.parse(res.text) as { id: string };
+      result.orderIds.push(id);
+      if (i % 10 === 7) {
+        result.cancels++;
+        await request(`${opts.gatewayUrl}/orders/${id}`, { method: "DELETE" });
+      }
+    } catch {
+      result.failed++;
+    }
+  };
+
+  const deadline = performance.now() + opts.durationS * 1000;
+  if (opts.rate) {
+    const inFlight = new Set<Promise<void>>();
+    const interval = 1000 / opts.rate;
+    const started = performance.now();
+    for (let tick = 0; performance.now() < deadline; tick++) {
+      // Open loop, but bounded: past this the client, not the system, would be what is measured.
+      if (inFlight.size < 2000) {
+        const p = oneSaga().finally(() => inFlight.delete(p));
+        inFlight.add(p);
+      }
+      const wait = started + (tick + 1) * interval - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      else if (tick % 64 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(inFlight);
+  } else {
+    await Promise.all(
+      Array.from({ length: opts.concurrency ?? 64 }, async () => {
+        while (performance.now() < deadline) await oneSaga();
+      }),
+    );
+  }
+  result.endedAt = new Date();
+  return result;
+}
+
+/** Creates users through the gateway, each with a balance large enough for the whole run. */
+export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
+  const runId = randomUUID().slice(0, 8);
+  return Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const res = await request(`${gatewayUrl}/users`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: `bench-${runId}-${i}`, initialBalance: balance }),
+      });
+      if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
+      return { id: (JSON.parse(res.text) as { id: string }).id, balance };
+    }),
+  );
+}
+
+export async function closeLoad() {
+  await dispatcher.close();
+}

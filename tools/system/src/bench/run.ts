@@ -1,0 +1,361 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createKafka, type KafkaClient } from "@saga/kafka";
+import { cacheDir, createDatabase, repoRoot } from "@saga/tools/infra";
+import postgres from "postgres";
+import { CONSUMERS, checkInvariants } from "../chaos/checker.ts";
+import { table } from "../chaos/report.ts";
+import { freePorts, type System, startSystem } from "../stack/system.ts";
+import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling } from "./ceilings.ts";
+import { lineChart } from "./chart.ts";
+import { cpuSeconds } from "./cpu.ts";
+import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
+import { type Summary, summarize } from "./stats.ts";
+
+type PhaseReport = {
+  label: string;
+  offered: number | null;
+  durationS: number;
+  sagasPerS: number;
+  completed: number;
+  pending: number;
+  failedRequests: number;
+  post: Summary;
+  saga: Summary;
+  relayLag: Summary;
+  relayRowsPerS: number;
+  consumerLagMax: number;
+  cpu: Record<string, number>;
+};
+
+export type BenchReport = {
+  at: string;
+  machine: string;
+  quick: boolean;
+  phases: PhaseReport[];
+  ceilings: { kafka: KafkaCeiling; postgres: PostgresCeiling };
+  ratios: { sagasVsCommitCeiling: number; relayVsRawProducer: number };
+  relayRowsPerS: number;
+  invariantsPassed: boolean;
+  invariantFailures: string[];
+};
+
+// POST /orders, the reservation and the confirmation: three write transactions per saga, and two
+// relay marks (shared by a batch, so they are not counted).
+const TRANSACTIONS_PER_SAGA = 3;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function parseOptions(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      rates: { type: "string" },
+      seconds: { type: "string" },
+      concurrency: { type: "string", default: "64" },
+    },
+  });
+  const quick = values.quick ?? false;
+  return {
+    quick,
+    rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
+    seconds: Number(values.seconds ?? (quick ? 8 : 30)),
+    concurrency: Number(values.concurrency),
+  };
+}
+
+/** Saga latency and outcome of a phase's orders, read from order_db once they settled. */
+async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  let pending = 0;
+  do {
+    const [row] = await orderDb<
+      { n: number }[]
+    >`select count(*)::int as n from orders where id = any(${phase.orderIds}::uuid[]) and status = 'PENDING'`;
+    pending = row?.n ?? 0;
+    if (pending === 0) break;
+    await sleep(250);
+  } while (Date.now() < deadline);
+  // A canceled-by-request order's last change is the DELETE, not the saga: leave those out.
+  const rows = await orderDb<{ ms: number; done_at: Date }[]>`
+    select extract(epoch from updated_at - created_at)::float8 * 1000 as ms, updated_at as done_at
+    from orders where id = any(${phase.orderIds}::uuid[]) and status <> 'PENDING' and coalesce(cancel_reason, '') <> 'USER_CANCELED'`;
+  return { pending, rows };
+}
+
+async function relayLags(dbs: postgres.Sql[], from: Date, to: Date): Promise<number[]> {
+  const lags = await Promise.all(
+    dbs.map(
+      (sql) => sql<{ ms: number }[]>`
+        select extract(epoch from published_at - created_at)::float8 * 1000 as ms from outbox
+        where created_at between ${from} and ${to} and published_at is not null`,
+    ),
+  );
+  return lags.flat().map((r) => r.ms);
+}
+
+async function publishedBetween(dbs: postgres.Sql[], from: Date, to: Date): Promise<number> {
+  const counts = await Promise.all(
+    dbs.map(
+      (sql) =>
+        sql<
+          { n: number }[]
+        >`select count(*)::int as n from outbox where published_at between ${from} and ${to}`,
+    ),
+  );
+  return counts.reduce((sum, [row]) => sum + (row?.n ?? 0), 0);
+}
+
+async function sampleConsumerLag(kafka: KafkaClient, stop: () => boolean): Promise<number> {
+  let max = 0;
+  while (!stop()) {
+    try {
+      let lag = 0;
+      for (const { group, topics } of CONSUMERS) {
+        for (const p of await kafka.consumerLag(group, [...topics])) lag += p.lag;
+      }
+      max = Math.max(max, lag);
+    } catch {
+      // A sample lost to a rebalance is no reason to fail the run.
+    }
+    await sleep(500);
+  }
+  return max;
+}
+
+async function measurePhase(
+  system: System,
+  dbs: { user: postgres.Sql; order: postgres.Sql },
+  kafka: KafkaClient,
+  run: () => Promise<PhaseResult>,
+): Promise<PhaseReport> {
+  const pids = { ...system.pids(), "bench client": process.pid };
+  const cpuBefore = await cpuSeconds(pids);
+  let running = true;
+  const lagSampler = sampleConsumerLag(kafka, () => !running);
+  const phase = await run();
+  const { pending, rows } = await settle(dbs.order, phase);
+  running = false;
+  const consumerLagMax = await lagSampler;
+  const cpuAfter = await cpuSeconds(pids);
+  const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
+  const completedInWindow = rows.filter((r) => r.done_at <= phase.endedAt).length;
+  return {
+    label: phase.label,
+    offered: phase.offered ?? null,
+    durationS,
+    sagasPerS: completedInWindow / durationS,
+    completed: rows.length,
+    pending,
+    failedRequests: phase.failed,
+    post: summarize(phase.postLatencies),
+    saga: summarize(rows.map((r) => r.ms)),
+    relayLag: summarize(await relayLags([dbs.user, dbs.order], phase.startedAt, phase.endedAt)),
+    relayRowsPerS:
+      (await publishedBetween([dbs.user, dbs.order], phase.startedAt, phase.endedAt)) / durationS,
+    consumerLagMax,
+    // CPU seconds per second of wall time: 1.0 is one core kept busy.
+    cpu: Object.fromEntries(
+      Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
+    ),
+  };
+}
+
+const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
+
+export function formatBench(r: BenchReport): string {
+  const rows = r.phases.map((p) => [
+    p.offered === null ? "saturation" : String(p.offered),
+    fmt(p.sagasPerS),
+    `${fmt(p.post.p50)} / ${fmt(p.post.p95)} / ${fmt(p.post.p99)}`,
+    `${fmt(p.saga.p50)} / ${fmt(p.saga.p95)} / ${fmt(p.saga.p99)}`,
+    `${fmt(p.relayLag.p50)} / ${fmt(p.relayLag.p99)}`,
+    String(p.consumerLagMax),
+    String(p.pending + p.failedRequests),
+  ]);
+  const cpuNames = Object.keys(r.phases[0]?.cpu ?? {});
+  const cpuRows = r.phases.map((p) => [
+    p.offered === null ? "saturation" : String(p.offered),
+    ...cpuNames.map((n) => fmt(p.cpu[n] ?? 0, 2)),
+  ]);
+  return [
+    `## Saga benchmark (${r.quick ? "quick" : "full"}), ${r.at}`,
+    "",
+    `Machine: ${r.machine}. Everything (PostgreSQL, Kafka, 6 Node processes, the load client) on it.`,
+    "",
+    table(
+      [
+        "offered sagas/s",
+        "sagas/s",
+        "POST /orders ms p50/p95/p99",
+        "saga ms p50/p95/p99",
+        "relay lag ms p50/p99",
+        "max consumer lag",
+        "stuck or failed",
+      ],
+      rows,
+    ),
+    "",
+    "CPU, in cores (CPU seconds per second), per process:",
+    "",
+    table(["offered", ...cpuNames], cpuRows),
+    "",
+    table(
+      ["ceiling on this machine", "measured", "ratio"],
+      [
+        [
+          `PostgreSQL small write transactions/s (postgres.js, ${r.ceilings.postgres.concurrency} clients)`,
+          fmt(r.ceilings.postgres.commitsPerS, 0),
+          `sagas/s ÷ (commits/s ÷ ${TRANSACTIONS_PER_SAGA}) = ${fmt(r.ratios.sagasVsCommitCeiling, 2)}`,
+        ],
+        [
+          `raw Kafka producer rows/s (batches of ${r.ceilings.kafka.batch}, acks=all)`,
+          fmt(r.ceilings.kafka.produceRowsPerS, 0),
+          `relay rows/s ÷ raw = ${fmt(r.ratios.relayVsRawProducer, 2)}`,
+        ],
+        ["raw Kafka produce-and-consume rows/s", fmt(r.ceilings.kafka.consumeRowsPerS, 0), ""],
+        ["relay rows/s at saturation (both outboxes)", fmt(r.relayRowsPerS, 0), ""],
+      ],
+    ),
+    "",
+    r.invariantsPassed
+      ? "Every saga reached its final state and the money adds up."
+      : `FAILED: ${r.invariantFailures.join("; ")}`,
+  ].join("\n");
+}
+
+async function main() {
+  const opts = parseOptions(process.argv.slice(2));
+  const dataDir = join(cacheDir, "bench", String(Date.now()));
+  const log = (line: string) => console.log(line);
+  const system = await startSystem({
+    ports: await freePorts(),
+    dataDir,
+    durable: true,
+    env: { LOG_LEVEL: "warn" },
+    output: (name, line) => {
+      if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
+    },
+    log,
+  });
+  const user = postgres(system.userDbUrl, { max: 2, onnotice: () => {} });
+  const order = postgres(system.orderDbUrl, { max: 2, onnotice: () => {} });
+  const kafka = createKafka({ brokers: system.kafkaBrokers, clientId: "bench" });
+  try {
+    log("bench: ceilings (PostgreSQL commits, raw Kafka producer)");
+    const pgUrl = await createDatabase(new URL("/postgres", system.userDbUrl).toString(), "bench_ceiling");
+    const pgCeiling = await postgresCeiling(pgUrl, { concurrency: 32, seconds: opts.quick ? 5 : 15 });
+    const kCeiling = await kafkaCeiling(system.kafkaBrokers, {
+      messages: opts.quick ? 20_000 : 100_000,
+      batch: 500,
+    });
+    log(
+      `bench: PostgreSQL ${fmt(pgCeiling.commitsPerS, 0)} commits/s; Kafka ${fmt(kCeiling.produceRowsPerS, 0)} rows/s produced`,
+    );
+
+    const users = await createBenchUsers(system.gatewayUrl, 500, 1_000_000_000);
+    log("bench: warm-up");
+    await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: 3, rate: 50, label: "warm-up" });
+
+    const phases: PhaseReport[] = [];
+    for (const rate of opts.rates) {
+      log(`bench: ${opts.seconds}s at ${rate} sagas/s offered`);
+      const p = await measurePhase(system, { user, order }, kafka, () =>
+        runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: opts.seconds, rate, label: `${rate}/s` }),
+      );
+      log(
+        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms`,
+      );
+      phases.push(p);
+    }
+    log(`bench: ${opts.seconds}s at saturation (${opts.concurrency} clients)`);
+    const saturation = await measurePhase(system, { user, order }, kafka, () =>
+      runPhase({
+        gatewayUrl: system.gatewayUrl,
+        users,
+        durationS: opts.seconds,
+        concurrency: opts.concurrency,
+        label: "saturation",
+      }),
+    );
+    phases.push(saturation);
+    log(`bench:   ${fmt(saturation.sagasPerS)} sagas/s at saturation`);
+
+    const { results } = await checkInvariants({
+      userDbUrl: system.userDbUrl,
+      orderDbUrl: system.orderDbUrl,
+      kafka,
+    });
+    const failures = results.filter((r) => !r.pass).map((r) => `${r.name}: ${r.counterExamples[0] ?? ""}`);
+    const relayRowsPerS = saturation.relayRowsPerS;
+    const report: BenchReport = {
+      at: new Date().toISOString(),
+      machine: `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+      quick: opts.quick,
+      phases,
+      ceilings: { kafka: kCeiling, postgres: pgCeiling },
+      ratios: {
+        sagasVsCommitCeiling: saturation.sagasPerS / (pgCeiling.commitsPerS / TRANSACTIONS_PER_SAGA),
+        relayVsRawProducer: relayRowsPerS / kCeiling.produceRowsPerS,
+      },
+      relayRowsPerS,
+      invariantsPassed: failures.length === 0,
+      invariantFailures: failures,
+    };
+    const text = formatBench(report);
+    console.log(`\n${text}\n`);
+    const out = join(repoRoot, "bench", "out");
+    await mkdir(out, { recursive: true });
+    const stamp = report.at.replace(/[:.]/g, "-");
+    await writeFile(join(out, `bench-${stamp}.json`), JSON.stringify(report, null, 2));
+    const svg = lineChart({
+      title: "Latency against offered load",
+      xLabel: "offered sagas/s",
+      yLabel: "ms (log scale)",
+      series: [
+        {
+          name: "saga p50",
+          color: "#1f77b4",
+          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.saga.p50 })),
+        },
+        {
+          name: "saga p99",
+          color: "#d62728",
+          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.saga.p99 })),
+        },
+        {
+          name: "POST /orders p50",
+          color: "#2ca02c",
+          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.post.p50 })),
+        },
+        {
+          name: "POST /orders p99",
+          color: "#ff7f0e",
+          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.post.p99 })),
+        },
+      ],
+    });
+    await writeFile(join(out, `bench-${stamp}.svg`), svg);
+    if (!opts.quick) {
+      await writeFile(join(repoRoot, "bench", "latency.svg"), svg);
+      await writeFile(
+        join(repoRoot, "bench", "RESULTS.md"),
+        `${text}\n\n![Latency against offered load](latency.svg)\n`,
+      );
+    }
+    process.exitCode = report.invariantsPassed ? 0 : 1;
+  } finally {
+    await closeLoad();
+    await Promise.allSettled([user.end(), order.end(), kafka.close()]);
+    await system.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,230 @@
+import { ALL_TOPICS, EVENT_TOPICS, HEADERS, prefixedTopic, TOPICS } from "@saga/contracts";
+import type { IncomingMessage, KafkaClient } from "@saga/kafka";
+import postgres from "postgres";
+
+/** Which consumer group applies which topics: the inbox of that group must hold each event once. */
+export const CONSUMERS = [
+  { db: "user", group: "user-service", topics: [TOPICS.orderCreated, TOPICS.orderCanceled] },
+  { db: "order", group: "order-service", topics: [TOPICS.creditReserved, TOPICS.creditReservationFailed] },
+] as const;
+
+export type InvariantResult = {
+  name: string;
+  pass: boolean;
+  /** What was checked, for the report: "1200 users", … */
+  checked: string;
+  counterExamples: string[];
+};
+
+export type CheckInput = {
+  userDbUrl: string;
+  orderDbUrl: string;
+  kafka: KafkaClient;
+  topicPrefix?: string;
+};
+
+export type Observed = {
+  /** Copies on Kafka beyond the first, per topic: what the inboxes absorbed. */
+  duplicateCopies: number;
+  messages: number;
+};
+
+type OutboxRow = {
+  id: string;
+  position: number;
+  aggregate_id: string;
+  topic: string;
+  published_at: Date | null;
+};
+type InboxRow = { consumer_group: string; event_id: string; topic: string; offset: number };
+
+const MAX_EXAMPLES = 5;
+
+function result(name: string, checked: string, violations: string[]): InvariantResult {
+  return { name, checked, pass: violations.length === 0, counterExamples: violations.slice(0, MAX_EXAMPLES) };
+}
+
+/**
+ * Checks every invariant of DESIGN.md by reading both databases and Kafka directly, never through
+ * the services. Call it once the system is quiet.
+ */
+export async function checkInvariants(
+  input: CheckInput,
+): Promise<{ results: InvariantResult[]; observed: Observed }> {
+  const prefix = input.topicPrefix ?? "";
+  const userDb = postgres(input.userDbUrl, { max: 1, onnotice: () => {} });
+  const orderDb = postgres(input.orderDbUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [users, reservations, orders, userOutbox, orderOutbox, userInbox, orderInbox] = await Promise.all([
+      userDb<
+        { id: string; initial_balance: string; balance: string }[]
+      >`select id, initial_balance, balance from users`,
+      userDb<
+        { order_id: string; user_id: string; amount: string; status: string }[]
+      >`select order_id, user_id, amount, status from reservations`,
+      orderDb<
+        { id: string; user_id: string; amount: string; status: string }[]
+      >`select id, user_id, amount, status from orders`,
+      userDb<
+        OutboxRow[]
+      >`select id::text, position::int8::float8 as position, aggregate_id, topic, published_at from outbox`,
+      orderDb<
+        OutboxRow[]
+      >`select id::text, position::int8::float8 as position, aggregate_id, topic, published_at from outbox`,
+      userDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
+      orderDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
+    ]);
+    const messages = await input.kafka.readToEnd(ALL_TOPICS.map((t) => prefixedTopic(prefix, t)));
+    const strip = (topic: string) => topic.slice(prefix.length);
+
+    // First copy of each event on Kafka, by event id.
+    const firstCopy = new Map<string, IncomingMessage>();
+    let duplicateCopies = 0;
+    for (const m of messages) {
+      const id = m.headers[HEADERS.eventId];
+      if (!id) continue;
+      const seen = firstCopy.get(id);
+      if (!seen) firstCopy.set(id, m);
+      else duplicateCopies++;
+    }
+
+    const results: InvariantResult[] = [];
+
+    // 1. Money.
+    const reservedByUser = new Map<string, number>();
+    for (const r of reservations) {
+      if (r.status === "RESERVED")
+        reservedByUser.set(r.user_id, (reservedByUser.get(r.user_id) ?? 0) + Number(r.amount));
+    }
+    const moneyViolations: string[] = [];
+    for (const u of users) {
+      const expected = Number(u.initial_balance) - (reservedByUser.get(u.id) ?? 0);
+      if (Number(u.balance) !== expected) {
+        moneyViolations.push(
+          `user ${u.id}: balance ${u.balance}, but initial ${u.initial_balance} - reserved ${reservedByUser.get(u.id) ?? 0} = ${expected}`,
+        );
+      }
+      if (Number(u.balance) < 0) moneyViolations.push(`user ${u.id}: negative balance ${u.balance}`);
+    }
+    results.push(
+      result("money: balance = initial - RESERVED, never negative", `${users.length} users`, moneyViolations),
+    );
+
+    // 2. Every order final; CONFIRMED exactly when RESERVED.
+    const reservationOf = new Map(reservations.map((r) => [r.order_id, r]));
+    const finalViolations: string[] = [];
+    for (const o of orders) {
+      const r = reservationOf.get(o.id);
+      if (o.status !== "CONFIRMED" && o.status !== "CANCELED")
+        finalViolations.push(`order ${o.id} is still ${o.status}`);
+      else if ((o.status === "CONFIRMED") !== (r?.status === "RESERVED")) {
+        finalViolations.push(`order ${o.id} is ${o.status} but its reservation is ${r?.status ?? "missing"}`);
+      }
+      if (r && Number(r.amount) !== Number(o.amount))
+        finalViolations.push(`order ${o.id}: amount ${o.amount}, reserved ${r.amount}`);
+    }
+    const orderIds = new Set(orders.map((o) => o.id));
+    for (const r of reservations) {
+      if (!orderIds.has(r.order_id))
+        finalViolations.push(`reservation ${r.order_id} (${r.status}) has no order`);
+    }
+    results.push(
+      result("orders final; CONFIRMED exactly when RESERVED", `${orders.length} orders`, finalViolations),
+    );
+
+    // 3a. Every outbox row published, and on Kafka.
+    const outbox = [...userOutbox, ...orderOutbox];
+    const unpublished: string[] = [];
+    for (const row of outbox) {
+      if (!row.published_at)
+        unpublished.push(`outbox row ${row.id} (${row.topic}, position ${row.position}) is unpublished`);
+      else if (!firstCopy.has(row.id))
+        unpublished.push(`outbox row ${row.id} (${row.topic}) is marked published but is not on Kafka`);
+    }
+    results.push(
+      result("every outbox row published at least once", `${outbox.length} outbox rows`, unpublished),
+    );
+
+    // 3b. Every event applied exactly once by the group that consumes it.
+    const inboxes = { user: userInbox, order: orderInbox };
+    const appliedViolations: string[] = [];
+    let expectedApplications = 0;
+    for (const { db, group, topics } of CONSUMERS) {
+      const applied = new Map<string, number>();
+      for (const row of inboxes[db]) {
+        if (row.consumer_group === group) applied.set(row.event_id, (applied.get(row.event_id) ?? 0) + 1);
+      }
+      const sourceOutbox = db === "user" ? orderOutbox : userOutbox;
+      for (const row of sourceOutbox) {
+        if (!(topics as readonly string[]).includes(row.topic)) continue;
+        expectedApplications++;
+        const times = applied.get(row.id) ?? 0;
+        if (times !== 1)
+          appliedViolations.push(`event ${row.id} (${row.topic}) applied ${times} times by ${group}`);
+      }
+    }
+    results.push(
+      result(
+        "every event applied exactly once per consumer group",
+        `${expectedApplications} applications`,
+        appliedViolations,
+      ),
+    );
+
+    // 4. Per order and topic: published and applied in the order written.
+    const orderViolations: string[] = [];
+    const byAggregateTopic = new Map<string, OutboxRow[]>();
+    for (const row of outbox) {
+      if (!(EVENT_TOPICS as readonly string[]).includes(row.topic)) continue;
+      const key = `${row.aggregate_id} ${row.topic}`;
+      byAggregateTopic.set(key, [...(byAggregateTopic.get(key) ?? []), row]);
+    }
+    const appliedOffset = new Map<string, number>();
+    for (const row of [...userInbox, ...orderInbox])
+      appliedOffset.set(`${row.consumer_group} ${row.event_id}`, row.offset);
+    const groupOf = new Map<string, string>(
+      CONSUMERS.flatMap(({ group, topics }) => topics.map((t) => [t, group] as const)),
+    );
+    for (const [key, rows] of byAggregateTopic) {
+      if (rows.length < 2) continue;
+      rows.sort((a, b) => a.position - b.position);
+      const copies = rows.map((r) => firstCopy.get(r.id));
+      for (let i = 1; i < rows.length; i++) {
+        const before = copies[i - 1];
+        const after = copies[i];
+        if (!before || !after) continue;
+        if (before.partition !== after.partition || Number(before.offset) >= Number(after.offset)) {
+          orderViolations.push(
+            `${key}: position ${rows[i - 1]?.position} published at ${before.partition}/${before.offset}, after it ${rows[i]?.position} at ${after.partition}/${after.offset}`,
+          );
+        }
+        const group = groupOf.get(rows[i]?.topic ?? "");
+        const a = appliedOffset.get(`${group} ${rows[i - 1]?.id}`);
+        const b = appliedOffset.get(`${group} ${rows[i]?.id}`);
+        if (a !== undefined && b !== undefined && a >= b)
+          orderViolations.push(
+            `${key}: ${group} applied position ${rows[i]?.position} (offset ${b}) before ${rows[i - 1]?.position} (offset ${a})`,
+          );
+      }
+    }
+    for (const m of messages) {
+      const id = m.headers[HEADERS.eventId];
+      const aggregate = m.headers[HEADERS.aggregateId];
+      if (id && m.key !== aggregate)
+        orderViolations.push(
+          `event ${id} on ${strip(m.topic)} has key ${m.key}, not its aggregate ${aggregate}`,
+        );
+    }
+    results.push(
+      result(
+        "per order and topic, published and applied in the order written",
+        `${byAggregateTopic.size} order/topic streams`,
+        orderViolations,
+      ),
+    );
+
+    return { results, observed: { duplicateCopies, messages: messages.length } };
+  } finally {
+    await Promise.all([userDb.end(), orderDb.end()]);
+  }
+}

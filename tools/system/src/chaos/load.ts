@@ -1,0 +1,168 @@
+import { randomUUID } from "node:crypto";
+import { uniformInt } from "pure-rand/distribution/uniformInt";
+import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+
+export type LoadStats = {
+  ordersSent: number;
+  ordersCreated: number;
+  cancelsSent: number;
+  cancelsDone: number;
+  inFlight: number;
+  /** Requests that got no answer after every retry: their outcome is whatever the databases say. */
+  gaveUp: number;
+  retries: number;
+};
+
+export type LoadOptions = {
+  gatewayUrl: string;
+  seed: number;
+  /** Orders per second offered. */
+  rate: number;
+  /** Share of ticks that also cancel an earlier order. */
+  cancelRatio?: number;
+  users: { id: string; balance: number }[];
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Sends `request` until it gets an answer that is not a 5xx, for up to a minute: the gateway and
+ * the services are being killed under it. The same Idempotency-Key on every attempt keeps a retried
+ * POST from creating a second row.
+ */
+async function untilAnswered(
+  stats: LoadStats,
+  request: () => Promise<Response>,
+): Promise<Response | undefined> {
+  const deadline = Date.now() + 60_000;
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    if (attempt > 0) {
+      stats.retries++;
+      await sleep(Math.min(100 * 2 ** attempt, 2000));
+    }
+    try {
+      const res = await request();
+      if (res.status < 500) return res;
+      await res.body?.cancel();
+    } catch {
+      // Connection refused or reset while a process is down: retry.
+    }
+  }
+  stats.gaveUp++;
+  return undefined;
+}
+
+/** Creates `count` users through the gateway, each with `balance`. */
+export async function createUsers(gatewayUrl: string, count: number, balance: number, runId: string) {
+  const stats = emptyStats();
+  return Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const key = `${runId}-user-${i}`;
+      const res = await untilAnswered(stats, () =>
+        fetch(`${gatewayUrl}/users`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": key },
+          body: JSON.stringify({ username: `chaos-${runId}-${i}`, initialBalance: balance }),
+          signal: AbortSignal.timeout(5000),
+        }),
+      );
+      if (res?.status !== 201)
+        throw new Error(`could not create user ${i}: ${res?.status} ${await res?.text()}`);
+      const user = (await res.json()) as { id: string };
+      return { id: user.id, balance };
+    }),
+  );
+}
+
+function emptyStats(): LoadStats {
+  return {
+    ordersSent: 0,
+    ordersCreated: 0,
+    cancelsSent: 0,
+    cancelsDone: 0,
+    inFlight: 0,
+    gaveUp: 0,
+    retries: 0,
+  };
+}
+
+/**
+ * A steady, seeded mix of orders (some larger than any balance, so they must fail) and cancels of
+ * earlier orders, through the gateway. `stop()` ends the offered load and waits for what is in flight.
+ */
+export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: LoadOptions) {
+  const rng = xoroshiro128plus(seed);
+  const stats = emptyStats();
+  const created: string[] = [];
+  const pending = new Set<Promise<void>>();
+  const maxBalance = Math.max(...users.map((u) => u.balance));
+  let stopped = false;
+
+  const track = (work: Promise<void>) => {
+    stats.inFlight++;
+    const p = work.finally(() => {
+      stats.inFlight--;
+      pending.delete(p);
+    });
+    pending.add(p);
+  };
+
+  const order = (userId: string, amount: number) => {
+    const key = randomUUID();
+    stats.ordersSent++;
+    track(
+      untilAnswered(stats, () =>
+        fetch(`${gatewayUrl}/orders`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": key },
+          body: JSON.stringify({ userId, amount }),
+          signal: AbortSignal.timeout(5000),
+        }),
+      ).then(async (res) => {
+        if (res?.status === 201) {
+          stats.ordersCreated++;
+          created.push(((await res.json()) as { id: string }).id);
+        } else await res?.body?.cancel();
+      }),
+    );
+  };
+
+  const cancel = (orderId: string) => {
+    stats.cancelsSent++;
+    track(
+      untilAnswered(stats, () =>
+        fetch(`${gatewayUrl}/orders/${orderId}`, { method: "DELETE", signal: AbortSignal.timeout(5000) }),
+      ).then(async (res) => {
+        if (res?.status === 204) stats.cancelsDone++;
+        await res?.body?.cancel();
+      }),
+    );
+  };
+
+  const loop = (async () => {
+    const interval = 1000 / rate;
+    const started = performance.now();
+    for (let tick = 0; !stopped; tick++) {
+      const user = users[uniformInt(rng, 0, users.length - 1)];
+      if (!user) break;
+      // One order in ten asks for more than any balance: a saga that must end CANCELED.
+      const amount =
+        uniformInt(rng, 0, 9) === 0 ? maxBalance + uniformInt(rng, 1, 1000) : uniformInt(rng, 1, 500);
+      order(user.id, amount);
+      if (created.length > 0 && uniformInt(rng, 0, 99) < cancelRatio * 100) {
+        cancel(created[uniformInt(rng, 0, created.length - 1)] as string);
+      }
+      const next = started + (tick + 1) * interval;
+      await sleep(Math.max(0, next - performance.now()));
+    }
+  })();
+
+  return {
+    stats,
+    async stop() {
+      stopped = true;
+      await loop;
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+    },
+  };
+}
