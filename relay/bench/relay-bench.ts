@@ -1,0 +1,280 @@
+/**
+ * Relay benchmark (not a test): `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000 --seconds 20]`.
+ *
+ * In one run, against the same PostgreSQL and Kafka:
+ * 1. a raw @saga/kafka producer sending `rows` relay-shaped messages in sequential batches of `batch`:
+ *    the ceiling for the relay at that batch size;
+ * 2. the relay (`src/main.ts` as a child process, RELAY_BATCH_SIZE = `batch`) draining a backlog of
+ *    `rows` rows: its throughput;
+ * 3. the relay at an offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
+ *    2 rows: its lag, `published_at - created_at` per row on the database's clock (created_at is the
+ *    writing transaction's start, published_at the marking after Kafka's acknowledgement).
+ *
+ * Uses POSTGRES_URL and KAFKA_BROKERS when both are set, otherwise starts its own servers (tools/src/infra).
+ * Prints a markdown table.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { HEADERS, TOPICS } from "@saga/contracts";
+import { migrateDatabase } from "@saga/db";
+import { createKafka, type OutgoingMessage } from "@saga/kafka";
+import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
+import postgres from "postgres";
+import { percentile } from "./support.ts";
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: "string", default: "50000" },
+    batch: { type: "string", default: "100,500" },
+    rate: { type: "string", default: "2000" },
+    seconds: { type: "string", default: "20" },
+  },
+});
+const ROWS = Number(values.rows);
+const BATCHES = values.batch.split(",").map(Number);
+const RATE = Number(values.rate);
+const SECONDS = Number(values.seconds);
+const ROWS_PER_TX = 2;
+const AGGREGATES = 1000;
+const PARTITIONS = 6;
+
+const relayDir = fileURLToPath(new URL("..", import.meta.url));
+const log = (line: string) => console.error(line);
+
+type Line = {
+  what: string;
+  rows: number;
+  seconds: number;
+  lagP50?: number;
+  lagP99?: number;
+  lagMax?: number;
+};
+
+async function run(): Promise<void> {
+  const infra = await startInfra({ log });
+  const suffix = randomBytes(4).toString("hex");
+  const dbName = `relay_bench_${suffix}`;
+  const prefix = `bench-${suffix}.`;
+  const topic = `${prefix}${TOPICS.orderCreated}`;
+  const url = await createDatabase(infra.postgresUrl, dbName);
+  const sql = postgres(url, { max: 20, onnotice: () => {} });
+  const kafka = createKafka({ brokers: infra.kafkaBrokers, clientId: "relay-bench" });
+  const lines: Line[] = [];
+  let relay: ChildProcess | undefined;
+  try {
+    await migrateDatabase(url, "order");
+    await createTopics(infra.kafkaBrokers, [topic], PARTITIONS);
+    const [settings] = await sql<{ version: string; fsync: string; sync: string }[]>`
+      select current_setting('server_version') as version, current_setting('fsync') as fsync,
+             current_setting('synchronous_commit') as sync`;
+
+    for (const batch of BATCHES) {
+      log(`bench: raw producer, ${ROWS} messages in batches of ${batch}`);
+      lines.push(await rawProducer(kafka, topic, batch));
+
+      log(`bench: relay draining ${ROWS} rows with RELAY_BATCH_SIZE=${batch}`);
+      await sql`truncate outbox`;
+      await fillOutbox(sql, ROWS);
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
+      lines.push({ what: `relay draining a backlog, batches of ${batch}`, ...(await drained(sql, ROWS)) });
+      await stop(relay);
+    }
+
+    const batch = Math.max(...BATCHES);
+    log(`bench: relay at an offered ${RATE} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`);
+    await sql`truncate outbox`;
+    relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
+    await waitForOwner(sql);
+    const offered = await offerLoad(sql, RATE, SECONDS);
+    const lag = await drained(sql, offered.rows);
+    const lags = (
+      await sql<{ lag: number }[]>`
+        select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
+    ).map((r) => r.lag);
+    lines.push({
+      what: `relay at an offered ${RATE} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
+      rows: offered.rows,
+      seconds: offered.seconds,
+      lagP50: percentile(lags, 0.5),
+      lagP99: percentile(lags, 0.99),
+      lagMax: lags.at(-1),
+    });
+    log(`bench: drained ${lag.rows} rows`);
+    await stop(relay);
+    relay = undefined;
+
+    console.log(
+      `\nRelay benchmark: PostgreSQL ${settings?.version} (fsync=${settings?.fsync}, synchronous_commit=${settings?.sync}), ` +
+        `Kafka at ${infra.kafkaBrokers.join(",")} (${infra.kind}), topic with ${PARTITIONS} partitions, ${AGGREGATES} keys, ` +
+        `${cpus().length} CPUs shared by everything\n`,
+    );
+    console.log("| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) |");
+    console.log("|---|---:|---:|---:|---:|---:|---:|");
+    const ms = (v: number | undefined) => (v === undefined ? "" : v.toFixed(1));
+    for (const l of lines) {
+      console.log(
+        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} |`,
+      );
+    }
+  } finally {
+    if (relay) await stop(relay);
+    await sql.end({ timeout: 2 });
+    await kafka.close();
+    await dropDatabase(infra.postgresUrl, dbName).catch(() => {});
+    await infra.stop();
+  }
+}
+
+function payload(orderId: string): string {
+  return JSON.stringify({ orderId, userId: randomUUID(), amount: 1 + Math.floor(Math.random() * 10_000) });
+}
+
+const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+async function rawProducer(
+  kafka: ReturnType<typeof createKafka>,
+  topic: string,
+  batch: number,
+): Promise<Line> {
+  const producer = await kafka.createProducer();
+  const orders = Array.from({ length: AGGREGATES }, () => randomUUID());
+  const messages: OutgoingMessage[] = Array.from({ length: ROWS }, (_, i) => {
+    const orderId = orders[i % AGGREGATES] as string;
+    return {
+      topic,
+      key: orderId,
+      value: payload(orderId),
+      headers: {
+        [HEADERS.traceparent]: TRACEPARENT,
+        [HEADERS.eventId]: randomUUID(),
+        [HEADERS.eventType]: "OrderCreated",
+        [HEADERS.schemaVersion]: "1",
+        [HEADERS.occurredAt]: new Date().toISOString(),
+        [HEADERS.aggregateId]: orderId,
+      },
+    };
+  });
+  try {
+    const started = performance.now();
+    for (let i = 0; i < messages.length; i += batch) await producer.send(messages.slice(i, i + batch));
+    return {
+      what: `raw @saga/kafka producer, batches of ${batch}`,
+      rows: ROWS,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await producer.close();
+  }
+}
+
+/** Writes `rows` unpublished rows in one statement, spread over AGGREGATES orders. */
+async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
+  await sql`
+    insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
+    select o.id::text, ${TOPICS.orderCreated}, 'OrderCreated', '1',
+           json_build_object('orderId', o.id, 'userId', gen_random_uuid(), 'amount', 1 + (random() * 10000)::int)::text,
+           jsonb_build_object('traceparent', ${TRACEPARENT}::text)
+    from generate_series(1, ${rows}) g
+    join (select gen_random_uuid() as id, row_number() over () - 1 as n from generate_series(1, ${AGGREGATES})) o
+      on o.n = g % ${AGGREGATES}
+    order by g`;
+}
+
+function spawnRelay(url: string, brokers: string[], prefix: string, batch: number): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: relayDir,
+    env: {
+      PATH: process.env.PATH,
+      PORT: "0",
+      ORDER_DB_URL: url,
+      KAFKA_BROKERS: brokers.join(","),
+      KAFKA_TOPIC_PREFIX: prefix,
+      RELAY_ID: "bench",
+      RELAY_BATCH_SIZE: String(batch),
+      LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? "warn",
+    },
+    stdio: ["ignore", process.env.BENCH_RELAY_LOG_LEVEL ? "inherit" : "ignore", "inherit"],
+  });
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+async function waitForOwner(sql: postgres.Sql): Promise<void> {
+  for (;;) {
+    const [r] = await sql<
+      { n: number }[]
+    >`select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 7340002`;
+    if (r?.n) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Waits for an empty backlog; the throughput is the span of the marking times. */
+async function drained(sql: postgres.Sql, rows: number): Promise<{ rows: number; seconds: number }> {
+  for (;;) {
+    const [r] = await sql<{ unpublished: number; published: number; span: number | null }[]>`
+      select count(*) filter (where published_at is null)::int as unpublished,
+             count(*) filter (where published_at is not null)::int as published,
+             extract(epoch from max(published_at) - min(published_at))::float8 as span
+      from outbox`;
+    if (r && r.unpublished === 0 && r.published >= rows) return { rows: r.published, seconds: r.span ?? 0 };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Writes `rate` rows/s for `seconds` s in transactions of ROWS_PER_TX rows, as many in flight as needed. */
+async function offerLoad(
+  sql: postgres.Sql,
+  rate: number,
+  seconds: number,
+): Promise<{ rows: number; seconds: number }> {
+  const orders = Array.from({ length: AGGREGATES }, () => randomUUID());
+  const started = performance.now();
+  let rows = 0;
+  let inFlight = 0;
+  const pending = new Set<Promise<void>>();
+  while (performance.now() - started < seconds * 1000) {
+    const due = Math.floor((rate * (performance.now() - started)) / 1000);
+    while (rows < due && inFlight < 32) {
+      const orderId = orders[Math.floor(rows / ROWS_PER_TX) % AGGREGATES] as string;
+      rows += ROWS_PER_TX;
+      inFlight++;
+      const tx = sql
+        .begin(async (t) => {
+          await t`select pg_advisory_xact_lock(hashtextextended(${orderId}, 0))`;
+          await t`insert into outbox ${t(
+            Array.from({ length: ROWS_PER_TX }, () => ({
+              aggregate_id: orderId,
+              topic: TOPICS.orderCreated,
+              event_type: "OrderCreated",
+              schema_version: "1",
+              payload: payload(orderId),
+              headers: { traceparent: TRACEPARENT },
+            })),
+          )}`;
+        })
+        .then(() => {
+          inFlight--;
+        });
+      pending.add(tx);
+      void tx.finally(() => pending.delete(tx));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  await Promise.all(pending);
+  return { rows, seconds: (performance.now() - started) / 1000 };
+}
+
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { outboxesOf, parseRelayEnv } from "./env.ts";
+
+const minimal = { ORDER_DB_URL: "postgres://localhost/order_db", KAFKA_BROKERS: "localhost:9092" };
+
+describe("parseRelayEnv", () => {
+  it("fills in the defaults", () => {
+    const env = parseRelayEnv(minimal);
+    expect(env).toMatchObject({
+      PORT: 9400,
+      KAFKA_BROKERS: ["localhost:9092"],
+      KAFKA_TOPIC_PREFIX: "",
+      RELAY_BATCH_SIZE: 500,
+      RELAY_MARK_CHUNK_SIZE: 250,
+      RELAY_POLL_INTERVAL_MS: 1000,
+      OUTBOX_RETENTION_SECONDS: 3600,
+      LOG_LEVEL: "info",
+    });
+    expect(env.RELAY_TEST_CRASH_AT).toBeUndefined();
+    expect(outboxesOf(env)).toEqual([{ name: "order", url: "postgres://localhost/order_db" }]);
+  });
+
+  it("tails both outboxes when both are given", () => {
+    const env = parseRelayEnv({ ...minimal, USER_DB_URL: "postgresql://localhost/user_db" });
+    expect(outboxesOf(env).map((o) => o.name)).toEqual(["user", "order"]);
+  });
+
+  it("fails naming the variable", () => {
+    expect(() => parseRelayEnv({ KAFKA_BROKERS: "localhost:9092" })).toThrow(
+      /USER_DB_URL: set USER_DB_URL, ORDER_DB_URL or both/,
+    );
+    expect(() => parseRelayEnv({ ...minimal, KAFKA_BROKERS: "localhost" })).toThrow(
+      /KAFKA_BROKERS.*host:port/,
+    );
+    expect(() => parseRelayEnv({ ...minimal, RELAY_BATCH_SIZE: "0" })).toThrow(/RELAY_BATCH_SIZE/);
+    expect(() => parseRelayEnv({ ...minimal, ORDER_DB_URL: "mysql://x" })).toThrow(
+      /ORDER_DB_URL: must be a postgres/,
+    );
+    expect(() => parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "later" })).toThrow(/RELAY_TEST_CRASH_AT/);
+  });
+
+  it("reads a crash point with its occurrence", () => {
+    expect(parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "mid-mark:3" }).RELAY_TEST_CRASH_AT).toEqual({
+      point: "mid-mark",
+      occurrence: 3,
+    });
+    expect(parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "before-send" }).RELAY_TEST_CRASH_AT).toEqual({
+      point: "before-send",
+      occurrence: 1,
+    });
+  });
+});

@@ -1,0 +1,79 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL");
+const positiveInt = z.coerce.number().int().positive();
+
+/** Where a test may make the relay kill itself (see crash-points.ts); never set in production. */
+export const CRASH_POINTS = ["before-send", "after-send", "mid-mark"] as const;
+export type CrashPoint = (typeof CRASH_POINTS)[number];
+
+export const Env = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65_535).default(9400),
+    /** Each outbox is tailed on its own; give one or both. */
+    USER_DB_URL: postgresUrl.optional(),
+    ORDER_DB_URL: postgresUrl.optional(),
+    KAFKA_BROKERS: z
+      .string()
+      .transform((s) =>
+        s
+          .split(",")
+          .map((b) => b.trim())
+          .filter(Boolean),
+      )
+      .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
+    KAFKA_TOPIC_PREFIX: z.string().default(""),
+    /** Names this instance in logs, metrics, the lock holder's application_name and its replication slot. */
+    RELAY_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
+    /** Most rows read, sent and marked in one round. */
+    RELAY_BATCH_SIZE: positiveInt.max(10_000).default(500),
+    /**
+     * Rows per marking statement. Each is its own short transaction: a crash between two leaves a
+     * prefix of the batch marked, and only the rest is sent again.
+     */
+    RELAY_MARK_CHUNK_SIZE: positiveInt.max(10_000).default(250),
+    /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
+    RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
+    /** Published rows are deleted this long after they were published. */
+    OUTBOX_RETENTION_SECONDS: positiveInt.default(3600),
+    /** How often the owner deletes expired rows. */
+    RELAY_CLEANUP_INTERVAL_MS: positiveInt.default(60_000),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /**
+     * Test only: `<point>[:<n>]` kills the process with SIGKILL the n-th time (default 1st) a non-empty
+     * batch reaches that point. Points: before-send, after-send, mid-mark.
+     */
+    RELAY_TEST_CRASH_AT: z
+      .string()
+      .regex(
+        new RegExp(`^(${CRASH_POINTS.join("|")})(:[1-9]\\d*)?$`),
+        `must be <${CRASH_POINTS.join("|")}>[:n]`,
+      )
+      .transform((s) => {
+        const [point, n] = s.split(":");
+        return { point: point as CrashPoint, occurrence: n ? Number(n) : 1 };
+      })
+      .optional(),
+  })
+  .refine((env) => env.USER_DB_URL || env.ORDER_DB_URL, {
+    message: "set USER_DB_URL, ORDER_DB_URL or both",
+    path: ["USER_DB_URL"],
+  });
+export type Env = z.infer<typeof Env>;
+
+/** Parses the environment once; a bad or missing variable fails start-up with its name. */
+export function parseRelayEnv(source: Record<string, string | undefined>): Env {
+  const parsed = Env.safeParse(source);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`);
+  throw new Error(`invalid environment: ${problems.join("; ")}`);
+}
+
+/** The outboxes this relay tails, by name. */
+export function outboxesOf(env: Env): { name: "user" | "order"; url: string }[] {
+  const outboxes: { name: "user" | "order"; url: string }[] = [];
+  if (env.USER_DB_URL) outboxes.push({ name: "user", url: env.USER_DB_URL });
+  if (env.ORDER_DB_URL) outboxes.push({ name: "order", url: env.ORDER_DB_URL });
+  return outboxes;
+}

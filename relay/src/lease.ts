@@ -1,0 +1,142 @@
+import postgres from "postgres";
+
+/** The advisory lock that makes one relay instance the owner of an outbox; the same in every database. */
+export const RELAY_LOCK: readonly [number, number] = [7_340_002, 1];
+
+export type LeaseOptions = {
+  url: string;
+  /** application_name of the lock's session, so `pg_locks` joined with `pg_stat_activity` names the owner. */
+  holderName: string;
+  /** How often the owner checks that its session still holds the lock. */
+  heartbeatMs?: number;
+  /** A check (or the first try) that takes longer than this counts as a lost connection. */
+  timeoutMs?: number;
+  /**
+   * The server ends a lock session idle for longer than this, which releases the lock of an owner
+   * that is frozen or cut off from the database (the heartbeat keeps a healthy one busy).
+   * https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-SESSION-TIMEOUT
+   */
+  serverIdleTimeoutMs?: number;
+};
+
+export type Lease = {
+  /**
+   * Tries once to become the owner. Resolves with a signal that aborts when ownership is lost (the
+   * session ended, a heartbeat failed or found the lock gone), or undefined when another instance
+   * owns the outbox or the database cannot be reached.
+   */
+  tryAcquire(): Promise<AbortSignal | undefined>;
+  /** Gives ownership up (the session ends, and with it the lock). */
+  release(): Promise<void>;
+};
+
+/**
+ * Ownership of one outbox through a session-level advisory lock on a connection of its own.
+ * postgres.js reconnects transparently, and a new session would not hold the lock: so the lease is
+ * lost as soon as its connection closes, and the heartbeat asks `pg_locks` rather than trusting
+ * the connection.
+ */
+export function createLease({
+  url,
+  holderName,
+  heartbeatMs = 1000,
+  timeoutMs = 3000,
+  serverIdleTimeoutMs = 10_000,
+}: LeaseOptions): Lease {
+  let session: postgres.Sql | undefined;
+  let owned: { controller: AbortController; heartbeat: NodeJS.Timeout } | undefined;
+
+  const lose = (reason: string) => {
+    if (!owned) return;
+    const { controller, heartbeat } = owned;
+    owned = undefined;
+    clearInterval(heartbeat);
+    controller.abort(new Error(`lease lost: ${reason}`));
+    void closeSession();
+  };
+
+  async function closeSession(): Promise<void> {
+    const s = session;
+    session = undefined;
+    await s?.end({ timeout: 1 }).catch(() => {});
+  }
+
+  function open(): postgres.Sql {
+    const s = postgres(url, {
+      max: 1,
+      // The lock lives as long as the session: never let the pool recycle it.
+      max_lifetime: null,
+      idle_timeout: 0,
+      connect_timeout: Math.ceil(timeoutMs / 1000),
+      fetch_types: false,
+      onnotice: () => {},
+      connection: { application_name: holderName, idle_session_timeout: serverIdleTimeoutMs },
+      onclose: () => {
+        if (s === session) lose("its connection closed");
+      },
+    });
+    return s;
+  }
+
+  async function bounded<T>(query: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        query,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function stillHeld(s: postgres.Sql): Promise<boolean> {
+    const [row] = await s<{ held: boolean }[]>`
+      select exists(
+        select 1 from pg_locks
+        where locktype = 'advisory' and pid = pg_backend_pid() and granted
+          and classid = ${RELAY_LOCK[0]} and objid = ${RELAY_LOCK[1]} and objsubid = 2) as held`;
+    return row?.held === true;
+  }
+
+  return {
+    async tryAcquire() {
+      if (owned) return owned.controller.signal;
+      session ??= open();
+      const s = session;
+      try {
+        const [row] = await bounded(
+          s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
+        );
+        if (!row?.ok) return undefined;
+      } catch {
+        await closeSession();
+        return undefined;
+      }
+      if (s !== session) return undefined;
+      const controller = new AbortController();
+      let checking = false;
+      const heartbeat = setInterval(() => {
+        if (checking) return;
+        checking = true;
+        bounded(stillHeld(s))
+          .then(
+            (held) => held || lose("the lock is no longer held by its session"),
+            (err: Error) => lose(`heartbeat failed: ${err.message}`),
+          )
+          .finally(() => {
+            checking = false;
+          });
+      }, heartbeatMs);
+      owned = { controller, heartbeat };
+      return controller.signal;
+    },
+
+    async release() {
+      lose("released");
+      await closeSession();
+    },
+  };
+}

@@ -1,0 +1,88 @@
+import { LATENCY_BUCKETS } from "@saga/observability";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+/** Where in a round an error happened, for `saga_relay_errors_total`. */
+export type RelayStage = "lock" | "read" | "send" | "mark" | "cleanup" | "wakeup" | "backlog";
+
+/** The relay's metrics, labelled by outbox (`user`, `order`), registered on the process's registry. */
+export function createRelayMetrics(registry: Registry) {
+  const registers = [registry];
+  // The backlog is read from the database when Prometheus scrapes, not on a timer: no query runs
+  // unless someone looks, and one scrape runs one query per outbox for both gauges.
+  let readBacklog: (() => Promise<void>) | undefined;
+  let reading: Promise<void> | undefined;
+  const refreshBacklog = async () => {
+    reading ??= (readBacklog?.() ?? Promise.resolve()).finally(() => {
+      setTimeout(() => {
+        reading = undefined;
+      }, 250);
+    });
+    await reading;
+  };
+  return {
+    /** Sets the function that reads every outbox's backlog into the gauges at scrape time. */
+    onScrapeReadBacklog(read: () => Promise<void>): void {
+      readBacklog = read;
+    },
+    backlog: new Gauge({
+      name: "saga_relay_outbox_backlog",
+      help: "Unpublished outbox rows",
+      labelNames: ["outbox"] as const,
+      registers,
+      collect: refreshBacklog,
+    }),
+    lag: new Gauge({
+      name: "saga_relay_outbox_lag_seconds",
+      help: "Age of the oldest unpublished outbox row (0 when there is none): the relay lag",
+      labelNames: ["outbox"] as const,
+      registers,
+      collect: refreshBacklog,
+    }),
+    commitToAck: new Histogram({
+      name: "saga_relay_commit_to_ack_seconds",
+      help: "From the writing transaction's start (created_at) to Kafka's acknowledgement, per row",
+      labelNames: ["outbox"] as const,
+      buckets: [...LATENCY_BUCKETS, 30, 60, 300],
+      registers,
+    }),
+    published: new Counter({
+      name: "saga_relay_rows_published_total",
+      help: "Outbox rows acknowledged by Kafka (re-sends after a crash count again)",
+      labelNames: ["outbox"] as const,
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: "saga_relay_batch_size",
+      help: "Rows per batch sent to Kafka",
+      labelNames: ["outbox"] as const,
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+      registers,
+    }),
+    errors: new Counter({
+      name: "saga_relay_errors_total",
+      help: "Failures, by outbox and stage; each is retried",
+      labelNames: ["outbox", "stage"] as const,
+      registers,
+    }),
+    active: new Gauge({
+      name: "saga_relay_active",
+      help: "1 while this instance owns the outbox and publishes it, 0 on standby",
+      labelNames: ["outbox"] as const,
+      registers,
+    }),
+    wakeups: new Counter({
+      name: "saga_relay_wakeups_total",
+      help: "Rounds started by a replication wake-up or by the poll timer",
+      labelNames: ["outbox", "source"] as const,
+      registers,
+    }),
+    deleted: new Counter({
+      name: "saga_relay_rows_deleted_total",
+      help: "Published rows deleted after the retention",
+      labelNames: ["outbox"] as const,
+      registers,
+    }),
+  };
+}
+
+export type RelayMetrics = ReturnType<typeof createRelayMetrics>;

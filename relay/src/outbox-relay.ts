@@ -1,0 +1,271 @@
+import type { EventProducer, KafkaClient } from "@saga/kafka";
+import type { Logger } from "@saga/observability";
+import type { CrashPoint } from "./env.ts";
+import type { Lease } from "./lease.ts";
+import { toMessage } from "./message.ts";
+import type { RelayMetrics, RelayStage } from "./metrics.ts";
+import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
+import type { ReplicationWakeups } from "./replication-wakeups.ts";
+import { createWakeSignal, sleep } from "./wake.ts";
+
+export type OutboxRelayOptions = {
+  /** `user` or `order`: the label of this outbox in logs and metrics. */
+  name: string;
+  store: OutboxStore;
+  lease: Lease;
+  kafka: Pick<KafkaClient, "createProducer">;
+  /** Starts the wake-ups of this outbox; called when this instance becomes its owner. */
+  startWakeups: (onWake: () => void, onError: (err: Error) => void) => ReplicationWakeups;
+  topicPrefix: string;
+  batchSize: number;
+  /** The safety-net poll while wake-ups work. */
+  pollIntervalMs: number;
+  retentionSeconds: number;
+  cleanupIntervalMs: number;
+  /** How often a standby tries to take the outbox over. */
+  standbyRetryMs?: number;
+  /** Rows per marking statement. */
+  markChunkSize: number;
+  logger: Logger;
+  metrics: RelayMetrics;
+  /** Test only: called at named points of a round with rows in hand (see crash-points.ts). */
+  crashPoint?: (point: CrashPoint) => void;
+};
+
+export type OutboxRelay = {
+  /** Competes for the outbox and, once its owner, publishes it until `stop()`. */
+  start(): void;
+  /** Finishes the batch in hand (bounded by `deadlineMs`), gives ownership up and stops. */
+  stop(deadlineMs?: number): Promise<void>;
+  isActive(): boolean;
+  backlog(): Promise<Backlog>;
+};
+
+// While the wake-up stream is down, polling is the only trigger: keep latency bounded meanwhile.
+const FALLBACK_POLL_MS = 100;
+const CLEANUP_BATCH = 1000;
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * One outbox's relay. On standby it tries every second to take the outbox's advisory lock; as owner it
+ * loops: read the oldest unpublished rows, send them (resolves once acknowledged by all in-sync
+ * replicas), mark them published, and when nothing is left wait for a wake-up or the poll timer.
+ * Losing the lock stops the loop before its next send.
+ *
+ * Why this keeps per-aggregate order, with and without crashes: writers lock the aggregate before they
+ * insert, so one aggregate's rows commit in position order; a read therefore never sees a row of an
+ * aggregate without every earlier unpublished row of it, and the batch sends them in position order on
+ * one partition (same key) through an idempotent producer with one request in flight. A row is marked
+ * only after its acknowledgement, so a row that is skipped by a read is either unpublished (and comes
+ * first in that batch) or already on Kafka. Crashes only add re-sends, later than the first copy.
+ */
+export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
+  const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
+  const { standbyRetryMs = 1000, markChunkSize, crashPoint } = opts;
+  const log = logger.child({ outbox: name });
+  const labels = { outbox: name };
+  metrics.active.set(labels, 0);
+
+  const stopping = new AbortController();
+  let running: Promise<void> | undefined;
+  let active = false;
+
+  const fail = (stage: RelayStage, err: unknown, message: string) => {
+    metrics.errors.inc({ ...labels, stage });
+    log.warn({ err, stage }, message);
+  };
+
+  async function run(): Promise<void> {
+    let waitingSince: number | undefined;
+    while (!stopping.signal.aborted) {
+      const owned = await lease.tryAcquire();
+      if (!owned) {
+        waitingSince ??= Date.now();
+        await sleep(standbyRetryMs, stopping.signal);
+        continue;
+      }
+      log.info(
+        { standbyMs: waitingSince === undefined ? 0 : Date.now() - waitingSince },
+        "owner of the outbox: publishing",
+      );
+      waitingSince = undefined;
+      active = true;
+      metrics.active.set(labels, 1);
+      // Said at once, even while a send that began before the loss is still blocked on a broker.
+      const demote = () => {
+        active = false;
+        metrics.active.set(labels, 0);
+      };
+      owned.addEventListener("abort", demote, { once: true });
+      // One signal for both reasons to stop: the lease was lost, or the process is stopping.
+      const until = AbortSignal.any([owned, stopping.signal]);
+      try {
+        await publishWhileOwner(until);
+      } finally {
+        owned.removeEventListener("abort", demote);
+        demote();
+      }
+      if (owned.aborted)
+        log.warn({ reason: String(owned.reason) }, "lost ownership of the outbox: standing by");
+    }
+    await lease.release();
+  }
+
+  async function publishWhileOwner(until: AbortSignal): Promise<void> {
+    const wake = createWakeSignal();
+    const wakeups = opts.startWakeups(
+      () => {
+        metrics.wakeups.inc({ ...labels, source: "replication" });
+        wake.notify();
+      },
+      (err) => fail("wakeup", err, "replication wake-ups interrupted; polling meanwhile"),
+    );
+    const cleanup = startCleanup(until);
+    let producer: EventProducer | undefined;
+    let backoffMs = 100;
+    try {
+      while (!until.aborted) {
+        let stage: RelayStage = "send";
+        try {
+          producer ??= await connectProducer(until);
+          if (!producer) break;
+          stage = "read";
+          wake.clear();
+          const readStarted = performance.now();
+          const rows = await store.readBatch(batchSize);
+          if (rows.length === 0) {
+            const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
+            if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
+            backoffMs = 100;
+            continue;
+          }
+          crashPoint?.("before-send");
+          // The last look before a send: a relay that lost its lock must not publish any more.
+          if (until.aborted) break;
+          stage = "send";
+          const sendStarted = performance.now();
+          await producer.send(rows.map((row) => toMessage(row, topicPrefix)));
+          const acknowledged = performance.now();
+          recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
+          crashPoint?.("after-send");
+          stage = "mark";
+          // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.
+          await markPublished(rows);
+          if (log.isLevelEnabled("debug")) {
+            const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
+            const marked = performance.now();
+            log.debug(
+              {
+                rows: rows.length,
+                from: rows[0]?.position,
+                to: rows.at(-1)?.position,
+                readMs: ms(readStarted, sendStarted),
+                sendMs: ms(sendStarted, acknowledged),
+                markMs: ms(acknowledged, marked),
+              },
+              "batch published",
+            );
+          }
+          backoffMs = 100;
+        } catch (err) {
+          fail(stage, err, `${stage} failed; retrying`);
+          if (stage === "send" && producer) {
+            // An idempotent producer can end in a state it never leaves (a fenced or unknown producer id):
+            // start over with a new one. Re-sending the batch is allowed; the consumers' inbox absorbs it.
+            await producer.close().catch(() => {});
+            producer = undefined;
+          }
+          await sleep(backoffMs, until);
+          backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+        }
+      }
+    } finally {
+      await Promise.all([wakeups.stop(), cleanup(), producer?.close().catch(() => {})]);
+    }
+  }
+
+  /** Resolves with a connected producer, or undefined when `until` fired first. */
+  async function connectProducer(until: AbortSignal): Promise<EventProducer | undefined> {
+    const connecting = kafka.createProducer();
+    let onAbort: () => void = () => {};
+    const aborted = new Promise<undefined>((resolve) => {
+      onAbort = () => resolve(undefined);
+      if (until.aborted) onAbort();
+      until.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const producer = await Promise.race([connecting, aborted]);
+      if (!producer) void connecting.then((p) => p.close()).catch(() => {});
+      return producer;
+    } finally {
+      until.removeEventListener("abort", onAbort);
+    }
+  }
+
+  function recordAcknowledged(rows: PendingRow[], sendSeconds: number): void {
+    metrics.batchSize.observe(labels, rows.length);
+    metrics.published.inc(labels, rows.length);
+    // Age at read time on the database's clock, plus the time since on ours: no clock skew.
+    for (const row of rows) metrics.commitToAck.observe(labels, row.ageSeconds + sendSeconds);
+  }
+
+  /**
+   * In position order, one short statement per chunk. A crash between two leaves a prefix of the batch
+   * marked; the rest is sent again after the restart, after its first copy.
+   */
+  async function markPublished(rows: PendingRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += markChunkSize) {
+      if (i === markChunkSize) crashPoint?.("mid-mark");
+      await store.markPublished(rows.slice(i, i + markChunkSize).map((r) => r.id));
+    }
+  }
+
+  /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */
+  function startCleanup(until: AbortSignal): () => Promise<void> {
+    const done = (async () => {
+      while (!until.aborted) {
+        await sleep(opts.cleanupIntervalMs, until);
+        if (until.aborted) break;
+        try {
+          let deleted = 0;
+          for (;;) {
+            const n = await store.deleteExpired(opts.retentionSeconds, CLEANUP_BATCH);
+            deleted += n;
+            metrics.deleted.inc(labels, n);
+            if (n < CLEANUP_BATCH || until.aborted) break;
+          }
+          if (deleted > 0)
+            log.info({ deleted, retentionSeconds: opts.retentionSeconds }, "deleted expired published rows");
+        } catch (err) {
+          fail("cleanup", err, "cleanup failed; will retry");
+        }
+      }
+    })();
+    return () => done;
+  }
+
+  return {
+    start() {
+      running ??= run().catch((err) => log.error({ err }, "relay loop crashed"));
+    },
+    async stop(deadlineMs = 4000) {
+      stopping.abort();
+      if (!running) {
+        await lease.release();
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          log.warn({ deadlineMs }, "batch in hand did not finish in time; giving the outbox up anyway");
+          resolve();
+        }, deadlineMs);
+      });
+      await Promise.race([running, deadline]);
+      clearTimeout(timer);
+      await lease.release();
+    },
+    isActive: () => active,
+    backlog: () => store.backlog(),
+  };
+}

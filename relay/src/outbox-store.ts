@@ -1,0 +1,74 @@
+import type { Sql } from "postgres";
+
+/** An unpublished outbox row as the relay reads it. */
+export type PendingRow = {
+  id: string;
+  /** bigint, as text: only compared for tests and logs. */
+  position: string;
+  aggregateId: string;
+  topic: string;
+  eventType: string;
+  schemaVersion: string;
+  payload: string;
+  headers: Record<string, string>;
+  createdAt: Date;
+  /** Seconds since `created_at` when the row was read, on the database's clock. */
+  ageSeconds: number;
+};
+
+export type Backlog = { rows: number; oldestAgeSeconds: number };
+
+/** The relay's queries on one outbox table. */
+export function createOutboxStore(sql: Sql) {
+  return {
+    /**
+     * The oldest `limit` unpublished rows in position order. Always from the lowest unpublished
+     * position, never from a remembered high-water mark: a transaction that took a lower position
+     * but committed later shows up here on the next read instead of being skipped.
+     */
+    async readBatch(limit: number): Promise<PendingRow[]> {
+      return sql<PendingRow[]>`
+        select id, position::text as position, aggregate_id as "aggregateId", topic, event_type as "eventType",
+               schema_version as "schemaVersion", payload, headers, created_at as "createdAt",
+               extract(epoch from clock_timestamp() - created_at)::float8 as "ageSeconds"
+        from outbox
+        where published_at is null
+        -- Qualified: a bare "position" would sort by the text alias above, "10" before "9".
+        order by outbox.position
+        limit ${limit}`;
+    },
+
+    /** Marks rows as acknowledged by Kafka; returns how many were still unmarked. */
+    async markPublished(ids: readonly string[]): Promise<number> {
+      if (ids.length === 0) return 0;
+      const result = await sql`
+        update outbox set published_at = now()
+        where id = any(${sql.array(ids as string[], 2950)}::uuid[]) and published_at is null`;
+      return result.count;
+    },
+
+    /**
+     * Deletes up to `limit` rows published more than `retentionSeconds` ago, in one short
+     * statement; callers repeat it while it returns `limit`.
+     */
+    async deleteExpired(retentionSeconds: number, limit: number): Promise<number> {
+      const result = await sql`
+        delete from outbox where id in (
+          select id from outbox
+          where published_at < now() - make_interval(secs => ${retentionSeconds})
+          order by published_at
+          limit ${limit})`;
+      return result.count;
+    },
+
+    /** Unpublished rows and the age of the oldest, on the database's clock. */
+    async backlog(): Promise<Backlog> {
+      const [row] = await sql<{ rows: number; age: number | null }[]>`
+        select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
+        from outbox where published_at is null`;
+      return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };
+    },
+  };
+}
+
+export type OutboxStore = ReturnType<typeof createOutboxStore>;

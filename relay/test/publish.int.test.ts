@@ -1,0 +1,165 @@
+import { HEADERS, TOPICS } from "@saga/contracts";
+import { describe, expect, it, onTestFinished } from "vitest";
+import {
+  allPublished,
+  backlog,
+  eventually,
+  expectEveryRowInOrder,
+  freshOutbox,
+  freshTopicPrefix,
+  metricValue,
+  readAll,
+  relayEnv,
+  row,
+  startRelayInProcess,
+  writeRows,
+} from "./support.ts";
+
+const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+describe("relay", () => {
+  it("publishes the rows of one transaction in order, keyed by aggregate, with the envelope headers", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const relay = startRelayInProcess(relayEnv(url, prefix));
+
+    const a = crypto.randomUUID();
+    const b = crypto.randomUUID();
+    const written = await writeRows(sql, [
+      row(a, 1, TOPICS.orderCreated, { [HEADERS.traceparent]: TRACEPARENT }),
+      row(b, 1),
+      row(a, 2, TOPICS.orderCanceled),
+      row(b, 2),
+      row(a, 3, TOPICS.orderCanceled),
+      row(b, 3, TOPICS.orderCanceled, { "dlq-error": "kept as it is" }),
+    ]);
+    await allPublished(sql);
+
+    const messages = await readAll(prefix);
+    expect(expectEveryRowInOrder(written, messages, prefix)).toBe(0);
+    const stored = await sql<{ id: string; created_at: Date; published_at: Date | null }[]>`
+      select id, created_at, published_at from outbox order by position`;
+    for (const m of messages) {
+      const r = stored.find((s) => s.id === m.headers[HEADERS.eventId]);
+      expect(r?.published_at, "marked published").toBeInstanceOf(Date);
+      const payload = JSON.parse(m.value ?? "{}") as { orderId: string; seq: number };
+      expect(m.key).toBe(payload.orderId);
+      expect(m.headers[HEADERS.aggregateId]).toBe(payload.orderId);
+      expect(m.headers[HEADERS.schemaVersion]).toBe("1");
+      expect(m.headers[HEADERS.eventType]).toBe(
+        m.topic.endsWith(TOPICS.orderCreated) ? "OrderCreated" : "OrderCanceled",
+      );
+      expect(m.headers[HEADERS.occurredAt]).toBe(r?.created_at.toISOString());
+    }
+    const first = messages.find((m) => m.headers[HEADERS.eventId] === written[0]?.id);
+    expect(first?.topic).toBe(`${prefix}${TOPICS.orderCreated}`);
+    expect(first?.headers[HEADERS.traceparent]).toBe(TRACEPARENT);
+    expect(messages.find((m) => m.headers[HEADERS.eventId] === written[5]?.id)?.headers["dlq-error"]).toBe(
+      "kept as it is",
+    );
+
+    const text = await (await relay.app.request("/metrics")).text();
+    expect(metricValue(text, "saga_relay_rows_published_total", { outbox: "order" })).toBe(6);
+    expect(metricValue(text, "saga_relay_active", { outbox: "order" })).toBe(1);
+    expect(metricValue(text, "saga_relay_outbox_backlog", { outbox: "order" })).toBe(0);
+    expect(metricValue(text, "saga_relay_outbox_lag_seconds", { outbox: "order" })).toBe(0);
+    expect(metricValue(text, "saga_relay_commit_to_ack_seconds_count", { outbox: "order" })).toBe(6);
+    expect(metricValue(text, "saga_relay_batch_size_sum", { outbox: "order" })).toBe(6);
+    expect((await relay.app.request("/ready")).status).toBe(200);
+  });
+
+  it("is woken by the commit, not by its poll", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const relay = startRelayInProcess(relayEnv(url, prefix, { RELAY_POLL_INTERVAL_MS: 600_000 }));
+    // The first round reads at once; after it only a wake-up can start another for ten minutes.
+    await eventually("the relay to own the outbox", async () => relay.relays.get("order")?.isActive());
+    await new Promise((r) => setTimeout(r, 500));
+
+    for (let i = 1; i <= 3; i++) {
+      const written = await writeRows(sql, [row(crypto.randomUUID(), i)]);
+      await allPublished(sql, 10_000);
+      expect(written).toHaveLength(1);
+    }
+    const text = await (await relay.app.request("/metrics")).text();
+    expect(
+      metricValue(text, "saga_relay_wakeups_total", { outbox: "order", source: "replication" }),
+    ).toBeGreaterThanOrEqual(3);
+    expect(metricValue(text, "saga_relay_wakeups_total", { outbox: "order", source: "poll" }) ?? 0).toBe(0);
+  });
+
+  it("publishes a row whose lower position commits last, and keeps each aggregate's order", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    startRelayInProcess(relayEnv(url, prefix));
+    const early = crypto.randomUUID();
+    const late = crypto.randomUUID();
+
+    // T1 takes its position first and commits last.
+    let commitT1: () => void = () => {};
+    let t1Inserted: (position: string) => void = () => {};
+    const t1Position = new Promise<string>((resolve) => {
+      t1Inserted = resolve;
+    });
+    const t1 = sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtextextended(${late}, 0))`;
+      const [r] = await tx<
+        { position: string }[]
+      >`insert into outbox ${tx(row(late, 1))} returning position::text as position`;
+      t1Inserted(r?.position ?? "");
+      await new Promise<void>((resolve) => {
+        commitT1 = resolve;
+      });
+    });
+    onTestFinished(() => commitT1());
+    const t1At = await t1Position;
+    const [t2Row] = await writeRows(sql, [row(early, 1), row(early, 2)]);
+    expect(BigInt(t2Row?.position ?? 0)).toBeGreaterThan(BigInt(t1At));
+
+    // T2's rows go out while T1's is invisible.
+    await eventually("T2's rows to be published", async () => {
+      const [r] = await sql<
+        { n: number }[]
+      >`select count(*)::int as n from outbox where aggregate_id = ${early} and published_at is not null`;
+      return r?.n === 2;
+    });
+    expect(await backlog(sql)).toBe(0);
+
+    // T1 commits behind the relay's back: a high-water mark would skip its row for good.
+    commitT1();
+    await t1;
+    const t1More = await writeRows(sql, [row(late, 2)]);
+    await allPublished(sql, 10_000);
+
+    const messages = await readAll(prefix);
+    const written = await sql<{ id: string; aggregateId: string; topic: string; position: string }[]>`
+      select id, aggregate_id as "aggregateId", topic, position::text as position from outbox`;
+    expect(written).toHaveLength(4);
+    expect(t1More).toHaveLength(1);
+    expectEveryRowInOrder(written, messages, prefix);
+  });
+
+  it("deletes published rows after the retention, in small batches", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const relay = startRelayInProcess(
+      relayEnv(url, prefix, { OUTBOX_RETENTION_SECONDS: 1, RELAY_CLEANUP_INTERVAL_MS: 200 }),
+    );
+    const rows = Array.from({ length: 1500 }, (_, i) => row(`agg-${i % 7}`, i));
+    await writeRows(sql, rows);
+    await allPublished(sql);
+    await eventually(
+      "the published rows to be deleted",
+      async () => {
+        const [r] = await sql<{ n: number }[]>`select count(*)::int as n from outbox`;
+        return r?.n === 0;
+      },
+      15_000,
+    );
+    const text = await (await relay.app.request("/metrics")).text();
+    expect(metricValue(text, "saga_relay_rows_deleted_total", { outbox: "order" })).toBe(1500);
+    // Unpublished rows are never deleted, however old.
+    await sql`insert into outbox ${sql({ ...row("old", 1), created_at: new Date(Date.now() - 86_400_000) })}`;
+    await allPublished(sql);
+  });
+});

@@ -1,0 +1,274 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { HEADERS, TOPICS } from "@saga/contracts";
+import { migrateDatabase } from "@saga/db";
+import { createKafka, type IncomingMessage } from "@saga/kafka";
+import { createLogger } from "@saga/observability";
+import { freshDatabase, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
+import postgres from "postgres";
+import { expect, onTestFinished } from "vitest";
+import type { Env } from "../src/env.ts";
+import { createRelayService } from "../src/service.ts";
+
+/** The two topics the tests write to: a key's order is checked per topic. */
+export const TEST_TOPICS = [TOPICS.orderCreated, TOPICS.orderCanceled] as const;
+
+export type Outbox = {
+  url: string;
+  sql: postgres.Sql;
+};
+
+/** A migrated order database of the test's own, with a pool for the test's writes; both go when it ends. */
+export async function freshOutbox(): Promise<Outbox> {
+  const url = await freshDatabase("relay");
+  await migrateDatabase(url, "order");
+  const sql = postgres(url, { max: 8, onnotice: () => {} });
+  // Registered after freshDatabase's drop, so it runs first: the pool is gone before the database.
+  onTestFinished(() => sql.end({ timeout: 1 }));
+  return { url, sql };
+}
+
+/** A topic prefix of the test's own with TEST_TOPICS created under it (on `brokers`, default the run's). */
+export async function freshTopicPrefix(brokers?: string[]): Promise<string> {
+  if (brokers) {
+    const prefix = `relay-${randomUUID().slice(0, 8)}.`;
+    const kafka = createKafka({ brokers, clientId: "relay-test-admin" });
+    try {
+      await kafka.createTopics(
+        TEST_TOPICS.map((t) => `${prefix}${t}`),
+        3,
+      );
+    } finally {
+      await kafka.close();
+    }
+    return prefix;
+  }
+  const topics = await freshTopics(TEST_TOPICS);
+  return topics[TOPICS.orderCreated].slice(0, -TOPICS.orderCreated.length);
+}
+
+export type TestRow = { id: string; aggregateId: string; topic: string; position?: string };
+
+/** An outbox row like the services write, with a payload that names its aggregate and sequence number. */
+export function row(
+  aggregateId: string,
+  seq: number,
+  topic: string = TOPICS.orderCreated,
+  extra: Record<string, string> = {},
+) {
+  return {
+    id: randomUUID(),
+    aggregate_id: aggregateId,
+    topic,
+    event_type: topic === TOPICS.orderCreated ? "OrderCreated" : "OrderCanceled",
+    schema_version: "1",
+    payload: JSON.stringify({ orderId: aggregateId, seq }),
+    headers: extra,
+  };
+}
+
+type OutboxInsert = ReturnType<typeof row>;
+
+/**
+ * Writes rows as the services do: in one transaction that first locks each aggregate it touches,
+ * so per aggregate position order is commit order. Returns the rows with their positions.
+ */
+export async function writeRows(sql: postgres.Sql, rows: OutboxInsert[]): Promise<TestRow[]> {
+  return sql.begin(async (tx) => {
+    for (const aggregate of [...new Set(rows.map((r) => r.aggregate_id))].sort()) {
+      await tx`select pg_advisory_xact_lock(hashtextextended(${aggregate}, 0))`;
+    }
+    const written = await tx<{ id: string; aggregateId: string; topic: string; position: string }[]>`
+      insert into outbox ${tx(rows)}
+      returning id, aggregate_id as "aggregateId", topic, position::text as position`;
+    return [...written];
+  });
+}
+
+/** Unpublished rows right now. */
+export async function backlog(sql: postgres.Sql): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`;
+  return r?.n ?? 0;
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Waits until every row of the outbox is marked published. */
+export function allPublished(sql: postgres.Sql, timeoutMs = 30_000): Promise<true> {
+  return eventually("an empty backlog", async () => (await backlog(sql)) === 0, timeoutMs);
+}
+
+/** Every message on the prefixed test topics, sorted by topic, partition and offset. */
+export async function readAll(prefix: string, brokers = kafkaBrokers()): Promise<IncomingMessage[]> {
+  const kafka = createKafka({ brokers, clientId: "relay-test-reader" });
+  try {
+    const messages = await kafka.readToEnd(TEST_TOPICS.map((t) => `${prefix}${t}`));
+    return messages.sort(
+      (a, b) =>
+        a.topic.localeCompare(b.topic) || a.partition - b.partition || Number(a.offset) - Number(b.offset),
+    );
+  } finally {
+    await kafka.close();
+  }
+}
+
+/**
+ * At-least-once and per-key order: every written row is on Kafka, nothing else is, and per topic and key
+ * the first occurrences of the event ids follow the rows' positions. Returns the number of duplicates.
+ */
+export function expectEveryRowInOrder(
+  written: TestRow[],
+  messages: IncomingMessage[],
+  prefix: string,
+): number {
+  const expected = new Map<string, string[]>();
+  for (const r of [...written].sort((a, b) =>
+    Number(BigInt(a.position ?? "0") - BigInt(b.position ?? "0")),
+  )) {
+    const k = `${prefix}${r.topic}|${r.aggregateId}`;
+    expected.set(k, [...(expected.get(k) ?? []), r.id]);
+  }
+  const firstSeen = new Map<string, string[]>();
+  const seen = new Set<string>();
+  let duplicates = 0;
+  for (const m of messages) {
+    const id = m.headers[HEADERS.eventId] ?? "";
+    if (seen.has(id)) {
+      duplicates++;
+      continue;
+    }
+    seen.add(id);
+    const k = `${m.topic}|${m.key}`;
+    firstSeen.set(k, [...(firstSeen.get(k) ?? []), id]);
+  }
+  expect(seen.size, "distinct events on Kafka").toBe(written.length);
+  expect(firstSeen).toEqual(expected);
+  return duplicates;
+}
+
+/** A relay in this process, stopped when the test ends. */
+export function startRelayInProcess(env: Env) {
+  const relay = createRelayService(env, {
+    logger: createLogger("relay", process.env.TEST_LOG_LEVEL ?? env.LOG_LEVEL),
+  });
+  relay.start();
+  onTestFinished(() => relay.stop());
+  return relay;
+}
+
+/** The environment of a relay on the test's outbox. */
+export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {
+  return {
+    PORT: 0,
+    ORDER_DB_URL: url,
+    KAFKA_BROKERS: kafkaBrokers(),
+    KAFKA_TOPIC_PREFIX: prefix,
+    RELAY_ID: "test",
+    RELAY_BATCH_SIZE: 500,
+    RELAY_MARK_CHUNK_SIZE: 250,
+    RELAY_POLL_INTERVAL_MS: 1000,
+    OUTBOX_RETENTION_SECONDS: 3600,
+    RELAY_CLEANUP_INTERVAL_MS: 60_000,
+    LOG_LEVEL: "warn",
+    ...overrides,
+  };
+}
+
+/** One series' value in Prometheus text, or undefined when it is absent. */
+export function metricValue(
+  text: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    return Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return undefined;
+}
+
+const relayDir = fileURLToPath(new URL("..", import.meta.url));
+
+export type RelayProcess = {
+  readonly child: ChildProcess;
+  /** Resolves with the HTTP port once the relay listens. */
+  readonly port: Promise<number>;
+  /** Settles with the exit code, or the signal's name, when the process ends. */
+  readonly exited: Promise<number | string>;
+  /** Everything it logged, for failure messages. */
+  output(): string;
+  metrics(): Promise<string>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+};
+
+/**
+ * `src/main.ts` as a child process, with node's own tsx loader rather than the `tsx` CLI, so that the
+ * pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
+ */
+export function spawnRelay(env: Record<string, string>): RelayProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: relayDir,
+    env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  let resolvePort: (port: number) => void = () => {};
+  const port = new Promise<number>((resolve) => {
+    resolvePort = resolve;
+  });
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString();
+    const listening = /"port":(\d+),"msg":"listening"/.exec(output);
+    if (listening?.[1]) resolvePort(Number(listening[1]));
+  };
+  child.stdout?.on("data", onData);
+  child.stderr?.on("data", onData);
+  const exited = new Promise<number | string>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? signal ?? -1)),
+  );
+  const proc: RelayProcess = {
+    child,
+    port: Promise.race([
+      port,
+      exited.then((how) => {
+        throw new Error(`relay exited (${how}) before listening:\n${output}`);
+      }),
+    ]),
+    exited,
+    output: () => output,
+    async metrics() {
+      const res = await fetch(`http://127.0.0.1:${await proc.port}/metrics`);
+      return res.text();
+    },
+    async kill(signal = "SIGKILL") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+  onTestFinished(async () => {
+    await proc.kill("SIGKILL");
+  });
+  return proc;
+}
