@@ -68,6 +68,27 @@ describe("relay", () => {
     expect((await relay.app.request("/ready")).status).toBe(200);
   });
 
+  it("tails the user and the order outbox side by side", async () => {
+    const user = await freshOutbox("user");
+    const order = await freshOutbox("order");
+    const prefix = await freshTopicPrefix();
+    const relay = startRelayInProcess(relayEnv(order.url, prefix, { USER_DB_URL: user.url }));
+    const fromUser = await writeRows(user.sql, [row("order-1", 1, TOPICS.orderCanceled), row("order-2", 1)]);
+    const fromOrder = await writeRows(order.sql, [row("order-1", 2), row("order-3", 1), row("order-1", 3)]);
+    await Promise.all([allPublished(user.sql), allPublished(order.sql)]);
+    // Two outboxes have no order between them; each keeps its own per key.
+    const messages = await readAll(prefix);
+    const ids = (rows: { id: string }[]) => new Set(rows.map((r) => r.id));
+    expectEveryRowInOrder(fromUser, messages.filter((m) => ids(fromUser).has(m.headers[HEADERS.eventId] ?? "")), prefix);
+    expectEveryRowInOrder(fromOrder, messages.filter((m) => ids(fromOrder).has(m.headers[HEADERS.eventId] ?? "")), prefix);
+    expect(messages).toHaveLength(5);
+    const text = await (await relay.app.request("/metrics")).text();
+    for (const [outbox, n] of [["user", 2], ["order", 3]] as const) {
+      expect(metricValue(text, "saga_relay_rows_published_total", { outbox })).toBe(n);
+      expect(metricValue(text, "saga_relay_active", { outbox })).toBe(1);
+    }
+  });
+
   it("is woken by the commit, not by its poll", async () => {
     const { url, sql } = await freshOutbox();
     const prefix = await freshTopicPrefix();

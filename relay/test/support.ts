@@ -19,10 +19,10 @@ export type Outbox = {
   sql: postgres.Sql;
 };
 
-/** A migrated order database of the test's own, with a pool for the test's writes; both go when it ends. */
-export async function freshOutbox(): Promise<Outbox> {
+/** A migrated database of the test's own, with a pool for the test's writes; both go when it ends. */
+export async function freshOutbox(schema: "order" | "user" = "order"): Promise<Outbox> {
   const url = await freshDatabase("relay");
-  await migrateDatabase(url, "order");
+  await migrateDatabase(url, schema);
   const sql = postgres(url, { max: 8, onnotice: () => {} });
   // Registered after freshDatabase's drop, so it runs first: the pool is gone before the database.
   onTestFinished(() => sql.end({ timeout: 1 }));
@@ -190,7 +190,8 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     RELAY_POLL_INTERVAL_MS: 1000,
     OUTBOX_RETENTION_SECONDS: 3600,
     RELAY_CLEANUP_INTERVAL_MS: 60_000,
-    LOG_LEVEL: "warn",
+    // Expected trouble (a lost lease, a broker away) logs warnings and errors; TEST_LOG_LEVEL shows them.
+    LOG_LEVEL: "fatal",
     ...overrides,
   };
 }

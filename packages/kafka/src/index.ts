@@ -107,7 +107,9 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       () =>
       ({ level, log }: LogEntry) => {
         const { message, ...extra } = log;
-        logger?.(toKafkajsLevel(level), `kafka: ${message}`, extra);
+        // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
+        const routine = (extra as { error?: string }).error?.includes("rebalancing");
+        logger?.(routine ? "debug" : toKafkajsLevel(level), `kafka: ${message}`, extra);
       },
     // Reconnect forever: a broker restart must never take a process down.
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },

@@ -82,7 +82,7 @@ async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120
   // A canceled-by-request order's last change is the DELETE, not the saga: leave those out.
   const rows = await orderDb<{ ms: number; done_at: Date }[]>`
     select extract(epoch from updated_at - created_at)::float8 * 1000 as ms, updated_at as done_at
-    from orders where id = any(${phase.orderIds}::uuid[]) and status <> 'PENDING' and coalesce(cancel_reason, '') <> 'USER_CANCELED'`;
+    from orders where id = any(${phase.orderIds}::uuid[]) and status <> 'PENDING' and coalesce(cancel_reason, '') <> 'CANCELED_BY_REQUEST'`;
   return { pending, rows };
 }
 
