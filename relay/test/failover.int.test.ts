@@ -1,5 +1,6 @@
 import { TOPICS } from "@saga/contracts";
 import { kafkaBrokers } from "@saga/tools/test/harness";
+import type postgres from "postgres";
 import { describe, expect, it } from "vitest";
 import {
   allPublished,
@@ -8,8 +9,8 @@ import {
   freshOutbox,
   freshTopicPrefix,
   metricValue,
-  type RelayProcess,
   readAll,
+  type RelayProcess,
   row,
   spawnRelay,
   type TestRow,
@@ -19,58 +20,99 @@ import {
 const isActive = async (relay: RelayProcess) =>
   metricValue(await relay.metrics(), "saga_relay_active", { outbox: "order" }) === 1;
 
+const published = async (relay: RelayProcess) =>
+  metricValue(await relay.metrics(), "saga_relay_rows_published_total", { outbox: "order" }) ?? 0;
+
+/** Two relay processes on the test's outbox; resolves once exactly one of them owns it. */
+async function startPair(env: Record<string, string>) {
+  const relays = [spawnRelay({ ...env, RELAY_ID: "a" }), spawnRelay({ ...env, RELAY_ID: "b" })];
+  const owner = await eventually("one relay to own the outbox", async () => {
+    const active = await Promise.all(relays.map(isActive));
+    return active.filter(Boolean).length === 1 ? relays[active.indexOf(true)] : undefined;
+  });
+  return { owner, standby: relays.find((r) => r !== owner) as RelayProcess };
+}
+
+/** Writes all along: 20 orders, 1-3 events per transaction, both topics; `stop()` returns what it wrote. */
+function startWriter(sql: postgres.Sql) {
+  const written: TestRow[] = [];
+  let writing = true;
+  let seq = 0;
+  const done = (async () => {
+    while (writing) {
+      const order = `order-${seq % 20}`;
+      const n = 1 + (seq % 3);
+      const rows = Array.from({ length: n }, (_, i) =>
+        row(order, seq + i, (seq + i) % 4 === 0 ? TOPICS.orderCanceled : TOPICS.orderCreated),
+      );
+      seq += n;
+      written.push(...(await writeRows(sql, rows)));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  return {
+    async stop(): Promise<TestRow[]> {
+      writing = false;
+      await done;
+      return written;
+    },
+  };
+}
+
 describe("two relays on one outbox", () => {
   it("never reorder a key, and the standby takes over within seconds when the owner is killed", async () => {
     const { url, sql } = await freshOutbox();
     const prefix = await freshTopicPrefix();
-    const env = {
+    const { owner, standby } = await startPair({
       ORDER_DB_URL: url,
       KAFKA_BROKERS: kafkaBrokers().join(","),
       KAFKA_TOPIC_PREFIX: prefix,
       RELAY_BATCH_SIZE: "50",
-    };
-    const relays = [spawnRelay({ ...env, RELAY_ID: "a" }), spawnRelay({ ...env, RELAY_ID: "b" })];
-    await Promise.all(relays.map((r) => r.port));
-    const owner = await eventually("one relay to own the outbox", async () => {
-      const active = await Promise.all(relays.map(isActive));
-      return active.filter(Boolean).length === 1 ? relays[active.indexOf(true)] : undefined;
     });
-    const standby = relays.find((r) => r !== owner) as RelayProcess;
-
-    // Writers all along: 20 orders, 1-3 events per transaction, both topics.
-    const written: TestRow[] = [];
-    let writing = true;
-    let seq = 0;
-    const writer = (async () => {
-      while (writing) {
-        const order = `order-${seq % 20}`;
-        const n = 1 + (seq % 3);
-        const rows = Array.from({ length: n }, (_, i) =>
-          row(order, seq + i, (seq + i) % 4 === 0 ? TOPICS.orderCanceled : TOPICS.orderCreated),
-        );
-        seq += n;
-        written.push(...(await writeRows(sql, rows)));
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
+    const writer = startWriter(sql);
 
     // Both stay up for a while: the standby must not publish meanwhile.
     await new Promise((r) => setTimeout(r, 1500));
     expect(await isActive(standby)).toBe(false);
+    expect(await published(standby)).toBe(0);
 
-    await owner?.kill("SIGKILL");
+    await owner.kill("SIGKILL");
     const killedAt = Date.now();
     await eventually("the standby to take over", () => isActive(standby), 15_000, 100);
-    const takeoverMs = Date.now() - killedAt;
-    console.log(`takeover after ${takeoverMs} ms`);
+    console.log(`takeover after ${Date.now() - killedAt} ms`);
 
     await new Promise((r) => setTimeout(r, 1000));
-    writing = false;
-    await writer;
+    const written = await writer.stop();
     await allPublished(sql);
     expect(written.length).toBeGreaterThan(100);
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
     // A graceful stop: the batch in hand is finished, the lock given up, exit code 0.
     expect(await standby.kill("SIGTERM")).toBe(0);
+  });
+
+  it("an owner that froze loses the outbox to the standby and stops publishing when it wakes up", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const { owner, standby } = await startPair({
+      ORDER_DB_URL: url,
+      KAFKA_BROKERS: kafkaBrokers().join(","),
+      KAFKA_TOPIC_PREFIX: prefix,
+    });
+    const writer = startWriter(sql);
+    await new Promise((r) => setTimeout(r, 500));
+
+    // Frozen, it can neither publish nor answer its heartbeat: the server ends its lock session after
+    // idle_session_timeout (10 s), which releases the lock, and the standby takes over.
+    owner.child.kill("SIGSTOP");
+    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+    owner.child.kill("SIGCONT");
+    await eventually("the old owner to stand down", async () => !(await isActive(owner)), 10_000, 100);
+    const before = await published(owner);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await published(owner), "rows published by the old owner after it woke up").toBe(before);
+
+    const written = await writer.stop();
+    await allPublished(sql);
+    expectEveryRowInOrder(written, await readAll(prefix), prefix);
   });
 });

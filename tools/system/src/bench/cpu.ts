@@ -22,7 +22,11 @@ async function readStats(): Promise<Map<number, ProcStat>> {
  * CPU seconds used so far by each named process and all its descendants (a PostgreSQL server is a
  * postmaster and one backend per connection). Descendants that already exited are not counted.
  */
-export async function cpuSeconds(roots: Record<string, number>): Promise<Record<string, number>> {
+export async function cpuSeconds(
+  roots: Record<string, number>,
+  /** Roots counted alone: the benchmark's own process is the parent of everything it started. */
+  alone: string[] = [],
+): Promise<Record<string, number>> {
   const stats = await readStats();
   const children = new Map<number, number[]>();
   for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);

@@ -133,21 +133,23 @@ async function measurePhase(
   run: () => Promise<PhaseResult>,
 ): Promise<PhaseReport> {
   const pids = { ...system.pids(), "bench client": process.pid };
-  const cpuBefore = await cpuSeconds(pids);
+  const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   let running = true;
   const lagSampler = sampleConsumerLag(kafka, () => !running);
   const phase = await run();
   const { pending, rows } = await settle(dbs.order, phase);
   running = false;
   const consumerLagMax = await lagSampler;
-  const cpuAfter = await cpuSeconds(pids);
+  const cpuAfter = await cpuSeconds(pids, ["bench client"]);
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
-  const completedInWindow = rows.filter((r) => r.done_at <= phase.endedAt).length;
+  // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
+  const lastDone = Math.max(phase.endedAt.getTime(), ...rows.map((r) => r.done_at.getTime()));
+  const busyS = (lastDone - phase.startedAt.getTime()) / 1000;
   return {
     label: phase.label,
     offered: phase.offered ?? null,
     durationS,
-    sagasPerS: completedInWindow / durationS,
+    sagasPerS: rows.length / busyS,
     completed: rows.length,
     pending,
     failedRequests: phase.failed,
