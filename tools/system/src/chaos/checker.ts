@@ -215,10 +215,11 @@ export async function checkInvariants(
           `event ${id} on ${strip(m.topic)} has key ${m.key}, not its aggregate ${aggregate}`,
         );
     }
+    const multi = [...byAggregateTopic.values()].filter((rows) => rows.length > 1).length;
     results.push(
       result(
         "per order and topic, published and applied in the order written",
-        `${byAggregateTopic.size} order/topic streams`,
+        `${byAggregateTopic.size} order/topic streams (${multi} with several events), ${messages.length} keys`,
         orderViolations,
       ),
     );
