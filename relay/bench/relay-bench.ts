@@ -1,12 +1,12 @@
 /**
- * Relay benchmark (not a test): `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000 --seconds 20]`.
+ * Relay benchmark (not a test): `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000,20 --seconds 20]`.
  *
  * In one run, against the same PostgreSQL and Kafka:
  * 1. a raw @saga/kafka producer sending `rows` relay-shaped messages in sequential batches of `batch`:
  *    the ceiling for the relay at that batch size;
  * 2. the relay (`src/main.ts` as a child process, RELAY_BATCH_SIZE = `batch`) draining a backlog of
  *    `rows` rows: its throughput;
- * 3. the relay at an offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
+ * 3. the relay at each offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
  *    2 rows: its lag, `published_at - created_at` per row on the database's clock (created_at is the
  *    writing transaction's start, published_at the marking after Kafka's acknowledgement).
  *
@@ -29,13 +29,13 @@ const { values } = parseArgs({
   options: {
     rows: { type: "string", default: "50000" },
     batch: { type: "string", default: "100,500" },
-    rate: { type: "string", default: "2000" },
+    rate: { type: "string", default: "2000,20" },
     seconds: { type: "string", default: "20" },
   },
 });
 const ROWS = Number(values.rows);
 const BATCHES = values.batch.split(",").map(Number);
-const RATE = Number(values.rate);
+const RATES = values.rate.split(",").map(Number);
 const SECONDS = Number(values.seconds);
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
@@ -83,28 +83,31 @@ async function run(): Promise<void> {
       await stop(relay);
     }
 
+    // The offered rates: the first keeps the relay busy; a trickle (20 rows/s) leaves it idle between
+    // rows, so each row's lag is the wake-up path: commit → replication message → read → send → mark.
     const batch = Math.max(...BATCHES);
-    log(`bench: relay at an offered ${RATE} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`);
-    await sql`truncate outbox`;
-    relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
-    await waitForOwner(sql);
-    const offered = await offerLoad(sql, RATE, SECONDS);
-    const lag = await drained(sql, offered.rows);
-    const lags = (
-      await sql<{ lag: number }[]>`
-        select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
-    ).map((r) => r.lag);
-    lines.push({
-      what: `relay at an offered ${RATE} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
-      rows: offered.rows,
-      seconds: offered.seconds,
-      lagP50: percentile(lags, 0.5),
-      lagP99: percentile(lags, 0.99),
-      lagMax: lags.at(-1),
-    });
-    log(`bench: drained ${lag.rows} rows`);
-    await stop(relay);
-    relay = undefined;
+    for (const rate of RATES) {
+      log(`bench: relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`);
+      await sql`truncate outbox`;
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
+      await waitForOwner(sql);
+      const offered = await offerLoad(sql, rate, SECONDS);
+      await drained(sql, offered.rows);
+      const lags = (
+        await sql<{ lag: number }[]>`
+          select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
+      ).map((r) => r.lag);
+      lines.push({
+        what: `relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
+        rows: offered.rows,
+        seconds: offered.seconds,
+        lagP50: percentile(lags, 0.5),
+        lagP99: percentile(lags, 0.99),
+        lagMax: lags.at(-1),
+      });
+      await stop(relay);
+      relay = undefined;
+    }
 
     console.log(
       `\nRelay benchmark: PostgreSQL ${settings?.version} (fsync=${settings?.fsync}, synchronous_commit=${settings?.sync}), ` +

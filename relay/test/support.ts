@@ -44,8 +44,17 @@ export async function freshTopicPrefix(brokers?: string[]): Promise<string> {
     }
     return prefix;
   }
-  const topics = await freshTopics(TEST_TOPICS);
-  return topics[TOPICS.orderCreated].slice(0, -TOPICS.orderCreated.length);
+  // kafkajs' createTopics with waitForLeaders can fail with UNKNOWN_TOPIC_OR_PARTITION (retriable) when
+  // several files create topics at once; a new random prefix on the next try is as good.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const topics = await freshTopics(TEST_TOPICS);
+      return topics[TOPICS.orderCreated].slice(0, -TOPICS.orderCreated.length);
+    } catch (err) {
+      if (attempt === 3 || (err as { retriable?: boolean }).retriable !== true) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
 
 export type TestRow = { id: string; aggregateId: string; topic: string; position?: string };
@@ -123,11 +132,22 @@ export function allPublished(sql: postgres.Sql, timeoutMs = 30_000): Promise<tru
 export async function readAll(prefix: string, brokers = kafkaBrokers()): Promise<IncomingMessage[]> {
   const kafka = createKafka({ brokers, clientId: "relay-test-reader" });
   try {
-    const messages = await kafka.readToEnd(TEST_TOPICS.map((t) => `${prefix}${t}`));
-    return messages.sort(
-      (a, b) =>
-        a.topic.localeCompare(b.topic) || a.partition - b.partition || Number(a.offset) - Number(b.offset),
-    );
+    // A broker busy with the other files' topics can answer a metadata request for a fresh topic with
+    // UNKNOWN_TOPIC_OR_PARTITION for a moment; the reader does not retry that itself.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const messages = await kafka.readToEnd(TEST_TOPICS.map((t) => `${prefix}${t}`));
+        return messages.sort(
+          (a, b) =>
+            a.topic.localeCompare(b.topic) ||
+            a.partition - b.partition ||
+            Number(a.offset) - Number(b.offset),
+        );
+      } catch (err) {
+        if (attempt === 5) throw new Error(`readAll(${prefix}) failed ${attempt} times`, { cause: err });
+        await new Promise((r) => setTimeout(r, 500 * attempt));
+      }
+    }
   } finally {
     await kafka.close();
   }

@@ -33,6 +33,9 @@ export async function cpuSeconds(
   const total = (pid: number): number =>
     (stats.get(pid)?.ticks ?? 0) + (children.get(pid) ?? []).reduce((sum, c) => sum + total(c), 0);
   return Object.fromEntries(
-    Object.entries(roots).map(([name, pid]) => [name, total(pid) / TICKS_PER_SECOND]),
+    Object.entries(roots).map(([name, pid]) => [
+      name,
+      (alone.includes(name) ? (stats.get(pid)?.ticks ?? 0) : total(pid)) / TICKS_PER_SECOND,
+    ]),
   );
 }
