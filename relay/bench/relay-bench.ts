@@ -60,7 +60,10 @@ async function run(): Promise<void> {
   const prefix = `bench-${suffix}.`;
   const topic = `${prefix}${TOPICS.orderCreated}`;
   const url = await createDatabase(infra.postgresUrl, dbName);
-  const sql = postgres(url, { max: 20, onnotice: () => {} });
+  // Writers commit with synchronous_commit=on, as the services do by default, even when the server's
+  // default is off (the throwaway test servers): logical decoding only sends what is flushed, so with
+  // asynchronous commit a wake-up would wait for the WAL writer (wal_writer_delay, 200 ms).
+  const sql = postgres(url, { max: 20, onnotice: () => {}, connection: { synchronous_commit: "on" } });
   const kafka = createKafka({ brokers: infra.kafkaBrokers, clientId: "relay-bench" });
   const lines: Line[] = [];
   let relay: ChildProcess | undefined;
