@@ -1,8 +1,8 @@
 import type { EventProducer, KafkaClient } from "@saga/kafka";
+import { outboxMessage } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import type { CrashPoint } from "./env.ts";
 import type { Lease } from "./lease.ts";
-import { toMessage } from "./message.ts";
 import type { RelayMetrics, RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
 import type { ReplicationWakeups } from "./replication-wakeups.ts";
@@ -144,7 +144,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           if (until.aborted) break;
           stage = "send";
           const sendStarted = performance.now();
-          await producer.send(rows.map((row) => toMessage(row, topicPrefix)));
+          await producer.send(rows.map((row) => outboxMessage(row, topicPrefix)));
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
           crashPoint?.("after-send");

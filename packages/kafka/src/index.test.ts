@@ -13,7 +13,11 @@ function client(): KafkaClient {
   return kafka;
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -30,7 +34,12 @@ describe("@saga/kafka", () => {
     const producer = await kafka.createProducer();
     cleanups.push(() => producer.close());
     await producer.send(
-      Array.from({ length: 5 }, (_, i) => ({ topic: events, key: "order-1", value: `v${i}`, headers: { "event-id": `e${i}` } })),
+      Array.from({ length: 5 }, (_, i) => ({
+        topic: events,
+        key: "order-1",
+        value: `v${i}`,
+        headers: { "event-id": `e${i}` },
+      })),
     );
 
     const read = await kafka.readToEnd([events]);
@@ -46,7 +55,9 @@ describe("@saga/kafka", () => {
     const groupId = freshGroupId();
     const producer = await kafka.createProducer();
     cleanups.push(() => producer.close());
-    await producer.send(["ok-1", "flaky", "poison", "ok-2"].map((value) => ({ topic: events, key: "k", value, headers: {} })));
+    await producer.send(
+      ["ok-1", "flaky", "poison", "ok-2"].map((value) => ({ topic: events, key: "k", value, headers: {} })),
+    );
 
     const handled: string[] = [];
     const deadLettered: string[] = [];

@@ -2,7 +2,15 @@
  * The project's only door to Kafka. Everything else speaks in these types, so the client library
  * (kafkajs today) can be swapped by rewriting this one file.
  */
-import { type Consumer, type IHeaders, Kafka, type LogEntry, logLevel, type Producer } from "kafkajs";
+import {
+  type Consumer,
+  type IHeaders,
+  Kafka,
+  type LogEntry,
+  logLevel,
+  Partitioners,
+  type Producer,
+} from "kafkajs";
 
 export type KafkaLogger = (
   level: "error" | "warn" | "info" | "debug",
@@ -121,6 +129,9 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
     const producer: Producer = kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
+      // The Java client's murmur2 partitioner, so a key lands on the partition the Go and Spring
+      // versions would pick; naming it also silences kafkajs's start-up warning about the change.
+      createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: false,
     });
     await producer.connect();

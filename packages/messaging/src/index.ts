@@ -28,6 +28,7 @@ export {
   type OutboxRow,
   outboxMessage,
   outboxRow,
+  type PublishableRow,
 } from "./outbox.ts";
 export { kafkaLogger, readiness, withTimeout } from "./runtime.ts";
 export { serveUntilSignal } from "./serve.ts";

@@ -47,10 +47,7 @@ describe("outboxMessage", () => {
       traceparent,
     });
     const createdAt = new Date("2026-11-25T06:08:33.123Z");
-    const message = outboxMessage(
-      { ...row, headers: row.headers ?? {}, position: 1, createdAt, publishedAt: null },
-      "p.",
-    );
+    const message = outboxMessage({ ...row, headers: row.headers ?? {}, createdAt }, "p.");
     expect(message).toEqual({
       topic: "p.order.created",
       key: orderId,

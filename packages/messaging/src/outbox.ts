@@ -101,17 +101,24 @@ export function deadLetterRow({ message, logicalTopic, consumerGroup, error }: D
   };
 }
 
+/** What the relay reads of an outbox row to publish it. */
+export type PublishableRow = Pick<
+  OutboxRow,
+  "id" | "aggregateId" | "topic" | "eventType" | "schemaVersion" | "payload" | "createdAt"
+> & { headers: unknown };
+
 /**
- * The Kafka message for an outbox row: the envelope comes from the row's columns (`event-id` is the
- * row id), extra headers from its `headers` column, the key is the aggregate id.
+ * The Kafka message of an outbox row, for the relay: key = aggregate id, value = payload, and the
+ * envelope headers from the row's columns (`event-id` is the row id) on top of its extra headers
+ * (traceparent, dlq-*), so a stray `event-id` in the jsonb can never override the row's own.
  */
-export function outboxMessage(row: OutboxRow, topicPrefix = ""): OutgoingMessage {
+export function outboxMessage(row: PublishableRow, topicPrefix = ""): OutgoingMessage {
   return {
     topic: prefixedTopic(topicPrefix, row.topic),
     key: row.aggregateId,
     value: row.payload,
     headers: {
-      ...row.headers,
+      ...extraHeaders(row.headers),
       [HEADERS.eventId]: row.id,
       [HEADERS.eventType]: row.eventType,
       [HEADERS.schemaVersion]: row.schemaVersion,
@@ -119,4 +126,18 @@ export function outboxMessage(row: OutboxRow, topicPrefix = ""): OutgoingMessage
       [HEADERS.aggregateId]: row.aggregateId,
     },
   };
+}
+
+/**
+ * The `headers` column as Kafka headers. Writers store an object of strings; anything else is made
+ * to fit rather than refused, because a row that can never be sent would block its outbox for good.
+ */
+function extraHeaders(headers: unknown): Record<string, string> {
+  if (typeof headers !== "object" || headers === null || Array.isArray(headers)) return {};
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === null || value === undefined) continue;
+    out[name] = typeof value === "string" ? value : JSON.stringify(value);
+  }
+  return out;
 }

@@ -58,10 +58,23 @@ export async function createTopics(
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((topic) => !existing.has(topic));
     if (missing.length === 0) return;
+    // Not kafkajs's waitForLeaders: it gives up when a busy KRaft broker still answers
+    // UNKNOWN_TOPIC_OR_PARTITION for a topic it has just created (the same wait as @saga/kafka's).
     await admin.createTopics({
       topics: missing.map((topic) => ({ topic, numPartitions: partitions })),
-      waitForLeaders: true,
+      waitForLeaders: false,
     });
+    for (let attempt = 0; ; attempt++) {
+      const ready = await admin
+        .fetchTopicMetadata({ topics: missing })
+        .then(({ topics: found }) =>
+          found.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)),
+        )
+        .catch(() => false);
+      if (ready) return;
+      if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   } finally {
     await admin.disconnect();
   }

@@ -10,9 +10,9 @@ import { type PostgresServer, startPostgres } from "./postgres.ts";
 export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
 export { ensureKafkaJars, KAFKA_VERSION, type KafkaServer, type Log, startKafka } from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
-export { type PostgresServer, startPostgres } from "./postgres.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";
+export { type PostgresServer, startPostgres } from "./postgres.ts";
 export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
 
 export interface Infra {

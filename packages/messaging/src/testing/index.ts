@@ -23,10 +23,7 @@ export function eventMessage<T extends Topic>(
   extra: { traceparent?: string } = {},
 ): OutgoingMessage {
   const row = outboxRow({ topic, aggregateId: payload.orderId, payload, traceparent: extra.traceparent });
-  return outboxMessage(
-    { ...row, headers: row.headers ?? {}, position: 0, createdAt: new Date(), publishedAt: null },
-    topicPrefix,
-  );
+  return outboxMessage({ ...row, headers: row.headers ?? {}, createdAt: new Date() }, topicPrefix);
 }
 
 export type OutboxPublisher = {

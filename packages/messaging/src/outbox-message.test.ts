@@ -1,11 +1,9 @@
 import { HEADERS } from "@saga/contracts";
 import { describe, expect, it } from "vitest";
-import { toMessage } from "./message.ts";
-import type { PendingRow } from "./outbox-store.ts";
+import { outboxMessage, type PublishableRow } from "./outbox.ts";
 
-const row: PendingRow = {
+const row: PublishableRow = {
   id: "4f1c1b0e-8a53-4a8e-9d6c-2b1d3f4e5a6b",
-  position: "42",
   aggregateId: "9b2e7c1a-0d4f-4e5b-8a6c-7d8e9f0a1b2c",
   topic: "order.created",
   eventType: "OrderCreated",
@@ -14,12 +12,11 @@ const row: PendingRow = {
     '{"orderId":"9b2e7c1a-0d4f-4e5b-8a6c-7d8e9f0a1b2c","userId":"00000000-0000-4000-8000-000000000000","amount":5}',
   headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
   createdAt: new Date("2026-01-02T03:04:05.678Z"),
-  ageSeconds: 0.01,
 };
 
-describe("toMessage", () => {
+describe("outboxMessage for the relay", () => {
   it("keys by aggregate, prefixes the topic and carries the envelope", () => {
-    expect(toMessage(row, "dev.")).toEqual({
+    expect(outboxMessage(row, "dev.")).toEqual({
       topic: "dev.order.created",
       key: row.aggregateId,
       value: row.payload,
@@ -35,14 +32,14 @@ describe("toMessage", () => {
   });
 
   it("never lets the headers column override the envelope", () => {
-    const m = toMessage({ ...row, headers: { [HEADERS.eventId]: "forged", "dlq-error": "boom" } }, "");
+    const m = outboxMessage({ ...row, headers: { [HEADERS.eventId]: "forged", "dlq-error": "boom" } }, "");
     expect(m.headers[HEADERS.eventId]).toBe(row.id);
     expect(m.headers["dlq-error"]).toBe("boom");
   });
 
   it("makes a malformed headers column fit instead of blocking the outbox", () => {
-    expect(toMessage({ ...row, headers: "oops" as never }, "").headers).not.toHaveProperty("0");
-    expect(toMessage({ ...row, headers: { n: 1, gone: null } as never }, "").headers).toMatchObject({
+    expect(outboxMessage({ ...row, headers: "oops" as never }, "").headers).not.toHaveProperty("0");
+    expect(outboxMessage({ ...row, headers: { n: 1, gone: null } as never }, "").headers).toMatchObject({
       n: "1",
     });
   });
