@@ -11,7 +11,8 @@ function testApp(ready: () => Promise<void> = async () => {}) {
     metrics: createMetrics("test", "t1"),
     ready,
     maxBodyBytes: 1024,
-    mapError: (err) => (err.message === "connection lost" ? new AppError("UNAVAILABLE", "database unavailable") : undefined),
+    mapError: (err) =>
+      err.message === "connection lost" ? new AppError("UNAVAILABLE", "database unavailable") : undefined,
   });
   app.post("/things", async (c) => c.json(await parseJsonBody(c, z.object({ n: z.number().int() })), 201));
   app.get("/things/:id", (c) => c.json({ id: uuidParam(c, "id") }));

@@ -2,8 +2,8 @@ import { REQUEST_ID_HEADER } from "@saga/contracts";
 import { httpMetrics, type Logger, type Metrics, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { requestId } from "hono/request-id";
 import { HTTPException } from "hono/http-exception";
+import { requestId } from "hono/request-id";
 import { AppError } from "./errors.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
@@ -26,7 +26,13 @@ export type BaseAppOptions = {
  * A Hono app with what every process shares: request ids, the body limit, HTTP metrics, `/health`,
  * `/ready`, `/metrics`, and one error handler that answers `{"error": …}` and never leaks internals.
  */
-export function createBaseApp({ logger, metrics, ready, mapError, maxBodyBytes = 64 * 1024 }: BaseAppOptions) {
+export function createBaseApp({
+  logger,
+  metrics,
+  ready,
+  mapError,
+  maxBodyBytes = 64 * 1024,
+}: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
     requestId({
@@ -61,7 +67,8 @@ export function createBaseApp({ logger, metrics, ready, mapError, maxBodyBytes =
     const id = c.get("requestId");
     const err = thrown instanceof AppError ? thrown : (mapError?.(thrown) ?? thrown);
     if (err instanceof AppError) {
-      if (err !== thrown) logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);
+      if (err !== thrown)
+        logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);
       return c.json({ error: err.message, requestId: id }, err.status);
     }
     if (err instanceof HTTPException) return c.json({ error: err.message, requestId: id }, err.status);

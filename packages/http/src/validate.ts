@@ -12,7 +12,8 @@ export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T):
     throw new AppError("BAD_REQUEST", "request body is not valid JSON");
   }
   const parsed = schema.safeParse(body);
-  if (!parsed.success) throw new AppError("BAD_REQUEST", z.prettifyError(parsed.error).replaceAll("\n", "; "));
+  if (!parsed.success)
+    throw new AppError("BAD_REQUEST", z.prettifyError(parsed.error).replaceAll("\n", "; "));
   return parsed.data;
 }
 

@@ -31,5 +31,4 @@ export {
   type PublishableRow,
 } from "./outbox.ts";
 export { kafkaLogger, readiness, withTimeout } from "./runtime.ts";
-export { serveUntilSignal } from "./serve.ts";
 export { createServiceRuntime, type ServiceRuntime, unavailableWhenRetriable } from "./service.ts";

@@ -1,4 +1,4 @@
-import { serveUntilSignal } from "@saga/messaging";
+import { serveUntilSignal } from "@saga/http";
 import { parseOrderServiceEnv } from "./env.ts";
 import { createOrderService } from "./service.ts";
 

@@ -1,4 +1,4 @@
-import { serveUntilSignal } from "@saga/messaging";
+import { serveUntilSignal } from "@saga/http";
 import { parseUserServiceEnv } from "./env.ts";
 import { createUserService } from "./service.ts";
 
