@@ -34,6 +34,8 @@ export type BenchReport = {
   at: string;
   machine: string;
   quick: boolean;
+  /** The command line's options, to run it again. */
+  args: string;
   phases: PhaseReport[];
   ceilings: { kafka: KafkaCeiling; postgres: PostgresCeiling };
   ratios: { sagasVsCommitCeiling: number; relayVsRawProducer: number };
@@ -187,6 +189,7 @@ export function formatBench(r: BenchReport): string {
     `## Saga benchmark (${r.quick ? "quick" : "full"}), ${r.at}`,
     "",
     `Machine: ${r.machine}. Everything (PostgreSQL, Kafka, 6 Node processes, the load client) on it.`,
+    `Run: \`npm run bench -- ${r.args}\``,
     "",
     table(
       [
@@ -297,6 +300,7 @@ async function main() {
       at: new Date().toISOString(),
       machine: `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
       quick: opts.quick,
+      args: process.argv.slice(2).join(" "),
       phases,
       ceilings: { kafka: kCeiling, postgres: pgCeiling },
       ratios: {
