@@ -23,6 +23,10 @@ export function serveUntilSignal(opts: {
   const server = serve({ fetch: app.fetch, port }, (info) =>
     logger.info({ port: info.port }, "listening"),
   ) as Server;
+  // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
+  // send on a connection the server is closing at that very moment. Headers must outlast it.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
 
   // A keep-alive client that keeps sending would hold its connection, and so the server, open: once
   // shutting down, every response, including those in flight, closes its connection.
