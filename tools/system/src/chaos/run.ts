@@ -98,7 +98,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     output: processLog,
     log,
     // Keep every inbox and outbox row until the checker has read them.
-    env: { INBOX_RETENTION_HOURS: "10000", OUTBOX_RETENTION_HOURS: "10000", LOG_LEVEL: "warn" },
+    env: { INBOX_RETENTION_HOURS: "10000", OUTBOX_RETENTION_SECONDS: "36000000", LOG_LEVEL: "warn" },
   });
   const userDb = postgres(system.userDbUrl, { max: 1, onnotice: () => {} });
   const orderDb = postgres(system.orderDbUrl, { max: 1, onnotice: () => {} });
