@@ -1,25 +1,14 @@
 import { createPgDatabase, userSchema } from "@saga/db";
+import { serviceTestEnv } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
-import { kafkaBrokers } from "@saga/tools/test/harness";
 import type { Env } from "../src/env.ts";
 import { createUserService } from "../src/service.ts";
 
 export { freshTopicPrefix } from "@saga/messaging/testing";
 
 /** The environment of a user-service instance of one test file. */
-export function testEnv(databaseUrl: string, prefix: string, overrides: Partial<Env> = {}): Env {
-  return {
-    PORT: 0,
-    DATABASE_URL: databaseUrl,
-    KAFKA_BROKERS: kafkaBrokers(),
-    KAFKA_TOPIC_PREFIX: prefix,
-    INSTANCE_ID: "test-1",
-    CONSUMER_GROUP: `${prefix}user-service`,
-    LOG_LEVEL: "error",
-    INBOX_RETENTION_HOURS: 168,
-    ...overrides,
-  };
-}
+export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<Env> = {}): Env =>
+  serviceTestEnv("user-service", databaseUrl, prefix, overrides);
 
 /** A user-service in this process; logs only errors unless TEST_LOG_LEVEL says otherwise. */
 export function startInProcess(env: Env) {

@@ -13,6 +13,7 @@ import { kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import { asc, eq, inArray, isNull } from "drizzle-orm";
 import type { MetricValue, Registry } from "prom-client";
 import type { Executor } from "../db.ts";
+import type { ServiceEnv } from "../env.ts";
 import { type OutboxRow, outboxMessage, outboxRow } from "../outbox.ts";
 
 /** The Kafka message another service's relay would publish for this event. */
@@ -232,5 +233,25 @@ export function spawnService(serviceDir: string, env: Record<string, string>): S
     },
     output,
     kill: () => child.kill("SIGKILL"),
+  };
+}
+
+/** The environment of a service instance of one test file: its database, its topic prefix and group. */
+export function serviceTestEnv(
+  service: "user-service" | "order-service",
+  databaseUrl: string,
+  prefix: string,
+  overrides: Partial<ServiceEnv> = {},
+): ServiceEnv {
+  return {
+    PORT: 0,
+    DATABASE_URL: databaseUrl,
+    KAFKA_BROKERS: kafkaBrokers(),
+    KAFKA_TOPIC_PREFIX: prefix,
+    INSTANCE_ID: "test-1",
+    CONSUMER_GROUP: `${prefix}${service}`,
+    LOG_LEVEL: "error",
+    INBOX_RETENTION_HOURS: 168,
+    ...overrides,
   };
 }
