@@ -1,8 +1,7 @@
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { cacheDir, repoRoot } from "@saga/tools/infra";
 
-/** The monorepo root. */
-export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+export { cacheDir, repoRoot };
 
 /** monitoring/ */
 export const monitoringDir = join(repoRoot, "monitoring");
@@ -13,6 +12,3 @@ export const prometheusConfigs = {
 };
 
 export const dashboardsDir = join(monitoringDir, "grafana", "dashboards");
-
-/** Git-ignored scratch space: Prometheus data of test runs goes under `.cache/prometheus/`. */
-export const cacheDir = join(repoRoot, ".cache");

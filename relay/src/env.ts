@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
+import { envVars, parseEnv } from "@saga/messaging";
 import { z } from "zod";
 
-const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL");
 const positiveInt = z.coerce.number().int().positive();
 
 /** Where a test may make the relay kill itself (see crash-points.ts); never set in production. */
@@ -10,20 +10,12 @@ export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 export const Env = z
   .object({
-    PORT: z.coerce.number().int().min(0).max(65_535).default(9400),
+    PORT: envVars.port(9400),
     /** Each outbox is tailed on its own; give one or both. */
-    USER_DB_URL: postgresUrl.optional(),
-    ORDER_DB_URL: postgresUrl.optional(),
-    KAFKA_BROKERS: z
-      .string()
-      .transform((s) =>
-        s
-          .split(",")
-          .map((b) => b.trim())
-          .filter(Boolean),
-      )
-      .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
-    KAFKA_TOPIC_PREFIX: z.string().default(""),
+    USER_DB_URL: envVars.postgresUrl.optional(),
+    ORDER_DB_URL: envVars.postgresUrl.optional(),
+    KAFKA_BROKERS: envVars.kafkaBrokers,
+    KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
     /** Names this instance in logs, metrics, the lock holder's application_name and its replication slot. */
     RELAY_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
     /** Most rows read, sent and marked in one round. */
@@ -39,7 +31,7 @@ export const Env = z
     OUTBOX_RETENTION_SECONDS: positiveInt.default(3600),
     /** How often the owner deletes expired rows. */
     RELAY_CLEANUP_INTERVAL_MS: positiveInt.default(60_000),
-    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    LOG_LEVEL: envVars.logLevel,
     /**
      * Test only: `<point>[:<n>]` kills the process with SIGKILL the n-th time (default 1st) a non-empty
      * batch reaches that point. Points: before-send, after-send, mid-mark.
@@ -64,10 +56,7 @@ export type Env = z.infer<typeof Env>;
 
 /** Parses the environment once; a bad or missing variable fails start-up with its name. */
 export function parseRelayEnv(source: Record<string, string | undefined>): Env {
-  const parsed = Env.safeParse(source);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`);
-  throw new Error(`invalid environment: ${problems.join("; ")}`);
+  return parseEnv(Env, source);
 }
 
 /** The outboxes this relay tails, by name. */

@@ -1,27 +1,36 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 
+/** Variables every process of the saga reads the same way. */
+export const envVars = {
+  port: (fallback: number) => z.coerce.number().int().min(0).max(65_535).default(fallback),
+  postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+  kafkaBrokers: z
+    .string()
+    .transform((s) =>
+      s
+        .split(",")
+        .map((b) => b.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
+  topicPrefix: z.string().default(""),
+  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+};
+
 /**
  * The environment of a saga service (a process that owns a database and consumes events). Each service
  * gives its own default port and consumer group.
  */
 export function serviceEnvSchema(defaults: { port: number; consumerGroup: string }) {
   return z.object({
-    PORT: z.coerce.number().int().min(0).max(65_535).default(defaults.port),
-    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
-    KAFKA_BROKERS: z
-      .string()
-      .transform((s) =>
-        s
-          .split(",")
-          .map((b) => b.trim())
-          .filter(Boolean),
-      )
-      .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
-    KAFKA_TOPIC_PREFIX: z.string().default(""),
+    PORT: envVars.port(defaults.port),
+    DATABASE_URL: envVars.postgresUrl,
+    KAFKA_BROKERS: envVars.kafkaBrokers,
+    KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
     INSTANCE_ID: z.string().min(1).default(hostname()),
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
-    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    LOG_LEVEL: envVars.logLevel,
     INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
   });
 }

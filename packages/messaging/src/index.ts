@@ -1,5 +1,5 @@
 export { type Database, type Executor, lockAggregate } from "./db.ts";
-export { parseEnv, type ServiceEnv, serviceEnvSchema } from "./env.ts";
+export { envVars, parseEnv, type ServiceEnv, serviceEnvSchema } from "./env.ts";
 export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
 export {

@@ -1,22 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { freePort } from "@saga/tools/infra";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { eventually, ORDER_ID, order, startFakeUpstream, USER_ID, user } from "./support.ts";
 
 const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function startMain(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, ["--import", "tsx", main], {
