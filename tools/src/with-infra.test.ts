@@ -1,7 +1,7 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test } from "vitest";
 import { repoRoot } from "./infra/paths.ts";
 
 function isAlive(pid: number): boolean {
@@ -21,6 +21,15 @@ async function until(condition: () => boolean, timeoutMs: number): Promise<boole
   }
   return true;
 }
+
+// Whatever a failed test leaves running would keep vitest from exiting.
+const started: { child: ChildProcess; seen: { command: number } }[] = [];
+afterEach(() => {
+  for (const run of started.splice(0)) {
+    run.child.kill("SIGKILL");
+    if (run.seen.command && isAlive(run.seen.command)) process.kill(run.seen.command, "SIGKILL");
+  }
+});
 
 /**
  * Runs `with-infra` (in one Node process, as `npm test` ends up running it) around a
@@ -42,6 +51,7 @@ async function startWithInfra() {
   );
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const seen = { postgres: 0, kafka: 0, command: 0, runDir: "" };
+  started.push({ child, seen });
   await new Promise<void>((resolve, reject) => {
     void exited.then((code) => reject(new Error(`with-infra exited early (code ${code})`)));
     createInterface({ input: child.stdout }).on("line", (line) => {
@@ -67,8 +77,8 @@ describe("with-infra leaves no server behind", () => {
     await run.exited;
 
     expect(await until(() => !isAlive(run.postgres) && !isAlive(run.kafka), 20_000)).toBe(true);
-    // The command itself is an ordinary child: a SIGKILLed parent cannot take it along.
-    process.kill(run.command, "SIGKILL");
+    // The command itself is an ordinary child: a SIGKILLed parent cannot take it along
+    // (afterEach kills it).
   });
 
   test("on SIGINT it passes the signal to the command, stops the servers, removes their data and exits 130", async () => {

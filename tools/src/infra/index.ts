@@ -8,7 +8,14 @@ import { freePort } from "./ports.ts";
 import { type PostgresServer, startPostgres } from "./postgres.ts";
 
 export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
-export { ensureKafkaJars, KAFKA_VERSION, type KafkaServer, type Log, startKafka } from "./kafka.ts";
+export {
+  ensureKafkaJars,
+  KAFKA_VERSION,
+  type KafkaServer,
+  type Log,
+  prepareKafka,
+  startKafka,
+} from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";

@@ -6,6 +6,7 @@ import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { Kafka, logLevel } from "kafkajs";
 import { cacheDir, repoRoot } from "./paths.ts";
+import { freePort } from "./ports.ts";
 import { supervise, tail } from "./supervise.ts";
 
 /**
@@ -24,6 +25,8 @@ export interface KafkaOptions {
   logFile?: string;
   /** Throwaway brokers get 3s, not 30s, to shut down before SIGKILL: their data is deleted anyway. */
   durable?: boolean;
+  /** Writes a class-data archive to this file when the broker exits (see prepareKafka). */
+  writeArchive?: string;
   log?: Log;
 }
 
@@ -96,6 +99,44 @@ export async function ensureKafkaJars(log: Log = () => {}, version = KAFKA_VERSI
 }
 
 /**
+ * What `npm run setup` prepares so that every later broker starts in about two seconds:
+ * the jars, a formatted storage directory to copy, and a dynamic class-data archive of
+ * the broker's classes, written by one throwaway broker as it exits. Brokers without the
+ * archive still work, a second or so slower to start.
+ * https://docs.oracle.com/en/java/javase/17/vm/class-data-sharing.html
+ */
+export async function prepareKafka(log: Log = () => {}): Promise<void> {
+  const libs = await ensureKafkaJars(log);
+  const archive = classArchive(libs);
+  if (existsSync(archive)) return;
+  log("kafka: starting a broker once to write its class-data archive (first run only)");
+  const started = performance.now();
+  const staging = `${archive}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  const dataDir = `${staging}.data`;
+  try {
+    const broker = await startKafka({
+      dataDir,
+      port: await freePort(),
+      controllerPort: await freePort(),
+      durable: false,
+      writeArchive: staging,
+    });
+    await broker.stop();
+    if (!existsSync(staging)) throw new Error(`the broker exited without writing ${staging}`);
+    await rename(staging, archive);
+  } finally {
+    await rm(staging, { force: true });
+    await rm(dataDir, { recursive: true, force: true });
+    await rm(`${dataDir}.log`, { force: true });
+  }
+  log(`kafka: class-data archive ready in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+}
+
+function classArchive(libs: string): string {
+  return join(libs, "..", "classes.jsa");
+}
+
+/**
  * Starts a single-node KRaft broker (broker and controller in one JVM) listening on
  * 127.0.0.1 only, formatting `dataDir` on first use, and resolves once it answers a
  * metadata request.
@@ -113,32 +154,24 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaServer> {
     await cp(await formattedStorage(java, libs, opts), logDir, { recursive: true });
   }
 
-  // A dynamic class-data archive of the broker's classes cuts about a second off every
-  // JVM start. The first broker writes it when it exits; later ones map it.
-  // https://docs.oracle.com/en/java/javase/17/vm/class-data-sharing.html
-  const archive = join(libs, "..", "classes.jsa");
-  const pendingArchive = existsSync(archive)
-    ? undefined
-    : `${archive}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  const archive = classArchive(libs);
   const server = await supervise({
     command: java,
     args: [
-      pendingArchive ? `-XX:ArchiveClassesAtExit=${pendingArchive}` : `-XX:SharedArchiveFile=${archive}`,
+      ...(opts.writeArchive ? [`-XX:ArchiveClassesAtExit=${opts.writeArchive}`] : []),
+      ...(!opts.writeArchive && existsSync(archive) ? [`-XX:SharedArchiveFile=${archive}`] : []),
       ...jvmFlags(libs, "1g"),
       "kafka.Kafka",
       configFile,
     ],
     logFile,
-    // SIGTERM runs the broker's shutdown hook (a clean, controlled shutdown).
+    // SIGTERM runs the broker's shutdown hook (a clean, controlled shutdown); writing an
+    // archive at exit takes a while longer.
     stopSignal: "SIGTERM",
-    graceSeconds: opts.durable === false && !pendingArchive ? 3 : 30,
+    graceSeconds: opts.durable === false && !opts.writeArchive ? 3 : 30,
   });
   const stop = async () => {
-    const code = await server.stop();
-    if (!pendingArchive) return;
-    // 137: killed while writing; the archive may be partial.
-    if (code !== 137 && existsSync(pendingArchive)) await rename(pendingArchive, archive).catch(() => {});
-    await rm(pendingArchive, { force: true });
+    await server.stop();
   };
   const brokers = [`127.0.0.1:${opts.port}`];
   try {
