@@ -117,4 +117,49 @@ describe("@saga/kafka", () => {
     await waitFor("second", () => (seen.includes("second") ? true : undefined));
     expect(seen).toEqual(["first", "second"]);
   });
+  it("hands consecutive messages over as batches, and one by one when a batch fails", async () => {
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 1);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    const values = Array.from({ length: 10 }, (_, i) => (i === 6 ? "poison" : `m${i}`));
+    // Sent before the consumer starts, so its first fetch holds them all.
+    await producer.send(values.map((value) => ({ topic: events, key: "k", value, headers: {} })));
+
+    const batches: string[][] = [];
+    const failedBatches: string[][] = [];
+    const singles: string[] = [];
+    const deadLettered: string[] = [];
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      maxBatchSize: 4,
+      async handleBatch(ms) {
+        const batch = ms.map((m) => m.value ?? "");
+        if (batch.includes("poison")) throw new Error("cannot apply");
+        batches.push(batch);
+      },
+      onBatchFailed: (ms) => failedBatches.push(ms.map((m) => m.value ?? "")),
+      async handle(m) {
+        if (m.value === "poison") throw new Error("cannot apply");
+        singles.push(m.value ?? "");
+      },
+      isRetriable: () => false,
+      async deadLetter(m) {
+        deadLettered.push(m.value ?? "");
+      },
+    });
+    cleanups.push(() => consumer.stop());
+
+    await waitFor("all ten messages", () =>
+      batches.flat().length + singles.length + deadLettered.length === 10 ? true : undefined,
+    );
+    expect(batches).toEqual([
+      ["m0", "m1", "m2", "m3"],
+      ["m8", "m9"],
+    ]);
+    expect(failedBatches).toEqual([["m4", "m5", "poison", "m7"]]);
+    expect(singles).toEqual(["m4", "m5", "m7"]);
+    expect(deadLettered).toEqual(["poison"]);
+  });
 });

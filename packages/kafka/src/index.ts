@@ -55,6 +55,16 @@ export type ConsumerOptions = {
   topics: string[];
   /** Applies one message. Resolves once its effect is durable; only then is the offset committed. */
   handle(message: IncomingMessage): Promise<void>;
+  /**
+   * Applies consecutive messages of one partition at once, all or nothing (one transaction, say).
+   * Optional; when it fails, each of the messages goes through `handle` on its own, so a bad message
+   * costs its neighbours only the lost attempt.
+   */
+  handleBatch?(messages: IncomingMessage[]): Promise<void>;
+  /** Most messages in one `handleBatch` call (default 64). */
+  maxBatchSize?: number;
+  /** Called when `handleBatch` failed and its messages are about to be applied one by one. */
+  onBatchFailed?(messages: IncomingMessage[], error: unknown): void;
   /** Whether a failure of `handle` may succeed on a retry. Others go to `deadLetter`. */
   isRetriable(error: unknown): boolean;
   /** Records a message that can never be applied; resolves once that record is durable. */
@@ -139,7 +149,11 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       async send(messages) {
         if (messages.length === 0) return;
         const byTopic = new Map<string, OutgoingMessage[]>();
-        for (const m of messages) byTopic.set(m.topic, [...(byTopic.get(m.topic) ?? []), m]);
+        for (const m of messages) {
+          const list = byTopic.get(m.topic);
+          if (list) list.push(m);
+          else byTopic.set(m.topic, [m]);
+        }
         await producer.sendBatch({
           acks: -1,
           topicMessages: [...byTopic].map(([topic, ms]) => ({
@@ -153,7 +167,8 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
   }
 
   async function createConsumer(options: ConsumerOptions): Promise<EventConsumer> {
-    const { groupId, topics, handle, isRetriable, deadLetter, onRetry } = options;
+    const { groupId, topics, handle, handleBatch, isRetriable, deadLetter, onRetry } = options;
+    const maxBatchSize = options.maxBatchSize ?? 64;
     const consumer: Consumer = kafka.consumer({
       groupId,
       allowAutoTopicCreation: false,
@@ -213,6 +228,27 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       }
     }
 
+    /** Applies a chunk, as one batch if possible; returns how many of its messages were applied. */
+    async function applyChunk(
+      chunk: IncomingMessage[],
+      heartbeat: () => Promise<void>,
+      keepGoing: () => boolean,
+    ): Promise<number> {
+      if (handleBatch && chunk.length > 1) {
+        try {
+          await handleBatch(chunk);
+          return chunk.length;
+        } catch (error) {
+          options.onBatchFailed?.(chunk, error);
+        }
+      }
+      for (const [i, message] of chunk.entries()) {
+        if (i > 0 && !keepGoing()) return i;
+        if (!(await apply(message, heartbeat))) return i;
+      }
+      return chunk.length;
+    }
+
     await consumer.connect();
     await consumer.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
     await consumer.run({
@@ -220,10 +256,8 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-        let applied: string | undefined;
-        for (const m of batch.messages) {
-          if (!isRunning() || isStale()) break;
-          const message: IncomingMessage = {
+        const messages = batch.messages.map(
+          (m): IncomingMessage => ({
             topic: batch.topic,
             partition: batch.partition,
             offset: m.offset,
@@ -231,10 +265,19 @@ export function createKafka({ brokers, clientId, logger, connectionTimeout = 300
             value: m.value ? m.value.toString() : null,
             headers: decodeHeaders(m.headers),
             timestamp: Number(m.timestamp),
-          };
-          if (!(await apply(message, heartbeat))) break;
-          resolveOffset(m.offset);
-          applied = m.offset;
+          }),
+        );
+        let applied: string | undefined;
+        for (let start = 0; start < messages.length; start += maxBatchSize) {
+          if (!isRunning() || isStale()) break;
+          const chunk = messages.slice(start, start + maxBatchSize);
+          const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
+          const last = chunk[done - 1];
+          if (last) {
+            resolveOffset(last.offset);
+            applied = last.offset;
+          }
+          if (done < chunk.length) break;
           await heartbeat();
         }
         // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs

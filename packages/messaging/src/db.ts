@@ -15,6 +15,9 @@ export type Database = {
   transaction<T>(work: (tx: Executor) => Promise<T>): Promise<T>;
 };
 
+// Aggregates already locked by a transaction (lockAggregates), so lockAggregate costs no round trip.
+const held = new WeakMap<Executor, Set<string>>();
+
 /**
  * Serialises all work on one aggregate (an order) until the transaction ends. Taken before reading the
  * aggregate's state, it keeps concurrent consumers and requests from racing, and makes the outbox
@@ -22,5 +25,21 @@ export type Database = {
  * order may find no row to lock yet.
  */
 export async function lockAggregate(tx: Executor, aggregateId: string): Promise<void> {
+  if (held.get(tx)?.has(aggregateId)) return;
   await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${aggregateId}, 0))`);
+}
+
+/**
+ * Locks several aggregates in one round trip, in a fixed order (by lock key) so that two transactions
+ * locking overlapping sets cannot deadlock. A transaction that takes more than one aggregate's lock must
+ * take them all here, before any other lock.
+ */
+export async function lockAggregates(tx: Executor, aggregateIds: readonly string[]): Promise<void> {
+  const ids = [...new Set(aggregateIds)];
+  if (ids.length === 0) return;
+  // The ordered subquery makes the locks be taken in key order, one row at a time.
+  await tx.execute(sql`
+    select pg_advisory_xact_lock(k)
+    from (select distinct hashtextextended(id, 0) as k from unnest(${sql.param(ids)}::text[]) as id order by k) as keys`);
+  held.set(tx, new Set([...(held.get(tx) ?? []), ...ids]));
 }

@@ -10,7 +10,7 @@ import { inbox, outbox } from "@saga/db";
 import type { EventConsumer, IncomingMessage, KafkaClient } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
-import type { Database, Executor } from "./db.ts";
+import { type Database, type Executor, lockAggregates } from "./db.ts";
 import { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 import type { MessagingMetrics } from "./metrics.ts";
 import { deadLetterRow } from "./outbox.ts";
@@ -35,6 +35,12 @@ export type InboxOptions = {
   /** Prefix of the physical topic names (`KAFKA_TOPIC_PREFIX`); stripped before decoding. */
   topicPrefix: string;
   handlers: EventHandlers;
+  /**
+   * Where the events of one batch may touch rows shared across aggregates (a user's balance, say):
+   * the batch applies its events in the order of this key (stably, so each aggregate's events keep
+   * theirs), and so concurrent batches take those row locks in one order and cannot deadlock.
+   */
+  applyOrder?: (event: DecodedEvent<Topic>) => string;
   logger: Logger;
   metrics: MessagingMetrics;
 };
@@ -44,6 +50,8 @@ export type Inbox = {
   topics: string[];
   /** Applies a message exactly once per consumer group; a poison message throws a non-retriable error. */
   handle(message: IncomingMessage): Promise<void>;
+  /** Applies consecutive messages of one partition in one transaction; a poison message fails them all. */
+  handleBatch(messages: IncomingMessage[]): Promise<void>;
   /** Writes a message that can never be applied to the outbox of `<topic>.dlq`, once. */
   deadLetter(message: IncomingMessage, error: unknown): Promise<void>;
 };
@@ -60,6 +68,7 @@ export function createInbox({
   consumerGroup,
   topicPrefix,
   handlers,
+  applyOrder,
   logger,
   metrics,
 }: InboxOptions): Inbox {
@@ -68,39 +77,82 @@ export function createInbox({
     physical.startsWith(topicPrefix) ? physical.slice(topicPrefix.length) : physical;
   const origin = (m: IncomingMessage) => ({ topic: m.topic, partition: m.partition, offset: m.offset });
 
-  async function handle(message: IncomingMessage): Promise<void> {
+  function decode(message: IncomingMessage) {
     const topic = logicalTopic(message.topic) as Topic;
     const handler = handlers[topic] as EventHandler<Topic> | undefined;
     if (!handler) throw new PoisonEventError(`no handler for topic ${message.topic}`);
     const decoded = decodeEvent(topic, message.headers, message.value);
     if (!decoded.ok) throw new PoisonEventError(decoded.error);
-
     const { event } = decoded;
-    const eventId = event.envelope[HEADERS.eventId].toLowerCase();
-    const log = logger.child({
-      eventId,
-      ...origin(message),
-      aggregateId: event.envelope[HEADERS.aggregateId],
-    });
-    const stopTimer = metrics.applyDuration.startTimer({ topic });
+    return { message, topic, handler, event, eventId: event.envelope[HEADERS.eventId].toLowerCase() };
+  }
+  type Decoded = ReturnType<typeof decode>;
+
+  const inboxRow = ({ message, eventId }: Decoded) => ({
+    consumerGroup,
+    eventId,
+    ...origin(message),
+    offset: Number(message.offset),
+  });
+
+  /**
+   * One transaction for all the events: their inbox rows (a duplicate, also within the batch, claims
+   * nothing and is skipped), the locks of their aggregates, then each event's effect and outbox rows.
+   */
+  async function apply(events: Decoded[]): Promise<void> {
+    const started = performance.now();
     const outcome = await db.transaction(async (tx) => {
-      const claimed = await tx
-        .insert(inbox)
-        .values({ consumerGroup, eventId, ...origin(message), offset: Number(message.offset) })
-        .onConflictDoNothing()
-        .returning({ eventId: inbox.eventId });
-      if (claimed.length === 0) return { duplicate: true } as const;
-      return { duplicate: false, afterCommit: await handler(tx, event) } as const;
+      const claimed = new Set(
+        (
+          await tx
+            .insert(inbox)
+            .values(events.map(inboxRow))
+            .onConflictDoNothing()
+            .returning({ eventId: inbox.eventId })
+        ).map((r) => r.eventId),
+      );
+      let fresh = events.filter((e) => claimed.delete(e.eventId));
+      if (applyOrder && fresh.length > 1) {
+        fresh = fresh
+          .map((e) => ({ e, key: applyOrder(e.event) }))
+          .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+          .map(({ e }) => e);
+      }
+      if (fresh.length > 1)
+        await lockAggregates(
+          tx,
+          fresh.map((e) => e.event.envelope[HEADERS.aggregateId]),
+        );
+      const afterCommits: (AfterCommit | undefined)[] = [];
+      for (const e of fresh) afterCommits.push(await e.handler(tx, e.event));
+      return { fresh, afterCommits };
     });
-    stopTimer();
-    if (outcome.duplicate) {
-      metrics.duplicates.inc({ group: consumerGroup, topic });
-      log.info("duplicate event absorbed by the inbox");
-      return;
+    const seconds = (performance.now() - started) / 1000;
+    const fresh = new Set(outcome.fresh);
+    for (const e of events) {
+      metrics.applyDuration.observe({ topic: e.topic }, seconds);
+      const log = logger.child({
+        eventId: e.eventId,
+        ...origin(e.message),
+        aggregateId: e.event.envelope[HEADERS.aggregateId],
+      });
+      if (!fresh.has(e)) {
+        metrics.duplicates.inc({ group: consumerGroup, topic: e.topic });
+        log.info("duplicate event absorbed by the inbox");
+        continue;
+      }
+      metrics.applied.inc({ group: consumerGroup, topic: e.topic });
+      log.debug("event applied");
     }
-    outcome.afterCommit?.();
-    metrics.applied.inc({ group: consumerGroup, topic });
-    log.debug("event applied");
+    for (const afterCommit of outcome.afterCommits) afterCommit?.();
+  }
+
+  async function handle(message: IncomingMessage): Promise<void> {
+    await apply([decode(message)]);
+  }
+
+  async function handleBatch(messages: IncomingMessage[]): Promise<void> {
+    await apply(messages.map(decode));
   }
 
   async function deadLetter(message: IncomingMessage, error: unknown): Promise<void> {
@@ -132,7 +184,7 @@ export function createInbox({
     log.warn({ error: reason, dlqEventId: row.id }, `event dead-lettered to ${row.topic}`);
   }
 
-  return { topics: subscribed.map((t) => prefixedTopic(topicPrefix, t)), handle, deadLetter };
+  return { topics: subscribed.map((t) => prefixedTopic(topicPrefix, t)), handle, handleBatch, deadLetter };
 }
 
 export type InboxConsumerOptions = InboxOptions & {
@@ -152,6 +204,15 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
     groupId: consumerGroup,
     topics: inbox.topics,
     handle: inbox.handle,
+    handleBatch: inbox.handleBatch,
+    onBatchFailed(messages, error) {
+      const { topic, partition, offset } = messages[0] as IncomingMessage;
+      metrics.batchFallbacks.inc({ group: consumerGroup, topic });
+      logger.warn(
+        { err: error, topic, partition, offset, count: messages.length },
+        "a batch of events failed; applying them one by one",
+      );
+    },
     deadLetter: inbox.deadLetter,
     isRetriable: isRetriableError,
     partitionsConsumedConcurrently,

@@ -42,6 +42,12 @@ export function createMessagingMetrics(registry: Registry) {
       labelNames: ["group", "topic"] as const,
       registers,
     }),
+    batchFallbacks: new Counter({
+      name: "saga_inbox_batch_fallbacks_total",
+      help: "Batches of events whose shared transaction failed (a poison event, a lost connection) and that were applied one by one, by consumer group and topic",
+      labelNames: ["group", "topic"] as const,
+      registers,
+    }),
     lag: new Gauge({
       name: "saga_consumer_lag",
       help: "Messages not yet committed by the consumer group, by logical topic and partition",

@@ -6,7 +6,7 @@ import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/ob
 import type { ServiceEnv } from "./env.ts";
 import { isRetriableError } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
-import { type EventHandlers, startInboxConsumer } from "./inbox.ts";
+import { type EventHandlers, type InboxOptions, startInboxConsumer } from "./inbox.ts";
 import { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
 import { kafkaLogger, readiness } from "./runtime.ts";
 
@@ -21,7 +21,7 @@ export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
   /** Resolves when the database and a Kafka broker answer. */
   ready: () => Promise<void>;
   /** Joins the consumer group with these handlers and starts the inbox pruning and lag reporting. */
-  startConsuming(handlers: EventHandlers): Promise<void>;
+  startConsuming(handlers: EventHandlers, options?: Pick<InboxOptions, "applyOrder">): Promise<void>;
   /** True while the consumer is a member of its group. */
   isConsuming(): boolean;
   /** Finishes the event in hand, commits its offset, leaves the group and closes the pools. */
@@ -67,7 +67,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     db: pool,
     kafka,
     ready: readiness({ db: pool.db, kafka }),
-    async startConsuming(handlers) {
+    async startConsuming(handlers, options) {
       const topics = EVENT_TOPICS.filter((t) => handlers[t]);
       // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
       await kafka.createTopics(
@@ -79,6 +79,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
         consumerGroup: env.CONSUMER_GROUP,
         topicPrefix: env.KAFKA_TOPIC_PREFIX,
         handlers,
+        applyOrder: options?.applyOrder,
         logger,
         metrics: messagingMetrics,
       });

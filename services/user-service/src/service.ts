@@ -28,7 +28,9 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
   return {
     app,
     runtime,
-    start: () => runtime.startConsuming(orderEventHandlers(metrics)),
+    // Events of one batch debit and credit users in user id order, so batches cannot deadlock.
+    start: () =>
+      runtime.startConsuming(orderEventHandlers(metrics), { applyOrder: (event) => event.payload.userId }),
     stop: runtime.stop,
   };
 }

@@ -298,6 +298,43 @@ describe("poison messages", () => {
   );
 });
 
+describe("batches", () => {
+  it("applies a burst of interleaved events on every partition exactly once, without a batch failing", async () => {
+    const [a, b] = [await createUser(10_000), await createUser(10_000)];
+    // Orders of both users interleaved, so that concurrent batches debit and credit both.
+    const orders = Array.from({ length: 60 }, (_, i) => order(i % 2 ? a : b, 10 + (i % 7)));
+    const created = orders.map((o) => eventMessage(TOPICS.orderCreated, o, prefix));
+    const canceled = orders.filter((_, i) => i % 3 === 0);
+    const fallbacksBefore = await metric("saga_inbox_batch_fallbacks_total", {});
+    // Redeliveries inside the burst, and cancels that reach some orders before their creation.
+    await send(
+      ...created,
+      ...created.slice(0, 10),
+      ...canceled.map((o) => eventMessage(TOPICS.orderCanceled, o, prefix)),
+    );
+    for (const m of created) await applied(m);
+    await waitFor(async () => {
+      const rows = await db.db
+        .select({ n: count() })
+        .from(reservations)
+        .where(
+          and(
+            sql`${reservations.orderId} = any(${sql.param(orders.map((o) => o.orderId))}::uuid[])`,
+            sql`${reservations.status} in ('RELEASED', 'CANCELED')`,
+          ),
+        );
+      expect(rows[0]?.n).toBe(canceled.length);
+    });
+
+    const kept = (userId: string) =>
+      orders.filter((o, i) => o.userId === userId && i % 3 !== 0).reduce((sum, o) => sum + o.amount, 0);
+    expect(await balanceOf(a)).toBe(10_000 - kept(a));
+    expect(await balanceOf(b)).toBe(10_000 - kept(b));
+    for (const o of orders) expect(await eventsFor(o.orderId)).toHaveLength(1);
+    expect(await metric("saga_inbox_batch_fallbacks_total", {})).toBe(fallbacksBefore);
+  });
+});
+
 describe("resilience", () => {
   it("keeps applying every event exactly once while its database connections are killed", async () => {
     const userId = await createUser(30 * 10);
