@@ -63,7 +63,9 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (running) return;
       const server = await supervise({
         command: process.execPath,
-        args: ["--import", "tsx", join(repoRoot, spec.entry)],
+        // SAGA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every service of a bench
+        // or chaos run (Node refuses --cpu-prof in NODE_OPTIONS).
+        args: [...nodeFlags(), "--import", "tsx", join(repoRoot, spec.entry)],
         onLine: (line) => output(spec.name, line),
         stopSignal: "SIGTERM",
         graceSeconds: 10,
@@ -91,4 +93,8 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (current && running) await current.stop();
     },
   };
+}
+
+function nodeFlags(): string[] {
+  return (process.env.SAGA_NODE_FLAGS ?? "").split(/\s+/).filter(Boolean);
 }
