@@ -262,8 +262,11 @@ async function main() {
     );
 
     const users = await createBenchUsers(system.gatewayUrl, 500, 1_000_000_000);
-    log("bench: warm-up");
-    await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: 3, rate: 50, label: "warm-up" });
+    // Fresh processes spend their first seconds compiling (the broker's C2 compiler alone took 15 s of
+    // CPU in a 20-second phase): long enough a warm-up that the phases measure the steady state.
+    const warmUpS = opts.quick ? 8 : 20;
+    log(`bench: warm-up (${warmUpS}s at 30 sagas/s)`);
+    await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: warmUpS, rate: 30, label: "warm-up" });
 
     const phases: PhaseReport[] = [];
     for (const rate of opts.rates) {
