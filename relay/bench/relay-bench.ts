@@ -190,7 +190,9 @@ async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
 }
 
 function spawnRelay(url: string, brokers: string[], prefix: string, batch: number): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  // SAGA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=…" profiles the relay, as for the system bench.
+  const flags = (process.env.SAGA_NODE_FLAGS ?? "").split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...flags, "--import", "tsx", "src/main.ts"], {
     cwd: relayDir,
     env: {
       PATH: process.env.PATH,
