@@ -1,4 +1,10 @@
-import { hasPrometheus, loadPrometheusConfig, type PrometheusServer, prometheusConfigs, startPrometheus } from "@saga/monitoring";
+import {
+  hasPrometheus,
+  loadPrometheusConfig,
+  type PrometheusServer,
+  prometheusConfigs,
+  startPrometheus,
+} from "@saga/monitoring";
 import { createPrefixedOutput } from "./stack/log-lines.ts";
 import { DEFAULT_PORTS, startSystem } from "./stack/system.ts";
 

@@ -27,6 +27,8 @@ type PhaseReport = {
   relayLag: Summary;
   relayRowsPerS: number;
   consumerLagMax: number;
+  /** Write transactions committed in both databases per finished saga, relay marks included. */
+  writeTransactionsPerSaga: number;
   cpu: Record<string, number>;
 };
 
@@ -43,10 +45,6 @@ export type BenchReport = {
   invariantsPassed: boolean;
   invariantFailures: string[];
 };
-
-// POST /orders, the reservation and the confirmation: three write transactions per saga, and two
-// relay marks (shared by a batch, so they are not counted).
-const TRANSACTIONS_PER_SAGA = 3;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -111,6 +109,15 @@ async function publishedBetween(dbs: postgres.Sql[], from: Date, to: Date): Prom
   return counts.reduce((sum, [row]) => sum + (row?.n ?? 0), 0);
 }
 
+/**
+ * The next transaction id of the whole server: only transactions that write take one, so the
+ * difference over a phase counts the write transactions of both databases (nothing else runs there).
+ */
+async function nextTransactionId(sql: postgres.Sql): Promise<number> {
+  const [row] = await sql<{ n: string }[]>`select pg_snapshot_xmax(pg_current_snapshot())::text as n`;
+  return Number(row?.n ?? 0);
+}
+
 async function sampleConsumerLag(kafka: KafkaClient, stop: () => boolean): Promise<number> {
   let max = 0;
   while (!stop()) {
@@ -136,6 +143,7 @@ async function measurePhase(
 ): Promise<PhaseReport> {
   const pids = { ...system.pids(), "bench client": process.pid };
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
+  const xidBefore = await nextTransactionId(dbs.order);
   let running = true;
   const lagSampler = sampleConsumerLag(kafka, () => !running);
   const phase = await run();
@@ -143,6 +151,8 @@ async function measurePhase(
   running = false;
   const consumerLagMax = await lagSampler;
   const cpuAfter = await cpuSeconds(pids, ["bench client"]);
+  const writeTransactionsPerSaga =
+    ((await nextTransactionId(dbs.order)) - xidBefore) / Math.max(1, phase.created);
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
   // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
   const lastDone = Math.max(phase.endedAt.getTime(), ...rows.map((r) => r.done_at.getTime()));
@@ -161,6 +171,7 @@ async function measurePhase(
     relayRowsPerS:
       (await publishedBetween([dbs.user, dbs.order], phase.startedAt, phase.endedAt)) / durationS,
     consumerLagMax,
+    writeTransactionsPerSaga,
     // CPU seconds per second of wall time: 1.0 is one core kept busy.
     cpu: Object.fromEntries(
       Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
@@ -178,13 +189,25 @@ export function formatBench(r: BenchReport): string {
     `${fmt(p.saga.p50)} / ${fmt(p.saga.p95)} / ${fmt(p.saga.p99)}`,
     `${fmt(p.relayLag.p50)} / ${fmt(p.relayLag.p99)}`,
     String(p.consumerLagMax),
+    fmt(p.writeTransactionsPerSaga),
     String(p.pending + p.failedRequests),
   ]);
   const cpuNames = Object.keys(r.phases[0]?.cpu ?? {});
   const cpuRows = r.phases.map((p) => [
     p.offered === null ? "saturation" : String(p.offered),
     ...cpuNames.map((n) => fmt(p.cpu[n] ?? 0, 2)),
+    fmt(
+      Object.values(p.cpu).reduce((a, b) => a + b, 0),
+      2,
+    ),
   ]);
+  // What one saga costs each process: cores ÷ sagas/s.
+  const msPerSaga = r.phases.map((p) => [
+    p.offered === null ? "saturation" : String(p.offered),
+    ...cpuNames.map((n) => fmt(((p.cpu[n] ?? 0) / p.sagasPerS) * 1000, 1)),
+    fmt((Object.values(p.cpu).reduce((a, b) => a + b, 0) / p.sagasPerS) * 1000, 1),
+  ]);
+  const saturation = r.phases.at(-1);
   return [
     `## Saga benchmark (${r.quick ? "quick" : "full"}), ${r.at}`,
     "",
@@ -199,6 +222,7 @@ export function formatBench(r: BenchReport): string {
         "saga ms p50/p95/p99",
         "relay lag ms p50/p99",
         "max consumer lag",
+        "write tx per saga",
         "stuck or failed",
       ],
       rows,
@@ -206,7 +230,11 @@ export function formatBench(r: BenchReport): string {
     "",
     "CPU, in cores (CPU seconds per second), per process:",
     "",
-    table(["offered", ...cpuNames], cpuRows),
+    table(["offered", ...cpuNames, "all"], cpuRows),
+    "",
+    "CPU milliseconds per saga, per process (cores ÷ sagas/s):",
+    "",
+    table(["offered", ...cpuNames, "all"], msPerSaga),
     "",
     table(
       ["ceiling on this machine", "measured", "ratio"],
@@ -214,7 +242,7 @@ export function formatBench(r: BenchReport): string {
         [
           `PostgreSQL small write transactions/s (postgres.js, ${r.ceilings.postgres.concurrency} clients)`,
           fmt(r.ceilings.postgres.commitsPerS, 0),
-          `sagas/s ÷ (commits/s ÷ ${TRANSACTIONS_PER_SAGA}) = ${fmt(r.ratios.sagasVsCommitCeiling, 2)}`,
+          `sagas/s ÷ (commits/s ÷ ${fmt(saturation?.writeTransactionsPerSaga ?? 0)} write tx per saga) = ${fmt(r.ratios.sagasVsCommitCeiling, 2)}`,
         ],
         [
           `raw Kafka producer rows/s (batches of ${r.ceilings.kafka.batch}, acks=all)`,
@@ -307,7 +335,8 @@ async function main() {
       phases,
       ceilings: { kafka: kCeiling, postgres: pgCeiling },
       ratios: {
-        sagasVsCommitCeiling: saturation.sagasPerS / (pgCeiling.commitsPerS / TRANSACTIONS_PER_SAGA),
+        sagasVsCommitCeiling:
+          saturation.sagasPerS / (pgCeiling.commitsPerS / saturation.writeTransactionsPerSaga),
         relayVsRawProducer: relayRowsPerS / kCeiling.produceRowsPerS,
       },
       relayRowsPerS,

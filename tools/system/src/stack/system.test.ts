@@ -9,8 +9,8 @@ import {
 } from "@saga/monitoring";
 import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
 import fc from "fast-check";
-import { Agent } from "undici";
 import postgres from "postgres";
+import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { freePorts, type System, startSystem } from "./system.ts";
 
