@@ -49,8 +49,7 @@ const MAX_BACKOFF_MS = 5000;
 /**
  * One outbox's relay. On standby it tries every second to take the outbox's advisory lock; as owner it
  * loops: read the oldest unpublished rows, send them (resolves once acknowledged by all in-sync
- * replicas), mark them published while the next batch is read and sent, and when nothing is left
- * wait for a wake-up or the poll timer.
+ * replicas), mark them published, and when nothing is left wait for a wake-up or the poll timer.
  * Losing the lock stops the loop before its next send.
  *
  * Why this keeps per-aggregate order, with and without crashes: writers lock the aggregate before they
@@ -124,19 +123,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     const cleanup = startCleanup(until);
     let producer: EventProducer | undefined;
     let backoffMs = 100;
-    // The last batch, acknowledged by Kafka and being marked while the next one is read and sent.
-    let marking: { rows: PendingRow[]; done: Promise<void> } | undefined;
-    const markingDone = async () => {
-      const current = marking;
-      marking = undefined;
-      if (!current) return;
-      try {
-        await current.done;
-      } catch (err) {
-        // Unmarked rows are read and sent again: a duplicate for the consumers' inbox, never a loss.
-        fail("mark", err, "mark failed; its rows will be sent again");
-      }
-    };
     try {
       while (!until.aborted) {
         let stage: RelayStage = "send";
@@ -146,12 +132,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           stage = "read";
           wake.clear();
           const readStarted = performance.now();
-          const rows = await store.readBatch(batchSize, marking?.rows);
+          const rows = await store.readBatch(batchSize);
           if (rows.length === 0) {
-            if (marking) {
-              await markingDone();
-              continue;
-            }
             const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
             if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
             backoffMs = 100;
@@ -166,12 +148,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
           crashPoint?.("after-send");
-          // Marks follow each other in batch order, so a crash leaves a marked prefix of the outbox.
+          stage = "mark";
           // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.
-          await markingDone();
-          marking = { rows, done: markPublished(rows) };
+          await markPublished(rows);
           if (log.isLevelEnabled("debug")) {
             const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
+            const marked = performance.now();
             log.debug(
               {
                 rows: rows.length,
@@ -179,6 +161,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
                 to: rows.at(-1)?.position,
                 readMs: ms(readStarted, sendStarted),
                 sendMs: ms(sendStarted, acknowledged),
+                markMs: ms(acknowledged, marked),
               },
               "batch published",
             );
@@ -197,7 +180,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
-      await markingDone();
       await Promise.all([wakeups.stop(), cleanup(), producer?.close().catch(() => {})]);
     }
   }

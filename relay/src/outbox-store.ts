@@ -24,25 +24,15 @@ export function createOutboxStore(sql: Sql) {
     /**
      * The oldest `limit` unpublished rows in position order. Always from the lowest unpublished
      * position, never from a remembered high-water mark: a transaction that took a lower position
-     * but committed later shows up here on the next read instead of being skipped. `acknowledged`
-     * are rows already on Kafka whose marking is still under way: they count as published.
+     * but committed later shows up here on the next read instead of being skipped.
      */
-    async readBatch(limit: number, acknowledged: readonly PendingRow[] = []): Promise<PendingRow[]> {
-      const last = acknowledged.at(-1);
-      // Acknowledged rows were read in position order, so rows above the last of them are never
-      // among them, and only the few below are compared with the list.
-      const notAcknowledged = last
-        ? sql`and (outbox.position > ${last.position}::bigint or not (id = any(${sql.array(
-            acknowledged.map((r) => r.id),
-            2950,
-          )}::uuid[])))`
-        : sql``;
+    async readBatch(limit: number): Promise<PendingRow[]> {
       return sql<PendingRow[]>`
         select id, position::text as position, aggregate_id as "aggregateId", topic, event_type as "eventType",
                schema_version as "schemaVersion", payload, headers, created_at as "createdAt",
                extract(epoch from clock_timestamp() - created_at)::float8 as "ageSeconds"
         from outbox
-        where published_at is null ${notAcknowledged}
+        where published_at is null
         -- Qualified: a bare "position" would sort by the text alias above, "10" before "9".
         order by outbox.position
         limit ${limit}`;

@@ -68,26 +68,6 @@ describe("relay", () => {
     expect((await relay.app.request("/ready")).status).toBe(200);
   });
 
-  it("sends each row once while it reads the next batch during the marking of the last", async () => {
-    const { url, sql } = await freshOutbox();
-    const prefix = await freshTopicPrefix();
-    startRelayInProcess(relayEnv(url, prefix, { RELAY_BATCH_SIZE: 25 }));
-    const aggregates = Array.from({ length: 20 }, () => crypto.randomUUID());
-    // Transactions keep coming while the relay works, so batches follow each other back to back.
-    const written = [];
-    for (let t = 0; t < 40; t++) {
-      written.push(
-        ...(await writeRows(
-          sql,
-          aggregates.slice(t % 4, (t % 4) + 8).map((a) => row(a, t)),
-        )),
-      );
-    }
-    await allPublished(sql);
-
-    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "rows sent twice").toBe(0);
-  });
-
   it("tails the user and the order outbox side by side", async () => {
     const user = await freshOutbox("user");
     const order = await freshOutbox("order");
