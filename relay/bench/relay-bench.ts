@@ -15,6 +15,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -51,7 +52,16 @@ type Line = {
   lagP50?: number;
   lagP99?: number;
   lagMax?: number;
+  /** CPU seconds the relay process used over the measurement. */
+  relayCpuS?: number;
 };
+
+/** CPU seconds a process has used so far (/proc counts clock ticks, 100 per second). */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100 || 0;
+}
 
 async function run(): Promise<void> {
   const infra = await startInfra({ log });
@@ -94,8 +104,10 @@ async function run(): Promise<void> {
       await sql`truncate outbox`;
       relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
       await waitForOwner(sql);
+      const cpuBefore = await cpuSeconds(relay.pid);
       const offered = await offerLoad(sql, rate, SECONDS);
       await drained(sql, offered.rows);
+      const relayCpuS = (await cpuSeconds(relay.pid)) - cpuBefore;
       const lags = (
         await sql<{ lag: number }[]>`
           select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
@@ -107,6 +119,7 @@ async function run(): Promise<void> {
         lagP50: percentile(lags, 0.5),
         lagP99: percentile(lags, 0.99),
         lagMax: lags.at(-1),
+        relayCpuS,
       });
       await stop(relay);
       relay = undefined;
@@ -117,12 +130,14 @@ async function run(): Promise<void> {
         `Kafka at ${infra.kafkaBrokers.join(",")} (${infra.kind}), topic with ${PARTITIONS} partitions, ${AGGREGATES} keys, ` +
         `${cpus().length} CPUs shared by everything\n`,
     );
-    console.log("| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) |");
-    console.log("|---|---:|---:|---:|---:|---:|---:|");
+    console.log(
+      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) |",
+    );
+    console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
     const ms = (v: number | undefined) => (v === undefined ? "" : v.toFixed(1));
     for (const l of lines) {
       console.log(
-        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} |`,
+        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} |`,
       );
     }
   } finally {

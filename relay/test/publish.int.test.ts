@@ -117,7 +117,20 @@ describe("relay", () => {
         outbox: "order",
         source,
       }) ?? 0;
-    const polls = await wakeups("poll");
+    // The relay sees the stream up a moment after the server does; until then it still polls every
+    // 100 ms. Once no poll came for 300 ms it waits on the ten-minute one.
+    let seen = -1;
+    const polls = await eventually(
+      "the relay to stop its fallback polling",
+      async () => {
+        const now = await wakeups("poll");
+        const settled = now === seen;
+        seen = now;
+        return settled && now;
+      },
+      30_000,
+      300,
+    );
     const streamed = await wakeups("replication");
 
     // With a ten-minute poll, only a wake-up can explain a row published within seconds.

@@ -86,6 +86,42 @@ async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120
   return { pending, rows };
 }
 
+/**
+ * Waits until the system has nothing left in flight (no PENDING order, no unpublished outbox row, no
+ * consumer lag), so that a phase does not measure the backlog an overloaded one left behind.
+ */
+async function drain(
+  dbs: { user: postgres.Sql; order: postgres.Sql },
+  kafka: KafkaClient,
+  log: (line: string) => void,
+  timeoutMs = 180_000,
+): Promise<void> {
+  const started = Date.now();
+  let lastLog = started;
+  for (;;) {
+    const [[pending], [userOutbox], [orderOutbox]] = await Promise.all([
+      dbs.order<{ n: number }[]>`select count(*)::int as n from orders where status = 'PENDING'`,
+      dbs.user<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
+      dbs.order<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
+    ]);
+    let lag = 0;
+    for (const { group, topics } of CONSUMERS) {
+      for (const p of await kafka.consumerLag(group, [...topics]).catch(() => [])) lag += p.lag;
+    }
+    const left = { pending: pending?.n ?? 0, unpublished: (userOutbox?.n ?? 0) + (orderOutbox?.n ?? 0), lag };
+    if (left.pending + left.unpublished + left.lag === 0) return;
+    if (Date.now() - started > timeoutMs) {
+      log(`bench:   still in flight after ${timeoutMs / 1000}s, going on: ${JSON.stringify(left)}`);
+      return;
+    }
+    if (Date.now() - lastLog > 5000) {
+      lastLog = Date.now();
+      log(`bench:   draining what the last phase left: ${JSON.stringify(left)}`);
+    }
+    await sleep(500);
+  }
+}
+
 async function relayLags(dbs: postgres.Sql[], from: Date, to: Date): Promise<number[]> {
   const lags = await Promise.all(
     dbs.map(
@@ -298,6 +334,7 @@ async function main() {
 
     const phases: PhaseReport[] = [];
     for (const rate of opts.rates) {
+      await drain({ user, order }, kafka, log);
       log(`bench: ${opts.seconds}s at ${rate} sagas/s offered`);
       const p = await measurePhase(system, { user, order }, kafka, () =>
         runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: opts.seconds, rate, label: `${rate}/s` }),
@@ -307,6 +344,7 @@ async function main() {
       );
       phases.push(p);
     }
+    await drain({ user, order }, kafka, log);
     log(`bench: ${opts.seconds}s at saturation (${opts.concurrency} clients)`);
     const saturation = await measurePhase(system, { user, order }, kafka, () =>
       runPhase({
