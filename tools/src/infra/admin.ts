@@ -37,9 +37,23 @@ export async function createDatabase(postgresUrl: string, name: string): Promise
 /** Drops database `name`, disconnecting its clients first; no error if it does not exist. */
 export async function dropDatabase(postgresUrl: string, name: string): Promise<void> {
   await withClient(postgresUrl, async (client) => {
-    // WITH (FORCE) ends the sessions still connected, such as a test's idle pool.
-    // https://www.postgresql.org/docs/current/sql-dropdatabase.html
-    await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // WITH (FORCE) ends the sessions still connected, such as a test's idle pool.
+        // https://www.postgresql.org/docs/current/sql-dropdatabase.html
+        await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
+        return;
+      } catch (err) {
+        // 55006 object_in_use: FORCE does not end a replication connection (a relay's wake-up
+        // stream that is still closing); ending it drops its temporary slot, then try again.
+        if ((err as { code?: string }).code !== "55006" || attempt === 50) throw err;
+        await client.query(
+          "select pg_terminate_backend(active_pid) from pg_replication_slots where database = $1 and active_pid is not null",
+          [name],
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
   });
 }
 

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { describe, expect, test } from "vitest";
 import { freshDatabase, postgresUrl, useFreshDatabase } from "../test/harness.ts";
+import { createDatabase, databaseUrl, dropDatabase } from "./admin.ts";
 
 async function query<R extends pg.QueryResultRow>(
   url: string,
@@ -68,5 +69,23 @@ describe("useFreshDatabase", () => {
     expect(await query(postgresUrl(), "SELECT datname FROM pg_database WHERE datname = $1", [name])).toEqual(
       [],
     );
+  });
+
+  test("dropDatabase ends a replication connection that holds a temporary slot (a relay's wake-ups)", async () => {
+    const name = `infra_slot_${Date.now().toString(36)}`;
+    await createDatabase(postgresUrl(), name);
+    const url = new URL(databaseUrl(postgresUrl(), name));
+    url.searchParams.set("replication", "database");
+    const stream = new pg.Client({ connectionString: url.toString() });
+    stream.on("error", () => {});
+    await stream.connect();
+    await stream.query("CREATE_REPLICATION_SLOT test_slot TEMPORARY LOGICAL pgoutput");
+
+    await dropDatabase(postgresUrl(), name);
+
+    expect(await query(postgresUrl(), "SELECT datname FROM pg_database WHERE datname = $1", [name])).toEqual(
+      [],
+    );
+    await stream.end().catch(() => {});
   });
 });
