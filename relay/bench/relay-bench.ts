@@ -100,6 +100,9 @@ async function run(): Promise<void> {
     // rows, so each row's lag is the wake-up path: commit → replication message → read → send → mark.
     const batch = Math.max(...BATCHES);
     for (const rate of RATES) {
+      log(`bench: raw producer fed at ${rate} rows/s for ${SECONDS} s, beside the writers`);
+      await sql`truncate outbox`;
+      lines.push(await rawProducerLag(kafka, topic, sql, rate, batch));
       log(`bench: relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`);
       await sql`truncate outbox`;
       relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
@@ -187,6 +190,74 @@ async function rawProducer(
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
+    await producer.close();
+  }
+}
+
+/**
+ * The lag floor of any relay on this machine: rows are handed to one producer the moment they are
+ * due at `rate` (no read, no mark), sent in batches with one send in flight as the relay sends, while
+ * the same writer load as in the relay's measurement commits into the outbox. Lag is due → acknowledged.
+ */
+async function rawProducerLag(
+  kafka: ReturnType<typeof createKafka>,
+  topic: string,
+  sql: postgres.Sql,
+  rate: number,
+  batch: number,
+): Promise<Line> {
+  const producer = await kafka.createProducer();
+  const orders = Array.from({ length: AGGREGATES }, () => randomUUID());
+  const queue: { due: number; message: OutgoingMessage }[] = [];
+  const lags: number[] = [];
+  let due = 0;
+  let running = true;
+  const started = performance.now();
+  const sender = (async () => {
+    while (running || queue.length > 0) {
+      if (queue.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        continue;
+      }
+      const sending = queue.splice(0, batch);
+      await producer.send(sending.map((q) => q.message));
+      const acknowledged = performance.now();
+      for (const q of sending) lags.push(acknowledged - q.due);
+    }
+  })();
+  try {
+    const writers = offerLoad(sql, rate, SECONDS);
+    while (performance.now() - started < SECONDS * 1000) {
+      const now = performance.now();
+      for (const total = Math.floor((rate * (now - started)) / 1000); due < total; due++) {
+        const orderId = orders[Math.floor(due / ROWS_PER_TX) % AGGREGATES] as string;
+        // Row `due` (0-based) is the (due + 1)-th of the rate: it falls due then, not a period earlier.
+        const at = started + ((due + 1) * 1000) / rate;
+        queue.push({
+          due: at,
+          message: {
+            topic,
+            key: orderId,
+            value: payload(orderId),
+            headers: { [HEADERS.eventId]: randomUUID() },
+          },
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    running = false;
+    await Promise.all([sender, writers]);
+    lags.sort((a, b) => a - b);
+    return {
+      what: `raw @saga/kafka producer fed at ${rate} rows/s, one send in flight, beside the same writers (lag floor)`,
+      rows: lags.length,
+      seconds: (performance.now() - started) / 1000,
+      lagP50: percentile(lags, 0.5),
+      lagP99: percentile(lags, 0.99),
+      lagMax: lags.at(-1),
+    };
+  } finally {
+    running = false;
     await producer.close();
   }
 }
