@@ -11,6 +11,8 @@ export type PhaseResult = {
   created: number;
   failed: number;
   cancels: number;
+  /** Why POST /orders failed: HTTP status or error code, and how often. */
+  failures: Record<string, number>;
   /** POST /orders latencies in ms. */
   postLatencies: number[];
   orderIds: string[];
@@ -53,10 +55,15 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     created: 0,
     failed: 0,
     cancels: 0,
+    failures: {},
     postLatencies: [],
     orderIds: [],
   };
   let n = 0;
+  const fail = (why: string) => {
+    result.failed++;
+    result.failures[why] = (result.failures[why] ?? 0) + 1;
+  };
   const oneSaga = async () => {
     const i = n++;
     const user = opts.users[i % opts.users.length];
@@ -72,7 +79,7 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       });
       result.postLatencies.push(performance.now() - started);
       if (res.status !== 201) {
-        result.failed++;
+        fail(String(res.status));
         return;
       }
       result.created++;
@@ -82,8 +89,8 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
         result.cancels++;
         await request(`${opts.gatewayUrl}/orders/${id}`, { method: "DELETE" });
       }
-    } catch {
-      result.failed++;
+    } catch (err) {
+      fail((err as { code?: string }).code ?? (err as Error).name);
     }
   };
 

@@ -22,6 +22,8 @@ type PhaseReport = {
   completed: number;
   pending: number;
   failedRequests: number;
+  /** Failed POST /orders by HTTP status or error code. */
+  failures: Record<string, number>;
   post: Summary;
   saga: Summary;
   relayLag: Summary;
@@ -201,6 +203,7 @@ async function measurePhase(
     completed: rows.length,
     pending,
     failedRequests: phase.failed,
+    failures: phase.failures,
     post: summarize(phase.postLatencies),
     saga: summarize(rows.map((r) => r.ms)),
     relayLag: summarize(await relayLags([dbs.user, dbs.order], phase.startedAt, phase.endedAt)),
@@ -214,6 +217,13 @@ async function measurePhase(
     ),
   };
 }
+
+const failuresText = (p: PhaseReport) =>
+  p.failedRequests === 0
+    ? ""
+    : `; failed POSTs: ${Object.entries(p.failures)
+        .map(([why, n]) => `${n} × ${why}`)
+        .join(", ")}`;
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
 
@@ -340,7 +350,7 @@ async function main() {
         runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: opts.seconds, rate, label: `${rate}/s` }),
       );
       log(
-        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms`,
+        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms${failuresText(p)}`,
       );
       phases.push(p);
     }
@@ -356,7 +366,7 @@ async function main() {
       }),
     );
     phases.push(saturation);
-    log(`bench:   ${fmt(saturation.sagasPerS)} sagas/s at saturation`);
+    log(`bench:   ${fmt(saturation.sagasPerS)} sagas/s at saturation${failuresText(saturation)}`);
 
     const { results } = await checkInvariants({
       userDbUrl: system.userDbUrl,
