@@ -15,7 +15,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -23,6 +22,7 @@ import { HEADERS, TOPICS } from "@saga/contracts";
 import { migrateDatabase } from "@saga/db";
 import { createKafka, type OutgoingMessage } from "@saga/kafka";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
+import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import postgres from "postgres";
 import { percentile } from "./support.ts";
 
@@ -55,13 +55,6 @@ type Line = {
   /** CPU seconds the relay process used over the measurement. */
   relayCpuS?: number;
 };
-
-/** CPU seconds a process has used so far (/proc counts clock ticks, 100 per second). */
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100 || 0;
-}
 
 async function run(): Promise<void> {
   const infra = await startInfra({ log });
@@ -107,10 +100,11 @@ async function run(): Promise<void> {
       await sql`truncate outbox`;
       relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
       await waitForOwner(sql);
-      const cpuBefore = await cpuSeconds(relay.pid);
+      const relayCpu = async () => (await cpuSeconds({ relay: relay?.pid ?? 0 })).relay ?? 0;
+      const cpuBefore = await relayCpu();
       const offered = await offerLoad(sql, rate, SECONDS);
       await drained(sql, offered.rows);
-      const relayCpuS = (await cpuSeconds(relay.pid)) - cpuBefore;
+      const relayCpuS = (await relayCpu()) - cpuBefore;
       const lags = (
         await sql<{ lag: number }[]>`
           select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
@@ -158,6 +152,23 @@ function payload(orderId: string): string {
 
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
+/** A message as the relay would send for an outbox row of this bench. */
+function message(topic: string, orderId: string): OutgoingMessage {
+  return {
+    topic,
+    key: orderId,
+    value: payload(orderId),
+    headers: {
+      [HEADERS.traceparent]: TRACEPARENT,
+      [HEADERS.eventId]: randomUUID(),
+      [HEADERS.eventType]: "OrderCreated",
+      [HEADERS.schemaVersion]: "1",
+      [HEADERS.occurredAt]: new Date().toISOString(),
+      [HEADERS.aggregateId]: orderId,
+    },
+  };
+}
+
 async function rawProducer(
   kafka: ReturnType<typeof createKafka>,
   topic: string,
@@ -165,22 +176,7 @@ async function rawProducer(
 ): Promise<Line> {
   const producer = await kafka.createProducer();
   const orders = Array.from({ length: AGGREGATES }, () => randomUUID());
-  const messages: OutgoingMessage[] = Array.from({ length: ROWS }, (_, i) => {
-    const orderId = orders[i % AGGREGATES] as string;
-    return {
-      topic,
-      key: orderId,
-      value: payload(orderId),
-      headers: {
-        [HEADERS.traceparent]: TRACEPARENT,
-        [HEADERS.eventId]: randomUUID(),
-        [HEADERS.eventType]: "OrderCreated",
-        [HEADERS.schemaVersion]: "1",
-        [HEADERS.occurredAt]: new Date().toISOString(),
-        [HEADERS.aggregateId]: orderId,
-      },
-    };
-  });
+  const messages = Array.from({ length: ROWS }, (_, i) => message(topic, orders[i % AGGREGATES] as string));
   try {
     const started = performance.now();
     for (let i = 0; i < messages.length; i += batch) await producer.send(messages.slice(i, i + batch));
@@ -233,15 +229,7 @@ async function rawProducerLag(
         const orderId = orders[Math.floor(due / ROWS_PER_TX) % AGGREGATES] as string;
         // Row `due` (0-based) is the (due + 1)-th of the rate: it falls due then, not a period earlier.
         const at = started + ((due + 1) * 1000) / rate;
-        queue.push({
-          due: at,
-          message: {
-            topic,
-            key: orderId,
-            value: payload(orderId),
-            headers: { [HEADERS.eventId]: randomUUID() },
-          },
-        });
+        queue.push({ due: at, message: message(topic, orderId) });
       }
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
@@ -276,9 +264,7 @@ async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
 }
 
 function spawnRelay(url: string, brokers: string[], prefix: string, batch: number): ChildProcess {
-  // SAGA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=…" profiles the relay, as for the system bench.
-  const flags = (process.env.SAGA_NODE_FLAGS ?? "").split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...flags, "--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, [...nodeFlags(), "--import", "tsx", "src/main.ts"], {
     cwd: relayDir,
     env: {
       PATH: process.env.PATH,

@@ -4,13 +4,14 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, repoRoot } from "@saga/tools/infra";
+import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
-import { CONSUMERS, checkInvariants } from "../chaos/checker.ts";
+import { checkInvariants } from "../chaos/checker.ts";
 import { table } from "../chaos/report.ts";
+import { totalConsumerLag, waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling } from "./ceilings.ts";
 import { lineChart } from "./chart.ts";
-import { cpuSeconds } from "./cpu.ts";
 import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
 import { type Summary, summarize } from "./stats.ts";
 
@@ -88,42 +89,6 @@ async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120
   return { pending, rows };
 }
 
-/**
- * Waits until the system has nothing left in flight (no PENDING order, no unpublished outbox row, no
- * consumer lag), so that a phase does not measure the backlog an overloaded one left behind.
- */
-async function drain(
-  dbs: { user: postgres.Sql; order: postgres.Sql },
-  kafka: KafkaClient,
-  log: (line: string) => void,
-  timeoutMs = 180_000,
-): Promise<void> {
-  const started = Date.now();
-  let lastLog = started;
-  for (;;) {
-    const [[pending], [userOutbox], [orderOutbox]] = await Promise.all([
-      dbs.order<{ n: number }[]>`select count(*)::int as n from orders where status = 'PENDING'`,
-      dbs.user<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
-      dbs.order<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
-    ]);
-    let lag = 0;
-    for (const { group, topics } of CONSUMERS) {
-      for (const p of await kafka.consumerLag(group, [...topics]).catch(() => [])) lag += p.lag;
-    }
-    const left = { pending: pending?.n ?? 0, unpublished: (userOutbox?.n ?? 0) + (orderOutbox?.n ?? 0), lag };
-    if (left.pending + left.unpublished + left.lag === 0) return;
-    if (Date.now() - started > timeoutMs) {
-      log(`bench:   still in flight after ${timeoutMs / 1000}s, going on: ${JSON.stringify(left)}`);
-      return;
-    }
-    if (Date.now() - lastLog > 5000) {
-      lastLog = Date.now();
-      log(`bench:   draining what the last phase left: ${JSON.stringify(left)}`);
-    }
-    await sleep(500);
-  }
-}
-
 async function relayLags(dbs: postgres.Sql[], from: Date, to: Date): Promise<number[]> {
   const lags = await Promise.all(
     dbs.map(
@@ -159,18 +124,27 @@ async function nextTransactionId(sql: postgres.Sql): Promise<number> {
 async function sampleConsumerLag(kafka: KafkaClient, stop: () => boolean): Promise<number> {
   let max = 0;
   while (!stop()) {
-    try {
-      let lag = 0;
-      for (const { group, topics } of CONSUMERS) {
-        for (const p of await kafka.consumerLag(group, [...topics])) lag += p.lag;
-      }
-      max = Math.max(max, lag);
-    } catch {
-      // A sample lost to a rebalance is no reason to fail the run.
-    }
+    // A sample lost to a rebalance is no reason to fail the run.
+    max = Math.max(max, await totalConsumerLag(kafka).catch(() => 0));
     await sleep(500);
   }
   return max;
+}
+
+/** So that a phase does not measure the backlog an overloaded one left behind. */
+async function drain(
+  dbs: { user: postgres.Sql; order: postgres.Sql },
+  kafka: KafkaClient,
+  log: (line: string) => void,
+) {
+  const quiet = await waitQuiet({
+    userDb: dbs.user,
+    orderDb: dbs.order,
+    kafka,
+    timeoutS: 180,
+    log: (line) => log(`bench:   draining what the last phase left: ${line}`),
+  });
+  if (!quiet) log("bench:   still not quiet after 180 s; going on");
 }
 
 async function measurePhase(

@@ -1,12 +1,12 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { prefixedTopic } from "@saga/contracts";
 import { createKafka } from "@saga/kafka";
 import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
+import { waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
-import { CONSUMERS, checkInvariants } from "./checker.ts";
+import { checkInvariants } from "./checker.ts";
 import { createUsers, startLoad } from "./load.ts";
 import { type ChaosReport, formatReport } from "./report.ts";
 import { INFRA_VICTIMS, type Kill, killSchedule, PROCESS_VICTIMS, type Victim } from "./schedule.ts";
@@ -157,7 +157,13 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
 
     for (const [name, p] of system.processes) if (!p.isRunning()) await startWithRetries(system, name, log);
     const quietStarted = Date.now();
-    const quiet = await waitQuiet({ userDb, orderDb, kafka, timeoutS: opts.quietTimeoutS, log });
+    const quiet = await waitQuiet({
+      userDb,
+      orderDb,
+      kafka,
+      timeoutS: opts.quietTimeoutS,
+      log: (line) => log(`chaos: ${line}`),
+    });
     clearInterval(watchLag);
     const timeToQuietS = quiet ? (Date.now() - quietStarted) / 1000 : null;
     log(
@@ -217,51 +223,6 @@ async function startWithRetries(system: System, name: string, log: (line: string
       if (attempt >= 5) throw err;
     }
   }
-}
-
-/** Quiet: no PENDING order, no unpublished outbox row, no consumer lag; twice in a row. */
-async function waitQuiet({
-  userDb,
-  orderDb,
-  kafka,
-  timeoutS,
-  log,
-}: {
-  userDb: postgres.Sql;
-  orderDb: postgres.Sql;
-  kafka: ReturnType<typeof createKafka>;
-  timeoutS: number;
-  log: (line: string) => void;
-}): Promise<boolean> {
-  const deadline = Date.now() + timeoutS * 1000;
-  let calm = 0;
-  while (Date.now() < deadline) {
-    try {
-      const [[pending], [userBacklog], [orderBacklog]] = await Promise.all([
-        orderDb<{ n: number }[]>`select count(*)::int as n from orders where status = 'PENDING'`,
-        userDb<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
-        orderDb<{ n: number }[]>`select count(*)::int as n from outbox where published_at is null`,
-      ]);
-      let lag = 0;
-      for (const { group, topics } of CONSUMERS) {
-        const parts = await kafka.consumerLag(
-          group,
-          topics.map((t) => prefixedTopic("", t)),
-        );
-        lag += parts.reduce((sum, p) => sum + p.lag, 0);
-      }
-      const busy = (pending?.n ?? 0) + (userBacklog?.n ?? 0) + (orderBacklog?.n ?? 0) + lag;
-      calm = busy === 0 ? calm + 1 : 0;
-      if (calm >= 2) return true;
-      log(
-        `chaos: settling: ${pending?.n} pending orders, outbox backlog ${userBacklog?.n}+${orderBacklog?.n}, consumer lag ${lag}`,
-      );
-    } catch (err) {
-      log(`chaos: settling: ${(err as Error).message}`);
-    }
-    await sleep(1000);
-  }
-  return false;
 }
 
 async function main() {

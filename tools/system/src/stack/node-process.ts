@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { repoRoot, type Supervised, supervise } from "@saga/tools/infra";
+import { nodeFlags } from "@saga/tools/process";
 
 export type NodeProcessSpec = {
   /** Short label for log prefixes and reports: `user-1`, `relay-2`, … */
@@ -63,8 +64,6 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (running) return;
       const server = await supervise({
         command: process.execPath,
-        // SAGA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every service of a bench
-        // or chaos run (Node refuses --cpu-prof in NODE_OPTIONS).
         args: [...nodeFlags(), "--import", "tsx", join(repoRoot, spec.entry)],
         onLine: (line) => output(spec.name, line),
         stopSignal: "SIGTERM",
@@ -93,8 +92,4 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (current && running) await current.stop();
     },
   };
-}
-
-function nodeFlags(): string[] {
-  return (process.env.SAGA_NODE_FLAGS ?? "").split(/\s+/).filter(Boolean);
 }

@@ -39,3 +39,11 @@ export async function cpuSeconds(
     ]),
   );
 }
+
+/**
+ * Extra flags for the Node processes a run starts, from SAGA_NODE_FLAGS: for instance
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them (Node refuses --cpu-prof in NODE_OPTIONS).
+ */
+export function nodeFlags(): string[] {
+  return (process.env.SAGA_NODE_FLAGS ?? "").split(/\s+/).filter(Boolean);
+}
