@@ -116,4 +116,10 @@ describe("HTTP requests", () => {
     expect(CreateUserRequest.safeParse({ username: " ", initialBalance: 1 }).success).toBe(false);
     expect(CreateUserRequest.safeParse({ username: "a", initialBalance: 0 }).success).toBe(true);
   });
+
+  it("rejects a username with a control character, NUL included (PostgreSQL text cannot hold it)", () => {
+    for (const username of ["\u0000", "a\u0000b", "a\tb", "a\u007f"])
+      expect(CreateUserRequest.safeParse({ username, initialBalance: 1 }).success).toBe(false);
+    expect(CreateUserRequest.safeParse({ username: "zoë ✓", initialBalance: 1 }).success).toBe(true);
+  });
 });

@@ -2,7 +2,13 @@ import { z } from "zod";
 import { amount, balance } from "./events.ts";
 
 export const CreateUserRequest = z.object({
-  username: z.string().trim().min(1).max(64),
+  username: z
+    .string()
+    .trim()
+    .min(1)
+    .max(64)
+    // PostgreSQL text cannot hold NUL, and no name needs a control character.
+    .refine((s) => [...s].every((c) => c >= " " && c !== "\u007f"), "must not contain control characters"),
   initialBalance: balance,
 });
 export type CreateUserRequest = z.infer<typeof CreateUserRequest>;

@@ -75,6 +75,11 @@ describe("POST /users and GET /users/:id", () => {
     ["a missing username", { initialBalance: 1 }, 400],
     ["a missing balance", { username: "no-balance" }, 400],
     ["a blank username", { username: "  ", initialBalance: 1 }, 400],
+    [
+      "a username with a NUL (PostgreSQL text cannot hold it)",
+      { username: "a\u0000b", initialBalance: 1 },
+      400,
+    ],
     ["a negative balance", { username: "neg", initialBalance: -1 }, 400],
     ["a fractional balance", { username: "frac", initialBalance: 1.5 }, 400],
     ["a balance as a string", { username: "str", initialBalance: "10" }, 400],
