@@ -203,15 +203,18 @@ describe("compose.yaml", () => {
 describe("Dockerfile", () => {
   const dockerfile = readFileSync(join(repoRoot, "Dockerfile"), "utf8");
 
-  it("builds from a pinned Node 20 image and runs entry points with tsx", () => {
+  it("builds from a pinned Node 24 image and runs entry points with plain node, production dependencies only", () => {
     const args = Object.fromEntries([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
     const bases = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
       (m[1] ?? "").replace(/^\$\{(\w+)\}$/, (_, v) => args[v] ?? v),
     );
     expect(bases.length).toBeGreaterThan(0);
-    for (const base of bases) expect(base).toMatch(/^node:20\.\d+\.\d+-[\w-]+$/);
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--import", "tsx"\]$/m);
-    expect(dockerfile).toMatch(/^RUN npm ci /m);
+    const nodeVersion = readFileSync(join(repoRoot, ".node-version"), "utf8").trim();
+    for (const base of bases) expect(base).toBe(`node:${nodeVersion}-bookworm-slim`);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m);
+    expect(dockerfile).toMatch(/^RUN npm ci --omit=dev /m);
+    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK /m);
   });
 
   it("keeps node_modules, caches and history out of the build context", () => {

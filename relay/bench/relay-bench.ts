@@ -264,7 +264,7 @@ async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
 }
 
 function spawnRelay(url: string, brokers: string[], prefix: string, batch: number): ChildProcess {
-  const child = spawn(process.execPath, [...nodeFlags(), "--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, [...nodeFlags(), "src/main.ts"], {
     cwd: relayDir,
     env: {
       PATH: process.env.PATH,

@@ -170,7 +170,7 @@ async function measure(url: string, admin: postgres.Sql, mode: Mode, writers: nu
     // The listener runs in a process of its own, as the relay does, so its CPU is not taken from the writers'.
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", fileURLToPath(import.meta.url), "--listen", mode, "--url", url],
+      [fileURLToPath(import.meta.url), "--listen", mode, "--url", url],
       {
         stdio: ["ignore", "pipe", "inherit"],
       },

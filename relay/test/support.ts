@@ -245,11 +245,11 @@ export type RelayProcess = {
 };
 
 /**
- * `src/main.ts` as a child process, with node's own tsx loader rather than the `tsx` CLI, so that the
+ * `src/main.ts` as a child process, run by node itself (no wrapper CLI), so that the
  * pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
  */
 export function spawnRelay(env: Record<string, string>): RelayProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, ["src/main.ts"], {
     cwd: relayDir,
     env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -39,8 +39,6 @@ async function startWithInfra() {
   const child = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
       `${repoRoot}tools/src/with-infra.ts`,
       "sh",
       "-c",

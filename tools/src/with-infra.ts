@@ -3,13 +3,13 @@ import { constants } from "node:os";
 import { startInfra } from "./infra/index.ts";
 
 /**
- * `tsx tools/src/with-infra.ts <command...>`: starts PostgreSQL and Kafka once, runs the
+ * `node tools/src/with-infra.ts <command...>`: starts PostgreSQL and Kafka once, runs the
  * command with POSTGRES_URL and KAFKA_BROKERS set (so every package's test globalSetup
  * shares them), stops the servers and exits with the command's exit code.
  */
 async function run(): Promise<number> {
   const [command, ...args] = process.argv.slice(2);
-  if (!command) throw new Error("usage: tsx tools/src/with-infra.ts <command> [args...]");
+  if (!command) throw new Error("usage: node tools/src/with-infra.ts <command> [args...]");
 
   // Until the command runs, a signal only means "stop": servers started meanwhile are
   // stopped below. Once it runs, the signal is passed on and we wait for it to end.

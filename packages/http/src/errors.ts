@@ -18,12 +18,10 @@ export type ErrorCode = keyof typeof ERROR_STATUS;
 /** An expected failure: its message is safe to show to the client. */
 export class AppError extends Error {
   override readonly name = "AppError";
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
+    this.code = code;
   }
 
   get status(): ContentfulStatusCode {

@@ -8,7 +8,7 @@ import { eventually, ORDER_ID, order, startFakeUpstream, USER_ID, user } from ".
 const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 
 function startMain(env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", main], {
+  const child = spawn(process.execPath, [main], {
     env: { ...process.env, LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -59,7 +59,7 @@ describe("main", () => {
   });
 
   it("fails fast naming a bad variable", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", main], {
+    const child = spawn(process.execPath, [main], {
       env: { ...process.env, USER_SERVICE_URLS: "nope", ORDER_SERVICE_URL: "http://127.0.0.1:1" },
       stdio: ["ignore", "ignore", "pipe"],
     });

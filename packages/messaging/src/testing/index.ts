@@ -3,9 +3,7 @@
  * the way the relay does, and a way to produce one event as another service would have.
  */
 import { spawn } from "node:child_process";
-import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
-import { pathToFileURL } from "node:url";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
 import { outbox } from "@saga/db";
 import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
@@ -168,14 +166,12 @@ export type ServiceProcess = {
 };
 
 /**
- * Runs a service's `src/main.ts` as a real process under tsx, the way it runs in production, with the
+ * Runs a service's `src/main.ts` as a real process, the way it runs in production, with the
  * environment given (on top of PATH and the like) and its JSON log lines readable by the test.
  */
 export function spawnService(serviceDir: string, env: Record<string, string>): ServiceProcess {
-  // `node --import tsx`, not the tsx CLI: the CLI relays SIGTERM to a child process and SIGKILLs it when
-  // the child does not confirm within 30 ms, which a busy machine can miss.
-  const tsx = createRequire(import.meta.url).resolve("tsx");
-  const child = spawn(process.execPath, ["--import", pathToFileURL(tsx).href, "src/main.ts"], {
+  // Plain `node src/main.ts`: Node strips the types itself, as in production, with no loader.
+  const child = spawn(process.execPath, ["src/main.ts"], {
     cwd: serviceDir,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

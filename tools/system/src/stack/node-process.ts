@@ -30,7 +30,7 @@ export type Output = (name: string, line: string) => void;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * One of our Node processes, run as `node --import tsx <entry>` (one process, so a SIGKILL hits the
+ * One of our Node processes, run as `node <entry>` (Node strips the types itself) (one process, so a SIGKILL hits the
  * service itself, not a wrapper) under the infra watchdog, so it dies with its supervisor.
  */
 export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodeProcess {
@@ -64,7 +64,7 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (running) return;
       const server = await supervise({
         command: process.execPath,
-        args: [...nodeFlags(), "--import", "tsx", join(repoRoot, spec.entry)],
+        args: [...nodeFlags(), join(repoRoot, spec.entry)],
         onLine: (line) => output(spec.name, line),
         stopSignal: "SIGTERM",
         graceSeconds: 10,

@@ -178,7 +178,7 @@ describe("the whole system through the gateway", () => {
           // Connections of its own, kept idle for 1 s at most: on a starved CI machine the default
           // pool twice reused a connection that had sat idle into the gateway's 5 s keep-alive
           // timeout, and the request died with "other side closed" before the gateway saw it.
-          // @ts-expect-error: Node's fetch takes an undici dispatcher.
+          // Node's fetch takes an undici dispatcher (typed since @types/node 24).
           dispatcher: sweepAgent,
         });
         const text = await res.text();
