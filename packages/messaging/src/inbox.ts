@@ -10,37 +10,30 @@ import { inbox, outbox } from "@saga/db";
 import type { EventConsumer, IncomingMessage, KafkaClient } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
-import { type Database, type Executor, lockAggregates } from "./db.ts";
+import { claimEvents, inTransaction, type SqlClient } from "./batch-sql.ts";
+import type { Database } from "./db.ts";
 import { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 import type { MessagingMetrics } from "./metrics.ts";
 import { deadLetterRow } from "./outbox.ts";
 
-/** Work to do once the event's transaction has committed, such as counting its outcome. */
+/** Work to do once the batch's transaction has committed, such as counting its outcomes. */
 export type AfterCommit = () => void;
 
 /**
- * Applies one decoded event inside the transaction that also holds its inbox row: its state change and
- * its outbox rows commit together or not at all. Throwing a retriable error retries the event.
+ * Applies the new events of a batch, in the order consumed, inside the transaction that holds their
+ * inbox rows and the locks of their aggregates: their state changes and outbox rows commit together
+ * with the inbox rows or not at all. Throwing a retriable error retries the batch.
  */
-export type EventHandler<T extends Topic> = (
-  tx: Executor,
-  event: DecodedEvent<T>,
-) => Promise<AfterCommit | undefined>;
-
-export type EventHandlers = { [T in Topic]?: EventHandler<T> };
+export type BatchHandler = (tx: SqlClient, events: DecodedEvent<Topic>[]) => Promise<AfterCommit | undefined>;
 
 export type InboxOptions = {
   db: Database;
   consumerGroup: string;
   /** Prefix of the physical topic names (`KAFKA_TOPIC_PREFIX`); stripped before decoding. */
   topicPrefix: string;
-  handlers: EventHandlers;
-  /**
-   * Where the events of one batch may touch rows shared across aggregates (a user's balance, say):
-   * the batch applies its events in the order of this key (stably, so each aggregate's events keep
-   * theirs), and so concurrent batches take those row locks in one order and cannot deadlock.
-   */
-  applyOrder?: (event: DecodedEvent<Topic>) => string;
+  /** The logical topics consumed; a message of any other topic is poison. */
+  topics: readonly Topic[];
+  applyBatch: BatchHandler;
   logger: Logger;
   metrics: MessagingMetrics;
 };
@@ -58,93 +51,87 @@ export type Inbox = {
 
 const isUuid = (s: string | undefined): s is string => z.uuid().safeParse(s).success;
 
+type Decoded = { message: IncomingMessage; event: DecodedEvent<Topic>; eventId: string };
+
+/** Adds one to `key`'s count. */
+const tally = (counts: Map<Topic, number>, key: Topic) => counts.set(key, (counts.get(key) ?? 0) + 1);
+
 /**
  * The consuming half of the saga's transaction rule: each event is applied in one transaction with its
  * inbox row (consumer group + event id, so a redelivery is a no-op) and the outbox rows it emits.
  * Nothing here talks to Kafka; `startInboxConsumer` feeds it and commits offsets after each commit.
+ *
+ * A batch costs the same few statements however many events it holds: BEGIN, `claimEvents` (the
+ * aggregates' locks and every inbox row), the service's `applyBatch` (set-based statements of its
+ * own), COMMIT. Logs and metrics are written per batch too.
  */
 export function createInbox({
   db,
   consumerGroup,
   topicPrefix,
-  handlers,
-  applyOrder,
+  topics,
+  applyBatch,
   logger,
   metrics,
 }: InboxOptions): Inbox {
-  const subscribed = EVENT_TOPICS.filter((t) => handlers[t]);
+  const subscribed = EVENT_TOPICS.filter((t) => topics.includes(t));
   const logicalTopic = (physical: string) =>
     physical.startsWith(topicPrefix) ? physical.slice(topicPrefix.length) : physical;
   const origin = (m: IncomingMessage) => ({ topic: m.topic, partition: m.partition, offset: m.offset });
 
-  function decode(message: IncomingMessage) {
+  function decode(message: IncomingMessage): Decoded {
     const topic = logicalTopic(message.topic) as Topic;
-    const handler = handlers[topic] as EventHandler<Topic> | undefined;
-    if (!handler) throw new PoisonEventError(`no handler for topic ${message.topic}`);
+    if (!subscribed.includes(topic)) throw new PoisonEventError(`no handler for topic ${message.topic}`);
     const decoded = decodeEvent(topic, message.headers, message.value);
     if (!decoded.ok) throw new PoisonEventError(decoded.error);
     const { event } = decoded;
-    return { message, topic, handler, event, eventId: event.envelope[HEADERS.eventId].toLowerCase() };
+    return { message, event, eventId: event.envelope[HEADERS.eventId].toLowerCase() };
   }
-  type Decoded = ReturnType<typeof decode>;
-
-  const inboxRow = ({ message, eventId }: Decoded) => ({
-    consumerGroup,
-    eventId,
-    ...origin(message),
-    offset: Number(message.offset),
-  });
 
   /**
-   * One transaction for all the events: their inbox rows (a duplicate, also within the batch, claims
-   * nothing and is skipped), the locks of their aggregates, then each event's effect and outbox rows.
+   * One transaction for all the events: the locks of their aggregates and their inbox rows (a
+   * duplicate, also within the batch, claims nothing and is skipped), then the new ones' effects.
    */
   async function apply(events: Decoded[]): Promise<void> {
     const started = performance.now();
-    const outcome = await db.transaction(async (tx) => {
-      const claimed = new Set(
-        (
-          await tx
-            .insert(inbox)
-            .values(events.map(inboxRow))
-            .onConflictDoNothing()
-            .returning({ eventId: inbox.eventId })
-        ).map((r) => r.eventId),
-      );
-      let fresh = events.filter((e) => claimed.delete(e.eventId));
-      if (applyOrder && fresh.length > 1) {
-        fresh = fresh
-          .map((e) => ({ e, key: applyOrder(e.event) }))
-          .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-          .map(({ e }) => e);
-      }
-      if (fresh.length > 1)
-        await lockAggregates(
-          tx,
-          fresh.map((e) => e.event.envelope[HEADERS.aggregateId]),
-        );
-      const afterCommits: (AfterCommit | undefined)[] = [];
-      for (const e of fresh) afterCommits.push(await e.handler(tx, e.event));
-      return { fresh, afterCommits };
+    const outcome = await inTransaction(db.pool, async (tx) => {
+      const claimed = await claimEvents(tx, {
+        consumerGroup,
+        eventIds: events.map((e) => e.eventId),
+        topics: events.map((e) => e.message.topic),
+        partitions: events.map((e) => e.message.partition),
+        offsets: events.map((e) => Number(e.message.offset)),
+        aggregateIds: events.map((e) => e.event.envelope[HEADERS.aggregateId]),
+      });
+      // The first copy of each new event claims it; later copies in the batch are duplicates.
+      const fresh = events.filter((e) => claimed.delete(e.eventId));
+      const afterCommit =
+        fresh.length > 0
+          ? await applyBatch(
+              tx,
+              fresh.map((e) => e.event),
+            )
+          : undefined;
+      return { fresh, afterCommit };
     });
     const seconds = (performance.now() - started) / 1000;
+
+    const applied = new Map<Topic, number>();
+    const duplicates = new Map<Topic, number>();
     const fresh = new Set(outcome.fresh);
-    for (const e of events) {
-      metrics.applyDuration.observe({ topic: e.topic }, seconds);
-      const log = logger.child({
-        eventId: e.eventId,
-        ...origin(e.message),
-        aggregateId: e.event.envelope[HEADERS.aggregateId],
-      });
-      if (!fresh.has(e)) {
-        metrics.duplicates.inc({ group: consumerGroup, topic: e.topic });
-        log.info("duplicate event absorbed by the inbox");
-        continue;
-      }
-      metrics.applied.inc({ group: consumerGroup, topic: e.topic });
-      log.debug("event applied");
+    for (const e of events) tally(fresh.has(e) ? applied : duplicates, e.event.topic);
+    for (const [topic, n] of applied) metrics.applied.inc({ group: consumerGroup, topic }, n);
+    for (const [topic, n] of duplicates) metrics.duplicates.inc({ group: consumerGroup, topic }, n);
+    for (const topic of new Set([...applied.keys(), ...duplicates.keys()]))
+      metrics.applyDuration.observe({ topic }, seconds);
+    outcome.afterCommit?.();
+    if (logger.isLevelEnabled("debug")) {
+      const first = events[0]?.message;
+      logger.debug(
+        { ...(first && origin(first)), count: events.length, duplicates: events.length - fresh.size },
+        "events applied",
+      );
     }
-    for (const afterCommit of outcome.afterCommits) afterCommit?.();
   }
 
   async function handle(message: IncomingMessage): Promise<void> {

@@ -1,3 +1,11 @@
+export {
+  claimEvents,
+  type InboxClaim,
+  inTransaction,
+  outboxArrays,
+  type SqlClient,
+  type SqlPool,
+} from "./batch-sql.ts";
 export { type Database, type Executor, lockAggregate } from "./db.ts";
 export { envVars, parseEnv, type ServiceEnv, serviceEnvSchema } from "./env.ts";
 export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
@@ -10,9 +18,8 @@ export {
 } from "./idempotency.ts";
 export {
   type AfterCommit,
+  type BatchHandler,
   createInbox,
-  type EventHandler,
-  type EventHandlers,
   type Inbox,
   type InboxConsumerOptions,
   type InboxOptions,

@@ -1,4 +1,4 @@
-import { dlqTopic, EVENT_TOPICS, prefixedTopic } from "@saga/contracts";
+import { dlqTopic, prefixedTopic } from "@saga/contracts";
 import { createPgDatabase, migrateDatabase, type PgDatabase, type ServiceDatabase } from "@saga/db";
 import { AppError } from "@saga/http";
 import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
@@ -6,7 +6,7 @@ import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/ob
 import type { ServiceEnv } from "./env.ts";
 import { isRetriableError } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
-import { type EventHandlers, type InboxOptions, startInboxConsumer } from "./inbox.ts";
+import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
 import { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
 import { kafkaLogger, readiness } from "./runtime.ts";
 
@@ -20,8 +20,8 @@ export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
   kafka: KafkaClient;
   /** Resolves when the database and a Kafka broker answer. */
   ready: () => Promise<void>;
-  /** Joins the consumer group with these handlers and starts the inbox pruning and lag reporting. */
-  startConsuming(handlers: EventHandlers, options?: Pick<InboxOptions, "applyOrder">): Promise<void>;
+  /** Joins the consumer group for these topics and starts the inbox pruning and lag reporting. */
+  startConsuming(consume: Pick<InboxOptions, "topics" | "applyBatch">): Promise<void>;
   /** True while the consumer is a member of its group. */
   isConsuming(): boolean;
   /** Finishes the event in hand, commits its offset, leaves the group and closes the pools. */
@@ -67,8 +67,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     db: pool,
     kafka,
     ready: readiness({ db: pool.db, kafka }),
-    async startConsuming(handlers, options) {
-      const topics = EVENT_TOPICS.filter((t) => handlers[t]);
+    async startConsuming({ topics, applyBatch }) {
       // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
       await kafka.createTopics(
         [...topics, ...topics.map(dlqTopic)].map((t) => prefixedTopic(env.KAFKA_TOPIC_PREFIX, t)),
@@ -78,8 +77,8 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
         db: pool,
         consumerGroup: env.CONSUMER_GROUP,
         topicPrefix: env.KAFKA_TOPIC_PREFIX,
-        handlers,
-        applyOrder: options?.applyOrder,
+        topics,
+        applyBatch,
         logger,
         metrics: messagingMetrics,
       });

@@ -2,7 +2,7 @@ import { orderSchema } from "@saga/db";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
-import { creditEventHandlers } from "./consumers/credit-events.ts";
+import { creditEventConsumer } from "./consumers/credit-events.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
 
@@ -29,7 +29,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
   return {
     app,
     runtime,
-    start: () => runtime.startConsuming(creditEventHandlers({ messaging: runtime.messagingMetrics, saga })),
+    start: () => runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
     stop: runtime.stop,
   };
 }

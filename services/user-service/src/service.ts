@@ -2,7 +2,7 @@ import { userSchema } from "@saga/db";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
-import { orderEventHandlers } from "./consumers/order-events.ts";
+import { orderEventConsumer } from "./consumers/order-events.ts";
 import type { Env } from "./env.ts";
 import { createReservationMetrics } from "./metrics.ts";
 
@@ -28,9 +28,7 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
   return {
     app,
     runtime,
-    // Events of one batch debit and credit users in user id order, so batches cannot deadlock.
-    start: () =>
-      runtime.startConsuming(orderEventHandlers(metrics), { applyOrder: (event) => event.payload.userId }),
+    start: () => runtime.startConsuming(orderEventConsumer(metrics)),
     stop: runtime.stop,
   };
 }

@@ -9,17 +9,27 @@ import {
   type User,
 } from "@saga/contracts";
 import { inbox, outbox, reservations, users } from "@saga/db/user";
-import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
-import { pruneExpired } from "@saga/messaging";
+import {
+  createKafka,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  type OutgoingMessage,
+} from "@saga/kafka";
+import { createInbox, createMessagingMetrics, type Inbox, pruneExpired } from "@saga/messaging";
 import {
   eventMessage,
   metricValue,
   type OutboxPublisher,
   startOutboxPublisher,
 } from "@saga/messaging/testing";
+import { createLogger } from "@saga/observability";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { and, count, eq, sql } from "drizzle-orm";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { orderEventConsumer } from "../src/consumers/order-events.ts";
+import { createReservationMetrics } from "../src/metrics.ts";
 import type { UserService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -66,6 +76,7 @@ async function send(...messages: OutgoingMessage[]): Promise<void> {
 }
 
 const order = (userId: string, amount: number) => ({ orderId: randomUUID(), userId, amount });
+type Order = ReturnType<typeof order>;
 
 async function reservation(orderId: string) {
   const [row] = await db.db.select().from(reservations).where(eq(reservations.orderId, orderId));
@@ -332,6 +343,122 @@ describe("batches", () => {
     expect(await balanceOf(b)).toBe(10_000 - kept(b));
     for (const o of orders) expect(await eventsFor(o.orderId)).toHaveLength(1);
     expect(await metric("saga_inbox_batch_fallbacks_total", {})).toBe(fallbacksBefore);
+  });
+});
+
+describe("one consumed batch", () => {
+  // The service's inbox and handlers fed directly, so that these events are one batch for certain
+  // (through Kafka, how many messages one fetch returns is the broker's choice).
+  let registry: Registry;
+  let batchInbox: Inbox;
+  let offset = 0;
+  beforeAll(() => {
+    registry = new Registry();
+    const metrics = { ...createMessagingMetrics(registry), ...createReservationMetrics(registry) };
+    batchInbox = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics),
+      logger: createLogger("user-service", "silent"),
+      metrics,
+    });
+  });
+  const consumed = (m: OutgoingMessage): IncomingMessage => ({
+    ...m,
+    partition: 0,
+    offset: String(offset++),
+    timestamp: Date.now(),
+  });
+  const created = (o: Order) => eventMessage(TOPICS.orderCreated, o, prefix);
+  const canceled = (o: Order) => eventMessage(TOPICS.orderCanceled, o, prefix);
+  const ledgerOf = async (orders: Order[]) =>
+    Promise.all(orders.map(async (o) => ({ ...(await reservation(o.orderId)) }))).then((rows) =>
+      rows.map(({ status, reason, amount }) => ({ status, reason, amount })),
+    );
+  const emittedOf = async (orders: Order[]) =>
+    Promise.all(
+      orders.map(async (o) => (await eventsFor(o.orderId)).map((e) => [e.topic, e.payload.reason])),
+    ).then((lists) => lists.flat());
+
+  it("applies several orders of one user whose sum exceeds the balance exactly as one by one would", async () => {
+    // Two users with the same balance get the same events: one user's as a single batch, the other's
+    // one event per transaction. Both must end the same: first 600 reserved, 500 rejected, 300
+    // reserved, 200 rejected; the cancel of the first gives its 600 back, so a last 700 fits.
+    const [batched, sequential] = [await createUser(1000), await createUser(1000)];
+    const script = (userId: string) => {
+      const orders = [600, 500, 300, 200, 700].map((amount) => order(userId, amount));
+      const [first, second, third, fourth, last] = orders as [Order, Order, Order, Order, Order];
+      const messages = [first, second, third, fourth].map(created);
+      messages.push(canceled(first), created(last));
+      return { orders, messages };
+    };
+    const a = script(batched);
+    const b = script(sequential);
+    const fallbacks = await metricValue(registry, "saga_inbox_batch_fallbacks_total", {});
+
+    await batchInbox.handleBatch(a.messages.map(consumed));
+    for (const m of b.messages) await batchInbox.handle(consumed(m));
+
+    const expected = [
+      { status: "RELEASED", reason: null, amount: 600 },
+      { status: "REJECTED", reason: "INSUFFICIENT_FUNDS", amount: 500 },
+      { status: "RESERVED", reason: null, amount: 300 },
+      { status: "REJECTED", reason: "INSUFFICIENT_FUNDS", amount: 200 },
+      { status: "RESERVED", reason: null, amount: 700 },
+    ];
+    expect(await ledgerOf(a.orders)).toEqual(expected);
+    expect(await ledgerOf(b.orders)).toEqual(expected);
+    expect(await balanceOf(batched)).toBe(0);
+    expect(await balanceOf(sequential)).toBe(0);
+    const emitted = [
+      [TOPICS.creditReserved, undefined],
+      [TOPICS.creditReservationFailed, "INSUFFICIENT_FUNDS"],
+      [TOPICS.creditReserved, undefined],
+      [TOPICS.creditReservationFailed, "INSUFFICIENT_FUNDS"],
+      [TOPICS.creditReserved, undefined],
+    ];
+    expect(await emittedOf(a.orders)).toEqual(emitted);
+    expect(await emittedOf(b.orders)).toEqual(emitted);
+    expect(await metricValue(registry, "saga_inbox_batch_fallbacks_total", {})).toBe(fallbacks);
+  });
+
+  it("absorbs duplicates within the batch and of events applied before, applying each event once", async () => {
+    const userId = await createUser(1000);
+    const [x, y, z] = [order(userId, 100), order(userId, 200), order(userId, 300)];
+    const before = created(z);
+    await batchInbox.handle(consumed(before));
+    expect(await balanceOf(userId)).toBe(700);
+
+    const cx = created(x);
+    const cancelY = canceled(y);
+    // x twice, a cancel of y before its creation and twice, z's creation applied before, and y.
+    await batchInbox.handleBatch([cx, cx, cancelY, before, created(y), cancelY, cx].map(consumed));
+
+    expect(await reservation(x.orderId)).toMatchObject({ status: "RESERVED", amount: 100 });
+    expect(await reservation(y.orderId)).toMatchObject({ status: "CANCELED", reason: "ORDER_CANCELED" });
+    expect(await reservation(z.orderId)).toMatchObject({ status: "RESERVED", amount: 300 });
+    expect(await balanceOf(userId)).toBe(600);
+    expect(await eventsFor(x.orderId)).toEqual([{ topic: TOPICS.creditReserved, payload: x }]);
+    expect(await eventsFor(y.orderId)).toEqual([
+      { topic: TOPICS.creditReservationFailed, payload: { ...y, reason: "ORDER_CANCELED" } },
+    ]);
+    expect(await eventsFor(z.orderId)).toHaveLength(1);
+    const inboxRows = await db.db
+      .select({ n: count() })
+      .from(inbox)
+      .where(
+        sql`${inbox.eventId} = any(${sql.param(
+          [cx, cancelY, before].map((m) => m.headers[HEADERS.eventId] as string),
+        )}::text[])`,
+      );
+    expect(inboxRows[0]?.n).toBe(3);
+    expect(await metricValue(registry, "saga_inbox_duplicates_total", { topic: TOPICS.orderCreated })).toBe(
+      3,
+    );
+    expect(await metricValue(registry, "saga_inbox_duplicates_total", { topic: TOPICS.orderCanceled })).toBe(
+      1,
+    );
   });
 });
 

@@ -4,7 +4,7 @@ import { onCreditReservationFailed, onCreditReserved, onDelete } from "./order-m
 
 type Step = "reserved" | "failed" | "delete";
 
-/** Plays the order's events and requests the way `orders.ts` applies the decisions. */
+/** Plays the order's events and requests the way `planCreditEvents` and `cancelOrder` apply the decisions. */
 function play(steps: Step[]) {
   let status: OrderStatus = "PENDING";
   const emitted: string[] = [];

@@ -2,7 +2,7 @@ import { type CreateOrderRequest, type Order, TOPICS } from "@saga/contracts";
 import { orders } from "@saga/db/order";
 import { appendOutbox, type Executor, lockAggregate } from "@saga/messaging";
 import { asc, eq, sql } from "drizzle-orm";
-import { onCreditReservationFailed, onCreditReserved, onDelete } from "./order-machine.ts";
+import { onDelete } from "./order-machine.ts";
 
 type OrderRow = typeof orders.$inferSelect;
 
@@ -81,23 +81,6 @@ async function setStatus(
   const sagaSeconds =
     before.status === "PENDING" ? (after.updatedAt.getTime() - after.createdAt.getTime()) / 1000 : undefined;
   return { kind: "changed", status, reason, sagaSeconds } as const;
-}
-
-/** Applies `user.credit-reserved`: PENDING → CONFIRMED. */
-export async function confirmOrder(tx: Executor, orderId: string): Promise<Transition> {
-  const order = await lockOrder(tx, orderId);
-  if (!order || onCreditReserved(order.status) === "ignore")
-    return { kind: "ignored", state: order?.status ?? "NONE" };
-  return setStatus(tx, order, "CONFIRMED", null);
-}
-
-/** Applies `user.credit-reservation-failed`: PENDING → CANCELED with the user-service's reason. */
-export async function rejectOrder(tx: Executor, orderId: string, reason: string): Promise<Transition> {
-  const order = await lockOrder(tx, orderId);
-  if (!order || onCreditReservationFailed(order.status) === "ignore") {
-    return { kind: "ignored", state: order?.status ?? "NONE" };
-  }
-  return setStatus(tx, order, "CANCELED", reason);
 }
 
 /**

@@ -1,23 +1,41 @@
-import { HEADERS, TOPICS } from "@saga/contracts";
-import type { EventHandlers, MessagingMetrics } from "@saga/messaging";
+import { HEADERS, TOPICS, type Topic } from "@saga/contracts";
+import type { BatchHandler, MessagingMetrics } from "@saga/messaging";
 import { nextTraceparent } from "@saga/observability";
-import { type ReservationOutcome, releaseCredit, reserveCredit } from "../domain/reservations.ts";
+import { applyReservationBatch } from "../domain/apply-reservation-batch.ts";
+import type { OrderEvent } from "../domain/reservation-plan.ts";
 import type { ReservationMetrics } from "../metrics.ts";
 
-/** The user-service's side of the saga: `order.created` reserves credit, `order.canceled` releases it. */
-export function orderEventHandlers(metrics: MessagingMetrics & ReservationMetrics): EventHandlers {
-  const counted = (topic: string) => (outcome: ReservationOutcome) => () => {
-    if (outcome.kind === "ignored") metrics.ignored.inc({ topic, state: outcome.state });
-    else
-      metrics.reservations.inc({ result: outcome.kind, reason: "reason" in outcome ? outcome.reason : "" });
-  };
+/**
+ * The user-service's side of the saga: `order.created` reserves credit, `order.canceled` releases it.
+ * A consumed batch is applied as a whole (`applyReservationBatch`); its outcomes are counted once it
+ * has committed.
+ */
+export function orderEventConsumer(metrics: MessagingMetrics & ReservationMetrics): {
+  topics: Topic[];
+  applyBatch: BatchHandler;
+} {
   return {
-    [TOPICS.orderCreated]: async (tx, { payload, envelope }) => {
-      const trace = envelope[HEADERS.traceparent];
-      const outcome = await reserveCredit(tx, payload, trace && nextTraceparent(trace));
-      return counted(TOPICS.orderCreated)(outcome);
+    topics: [TOPICS.orderCreated, TOPICS.orderCanceled],
+    async applyBatch(tx, events) {
+      const orderEvents = events.map((e): OrderEvent => {
+        const trace = e.topic === TOPICS.orderCreated ? e.envelope[HEADERS.traceparent] : undefined;
+        return {
+          topic: e.topic as OrderEvent["topic"],
+          payload: e.payload as OrderEvent["payload"],
+          traceparent: trace && nextTraceparent(trace),
+        };
+      });
+      const { outcomes } = await applyReservationBatch(tx, orderEvents);
+      return () => {
+        for (const { topic, outcome } of outcomes) {
+          if (outcome.kind === "ignored") metrics.ignored.inc({ topic, state: outcome.state });
+          else
+            metrics.reservations.inc({
+              result: outcome.kind,
+              reason: "reason" in outcome ? outcome.reason : "",
+            });
+        }
+      };
     },
-    [TOPICS.orderCanceled]: async (tx, { payload }) =>
-      counted(TOPICS.orderCanceled)(await releaseCredit(tx, payload)),
   };
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { onOrderCanceled, onOrderCreated, type ReservationState } from "./reservation-machine.ts";
 
 /**
- * Plays events against one order's ledger row the way `reservations.ts` applies the decisions, so every
+ * Plays events against one order's ledger row the way `planReservations` applies the decisions, so every
  * arrival order can be checked for its final state and the money it moved.
  */
 function play(events: ("created" | "canceled")[], affordable: boolean) {

@@ -1,0 +1,107 @@
+import type { NewOutboxRow } from "./outbox.ts";
+
+/**
+ * The hot path of the consumers talks to PostgreSQL through node-postgres directly: named prepared
+ * statements (parsed and planned once per connection), arrays as parameters, no ORM building the SQL
+ * again for every statement. The pooled client of a transaction is this.
+ */
+export type SqlClient = {
+  query<R extends Record<string, unknown>>(config: {
+    name?: string;
+    text: string;
+    values?: unknown[];
+  }): Promise<{ rows: R[]; rowCount: number | null }>;
+};
+
+type PooledClient = SqlClient & { release(destroy?: boolean | Error): void };
+
+/** The node-postgres pool of a service database (`createPgDatabase().pool`). */
+export type SqlPool = { connect(): Promise<PooledClient> };
+
+/**
+ * Runs `work` between BEGIN and COMMIT on a client of its own; ROLLBACK when it throws. A client whose
+ * ROLLBACK fails (its connection is gone) is destroyed rather than given back to the pool.
+ */
+export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query({ text: "begin" });
+    const result = await work(client);
+    await client.query({ text: "commit" });
+    return result;
+  } catch (err) {
+    await client.query({ text: "rollback" }).catch((e: Error) => {
+      broken = e;
+    });
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
+export type InboxClaim = {
+  consumerGroup: string;
+  eventIds: string[];
+  topics: string[];
+  partitions: number[];
+  offsets: number[];
+  /** The aggregates (order ids) the events touch; locked before anything else. */
+  aggregateIds: string[];
+};
+
+// One statement for the whole batch, the first of its transaction:
+// - `locks`: an advisory lock per aggregate, taken in lock-key order (the ordered subquery), so two
+//   transactions locking overlapping sets cannot deadlock; the insert reads `locks.n`, so every lock is
+//   held before the first inbox row is written (and before the next statement reads any state).
+// - the inbox insert: one row per event (consumer group + event id) in the transaction that applies
+//   it; ON CONFLICT DO NOTHING absorbs a redelivery, also one within the batch or one that a concurrent
+//   transaction is inserting (this one waits for it, then claims nothing).
+// - RETURNING: the events that are new, the only ones the batch applies.
+const CLAIM_EVENTS = `
+with locks as (
+  select count(pg_advisory_xact_lock(k)) as n
+  from (select distinct hashtextextended(a, 0) as k from unnest($6::text[]) as a order by k) as keys
+)
+insert into inbox (consumer_group, event_id, topic, partition, "offset")
+select $1, e.event_id, e.topic, e.partition, e.off
+from locks, unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) as e(event_id, topic, partition, off)
+where locks.n >= 0
+on conflict do nothing
+returning event_id`;
+
+/**
+ * Locks the batch's aggregates and writes its inbox rows in one statement; resolves with the ids of
+ * the events not seen before by this consumer group.
+ */
+export async function claimEvents(tx: SqlClient, claim: InboxClaim): Promise<Set<string>> {
+  const { rows } = await tx.query<{ event_id: string }>({
+    name: "saga-claim-events",
+    text: CLAIM_EVENTS,
+    values: [
+      claim.consumerGroup,
+      claim.eventIds,
+      claim.topics,
+      claim.partitions,
+      claim.offsets,
+      claim.aggregateIds,
+    ],
+  });
+  return new Set(rows.map((r) => r.event_id));
+}
+
+/**
+ * The arrays of an outbox insert from `unnest` (id, aggregate_id, topic, event_type, schema_version,
+ * payload, headers as text), for a statement that writes all of a batch's events at once.
+ */
+export function outboxArrays(rows: readonly NewOutboxRow[]): unknown[] {
+  return [
+    rows.map((r) => r.id),
+    rows.map((r) => r.aggregateId),
+    rows.map((r) => r.topic),
+    rows.map((r) => r.eventType),
+    rows.map((r) => r.schemaVersion),
+    rows.map((r) => r.payload),
+    rows.map((r) => JSON.stringify(r.headers ?? {})),
+  ];
+}

@@ -1,0 +1,62 @@
+import type { OrderStatus } from "@saga/contracts";
+import type { SqlClient } from "@saga/messaging";
+import { type CreditEvent, type CreditPlan, planCreditEvents } from "./credit-plan.ts";
+
+/*
+ * The order-service's consuming hot path in two statements, whatever the size of the batch. They run
+ * inside the inbox's transaction, after `claimEvents` took the advisory lock of every order of the
+ * batch (the lock `DELETE /orders/:id` takes too) and wrote its inbox rows: the statuses read here are
+ * committed and stay so until COMMIT. Between the two, `planCreditEvents` (pure) decides every event
+ * in the batch's order.
+ */
+
+// The status of every order of the batch; one round trip.
+const READ_STATUSES = `select id, status from orders where id = any($1::uuid[])`;
+
+// Every order the batch moves out of PENDING, in one statement (one row per order: the plan keeps the
+// last change of each). `status = 'PENDING'` re-states the state machine's precondition, so a plan
+// built on a stale read could never move an order twice; the count below fails the transaction if it
+// filtered anything. RETURNING gives how long each saga took, for its histogram.
+const WRITE_CHANGES = `
+update orders as o set status = c.status, cancel_reason = c.reason, updated_at = now()
+from unnest($1::uuid[], $2::text[], $3::text[]) as c(id, status, reason)
+where o.id = c.id and o.status = 'PENDING'
+returning o.id, extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds`;
+
+export type AppliedCredit = CreditPlan & {
+  /** Seconds from each changed order's creation to its change. */
+  sagaSeconds: Map<string, number>;
+};
+
+/**
+ * Applies a batch of `user.credit-reserved` and `user.credit-reservation-failed` events (already
+ * claimed in the inbox, their orders locked): PENDING orders become CONFIRMED or CANCELED; anything
+ * else is ignored. Emits nothing.
+ */
+export async function applyCreditBatch(
+  tx: SqlClient,
+  events: readonly CreditEvent[],
+): Promise<AppliedCredit> {
+  const orderIds = [...new Set(events.map((e) => e.orderId))];
+  const { rows } = await tx.query<{ id: string; status: OrderStatus }>({
+    name: "order-read-statuses",
+    text: READ_STATUSES,
+    values: [orderIds],
+  });
+  const plan = planCreditEvents(events, new Map(rows.map((r) => [r.id, r.status])));
+  const sagaSeconds = new Map<string, number>();
+  if (plan.changes.length === 0) return { ...plan, sagaSeconds };
+  const { rows: changed } = await tx.query<{ id: string; saga_seconds: number }>({
+    name: "order-write-credit-changes",
+    text: WRITE_CHANGES,
+    values: [
+      plan.changes.map((c) => c.orderId),
+      plan.changes.map((c) => c.status),
+      plan.changes.map((c) => c.reason),
+    ],
+  });
+  if (changed.length !== plan.changes.length)
+    throw new Error(`credit batch changed ${changed.length} orders, planned ${plan.changes.length}`);
+  for (const r of changed) sagaSeconds.set(r.id, r.saga_seconds);
+  return { ...plan, sagaSeconds };
+}

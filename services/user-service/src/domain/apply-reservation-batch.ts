@@ -1,0 +1,118 @@
+import type { ReservationStatus } from "@saga/db/user";
+import { outboxArrays, outboxRow, type SqlClient } from "@saga/messaging";
+import {
+  type LedgerRow,
+  type OrderEvent,
+  planReservations,
+  type ReservationPlan,
+} from "./reservation-plan.ts";
+
+/*
+ * The user-service's consuming hot path in two statements, whatever the size of the batch. They run
+ * inside the inbox's transaction, after `claimEvents` took the advisory lock of every order of the
+ * batch and wrote its inbox rows; so the state read here is the committed state (a new statement, a new
+ * snapshot, taken after the locks) and no other transaction changes these orders' rows until COMMIT.
+ * Between the two, `planReservations` (pure) decides every event in the batch's order.
+ */
+
+// Reads the state the batch's events depend on:
+// - `ledger`: the reservation row of every order of the batch;
+// - `balances`: the balance of every user the batch may debit (the events' users) or credit back (the
+//   ledger's users), locked FOR UPDATE so that nobody else debits them before COMMIT and the plan's
+//   balance checks stay true. The locks are taken in user id order (the ORDER BY under FOR UPDATE), so
+//   two batches of overlapping users, on two instances, take them in one order and cannot deadlock.
+// Both as JSON arrays: one row, one round trip.
+const READ_STATE = `
+select
+  (select coalesce(json_agg(json_build_object(
+      'orderId', order_id, 'userId', user_id, 'amount', amount, 'status', status, 'reason', reason)), '[]')
+   from reservations where order_id = any($1::uuid[])) as ledger,
+  (select coalesce(json_agg(json_build_object('id', id, 'balance', balance)), '[]')
+   from (select id, balance from users
+         where id = any($2::uuid[]) or id in (select user_id from reservations where order_id = any($1::uuid[]))
+         order by id for update) as locked) as balances`;
+
+// Writes the plan in one statement:
+// - `debits`: every balance change of the batch at once (one row per user, the sum of the batch's
+//   debits and releases); `balance + change >= 0` keeps the balance from going negative whatever the
+//   plan says (with the rows locked it always holds; a row it filters out fails the transaction below).
+// - `ledger`: each order's row as the batch leaves it; a new order inserts, a known one (cancel before
+//   create, a release) updates status and reason, never who or how much.
+// - `events`: every event the batch emits, `position` drawn in the batch's order (see claimEvents'
+//   locks: for one order, position order is commit order).
+// All three in one statement of the inbox's transaction: state, ledger, outbox and inbox rows commit
+// together or not at all.
+const WRITE_PLAN = `
+with debits as (
+  update users as u set balance = u.balance + c.change
+  from unnest($1::uuid[], $2::bigint[]) as c(id, change)
+  where u.id = c.id and u.balance + c.change >= 0
+  returning u.id
+), ledger as (
+  insert into reservations (order_id, user_id, amount, status, reason)
+  select * from unnest($3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::text[])
+  on conflict (order_id) do update set status = excluded.status, reason = excluded.reason, updated_at = now()
+  returning order_id
+), events as (
+  insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
+  select id, aggregate_id, topic, event_type, schema_version, payload, headers::jsonb
+  from unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+    with ordinality as r(id, aggregate_id, topic, event_type, schema_version, payload, headers, n)
+  order by n
+  returning id
+)
+select (select count(*) from debits)::int as debits,
+       (select count(*) from ledger)::int as ledger,
+       (select count(*) from events)::int as events`;
+
+type StoredLedgerRow = Omit<LedgerRow, "status"> & { status: ReservationStatus };
+
+/**
+ * Applies a batch of `order.created` and `order.canceled` events (already claimed in the inbox, their
+ * orders locked): reads the ledger rows and balances they depend on, plans every event in order, and
+ * writes balances, ledger and emitted events in one statement. Returns the plan, for the metrics.
+ */
+export async function applyReservationBatch(
+  tx: SqlClient,
+  events: readonly OrderEvent[],
+): Promise<ReservationPlan> {
+  const orderIds = [...new Set(events.map((e) => e.payload.orderId))];
+  const userIds = [...new Set(events.map((e) => e.payload.userId))];
+  const { rows } = await tx.query<{ ledger: StoredLedgerRow[]; balances: { id: string; balance: number }[] }>(
+    {
+      name: "user-read-reservation-state",
+      text: READ_STATE,
+      values: [orderIds, userIds],
+    },
+  );
+  const state = rows[0];
+  const plan = planReservations(
+    events,
+    new Map((state?.ledger ?? []).map((r) => [r.orderId, r])),
+    new Map((state?.balances ?? []).map((b) => [b.id, Number(b.balance)])),
+  );
+
+  const changes = [...plan.balanceChanges];
+  const outbox = plan.emitted.map(outboxRow);
+  if (changes.length === 0 && plan.ledger.length === 0 && outbox.length === 0) return plan;
+  const { rows: written } = await tx.query<{ debits: number; ledger: number; events: number }>({
+    name: "user-write-reservation-plan",
+    text: WRITE_PLAN,
+    values: [
+      changes.map(([id]) => id),
+      changes.map(([, change]) => change),
+      plan.ledger.map((r) => r.orderId),
+      plan.ledger.map((r) => r.userId),
+      plan.ledger.map((r) => r.amount),
+      plan.ledger.map((r) => r.status),
+      plan.ledger.map((r) => r.reason),
+      ...outboxArrays(outbox),
+    ],
+  });
+  const counts = written[0];
+  if (counts?.debits !== changes.length || counts.ledger !== plan.ledger.length)
+    throw new Error(
+      `reservation batch wrote ${counts?.debits} balances and ${counts?.ledger} ledger rows, planned ${changes.length} and ${plan.ledger.length}`,
+    );
+  return plan;
+}
