@@ -10,7 +10,10 @@ export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 export function createMetrics(service: string, instance: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ service, instance });
-  collectDefaultMetrics({ register: registry });
+  // The event-loop delay histogram samples with a timer; at prom-client's default 10 ms that timer alone
+  // kept an idle process at 0.005 cores (measured: 14 against 1 CPU tick in 30 s at 100 ms), six
+  // processes 0.03 cores. Every 100 ms still sees any stall worth alerting on.
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(1);
 
   const httpRequests = new Counter({

@@ -1,0 +1,126 @@
+/**
+ * The whole system's CPU while nothing happens: starts a private copy as the bench does, lets it settle,
+ * then reads each process's CPU over a window, and PostgreSQL's per backend (who keeps it busy).
+ *
+ *   node tools/system/src/bench/idle.ts [--settle 30] [--window 60]
+ */
+import { readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { cacheDir } from "@saga/tools/infra";
+import { cpuSeconds } from "@saga/tools/process";
+import postgres from "postgres";
+import { table } from "../chaos/report.ts";
+import { freePorts, startSystem } from "../stack/system.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** CPU seconds of one process alone (user + system), from /proc. */
+async function ownCpuSeconds(pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  if (!text) return 0;
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** CPU seconds of each thread of a process, summed by thread name (main thread, V8 workers, libuv). */
+async function threadCpuSeconds(pid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tasks) {
+    const text = await readFile(`/proc/${pid}/task/${tid}/stat`, "utf8").catch(() => "");
+    if (!text) continue;
+    const name = tid === String(pid) ? "main" : text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+  }
+  return out;
+}
+
+type Backend = { pid: number; name: string };
+
+async function backends(sql: postgres.Sql): Promise<Backend[]> {
+  const rows = await sql<{ pid: number; name: string }[]>`
+    select pid, coalesce(nullif(application_name, ''), backend_type) || coalesce(' (' || datname || ')', '') as name
+    from pg_stat_activity where pid <> pg_backend_pid()`;
+  return rows;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: { settle: { type: "string", default: "30" }, window: { type: "string", default: "60" } },
+  });
+  const settleS = Number(values.settle);
+  const windowS = Number(values.window);
+  const dataDir = join(cacheDir, "bench-idle", String(Date.now()));
+  const log = (line: string) => console.log(line);
+  const system = await startSystem({
+    ports: await freePorts(),
+    dataDir,
+    durable: true,
+    env: { LOG_LEVEL: "warn" },
+    output: (name, line) => {
+      if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
+    },
+    log,
+  });
+  const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
+  try {
+    log(`idle: settling ${settleS}s, then measuring ${windowS}s`);
+    await sleep(settleS * 1000);
+    const pids = system.pids();
+    const before = await cpuSeconds(pids);
+    const pgBefore = await backends(sql);
+    const ownBefore = new Map(await Promise.all(pgBefore.map(async (b) => [b.pid, await ownCpuSeconds(b.pid)] as const)));
+    const nodeNames = [...system.processes.keys()];
+    const threadsBefore = new Map(
+      await Promise.all(nodeNames.map(async (n) => [n, await threadCpuSeconds(pids[n] ?? 0)] as const)),
+    );
+    const started = performance.now();
+    await sleep(windowS * 1000);
+    const seconds = (performance.now() - started) / 1000;
+    const after = await cpuSeconds(pids);
+    const perProcess = Object.keys(after).map((name) => [
+      name,
+      ((after[name] ?? 0) - (before[name] ?? 0)) / seconds,
+    ]) as [string, number][];
+    const total = perProcess.reduce((sum, [, cores]) => sum + cores, 0);
+    const pgRows: [string, number][] = [];
+    for (const b of pgBefore) {
+      const cores = ((await ownCpuSeconds(b.pid)) - (ownBefore.get(b.pid) ?? 0)) / seconds;
+      if (cores > 0) pgRows.push([b.name, cores]);
+    }
+    pgRows.sort((x, y) => y[1] - x[1]);
+    log(`\nIdle CPU over ${seconds.toFixed(0)} s, in cores (CPU seconds per second):\n`);
+    log(
+      table(
+        ["process", "cores"],
+        [...perProcess.map(([n, c]) => [n, c.toFixed(4)]), ["all", total.toFixed(4)]],
+      ),
+    );
+    log("\nNode processes by thread, in cores:\n");
+    const threadRows: string[][] = [];
+    for (const n of nodeNames) {
+      const after = await threadCpuSeconds(pids[n] ?? 0);
+      const before = threadsBefore.get(n) ?? new Map();
+      const parts = [...after]
+        .map(([t, v]) => [t, (v - (before.get(t) ?? 0)) / seconds] as const)
+        .filter(([, c]) => c > 0)
+        .sort((a, b) => b[1] - a[1])
+        .map(([t, c]) => `${t} ${c.toFixed(4)}`);
+      threadRows.push([n, parts.join(", ")]);
+    }
+    log(table(["process", "threads"], threadRows));
+    log("\nPostgreSQL by backend (the postmaster's own share and exited backends not included):\n");
+    log(table(["backend", "cores"], pgRows.map(([n, c]) => [n, c.toFixed(4)])));
+  } finally {
+    await sql.end();
+    await system.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
