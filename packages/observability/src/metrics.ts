@@ -14,7 +14,9 @@ export function createMetrics(service: string, instance: string) {
   // kept an idle process at 0.005 cores (measured: 14 against 1 CPU tick in 30 s at 100 ms), six
   // processes 0.03 cores. Every 100 ms still sees any stall worth alerting on.
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(1);
+  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(
+    1,
+  );
 
   const httpRequests = new Counter({
     name: "http_requests_total",

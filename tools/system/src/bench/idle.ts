@@ -71,7 +71,9 @@ async function main() {
     const pids = system.pids();
     const before = await cpuSeconds(pids);
     const pgBefore = await backends(sql);
-    const ownBefore = new Map(await Promise.all(pgBefore.map(async (b) => [b.pid, await ownCpuSeconds(b.pid)] as const)));
+    const ownBefore = new Map(
+      await Promise.all(pgBefore.map(async (b) => [b.pid, await ownCpuSeconds(b.pid)] as const)),
+    );
     const nodeNames = [...system.processes.keys()];
     const threadsBefore = new Map(
       await Promise.all(nodeNames.map(async (n) => [n, await threadCpuSeconds(pids[n] ?? 0)] as const)),
@@ -112,7 +114,12 @@ async function main() {
     }
     log(table(["process", "threads"], threadRows));
     log("\nPostgreSQL by backend (the postmaster's own share and exited backends not included):\n");
-    log(table(["backend", "cores"], pgRows.map(([n, c]) => [n, c.toFixed(4)])));
+    log(
+      table(
+        ["backend", "cores"],
+        pgRows.map(([n, c]) => [n, c.toFixed(4)]),
+      ),
+    );
   } finally {
     await sql.end();
     await system.stop();
