@@ -13,7 +13,7 @@ export function createMessagingMetrics(registry: Registry) {
     }),
     applyDuration: new Histogram({
       name: "saga_event_apply_duration_seconds",
-      help: "Time to apply one event in its transaction, by logical topic",
+      help: "Time to apply a consumed batch (one event at low load) in its transaction, by logical topic",
       labelNames: ["topic"] as const,
       buckets: LATENCY_BUCKETS,
       registers,
