@@ -27,6 +27,16 @@ async function ticks(pid: number): Promise<number> {
   return text ? Number(fields[11]) + Number(fields[12]) : 0;
 }
 
+// Every statement a node-postgres client sends (drizzle's included), but the script's own: what the
+// service asks of PostgreSQL per event, BEGIN and COMMIT included.
+let statements = 0;
+const ownClients = new WeakSet<object>();
+const query = pg.Client.prototype.query;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  if (!ownClients.has(this)) statements++;
+  return (query as (...a: unknown[]) => unknown).apply(this, args);
+} as typeof query;
+
 async function main() {
   const { values } = parseArgs({ options: { events: { type: "string", default: "3000" } } });
   const events = Number(values.events);
@@ -46,6 +56,7 @@ async function main() {
   const service = await createUserService(env, { logger: createLogger("bench", "warn") });
   const producer = await kafka.createProducer();
   const admin = new pg.Client({ connectionString: dbUrl });
+  ownClients.add(admin);
   await admin.connect();
 
   const users: string[] = [];
@@ -79,6 +90,7 @@ async function main() {
   async function measure(label: string, count: number, work: () => Promise<void>) {
     const pidsBefore = await backendPids();
     const pgBefore = new Map(await Promise.all(pidsBefore.map(async (p) => [p, await ticks(p)] as const)));
+    const statementsBefore = statements;
     const cpu = process.cpuUsage();
     const started = performance.now();
     await work();
@@ -88,7 +100,7 @@ async function main() {
     for (const p of await backendPids()) pgTicks += (await ticks(p)) - (pgBefore.get(p) ?? 0);
     const perEvent = (us: number) => (us / count).toFixed(0);
     console.log(
-      `${label}: ${count} events in ${(wall / 1000).toFixed(1)} s; CPU per event: user-service ${perEvent(used.user + used.system)} µs, its PostgreSQL backends ${perEvent(pgTicks * 10_000)} µs`,
+      `${label}: ${count} events in ${(wall / 1000).toFixed(1)} s; CPU per event: user-service ${perEvent(used.user + used.system)} µs, its PostgreSQL backends ${perEvent(pgTicks * 10_000)} µs; ${((statements - statementsBefore) / count).toFixed(2)} statements per event`,
     );
   }
 
