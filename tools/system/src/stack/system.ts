@@ -24,7 +24,7 @@ export type SystemPorts = {
   relays: number[];
 };
 
-/** The ports of DESIGN.md, used by `npm start`. */
+/** The ports of docs/design.md, used by `npm start`. */
 export const DEFAULT_PORTS: SystemPorts = {
   postgres: 5432,
   kafka: 9092,
