@@ -10,7 +10,9 @@
  *    `rows` rows: its throughput;
  * 3. the relay at each offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
  *    2 rows: its lag, `published_at - created_at` per row on the database's clock (created_at is the
- *    writing transaction's start, published_at the marking after Kafka's acknowledgement).
+ *    writing transaction's start, published_at the marking after Kafka's acknowledgement);
+ * 4. the relay owning an outbox that nobody writes to, for `idle` s: the CPU of the relay process and of
+ *    its PostgreSQL sessions (lock, reads and marks, the replication wake-ups' WAL sender).
  *
  * Uses POSTGRES_URL and KAFKA_BROKERS when both are set, otherwise starts its own servers (tools/src/infra).
  * Prints a markdown table.
@@ -35,6 +37,7 @@ const { values } = parseArgs({
     rate: { type: "string", default: "2000,20" },
     seconds: { type: "string", default: "20" },
     client: { type: "string", default: KAFKA_CLIENTS.join(",") },
+    idle: { type: "string", default: "30" },
   },
 });
 const CLIENTS = values.client.split(",").map((c) => {
@@ -46,6 +49,7 @@ const ROWS = Number(values.rows);
 const BATCHES = values.batch.split(",").map(Number);
 const RATES = values.rate.split(",").map(Number);
 const SECONDS = Number(values.seconds);
+const IDLE_SECONDS = Number(values.idle);
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
 const PARTITIONS = 6;
@@ -89,6 +93,7 @@ async function run(): Promise<void> {
     return kafka;
   };
   const lines: Line[] = [];
+  const idle: { client: KafkaClientName; relay: number; postgres: number; sessions: number }[] = [];
   let relay: ChildProcess | undefined;
   try {
     await migrateDatabase(url, "order");
@@ -162,6 +167,39 @@ async function run(): Promise<void> {
       }
     }
 
+    for (const client of CLIENTS) {
+      if (IDLE_SECONDS <= 0) break;
+      log(`bench: ${client}: relay idle for ${IDLE_SECONDS} s`);
+      await sql`truncate outbox`;
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
+      await waitForOwner(sql);
+      // Past start-up (module loading, the first connections), before measuring.
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+      const pids = async () => ({
+        relay: relay?.pid ?? 0,
+        ...Object.fromEntries(
+          (
+            await sql<{ pid: number }[]>`
+              select pid from pg_stat_activity where application_name like 'relay/bench/%'`
+          ).map((r) => [`pg-${r.pid}`, r.pid]),
+        ),
+      });
+      const roots = await pids();
+      const sum = (cpu: Record<string, number>, which: (name: string) => boolean) =>
+        Object.entries(cpu).reduce((n, [name, v]) => (which(name) ? n + v : n), 0);
+      const before = await cpuSeconds(roots, Object.keys(roots));
+      await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+      const after = await cpuSeconds(roots, Object.keys(roots));
+      idle.push({
+        client,
+        relay: (sum(after, (n) => n === "relay") - sum(before, (n) => n === "relay")) / IDLE_SECONDS,
+        postgres: (sum(after, (n) => n !== "relay") - sum(before, (n) => n !== "relay")) / IDLE_SECONDS,
+        sessions: Object.keys(roots).length - 1,
+      });
+      await stop(relay);
+      relay = undefined;
+    }
+
     console.log(
       `\nRelay benchmark: PostgreSQL ${settings?.version} (fsync=${settings?.fsync}, synchronous_commit=${settings?.sync}), ` +
         `Kafka at ${infra.kafkaBrokers.join(",")} (${infra.kind}), topic with ${PARTITIONS} partitions, ${AGGREGATES} keys, ` +
@@ -176,6 +214,16 @@ async function run(): Promise<void> {
       console.log(
         `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} |`,
       );
+    }
+    if (idle.length > 0) {
+      console.log(
+        `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s; the poll every ${1000} ms, the lease check every second, the wake-up stream):\n`,
+      );
+      console.log("| client | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
+      console.log("|---|---:|---:|---:|");
+      for (const i of idle) {
+        console.log(`| ${i.client} | ${i.relay.toFixed(4)} | ${i.postgres.toFixed(4)} | ${i.sessions} |`);
+      }
     }
   } finally {
     if (relay) await stop(relay);
