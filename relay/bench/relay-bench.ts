@@ -47,7 +47,7 @@ const CLIENTS = values.client.split(",").map((c) => {
 });
 const ROWS = Number(values.rows);
 const BATCHES = values.batch.split(",").map(Number);
-const RATES = values.rate.split(",").map(Number);
+const RATES = values.rate.split(",").filter(Boolean).map(Number);
 const SECONDS = Number(values.seconds);
 const IDLE_SECONDS = Number(values.idle);
 const ROWS_PER_TX = 2;
@@ -66,6 +66,8 @@ type Line = {
   lagMax?: number;
   /** CPU seconds the relay process used over the measurement. */
   relayCpuS?: number;
+  /** Mean rows per send: rows over distinct marking times (exact while batches stay within one marking chunk). */
+  rowsPerSend?: number;
   /** CPU seconds of the process that holds the Kafka client (the bench itself, or the relay) over the measurement. */
   clientCpuS?: number;
 };
@@ -152,6 +154,7 @@ async function run(): Promise<void> {
           await sql<{ lag: number }[]>`
           select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
         ).map((r) => r.lag);
+        const [marks] = await sql<{ n: number }[]>`select count(distinct published_at)::int as n from outbox`;
         lines.push({
           what: `${client}: relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
           rows: offered.rows,
@@ -161,6 +164,7 @@ async function run(): Promise<void> {
           lagMax: lags.at(-1),
           relayCpuS,
           clientCpuS: relayCpuS,
+          rowsPerSend: marks?.n ? offered.rows / marks.n : undefined,
         });
         await stop(relay);
         relay = undefined;
@@ -206,18 +210,18 @@ async function run(): Promise<void> {
         `${cpus().length} CPUs shared by everything\n`,
     );
     console.log(
-      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) | client process CPU (µs/row) |",
+      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) | client process CPU (µs/row) | rows per send |",
     );
-    console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     const ms = (v: number | undefined) => (v === undefined ? "" : v.toFixed(1));
     for (const l of lines) {
       console.log(
-        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} |`,
+        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} | ${l.rowsPerSend === undefined ? "" : l.rowsPerSend.toFixed(1)} |`,
       );
     }
     if (idle.length > 0) {
       console.log(
-        `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s; the poll every ${1000} ms, the lease check every second, the wake-up stream):\n`,
+        `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s: the safety-net poll and the lease check every second, the wake-up stream):\n`,
       );
       console.log("| client | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
       console.log("|---|---:|---:|---:|");
