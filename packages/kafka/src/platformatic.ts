@@ -117,10 +117,12 @@ export function createPlatformaticClient({
     consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
     consumer.on("consumer:group:join", () => {
       joined = true;
-      // The stream fetches again from the committed offsets of the new assignment: what was fetched and not
-      // yet handled is dropped here, or it would be handled twice. A chunk being handled finishes and commits.
-      for (const queue of queues.values()) queue.length = 0;
-      buffered = 0;
+      // Partitions this member no longer owns: their queued messages are left to the new owner, which reads
+      // from the last commit. A chunk being handled finishes (a duplicate at worst, which the inbox absorbs).
+      for (const [key, queue] of queues) {
+        if (owns(key)) continue;
+        forget(key, queue);
+      }
       stream?.resume();
     });
     consumer.on("consumer:group:leave", () => {
@@ -139,6 +141,18 @@ export function createPlatformaticClient({
     let buffered = 0;
     let stream: StringStream | undefined;
     let idle: (() => void) | undefined;
+    // The offset of the last message queued for each partition. After a rejoin the library fetches again
+    // from the committed offset while a fetch sent before it may still answer with later messages; taking
+    // only offsets above this one keeps each partition's messages in order, without gaps or second copies.
+    const lastQueued = new Map<string, bigint>();
+    const owns = (key: string) =>
+      consumer.assignments?.some((a) => a.partitions.some((p) => `${a.topic}/${p}` === key)) ?? false;
+    /** Drops what is queued for a partition and the memory of it, so it is read afresh from the last commit. */
+    const forget = (key: string, queue: StringMessage[]) => {
+      buffered -= queue.length;
+      queue.length = 0;
+      lastQueued.delete(key);
+    };
     let scheduled = false;
 
     const keepGoing = () => !stopping;
@@ -171,25 +185,28 @@ export function createPlatformaticClient({
           try {
             await last.commit();
           } catch (err) {
-            // Usually a rebalance took the partition away: whoever has it now reads from the last commit.
-            log("warn", "offset commit failed; the uncommitted messages will be delivered again", {
-              err,
-              partition: key,
-            });
-            queue.length = 0;
-            return;
+            // The library keeps a failed offset and sends it with the next commit; if the group needs a
+            // rejoin it ends the stream instead, and the next stream reads again from the last commit.
+            log("warn", "offset commit failed", { err, partition: key });
           }
         }
         if (done < chunk.length) {
           // Stopping cut the chunk short: the rest is read again by whoever gets the partition.
-          queue.length = 0;
+          forget(key, queue);
           return;
         }
       }
     }
 
-    function onMessage(m: StringMessage): void {
+    function onMessage(from: StringStream, m: StringMessage): void {
+      // A message of a stream that has failed since, or of a partition this member does not own (a fetch
+      // answered after a rebalance), or already queued: the current owner reads it from the last commit.
+      if (from !== stream) return;
       const key = `${m.topic}/${m.partition}`;
+      if (!owns(key)) return;
+      const last = lastQueued.get(key);
+      if (last !== undefined && m.offset <= last) return;
+      lastQueued.set(key, m.offset);
       let queue = queues.get(key);
       if (!queue) {
         queue = [];
@@ -217,13 +234,15 @@ export function createPlatformaticClient({
         maxWaitTime: FETCH_MAX_WAIT_MS,
       });
       stream = s;
-      s.on("data", onMessage);
+      s.on("data", (m: StringMessage) => onMessage(s, m));
       // The library ends a stream on a fetch that fails outright (its broker stayed away through every
       // retry, say); rejoining is always safe here, because offsets only ever cover committed work.
       s.on("error", (err: Error) => {
         if (stopping) return;
         log("warn", "consumer stream failed; subscribing again", { err });
         stream = undefined;
+        // The next stream starts from the last commit: what this one queued is read again.
+        for (const [key, queue] of queues) forget(key, queue);
         void resubscribe();
       });
     }
