@@ -1,14 +1,18 @@
 /**
- * Relay benchmark (not a test): `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000,20 --seconds 20]`.
+ * Relay benchmark (not a test):
+ * `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000,20 --seconds 20 --client platformatic,kafkajs]`.
  *
- * In one run, against the same PostgreSQL and Kafka:
+ * In one run, against the same PostgreSQL and Kafka, for each Kafka client of `--client` in turn (a client
+ * may be named twice, A,B,A, to see the drift of the machine between back-to-back measurements):
  * 1. a raw @saga/kafka producer sending `rows` relay-shaped messages in sequential batches of `batch`:
  *    the ceiling for the relay at that batch size;
  * 2. the relay (`src/main.ts` as a child process, RELAY_BATCH_SIZE = `batch`) draining a backlog of
  *    `rows` rows: its throughput;
  * 3. the relay at each offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
  *    2 rows: its lag, `published_at - created_at` per row on the database's clock (created_at is the
- *    writing transaction's start, published_at the marking after Kafka's acknowledgement).
+ *    writing transaction's start, published_at the marking after Kafka's acknowledgement);
+ * 4. the relay owning an outbox that nobody writes to, for `idle` s: the CPU of the relay process and of
+ *    its PostgreSQL sessions (lock, reads and marks, the replication wake-ups' WAL sender).
  *
  * Uses POSTGRES_URL and KAFKA_BROKERS when both are set, otherwise starts its own servers (tools/src/infra).
  * Prints a markdown table.
@@ -20,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { HEADERS, TOPICS } from "@saga/contracts";
 import { migrateDatabase } from "@saga/db";
-import { createKafka, type OutgoingMessage } from "@saga/kafka";
+import { createKafka, KAFKA_CLIENTS, type KafkaClientName, type OutgoingMessage } from "@saga/kafka";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
 import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import postgres from "postgres";
@@ -32,12 +36,20 @@ const { values } = parseArgs({
     batch: { type: "string", default: "100,500" },
     rate: { type: "string", default: "2000,20" },
     seconds: { type: "string", default: "20" },
+    client: { type: "string", default: KAFKA_CLIENTS.join(",") },
+    idle: { type: "string", default: "30" },
   },
+});
+const CLIENTS = values.client.split(",").map((c) => {
+  if (!(KAFKA_CLIENTS as readonly string[]).includes(c))
+    throw new Error(`--client: ${c} is not one of ${KAFKA_CLIENTS}`);
+  return c as KafkaClientName;
 });
 const ROWS = Number(values.rows);
 const BATCHES = values.batch.split(",").map(Number);
-const RATES = values.rate.split(",").map(Number);
+const RATES = values.rate.split(",").filter(Boolean).map(Number);
 const SECONDS = Number(values.seconds);
+const IDLE_SECONDS = Number(values.idle);
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
 const PARTITIONS = 6;
@@ -54,6 +66,10 @@ type Line = {
   lagMax?: number;
   /** CPU seconds the relay process used over the measurement. */
   relayCpuS?: number;
+  /** Mean rows per send: rows over distinct marking times (exact while batches stay within one marking chunk). */
+  rowsPerSend?: number;
+  /** CPU seconds of the process that holds the Kafka client (the bench itself, or the relay) over the measurement. */
+  clientCpuS?: number;
 };
 
 async function run(): Promise<void> {
@@ -67,8 +83,19 @@ async function run(): Promise<void> {
   // default is off (the throwaway test servers): logical decoding only sends what is flushed, so with
   // asynchronous commit a wake-up would wait for the WAL writer (wal_writer_delay, 200 ms).
   const sql = postgres(url, { max: 20, onnotice: () => {}, connection: { synchronous_commit: "on" } });
-  const kafka = createKafka({ brokers: infra.kafkaBrokers, clientId: "relay-bench" });
+  const kafkaOf = new Map(
+    KAFKA_CLIENTS.map((client) => [
+      client,
+      createKafka({ brokers: infra.kafkaBrokers, clientId: "relay-bench", client }),
+    ]),
+  );
+  const kafkaFor = (client: KafkaClientName) => {
+    const kafka = kafkaOf.get(client);
+    if (!kafka) throw new Error(`no ${client} client`);
+    return kafka;
+  };
   const lines: Line[] = [];
+  const idle: { client: KafkaClientName; relay: number; postgres: number; sessions: number }[] = [];
   let relay: ChildProcess | undefined;
   try {
     await migrateDatabase(url, "order");
@@ -77,46 +104,101 @@ async function run(): Promise<void> {
       select current_setting('server_version') as version, current_setting('fsync') as fsync,
              current_setting('synchronous_commit') as sync`;
 
-    for (const batch of BATCHES) {
-      log(`bench: raw producer, ${ROWS} messages in batches of ${batch}`);
-      lines.push(await rawProducer(kafka, topic, batch));
+    for (const client of CLIENTS) {
+      const kafka = kafkaFor(client);
+      for (const batch of BATCHES) {
+        log(`bench: ${client}: raw producer, ${ROWS} messages in batches of ${batch}`);
+        lines.push(await rawProducer(kafka, client, topic, batch));
 
-      log(`bench: relay draining ${ROWS} rows with RELAY_BATCH_SIZE=${batch}`);
-      await sql`truncate outbox`;
-      await fillOutbox(sql, ROWS);
-      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
-      lines.push({ what: `relay draining a backlog, batches of ${batch}`, ...(await drained(sql, ROWS)) });
-      await stop(relay);
+        log(`bench: ${client}: relay draining ${ROWS} rows with RELAY_BATCH_SIZE=${batch}`);
+        await sql`truncate outbox`;
+        await fillOutbox(sql, ROWS);
+        relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
+        await waitForOwner(sql);
+        const relayPid = relay.pid ?? 0;
+        const relayCpu = async () => (await cpuSeconds({ relay: relayPid })).relay ?? 0;
+        const cpuBefore = await relayCpu();
+        const drain = await drained(sql, ROWS);
+        const cpuS = (await relayCpu()) - cpuBefore;
+        lines.push({
+          what: `${client}: relay draining a backlog, batches of ${batch}`,
+          ...drain,
+          relayCpuS: cpuS,
+          clientCpuS: cpuS,
+        });
+        await stop(relay);
+      }
     }
 
     // The offered rates: the first keeps the relay busy; a trickle (20 rows/s) leaves it idle between
     // rows, so each row's lag is the wake-up path: commit → replication message → read → send → mark.
     const batch = Math.max(...BATCHES);
-    for (const rate of RATES) {
-      log(`bench: raw producer fed at ${rate} rows/s for ${SECONDS} s, beside the writers`);
-      await sql`truncate outbox`;
-      lines.push(await rawProducerLag(kafka, topic, sql, rate, batch));
-      log(`bench: relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`);
-      await sql`truncate outbox`;
-      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch);
-      await waitForOwner(sql);
-      const relayCpu = async () => (await cpuSeconds({ relay: relay?.pid ?? 0 })).relay ?? 0;
-      const cpuBefore = await relayCpu();
-      const offered = await offerLoad(sql, rate, SECONDS);
-      await drained(sql, offered.rows);
-      const relayCpuS = (await relayCpu()) - cpuBefore;
-      const lags = (
-        await sql<{ lag: number }[]>`
+    for (const client of CLIENTS) {
+      const kafka = kafkaFor(client);
+      for (const rate of RATES) {
+        log(`bench: ${client}: raw producer fed at ${rate} rows/s for ${SECONDS} s, beside the writers`);
+        await sql`truncate outbox`;
+        lines.push(await rawProducerLag(kafka, client, topic, sql, rate, batch));
+        log(
+          `bench: ${client}: relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`,
+        );
+        await sql`truncate outbox`;
+        relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
+        await waitForOwner(sql);
+        const relayCpu = async () => (await cpuSeconds({ relay: relay?.pid ?? 0 })).relay ?? 0;
+        const cpuBefore = await relayCpu();
+        const offered = await offerLoad(sql, rate, SECONDS);
+        await drained(sql, offered.rows);
+        const relayCpuS = (await relayCpu()) - cpuBefore;
+        const lags = (
+          await sql<{ lag: number }[]>`
           select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
-      ).map((r) => r.lag);
-      lines.push({
-        what: `relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
-        rows: offered.rows,
-        seconds: offered.seconds,
-        lagP50: percentile(lags, 0.5),
-        lagP99: percentile(lags, 0.99),
-        lagMax: lags.at(-1),
-        relayCpuS,
+        ).map((r) => r.lag);
+        const [marks] = await sql<{ n: number }[]>`select count(distinct published_at)::int as n from outbox`;
+        lines.push({
+          what: `${client}: relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
+          rows: offered.rows,
+          seconds: offered.seconds,
+          lagP50: percentile(lags, 0.5),
+          lagP99: percentile(lags, 0.99),
+          lagMax: lags.at(-1),
+          relayCpuS,
+          clientCpuS: relayCpuS,
+          rowsPerSend: marks?.n ? offered.rows / marks.n : undefined,
+        });
+        await stop(relay);
+        relay = undefined;
+      }
+    }
+
+    for (const client of CLIENTS) {
+      if (IDLE_SECONDS <= 0) break;
+      log(`bench: ${client}: relay idle for ${IDLE_SECONDS} s`);
+      await sql`truncate outbox`;
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
+      await waitForOwner(sql);
+      // Past start-up (module loading, the first connections), before measuring.
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+      const pids = async () => ({
+        relay: relay?.pid ?? 0,
+        ...Object.fromEntries(
+          (
+            await sql<{ pid: number }[]>`
+              select pid from pg_stat_activity where application_name like 'relay/bench/%'`
+          ).map((r) => [`pg-${r.pid}`, r.pid]),
+        ),
+      });
+      const roots = await pids();
+      const sum = (cpu: Record<string, number>, which: (name: string) => boolean) =>
+        Object.entries(cpu).reduce((n, [name, v]) => (which(name) ? n + v : n), 0);
+      const before = await cpuSeconds(roots, Object.keys(roots));
+      await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+      const after = await cpuSeconds(roots, Object.keys(roots));
+      idle.push({
+        client,
+        relay: (sum(after, (n) => n === "relay") - sum(before, (n) => n === "relay")) / IDLE_SECONDS,
+        postgres: (sum(after, (n) => n !== "relay") - sum(before, (n) => n !== "relay")) / IDLE_SECONDS,
+        sessions: Object.keys(roots).length - 1,
       });
       await stop(relay);
       relay = undefined;
@@ -128,19 +210,29 @@ async function run(): Promise<void> {
         `${cpus().length} CPUs shared by everything\n`,
     );
     console.log(
-      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) |",
+      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) | client process CPU (µs/row) | rows per send |",
     );
-    console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
+    console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     const ms = (v: number | undefined) => (v === undefined ? "" : v.toFixed(1));
     for (const l of lines) {
       console.log(
-        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} |`,
+        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} | ${l.rowsPerSend === undefined ? "" : l.rowsPerSend.toFixed(1)} |`,
       );
+    }
+    if (idle.length > 0) {
+      console.log(
+        `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s: the safety-net poll and the lease check every second, the wake-up stream):\n`,
+      );
+      console.log("| client | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
+      console.log("|---|---:|---:|---:|");
+      for (const i of idle) {
+        console.log(`| ${i.client} | ${i.relay.toFixed(4)} | ${i.postgres.toFixed(4)} | ${i.sessions} |`);
+      }
     }
   } finally {
     if (relay) await stop(relay);
     await sql.end({ timeout: 2 });
-    await kafka.close();
+    await Promise.all([...kafkaOf.values()].map((k) => k.close()));
     await dropDatabase(infra.postgresUrl, dbName).catch(() => {});
     await infra.stop();
   }
@@ -171,6 +263,7 @@ function message(topic: string, orderId: string): OutgoingMessage {
 
 async function rawProducer(
   kafka: ReturnType<typeof createKafka>,
+  client: KafkaClientName,
   topic: string,
   batch: number,
 ): Promise<Line> {
@@ -179,11 +272,15 @@ async function rawProducer(
   const messages = Array.from({ length: ROWS }, (_, i) => message(topic, orders[i % AGGREGATES] as string));
   try {
     const started = performance.now();
+    const cpuBefore = process.cpuUsage();
     for (let i = 0; i < messages.length; i += batch) await producer.send(messages.slice(i, i + batch));
+    const cpu = process.cpuUsage(cpuBefore);
     return {
-      what: `raw @saga/kafka producer, batches of ${batch}`,
+      what: `${client}: raw @saga/kafka producer, batches of ${batch}`,
       rows: ROWS,
       seconds: (performance.now() - started) / 1000,
+      // The bench process does nothing else meanwhile: its CPU is the client's.
+      clientCpuS: (cpu.user + cpu.system) / 1e6,
     };
   } finally {
     await producer.close();
@@ -197,6 +294,7 @@ async function rawProducer(
  */
 async function rawProducerLag(
   kafka: ReturnType<typeof createKafka>,
+  client: KafkaClientName,
   topic: string,
   sql: postgres.Sql,
   rate: number,
@@ -237,7 +335,7 @@ async function rawProducerLag(
     await Promise.all([sender, writers]);
     lags.sort((a, b) => a - b);
     return {
-      what: `raw @saga/kafka producer fed at ${rate} rows/s, one send in flight, beside the same writers (lag floor)`,
+      what: `${client}: raw @saga/kafka producer fed at ${rate} rows/s, one send in flight, beside the same writers (lag floor)`,
       rows: lags.length,
       seconds: (performance.now() - started) / 1000,
       lagP50: percentile(lags, 0.5),
@@ -263,7 +361,13 @@ async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
     order by g`;
 }
 
-function spawnRelay(url: string, brokers: string[], prefix: string, batch: number): ChildProcess {
+function spawnRelay(
+  url: string,
+  brokers: string[],
+  prefix: string,
+  batch: number,
+  client: KafkaClientName,
+): ChildProcess {
   const child = spawn(process.execPath, [...nodeFlags(), "src/main.ts"], {
     cwd: relayDir,
     env: {
@@ -272,6 +376,7 @@ function spawnRelay(url: string, brokers: string[], prefix: string, batch: numbe
       ORDER_DB_URL: url,
       KAFKA_BROKERS: brokers.join(","),
       KAFKA_TOPIC_PREFIX: prefix,
+      KAFKA_CLIENT: client,
       RELAY_ID: "bench",
       RELAY_BATCH_SIZE: String(batch),
       LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? "warn",

@@ -10,6 +10,7 @@ describe("parseRelayEnv", () => {
       PORT: 9400,
       KAFKA_BROKERS: ["localhost:9092"],
       KAFKA_TOPIC_PREFIX: "",
+      KAFKA_CLIENT: "platformatic",
       RELAY_BATCH_SIZE: 500,
       RELAY_MARK_CHUNK_SIZE: 250,
       RELAY_POLL_INTERVAL_MS: 1000,
@@ -37,6 +38,8 @@ describe("parseRelayEnv", () => {
       /ORDER_DB_URL: must be a postgres/,
     );
     expect(() => parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "later" })).toThrow(/RELAY_TEST_CRASH_AT/);
+    expect(() => parseRelayEnv({ ...minimal, KAFKA_CLIENT: "librdkafka" })).toThrow(/KAFKA_CLIENT/);
+    expect(parseRelayEnv({ ...minimal, KAFKA_CLIENT: "kafkajs" }).KAFKA_CLIENT).toBe("kafkajs");
   });
 
   it("reads a crash point with its occurrence", () => {

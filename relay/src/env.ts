@@ -16,6 +16,7 @@ export const Env = z
     ORDER_DB_URL: envVars.postgresUrl.optional(),
     KAFKA_BROKERS: envVars.kafkaBrokers,
     KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
+    KAFKA_CLIENT: envVars.kafkaClient,
     /** Names this instance in logs, metrics, the lock holder's application_name and its replication slot. */
     RELAY_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
     /** Most rows read, sent and marked in one round. */

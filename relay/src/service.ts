@@ -32,6 +32,7 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
   const kafka: KafkaClient = createKafka({
     brokers: env.KAFKA_BROKERS,
     clientId: `relay-${env.RELAY_ID}`,
+    client: env.KAFKA_CLIENT,
     logger: (level, message, extra) => logger[level](extra, message),
   });
   const crashPoint = env.RELAY_TEST_CRASH_AT ? crashAt(env.RELAY_TEST_CRASH_AT) : undefined;

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { HEADERS, TOPICS } from "@saga/contracts";
 import { migrateDatabase } from "@saga/db";
-import { createKafka, type IncomingMessage } from "@saga/kafka";
+import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
 import { freshDatabase, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
 import postgres from "postgres";
@@ -204,6 +204,7 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     ORDER_DB_URL: url,
     KAFKA_BROKERS: kafkaBrokers(),
     KAFKA_TOPIC_PREFIX: prefix,
+    KAFKA_CLIENT: DEFAULT_KAFKA_CLIENT,
     RELAY_ID: "test",
     RELAY_BATCH_SIZE: 500,
     RELAY_MARK_CHUNK_SIZE: 250,

@@ -41,10 +41,14 @@ export async function buildAll(log: (line: string) => void = () => {}): Promise<
     format: "esm",
     target: "node24",
     sourcemap: true,
-    // Bundled CommonJS (kafkajs, pg) calls require() for Node's own modules.
+    // Bundled CommonJS (kafkajs, pg) calls require() for Node's own modules. Under a name of its own:
+    // @platformatic/kafka imports createRequire itself, and the bundle keeps that import as it is.
     banner: {
-      js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);',
+      js: 'import { createRequire as createRequireForBundle } from "node:module"; const require = createRequireForBundle(import.meta.url);',
     },
+    // @platformatic/kafka's CRC32C and compression are WebAssembly that wasm-utils reads from a file beside
+    // its own module at import; its `bundled` entry carries the same module inline, for bundles like ours.
+    alias: { "@platformatic/wasm-utils": "@platformatic/wasm-utils/bundled" },
     // pg's optional native binding, which we never load.
     external: ["pg-native"],
     logLevel: "warning",

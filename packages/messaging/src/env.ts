@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { DEFAULT_KAFKA_CLIENT, KAFKA_CLIENTS } from "@saga/kafka";
 import { z } from "zod";
 
 /** Variables every process of the saga reads the same way. */
@@ -15,6 +16,8 @@ export const envVars = {
     )
     .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
   topicPrefix: z.string().default(""),
+  /** The Kafka client library behind @saga/kafka (its README has the measurements behind the default). */
+  kafkaClient: z.enum(KAFKA_CLIENTS).default(DEFAULT_KAFKA_CLIENT),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 };
 
@@ -28,6 +31,7 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     DATABASE_URL: envVars.postgresUrl,
     KAFKA_BROKERS: envVars.kafkaBrokers,
     KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
+    KAFKA_CLIENT: envVars.kafkaClient,
     INSTANCE_ID: z.string().min(1).default(hostname()),
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
     LOG_LEVEL: envVars.logLevel,

@@ -52,6 +52,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   const kafka = createKafka({
     brokers: env.KAFKA_BROKERS,
     clientId: `${service}-${env.INSTANCE_ID}`,
+    client: env.KAFKA_CLIENT,
     logger: kafkaLogger(logger),
   });
 

@@ -6,7 +6,13 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
 import { outbox } from "@saga/db";
-import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
+import {
+  createKafka,
+  DEFAULT_KAFKA_CLIENT,
+  type EventProducer,
+  type KafkaClient,
+  type OutgoingMessage,
+} from "@saga/kafka";
 import { kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import { asc, eq, inArray, isNull } from "drizzle-orm";
 import type { MetricValue, Registry } from "prom-client";
@@ -244,6 +250,7 @@ export function serviceTestEnv(
     DATABASE_URL: databaseUrl,
     KAFKA_BROKERS: kafkaBrokers(),
     KAFKA_TOPIC_PREFIX: prefix,
+    KAFKA_CLIENT: DEFAULT_KAFKA_CLIENT,
     INSTANCE_ID: "test-1",
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",

@@ -1,0 +1,307 @@
+/** The kafkajs adapter (kafkajs 2.2.4, unmaintained since 2023): `KAFKA_CLIENT=kafkajs`. */
+import {
+  type Consumer,
+  type IHeaders,
+  Kafka,
+  type LogEntry,
+  logLevel,
+  Partitioners,
+  type Producer,
+} from "kafkajs";
+import { createApplier, sleep } from "./handling.ts";
+import type {
+  ConsumerOptions,
+  EventConsumer,
+  EventProducer,
+  IncomingMessage,
+  KafkaClient,
+  KafkaOptions,
+  OutgoingMessage,
+  PartitionLag,
+} from "./port.ts";
+
+function toKafkajsLevel(level: number): "error" | "warn" | "info" | "debug" {
+  if (level <= logLevel.ERROR) return "error";
+  if (level === logLevel.WARN) return "warn";
+  if (level === logLevel.INFO) return "info";
+  return "debug";
+}
+
+function decodeHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const first = Array.isArray(value) ? value[0] : value;
+    out[name] = first === undefined ? undefined : first.toString();
+  }
+  return out;
+}
+
+/** Creates a kafkajs client for one set of brokers. */
+export function createKafkajsClient({
+  brokers,
+  clientId,
+  logger,
+  connectionTimeout = 3000,
+}: KafkaOptions): KafkaClient {
+  const kafka = new Kafka({
+    brokers,
+    clientId,
+    connectionTimeout,
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log }: LogEntry) => {
+        const { message, ...extra } = log;
+        // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
+        const routine = (extra as { error?: string }).error?.includes("rebalancing");
+        logger?.(routine ? "debug" : toKafkajsLevel(level), `kafka: ${message}`, extra);
+      },
+    // Reconnect forever: a broker restart must never take a process down.
+    retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
+  });
+
+  async function createProducer(): Promise<EventProducer> {
+    // Idempotent with one request in flight per connection: a retried batch can neither be
+    // duplicated by the broker nor overtake the one before it (kafkajs leaves in-flight unbounded).
+    const producer: Producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      // The Java client's murmur2 partitioner, so a key lands on the partition the Go and Spring
+      // versions would pick; naming it also silences kafkajs's start-up warning about the change.
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: false,
+    });
+    await producer.connect();
+    return {
+      async send(messages) {
+        if (messages.length === 0) return;
+        const byTopic = new Map<string, OutgoingMessage[]>();
+        for (const m of messages) {
+          const list = byTopic.get(m.topic);
+          if (list) list.push(m);
+          else byTopic.set(m.topic, [m]);
+        }
+        await producer.sendBatch({
+          acks: -1,
+          topicMessages: [...byTopic].map(([topic, ms]) => ({
+            topic,
+            messages: ms.map((m) => ({ key: m.key, value: m.value, headers: m.headers })),
+          })),
+        });
+      },
+      close: () => producer.disconnect(),
+    };
+  }
+
+  async function createConsumer(options: ConsumerOptions): Promise<EventConsumer> {
+    const { groupId, topics } = options;
+    const maxBatchSize = options.maxBatchSize ?? 64;
+    const consumer: Consumer = kafka.consumer({
+      groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: options.sessionTimeout ?? 10_000,
+      heartbeatInterval: 1000,
+      // stop() waits for the fetch in flight, which the broker holds this long when there is nothing to
+      // read (kafkajs's default is 5 s): short enough to leave the group well within a 5 s shutdown.
+      maxWaitTimeInMs: 500,
+      retry: {
+        retries: Number.MAX_SAFE_INTEGER,
+        initialRetryTime: 200,
+        maxRetryTime: 5000,
+        // kafkajs gives up on a consumer after an error it deems fatal; rejoining is always safe here,
+        // because offsets only ever cover committed work.
+        restartOnFailure: async () => !stopping,
+      },
+    });
+    let stopping = false;
+    let running = false;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      running = true;
+    });
+    consumer.on(consumer.events.STOP, () => {
+      running = false;
+    });
+    consumer.on(consumer.events.CRASH, () => {
+      running = false;
+    });
+
+    // Wakes a back-off sleep when stop() is called, so shutdown never waits out a retry delay.
+    const stopped = new AbortController();
+    const applyChunk = createApplier(options, stopped.signal);
+
+    await consumer.connect();
+    await consumer.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        const messages = batch.messages.map(
+          (m): IncomingMessage => ({
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key ? m.key.toString() : null,
+            value: m.value ? m.value.toString() : null,
+            headers: decodeHeaders(m.headers),
+            timestamp: Number(m.timestamp),
+          }),
+        );
+        let applied: string | undefined;
+        for (let start = 0; start < messages.length; start += maxBatchSize) {
+          if (!isRunning() || isStale()) break;
+          const chunk = messages.slice(start, start + maxBatchSize);
+          const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
+          const last = chunk[done - 1];
+          if (last) {
+            resolveOffset(last.offset);
+            applied = last.offset;
+          }
+          if (done < chunk.length) break;
+          await heartbeat();
+        }
+        // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
+        // commits nothing by itself, so the next offset to read is committed here, once per batch.
+        if (applied !== undefined) {
+          await consumer.commitOffsets([
+            { topic: batch.topic, partition: batch.partition, offset: (BigInt(applied) + 1n).toString() },
+          ]);
+        }
+      },
+    });
+
+    return {
+      async stop() {
+        stopping = true;
+        stopped.abort();
+        await consumer.stop();
+        await consumer.disconnect();
+      },
+      isRunning: () => running,
+    };
+  }
+
+  const admin = kafka.admin();
+  let adminConnected: Promise<void> | undefined;
+  const connectedAdmin = async () => {
+    adminConnected ??= admin.connect().catch((err) => {
+      adminConnected = undefined;
+      throw err;
+    });
+    await adminConnected;
+    return admin;
+  };
+
+  return {
+    createProducer,
+    createConsumer,
+
+    /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
+    async createTopics(names: string[], numPartitions = 6): Promise<void> {
+      const a = await connectedAdmin();
+      const existing = new Set(await a.listTopics());
+      const missing = names.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      // Not kafkajs's waitForLeaders: it gives up when the broker answers a metadata request for a topic
+      // it has just created with UNKNOWN_TOPIC_OR_PARTITION, which a busy KRaft broker does for a moment.
+      await a.createTopics({
+        waitForLeaders: false,
+        topics: missing.map((topic) => ({ topic, numPartitions })),
+      });
+      for (let attempt = 0; ; attempt++) {
+        const ready = await a
+          .fetchTopicMetadata({ topics: missing })
+          .then(({ topics }) =>
+            topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)),
+          )
+          .catch(() => false);
+        if (ready) return;
+        if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+        await sleep(100);
+      }
+    },
+
+    /** Resolves when a broker answers a metadata request. */
+    async ping(): Promise<void> {
+      const a = await connectedAdmin();
+      await a.describeCluster();
+    },
+
+    /** Committed offset, end offset and lag of a group on each partition of the topics. */
+    async consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]> {
+      const a = await connectedAdmin();
+      const committed = await a.fetchOffsets({ groupId, topics });
+      const lags: PartitionLag[] = [];
+      for (const { topic, partitions } of committed) {
+        const bounds = new Map((await a.fetchTopicOffsets(topic)).map((p) => [p.partition, p]));
+        for (const p of partitions) {
+          const end = Number(bounds.get(p.partition)?.high ?? 0);
+          // -1: nothing committed yet, so the group still has to read from the low watermark.
+          const at = Number(p.offset) < 0 ? Number(bounds.get(p.partition)?.low ?? 0) : Number(p.offset);
+          lags.push({ topic, partition: p.partition, committed: at, end, lag: Math.max(0, end - at) });
+        }
+      }
+      return lags;
+    },
+
+    /**
+     * Every message of `topics` from the beginning up to their end offsets as of the call, in
+     * partition order. For checkers and tests; it joins a throwaway consumer group.
+     */
+    async readToEnd(topics: string[], timeoutMs = 60_000): Promise<IncomingMessage[]> {
+      const a = await connectedAdmin();
+      const remaining = new Map<string, number>();
+      for (const topic of topics) {
+        for (const p of await a.fetchTopicOffsets(topic)) {
+          if (Number(p.high) > Number(p.low)) remaining.set(`${topic}/${p.partition}`, Number(p.high));
+        }
+      }
+      const messages: IncomingMessage[] = [];
+      if (remaining.size === 0) return messages;
+      const consumer = kafka.consumer({
+        groupId: `read-to-end-${Date.now()}-${Math.random().toString(36).slice(2)}`,
+      });
+      await consumer.connect();
+      try {
+        await consumer.subscribe({ topics, fromBeginning: true });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`readToEnd: ${remaining.size} partitions unread after ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+          consumer
+            .run({
+              autoCommit: false,
+              eachMessage: async ({ topic, partition, message: m }) => {
+                const key = `${topic}/${partition}`;
+                const end = remaining.get(key);
+                if (end === undefined || Number(m.offset) >= end) return;
+                messages.push({
+                  topic,
+                  partition,
+                  offset: m.offset,
+                  key: m.key ? m.key.toString() : null,
+                  value: m.value ? m.value.toString() : null,
+                  headers: decodeHeaders(m.headers),
+                  timestamp: Number(m.timestamp),
+                });
+                if (Number(m.offset) + 1 >= end) remaining.delete(key);
+                if (remaining.size === 0) {
+                  clearTimeout(timer);
+                  resolve();
+                }
+              },
+            })
+            .catch(reject);
+        });
+      } finally {
+        await consumer.disconnect();
+      }
+      return messages;
+    },
+
+    async close(): Promise<void> {
+      if (adminConnected) await admin.disconnect();
+    },
+  };
+}

@@ -1,0 +1,442 @@
+/** The @platformatic/kafka adapter (maintained, pure JavaScript): `KAFKA_CLIENT=platformatic`. */
+import {
+  Admin,
+  Consumer,
+  compatibilityPartitioner,
+  type Message,
+  type MessagesStream,
+  ProduceAcks,
+  Producer,
+  stringDeserializers,
+  stringSerializers,
+} from "@platformatic/kafka";
+import { createApplier, sleep } from "./handling.ts";
+import type {
+  ConsumerOptions,
+  EventConsumer,
+  EventProducer,
+  IncomingMessage,
+  KafkaClient,
+  KafkaLogger,
+  KafkaOptions,
+  PartitionLag,
+} from "./port.ts";
+
+type StringMessage = Message<string, string, string, string>;
+type StringStream = MessagesStream<string, string, string, string>;
+
+// Reconnect forever with back-off (200 ms → 5 s), as the kafkajs adapter does: a broker restart must never
+// take a process down. The library's own default is 3 retries a second apart.
+const retryForever = {
+  retries: Number.MAX_SAFE_INTEGER,
+  retryDelay: (_client: unknown, _operation: string, attempt: number) => Math.min(200 * 2 ** attempt, 5000),
+};
+
+/**
+ * How long the broker may hold a fetch when there is nothing to read. It is also what an idle consumer
+ * costs (one fetch per broker per this long) and bounds how long stop() waits for the fetch in flight.
+ */
+const FETCH_MAX_WAIT_MS = 500;
+
+function toIncoming(m: StringMessage): IncomingMessage {
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of m.headers) headers[name] = value;
+  return {
+    topic: m.topic,
+    partition: m.partition,
+    offset: m.offset.toString(),
+    key: m.key ?? null,
+    value: m.value ?? null,
+    headers,
+    timestamp: Number(m.timestamp),
+  };
+}
+
+/** Creates a @platformatic/kafka client for one set of brokers. */
+export function createPlatformaticClient({
+  brokers,
+  clientId,
+  logger,
+  connectionTimeout = 3000,
+}: KafkaOptions): KafkaClient {
+  const log: KafkaLogger = (level, message, extra) => logger?.(level, `kafka: ${message}`, extra);
+  const base = { clientId, bootstrapBrokers: brokers, connectTimeout: connectionTimeout };
+
+  async function createProducer(): Promise<EventProducer> {
+    // Idempotent: the library then keeps one request in flight per connection and acks=all, so a retried
+    // batch can neither be duplicated by the broker nor overtake the one before it.
+    const producer = new Producer({
+      ...base,
+      ...retryForever,
+      idempotent: true,
+      acks: ProduceAcks.ALL,
+      // The Java client's partitioner (murmur2 & 0x7fffffff), so a key lands on the partition kafkajs, the
+      // Go and the Spring versions pick; the library's default (murmur2 >>> 0) differs for half the keys.
+      partitioner: compatibilityPartitioner,
+      autocreateTopics: false,
+      serializers: stringSerializers,
+    });
+    producer.on("error", (err: Error) => log("warn", "producer error", { err }));
+    try {
+      // Connects and gets a producer id now, as kafkajs's connect() does, rather than on the first send.
+      await producer.initIdempotentProducer({});
+    } catch (err) {
+      await producer.close(true).catch(() => {});
+      throw err;
+    }
+    return {
+      async send(messages) {
+        if (messages.length === 0) return;
+        await producer.send({ messages });
+      },
+      close: () => producer.close(true),
+    };
+  }
+
+  async function createConsumer(options: ConsumerOptions): Promise<EventConsumer> {
+    const { groupId, topics } = options;
+    const maxBatchSize = options.maxBatchSize ?? 64;
+    const concurrency = options.partitionsConsumedConcurrently ?? 3;
+    const sessionTimeout = options.sessionTimeout ?? 10_000;
+    const consumer = new Consumer<string, string, string, string>({
+      ...base,
+      ...retryForever,
+      groupId,
+      sessionTimeout,
+      rebalanceTimeout: sessionTimeout,
+      heartbeatInterval: 1000,
+      autocommit: false,
+      maxWaitTime: FETCH_MAX_WAIT_MS,
+      deserializers: stringDeserializers,
+    });
+    let stopping = false;
+    let joined = false;
+    const stopped = new AbortController();
+    const applyChunk = createApplier(options, stopped.signal);
+
+    consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
+    consumer.on("consumer:group:join", () => {
+      joined = true;
+      // Partitions this member no longer owns: their queued messages are left to the new owner, which reads
+      // from the last commit. A chunk being handled finishes (a duplicate at worst, which the inbox absorbs).
+      for (const [key, queue] of queues) {
+        if (owns(key)) continue;
+        forget(key, queue);
+      }
+      stream?.resume();
+    });
+    consumer.on("consumer:group:leave", () => {
+      joined = false;
+    });
+    consumer.on("consumer:heartbeat:error", ({ error }: { error: Error }) =>
+      log("debug", "heartbeat failed", { err: error }),
+    );
+
+    // Fetched messages wait in one queue per partition; up to `concurrency` partitions are handled at once,
+    // each a chunk at a time: everything queued for it, up to maxBatchSize. The busier the partition, the
+    // larger its chunks. Past `maxBuffered` the stream is paused (the library then stops fetching).
+    const queues = new Map<string, StringMessage[]>();
+    const busy = new Set<string>();
+    const maxBuffered = Math.max(1024, maxBatchSize * concurrency * 4);
+    let buffered = 0;
+    let stream: StringStream | undefined;
+    let idle: (() => void) | undefined;
+    // The offset of the last message queued for each partition. After a rejoin the library fetches again
+    // from the committed offset while a fetch sent before it may still answer with later messages; taking
+    // only offsets above this one keeps each partition's messages in order, without gaps or second copies.
+    const lastQueued = new Map<string, bigint>();
+    const owns = (key: string) =>
+      consumer.assignments?.some((a) => a.partitions.some((p) => `${a.topic}/${p}` === key)) ?? false;
+    /** Drops what is queued for a partition and the memory of it, so it is read afresh from the last commit. */
+    const forget = (key: string, queue: StringMessage[]) => {
+      buffered -= queue.length;
+      queue.length = 0;
+      lastQueued.delete(key);
+    };
+    let scheduled = false;
+
+    const keepGoing = () => !stopping;
+    const noHeartbeat = async () => {};
+
+    function schedule(): void {
+      if (stopping) return;
+      for (const [key, queue] of queues) {
+        if (busy.size >= concurrency) return;
+        if (queue.length === 0 || busy.has(key)) continue;
+        busy.add(key);
+        void drain(key, queue).finally(() => {
+          busy.delete(key);
+          if (busy.size === 0) idle?.();
+          schedule();
+        });
+      }
+    }
+
+    async function drain(key: string, queue: StringMessage[]): Promise<void> {
+      while (queue.length > 0 && !stopping) {
+        const chunk = queue.splice(0, maxBatchSize);
+        buffered -= chunk.length;
+        if (buffered < maxBuffered / 2) stream?.resume();
+        const done = await applyChunk(chunk.map(toIncoming), noHeartbeat, keepGoing);
+        const last = chunk[done - 1];
+        if (last) {
+          // Offsets only ever cover messages whose effect is durable. The stream's commit coalesces the
+          // partitions committing at the same moment into one request.
+          try {
+            await last.commit();
+          } catch (err) {
+            // The library keeps a failed offset and sends it with the next commit; if the group needs a
+            // rejoin it ends the stream instead, and the next stream reads again from the last commit.
+            log("warn", "offset commit failed", { err, partition: key });
+          }
+        }
+        if (done < chunk.length) {
+          // Stopping cut the chunk short: the rest is read again by whoever gets the partition.
+          forget(key, queue);
+          return;
+        }
+      }
+    }
+
+    function onMessage(from: StringStream, m: StringMessage): void {
+      // A message of a stream that has failed since, or of a partition this member does not own (a fetch
+      // answered after a rebalance), or already queued: the current owner reads it from the last commit.
+      if (from !== stream) return;
+      const key = `${m.topic}/${m.partition}`;
+      if (!owns(key)) return;
+      const last = lastQueued.get(key);
+      if (last !== undefined && m.offset <= last) return;
+      lastQueued.set(key, m.offset);
+      let queue = queues.get(key);
+      if (!queue) {
+        queue = [];
+        queues.set(key, queue);
+      }
+      queue.push(m);
+      if (++buffered >= maxBuffered) stream?.pause();
+      // After the rest of this fetch was queued too (the library pushes a fetch's messages in one go):
+      // the first chunk of a partition takes every message the fetch brought for it.
+      if (!scheduled) {
+        scheduled = true;
+        queueMicrotask(() => {
+          scheduled = false;
+          schedule();
+        });
+      }
+    }
+
+    async function subscribe(): Promise<void> {
+      const s = await consumer.consume({
+        topics,
+        mode: "committed",
+        fallbackMode: (options.fromBeginning ?? true) ? "earliest" : "latest",
+        autocommit: false,
+        maxWaitTime: FETCH_MAX_WAIT_MS,
+      });
+      stream = s;
+      s.on("data", (m: StringMessage) => onMessage(s, m));
+      // The library ends a stream on a fetch that fails outright (its broker stayed away through every
+      // retry, say); rejoining is always safe here, because offsets only ever cover committed work.
+      s.on("error", (err: Error) => {
+        if (stopping) return;
+        log("warn", "consumer stream failed; subscribing again", { err });
+        stream = undefined;
+        // The next stream starts from the last commit: what this one queued is read again.
+        for (const [key, queue] of queues) forget(key, queue);
+        void resubscribe();
+      });
+    }
+
+    async function resubscribe(): Promise<void> {
+      for (let attempt = 0; !stopping; attempt++) {
+        await sleep(Math.min(200 * 2 ** attempt, 5000), stopped.signal);
+        if (stopping) return;
+        try {
+          await subscribe();
+          return;
+        } catch (err) {
+          log("warn", "could not subscribe again; retrying", { err });
+        }
+      }
+    }
+
+    try {
+      await subscribe();
+    } catch (err) {
+      await consumer.close(true).catch(() => {});
+      throw err;
+    }
+
+    return {
+      async stop() {
+        if (stopping) return;
+        stopping = true;
+        stopped.abort();
+        stream?.pause();
+        // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
+        if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
+        await stream?.close().catch(() => {});
+        await consumer.close().catch(() => consumer.close(true));
+        joined = false;
+      },
+      isRunning: () => joined && !stopping && stream !== undefined,
+    };
+  }
+
+  // Admin calls fail after a few retries, so a probe (ping, lag) answers while the broker is away.
+  const admin = new Admin({ ...base, retries: 3, retryDelay: 200 });
+  admin.on("error", (err: Error) => log("warn", "admin error", { err }));
+
+  /** Partition count of each topic, from a fresh metadata request. */
+  async function partitionsOf(names: string[]): Promise<Map<string, number>> {
+    const metadata = await admin.metadata({ topics: names, forceUpdate: true });
+    return new Map(names.map((t) => [t, metadata.topics.get(t)?.partitionsCount ?? 0]));
+  }
+
+  /** Low and high watermark of every partition of the topics. */
+  async function watermarks(names: string[]): Promise<Map<string, { low: bigint; high: bigint }[]>> {
+    const counts = await partitionsOf(names);
+    const request = (timestamp: bigint) =>
+      admin.listOffsets({
+        topics: names.map((name) => ({
+          name,
+          partitions: Array.from({ length: counts.get(name) ?? 0 }, (_, partitionIndex) => ({
+            partitionIndex,
+            timestamp,
+          })),
+        })),
+      });
+    const [low, high] = await Promise.all([request(-2n), request(-1n)]);
+    const out = new Map<string, { low: bigint; high: bigint }[]>();
+    for (const name of names) out.set(name, []);
+    for (const t of low) {
+      for (const p of t.partitions) {
+        const list = out.get(t.name);
+        if (list) list[p.partitionIndex] = { low: p.offset, high: 0n };
+      }
+    }
+    for (const t of high) {
+      for (const p of t.partitions) {
+        const entry = out.get(t.name)?.[p.partitionIndex];
+        if (entry) entry.high = p.offset;
+      }
+    }
+    return out;
+  }
+
+  return {
+    createProducer,
+    createConsumer,
+
+    async createTopics(names, numPartitions = 6) {
+      const existing = new Set(await admin.listTopics());
+      const missing = names.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      await admin
+        .createTopics({ topics: missing, partitions: numPartitions, replicas: 1 })
+        .catch(async (err) => {
+          // Another process created them meanwhile: fine, as long as they exist now.
+          const now = new Set(await admin.listTopics());
+          if (!missing.every((t) => now.has(t))) throw err;
+        });
+      for (let attempt = 0; ; attempt++) {
+        const ready = await admin
+          .metadata({ topics: missing, forceUpdate: true })
+          .then(({ topics }) =>
+            missing.every((name) => {
+              const t = topics.get(name);
+              return t !== undefined && t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0);
+            }),
+          )
+          .catch(() => false);
+        if (ready) return;
+        if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+        await sleep(100);
+      }
+    },
+
+    async ping() {
+      await admin.metadata({ topics: [], forceUpdate: true });
+    },
+
+    async consumerLag(groupId, topics) {
+      const [groups, bounds] = await Promise.all([
+        admin.listConsumerGroupOffsets({ groups: [groupId] }),
+        watermarks(topics),
+      ]);
+      const committed = new Map<string, bigint>();
+      for (const t of groups[0]?.topics ?? []) {
+        for (const p of t.partitions) committed.set(`${t.name}/${p.partitionIndex}`, p.committedOffset);
+      }
+      const lags: PartitionLag[] = [];
+      for (const topic of topics) {
+        for (const [partition, b] of (bounds.get(topic) ?? []).entries()) {
+          const offset = committed.get(`${topic}/${partition}`);
+          const end = Number(b.high);
+          // -1 or nothing: nothing committed yet, so the group still has to read from the low watermark.
+          const at = offset === undefined || offset < 0n ? Number(b.low) : Number(offset);
+          lags.push({ topic, partition, committed: at, end, lag: Math.max(0, end - at) });
+        }
+      }
+      return lags;
+    },
+
+    async readToEnd(topics, timeoutMs = 60_000) {
+      const remaining = new Map<string, bigint>();
+      for (const [topic, parts] of await watermarks(topics)) {
+        for (const [partition, b] of parts.entries()) {
+          if (b.high > b.low) remaining.set(`${topic}/${partition}`, b.high);
+        }
+      }
+      const byPartition = new Map<string, IncomingMessage[]>();
+      if (remaining.size === 0) return [];
+      const consumer = new Consumer<string, string, string, string>({
+        ...base,
+        retries: 3,
+        groupId: `read-to-end-${Date.now()}-${Math.random().toString(36).slice(2)}`,
+        autocommit: false,
+        maxWaitTime: FETCH_MAX_WAIT_MS,
+        deserializers: stringDeserializers,
+      });
+      consumer.on("error", () => {});
+      try {
+        const stream = await consumer.consume({ topics, mode: "earliest", autocommit: false });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`readToEnd: ${remaining.size} partitions unread after ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+          stream.on("error", (err) => {
+            clearTimeout(timer);
+            reject(err);
+          });
+          stream.on("data", (m) => {
+            const key = `${m.topic}/${m.partition}`;
+            const end = remaining.get(key);
+            if (end === undefined || m.offset >= end) return;
+            const list = byPartition.get(key) ?? [];
+            // A rebalance of the throwaway group can deliver a message twice: keep offsets increasing.
+            const last = list.at(-1);
+            if (last && BigInt(last.offset) >= m.offset) return;
+            list.push(toIncoming(m));
+            byPartition.set(key, list);
+            if (m.offset + 1n >= end) remaining.delete(key);
+            if (remaining.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          });
+        });
+        await stream.close().catch(() => {});
+      } finally {
+        await consumer.close(true).catch(() => {});
+      }
+      // In partition order, as kafkajs's eachMessage delivers them; the order across partitions is not part of the contract.
+      return [...byPartition.values()].flat();
+    },
+
+    async close() {
+      await admin.close();
+    },
+  };
+}

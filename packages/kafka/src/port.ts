@@ -1,0 +1,101 @@
+/** The port every process speaks; each adapter (kafkajs.ts, platformatic.ts) implements it. */
+
+/** The Kafka client libraries behind the port, selected per process by `KAFKA_CLIENT`. */
+export const KAFKA_CLIENTS = ["platformatic", "kafkajs"] as const;
+export type KafkaClientName = (typeof KAFKA_CLIENTS)[number];
+
+export type KafkaLogger = (
+  level: "error" | "warn" | "info" | "debug",
+  message: string,
+  extra: object,
+) => void;
+
+export type KafkaOptions = {
+  brokers: string[];
+  clientId: string;
+  /** The library behind the port; the default is `DEFAULT_KAFKA_CLIENT`. */
+  client?: KafkaClientName;
+  logger?: KafkaLogger;
+  /** How long a connection attempt may take, in ms. */
+  connectionTimeout?: number;
+};
+
+export type OutgoingMessage = {
+  topic: string;
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+};
+
+export type IncomingMessage = {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | undefined>;
+  /** Broker timestamp, ms since the epoch. */
+  timestamp: number;
+};
+
+export type EventProducer = {
+  /**
+   * Resolves once every message is acknowledged by all in-sync replicas (idempotent, acks=all; messages
+   * of one key keep their order, on the partition the Java client's murmur2 partitioner picks).
+   */
+  send(messages: OutgoingMessage[]): Promise<void>;
+  close(): Promise<void>;
+};
+
+export type ConsumerOptions = {
+  groupId: string;
+  topics: string[];
+  /** Applies one message. Resolves once its effect is durable; only then is the offset committed. */
+  handle(message: IncomingMessage): Promise<void>;
+  /**
+   * Applies consecutive messages of one partition at once, all or nothing (one transaction, say).
+   * Optional; when it fails, each of the messages goes through `handle` on its own, so a bad message
+   * costs its neighbours only the lost attempt.
+   */
+  handleBatch?(messages: IncomingMessage[]): Promise<void>;
+  /** Most messages in one `handleBatch` call (default 64). */
+  maxBatchSize?: number;
+  /** Called when `handleBatch` failed and its messages are about to be applied one by one. */
+  onBatchFailed?(messages: IncomingMessage[], error: unknown): void;
+  /** Whether a failure of `handle` may succeed on a retry. Others go to `deadLetter`. */
+  isRetriable(error: unknown): boolean;
+  /** Records a message that can never be applied; resolves once that record is durable. */
+  deadLetter(message: IncomingMessage, error: unknown): Promise<void>;
+  /** Partitions handled at once by this consumer. */
+  partitionsConsumedConcurrently?: number;
+  /** Called before each retry of a retriable failure. */
+  onRetry?(message: IncomingMessage, error: unknown, attempt: number): void;
+  fromBeginning?: boolean;
+  sessionTimeout?: number;
+};
+
+export type EventConsumer = {
+  /** Finishes the messages in hand, commits their offsets and leaves the group. */
+  stop(): Promise<void>;
+  /** True while the consumer is a member of its group. */
+  isRunning(): boolean;
+};
+
+export type PartitionLag = { topic: string; partition: number; committed: number; end: number; lag: number };
+
+export type KafkaClient = {
+  createProducer(): Promise<EventProducer>;
+  createConsumer(options: ConsumerOptions): Promise<EventConsumer>;
+  /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
+  createTopics(names: string[], numPartitions?: number): Promise<void>;
+  /** Resolves when a broker answers a metadata request. */
+  ping(): Promise<void>;
+  /** Committed offset, end offset and lag of a group on each partition of the topics. */
+  consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]>;
+  /**
+   * Every message of `topics` from the beginning up to their end offsets as of the call, in
+   * partition order. For checkers and tests; it joins a throwaway consumer group.
+   */
+  readToEnd(topics: string[], timeoutMs?: number): Promise<IncomingMessage[]>;
+  close(): Promise<void>;
+};
