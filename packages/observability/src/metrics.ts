@@ -11,7 +11,9 @@ export function createMetrics(service: string, instance: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ service, instance });
   collectDefaultMetrics({ register: registry });
-  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(1);
+  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(
+    1,
+  );
 
   const httpRequests = new Counter({
     name: "http_requests_total",
@@ -26,7 +28,25 @@ export function createMetrics(service: string, instance: string) {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
-  return { registry, httpRequests, httpDuration };
+  const admissionShed = new Counter({
+    name: "http_admission_shed_total",
+    help: "Requests answered 503 + Retry-After at once because their admission lane was full, by lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  const admissionInFlight = new Gauge({
+    name: "http_admission_in_flight",
+    help: "Requests being served, by admission lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  const admissionQueued = new Gauge({
+    name: "http_admission_queued",
+    help: "Requests waiting for a place in their admission lane, by lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  return { registry, httpRequests, httpDuration, admissionShed, admissionInFlight, admissionQueued };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,4 +1,5 @@
 import { orderSchema } from "@saga/db";
+import { httpSettings } from "@saga/http";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
@@ -25,6 +26,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     metrics: runtime.metrics,
     saga,
     ready: runtime.ready,
+    admission: httpSettings(env).admission,
   });
   return {
     app,

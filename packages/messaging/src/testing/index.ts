@@ -6,12 +6,13 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
 import { outbox } from "@saga/db";
+import { httpEnvDefaults } from "@saga/http";
 import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
 import { kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import { asc, eq, inArray, isNull } from "drizzle-orm";
 import type { MetricValue, Registry } from "prom-client";
 import type { Executor } from "../db.ts";
-import type { ServiceEnv } from "../env.ts";
+import { SERVICE_HTTP_DEFAULTS, type ServiceEnv } from "../env.ts";
 import { type OutboxRow, outboxMessage, outboxRow } from "../outbox.ts";
 
 /** The Kafka message another service's relay would publish for this event. */
@@ -248,6 +249,7 @@ export function serviceTestEnv(
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
     INBOX_RETENTION_HOURS: 168,
+    ...httpEnvDefaults(SERVICE_HTTP_DEFAULTS),
     ...overrides,
   };
 }
