@@ -1,6 +1,7 @@
 import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
+import type { SagaBacklog } from "./backpressure.ts";
 import type { SagaMetrics } from "./metrics.ts";
 import { registerOrderRoutes } from "./routes/orders.ts";
 
@@ -11,11 +12,14 @@ export type AppDeps = {
   saga: SagaMetrics;
   ready: () => Promise<void>;
   admission?: BaseAppOptions["admission"];
+  /** Backpressure from the saga on new orders; without it every valid order is accepted. */
+  backlog?: Pick<SagaBacklog, "admitNewOrders">;
 };
 
 /** The order-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, saga, ready, admission }: AppDeps) {
+export function createApp({ db, logger, metrics, saga, ready, admission, backlog }: AppDeps) {
   const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable });
+  if (backlog) app.post("/orders", backlog.admitNewOrders);
   registerOrderRoutes(app, { db, logger, saga });
   return app;
 }

@@ -3,6 +3,7 @@ import { httpSettings } from "@saga/http";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
+import { createSagaBacklog } from "./backpressure.ts";
 import { creditEventHandlers } from "./consumers/credit-events.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
@@ -19,7 +20,15 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     env,
     logger: options.logger,
   });
-  const saga = createSagaMetrics(runtime.metrics.registry);
+  const backlog = createSagaBacklog({
+    db: runtime.db.db,
+    limit: env.SAGA_BACKLOG_LIMIT,
+    recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
+    retryAfterS: env.RETRY_AFTER_S,
+    logger: runtime.logger,
+    registry: runtime.metrics.registry,
+  });
+  const saga = createSagaMetrics(runtime.metrics.registry, backlog.finished);
   const app = createApp({
     db: runtime.db,
     logger: runtime.logger,
@@ -27,12 +36,20 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     saga,
     ready: runtime.ready,
     admission: httpSettings(env).admission,
+    backlog,
   });
   return {
     app,
     runtime,
-    start: () => runtime.startConsuming(creditEventHandlers({ messaging: runtime.messagingMetrics, saga })),
-    stop: runtime.stop,
+    backlog,
+    start: async () => {
+      await backlog.start();
+      await runtime.startConsuming(creditEventHandlers({ messaging: runtime.messagingMetrics, saga }));
+    },
+    stop: async () => {
+      backlog.stop();
+      await runtime.stop();
+    },
   };
 }
 

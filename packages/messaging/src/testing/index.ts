@@ -249,7 +249,9 @@ export function serviceTestEnv(
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
     INBOX_RETENTION_HOURS: 168,
-    ...httpEnvDefaults(SERVICE_HTTP_DEFAULTS),
+    // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
+    ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
+    ADMISSION_QUEUE_TIMEOUT_MS: 30_000,
     ...overrides,
   };
 }
