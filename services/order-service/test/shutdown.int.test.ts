@@ -42,6 +42,8 @@ async function start(): Promise<{ service: ServiceProcess; url: string }> {
     CONSUMER_GROUP: `${prefix}order-service`,
     INSTANCE_ID: "shutdown-test",
     LOG_LEVEL: "info",
+    // No user-service answers here: every order stays PENDING, which is not what this test is about.
+    SAGA_BACKLOG_LIMIT: "1000",
   });
   processes.push(service);
   const listening = await service.logLine((l) => l.msg === "listening");
