@@ -8,8 +8,12 @@ import { Counter, Gauge, type Registry } from "prom-client";
 
 export type SagaBacklogOptions = {
   db: Executor;
-  /** Sagas in flight (orders still PENDING) past which a new order is refused. */
+  /** Sagas in flight (orders still PENDING) past which a new order is refused, at most… */
   limit: number;
+  /** …and at least: the bound adapts between the two to keep sagas within `targetMs`. */
+  minLimit: number;
+  /** The saga duration the bound aims at. */
+  targetMs: number;
   /** How often the count is taken again from the database. */
   recountMs: number;
   retryAfterS: number;
@@ -25,12 +29,19 @@ export type SagaBacklogOptions = {
  * backlog of `limit` sagas at the saga's throughput X waits about limit / X seconds. Cancels and reads
  * are not limited. New orders are accepted again as soon as sagas finish.
  *
+ * The bound adapts (AIMD, as TCP and Netflix's concurrency limits do): each saga that took longer than
+ * `targetMs` lowers it by 2%, each one on time raises it by 1/bound, between `minLimit` and `limit`. A
+ * fixed bound would let saga time grow as throughput falls (a slower machine, a cold broker).
+ *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
  * ends) and taken again from the database every `recountMs` (one count of PENDING orders), which also
  * corrects what other order-service instances created or finished.
  */
 export function createSagaBacklog(opts: SagaBacklogOptions) {
-  const { db, limit, recountMs, retryAfterS, logger, registry } = opts;
+  const { db, limit: maxLimit, recountMs, retryAfterS, logger, registry } = opts;
+  const minLimit = Math.min(opts.minLimit, maxLimit);
+  let limit = maxLimit;
+  const bound = () => Math.max(minLimit, Math.round(limit));
   let pending = 0;
   // Orders being created now: counted at once, so concurrent POSTs cannot all pass the bound together.
   let creating = 0;
@@ -47,9 +58,12 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   });
   new Gauge({
     name: "saga_backlog_limit",
-    help: "Sagas in flight past which POST /orders is answered 503 + Retry-After",
+    help: "Sagas in flight past which POST /orders is answered 503 + Retry-After (it adapts to saga time)",
     registers: [registry],
-  }).set(limit);
+    collect() {
+      this.set(bound());
+    },
+  });
   const shed = new Counter({
     name: "saga_backlog_shed_total",
     help: "POST /orders refused with 503 + Retry-After because the saga backlog was at its bound",
@@ -59,10 +73,9 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   function note(over: boolean) {
     if (over === shedding) return;
     shedding = over;
-    if (over)
-      logger.warn({ backlog: pending + creating, limit }, "saga backlog at its bound: refusing new orders");
-    else
-      logger.info({ backlog: pending + creating, limit }, "saga backlog below its bound: accepting orders");
+    const fields = { backlog: pending + creating, bound: bound() };
+    if (over) logger.warn(fields, "saga backlog at its bound: refusing new orders");
+    else logger.info(fields, "saga backlog below its bound: accepting orders");
   }
 
   async function recount() {
@@ -73,13 +86,13 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   return {
     /** Middleware for `POST /orders`. */
     admitNewOrders: async function admitNewOrders(c, next) {
-      const over = pending + creating >= limit;
+      const over = pending + creating >= bound();
       note(over);
       if (over) {
         shed.inc();
         throw new AppError(
           "UNAVAILABLE",
-          `the saga backlog is at its bound (${limit} orders in flight); retry later`,
+          `the saga backlog is at its bound (${bound()} orders in flight); retry later`,
           {
             retryAfterS,
           },
@@ -94,10 +107,14 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
       }
     } satisfies MiddlewareHandler<AppEnv>,
 
-    /** A saga left PENDING (confirmed, rejected or canceled) in this process. */
-    finished() {
+    /** A saga left PENDING (confirmed, rejected or canceled) in this process, after `sagaSeconds`. */
+    finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      if (shedding && pending + creating < limit) note(false);
+      limit =
+        sagaSeconds * 1000 > opts.targetMs
+          ? Math.max(minLimit, limit * 0.98)
+          : Math.min(maxLimit, limit + 1 / Math.max(1, limit));
+      if (shedding && pending + creating < bound()) note(false);
     },
 
     /** Counts once, then again every `recountMs`. */

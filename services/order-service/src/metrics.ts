@@ -2,7 +2,10 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import type { Transition } from "./domain/orders.ts";
 
 /** The order-service's saga outcomes and durations. */
-export function createSagaMetrics(registry: Registry, onSagaFinished: () => void = () => {}) {
+export function createSagaMetrics(
+  registry: Registry,
+  onSagaFinished: (sagaSeconds: number) => void = () => {},
+) {
   const outcomes = new Counter({
     name: "saga_outcomes_total",
     help: "Orders reaching CONFIRMED or CANCELED, by outcome and cancel reason",
@@ -25,7 +28,7 @@ export function createSagaMetrics(registry: Registry, onSagaFinished: () => void
       outcomes.inc({ outcome, reason: transition.reason ?? "" });
       if (transition.sagaSeconds !== undefined) {
         duration.observe({ outcome }, transition.sagaSeconds);
-        onSagaFinished();
+        onSagaFinished(transition.sagaSeconds);
       }
     },
   };

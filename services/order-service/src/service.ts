@@ -23,6 +23,8 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
   const backlog = createSagaBacklog({
     db: runtime.db.db,
     limit: env.SAGA_BACKLOG_LIMIT,
+    minLimit: env.SAGA_BACKLOG_MIN,
+    targetMs: env.SAGA_TARGET_MS,
     recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
     retryAfterS: env.RETRY_AFTER_S,
     logger: runtime.logger,
@@ -43,8 +45,11 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     runtime,
     backlog,
     start: async () => {
-      await backlog.start();
-      await runtime.startConsuming(creditEventHandlers({ messaging: runtime.messagingMetrics, saga }));
+      // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      await Promise.all([
+        runtime.startConsuming(creditEventHandlers({ messaging: runtime.messagingMetrics, saga })),
+        backlog.start(),
+      ]);
     },
     stop: async () => {
       backlog.stop();

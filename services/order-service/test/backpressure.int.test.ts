@@ -22,7 +22,9 @@ let producer: EventProducer;
 
 beforeAll(async () => {
   prefix = await freshTopicPrefix();
-  service = await startInProcess(testEnv(databaseUrl(), prefix, { SAGA_BACKLOG_LIMIT: 3 }));
+  service = await startInProcess(
+    testEnv(databaseUrl(), prefix, { SAGA_BACKLOG_LIMIT: 3, SAGA_BACKLOG_MIN: 3 }),
+  );
   await service.start();
   db = openDatabase(databaseUrl());
   kafka = createKafka({ brokers: kafkaBrokers(), clientId: "order-backpressure-test" });

@@ -10,6 +10,8 @@ export { freshTopicPrefix } from "@saga/messaging/testing";
 export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<Env> = {}): Env => ({
   // Far above any burst of the tests, but for the test of the bound itself.
   SAGA_BACKLOG_LIMIT: 10_000,
+  SAGA_BACKLOG_MIN: 10_000,
+  SAGA_TARGET_MS: 1000,
   SAGA_BACKLOG_RECOUNT_MS: 5000,
   ...serviceTestEnv("order-service", databaseUrl, prefix, overrides),
 });
