@@ -95,3 +95,47 @@ describe("admission", () => {
     await read;
   });
 });
+
+describe("adaptive admission (a proxy's lanes)", () => {
+  it("lowers a lane's bound while its backend sheds, so the excess is shed here, and raises it again", async () => {
+    const app = createBaseApp({
+      logger: createLogger("test", "silent"),
+      metrics: createMetrics("test", "t1"),
+      ready: async () => {},
+      admission: {
+        limits: {
+          read: { maxInFlight: 10, maxQueue: 0 },
+          write: { maxInFlight: 10, maxQueue: 0 },
+          wait: { maxInFlight: 10, maxQueue: 0 },
+        },
+        queueTimeoutMs: 50,
+        retryAfterS: 1,
+        adaptive: { minInFlight: 1 },
+      },
+    });
+    let backendSheds = true;
+    const holds: (() => void)[] = [];
+    app.post("/backend", async (c) => {
+      if (c.req.query("hold")) await new Promise<void>((resolve) => holds.push(resolve));
+      if (backendSheds) return c.json({ error: "backend sheds" }, 503, { "retry-after": "1" });
+      return c.json({ ok: true }, 201);
+    });
+    const post = (query = "") => app.request(`/backend${query}`, { method: "POST" });
+    for (let i = 0; i < 30; i++) expect(await (await post()).json()).toEqual({ error: "backend sheds" });
+    // The bound is down to 1: with one request in flight the next is shed here.
+    const held = post("?hold=1");
+    await tick();
+    const local = await post();
+    expect(local.status).toBe(503);
+    expect(await local.json()).toMatchObject({ error: expect.stringMatching(/^overloaded/) });
+    backendSheds = false;
+    for (const release of holds.splice(0)) release();
+    expect((await held).status).toBe(201);
+    // Answers on time raise it again: two at once are admitted after a few.
+    for (let i = 0; i < 5; i++) expect((await post()).status).toBe(201);
+    const both = [post("?hold=1"), post("?hold=1")];
+    await tick();
+    for (const release of holds.splice(0)) release();
+    expect((await Promise.all(both)).map((r) => r.status)).toEqual([201, 201]);
+  });
+});

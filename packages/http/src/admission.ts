@@ -23,6 +23,13 @@ export type AdmissionOptions = {
   /** Sent as `Retry-After` with every shed request. */
   retryAfterS: number;
   /**
+   * For a proxy: a lane's bound follows what is behind it (AIMD, as Netflix's concurrency limits do).
+   * Each answer that is itself a 503 with `Retry-After` (the backend shedding) lowers it by 10%, down to
+   * `minInFlight`; each other answer under 500 raises it by 1/bound, up to `maxInFlight`. So while a
+   * backend sheds, most of its excess is shed here, in microseconds, and never reaches its event loop.
+   */
+  adaptive?: { minInFlight: number };
+  /**
    * The lane of a request: its kind, and a key when one app serves several independent backends (the
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
    */
@@ -52,14 +59,17 @@ class Lane {
   readonly queue: Waiter[] = [];
   readonly name: string;
   readonly limits: LaneLimits;
+  /** The bound in force: `maxInFlight`, or less while an adaptive lane's backend sheds. */
+  limit: number;
   constructor(name: string, limits: LaneLimits) {
     this.name = name;
     this.limits = limits;
+    this.limit = limits.maxInFlight;
   }
 
   /** True when admitted now; a promise of admission (true) or shedding (false) when queued; false when full. */
   acquire(queueTimeoutMs: number): boolean | Promise<boolean> {
-    if (this.inFlight < this.limits.maxInFlight) {
+    if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
       return true;
     }
@@ -79,9 +89,9 @@ class Lane {
     });
   }
 
-  /** Hands the place to the oldest waiter, or frees it. */
+  /** Hands the place to the oldest waiter, or frees it (or drops it, when the bound was lowered). */
   release(): void {
-    const next = this.queue.shift();
+    const next = this.inFlight <= Math.floor(this.limit) ? this.queue.shift() : undefined;
     if (next) next.admit();
     else this.inFlight--;
   }
@@ -95,7 +105,7 @@ class Lane {
  * are configured from measurement (bench/README.md), not adapted.
  */
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
-  const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics } = opts;
+  const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
@@ -127,6 +137,12 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     metrics.admissionInFlight.inc({ lane: lane.name });
     try {
       await next();
+      if (adaptive) {
+        const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
+        if (backendShed) lane.limit = Math.max(adaptive.minInFlight, lane.limit * 0.9);
+        else if (c.res.status < 500)
+          lane.limit = Math.min(lane.limits.maxInFlight, lane.limit + 1 / Math.max(1, lane.limit));
+      }
     } finally {
       metrics.admissionInFlight.dec({ lane: lane.name });
       lane.release();
