@@ -24,8 +24,6 @@ export function createApp({ logger, metrics, users, orders, timeoutMs, maxBodyBy
     // Lanes per upstream (`orders:write`): a flood of orders cannot starve the users, nor the reverse.
     admission: admission && {
       ...admission,
-      // Shed here what an upstream would shed anyway: its refusals then cost it nothing.
-      adaptive: { minInFlight: 4 },
       laneOf: (c) => {
         const lane = requestLane(c);
         const upstream = c.req.path.split("/")[1];
