@@ -1,9 +1,10 @@
 import { REQUEST_ID_HEADER } from "@saga/contracts";
 import { httpMetrics, type Logger, type Metrics, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
+import { type AdmissionOptions, admission } from "./admission.ts";
+import { bodyLimit } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
@@ -13,6 +14,8 @@ export type BaseAppOptions = {
   metrics: Metrics;
   /** Largest request body accepted, in bytes. */
   maxBodyBytes?: number;
+  /** Admission control (`httpSettings(env).admission`); without it every request is admitted. */
+  admission?: Omit<AdmissionOptions, "metrics">;
   /** Resolves when the process can serve: its database and Kafka answer. */
   ready: () => Promise<void>;
   /**
@@ -32,6 +35,7 @@ export function createBaseApp({
   ready,
   mapError,
   maxBodyBytes = 64 * 1024,
+  admission: admissionOptions,
 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
@@ -41,14 +45,10 @@ export function createBaseApp({
     }),
   );
   app.use(httpMetrics({ metrics }));
-  app.use(
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: () => {
-        throw new AppError("PAYLOAD_TOO_LARGE", `request body is larger than ${maxBodyBytes} bytes`);
-      },
-    }),
-  );
+  // Before the body is read: a shed request costs no more than its head.
+  if (admissionOptions) app.use(admission({ ...admissionOptions, metrics }));
+  // A rejected body up to 16 times the limit (at least 1 MiB) is read and dropped to keep the connection.
+  app.use(bodyLimit({ maxBytes: maxBodyBytes, drainBytes: Math.max(maxBodyBytes * 16, 1024 * 1024) }));
 
   app.get("/health", (c) => c.json({ status: "UP" }));
   app.get("/ready", async (c) => {
@@ -69,6 +69,7 @@ export function createBaseApp({
     if (err instanceof AppError) {
       if (err !== thrown)
         logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);
+      if (err.retryAfterS !== undefined) c.header("retry-after", String(err.retryAfterS));
       return c.json({ error: err.message, requestId: id }, err.status);
     }
     if (err instanceof HTTPException) return c.json({ error: err.message, requestId: id }, err.status);

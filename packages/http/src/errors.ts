@@ -19,9 +19,12 @@ export type ErrorCode = keyof typeof ERROR_STATUS;
 export class AppError extends Error {
   override readonly name = "AppError";
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** Sent as `Retry-After` (seconds): the failure is load or a dependency, and passes. */
+  readonly retryAfterS: number | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterS?: number }) {
     super(message, options);
     this.code = code;
+    this.retryAfterS = options?.retryAfterS;
   }
 
   get status(): ContentfulStatusCode {

@@ -1,4 +1,14 @@
+export {
+  type AdmissionOptions,
+  admission,
+  isLongPoll,
+  type LaneKind,
+  type LaneLimits,
+  requestLane,
+} from "./admission.ts";
 export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
+export { bodyLimit } from "./body-limit.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
-export { serveUntilSignal } from "./serve.ts";
+export { listen, serveUntilSignal } from "./serve.ts";
+export { httpEnvDefaults, httpEnvVars, httpSettings, type ServerLimits } from "./settings.ts";
 export { idempotencyKey, parseJsonBody, uuidParam } from "./validate.ts";

@@ -1,11 +1,77 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
+import type { ServerLimits } from "./settings.ts";
 
 // Kubernetes and our own tests give a process 5 s between SIGTERM and SIGKILL.
 const SHUTDOWN_DEADLINE_MS = 4500;
 const HTTP_DRAIN_MS = 2000;
+
+/**
+ * Listens with the app on `port` (0: a free one), with the limits against slow and oversized clients
+ * (`httpSettings(env).server`; Node's defaults without them); `onListening` is told its port.
+ */
+export function listen(
+  opts: {
+    // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
+    app: Hono<any>;
+    port: number;
+    limits?: ServerLimits | undefined;
+  },
+  onListening: (port: number) => void = () => {},
+): Server {
+  const { app, port, limits } = opts;
+  const server = serve(
+    {
+      fetch: app.fetch,
+      port,
+      serverOptions: limits && {
+        // A head over this gets Node's 431 and a closed connection.
+        maxHeaderSize: limits.maxHeaderBytes,
+        // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
+        // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
+        headersTimeout: limits.headersTimeoutMs,
+        requestTimeout: limits.requestTimeoutMs,
+        // How often those two are checked (Node's default is 30 s).
+        connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+      },
+    },
+    (info) => onListening(info.port),
+  ) as Server;
+  server.on("clientError", answerClientError);
+  // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
+  // send on a connection the server is closing at that very moment.
+  server.keepAliveTimeout = 65_000;
+  if (!limits) server.headersTimeout = 66_000;
+  return server;
+}
+
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large", "request head is too large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout", "request was not received in time"],
+};
+
+/**
+ * What Node answers to a request it could not parse (or that came too slowly), as JSON like every other
+ * error, then closes the connection: its bytes can no longer be trusted to frame the next request.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] = CLIENT_ERRORS[err.code ?? ""] ?? [
+    400,
+    "Bad Request",
+    "malformed request",
+  ];
+  const body = JSON.stringify({ error: message });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
 
 /**
  * Serves the app until SIGTERM or SIGINT, then shuts down in order: stop accepting connections, let
@@ -18,16 +84,11 @@ export function serveUntilSignal(opts: {
   port: number;
   logger: Logger;
   stop: () => Promise<void>;
+  /** Against slow and oversized clients (`httpSettings(env).server`); Node's defaults otherwise. */
+  limits?: ServerLimits | undefined;
 }): void {
-  const { app, port, logger, stop } = opts;
-  const server = serve({ fetch: app.fetch, port }, (info) =>
-    logger.info({ port: info.port }, "listening"),
-  ) as Server;
-  // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
-  // send on a connection the server is closing at that very moment. Headers must outlast it.
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-
+  const { app, port, logger, stop, limits } = opts;
+  const server = listen({ app, port, limits }, (bound) => logger.info({ port: bound }, "listening"));
   // A keep-alive client that keeps sending would hold its connection, and so the server, open: once
   // shutting down, every response, including those in flight, closes its connection.
   let shuttingDown = false;

@@ -1,6 +1,10 @@
 import { hostname } from "node:os";
+import { httpEnvVars } from "@saga/http";
 import { DEFAULT_KAFKA_CLIENT, KAFKA_CLIENTS } from "@saga/kafka";
 import { z } from "zod";
+
+/** A service's pool has 10 connections: more requests at once would only queue for one, unbounded. */
+export const SERVICE_HTTP_DEFAULTS = { readInFlight: 8, writeInFlight: 8, queue: 16 };
 
 /** Variables every process of the saga reads the same way. */
 export const envVars = {
@@ -36,6 +40,7 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
     LOG_LEVEL: envVars.logLevel,
     INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
+    ...httpEnvVars(SERVICE_HTTP_DEFAULTS),
   });
 }
 

@@ -18,7 +18,10 @@ export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
   /** The pool (`db.db`) and its transactions (`db.transaction`). */
   db: PgDatabase<TSchema>;
   kafka: KafkaClient;
-  /** Resolves when the database and a Kafka broker answer. */
+  /**
+   * Resolves when the database and a Kafka broker answer and, once `startConsuming` was called, the
+   * consumer has joined its group: a service is not ready to take orders whose saga cannot move yet.
+   */
   ready: () => Promise<void>;
   /** Joins the consumer group for these topics and starts the inbox pruning and lag reporting. */
   startConsuming(consume: Pick<InboxOptions, "topics" | "applyBatch">): Promise<void>;
@@ -57,6 +60,8 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   });
 
   let consumer: EventConsumer | undefined;
+  let consuming = false;
+  const reachable = readiness({ db: pool.db, kafka });
   const periodic: Periodic[] = [];
   let stopped: Promise<void> | undefined;
 
@@ -67,8 +72,12 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     messagingMetrics,
     db: pool,
     kafka,
-    ready: readiness({ db: pool.db, kafka }),
+    async ready() {
+      await reachable();
+      if (consuming && !consumer?.isRunning()) throw new Error("the consumer has not joined its group yet");
+    },
     async startConsuming({ topics, applyBatch }) {
+      consuming = true;
       // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
       await kafka.createTopics(
         [...topics, ...topics.map(dlqTopic)].map((t) => prefixedTopic(env.KAFKA_TOPIC_PREFIX, t)),

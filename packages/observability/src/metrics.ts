@@ -31,7 +31,25 @@ export function createMetrics(service: string, instance: string) {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
-  return { registry, httpRequests, httpDuration };
+  const admissionShed = new Counter({
+    name: "http_admission_shed_total",
+    help: "Requests answered 503 + Retry-After at once because their admission lane was full, by lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  const admissionInFlight = new Gauge({
+    name: "http_admission_in_flight",
+    help: "Requests being served, by admission lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  const admissionQueued = new Gauge({
+    name: "http_admission_queued",
+    help: "Requests waiting for a place in their admission lane, by lane",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  return { registry, httpRequests, httpDuration, admissionShed, admissionInFlight, admissionQueued };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

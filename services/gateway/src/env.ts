@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { httpEnvVars } from "@saga/http";
 import { z } from "zod";
 
 /** An upstream's origin: `http://host:port`, with no path, query or credentials. */
@@ -40,10 +41,15 @@ export const Env = z.object({
   /** TCP connect; an instance that does not accept within it counts as down. */
   CONNECT_TIMEOUT_MS: millis.default(1000),
   HEALTH_INTERVAL_MS: millis.default(1000),
-  HEALTH_TIMEOUT_MS: millis.default(800),
+  /** A health check slower than this is a busy instance, not a failure… */
+  HEALTH_TIMEOUT_MS: millis.default(2000),
+  /** …unless its checks stay unanswered this long: then it accepts connections but is stuck. */
+  HEALTH_STALLED_AFTER_MS: millis.default(10_000),
   HEALTH_PATH: z.string().startsWith("/").default("/health"),
-  /** Failed active checks in a row that take an instance out of rotation (a refused connection does at once). */
+  /** Checks answering non-2xx in a row that take an instance out of rotation (a refused connection does at once). */
   UNHEALTHY_THRESHOLD: z.coerce.number().int().positive().default(2),
+  /** Responses in a row that are 5xx, not counting a shed 503 with Retry-After, that take an instance out. */
+  CONSECUTIVE_5XX: z.coerce.number().int().positive().default(5),
   MAX_BODY_BYTES: z.coerce
     .number()
     .int()
@@ -52,6 +58,8 @@ export const Env = z.object({
   /** Connections kept to each upstream instance. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
   INSTANCE_ID: z.string().min(1).default(hostname()),
+  // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
+  ...httpEnvVars({ readInFlight: 128, writeInFlight: 128, queue: 64 }),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type Env = z.infer<typeof Env>;

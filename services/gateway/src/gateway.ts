@@ -1,3 +1,4 @@
+import { httpSettings } from "@saga/http";
 import { createLogger, createMetrics } from "@saga/observability";
 import { createApp } from "./app.ts";
 import type { Env } from "./env.ts";
@@ -20,7 +21,9 @@ export function createGateway(env: Env) {
     healthPath: env.HEALTH_PATH,
     healthIntervalMs: env.HEALTH_INTERVAL_MS,
     healthTimeoutMs: env.HEALTH_TIMEOUT_MS,
+    stalledAfterMs: env.HEALTH_STALLED_AFTER_MS,
     unhealthyThreshold: env.UNHEALTHY_THRESHOLD,
+    consecutive5xx: env.CONSECUTIVE_5XX,
     metrics: gatewayMetrics,
     logger,
   };
@@ -33,6 +36,7 @@ export function createGateway(env: Env) {
     orders,
     timeoutMs: env.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: env.MAX_BODY_BYTES,
+    admission: httpSettings(env).admission,
   });
   return {
     app,

@@ -1,4 +1,4 @@
-import { serveUntilSignal } from "@saga/http";
+import { httpSettings, serveUntilSignal } from "@saga/http";
 import { createGateway, parseGatewayEnv } from "./gateway.ts";
 
 async function run() {
@@ -6,7 +6,13 @@ async function run() {
   const gateway = createGateway(env);
   await gateway.start();
   gateway.logger.info({ users: gateway.users.instances(), orders: gateway.orders.instances() }, "upstreams");
-  serveUntilSignal({ app: gateway.app, port: env.PORT, logger: gateway.logger, stop: gateway.stop });
+  serveUntilSignal({
+    app: gateway.app,
+    port: env.PORT,
+    logger: gateway.logger,
+    stop: gateway.stop,
+    limits: httpSettings(env).server,
+  });
 }
 
 run().catch((err) => {

@@ -40,9 +40,21 @@ export function createGatewayMetrics(registry: Registry) {
       labelNames: ["upstream"] as const,
       registers,
     }),
+    panicRequests: new Counter({
+      name: "gateway_upstream_panic_requests_total",
+      help: "Requests sent while no instance of the upstream was in rotation (panic mode: to any instance)",
+      labelNames: ["upstream"] as const,
+      registers,
+    }),
+    healthCheckTimeouts: new Counter({
+      name: "gateway_upstream_health_check_timeouts_total",
+      help: "Health checks not answered in time: a busy instance, not counted as a failure unless it lasts",
+      labelNames: ["upstream", "target"] as const,
+      registers,
+    }),
     ejections: new Counter({
       name: "gateway_upstream_ejections_total",
-      help: "Instances taken out of rotation, by upstream, target and cause (passive: a failed request; active: a failed health check)",
+      help: "Instances taken out of rotation, by upstream, target and cause (passive: a refused connection or 5xx in a row; active: failed health checks)",
       labelNames: ["upstream", "target", "cause"] as const,
       registers,
     }),

@@ -13,9 +13,14 @@ export type UpstreamOptions = {
   connections: number;
   healthPath: string;
   healthIntervalMs: number;
+  /** A check that takes longer is not a failure (the instance is busy), unless it lasts `stalledAfterMs`. */
   healthTimeoutMs: number;
-  /** Failed health checks in a row that take an instance out of rotation; a refused connection does at once. */
+  /** Health checks answering non-2xx in a row that take an instance out; a refused connection does at once. */
   unhealthyThreshold: number;
+  /** Checks that time out for this long in a row (an instance that accepts but never answers) eject it. */
+  stalledAfterMs: number;
+  /** Responses in a row that are 5xx without Retry-After (a shed 503 is not a failure) that eject it. */
+  consecutive5xx: number;
   metrics: GatewayMetrics;
   logger: Logger;
 };
@@ -49,6 +54,10 @@ type Instance = {
   pool: Pool;
   healthy: boolean;
   failedChecks: number;
+  /** Since when its health checks have been timing out without a break; undefined while they answer. */
+  silentSince: number | undefined;
+  /** 5xx in a row that were not shedding. */
+  failedResponses: number;
 };
 
 // A failure to connect means the request never left: it is safe to send again whatever the method.
@@ -68,9 +77,14 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
 
 /**
  * One upstream service: an undici Pool per instance, round-robin over the instances in rotation,
- * active health checks (`GET /health` every interval) and passive ejection (a refused connection
- * takes the instance out at once). An instance comes back with its first passing health check.
- * Instances start out of rotation until `start()` has checked them.
+ * active health checks (`GET /health` every interval) and ejection on real failures only, as Envoy's
+ * outlier detection does: a refused connection takes the instance out at once; so do
+ * `unhealthyThreshold` health checks answering non-2xx, `consecutive5xx` failed responses (a 503 with
+ * `Retry-After` is an instance shedding load, alive, and does not count) or health checks that time out
+ * for `stalledAfterMs` without a break. A slow health check alone is a busy instance, not a dead one.
+ * An instance comes back with its first passing health check. When none is in rotation the upstream is
+ * in panic mode (Envoy's panic threshold): requests go round-robin to every instance, since a wrong
+ * verdict costs less than refusing everything. Instances start out of rotation until `start()`.
  */
 export function createUpstream(opts: UpstreamOptions) {
   const { name, metrics, logger } = opts;
@@ -80,6 +94,8 @@ export function createUpstream(opts: UpstreamOptions) {
     pool: new Pool(origin, { connections: opts.connections, connect: { timeout: opts.connectTimeoutMs } }),
     healthy: false,
     failedChecks: 0,
+    silentSince: undefined,
+    failedResponses: 0,
   }));
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -100,29 +116,46 @@ export function createUpstream(opts: UpstreamOptions) {
     }
   }
 
-  /** The next instance in rotation after the last one picked, skipping `exclude`. */
+  /**
+   * The next instance in rotation after the last one picked, skipping `exclude`; in panic mode (none in
+   * rotation) the next of all of them.
+   */
   function pick(exclude?: Instance): Instance | undefined {
+    const panic = healthyCount() === 0;
     for (let i = 0; i < instances.length; i++) {
       const index = (next + i) % instances.length;
       const instance = instances[index];
-      if (instance?.healthy && instance !== exclude) {
+      if (instance && (panic || instance.healthy) && instance !== exclude) {
         next = (index + 1) % instances.length;
+        if (panic) metrics.panicRequests.inc({ upstream: name });
         return instance;
       }
     }
     return undefined;
   }
 
+  /** Counts a response: a run of real 5xx ejects the instance; anything else ends the run. */
+  function observe(instance: Instance, status: number, retryAfter: unknown) {
+    const shed = status === 503 && retryAfter !== undefined;
+    if (status < 500 || shed) {
+      instance.failedResponses = 0;
+      return;
+    }
+    instance.failedResponses++;
+    if (instance.failedResponses >= opts.consecutive5xx) {
+      instance.failedResponses = 0;
+      setHealthy(instance, false, "passive", `${opts.consecutive5xx} responses in a row answered 5xx`);
+    }
+  }
+
   async function check(instance: Instance): Promise<void> {
     let refused = false;
     let why: string;
+    const timeout = AbortSignal.timeout(opts.healthTimeoutMs);
     try {
-      const res = await instance.pool.request({
-        method: "GET",
-        path: opts.healthPath,
-        signal: AbortSignal.timeout(opts.healthTimeoutMs),
-      });
+      const res = await instance.pool.request({ method: "GET", path: opts.healthPath, signal: timeout });
       await res.body.dump();
+      instance.silentSince = undefined;
       if (res.statusCode >= 200 && res.statusCode < 300) {
         instance.failedChecks = 0;
         setHealthy(instance, true, "active");
@@ -130,6 +163,17 @@ export function createUpstream(opts: UpstreamOptions) {
       }
       why = `health check answered ${res.statusCode}`;
     } catch (err) {
+      if (closed) return;
+      if (timeout.aborted) {
+        // Busy, or dead? Only a silence that lasts says dead: a saturated event loop answers late.
+        metrics.healthCheckTimeouts.inc({ upstream: name, target: instance.target });
+        instance.silentSince ??= Date.now() - opts.healthTimeoutMs;
+        const silentMs = Date.now() - instance.silentSince;
+        if (silentMs >= opts.stalledAfterMs)
+          setHealthy(instance, false, "active", `no answer to health checks for ${silentMs} ms`);
+        return;
+      }
+      instance.silentSince = undefined;
       refused = CONNECT_ERRORS.has(errorCode(err) ?? "");
       why = `health check failed: ${(err as Error).message}`;
     }
@@ -186,9 +230,9 @@ export function createUpstream(opts: UpstreamOptions) {
     healthyCount,
 
     /**
-     * Sends a request to the next healthy instance and reads the whole response. A request that could
-     * not connect (any method: it never left) or a GET/HEAD whose connection broke is sent once more to
-     * another instance. Throws an AppError: 503 with no instance in rotation, 504 past the timeout,
+     * Sends a request to the next healthy instance (any instance in panic mode) and reads the whole
+     * response. A request that could not connect (any method: it never left) or a GET/HEAD whose
+     * connection broke is sent once more to another instance. Throws an AppError: 504 past the timeout,
      * 502 for any other failure.
      */
     async send(
@@ -217,11 +261,14 @@ export function createUpstream(opts: UpstreamOptions) {
           });
           const body = Buffer.from(await res.body.arrayBuffer());
           count(`${Math.min(Math.floor(res.statusCode / 100), 5)}xx` as UpstreamOutcome);
+          observe(instance, res.statusCode, res.headers["retry-after"]);
           return { status: res.statusCode, headers: res.headers, body, target: instance.target };
         } catch (err) {
           const outcome = outcomeOf(err, deadline, clientSignal);
           count(outcome);
           if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
+          // A reset is a failure like a 5xx; a timeout is not (the instance may only be busy).
+          if (outcome === "reset") observe(instance, 502, undefined);
           lastFailure = failure(outcome, timeoutMs, err);
           const retriable =
             outcome === "connect_error" || (outcome === "reset" && SAFE_METHODS.has(request.method));
@@ -233,7 +280,9 @@ export function createUpstream(opts: UpstreamOptions) {
           failed = instance;
         }
       }
-      throw lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no healthy instance`);
+      throw (
+        lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no instance`, { retryAfterS: 1 })
+      );
     },
 
     /** Checks every instance once, then keeps checking every interval until `close()`. */

@@ -1,4 +1,9 @@
-import { describe, expect, it } from "vitest";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
+import { listen } from "@saga/http";
+import { Agent, request } from "undici";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { eventually, ORDER_ID, order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
 
 const json = { "content-type": "application/json" };
@@ -110,7 +115,7 @@ describe("routing", () => {
     expect(slow.received).toHaveLength(1);
   });
 
-  it("answers 502 when the only instance refuses, then 503 while it is out of rotation, and recovers", async () => {
+  it("answers 502 while the only instance refuses, still trying it out of rotation (panic mode), and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);
     const { app } = gateway;
@@ -122,11 +127,10 @@ describe("routing", () => {
       error: "order-service is unreachable",
       requestId: expect.any(String),
     });
+    expect(gateway.orders.healthyCount()).toBe(0);
     const ejected = await app.request(`/orders/${ORDER_ID}`, { method: "DELETE" });
-    expect(ejected.status).toBe(503);
-    expect(await ejected.json()).toMatchObject({
-      error: "order-service is unavailable: no healthy instance",
-    });
+    expect(ejected.status).toBe(502);
+    expect(await ejected.json()).toMatchObject({ error: "order-service is unreachable" });
     expect((await app.request("/ready")).status).toBe(503);
     expect((await app.request("/health")).status).toBe(200);
 
@@ -271,5 +275,129 @@ describe("metrics", () => {
     );
     expect(text).toMatch(/gateway_upstream_healthy_instances\{upstream="order-service",[^}]*\} 1/);
     expect(text).toContain("saga_instance_up");
+  });
+});
+
+describe("overload: busy is not dead", () => {
+  it("keeps a shedding instance (503 + Retry-After) in rotation, and ejects one that fails in a row", async () => {
+    const shedding = await startFakeUpstream(() => ({
+      status: 503,
+      body: { error: "overloaded" },
+      headers: { "retry-after": "1" },
+    }));
+    const failing = await startFakeUpstream(() => ({ status: 500, body: { error: "internal error" } }));
+    const gateway = await startGateway([shedding, failing], await startFakeUpstream(), {
+      CONSECUTIVE_5XX: "3",
+    });
+    const statuses = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await gateway.app.request(`/users/${USER_ID}`);
+      statuses.push(res.status);
+      if (res.status === 503) expect(res.headers.get("retry-after")).toBe("1");
+    }
+    expect(statuses).toEqual([503, 500, 503, 500, 503, 500]);
+    expect(gateway.users.instances()).toEqual([
+      { target: `127.0.0.1:${shedding.port}`, healthy: true },
+      { target: `127.0.0.1:${failing.port}`, healthy: false },
+    ]);
+    const metrics = await (await gateway.app.request("/metrics")).text();
+    expect(metrics).toMatch(
+      new RegExp(
+        `gateway_upstream_ejections_total\\{upstream="user-service",target="127.0.0.1:${failing.port}",cause="passive"`,
+      ),
+    );
+    expect(metrics).not.toContain(`target="127.0.0.1:${shedding.port}",cause=`);
+  });
+
+  it("keeps an instance whose health checks are slow in rotation, until they stay unanswered", async () => {
+    const busy = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([busy], await startFakeUpstream(), {
+      HEALTH_TIMEOUT_MS: "150",
+      HEALTH_STALLED_AFTER_MS: "4000",
+    });
+    await eventually(() => gateway.users.healthyCount() === 1);
+    busy.healthDelayMs = 600;
+    await eventually(async () =>
+      /gateway_upstream_health_check_timeouts_total\{[^}]*\} [2-9]/.test(
+        await (await gateway.app.request("/metrics")).text(),
+      ),
+    );
+    expect(gateway.users.healthyCount()).toBe(1);
+    // Silent for longer than the bound: it accepts connections but does not answer.
+    await eventually(() => gateway.users.healthyCount() === 0, 15_000);
+    busy.healthDelayMs = 0;
+    await eventually(() => gateway.users.healthyCount() === 1);
+  });
+
+  it("routes to every instance in panic mode, when none is in rotation", async () => {
+    const one = await startFakeUpstream(() => ({ body: user }));
+    const two = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([one, two], await startFakeUpstream());
+    one.healthy = false;
+    two.healthy = false;
+    await eventually(() => gateway.users.healthyCount() === 0);
+    for (let i = 0; i < 4; i++) expect((await gateway.app.request(`/users/${USER_ID}`)).status).toBe(200);
+    expect(one.received).toHaveLength(2);
+    expect(two.received).toHaveLength(2);
+    const metrics = await (await gateway.app.request("/metrics")).text();
+    expect(metrics).toMatch(/gateway_upstream_panic_requests_total\{upstream="user-service",[^}]*\} 4/);
+    expect((await gateway.app.request("/ready")).status).toBe(503);
+  });
+
+  it("sheds past its bound per upstream lane with 503 + Retry-After, and serves the other lanes", async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST") await held;
+      return { status: req.method === "POST" ? 201 : 200, body: order };
+    });
+    const users = await startFakeUpstream(() => ({ status: 201, body: user }));
+    const { app } = await startGateway([users], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "1",
+      ADMISSION_QUEUE: "0",
+    });
+    const post = (path: string) => app.request(path, { method: "POST", body: "{}", headers: json });
+    const first = post("/orders");
+    await eventually(() => orders.received.length === 1);
+    const shed = await post("/orders");
+    expect(shed.status).toBe(503);
+    expect(shed.headers.get("retry-after")).toBe("1");
+    expect(await shed.json()).toMatchObject({ error: expect.stringMatching(/^overloaded/) });
+    expect((await post("/users")).status).toBe(201);
+    expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    release();
+    expect((await first).status).toBe(201);
+    expect(orders.received.filter((r) => r.method === "POST")).toHaveLength(1);
+  });
+});
+
+describe("a pooled client (one connection) on the gateway's port", () => {
+  it("sends a good request after a body over the limit on the same connection", async () => {
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
+    const gateway = await startGateway([await startFakeUpstream()], orders);
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: gateway.app, port: 0 }, () => resolve(s));
+    });
+    let connections = 0;
+    server.on("connection", () => connections++);
+    const agent = new Agent({ connections: 1 });
+    onTestFinished(async () => {
+      await agent.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/orders`;
+    const send = async (body: string | Readable) => {
+      const res = await request(url, { method: "POST", body, headers: json, dispatcher: agent });
+      return { status: res.statusCode, body: await res.body.json() };
+    };
+    expect(await send("x".repeat(4000))).toMatchObject({ status: 413 });
+    expect(await send(Readable.from([Buffer.alloc(800, 32), Buffer.alloc(800, 32)]))).toMatchObject({
+      status: 413,
+    });
+    expect(await send("{}")).toEqual({ status: 201, body: order });
+    expect(connections).toBe(1);
   });
 });

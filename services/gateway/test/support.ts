@@ -23,6 +23,8 @@ export type FakeUpstream = {
   readonly received: Received[];
   /** What `/health` answers: 200 while true, 503 while false. */
   healthy: boolean;
+  /** How long `/health` takes to answer, as a saturated event loop would. */
+  healthDelayMs: number;
   /** Stops listening and drops every connection: connects are refused from now on. */
   kill(): Promise<void>;
   /** Listens on the same port again. */
@@ -48,6 +50,7 @@ export async function startFakeUpstream(
         const chunks: Buffer[] = [];
         for await (const chunk of req) chunks.push(chunk as Buffer);
         if (req.url === "/health") {
+          if (fake.healthDelayMs) await sleep(fake.healthDelayMs);
           res.writeHead(fake.healthy ? 200 : 503, { "content-type": "application/json" });
           res.end(JSON.stringify({ status: fake.healthy ? "UP" : "DOWN" }));
           return;
@@ -100,6 +103,7 @@ export async function startFakeUpstream(
     port,
     received,
     healthy: true,
+    healthDelayMs: 0,
     kill,
     revive: listen,
   };

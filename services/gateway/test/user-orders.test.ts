@@ -69,14 +69,15 @@ describe("GET /users/:id/orders", () => {
     expect(await slow.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
   });
 
-  it("answers 503 when no user-service instance is in rotation", async () => {
+  it("answers 502 while no user-service instance is in rotation and none answers", async () => {
     const users = await userService();
     const { app } = await startGateway([users], await startFakeUpstream(() => ({ body: [] })));
     await users.kill();
     const first = await app.request(`/users/${USER_ID}/orders`);
     expect(first.status).toBe(502);
+    // Panic mode: out of rotation, it is tried all the same, and still refuses.
     const second = await app.request(`/users/${USER_ID}/orders`);
-    expect(second.status).toBe(503);
-    expect(await second.json()).toMatchObject({ error: "user-service is unavailable: no healthy instance" });
+    expect(second.status).toBe(502);
+    expect(await second.json()).toMatchObject({ error: "user-service is unreachable" });
   });
 });

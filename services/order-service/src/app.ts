@@ -1,6 +1,7 @@
-import { createBaseApp } from "@saga/http";
+import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
+import type { SagaBacklog } from "./backpressure.ts";
 import type { SagaMetrics } from "./metrics.ts";
 import { registerOrderRoutes } from "./routes/orders.ts";
 
@@ -10,11 +11,15 @@ export type AppDeps = {
   metrics: Metrics;
   saga: SagaMetrics;
   ready: () => Promise<void>;
+  admission?: BaseAppOptions["admission"];
+  /** Backpressure from the saga on new orders; without it every valid order is accepted. */
+  backlog?: Pick<SagaBacklog, "admitNewOrders">;
 };
 
 /** The order-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, saga, ready }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, mapError: unavailableWhenRetriable });
+export function createApp({ db, logger, metrics, saga, ready, admission, backlog }: AppDeps) {
+  const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable });
+  if (backlog) app.post("/orders", backlog.admitNewOrders);
   registerOrderRoutes(app, { db, logger, saga });
   return app;
 }

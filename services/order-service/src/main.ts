@@ -1,11 +1,17 @@
-import { serveUntilSignal } from "@saga/http";
+import { httpSettings, serveUntilSignal } from "@saga/http";
 import { parseOrderServiceEnv } from "./env.ts";
 import { createOrderService } from "./service.ts";
 
 async function run() {
   const env = parseOrderServiceEnv(process.env);
   const service = await createOrderService(env);
-  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  serveUntilSignal({
+    app: service.app,
+    port: env.PORT,
+    logger: service.runtime.logger,
+    stop: service.stop,
+    limits: httpSettings(env).server,
+  });
   await service.start();
 }
 

@@ -2,7 +2,10 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import type { Transition } from "./domain/orders.ts";
 
 /** The order-service's saga outcomes and durations. */
-export function createSagaMetrics(registry: Registry) {
+export function createSagaMetrics(
+  registry: Registry,
+  onSagaFinished: (sagaSeconds: number) => void = () => {},
+) {
   const outcomes = new Counter({
     name: "saga_outcomes_total",
     help: "Orders reaching CONFIRMED or CANCELED, by outcome and cancel reason",
@@ -23,7 +26,10 @@ export function createSagaMetrics(registry: Registry) {
     record(transition: Transition & { kind: "changed" }) {
       const outcome = transition.status.toLowerCase();
       outcomes.inc({ outcome, reason: transition.reason ?? "" });
-      if (transition.sagaSeconds !== undefined) duration.observe({ outcome }, transition.sagaSeconds);
+      if (transition.sagaSeconds !== undefined) {
+        duration.observe({ outcome }, transition.sagaSeconds);
+        onSagaFinished(transition.sagaSeconds);
+      }
     },
   };
 }

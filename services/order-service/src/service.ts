@@ -1,7 +1,9 @@
 import { orderSchema } from "@saga/db";
+import { httpSettings } from "@saga/http";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
+import { createSagaBacklog } from "./backpressure.ts";
 import { creditEventConsumer } from "./consumers/credit-events.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
@@ -18,19 +20,41 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     env,
     logger: options.logger,
   });
-  const saga = createSagaMetrics(runtime.metrics.registry);
+  const backlog = createSagaBacklog({
+    db: runtime.db.db,
+    limit: env.SAGA_BACKLOG_LIMIT,
+    minLimit: env.SAGA_BACKLOG_MIN,
+    targetMs: env.SAGA_TARGET_MS,
+    recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
+    retryAfterS: env.RETRY_AFTER_S,
+    logger: runtime.logger,
+    registry: runtime.metrics.registry,
+  });
+  const saga = createSagaMetrics(runtime.metrics.registry, backlog.finished);
   const app = createApp({
     db: runtime.db,
     logger: runtime.logger,
     metrics: runtime.metrics,
     saga,
     ready: runtime.ready,
+    admission: httpSettings(env).admission,
+    backlog,
   });
   return {
     app,
     runtime,
-    start: () => runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
-    stop: runtime.stop,
+    backlog,
+    start: async () => {
+      // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      await Promise.all([
+        runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
+        backlog.start(),
+      ]);
+    },
+    stop: async () => {
+      backlog.stop();
+      await runtime.stop();
+    },
   };
 }
 

@@ -42,6 +42,11 @@ async function start(): Promise<{ service: ServiceProcess; url: string }> {
     CONSUMER_GROUP: `${prefix}order-service`,
     INSTANCE_ID: "shutdown-test",
     LOG_LEVEL: "info",
+    // Neither the saga bound (no user-service answers: every order stays PENDING) nor shedding a burst
+    // on a loaded machine is what this test is about.
+    SAGA_BACKLOG_LIMIT: "1000",
+    ADMISSION_QUEUE: "1000",
+    ADMISSION_QUEUE_TIMEOUT_MS: "30000",
   });
   processes.push(service);
   const listening = await service.logLine((l) => l.msg === "listening");

@@ -7,8 +7,14 @@ import { createOrderService } from "../src/service.ts";
 export { freshTopicPrefix } from "@saga/messaging/testing";
 
 /** The environment of a order-service instance of one test file. */
-export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<Env> = {}): Env =>
-  serviceTestEnv("order-service", databaseUrl, prefix, overrides);
+export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<Env> = {}): Env => ({
+  // Far above any burst of the tests, but for the test of the bound itself.
+  SAGA_BACKLOG_LIMIT: 10_000,
+  SAGA_BACKLOG_MIN: 10_000,
+  SAGA_TARGET_MS: 1000,
+  SAGA_BACKLOG_RECOUNT_MS: 5000,
+  ...serviceTestEnv("order-service", databaseUrl, prefix, overrides),
+});
 
 /** An order-service in this process; logs only errors unless TEST_LOG_LEVEL says otherwise. */
 export function startInProcess(env: Env) {

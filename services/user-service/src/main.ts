@@ -1,11 +1,17 @@
-import { serveUntilSignal } from "@saga/http";
+import { httpSettings, serveUntilSignal } from "@saga/http";
 import { parseUserServiceEnv } from "./env.ts";
 import { createUserService } from "./service.ts";
 
 async function run() {
   const env = parseUserServiceEnv(process.env);
   const service = await createUserService(env);
-  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  serveUntilSignal({
+    app: service.app,
+    port: env.PORT,
+    logger: service.runtime.logger,
+    stop: service.stop,
+    limits: httpSettings(env).server,
+  });
   await service.start();
 }
 

@@ -1,4 +1,5 @@
 import { userSchema } from "@saga/db";
+import { httpSettings } from "@saga/http";
 import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
@@ -24,6 +25,7 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
     logger: runtime.logger,
     metrics: runtime.metrics,
     ready: runtime.ready,
+    admission: httpSettings(env).admission,
   });
   return {
     app,

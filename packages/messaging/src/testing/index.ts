@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
 import { outbox } from "@saga/db";
+import { httpEnvDefaults } from "@saga/http";
 import {
   createKafka,
   DEFAULT_KAFKA_CLIENT,
@@ -17,7 +18,7 @@ import { kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import { asc, eq, inArray, isNull } from "drizzle-orm";
 import type { MetricValue, Registry } from "prom-client";
 import type { Executor } from "../db.ts";
-import type { ServiceEnv } from "../env.ts";
+import { SERVICE_HTTP_DEFAULTS, type ServiceEnv } from "../env.ts";
 import { type OutboxRow, outboxMessage, outboxRow } from "../outbox.ts";
 
 /** The Kafka message another service's relay would publish for this event. */
@@ -255,6 +256,9 @@ export function serviceTestEnv(
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
     INBOX_RETENTION_HOURS: 168,
+    // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
+    ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
+    ADMISSION_QUEUE_TIMEOUT_MS: 30_000,
     ...overrides,
   };
 }

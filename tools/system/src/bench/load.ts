@@ -124,17 +124,28 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
 /** Creates users through the gateway, each with a balance large enough for the whole run. */
 export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
   const runId = randomUUID().slice(0, 8);
-  return Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const res = await request(`${gatewayUrl}/users`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ username: `bench-${runId}-${i}`, initialBalance: balance }),
-      });
+  const users: { id: string; balance: number }[] = [];
+  // Sixteen at a time, as a client that respects the services' admission would; a shed one comes back
+  // after its Retry-After.
+  for (let from = 0; from < count; from += 16) {
+    const batch = Array.from({ length: Math.min(16, count - from) }, async (_, j) => {
+      const create = () =>
+        request(`${gatewayUrl}/users`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ username: `bench-${runId}-${from + j}`, initialBalance: balance }),
+        });
+      let res = await create();
+      for (let attempt = 0; res.status === 503 && attempt < 20; attempt++) {
+        await new Promise((r) => setTimeout(r, 1000 * (1 + Math.random())));
+        res = await create();
+      }
       if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
       return { id: (JSON.parse(res.text) as { id: string }).id, balance };
-    }),
-  );
+    });
+    users.push(...(await Promise.all(batch)));
+  }
+  return users;
 }
 
 export async function closeLoad() {

@@ -13,6 +13,7 @@ import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling } from "./ceilings.ts";
 import { lineChart } from "./chart.ts";
 import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
+import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
 import { type Summary, summarize } from "./stats.ts";
 
 type PhaseReport = {
@@ -59,6 +60,9 @@ function parseOptions(argv: string[]) {
       rates: { type: "string" },
       seconds: { type: "string" },
       concurrency: { type: "string", default: "64" },
+      // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
+      "overload-only": { type: "boolean", default: false },
+      "overload-seconds": { type: "string" },
     },
   });
   const quick = values.quick ?? false;
@@ -67,6 +71,8 @@ function parseOptions(argv: string[]) {
     rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
     seconds: Number(values.seconds ?? (quick ? 8 : 30)),
     concurrency: Number(values.concurrency),
+    overloadOnly: values["overload-only"] ?? false,
+    overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
   };
 }
 
@@ -316,6 +322,32 @@ async function main() {
     log(`bench: warm-up (${warmUpS}s at 30 sagas/s)`);
     await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: warmUpS, rate: 30, label: "warm-up" });
 
+    const overload = async () => {
+      const report = await runOverload({
+        system,
+        dbs: { user, order },
+        kafka,
+        users,
+        seconds: opts.overloadSeconds,
+        log,
+      });
+      const { results } = await checkInvariants({
+        userDbUrl: system.userDbUrl,
+        orderDbUrl: system.orderDbUrl,
+        kafka,
+      });
+      const broken = results.filter((r) => !r.pass).map((r) => `${r.name}: ${r.counterExamples[0] ?? ""}`);
+      if (broken.length > 0) process.exitCode = 1;
+      const section = `${formatOverload(report, process.argv.slice(2).join(" "), new Date().toISOString())}\n\n${
+        broken.length === 0
+          ? "Every saga reached its final state and the money adds up."
+          : `FAILED: ${broken.join("; ")}`
+      }`;
+      console.log(`\n${section}\n`);
+      if (!opts.quick) await writeOverloadSection(join(repoRoot, "bench", "RESULTS.md"), section);
+    };
+    if (opts.overloadOnly) return await overload();
+
     const phases: PhaseReport[] = [];
     for (const rate of opts.rates) {
       await drain({ user, order }, kafka, log);
@@ -406,6 +438,7 @@ async function main() {
         `${text}\n\n![Latency against offered load](latency.svg)\n`,
       );
     }
+    await overload();
     process.exitCode = report.invariantsPassed ? 0 : 1;
   } finally {
     await closeLoad();

@@ -1,0 +1,154 @@
+import type { Server } from "node:http";
+import { connect } from "node:net";
+import { Readable } from "node:stream";
+import { createLogger, createMetrics } from "@saga/observability";
+import { Agent, request } from "undici";
+import { afterEach, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { createBaseApp } from "./app.ts";
+import { listen } from "./serve.ts";
+import { httpEnvVars, httpSettings } from "./settings.ts";
+
+const settings = httpSettings(
+  z.object(httpEnvVars({ readInFlight: 4, writeInFlight: 1, queue: 0 })).parse({
+    HTTP_MAX_HEADER_BYTES: "2048",
+    HTTP_HEADERS_TIMEOUT_MS: "300",
+    HTTP_REQUEST_TIMEOUT_MS: "1000",
+  }),
+);
+
+let release: () => void = () => {};
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  release();
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+});
+
+/** A base app on a real port, 1 KiB body limit, one write at a time, and a client with ONE connection. */
+async function start() {
+  const app = createBaseApp({
+    logger: createLogger("test", "silent"),
+    metrics: createMetrics("test", "t1"),
+    ready: async () => {},
+    maxBodyBytes: 1024,
+    admission: settings.admission,
+  });
+  app.post("/echo", async (c) => c.json({ length: (await c.req.text()).length }));
+  app.post("/hold", async (c) => {
+    await new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return c.json({ held: true });
+  });
+  const connections: unknown[] = [];
+  const server = await new Promise<Server>((resolve) => {
+    const s: Server = listen({ app, port: 0, limits: settings.server }, () => resolve(s));
+  });
+  server.on("connection", (socket) => connections.push(socket));
+  const port = (server.address() as { port: number }).port;
+  const agent = new Agent({ connections: 1, pipelining: 1 });
+  cleanups.push(async () => {
+    await agent.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  const post = async (
+    path: string,
+    body: string | AsyncIterable<Buffer>,
+    headers: Record<string, string> = {},
+  ) => {
+    const res = await request(`http://127.0.0.1:${port}${path}`, {
+      method: "POST",
+      body: typeof body === "string" ? body : Readable.from(body),
+      headers: { "content-type": "text/plain", ...headers },
+      dispatcher: agent,
+    });
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      body: (await res.body.json()) as Record<string, unknown>,
+    };
+  };
+  return { port, post, connections };
+}
+
+async function* chunks(count: number, size: number) {
+  for (let i = 0; i < count; i++) yield Buffer.alloc(size, 120);
+}
+
+describe("a pooled client (one connection) after a bad request", () => {
+  it("reuses the connection after a declared body over the limit", async () => {
+    const { post, connections } = await start();
+    const bad = await post("/echo", "x".repeat(8000));
+    expect(bad.status).toBe(413);
+    expect(bad.body).toMatchObject({ error: "request body is larger than 1024 bytes" });
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+    expect(connections).toHaveLength(1);
+  });
+
+  it("reuses the connection after a chunked body over the limit", async () => {
+    const { post, connections } = await start();
+    const bad = await post("/echo", chunks(20, 1000));
+    expect(bad.status).toBe(413);
+    expect(bad.headers.connection).not.toBe("close");
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+    expect(connections).toHaveLength(1);
+  });
+
+  it("closes the connection, saying so, after a body too large to read and drop; the next request succeeds", async () => {
+    const { post } = await start();
+    const declared = await post("/echo", "x".repeat(2 * 1024 * 1024));
+    expect(declared.status).toBe(413);
+    expect(declared.headers.connection).toBe("close");
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+    const chunked = await post("/echo", chunks(40, 64 * 1024));
+    expect(chunked.status).toBe(413);
+    expect(chunked.headers.connection).toBe("close");
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+  });
+
+  it("reuses the connection after a request shed with 503 + Retry-After before its body was read", async () => {
+    const { post, port } = await start();
+    // Takes the only write place, on a connection of its own.
+    const held = request(`http://127.0.0.1:${port}/hold`, { method: "POST", body: "x" });
+    await new Promise((r) => setTimeout(r, 100));
+    const shed = await post("/echo", "x".repeat(900));
+    expect(shed.status).toBe(503);
+    expect(shed.headers["retry-after"]).toBe("1");
+    expect(shed.body).toMatchObject({ error: expect.stringMatching(/^overloaded/) });
+    release();
+    await (await held).body.dump();
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+  });
+
+  it("answers 431 to a head over the cap, and the next request succeeds", async () => {
+    const { post } = await start();
+    const big = await post("/echo", "ok", { "x-big": "y".repeat(4096) });
+    expect(big).toMatchObject({ status: 431, body: { error: "request head is too large" } });
+    expect(big.headers.connection).toBe("close");
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+  });
+});
+
+describe("slow clients", () => {
+  it("answers 408 and closes when a head does not arrive in time", async () => {
+    const { port } = await start();
+    const socket = connect(port, "127.0.0.1");
+    socket.write("POST /echo HTTP/1.1\r\nHost: x\r\n");
+    let received = "";
+    socket.on("data", (d) => {
+      received += d.toString();
+    });
+    await new Promise((resolve) => socket.once("close", resolve));
+    expect(received).toMatch(/^HTTP\/1\.1 408/);
+    expect(received).toContain('{"error":"request was not received in time"}');
+  });
+
+  it("keeps an idle kept-alive connection longer than the head timeout", async () => {
+    const { post, connections } = await start();
+    expect((await post("/echo", "a")).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 700));
+    expect((await post("/echo", "b")).status).toBe(200);
+    expect(connections).toHaveLength(1);
+  });
+});

@@ -1,0 +1,61 @@
+import { z } from "zod";
+import type { AdmissionOptions } from "./admission.ts";
+
+const count = z.coerce.number().int().positive();
+
+/**
+ * The HTTP settings every process reads from its environment (spread into its zod schema): admission
+ * control, and the server's defences against slow or oversized clients. Defaults per process.
+ */
+export function httpEnvVars(defaults: { readInFlight: number; writeInFlight: number; queue: number }) {
+  return {
+    /** Requests served at once per lane (reads, writes); past it they queue. */
+    ADMISSION_READ_IN_FLIGHT: count.default(defaults.readInFlight),
+    ADMISSION_WRITE_IN_FLIGHT: count.default(defaults.writeInFlight),
+    /** Long polls (`Prefer: wait`) at once: they hold a socket and a timer, not a database connection. */
+    ADMISSION_WAIT_IN_FLIGHT: count.default(2048),
+    /** Requests that may wait per lane, and for how long, before they are shed with 503 + Retry-After. */
+    ADMISSION_QUEUE: z.coerce.number().int().min(0).default(defaults.queue),
+    ADMISSION_QUEUE_TIMEOUT_MS: count.default(20),
+    /** The Retry-After of every shed request, in seconds. */
+    RETRY_AFTER_S: count.default(1),
+    /** Largest request head (request line and headers); past it Node answers 431 and closes. */
+    HTTP_MAX_HEADER_BYTES: count.default(16 * 1024),
+    /** A client must send its whole head within this, and its whole request within the next. */
+    HTTP_HEADERS_TIMEOUT_MS: count.default(10_000),
+    HTTP_REQUEST_TIMEOUT_MS: count.default(30_000),
+  };
+}
+
+/** Every HTTP setting at its default, for code that builds an environment by hand (tests). */
+export const httpEnvDefaults = (defaults: Parameters<typeof httpEnvVars>[0]): HttpEnv =>
+  z.object(httpEnvVars(defaults)).parse({});
+
+type HttpEnv = {
+  [K in keyof ReturnType<typeof httpEnvVars>]: number;
+};
+
+export type ServerLimits = { maxHeaderBytes: number; headersTimeoutMs: number; requestTimeoutMs: number };
+
+/** The parsed settings, in the shapes `createBaseApp` and `serveUntilSignal` take. */
+export function httpSettings(env: HttpEnv): {
+  admission: Omit<AdmissionOptions, "metrics" | "laneOf">;
+  server: ServerLimits;
+} {
+  return {
+    admission: {
+      limits: {
+        read: { maxInFlight: env.ADMISSION_READ_IN_FLIGHT, maxQueue: env.ADMISSION_QUEUE },
+        write: { maxInFlight: env.ADMISSION_WRITE_IN_FLIGHT, maxQueue: env.ADMISSION_QUEUE },
+        wait: { maxInFlight: env.ADMISSION_WAIT_IN_FLIGHT, maxQueue: 0 },
+      },
+      queueTimeoutMs: env.ADMISSION_QUEUE_TIMEOUT_MS,
+      retryAfterS: env.RETRY_AFTER_S,
+    },
+    server: {
+      maxHeaderBytes: env.HTTP_MAX_HEADER_BYTES,
+      headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+    },
+  };
+}
