@@ -110,6 +110,18 @@ describe("routing", () => {
     expect(slow.received).toHaveLength(1);
   });
 
+  it("gives a request with Prefer: wait=N N more seconds before its timeout, and forwards the header", async () => {
+    const waiting = await startFakeUpstream(() => ({ body: order, delayMs: 1200 }));
+    const { app } = await startGateway([await startFakeUpstream()], waiting, { UPSTREAM_TIMEOUT_MS: "300" });
+    const res = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=2" } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(order);
+    expect(waiting.received[0]?.headers.prefer).toBe("wait=2");
+    // Past the extended deadline it is still a 504.
+    const late = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=0" } });
+    expect(late.status).toBe(504);
+  });
+
   it("answers 502 when the only instance refuses, then 503 while it is out of rotation, and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);
