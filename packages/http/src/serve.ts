@@ -17,9 +17,11 @@ export function serveUntilSignal(opts: {
   app: Hono<any>;
   port: number;
   logger: Logger;
+  /** Called as shutdown begins, before requests in flight are waited for: answer long-held ones now. */
+  draining?: () => void;
   stop: () => Promise<void>;
 }): void {
-  const { app, port, logger, stop } = opts;
+  const { app, port, logger, stop, draining } = opts;
   const server = serve({ fetch: app.fetch, port }, (info) =>
     logger.info({ port: info.port }, "listening"),
   ) as Server;
@@ -47,6 +49,7 @@ export function serveUntilSignal(opts: {
     for (const res of inFlight) if (!res.headersSent) res.setHeader("connection", "close");
     const started = performance.now();
     logger.info({ signal }, "shutting down");
+    draining?.();
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);

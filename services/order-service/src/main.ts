@@ -5,7 +5,14 @@ import { createOrderService } from "./service.ts";
 async function run() {
   const env = parseOrderServiceEnv(process.env);
   const service = await createOrderService(env);
-  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  serveUntilSignal({
+    app: service.app,
+    port: env.PORT,
+    logger: service.runtime.logger,
+    // Requests held by `Prefer: wait` are answered now rather than cut off by the drain.
+    draining: () => service.waits.release(),
+    stop: service.stop,
+  });
   await service.start();
 }
 
