@@ -157,20 +157,36 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
   return result;
 }
 
-/** Creates users through the gateway, each with a balance large enough for the whole run. */
+/**
+ * Creates users through the gateway, each with a balance large enough for the whole run: 16 at a time,
+ * and a 503 (the gateway found no instance in rotation on a loaded machine) is tried again.
+ */
 export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
   const runId = randomUUID().slice(0, 8);
-  return Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const res = await request(`${gatewayUrl}/users`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ username: `bench-${runId}-${i}`, initialBalance: balance }),
-      });
-      if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
-      return { id: (JSON.parse(res.text) as { id: string }).id, balance };
-    }),
-  );
+  const created: { id: string; balance: number }[] = [];
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < count; i = next++) {
+      for (let attempt = 1; ; attempt++) {
+        const res = await request(`${gatewayUrl}/users`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": `bench-${runId}-${i}` },
+          body: JSON.stringify({ username: `bench-${runId}-${i}`, initialBalance: balance }),
+        });
+        if (res.status === 201 || (res.status === 503 && attempt < 10)) {
+          if (res.status === 201) {
+            created.push({ id: (JSON.parse(res.text) as { id: string }).id, balance });
+            break;
+          }
+          await sleep(500);
+          continue;
+        }
+        throw new Error(`could not create a user: ${res.status} ${res.text}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  return created;
 }
 
 export async function closeLoad() {
