@@ -51,6 +51,8 @@ export const Env = z.object({
     .default(64 * 1024),
   /** Connections kept to each upstream instance. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
+  /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */
+  UPSTREAM_HELD_CONNECTIONS: z.coerce.number().int().positive().default(1024),
   INSTANCE_ID: z.string().min(1).default(hostname()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });

@@ -122,6 +122,26 @@ describe("routing", () => {
     expect(late.status).toBe(504);
   });
 
+  it("sends held requests over connections of their own, so they never queue the others", async () => {
+    const upstream = await startFakeUpstream((req) => ({
+      body: order,
+      delayMs: req.headers.prefer ? 1000 : 0,
+    }));
+    const { app } = await startGateway([await startFakeUpstream()], upstream, { UPSTREAM_CONNECTIONS: "1" });
+    const finished: string[] = [];
+    const held = (async () => {
+      const res = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=5" } });
+      finished.push("held GET");
+      return res;
+    })();
+    await eventually(() => upstream.received.length === 1);
+    const plain = await app.request(`/orders/${ORDER_ID}`);
+    finished.push("GET");
+    expect(plain.status).toBe(200);
+    expect((await held).status).toBe(200);
+    expect(finished).toEqual(["GET", "held GET"]);
+  });
+
   it("answers 502 when the only instance refuses, then 503 while it is out of rotation, and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);

@@ -31,7 +31,7 @@ export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeo
           headers: upstreamHeaders(c),
           body: body?.length ? body : undefined,
         },
-        { timeoutMs: timeoutMs + waitS * 1000, clientSignal: c.req.raw.signal },
+        { timeoutMs: timeoutMs + waitS * 1000, clientSignal: c.req.raw.signal, held: waitS > 0 },
       );
       return passThrough(c, res);
     });
