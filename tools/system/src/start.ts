@@ -13,7 +13,7 @@ async function run() {
   const names = ["gateway", "user-1", "user-2", "order", "relay-1", "relay-2", "system"];
   const output = createPrefixedOutput(names);
   const log = (line: string) => output("system", line);
-  const system = await startSystem({ ports: DEFAULT_PORTS, output, log });
+  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, restartOnExit: true });
   let prometheus: PrometheusServer | undefined;
   if (hasPrometheus()) {
     prometheus = await startPrometheus({
