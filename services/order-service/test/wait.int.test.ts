@@ -157,6 +157,9 @@ describe("GET /orders/:id with Prefer: wait", () => {
     const plain = await getOrder(a, id, "wait=soon");
     expect(plain.status).toBe(200);
     expect(plain.headers.get("preference-applied")).toBeNull();
+    // A cache must not answer a waiting request with a plain one's response, or the reverse.
+    expect(plain.headers.get("vary")).toBe("prefer");
+    expect(decided.headers.get("vary")).toBe("prefer");
     expect(a.waits.waiting()).toBe(0);
   });
 

@@ -54,6 +54,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
   app.get("/orders/:id", async (c) => {
     const id = uuidParam(c, "id");
     const wait = preferredWait(c.req.header("prefer"));
+    c.header("vary", "prefer");
     if (wait === undefined) {
       const order = await readOrder(pool, id);
       if (!order) throw new AppError("NOT_FOUND", "order not found");
@@ -66,7 +67,6 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
       c.req.raw.signal,
     );
     if (!order) throw new AppError("NOT_FOUND", "order not found");
-    c.header("vary", "prefer");
     if (applied) c.header("preference-applied", `wait=${wait}`);
     return c.json(order);
   });
