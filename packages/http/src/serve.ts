@@ -83,11 +83,13 @@ export function serveUntilSignal(opts: {
   app: Hono<any>;
   port: number;
   logger: Logger;
+  /** Called as shutdown begins, before requests in flight are waited for: answer long-held ones now. */
+  draining?: () => void;
   stop: () => Promise<void>;
   /** Against slow and oversized clients (`httpSettings(env).server`); Node's defaults otherwise. */
   limits?: ServerLimits | undefined;
 }): void {
-  const { app, port, logger, stop, limits } = opts;
+  const { app, port, logger, stop, limits, draining } = opts;
   const server = listen({ app, port, limits }, (bound) => logger.info({ port: bound }, "listening"));
   // A keep-alive client that keeps sending would hold its connection, and so the server, open: once
   // shutting down, every response, including those in flight, closes its connection.
@@ -108,6 +110,7 @@ export function serveUntilSignal(opts: {
     for (const res of inFlight) if (!res.headersSent) res.setHeader("connection", "close");
     const started = performance.now();
     logger.info({ signal }, "shutting down");
+    draining?.();
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);

@@ -57,6 +57,8 @@ export const Env = z.object({
     .default(64 * 1024),
   /** Connections kept to each upstream instance. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
+  /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */
+  UPSTREAM_HELD_CONNECTIONS: z.coerce.number().int().positive().default(1024),
   INSTANCE_ID: z.string().min(1).default(hostname()),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
   ...httpEnvVars({ readInFlight: 128, writeInFlight: 128, queue: 64 }),

@@ -18,6 +18,7 @@ export function createGateway(env: Env) {
   const common = {
     connectTimeoutMs: env.CONNECT_TIMEOUT_MS,
     connections: env.UPSTREAM_CONNECTIONS,
+    heldConnections: env.UPSTREAM_HELD_CONNECTIONS,
     healthPath: env.HEALTH_PATH,
     healthIntervalMs: env.HEALTH_INTERVAL_MS,
     healthTimeoutMs: env.HEALTH_TIMEOUT_MS,

@@ -11,6 +11,11 @@ export type UpstreamOptions = {
   connectTimeoutMs: number;
   /** Connections kept to each instance. */
   connections: number;
+  /**
+   * Connections to each instance for requests it may hold open (`Prefer: wait`), apart from the others,
+   * so that held reads never queue the writes behind them.
+   */
+  heldConnections: number;
   healthPath: string;
   healthIntervalMs: number;
   /** A check that takes longer is not a failure (the instance is busy), unless it lasts `stalledAfterMs`. */
@@ -46,12 +51,15 @@ export type SendOptions = {
   timeoutMs: number;
   /** Aborts the call when the client has gone away. */
   clientSignal?: AbortSignal | undefined;
+  /** The upstream may hold the request open (`Prefer: wait`): it goes over the held connections. */
+  held?: boolean;
 };
 
 type Instance = {
   origin: string;
   target: string;
   pool: Pool;
+  heldPool: Pool;
   healthy: boolean;
   failedChecks: number;
   /** Since when its health checks have been timing out without a break; undefined while they answer. */
@@ -92,6 +100,10 @@ export function createUpstream(opts: UpstreamOptions) {
     origin,
     target: new URL(origin).host,
     pool: new Pool(origin, { connections: opts.connections, connect: { timeout: opts.connectTimeoutMs } }),
+    heldPool: new Pool(origin, {
+      connections: opts.heldConnections,
+      connect: { timeout: opts.connectTimeoutMs },
+    }),
     healthy: false,
     failedChecks: 0,
     silentSince: undefined,
@@ -237,7 +249,7 @@ export function createUpstream(opts: UpstreamOptions) {
      */
     async send(
       request: UpstreamRequest,
-      { timeoutMs, clientSignal }: SendOptions,
+      { timeoutMs, clientSignal, held = false }: SendOptions,
     ): Promise<UpstreamResponse> {
       const deadline = AbortSignal.timeout(timeoutMs);
       const signal = clientSignal ? AbortSignal.any([deadline, clientSignal]) : deadline;
@@ -252,7 +264,7 @@ export function createUpstream(opts: UpstreamOptions) {
           metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
         };
         try {
-          const res = await instance.pool.request({
+          const res = await (held ? instance.heldPool : instance.pool).request({
             method: request.method,
             path: request.path,
             headers: request.headers,
@@ -295,7 +307,7 @@ export function createUpstream(opts: UpstreamOptions) {
     async close(): Promise<void> {
       closed = true;
       clearTimeout(timer);
-      await Promise.all(instances.map((i) => i.pool.close()));
+      await Promise.all(instances.flatMap((i) => [i.pool.close(), i.heldPool.close()]));
     },
   };
 }

@@ -115,6 +115,38 @@ describe("routing", () => {
     expect(slow.received).toHaveLength(1);
   });
 
+  it("gives a request with Prefer: wait=N N more seconds before its timeout, and forwards the header", async () => {
+    const waiting = await startFakeUpstream(() => ({ body: order, delayMs: 1200 }));
+    const { app } = await startGateway([await startFakeUpstream()], waiting, { UPSTREAM_TIMEOUT_MS: "300" });
+    const res = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=2" } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(order);
+    expect(waiting.received[0]?.headers.prefer).toBe("wait=2");
+    // Past the extended deadline it is still a 504.
+    const late = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=0" } });
+    expect(late.status).toBe(504);
+  });
+
+  it("sends held requests over connections of their own, so they never queue the others", async () => {
+    const upstream = await startFakeUpstream((req) => ({
+      body: order,
+      delayMs: req.headers.prefer ? 1000 : 0,
+    }));
+    const { app } = await startGateway([await startFakeUpstream()], upstream, { UPSTREAM_CONNECTIONS: "1" });
+    const finished: string[] = [];
+    const held = (async () => {
+      const res = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=5" } });
+      finished.push("held GET");
+      return res;
+    })();
+    await eventually(() => upstream.received.length === 1);
+    const plain = await app.request(`/orders/${ORDER_ID}`);
+    finished.push("GET");
+    expect(plain.status).toBe(200);
+    expect((await held).status).toBe(200);
+    expect(finished).toEqual(["GET", "held GET"]);
+  });
+
   it("answers 502 while the only instance refuses, still trying it out of rotation (panic mode), and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);

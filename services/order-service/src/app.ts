@@ -2,11 +2,16 @@ import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import type { SagaBacklog } from "./backpressure.ts";
+import type pg from "pg";
 import type { SagaMetrics } from "./metrics.ts";
+import type { OrderWaits } from "./order-waits.ts";
 import { registerOrderRoutes } from "./routes/orders.ts";
 
 export type AppDeps = {
   db: Database;
+  /** The same database's pool, for the hot path's hand-written statements. */
+  pool: pg.Pool;
+  waits: OrderWaits;
   logger: Logger;
   metrics: Metrics;
   saga: SagaMetrics;
@@ -17,9 +22,9 @@ export type AppDeps = {
 };
 
 /** The order-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, saga, ready, admission, backlog }: AppDeps) {
+export function createApp({ db, pool, waits, logger, metrics, saga, ready, admission, backlog }: AppDeps) {
   const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable });
   if (backlog) app.post("/orders", backlog.admitNewOrders);
-  registerOrderRoutes(app, { db, logger, saga });
+  registerOrderRoutes(app, { db, pool, waits, logger, saga });
   return app;
 }

@@ -9,6 +9,8 @@ async function run() {
     app: service.app,
     port: env.PORT,
     logger: service.runtime.logger,
+    // Requests held by `Prefer: wait` are answered now rather than cut off by the drain.
+    draining: () => service.waits.release(),
     stop: service.stop,
     limits: httpSettings(env).server,
   });

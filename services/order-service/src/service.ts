@@ -5,8 +5,10 @@ import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
 import { createSagaBacklog } from "./backpressure.ts";
 import { creditEventConsumer } from "./consumers/credit-events.ts";
+import { readOrders } from "./domain/order-hot-path.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
+import { createOrderWaits } from "./order-waits.ts";
 
 /**
  * The order-service: migrates its database and builds the app; `start()` joins the consumer group.
@@ -31,8 +33,17 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     registry: runtime.metrics.registry,
   });
   const saga = createSagaMetrics(runtime.metrics.registry, backlog.finished);
+  const waits = createOrderWaits({
+    databaseUrl: env.DATABASE_URL,
+    applicationName: `order-service/${env.INSTANCE_ID}`,
+    readOrders: (ids) => readOrders(runtime.db.pool, ids),
+    logger: runtime.logger,
+  });
+  await waits.start();
   const app = createApp({
     db: runtime.db,
+    pool: runtime.db.pool,
+    waits,
     logger: runtime.logger,
     metrics: runtime.metrics,
     saga,
@@ -44,6 +55,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     app,
     runtime,
     backlog,
+    waits,
     start: async () => {
       // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
       await Promise.all([
@@ -53,6 +65,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     },
     stop: async () => {
       backlog.stop();
+      await waits.stop();
       await runtime.stop();
     },
   };

@@ -17,6 +17,13 @@ export interface PostgresOptions {
    * https://www.postgresql.org/docs/current/non-durability.html
    */
   durable?: boolean;
+  /**
+   * Loads pg_stat_statements, so that a benchmark can count the statements each process runs (its
+   * view needs `create extension pg_stat_statements` in the database that reads it). Off by default:
+   * it costs a little on every statement.
+   * https://www.postgresql.org/docs/current/pgstatstatements.html
+   */
+  statementStats?: boolean;
 }
 
 export interface PostgresServer {
@@ -69,6 +76,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     max_wal_senders: 20,
     log_min_messages: "warning",
     ...(opts.durable === false ? { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } : {}),
+    ...(opts.statementStats ? { shared_preload_libraries: "pg_stat_statements" } : {}),
   };
   const server = await supervise({
     command: bin.postgres,

@@ -1,4 +1,4 @@
-import type { AppEnv } from "@saga/http";
+import { type AppEnv, preferredWait } from "@saga/http";
 import type { Hono } from "hono";
 import { passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
@@ -22,6 +22,8 @@ export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeo
       const body =
         method === "GET" || method === "HEAD" ? undefined : new Uint8Array(await c.req.arrayBuffer());
       const url = new URL(c.req.url);
+      // A request that asks the upstream to hold it (`Prefer: wait=N`) gets N more seconds.
+      const waitS = preferredWait(c.req.header("prefer")) ?? 0;
       const res = await upstream.send(
         {
           method,
@@ -29,7 +31,7 @@ export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeo
           headers: upstreamHeaders(c),
           body: body?.length ? body : undefined,
         },
-        { timeoutMs, clientSignal: c.req.raw.signal },
+        { timeoutMs: timeoutMs + waitS * 1000, clientSignal: c.req.raw.signal, held: waitS > 0 },
       );
       return passThrough(c, res);
     });

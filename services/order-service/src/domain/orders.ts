@@ -1,4 +1,4 @@
-import { type CreateOrderRequest, type Order, TOPICS } from "@saga/contracts";
+import { type Order, TOPICS } from "@saga/contracts";
 import { orders } from "@saga/db/order";
 import { appendOutbox, type Executor, lockAggregate } from "@saga/messaging";
 import { asc, eq, sql } from "drizzle-orm";
@@ -26,28 +26,6 @@ export type Transition =
       sagaSeconds: number | undefined;
     }
   | { kind: "ignored"; state: string };
-
-/** Creates a PENDING order and the `order.created` event that starts its saga. */
-export async function createOrder(
-  tx: Executor,
-  { userId, amount }: CreateOrderRequest,
-  traceparent: string,
-): Promise<Order> {
-  const [row] = await tx.insert(orders).values({ userId, amount, status: "PENDING" }).returning();
-  if (!row) throw new Error("insert returned no order");
-  await appendOutbox(tx, {
-    topic: TOPICS.orderCreated,
-    aggregateId: row.id,
-    payload: { orderId: row.id, userId, amount },
-    traceparent,
-  });
-  return toOrder(row);
-}
-
-export async function findOrder(db: Executor, id: string): Promise<Order | undefined> {
-  const [row] = await db.select().from(orders).where(eq(orders.id, id));
-  return row && toOrder(row);
-}
 
 /** A user's orders, oldest first. */
 export async function listOrders(db: Executor, userId: string): Promise<Order[]> {

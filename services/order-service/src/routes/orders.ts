@@ -1,34 +1,45 @@
 import { CreateOrderRequest, IdParam } from "@saga/contracts";
-import { type AppEnv, AppError, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
-import { type Database, idempotent, requestFingerprint } from "@saga/messaging";
+import { type AppEnv, AppError, idempotencyKey, parseJsonBody, preferredWait, uuidParam } from "@saga/http";
+import { type Database, requestFingerprint } from "@saga/messaging";
 import { type Logger, nextTraceparent } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { cancelOrder, createOrder, findOrder, listOrders } from "../domain/orders.ts";
+import type pg from "pg";
+import { placeOrder, readOrder } from "../domain/order-hot-path.ts";
+import { cancelOrder, listOrders } from "../domain/orders.ts";
 import type { SagaMetrics } from "../metrics.ts";
+import type { OrderWaits } from "../order-waits.ts";
 
-export type OrderRoutesDeps = { db: Database; logger: Logger; saga: SagaMetrics };
+export type OrderRoutesDeps = {
+  db: Database;
+  /** The same database's pool, for the hand-written statements of the hot path. */
+  pool: pg.Pool;
+  waits: OrderWaits;
+  logger: Logger;
+  saga: SagaMetrics;
+};
 
 /**
  * `POST /orders` (idempotent with `Idempotency-Key`) starts a saga, `GET /orders/:id`,
  * `GET /orders?userId=` for the gateway's composed read, and `DELETE /orders/:id` cancels.
  */
-export function registerOrderRoutes(app: Hono<AppEnv>, { db, logger, saga }: OrderRoutesDeps) {
+export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger, saga }: OrderRoutesDeps) {
   app.post("/orders", async (c) => {
     const body = await parseJsonBody(c, CreateOrderRequest);
     const key = idempotencyKey(c);
     const traceparent = nextTraceparent(c.req.header("traceparent"));
-    const result = await idempotent(db, key, requestFingerprint("POST /orders", body), async (tx) => ({
-      status: 201,
-      body: await createOrder(tx, body, traceparent),
-    }));
+    const result = await placeOrder(
+      pool,
+      body,
+      traceparent,
+      key === undefined ? undefined : { key, fingerprint: requestFingerprint("POST /orders", body) },
+    );
     if (result.outcome === "mismatch") {
       throw new AppError("UNPROCESSABLE", "Idempotency-Key was already used for a different request");
     }
-    logger.info(
-      { requestId: c.get("requestId"), order: result.body, outcome: result.outcome },
-      "order created",
-    );
+    // Debug: a line per request is a cost of the hot path (the saga's outcome is in the metrics).
+    logger.debug({ requestId: c.get("requestId"), result }, "order created");
+    if (result.outcome === "fresh") return c.json(result.order, 201);
     return c.json(result.body, result.status as ContentfulStatusCode);
   });
 
@@ -39,9 +50,24 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, logger, saga }: Ord
     return c.json(await listOrders(db.db, userId.toLowerCase()));
   });
 
+  // With `Prefer: wait=N` (RFC 7240), answers once the order is no longer PENDING, or after N seconds.
   app.get("/orders/:id", async (c) => {
-    const order = await findOrder(db.db, uuidParam(c, "id"));
+    const id = uuidParam(c, "id");
+    const wait = preferredWait(c.req.header("prefer"));
+    c.header("vary", "prefer");
+    if (wait === undefined) {
+      const order = await readOrder(pool, id);
+      if (!order) throw new AppError("NOT_FOUND", "order not found");
+      return c.json(order);
+    }
+    const { order, applied } = await waits.awaitDecision(
+      id,
+      wait,
+      () => readOrder(pool, id),
+      c.req.raw.signal,
+    );
     if (!order) throw new AppError("NOT_FOUND", "order not found");
+    if (applied) c.header("preference-applied", `wait=${wait}`);
     return c.json(order);
   });
 
@@ -52,7 +78,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, logger, saga }: Ord
     if (!transition) throw new AppError("NOT_FOUND", "order not found");
     if (transition.kind === "changed") {
       saga.record(transition);
-      logger.info({ requestId: c.get("requestId"), orderId: id }, "order canceled");
+      logger.debug({ requestId: c.get("requestId"), orderId: id }, "order canceled");
     }
     return c.body(null, 204);
   });

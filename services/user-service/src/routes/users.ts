@@ -21,7 +21,8 @@ export function registerUserRoutes(app: Hono<AppEnv>, { db, logger }: UserRoutes
     if (result.outcome === "mismatch") {
       throw new AppError("UNPROCESSABLE", "Idempotency-Key was already used for a different request");
     }
-    logger.info(
+    // Debug: a line per request is a cost of the hot path.
+    logger.debug(
       { requestId: c.get("requestId"), body: result.body, outcome: result.outcome },
       "user created",
     );

@@ -16,6 +16,14 @@ export type PhaseResult = {
   /** POST /orders latencies in ms. */
   postLatencies: number[];
   orderIds: string[];
+  /**
+   * With `follow`: from sending POST /orders to reading the order's final state by GET /orders/:id,
+   * in ms, of the orders the client did not cancel itself.
+   */
+  followLatencies: number[];
+  /** With `follow`: GET /orders/:id requests sent, and how many the server held (`Preference-Applied`). */
+  gets: number;
+  heldGets: number;
 };
 
 export type PhaseOptions = {
@@ -26,8 +34,18 @@ export type PhaseOptions = {
   rate?: number;
   /** …or a closed loop with this many clients, for saturation. */
   concurrency?: number;
+  /**
+   * Each client follows its order to its final state, as real clients do: GET /orders/:id with
+   * `Prefer: wait=5` until it is no longer PENDING, or every 20 ms where the server does not hold
+   * the request (no `Preference-Applied`).
+   */
+  follow?: boolean;
   label: string;
 };
+
+const FOLLOW_WAIT_S = 5;
+const POLL_MS = 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // One keep-alive pool for the whole run: connection set-up must not count as the system's latency.
 const dispatcher = new Agent({ connections: 512, keepAliveTimeout: 30_000, pipelining: 1 });
@@ -38,7 +56,7 @@ async function request(
 ) {
   const res = await send(url, { ...init, dispatcher, headersTimeout: 10_000, bodyTimeout: 10_000 });
   const text = await res.body.text();
-  return { status: res.statusCode, text };
+  return { status: res.statusCode, text, held: res.headers["preference-applied"] !== undefined };
 }
 
 /**
@@ -58,6 +76,9 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     failures: {},
     postLatencies: [],
     orderIds: [],
+    followLatencies: [],
+    gets: 0,
+    heldGets: 0,
   };
   let n = 0;
   const fail = (why: string) => {
@@ -88,6 +109,21 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       if (i % 10 === 7) {
         result.cancels++;
         await request(`${opts.gatewayUrl}/orders/${id}`, { method: "DELETE" });
+      } else if (opts.follow) {
+        const followDeadline = performance.now() + 60_000;
+        while (performance.now() < followDeadline) {
+          const res = await request(`${opts.gatewayUrl}/orders/${id}`, {
+            method: "GET",
+            headers: { prefer: `wait=${FOLLOW_WAIT_S}` },
+          });
+          result.gets++;
+          if (res.held) result.heldGets++;
+          if (res.status === 200 && (JSON.parse(res.text) as { status: string }).status !== "PENDING") {
+            result.followLatencies.push(performance.now() - started);
+            break;
+          }
+          if (!res.held) await sleep(POLL_MS);
+        }
       }
     } catch (err) {
       fail((err as { code?: string }).code ?? (err as Error).name);
@@ -121,7 +157,10 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
   return result;
 }
 
-/** Creates users through the gateway, each with a balance large enough for the whole run. */
+/**
+ * Creates users through the gateway, each with a balance large enough for the whole run: 16 at a time,
+ * and a 503 (the gateway found no instance in rotation on a loaded machine) is tried again.
+ */
 export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
   const runId = randomUUID().slice(0, 8);
   const users: { id: string; balance: number }[] = [];

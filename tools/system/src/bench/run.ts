@@ -33,6 +33,19 @@ type PhaseReport = {
   consumerLagMax: number;
   /** Write transactions committed in both databases per finished saga, relay marks included. */
   writeTransactionsPerSaga: number;
+  /** Transactions of both databases per saga, read-only ones (a lone SELECT) included (pg_stat_database). */
+  transactionsPerSaga: number;
+  /** Statements the system's processes ran on both databases per saga, BEGIN and COMMIT included (pg_stat_statements). */
+  statementsPerSaga: number;
+  /** The statements that ran most often, per saga. */
+  topStatements: { perSaga: number; query: string }[];
+  /** Clients followed each order to its final state by GET /orders/:id. */
+  follow: boolean;
+  /** Client-side: POST sent → final state read, ms (follow phases only). */
+  followed?: Summary;
+  getsPerSaga?: number;
+  /** Share of the GETs the server held (`Prefer: wait` honoured). */
+  heldGetShare?: number;
   cpu: Record<string, number>;
 };
 
@@ -43,6 +56,8 @@ export type BenchReport = {
   /** The command line's options, to run it again. */
   args: string;
   phases: PhaseReport[];
+  /** The system with no load at all: cores per process. */
+  idle: { seconds: number; cpu: Record<string, number>; statementsPerS: number };
   ceilings: { kafka: KafkaCeiling; postgres: PostgresCeiling };
   ratios: { sagasVsCommitCeiling: number; relayVsRawProducer: number };
   relayRowsPerS: number;
@@ -63,6 +78,8 @@ function parseOptions(argv: string[]) {
       // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
       "overload-only": { type: "boolean", default: false },
       "overload-seconds": { type: "string" },
+      "follow-rates": { type: "string" },
+      "idle-seconds": { type: "string" },
     },
   });
   const quick = values.quick ?? false;
@@ -70,6 +87,12 @@ function parseOptions(argv: string[]) {
     quick,
     rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
     seconds: Number(values.seconds ?? (quick ? 8 : 30)),
+    // Empty for none.
+    followRates: (values["follow-rates"] ?? (quick ? "100,200" : "100,200,300"))
+      .split(",")
+      .filter(Boolean)
+      .map(Number),
+    idleSeconds: Number(values["idle-seconds"] ?? (quick ? 10 : 30)),
     concurrency: Number(values.concurrency),
     overloadOnly: values["overload-only"] ?? false,
     overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
@@ -127,6 +150,40 @@ async function nextTransactionId(sql: postgres.Sql): Promise<number> {
   return Number(row?.n ?? 0);
 }
 
+/** The bench's own connections log in as this role, so that its queries are not counted as the system's. */
+const BENCH_ROLE = "bench";
+
+type StatementCounts = Map<string, { calls: number; query: string }>;
+
+/** Calls per statement (pg_stat_statements) of the system's processes on both databases. */
+async function statementCounts(admin: postgres.Sql, databases: string[]): Promise<StatementCounts> {
+  const rows = await admin<{ key: string; calls: string; query: string }[]>`
+    select s.dbid || ':' || s.queryid as key, s.calls::text as calls, s.query
+    from pg_stat_statements s join pg_database d on d.oid = s.dbid
+    where d.datname = any(${databases}) and s.userid <> (select oid from pg_roles where rolname = ${BENCH_ROLE})`;
+  return new Map(rows.map((r) => [r.key, { calls: Number(r.calls), query: r.query }]));
+}
+
+function statementDelta(before: StatementCounts, after: StatementCounts) {
+  const deltas = [...after].map(([key, { calls, query }]) => ({
+    calls: calls - (before.get(key)?.calls ?? 0),
+    query: query.replace(/\s+/g, " ").trim(),
+  }));
+  return {
+    total: deltas.reduce((sum, d) => sum + d.calls, 0),
+    top: deltas.sort((a, b) => b.calls - a.calls).slice(0, 10),
+  };
+}
+
+/** Committed and rolled-back transactions of both databases (pg_stat_database, flushed within a second). */
+async function transactionCount(admin: postgres.Sql, databases: string[]): Promise<number> {
+  const [row] = await admin<{ n: string }[]>`
+    select sum(xact_commit + xact_rollback)::text as n from pg_stat_database where datname = any(${databases})`;
+  return Number(row?.n ?? 0);
+}
+
+type Observer = { admin: postgres.Sql; databases: string[] };
+
 async function sampleConsumerLag(kafka: KafkaClient, stop: () => boolean): Promise<number> {
   let max = 0;
   while (!stop()) {
@@ -157,11 +214,14 @@ async function measurePhase(
   system: System,
   dbs: { user: postgres.Sql; order: postgres.Sql },
   kafka: KafkaClient,
+  observer: Observer,
   run: () => Promise<PhaseResult>,
 ): Promise<PhaseReport> {
   const pids = { ...system.pids(), "bench client": process.pid };
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const xidBefore = await nextTransactionId(dbs.order);
+  const statementsBefore = await statementCounts(observer.admin, observer.databases);
+  const transactionsBefore = await transactionCount(observer.admin, observer.databases);
   let running = true;
   const lagSampler = sampleConsumerLag(kafka, () => !running);
   const phase = await run();
@@ -169,8 +229,20 @@ async function measurePhase(
   running = false;
   const consumerLagMax = await lagSampler;
   const cpuAfter = await cpuSeconds(pids, ["bench client"]);
-  const writeTransactionsPerSaga =
-    ((await nextTransactionId(dbs.order)) - xidBefore) / Math.max(1, phase.created);
+  // Orders the phase created, also those whose POST timed out at the gateway: they cost the same.
+  const [started] = await dbs.order<{ n: number }[]>`
+    select count(*)::int as n from orders where created_at between ${phase.startedAt} and ${phase.endedAt}`;
+  const sagas = Math.max(1, started?.n ?? 0, phase.created);
+  const writeTransactionsPerSaga = ((await nextTransactionId(dbs.order)) - xidBefore) / sagas;
+  // Backends flush their transaction counts to pg_stat_database at most once a second.
+  await sleep(1100);
+  const statements = statementDelta(
+    statementsBefore,
+    await statementCounts(observer.admin, observer.databases),
+  );
+  const transactionsPerSaga =
+    ((await transactionCount(observer.admin, observer.databases)) - transactionsBefore) / sagas;
+  const follow = phase.followLatencies.length > 0;
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
   // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
   const lastDone = Math.max(phase.endedAt.getTime(), ...rows.map((r) => r.done_at.getTime()));
@@ -191,10 +263,41 @@ async function measurePhase(
       (await publishedBetween([dbs.user, dbs.order], phase.startedAt, phase.endedAt)) / durationS,
     consumerLagMax,
     writeTransactionsPerSaga,
+    transactionsPerSaga,
+    statementsPerSaga: statements.total / sagas,
+    topStatements: statements.top.map((t) => ({ perSaga: t.calls / sagas, query: t.query.slice(0, 160) })),
+    follow,
+    ...(follow
+      ? {
+          followed: summarize(phase.followLatencies),
+          getsPerSaga: phase.gets / phase.followLatencies.length,
+          heldGetShare: phase.heldGets / Math.max(1, phase.gets),
+        }
+      : {}),
     // CPU seconds per second of wall time: 1.0 is one core kept busy.
     cpu: Object.fromEntries(
       Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
     ),
+  };
+}
+
+/** CPU of every process, and the statements they run, with no load at all. */
+async function measureIdle(system: System, observer: Observer, seconds: number) {
+  const pids = system.pids();
+  const cpuBefore = await cpuSeconds(pids);
+  const statementsBefore = await statementCounts(observer.admin, observer.databases);
+  const started = performance.now();
+  await sleep(seconds * 1000);
+  const cpuAfter = await cpuSeconds(pids);
+  const wallS = (performance.now() - started) / 1000;
+  const statements = statementDelta(
+    statementsBefore,
+    await statementCounts(observer.admin, observer.databases),
+  );
+  return {
+    seconds,
+    cpu: Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / wallS])),
+    statementsPerS: statements.total / wallS,
   };
 }
 
@@ -208,19 +311,39 @@ const failuresText = (p: PhaseReport) =>
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
 
 export function formatBench(r: BenchReport): string {
+  const name = (p: PhaseReport) =>
+    p.offered === null ? "saturation" : `${p.offered}${p.follow ? " followed" : ""}`;
   const rows = r.phases.map((p) => [
-    p.offered === null ? "saturation" : String(p.offered),
+    name(p),
     fmt(p.sagasPerS),
     `${fmt(p.post.p50)} / ${fmt(p.post.p95)} / ${fmt(p.post.p99)}`,
     `${fmt(p.saga.p50)} / ${fmt(p.saga.p95)} / ${fmt(p.saga.p99)}`,
     `${fmt(p.relayLag.p50)} / ${fmt(p.relayLag.p99)}`,
     String(p.consumerLagMax),
     fmt(p.writeTransactionsPerSaga),
+    fmt(p.transactionsPerSaga),
+    fmt(p.statementsPerSaga),
     String(p.pending + p.failedRequests),
   ]);
+  const followed = r.phases.filter((p) => p.followed);
+  const followRows = followed.map((p) => [
+    name(p),
+    fmt(p.sagasPerS),
+    `${fmt(p.followed?.p50 ?? Number.NaN)} / ${fmt(p.followed?.p95 ?? Number.NaN)} / ${fmt(p.followed?.p99 ?? Number.NaN)}`,
+    fmt(p.getsPerSaga ?? Number.NaN, 2),
+    `${fmt((p.heldGetShare ?? 0) * 100, 0)} %`,
+  ]);
   const cpuNames = Object.keys(r.phases[0]?.cpu ?? {});
+  const idleRow = [
+    "idle",
+    ...cpuNames.map((n) => fmt(r.idle.cpu[n] ?? 0, 3)),
+    fmt(
+      Object.values(r.idle.cpu).reduce((a, b) => a + b, 0),
+      3,
+    ),
+  ];
   const cpuRows = r.phases.map((p) => [
-    p.offered === null ? "saturation" : String(p.offered),
+    name(p),
     ...cpuNames.map((n) => fmt(p.cpu[n] ?? 0, 2)),
     fmt(
       Object.values(p.cpu).reduce((a, b) => a + b, 0),
@@ -229,7 +352,7 @@ export function formatBench(r: BenchReport): string {
   ]);
   // What one saga costs each process: cores ÷ sagas/s.
   const msPerSaga = r.phases.map((p) => [
-    p.offered === null ? "saturation" : String(p.offered),
+    name(p),
     ...cpuNames.map((n) => fmt(((p.cpu[n] ?? 0) / p.sagasPerS) * 1000, 1)),
     fmt((Object.values(p.cpu).reduce((a, b) => a + b, 0) / p.sagasPerS) * 1000, 1),
   ]);
@@ -249,18 +372,41 @@ export function formatBench(r: BenchReport): string {
         "relay lag ms p50/p99",
         "max consumer lag",
         "write tx per saga",
+        "tx per saga",
+        "statements per saga",
         "stuck or failed",
       ],
       rows,
     ),
     "",
-    "CPU, in cores (CPU seconds per second), per process:",
+    ...(followRows.length
+      ? [
+          "Clients following each order by GET /orders/:id (`Prefer: wait`), as the client sees the saga:",
+          "",
+          table(
+            ["offered", "sagas/s", "POST sent → final state ms p50/p95/p99", "GETs per saga", "held"],
+            followRows,
+          ),
+          "",
+        ]
+      : []),
+    `CPU, in cores (CPU seconds per second), per process; idle: ${r.idle.seconds} s with no load (${fmt(r.idle.statementsPerS)} statements/s):`,
     "",
-    table(["offered", ...cpuNames, "all"], cpuRows),
+    table(["offered", ...cpuNames, "all"], [idleRow, ...cpuRows]),
     "",
     "CPU milliseconds per saga, per process (cores ÷ sagas/s):",
     "",
     table(["offered", ...cpuNames, "all"], msPerSaga),
+    "",
+    `Statements per saga by statement, at ${name(r.phases.find((p) => p.offered !== null) ?? r.phases[0] ?? ({ offered: null } as PhaseReport))}:`,
+    "",
+    table(
+      ["per saga", "statement"],
+      (r.phases.find((p) => p.offered !== null) ?? r.phases[0])?.topStatements.map((t) => [
+        fmt(t.perSaga, 2),
+        `\`${t.query.replaceAll("|", "\\|").replaceAll("`", "'")}\``,
+      ]) ?? [],
+    ),
     "",
     table(
       ["ceiling on this machine", "measured", "ratio"],
@@ -294,14 +440,23 @@ async function main() {
     ports: await freePorts(),
     dataDir,
     durable: true,
+    statementStats: true,
     env: { LOG_LEVEL: "warn" },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },
     log,
   });
-  const user = postgres(system.userDbUrl, { max: 2, onnotice: () => {} });
-  const order = postgres(system.orderDbUrl, { max: 2, onnotice: () => {} });
+  const admin = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
+  await admin`create extension if not exists pg_stat_statements`;
+  await admin.unsafe(`create role ${BENCH_ROLE} login superuser`);
+  const observer: Observer = {
+    admin,
+    databases: [new URL(system.userDbUrl).pathname.slice(1), new URL(system.orderDbUrl).pathname.slice(1)],
+  };
+  const asBench = (url: string) => Object.assign(new URL(url), { username: BENCH_ROLE }).toString();
+  const user = postgres(asBench(system.userDbUrl), { max: 2, onnotice: () => {} });
+  const order = postgres(asBench(system.orderDbUrl), { max: 2, onnotice: () => {} });
   const kafka = createKafka({ brokers: system.kafkaBrokers, clientId: "bench" });
   try {
     log("bench: ceilings (PostgreSQL commits, raw Kafka producer)");
@@ -347,22 +502,44 @@ async function main() {
       if (!opts.quick) await writeOverloadSection(join(repoRoot, "bench", "RESULTS.md"), section);
     };
     if (opts.overloadOnly) return await overload();
+    await drain({ user, order }, kafka, log);
+    log(`bench: ${opts.idleSeconds}s idle`);
+    const idle = await measureIdle(system, observer, opts.idleSeconds);
+    log(
+      `bench:   idle: ${fmt(
+        Object.values(idle.cpu).reduce((a, b) => a + b, 0),
+        3,
+      )} cores, ${fmt(idle.statementsPerS)} statements/s`,
+    );
 
     const phases: PhaseReport[] = [];
-    for (const rate of opts.rates) {
+    const schedule = [
+      ...opts.rates.map((rate) => ({ rate, follow: false })),
+      ...opts.followRates.map((rate) => ({ rate, follow: true })),
+    ];
+    for (const { rate, follow } of schedule) {
       await drain({ user, order }, kafka, log);
-      log(`bench: ${opts.seconds}s at ${rate} sagas/s offered`);
-      const p = await measurePhase(system, { user, order }, kafka, () =>
-        runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: opts.seconds, rate, label: `${rate}/s` }),
+      log(
+        `bench: ${opts.seconds}s at ${rate} sagas/s offered${follow ? ", clients following their orders" : ""}`,
+      );
+      const p = await measurePhase(system, { user, order }, kafka, observer, () =>
+        runPhase({
+          gatewayUrl: system.gatewayUrl,
+          users,
+          durationS: opts.seconds,
+          rate,
+          follow,
+          label: `${rate}/s${follow ? " followed" : ""}`,
+        }),
       );
       log(
-        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms${failuresText(p)}`,
+        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms${p.followed ? ` (client-side ${fmt(p.followed.p99)} ms, ${fmt(p.getsPerSaga ?? 0, 2)} GETs a saga)` : ""}, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms, ${fmt(p.statementsPerSaga)} statements and ${fmt(p.writeTransactionsPerSaga, 2)} write tx a saga${failuresText(p)}`,
       );
       phases.push(p);
     }
     await drain({ user, order }, kafka, log);
     log(`bench: ${opts.seconds}s at saturation (${opts.concurrency} clients)`);
-    const saturation = await measurePhase(system, { user, order }, kafka, () =>
+    const saturation = await measurePhase(system, { user, order }, kafka, observer, () =>
       runPhase({
         gatewayUrl: system.gatewayUrl,
         users,
@@ -387,6 +564,7 @@ async function main() {
       quick: opts.quick,
       args: process.argv.slice(2).join(" "),
       phases,
+      idle,
       ceilings: { kafka: kCeiling, postgres: pgCeiling },
       ratios: {
         sagasVsCommitCeiling:
@@ -411,22 +589,22 @@ async function main() {
         {
           name: "saga p50",
           color: "#1f77b4",
-          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.saga.p50 })),
+          points: phases.filter((p) => p.offered && !p.follow).map((p) => ({ x: p.offered ?? 0, y: p.saga.p50 })),
         },
         {
           name: "saga p99",
           color: "#d62728",
-          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.saga.p99 })),
+          points: phases.filter((p) => p.offered && !p.follow).map((p) => ({ x: p.offered ?? 0, y: p.saga.p99 })),
         },
         {
           name: "POST /orders p50",
           color: "#2ca02c",
-          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.post.p50 })),
+          points: phases.filter((p) => p.offered && !p.follow).map((p) => ({ x: p.offered ?? 0, y: p.post.p50 })),
         },
         {
           name: "POST /orders p99",
           color: "#ff7f0e",
-          points: phases.filter((p) => p.offered).map((p) => ({ x: p.offered ?? 0, y: p.post.p99 })),
+          points: phases.filter((p) => p.offered && !p.follow).map((p) => ({ x: p.offered ?? 0, y: p.post.p99 })),
         },
       ],
     });
@@ -442,7 +620,7 @@ async function main() {
     process.exitCode = report.invariantsPassed ? 0 : 1;
   } finally {
     await closeLoad();
-    await Promise.allSettled([user.end(), order.end(), kafka.close()]);
+    await Promise.allSettled([user.end(), order.end(), admin.end(), kafka.close()]);
     await system.stop();
     await rm(dataDir, { recursive: true, force: true });
   }

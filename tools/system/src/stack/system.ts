@@ -55,6 +55,8 @@ export type SystemOptions = {
   dataDir?: string;
   /** fsync on: a PostgreSQL restart loses nothing. Off only for throwaway data. */
   durable?: boolean;
+  /** Load pg_stat_statements (the benchmark counts statements per saga with it). */
+  statementStats?: boolean;
   /** Extra environment for every Node process. */
   env?: Record<string, string>;
   output: Output;
@@ -106,6 +108,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       port: ports.postgres,
       logFile: join(dataDir, "postgres.log"),
       durable,
+      statementStats: opts.statementStats,
     });
   const startBroker = () =>
     startKafka({

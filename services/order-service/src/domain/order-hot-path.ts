@@ -1,0 +1,148 @@
+import { randomUUID } from "node:crypto";
+import { type CreateOrderRequest, type Order, type OrderStatus, TOPICS } from "@saga/contracts";
+import { outboxRow } from "@saga/messaging";
+import type pg from "pg";
+
+/**
+ * The saga's HTTP hot path in hand-written SQL, one round trip per request: `POST /orders` and
+ * `GET /orders/:id`. Each is a node-postgres named statement, parsed and planned once per pooled
+ * connection. The rest of the order-service uses drizzle (src/domain/orders.ts).
+ */
+
+// ISO 8601 with milliseconds in UTC, as `Date.prototype.toISOString` writes it (both truncate to ms),
+// so an order's `createdAt` reads the same from POST, a replayed POST, GET and the composed read.
+const ISO_CREATED_AT = `to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+// The order and its `order.created` event. Data-modifying CTEs run exactly once whether or not the
+// outer query reads them, and all of one statement commits or none of it (no BEGIN/COMMIT needed):
+// the transactional-outbox rule (state and event in one transaction) holds. No aggregate lock: the
+// order id is new, so no other writer can touch this order or append to its events before it commits.
+const PLACE = (gate: string) => `
+  placed as (
+    insert into orders (id, user_id, amount, status)
+    select $1::uuid, $2::uuid, $3::bigint, 'PENDING' ${gate}
+    returning id, user_id, amount, status, ${ISO_CREATED_AT} as created_at
+  ),
+  event as (
+    insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
+    select $4::uuid, placed.id::text, $5, $6, $7, $8, $9::jsonb from placed
+  )`;
+
+const PLACE_ORDER = `with ${PLACE("")} select * from placed`;
+
+// With an Idempotency-Key, the key's record is written by the same statement as the order:
+// - `claim` inserts it first; ON CONFLICT DO NOTHING makes a request whose key is taken claim nothing.
+//   A concurrent request with the same key waits on the key's index entry until the first commits, then
+//   claims nothing too; if the first rolled back, it claims the key itself. At most one order per key.
+// - `placed` (and so `event`) reads from `claim`: nothing is written unless the key was claimed.
+// - The stored response is built from the same values and the statement's `now()`, which is also the
+//   order's `created_at`: a replay answers byte for byte what the first request was answered.
+// - A key that was taken before this statement began is read back by the second branch (same snapshot)
+//   with whether its request matched; a key that a concurrent request committed meanwhile is invisible
+//   to this statement's snapshot and yields no row at all (`READ_KEY` then reads it).
+const PLACE_ORDER_ONCE = `
+  with claim as (
+    insert into idempotency_keys (key, request_hash, status, body)
+    values ($10, $11, 201, jsonb_build_object(
+      'id', $1::uuid, 'userId', $2::uuid, 'amount', $3::bigint, 'status', 'PENDING',
+      'createdAt', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+    on conflict (key) do nothing
+    returning key
+  ),
+  ${PLACE("from claim")}
+  select 'fresh' as outcome, null::integer as stored_status, null::jsonb as stored_body, placed.*
+  from placed
+  union all
+  select case when request_hash = $11 then 'replayed' else 'mismatch' end, status, body,
+         null, null, null, null, null
+  from idempotency_keys where key = $10 and not exists (select from claim)`;
+
+const READ_KEY = `select request_hash, status, body from idempotency_keys where key = $1`;
+
+const READ_ORDER = `select id, user_id, amount, status, ${ISO_CREATED_AT} as created_at from orders where id = $1`;
+
+type OrderRow = { id: string; user_id: string; amount: string; status: OrderStatus; created_at: string };
+
+const toOrder = (row: OrderRow): Order => ({
+  id: row.id,
+  userId: row.user_id,
+  // bigint arrives as a string; amounts are safe integers (contracts' `amount`).
+  amount: Number(row.amount),
+  status: row.status,
+  createdAt: row.created_at,
+});
+
+export type PlaceOrderResult =
+  | { outcome: "fresh"; order: Order }
+  | { outcome: "replayed"; status: number; body: unknown }
+  /** The key was first used for a different request. */
+  | { outcome: "mismatch" };
+
+/**
+ * Creates a PENDING order and the `order.created` event that starts its saga, in one statement; with
+ * an idempotency key, at most once per key (see `PLACE_ORDER_ONCE`). `fingerprint` identifies the
+ * request (`requestFingerprint`).
+ */
+export async function placeOrder(
+  pool: pg.Pool,
+  { userId, amount }: CreateOrderRequest,
+  traceparent: string,
+  idempotency?: { key: string; fingerprint: string },
+): Promise<PlaceOrderResult> {
+  const id = randomUUID();
+  const event = outboxRow({
+    topic: TOPICS.orderCreated,
+    aggregateId: id,
+    payload: { orderId: id, userId, amount },
+    traceparent,
+  });
+  const values: unknown[] = [
+    id,
+    userId,
+    amount,
+    event.id,
+    event.topic,
+    event.eventType,
+    event.schemaVersion,
+    event.payload,
+    JSON.stringify(event.headers),
+  ];
+  if (!idempotency) {
+    const { rows } = await pool.query<OrderRow>({ name: "place-order", text: PLACE_ORDER, values });
+    if (!rows[0]) throw new Error("insert returned no order");
+    return { outcome: "fresh", order: toOrder(rows[0]) };
+  }
+  const { key, fingerprint } = idempotency;
+  const { rows } = await pool.query<
+    OrderRow & { outcome: "fresh" | "replayed" | "mismatch"; stored_status: number; stored_body: unknown }
+  >({ name: "place-order-once", text: PLACE_ORDER_ONCE, values: [...values, key, fingerprint] });
+  const [row] = rows;
+  if (row?.outcome === "fresh") return { outcome: "fresh", order: toOrder(row) };
+  if (row?.outcome === "replayed")
+    return { outcome: "replayed", status: row.stored_status, body: row.stored_body };
+  if (row?.outcome === "mismatch") return { outcome: "mismatch" };
+  // A concurrent request with this key committed after this statement's snapshot was taken.
+  const { rows: stored } = await pool.query<{ request_hash: string; status: number; body: unknown }>({
+    name: "read-idempotency-key",
+    text: READ_KEY,
+    values: [key],
+  });
+  const first = stored[0];
+  if (!first) throw new Error(`idempotency key ${key} was neither claimed nor found`);
+  if (first.request_hash !== fingerprint) return { outcome: "mismatch" };
+  return { outcome: "replayed", status: first.status, body: first.body };
+}
+
+/** The order, read with one prepared statement outside any transaction. */
+export async function readOrder(pool: pg.Pool, id: string): Promise<Order | undefined> {
+  const { rows } = await pool.query<OrderRow>({ name: "read-order", text: READ_ORDER, values: [id] });
+  return rows[0] && toOrder(rows[0]);
+}
+
+const READ_ORDERS = `select id, user_id, amount, status, ${ISO_CREATED_AT} as created_at from orders where id = any($1::uuid[])`;
+
+/** The orders of these ids that exist, in one statement. */
+export async function readOrders(pool: pg.Pool, ids: string[]): Promise<Order[]> {
+  const { rows } = await pool.query<OrderRow>({ name: "read-orders", text: READ_ORDERS, values: [ids] });
+  return rows.map(toOrder);
+}

@@ -1,0 +1,131 @@
+import type { Order, OrderStatus } from "@saga/contracts";
+import type { Logger } from "@saga/observability";
+import postgres from "postgres";
+
+/** The channel of db/migrations/order/0002_order_decided_notify.sql: `<order id>:<status>` lines. */
+const CHANNEL = "order_decided";
+
+export type OrderWaitsOptions = {
+  databaseUrl: string;
+  applicationName: string;
+  /** Reads orders by id, for the waits a lost connection may have missed notifications for. */
+  readOrders: (ids: string[]) => Promise<Order[]>;
+  /** Waits held at once by this instance; past it a request is answered at once, as without the preference. */
+  maxWaiters?: number;
+  logger: Logger;
+};
+
+/** Told the order's new status, or undefined when it is to be answered as it was read. */
+type Waiter = (status: OrderStatus | undefined) => void;
+
+/**
+ * `GET /orders/:id` with `Prefer: wait=N`: holds the request until the order leaves PENDING or N seconds
+ * pass. One LISTEN connection per instance hears every decision, made by any instance (a trigger on
+ * `orders` notifies once per UPDATE statement, on commit), so a waiting request costs a timer and a map
+ * entry, no query, until it is answered. The notification carries the new status; the rest of an order
+ * never changes, so the answer needs no second read either.
+ */
+export function createOrderWaits({
+  databaseUrl,
+  applicationName,
+  readOrders,
+  maxWaiters = 10_000,
+  logger,
+}: OrderWaitsOptions) {
+  const waiters = new Map<string, Set<Waiter>>();
+  let count = 0;
+  let stopped = false;
+  const sql = postgres(databaseUrl, {
+    max: 1,
+    onnotice: () => {},
+    connection: { application_name: `${applicationName}/waits` },
+  });
+
+  function decide(id: string, status: OrderStatus | undefined) {
+    const set = waiters.get(id);
+    if (set) for (const waiter of set) waiter(status);
+  }
+
+  function onNotify(payload: string) {
+    for (const line of payload.split("\n")) {
+      const colon = line.indexOf(":");
+      decide(line.slice(0, colon), line.slice(colon + 1) as OrderStatus);
+    }
+  }
+
+  // Called on every (re)connection: a decision committed while nothing listened was never heard, so
+  // the orders being waited for are read once.
+  async function onListen() {
+    if (waiters.size === 0) return;
+    try {
+      for (const order of await readOrders([...waiters.keys()]))
+        if (order.status !== "PENDING") decide(order.id, order.status);
+    } catch (err) {
+      logger.warn(
+        { err },
+        "could not re-read the orders being waited for; they are answered at their deadline",
+      );
+    }
+  }
+
+  return {
+    /** Starts listening; resolves once the LISTEN is in place. */
+    async start(): Promise<void> {
+      await sql.listen(CHANNEL, onNotify, () => void onListen());
+    },
+
+    /**
+     * The order once it is no longer PENDING, or as `read` found it after `seconds` (or when `signal`
+     * aborts); undefined when there is no such order. `applied` is false when the wait was not honoured
+     * (too many waiters, or shutting down) and the order was answered as read.
+     */
+    async awaitDecision(
+      id: string,
+      seconds: number,
+      read: () => Promise<Order | undefined>,
+      signal?: AbortSignal,
+    ): Promise<{ order: Order | undefined; applied: boolean }> {
+      if (stopped || count >= maxWaiters) return { order: await read(), applied: false };
+      // Registered before the read, so that a decision committed in between is not missed.
+      let waiter!: Waiter;
+      const decided = new Promise<OrderStatus | undefined>((resolve) => (waiter = resolve));
+      let set = waiters.get(id);
+      if (!set) waiters.set(id, (set = new Set()));
+      set.add(waiter);
+      count++;
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = () => waiter(undefined);
+      try {
+        const order = await read();
+        if (!order || order.status !== "PENDING" || seconds <= 0 || stopped) return { order, applied: true };
+        timer = setTimeout(onAbort, seconds * 1000);
+        signal?.addEventListener("abort", onAbort, { once: true });
+        const status = await decided;
+        return { order: status ? { ...order, status } : order, applied: true };
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        set.delete(waiter);
+        if (set.size === 0) waiters.delete(id);
+        count--;
+      }
+    },
+
+    /** Requests being held now. */
+    waiting: () => count,
+
+    /** Shutting down: answers every held request with the order as it was read, and holds no more. */
+    release(): void {
+      stopped = true;
+      for (const set of waiters.values()) for (const waiter of set) waiter(undefined);
+    },
+
+    /** `release()`, and stops listening. */
+    async stop(): Promise<void> {
+      this.release();
+      await sql.end({ timeout: 2 });
+    },
+  };
+}
+
+export type OrderWaits = ReturnType<typeof createOrderWaits>;

@@ -1,0 +1,177 @@
+/**
+ * `GET /orders/:id` with `Prefer: wait=N` on two order-service instances of one database: A consumes
+ * the saga's events, B only serves HTTP, as a second instance behind the gateway would. A user-service
+ * and a stand-in relay complete the saga over the real broker.
+ */
+import { randomUUID } from "node:crypto";
+import type { Order, User } from "@saga/contracts";
+import { createPgDatabase, userSchema } from "@saga/db";
+import { createKafka, type KafkaClient } from "@saga/kafka";
+import { type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/testing";
+import { createLogger } from "@saga/observability";
+import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
+import { createUserService, type UserService } from "@saga/user-service";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { OrderService } from "../src/service.ts";
+import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
+
+const orderDatabaseUrl = useFreshDatabase("wait_order");
+const userDatabaseUrl = useFreshDatabase("wait_user");
+let prefix: string;
+let a: OrderService;
+let b: OrderService;
+let userService: UserService;
+let orderDb: ReturnType<typeof openDatabase>;
+let userDb: ReturnType<typeof createPgDatabase<typeof userSchema>>;
+let kafka: KafkaClient;
+let publisher: OutboxPublisher | undefined;
+
+beforeAll(async () => {
+  prefix = await freshTopicPrefix();
+  a = await startInProcess({ ...testEnv(orderDatabaseUrl(), prefix), INSTANCE_ID: "a" });
+  b = await startInProcess({ ...testEnv(orderDatabaseUrl(), prefix), INSTANCE_ID: "b" });
+  userService = await createUserService(
+    { ...testEnv(userDatabaseUrl(), prefix), CONSUMER_GROUP: `${prefix}user-service` },
+    {
+      logger: createLogger("user-service", process.env.TEST_LOG_LEVEL ?? "error"),
+    },
+  );
+  await Promise.all([a.start(), userService.start()]);
+  orderDb = openDatabase(orderDatabaseUrl());
+  userDb = createPgDatabase(userDatabaseUrl(), userSchema, { max: 3 });
+  kafka = createKafka({ brokers: kafkaBrokers(), clientId: "wait-test" });
+});
+
+afterAll(async () => {
+  await publisher?.stop();
+  await kafka?.close();
+  await Promise.all([a?.stop(), b?.stop(), userService?.stop()]);
+  await Promise.all([orderDb?.close(), userDb?.close()]);
+});
+
+const getOrder = (service: OrderService, id: string, prefer?: string) =>
+  service.app.request(`/orders/${id}`, { headers: prefer ? { prefer } : {} });
+
+/** A PENDING order written straight to the table, with no event: only the test decides it. */
+async function pendingOrder(): Promise<string> {
+  const id = randomUUID();
+  await orderDb.pool.query("insert into orders (id, user_id, amount, status) values ($1, $2, 7, 'PENDING')", [
+    id,
+    randomUUID(),
+  ]);
+  return id;
+}
+
+async function placeOrder(userId: string, amount: number): Promise<Order> {
+  const res = await a.app.request("/orders", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId, amount }),
+  });
+  expect(res.status).toBe(201);
+  return (await res.json()) as Order;
+}
+
+describe("GET /orders/:id with Prefer: wait", () => {
+  it("answers as soon as the saga decides the order, on an instance that did not apply the event", async () => {
+    const created = await userService.app.request("/users", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: `wait-${randomUUID()}`, initialBalance: 5000 }),
+    });
+    const userId = ((await created.json()) as User).id;
+    const paid = await placeOrder(userId, 1000);
+    const unpaid = await placeOrder(userId, 9000);
+    // Both held on B while nothing has been published yet, so both are PENDING when the wait begins.
+    const answers = Promise.all([
+      getOrder(b, paid.id, "wait=25"),
+      getOrder(b, unpaid.id, "respond-async, wait=25"),
+    ]);
+    await vi.waitFor(() => expect(b.waits.waiting()).toBe(2), { timeout: 5000, interval: 20 });
+
+    publisher = await startOutboxPublisher({
+      kafka,
+      topicPrefix: prefix,
+      databases: [orderDb.db, userDb.db],
+    });
+    const [confirmed, canceled] = await answers;
+    expect(confirmed.status).toBe(200);
+    expect(confirmed.headers.get("preference-applied")).toBe("wait=25");
+    expect(await confirmed.json()).toEqual({ ...paid, status: "CONFIRMED" });
+    expect(await canceled.json()).toEqual({ ...unpaid, status: "CANCELED" });
+    // What the waiters were told is what the database holds.
+    expect(await (await getOrder(a, paid.id)).json()).toEqual({ ...paid, status: "CONFIRMED" });
+    expect(b.waits.waiting()).toBe(0);
+  });
+
+  it("answers with the PENDING order after N seconds when nothing decides it", async () => {
+    const id = await pendingOrder();
+    const res = await getOrder(a, id, "wait=1");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("preference-applied")).toBe("wait=1");
+    expect(await res.json()).toMatchObject({ id, status: "PENDING" });
+    expect(a.waits.waiting()).toBe(0);
+  });
+
+  it("wakes every waiter on every instance when one UPDATE decides several orders, or a DELETE on another instance", async () => {
+    const ids = [await pendingOrder(), await pendingOrder(), await pendingOrder()];
+    const deleted = await pendingOrder();
+    const answers = Promise.all([
+      getOrder(a, ids[0] as string, "wait=25"),
+      getOrder(b, ids[0] as string, "wait=25"),
+      getOrder(a, ids[1] as string, "wait=25"),
+      getOrder(b, ids[2] as string, "wait=25"),
+      getOrder(a, deleted, "wait=25"),
+    ]);
+    await vi.waitFor(() => expect(a.waits.waiting() + b.waits.waiting()).toBe(5), {
+      timeout: 5000,
+      interval: 20,
+    });
+    // As a consumer's batch on any instance would: one statement, one transaction.
+    await orderDb.pool.query(
+      "update orders set status = 'CONFIRMED', updated_at = now() where id = any($1::uuid[])",
+      [ids],
+    );
+    expect((await b.app.request(`/orders/${deleted}`, { method: "DELETE" })).status).toBe(204);
+    const bodies = (await Promise.all((await answers).map((r) => r.json()))) as Order[];
+    expect(bodies.map((o) => [o.id, o.status])).toEqual([
+      [ids[0], "CONFIRMED"],
+      [ids[0], "CONFIRMED"],
+      [ids[1], "CONFIRMED"],
+      [ids[2], "CONFIRMED"],
+      [deleted, "CANCELED"],
+    ]);
+  });
+
+  it("clamps a wait above 30 s, answers a decided or unknown order at once, and ignores a bad value", async () => {
+    const id = await pendingOrder();
+    await orderDb.pool.query("update orders set status = 'CONFIRMED' where id = $1", [id]);
+    const decided = await getOrder(a, id, "wait=120");
+    expect(decided.headers.get("preference-applied")).toBe("wait=30");
+    expect(await decided.json()).toMatchObject({ id, status: "CONFIRMED" });
+
+    const unknown = await getOrder(a, randomUUID(), "wait=5");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: "order not found" });
+
+    const plain = await getOrder(a, id, "wait=soon");
+    expect(plain.status).toBe(200);
+    expect(plain.headers.get("preference-applied")).toBeNull();
+    // A cache must not answer a waiting request with a plain one's response, or the reverse.
+    expect(plain.headers.get("vary")).toBe("prefer");
+    expect(decided.headers.get("vary")).toBe("prefer");
+    expect(a.waits.waiting()).toBe(0);
+  });
+
+  it("answers held requests with the PENDING order when the instance shuts down", async () => {
+    const c = await startInProcess({ ...testEnv(orderDatabaseUrl(), prefix), INSTANCE_ID: "c" });
+    const id = await pendingOrder();
+    const answer = getOrder(c, id, "wait=25");
+    await vi.waitFor(() => expect(c.waits.waiting()).toBe(1), { timeout: 5000, interval: 20 });
+    c.waits.release();
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ id, status: "PENDING" });
+    await c.stop();
+  });
+});
