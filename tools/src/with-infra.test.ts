@@ -38,12 +38,7 @@ afterEach(() => {
 async function startWithInfra() {
   const child = spawn(
     process.execPath,
-    [
-      `${repoRoot}tools/src/with-infra.ts`,
-      "sh",
-      "-c",
-      "echo command-started $$; exec sleep 600",
-    ],
+    [`${repoRoot}tools/src/with-infra.ts`, "sh", "-c", "echo command-started $$; exec sleep 600"],
     // SAGA_INFRA=local: servers of its own even when this test run was given external ones.
     { cwd: repoRoot, env: { ...process.env, SAGA_INFRA: "local" }, stdio: ["ignore", "pipe", "inherit"] },
   );

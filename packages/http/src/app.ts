@@ -5,6 +5,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import { AppError } from "./errors.ts";
+import { internalCredential } from "./internal-credential.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
 
@@ -20,11 +21,18 @@ export type BaseAppOptions = {
    * into a 503; undefined leaves it a 500.
    */
   mapError?: (err: Error) => AppError | undefined;
+  /**
+   * The gateway's internal credential: when given, every request but `/health`, `/ready` and `/metrics`
+   * must carry it (401 otherwise). A service run without one (development mode) answers anyone.
+   */
+  internalSecret?: string | undefined;
+  /** Serve `/metrics` on this app (default); the gateway serves it on an internal port instead. */
+  exposeMetrics?: boolean;
 };
 
 /**
  * A Hono app with what every process shares: request ids, the body limit, HTTP metrics, `/health`,
- * `/ready`, `/metrics`, and one error handler that answers `{"error": …}` and never leaks internals.
+ * `/ready`, `/metrics`, the internal credential when given, and one error handler that answers `{"error": …}` and never leaks internals.
  */
 export function createBaseApp({
   logger,
@@ -32,6 +40,8 @@ export function createBaseApp({
   ready,
   mapError,
   maxBodyBytes = 64 * 1024,
+  internalSecret,
+  exposeMetrics = true,
 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
@@ -41,6 +51,7 @@ export function createBaseApp({
     }),
   );
   app.use(httpMetrics({ metrics }));
+  if (internalSecret !== undefined) app.use(internalCredential({ secret: internalSecret }));
   app.use(
     bodyLimit({
       maxSize: maxBodyBytes,
@@ -60,7 +71,7 @@ export function createBaseApp({
       return c.json({ status: "DOWN", error: (err as Error).message }, 503);
     }
   });
-  app.get("/metrics", metricsHandler({ metrics }));
+  if (exposeMetrics) app.get("/metrics", metricsHandler({ metrics }));
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((thrown, c) => {

@@ -16,12 +16,14 @@ export function serveUntilSignal(opts: {
   // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
   app: Hono<any>;
   port: number;
+  /** The address to listen on: loopback unless the process must be reached from elsewhere. */
+  hostname?: string;
   logger: Logger;
   stop: () => Promise<void>;
 }): void {
-  const { app, port, logger, stop } = opts;
-  const server = serve({ fetch: app.fetch, port }, (info) =>
-    logger.info({ port: info.port }, "listening"),
+  const { app, port, hostname, logger, stop } = opts;
+  const server = serve({ fetch: app.fetch, port, hostname }, (info) =>
+    logger.info({ address: info.address, port: info.port }, "listening"),
   ) as Server;
   // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
   // send on a connection the server is closing at that very moment. Headers must outlast it.

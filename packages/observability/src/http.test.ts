@@ -16,8 +16,12 @@ describe("httpMetrics", () => {
     await app.request("/no/such/path");
     const text = await (await app.request("/metrics")).text();
 
-    expect(text).toContain('http_requests_total{method="GET",route="/orders/:id",status="200",service="test",instance="test-1"} 2');
-    expect(text).toContain('http_requests_total{method="GET",route="unmatched",status="404",service="test",instance="test-1"} 1');
+    expect(text).toContain(
+      'http_requests_total{method="GET",route="/orders/:id",status="200",service="test",instance="test-1"} 2',
+    );
+    expect(text).toContain(
+      'http_requests_total{method="GET",route="unmatched",status="404",service="test",instance="test-1"} 1',
+    );
     expect(text).not.toContain("3f1c7a52");
     expect(text).toContain("saga_instance_up");
     expect(text).toContain("process_cpu_seconds_total");

@@ -11,7 +11,9 @@ export function createMetrics(service: string, instance: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ service, instance });
   collectDefaultMetrics({ register: registry });
-  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(1);
+  new Gauge({ name: "saga_instance_up", help: "1 while this process is running", registers: [registry] }).set(
+    1,
+  );
 
   const httpRequests = new Counter({
     name: "http_requests_total",

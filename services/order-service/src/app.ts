@@ -10,11 +10,13 @@ export type AppDeps = {
   metrics: Metrics;
   saga: SagaMetrics;
   ready: () => Promise<void>;
+  /** The gateway's internal credential; undefined (development mode) answers anyone. */
+  internalSecret?: string | undefined;
 };
 
 /** The order-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, saga, ready }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, mapError: unavailableWhenRetriable });
+export function createApp({ db, logger, metrics, saga, ready, internalSecret }: AppDeps) {
+  const app = createBaseApp({ logger, metrics, ready, mapError: unavailableWhenRetriable, internalSecret });
   registerOrderRoutes(app, { db, logger, saga });
   return app;
 }

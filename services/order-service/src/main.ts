@@ -5,7 +5,13 @@ import { createOrderService } from "./service.ts";
 async function run() {
   const env = parseOrderServiceEnv(process.env);
   const service = await createOrderService(env);
-  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  serveUntilSignal({
+    app: service.app,
+    port: env.PORT,
+    hostname: env.HOST,
+    logger: service.runtime.logger,
+    stop: service.stop,
+  });
   await service.start();
 }
 

@@ -25,6 +25,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     metrics: runtime.metrics,
     saga,
     ready: runtime.ready,
+    internalSecret: env.INTERNAL_SECRET,
   });
   return {
     app,

@@ -3,11 +3,18 @@ import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import { registerUserRoutes } from "./routes/users.ts";
 
-export type AppDeps = { db: Database; logger: Logger; metrics: Metrics; ready: () => Promise<void> };
+export type AppDeps = {
+  db: Database;
+  logger: Logger;
+  metrics: Metrics;
+  ready: () => Promise<void>;
+  /** The gateway's internal credential; undefined (development mode) answers anyone. */
+  internalSecret?: string | undefined;
+};
 
 /** The user-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, ready }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, mapError: unavailableWhenRetriable });
+export function createApp({ db, logger, metrics, ready, internalSecret }: AppDeps) {
+  const app = createBaseApp({ logger, metrics, ready, mapError: unavailableWhenRetriable, internalSecret });
   registerUserRoutes(app, { db, logger });
   return app;
 }

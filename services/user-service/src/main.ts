@@ -5,7 +5,13 @@ import { createUserService } from "./service.ts";
 async function run() {
   const env = parseUserServiceEnv(process.env);
   const service = await createUserService(env);
-  serveUntilSignal({ app: service.app, port: env.PORT, logger: service.runtime.logger, stop: service.stop });
+  serveUntilSignal({
+    app: service.app,
+    port: env.PORT,
+    hostname: env.HOST,
+    logger: service.runtime.logger,
+    stop: service.stop,
+  });
   await service.start();
 }
 

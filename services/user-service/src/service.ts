@@ -24,6 +24,7 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
     logger: runtime.logger,
     metrics: runtime.metrics,
     ready: runtime.ready,
+    internalSecret: env.INTERNAL_SECRET,
   });
   return {
     app,

@@ -248,6 +248,10 @@ export function serviceTestEnv(
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
     INBOX_RETENTION_HOURS: 168,
+    HOST: "127.0.0.1",
+    // In-process tests call the app directly, as the gateway would; the credential is tested on its own.
+    INTERNAL_SECRET: undefined,
+    AUTH_DEV_MODE: true,
     ...overrides,
   };
 }

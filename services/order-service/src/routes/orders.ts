@@ -1,5 +1,5 @@
 import { CreateOrderRequest, IdParam } from "@saga/contracts";
-import { type AppEnv, AppError, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
+import { type AppEnv, AppError, callerSubject, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
 import { type Database, idempotent, requestFingerprint } from "@saga/messaging";
 import { type Logger, nextTraceparent } from "@saga/observability";
 import type { Hono } from "hono";
@@ -17,8 +17,9 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, logger, saga }: Ord
   app.post("/orders", async (c) => {
     const body = await parseJsonBody(c, CreateOrderRequest);
     const key = idempotencyKey(c);
+    const scoped = key === undefined ? undefined : { subject: callerSubject(c), key };
     const traceparent = nextTraceparent(c.req.header("traceparent"));
-    const result = await idempotent(db, key, requestFingerprint("POST /orders", body), async (tx) => ({
+    const result = await idempotent(db, scoped, requestFingerprint("POST /orders", body), async (tx) => ({
       status: 201,
       body: await createOrder(tx, body, traceparent),
     }));
