@@ -1,3 +1,4 @@
+import { serve } from "@hono/node-server";
 import { serveUntilSignal } from "@saga/http";
 import { createGateway, parseGatewayEnv } from "./gateway.ts";
 
@@ -6,7 +7,16 @@ async function run() {
   const gateway = createGateway(env);
   await gateway.start();
   gateway.logger.info({ users: gateway.users.instances(), orders: gateway.orders.instances() }, "upstreams");
-  serveUntilSignal({ app: gateway.app, port: env.PORT, logger: gateway.logger, stop: gateway.stop });
+  serve({ fetch: gateway.metricsApp.fetch, port: env.METRICS_PORT, hostname: env.METRICS_HOST }, (info) =>
+    gateway.logger.info({ address: info.address, port: info.port }, "metrics listening"),
+  );
+  serveUntilSignal({
+    app: gateway.app,
+    port: env.PORT,
+    hostname: env.HOST,
+    logger: gateway.logger,
+    stop: gateway.stop,
+  });
 }
 
 run().catch((err) => {

@@ -18,6 +18,8 @@ export type UpstreamOptions = {
   unhealthyThreshold: number;
   metrics: GatewayMetrics;
   logger: Logger;
+  /** Sent with every request (not the health checks): the gateway's internal credential. */
+  headers?: Record<string, string>;
 };
 
 export type UpstreamRequest = {
@@ -211,7 +213,7 @@ export function createUpstream(opts: UpstreamOptions) {
           const res = await instance.pool.request({
             method: request.method,
             path: request.path,
-            headers: request.headers,
+            headers: { ...request.headers, ...opts.headers },
             body: request.body,
             signal,
           });
