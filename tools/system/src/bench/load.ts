@@ -20,7 +20,8 @@ export type PhaseResult = {
 
 export type PhaseOptions = {
   gatewayUrl: string;
-  users: { id: string; balance: number }[];
+  /** Each user orders and cancels with a bearer token of its own. */
+  users: { id: string; balance: number; token: string }[];
   durationS: number;
   /** Open loop at this many orders per second… */
   rate?: number;
@@ -74,7 +75,11 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     try {
       const res = await request(`${opts.gatewayUrl}/orders`, {
         method: "POST",
-        headers: { "content-type": "application/json", "idempotency-key": randomUUID() },
+        headers: {
+          "content-type": "application/json",
+          "idempotency-key": randomUUID(),
+          authorization: `Bearer ${user.token}`,
+        },
         body: JSON.stringify({ userId: user.id, amount }),
       });
       result.postLatencies.push(performance.now() - started);
@@ -87,7 +92,10 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       result.orderIds.push(id);
       if (i % 10 === 7) {
         result.cancels++;
-        await request(`${opts.gatewayUrl}/orders/${id}`, { method: "DELETE" });
+        await request(`${opts.gatewayUrl}/orders/${id}`, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${user.token}` },
+        });
       }
     } catch (err) {
       fail((err as { code?: string }).code ?? (err as Error).name);
@@ -121,18 +129,27 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
   return result;
 }
 
-/** Creates users through the gateway, each with a balance large enough for the whole run. */
-export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
+/**
+ * Creates users through the gateway as the admin, each with a balance large enough for the whole run
+ * and a token of its own.
+ */
+export async function createBenchUsers(
+  gatewayUrl: string,
+  count: number,
+  balance: number,
+  auth: { adminToken: string; token: (userId: string) => Promise<string> },
+) {
   const runId = randomUUID().slice(0, 8);
   return Promise.all(
     Array.from({ length: count }, async (_, i) => {
       const res = await request(`${gatewayUrl}/users`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization: `Bearer ${auth.adminToken}` },
         body: JSON.stringify({ username: `bench-${runId}-${i}`, initialBalance: balance }),
       });
       if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
-      return { id: (JSON.parse(res.text) as { id: string }).id, balance };
+      const id = (JSON.parse(res.text) as { id: string }).id;
+      return { id, balance, token: await auth.token(id) };
     }),
   );
 }
