@@ -144,6 +144,8 @@ describe("authorization per user", () => {
     expect((await app.request(`/users/${A}/orders`, asA)).status).toBe(200);
     expect((await app.request(`/orders?userId=${A}`, asA)).status).toBe(200);
     expect((await app.request(`/orders/${ORDER_OF_A}`, asA)).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_A}`, { ...asA, method: "HEAD" })).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_B}`, { ...asA, method: "HEAD" })).status).toBe(404);
     const seenUsers = requestsTo(users).length;
     const seenOrders = requestsTo(orders).length;
 

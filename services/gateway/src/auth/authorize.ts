@@ -64,12 +64,13 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     }
 
     m = ORDER.exec(path);
-    if (m && read) {
+    if (m && method === "GET") {
       await next();
       if (c.res.status === 200 && ownerOf(await c.res.clone().text()) !== me) c.res = notFound(c, "order");
       return;
     }
-    if (m && method === "DELETE") {
+    // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
+    if (m && (method === "DELETE" || method === "HEAD")) {
       const current = await orders.send(
         { method: "GET", path, headers: { ...upstreamHeaders(c), "accept-encoding": "identity" } },
         { timeoutMs, clientSignal: c.req.raw.signal },
