@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { type KafkaServer, type Log, startKafka } from "./kafka.ts";
 import { cacheDir } from "./paths.ts";
 import { freePort } from "./ports.ts";
-import { type PostgresServer, startPostgres } from "./postgres.ts";
+import { type PostgresServer, removeDataDir, startPostgres } from "./postgres.ts";
 
 export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
 export {
@@ -136,6 +136,7 @@ async function localInfra(log: Log): Promise<Infra> {
   let kafka: KafkaServer | undefined;
   const stop = async () => {
     await Promise.all([postgres?.stop(), kafka?.stop()]);
+    await removeDataDir(join(runDir, "postgres"));
     await rm(runDir, { recursive: true, force: true });
   };
   try {
@@ -182,8 +183,10 @@ async function removeAbandonedRuns(runs: string): Promise<void> {
   await Promise.all(
     entries.map(async (entry) => {
       const pid = Number(entry.split("-")[0]);
-      if (Number.isInteger(pid) && pid > 0 && !isAlive(pid))
+      if (Number.isInteger(pid) && pid > 0 && !isAlive(pid)) {
+        await removeDataDir(join(runs, entry, "postgres"));
         await rm(join(runs, entry), { recursive: true, force: true });
+      }
     }),
   );
 }

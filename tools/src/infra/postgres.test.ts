@@ -1,7 +1,13 @@
+import { existsSync, realpathSync } from "node:fs";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
-import { describe, expect, test } from "vitest";
+import { describe, expect, onTestFinished, test } from "vitest";
 import { freshDatabase, postgresUrl, useFreshDatabase } from "../test/harness.ts";
 import { createDatabase, databaseUrl, dropDatabase } from "./admin.ts";
+import { freePort } from "./ports.ts";
+import { removeDataDir, startPostgres } from "./postgres.ts";
 
 async function query<R extends pg.QueryResultRow>(
   url: string,
@@ -87,5 +93,43 @@ describe("useFreshDatabase", () => {
       [],
     );
     await stream.end().catch(() => {});
+  });
+});
+
+// `npm start` and `npm test` cloned into a directory only root can enter (root's home, a fresh mktemp -d):
+// PostgreSQL refuses to run as root, and the account it runs as cannot enter the repo.
+describe.runIf(process.getuid?.() === 0)("a data directory inside a directory only root can enter", () => {
+  test("the server starts, keeps its data across a restart, and the clean-up removes it", async () => {
+    const privateDir = await mkdtemp(join(tmpdir(), "saga-private-"));
+    onTestFinished(() => rm(privateDir, { recursive: true, force: true }));
+    expect((await stat(privateDir)).mode & 0o777).toBe(0o700);
+    const dataDir = join(privateDir, "postgres");
+    const port = await freePort();
+    const first = await startPostgres({ dataDir, port, durable: false, logFile: join(privateDir, "pg.log") });
+    try {
+      await query(first.url, "CREATE DATABASE kept_here");
+    } finally {
+      await first.stop();
+    }
+    const second = await startPostgres({
+      dataDir,
+      port,
+      durable: false,
+      logFile: join(privateDir, "pg.log"),
+    });
+    try {
+      const rows = await query<{ datname: string }>(
+        second.url,
+        "SELECT datname FROM pg_database WHERE datname = 'kept_here'",
+      );
+      expect(rows).toEqual([{ datname: "kept_here" }]);
+    } finally {
+      await second.stop();
+    }
+    const moved = realpathSync(dataDir);
+    expect(moved).not.toBe(dataDir);
+    await removeDataDir(dataDir);
+    expect(existsSync(moved)).toBe(false);
+    expect(existsSync(dataDir)).toBe(false);
   });
 });

@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chown, mkdir, readFile, symlink } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { existsSync, realpathSync } from "node:fs";
+import { chmod, chown, cp, lstat, mkdir, readFile, realpath, rename, rm, symlink } from "node:fs/promises";
 import { arch, platform } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import pg from "pg";
 import { supervise, tail } from "./supervise.ts";
 
@@ -38,16 +39,21 @@ const SUPERUSER = "postgres";
  * `dataDir` on first use, and resolves once it accepts connections on 127.0.0.1:port.
  */
 export async function startPostgres(opts: PostgresOptions): Promise<PostgresServer> {
-  const bin = await postgresBinaries();
   const user = runAsUser();
+  const bin = await reachableBinaries(await postgresBinaries(), user);
   const logFile = opts.logFile ?? `${opts.dataDir}.log`;
   if (!existsSync(join(opts.dataDir, "PG_VERSION"))) {
     await mkdir(dirname(opts.dataDir), { recursive: true });
-    await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-    if (user.uid !== undefined) await chown(opts.dataDir, user.uid, user.gid ?? user.uid);
-    assertReachable(bin, opts.dataDir, user);
-    await initdb(bin, opts.dataDir, user);
+    // A link left from a moved data dir whose target is gone (say, /var/tmp was cleaned).
+    if (await isLink(opts.dataDir)) await rm(opts.dataDir);
+    await mkdir(await reachableDataDir(opts.dataDir, user), { recursive: true, mode: 0o700 });
+    const dataDir = realpathSync(opts.dataDir);
+    if (user.uid !== undefined) await chown(dataDir, user.uid, user.gid ?? user.uid);
+    assertReachable(bin, dataDir, user);
+    await initdb(bin, dataDir, user);
   }
+  // The server is given the real path: a data dir moved out of a private repo is reached by its link.
+  const dataDir = realpathSync(opts.dataDir);
 
   const settings: Record<string, string | number> = {
     listen_addresses: "127.0.0.1",
@@ -66,7 +72,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
   };
   const server = await supervise({
     command: bin.postgres,
-    args: ["-D", opts.dataDir, ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`])],
+    args: ["-D", dataDir, ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`])],
     logFile,
     // SIGINT is postgres' "fast shutdown": it does not wait for clients to disconnect.
     // https://www.postgresql.org/docs/current/server-shutdown.html
@@ -160,13 +166,77 @@ function runAsUser(): RunAs {
   );
 }
 
+/**
+ * Where PostgreSQL's account can reach things we keep in the repo when the repo is private to root
+ * (cloned into root's home or a fresh `mktemp -d`): a world-traversable directory of our own.
+ */
+const SHARED_DIR = "/var/tmp/outbox-saga-postgres";
+
+function canReach(path: string, user: RunAs, test: "-x" | "-w"): boolean {
+  if (user.uid === undefined) return true;
+  return spawnSync("/bin/sh", ["-c", `test ${test} "$0"`, path], user).status === 0;
+}
+
+async function sharedDir(name: string): Promise<string> {
+  await mkdir(SHARED_DIR, { recursive: true });
+  await chmod(SHARED_DIR, 0o755);
+  return join(SHARED_DIR, name);
+}
+
+/** The binaries, copied once into the shared directory when PostgreSQL's account cannot run them in place. */
+async function reachableBinaries(bin: Binaries, user: RunAs): Promise<Binaries> {
+  if (canReach(bin.postgres, user, "-x")) return bin;
+  const nativeDir = join(dirname(bin.postgres), "..");
+  const copy = await sharedDir(
+    `native-${createHash("sha1").update(realpathSync(nativeDir)).digest("hex").slice(0, 12)}`,
+  );
+  if (!existsSync(join(copy, "bin", "postgres"))) {
+    const staging = `${copy}.${process.pid}`;
+    await cp(nativeDir, staging, { recursive: true, verbatimSymlinks: true });
+    spawnSync("chmod", ["-R", "a+rX", staging]);
+    // Another process may have finished the same copy first; either one will do.
+    await rename(staging, copy).catch(() => rm(staging, { recursive: true, force: true }));
+  }
+  const moved = (path: string) => join(copy, relative(nativeDir, path));
+  return { initdb: moved(bin.initdb), postgres: moved(bin.postgres) };
+}
+
+/**
+ * Where a new data directory is made: in place when PostgreSQL's account can write there, else in the
+ * shared directory, with a link from the place asked for (so the repo's layout and clean-up stay the same:
+ * see `removeDataDir`).
+ */
+async function reachableDataDir(dataDir: string, user: RunAs): Promise<string> {
+  if (user.uid === undefined || canReach(dirname(dataDir), user, "-x")) return dataDir;
+  const target = await sharedDir(
+    `data-${createHash("sha1").update(resolve(dataDir)).digest("hex").slice(0, 12)}`,
+  );
+  await rm(target, { recursive: true, force: true });
+  await symlink(target, dataDir);
+  return target;
+}
+
+/** Removes a data directory made by `startPostgres`, and what its link points to if it was moved. */
+export async function removeDataDir(dataDir: string): Promise<void> {
+  if (await isLink(dataDir))
+    await rm(await realpath(dataDir).catch(() => dataDir), { recursive: true, force: true });
+  await rm(dataDir, { recursive: true, force: true });
+}
+
+function isLink(path: string): Promise<boolean> {
+  return lstat(path).then(
+    (st) => st.isSymbolicLink(),
+    () => false,
+  );
+}
+
 /** Fails early, with a useful message, when the account we switch to cannot reach the binaries or the data. */
 function assertReachable(bin: Binaries, dataDir: string, user: RunAs): void {
   if (user.uid === undefined) return;
   const check = spawnSync("/bin/sh", ["-c", 'test -x "$0" && test -w "$1"', bin.postgres, dataDir], user);
   if (check.status !== 0) {
     throw new Error(
-      `PostgreSQL runs as uid ${user.uid} (it refuses root), and that account cannot reach ${bin.postgres} or write ${dataDir}: make the repo's directories world-readable (chmod o+rx)`,
+      `PostgreSQL runs as uid ${user.uid} (it refuses root), and that account cannot reach ${bin.postgres} or write ${dataDir}: check the permissions of ${SHARED_DIR}`,
     );
   }
 }

@@ -14,7 +14,7 @@ async function run() {
   const output = createPrefixedOutput(names);
   const log = (line: string) => output("system", line);
   // The gateway in AUTH_DEV_MODE: tokens signed with the public development key (`npm run token`).
-  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, devAuth: true });
+  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, restartOnExit: true, devAuth: true });
   const adminToken = await system.token("admin", { admin: true, ttlSeconds: 12 * 3600 });
   let prometheus: PrometheusServer | undefined;
   if (hasPrometheus()) {

@@ -9,6 +9,12 @@ export type NodeProcessSpec = {
   entry: string;
   port: number;
   env: Record<string, string>;
+  /**
+   * Start it again when it exits by itself (a crash, a SIGKILL from outside), after a back-off that
+   * doubles from 1 s up to 30 s and resets once it has stayed up for a minute; `npm start` wants this,
+   * the chaos run (which kills and restarts on its own schedule) does not.
+   */
+  restart?: { log: (line: string) => void };
 };
 
 export type NodeProcess = {
@@ -23,11 +29,17 @@ export type NodeProcess = {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
   /** SIGTERM, then SIGKILL after the grace period. */
   stop(): Promise<void>;
+  /** How often it was restarted after exiting by itself (see `restart`). */
+  restarts(): number;
 };
 
 export type Output = (name: string, line: string) => void;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const RESTART_RESET_AFTER_MS = 60_000;
 
 /**
  * One of our Node processes, run as `node <entry>` (Node strips the types itself) (one process, so a SIGKILL hits the
@@ -36,7 +48,53 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodeProcess {
   let current: Supervised | undefined;
   let running = false;
+  // Set by kill() and stop(): an exit we asked for is not a crash.
+  let expected = false;
+  let restarts = 0;
+  let backoffMs = RESTART_MIN_MS;
+  let restartTimer: NodeJS.Timeout | undefined;
   const url = `http://127.0.0.1:${spec.port}`;
+
+  function onExit(server: Supervised, code: number | null, upMs: number) {
+    if (current !== server) return;
+    running = false;
+    if (expected || !spec.restart) return;
+    if (upMs >= RESTART_RESET_AFTER_MS) backoffMs = RESTART_MIN_MS;
+    const delay = backoffMs;
+    backoffMs = Math.min(backoffMs * 2, RESTART_MAX_MS);
+    restarts++;
+    spec.restart.log(
+      `${spec.name} exited unexpectedly (code ${code ?? "none: killed by a signal"}) after ${(upMs / 1000).toFixed(1)}s; restarting in ${delay / 1000}s (restart ${restarts})`,
+    );
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined;
+      if (expected) return;
+      start().then(
+        () => spec.restart?.log(`${spec.name} restarted and ready (restart ${restarts})`),
+        (err: Error) => spec.restart?.log(`${spec.name} restart failed: ${err.message}`),
+      );
+    }, delay);
+    restartTimer.unref();
+  }
+
+  async function start() {
+    if (running) return;
+    expected = false;
+    const server = await supervise({
+      command: process.execPath,
+      args: [...nodeFlags(), join(repoRoot, spec.entry)],
+      onLine: (line) => output(spec.name, line),
+      stopSignal: "SIGTERM",
+      graceSeconds: 10,
+      cwd: repoRoot,
+      env: { ...process.env, ...spec.env, PORT: String(spec.port) },
+    });
+    current = server;
+    running = true;
+    const startedAt = performance.now();
+    void server.exited.then((code) => onExit(server, code, performance.now() - startedAt));
+    await waitReady(server, 60_000);
+  }
 
   async function waitReady(server: Supervised, timeoutMs: number) {
     const deadline = Date.now() + timeoutMs;
@@ -60,27 +118,12 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     url,
     isRunning: () => running,
     pid: () => (running ? current?.pid : undefined),
-    async start() {
-      if (running) return;
-      const server = await supervise({
-        command: process.execPath,
-        args: [...nodeFlags(), join(repoRoot, spec.entry)],
-        onLine: (line) => output(spec.name, line),
-        stopSignal: "SIGTERM",
-        graceSeconds: 10,
-        cwd: repoRoot,
-        env: { ...process.env, ...spec.env, PORT: String(spec.port) },
-      });
-      current = server;
-      running = true;
-      void server.exited.then(() => {
-        if (current === server) running = false;
-      });
-      await waitReady(server, 60_000);
-    },
+    start,
+    restarts: () => restarts,
     async kill(signal = "SIGKILL") {
       const server = current;
       if (!server || !running) return null;
+      expected = true;
       try {
         process.kill(server.pid, signal);
       } catch {
@@ -89,6 +132,8 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       return server.exited;
     },
     async stop() {
+      expected = true;
+      clearTimeout(restartTimer);
       if (current && running) await current.stop();
     },
   };

@@ -64,6 +64,8 @@ export type SystemOptions = {
   env?: Record<string, string>;
   output: Output;
   log: (line: string) => void;
+  /** Restart a Node process that exits by itself, with back-off (`npm start`; not the chaos run). */
+  restartOnExit?: boolean;
   /**
    * Run on servers that are already up (a test run's), in databases `<prefix>user_db` and
    * `<prefix>order_db` and under topic prefix `<prefix>`, instead of starting PostgreSQL and Kafka.
@@ -173,7 +175,19 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       ...opts.env,
     };
     const add = (name: string, entry: string, port: number, env: Record<string, string>) =>
-      processes.set(name, createNodeProcess({ name, entry, port, env: { ...common, ...env } }, opts.output));
+      processes.set(
+        name,
+        createNodeProcess(
+          {
+            name,
+            entry,
+            port,
+            env: { ...common, ...env },
+            ...(opts.restartOnExit ? { restart: { log } } : {}),
+          },
+          opts.output,
+        ),
+      );
 
     for (const [i, port] of ports.users.entries()) {
       add(`user-${i + 1}`, "services/user-service/src/main.ts", port, {
