@@ -1,9 +1,11 @@
+import { randomBytes } from "node:crypto";
 import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
 import { createLogger, createMetrics, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
 import { createApp } from "./app.ts";
 import { createTokenVerifier } from "./auth/authenticate.ts";
 import { createAuthMetrics } from "./auth/metrics.ts";
+import { mintToken } from "./auth/tokens.ts";
 import { type Env, resolveSecrets } from "./env.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createUpstream } from "./upstream.ts";
@@ -35,6 +37,13 @@ export function createGateway(env: Env) {
       ? { [INTERNAL_CREDENTIAL_HEADER]: secrets.internalSecret }
       : {}) as Record<string, string>,
   };
+  const verify = createTokenVerifier({
+    ...secrets.verifier,
+    algorithms: env.AUTH_ALGORITHMS,
+    issuer: env.AUTH_ISSUER,
+    audience: env.AUTH_AUDIENCE,
+    clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
+  });
   const users = createUpstream({ name: "user-service", origins: env.USER_SERVICE_URLS, ...common });
   const orders = createUpstream({ name: "order-service", origins: [env.ORDER_SERVICE_URL], ...common });
   const app = createApp({
@@ -45,13 +54,7 @@ export function createGateway(env: Env) {
     timeoutMs: env.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: env.MAX_BODY_BYTES,
     auth: {
-      verify: createTokenVerifier({
-        ...secrets.verifier,
-        algorithms: env.AUTH_ALGORITHMS,
-        issuer: env.AUTH_ISSUER,
-        audience: env.AUTH_AUDIENCE,
-        clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
-      }),
+      verify,
       metrics: createAuthMetrics(metrics.registry),
       rateLimits: {
         subject: { perSecond: env.RATE_LIMIT_SUBJECT_PER_S, burst: env.RATE_LIMIT_SUBJECT_BURST },
@@ -70,7 +73,9 @@ export function createGateway(env: Env) {
     orders,
     /** Checks every instance once, then keeps checking in the background. */
     start: async () => {
-      await Promise.all([users.start(), orders.start()]);
+      // A first verification warms jose and WebCrypto up (milliseconds, once) before any client's.
+      const warmUp = mintToken({ secret: randomBytes(32).toString("hex"), subject: "warm-up" });
+      await Promise.all([users.start(), orders.start(), warmUp.then(verify).catch(() => {})]);
     },
     stop: async () => {
       await Promise.all([users.close(), orders.close()]);

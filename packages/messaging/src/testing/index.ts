@@ -173,7 +173,8 @@ export function spawnService(serviceDir: string, env: Record<string, string>): S
   // Plain `node src/main.ts`: Node strips the types itself, as in production, with no loader.
   const child = spawn(process.execPath, ["src/main.ts"], {
     cwd: serviceDir,
-    env: { ...process.env, ...env },
+    // Development mode unless the test gives INTERNAL_SECRET: its requests come straight from the test.
+    env: { ...process.env, AUTH_DEV_MODE: "true", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];

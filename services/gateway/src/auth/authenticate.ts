@@ -50,9 +50,16 @@ export function createTokenVerifier(opts: VerifierOptions): (token: string) => P
         return async (token) => (await jwtVerify(token, keys, options)).payload;
       })()
     : (() => {
-        const key = new TextEncoder().encode(opts.secret);
+        // Imported once, not on every verification.
+        const key = crypto.subtle.importKey(
+          "raw",
+          new TextEncoder().encode(opts.secret),
+          { name: "HMAC", hash: "SHA-256" },
+          false,
+          ["verify"],
+        );
         const options = { ...checks, algorithms: ["HS256"] };
-        return async (token) => (await jwtVerify(token, key, options)).payload;
+        return async (token) => (await jwtVerify(token, await key, options)).payload;
       })();
 
   return async (token) => {
