@@ -31,10 +31,10 @@ const names = Object.keys(services);
 
 /** The environment parser of each Node entry point: compose must satisfy it as the process would. */
 const PROCESSES: Record<string, (env: Record<string, string>) => unknown> = {
-  "services/gateway/src/main.ts": parseGatewayEnv,
-  "services/user-service/src/main.ts": parseUserServiceEnv,
-  "services/order-service/src/main.ts": parseOrderServiceEnv,
-  "relay/src/main.ts": parseRelayEnv,
+  "dist/bin/gateway.mjs": parseGatewayEnv,
+  "dist/bin/user-service.mjs": parseUserServiceEnv,
+  "dist/bin/order-service.mjs": parseOrderServiceEnv,
+  "dist/bin/relay.mjs": parseRelayEnv,
 };
 
 /** A value Compose takes from the environment and refuses to start without: `${AUTH_SECRET:?why}`. */
@@ -70,8 +70,8 @@ describe("compose.yaml", () => {
         "user-service-2",
       ].sort(),
     );
-    expect(servicesRunning("services/user-service/src/main.ts")).toHaveLength(2);
-    expect(servicesRunning("relay/src/main.ts")).toHaveLength(2);
+    expect(servicesRunning("dist/bin/user-service.mjs")).toHaveLength(2);
+    expect(servicesRunning("dist/bin/relay.mjs")).toHaveLength(2);
   });
 
   it("depends only on services that exist, with a healthcheck where it waits for health", () => {
@@ -146,7 +146,7 @@ describe("compose.yaml", () => {
     for (const [name, service] of nodeServices) {
       const env = envOf(service);
       for (const key of ["DATABASE_URL", "USER_DB_URL", "ORDER_DB_URL"]) if (env[key]) postgresOf(env[key]);
-      if (entryOf(service) !== "services/gateway/src/main.ts")
+      if (entryOf(service) !== "dist/bin/gateway.mjs")
         expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
     }
     expect(postgresOf(envOf(services["user-service-1"] as Service).DATABASE_URL ?? "")).toBe("user-db");
@@ -155,10 +155,10 @@ describe("compose.yaml", () => {
     const gateway = parseGatewayEnv(envOf(services.gateway as Service));
     const origin = ([host, s]: [string, Service]) => `http://${host}:${envOf(s).PORT}`;
     expect(gateway.USER_SERVICE_URLS.sort()).toEqual(
-      servicesRunning("services/user-service/src/main.ts").map(origin).sort(),
+      servicesRunning("dist/bin/user-service.mjs").map(origin).sort(),
     );
     expect([gateway.ORDER_SERVICE_URL]).toEqual(
-      servicesRunning("services/order-service/src/main.ts").map(origin),
+      servicesRunning("dist/bin/order-service.mjs").map(origin),
     );
   });
 
@@ -173,7 +173,7 @@ describe("compose.yaml", () => {
     const topics = script.match(/\b(?:order|user)\.[\w.-]+/g) ?? [];
     expect(topics.sort()).toEqual([...ALL_TOPICS].sort());
     for (const [name, service] of nodeServices) {
-      if (entryOf(service) === "services/gateway/src/main.ts") continue;
+      if (entryOf(service) === "dist/bin/gateway.mjs") continue;
       expect(service.depends_on?.["kafka-init"], name).toEqual({
         condition: "service_completed_successfully",
       });
@@ -229,7 +229,7 @@ describe("compose.yaml", () => {
 describe("Dockerfile", () => {
   const dockerfile = readFileSync(join(repoRoot, "Dockerfile"), "utf8");
 
-  it("builds from a pinned Node 24 image and runs entry points with plain node, production dependencies only", () => {
+  it("builds from a pinned Node 24 image and runs the production bundles with plain node, as a non-root user", () => {
     const args = Object.fromEntries([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
     const bases = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
       (m[1] ?? "").replace(/^\$\{(\w+)\}$/, (_, v) => args[v] ?? v),
@@ -237,8 +237,12 @@ describe("Dockerfile", () => {
     expect(bases.length).toBeGreaterThan(0);
     const nodeVersion = readFileSync(join(repoRoot, ".node-version"), "utf8").trim();
     for (const base of bases) expect(base).toBe(`node:${nodeVersion}-bookworm-slim`);
-    expect(dockerfile).toMatch(/^ENTRYPOINT \["node"\]$/m);
-    expect(dockerfile).toMatch(/^RUN npm ci --omit=dev /m);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "--enable-source-maps"\]$/m);
+    expect(dockerfile).toMatch(/^RUN npm run build$/m);
+    // The final stage takes the bundles and nothing else: no node_modules, no sources.
+    const final = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+    expect(final).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
+    expect(final).not.toMatch(/npm ci|COPY \. \./);
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK /m);
   });

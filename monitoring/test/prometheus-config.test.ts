@@ -24,7 +24,7 @@ describe("prometheus configs", () => {
     },
   );
 
-  it("scrape the local run at the ports of DESIGN.md", async () => {
+  it("scrape the local run at the ports of docs/design.md", async () => {
     const config = await loadPrometheusConfig(prometheusConfigs.local);
     expect(targetsByJob(config)).toEqual({
       gateway: ["127.0.0.1:9480"],

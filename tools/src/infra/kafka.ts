@@ -122,7 +122,12 @@ export async function prepareKafka(log: Log = () => {}): Promise<void> {
       writeArchive: staging,
     });
     await broker.stop();
-    if (!existsSync(staging)) throw new Error(`the broker exited without writing ${staging}`);
+    // Only a start-up speed-up: a broker stopped too slowly to dump it (a loaded machine) is no reason
+    // to fail the setup; the next one tries again.
+    if (!existsSync(staging)) {
+      log("kafka: the broker exited without writing its class-data archive; brokers start without it");
+      return;
+    }
     await rename(staging, archive);
   } finally {
     await rm(staging, { force: true });

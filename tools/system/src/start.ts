@@ -8,7 +8,7 @@ import {
 import { createPrefixedOutput } from "./stack/log-lines.ts";
 import { DEFAULT_PORTS, startSystem } from "./stack/system.ts";
 
-// `npm start`: the whole system on the ports of DESIGN.md, until Ctrl-C.
+// `npm start`: the whole system on the ports of docs/design.md, until Ctrl-C.
 async function run() {
   const names = ["gateway", "user-1", "user-2", "order", "relay-1", "relay-2", "system"];
   const output = createPrefixedOutput(names);

@@ -45,7 +45,7 @@ function result(name: string, checked: string, violations: string[]): InvariantR
 }
 
 /**
- * Checks every invariant of DESIGN.md by reading both databases and Kafka directly, never through
+ * Checks every invariant of docs/design.md by reading both databases and Kafka directly, never through
  * the services. Call it once the system is quiet.
  */
 export async function checkInvariants(

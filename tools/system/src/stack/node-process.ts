@@ -42,7 +42,7 @@ const RESTART_MAX_MS = 30_000;
 const RESTART_RESET_AFTER_MS = 60_000;
 
 /**
- * One of our Node processes, run as `node <entry>` (Node strips the types itself) (one process, so a SIGKILL hits the
+ * One of our Node processes, run as `node <entry>` (one process, so a SIGKILL hits the
  * service itself, not a wrapper) under the infra watchdog, so it dies with its supervisor.
  */
 export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodeProcess {
@@ -82,7 +82,8 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     expected = false;
     const server = await supervise({
       command: process.execPath,
-      args: [...nodeFlags(), join(repoRoot, spec.entry)],
+      // Stack traces name the TypeScript sources, through the bundles' source maps.
+      args: ["--enable-source-maps", ...nodeFlags(), join(repoRoot, spec.entry)],
       onLine: (line) => output(spec.name, line),
       stopSignal: "SIGTERM",
       graceSeconds: 10,

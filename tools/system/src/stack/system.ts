@@ -13,6 +13,7 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
+import { buildAll, bundleOf } from "@saga/tools/build";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
@@ -27,7 +28,7 @@ export type SystemPorts = {
   relays: number[];
 };
 
-/** The ports of DESIGN.md, used by `npm start`. */
+/** The ports of docs/design.md, used by `npm start`. */
 export const DEFAULT_PORTS: SystemPorts = {
   postgres: 5432,
   kafka: 9092,
@@ -189,26 +190,28 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         ),
       );
 
+    // What production runs: the bundles of `npm run build`, made afresh from the sources here.
+    await buildAll(log);
     for (const [i, port] of ports.users.entries()) {
-      add(`user-${i + 1}`, "services/user-service/src/main.ts", port, {
+      add(`user-${i + 1}`, bundleOf("user-service"), port, {
         DATABASE_URL: userDbUrl,
         INTERNAL_SECRET: internalSecret,
         INSTANCE_ID: `user-${i + 1}`,
       });
     }
-    add("order", "services/order-service/src/main.ts", ports.order, {
+    add("order", bundleOf("order-service"), ports.order, {
       DATABASE_URL: orderDbUrl,
       INTERNAL_SECRET: internalSecret,
       INSTANCE_ID: "order-1",
     });
     for (const [i, port] of ports.relays.entries()) {
-      add(`relay-${i + 1}`, "relay/src/main.ts", port, {
+      add(`relay-${i + 1}`, bundleOf("relay"), port, {
         USER_DB_URL: userDbUrl,
         ORDER_DB_URL: orderDbUrl,
         RELAY_ID: `relay-${i + 1}`,
       });
     }
-    add("gateway", "services/gateway/src/main.ts", ports.gateway, {
+    add("gateway", bundleOf("gateway"), ports.gateway, {
       USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
       ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
       METRICS_PORT: String(ports.gatewayMetrics),
