@@ -184,7 +184,7 @@ describe("compose.yaml", () => {
     const raw = (name: string, key: string) => String(services[name]?.environment?.[key]);
     for (const [name, service] of nodeServices) {
       // The relays serve no API, only their probes and metrics.
-      if (entryOf(service) !== "relay/src/main.ts")
+      if (entryOf(service) !== "dist/bin/relay.mjs")
         expect(raw(name, "INTERNAL_SECRET"), name).toMatch(REQUIRED_FROM_ENV);
       expect(envOf(service).AUTH_DEV_MODE, name).toBeUndefined();
     }
