@@ -146,8 +146,7 @@ describe("compose.yaml", () => {
     for (const [name, service] of nodeServices) {
       const env = envOf(service);
       for (const key of ["DATABASE_URL", "USER_DB_URL", "ORDER_DB_URL"]) if (env[key]) postgresOf(env[key]);
-      if (entryOf(service) !== "dist/bin/gateway.mjs")
-        expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
+      if (entryOf(service) !== "dist/bin/gateway.mjs") expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
     }
     expect(postgresOf(envOf(services["user-service-1"] as Service).DATABASE_URL ?? "")).toBe("user-db");
     expect(postgresOf(envOf(services["order-service"] as Service).DATABASE_URL ?? "")).toBe("order-db");
@@ -157,9 +156,7 @@ describe("compose.yaml", () => {
     expect(gateway.USER_SERVICE_URLS.sort()).toEqual(
       servicesRunning("dist/bin/user-service.mjs").map(origin).sort(),
     );
-    expect([gateway.ORDER_SERVICE_URL]).toEqual(
-      servicesRunning("dist/bin/order-service.mjs").map(origin),
-    );
+    expect([gateway.ORDER_SERVICE_URL]).toEqual(servicesRunning("dist/bin/order-service.mjs").map(origin));
   });
 
   it("gives every instance its own id", () => {

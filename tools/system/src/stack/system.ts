@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
 import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
+import { buildAll, bundleOf } from "@saga/tools/build";
 import {
   cacheDir,
   createDatabase,
@@ -13,7 +14,6 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
-import { buildAll, bundleOf } from "@saga/tools/build";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
