@@ -33,3 +33,12 @@ export type ErrorBody = { error: string; requestId?: string };
 
 export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
 export const REQUEST_ID_HEADER = "x-request-id";
+
+/**
+ * The identity the gateway verified, forwarded to the services: the token's subject (a user id, or an
+ * admin's id) and its role. The gateway removes both from every incoming request before it sets them.
+ */
+export const SUBJECT_HEADER = "x-auth-subject";
+export const ROLE_HEADER = "x-auth-role";
+/** The gateway's internal credential, without which a service refuses its API (DESIGN: internal surfaces). */
+export const INTERNAL_CREDENTIAL_HEADER = "x-internal-credential";

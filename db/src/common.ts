@@ -51,16 +51,28 @@ export const inbox = pgTable(
     offset: bigint("offset", { mode: "number" }).notNull(),
     processedAt: timestamp("processed_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.consumerGroup, t.eventId] }), index("inbox_processed_at_idx").on(t.processedAt)],
+  (t) => [
+    primaryKey({ columns: [t.consumerGroup, t.eventId] }),
+    index("inbox_processed_at_idx").on(t.processedAt),
+  ],
 );
 
-/** The first response to a request with an `Idempotency-Key`, replayed for every retry. */
-export const idempotencyKeys = pgTable("idempotency_keys", {
-  key: text("key").primaryKey(),
-  requestHash: text("request_hash").notNull(),
-  status: integer("status").notNull(),
-  body: jsonb("body").notNull(),
-  createdAt: createdAt(),
-});
+/**
+ * The first response to a request with an `Idempotency-Key`, replayed for every retry. Keys belong to
+ * the authenticated subject that sent them (the gateway's `x-auth-subject`; "" without one), so one
+ * caller's key never answers, or blocks, another's request.
+ */
+export const idempotencyKeys = pgTable(
+  "idempotency_keys",
+  {
+    subject: text("subject").notNull().default(""),
+    key: text("key").notNull(),
+    requestHash: text("request_hash").notNull(),
+    status: integer("status").notNull(),
+    body: jsonb("body").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.subject, t.key] })],
+);
 
 export { createdAt };

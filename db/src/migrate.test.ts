@@ -14,7 +14,11 @@ async function tables(url: string): Promise<string[]> {
 describe("migrateDatabase", () => {
   it("creates the user_db tables, and is safe when several instances start at once", async () => {
     const url = await freshDatabase("user_db");
-    await Promise.all([migrateDatabase(url, "user"), migrateDatabase(url, "user"), migrateDatabase(url, "user")]);
+    await Promise.all([
+      migrateDatabase(url, "user"),
+      migrateDatabase(url, "user"),
+      migrateDatabase(url, "user"),
+    ]);
     await migrateDatabase(url, "user");
     expect(await tables(url)).toEqual(["idempotency_keys", "inbox", "outbox", "reservations", "users"]);
   });
@@ -30,11 +34,12 @@ describe("migrateDatabase", () => {
     await migrateDatabase(url, "user");
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     onTestFinished(() => sql.end());
-    const [column] = await sql`select data_type from information_schema.columns where table_name = 'users' and column_name = 'balance'`;
+    const [column] =
+      await sql`select data_type from information_schema.columns where table_name = 'users' and column_name = 'balance'`;
     expect(column?.data_type).toBe("bigint");
     await sql`insert into users (username, initial_balance, balance) values ('rich', 9007199254740991, 9007199254740991)`;
-    await expect(sql`update users set balance = balance - 9007199254740992 where username = 'rich'`).rejects.toThrow(
-      /users_balance_non_negative/,
-    );
+    await expect(
+      sql`update users set balance = balance - 9007199254740992 where username = 'rich'`,
+    ).rejects.toThrow(/users_balance_non_negative/);
   });
 });

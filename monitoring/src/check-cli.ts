@@ -4,7 +4,7 @@ import { loadDashboards } from "./dashboards.ts";
 import { prometheusConfigs } from "./paths.ts";
 import { configForTargets, loadPrometheusConfig, startPrometheus } from "./prometheus.ts";
 
-const USAGE = `check-dashboards [--config FILE | --targets job=host:port,...] [--dashboard FILE.json]... [--drive GATEWAY_URL]
+const USAGE = `check-dashboards [--config FILE | --targets job=host:port,...] [--dashboard FILE.json]... [--drive GATEWAY_URL --token ADMIN_TOKEN]
 
 Starts Prometheus on a free port of 127.0.0.1, scrapes the targets (default: the local run's, from
 monitoring/prometheus/prometheus.yml) every second and evaluates every expression of the dashboards.
@@ -17,6 +17,7 @@ async function run(): Promise<number> {
       targets: { type: "string" },
       dashboard: { type: "string", multiple: true },
       drive: { type: "string" },
+      token: { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -41,7 +42,7 @@ async function run(): Promise<number> {
     await prometheus.waitForScrapes(1);
     if (values.drive) {
       console.log(`driving sagas through ${values.drive}`);
-      await driveSagas(values.drive);
+      await driveSagas(values.drive, { token: values.token });
     }
     await prometheus.waitForScrapes(3);
     const report = await checkDashboards(prometheus, dashboards);

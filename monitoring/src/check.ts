@@ -72,14 +72,20 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Sends traffic through the gateway that gives every dashboard samples: a user, orders that are
  * confirmed, one rejected for insufficient funds, one canceled after confirmation, a 404 and a 400;
- * then waits until no order of its own is PENDING.
+ * then waits until no order of its own is PENDING. `token` is an admin's bearer token (it creates a user).
  */
-export async function driveSagas(gatewayUrl: string, { timeoutMs = 60_000 } = {}): Promise<void> {
+export async function driveSagas(
+  gatewayUrl: string,
+  { timeoutMs = 60_000, token }: { timeoutMs?: number; token?: string } = {},
+): Promise<void> {
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const call = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${gatewayUrl}${path}`, {
       method,
       headers:
-        body === undefined ? {} : { "content-type": "application/json", "idempotency-key": randomUUID() },
+        body === undefined
+          ? auth
+          : { ...auth, "content-type": "application/json", "idempotency-key": randomUUID() },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });

@@ -37,8 +37,16 @@ const PROCESSES: Record<string, (env: Record<string, string>) => unknown> = {
   "dist/bin/relay.mjs": parseRelayEnv,
 };
 
+/** A value Compose takes from the environment and refuses to start without: `${AUTH_SECRET:?why}`. */
+const REQUIRED_FROM_ENV = /^\$\{(\w+):\?[^}]+\}$/;
+/** The environment as Compose would pass it, with a value for each variable it requires. */
 const envOf = (s: Service): Record<string, string> =>
-  Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v)]));
+  Object.fromEntries(
+    Object.entries(s.environment ?? {}).map(([k, v]) => [
+      k,
+      REQUIRED_FROM_ENV.test(String(v)) ? "a-secret-from-the-environment-of-32+-chars" : String(v),
+    ]),
+  );
 const entryOf = (s: Service) => (Array.isArray(s.command) ? s.command[0] : s.command);
 const nodeServices = Object.entries(services).filter(([, s]) => s.build !== undefined);
 const servicesRunning = (entry: string) => nodeServices.filter(([, s]) => entryOf(s) === entry);
@@ -115,8 +123,10 @@ describe("compose.yaml", () => {
       expect(existsSync(join(repoRoot, entry)), entry).toBe(true);
       const env = envOf(service);
       expect(() => PROCESSES[entry]?.(env)).not.toThrow();
-      // The port it listens on is the one published and probed.
-      expect(service.ports).toEqual([`${env.PORT}:${env.PORT}`]);
+      // It listens where the Compose network reaches it, on the port it is probed at; only the
+      // gateway's API is published.
+      expect(env.HOST).toBe("0.0.0.0");
+      expect(service.ports ?? []).toEqual(name === "gateway" ? [`${env.PORT}:${env.PORT}`] : []);
       expect(service.healthcheck?.test.join(" ")).toContain("process.env.PORT");
     },
   );
@@ -136,8 +146,7 @@ describe("compose.yaml", () => {
     for (const [name, service] of nodeServices) {
       const env = envOf(service);
       for (const key of ["DATABASE_URL", "USER_DB_URL", "ORDER_DB_URL"]) if (env[key]) postgresOf(env[key]);
-      if (entryOf(service) !== "dist/bin/gateway.mjs")
-        expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
+      if (entryOf(service) !== "dist/bin/gateway.mjs") expect(env.KAFKA_BROKERS, name).toBe(kafkaListener);
     }
     expect(postgresOf(envOf(services["user-service-1"] as Service).DATABASE_URL ?? "")).toBe("user-db");
     expect(postgresOf(envOf(services["order-service"] as Service).DATABASE_URL ?? "")).toBe("order-db");
@@ -147,9 +156,7 @@ describe("compose.yaml", () => {
     expect(gateway.USER_SERVICE_URLS.sort()).toEqual(
       servicesRunning("dist/bin/user-service.mjs").map(origin).sort(),
     );
-    expect([gateway.ORDER_SERVICE_URL]).toEqual(
-      servicesRunning("dist/bin/order-service.mjs").map(origin),
-    );
+    expect([gateway.ORDER_SERVICE_URL]).toEqual(servicesRunning("dist/bin/order-service.mjs").map(origin));
   });
 
   it("gives every instance its own id", () => {
@@ -170,6 +177,22 @@ describe("compose.yaml", () => {
     }
   });
 
+  it("takes every secret from the environment, never a default, and publishes the rest on loopback only", () => {
+    const raw = (name: string, key: string) => String(services[name]?.environment?.[key]);
+    for (const [name, service] of nodeServices) {
+      // The relays serve no API, only their probes and metrics.
+      if (entryOf(service) !== "dist/bin/relay.mjs")
+        expect(raw(name, "INTERNAL_SECRET"), name).toMatch(REQUIRED_FROM_ENV);
+      expect(envOf(service).AUTH_DEV_MODE, name).toBeUndefined();
+    }
+    expect(raw("gateway", "AUTH_SECRET")).toMatch(REQUIRED_FROM_ENV);
+    expect(raw("grafana", "GF_SECURITY_ADMIN_PASSWORD")).toMatch(REQUIRED_FROM_ENV);
+    for (const [name, service] of Object.entries(services)) {
+      if (name === "gateway") continue;
+      for (const port of service.ports ?? []) expect(port, name).toMatch(/^127\.0\.0\.1:/);
+    }
+  });
+
   it("has Prometheus scrape every Node service on its port", () => {
     const config = parse(readFileSync(prometheusConfigs.compose, "utf8")) as {
       scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
@@ -177,15 +200,15 @@ describe("compose.yaml", () => {
     const scraped = config.scrape_configs
       .flatMap((j) => j.static_configs.flatMap((s) => s.targets))
       .filter((t) => !t.startsWith("localhost"));
-    expect(scraped.sort()).toEqual(nodeServices.map(([name, s]) => `${name}:${envOf(s).PORT}`).sort());
+    // The gateway's metrics are on their own port, apart from the API.
+    const metricsPort = (s: Service) => envOf(s).METRICS_PORT ?? envOf(s).PORT;
+    expect(scraped.sort()).toEqual(nodeServices.map(([name, s]) => `${name}:${metricsPort(s)}`).sort());
   });
 
-  it("provisions Grafana (admin/admin) from monitoring/", () => {
+  it("provisions Grafana from monitoring/, with an admin password from the environment", () => {
     const grafana = services.grafana as Service;
-    expect(envOf(grafana)).toMatchObject({
-      GF_SECURITY_ADMIN_USER: "admin",
-      GF_SECURITY_ADMIN_PASSWORD: "admin",
-    });
+    expect(envOf(grafana).GF_SECURITY_ADMIN_USER).toBe("admin");
+    expect(envOf(grafana).GF_SECURITY_ADMIN_PASSWORD).not.toBe("admin");
     const provider = parse(
       readFileSync(join(repoRoot, "monitoring/grafana/provisioning/dashboards/dashboards.yml"), "utf8"),
     );

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { createGateway, parseGatewayEnv } from "@saga/gateway";
+import { createGateway, mintToken, parseGatewayEnv } from "@saga/gateway";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkDashboards, formatReport } from "../src/check.ts";
 import { loadDashboards } from "../src/dashboards.ts";
@@ -17,6 +17,7 @@ import {
 // is checked with `npm run check-dashboards` (see monitoring/README.md).
 
 const USER_ID = "3f1c7a52-9d1e-4c8e-a0a4-7f7b0c5d2e11";
+const SECRET = "dashboards-test-secret-of-at-least-32-characters";
 const dashboards = loadDashboards();
 
 function listen(server: Server): Promise<string> {
@@ -45,6 +46,7 @@ function fakeService(): Server {
 describe.runIf(hasPrometheus() || process.env.CI)("dashboard queries against a running gateway", () => {
   const upstreams = [fakeService(), fakeService(), fakeService()];
   let gatewayServer: Server;
+  let metricsServer: Server;
   let gateway: ReturnType<typeof createGateway>;
   let gatewayUrl: string;
   let prometheus: PrometheusServer;
@@ -59,20 +61,28 @@ describe.runIf(hasPrometheus() || process.env.CI)("dashboard queries against a r
         MAX_BODY_BYTES: "1024",
         INSTANCE_ID: "gateway-dashboards",
         LOG_LEVEL: "silent",
+        AUTH_SECRET: SECRET,
+        INTERNAL_SECRET: SECRET,
       }),
     );
     await gateway.start();
     gatewayServer = serve({ fetch: gateway.app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
     await new Promise((resolve) => gatewayServer.once("listening", resolve));
     gatewayUrl = `http://127.0.0.1:${(gatewayServer.address() as AddressInfo).port}`;
+    // Prometheus scrapes the gateway's internal metrics app, as in production.
+    metricsServer = serve({ fetch: gateway.metricsApp.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+    await new Promise((resolve) => metricsServer.once("listening", resolve));
     prometheus = await startPrometheus({
-      config: configForTargets({ gateway: [gatewayUrl.replace("http://", "")] }),
+      config: configForTargets({ gateway: [`127.0.0.1:${(metricsServer.address() as AddressInfo).port}`] }),
     });
     await prometheus.waitForScrapes(1);
 
     // Traffic of every kind the panels show: 2xx, 4xx, 413, and 5xx once order-service is gone.
+    const token = await mintToken({ secret: SECRET, subject: "dashboards", role: "admin" });
     const send = (path: string, init?: RequestInit) =>
-      fetch(`${gatewayUrl}${path}`, init).then((r) => r.text());
+      fetch(`${gatewayUrl}${path}`, { ...init, headers: { authorization: `Bearer ${token}` } }).then((r) =>
+        r.text(),
+      );
     for (let i = 0; i < 5; i++) await send(`/users/${USER_ID}`);
     await send(`/users/${USER_ID}/orders`);
     await send("/users/00000000-0000-4000-8000-000000000000");
@@ -89,6 +99,8 @@ describe.runIf(hasPrometheus() || process.env.CI)("dashboard queries against a r
 
   afterAll(async () => {
     await prometheus?.stop();
+    metricsServer?.closeAllConnections();
+    metricsServer?.close();
     gatewayServer?.closeAllConnections();
     await new Promise((resolve) => (gatewayServer ? gatewayServer.close(resolve) : resolve(undefined)));
     await gateway?.stop();

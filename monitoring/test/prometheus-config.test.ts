@@ -27,7 +27,7 @@ describe("prometheus configs", () => {
   it("scrape the local run at the ports of docs/design.md", async () => {
     const config = await loadPrometheusConfig(prometheusConfigs.local);
     expect(targetsByJob(config)).toEqual({
-      gateway: ["127.0.0.1:8080"],
+      gateway: ["127.0.0.1:9480"],
       "user-service": ["127.0.0.1:8081", "127.0.0.1:8082"],
       "order-service": ["127.0.0.1:8091"],
       relay: ["127.0.0.1:9400", "127.0.0.1:9401"],

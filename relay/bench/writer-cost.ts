@@ -168,13 +168,9 @@ async function measure(url: string, admin: postgres.Sql, mode: Mode, writers: nu
   }
   if (mode !== "baseline") {
     // The listener runs in a process of its own, as the relay does, so its CPU is not taken from the writers'.
-    const child = spawn(
-      process.execPath,
-      [fileURLToPath(import.meta.url), "--listen", mode, "--url", url],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--listen", mode, "--url", url], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     const lines = createInterface({ input: child.stdout as Readable });
     const counted = new Promise<number>((resolve) =>
       lines.on("line", (line) => line.startsWith("wakeups ") && resolve(Number(line.slice(8)))),

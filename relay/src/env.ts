@@ -11,6 +11,7 @@ export type CrashPoint = (typeof CRASH_POINTS)[number];
 export const Env = z
   .object({
     PORT: envVars.port(9400),
+    HOST: envVars.host,
     /** Each outbox is tailed on its own; give one or both. */
     USER_DB_URL: envVars.postgresUrl.optional(),
     ORDER_DB_URL: envVars.postgresUrl.optional(),

@@ -5,7 +5,13 @@ import { createRelayService } from "./service.ts";
 async function run() {
   const env = parseRelayEnv(process.env);
   const relay = createRelayService(env);
-  serveUntilSignal({ app: relay.app, port: env.PORT, logger: relay.logger, stop: () => relay.stop() });
+  serveUntilSignal({
+    app: relay.app,
+    port: env.PORT,
+    hostname: env.HOST,
+    logger: relay.logger,
+    stop: () => relay.stop(),
+  });
   relay.start();
 }
 

@@ -201,6 +201,7 @@ export function startRelayInProcess(env: Env) {
 export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {
   return {
     PORT: 0,
+    HOST: "127.0.0.1",
     ORDER_DB_URL: url,
     KAFKA_BROKERS: kafkaBrokers(),
     KAFKA_TOPIC_PREFIX: prefix,

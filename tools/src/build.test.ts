@@ -19,7 +19,11 @@ test("every process runs from a copy of dist/ alone and answers /ready", async (
   const ports = Object.fromEntries(
     await Promise.all(Object.keys(PROCESSES).map(async (name) => [name, await freePort()] as const)),
   ) as Record<ProcessName, number>;
-  const common = { KAFKA_BROKERS: kafkaBrokers().join(","), KAFKA_TOPIC_PREFIX: `${uniqueName("dist")}.` };
+  const common = {
+    KAFKA_BROKERS: kafkaBrokers().join(","),
+    KAFKA_TOPIC_PREFIX: `${uniqueName("dist")}.`,
+    INTERNAL_SECRET: "dist-test-internal-secret-of-32-characters",
+  };
   const env: Record<ProcessName, Record<string, string>> = {
     "user-service": { DATABASE_URL: userDb, INSTANCE_ID: "dist-user" },
     "order-service": { DATABASE_URL: orderDb, INSTANCE_ID: "dist-order" },
@@ -27,6 +31,8 @@ test("every process runs from a copy of dist/ alone and answers /ready", async (
     gateway: {
       USER_SERVICE_URLS: `http://127.0.0.1:${ports["user-service"]}`,
       ORDER_SERVICE_URL: `http://127.0.0.1:${ports["order-service"]}`,
+      METRICS_PORT: String(await freePort()),
+      AUTH_SECRET: "dist-test-auth-secret-of-at-least-32-chars",
     },
   };
 

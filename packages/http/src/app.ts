@@ -6,6 +6,7 @@ import { requestId } from "hono/request-id";
 import { type AdmissionOptions, admission } from "./admission.ts";
 import { bodyLimit } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
+import { internalCredential } from "./internal-credential.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
 
@@ -23,11 +24,18 @@ export type BaseAppOptions = {
    * into a 503; undefined leaves it a 500.
    */
   mapError?: (err: Error) => AppError | undefined;
+  /**
+   * The gateway's internal credential: when given, every request but `/health`, `/ready` and `/metrics`
+   * must carry it (401 otherwise). A service run without one (development mode) answers anyone.
+   */
+  internalSecret?: string | undefined;
+  /** Serve `/metrics` on this app (default); the gateway serves it on an internal port instead. */
+  exposeMetrics?: boolean;
 };
 
 /**
  * A Hono app with what every process shares: request ids, the body limit, HTTP metrics, `/health`,
- * `/ready`, `/metrics`, and one error handler that answers `{"error": …}` and never leaks internals.
+ * `/ready`, `/metrics`, the internal credential when given, and one error handler that answers `{"error": …}` and never leaks internals.
  */
 export function createBaseApp({
   logger,
@@ -36,6 +44,8 @@ export function createBaseApp({
   mapError,
   maxBodyBytes = 64 * 1024,
   admission: admissionOptions,
+  internalSecret,
+  exposeMetrics = true,
 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
@@ -45,6 +55,7 @@ export function createBaseApp({
     }),
   );
   app.use(httpMetrics({ metrics }));
+  if (internalSecret !== undefined) app.use(internalCredential({ secret: internalSecret }));
   // Before the body is read: a shed request costs no more than its head.
   if (admissionOptions) app.use(admission({ ...admissionOptions, metrics }));
   // A rejected body up to 16 times the limit (at least 1 MiB) is read and dropped to keep the connection.
@@ -60,7 +71,7 @@ export function createBaseApp({
       return c.json({ status: "DOWN", error: (err as Error).message }, 503);
     }
   });
-  app.get("/metrics", metricsHandler({ metrics }));
+  if (exposeMetrics) app.get("/metrics", metricsHandler({ metrics }));
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((thrown, c) => {

@@ -18,15 +18,17 @@ export function listen(
     // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
     app: Hono<any>;
     port: number;
+    hostname?: string | undefined;
     limits?: ServerLimits | undefined;
   },
   onListening: (port: number) => void = () => {},
 ): Server {
-  const { app, port, limits } = opts;
+  const { app, port, hostname, limits } = opts;
   const server = serve(
     {
       fetch: app.fetch,
       port,
+      ...(hostname === undefined ? {} : { hostname }),
       serverOptions: limits && {
         // A head over this gets Node's 431 and a closed connection.
         maxHeaderSize: limits.maxHeaderBytes,
@@ -82,6 +84,8 @@ export function serveUntilSignal(opts: {
   // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
   app: Hono<any>;
   port: number;
+  /** The address to listen on: loopback unless the process must be reached from elsewhere. */
+  hostname?: string;
   logger: Logger;
   /** Called as shutdown begins, before requests in flight are waited for: answer long-held ones now. */
   draining?: () => void;
@@ -89,8 +93,10 @@ export function serveUntilSignal(opts: {
   /** Against slow and oversized clients (`httpSettings(env).server`); Node's defaults otherwise. */
   limits?: ServerLimits | undefined;
 }): void {
-  const { app, port, logger, stop, limits, draining } = opts;
-  const server = listen({ app, port, limits }, (bound) => logger.info({ port: bound }, "listening"));
+  const { app, port, hostname, logger, stop, limits, draining } = opts;
+  const server = listen({ app, port, hostname, limits }, (bound) =>
+    logger.info({ address: hostname, port: bound }, "listening"),
+  );
   // A keep-alive client that keeps sending would hold its connection, and so the server, open: once
   // shutting down, every response, including those in flight, closes its connection.
   let shuttingDown = false;

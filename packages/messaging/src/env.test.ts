@@ -1,8 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { parseEnv, serviceEnvSchema } from "./env.ts";
+import { parseEnv, requireInternalSecret, serviceEnvSchema } from "./env.ts";
 
 const schema = serviceEnvSchema({ port: 8081, consumerGroup: "user-service" });
-const minimal = { DATABASE_URL: "postgres://u@localhost:5432/user_db", KAFKA_BROKERS: "localhost:9092" };
+const minimal = {
+  DATABASE_URL: "postgres://u@localhost:5432/user_db",
+  KAFKA_BROKERS: "localhost:9092",
+  INTERNAL_SECRET: "i".repeat(32),
+};
 
 describe("service environment", () => {
   it("applies the defaults and splits the broker list", () => {
@@ -14,8 +18,20 @@ describe("service environment", () => {
       CONSUMER_GROUP: "user-service",
       LOG_LEVEL: "info",
       INBOX_RETENTION_HOURS: 168,
+      HOST: "127.0.0.1",
+      AUTH_DEV_MODE: false,
     });
     expect(env.INSTANCE_ID.length).toBeGreaterThan(0);
+  });
+
+  it("starts without the internal secret only in development mode", () => {
+    const env = parseEnv(schema, { ...minimal, INTERNAL_SECRET: undefined, AUTH_DEV_MODE: "true" });
+    expect(env).toMatchObject({ AUTH_DEV_MODE: true, INTERNAL_SECRET: undefined });
+    expect(() => requireInternalSecret(env)).not.toThrow();
+    const production = parseEnv(schema, { ...minimal, INTERNAL_SECRET: undefined });
+    expect(() => requireInternalSecret(production)).toThrow(
+      /INTERNAL_SECRET: required .* unless AUTH_DEV_MODE=true/,
+    );
   });
 
   it.each([
@@ -26,6 +42,8 @@ describe("service environment", () => {
     [{ PORT: "http" }, /PORT/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
     [{ INBOX_RETENTION_HOURS: "0" }, /INBOX_RETENTION_HOURS/],
+    [{ INTERNAL_SECRET: "short" }, /INTERNAL_SECRET: must be at least 32/],
+    [{ AUTH_DEV_MODE: "maybe" }, /AUTH_DEV_MODE/],
   ])("fails naming the variable for %o", (bad, message) => {
     expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
   });

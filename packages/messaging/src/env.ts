@@ -23,6 +23,15 @@ export const envVars = {
   /** The Kafka client library behind @saga/kafka (its README has the measurements behind the default). */
   kafkaClient: z.enum(KAFKA_CLIENTS).default(DEFAULT_KAFKA_CLIENT),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** The address to listen on: loopback by default; a container sets 0.0.0.0 to be reached on its network. */
+  host: z.string().min(1).default("127.0.0.1"),
+  /** The gateway's internal credential (shared secret); a service refuses its API without it. */
+  internalSecret: z.string().min(32, "must be at least 32 characters").optional(),
+  /**
+   * The documented development switch: lets a process start without its secrets (a service then
+   * answers its API to anyone who reaches it, the gateway accepts the public development key).
+   */
+  devMode: z.stringbool().default(false),
 };
 
 /**
@@ -32,6 +41,7 @@ export const envVars = {
 export function serviceEnvSchema(defaults: { port: number; consumerGroup: string }) {
   return z.object({
     PORT: envVars.port(defaults.port),
+    HOST: envVars.host,
     DATABASE_URL: envVars.postgresUrl,
     KAFKA_BROKERS: envVars.kafkaBrokers,
     KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
@@ -41,10 +51,24 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     LOG_LEVEL: envVars.logLevel,
     INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
     ...httpEnvVars(SERVICE_HTTP_DEFAULTS),
+    INTERNAL_SECRET: envVars.internalSecret,
+    AUTH_DEV_MODE: envVars.devMode,
   });
 }
 
 export type ServiceEnv = z.infer<ReturnType<typeof serviceEnvSchema>>;
+
+/**
+ * A service's secret or the development switch: without either it would answer its API to anyone, so
+ * it must not start.
+ */
+export function requireInternalSecret(env: Pick<ServiceEnv, "INTERNAL_SECRET" | "AUTH_DEV_MODE">): void {
+  if (env.INTERNAL_SECRET === undefined && !env.AUTH_DEV_MODE) {
+    throw new Error(
+      "invalid environment: INTERNAL_SECRET: required (the gateway's internal credential) unless AUTH_DEV_MODE=true",
+    );
+  }
+}
 
 /** Parses the environment once; a bad or missing variable fails with its name. */
 export function parseEnv<T extends z.ZodType>(

@@ -7,13 +7,15 @@ export {
   type SqlPool,
 } from "./batch-sql.ts";
 export { type Database, type Executor, lockAggregate } from "./db.ts";
-export { envVars, parseEnv, type ServiceEnv, serviceEnvSchema } from "./env.ts";
+export { envVars, parseEnv, requireInternalSecret, type ServiceEnv, serviceEnvSchema } from "./env.ts";
 export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
 export {
   type IdempotentResult,
+  idempotencyLockKey,
   idempotent,
   requestFingerprint,
+  type ScopedIdempotencyKey,
   type StoredResponse,
 } from "./idempotency.ts";
 export {

@@ -3,7 +3,7 @@ import { createPgDatabase, migrateDatabase, type PgDatabase, type ServiceDatabas
 import { AppError } from "@saga/http";
 import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
-import type { ServiceEnv } from "./env.ts";
+import { requireInternalSecret, type ServiceEnv } from "./env.ts";
 import { isRetriableError } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
 import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
@@ -46,6 +46,12 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   const logger = (opts.logger ?? createLogger(service, env.LOG_LEVEL)).child({ instance: env.INSTANCE_ID });
   const metrics = createMetrics(service, env.INSTANCE_ID);
   const messagingMetrics = createMessagingMetrics(metrics.registry);
+  requireInternalSecret(env);
+  if (env.INTERNAL_SECRET === undefined) {
+    logger.warn(
+      "AUTH_DEV_MODE: no INTERNAL_SECRET, so this service answers its API to anyone who reaches it; never in production",
+    );
+  }
 
   await migrateDatabase(env.DATABASE_URL, database);
   const pool = createPgDatabase(env.DATABASE_URL, schema, {

@@ -1,5 +1,10 @@
 import { type BaseAppOptions, createBaseApp, requestLane } from "@saga/http";
 import type { Logger, Metrics } from "@saga/observability";
+import { authenticate } from "./auth/authenticate.ts";
+import { authorize } from "./auth/authorize.ts";
+import type { AuthMetrics } from "./auth/metrics.ts";
+import type { Principal } from "./auth/principal.ts";
+import { type BucketSettings, rateLimit } from "./auth/rate-limit.ts";
 import { registerProxyRoutes } from "./routes/proxy.ts";
 import { registerUserOrdersRoute } from "./routes/user-orders.ts";
 import type { Upstream } from "./upstream.ts";
@@ -13,10 +18,26 @@ export type AppDeps = {
   timeoutMs: number;
   maxBodyBytes: number;
   admission?: BaseAppOptions["admission"];
+  auth: {
+    /** Verifies a bearer token (createTokenVerifier). */
+    verify: (token: string) => Promise<Principal>;
+    metrics: AuthMetrics;
+    /** Token buckets of POST /orders and POST /users. */
+    rateLimits: { subject: BucketSettings; address: BucketSettings };
+  };
 };
 
-/** The gateway's HTTP API; no port is opened here. */
-export function createApp({ logger, metrics, users, orders, timeoutMs, maxBodyBytes, admission }: AppDeps) {
+/** The gateway's HTTP API; no port is opened here, and `/metrics` is not on it (see gateway.ts). */
+export function createApp({
+  logger,
+  metrics,
+  users,
+  orders,
+  timeoutMs,
+  maxBodyBytes,
+  admission,
+  auth,
+}: AppDeps) {
   const app = createBaseApp({
     logger,
     metrics,
@@ -30,12 +51,24 @@ export function createApp({ logger, metrics, users, orders, timeoutMs, maxBodyBy
         return lane && { kind: lane.kind, key: `${upstream === "orders" ? "orders" : "users"}:${lane.kind}` };
       },
     },
+    exposeMetrics: false,
     // Ready while every upstream has an instance in rotation: without one, every request would fail.
     ready: async () => {
       const missing = [users, orders].filter((u) => u.healthyCount() === 0).map((u) => u.name);
       if (missing.length > 0) throw new Error(`no healthy instance of ${missing.join(", ")}`);
     },
   });
+  // Every API route: a valid bearer token, then the rate limits of the writes, then who may do what.
+  const authenticated = authenticate({
+    verify: auth.verify,
+    metrics: auth.metrics,
+    onUnavailable: (err) => logger.warn({ err }, "token keys unavailable"),
+  });
+  for (const path of ["/users/*", "/orders/*"]) app.use(path, authenticated);
+  for (const path of ["/users", "/orders"])
+    app.on("POST", path, rateLimit({ ...auth.rateLimits, metrics: auth.metrics }));
+  for (const path of ["/users/*", "/orders/*"]) app.use(path, authorize({ orders, timeoutMs }));
+
   // Before the /users proxy routes, which would take this path too.
   registerUserOrdersRoute(app, { users, orders, timeoutMs });
   registerProxyRoutes(app, { prefix: "/users", upstream: users, timeoutMs });

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { httpEnvVars } from "@saga/http";
 import { z } from "zod";
+import { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET } from "./auth/tokens.ts";
 
 /** An upstream's origin: `http://host:port`, with no path, query or credentials. */
 const origin = z
@@ -22,9 +23,55 @@ const origin = z
   .transform((s) => new URL(s).origin);
 
 const millis = z.coerce.number().int().positive();
+const perSecond = z.coerce.number().positive();
+const burst = z.coerce.number().int().min(1);
 
 export const Env = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  /** The API's address: loopback by default; a container or a host that serves others sets 0.0.0.0. */
+  HOST: z.string().min(1).default("127.0.0.1"),
+  /** `/metrics` for Prometheus, on a port of its own: never on the public one. */
+  METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9480),
+  METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Bearer tokens are HS256, signed with this shared secret (at least 32 characters)… */
+  AUTH_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** …or signed by an identity provider whose keys are at this JWKS URL. */
+  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** The algorithms accepted from the JWKS (asymmetric only; pinned, whatever a token's header says). */
+  AUTH_ALGORITHMS: z
+    .string()
+    .default("RS256,ES256,EdDSA")
+    .transform((s) =>
+      s
+        .split(",")
+        .map((a) => a.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z
+        .array(
+          z.enum(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]),
+        )
+        .min(1),
+    ),
+  AUTH_ISSUER: z.string().min(1).default(DEFAULT_ISSUER),
+  AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
+  /** Leeway for `exp` and `nbf` between our clock and the issuer's. */
+  AUTH_CLOCK_SKEW_S: z.coerce.number().int().min(0).max(300).default(30),
+  /**
+   * The documented development switch: without AUTH_SECRET or AUTH_JWKS_URL the gateway then verifies
+   * with the public development key, and without INTERNAL_SECRET it sends no credential. Never in
+   * production: the gateway refuses to start without its secrets unless this is on, and warns when it is.
+   */
+  AUTH_DEV_MODE: z.stringbool().default(false),
+  /** Sent to the services, which refuse their API without it (at least 32 characters). */
+  INTERNAL_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** Token buckets on POST /orders and POST /users: per authenticated subject… */
+  RATE_LIMIT_SUBJECT_PER_S: perSecond.default(10),
+  RATE_LIMIT_SUBJECT_BURST: burst.default(20),
+  /** …and per client address. */
+  RATE_LIMIT_ADDRESS_PER_S: perSecond.default(50),
+  RATE_LIMIT_ADDRESS_BURST: burst.default(100),
   /** The user-service instances, comma-separated; requests go round-robin over the healthy ones. */
   USER_SERVICE_URLS: z
     .string()
@@ -65,6 +112,38 @@ export const Env = z.object({
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type Env = z.infer<typeof Env>;
+
+/**
+ * How the gateway verifies tokens and what it sends to the services, from its environment. Refuses a
+ * production configuration without secrets; in development mode, says what is insecure.
+ */
+export function resolveSecrets(env: Env): {
+  verifier: { secret: string; jwksUrl?: undefined } | { jwksUrl: string; secret?: undefined };
+  internalSecret: string | undefined;
+  warnings: string[];
+} {
+  if (env.AUTH_SECRET !== undefined && env.AUTH_JWKS_URL !== undefined) {
+    throw new Error("invalid environment: AUTH_SECRET and AUTH_JWKS_URL: give one, not both");
+  }
+  const missing = [
+    env.AUTH_SECRET === undefined && env.AUTH_JWKS_URL === undefined ? "AUTH_SECRET or AUTH_JWKS_URL" : "",
+    env.INTERNAL_SECRET === undefined ? "INTERNAL_SECRET" : "",
+  ].filter(Boolean);
+  if (missing.length > 0 && !env.AUTH_DEV_MODE) {
+    throw new Error(
+      `invalid environment: ${missing.join(", ")}: required; set AUTH_DEV_MODE=true only for a local development run`,
+    );
+  }
+  const warnings: string[] = [];
+  if (env.AUTH_SECRET === undefined && env.AUTH_JWKS_URL === undefined)
+    warnings.push("AUTH_DEV_MODE: tokens are verified with the public development key; anyone can mint one");
+  if (env.INTERNAL_SECRET === undefined)
+    warnings.push("AUTH_DEV_MODE: no INTERNAL_SECRET; services that require one will refuse the gateway");
+  const verifier = env.AUTH_JWKS_URL
+    ? { jwksUrl: env.AUTH_JWKS_URL }
+    : { secret: env.AUTH_SECRET ?? DEV_AUTH_SECRET };
+  return { verifier, internalSecret: env.INTERNAL_SECRET, warnings };
+}
 
 /** Parses the gateway's environment once; a bad or missing variable fails start-up with its name. */
 export function parseGatewayEnv(source: Record<string, string | undefined>): Env {

@@ -1,8 +1,9 @@
-import { REQUEST_ID_HEADER } from "@saga/contracts";
+import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
 import type { AppEnv } from "@saga/http";
 import { nextTraceparent } from "@saga/observability";
 import type { Context } from "hono";
 import type { ContentfulStatusCode, StatusCode } from "hono/utils/http-status";
+import { principalOf } from "./auth/principal.ts";
 import type { UpstreamResponse } from "./upstream.ts";
 
 // Hop-by-hop headers belong to one connection and are never forwarded; content-length is recomputed.
@@ -23,6 +24,10 @@ const HOP_BY_HOP = new Set([
   "http2-settings",
 ]);
 
+// Set by the gateway alone: a client's own identity or credential headers never reach a service, and
+// its bearer token stops here (the services trust the identity headers instead).
+const GATEWAY_ONLY = new Set([SUBJECT_HEADER, ROLE_HEADER, INTERNAL_CREDENTIAL_HEADER, "authorization"]);
+
 function connectionTokens(value: string | null | undefined): Set<string> {
   return new Set(
     (value ?? "")
@@ -35,14 +40,20 @@ function connectionTokens(value: string | null | undefined): Set<string> {
 /**
  * The headers a request carries to an upstream: the client's end-to-end headers (Idempotency-Key,
  * content-type, tracestate, …), the request id of this request, and the caller's W3C trace
- * continued with a span of the gateway (or a new trace), so that it reaches the services' outboxes.
+ * continued with a span of the gateway (or a new trace), so that it reaches the services' outboxes;
+ * and the identity the gateway verified, in place of any the client sent.
  */
 export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
   const listed = connectionTokens(c.req.header("connection"));
   const headers: Record<string, string> = {};
   c.req.raw.headers.forEach((value, key) => {
-    if (!HOP_BY_HOP.has(key) && !listed.has(key)) headers[key] = value;
+    if (!HOP_BY_HOP.has(key) && !listed.has(key) && !GATEWAY_ONLY.has(key)) headers[key] = value;
   });
+  const principal = principalOf(c);
+  if (principal) {
+    headers[SUBJECT_HEADER] = principal.subject;
+    headers[ROLE_HEADER] = principal.admin ? "admin" : "user";
+  }
   headers[REQUEST_ID_HEADER] = c.get("requestId");
   headers.traceparent = nextTraceparent(c.req.header("traceparent"));
   return headers;

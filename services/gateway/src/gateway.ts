@@ -1,18 +1,28 @@
 import { httpSettings } from "@saga/http";
-import { createLogger, createMetrics } from "@saga/observability";
+import { randomBytes } from "node:crypto";
+import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
+import { createLogger, createMetrics, metricsHandler } from "@saga/observability";
+import { Hono } from "hono";
 import { createApp } from "./app.ts";
-import type { Env } from "./env.ts";
+import { createTokenVerifier } from "./auth/authenticate.ts";
+import { createAuthMetrics } from "./auth/metrics.ts";
+import { mintToken } from "./auth/tokens.ts";
+import { type Env, resolveSecrets } from "./env.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createUpstream } from "./upstream.ts";
 
+export { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
 export { type Env, parseGatewayEnv } from "./env.ts";
 
 /**
- * The gateway's parts, wired from its environment: the app, and the upstreams whose health checks
- * `start()` begins and `stop()` ends.
+ * The gateway's parts, wired from its environment: the app, the internal app that serves `/metrics`,
+ * and the upstreams whose health checks `start()` begins and `stop()` ends. Throws without its
+ * secrets unless AUTH_DEV_MODE is on, and logs what development mode leaves open.
  */
 export function createGateway(env: Env) {
   const logger = createLogger("gateway", env.LOG_LEVEL);
+  const secrets = resolveSecrets(env);
+  for (const warning of secrets.warnings) logger.warn(`${warning}; never in production`);
   const metrics = createMetrics("gateway", env.INSTANCE_ID);
   const gatewayMetrics = createGatewayMetrics(metrics.registry);
   const common = {
@@ -27,7 +37,17 @@ export function createGateway(env: Env) {
     consecutive5xx: env.CONSECUTIVE_5XX,
     metrics: gatewayMetrics,
     logger,
+    headers: (secrets.internalSecret
+      ? { [INTERNAL_CREDENTIAL_HEADER]: secrets.internalSecret }
+      : {}) as Record<string, string>,
   };
+  const verify = createTokenVerifier({
+    ...secrets.verifier,
+    algorithms: env.AUTH_ALGORITHMS,
+    issuer: env.AUTH_ISSUER,
+    audience: env.AUTH_AUDIENCE,
+    clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
+  });
   const users = createUpstream({ name: "user-service", origins: env.USER_SERVICE_URLS, ...common });
   const orders = createUpstream({ name: "order-service", origins: [env.ORDER_SERVICE_URL], ...common });
   const app = createApp({
@@ -38,16 +58,29 @@ export function createGateway(env: Env) {
     timeoutMs: env.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: env.MAX_BODY_BYTES,
     admission: httpSettings(env).admission,
+    auth: {
+      verify,
+      metrics: createAuthMetrics(metrics.registry),
+      rateLimits: {
+        subject: { perSecond: env.RATE_LIMIT_SUBJECT_PER_S, burst: env.RATE_LIMIT_SUBJECT_BURST },
+        address: { perSecond: env.RATE_LIMIT_ADDRESS_PER_S, burst: env.RATE_LIMIT_ADDRESS_BURST },
+      },
+    },
   });
+  // Prometheus' scrape, on the internal address only.
+  const metricsApp = new Hono().get("/metrics", metricsHandler({ metrics }));
   return {
     app,
+    metricsApp,
     logger,
     metrics,
     users,
     orders,
     /** Checks every instance once, then keeps checking in the background. */
     start: async () => {
-      await Promise.all([users.start(), orders.start()]);
+      // A first verification warms jose and WebCrypto up (milliseconds, once) before any client's.
+      const warmUp = mintToken({ secret: randomBytes(32).toString("hex"), subject: "warm-up" });
+      await Promise.all([users.start(), orders.start(), warmUp.then(verify).catch(() => {})]);
     },
     stop: async () => {
       await Promise.all([users.close(), orders.close()]);

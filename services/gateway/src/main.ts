@@ -1,3 +1,4 @@
+import { serve } from "@hono/node-server";
 import { httpSettings, serveUntilSignal } from "@saga/http";
 import { createGateway, parseGatewayEnv } from "./gateway.ts";
 
@@ -6,9 +7,13 @@ async function run() {
   const gateway = createGateway(env);
   await gateway.start();
   gateway.logger.info({ users: gateway.users.instances(), orders: gateway.orders.instances() }, "upstreams");
+  serve({ fetch: gateway.metricsApp.fetch, port: env.METRICS_PORT, hostname: env.METRICS_HOST }, (info) =>
+    gateway.logger.info({ address: info.address, port: info.port }, "metrics listening"),
+  );
   serveUntilSignal({
     app: gateway.app,
     port: env.PORT,
+    hostname: env.HOST,
     logger: gateway.logger,
     stop: gateway.stop,
     limits: httpSettings(env).server,

@@ -28,6 +28,8 @@ export type UpstreamOptions = {
   consecutive5xx: number;
   metrics: GatewayMetrics;
   logger: Logger;
+  /** Sent with every request (not the health checks): the gateway's internal credential. */
+  headers?: Record<string, string>;
 };
 
 export type UpstreamRequest = {
@@ -267,7 +269,7 @@ export function createUpstream(opts: UpstreamOptions) {
           const res = await (held ? instance.heldPool : instance.pool).request({
             method: request.method,
             path: request.path,
-            headers: request.headers,
+            headers: { ...request.headers, ...opts.headers },
             body: request.body,
             signal,
           });

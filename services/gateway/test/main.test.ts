@@ -3,7 +3,17 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { freePort } from "@saga/tools/infra";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { eventually, ORDER_ID, order, startFakeUpstream, USER_ID, user } from "./support.ts";
+import {
+  ADMIN_TOKEN,
+  AUTH_SECRET,
+  eventually,
+  INTERNAL_SECRET,
+  ORDER_ID,
+  order,
+  startFakeUpstream,
+  USER_ID,
+  user,
+} from "./support.ts";
 
 const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 
@@ -19,16 +29,21 @@ function startMain(env: Record<string, string>): ChildProcess {
 }
 
 describe("main", () => {
-  it("serves over a real port, forwards, and exits 0 on SIGTERM", async () => {
+  it("serves over a real port, forwards, serves /metrics only on its own port, and exits 0 on SIGTERM", async () => {
     const users = await startFakeUpstream(() => ({ body: user }));
     const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
     const port = await freePort();
+    const metricsPort = await freePort();
     const child = startMain({
       PORT: String(port),
+      METRICS_PORT: String(metricsPort),
       USER_SERVICE_URLS: users.url,
       ORDER_SERVICE_URL: orders.url,
       MAX_BODY_BYTES: "1024",
+      AUTH_SECRET,
+      INTERNAL_SECRET,
     });
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const base = `http://127.0.0.1:${port}`;
     await eventually(
       () =>
@@ -39,23 +54,69 @@ describe("main", () => {
       20_000,
     );
 
-    const got = await fetch(`${base}/users/${USER_ID}`);
+    expect((await fetch(`${base}/users/${USER_ID}`)).status).toBe(401);
+    const got = await fetch(`${base}/users/${USER_ID}`, { headers: auth });
     expect(await got.json()).toEqual(user);
+    expect(users.received[0]?.headers["x-internal-credential"]).toBe(INTERNAL_SECRET);
     const created = await fetch(`${base}/orders`, {
       method: "POST",
       body: JSON.stringify({ userId: USER_ID, amount: 30 }),
-      headers: { "content-type": "application/json", "idempotency-key": "k" },
+      headers: { "content-type": "application/json", "idempotency-key": "k", ...auth },
     });
     expect(created.status).toBe(201);
     expect(orders.received[0]?.headers["idempotency-key"]).toBe("k");
-    const tooBig = await fetch(`${base}/orders`, { method: "POST", body: "x".repeat(5000) });
+    const tooBig = await fetch(`${base}/orders`, { method: "POST", body: "x".repeat(5000), headers: auth });
     expect(tooBig.status).toBe(413);
-    expect((await fetch(`${base}/orders/${ORDER_ID}`, { method: "HEAD" })).status).toBe(201);
+    expect((await fetch(`${base}/orders/${ORDER_ID}`, { method: "HEAD", headers: auth })).status).toBe(201);
+
+    expect((await fetch(`${base}/metrics`)).status).toBe(404);
+    const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(scraped).toContain('gateway_auth_failures_total{reason="missing_token"');
 
     const exited = once(child, "exit");
     child.kill("SIGTERM");
     const [code] = await exited;
     expect(code).toBe(0);
+  });
+
+  it("refuses to start without its secrets, and starts in development mode saying what is open", async () => {
+    const run = async (env: Record<string, string>) => {
+      const child = spawn(process.execPath, [main], {
+        env: {
+          ...process.env,
+          USER_SERVICE_URLS: "http://127.0.0.1:1",
+          ORDER_SERVICE_URL: "http://127.0.0.1:1",
+          PORT: String(await freePort()),
+          METRICS_PORT: String(await freePort()),
+          LOG_LEVEL: "warn",
+          ...env,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      onTestFinished(() => {
+        if (child.exitCode === null) child.kill("SIGKILL");
+      });
+      let output = "";
+      child.stdout?.on("data", (chunk) => {
+        output += chunk;
+      });
+      child.stderr?.on("data", (chunk) => {
+        output += chunk;
+      });
+      return { child, output: () => output };
+    };
+
+    const production = await run({});
+    const [code] = await once(production.child, "exit");
+    expect(code).toBe(1);
+    expect(production.output()).toContain(
+      "AUTH_SECRET or AUTH_JWKS_URL, INTERNAL_SECRET: required; set AUTH_DEV_MODE=true only for a local development run",
+    );
+
+    const dev = await run({ AUTH_DEV_MODE: "true" });
+    await eventually(() => dev.output().includes("public development key"), 20_000);
+    expect(dev.output()).toContain("never in production");
+    expect(dev.child.exitCode).toBeNull();
   });
 
   it("fails fast naming a bad variable", async () => {

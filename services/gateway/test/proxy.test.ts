@@ -43,7 +43,7 @@ describe("routing", () => {
       { target: `127.0.0.1:${one.port}`, healthy: true },
       { target: `127.0.0.1:${two.port}`, healthy: false },
     ]);
-    const metrics = await (await app.request("/metrics")).text();
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
     expect(metrics).toMatch(/gateway_upstream_healthy_instances\{upstream="user-service",[^}]*\} 1/);
     expect(metrics).toMatch(
       /gateway_upstream_ejections_total\{upstream="user-service",target="127.0.0.1:\d+",cause="passive"[^}]*\} 1/,
@@ -282,12 +282,14 @@ describe("metrics", () => {
     const users = await startFakeUpstream((req) =>
       req.url.endsWith(USER_ID) ? { body: user } : { status: 404, body: { error: "user not found" } },
     );
-    const { app } = await startGateway([users], await startFakeUpstream());
+    const { app, metricsApp } = await startGateway([users], await startFakeUpstream());
     await app.request(`/users/${USER_ID}`);
     await app.request("/users/3f1c7a52-9d1e-4c8e-a0a4-000000000000");
     await app.request("/users/a/b/c");
     await app.request("/nowhere");
-    const text = await (await app.request("/metrics")).text();
+    const text = await (await metricsApp.request("/metrics")).text();
+    // Prometheus' scrape is on the internal app alone.
+    expect((await app.request("/metrics")).status).toBe(404);
     expect(text).toMatch(
       /http_requests_total\{method="GET",route="\/users\/:id",status="200",service="gateway",instance="gateway-test"\} 1/,
     );

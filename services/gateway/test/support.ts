@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { onTestFinished } from "vitest";
-import { createGateway, type Gateway, parseGatewayEnv } from "../src/gateway.ts";
+import { createGateway, type Gateway, mintToken, parseGatewayEnv } from "../src/gateway.ts";
 
 export type Received = { method: string; url: string; headers: IncomingHttpHeaders; body: string };
 
@@ -111,31 +111,60 @@ export async function startFakeUpstream(
   return fake;
 }
 
+/** The secrets of the tests' gateways. */
+export const AUTH_SECRET = "test-auth-secret-of-at-least-32-characters";
+export const INTERNAL_SECRET = "test-internal-secret-of-at-least-32-chars";
+
+/** A token the tests' gateways accept: an admin's unless `subject` is a user's id. */
+export const tokenFor = (subject: string, opts: { admin?: boolean; ttlSeconds?: number } = {}) =>
+  mintToken({
+    secret: AUTH_SECRET,
+    subject,
+    role: opts.admin ? "admin" : undefined,
+    ttlSeconds: opts.ttlSeconds,
+  });
+
+export const ADMIN_TOKEN = await tokenFor("test-admin", { admin: true });
+
 /**
  * A gateway in front of the given fake instances, health-checked every 100 ms, with a short upstream
  * timeout and a 1 KiB body limit; its first health checks are done when it resolves. Stopped when the
- * test finishes.
+ * test finishes. Its `app.request()` sends an admin's token unless the request has an Authorization
+ * header of its own (`authorization: ""` sends none), so that tests of routing need not say it.
  */
 export async function startGateway(
   users: FakeUpstream[],
   orders: FakeUpstream,
   env: Record<string, string> = {},
 ): Promise<Gateway> {
+  const settings: Record<string, string> = {
+    USER_SERVICE_URLS: users.map((u) => u.url).join(","),
+    ORDER_SERVICE_URL: orders.url,
+    HEALTH_INTERVAL_MS: "100",
+    HEALTH_TIMEOUT_MS: "500",
+    UPSTREAM_TIMEOUT_MS: "1000",
+    MAX_BODY_BYTES: "1024",
+    INSTANCE_ID: "gateway-test",
+    LOG_LEVEL: "silent",
+    AUTH_SECRET,
+    INTERNAL_SECRET,
+    RATE_LIMIT_SUBJECT_BURST: "1000",
+    RATE_LIMIT_ADDRESS_BURST: "1000",
+    ...env,
+  };
+  // An empty value leaves a variable unset, as in a shell.
   const gateway = createGateway(
-    parseGatewayEnv({
-      USER_SERVICE_URLS: users.map((u) => u.url).join(","),
-      ORDER_SERVICE_URL: orders.url,
-      HEALTH_INTERVAL_MS: "100",
-      HEALTH_TIMEOUT_MS: "500",
-      UPSTREAM_TIMEOUT_MS: "1000",
-      MAX_BODY_BYTES: "1024",
-      INSTANCE_ID: "gateway-test",
-      LOG_LEVEL: "silent",
-      ...env,
-    }),
+    parseGatewayEnv(Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== ""))),
   );
   onTestFinished(() => gateway.stop());
   await gateway.start();
+  const request = gateway.app.request.bind(gateway.app);
+  gateway.app.request = (input, init, ...rest) => {
+    const headers = new Headers(init?.headers);
+    if (!headers.has("authorization")) headers.set("authorization", `Bearer ${ADMIN_TOKEN}`);
+    else if (headers.get("authorization") === "") headers.delete("authorization");
+    return request(input, { ...init, headers }, ...rest);
+  };
   return gateway;
 }
 

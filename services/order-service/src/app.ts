@@ -19,11 +19,31 @@ export type AppDeps = {
   admission?: BaseAppOptions["admission"];
   /** Backpressure from the saga on new orders; without it every valid order is accepted. */
   backlog?: Pick<SagaBacklog, "admitNewOrders">;
+  /** The gateway's internal credential; undefined (development mode) answers anyone. */
+  internalSecret?: string | undefined;
 };
 
 /** The order-service's HTTP API; no port is opened here. */
-export function createApp({ db, pool, waits, logger, metrics, saga, ready, admission, backlog }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable });
+export function createApp({
+  db,
+  pool,
+  waits,
+  logger,
+  metrics,
+  saga,
+  ready,
+  admission,
+  backlog,
+  internalSecret,
+}: AppDeps) {
+  const app = createBaseApp({
+    logger,
+    metrics,
+    ready,
+    admission,
+    mapError: unavailableWhenRetriable,
+    internalSecret,
+  });
   if (backlog) app.post("/orders", backlog.admitNewOrders);
   registerOrderRoutes(app, { db, pool, waits, logger, saga });
   return app;

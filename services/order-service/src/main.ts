@@ -8,6 +8,7 @@ async function run() {
   serveUntilSignal({
     app: service.app,
     port: env.PORT,
+    hostname: env.HOST,
     logger: service.runtime.logger,
     // Requests held by `Prefer: wait` are answered now rather than cut off by the drain.
     draining: () => service.waits.release(),

@@ -50,6 +50,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     ready: runtime.ready,
     admission: httpSettings(env).admission,
     backlog,
+    internalSecret: env.INTERNAL_SECRET,
   });
   return {
     app,

@@ -9,11 +9,13 @@ export type AppDeps = {
   metrics: Metrics;
   ready: () => Promise<void>;
   admission?: BaseAppOptions["admission"];
+  /** The gateway's internal credential; undefined (development mode) answers anyone. */
+  internalSecret?: string | undefined;
 };
 
 /** The user-service's HTTP API; no port is opened here. */
-export function createApp({ db, logger, metrics, ready, admission }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable });
+export function createApp({ db, logger, metrics, ready, admission, internalSecret }: AppDeps) {
+  const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable, internalSecret });
   registerUserRoutes(app, { db, logger });
   return app;
 }

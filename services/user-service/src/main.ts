@@ -8,6 +8,7 @@ async function run() {
   serveUntilSignal({
     app: service.app,
     port: env.PORT,
+    hostname: env.HOST,
     logger: service.runtime.logger,
     stop: service.stop,
     limits: httpSettings(env).server,

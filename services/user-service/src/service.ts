@@ -26,6 +26,7 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
     metrics: runtime.metrics,
     ready: runtime.ready,
     admission: httpSettings(env).admission,
+    internalSecret: env.INTERNAL_SECRET,
   });
   return {
     app,

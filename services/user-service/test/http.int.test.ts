@@ -133,6 +133,26 @@ describe("Idempotency-Key on POST /users", () => {
     expect(await userCount()).toBe(before);
   });
 
+  it("keeps each subject's keys apart: another's key neither replays nor refuses its request", async () => {
+    const key = randomUUID();
+    const [alice, bob] = [`admin-${randomUUID()}`, `admin-${randomUUID()}`];
+    const as = (subject: string) => ({ "idempotency-key": key, "x-auth-subject": subject });
+    const body = { username: name(), initialBalance: 1 };
+    const first = await post(body, as(alice));
+    expect(first.status).toBe(201);
+    // The same key and body from another subject is a request of its own: here a name already taken.
+    const same = await post(body, as(bob));
+    expect(same.status).toBe(409);
+    // Another body from another subject is not a 422.
+    const other = await post({ username: name(), initialBalance: 2 }, as(bob));
+    expect(other.status).toBe(201);
+    expect((await other.json()) as User).not.toEqual(await first.json());
+    const rows = await db.db.select().from(idempotencyKeys).where(eq(idempotencyKeys.key, key));
+    expect(rows.map((r) => r.subject).sort()).toEqual([alice, bob].sort());
+    // Alice's retry still gets her own response.
+    expect(await (await post(body, as(alice))).json()).toMatchObject({ username: body.username });
+  });
+
   it("rejects an unusable key with 400", async () => {
     const before = await userCount();
     const res = await post({ username: name(), initialBalance: 1 }, { "idempotency-key": "x".repeat(201) });

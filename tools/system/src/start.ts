@@ -13,7 +13,9 @@ async function run() {
   const names = ["gateway", "user-1", "user-2", "order", "relay-1", "relay-2", "system"];
   const output = createPrefixedOutput(names);
   const log = (line: string) => output("system", line);
-  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, restartOnExit: true });
+  // The gateway in AUTH_DEV_MODE: tokens signed with the public development key (`npm run token`).
+  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, restartOnExit: true, devAuth: true });
+  const adminToken = await system.token("admin", { admin: true, ttlSeconds: 12 * 3600 });
   let prometheus: PrometheusServer | undefined;
   if (hasPrometheus()) {
     prometheus = await startPrometheus({
@@ -40,14 +42,22 @@ async function run() {
   console.log(`
 The system is up. Ctrl-C stops everything.
 
-  gateway         http://127.0.0.1:${p.gateway}        (the API: /users, /orders)
-  user-service    ${p.users.map((x) => `http://127.0.0.1:${x}`).join("  ")}
-  order-service   http://127.0.0.1:${p.order}
+  gateway         http://127.0.0.1:${p.gateway}        (the API: /users, /orders; a bearer token on every request)
+  gateway metrics http://127.0.0.1:${p.gatewayMetrics}/metrics
+  user-service    ${p.users.map((x) => `http://127.0.0.1:${x}`).join("  ")}   (only through the gateway)
+  order-service   http://127.0.0.1:${p.order}   (only through the gateway)
   relay metrics   ${p.relays.map((x) => `http://127.0.0.1:${x}/metrics`).join("  ")}
   PostgreSQL      ${system.userDbUrl}
                   ${system.orderDbUrl}
   Kafka           ${system.kafkaBrokers.join(",")}
   Prometheus      ${prometheus ? prometheus.url : "not running"}
+
+Development mode (AUTH_DEV_MODE): the gateway accepts tokens signed with the public development key.
+An admin's token, valid 12 hours (it may create users):
+
+  export ADMIN_TOKEN=${adminToken}
+
+A user's token, once the admin has created the user: npm run --silent token -- --user <user id>
 `);
 }
 

@@ -180,7 +180,8 @@ export function spawnService(serviceDir: string, env: Record<string, string>): S
   // Plain `node src/main.ts`: Node strips the types itself, as in production, with no loader.
   const child = spawn(process.execPath, ["src/main.ts"], {
     cwd: serviceDir,
-    env: { ...process.env, ...env },
+    // Development mode unless the test gives INTERNAL_SECRET: its requests come straight from the test.
+    env: { ...process.env, AUTH_DEV_MODE: "true", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];
@@ -259,6 +260,10 @@ export function serviceTestEnv(
     // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
     ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
     ADMISSION_QUEUE_TIMEOUT_MS: 30_000,
+    HOST: "127.0.0.1",
+    // In-process tests call the app directly, as the gateway would; the credential is tested on its own.
+    INTERNAL_SECRET: undefined,
+    AUTH_DEV_MODE: true,
     ...overrides,
   };
 }

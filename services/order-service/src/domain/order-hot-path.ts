@@ -42,11 +42,11 @@ const PLACE_ORDER = `with ${PLACE("")} select * from placed`;
 //   to this statement's snapshot and yields no row at all (`READ_KEY` then reads it).
 const PLACE_ORDER_ONCE = `
   with claim as (
-    insert into idempotency_keys (key, request_hash, status, body)
-    values ($10, $11, 201, jsonb_build_object(
+    insert into idempotency_keys (subject, key, request_hash, status, body)
+    values ($12, $10, $11, 201, jsonb_build_object(
       'id', $1::uuid, 'userId', $2::uuid, 'amount', $3::bigint, 'status', 'PENDING',
       'createdAt', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
-    on conflict (key) do nothing
+    on conflict (subject, key) do nothing
     returning key
   ),
   ${PLACE("from claim")}
@@ -55,9 +55,10 @@ const PLACE_ORDER_ONCE = `
   union all
   select case when request_hash = $11 then 'replayed' else 'mismatch' end, status, body,
          null, null, null, null, null
-  from idempotency_keys where key = $10 and not exists (select from claim)`;
+  from idempotency_keys where subject = $12 and key = $10 and not exists (select from claim)`;
 
-const READ_KEY = `select request_hash, status, body from idempotency_keys where key = $1`;
+// Keys are per caller (the gateway's verified subject): one user's key never answers another's request.
+const READ_KEY = `select request_hash, status, body from idempotency_keys where subject = $1 and key = $2`;
 
 const READ_ORDER = `select id, user_id, amount, status, ${ISO_CREATED_AT} as created_at from orders where id = $1`;
 
@@ -87,7 +88,7 @@ export async function placeOrder(
   pool: pg.Pool,
   { userId, amount }: CreateOrderRequest,
   traceparent: string,
-  idempotency?: { key: string; fingerprint: string },
+  idempotency?: { subject: string; key: string; fingerprint: string },
 ): Promise<PlaceOrderResult> {
   const id = randomUUID();
   const event = outboxRow({
@@ -112,10 +113,10 @@ export async function placeOrder(
     if (!rows[0]) throw new Error("insert returned no order");
     return { outcome: "fresh", order: toOrder(rows[0]) };
   }
-  const { key, fingerprint } = idempotency;
+  const { subject, key, fingerprint } = idempotency;
   const { rows } = await pool.query<
     OrderRow & { outcome: "fresh" | "replayed" | "mismatch"; stored_status: number; stored_body: unknown }
-  >({ name: "place-order-once", text: PLACE_ORDER_ONCE, values: [...values, key, fingerprint] });
+  >({ name: "place-order-once", text: PLACE_ORDER_ONCE, values: [...values, key, fingerprint, subject] });
   const [row] = rows;
   if (row?.outcome === "fresh") return { outcome: "fresh", order: toOrder(row) };
   if (row?.outcome === "replayed")
@@ -125,7 +126,7 @@ export async function placeOrder(
   const { rows: stored } = await pool.query<{ request_hash: string; status: number; body: unknown }>({
     name: "read-idempotency-key",
     text: READ_KEY,
-    values: [key],
+    values: [subject, key],
   });
   const first = stored[0];
   if (!first) throw new Error(`idempotency key ${key} was neither claimed nor found`);

@@ -1,5 +1,13 @@
 import { CreateOrderRequest, IdParam } from "@saga/contracts";
-import { type AppEnv, AppError, idempotencyKey, parseJsonBody, preferredWait, uuidParam } from "@saga/http";
+import {
+  type AppEnv,
+  AppError,
+  callerSubject,
+  idempotencyKey,
+  parseJsonBody,
+  preferredWait,
+  uuidParam,
+} from "@saga/http";
 import { type Database, requestFingerprint } from "@saga/messaging";
 import { type Logger, nextTraceparent } from "@saga/observability";
 import type { Hono } from "hono";
@@ -32,7 +40,9 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
       pool,
       body,
       traceparent,
-      key === undefined ? undefined : { key, fingerprint: requestFingerprint("POST /orders", body) },
+      key === undefined
+        ? undefined
+        : { subject: callerSubject(c), key, fingerprint: requestFingerprint("POST /orders", body) },
     );
     if (result.outcome === "mismatch") {
       throw new AppError("UNPROCESSABLE", "Idempotency-Key was already used for a different request");

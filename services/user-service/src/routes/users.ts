@@ -1,5 +1,5 @@
 import { CreateUserRequest } from "@saga/contracts";
-import { type AppEnv, AppError, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
+import { type AppEnv, AppError, callerSubject, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
 import { type Database, idempotent, requestFingerprint } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
@@ -13,7 +13,8 @@ export function registerUserRoutes(app: Hono<AppEnv>, { db, logger }: UserRoutes
   app.post("/users", async (c) => {
     const body = await parseJsonBody(c, CreateUserRequest);
     const key = idempotencyKey(c);
-    const result = await idempotent(db, key, requestFingerprint("POST /users", body), async (tx) => {
+    const scoped = key === undefined ? undefined : { subject: callerSubject(c), key };
+    const result = await idempotent(db, scoped, requestFingerprint("POST /users", body), async (tx) => {
       const user = await createUser(tx, body);
       if (!user) throw new AppError("CONFLICT", `username ${body.username} is taken`);
       return { status: 201, body: user };

@@ -28,7 +28,8 @@ export type PhaseResult = {
 
 export type PhaseOptions = {
   gatewayUrl: string;
-  users: { id: string; balance: number }[];
+  /** Each user orders and cancels with a bearer token of its own. */
+  users: { id: string; balance: number; token: string }[];
   durationS: number;
   /** Open loop at this many orders per second… */
   rate?: number;
@@ -95,7 +96,11 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     try {
       const res = await request(`${opts.gatewayUrl}/orders`, {
         method: "POST",
-        headers: { "content-type": "application/json", "idempotency-key": randomUUID() },
+        headers: {
+          "content-type": "application/json",
+          "idempotency-key": randomUUID(),
+          authorization: `Bearer ${user.token}`,
+        },
         body: JSON.stringify({ userId: user.id, amount }),
       });
       result.postLatencies.push(performance.now() - started);
@@ -108,13 +113,16 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       result.orderIds.push(id);
       if (i % 10 === 7) {
         result.cancels++;
-        await request(`${opts.gatewayUrl}/orders/${id}`, { method: "DELETE" });
+        await request(`${opts.gatewayUrl}/orders/${id}`, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${user.token}` },
+        });
       } else if (opts.follow) {
         const followDeadline = performance.now() + 60_000;
         while (performance.now() < followDeadline) {
           const res = await request(`${opts.gatewayUrl}/orders/${id}`, {
             method: "GET",
-            headers: { prefer: `wait=${FOLLOW_WAIT_S}` },
+            headers: { prefer: `wait=${FOLLOW_WAIT_S}`, authorization: `Bearer ${user.token}` },
           });
           result.gets++;
           if (res.held) result.heldGets++;
@@ -158,20 +166,24 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
 }
 
 /**
- * Creates users through the gateway, each with a balance large enough for the whole run: 16 at a time,
- * and a 503 (the gateway found no instance in rotation on a loaded machine) is tried again.
+ * Creates users through the gateway as the admin, each with a balance large enough for the whole run
+ * and a token of its own: 16 at a time, and a 503 (shed, or no instance in rotation on a loaded
+ * machine) is tried again after a pause.
  */
-export async function createBenchUsers(gatewayUrl: string, count: number, balance: number) {
+export async function createBenchUsers(
+  gatewayUrl: string,
+  count: number,
+  balance: number,
+  auth: { adminToken: string; token: (userId: string) => Promise<string> },
+) {
   const runId = randomUUID().slice(0, 8);
-  const users: { id: string; balance: number }[] = [];
-  // Sixteen at a time, as a client that respects the services' admission would; a shed one comes back
-  // after its Retry-After.
+  const users: { id: string; balance: number; token: string }[] = [];
   for (let from = 0; from < count; from += 16) {
     const batch = Array.from({ length: Math.min(16, count - from) }, async (_, j) => {
       const create = () =>
         request(`${gatewayUrl}/users`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": "application/json", authorization: `Bearer ${auth.adminToken}` },
           body: JSON.stringify({ username: `bench-${runId}-${from + j}`, initialBalance: balance }),
         });
       let res = await create();
@@ -180,7 +192,8 @@ export async function createBenchUsers(gatewayUrl: string, count: number, balanc
         res = await create();
       }
       if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
-      return { id: (JSON.parse(res.text) as { id: string }).id, balance };
+      const id = (JSON.parse(res.text) as { id: string }).id;
+      return { id, balance, token: await auth.token(id) };
     });
     users.push(...(await Promise.all(batch)));
   }

@@ -75,7 +75,7 @@ type Counters = { ejections: number; panic: number; backlogShed: number };
 
 async function counters(system: System): Promise<Counters> {
   const [gateway, order] = await Promise.all([
-    scrape(system.gatewayUrl),
+    scrape(`http://127.0.0.1:${system.ports.gatewayMetrics}`),
     scrape(system.processes.get("order")?.url ?? ""),
   ]);
   return {
@@ -89,7 +89,7 @@ async function counters(system: System): Promise<Counters> {
 async function openLoop(opts: {
   system: System;
   orderDb: postgres.Sql;
-  users: { id: string; balance: number }[];
+  users: { id: string; balance: number; token: string }[];
   rate: number;
   durationS: number;
   label: string;
@@ -141,13 +141,14 @@ async function openLoop(opts: {
     p.failures[why] = (p.failures[why] ?? 0) + 1;
   };
 
-  const follow = async (id: string) => {
+  const follow = async (id: string, token: string) => {
     const until = performance.now() + 10_000;
     while (performance.now() < until) {
       p.reads.sent++;
       const started = performance.now();
       try {
         const res = await send(`${url}/orders/${id}`, {
+          headers: { authorization: `Bearer ${token}` },
           dispatcher,
           headersTimeout: CLIENT_TIMEOUT_MS,
           bodyTimeout: CLIENT_TIMEOUT_MS,
@@ -176,7 +177,11 @@ async function openLoop(opts: {
     try {
       const res = await send(`${url}/orders`, {
         method: "POST",
-        headers: { "content-type": "application/json", "idempotency-key": randomUUID() },
+        headers: {
+          "content-type": "application/json",
+          "idempotency-key": randomUUID(),
+          authorization: `Bearer ${user.token}`,
+        },
         body: JSON.stringify({ userId: user.id, amount }),
         dispatcher,
         headersTimeout: CLIENT_TIMEOUT_MS,
@@ -190,10 +195,14 @@ async function openLoop(opts: {
         const { id } = JSON.parse(text) as { id: string };
         orderIds.push(id);
         if (i % 10 === 7) {
-          await send(`${url}/orders/${id}`, { method: "DELETE", dispatcher }).then((r) => r.body.dump());
+          await send(`${url}/orders/${id}`, {
+            method: "DELETE",
+            headers: { authorization: `Bearer ${user.token}` },
+            dispatcher,
+          }).then((r) => r.body.dump());
           return;
         }
-        await follow(id);
+        await follow(id, user.token);
         return;
       }
       if (res.statusCode === 503) {
@@ -256,7 +265,11 @@ async function openLoop(opts: {
  * 32 clients, each sending its next order as soon as the last one is answered; a shed one (503) waits
  * its Retry-After, as a client should, instead of spinning on fast refusals.
  */
-async function capacityLoop(url: string, users: { id: string; balance: number }[], durationS: number) {
+async function capacityLoop(
+  url: string,
+  users: { id: string; balance: number; token: string }[],
+  durationS: number,
+) {
   const startedAt = new Date();
   const deadline = performance.now() + durationS * 1000;
   const orderIds: string[] = [];
@@ -271,7 +284,7 @@ async function capacityLoop(url: string, users: { id: string; balance: number }[
         try {
           const res = await send(`${url}/orders`, {
             method: "POST",
-            headers: { "content-type": "application/json" },
+            headers: { "content-type": "application/json", authorization: `Bearer ${user.token}` },
             body: JSON.stringify({
               userId: user.id,
               amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50),
@@ -310,7 +323,7 @@ export async function runOverload(opts: {
   system: System;
   dbs: { user: postgres.Sql; order: postgres.Sql };
   kafka: KafkaClient;
-  users: { id: string; balance: number }[];
+  users: { id: string; balance: number; token: string }[];
   seconds: number;
   log: (line: string) => void;
 }): Promise<OverloadReport> {

@@ -20,7 +20,8 @@ export type LoadOptions = {
   rate: number;
   /** Share of ticks that also cancel an earlier order. */
   cancelRatio?: number;
-  users: { id: string; balance: number }[];
+  /** Each user orders and cancels with a bearer token of its own. */
+  users: { id: string; balance: number; token: string }[];
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -52,8 +53,17 @@ async function untilAnswered(
   return undefined;
 }
 
-/** Creates `count` users through the gateway, each with `balance`. */
-export async function createUsers(gatewayUrl: string, count: number, balance: number, runId: string) {
+/** Bearer tokens for the load: the admin's creates the users; `token(id)` is each user's own. */
+export type LoadAuth = { adminToken: string; token: (userId: string) => Promise<string> };
+
+/** Creates `count` users through the gateway as the admin, each with `balance` and a token of its own. */
+export async function createUsers(
+  gatewayUrl: string,
+  count: number,
+  balance: number,
+  runId: string,
+  auth: LoadAuth,
+) {
   const stats = emptyStats();
   return Promise.all(
     Array.from({ length: count }, async (_, i) => {
@@ -61,7 +71,11 @@ export async function createUsers(gatewayUrl: string, count: number, balance: nu
       const res = await untilAnswered(stats, () =>
         fetch(`${gatewayUrl}/users`, {
           method: "POST",
-          headers: { "content-type": "application/json", "idempotency-key": key },
+          headers: {
+            "content-type": "application/json",
+            "idempotency-key": key,
+            authorization: `Bearer ${auth.adminToken}`,
+          },
           body: JSON.stringify({ username: `chaos-${runId}-${i}`, initialBalance: balance }),
           signal: AbortSignal.timeout(5000),
         }),
@@ -69,7 +83,7 @@ export async function createUsers(gatewayUrl: string, count: number, balance: nu
       if (res?.status !== 201)
         throw new Error(`could not create user ${i}: ${res?.status} ${await res?.text()}`);
       const user = (await res.json()) as { id: string };
-      return { id: user.id, balance };
+      return { id: user.id, balance, token: await auth.token(user.id) };
     }),
   );
 }
@@ -93,7 +107,8 @@ function emptyStats(): LoadStats {
 export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: LoadOptions) {
   const rng = xoroshiro128plus(seed);
   const stats = emptyStats();
-  const created: string[] = [];
+  // Each order with its owner's token, which alone may cancel it.
+  const created: { id: string; token: string }[] = [];
   const pending = new Set<Promise<void>>();
   const maxBalance = Math.max(...users.map((u) => u.balance));
   let stopped = false;
@@ -107,31 +122,39 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
     pending.add(p);
   };
 
-  const order = (userId: string, amount: number) => {
+  const order = ({ id: userId, token }: { id: string; token: string }, amount: number) => {
     const key = randomUUID();
     stats.ordersSent++;
     track(
       untilAnswered(stats, () =>
         fetch(`${gatewayUrl}/orders`, {
           method: "POST",
-          headers: { "content-type": "application/json", "idempotency-key": key },
+          headers: {
+            "content-type": "application/json",
+            "idempotency-key": key,
+            authorization: `Bearer ${token}`,
+          },
           body: JSON.stringify({ userId, amount }),
           signal: AbortSignal.timeout(5000),
         }),
       ).then(async (res) => {
         if (res?.status === 201) {
           stats.ordersCreated++;
-          created.push(((await res.json()) as { id: string }).id);
+          created.push({ id: ((await res.json()) as { id: string }).id, token });
         } else await res?.body?.cancel();
       }),
     );
   };
 
-  const cancel = (orderId: string) => {
+  const cancel = ({ id: orderId, token }: { id: string; token: string }) => {
     stats.cancelsSent++;
     track(
       untilAnswered(stats, () =>
-        fetch(`${gatewayUrl}/orders/${orderId}`, { method: "DELETE", signal: AbortSignal.timeout(5000) }),
+        fetch(`${gatewayUrl}/orders/${orderId}`, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${token}` },
+          signal: AbortSignal.timeout(5000),
+        }),
       ).then(async (res) => {
         if (res?.status === 204) stats.cancelsDone++;
         await res?.body?.cancel();
@@ -148,9 +171,9 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
       // One order in ten asks for more than any balance: a saga that must end CANCELED.
       const amount =
         uniformInt(rng, 0, 9) === 0 ? maxBalance + uniformInt(rng, 1, 1000) : uniformInt(rng, 1, 500);
-      order(user.id, amount);
+      order(user, amount);
       if (created.length > 0 && uniformInt(rng, 0, 99) < cancelRatio * 100) {
-        cancel(created[uniformInt(rng, 0, created.length - 1)] as string);
+        cancel(created[uniformInt(rng, 0, created.length - 1)] as { id: string; token: string });
       }
       const next = started + (tick + 1) * interval;
       await sleep(Math.max(0, next - performance.now()));

@@ -98,7 +98,16 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     output: processLog,
     log,
     // Keep every inbox and outbox row until the checker has read them.
-    env: { INBOX_RETENTION_HOURS: "10000", OUTBOX_RETENTION_SECONDS: "36000000", LOG_LEVEL: "warn" },
+    // The load comes from one address and retries what a kill interrupted: rate limits out of its way.
+    env: {
+      INBOX_RETENTION_HOURS: "10000",
+      OUTBOX_RETENTION_SECONDS: "36000000",
+      LOG_LEVEL: "warn",
+      RATE_LIMIT_SUBJECT_PER_S: "10000",
+      RATE_LIMIT_SUBJECT_BURST: "10000",
+      RATE_LIMIT_ADDRESS_PER_S: "10000",
+      RATE_LIMIT_ADDRESS_BURST: "10000",
+    },
   });
   const userDb = postgres(system.userDbUrl, { max: 1, onnotice: () => {} });
   const orderDb = postgres(system.orderDbUrl, { max: 1, onnotice: () => {} });
@@ -107,7 +116,12 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
   let maxRelayLagS = 0;
 
   try {
-    const users = await createUsers(system.gatewayUrl, opts.users, 20_000, runId);
+    // Tokens for as long as any run lasts.
+    const auth = {
+      adminToken: await system.token(`chaos-${runId}`, { admin: true, ttlSeconds: 7 * 24 * 3600 }),
+      token: (id: string) => system.token(id, { ttlSeconds: 7 * 24 * 3600 }),
+    };
+    const users = await createUsers(system.gatewayUrl, opts.users, 20_000, runId, auth);
     const load = startLoad({ gatewayUrl: system.gatewayUrl, seed: opts.seed, rate: opts.rate, users });
     const started = Date.now();
 

@@ -1,5 +1,8 @@
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
+import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
+import { buildAll, bundleOf } from "@saga/tools/build";
 import {
   cacheDir,
   createDatabase,
@@ -11,7 +14,6 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
-import { buildAll, bundleOf } from "@saga/tools/build";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
@@ -19,6 +21,8 @@ export type SystemPorts = {
   kafka: number;
   kafkaController: number;
   gateway: number;
+  /** The gateway's `/metrics`, apart from its API. */
+  gatewayMetrics: number;
   users: number[];
   order: number;
   relays: number[];
@@ -30,6 +34,7 @@ export const DEFAULT_PORTS: SystemPorts = {
   kafka: 9092,
   kafkaController: 9093,
   gateway: 8080,
+  gatewayMetrics: 9480,
   users: [8081, 8082],
   order: 8091,
   relays: [9400, 9401],
@@ -43,6 +48,7 @@ export async function freePorts(): Promise<SystemPorts> {
     kafka: await next(),
     kafkaController: await next(),
     gateway: await next(),
+    gatewayMetrics: await next(),
     users: [await next(), await next()],
     order: await next(),
     relays: [await next(), await next()],
@@ -68,6 +74,11 @@ export type SystemOptions = {
    * `<prefix>order_db` and under topic prefix `<prefix>`, instead of starting PostgreSQL and Kafka.
    */
   external?: { postgresUrl: string; kafkaBrokers: string[]; prefix: string };
+  /**
+   * `npm start`: the gateway in AUTH_DEV_MODE, verifying tokens with the public development key, so
+   * that `npm run token` mints tokens for it. Otherwise the gateway gets a secret of this run's own.
+   */
+  devAuth?: boolean;
 };
 
 export type System = {
@@ -76,6 +87,13 @@ export type System = {
   orderDbUrl: string;
   kafkaBrokers: string[];
   gatewayUrl: string;
+  /** A token the gateway accepts: a user's (its id as subject), or an admin's. */
+  token(
+    subject: string,
+    opts?: { admin?: boolean; ttlSeconds?: number; issuer?: string; audience?: string },
+  ): Promise<string>;
+  /** The secret the gateway gives the services; a request straight to a service needs it. */
+  internalSecret: string;
   /** Every Node process by name: gateway, user-1, user-2, order, relay-1, relay-2. */
   processes: Map<string, NodeProcess>;
   /** The pid of every running process, PostgreSQL and Kafka included. */
@@ -97,7 +115,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const durable = opts.durable ?? true;
   const { log } = opts;
 
-  const ours = [ports.gateway, ports.order, ...ports.users, ...ports.relays];
+  const ours = [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays];
   for (const port of opts.external ? ours : [ports.postgres, ports.kafka, ports.kafkaController, ...ours]) {
     if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: is the system already running?`);
   }
@@ -151,6 +169,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     );
     log(`system: PostgreSQL and Kafka up in ${seconds(started)}s`);
 
+    // Secrets of this run: a fresh pair for every start (the tokens come from `token()`).
+    const internalSecret = randomBytes(32).toString("base64url");
+    const authSecret = opts.devAuth ? DEV_AUTH_SECRET : randomBytes(32).toString("base64url");
     const common = {
       KAFKA_BROKERS: kafkaBrokers.join(","),
       KAFKA_TOPIC_PREFIX: prefix,
@@ -177,11 +198,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     for (const [i, port] of ports.users.entries()) {
       add(`user-${i + 1}`, bundleOf("user-service"), port, {
         DATABASE_URL: userDbUrl,
+        INTERNAL_SECRET: internalSecret,
         INSTANCE_ID: `user-${i + 1}`,
       });
     }
     add("order", bundleOf("order-service"), ports.order, {
       DATABASE_URL: orderDbUrl,
+      INTERNAL_SECRET: internalSecret,
       INSTANCE_ID: "order-1",
     });
     for (const [i, port] of ports.relays.entries()) {
@@ -194,6 +217,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     add("gateway", bundleOf("gateway"), ports.gateway, {
       USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
       ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
+      METRICS_PORT: String(ports.gatewayMetrics),
+      INTERNAL_SECRET: internalSecret,
+      ...(opts.devAuth ? { AUTH_DEV_MODE: "true" } : { AUTH_SECRET: authSecret }),
     });
 
     // The services migrate at start-up; one user-service first, so the second finds the work done.
@@ -208,6 +234,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       orderDbUrl,
       kafkaBrokers,
       gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
+      token: (subject, { admin = false, ...claims } = {}) =>
+        mintToken({ secret: authSecret, subject, role: admin ? "admin" : undefined, ...claims }),
+      internalSecret,
       processes,
       pids() {
         const out: Record<string, number> = {};

@@ -1,0 +1,108 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { passThrough, upstreamHeaders } from "../forward.ts";
+import type { Upstream } from "../upstream.ts";
+import { principalOf } from "./principal.ts";
+
+export type AuthorizeOptions = {
+  orders: Upstream;
+  timeoutMs: number;
+};
+
+const USER = /^\/users\/([^/]+)$/;
+const USER_ORDERS = /^\/users\/([^/]+)\/orders$/;
+const ORDER = /^\/orders\/([^/]+)$/;
+
+/** A path segment as the services will read it (they decode it too); undefined when it cannot be. */
+function segment(raw: string | undefined): string | undefined {
+  try {
+    return raw === undefined ? undefined : decodeURIComponent(raw).toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+const notFound = (c: Context, what: string) =>
+  c.json({ error: `${what} not found`, requestId: c.get("requestId") }, 404);
+
+/**
+ * Object-level authorization (OWASP API1): an admin may do anything; a user, whose token's subject is
+ * its id, may read itself and its own orders, create orders for itself and cancel its own, and nothing
+ * else. Someone else's user or order answers 404, as one that does not exist, so that ids cannot be
+ * probed; nothing is forwarded for it, so nothing is written. A route a user may not use at all
+ * answers as an unknown route; `POST /users` answers 403 (creating users is the admin's).
+ *
+ * Reads of an order are checked on the answer (the owner is in it); a cancel is checked before it is
+ * sent, by reading the order first: an order's owner never changes, so the check cannot go stale.
+ */
+export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHandler {
+  return async function authorize(c, next) {
+    const principal = principalOf(c);
+    if (!principal) throw new Error("authorize: runs after authenticate");
+    if (principal.admin) return next();
+    const me = principal.subject.toLowerCase();
+    const method = c.req.method;
+    const read = method === "GET" || method === "HEAD";
+    const path = c.req.path;
+
+    let m = USER.exec(path) ?? USER_ORDERS.exec(path);
+    if (m && read) return segment(m[1]) === me ? next() : notFound(c, "user");
+
+    if (path === "/users" && method === "POST") {
+      return c.json({ error: "only an admin may create users", requestId: c.get("requestId") }, 403);
+    }
+
+    if (path === "/orders" && method === "POST") {
+      const owner = requestedOwner(new Uint8Array(await c.req.arrayBuffer()));
+      // No userId to compare (bad JSON, a missing or non-string field): the service answers its 400.
+      return owner === undefined || owner.toLowerCase() === me ? next() : notFound(c, "user");
+    }
+
+    if (path === "/orders" && read) {
+      const asked = c.req.queries("userId");
+      if (asked === undefined) return next(); // the service's 400: userId is required
+      return asked.length === 1 && asked[0]?.toLowerCase() === me ? next() : notFound(c, "user");
+    }
+
+    m = ORDER.exec(path);
+    if (m && method === "GET") {
+      await next();
+      if (c.res.status === 200 && ownerOf(await c.res.clone().text()) !== me) c.res = notFound(c, "order");
+      return;
+    }
+    // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
+    if (m && (method === "DELETE" || method === "HEAD")) {
+      const current = await orders.send(
+        { method: "GET", path, headers: { ...upstreamHeaders(c), "accept-encoding": "identity" } },
+        { timeoutMs, clientSignal: c.req.raw.signal },
+      );
+      if (current.status !== 200) return passThrough(c, current);
+      return ownerOf(current.body.toString("utf8")) === me ? next() : notFound(c, "order");
+    }
+
+    return c.json({ error: `no route for ${method} ${path}`, requestId: c.get("requestId") }, 404);
+  };
+}
+
+/**
+ * The `userId` of a `POST /orders` body, read as the order-service will read it (UTF-8, JSON.parse:
+ * of duplicated keys the last wins), or undefined when there is none to compare.
+ */
+function requestedOwner(body: Uint8Array): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(body));
+    if (typeof parsed !== "object" || parsed === null) return undefined;
+    const { userId } = parsed as { userId?: unknown };
+    return typeof userId === "string" ? userId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function ownerOf(body: string): string | undefined {
+  try {
+    const { userId } = JSON.parse(body) as { userId?: unknown };
+    return typeof userId === "string" ? userId.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
+}

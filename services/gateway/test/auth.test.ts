@@ -1,0 +1,314 @@
+import { randomUUID } from "node:crypto";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { describe, expect, it } from "vitest";
+import { mintToken } from "../src/gateway.ts";
+import {
+  AUTH_SECRET,
+  eventually,
+  type FakeUpstream,
+  INTERNAL_SECRET,
+  startFakeUpstream,
+  startGateway,
+  tokenFor,
+} from "./support.ts";
+
+const A = randomUUID();
+const B = randomUUID();
+const ORDER_OF_A = randomUUID();
+const ORDER_OF_B = randomUUID();
+const orderOf = (id: string, userId: string) => ({
+  id,
+  userId,
+  amount: 10,
+  status: "PENDING",
+  createdAt: "2025-01-01T00:00:00.000Z",
+});
+
+async function system(env: Record<string, string> = {}) {
+  const users = await startFakeUpstream((req) => ({
+    status: req.method === "POST" ? 201 : 200,
+    body: { id: req.url.split("/")[2] },
+  }));
+  const orders = await startFakeUpstream((req) => {
+    if (req.url.startsWith(`/orders/${ORDER_OF_A}`))
+      return req.method === "DELETE" ? { status: 204 } : { body: orderOf(ORDER_OF_A, A) };
+    if (req.url.startsWith(`/orders/${ORDER_OF_B}`))
+      return req.method === "DELETE" ? { status: 204 } : { body: orderOf(ORDER_OF_B, B) };
+    if (req.url.startsWith("/orders?")) return { body: [] };
+    if (req.method === "POST") return { status: 201, body: orderOf(randomUUID(), A) };
+    return { status: 404, body: { error: "order not found" } };
+  });
+  const gateway = await startGateway([users], orders, env);
+  return { users, orders, app: gateway.app, metrics: gateway.metricsApp };
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const json = { "content-type": "application/json" };
+const sign = (claims: Record<string, unknown>, secret = AUTH_SECRET, alg = "HS256") =>
+  new SignJWT(claims).setProtectedHeader({ alg }).sign(new TextEncoder().encode(secret));
+const now = () => Math.floor(Date.now() / 1000);
+const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+const requestsTo = (u: FakeUpstream) => u.received.map((r) => `${r.method} ${r.url}`);
+
+describe("authentication", () => {
+  const good = { sub: A, iss: "outbox-saga", aud: "outbox-saga-api", exp: now() + 600 };
+
+  it.each([
+    ["no Authorization header", async () => ""],
+    ["an empty bearer", async () => "Bearer "],
+    ["a Basic credential", async () => "Basic dXNlcjpwYXNz"],
+    ["garbage", async () => "Bearer not a token"],
+    ["an expired token", async () => `Bearer ${await sign({ ...good, exp: now() - 120 })}`],
+    ["a wrong issuer", async () => `Bearer ${await sign({ ...good, iss: "someone-else" })}`],
+    ["a wrong audience", async () => `Bearer ${await sign({ ...good, aud: "another-api" })}`],
+    ["no subject", async () => `Bearer ${await sign({ ...good, sub: undefined })}`],
+    ["no expiry", async () => `Bearer ${await sign({ ...good, exp: undefined })}`],
+    ["another key", async () => `Bearer ${await sign(good, "another-secret-of-at-least-32-characters!!")}`],
+    ["alg: none", async () => `Bearer ${b64({ alg: "none", typ: "JWT" })}.${b64(good)}.`],
+    [
+      "a tampered payload",
+      async () => {
+        const [header, , signature] = (await sign(good)).split(".");
+        return `Bearer ${header}.${b64({ ...good, role: "admin" })}.${signature}`;
+      },
+    ],
+    [
+      "a tampered signature",
+      async () => {
+        const token = await sign(good);
+        return `Bearer ${token.slice(0, -4)}${token.endsWith("AAAA") ? "BBBB" : "AAAA"}`;
+      },
+    ],
+    [
+      "HS512 with the right secret (not a pinned algorithm)",
+      async () => `Bearer ${await sign(good, AUTH_SECRET, "HS512")}`,
+    ],
+  ])("answers 401 with a Bearer challenge for %s, and forwards nothing", async (_what, header) => {
+    const { users, app, metrics } = await system();
+    const res = await app.request(`/users/${A}`, { headers: { authorization: await header() } });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("www-authenticate")).toMatch(/^Bearer realm="outbox-saga"/);
+    expect(await res.json()).toMatchObject({ error: expect.any(String) });
+    expect(users.received).toEqual([]);
+    expect(await (await metrics.request("/metrics")).text()).toMatch(
+      /gateway_auth_failures_total\{reason="\w+"[^}]*\} 1/,
+    );
+  });
+
+  it("accepts a good token, with the clock skew on exp", async () => {
+    const { app } = await system();
+    expect((await app.request(`/users/${A}`, { headers: bearer(await sign(good)) })).status).toBe(200);
+    const justExpired = await sign({ ...good, exp: now() - 5 });
+    expect((await app.request(`/users/${A}`, { headers: bearer(justExpired) })).status).toBe(200);
+  });
+
+  it("with a JWKS, accepts the provider's RS256 tokens and refuses one signed with its public key as an HMAC secret", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("RS256");
+    const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "RS256", use: "sig" };
+    const jwks = await startFakeUpstream(() => ({ body: { keys: [jwk] } }));
+    const { app } = await system({ AUTH_SECRET: "", AUTH_JWKS_URL: `${jwks.url}/jwks.json` });
+    const claims = { sub: A, iss: "outbox-saga", aud: "outbox-saga-api", exp: now() + 600 };
+    const rs256 = await new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid: "k1" }).sign(privateKey);
+    expect((await app.request(`/users/${A}`, { headers: bearer(rs256) })).status).toBe(200);
+
+    // Algorithm confusion: the public key (public by definition) used as an HS256 secret.
+    const confused = await new SignJWT(claims)
+      .setProtectedHeader({ alg: "HS256", kid: "k1" })
+      .sign(new TextEncoder().encode(JSON.stringify(jwk)));
+    const res = await app.request(`/users/${A}`, { headers: bearer(confused) });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("www-authenticate")).toContain('error="invalid_token"');
+  });
+
+  it("with a secret, refuses an RS256 token whatever its signature", async () => {
+    const { privateKey } = await generateKeyPair("RS256");
+    const { app } = await system();
+    const rs256 = await new SignJWT(good).setProtectedHeader({ alg: "RS256" }).sign(privateKey);
+    expect((await app.request(`/users/${A}`, { headers: bearer(rs256) })).status).toBe(401);
+  });
+
+  it("leaves the probes open", async () => {
+    const { app } = await system();
+    const open = { headers: { authorization: "" } };
+    expect((await app.request("/health", open)).status).toBe(200);
+    expect((await app.request("/ready", open)).status).toBe(200);
+  });
+});
+
+describe("authorization per user", () => {
+  it("lets a user read itself and its own orders, and answers 404 for another's without asking a service", async () => {
+    const { users, orders, app } = await system();
+    const asA = { headers: bearer(await tokenFor(A)) };
+
+    expect((await app.request(`/users/${A}`, asA)).status).toBe(200);
+    expect((await app.request(`/users/${A}/orders`, asA)).status).toBe(200);
+    expect((await app.request(`/orders?userId=${A}`, asA)).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_A}`, asA)).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_A}`, { ...asA, method: "HEAD" })).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_B}`, { ...asA, method: "HEAD" })).status).toBe(404);
+    const seenUsers = requestsTo(users).length;
+    const seenOrders = requestsTo(orders).length;
+
+    for (const path of [
+      `/users/${B}`,
+      `/users/${B}/orders`,
+      `/orders?userId=${B}`,
+      `/orders?userId=${A}&userId=${B}`,
+    ]) {
+      const res = await app.request(path, asA);
+      expect(res.status, path).toBe(404);
+      expect(await res.json()).toMatchObject({ error: "user not found" });
+    }
+    expect(requestsTo(users)).toHaveLength(seenUsers);
+    expect(requestsTo(orders)).toHaveLength(seenOrders);
+
+    // An order's owner is in the order: B's order answers as one that does not exist.
+    const other = await app.request(`/orders/${ORDER_OF_B}`, asA);
+    expect(other.status).toBe(404);
+    const body = await other.text();
+    expect(JSON.parse(body)).toMatchObject({ error: "order not found" });
+    expect(body).not.toContain(B);
+  });
+
+  it("lets a user order only for itself: another's order is a 404 that reaches no service", async () => {
+    const { orders, app } = await system();
+    const asA = bearer(await tokenFor(A));
+    const forB = await app.request("/orders", {
+      method: "POST",
+      headers: { ...json, ...asA },
+      body: JSON.stringify({ userId: B, amount: 10 }),
+    });
+    expect(forB.status).toBe(404);
+    // Of duplicated keys JSON.parse keeps the last, as the order-service does.
+    const sneaky = await app.request("/orders", {
+      method: "POST",
+      headers: { ...json, ...asA },
+      body: `{"userId":"${A}","amount":10,"userId":"${B}"}`,
+    });
+    expect(sneaky.status).toBe(404);
+    expect(requestsTo(orders)).toEqual([]);
+
+    const forA = await app.request("/orders", {
+      method: "POST",
+      headers: { ...json, ...asA },
+      body: JSON.stringify({ userId: A.toUpperCase(), amount: 10 }),
+    });
+    expect(forA.status).toBe(201);
+    expect(requestsTo(orders)).toEqual(["POST /orders"]);
+  });
+
+  it("lets a user cancel only its own orders: another's is a 404 and no DELETE is sent", async () => {
+    const { orders, app } = await system();
+    const asA = { method: "DELETE", headers: bearer(await tokenFor(A)) };
+    const other = await app.request(`/orders/${ORDER_OF_B}`, asA);
+    expect(other.status).toBe(404);
+    expect(requestsTo(orders)).toEqual([`GET /orders/${ORDER_OF_B}`]);
+    const unknown = await app.request(`/orders/${randomUUID()}`, asA);
+    expect(unknown.status).toBe(404);
+    expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([]);
+
+    expect((await app.request(`/orders/${ORDER_OF_A}`, asA)).status).toBe(204);
+    expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([
+      `DELETE /orders/${ORDER_OF_A}`,
+    ]);
+  });
+
+  it("keeps POST /users and every other route to the admin", async () => {
+    const { users, app } = await system();
+    const asA = bearer(await tokenFor(A));
+    const create = await app.request("/users", {
+      method: "POST",
+      headers: { ...json, ...asA },
+      body: JSON.stringify({ username: "mallory", initialBalance: 1_000_000 }),
+    });
+    expect(create.status).toBe(403);
+    expect(await create.json()).toMatchObject({ error: "only an admin may create users" });
+    expect((await app.request(`/users/${A}`, { method: "PUT", headers: asA })).status).toBe(404);
+    expect((await app.request(`/users/${A}/x`, { headers: asA })).status).toBe(404);
+    expect(users.received).toEqual([]);
+  });
+
+  it("lets the admin do everything", async () => {
+    const { users, orders, app } = await system();
+    const asAdmin = bearer(await tokenFor("ops", { admin: true }));
+    expect(
+      (await app.request("/users", { method: "POST", headers: { ...json, ...asAdmin }, body: "{}" })).status,
+    ).toBe(201);
+    expect((await app.request(`/users/${B}`, { headers: asAdmin })).status).toBe(200);
+    expect((await app.request(`/orders/${ORDER_OF_B}`, { headers: asAdmin })).status).toBe(200);
+    expect((await app.request(`/orders?userId=${B}`, { headers: asAdmin })).status).toBe(200);
+    const post = {
+      method: "POST",
+      headers: { ...json, ...asAdmin },
+      body: JSON.stringify({ userId: B, amount: 1 }),
+    };
+    expect((await app.request("/orders", post)).status).toBe(201);
+    expect((await app.request(`/orders/${ORDER_OF_B}`, { method: "DELETE", headers: asAdmin })).status).toBe(
+      204,
+    );
+    expect(requestsTo(users)).toEqual(["POST /users", `GET /users/${B}`]);
+    expect(requestsTo(orders)).toContain(`DELETE /orders/${ORDER_OF_B}`);
+  });
+
+  it("forwards the verified identity and the internal credential, never the client's own", async () => {
+    const { users, app } = await system();
+    await app.request(`/users/${A}`, {
+      headers: {
+        ...bearer(await tokenFor(A)),
+        "x-auth-subject": B,
+        "x-auth-role": "admin",
+        "x-internal-credential": "forged",
+      },
+    });
+    const [seen] = users.received;
+    expect(seen?.headers["x-auth-subject"]).toBe(A);
+    expect(seen?.headers["x-auth-role"]).toBe("user");
+    expect(seen?.headers["x-internal-credential"]).toBe(INTERNAL_SECRET);
+    expect(seen?.headers.authorization).toBeUndefined();
+  });
+});
+
+describe("rate limits", () => {
+  it("answers 429 with Retry-After once a subject's bucket is empty, counts it, and recovers", async () => {
+    const { app, metrics } = await system({ RATE_LIMIT_SUBJECT_PER_S: "4", RATE_LIMIT_SUBJECT_BURST: "2" });
+    const order = async (token: string) =>
+      app.request("/orders", {
+        method: "POST",
+        headers: { ...json, ...bearer(token) },
+        body: JSON.stringify({ userId: A, amount: 1 }),
+      });
+    const a = await tokenFor(A);
+    expect((await order(a)).status).toBe(201);
+    expect((await order(a)).status).toBe(201);
+    const limited = await order(a);
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("retry-after")).toBe("1");
+    expect(await limited.json()).toMatchObject({ error: expect.stringContaining("too many requests") });
+    // Another subject has a bucket of its own.
+    expect((await order(await tokenFor("ops", { admin: true }))).status).toBe(201);
+    expect(await (await metrics.request("/metrics")).text()).toMatch(
+      /gateway_rate_limited_total\{route="POST \/orders",scope="subject"[^}]*\} 1/,
+    );
+    // Reads are not limited.
+    for (let i = 0; i < 5; i++)
+      expect((await app.request(`/users/${A}`, { headers: bearer(a) })).status).toBe(200);
+    await eventually(async () => (await order(a)).status === 201, 5000);
+  });
+
+  it("limits a client address across subjects", async () => {
+    const { app } = await system({ RATE_LIMIT_ADDRESS_PER_S: "1", RATE_LIMIT_ADDRESS_BURST: "3" });
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await app.request("/users", {
+        method: "POST",
+        headers: {
+          ...json,
+          ...bearer(await mintToken({ secret: AUTH_SECRET, subject: `ops-${i}`, role: "admin" })),
+        },
+        body: "{}",
+      });
+      statuses.push(res.status);
+    }
+    expect(statuses).toEqual([201, 201, 201, 429]);
+  });
+});
