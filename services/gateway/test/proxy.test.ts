@@ -4,7 +4,16 @@ import { Readable } from "node:stream";
 import { listen } from "@saga/http";
 import { Agent, request } from "undici";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { eventually, ORDER_ID, order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
+import {
+  ADMIN_TOKEN,
+  eventually,
+  ORDER_ID,
+  order,
+  startFakeUpstream,
+  startGateway,
+  USER_ID,
+  user,
+} from "./support.ts";
 
 const json = { "content-type": "application/json" };
 
@@ -334,7 +343,7 @@ describe("overload: busy is not dead", () => {
       { target: `127.0.0.1:${shedding.port}`, healthy: true },
       { target: `127.0.0.1:${failing.port}`, healthy: false },
     ]);
-    const metrics = await (await gateway.app.request("/metrics")).text();
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
     expect(metrics).toMatch(
       new RegExp(
         `gateway_upstream_ejections_total\\{upstream="user-service",target="127.0.0.1:${failing.port}",cause="passive"`,
@@ -353,7 +362,7 @@ describe("overload: busy is not dead", () => {
     busy.healthDelayMs = 600;
     await eventually(async () =>
       /gateway_upstream_health_check_timeouts_total\{[^}]*\} [2-9]/.test(
-        await (await gateway.app.request("/metrics")).text(),
+        await (await gateway.metricsApp.request("/metrics")).text(),
       ),
     );
     expect(gateway.users.healthyCount()).toBe(1);
@@ -373,7 +382,7 @@ describe("overload: busy is not dead", () => {
     for (let i = 0; i < 4; i++) expect((await gateway.app.request(`/users/${USER_ID}`)).status).toBe(200);
     expect(one.received).toHaveLength(2);
     expect(two.received).toHaveLength(2);
-    const metrics = await (await gateway.app.request("/metrics")).text();
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
     expect(metrics).toMatch(/gateway_upstream_panic_requests_total\{upstream="user-service",[^}]*\} 4/);
     expect((await gateway.app.request("/ready")).status).toBe(503);
   });
@@ -424,7 +433,8 @@ describe("a pooled client (one connection) on the gateway's port", () => {
     });
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/orders`;
     const send = async (body: string | Readable) => {
-      const res = await request(url, { method: "POST", body, headers: json, dispatcher: agent });
+      const headers = { ...json, authorization: `Bearer ${ADMIN_TOKEN}` };
+      const res = await request(url, { method: "POST", body, headers, dispatcher: agent });
       return { status: res.statusCode, body: await res.body.json() };
     };
     expect(await send("x".repeat(4000))).toMatchObject({ status: 413 });
