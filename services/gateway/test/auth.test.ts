@@ -206,6 +206,10 @@ describe("authorization per user", () => {
     const unknown = await app.request(`/orders/${randomUUID()}`, asA);
     expect(unknown.status).toBe(404);
     expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([]);
+    // An id that decodes to something no request path may hold is read upstream as it was sent.
+    const encoded = await app.request("/orders/%20", asA);
+    expect(encoded.status).toBe(404);
+    expect(requestsTo(orders).at(-1)).toBe("GET /orders/%20");
 
     expect((await app.request(`/orders/${ORDER_OF_A}`, asA)).status).toBe(204);
     expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([

@@ -71,8 +71,10 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     }
     // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
     if (m && (method === "DELETE" || method === "HEAD")) {
+      // The path as it came, still percent-encoded (c.req.path is decoded, and a decoded space or
+      // slash is not a request path undici will send).
       const current = await orders.send(
-        { method: "GET", path, headers: { ...upstreamHeaders(c), "accept-encoding": "identity" } },
+        { method: "GET", path: new URL(c.req.url).pathname, headers: { ...upstreamHeaders(c), "accept-encoding": "identity" } },
         { timeoutMs, clientSignal: c.req.raw.signal },
       );
       if (current.status !== 200) return passThrough(c, current);
