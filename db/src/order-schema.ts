@@ -20,6 +20,9 @@ export const orders = pgTable(
   },
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.createdAt),
+    // The saga deadline sweep (services/order-service/src/domain/saga-deadline.ts): only PENDING orders,
+    // oldest first, so an idle sweep reads one page however many orders have finished.
+    index("orders_pending_created_at_idx").on(t.createdAt).where(sql`${t.status} = 'PENDING'`),
     check("orders_amount_positive", sql`${t.amount} >= 1`),
     check("orders_status", sql`${t.status} in ('PENDING', 'CONFIRMED', 'CANCELED')`),
   ],

@@ -1,6 +1,19 @@
 import { parseEnv, serviceEnvSchema } from "@saga/messaging";
 import { z } from "zod";
 
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+/** A duration such as `60s`, `1500ms`, `5m` or `1h` (a bare number is seconds), in milliseconds. */
+const duration = z
+  .string()
+  .trim()
+  .regex(/^\d+(\.\d+)?(ms|s|m|h)?$/, "must be a duration such as 60s, 1500ms or 5m")
+  .transform((s) => {
+    const [, value = "", unit = "s"] = /^([\d.]+)(ms|s|m|h)?$/.exec(s) ?? [];
+    return Number(value) * UNIT_MS[unit as keyof typeof UNIT_MS];
+  })
+  .pipe(z.number().positive("must be longer than 0"));
+
 export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service" }).extend({
   /**
    * Sagas in flight (PENDING orders) past which POST /orders answers 503 + Retry-After, at most and at
@@ -12,6 +25,17 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
   SAGA_TARGET_MS: z.coerce.number().int().positive().default(1000),
   /** How often the backlog is counted again in the database (between counts it is kept in memory). */
   SAGA_BACKLOG_RECOUNT_MS: z.coerce.number().int().positive().default(5000),
+  /**
+   * The saga deadline, in milliseconds once parsed: an order still PENDING this long after its creation
+   * is canceled with reason TIMEOUT and emits `order.canceled`. 60 s is three times the slowest saga p99
+   * the bench measured under overload (19.6 s, bench/README.md), so it ends sagas that something stopped
+   * (a dead-lettered reply, a user-service down), not slow ones.
+   */
+  SAGA_TIMEOUT: duration.default(60_000),
+  /** How often the sweeper looks for sagas past the deadline (a saga ends at most this much late). */
+  SAGA_SWEEP_INTERVAL_MS: z.coerce.number().int().positive().default(5000),
+  /** Orders canceled per statement of a sweep; a full batch is followed by another at once. */
+  SAGA_SWEEP_BATCH: z.coerce.number().int().positive().max(10_000).default(500),
 });
 export type Env = z.infer<typeof Env>;
 

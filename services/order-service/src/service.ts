@@ -9,6 +9,7 @@ import { readOrders } from "./domain/order-hot-path.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
 import { createOrderWaits } from "./order-waits.ts";
+import { createSagaDeadlines } from "./saga-deadlines.ts";
 
 /**
  * The order-service: migrates its database and builds the app; `start()` joins the consumer group.
@@ -33,6 +34,15 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     registry: runtime.metrics.registry,
   });
   const saga = createSagaMetrics(runtime.metrics.registry, backlog.finished);
+  const deadlines = createSagaDeadlines({
+    pool: runtime.db.pool,
+    timeoutMs: env.SAGA_TIMEOUT,
+    intervalMs: env.SAGA_SWEEP_INTERVAL_MS,
+    batch: env.SAGA_SWEEP_BATCH,
+    saga,
+    logger: runtime.logger,
+    registry: runtime.metrics.registry,
+  });
   const waits = createOrderWaits({
     databaseUrl: env.DATABASE_URL,
     applicationName: `order-service/${env.INSTANCE_ID}`,
@@ -57,15 +67,18 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     runtime,
     backlog,
     waits,
+    deadlines,
     start: async () => {
       // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
       await Promise.all([
         runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
         backlog.start(),
       ]);
+      deadlines.start();
     },
     stop: async () => {
       backlog.stop();
+      await deadlines.stop();
       await waits.stop();
       await runtime.stop();
     },

@@ -13,6 +13,10 @@ export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<
   SAGA_BACKLOG_MIN: 10_000,
   SAGA_TARGET_MS: 1000,
   SAGA_BACKLOG_RECOUNT_MS: 5000,
+  // Far above any saga of the tests, but for the tests of the deadline itself.
+  SAGA_TIMEOUT: 600_000,
+  SAGA_SWEEP_INTERVAL_MS: 1000,
+  SAGA_SWEEP_BATCH: 500,
   ...serviceTestEnv("order-service", databaseUrl, prefix, overrides),
 });
 

@@ -1,0 +1,95 @@
+import { EVENT_TYPES, HEADERS, SCHEMA_VERSION, TOPICS } from "@saga/contracts";
+import type pg from "pg";
+
+/** Why an order ended CANCELED when its saga outlived `SAGA_TIMEOUT`. */
+export const CANCELED_BY_TIMEOUT = "TIMEOUT";
+
+/*
+ * Saga deadlines in one statement per sweep: it picks a bounded batch of PENDING orders older than
+ * the deadline, cancels them with reason TIMEOUT and writes their `order.canceled` outbox rows, all in
+ * the statement's own transaction (the transactional-outbox rule: the cancel and its event commit
+ * together, as DELETE of a PENDING order does). Why each clause is there:
+ *
+ * - `due`: the oldest overdue orders by `orders_pending_created_at_idx` (partial, PENDING only): an
+ *   idle sweep reads one index page and no heap. `for update skip locked` makes two order-service
+ *   instances sweeping at once take disjoint batches and never wait for each other, and never wait for
+ *   a consumer or DELETE that holds the row; the status is re-checked on the locked row, so an order
+ *   decided meanwhile is not taken.
+ * - `claimed`: the aggregate lock every writer of an order takes first (`lockAggregate`), tried rather
+ *   than waited for: an order that a consumer batch or a DELETE holds is being decided right now, and is
+ *   left to the next sweep. Holding it keeps the per-aggregate rule (one order's outbox rows commit in
+ *   position order), and a DELETE that comes after reads CANCELED and emits nothing. Never waiting
+ *   means the sweep can take part in no deadlock. Materialized, so the lock is tried once per row of
+ *   `due` and only for those.
+ * - `canceled`: `status = 'PENDING'` once more, so the statement can never move an order twice.
+ * - `events`: the payload is built in SQL because one statement has to write it; the text is exactly
+ *   what `JSON.stringify` of the contract's `{orderId, userId, amount}` gives (uuids and a bigint need
+ *   no escaping), which the tests check against `outboxRow`.
+ * - the final select reports the ages of the orders still PENDING (the snapshot still sees the ones
+ *   just canceled as PENDING, hence `not in`): the saga-age gauges cost this sweep nothing more. They
+ *   are few: the saga backlog bound (`SAGA_BACKLOG_LIMIT`) refuses new orders past a few dozen.
+ */
+export const CANCEL_OVERDUE = `
+with due as materialized (
+  select id, user_id, amount from orders
+  where status = 'PENDING' and created_at < now() - $1::float8 * interval '1 millisecond'
+  order by created_at
+  limit $2
+  for update skip locked
+),
+claimed as materialized (
+  select id, user_id, amount from due where pg_try_advisory_xact_lock(hashtextextended(id::text, 0))
+),
+canceled as (
+  update orders as o set status = 'CANCELED', cancel_reason = $3, updated_at = now()
+  from claimed as c
+  where o.id = c.id and o.status = 'PENDING'
+  returning o.id, o.user_id, o.amount, extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
+),
+events as (
+  insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
+  select id::text, $4, $5, $6,
+         '{"orderId":"' || id || '","userId":"' || user_id || '","amount":' || amount || '}',
+         $7::jsonb
+  from canceled
+)
+select
+  array(select saga_seconds from canceled) as canceled,
+  array(
+    select extract(epoch from now() - created_at)::float8 from orders
+    where status = 'PENDING' and id not in (select id from canceled)
+  ) as pending_ages`;
+
+export type OverdueSweep = {
+  /** Seconds from each canceled order's creation to its cancel. */
+  canceledSagaSeconds: number[];
+  /** The age in seconds of every order still PENDING after the sweep. */
+  pendingAges: number[];
+};
+
+/**
+ * Cancels up to `batch` PENDING orders created more than `timeoutMs` ago with reason TIMEOUT and emits
+ * `order.canceled` for each, in one statement (see `CANCEL_OVERDUE`). Safe to run from any number of
+ * instances at once: each order is canceled, and its event written, once.
+ */
+export async function cancelOverdueSagas(
+  pool: pg.Pool,
+  { timeoutMs, batch, traceparent }: { timeoutMs: number; batch: number; traceparent: string },
+): Promise<OverdueSweep> {
+  const { rows } = await pool.query<{ canceled: number[]; pending_ages: number[] }>({
+    name: "cancel-overdue-sagas",
+    text: CANCEL_OVERDUE,
+    values: [
+      timeoutMs,
+      batch,
+      CANCELED_BY_TIMEOUT,
+      TOPICS.orderCanceled,
+      EVENT_TYPES[TOPICS.orderCanceled],
+      SCHEMA_VERSION,
+      JSON.stringify({ [HEADERS.traceparent]: traceparent }),
+    ],
+  });
+  const [row] = rows;
+  if (!row) throw new Error("the overdue-saga sweep returned no row");
+  return { canceledSagaSeconds: row.canceled, pendingAges: row.pending_ages };
+}

@@ -1,0 +1,23 @@
+import { describe, expect, it } from "vitest";
+import { parseOrderServiceEnv } from "./env.ts";
+
+const base = { DATABASE_URL: "postgres://localhost/order_db", KAFKA_BROKERS: "localhost:9092" };
+
+describe("SAGA_TIMEOUT", () => {
+  it("defaults to 60 s and reads a duration with or without its unit (seconds)", () => {
+    expect(parseOrderServiceEnv(base).SAGA_TIMEOUT).toBe(60_000);
+    for (const [text, ms] of [
+      ["90s", 90_000],
+      ["1500ms", 1500],
+      ["5m", 300_000],
+      ["1h", 3_600_000],
+      ["30", 30_000],
+      ["0.5s", 500],
+    ] as const)
+      expect(parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text }).SAGA_TIMEOUT, text).toBe(ms);
+  });
+
+  it.each(["", "0s", "-5s", "1d", "soon", "5 m"])("refuses %j, naming the variable", (text) => {
+    expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text })).toThrow(/SAGA_TIMEOUT/);
+  });
+});
