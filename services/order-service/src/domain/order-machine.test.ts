@@ -1,10 +1,13 @@
 import type { OrderStatus } from "@saga/contracts";
 import { describe, expect, it } from "vitest";
-import { onCreditReservationFailed, onCreditReserved, onDelete } from "./order-machine.ts";
+import { onCreditReservationFailed, onCreditReserved, onDeadline, onDelete } from "./order-machine.ts";
 
-type Step = "reserved" | "failed" | "delete";
+type Step = "reserved" | "failed" | "delete" | "deadline";
 
-/** Plays the order's events and requests the way `planCreditEvents` and `cancelOrder` apply the decisions. */
+/**
+ * Plays the order's events and requests the way `planCreditEvents`, `cancelOrder` and
+ * `cancelOverdueSagas` apply the decisions.
+ */
 function play(steps: Step[]) {
   let status: OrderStatus = "PENDING";
   const emitted: string[] = [];
@@ -12,6 +15,10 @@ function play(steps: Step[]) {
     if (step === "reserved" && onCreditReserved(status) === "confirm") status = "CONFIRMED";
     if (step === "failed" && onCreditReservationFailed(status) === "cancel") status = "CANCELED";
     if (step === "delete" && onDelete(status) === "cancel") {
+      status = "CANCELED";
+      emitted.push("order.canceled");
+    }
+    if (step === "deadline" && onDeadline(status) === "cancel") {
       status = "CANCELED";
       emitted.push("order.canceled");
     }
@@ -41,5 +48,16 @@ describe("the order state machine", () => {
   it("ignores duplicates and events that do not fit", () => {
     expect(play(["reserved", "reserved", "failed"])).toEqual({ status: "CONFIRMED", emitted: [] });
     expect(play(["failed", "failed"])).toEqual({ status: "CANCELED", emitted: [] });
+  });
+
+  it("cancels a PENDING order at its deadline, emitting order.canceled once; a late answer changes nothing", () => {
+    expect(play(["deadline", "reserved", "failed", "deadline"])).toEqual({
+      status: "CANCELED",
+      emitted: ["order.canceled"],
+    });
+    expect(play(["deadline", "delete"])).toEqual({ status: "CANCELED", emitted: ["order.canceled"] });
+    // A decided saga has no deadline: a CONFIRMED order keeps its reservation.
+    expect(play(["reserved", "deadline"])).toEqual({ status: "CONFIRMED", emitted: [] });
+    expect(play(["failed", "deadline"])).toEqual({ status: "CANCELED", emitted: [] });
   });
 });

@@ -17,3 +17,12 @@ export function onCreditReservationFailed(status: OrderStatus | undefined): "can
 export function onDelete(status: OrderStatus): "cancel" | "none" {
   return status === "CANCELED" ? "none" : "cancel";
 }
+
+/**
+ * The saga deadline (`SAGA_TIMEOUT`) cancels a PENDING order with reason TIMEOUT and emits
+ * `order.canceled`, which releases a reservation made before or after it; a decided order is left
+ * alone. Its statement (`saga-deadline.ts`) selects exactly the orders this answers "cancel" for.
+ */
+export function onDeadline(status: OrderStatus): "cancel" | "none" {
+  return status === "PENDING" ? "cancel" : "none";
+}

@@ -21,7 +21,8 @@ export const CANCELED_BY_TIMEOUT = "TIMEOUT";
  *   position order), and a DELETE that comes after reads CANCELED and emits nothing. Never waiting
  *   means the sweep can take part in no deadlock. Materialized, so the lock is tried once per row of
  *   `due` and only for those.
- * - `canceled`: `status = 'PENDING'` once more, so the statement can never move an order twice.
+ * - `canceled`: `status = 'PENDING'` once more (the state machine's `onDeadline`), so the statement can
+ *   never move an order twice.
  * - `events`: the payload is built in SQL because one statement has to write it; the text is exactly
  *   what `JSON.stringify` of the contract's `{orderId, userId, amount}` gives (uuids and a bigint need
  *   no escaping), which the tests check against `outboxRow`.
