@@ -11,4 +11,10 @@ export const prometheusConfigs = {
   compose: join(monitoringDir, "prometheus", "prometheus.compose.yml"),
 };
 
+/** The alert rules both configurations load, and their `promtool test rules` file. */
+export const alertRules = {
+  rules: join(monitoringDir, "prometheus", "alerts.yml"),
+  tests: join(monitoringDir, "prometheus", "alerts.test.yml"),
+};
+
 export const dashboardsDir = join(monitoringDir, "grafana", "dashboards");

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { freePort } from "@saga/tools/infra";
 import { parse, stringify } from "yaml";
 import { cacheDir } from "./paths.ts";
@@ -23,8 +23,15 @@ export function promtool(args: string[]): { code: number | null; output: string 
 // biome-ignore lint/suspicious/noExplicitAny: a Prometheus configuration is free-form YAML.
 export type PrometheusConfig = Record<string, any>;
 
+/**
+ * A configuration file, its `rule_files` made absolute (Prometheus reads them relative to the file, and
+ * `startPrometheus` writes the configuration elsewhere).
+ */
 export async function loadPrometheusConfig(file: string): Promise<PrometheusConfig> {
-  return parse(await readFile(file, "utf8")) as PrometheusConfig;
+  const config = parse(await readFile(file, "utf8")) as PrometheusConfig;
+  if (Array.isArray(config.rule_files))
+    config.rule_files = config.rule_files.map((f: string) => resolve(dirname(file), f));
+  return config;
 }
 
 /** A configuration with one static job per entry: `{ gateway: ["127.0.0.1:8080"] }`. */

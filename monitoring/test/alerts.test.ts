@@ -1,0 +1,67 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { parse } from "yaml";
+import { alertRules, prometheusConfigs, repoRoot } from "../src/paths.ts";
+import { hasPrometheus, loadPrometheusConfig, promtool, startPrometheus } from "../src/prometheus.ts";
+
+// CI installs Prometheus with `npm run setup`; a developer without it skips what needs it.
+const withPrometheus = hasPrometheus() || Boolean(process.env.CI);
+
+type Rule = { alert: string; expr: string; for?: string };
+type Case = { alertname: string; exp_alerts: unknown[] };
+const alerts = (parse(readFileSync(alertRules.rules, "utf8")) as { groups: { rules: Rule[] }[] }).groups
+  .flatMap((g) => g.rules)
+  .map((r) => r.alert);
+const cases = (
+  parse(readFileSync(alertRules.tests, "utf8")) as { tests: { alert_rule_test: Case[] }[] }
+).tests.flatMap((t) => t.alert_rule_test);
+
+describe("alert rules", () => {
+  it("are the alerts of the issue", () => {
+    expect(alerts.sort()).toEqual([
+      "ConsumerLagHigh",
+      "ConsumerPartitionStuck",
+      "DeadLetters",
+      "OutboxWithoutOwner",
+      "RelayLagHigh",
+      "SagaPastDeadline",
+    ]);
+  });
+
+  it.each(alerts)("%s has a test in which it fires and one in which it stays silent", (alert) => {
+    const mine = cases.filter((c) => c.alertname === alert);
+    expect(mine.some((c) => c.exp_alerts.length > 0)).toBe(true);
+    expect(mine.some((c) => c.exp_alerts.length === 0)).toBe(true);
+  });
+
+  it.runIf(withPrometheus)("pass promtool check rules and promtool test rules", () => {
+    const checked = promtool(["check", "rules", alertRules.rules]);
+    expect(checked.output).toContain(`SUCCESS: ${alerts.length} rules found`);
+    expect(checked.code).toBe(0);
+    const tested = promtool(["test", "rules", alertRules.tests]);
+    expect(tested.output).toContain("SUCCESS");
+    expect(tested.code, tested.output).toBe(0);
+  });
+
+  it("are loaded by both Prometheus configurations, and Compose mounts them beside its own", async () => {
+    for (const file of Object.values(prometheusConfigs))
+      expect((await loadPrometheusConfig(file)).rule_files).toEqual([alertRules.rules]);
+    const compose = parse(readFileSync(join(repoRoot, "compose.yaml"), "utf8"));
+    expect(compose.services.prometheus.volumes).toEqual(
+      expect.arrayContaining([
+        "./monitoring/prometheus/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro",
+        "./monitoring/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro",
+      ]),
+    );
+  });
+
+  it.runIf(withPrometheus)("are evaluated by the Prometheus that `npm start` runs", async () => {
+    const prometheus = await startPrometheus({ config: await loadPrometheusConfig(prometheusConfigs.local) });
+    onTestFinished(() => prometheus.stop());
+    const res = await fetch(`${prometheus.url}/api/v1/rules?type=alert`);
+    const body = (await res.json()) as { data: { groups: { rules: { name: string; health: string }[] }[] } };
+    const loaded = body.data.groups.flatMap((g) => g.rules);
+    expect(loaded.map((r) => r.name).sort()).toEqual([...alerts].sort());
+  });
+});
