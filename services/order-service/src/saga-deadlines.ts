@@ -49,10 +49,17 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
     help: "SAGA_TIMEOUT: a saga still PENDING this long is canceled with reason TIMEOUT",
     registers: [registry],
   }).set(timeoutMs / 1000);
-  const oldest = new Gauge({
+  // The oldest PENDING order's age at the last sweep, and when (this process's monotonic clock, so the
+  // database's and this host's clocks never mix). Scrapes count on from there: while sweeps fail the age
+  // grows, and the SagaPastDeadline alert fires rather than going quiet on a stale value.
+  let oldest: { ageS: number; atMs: number } | undefined;
+  new Gauge({
     name: "saga_pending_oldest_age_seconds",
-    help: "Age of the oldest order still PENDING after the last deadline sweep (0 when there is none)",
+    help: "Age of the oldest order PENDING at the last deadline sweep, counted on to now (0 when there was none)",
     registers: [registry],
+    collect() {
+      this.set(oldest ? oldest.ageS + (performance.now() - oldest.atMs) / 1000 : 0);
+    },
   });
   const byAge = new Gauge({
     name: "saga_pending_orders",
@@ -68,7 +75,10 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
   for (const band of bands) byAge.set({ age: band.label }, 0);
 
   function report(ages: number[]) {
-    oldest.set(ages.length === 0 ? 0 : Math.max(...ages));
+    oldest =
+      ages.length === 0
+        ? undefined
+        : { ageS: ages.reduce((a, b) => Math.max(a, b)), atMs: performance.now() };
     const counts = new Map(bands.map((b) => [b.label, 0]));
     for (const age of ages) {
       const band = bands.find((b) => age < b.below) ?? bands[bands.length - 1];

@@ -308,16 +308,25 @@ describe("a saga past its deadline", () => {
     const registry = orderServices[0]?.runtime.metrics.registry;
     if (!registry) throw new Error("no order-service");
     expect(await metricValue(registry, "saga_deadline_seconds")).toBe(TIMEOUT_MS / 1000);
-    // Young enough to stay PENDING: between 1 and 10 seconds old at the next sweep.
+    // 30 s old: between 10 s and the deadline for the next 90 s.
     await orderDb.db
       .update(orders)
-      .set({ createdAt: sql`${orders.createdAt} - interval '5 seconds'` })
+      .set({ createdAt: sql`${orders.createdAt} - interval '30 seconds'` })
       .where(eq(orders.id, orderId));
     await waitFor(async () => {
-      expect(await metricValue(registry, "saga_pending_orders", { age: "1-10s" })).toBeGreaterThanOrEqual(1);
-      expect(await metricValue(registry, "saga_pending_oldest_age_seconds")).toBeGreaterThanOrEqual(5);
+      expect(await metricValue(registry, "saga_pending_orders", { age: "10s-deadline" })).toBe(1);
+      expect(await metricValue(registry, "saga_pending_oldest_age_seconds")).toBeGreaterThanOrEqual(30);
     });
     expect(await metricValue(registry, "saga_pending_orders", { age: "past-deadline" })).toBe(0);
+
+    // With no sweep (they fail, say), the oldest age goes on growing rather than standing still.
+    const service = orderServices[0];
+    await service?.deadlines.stop();
+    const before = await metricValue(registry, "saga_pending_oldest_age_seconds");
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await metricValue(registry, "saga_pending_oldest_age_seconds")).toBeGreaterThanOrEqual(before + 1);
+    service?.deadlines.start();
+
     await age([orderId]);
     await timedOut(orderId);
   });
