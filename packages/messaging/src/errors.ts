@@ -1,3 +1,5 @@
+import type { FailureKind } from "@saga/kafka";
+
 /** An event that can never be applied: it fails its contract, or no handler takes its topic. */
 export class PoisonEventError extends Error {
   override readonly name = "PoisonEventError";
@@ -79,6 +81,25 @@ export function isRetriableError(error: unknown): boolean {
     if (Array.isArray(errors)) queue.push(...errors);
   }
   return false;
+}
+
+/**
+ * The consumers' failure contract (`FailureKind` of @saga/kafka): a `PoisonEventError` (decoding or
+ * contract failure) is poison, a failure `isRetriableError` recognises is transient (the database or
+ * the network, retried for as long as it takes), and every other error is unexpected: a bug or a data
+ * problem, retried up to the budget and then dead-lettered.
+ */
+export function classifyFailure(error: unknown): FailureKind {
+  if (causes(error).some((e) => e instanceof PoisonEventError)) return "poison";
+  return isRetriableError(error) ? "transient" : "unexpected";
+}
+
+/** The error and its `cause` chain, at most a few deep. */
+function causes(error: unknown): unknown[] {
+  const chain = [error];
+  for (let e = error; e instanceof Error && e.cause !== undefined && chain.length < 5; e = e.cause)
+    chain.push(e.cause);
+  return chain;
 }
 
 /** A one-line description of a failure for a log field or a dead-letter header, innermost cause included. */
