@@ -72,6 +72,9 @@ describe("classifyFailure: the consumers' failure contract", () => {
     ["a server restarting", withCode("57P01")],
     ["a lost node-postgres connection", new Error("Connection terminated unexpectedly")],
     ["a serialization failure", withCode("40001")],
+    ["a statement timeout (a stalled server)", withCode("57014")],
+    ["a session cut off idle in its transaction", withCode("25P03")],
+    ["a lock timeout", withCode("55P03")],
     [
       "drizzle's wrapper around a lost connection",
       new DrizzleQueryError("select 1", [], withCode("CONNECTION_ENDED") as Error),

@@ -7,12 +7,16 @@ export class PoisonEventError extends Error {
 }
 
 // SQLSTATEs worth retrying, https://www.postgresql.org/docs/current/errcodes-appendix.html:
-// the server went away or is restarting, or the transaction lost a race it may win next time.
+// the server went away, is restarting or too slow for now, or the transaction lost a race it may win
+// next time. Never a bug: an outage must not spend a consumer's retry budget (classifyFailure).
 const RETRIABLE_SQLSTATE_CLASSES = ["08"]; // connection exception
 const RETRIABLE_SQLSTATES = new Set([
   "40001", // serialization_failure
   "40P01", // deadlock_detected
   "53300", // too_many_connections
+  "55P03", // lock_not_available (lock_timeout)
+  "57014", // query_canceled (statement_timeout): a server too slow for now, not a bad event
+  "25P03", // idle_in_transaction_session_timeout: the session was cut off mid-transaction
   "57P01", // admin_shutdown
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now
