@@ -190,6 +190,7 @@ export function createInbox({
           headers,
           payload: message.value === null ? null : storable(message.value),
           reason,
+          // As the dead-letter header has it: at most 2,000 characters, storable.
           error: row.headers?.[DLQ_HEADERS.error] ?? "",
           attempts,
         })
