@@ -4,6 +4,7 @@ import {
   type DeadLetterCause,
   type FailureKind,
   type IncomingMessage,
+  type RetriedKind,
 } from "./port.ts";
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -58,8 +59,9 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
         } catch (handleError) {
           error = handleError;
         }
-        let kind = classify(error);
+        const kind = classify(error);
         if (kind === "unexpected") unexpected++;
+        let retryAs: RetriedKind = kind === "transient" ? "transient" : "unexpected";
         const cause = deadLetterCause(kind, error, unexpected);
         if (cause) {
           try {
@@ -69,12 +71,12 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
             // The dead letter could not be recorded (its database is down, say): the message must not
             // be skipped, so it is tried again, for as long as it takes.
             error = deadLetterError;
-            kind = classify(deadLetterError) === "transient" ? "transient" : "unexpected";
+            retryAs = classify(deadLetterError) === "transient" ? "transient" : "unexpected";
           }
         }
         if (stopped.aborted) return false;
         retried = true;
-        onRetry?.(message, error, { attempt, kind: kind === "transient" ? "transient" : "unexpected" });
+        onRetry?.(message, error, { attempt, kind: retryAs });
         await sleep(backoff(attempt), stopped);
         if (stopped.aborted) return false;
         await heartbeat().catch(() => {});
