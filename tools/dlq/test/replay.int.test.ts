@@ -51,10 +51,10 @@ beforeAll(async () => {
     PORT: "0",
     AUTH_DEV_MODE: "true",
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "error",
-    // A small budget: 3 attempts, 200 then 400 ms apart.
+    // A small budget: 3 attempts, 400 then 800 ms apart (long enough to see the partition stuck).
     CONSUMER_RETRY_ATTEMPTS: "3",
-    CONSUMER_RETRY_BACKOFF_MS: "200",
-    CONSUMER_RETRY_BACKOFF_MAX_MS: "400",
+    CONSUMER_RETRY_BACKOFF_MS: "400",
+    CONSUMER_RETRY_BACKOFF_MAX_MS: "800",
   };
   userService = await createUserService(
     parseUserServiceEnv({
@@ -284,26 +284,19 @@ describe("an unexpected error in a consumer", () => {
 
   it("refuses bad input to the command and changes nothing", async () => {
     const before = await userDb.db.select().from(deadLetters);
-    expect(await dlq(["replay", "not-a-uuid"])).toMatchObject({
-      code: 2,
-      stderr: expect.stringMatching(/not a dead letter's id/),
-    });
-    expect(await dlq(["replay", "--topic", TOPICS.orderCreated])).toMatchObject({
-      code: 2,
-      stderr: expect.stringMatching(/--topic and --since/),
-    });
-    expect(await dlq(["list", "--since", "yesterday"])).toMatchObject({
-      code: 2,
-      stderr: expect.stringMatching(/ISO 8601/),
-    });
-    expect(await dlq(["replay", crypto.randomUUID()])).toMatchObject({
-      code: 1,
-      stderr: expect.stringMatching(/no dead letter/),
-    });
-    expect(await dlq(["frobnicate"])).toMatchObject({
-      code: 2,
-      stderr: expect.stringMatching(/unknown command/),
-    });
+    // Independent commands that change nothing: run at once.
+    const [badId, noSince, badSince, unknownId, unknownCommand] = await Promise.all([
+      dlq(["replay", "not-a-uuid"]),
+      dlq(["replay", "--topic", TOPICS.orderCreated]),
+      dlq(["list", "--since", "yesterday"]),
+      dlq(["replay", crypto.randomUUID()]),
+      dlq(["frobnicate"]),
+    ]);
+    expect(badId).toMatchObject({ code: 2, stderr: expect.stringMatching(/not a dead letter's id/) });
+    expect(noSince).toMatchObject({ code: 2, stderr: expect.stringMatching(/--topic and --since/) });
+    expect(badSince).toMatchObject({ code: 2, stderr: expect.stringMatching(/ISO 8601/) });
+    expect(unknownId).toMatchObject({ code: 1, stderr: expect.stringMatching(/no dead letter/) });
+    expect(unknownCommand).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command/) });
     expect(await userDb.db.select().from(deadLetters)).toEqual(before);
   });
 });
