@@ -1,9 +1,18 @@
 import { createPgDatabase, orderSchema, userSchema } from "@saga/db";
-import { runDlq } from "./commands.ts";
+import { runDlq, USAGE } from "./commands.ts";
 import { parseDlqEnv } from "./env.ts";
 
 // `npm run dlq -- list | show <id> | replay <id> | replay --topic <t> --since <time>` (see commands.ts).
 async function run(): Promise<number> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (argv.length === 0) {
+    console.error(USAGE);
+    return 2;
+  }
   const env = parseDlqEnv(process.env);
   const stores = [
     env.USER_DB_URL && {
@@ -16,7 +25,7 @@ async function run(): Promise<number> {
     },
   ].filter((s) => !!s);
   try {
-    return await runDlq(process.argv.slice(2), {
+    return await runDlq(argv, {
       stores,
       operator: env.DLQ_OPERATOR,
       out: (line) => console.log(line),
@@ -32,7 +41,10 @@ run().then(
     process.exitCode = code;
   },
   (err) => {
-    console.error(err instanceof Error ? err.message : err);
+    // The innermost cause says what went wrong (a refused connection, a missing table), not the SQL.
+    let cause: unknown = err;
+    while (cause instanceof Error && cause.cause !== undefined) cause = cause.cause;
+    console.error(`dlq: ${cause instanceof Error ? cause.message : String(cause)}`);
     process.exit(1);
   },
 );

@@ -76,7 +76,6 @@ function parseCommandLine(argv: string[]) {
         topic: { type: "string" },
         since: { type: "string" },
         pending: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
       },
     });
   } catch (e) {
@@ -87,10 +86,6 @@ function parseCommandLine(argv: string[]) {
 async function run(argv: string[], { stores, operator, out, err }: DlqDeps): Promise<number> {
   const { values, positionals } = parseCommandLine(argv);
   const [command, id, ...rest] = positionals;
-  if (values.help) {
-    out(USAGE);
-    return 0;
-  }
   if (rest.length > 0) throw new UsageError(`unexpected arguments: ${rest.join(" ")}`);
   const since = (() => {
     try {
