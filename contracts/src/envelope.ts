@@ -19,6 +19,15 @@ export const DLQ_HEADERS = {
   consumerGroup: "dlq-consumer-group",
   /** The `event-id` of the poison message; its own `event-id` is that of the dead-letter outbox row. */
   originalEventId: "dlq-original-event-id",
+  /** `poison` (it fails its contract) or `retries exhausted` (an unexpected error, retried up to the budget). */
+  reason: "dlq-reason",
+  /** Attempts that failed with an unexpected error; 1 for poison. */
+  attempts: "dlq-attempts",
+  /**
+   * On a replayed message (on its original topic, not the DLQ): the id of the dead letter it replays.
+   * A replayed copy that fails again is a dead letter of its own.
+   */
+  replayOf: "dlq-replay-of",
 } as const;
 
 // W3C trace context: version-traceid-parentid-flags, https://www.w3.org/TR/trace-context/#traceparent-header

@@ -2,6 +2,7 @@ import { sql } from "drizzle-orm";
 import {
   bigint,
   bigserial,
+  check,
   index,
   integer,
   jsonb,
@@ -9,6 +10,7 @@ import {
   primaryKey,
   text,
   timestamp,
+  unique,
   uuid,
 } from "drizzle-orm/pg-core";
 
@@ -54,6 +56,60 @@ export const inbox = pgTable(
   (t) => [
     primaryKey({ columns: [t.consumerGroup, t.eventId] }),
     index("inbox_processed_at_idx").on(t.processedAt),
+  ],
+);
+
+export const DEAD_LETTER_REASONS = ["poison", "retries exhausted"] as const;
+export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
+
+/**
+ * Messages a consumer group gave up on, one row each, kept until someone deletes them: the message as
+ * consumed (so that it can be replayed with its key and headers), why, and its replay once replayed.
+ * Written in one transaction with the `<topic>.dlq` outbox row whose id is `id`.
+ *
+ * `claim_key` absorbs a redelivered copy of a message already dead-lettered: the event's id (its log
+ * position when it has none), and for a replayed copy that failed again the dead letter it replays.
+ * Never the event id alone in the inbox, so that a replayed event is applied, not taken for a duplicate.
+ */
+export const deadLetters = pgTable(
+  "dead_letters",
+  {
+    /** The id of its `<topic>.dlq` outbox row: the `event-id` of the message on the dead-letter topic. */
+    id: uuid("id").primaryKey(),
+    consumerGroup: text("consumer_group").notNull(),
+    claimKey: text("claim_key").notNull(),
+    /** The logical topic (no prefix): where a replay goes. */
+    topic: text("topic").notNull(),
+    /** Where the message was consumed: the physical topic, partition and offset. */
+    sourceTopic: text("source_topic").notNull(),
+    partition: integer("partition").notNull(),
+    offset: bigint("offset", { mode: "number" }).notNull(),
+    /** Its `event-id` header, when it had one. */
+    eventId: text("event_id"),
+    messageKey: text("message_key"),
+    headers: jsonb("headers").$type<Record<string, string>>().notNull(),
+    payload: text("payload"),
+    reason: text("reason").$type<DeadLetterReason>().notNull(),
+    /** The last error, at most 2,000 characters. */
+    error: text("error").notNull(),
+    /** Attempts that failed with an unexpected error; 1 for poison. */
+    attempts: integer("attempts").notNull(),
+    deadLetteredAt: timestamp("dead_lettered_at", { withTimezone: true, mode: "date" })
+      .notNull()
+      .defaultNow(),
+    /** The replay: when, by whom, and the outbox row that carries it back to `topic`. At most one. */
+    replayedAt: timestamp("replayed_at", { withTimezone: true, mode: "date" }),
+    replayedBy: text("replayed_by"),
+    replayOutboxId: uuid("replay_outbox_id"),
+  },
+  (t) => [
+    unique("dead_letters_claim").on(t.consumerGroup, t.claimKey),
+    index("dead_letters_topic_time_idx").on(t.topic, t.deadLetteredAt),
+    check("dead_letters_reason", sql`${t.reason} in ('poison', 'retries exhausted')`),
+    check(
+      "dead_letters_replay",
+      sql`(${t.replayedAt} is null) = (${t.replayedBy} is null) and (${t.replayedAt} is null) = (${t.replayOutboxId} is null)`,
+    ),
   ],
 );
 

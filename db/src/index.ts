@@ -1,5 +1,12 @@
 export { createDatabase, type DatabaseOptions } from "./client.ts";
-export { idempotencyKeys, inbox, outbox } from "./common.ts";
+export {
+  DEAD_LETTER_REASONS,
+  type DeadLetterReason,
+  deadLetters,
+  idempotencyKeys,
+  inbox,
+  outbox,
+} from "./common.ts";
 export { MIGRATIONS_FOLDER, migrateDatabase, type ServiceDatabase } from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
 export { createPgDatabase, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";

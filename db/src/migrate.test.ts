@@ -20,13 +20,20 @@ describe("migrateDatabase", () => {
       migrateDatabase(url, "user"),
     ]);
     await migrateDatabase(url, "user");
-    expect(await tables(url)).toEqual(["idempotency_keys", "inbox", "outbox", "reservations", "users"]);
+    expect(await tables(url)).toEqual([
+      "dead_letters",
+      "idempotency_keys",
+      "inbox",
+      "outbox",
+      "reservations",
+      "users",
+    ]);
   });
 
   it("creates the order_db tables", async () => {
     const url = await freshDatabase("order_db");
     await migrateDatabase(url, "order");
-    expect(await tables(url)).toEqual(["idempotency_keys", "inbox", "orders", "outbox"]);
+    expect(await tables(url)).toEqual(["dead_letters", "idempotency_keys", "inbox", "orders", "outbox"]);
   });
 
   it("stores money as bigint and refuses a negative balance", async () => {

@@ -1,8 +1,8 @@
 import { sql } from "drizzle-orm";
 import { bigint, check, index, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
-import { createdAt, idempotencyKeys, inbox, outbox } from "./common.ts";
+import { createdAt, deadLetters, idempotencyKeys, inbox, outbox } from "./common.ts";
 
-export { idempotencyKeys, inbox, outbox };
+export { deadLetters, idempotencyKeys, inbox, outbox };
 
 export const ORDER_STATUSES = ["PENDING", "CONFIRMED", "CANCELED"] as const;
 export type OrderStatus = (typeof ORDER_STATUSES)[number];

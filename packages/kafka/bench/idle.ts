@@ -35,7 +35,7 @@ for (const client of values.client.split(",") as KafkaClientName[]) {
     handle: async () => {
       seen++;
     },
-    isRetriable: () => true,
+    classify: () => "transient",
     deadLetter: async () => {},
   });
   while (seen === 0) await new Promise((r) => setTimeout(r, 100));

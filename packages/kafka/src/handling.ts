@@ -1,4 +1,11 @@
-import type { ConsumerOptions, IncomingMessage } from "./port.ts";
+import {
+  type ConsumerOptions,
+  DEFAULT_RETRY_POLICY,
+  type DeadLetterCause,
+  type FailureKind,
+  type IncomingMessage,
+  type RetriedKind,
+} from "./port.ts";
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -14,36 +21,68 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /**
  * What both adapters do with the messages they fetched, whatever the library: batches first, one by one
- * when a batch fails, retries with back-off for retriable failures, dead letters for the rest.
- * `stopped` ends a back-off sleep at once, so shutdown never waits out a retry delay.
+ * when a batch fails, and the failure contract (`FailureKind`) for a message that fails on its own:
+ * poison is dead-lettered at once, a transient failure retried with back-off until it succeeds, an
+ * unexpected one retried up to the policy's budget and then dead-lettered. A message is never skipped
+ * without its dead letter being durable. `stopped` ends a back-off sleep at once, so shutdown never
+ * waits out a retry delay.
  */
 export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
-  const { handle, handleBatch, isRetriable, deadLetter, onRetry } = options;
+  const { handle, handleBatch, classify, deadLetter, onRetry, onRetriesEnded } = options;
+  const policy = options.retry ?? DEFAULT_RETRY_POLICY;
+  const backoff = (attempt: number) => Math.min(policy.backoffMs * 2 ** (attempt - 1), policy.maxBackoffMs);
 
-  /** Applies one message, retrying transient failures; false when stopping cut it short. */
+  /** Why a failed message is dead-lettered now, or undefined when it is to be tried again. */
+  function deadLetterCause(
+    kind: FailureKind,
+    error: unknown,
+    unexpected: number,
+  ): DeadLetterCause | undefined {
+    if (kind === "poison") return { reason: "poison", error, attempts: 1 };
+    if (kind === "unexpected" && unexpected >= policy.maxAttempts)
+      return { reason: "retries exhausted", error, attempts: unexpected };
+    return undefined;
+  }
+
+  /** Applies one message under the failure contract; false when stopping cut it short. */
   async function apply(message: IncomingMessage, heartbeat: () => Promise<void>): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await handle(message);
-        return true;
-      } catch (handleError) {
-        let error = handleError;
-        if (!isRetriable(error)) {
+    // Only unexpected failures spend the budget: a database outage in the middle of a bug's retries
+    // must not turn into a dead letter.
+    let unexpected = 0;
+    let retried = false;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        let error: unknown;
+        try {
+          await handle(message);
+          return true;
+        } catch (handleError) {
+          error = handleError;
+        }
+        const kind = classify(error);
+        if (kind === "unexpected") unexpected++;
+        let retryAs: RetriedKind = kind === "transient" ? "transient" : "unexpected";
+        const cause = deadLetterCause(kind, error, unexpected);
+        if (cause) {
           try {
-            await deadLetter(message, error);
+            await deadLetter(message, cause);
             return true;
           } catch (deadLetterError) {
-            // The dead letter could not be recorded (its database is down, say): the message must not be
-            // skipped, so it is tried again like any transient failure.
+            // The dead letter could not be recorded (its database is down, say): the message must not
+            // be skipped, so it is tried again, for as long as it takes.
             error = deadLetterError;
+            retryAs = classify(deadLetterError) === "transient" ? "transient" : "unexpected";
           }
         }
         if (stopped.aborted) return false;
-        onRetry?.(message, error, attempt);
-        await sleep(Math.min(100 * 2 ** Math.min(attempt, 6), 5000), stopped);
+        retried = true;
+        onRetry?.(message, error, { attempt, kind: retryAs });
+        await sleep(backoff(attempt), stopped);
         if (stopped.aborted) return false;
         await heartbeat().catch(() => {});
       }
+    } finally {
+      if (retried) onRetriesEnded?.(message);
     }
   }
 

@@ -6,6 +6,7 @@ import { freshGroupId, freshTopics, kafkaBrokers } from "@saga/tools/test/harnes
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   createKafka,
+  type DeadLetterCause,
   type EventConsumer,
   type IncomingMessage,
   KAFKA_CLIENTS,
@@ -67,44 +68,73 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     expect(new Set(read.map((m) => m.partition)).size).toBe(1);
   });
 
-  it("commits a message only after it was handled, retries retriable failures, dead-letters the rest", async () => {
+  it("commits a message only after it was handled, and keeps the failure contract", async () => {
     const kafka = client();
     const { events } = await freshTopics(["events"], 1);
     const groupId = freshGroupId();
     const producer = await kafka.createProducer();
     cleanups.push(() => producer.close());
     await producer.send(
-      ["ok-1", "flaky", "poison", "ok-2"].map((value) => ({ topic: events, key: "k", value, headers: {} })),
+      ["ok-1", "flaky", "poison", "bug", "ok-2"].map((value) => ({
+        topic: events,
+        key: "k",
+        value,
+        headers: {},
+      })),
     );
 
     const handled: string[] = [];
-    const deadLettered: string[] = [];
+    const deadLettered: [string | null, DeadLetterCause][] = [];
+    const retries: [string | null, number, string][] = [];
+    const ended: (string | null)[] = [];
     let flakyFailures = 0;
+    let bugFailures = 0;
     const transient = Object.assign(new Error("transient"), { retriable: true });
+    const poison = Object.assign(new Error("cannot decode"), { poison: true });
     const consumer: EventConsumer = await kafka.createConsumer({
       groupId,
       topics: [events],
       async handle(m: IncomingMessage) {
         if (m.value === "flaky" && flakyFailures++ < 2) throw transient;
-        if (m.value === "poison") throw new Error("cannot apply");
+        if (m.value === "poison") throw poison;
+        if (m.value === "bug") throw new TypeError(`x is undefined (${++bugFailures})`);
         handled.push(m.value ?? "");
       },
-      isRetriable: (err) => (err as { retriable?: boolean }).retriable === true,
-      async deadLetter(m) {
-        deadLettered.push(m.value ?? "");
+      classify: (err) => (err === transient ? "transient" : err === poison ? "poison" : "unexpected"),
+      retry: { maxAttempts: 3, backoffMs: 10, maxBackoffMs: 20 },
+      async deadLetter(m, cause) {
+        deadLettered.push([m.value, cause]);
       },
+      onRetry: (m, _err, { attempt, kind }) => retries.push([m.value, attempt, kind]),
+      onRetriesEnded: (m) => ended.push(m.value),
     });
     cleanups.push(() => consumer.stop());
 
-    await waitFor("all four messages", () => (handled.length + deadLettered.length === 4 ? true : undefined));
+    await waitFor("all five messages", () => (handled.length + deadLettered.length === 5 ? true : undefined));
     expect(handled).toEqual(["ok-1", "flaky", "ok-2"]);
-    expect(deadLettered).toEqual(["poison"]);
-    expect(flakyFailures).toBe(3);
+    expect(deadLettered).toEqual([
+      ["poison", { reason: "poison", error: poison, attempts: 1 }],
+      [
+        "bug",
+        {
+          reason: "retries exhausted",
+          error: expect.objectContaining({ message: "x is undefined (3)" }),
+          attempts: 3,
+        },
+      ],
+    ]);
+    expect(retries).toEqual([
+      ["flaky", 1, "transient"],
+      ["flaky", 2, "transient"],
+      ["bug", 1, "unexpected"],
+      ["bug", 2, "unexpected"],
+    ]);
+    expect(ended).toEqual(["flaky", "bug"]);
     const lag = await waitFor("the committed offset", async () => {
       const [p] = await kafka.consumerLag(groupId, [events]);
-      return p?.committed === 4 ? p : undefined;
+      return p?.committed === 5 ? p : undefined;
     });
-    expect(lag).toEqual({ topic: events, partition: 0, committed: 4, end: 4, lag: 0 });
+    expect(lag).toEqual({ topic: events, partition: 0, committed: 5, end: 5, lag: 0 });
   });
 
   it("resumes a group from its committed offset after a restart", async () => {
@@ -120,7 +150,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
       handle: async (m: IncomingMessage) => {
         seen.push(m.value ?? "");
       },
-      isRetriable: () => true,
+      classify: () => "transient" as const,
       deadLetter: async () => {},
     };
 
@@ -162,7 +192,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
         if (m.value === "poison") throw new Error("cannot apply");
         singles.push(m.value ?? "");
       },
-      isRetriable: () => false,
+      classify: () => "poison" as const,
       async deadLetter(m) {
         deadLettered.push(m.value ?? "");
       },
@@ -234,7 +264,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
           throw Object.assign(new Error("database down"), { retriable: true });
         }
       },
-      isRetriable: () => true,
+      classify: () => "transient" as const,
       deadLetter: async () => {},
     });
     await waitFor("a retried failure", () => (attempts >= 2 ? true : undefined));
@@ -251,7 +281,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
       async handle(m) {
         seen.push(m.value ?? "");
       },
-      isRetriable: () => true,
+      classify: () => "transient" as const,
       deadLetter: async () => {},
     });
     cleanups.push(() => second.stop());
@@ -289,7 +319,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
       groupId,
       topics: names,
       handle: async () => {},
-      isRetriable: () => true,
+      classify: () => "transient" as const,
       deadLetter: async () => {},
     });
     cleanups.push(() => consumer.stop());
@@ -324,7 +354,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
       async handle(m) {
         seen.push(m.value ?? "");
       },
-      isRetriable: () => true,
+      classify: () => "transient" as const,
       deadLetter: async () => {},
     });
     cleanups.push(() => consumer.stop());

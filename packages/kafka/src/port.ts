@@ -47,6 +47,36 @@ export type EventProducer = {
   close(): Promise<void>;
 };
 
+/**
+ * The failure contract of a consumer: what a failure of `handle` means, and so what happens next.
+ * - `poison`: the message can never be applied (it fails its contract): dead-lettered at once.
+ * - `transient`: the infrastructure failed (a lost connection, a database restarting); retried with
+ *   back-off for as long as it takes, so an outage never dead-letters anything.
+ * - `unexpected`: anything else, a bug (a TypeError after a bad deploy, a constraint violation):
+ *   retried with back-off up to the budget, then dead-lettered as "retries exhausted".
+ */
+export type FailureKind = "poison" | "transient" | "unexpected";
+export type RetriedKind = Exclude<FailureKind, "poison">;
+
+/** Why a message is dead-lettered, for its record: its last error, and how often it was tried. */
+export type DeadLetterCause = {
+  reason: "poison" | "retries exhausted";
+  error: unknown;
+  /** Attempts that failed with an unexpected error (1 for poison). */
+  attempts: number;
+};
+
+export type RetryPolicy = {
+  /** Attempts of a message that fails with unexpected errors before it is dead-lettered, the first included. */
+  maxAttempts: number;
+  /** The first back-off, doubled after every failed attempt up to `maxBackoffMs`. */
+  backoffMs: number;
+  maxBackoffMs: number;
+};
+
+/** 10 attempts over about 26 s: 200 ms doubling to 5 s between them. */
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, backoffMs: 200, maxBackoffMs: 5000 };
+
 export type ConsumerOptions = {
   groupId: string;
   topics: string[];
@@ -62,14 +92,21 @@ export type ConsumerOptions = {
   maxBatchSize?: number;
   /** Called when `handleBatch` failed and its messages are about to be applied one by one. */
   onBatchFailed?(messages: IncomingMessage[], error: unknown): void;
-  /** Whether a failure of `handle` may succeed on a retry. Others go to `deadLetter`. */
-  isRetriable(error: unknown): boolean;
-  /** Records a message that can never be applied; resolves once that record is durable. */
-  deadLetter(message: IncomingMessage, error: unknown): Promise<void>;
+  /** What a failure of `handle` means; see `FailureKind`. */
+  classify(error: unknown): FailureKind;
+  /** The back-off between attempts and the budget of unexpected failures (default `DEFAULT_RETRY_POLICY`). */
+  retry?: RetryPolicy;
+  /** Records a message that will not be applied; resolves once that record is durable. */
+  deadLetter(message: IncomingMessage, cause: DeadLetterCause): Promise<void>;
   /** Partitions handled at once by this consumer. */
   partitionsConsumedConcurrently?: number;
-  /** Called before each retry of a retriable failure. */
-  onRetry?(message: IncomingMessage, error: unknown, attempt: number): void;
+  /** Called before each retry; from the first one on, the message's partition waits for it. */
+  onRetry?(message: IncomingMessage, error: unknown, retry: { attempt: number; kind: RetriedKind }): void;
+  /**
+   * Called once a message that was retried leaves its retry loop (applied, dead-lettered, or given up
+   * because the consumer stops): its partition moves on.
+   */
+  onRetriesEnded?(message: IncomingMessage): void;
   fromBeginning?: boolean;
   sessionTimeout?: number;
 };

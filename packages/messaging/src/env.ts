@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { httpEnvVars } from "@saga/http";
-import { DEFAULT_KAFKA_CLIENT, KAFKA_CLIENTS } from "@saga/kafka";
+import type { RetryPolicy } from "@saga/kafka";
+import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS } from "@saga/kafka";
 import { z } from "zod";
 
 /** A service's pool has 10 connections: more requests at once would only queue for one, unbounded. */
@@ -50,6 +51,16 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
     LOG_LEVEL: envVars.logLevel,
     INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
+    // The failure contract's budget: an event failing with an unexpected error (a bug) is tried this
+    // often, with back-off doubling from the first delay to the last, then dead-lettered. With the
+    // defaults that is about 26 s; transient failures (the database down) are retried without end.
+    CONSUMER_RETRY_ATTEMPTS: z.coerce.number().int().min(1).default(DEFAULT_RETRY_POLICY.maxAttempts),
+    CONSUMER_RETRY_BACKOFF_MS: z.coerce.number().int().positive().default(DEFAULT_RETRY_POLICY.backoffMs),
+    CONSUMER_RETRY_BACKOFF_MAX_MS: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(DEFAULT_RETRY_POLICY.maxBackoffMs),
     ...httpEnvVars(SERVICE_HTTP_DEFAULTS),
     INTERNAL_SECRET: envVars.internalSecret,
     AUTH_DEV_MODE: envVars.devMode,
@@ -57,6 +68,20 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
 }
 
 export type ServiceEnv = z.infer<ReturnType<typeof serviceEnvSchema>>;
+
+/** The consumer's retry policy from a service's environment. */
+export function retryPolicy(
+  env: Pick<
+    ServiceEnv,
+    "CONSUMER_RETRY_ATTEMPTS" | "CONSUMER_RETRY_BACKOFF_MS" | "CONSUMER_RETRY_BACKOFF_MAX_MS"
+  >,
+): RetryPolicy {
+  return {
+    maxAttempts: env.CONSUMER_RETRY_ATTEMPTS,
+    backoffMs: env.CONSUMER_RETRY_BACKOFF_MS,
+    maxBackoffMs: Math.max(env.CONSUMER_RETRY_BACKOFF_MS, env.CONSUMER_RETRY_BACKOFF_MAX_MS),
+  };
+}
 
 /**
  * A service's secret or the development switch: without either it would answer its API to anyone, so

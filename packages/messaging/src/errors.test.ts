@@ -1,6 +1,6 @@
 import { DrizzleQueryError } from "drizzle-orm/errors";
 import { describe, expect, it } from "vitest";
-import { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
+import { classifyFailure, describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 
 const withCode = (code: string, message = code) => Object.assign(new Error(message), { code });
 
@@ -56,6 +56,48 @@ describe("isRetriableError", () => {
     const b = new Error("b", { cause: a });
     a.cause = b;
     expect(isRetriableError(a)).toBe(false);
+  });
+});
+
+describe("classifyFailure: the consumers' failure contract", () => {
+  it.each([
+    ["a bad envelope or payload", new PoisonEventError("event-id: Invalid UUID")],
+    ["poison wrapped by a caller", new Error("apply failed", { cause: new PoisonEventError("no handler") })],
+  ])("dead-letters %s at once (poison)", (_what, error) => {
+    expect(classifyFailure(error)).toBe("poison");
+  });
+
+  it.each([
+    ["a refused connection (database down)", withCode("ECONNREFUSED")],
+    ["a server restarting", withCode("57P01")],
+    ["a lost node-postgres connection", new Error("Connection terminated unexpectedly")],
+    ["a serialization failure", withCode("40001")],
+    ["a statement timeout (a stalled server)", withCode("57014")],
+    ["a session cut off idle in its transaction", withCode("25P03")],
+    ["a lock timeout", withCode("55P03")],
+    [
+      "drizzle's wrapper around a lost connection",
+      new DrizzleQueryError("select 1", [], withCode("CONNECTION_ENDED") as Error),
+    ],
+  ])("retries %s without a budget (transient)", (_what, error) => {
+    expect(classifyFailure(error)).toBe("transient");
+  });
+
+  it.each([
+    [
+      "a TypeError from a bad deploy",
+      new TypeError("Cannot read properties of undefined (reading 'amount')"),
+    ],
+    ["a constraint violation from a migration mistake", withCode("23505")],
+    ["a check violation", withCode("23514")],
+    ["an undefined column", withCode("42703")],
+    [
+      "drizzle's wrapper around a unique violation",
+      new DrizzleQueryError("insert", [], withCode("23505") as Error),
+    ],
+    ["something that is not an error", "boom"],
+  ])("retries %s up to the budget, then dead-letters it (unexpected)", (_what, error) => {
+    expect(classifyFailure(error)).toBe("unexpected");
   });
 });
 

@@ -1,3 +1,5 @@
+import type { FailureKind } from "@saga/kafka";
+
 /** An event that can never be applied: it fails its contract, or no handler takes its topic. */
 export class PoisonEventError extends Error {
   override readonly name = "PoisonEventError";
@@ -5,12 +7,16 @@ export class PoisonEventError extends Error {
 }
 
 // SQLSTATEs worth retrying, https://www.postgresql.org/docs/current/errcodes-appendix.html:
-// the server went away or is restarting, or the transaction lost a race it may win next time.
+// the server went away, is restarting or too slow for now, or the transaction lost a race it may win
+// next time. Never a bug: an outage must not spend a consumer's retry budget (classifyFailure).
 const RETRIABLE_SQLSTATE_CLASSES = ["08"]; // connection exception
 const RETRIABLE_SQLSTATES = new Set([
   "40001", // serialization_failure
   "40P01", // deadlock_detected
   "53300", // too_many_connections
+  "55P03", // lock_not_available (lock_timeout)
+  "57014", // query_canceled (statement_timeout): a server too slow for now, not a bad event
+  "25P03", // idle_in_transaction_session_timeout: the session was cut off mid-transaction
   "57P01", // admin_shutdown
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now
@@ -79,6 +85,25 @@ export function isRetriableError(error: unknown): boolean {
     if (Array.isArray(errors)) queue.push(...errors);
   }
   return false;
+}
+
+/**
+ * The consumers' failure contract (`FailureKind` of @saga/kafka): a `PoisonEventError` (decoding or
+ * contract failure) is poison, a failure `isRetriableError` recognises is transient (the database or
+ * the network, retried for as long as it takes), and every other error is unexpected: a bug or a data
+ * problem, retried up to the budget and then dead-lettered.
+ */
+export function classifyFailure(error: unknown): FailureKind {
+  if (causes(error).some((e) => e instanceof PoisonEventError)) return "poison";
+  return isRetriableError(error) ? "transient" : "unexpected";
+}
+
+/** The error and its `cause` chain, at most a few deep. */
+function causes(error: unknown): unknown[] {
+  const chain = [error];
+  for (let e = error; e instanceof Error && e.cause !== undefined && chain.length < 5; e = e.cause)
+    chain.push(e.cause);
+  return chain;
 }
 
 /** A one-line description of a failure for a log field or a dead-letter header, innermost cause included. */

@@ -1,20 +1,21 @@
 import {
   type DecodedEvent,
+  DLQ_HEADERS,
   decodeEvent,
   EVENT_TOPICS,
   HEADERS,
   prefixedTopic,
   type Topic,
 } from "@saga/contracts";
-import { inbox, outbox } from "@saga/db";
-import type { EventConsumer, IncomingMessage, KafkaClient } from "@saga/kafka";
+import { deadLetters, outbox } from "@saga/db";
+import type { DeadLetterCause, EventConsumer, IncomingMessage, KafkaClient, RetryPolicy } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
 import { claimEvents, inTransaction, type SqlClient } from "./batch-sql.ts";
 import type { Database } from "./db.ts";
-import { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
+import { classifyFailure, describeError, PoisonEventError } from "./errors.ts";
 import type { MessagingMetrics } from "./metrics.ts";
-import { deadLetterRow } from "./outbox.ts";
+import { deadLetterRow, storable } from "./outbox.ts";
 
 /** Work to do once the batch's transaction has committed, such as counting its outcomes. */
 export type AfterCommit = () => void;
@@ -22,7 +23,7 @@ export type AfterCommit = () => void;
 /**
  * Applies the new events of a batch, in the order consumed, inside the transaction that holds their
  * inbox rows and the locks of their aggregates: their state changes and outbox rows commit together
- * with the inbox rows or not at all. Throwing a retriable error retries the batch.
+ * with the inbox rows or not at all. What an error it throws means is `classifyFailure`'s to say.
  */
 export type BatchHandler = (tx: SqlClient, events: DecodedEvent<Topic>[]) => Promise<AfterCommit | undefined>;
 
@@ -41,12 +42,15 @@ export type InboxOptions = {
 export type Inbox = {
   /** The physical topics to subscribe to. */
   topics: string[];
-  /** Applies a message exactly once per consumer group; a poison message throws a non-retriable error. */
+  /** Applies a message exactly once per consumer group; a poison message throws a `PoisonEventError`. */
   handle(message: IncomingMessage): Promise<void>;
   /** Applies consecutive messages of one partition in one transaction; a poison message fails them all. */
   handleBatch(messages: IncomingMessage[]): Promise<void>;
-  /** Writes a message that can never be applied to the outbox of `<topic>.dlq`, once. */
-  deadLetter(message: IncomingMessage, error: unknown): Promise<void>;
+  /**
+   * Records a message given up on (a dead-letter row, and the outbox row for `<topic>.dlq`), once
+   * however often it is redelivered.
+   */
+  deadLetter(message: IncomingMessage, cause: DeadLetterCause): Promise<void>;
 };
 
 const isUuid = (s: string | undefined): s is string => z.uuid().safeParse(s).success;
@@ -142,33 +146,71 @@ export function createInbox({
     await apply(messages.map(decode));
   }
 
-  async function deadLetter(message: IncomingMessage, error: unknown): Promise<void> {
+  async function deadLetter(
+    message: IncomingMessage,
+    { reason, error, attempts }: DeadLetterCause,
+  ): Promise<void> {
     const topic = logicalTopic(message.topic);
-    const reason = error instanceof PoisonEventError ? error.message : describeError(error);
+    const described = error instanceof PoisonEventError ? error.message : describeError(error);
     const headerId = message.headers[HEADERS.eventId];
-    // A poison message may have no usable id; its position in the log identifies it just as well.
-    const inboxKey = isUuid(headerId)
-      ? headerId.toLowerCase()
-      : `${message.topic}:${message.partition}:${message.offset}`;
-    const row = deadLetterRow({ message, logicalTopic: topic, consumerGroup, error: reason });
+    const eventId = isUuid(headerId) ? headerId.toLowerCase() : undefined;
+    // Its own key, never the event id in the inbox, which a replay must still find free. A poison
+    // message may have no usable id; its position in the log identifies it just as well. A replayed
+    // copy that fails again is a dead letter of its own.
+    const replayOf = message.headers[DLQ_HEADERS.replayOf];
+    const claimKey =
+      (eventId ?? `${message.topic}:${message.partition}:${message.offset}`) +
+      (replayOf ? ` replay ${replayOf}` : "");
+    const row = deadLetterRow({
+      message,
+      logicalTopic: topic,
+      consumerGroup,
+      error: described,
+      reason,
+      attempts,
+    });
+    const headers = Object.fromEntries(
+      Object.entries(message.headers).flatMap(([k, v]) =>
+        v === undefined ? [] : [[storable(k), storable(v)]],
+      ),
+    );
     const written = await db.transaction(async (tx) => {
       const claimed = await tx
-        .insert(inbox)
-        .values({ consumerGroup, eventId: inboxKey, ...origin(message), offset: Number(message.offset) })
+        .insert(deadLetters)
+        .values({
+          id: row.id,
+          consumerGroup,
+          claimKey: storable(claimKey),
+          topic: storable(topic),
+          sourceTopic: storable(message.topic),
+          partition: message.partition,
+          offset: Number(message.offset),
+          eventId: headerId === undefined ? null : storable(headerId),
+          messageKey: message.key === null ? null : storable(message.key),
+          headers,
+          payload: message.value === null ? null : storable(message.value),
+          reason,
+          // As the dead-letter header has it: at most 2,000 characters, storable.
+          error: row.headers?.[DLQ_HEADERS.error] ?? "",
+          attempts,
+        })
         .onConflictDoNothing()
-        .returning({ eventId: inbox.eventId });
+        .returning({ id: deadLetters.id });
       if (claimed.length === 0) return false;
       await tx.insert(outbox).values(row);
       return true;
     });
-    const log = logger.child({ eventId: inboxKey, ...origin(message) });
+    const log = logger.child({ claimKey, ...origin(message) });
     if (!written) {
       metrics.duplicates.inc({ group: consumerGroup, topic });
-      log.info("duplicate of a dead-lettered event absorbed by the inbox");
+      log.info("duplicate of a dead-lettered event absorbed");
       return;
     }
-    metrics.deadLettered.inc({ group: consumerGroup, topic });
-    log.warn({ error: reason, dlqEventId: row.id }, `event dead-lettered to ${row.topic}`);
+    metrics.deadLettered.inc({ group: consumerGroup, topic, reason });
+    log.warn(
+      { reason, attempts, error: described, deadLetterId: row.id },
+      `event dead-lettered to ${row.topic}`,
+    );
   }
 
   return { topics: subscribed.map((t) => prefixedTopic(topicPrefix, t)), handle, handleBatch, deadLetter };
@@ -177,16 +219,30 @@ export function createInbox({
 export type InboxConsumerOptions = InboxOptions & {
   kafka: KafkaClient;
   partitionsConsumedConcurrently?: number;
+  /** Back-off and the budget of unexpected failures (`CONSUMER_RETRY_*`). */
+  retry?: RetryPolicy;
 };
 
 /**
- * Joins the consumer group and applies every message of the handled topics through the inbox. Offsets
- * are committed only after the event's transaction commits; transient failures are retried with
- * back-off, anything else is dead-lettered, so no message blocks its partition.
+ * Joins the consumer group and applies every message of the handled topics through the inbox, under
+ * the failure contract (`classifyFailure`): poison is dead-lettered at once, transient failures are
+ * retried until they succeed, unexpected ones up to the retry budget and then dead-lettered. Offsets
+ * are committed only after the event's transaction (or its dead letter's) commits.
  */
 export async function startInboxConsumer(options: InboxConsumerOptions): Promise<EventConsumer> {
-  const { kafka, consumerGroup, logger, metrics, partitionsConsumedConcurrently } = options;
+  const { kafka, consumerGroup, topicPrefix, logger, metrics, partitionsConsumedConcurrently, retry } =
+    options;
   const inbox = createInbox(options);
+  const where = (m: IncomingMessage) => ({
+    group: consumerGroup,
+    topic: m.topic.startsWith(topicPrefix) ? m.topic.slice(topicPrefix.length) : m.topic,
+    partition: String(m.partition),
+  });
+  // The event's age: since it occurred (its envelope), or since the broker got it when that is unreadable.
+  const occurredAt = (m: IncomingMessage) => {
+    const at = Date.parse(m.headers[HEADERS.occurredAt] ?? "");
+    return Number.isNaN(at) ? m.timestamp : at;
+  };
   return kafka.createConsumer({
     groupId: consumerGroup,
     topics: inbox.topics,
@@ -201,14 +257,27 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
       );
     },
     deadLetter: inbox.deadLetter,
-    isRetriable: isRetriableError,
+    classify: classifyFailure,
+    retry,
     partitionsConsumedConcurrently,
-    onRetry(message, error, attempt) {
-      metrics.retries.inc({ group: consumerGroup, topic: message.topic });
+    onRetry(message, error, { attempt, kind }) {
+      const labels = where(message);
+      metrics.retries.inc({ group: consumerGroup, topic: labels.topic, failure: kind });
+      metrics.stuck.retrying({ ...labels, failure: kind }, occurredAt(message));
       logger.warn(
-        { err: error, topic: message.topic, partition: message.partition, offset: message.offset, attempt },
-        "event failed with a transient error; retrying",
+        {
+          err: error,
+          topic: message.topic,
+          partition: message.partition,
+          offset: message.offset,
+          attempt,
+          kind,
+        },
+        kind === "transient"
+          ? "event failed with a transient error; retrying"
+          : "event failed with an unexpected error; retrying up to the budget",
       );
     },
+    onRetriesEnded: (message) => metrics.stuck.movedOn(where(message)),
   });
 }

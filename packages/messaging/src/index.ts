@@ -7,8 +7,23 @@ export {
   type SqlPool,
 } from "./batch-sql.ts";
 export { type Database, type Executor, lockAggregate } from "./db.ts";
-export { envVars, parseEnv, requireInternalSecret, type ServiceEnv, serviceEnvSchema } from "./env.ts";
-export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
+export {
+  type DeadLetterFilter,
+  type DeadLetterRecord,
+  findDeadLetter,
+  listDeadLetters,
+  type ReplayResult,
+  replayDeadLetter,
+} from "./dead-letters.ts";
+export {
+  envVars,
+  parseEnv,
+  requireInternalSecret,
+  retryPolicy,
+  type ServiceEnv,
+  serviceEnvSchema,
+} from "./env.ts";
+export { classifyFailure, describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
 export {
   type IdempotentResult,

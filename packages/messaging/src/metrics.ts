@@ -26,8 +26,8 @@ export function createMessagingMetrics(registry: Registry) {
     }),
     deadLettered: new Counter({
       name: "saga_dlq_events_total",
-      help: "Events that can never be applied, written to <topic>.dlq, by consumer group and logical topic",
-      labelNames: ["group", "topic"] as const,
+      help: "Events given up on and written to <topic>.dlq, by consumer group, logical topic and reason (poison, retries exhausted)",
+      labelNames: ["group", "topic", "reason"] as const,
       registers,
     }),
     ignored: new Counter({
@@ -38,10 +38,11 @@ export function createMessagingMetrics(registry: Registry) {
     }),
     retries: new Counter({
       name: "saga_consumer_retries_total",
-      help: "Retries of events whose transaction failed with a transient error, by consumer group and topic",
-      labelNames: ["group", "topic"] as const,
+      help: "Retries of events whose transaction failed, by consumer group, logical topic and failure (transient, unexpected)",
+      labelNames: ["group", "topic", "failure"] as const,
       registers,
     }),
+    stuck: createStuckPartitions(registers),
     batchFallbacks: new Counter({
       name: "saga_inbox_batch_fallbacks_total",
       help: "Batches of events whose shared transaction failed (a poison event, a lost connection) and that were applied one by one, by consumer group and topic",
@@ -54,6 +55,38 @@ export function createMessagingMetrics(registry: Registry) {
       labelNames: ["group", "topic", "partition"] as const,
       registers,
     }),
+  };
+}
+
+type StuckLabels = { group: string; topic: string; partition: string; failure: string };
+
+/**
+ * Partitions stuck retrying an event, as a gauge of that event's age: a series per partition while it
+ * retries, none once it moves on. The age is taken at each scrape, so it grows while the partition waits.
+ */
+function createStuckPartitions(registers: Registry[]) {
+  const stuck = new Map<string, { labels: StuckLabels; since: number }>();
+  new Gauge({
+    name: "saga_consumer_stuck_seconds",
+    help: "Age of the event a partition is stuck retrying on, by consumer group, logical topic, partition and failure (transient: the database or network, retried without end; unexpected: retried up to CONSUMER_RETRY_ATTEMPTS); no series while no partition is stuck",
+    labelNames: ["group", "topic", "partition", "failure"] as const,
+    registers,
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const { labels, since } of stuck.values()) this.set(labels, Math.max(0, (now - since) / 1000));
+    },
+  });
+  const key = ({ group, topic, partition }: StuckLabels) => JSON.stringify([group, topic, partition]);
+  return {
+    /** The partition retries an event that occurred at `since` (ms since the epoch). */
+    retrying(labels: StuckLabels, since: number): void {
+      stuck.set(key(labels), { labels, since });
+    },
+    /** The partition moved on. */
+    movedOn(labels: Omit<StuckLabels, "failure">): void {
+      stuck.delete(key({ ...labels, failure: "" }));
+    },
   };
 }
 

@@ -1,4 +1,4 @@
-import { HEADERS } from "@saga/contracts";
+import { DLQ_HEADERS, HEADERS } from "@saga/contracts";
 import { describe, expect, it } from "vitest";
 import { outboxMessage, type PublishableRow } from "./outbox.ts";
 
@@ -35,6 +35,22 @@ describe("outboxMessage for the relay", () => {
     const m = outboxMessage({ ...row, headers: { [HEADERS.eventId]: "forged", "dlq-error": "boom" } }, "");
     expect(m.headers[HEADERS.eventId]).toBe(row.id);
     expect(m.headers["dlq-error"]).toBe("boom");
+  });
+
+  it("sends a replayed dead letter back with its own envelope, the event id of the original", () => {
+    const original = {
+      [HEADERS.eventId]: "0d5b7a40-2f0e-4a53-9e57-3c1f1c9b8a11",
+      [HEADERS.eventType]: "OrderCreated",
+      [HEADERS.schemaVersion]: "1",
+      [HEADERS.occurredAt]: "2025-12-31T23:59:59.000Z",
+      [HEADERS.aggregateId]: row.aggregateId,
+    };
+    const m = outboxMessage(
+      { ...row, headers: { ...original, [DLQ_HEADERS.replayOf]: "dead-letter-id" } },
+      "",
+    );
+    expect(m.headers).toEqual({ ...original, [DLQ_HEADERS.replayOf]: "dead-letter-id" });
+    expect(m.key).toBe(row.aggregateId);
   });
 
   it("makes a malformed headers column fit instead of blocking the outbox", () => {

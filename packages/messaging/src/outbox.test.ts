@@ -86,6 +86,8 @@ describe("deadLetterRow", () => {
       logicalTopic: "order.created",
       consumerGroup: "g",
       error: "bad",
+      reason: "retries exhausted",
+      attempts: 10,
     });
     expect(row).toMatchObject({
       topic: "order.created.dlq",
@@ -93,6 +95,8 @@ describe("deadLetterRow", () => {
       eventType: "OrderCreated",
       payload: "{not json",
       headers: {
+        [DLQ_HEADERS.reason]: "retries exhausted",
+        [DLQ_HEADERS.attempts]: "10",
         [DLQ_HEADERS.error]: "bad",
         [DLQ_HEADERS.originalTopic]: "p.order.created",
         [DLQ_HEADERS.originalPartition]: "2",
@@ -110,6 +114,8 @@ describe("deadLetterRow", () => {
       logicalTopic: "order.created",
       consumerGroup: "g",
       error: `nul \u0000 ${"x".repeat(5000)}`,
+      reason: "poison",
+      attempts: 1,
     });
     expect(row.aggregateId).toBe("p.order.created:2:17");
     expect(row.payload).toBe("");

@@ -10,7 +10,7 @@ import {
   type Topic,
   traceparent as traceparentSchema,
 } from "@saga/contracts";
-import { outbox } from "@saga/db";
+import { type DeadLetterReason, outbox } from "@saga/db";
 import type { IncomingMessage, OutgoingMessage } from "@saga/kafka";
 import type { Executor } from "./db.ts";
 
@@ -63,19 +63,30 @@ export type DeadLetter = {
   logicalTopic: string;
   consumerGroup: string;
   error: string;
+  reason: DeadLetterReason;
+  attempts: number;
 };
 
-// PostgreSQL text and jsonb cannot hold NUL; a poison message may contain anything.
-const storable = (s: string) => s.replaceAll("\u0000", "\uFFFD");
+/** PostgreSQL text and jsonb cannot hold NUL; a poison message may contain anything. */
+export const storable = (s: string) => s.replaceAll("\u0000", "\uFFFD");
 const MAX_ERROR_LENGTH = 2000;
 
 /**
  * The outbox row that sends a message that can never be applied to `<topic>.dlq`: the raw value,
  * keyed as the original, with the error and the message's origin in the `dlq-*` headers.
  */
-export function deadLetterRow({ message, logicalTopic, consumerGroup, error }: DeadLetter): NewOutboxRow {
+export function deadLetterRow({
+  message,
+  logicalTopic,
+  consumerGroup,
+  error,
+  reason,
+  attempts,
+}: DeadLetter): NewOutboxRow {
   const original = message.headers;
   const headers: Record<string, string> = {
+    [DLQ_HEADERS.reason]: reason,
+    [DLQ_HEADERS.attempts]: String(attempts),
     [DLQ_HEADERS.error]: storable(error.slice(0, MAX_ERROR_LENGTH)),
     [DLQ_HEADERS.originalTopic]: storable(message.topic),
     [DLQ_HEADERS.originalPartition]: String(message.partition),
@@ -111,20 +122,26 @@ export type PublishableRow = Pick<
  * The Kafka message of an outbox row, for the relay: key = aggregate id, value = payload, and the
  * envelope headers from the row's columns (`event-id` is the row id) on top of its extra headers
  * (traceparent, dlq-*), so a stray `event-id` in the jsonb can never override the row's own.
+ *
+ * The one exception is a replayed dead letter (`dlq-replay-of` among its headers, written only by
+ * `replayDeadLetter`): it goes back exactly as it was consumed, its own envelope over the row's, so
+ * that it keeps its `event-id` and every consumer group's inbox applies it at most once.
  */
 export function outboxMessage(row: PublishableRow, topicPrefix = ""): OutgoingMessage {
+  const extra = extraHeaders(row.headers);
+  const envelope = {
+    [HEADERS.eventId]: row.id,
+    [HEADERS.eventType]: row.eventType,
+    [HEADERS.schemaVersion]: row.schemaVersion,
+    [HEADERS.occurredAt]: row.createdAt.toISOString(),
+    [HEADERS.aggregateId]: row.aggregateId,
+  };
+  const replay = extra[DLQ_HEADERS.replayOf] !== undefined;
   return {
     topic: prefixedTopic(topicPrefix, row.topic),
     key: row.aggregateId,
     value: row.payload,
-    headers: {
-      ...extraHeaders(row.headers),
-      [HEADERS.eventId]: row.id,
-      [HEADERS.eventType]: row.eventType,
-      [HEADERS.schemaVersion]: row.schemaVersion,
-      [HEADERS.occurredAt]: row.createdAt.toISOString(),
-      [HEADERS.aggregateId]: row.aggregateId,
-    },
+    headers: replay ? { ...envelope, ...extra } : { ...extra, ...envelope },
   };
 }
 

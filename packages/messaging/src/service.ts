@@ -3,7 +3,7 @@ import { createPgDatabase, migrateDatabase, type PgDatabase, type ServiceDatabas
 import { AppError } from "@saga/http";
 import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
-import { requireInternalSecret, type ServiceEnv } from "./env.ts";
+import { requireInternalSecret, retryPolicy, type ServiceEnv } from "./env.ts";
 import { isRetriableError } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
 import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
@@ -97,6 +97,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
         applyBatch,
         logger,
         metrics: messagingMetrics,
+        retry: retryPolicy(env),
       });
       periodic.push(
         startRetention({ db: pool.db, retentionHours: env.INBOX_RETENTION_HOURS, logger }),

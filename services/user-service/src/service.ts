@@ -4,14 +4,21 @@ import { createServiceRuntime } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
 import { orderEventConsumer } from "./consumers/order-events.ts";
+import type { applyReservationBatch } from "./domain/apply-reservation-batch.ts";
 import type { Env } from "./env.ts";
 import { createReservationMetrics } from "./metrics.ts";
+
+export type UserServiceOptions = {
+  logger?: Logger;
+  /** The consumer's ledger statement (`applyReservationBatch`); a test injects a failing one. */
+  applyReservations?: typeof applyReservationBatch;
+};
 
 /**
  * One user-service instance: migrates its database and builds the app; `start()` joins the consumer
  * group. Tests run several of these in one process, `main.ts` runs one behind a port.
  */
-export async function createUserService(env: Env, options: { logger?: Logger } = {}) {
+export async function createUserService(env: Env, options: UserServiceOptions = {}) {
   const runtime = await createServiceRuntime({
     service: "user-service",
     database: "user",
@@ -31,10 +38,11 @@ export async function createUserService(env: Env, options: { logger?: Logger } =
   return {
     app,
     runtime,
-    start: () => runtime.startConsuming(orderEventConsumer(metrics)),
+    start: () => runtime.startConsuming(orderEventConsumer(metrics, options.applyReservations)),
     stop: runtime.stop,
   };
 }
 
 export type UserService = Awaited<ReturnType<typeof createUserService>>;
+export { applyReservationBatch } from "./domain/apply-reservation-batch.ts";
 export { type Env, parseUserServiceEnv } from "./env.ts";

@@ -10,6 +10,7 @@ import { httpEnvDefaults } from "@saga/http";
 import {
   createKafka,
   DEFAULT_KAFKA_CLIENT,
+  DEFAULT_RETRY_POLICY,
   type EventProducer,
   type KafkaClient,
   type OutgoingMessage,
@@ -257,6 +258,9 @@ export function serviceTestEnv(
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
     INBOX_RETENTION_HOURS: 168,
+    CONSUMER_RETRY_ATTEMPTS: DEFAULT_RETRY_POLICY.maxAttempts,
+    CONSUMER_RETRY_BACKOFF_MS: DEFAULT_RETRY_POLICY.backoffMs,
+    CONSUMER_RETRY_BACKOFF_MAX_MS: DEFAULT_RETRY_POLICY.maxBackoffMs,
     // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
     ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
     ADMISSION_QUEUE_TIMEOUT_MS: 30_000,

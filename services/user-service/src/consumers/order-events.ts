@@ -7,10 +7,13 @@ import type { ReservationMetrics } from "../metrics.ts";
 
 /**
  * The user-service's side of the saga: `order.created` reserves credit, `order.canceled` releases it.
- * A consumed batch is applied as a whole (`applyReservationBatch`); its outcomes are counted once it
- * has committed.
+ * A consumed batch is applied as a whole (`applyReservations`, `applyReservationBatch` unless a test
+ * gives another); its outcomes are counted once it has committed.
  */
-export function orderEventConsumer(metrics: MessagingMetrics & ReservationMetrics): {
+export function orderEventConsumer(
+  metrics: MessagingMetrics & ReservationMetrics,
+  applyReservations: typeof applyReservationBatch = applyReservationBatch,
+): {
   topics: Topic[];
   applyBatch: BatchHandler;
 } {
@@ -25,7 +28,7 @@ export function orderEventConsumer(metrics: MessagingMetrics & ReservationMetric
           traceparent: trace && nextTraceparent(trace),
         };
       });
-      const { outcomes } = await applyReservationBatch(tx, orderEvents);
+      const { outcomes } = await applyReservations(tx, orderEvents);
       return () => {
         for (const { topic, outcome } of outcomes) {
           if (outcome.kind === "ignored") metrics.ignored.inc({ topic, state: outcome.state });

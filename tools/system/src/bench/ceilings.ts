@@ -33,7 +33,7 @@ export async function kafkaCeiling(
     handle: async () => {
       if (++consumed === messages) consumedAll();
     },
-    isRetriable: () => false,
+    classify: () => "poison",
     deadLetter: async () => {},
   });
   try {
