@@ -102,13 +102,22 @@ export const Env = z.object({
     .int()
     .positive()
     .default(64 * 1024),
-  /** Connections kept to each upstream instance. */
+  /** Connections kept to each upstream instance for writes, and as many for reads: at least the lanes' bounds. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
   /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */
   UPSTREAM_HELD_CONNECTIONS: z.coerce.number().int().positive().default(1024),
   INSTANCE_ID: z.string().min(1).default(hostname()),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
-  ...httpEnvVars({ readInFlight: 128, writeInFlight: 128, queue: 64 }),
+  // A lane's bound is the most it admits; adaptive, it moves below that with its upstream's latency.
+  ...httpEnvVars({ readInFlight: 64, writeInFlight: 64, queue: 64 }),
+  /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
+  ADMISSION_ADAPTIVE: z.stringbool().default(true),
+  /** The least an adaptive lane admits at once, whatever the latency. */
+  ADMISSION_MIN_IN_FLIGHT: z.coerce.number().int().positive().default(8),
+  /** Upstream latency up to this multiple of the fastest seen lately is no sign of queueing. */
+  ADMISSION_LATENCY_TOLERANCE: z.coerce.number().min(1).default(2),
+  /** "Lately": the fastest answer of the last one to two windows of this length. */
+  ADMISSION_MIN_RTT_WINDOW_MS: millis.default(10_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type Env = z.infer<typeof Env>;

@@ -28,6 +28,8 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     minLimit: env.SAGA_BACKLOG_MIN,
     targetMs: env.SAGA_TARGET_MS,
     recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
+    warmUpMs: env.SAGA_BACKLOG_WARMUP_MS,
+    warmUpLimit: env.SAGA_BACKLOG_WARMUP_LIMIT,
     retryAfterS: env.RETRY_AFTER_S,
     logger: runtime.logger,
     registry: runtime.metrics.registry,

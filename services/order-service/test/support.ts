@@ -13,6 +13,8 @@ export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<
   SAGA_BACKLOG_MIN: 10_000,
   SAGA_TARGET_MS: 1000,
   SAGA_BACKLOG_RECOUNT_MS: 5000,
+  SAGA_BACKLOG_WARMUP_MS: 0,
+  SAGA_BACKLOG_WARMUP_LIMIT: 1,
   ...serviceTestEnv("order-service", databaseUrl, prefix, overrides),
 });
 
