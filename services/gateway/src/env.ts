@@ -114,10 +114,10 @@ export const Env = z.object({
   ADMISSION_ADAPTIVE: z.stringbool().default(true),
   /** The least an adaptive lane admits at once, whatever the latency. */
   ADMISSION_MIN_IN_FLIGHT: z.coerce.number().int().positive().default(8),
-  /** Upstream latency up to this multiple of the fastest seen lately is no sign of queueing. */
+  /** Upstream latency up to this multiple of its long average is no sign of queueing. */
   ADMISSION_LATENCY_TOLERANCE: z.coerce.number().min(1).default(2),
-  /** "Lately": the fastest answer of the last one to two windows of this length. */
-  ADMISSION_MIN_RTT_WINDOW_MS: millis.default(10_000),
+  /** The responses that long average is taken over (an exponential average). */
+  ADMISSION_LATENCY_BASELINE_SAMPLES: z.coerce.number().int().min(1).default(600),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type Env = z.infer<typeof Env>;

@@ -63,7 +63,7 @@ export function createGateway(env: Env) {
         adaptive: {
           minLimit: env.ADMISSION_MIN_IN_FLIGHT,
           tolerance: env.ADMISSION_LATENCY_TOLERANCE,
-          minRttWindowMs: env.ADMISSION_MIN_RTT_WINDOW_MS,
+          baselineSamples: env.ADMISSION_LATENCY_BASELINE_SAMPLES,
         },
       }),
     },

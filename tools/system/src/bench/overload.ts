@@ -48,6 +48,8 @@ export type OverloadPhase = {
   backlogLimit: number;
   /** Where the shed were refused: the gateway's `orders:write` lane, the order-service's write lane, its saga backlog. */
   shedBy: { gateway: number; service: number; backlog: number };
+  /** Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane. */
+  readsShedBy: { gateway: number; service: number };
   /** Time a shed POST spent inside the gateway (its own histogram: from its first middleware to the answer). */
   gatewayShedMs: { p50: number; p99: number };
   /** Time an answer of the order-service that was a 503 took, seen by the gateway (queueing in its pool included). */
@@ -196,6 +198,7 @@ async function openLoop(opts: {
     backlogMax: 0,
     backlogLimit: 0,
     shedBy: { gateway: 0, service: 0, backlog: 0 },
+    readsShedBy: { gateway: 0, service: 0 },
     gatewayShedMs: { p50: 0, p99: 0 },
     upstreamShedMs: { p50: 0, p99: 0 },
     loopDelayMs,
@@ -351,6 +354,10 @@ async function openLoop(opts: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:write"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="write"'),
       backlog: after.backlogShed - before.backlogShed,
+    },
+    readsShedBy: {
+      gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:read"'),
+      service: delta("orderText", "http_admission_shed_total", 'lane="read"'),
     },
     gatewayShedMs: { p50: gatewayShed(0.5), p99: gatewayShed(0.99) },
     upstreamShedMs: { p50: upstreamShed(0.5), p99: upstreamShed(0.99) },
@@ -520,7 +527,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     String(p.notFinalAfter10s),
     `${p.ejections} / ${p.panicRequests}`,
     `${p.backlogMax} / ${p.backlogLimit}`,
-    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed, p99 ${fmt(p.reads.latency.p99)} ms`,
+    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service), p99 ${fmt(p.reads.latency.p99)} ms`,
     `${fmt(p.load[0])} → ${fmt(p.load[1])}`,
   ];
   const where = (p: OverloadPhase) => [
