@@ -9,12 +9,20 @@ import { readOrders } from "./domain/order-hot-path.ts";
 import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
 import { createOrderWaits } from "./order-waits.ts";
+import { prewarmHotPath } from "./warm-up.ts";
 
 /**
  * The order-service: migrates its database and builds the app; `start()` joins the consumer group.
  * Tests run it in process, `main.ts` runs it behind a port.
  */
-export async function createOrderService(env: Env, options: { logger?: Logger } = {}) {
+export async function createOrderService(
+  env: Env,
+  options: {
+    logger?: Logger;
+    /** Run before `/ready` says yes, after the hot path's own warm-up (tests hold readiness with it). */
+    warmUp?: () => Promise<void>;
+  } = {},
+) {
   const runtime = await createServiceRuntime({
     service: "order-service",
     database: "order",
@@ -42,6 +50,8 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     logger: runtime.logger,
   });
   await waits.start();
+  // Set by start() until the warm-up is done; as with the consumer, a service never started is not held.
+  let warming = false;
   const app = createApp({
     db: runtime.db,
     pool: runtime.db.pool,
@@ -49,7 +59,10 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     logger: runtime.logger,
     metrics: runtime.metrics,
     saga,
-    ready: runtime.ready,
+    ready: async () => {
+      await runtime.ready();
+      if (warming) throw new Error("warming up: the hot path's connections and statements are not ready yet");
+    },
     admission: httpSettings(env).admission,
     backlog,
     internalSecret: env.INTERNAL_SECRET,
@@ -60,10 +73,20 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     backlog,
     waits,
     start: async () => {
-      // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      // All at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      const warmUp = async () => {
+        // A failed warm-up costs speed, not correctness: the service still becomes ready.
+        await prewarmHotPath(runtime.db.pool).catch((err) =>
+          runtime.logger.warn({ err }, "warming the hot path up failed; ready without it"),
+        );
+        await options.warmUp?.();
+        warming = false;
+      };
+      warming = true;
       await Promise.all([
         runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
         backlog.start(),
+        warmUp(),
       ]);
     },
     stop: async () => {
