@@ -129,6 +129,9 @@ describe("the saga backlog's warm-up after a start", () => {
     // Sagas that took 5 s while everything was cold: the bound stays.
     for (let i = 0; i < 50; i++) warm.backlog.finished(5);
     expect(await warm.bound()).toBe(pending + 3);
+    // Once sagas run on time in a row, the path is warm: the warm-up bound no longer holds.
+    for (let i = 0; i < 50; i++) warm.backlog.finished(0.1);
+    expect(await warm.bound()).toBeLessThan(pending + 3);
     warm.backlog.stop();
 
     const settled = await guarded(0, { limit: pending + 20, warmUpLimit: pending + 40 });
