@@ -112,8 +112,8 @@ export const Env = z.object({
   ...httpEnvVars({ readInFlight: 64, writeInFlight: 64, queue: 64 }),
   /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
   ADMISSION_ADAPTIVE: z.stringbool().default(true),
-  /** The least an adaptive lane admits at once, whatever the latency. */
-  ADMISSION_MIN_IN_FLIGHT: z.coerce.number().int().positive().default(8),
+  /** The least an adaptive lane admits at once, whatever the latency: what a service itself admits (8 + 16 queued). */
+  ADMISSION_MIN_IN_FLIGHT: z.coerce.number().int().positive().default(24),
   /** Upstream latency up to this multiple of its long average is no sign of queueing. */
   ADMISSION_LATENCY_TOLERANCE: z.coerce.number().min(1).default(2),
   /** The responses that long average is taken over (an exponential average). */

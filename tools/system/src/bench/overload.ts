@@ -428,6 +428,8 @@ export async function runOverload(opts: {
   kafka: KafkaClient;
   users: { id: string; balance: number; token: string }[];
   seconds: number;
+  /** Given, it is used instead of measured (the same offered loads for runs to be compared). */
+  capacity?: number | undefined;
   log: (line: string) => void;
 }): Promise<OverloadReport> {
   const { system, dbs, kafka, users, seconds, log } = opts;
@@ -436,17 +438,20 @@ export async function runOverload(opts: {
       log("bench:   not quiet after 180 s; going on");
   };
   await drain();
-  const capacitySeconds = Math.min(30, seconds);
-  log(`bench: overload: capacity, ${capacitySeconds}s closed loop with 32 clients`);
-  const sat = await capacityLoop(system.gatewayUrl, users, capacitySeconds);
-  // Completed sagas over the time they took, as the saturation phase counts them.
-  await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 120, log: () => {} });
-  const [done] = await dbs.order<{ n: number; last: Date | null }[]>`
-    select count(*)::int as n, max(updated_at) as last from orders
-    where id = any(${sat.orderIds}::uuid[]) and status <> 'PENDING'`;
-  const busyS = ((done?.last?.getTime() ?? sat.endedAt.getTime()) - sat.startedAt.getTime()) / 1000;
-  const capacity = (done?.n ?? 0) / Math.max(busyS, 1);
-  log(`bench:   capacity ${capacity.toFixed(1)} sagas/s (${sat.failed} POSTs shed or failed)`);
+  const capacitySeconds = opts.capacity === undefined ? Math.min(30, seconds) : 0;
+  let capacity = opts.capacity ?? 0;
+  if (opts.capacity === undefined) {
+    log(`bench: overload: capacity, ${capacitySeconds}s closed loop with 32 clients`);
+    const sat = await capacityLoop(system.gatewayUrl, users, capacitySeconds);
+    // Completed sagas over the time they took, as the saturation phase counts them.
+    await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 120, log: () => {} });
+    const [done] = await dbs.order<{ n: number; last: Date | null }[]>`
+      select count(*)::int as n, max(updated_at) as last from orders
+      where id = any(${sat.orderIds}::uuid[]) and status <> 'PENDING'`;
+    const busyS = ((done?.last?.getTime() ?? sat.endedAt.getTime()) - sat.startedAt.getTime()) / 1000;
+    capacity = (done?.n ?? 0) / Math.max(busyS, 1);
+    log(`bench:   capacity ${capacity.toFixed(1)} sagas/s (${sat.failed} POSTs shed or failed)`);
+  } else log(`bench: overload: capacity taken as ${capacity} sagas/s (--overload-capacity)`);
 
   const phases: OverloadPhase[] = [];
   for (const factor of [2, 5]) {
@@ -541,7 +546,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
   return [
     `## Overload (issue 11), ${at}`,
     "",
-    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (closed loop, 32 clients, ${r.capacitySeconds} s), ` +
+    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (${r.capacitySeconds ? `closed loop, 32 clients, ${r.capacitySeconds} s` : "given"}), ` +
       `then an open loop at 2× and 5× of it for ${r.phases[0]?.durationS ?? 0} s, every accepted order followed by ` +
       "its client with `GET /orders/:id` every 250 ms until final; then a fresh start " +
       `(every Node process stopped, PostgreSQL and Kafka restarted; ready in ${fmt(r.freshStart.readyAfterS)} s) ` +
