@@ -87,10 +87,18 @@ class Lane {
           clearTimeout(waiter.timer);
           resolve(true);
         },
-        timer: setTimeout(() => {
-          this.queue.splice(this.queue.indexOf(waiter), 1);
-          resolve(false);
-        }, queueTimeoutMs),
+        // Shed in the check phase, after this turn's I/O: on a loop running late the timer fires in the same
+        // turn as the answers that free places, and a waiter they can admit must not be shed first.
+        timer: setTimeout(
+          () =>
+            setImmediate(() => {
+              const at = this.queue.indexOf(waiter);
+              if (at === -1) return;
+              this.queue.splice(at, 1);
+              resolve(false);
+            }),
+          queueTimeoutMs,
+        ),
       };
       this.queue.push(waiter);
     });
