@@ -30,7 +30,7 @@ export type AdmissionOptions = {
    * event loop and then being shed there. An answer that is itself a 503 with `Retry-After` (the backend
    * shedding, for a reason of its own such as the saga backlog) is not a latency sample.
    */
-  adaptive?: Omit<GradientLimitOptions, "maxLimit" | "initialLimit" | "now">;
+  adaptive?: Omit<GradientLimitOptions, "maxLimit" | "initialLimit">;
   /**
    * The lane of a request: its kind, and a key when one app serves several independent backends (the
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
