@@ -2,7 +2,13 @@ import { describe, expect, it } from "vitest";
 import { GradientLimit } from "./gradient-limit.ts";
 
 function limitAt(opts: Partial<ConstructorParameters<typeof GradientLimit>[0]> = {}) {
-  const limit = new GradientLimit({ minLimit: 2, maxLimit: 64, tolerance: 2, baselineSamples: 1000, ...opts });
+  const limit = new GradientLimit({
+    minLimit: 2,
+    maxLimit: 64,
+    tolerance: 2,
+    baselineSamples: 1000,
+    ...opts,
+  });
   return {
     limit,
     /** `n` responses taking `rttMs`, each while the lane is full. */
