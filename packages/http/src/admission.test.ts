@@ -97,45 +97,60 @@ describe("admission", () => {
 });
 
 describe("adaptive admission (a proxy's lanes)", () => {
-  it("lowers a lane's bound while its backend sheds, so the excess is shed here, and raises it again", async () => {
+  function proxyApp() {
+    const metrics = createMetrics("test", "t1");
     const app = createBaseApp({
       logger: createLogger("test", "silent"),
-      metrics: createMetrics("test", "t1"),
+      metrics,
       ready: async () => {},
       admission: {
         limits: {
-          read: { maxInFlight: 10, maxQueue: 0 },
-          write: { maxInFlight: 10, maxQueue: 0 },
+          read: { maxInFlight: 16, maxQueue: 0 },
+          write: { maxInFlight: 16, maxQueue: 0 },
           wait: { maxInFlight: 10, maxQueue: 0 },
         },
         queueTimeoutMs: 50,
         retryAfterS: 1,
-        adaptive: { minInFlight: 1 },
+        adaptive: { minLimit: 2, tolerance: 5, baselineSamples: 1000 },
       },
     });
-    let backendSheds = true;
-    const holds: (() => void)[] = [];
+    const backend = { delayMs: 0, sheds: false };
     app.post("/backend", async (c) => {
-      if (c.req.query("hold")) await new Promise<void>((resolve) => holds.push(resolve));
-      if (backendSheds) return c.json({ error: "backend sheds" }, 503, { "retry-after": "1" });
+      await new Promise((r) => setTimeout(r, backend.delayMs));
+      if (backend.sheds) return c.json({ error: "backend sheds" }, 503, { "retry-after": "1" });
       return c.json({ ok: true }, 201);
     });
-    const post = (query = "") => app.request(`/backend${query}`, { method: "POST" });
-    for (let i = 0; i < 30; i++) expect(await (await post()).json()).toEqual({ error: "backend sheds" });
-    // The bound is down to 1: with one request in flight the next is shed here.
-    const held = post("?hold=1");
-    await tick();
-    const local = await post();
-    expect(local.status).toBe(503);
-    expect(await local.json()).toMatchObject({ error: expect.stringMatching(/^overloaded/) });
-    backendSheds = false;
-    for (const release of holds.splice(0)) release();
-    expect((await held).status).toBe(201);
-    // Answers on time raise it again: two at once are admitted after a few.
-    for (let i = 0; i < 5; i++) expect((await post()).status).toBe(201);
-    const both = [post("?hold=1"), post("?hold=1")];
-    await tick();
-    for (const release of holds.splice(0)) release();
-    expect((await Promise.all(both)).map((r) => r.status)).toEqual([201, 201]);
+    const burst = async (n: number) =>
+      (await Promise.all(Array.from({ length: n }, () => app.request("/backend", { method: "POST" })))).map(
+        (r) => r.status,
+      );
+    const limit = async () => {
+      const text = await (await app.request("/metrics")).text();
+      return Number(/http_admission_limit\{lane="write",[^}]*\} (\S+)/.exec(text)?.[1]);
+    };
+    return { app, backend, burst, limit };
+  }
+
+  it("lowers a lane's bound as its backend slows down, shedding the excess here, and raises it again", async () => {
+    const { backend, burst, limit } = proxyApp();
+    // A baseline of fast answers (some may be shed while it forms: the first answers are the slowest).
+    for (let i = 0; i < 40; i++) await burst(16);
+    backend.delayMs = 200;
+    for (let i = 0; i < 3; i++) await burst(16);
+    expect(await limit()).toBeLessThan(8);
+    const slow = await burst(16);
+    expect(slow.filter((s) => s === 503).length).toBeGreaterThanOrEqual(8);
+    backend.delayMs = 0;
+    // Answers on time while the lane is full raise the bound again, up to its maximum.
+    for (let round = 0; round < 40 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
+    expect(await burst(16)).toEqual(Array(16).fill(201));
+  });
+
+  it("does not take a backend's own shedding (503 + Retry-After, answered fast) as a reason to lower the bound", async () => {
+    const { backend, burst, limit } = proxyApp();
+    backend.sheds = true;
+    for (let i = 0; i < 10; i++) await burst(16);
+    expect(await limit()).toBe(16);
   });
 });

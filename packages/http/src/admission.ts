@@ -1,6 +1,7 @@
 import type { Metrics } from "@saga/observability";
 import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "./errors.ts";
+import { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";
 
 /**
  * What a request costs while it is admitted. `read` and `write` are separate lanes so that clients
@@ -23,12 +24,13 @@ export type AdmissionOptions = {
   /** Sent as `Retry-After` with every shed request. */
   retryAfterS: number;
   /**
-   * For a proxy: a lane's bound follows what is behind it (AIMD, as Netflix's concurrency limits do).
-   * Each answer that is itself a 503 with `Retry-After` (the backend shedding) lowers it by 10%, down to
-   * `minInFlight`; each other answer under 500 raises it by 1/bound, up to `maxInFlight`. So while a
-   * backend sheds, most of its excess is shed here, in microseconds, and never reaches its event loop.
+   * For a proxy: a lane's bound follows the latency of what is behind it (`GradientLimit`, between
+   * `minLimit` and the lane's `maxInFlight`). When the backend slows down because requests queue in it,
+   * the bound falls, and the excess is shed here in microseconds instead of queueing into the backend's
+   * event loop and then being shed there. An answer that is itself a 503 with `Retry-After` (the backend
+   * shedding, for a reason of its own such as the saga backlog) is not a latency sample.
    */
-  adaptive?: { minInFlight: number };
+  adaptive?: Omit<GradientLimitOptions, "maxLimit" | "initialLimit">;
   /**
    * The lane of a request: its kind, and a key when one app serves several independent backends (the
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
@@ -59,12 +61,17 @@ class Lane {
   readonly queue: Waiter[] = [];
   readonly name: string;
   readonly limits: LaneLimits;
-  /** The bound in force: `maxInFlight`, or less while an adaptive lane's backend sheds. */
-  limit: number;
-  constructor(name: string, limits: LaneLimits) {
+  /** In an adaptive lane, what sets the bound. */
+  readonly gradient: GradientLimit | undefined;
+  constructor(name: string, limits: LaneLimits, adaptive: AdmissionOptions["adaptive"]) {
     this.name = name;
     this.limits = limits;
-    this.limit = limits.maxInFlight;
+    this.gradient = adaptive && new GradientLimit({ ...adaptive, maxLimit: limits.maxInFlight });
+  }
+
+  /** The bound in force: `maxInFlight`, or what the latency of an adaptive lane's backend allows. */
+  get limit(): number {
+    return this.gradient ? this.gradient.limit : this.limits.maxInFlight;
   }
 
   /** True when admitted now; a promise of admission (true) or shedding (false) when queued; false when full. */
@@ -80,10 +87,18 @@ class Lane {
           clearTimeout(waiter.timer);
           resolve(true);
         },
-        timer: setTimeout(() => {
-          this.queue.splice(this.queue.indexOf(waiter), 1);
-          resolve(false);
-        }, queueTimeoutMs),
+        // Shed in the check phase, after this turn's I/O: on a loop running late the timer fires in the same
+        // turn as the answers that free places, and a waiter they can admit must not be shed first.
+        timer: setTimeout(
+          () =>
+            setImmediate(() => {
+              const at = this.queue.indexOf(waiter);
+              if (at === -1) return;
+              this.queue.splice(at, 1);
+              resolve(false);
+            }),
+          queueTimeoutMs,
+        ),
       };
       this.queue.push(waiter);
     });
@@ -101,8 +116,8 @@ class Lane {
  * Admission control: a bound on the requests served at once per lane and a short queue in front of it.
  * A request that finds its lane and its queue full, or waits longer than `queueTimeoutMs`, is answered
  * 503 with `Retry-After` at once, before its body is read: excess load costs microseconds instead of
- * queueing into timeouts. https://github.com/Netflix/concurrency-limits names the idea; the bounds here
- * are configured from measurement (bench/README.md), not adapted.
+ * queueing into timeouts. A service's bounds are configured from measurement (bench/README.md); a
+ * proxy's lanes may adapt to their backend's latency (`adaptive`).
  */
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
@@ -110,8 +125,9 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
     if (!lane) {
-      lane = new Lane(key, limits[kind]);
+      lane = new Lane(key, limits[kind], adaptive);
       lanes.set(key, lane);
+      metrics.admissionLimit.set({ lane: key }, lane.limit);
     }
     return lane;
   };
@@ -135,13 +151,13 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
       if (!ok) throw shed(lane);
     }
     metrics.admissionInFlight.inc({ lane: lane.name });
+    const started = performance.now();
     try {
       await next();
-      if (adaptive) {
-        const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
-        if (backendShed) lane.limit = Math.max(adaptive.minInFlight, lane.limit * 0.9);
-        else if (c.res.status < 500)
-          lane.limit = Math.min(lane.limits.maxInFlight, lane.limit + 1 / Math.max(1, lane.limit));
+      const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
+      if (lane.gradient && !backendShed) {
+        lane.gradient.sample(performance.now() - started, lane.inFlight);
+        metrics.admissionLimit.set({ lane: lane.name }, lane.limit);
       }
     } finally {
       metrics.admissionInFlight.dec({ lane: lane.name });

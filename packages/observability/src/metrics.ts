@@ -49,7 +49,21 @@ export function createMetrics(service: string, instance: string) {
     labelNames: ["lane"] as const,
     registers: [registry],
   });
-  return { registry, httpRequests, httpDuration, admissionShed, admissionInFlight, admissionQueued };
+  const admissionLimit = new Gauge({
+    name: "http_admission_limit",
+    help: "Requests admitted at once, by admission lane (an adaptive lane's bound moves with its backend's latency)",
+    labelNames: ["lane"] as const,
+    registers: [registry],
+  });
+  return {
+    registry,
+    httpRequests,
+    httpDuration,
+    admissionShed,
+    admissionInFlight,
+    admissionQueued,
+    admissionLimit,
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

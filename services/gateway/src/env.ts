@@ -102,7 +102,7 @@ export const Env = z.object({
     .int()
     .positive()
     .default(64 * 1024),
-  /** Connections kept to each upstream instance. */
+  /** Connections kept to each upstream instance for writes, and as many for reads: at least the lanes' bounds. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
   /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */
   UPSTREAM_HELD_CONNECTIONS: z.coerce.number().int().positive().default(1024),
@@ -117,7 +117,16 @@ export const Env = z.object({
     .or(z.string().startsWith("/"))
     .default("https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
-  ...httpEnvVars({ readInFlight: 128, writeInFlight: 128, queue: 64 }),
+  // A lane's bound is the most it admits; adaptive, it moves below that with its upstream's latency.
+  ...httpEnvVars({ readInFlight: 64, writeInFlight: 64, queue: 64 }),
+  /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
+  ADMISSION_ADAPTIVE: z.stringbool().default(true),
+  /** The least an adaptive lane admits at once, whatever the latency: what a service itself admits (8 + 16 queued). */
+  ADMISSION_MIN_IN_FLIGHT: z.coerce.number().int().positive().default(24),
+  /** Upstream latency up to this multiple of its long average is no sign of queueing. */
+  ADMISSION_LATENCY_TOLERANCE: z.coerce.number().min(1).default(2),
+  /** The responses that long average is taken over (an exponential average). */
+  ADMISSION_LATENCY_BASELINE_SAMPLES: z.coerce.number().int().min(1).default(600),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type Env = z.infer<typeof Env>;

@@ -1,6 +1,6 @@
-import { httpSettings } from "@saga/http";
 import { randomBytes } from "node:crypto";
 import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
+import { httpSettings } from "@saga/http";
 import { createLogger, createMetrics, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
 import { createApp } from "./app.ts";
@@ -57,7 +57,16 @@ export function createGateway(env: Env) {
     orders,
     timeoutMs: env.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: env.MAX_BODY_BYTES,
-    admission: httpSettings(env).admission,
+    admission: {
+      ...httpSettings(env).admission,
+      ...(env.ADMISSION_ADAPTIVE && {
+        adaptive: {
+          minLimit: env.ADMISSION_MIN_IN_FLIGHT,
+          tolerance: env.ADMISSION_LATENCY_TOLERANCE,
+          baselineSamples: env.ADMISSION_LATENCY_BASELINE_SAMPLES,
+        },
+      }),
+    },
     docsScriptUrl: env.DOCS_SCRIPT_URL,
     auth: {
       verify,

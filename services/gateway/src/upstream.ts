@@ -9,7 +9,7 @@ export type UpstreamOptions = {
   /** One origin per instance: `http://127.0.0.1:8081`. */
   origins: readonly string[];
   connectTimeoutMs: number;
-  /** Connections kept to each instance. */
+  /** Connections kept to each instance for writes, and as many again for reads (GET, HEAD). */
   connections: number;
   /**
    * Connections to each instance for requests it may hold open (`Prefer: wait`), apart from the others,
@@ -60,8 +60,12 @@ export type SendOptions = {
 type Instance = {
   origin: string;
   target: string;
+  /** Writes; reads and held reads have pools of their own so that neither queues behind the other. */
   pool: Pool;
+  readPool: Pool;
   heldPool: Pool;
+  /** One connection for the health checks, which never queue behind requests. */
+  checkPool: Pool;
   healthy: boolean;
   failedChecks: number;
   /** Since when its health checks have been timing out without a break; undefined while they answer. */
@@ -102,10 +106,15 @@ export function createUpstream(opts: UpstreamOptions) {
     origin,
     target: new URL(origin).host,
     pool: new Pool(origin, { connections: opts.connections, connect: { timeout: opts.connectTimeoutMs } }),
+    readPool: new Pool(origin, {
+      connections: opts.connections,
+      connect: { timeout: opts.connectTimeoutMs },
+    }),
     heldPool: new Pool(origin, {
       connections: opts.heldConnections,
       connect: { timeout: opts.connectTimeoutMs },
     }),
+    checkPool: new Pool(origin, { connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
     healthy: false,
     failedChecks: 0,
     silentSince: undefined,
@@ -167,7 +176,11 @@ export function createUpstream(opts: UpstreamOptions) {
     let why: string;
     const timeout = AbortSignal.timeout(opts.healthTimeoutMs);
     try {
-      const res = await instance.pool.request({ method: "GET", path: opts.healthPath, signal: timeout });
+      const res = await instance.checkPool.request({
+        method: "GET",
+        path: opts.healthPath,
+        signal: timeout,
+      });
       await res.body.dump();
       instance.silentSince = undefined;
       if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -266,7 +279,12 @@ export function createUpstream(opts: UpstreamOptions) {
           metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
         };
         try {
-          const res = await (held ? instance.heldPool : instance.pool).request({
+          const pool = held
+            ? instance.heldPool
+            : SAFE_METHODS.has(request.method)
+              ? instance.readPool
+              : instance.pool;
+          const res = await pool.request({
             method: request.method,
             path: request.path,
             headers: { ...request.headers, ...opts.headers },
@@ -309,7 +327,14 @@ export function createUpstream(opts: UpstreamOptions) {
     async close(): Promise<void> {
       closed = true;
       clearTimeout(timer);
-      await Promise.all(instances.flatMap((i) => [i.pool.close(), i.heldPool.close()]));
+      await Promise.all(
+        instances.flatMap((i) => [
+          i.pool.close(),
+          i.readPool.close(),
+          i.heldPool.close(),
+          i.checkPool.close(),
+        ]),
+      );
     },
   };
 }

@@ -416,6 +416,58 @@ describe("overload: busy is not dead", () => {
   });
 });
 
+describe("overload: the adaptive limit of a lane", () => {
+  it("sheds at the gateway with 503 + Retry-After when the upstream slows down, and admits again when it is fast", async () => {
+    let delayMs = 0;
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order, delayMs }));
+    const users = await startFakeUpstream(() => ({ status: 200, body: user }));
+    const gateway = await startGateway([users], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "16",
+      ADMISSION_MIN_IN_FLIGHT: "2",
+      ADMISSION_QUEUE: "0",
+      // Fast answers in the test take a millisecond or two, slow ones 300 ms: only those are queueing.
+      ADMISSION_LATENCY_TOLERANCE: "5",
+      ADMISSION_LATENCY_BASELINE_SAMPLES: "1000",
+      UPSTREAM_TIMEOUT_MS: "5000",
+    });
+    const burst = (n: number) =>
+      Promise.all(
+        Array.from({ length: n }, () =>
+          gateway.app.request("/orders", { method: "POST", body: "{}", headers: json }),
+        ),
+      );
+    const limit = async () => {
+      const text = await (await gateway.metricsApp.request("/metrics")).text();
+      return Number(/http_admission_limit\{lane="orders:write",[^}]*\} (\S+)/.exec(text)?.[1]);
+    };
+    const posts = () => orders.received.filter((r) => r.method === "POST").length;
+
+    // A baseline of fast answers (some may be shed while it forms: the first answers are the slowest).
+    for (let i = 0; i < 40; i++) await burst(16);
+
+    delayMs = 300;
+    for (let i = 0; i < 3; i++) await burst(16);
+    expect(await limit()).toBeLessThan(8);
+    const before = posts();
+    const slow = await burst(16);
+    const shed = slow.filter((r) => r.status === 503);
+    expect(shed.length).toBeGreaterThanOrEqual(8);
+    for (const r of shed) {
+      expect(r.headers.get("retry-after")).toBe("1");
+      expect(await r.json()).toMatchObject({ error: expect.stringMatching(/^overloaded/) });
+    }
+    // Refused here: the upstream never saw them.
+    expect(posts() - before).toBe(16 - shed.length);
+    // The other lanes are not touched: reads of the same upstream go through.
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(201);
+
+    delayMs = 0;
+    for (let round = 0; round < 40 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
+    expect((await burst(16)).map((r) => r.status)).toEqual(Array(16).fill(201));
+  });
+});
+
 describe("a pooled client (one connection) on the gateway's port", () => {
   it("sends a good request after a body over the limit on the same connection", async () => {
     const orders = await startFakeUpstream(() => ({ status: 201, body: order }));

@@ -16,6 +16,14 @@ export type SagaBacklogOptions = {
   targetMs: number;
   /** How often the count is taken again from the database. */
   recountMs: number;
+  /**
+   * After `start()`, until `WARM_AFTER_ON_TIME` sagas in a row finished within `targetMs` and for at most
+   * this long, the bound is at least `warmUpLimit` and slow sagas do not lower it: the first sagas after
+   * a cold start (a broker, consumers and relays that have just started) take seconds, and a backlog that
+   * builds up while they warm and is cleared in seconds is no reason to refuse orders.
+   */
+  warmUpMs: number;
+  warmUpLimit: number;
   retryAfterS: number;
   logger: Logger;
   registry: Registry;
@@ -33,15 +41,25 @@ export type SagaBacklogOptions = {
  * `targetMs` lowers it by 2%, each one on time raises it by 1/bound, between `minLimit` and `limit`. A
  * fixed bound would let saga time grow as throughput falls (a slower machine, a cold broker).
  *
+ * After a start, until sagas run on time (or for `warmUpMs` at most), the bound is at least `warmUpLimit`
+ * and does not adapt down: sagas are slow then because everything on their path is cold, not because
+ * the saga cannot keep up.
+ *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
  * ends) and taken again from the database every `recountMs` (one count of PENDING orders), which also
  * corrects what other order-service instances created or finished.
  */
+/** Sagas in a row within the target that end the warm-up: the path is warm. */
+const WARM_AFTER_ON_TIME = 50;
+
 export function createSagaBacklog(opts: SagaBacklogOptions) {
   const { db, limit: maxLimit, recountMs, retryAfterS, logger, registry } = opts;
   const minLimit = Math.min(opts.minLimit, maxLimit);
   let limit = maxLimit;
-  const bound = () => Math.max(minLimit, Math.round(limit));
+  let warmUntil = Number.POSITIVE_INFINITY;
+  let onTimeInARow = 0;
+  const warming = () => performance.now() < warmUntil;
+  const bound = () => Math.max(minLimit, Math.round(limit), warming() ? opts.warmUpLimit : 0);
   let pending = 0;
   // Orders being created now: counted at once, so concurrent POSTs cannot all pass the bound together.
   let creating = 0;
@@ -110,15 +128,22 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     /** A saga left PENDING (confirmed, rejected or canceled) in this process, after `sagaSeconds`. */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      limit =
-        sagaSeconds * 1000 > opts.targetMs
-          ? Math.max(minLimit, limit * 0.98)
-          : Math.min(maxLimit, limit + 1 / Math.max(1, limit));
+      if (sagaSeconds * 1000 > opts.targetMs) {
+        onTimeInARow = 0;
+        if (!warming()) limit = Math.max(minLimit, limit * 0.98);
+      } else {
+        limit = Math.min(maxLimit, limit + 1 / Math.max(1, limit));
+        if (++onTimeInARow >= WARM_AFTER_ON_TIME && warming()) {
+          warmUntil = performance.now();
+          logger.info({ bound: bound() }, "sagas run on time: warm-up over");
+        }
+      }
       if (shedding && pending + creating < bound()) note(false);
     },
 
-    /** Counts once, then again every `recountMs`. */
+    /** Counts once, then again every `recountMs`; the warm-up begins. */
     async start() {
+      warmUntil = performance.now() + opts.warmUpMs;
       await recount();
       const loop = () => {
         timer = setTimeout(() => {

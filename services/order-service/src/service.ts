@@ -10,12 +10,20 @@ import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
 import { createOrderWaits } from "./order-waits.ts";
 import { createSagaDeadlines } from "./saga-deadlines.ts";
+import { prewarmHotPath } from "./warm-up.ts";
 
 /**
  * The order-service: migrates its database and builds the app; `start()` joins the consumer group.
  * Tests run it in process, `main.ts` runs it behind a port.
  */
-export async function createOrderService(env: Env, options: { logger?: Logger } = {}) {
+export async function createOrderService(
+  env: Env,
+  options: {
+    logger?: Logger;
+    /** Run before `/ready` says yes, after the hot path's own warm-up (tests hold readiness with it). */
+    warmUp?: () => Promise<void>;
+  } = {},
+) {
   const runtime = await createServiceRuntime({
     service: "order-service",
     database: "order",
@@ -29,6 +37,8 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     minLimit: env.SAGA_BACKLOG_MIN,
     targetMs: env.SAGA_TARGET_MS,
     recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
+    warmUpMs: env.SAGA_BACKLOG_WARMUP_MS,
+    warmUpLimit: env.SAGA_BACKLOG_WARMUP_LIMIT,
     retryAfterS: env.RETRY_AFTER_S,
     logger: runtime.logger,
     registry: runtime.metrics.registry,
@@ -50,6 +60,8 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     logger: runtime.logger,
   });
   await waits.start();
+  // Set by start() until the warm-up is done; as with the consumer, a service never started is not held.
+  let warming = false;
   const app = createApp({
     db: runtime.db,
     pool: runtime.db.pool,
@@ -57,7 +69,10 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     logger: runtime.logger,
     metrics: runtime.metrics,
     saga,
-    ready: runtime.ready,
+    ready: async () => {
+      await runtime.ready();
+      if (warming) throw new Error("warming up: the hot path's connections and statements are not ready yet");
+    },
     admission: httpSettings(env).admission,
     backlog,
     internalSecret: env.INTERNAL_SECRET,
@@ -69,10 +84,20 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
     waits,
     deadlines,
     start: async () => {
-      // Both at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      // All at once: the consumer is wanted (and /ready waits for it) from the first tick.
+      const warmUp = async () => {
+        // A failed warm-up costs speed, not correctness: the service still becomes ready.
+        await prewarmHotPath(runtime.db.pool).catch((err) =>
+          runtime.logger.warn({ err }, "warming the hot path up failed; ready without it"),
+        );
+        await options.warmUp?.();
+        warming = false;
+      };
+      warming = true;
       await Promise.all([
         runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
         backlog.start(),
+        warmUp(),
       ]);
       deadlines.start();
     },

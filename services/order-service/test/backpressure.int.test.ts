@@ -5,11 +5,14 @@
 import { randomUUID } from "node:crypto";
 import { type Order, TOPICS } from "@saga/contracts";
 import { orders } from "@saga/db/order";
+import { createBaseApp } from "@saga/http";
 import { createKafka, type EventProducer, type KafkaClient } from "@saga/kafka";
 import { eventMessage, metricValue } from "@saga/messaging/testing";
+import { createLogger, createMetrics } from "@saga/observability";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { createSagaBacklog } from "../src/backpressure.ts";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -85,5 +88,56 @@ describe("backpressure from the saga", () => {
     ]);
     await vi.waitFor(async () => expect((await post()).status).toBe(201), { timeout: 20_000, interval: 100 });
     expect(await pendingOrders()).toBe(3);
+  });
+});
+
+describe("the saga backlog's warm-up after a start", () => {
+  /** A backlog on the test's database in front of a handler that accepts every order. */
+  async function guarded(warmUpMs: number, limits: { limit: number; warmUpLimit: number }) {
+    const metrics = createMetrics("order-service", "warm-up-test");
+    const backlog = createSagaBacklog({
+      db: db.db,
+      ...limits,
+      minLimit: 1,
+      targetMs: 1000,
+      recountMs: 60_000,
+      retryAfterS: 1,
+      warmUpMs,
+      logger: createLogger("order-service", "silent"),
+      registry: metrics.registry,
+    });
+    await backlog.start();
+    const app = createBaseApp({
+      logger: createLogger("order-service", "silent"),
+      metrics,
+      ready: async () => {},
+    });
+    app.post("/orders", backlog.admitNewOrders, (c) => c.json({}, 201));
+    const statuses = async (n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push((await app.request("/orders", { method: "POST" })).status);
+      return out;
+    };
+    const bound = () => metricValue(metrics.registry, "saga_backlog_limit");
+    return { backlog, statuses, bound };
+  }
+
+  it("takes the warm-up bound while warming, and slow sagas do not lower it; afterwards they do", async () => {
+    const pending = await pendingOrders();
+    const warm = await guarded(60_000, { limit: pending + 1, warmUpLimit: pending + 3 });
+    expect(await warm.statuses(4)).toEqual([201, 201, 201, 503]);
+    // Sagas that took 5 s while everything was cold: the bound stays.
+    for (let i = 0; i < 50; i++) warm.backlog.finished(5);
+    expect(await warm.bound()).toBe(pending + 3);
+    // Once sagas run on time in a row, the path is warm: the warm-up bound no longer holds.
+    for (let i = 0; i < 50; i++) warm.backlog.finished(0.1);
+    expect(await warm.bound()).toBeLessThan(pending + 3);
+    warm.backlog.stop();
+
+    const settled = await guarded(0, { limit: pending + 20, warmUpLimit: pending + 40 });
+    expect(await settled.bound()).toBe(pending + 20);
+    for (let i = 0; i < 50; i++) settled.backlog.finished(5);
+    expect(await settled.bound()).toBeLessThan(pending + 20);
+    settled.backlog.stop();
   });
 });

@@ -85,7 +85,7 @@ export type PlaceOrderResult =
  * request (`requestFingerprint`).
  */
 export async function placeOrder(
-  pool: pg.Pool,
+  pool: pg.Pool | pg.PoolClient,
   { userId, amount }: CreateOrderRequest,
   traceparent: string,
   idempotency?: { subject: string; key: string; fingerprint: string },
@@ -135,7 +135,7 @@ export async function placeOrder(
 }
 
 /** The order, read with one prepared statement outside any transaction. */
-export async function readOrder(pool: pg.Pool, id: string): Promise<Order | undefined> {
+export async function readOrder(pool: pg.Pool | pg.PoolClient, id: string): Promise<Order | undefined> {
   const { rows } = await pool.query<OrderRow>({ name: "read-order", text: READ_ORDER, values: [id] });
   return rows[0] && toOrder(rows[0]);
 }
@@ -143,7 +143,7 @@ export async function readOrder(pool: pg.Pool, id: string): Promise<Order | unde
 const READ_ORDERS = `select id, user_id, amount, status, ${ISO_CREATED_AT} as created_at from orders where id = any($1::uuid[])`;
 
 /** The orders of these ids that exist, in one statement. */
-export async function readOrders(pool: pg.Pool, ids: string[]): Promise<Order[]> {
+export async function readOrders(pool: pg.Pool | pg.PoolClient, ids: string[]): Promise<Order[]> {
   const { rows } = await pool.query<OrderRow>({ name: "read-orders", text: READ_ORDERS, values: [ids] });
   return rows.map(toOrder);
 }

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { KafkaClient } from "@saga/kafka";
 import type postgres from "postgres";
 import { Agent, request as send } from "undici";
@@ -44,6 +46,20 @@ export type OverloadPhase = {
   panicRequests: number;
   backlogMax: number;
   backlogLimit: number;
+  /** Where the shed were refused: the gateway's `orders:write` lane, the order-service's write lane, its saga backlog. */
+  shedBy: { gateway: number; service: number; backlog: number };
+  /** Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane. */
+  readsShedBy: { gateway: number; service: number };
+  /** Time a shed POST spent inside the gateway (its own histogram: from its first middleware to the answer). */
+  gatewayShedMs: { p50: number; p99: number };
+  /** Time an answer of the order-service that was a 503 took, seen by the gateway (queueing in its pool included). */
+  upstreamShedMs: { p50: number; p99: number };
+  /** The worst event-loop delay p99 seen during the phase, in ms: the bench client's, the gateway's, the order-service's. */
+  loopDelayMs: { client: number; gateway: number; order: number };
+  /** The gateway's `orders:write` concurrency limit: its lowest and last value during the phase. */
+  writeLimit: { min: number; last: number };
+  /** The machine's 1-minute load average as the phase began and as it ended (other work shares it). */
+  load: [number, number];
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,7 +87,39 @@ function metricSum(text: string, name: string, labels = ""): number {
   return sum;
 }
 
-type Counters = { ejections: number; panic: number; backlogShed: number };
+/**
+ * The q-quantile of what a Prometheus histogram counted between two scrapes, as the upper bound of the
+ * bucket it falls in (ms), over every series whose labels contain each of `labels`.
+ */
+function histogramQuantile(before: string, after: string, name: string, labels: string[], q: number): number {
+  const buckets = (text: string) => {
+    const byLe = new Map<number, number>();
+    for (const line of text.split("\n")) {
+      if (!line.startsWith(`${name}_bucket{`) || !labels.every((l) => line.includes(l))) continue;
+      const le = /le="([^"]+)"/.exec(line)?.[1];
+      if (le === undefined) continue;
+      const bound = le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le);
+      byLe.set(bound, (byLe.get(bound) ?? 0) + (Number(line.slice(line.lastIndexOf(" ") + 1)) || 0));
+    }
+    return byLe;
+  };
+  const b = buckets(before);
+  const a = [...buckets(after).entries()]
+    .sort(([x], [y]) => x - y)
+    .map(([le, n]) => [le, n - (b.get(le) ?? 0)]);
+  const total = a.at(-1)?.[1] ?? 0;
+  if (!total) return Number.NaN;
+  const hit = a.find(([, n]) => (n as number) >= q * total);
+  return (hit?.[0] as number) * 1000;
+}
+
+type Counters = {
+  ejections: number;
+  panic: number;
+  backlogShed: number;
+  gatewayText: string;
+  orderText: string;
+};
 
 async function counters(system: System): Promise<Counters> {
   const [gateway, order] = await Promise.all([
@@ -82,6 +130,8 @@ async function counters(system: System): Promise<Counters> {
     ejections: metricSum(gateway, "gateway_upstream_ejections_total"),
     panic: metricSum(gateway, "gateway_upstream_panic_requests_total"),
     backlogShed: metricSum(order, "saga_backlog_shed_total"),
+    gatewayText: gateway,
+    orderText: order,
   };
 }
 
@@ -98,14 +148,29 @@ async function openLoop(opts: {
   const url = system.gatewayUrl;
   const before = await counters(system);
   const orderUrl = system.processes.get("order")?.url ?? "";
+  const gatewayMetricsUrl = `http://127.0.0.1:${system.ports.gatewayMetrics}`;
   let backlogMax = 0;
   let backlogLimit = 0;
+  const loopDelayMs = { client: 0, gateway: 0, order: 0 };
+  const writeLimit = { min: Number.POSITIVE_INFINITY, last: Number.NaN };
+  const clientLoop = monitorEventLoopDelay({ resolution: 10 });
+  clientLoop.enable();
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      const text = await scrape(orderUrl);
+      const [text, gw] = await Promise.all([scrape(orderUrl), scrape(gatewayMetricsUrl)]);
       backlogMax = Math.max(backlogMax, metricSum(text, "saga_backlog"));
       backlogLimit = metricSum(text, "saga_backlog_limit") || backlogLimit;
+      // Both reset their event-loop histogram at every scrape: each value is the last 250 ms.
+      const lag = (t: string) => metricSum(t, "nodejs_eventloop_lag_p99_seconds") * 1000;
+      loopDelayMs.order = Math.max(loopDelayMs.order, lag(text));
+      loopDelayMs.gateway = Math.max(loopDelayMs.gateway, lag(gw));
+      loopDelayMs.client = Math.max(loopDelayMs.client, clientLoop.percentile(99) / 1e6);
+      clientLoop.reset();
+      if (gw.includes("http_admission_limit{")) {
+        writeLimit.last = metricSum(gw, "http_admission_limit", 'lane="orders:write"');
+        writeLimit.min = Math.min(writeLimit.min, writeLimit.last);
+      }
       await sleep(250);
     }
   })();
@@ -132,6 +197,13 @@ async function openLoop(opts: {
     panicRequests: 0,
     backlogMax: 0,
     backlogLimit: 0,
+    shedBy: { gateway: 0, service: 0, backlog: 0 },
+    readsShedBy: { gateway: 0, service: 0 },
+    gatewayShedMs: { p50: 0, p99: 0 },
+    upstreamShedMs: { p50: 0, p99: 0 },
+    loopDelayMs,
+    writeLimit,
+    load: [loadavg()[0] ?? 0, 0],
   };
   const shedMs: number[] = [];
   const acceptedMs: number[] = [];
@@ -233,9 +305,11 @@ async function openLoop(opts: {
     else if (tick % 32 === 0) await new Promise((r) => setImmediate(r));
   }
   const loadStopped = Date.now();
+  p.load[1] = loadavg()[0] ?? 0;
   await Promise.all(inFlight);
   sampling = false;
   await sampler;
+  clientLoop.disable();
 
   // Every accepted order must be final within 10 s of the load stopping.
   await sleep(Math.max(0, loadStopped + 10_000 - Date.now()));
@@ -245,6 +319,24 @@ async function openLoop(opts: {
     select extract(epoch from updated_at - created_at)::float8 * 1000 as ms from orders
     where id = any(${orderIds}::uuid[]) and status <> 'PENDING' and coalesce(cancel_reason, '') <> 'CANCELED_BY_REQUEST'`;
   const after = await counters(system);
+  const delta = (text: "gatewayText" | "orderText", name: string, labels: string) =>
+    metricSum(after[text], name, labels) - metricSum(before[text], name, labels);
+  const gatewayShed = (q: number) =>
+    histogramQuantile(
+      before.gatewayText,
+      after.gatewayText,
+      "http_request_duration_seconds",
+      ['method="POST"', 'status="503"'],
+      q,
+    );
+  const upstreamShed = (q: number) =>
+    histogramQuantile(
+      before.gatewayText,
+      after.gatewayText,
+      "gateway_upstream_request_duration_seconds",
+      ['upstream="order-service"', 'outcome="5xx"'],
+      q,
+    );
   return {
     ...p,
     goodput: p.accepted / ((loadStopped - startedAt.getTime()) / 1000),
@@ -258,6 +350,17 @@ async function openLoop(opts: {
     shedByBacklog: after.backlogShed - before.backlogShed,
     backlogMax,
     backlogLimit,
+    shedBy: {
+      gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:write"'),
+      service: delta("orderText", "http_admission_shed_total", 'lane="write"'),
+      backlog: after.backlogShed - before.backlogShed,
+    },
+    readsShedBy: {
+      gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:read"'),
+      service: delta("orderText", "http_admission_shed_total", 'lane="read"'),
+    },
+    gatewayShedMs: { p50: gatewayShed(0.5), p99: gatewayShed(0.99) },
+    upstreamShedMs: { p50: upstreamShed(0.5), p99: upstreamShed(0.99) },
   };
 }
 
@@ -325,6 +428,8 @@ export async function runOverload(opts: {
   kafka: KafkaClient;
   users: { id: string; balance: number; token: string }[];
   seconds: number;
+  /** Given, it is used instead of measured (the same offered loads for runs to be compared). */
+  capacity?: number | undefined;
   log: (line: string) => void;
 }): Promise<OverloadReport> {
   const { system, dbs, kafka, users, seconds, log } = opts;
@@ -333,17 +438,20 @@ export async function runOverload(opts: {
       log("bench:   not quiet after 180 s; going on");
   };
   await drain();
-  const capacitySeconds = Math.min(30, seconds);
-  log(`bench: overload: capacity, ${capacitySeconds}s closed loop with 32 clients`);
-  const sat = await capacityLoop(system.gatewayUrl, users, capacitySeconds);
-  // Completed sagas over the time they took, as the saturation phase counts them.
-  await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 120, log: () => {} });
-  const [done] = await dbs.order<{ n: number; last: Date | null }[]>`
-    select count(*)::int as n, max(updated_at) as last from orders
-    where id = any(${sat.orderIds}::uuid[]) and status <> 'PENDING'`;
-  const busyS = ((done?.last?.getTime() ?? sat.endedAt.getTime()) - sat.startedAt.getTime()) / 1000;
-  const capacity = (done?.n ?? 0) / Math.max(busyS, 1);
-  log(`bench:   capacity ${capacity.toFixed(1)} sagas/s (${sat.failed} POSTs shed or failed)`);
+  const capacitySeconds = opts.capacity === undefined ? Math.min(30, seconds) : 0;
+  let capacity = opts.capacity ?? 0;
+  if (opts.capacity === undefined) {
+    log(`bench: overload: capacity, ${capacitySeconds}s closed loop with 32 clients`);
+    const sat = await capacityLoop(system.gatewayUrl, users, capacitySeconds);
+    // Completed sagas over the time they took, as the saturation phase counts them.
+    await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 120, log: () => {} });
+    const [done] = await dbs.order<{ n: number; last: Date | null }[]>`
+      select count(*)::int as n, max(updated_at) as last from orders
+      where id = any(${sat.orderIds}::uuid[]) and status <> 'PENDING'`;
+    const busyS = ((done?.last?.getTime() ?? sat.endedAt.getTime()) - sat.startedAt.getTime()) / 1000;
+    capacity = (done?.n ?? 0) / Math.max(busyS, 1);
+    log(`bench:   capacity ${capacity.toFixed(1)} sagas/s (${sat.failed} POSTs shed or failed)`);
+  } else log(`bench: overload: capacity taken as ${capacity} sagas/s (--overload-capacity)`);
 
   const phases: OverloadPhase[] = [];
   for (const factor of [2, 5]) {
@@ -396,8 +504,10 @@ function describe(p: OverloadPhase): string {
     .join(", ");
   return (
     `goodput ${fmt(p.goodput)}/s (${p.accepted} of ${p.sent}), shed ${p.shed} (p99 ${fmt(p.shedLatency.p99)} ms; ` +
-    `${p.shedByBacklog} by the saga backlog), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
-    `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}${failures ? `; failed: ${failures}` : ""}`
+    `by gateway/service/backlog ${p.shedBy.gateway}/${p.shedBy.service}/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
+    `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
+    `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
+    `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}`
   );
 }
 
@@ -410,7 +520,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     `${fmt(p.goodput)} (${fmt((p.goodput / r.capacity) * 100, 0)}%)`,
     `${p.shed} / ${p.shedWithoutRetryAfter}`,
     `${fmt(p.shedLatency.p50)} / ${fmt(p.shedLatency.p99)}`,
-    String(p.shedByBacklog),
+    `${p.shedBy.gateway} / ${p.shedBy.service} / ${p.shedBy.backlog}`,
     `${fmt(p.acceptedLatency.p50)} / ${fmt(p.acceptedLatency.p99)}`,
     `${fmt(p.saga.p50)} / ${fmt(p.saga.p99)}`,
     String(p.gateway504),
@@ -422,12 +532,21 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     String(p.notFinalAfter10s),
     `${p.ejections} / ${p.panicRequests}`,
     `${p.backlogMax} / ${p.backlogLimit}`,
-    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed, p99 ${fmt(p.reads.latency.p99)} ms`,
+    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service), p99 ${fmt(p.reads.latency.p99)} ms`,
+    `${fmt(p.load[0])} → ${fmt(p.load[1])}`,
+  ];
+  const where = (p: OverloadPhase) => [
+    p.label,
+    `${fmt(p.shedLatency.p50)} / ${fmt(p.shedLatency.p99)}`,
+    `≤ ${fmt(p.gatewayShedMs.p50, 0)} / ≤ ${fmt(p.gatewayShedMs.p99, 0)}`,
+    `≤ ${fmt(p.upstreamShedMs.p50, 0)} / ≤ ${fmt(p.upstreamShedMs.p99, 0)}`,
+    `${fmt(p.loopDelayMs.client, 0)} / ${fmt(p.loopDelayMs.gateway, 0)} / ${fmt(p.loopDelayMs.order, 0)}`,
+    Number.isFinite(p.writeLimit.min) ? `${fmt(p.writeLimit.min)} / ${fmt(p.writeLimit.last)}` : "–",
   ];
   return [
     `## Overload (issue 11), ${at}`,
     "",
-    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (closed loop, 32 clients, ${r.capacitySeconds} s), ` +
+    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (${r.capacitySeconds ? `closed loop, 32 clients, ${r.capacitySeconds} s` : "given"}), ` +
       `then an open loop at 2× and 5× of it for ${r.phases[0]?.durationS ?? 0} s, every accepted order followed by ` +
       "its client with `GET /orders/:id` every 250 ms until final; then a fresh start " +
       `(every Node process stopped, PostgreSQL and Kafka restarted; ready in ${fmt(r.freshStart.readyAfterS)} s) ` +
@@ -440,7 +559,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "goodput/s (of capacity)",
         "shed 503 / of them without Retry-After",
         "shed ms p50/p99",
-        "shed by saga backlog",
+        "shed by gateway / order-service / saga backlog",
         "accepted POST ms p50/p99",
         "saga ms p50/p99",
         "504",
@@ -450,8 +569,26 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "ejections / panic requests",
         "backlog max / bound",
         "following GETs",
+        "load average",
       ],
       all.map(row),
+    ),
+    "",
+    "Where a shed POST spends its time: at the client; inside the gateway (its histogram, from its first " +
+      "middleware to the answer; bucket bounds); the order-service's 503s as the gateway saw them (its upstream " +
+      "histogram: its pool's queue, the network, the service); the worst event-loop delay p99 in a 250 ms " +
+      "window; the gateway's adaptive `orders:write` limit.",
+    "",
+    table(
+      [
+        "phase",
+        "shed at the client ms p50/p99",
+        "shed inside the gateway ms p50/p99",
+        "order-service 503 at the gateway ms p50/p99",
+        "event-loop delay p99 ms client / gateway / order-service",
+        "orders:write limit min / last",
+      ],
+      all.map(where),
     ),
   ].join("\n");
 }

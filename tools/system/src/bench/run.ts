@@ -78,6 +78,9 @@ function parseOptions(argv: string[]) {
       // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
       "overload-only": { type: "boolean", default: false },
       "overload-seconds": { type: "string" },
+      // The capacity the overload rates are taken from, instead of measuring it: two runs to be compared
+      // on a machine whose speed wanders then offer the same loads.
+      "overload-capacity": { type: "string" },
       "follow-rates": { type: "string" },
       "idle-seconds": { type: "string" },
     },
@@ -96,6 +99,8 @@ function parseOptions(argv: string[]) {
     concurrency: Number(values.concurrency),
     overloadOnly: values["overload-only"] ?? false,
     overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
+    overloadCapacity:
+      values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
   };
 }
 
@@ -494,6 +499,7 @@ async function main() {
         kafka,
         users,
         seconds: opts.overloadSeconds,
+        capacity: opts.overloadCapacity,
         log,
       });
       const { results } = await checkInvariants({

@@ -1,0 +1,60 @@
+/** The warm-up before `/ready`: the hot path's connections and statements are ready before any request. */
+import { orders, outbox } from "@saga/db/order";
+import { createLogger } from "@saga/observability";
+import { useFreshDatabase } from "@saga/tools/test/harness";
+import { count } from "drizzle-orm";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { createOrderService, type OrderService } from "../src/service.ts";
+import { freshTopicPrefix, openDatabase, testEnv } from "./support.ts";
+
+const databaseUrl = useFreshDatabase("order_warm_up");
+let service: OrderService | undefined;
+
+afterAll(async () => {
+  await service?.stop();
+});
+
+describe("warm-up", () => {
+  it("holds /ready until the warm-up is done: every pool connection open, the hot path run on each, nothing written", async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    service = await createOrderService(testEnv(databaseUrl(), await freshTopicPrefix()), {
+      logger: createLogger("order-service", process.env.TEST_LOG_LEVEL ?? "error"),
+      warmUp: () => held,
+    });
+    const { app, runtime } = service;
+    const started = service.start();
+
+    // The consumer joins and the pool warms, but readiness waits for the whole warm-up.
+    await vi.waitFor(() => expect(runtime.isConsuming()).toBe(true), { timeout: 30_000, interval: 100 });
+    await vi.waitFor(() => expect(runtime.db.pool.totalCount).toBe(runtime.db.pool.options.max), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    const waiting = await app.request("/ready");
+    expect(waiting.status).toBe(503);
+    expect(await waiting.json()).toMatchObject({
+      status: "DOWN",
+      error: expect.stringMatching(/^warming up/),
+    });
+
+    release();
+    await started;
+    expect((await app.request("/ready")).status).toBe(200);
+    // Every statement ran in a transaction that was rolled back.
+    const db = openDatabase(databaseUrl());
+    try {
+      expect((await db.db.select({ n: count() }).from(orders))[0]?.n).toBe(0);
+      expect((await db.db.select({ n: count() }).from(outbox))[0]?.n).toBe(0);
+      // Yet an outbox row was inserted on each connection (a sequence is not rolled back).
+      const { rows } = await db.pool.query<{ last_value: string }>(
+        "select last_value from outbox_position_seq",
+      );
+      expect(Number(rows[0]?.last_value)).toBeGreaterThanOrEqual(2 * (runtime.db.pool.options.max ?? 10));
+    } finally {
+      await db.close();
+    }
+  });
+});
