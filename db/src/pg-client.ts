@@ -3,9 +3,51 @@ import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-or
 import pg from "pg";
 import type { DatabaseOptions } from "./client.ts";
 
+/**
+ * What the server lets one session of a service pool do, in ms (0 turns a bound off). Documented with the
+ * services' environment (`DB_STATEMENT_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`).
+ */
+export type SessionTimeouts = {
+  /** The server cancels a statement that runs longer (`statement_timeout`), waits for locks included. */
+  statementTimeoutMs: number;
+  /**
+   * The server ends a session that sits inside a transaction without a statement for longer
+   * (`idle_in_transaction_session_timeout`), which rolls it back and releases its locks: a client that
+   * froze or was cut off mid-transaction cannot hold its inbox rows and advisory locks for ever.
+   */
+  idleInTransactionTimeoutMs: number;
+};
+
+export const DEFAULT_SESSION_TIMEOUTS: SessionTimeouts = {
+  statementTimeoutMs: 10_000,
+  idleInTransactionTimeoutMs: 5_000,
+};
+
+/**
+ * How much longer than `statement_timeout` the client itself waits for an answer. The server's own cancel
+ * normally comes first; the client's fires only when the server cannot answer at all (a connection lost
+ * without a FIN or RST, which neither side notices), and the connection is then destroyed.
+ */
+export const CLIENT_TIMEOUT_MARGIN_MS = 2000;
+
+/** The client-side bound on one query that goes with `timeouts` (0 when statements are unbounded). */
+export function clientQueryTimeoutMs(timeouts: SessionTimeouts): number {
+  return timeouts.statementTimeoutMs > 0 ? timeouts.statementTimeoutMs + CLIENT_TIMEOUT_MARGIN_MS : 0;
+}
+
+/**
+ * True for node-postgres's client-side query timeout: the query may still run and its connection is
+ * unusable until it answers, so the client must be destroyed rather than given back to the pool.
+ */
+export function isClientQueryTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === "Query read timeout";
+}
+
 export type PgDatabaseOptions = DatabaseOptions & {
   /** How long a query waits for a connection, in ms, before failing (retriably). */
   connectionTimeoutMillis?: number;
+  /** Server-side bounds of every session of the pool; `DEFAULT_SESSION_TIMEOUTS` when not given. */
+  timeouts?: SessionTimeouts;
   /** Told about connection errors that no query was waiting for; they are otherwise harmless. */
   onConnectionError?: (err: Error) => void;
 };
@@ -23,6 +65,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     max = 10,
     applicationName = "outbox-saga",
     connectionTimeoutMillis = 5000,
+    timeouts = DEFAULT_SESSION_TIMEOUTS,
     onConnectionError = () => {},
   }: PgDatabaseOptions = {},
 ) {
@@ -31,6 +74,10 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     max,
     application_name: applicationName,
     connectionTimeoutMillis,
+    // Sent in the startup message, so they hold for every statement of every session, BEGIN included.
+    statement_timeout: timeouts.statementTimeoutMs,
+    idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+    query_timeout: clientQueryTimeoutMs(timeouts),
     idleTimeoutMillis: 30_000,
     keepAlive: true,
   });
@@ -46,12 +93,14 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
   /**
    * Runs `work` in a transaction on a client of its own. Unlike `db.transaction`, it gives the client
    * back also when BEGIN itself fails (drizzle 0.45 leaks it then, so the pool shrinks and `close()`
-   * waits for ever); the pool drops a client whose connection is gone instead of reusing it.
+   * waits for ever); the pool drops a client whose connection is gone instead of reusing it, and one
+   * whose query timed out on the client's side (its connection still waits for that answer).
    */
   async function transaction<T>(
     work: (tx: NodePgTransaction<TSchema, ExtractTablesWithRelations<TSchema>>) => Promise<T>,
   ): Promise<T> {
     const client = await pool.connect();
+    let failure: unknown;
     try {
       let clientDb = onClient.get(client);
       if (!clientDb) {
@@ -59,8 +108,11 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
         onClient.set(client, clientDb);
       }
       return await clientDb.transaction(work);
+    } catch (err) {
+      failure = err;
+      throw err;
     } finally {
-      client.release();
+      client.release(isClientQueryTimeout(failure) ? (failure as Error) : undefined);
     }
   }
 

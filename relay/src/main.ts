@@ -10,7 +10,9 @@ async function run() {
     port: env.PORT,
     hostname: env.HOST,
     logger: relay.logger,
-    stop: () => relay.stop(),
+    stop: (deadline) => relay.stop(deadline),
+    // A crashed relay loop has given its outbox up; the process exits non-zero to be restarted.
+    failed: relay.failed,
   });
   relay.start();
 }

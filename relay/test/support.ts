@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { HEADERS, TOPICS } from "@saga/contracts";
-import { migrateDatabase } from "@saga/db";
+import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
 import { freshDatabase, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
@@ -212,6 +212,8 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     RELAY_POLL_INTERVAL_MS: 1000,
     OUTBOX_RETENTION_SECONDS: 3600,
     RELAY_CLEANUP_INTERVAL_MS: 60_000,
+    DB_STATEMENT_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
     // Expected trouble (a lost lease, a broker away) logs warnings and errors; TEST_LOG_LEVEL shows them.
     LOG_LEVEL: "fatal",
     ...overrides,

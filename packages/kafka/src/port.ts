@@ -4,11 +4,14 @@
 export const KAFKA_CLIENTS = ["platformatic", "kafkajs"] as const;
 export type KafkaClientName = (typeof KAFKA_CLIENTS)[number];
 
-export type KafkaLogger = (
-  level: "error" | "warn" | "info" | "debug",
-  message: string,
-  extra: object,
-) => void;
+/**
+ * Where the client libraries' own log lines go: any logger with pino's `(fields, message)` methods, such
+ * as the process's; the adapters prefix each message with `kafka: `.
+ */
+export type KafkaLogger = Record<
+  "error" | "warn" | "info" | "debug",
+  (fields: object, message: string) => void
+>;
 
 export type KafkaOptions = {
   brokers: string[];
@@ -18,6 +21,12 @@ export type KafkaOptions = {
   logger?: KafkaLogger;
   /** How long a connection attempt may take, in ms. */
   connectionTimeout?: number;
+  /**
+   * How long an admin call (`ping`, `consumerLag`: what /ready and the lag probe wait for) may take, in
+   * ms, retries included (default 2000). Its requests are retried a bounded number of times, never for
+   * ever, so probes fail fast and do not pile up while a broker is away.
+   */
+  adminTimeout?: number;
 };
 
 export type OutgoingMessage = {
@@ -44,7 +53,8 @@ export type EventProducer = {
    * of one key keep their order, on the partition the Java client's murmur2 partitioner picks).
    */
   send(messages: OutgoingMessage[]): Promise<void>;
-  close(): Promise<void>;
+  /** Flushes and disconnects; when `signal` aborts first, drops the connections without waiting. */
+  close(signal?: AbortSignal): Promise<void>;
 };
 
 export type ConsumerOptions = {
@@ -75,8 +85,12 @@ export type ConsumerOptions = {
 };
 
 export type EventConsumer = {
-  /** Finishes the messages in hand, commits their offsets and leaves the group. */
-  stop(): Promise<void>;
+  /**
+   * Finishes the messages in hand, commits their offsets and leaves the group. When `signal` aborts
+   * first (the process's stop deadline) it stops waiting and drops its connections: what was not
+   * committed is read again by the partition's next owner.
+   */
+  stop(signal?: AbortSignal): Promise<void>;
   /** True while the consumer is a member of its group. */
   isRunning(): boolean;
 };
@@ -88,14 +102,18 @@ export type KafkaClient = {
   createConsumer(options: ConsumerOptions): Promise<EventConsumer>;
   /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
   createTopics(names: string[], numPartitions?: number): Promise<void>;
-  /** Resolves when a broker answers a metadata request. */
-  ping(): Promise<void>;
-  /** Committed offset, end offset and lag of a group on each partition of the topics. */
-  consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]>;
+  /**
+   * Resolves when a broker answers a metadata request; rejects after `adminTimeout`, or when `signal`
+   * aborts, and then abandons the requests (their connection is closed).
+   */
+  ping(signal?: AbortSignal): Promise<void>;
+  /** Committed offset, end offset and lag of a group on each partition of the topics; bounded as `ping`. */
+  consumerLag(groupId: string, topics: string[], signal?: AbortSignal): Promise<PartitionLag[]>;
   /**
    * Every message of `topics` from the beginning up to their end offsets as of the call, in
    * partition order. For checkers and tests; it joins a throwaway consumer group.
    */
   readToEnd(topics: string[], timeoutMs?: number): Promise<IncomingMessage[]>;
-  close(): Promise<void>;
+  /** Closes the admin connections; when `signal` aborts first, drops them without waiting. */
+  close(signal?: AbortSignal): Promise<void>;
 };

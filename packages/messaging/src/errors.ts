@@ -11,6 +11,8 @@ const RETRIABLE_SQLSTATES = new Set([
   "40001", // serialization_failure
   "40P01", // deadlock_detected
   "53300", // too_many_connections
+  "57014", // query_canceled: statement_timeout, e.g. behind a lock held by a client that froze
+  "25P03", // idle_in_transaction_session_timeout: the server ended a transaction that sat idle
   "57P01", // admin_shutdown
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now

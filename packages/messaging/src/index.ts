@@ -7,7 +7,14 @@ export {
   type SqlPool,
 } from "./batch-sql.ts";
 export { type Database, type Executor, lockAggregate } from "./db.ts";
-export { envVars, parseEnv, requireInternalSecret, type ServiceEnv, serviceEnvSchema } from "./env.ts";
+export {
+  envVars,
+  parseEnv,
+  requireInternalSecret,
+  type ServiceEnv,
+  serviceEnvSchema,
+  sessionTimeouts,
+} from "./env.ts";
 export { describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
 export {
@@ -39,5 +46,5 @@ export {
   outboxRow,
   type PublishableRow,
 } from "./outbox.ts";
-export { kafkaLogger, readiness, withTimeout } from "./runtime.ts";
+export { readiness } from "./runtime.ts";
 export { createServiceRuntime, type ServiceRuntime, unavailableWhenRetriable } from "./service.ts";

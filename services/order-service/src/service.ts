@@ -1,6 +1,6 @@
 import { orderSchema } from "@saga/db";
 import { httpSettings } from "@saga/http";
-import { createServiceRuntime } from "@saga/messaging";
+import { createServiceRuntime, sessionTimeouts } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
 import { createSagaBacklog } from "./backpressure.ts";
@@ -36,6 +36,7 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
   const waits = createOrderWaits({
     databaseUrl: env.DATABASE_URL,
     applicationName: `order-service/${env.INSTANCE_ID}`,
+    timeouts: sessionTimeouts(env),
     readOrders: (ids) => readOrders(runtime.db.pool, ids),
     logger: runtime.logger,
   });
@@ -64,10 +65,11 @@ export async function createOrderService(env: Env, options: { logger?: Logger } 
         backlog.start(),
       ]);
     },
-    stop: async () => {
+    /** Everything `runtime.stop` says, after the held requests are answered; cut short when `signal` aborts. */
+    stop: async (signal?: AbortSignal) => {
       backlog.stop();
       await waits.stop();
-      await runtime.stop();
+      await runtime.stop(signal);
     },
   };
 }
