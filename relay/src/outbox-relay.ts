@@ -163,7 +163,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       },
       (err) => fail("wakeup", err, "replication wake-ups interrupted; polling meanwhile"),
     );
-    const cleanup = startCleanup(until);
+    // Ends the cleanup loop however this ends: a lost lease, a stop, or a crash.
+    const ended = new AbortController();
+    const cleanup = startCleanup(AbortSignal.any([until, ended.signal]));
     let producer: EventProducer | undefined;
     let backoffMs = 100;
     try {
@@ -226,6 +228,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
+      ended.abort();
       await Promise.all([wakeups.stop(), cleanup(), producer?.close(stopDeadline).catch(() => {})]);
     }
   }

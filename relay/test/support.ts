@@ -249,11 +249,11 @@ export type RelayProcess = {
 };
 
 /**
- * `src/main.ts` as a child process, run by node itself (no wrapper CLI), so that the
- * pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
+ * `src/main.ts` (or another entry point, such as a fixture) as a child process, run by node itself (no
+ * wrapper CLI), so that the pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
  */
-export function spawnRelay(env: Record<string, string>): RelayProcess {
-  const child = spawn(process.execPath, ["src/main.ts"], {
+export function spawnRelay(env: Record<string, string>, script = "src/main.ts"): RelayProcess {
+  const child = spawn(process.execPath, [script], {
     cwd: relayDir,
     env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
