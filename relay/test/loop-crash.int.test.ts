@@ -55,7 +55,8 @@ describe("a relay whose loop crashes", () => {
     // The lock is held by the standby's session alone: the crashed relay's is gone.
     const holders = await sql<{ application_name: string }[]>`
       select a.application_name from pg_locks l join pg_stat_activity a using (pid)
-      where l.locktype = 'advisory' and l.granted and l.classid = ${RELAY_LOCK[0]} and l.objid = ${RELAY_LOCK[1]}`;
+      where l.locktype = 'advisory' and l.granted and l.classid = ${RELAY_LOCK[0]} and l.objid = ${RELAY_LOCK[1]}
+        and l.database = (select oid from pg_database where datname = current_database())`;
     expect(holders.map((h) => h.application_name)).toEqual(["relay/standby/order"]);
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
   });
