@@ -2,14 +2,12 @@ export { createDatabase, type DatabaseOptions } from "./client.ts";
 export { idempotencyKeys, inbox, outbox } from "./common.ts";
 export { MIGRATIONS_FOLDER, migrateDatabase, type ServiceDatabase } from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
+export { createPgDatabase, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";
 export {
   CLIENT_TIMEOUT_MARGIN_MS,
   clientQueryTimeoutMs,
-  createPgDatabase,
   DEFAULT_SESSION_TIMEOUTS,
   isClientQueryTimeout,
-  type PgDatabase,
-  type PgDatabaseOptions,
   type SessionTimeouts,
-} from "./pg-client.ts";
+} from "./timeouts.ts";
 export * as userSchema from "./user-schema.ts";
