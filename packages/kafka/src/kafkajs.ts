@@ -63,44 +63,40 @@ export function createKafkajsClient({
     // Reconnect forever: a broker restart must never take a process down.
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
   });
-  // What /ready and the lag probe wait for: a client of its own with one retry and requests bounded by
-  // `adminTimeout` (the one above would retry for ever). A probe cut short disconnects its admin, which
-  // ends its requests, and the next probe connects a new one: probes cannot pile up during an outage.
-  const probes = new Kafka({
+  // What /ready and the lag probe wait for: a client of its own with one retry and every request bounded
+  // by `adminTimeout` (the one above would retry for ever), so kafkajs ends its own work within about
+  // twice that. Callers of the same probe while one is in flight share it, each bounded by its own time
+  // and signal: however often a broker that is away is probed, one request per probe is in flight.
+  const probeAdmin = new Kafka({
     brokers,
     clientId: `${clientId}-probe`,
     connectionTimeout: Math.min(connectionTimeout, adminTimeout),
     requestTimeout: adminTimeout,
     logLevel: logLevel.NOTHING,
     retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 200 },
-  });
-  let probeAdmin: { admin: Admin; connected: Promise<void> } | undefined;
-  function probe<T>(what: string, signal: AbortSignal | undefined, call: (a: Admin) => Promise<T>) {
-    return withTimeout(
-      async (bounded) => {
-        const current = (probeAdmin ??= (() => {
-          const admin = probes.admin();
-          return { admin, connected: admin.connect() };
-        })());
-        const abandon = () => {
-          if (probeAdmin === current) probeAdmin = undefined;
-          void current.admin.disconnect().catch(() => {});
-        };
-        bounded.addEventListener("abort", abandon, { once: true });
-        try {
-          await current.connected;
-          return await call(current.admin);
-        } catch (err) {
-          abandon();
+  }).admin();
+  let probeConnected: Promise<void> | undefined;
+  const probes = new Map<string, Promise<unknown>>();
+  function probe<T>(
+    key: string,
+    signal: AbortSignal | undefined,
+    call: (a: Admin) => Promise<T>,
+  ): Promise<T> {
+    let shared = probes.get(key) as Promise<T> | undefined;
+    if (!shared) {
+      const started = (async () => {
+        probeConnected ??= probeAdmin.connect().catch((err) => {
+          probeConnected = undefined;
           throw err;
-        } finally {
-          bounded.removeEventListener("abort", abandon);
-        }
-      },
-      adminTimeout,
-      `kafka ${what}`,
-      signal,
-    );
+        });
+        await probeConnected;
+        return call(probeAdmin);
+      })().finally(() => probes.delete(key));
+      probes.set(key, started);
+      shared = started;
+    }
+    const running = shared;
+    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
   }
 
   async function createProducer(): Promise<EventProducer> {
@@ -352,8 +348,7 @@ export function createKafkajsClient({
     },
 
     async close(signal) {
-      const closing = [adminConnected && admin.disconnect(), probeAdmin?.admin.disconnect()];
-      probeAdmin = undefined;
+      const closing = [adminConnected && admin.disconnect(), probeConnected && probeAdmin.disconnect()];
       await withTimeout(
         () => Promise.all(closing.map((c) => c?.catch(() => {}))),
         Number.POSITIVE_INFINITY,

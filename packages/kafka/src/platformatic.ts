@@ -305,41 +305,32 @@ export function createPlatformaticClient({
   const admin = new Admin({ ...base, retries: 3, retryDelay: 200 });
   admin.on("error", (err: Error) => log("warn", "admin error", { err }));
 
-  // What /ready and the lag probe wait for gets an admin client of its own, with one retry and requests
-  // bounded by `adminTimeout`. A probe cut short (its time is up, or its caller's signal aborted) closes
-  // that client, which ends its requests and pending retries at once (probes in flight with it fail too,
-  // as they would have), and the next probe opens a new one: probes cannot pile up during an outage.
-  let probeAdmin: Admin | undefined;
-  function openProbeAdmin(): Admin {
-    const a = new Admin({
-      ...base,
-      connectTimeout: Math.min(connectionTimeout, adminTimeout),
-      requestTimeout: adminTimeout,
-      retries: 1,
-      retryDelay: 200,
-    });
-    a.on("error", (err: Error) => log("debug", "probe admin error", { err }));
-    return a;
-  }
-  function probe<T>(what: string, signal: AbortSignal | undefined, call: (a: Admin) => Promise<T>) {
-    return withTimeout(
-      async (bounded) => {
-        const a = (probeAdmin ??= openProbeAdmin());
-        const abandon = () => {
-          if (probeAdmin === a) probeAdmin = undefined;
-          void a.close().catch(() => {});
-        };
-        bounded.addEventListener("abort", abandon, { once: true });
-        try {
-          return await call(a);
-        } finally {
-          bounded.removeEventListener("abort", abandon);
-        }
-      },
-      adminTimeout,
-      `kafka ${what}`,
-      signal,
-    );
+  // What /ready and the lag probe wait for gets an admin client of its own, with one retry and every
+  // request bounded by `adminTimeout`, so the library ends its own work within about twice that. Callers
+  // of the same probe while one is in flight share it, each bounded by its own time and signal: however
+  // often a broker that is away is probed, one request per probe is in flight, on one connection.
+  const probeAdmin = new Admin({
+    ...base,
+    connectTimeout: Math.min(connectionTimeout, adminTimeout),
+    requestTimeout: adminTimeout,
+    retries: 1,
+    retryDelay: 200,
+  });
+  probeAdmin.on("error", (err: Error) => log("debug", "probe admin error", { err }));
+  const probes = new Map<string, Promise<unknown>>();
+  function probe<T>(
+    key: string,
+    signal: AbortSignal | undefined,
+    call: (a: Admin) => Promise<T>,
+  ): Promise<T> {
+    let shared = probes.get(key) as Promise<T> | undefined;
+    if (!shared) {
+      const started = call(probeAdmin).finally(() => probes.delete(key));
+      probes.set(key, started);
+      shared = started;
+    }
+    const running = shared;
+    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
   }
 
   /** Partition count of each topic, from a fresh metadata request. */
@@ -418,7 +409,7 @@ export function createPlatformaticClient({
     },
 
     async consumerLag(groupId, topics, signal) {
-      const [groups, bounds] = await probe("consumer lag", signal, (a) =>
+      const [groups, bounds] = await probe(["consumer lag", groupId, ...topics].join("\0"), signal, (a) =>
         Promise.all([a.listConsumerGroupOffsets({ groups: [groupId] }), watermarks(a, topics)]),
       );
       const committed = new Map<string, bigint>();
@@ -493,8 +484,7 @@ export function createPlatformaticClient({
     },
 
     async close(signal) {
-      const closing = [admin, probeAdmin].map((a) => a?.close().catch(() => {}));
-      probeAdmin = undefined;
+      const closing = [admin, probeAdmin].map((a) => a.close().catch(() => {}));
       await withTimeout(() => Promise.all(closing), Number.POSITIVE_INFINITY, "closing kafka admin", signal);
     },
   };

@@ -22,9 +22,10 @@ export type KafkaOptions = {
   /** How long a connection attempt may take, in ms. */
   connectionTimeout?: number;
   /**
-   * How long an admin call (`ping`, `consumerLag`: what /ready and the lag probe wait for) may take, in
-   * ms, retries included (default 2000). Its requests are retried a bounded number of times, never for
-   * ever, so probes fail fast and do not pile up while a broker is away.
+   * How long a caller of an admin probe (`ping`, `consumerLag`: what /ready and the lag probe wait for)
+   * waits, in ms, and how long each of its requests may take (default 2000). The requests are retried
+   * once, never for ever, and a probe in flight is shared by later callers, so probes fail fast and do
+   * not pile up while a broker is away.
    */
   adminTimeout?: number;
 };
@@ -103,8 +104,8 @@ export type KafkaClient = {
   /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
   createTopics(names: string[], numPartitions?: number): Promise<void>;
   /**
-   * Resolves when a broker answers a metadata request; rejects after `adminTimeout`, or when `signal`
-   * aborts, and then abandons the requests (their connection is closed).
+   * Resolves when a broker answers a metadata request; rejects after `adminTimeout`, or as soon as
+   * `signal` aborts (the request itself ends by its own bound).
    */
   ping(signal?: AbortSignal): Promise<void>;
   /** Committed offset, end offset and lag of a group on each partition of the topics; bounded as `ping`. */
