@@ -10,4 +10,11 @@ export {
 export { MIGRATIONS_FOLDER, migrateDatabase, type ServiceDatabase } from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
 export { createPgDatabase, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";
+export {
+  CLIENT_TIMEOUT_MARGIN_MS,
+  clientQueryTimeoutMs,
+  DEFAULT_SESSION_TIMEOUTS,
+  isClientQueryTimeout,
+  type SessionTimeouts,
+} from "./timeouts.ts";
 export * as userSchema from "./user-schema.ts";

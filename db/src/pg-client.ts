@@ -2,6 +2,7 @@ import type { ExtractTablesWithRelations } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import type { DatabaseOptions } from "./client.ts";
+import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } from "./timeouts.ts";
 
 export type PgDatabaseOptions = DatabaseOptions & {
   /** How long a query waits for a connection, in ms, before failing (retriably). */
@@ -23,6 +24,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     max = 10,
     applicationName = "outbox-saga",
     connectionTimeoutMillis = 5000,
+    timeouts = DEFAULT_SESSION_TIMEOUTS,
     onConnectionError = () => {},
   }: PgDatabaseOptions = {},
 ) {
@@ -31,6 +33,10 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     max,
     application_name: applicationName,
     connectionTimeoutMillis,
+    // Sent in the startup message, so they hold for every statement of every session, BEGIN included.
+    statement_timeout: timeouts.statementTimeoutMs,
+    idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+    query_timeout: clientQueryTimeoutMs(timeouts),
     idleTimeoutMillis: 30_000,
     keepAlive: true,
   });
@@ -46,12 +52,14 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
   /**
    * Runs `work` in a transaction on a client of its own. Unlike `db.transaction`, it gives the client
    * back also when BEGIN itself fails (drizzle 0.45 leaks it then, so the pool shrinks and `close()`
-   * waits for ever); the pool drops a client whose connection is gone instead of reusing it.
+   * waits for ever); the pool drops a client whose connection is gone instead of reusing it, and one
+   * whose query timed out on the client's side (its connection still waits for that answer).
    */
   async function transaction<T>(
     work: (tx: NodePgTransaction<TSchema, ExtractTablesWithRelations<TSchema>>) => Promise<T>,
   ): Promise<T> {
     const client = await pool.connect();
+    let failure: unknown;
     try {
       let clientDb = onClient.get(client);
       if (!clientDb) {
@@ -59,8 +67,11 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
         onClient.set(client, clientDb);
       }
       return await clientDb.transaction(work);
+    } catch (err) {
+      failure = err;
+      throw err;
     } finally {
-      client.release();
+      client.release(isClientQueryTimeout(failure) ? (failure as Error) : undefined);
     }
   }
 

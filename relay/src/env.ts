@@ -33,6 +33,8 @@ export const Env = z
     OUTBOX_RETENTION_SECONDS: positiveInt.default(3600),
     /** How often the owner deletes expired rows. */
     RELAY_CLEANUP_INTERVAL_MS: positiveInt.default(60_000),
+    DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: envVars.dbIdleInTransactionTimeoutMs,
     LOG_LEVEL: envVars.logLevel,
     /**
      * Test only: `<point>[:<n>]` kills the process with SIGKILL the n-th time (default 1st) a non-empty

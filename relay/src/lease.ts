@@ -1,3 +1,4 @@
+import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
 
 /** The advisory lock that makes one relay instance the owner of an outbox; the same in every database. */
@@ -70,7 +71,12 @@ export function createLease({
       connect_timeout: Math.ceil(timeoutMs / 1000),
       fetch_types: false,
       onnotice: () => {},
-      connection: { application_name: holderName, idle_session_timeout: serverIdleTimeoutMs },
+      connection: {
+        application_name: holderName,
+        idle_session_timeout: serverIdleTimeoutMs,
+        // Its statements are instant; one that is not ends with the server's cancel, like the client's wait.
+        statement_timeout: timeoutMs,
+      },
       onclose: () => {
         if (s === session) lose("its connection closed");
       },
@@ -78,26 +84,31 @@ export function createLease({
     return s;
   }
 
-  async function bounded<T>(query: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        query,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+  /**
+   * A lock-session statement bounded by `timeoutMs`. Past it the session counts as lost and is closed
+   * (a half-open connection answers nothing, not even a cancel), which also ends the statement.
+   */
+  function bounded<T>(s: postgres.Sql, what: string, query: () => Promise<T>): Promise<T> {
+    return withTimeout(
+      async (signal) => {
+        signal.addEventListener("abort", () => void s.end({ timeout: 0 }).catch(() => {}), { once: true });
+        return query();
+      },
+      timeoutMs,
+      `lease ${what}`,
+    );
   }
 
   async function stillHeld(s: postgres.Sql): Promise<boolean> {
-    const [row] = await s<{ held: boolean }[]>`
-      select exists(
-        select 1 from pg_locks
-        where locktype = 'advisory' and pid = pg_backend_pid() and granted
-          and classid = ${RELAY_LOCK[0]} and objid = ${RELAY_LOCK[1]} and objsubid = 2) as held`;
+    const [row] = await bounded(
+      s,
+      "heartbeat",
+      () => s<{ held: boolean }[]>`
+        select exists(
+          select 1 from pg_locks
+          where locktype = 'advisory' and pid = pg_backend_pid() and granted
+            and classid = ${RELAY_LOCK[0]} and objid = ${RELAY_LOCK[1]} and objsubid = 2) as held`,
+    );
     return row?.held === true;
   }
 
@@ -108,7 +119,9 @@ export function createLease({
       const s = session;
       try {
         const [row] = await bounded(
-          s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
+          s,
+          "lock",
+          () => s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
         );
         if (!row?.ok) return undefined;
       } catch {
@@ -121,7 +134,7 @@ export function createLease({
       const heartbeat = setInterval(() => {
         if (checking) return;
         checking = true;
-        bounded(stillHeld(s))
+        stillHeld(s)
           .then(
             (held) => held || lose("the lock is no longer held by its session"),
             (err: Error) => lose(`heartbeat failed: ${err.message}`),

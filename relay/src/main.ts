@@ -1,21 +1,9 @@
-import { serveUntilSignal } from "@saga/http";
 import { parseRelayEnv } from "./env.ts";
-import { createRelayService } from "./service.ts";
+import { runRelay } from "./run-relay.ts";
 
-async function run() {
-  const env = parseRelayEnv(process.env);
-  const relay = createRelayService(env);
-  serveUntilSignal({
-    app: relay.app,
-    port: env.PORT,
-    hostname: env.HOST,
-    logger: relay.logger,
-    stop: () => relay.stop(),
-  });
-  relay.start();
-}
-
-run().catch((err) => {
+try {
+  runRelay(parseRelayEnv(process.env));
+} catch (err) {
   console.error(err);
   process.exit(1);
-});
+}

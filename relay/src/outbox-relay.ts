@@ -1,12 +1,13 @@
 import type { EventProducer, KafkaClient } from "@saga/kafka";
 import { outboxMessage } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
+import { sleep, withTimeout } from "@saga/runtime";
 import type { CrashPoint } from "./env.ts";
 import type { Lease } from "./lease.ts";
 import type { RelayMetrics, RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
 import type { ReplicationWakeups } from "./replication-wakeups.ts";
-import { createWakeSignal, sleep } from "./wake.ts";
+import { createWakeSignal } from "./wake.ts";
 
 export type OutboxRelayOptions = {
   /** `user` or `order`: the label of this outbox in logs and metrics. */
@@ -26,6 +27,11 @@ export type OutboxRelayOptions = {
   standbyRetryMs?: number;
   /** Rows per marking statement. */
   markChunkSize: number;
+  /**
+   * How long the relay waits for one outbox statement before it gives up on it and cancels it: the
+   * client-side bound for a connection the server cannot answer on (`statement_timeout` is the server's).
+   */
+  queryTimeoutMs: number;
   logger: Logger;
   metrics: RelayMetrics;
   /** Test only: called at named points of a round with rows in hand (see crash-points.ts). */
@@ -33,18 +39,42 @@ export type OutboxRelayOptions = {
 };
 
 export type OutboxRelay = {
-  /** Competes for the outbox and, once its owner, publishes it until `stop()`. */
+  /** Competes for the outbox and, once its owner, publishes it until `stop()` or until its loop crashes. */
   start(): void;
-  /** Finishes the batch in hand (bounded by `deadlineMs`), gives ownership up and stops. */
-  stop(deadlineMs?: number): Promise<void>;
+  /**
+   * Finishes the batch in hand, gives ownership up and stops; the batch is no longer waited for once
+   * `deadline` aborts (default: 4 s from the call).
+   */
+  stop(deadline?: AbortSignal): Promise<void>;
   isActive(): boolean;
-  backlog(): Promise<Backlog>;
+  /**
+   * Settles with the error that crashed the loop (a defect, not a failure of the database or the broker,
+   * which are retried), once ownership is given up; never settles otherwise.
+   */
+  readonly failed: Promise<Error>;
+  /** The error that crashed the loop, if it did. */
+  failure(): Error | undefined;
+  backlog(signal?: AbortSignal): Promise<Backlog>;
 };
 
 // While the wake-up stream is down, polling is the only trigger: keep latency bounded meanwhile.
 const FALLBACK_POLL_MS = 100;
 const CLEANUP_BATCH = 1000;
 const MAX_BACKOFF_MS = 5000;
+const DEFAULT_STOP_DEADLINE_MS = 4000;
+
+/**
+ * A defect in the code (the relay's or a library's), not a failure of the database or the broker: retrying
+ * would repeat it for ever while the lease keeps the standby out, so it crashes the loop instead.
+ */
+function isDefect(err: unknown): boolean {
+  return (
+    err instanceof TypeError ||
+    err instanceof ReferenceError ||
+    err instanceof RangeError ||
+    err instanceof SyntaxError
+  );
+}
 
 /**
  * One outbox's relay. On standby it tries every second to take the outbox's advisory lock; as owner it
@@ -58,10 +88,14 @@ const MAX_BACKOFF_MS = 5000;
  * one partition (same key) through an idempotent producer with one request in flight. A row is marked
  * only after its acknowledgement, so a row that is skipped by a read is either unpublished (and comes
  * first in that batch) or already on Kafka. Crashes only add re-sends, later than the first copy.
+ *
+ * Failures of the database or the broker are retried with back-off. Anything else (a defect) crashes the
+ * loop: it gives the outbox up at once, so a standby takes over, and settles `failed`, on which the
+ * process reports not ready and exits non-zero to be restarted. It never sits on a lease it cannot use.
  */
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
-  const { standbyRetryMs = 1000, markChunkSize, crashPoint } = opts;
+  const { standbyRetryMs = 1000, markChunkSize, queryTimeoutMs, crashPoint } = opts;
   const log = logger.child({ outbox: name });
   const labels = { outbox: name };
   metrics.active.set(labels, 0);
@@ -69,6 +103,15 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const stopping = new AbortController();
   let running: Promise<void> | undefined;
   let active = false;
+  let crashed: Error | undefined;
+  let onCrash: (err: Error) => void = () => {};
+  const failed = new Promise<Error>((resolve) => (onCrash = resolve));
+  // What `stop()` waits until; the producer's close is bounded by it too.
+  let stopDeadline: AbortSignal | undefined;
+
+  /** One outbox statement, cancelled when it outlasts `queryTimeoutMs` or `until` aborts. */
+  const query = <T>(what: string, run: (signal: AbortSignal) => Promise<T>, until?: AbortSignal) =>
+    withTimeout(run, queryTimeoutMs, `${name} outbox: ${what}`, until);
 
   const fail = (stage: RelayStage, err: unknown, message: string) => {
     metrics.errors.inc({ ...labels, stage });
@@ -120,7 +163,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       },
       (err) => fail("wakeup", err, "replication wake-ups interrupted; polling meanwhile"),
     );
-    const cleanup = startCleanup(until);
+    // Ends the cleanup loop however this ends: a lost lease, a stop, or a crash.
+    const ended = new AbortController();
+    const cleanup = startCleanup(AbortSignal.any([until, ended.signal]));
     let producer: EventProducer | undefined;
     let backoffMs = 100;
     try {
@@ -132,7 +177,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           stage = "read";
           wake.clear();
           const readStarted = performance.now();
-          const rows = await store.readBatch(batchSize);
+          const rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
           if (rows.length === 0) {
             const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
             if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
@@ -168,6 +213,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           }
           backoffMs = 100;
         } catch (err) {
+          if (isDefect(err)) throw err;
+          // A statement cancelled because ownership was lost or the relay is stopping: nothing to retry.
+          if (until.aborted) break;
           fail(stage, err, `${stage} failed; retrying`);
           if (stage === "send" && producer) {
             // An idempotent producer can end in a state it never leaves (a fenced or unknown producer id):
@@ -180,7 +228,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
-      await Promise.all([wakeups.stop(), cleanup(), producer?.close().catch(() => {})]);
+      ended.abort();
+      await Promise.all([wakeups.stop(), cleanup(), producer?.close(stopDeadline).catch(() => {})]);
     }
   }
 
@@ -216,7 +265,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   async function markPublished(rows: PendingRow[]): Promise<void> {
     for (let i = 0; i < rows.length; i += markChunkSize) {
       if (i === markChunkSize) crashPoint?.("mid-mark");
-      await store.markPublished(rows.slice(i, i + markChunkSize).map((r) => r.id));
+      const ids = rows.slice(i, i + markChunkSize).map((r) => r.id);
+      await query("mark", (signal) => store.markPublished(ids, signal));
     }
   }
 
@@ -229,7 +279,11 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         try {
           let deleted = 0;
           for (;;) {
-            const n = await store.deleteExpired(opts.retentionSeconds, CLEANUP_BATCH);
+            const n = await query(
+              "cleanup",
+              (signal) => store.deleteExpired(opts.retentionSeconds, CLEANUP_BATCH, signal),
+              until,
+            );
             deleted += n;
             metrics.deleted.inc(labels, n);
             if (n < CLEANUP_BATCH || until.aborted) break;
@@ -246,26 +300,28 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   return {
     start() {
-      running ??= run().catch((err) => log.error({ err }, "relay loop crashed"));
-    },
-    async stop(deadlineMs = 4000) {
-      stopping.abort();
-      if (!running) {
+      running ??= run().catch(async (err: unknown) => {
+        crashed = err instanceof Error ? err : new Error(String(err));
+        // Given up before anything else: the standby may take over while this process exits.
         await lease.release();
-        return;
-      }
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          log.warn({ deadlineMs }, "batch in hand did not finish in time; giving the outbox up anyway");
-          resolve();
-        }, deadlineMs);
+        log.error({ err }, "relay loop crashed: gave the outbox up");
+        onCrash(crashed);
       });
-      await Promise.race([running, deadline]);
-      clearTimeout(timer);
+    },
+    async stop(deadline = AbortSignal.timeout(DEFAULT_STOP_DEADLINE_MS)) {
+      stopDeadline = deadline;
+      stopping.abort();
+      const loop = running;
+      if (loop) {
+        await withTimeout(() => loop, Number.POSITIVE_INFINITY, "the batch in hand", deadline).catch(() =>
+          log.warn("batch in hand did not finish in time; giving the outbox up anyway"),
+        );
+      }
       await lease.release();
     },
     isActive: () => active,
-    backlog: () => store.backlog(),
+    failed,
+    failure: () => crashed,
+    backlog: (signal) => store.backlog(signal),
   };
 }

@@ -1,4 +1,4 @@
-import type { Sql } from "postgres";
+import type { PendingQuery, Sql } from "postgres";
 
 /** An unpublished outbox row as the relay reads it. */
 export type PendingRow = {
@@ -18,7 +18,22 @@ export type PendingRow = {
 
 export type Backlog = { rows: number; oldestAgeSeconds: number };
 
-/** The relay's queries on one outbox table. */
+/**
+ * Runs `query`, and cancels it on the server when `signal` aborts (a client-side timeout, a lost lease):
+ * the statement stops there instead of running on while nobody waits for it.
+ */
+function cancellable<T extends readonly (object | undefined)[]>(
+  query: PendingQuery<T>,
+  signal?: AbortSignal,
+) {
+  if (!signal) return query;
+  const cancel = () => void query.cancel();
+  if (signal.aborted) cancel();
+  else signal.addEventListener("abort", cancel, { once: true });
+  return query.finally(() => signal.removeEventListener("abort", cancel));
+}
+
+/** The relay's queries on one outbox table; each is cancelled when its `signal` aborts. */
 export function createOutboxStore(sql: Sql) {
   return {
     /**
@@ -26,8 +41,9 @@ export function createOutboxStore(sql: Sql) {
      * position, never from a remembered high-water mark: a transaction that took a lower position
      * but committed later shows up here on the next read instead of being skipped.
      */
-    async readBatch(limit: number): Promise<PendingRow[]> {
-      return sql<PendingRow[]>`
+    async readBatch(limit: number, signal?: AbortSignal): Promise<PendingRow[]> {
+      return cancellable(
+        sql<PendingRow[]>`
         select id, position::text as position, aggregate_id as "aggregateId", topic, event_type as "eventType",
                schema_version as "schemaVersion", payload, headers, created_at as "createdAt",
                extract(epoch from clock_timestamp() - created_at)::float8 as "ageSeconds"
@@ -35,15 +51,20 @@ export function createOutboxStore(sql: Sql) {
         where published_at is null
         -- Qualified: a bare "position" would sort by the text alias above, "10" before "9".
         order by outbox.position
-        limit ${limit}`;
+        limit ${limit}`,
+        signal,
+      );
     },
 
     /** Marks rows as acknowledged by Kafka; returns how many were still unmarked. */
-    async markPublished(ids: readonly string[]): Promise<number> {
+    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<number> {
       if (ids.length === 0) return 0;
-      const result = await sql`
+      const result = await cancellable(
+        sql`
         update outbox set published_at = now()
-        where id = any(${sql.array(ids as string[], 2950)}::uuid[]) and published_at is null`;
+        where id = any(${sql.array(ids as string[], 2950)}::uuid[]) and published_at is null`,
+        signal,
+      );
       return result.count;
     },
 
@@ -51,21 +72,27 @@ export function createOutboxStore(sql: Sql) {
      * Deletes up to `limit` rows published more than `retentionSeconds` ago, in one short
      * statement; callers repeat it while it returns `limit`.
      */
-    async deleteExpired(retentionSeconds: number, limit: number): Promise<number> {
-      const result = await sql`
+    async deleteExpired(retentionSeconds: number, limit: number, signal?: AbortSignal): Promise<number> {
+      const result = await cancellable(
+        sql`
         delete from outbox where id in (
           select id from outbox
           where published_at < now() - make_interval(secs => ${retentionSeconds})
           order by published_at
-          limit ${limit})`;
+          limit ${limit})`,
+        signal,
+      );
       return result.count;
     },
 
     /** Unpublished rows and the age of the oldest, on the database's clock. */
-    async backlog(): Promise<Backlog> {
-      const [row] = await sql<{ rows: number; age: number | null }[]>`
+    async backlog(signal?: AbortSignal): Promise<Backlog> {
+      const [row] = await cancellable(
+        sql<{ rows: number; age: number | null }[]>`
         select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
-        from outbox where published_at is null`;
+        from outbox where published_at is null`,
+        signal,
+      );
       return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };
     },
   };

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
+import { sleep } from "@saga/runtime";
 import postgres from "postgres";
-import { sleep } from "./wake.ts";
 
 /** The publication the migrations create: inserts into `outbox`, nothing else. */
 export const OUTBOX_PUBLICATION = "outbox_relay";
@@ -56,6 +56,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
 
   /** Runs one replication session; resolves when it ends, rejects when it could not start. */
   async function session(): Promise<void> {
+    // No statement_timeout here: START_REPLICATION is one statement that streams for as long as the
+    // session lives. The stream is only a wake-up; a poll underneath covers it when it stalls.
     const sql = postgres(url, {
       max: 1,
       max_lifetime: null,

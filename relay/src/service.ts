@@ -1,5 +1,8 @@
+import { clientQueryTimeoutMs } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
+import { sessionTimeouts } from "@saga/messaging";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
+import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
 import { createApp } from "./app.ts";
 import { crashAt } from "./crash-points.ts";
@@ -7,7 +10,7 @@ import { type Env, outboxesOf } from "./env.ts";
 import { createLease } from "./lease.ts";
 import { createRelayMetrics, type RelayMetrics } from "./metrics.ts";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.ts";
-import { createOutboxStore } from "./outbox-store.ts";
+import { createOutboxStore, type OutboxStore } from "./outbox-store.ts";
 import { startReplicationWakeups } from "./replication-wakeups.ts";
 
 export type RelayService = {
@@ -18,22 +21,39 @@ export type RelayService = {
   /** The relay of each configured outbox, by name. */
   relays: Map<string, OutboxRelay>;
   start(): void;
-  /** Finishes the batches in hand, gives the outboxes up and closes every connection. */
-  stop(): Promise<void>;
+  /**
+   * Settles with the error of the first relay loop that crashed (it has given its outbox up by then);
+   * `/ready` fails from that moment, and `main.ts` exits non-zero so that the supervisor restarts it.
+   */
+  failed: Promise<Error>;
+  /**
+   * Finishes the batches in hand, gives the outboxes up and closes every connection; whatever is still
+   * waited for when `deadline` aborts is cut short.
+   */
+  stop(deadline?: AbortSignal): Promise<void>;
+};
+
+/** What a relay is built from besides its environment; tests replace parts of it. */
+export type RelayDependencies = {
+  logger?: Logger;
+  /** The queries on one outbox (default `createOutboxStore`). */
+  createStore?: (sql: postgres.Sql) => OutboxStore;
 };
 
 const PROBE_TIMEOUT_MS = 2000;
 
 /** Builds the relay process from its environment: one relay per configured outbox, one Kafka client. */
-export function createRelayService(env: Env, opts: { logger?: Logger } = {}): RelayService {
+export function createRelayService(env: Env, opts: RelayDependencies = {}): RelayService {
   const logger = (opts.logger ?? createLogger("relay", env.LOG_LEVEL)).child({ instance: env.RELAY_ID });
+  const createStore = opts.createStore ?? createOutboxStore;
+  const timeouts = sessionTimeouts(env);
   const metrics = createMetrics("relay", env.RELAY_ID);
   const relayMetrics = createRelayMetrics(metrics.registry);
   const kafka: KafkaClient = createKafka({
     brokers: env.KAFKA_BROKERS,
     clientId: `relay-${env.RELAY_ID}`,
     client: env.KAFKA_CLIENT,
-    logger: (level, message, extra) => logger[level](extra, message),
+    logger,
   });
   const crashPoint = env.RELAY_TEST_CRASH_AT ? crashAt(env.RELAY_TEST_CRASH_AT) : undefined;
   if (crashPoint) logger.warn({ crashAt: env.RELAY_TEST_CRASH_AT }, "test crash point armed");
@@ -41,14 +61,19 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
   const outboxes = outboxesOf(env).map(({ name, url }) => {
     const holderName = `relay/${env.RELAY_ID}/${name}`;
     // Plain postgres.js rather than @saga/db's drizzle client, which turns off the parsing of timestamps.
-    // Three connections: reads and marks in turn, cleanup, and the metrics' backlog query.
-    // A statement that hangs (a lost connection the kernel has not noticed yet) must not stall the loop for ever.
+    // Three connections: reads and marks in turn, cleanup, and the metrics' backlog query. The server
+    // bounds each statement; the loop's own client-side timeout covers a connection the server cannot
+    // answer on (lost without a FIN or RST), which statement_timeout cannot.
     const sql = postgres(url, {
       max: 3,
       onnotice: () => {},
-      connection: { application_name: holderName, statement_timeout: 30_000 },
+      connection: {
+        application_name: holderName,
+        statement_timeout: timeouts.statementTimeoutMs,
+        idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+      },
     });
-    const store = createOutboxStore(sql);
+    const store = createStore(sql);
     const relay = createOutboxRelay({
       name,
       store,
@@ -58,6 +83,7 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
       topicPrefix: env.KAFKA_TOPIC_PREFIX,
       batchSize: env.RELAY_BATCH_SIZE,
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,
+      queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,
       cleanupIntervalMs: env.RELAY_CLEANUP_INTERVAL_MS,
@@ -72,7 +98,7 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
     await Promise.all(
       outboxes.map(async ({ name, store }) => {
         try {
-          const backlog = await withTimeout(store.backlog(), PROBE_TIMEOUT_MS, `${name} database`);
+          const backlog = await withTimeout((s) => store.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
           relayMetrics.backlog.set({ outbox: name }, backlog.rows);
           relayMetrics.lag.set({ outbox: name }, backlog.oldestAgeSeconds);
         } catch (err) {
@@ -84,12 +110,25 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
     );
   });
 
+  const failed = Promise.race(outboxes.map(({ relay }) => relay.failed));
   const ready = async () => {
+    for (const { name, relay } of outboxes) {
+      const failure = relay.failure();
+      if (failure) throw new Error(`the relay of the ${name} outbox crashed: ${failure.message}`);
+    }
     await Promise.all([
       ...outboxes.map(({ name, sql }) =>
-        withTimeout(sql`select 1 from outbox limit 1`, PROBE_TIMEOUT_MS, `${name} database`),
+        withTimeout(
+          async (signal) => {
+            const probe = sql`select 1 from outbox limit 1`;
+            signal.addEventListener("abort", () => void probe.cancel(), { once: true });
+            return probe;
+          },
+          PROBE_TIMEOUT_MS,
+          `${name} database`,
+        ),
       ),
-      withTimeout(kafka.ping(), PROBE_TIMEOUT_MS, "kafka"),
+      withTimeout((signal) => kafka.ping(signal), PROBE_TIMEOUT_MS, "kafka"),
     ]);
   };
 
@@ -104,30 +143,17 @@ export function createRelayService(env: Env, opts: { logger?: Logger } = {}): Re
       for (const { relay } of outboxes) relay.start();
       logger.info({ outboxes: outboxes.map((o) => o.name), prefix: env.KAFKA_TOPIC_PREFIX }, "relay started");
     },
-    stop() {
+    failed,
+    stop(deadline) {
       stopped ??= (async () => {
-        await Promise.all(outboxes.map(({ relay }) => relay.stop()));
+        await Promise.all(outboxes.map(({ relay }) => relay.stop(deadline)));
         await Promise.all([
-          kafka.close().catch(() => {}),
-          ...outboxes.map(({ sql }) => sql.end({ timeout: 2 }).catch(() => {})),
+          kafka.close(deadline).catch(() => {}),
+          // postgres.js waits this long (s) for queries in flight, then closes the connections anyway.
+          ...outboxes.map(({ sql }) => sql.end({ timeout: deadline?.aborted ? 0 : 1 }).catch(() => {})),
         ]);
       })();
       return stopped;
     },
   };
-}
-
-/** Rejects when `promise` has not settled within `ms`; the work itself goes on. */
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -39,17 +39,3 @@ export function createWakeSignal() {
 }
 
 export type WakeSignal = ReturnType<typeof createWakeSignal>;
-
-/** Resolves after `ms`, or at once when `abort` fires. */
-export function sleep(ms: number, abort?: AbortSignal): Promise<void> {
-  if (abort?.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      abort?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    abort?.addEventListener("abort", done, { once: true });
-  });
-}

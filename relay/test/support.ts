@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { HEADERS, TOPICS } from "@saga/contracts";
-import { migrateDatabase } from "@saga/db";
+import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
 import { freshDatabase, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
@@ -212,6 +212,8 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     RELAY_POLL_INTERVAL_MS: 1000,
     OUTBOX_RETENTION_SECONDS: 3600,
     RELAY_CLEANUP_INTERVAL_MS: 60_000,
+    DB_STATEMENT_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
     // Expected trouble (a lost lease, a broker away) logs warnings and errors; TEST_LOG_LEVEL shows them.
     LOG_LEVEL: "fatal",
     ...overrides,
@@ -247,11 +249,11 @@ export type RelayProcess = {
 };
 
 /**
- * `src/main.ts` as a child process, run by node itself (no wrapper CLI), so that the
- * pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
+ * `src/main.ts` (or another entry point, such as a fixture) as a child process, run by node itself (no
+ * wrapper CLI), so that the pid we SIGKILL is the relay itself and not a wrapper that would leave it orphaned.
  */
-export function spawnRelay(env: Record<string, string>): RelayProcess {
-  const child = spawn(process.execPath, ["src/main.ts"], {
+export function spawnRelay(env: Record<string, string>, script = "src/main.ts"): RelayProcess {
+  const child = spawn(process.execPath, [script], {
     cwd: relayDir,
     env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -75,10 +75,16 @@ function answerClientError(err: Error & { code?: string }, socket: Duplex): void
   );
 }
 
+// What `stop()` is given of the deadline: the rest, less this, is for logging and exiting.
+const EXIT_MARGIN_MS = 300;
+
 /**
  * Serves the app until SIGTERM or SIGINT, then shuts down in order: stop accepting connections, let
  * requests in flight finish, `stop()` the rest (the consumer finishes the event in hand and commits),
- * and exit. A shutdown that hangs is cut short before the deadline with exit code 1.
+ * and exit. `stop` gets a signal that aborts shortly before the deadline, for every call it waits for;
+ * a shutdown that hangs all the same is cut short at the deadline with exit code 1. When `failed`
+ * settles (a part of the process that must not die did), the process shuts down the same way and exits
+ * with code 1, so that its supervisor restarts it.
  */
 export function serveUntilSignal(opts: {
   // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
@@ -89,11 +95,14 @@ export function serveUntilSignal(opts: {
   logger: Logger;
   /** Called as shutdown begins, before requests in flight are waited for: answer long-held ones now. */
   draining?: () => void;
-  stop: () => Promise<void>;
+  /** Stops the rest of the process; `deadline` aborts shortly before the process is made to exit. */
+  stop: (deadline: AbortSignal) => Promise<void>;
+  /** Settles when a part of the process failed for good: it then shuts down and exits with code 1. */
+  failed?: Promise<unknown>;
   /** Against slow and oversized clients (`httpSettings(env).server`); Node's defaults otherwise. */
   limits?: ServerLimits | undefined;
 }): void {
-  const { app, port, hostname, logger, stop, limits, draining } = opts;
+  const { app, port, hostname, logger, stop, limits, draining, failed } = opts;
   const server = listen({ app, port, hostname, limits }, (bound) =>
     logger.info({ address: hostname, port: bound }, "listening"),
   );
@@ -110,7 +119,7 @@ export function serveUntilSignal(opts: {
     res.once("close", () => inFlight.delete(res));
   });
 
-  const shutdown = async (signal: string) => {
+  const shutdown = async (signal: string, exitCode = 0) => {
     if (shuttingDown) return;
     shuttingDown = true;
     for (const res of inFlight) if (!res.headersSent) res.setHeader("connection", "close");
@@ -131,14 +140,20 @@ export function serveUntilSignal(opts: {
           resolve();
         }, HTTP_DRAIN_MS).unref();
       });
-      await stop();
+      const left = SHUTDOWN_DEADLINE_MS - EXIT_MARGIN_MS - (performance.now() - started);
+      await stop(AbortSignal.timeout(Math.max(0, Math.round(left))));
       logger.info({ ms: Math.round(performance.now() - started) }, "stopped");
-      process.exit(0);
+      process.exit(exitCode);
     } catch (err) {
       logger.error({ err }, "shutdown failed");
       process.exit(1);
     }
   };
+  const onFailure = (err: unknown) => {
+    logger.fatal({ err }, "a part of the process failed: exiting to be restarted");
+    void shutdown("failure", 1);
+  };
+  void failed?.then(onFailure, onFailure);
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
   process.once("SIGINT", () => void shutdown("SIGINT"));
   process.on("uncaughtException", (err) => {

@@ -1,3 +1,4 @@
+import { sleep } from "@saga/runtime";
 import {
   type ConsumerOptions,
   DEFAULT_RETRY_POLICY,
@@ -6,18 +7,6 @@ import {
   type IncomingMessage,
   type RetriedKind,
 } from "./port.ts";
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
 
 /**
  * What both adapters do with the messages they fetched, whatever the library: batches first, one by one

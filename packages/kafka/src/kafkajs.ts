@@ -1,5 +1,7 @@
 /** The kafkajs adapter (kafkajs 2.2.4, unmaintained since 2023): `KAFKA_CLIENT=kafkajs`. */
+import { sleep, withTimeout } from "@saga/runtime";
 import {
+  type Admin,
   type Consumer,
   type IHeaders,
   Kafka,
@@ -8,7 +10,7 @@ import {
   Partitioners,
   type Producer,
 } from "kafkajs";
-import { createApplier, sleep } from "./handling.ts";
+import { createApplier } from "./handling.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
@@ -42,23 +44,60 @@ export function createKafkajsClient({
   clientId,
   logger,
   connectionTimeout = 3000,
+  adminTimeout = 2000,
 }: KafkaOptions): KafkaClient {
+  const logCreator =
+    () =>
+    ({ level, log }: LogEntry) => {
+      const { message, ...extra } = log;
+      // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
+      const routine = (extra as { error?: string }).error?.includes("rebalancing");
+      logger?.[routine ? "debug" : toKafkajsLevel(level)](extra, `kafka: ${message}`);
+    };
   const kafka = new Kafka({
     brokers,
     clientId,
     connectionTimeout,
     logLevel: logLevel.WARN,
-    logCreator:
-      () =>
-      ({ level, log }: LogEntry) => {
-        const { message, ...extra } = log;
-        // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
-        const routine = (extra as { error?: string }).error?.includes("rebalancing");
-        logger?.(routine ? "debug" : toKafkajsLevel(level), `kafka: ${message}`, extra);
-      },
+    logCreator,
     // Reconnect forever: a broker restart must never take a process down.
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5000 },
   });
+  // What /ready and the lag probe wait for: a client of its own with one retry and every request bounded
+  // by `adminTimeout` (the one above would retry for ever), so kafkajs ends its own work within about
+  // twice that. Callers of the same probe while one is in flight share it, each bounded by its own time
+  // and signal: however often a broker that is away is probed, one request per probe is in flight.
+  const probeAdmin = new Kafka({
+    brokers,
+    clientId: `${clientId}-probe`,
+    connectionTimeout: Math.min(connectionTimeout, adminTimeout),
+    requestTimeout: adminTimeout,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 200 },
+  }).admin();
+  let probeConnected: Promise<void> | undefined;
+  const probes = new Map<string, Promise<unknown>>();
+  function probe<T>(
+    key: string,
+    signal: AbortSignal | undefined,
+    call: (a: Admin) => Promise<T>,
+  ): Promise<T> {
+    let shared = probes.get(key) as Promise<T> | undefined;
+    if (!shared) {
+      const started = (async () => {
+        probeConnected ??= probeAdmin.connect().catch((err) => {
+          probeConnected = undefined;
+          throw err;
+        });
+        await probeConnected;
+        return call(probeAdmin);
+      })().finally(() => probes.delete(key));
+      probes.set(key, started);
+      shared = started;
+    }
+    const running = shared;
+    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
+  }
 
   async function createProducer(): Promise<EventProducer> {
     // Idempotent with one request in flight per connection: a retried batch can neither be
@@ -89,7 +128,8 @@ export function createKafkajsClient({
           })),
         });
       },
-      close: () => producer.disconnect(),
+      close: (signal) =>
+        withTimeout(() => producer.disconnect(), Number.POSITIVE_INFINITY, "closing the producer", signal),
     };
   }
 
@@ -171,11 +211,19 @@ export function createKafkajsClient({
     });
 
     return {
-      async stop() {
+      async stop(signal) {
         stopping = true;
         stopped.abort();
-        await consumer.stop();
-        await consumer.disconnect();
+        // kafkajs cannot drop its connections on demand: past the deadline it is only no longer waited for.
+        await withTimeout(
+          async () => {
+            await consumer.stop();
+            await consumer.disconnect();
+          },
+          Number.POSITIVE_INFINITY,
+          "leaving the consumer group",
+          signal,
+        ).catch((err) => logger?.warn({ err }, "kafka: consumer stop cut short"));
       },
       isRunning: () => running,
     };
@@ -191,6 +239,22 @@ export function createKafkajsClient({
     await adminConnected;
     return admin;
   };
+
+  /** Committed offset, end offset and lag of a group on each partition of the topics. */
+  async function lagOf(a: Admin, groupId: string, topics: string[]): Promise<PartitionLag[]> {
+    const committed = await a.fetchOffsets({ groupId, topics });
+    const lags: PartitionLag[] = [];
+    for (const { topic, partitions } of committed) {
+      const bounds = new Map((await a.fetchTopicOffsets(topic)).map((p) => [p.partition, p]));
+      for (const p of partitions) {
+        const end = Number(bounds.get(p.partition)?.high ?? 0);
+        // -1: nothing committed yet, so the group still has to read from the low watermark.
+        const at = Number(p.offset) < 0 ? Number(bounds.get(p.partition)?.low ?? 0) : Number(p.offset);
+        lags.push({ topic, partition: p.partition, committed: at, end, lag: Math.max(0, end - at) });
+      }
+    }
+    return lags;
+  }
 
   return {
     createProducer,
@@ -221,28 +285,11 @@ export function createKafkajsClient({
       }
     },
 
-    /** Resolves when a broker answers a metadata request. */
-    async ping(): Promise<void> {
-      const a = await connectedAdmin();
-      await a.describeCluster();
+    async ping(signal) {
+      await probe("ping", signal, (a) => a.describeCluster());
     },
 
-    /** Committed offset, end offset and lag of a group on each partition of the topics. */
-    async consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]> {
-      const a = await connectedAdmin();
-      const committed = await a.fetchOffsets({ groupId, topics });
-      const lags: PartitionLag[] = [];
-      for (const { topic, partitions } of committed) {
-        const bounds = new Map((await a.fetchTopicOffsets(topic)).map((p) => [p.partition, p]));
-        for (const p of partitions) {
-          const end = Number(bounds.get(p.partition)?.high ?? 0);
-          // -1: nothing committed yet, so the group still has to read from the low watermark.
-          const at = Number(p.offset) < 0 ? Number(bounds.get(p.partition)?.low ?? 0) : Number(p.offset);
-          lags.push({ topic, partition: p.partition, committed: at, end, lag: Math.max(0, end - at) });
-        }
-      }
-      return lags;
-    },
+    consumerLag: (groupId, topics, signal) => probe("consumer lag", signal, (a) => lagOf(a, groupId, topics)),
 
     /**
      * Every message of `topics` from the beginning up to their end offsets as of the call, in
@@ -300,8 +347,14 @@ export function createKafkajsClient({
       return messages;
     },
 
-    async close(): Promise<void> {
-      if (adminConnected) await admin.disconnect();
+    async close(signal) {
+      const closing = [adminConnected && admin.disconnect(), probeConnected && probeAdmin.disconnect()];
+      await withTimeout(
+        () => Promise.all(closing.map((c) => c?.catch(() => {}))),
+        Number.POSITIVE_INFINITY,
+        "closing kafka admin",
+        signal,
+      );
     },
   };
 }

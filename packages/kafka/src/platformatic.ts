@@ -10,14 +10,14 @@ import {
   stringDeserializers,
   stringSerializers,
 } from "@platformatic/kafka";
-import { createApplier, sleep } from "./handling.ts";
+import { sleep, withTimeout } from "@saga/runtime";
+import { createApplier } from "./handling.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
   EventProducer,
   IncomingMessage,
   KafkaClient,
-  KafkaLogger,
   KafkaOptions,
   PartitionLag,
 } from "./port.ts";
@@ -58,8 +58,10 @@ export function createPlatformaticClient({
   clientId,
   logger,
   connectionTimeout = 3000,
+  adminTimeout = 2000,
 }: KafkaOptions): KafkaClient {
-  const log: KafkaLogger = (level, message, extra) => logger?.(level, `kafka: ${message}`, extra);
+  const log = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) =>
+    logger?.[level](extra, `kafka: ${message}`);
   const base = { clientId, bootstrapBrokers: brokers, connectTimeout: connectionTimeout };
 
   async function createProducer(): Promise<EventProducer> {
@@ -89,7 +91,8 @@ export function createPlatformaticClient({
         if (messages.length === 0) return;
         await producer.send({ messages });
       },
-      close: () => producer.close(true),
+      close: (signal) =>
+        withTimeout(() => producer.close(true), Number.POSITIVE_INFINITY, "closing the producer", signal),
     };
   }
 
@@ -268,36 +271,82 @@ export function createPlatformaticClient({
     }
 
     return {
-      async stop() {
+      async stop(signal) {
         if (stopping) return;
         stopping = true;
         stopped.abort();
         stream?.pause();
-        // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
-        if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
-        await stream?.close().catch(() => {});
-        await consumer.close().catch(() => consumer.close(true));
-        joined = false;
+        try {
+          await withTimeout(
+            async () => {
+              // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
+              if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
+              await stream?.close().catch(() => {});
+              await consumer.close().catch(() => consumer.close(true));
+            },
+            Number.POSITIVE_INFINITY,
+            "leaving the consumer group",
+            signal,
+          );
+        } catch (err) {
+          // The deadline passed (a handler or the broker hangs): what was not committed is read again by
+          // the partition's next owner once the group's session times out.
+          log("warn", "consumer stop cut short; dropping its connections", { err });
+          void consumer.close(true).catch(() => {});
+        } finally {
+          joined = false;
+        }
       },
       isRunning: () => joined && !stopping && stream !== undefined,
     };
   }
 
-  // Admin calls fail after a few retries, so a probe (ping, lag) answers while the broker is away.
+  // Topic creation and readToEnd: a few retries, then the error goes to the caller.
   const admin = new Admin({ ...base, retries: 3, retryDelay: 200 });
   admin.on("error", (err: Error) => log("warn", "admin error", { err }));
 
+  // What /ready and the lag probe wait for gets an admin client of its own, with one retry and every
+  // request bounded by `adminTimeout`, so the library ends its own work within about twice that. Callers
+  // of the same probe while one is in flight share it, each bounded by its own time and signal: however
+  // often a broker that is away is probed, one request per probe is in flight, on one connection.
+  const probeAdmin = new Admin({
+    ...base,
+    connectTimeout: Math.min(connectionTimeout, adminTimeout),
+    requestTimeout: adminTimeout,
+    retries: 1,
+    retryDelay: 200,
+  });
+  probeAdmin.on("error", (err: Error) => log("debug", "probe admin error", { err }));
+  const probes = new Map<string, Promise<unknown>>();
+  function probe<T>(
+    key: string,
+    signal: AbortSignal | undefined,
+    call: (a: Admin) => Promise<T>,
+  ): Promise<T> {
+    let shared = probes.get(key) as Promise<T> | undefined;
+    if (!shared) {
+      const started = call(probeAdmin).finally(() => probes.delete(key));
+      probes.set(key, started);
+      shared = started;
+    }
+    const running = shared;
+    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
+  }
+
   /** Partition count of each topic, from a fresh metadata request. */
-  async function partitionsOf(names: string[]): Promise<Map<string, number>> {
-    const metadata = await admin.metadata({ topics: names, forceUpdate: true });
+  async function partitionsOf(a: Admin, names: string[]): Promise<Map<string, number>> {
+    const metadata = await a.metadata({ topics: names, forceUpdate: true });
     return new Map(names.map((t) => [t, metadata.topics.get(t)?.partitionsCount ?? 0]));
   }
 
   /** Low and high watermark of every partition of the topics. */
-  async function watermarks(names: string[]): Promise<Map<string, { low: bigint; high: bigint }[]>> {
-    const counts = await partitionsOf(names);
+  async function watermarks(
+    a: Admin,
+    names: string[],
+  ): Promise<Map<string, { low: bigint; high: bigint }[]>> {
+    const counts = await partitionsOf(a, names);
     const request = (timestamp: bigint) =>
-      admin.listOffsets({
+      a.listOffsets({
         topics: names.map((name) => ({
           name,
           partitions: Array.from({ length: counts.get(name) ?? 0 }, (_, partitionIndex) => ({
@@ -355,15 +404,14 @@ export function createPlatformaticClient({
       }
     },
 
-    async ping() {
-      await admin.metadata({ topics: [], forceUpdate: true });
+    async ping(signal) {
+      await probe("ping", signal, (a) => a.metadata({ topics: [], forceUpdate: true }));
     },
 
-    async consumerLag(groupId, topics) {
-      const [groups, bounds] = await Promise.all([
-        admin.listConsumerGroupOffsets({ groups: [groupId] }),
-        watermarks(topics),
-      ]);
+    async consumerLag(groupId, topics, signal) {
+      const [groups, bounds] = await probe(["consumer lag", groupId, ...topics].join("\0"), signal, (a) =>
+        Promise.all([a.listConsumerGroupOffsets({ groups: [groupId] }), watermarks(a, topics)]),
+      );
       const committed = new Map<string, bigint>();
       for (const t of groups[0]?.topics ?? []) {
         for (const p of t.partitions) committed.set(`${t.name}/${p.partitionIndex}`, p.committedOffset);
@@ -383,7 +431,7 @@ export function createPlatformaticClient({
 
     async readToEnd(topics, timeoutMs = 60_000) {
       const remaining = new Map<string, bigint>();
-      for (const [topic, parts] of await watermarks(topics)) {
+      for (const [topic, parts] of await watermarks(admin, topics)) {
         for (const [partition, b] of parts.entries()) {
           if (b.high > b.low) remaining.set(`${topic}/${partition}`, b.high);
         }
@@ -435,8 +483,9 @@ export function createPlatformaticClient({
       return [...byPartition.values()].flat();
     },
 
-    async close() {
-      await admin.close();
+    async close(signal) {
+      const closing = [admin, probeAdmin].map((a) => a.close().catch(() => {}));
+      await withTimeout(() => Promise.all(closing), Number.POSITIVE_INFINITY, "closing kafka admin", signal);
     },
   };
 }

@@ -4,11 +4,14 @@
 export const KAFKA_CLIENTS = ["platformatic", "kafkajs"] as const;
 export type KafkaClientName = (typeof KAFKA_CLIENTS)[number];
 
-export type KafkaLogger = (
-  level: "error" | "warn" | "info" | "debug",
-  message: string,
-  extra: object,
-) => void;
+/**
+ * Where the client libraries' own log lines go: any logger with pino's `(fields, message)` methods, such
+ * as the process's; the adapters prefix each message with `kafka: `.
+ */
+export type KafkaLogger = Record<
+  "error" | "warn" | "info" | "debug",
+  (fields: object, message: string) => void
+>;
 
 export type KafkaOptions = {
   brokers: string[];
@@ -18,6 +21,13 @@ export type KafkaOptions = {
   logger?: KafkaLogger;
   /** How long a connection attempt may take, in ms. */
   connectionTimeout?: number;
+  /**
+   * How long a caller of an admin probe (`ping`, `consumerLag`: what /ready and the lag probe wait for)
+   * waits, in ms, and how long each of its requests may take (default 2000). The requests are retried
+   * once, never for ever, and a probe in flight is shared by later callers, so probes fail fast and do
+   * not pile up while a broker is away.
+   */
+  adminTimeout?: number;
 };
 
 export type OutgoingMessage = {
@@ -44,7 +54,8 @@ export type EventProducer = {
    * of one key keep their order, on the partition the Java client's murmur2 partitioner picks).
    */
   send(messages: OutgoingMessage[]): Promise<void>;
-  close(): Promise<void>;
+  /** Flushes and disconnects; when `signal` aborts first, drops the connections without waiting. */
+  close(signal?: AbortSignal): Promise<void>;
 };
 
 /**
@@ -112,8 +123,12 @@ export type ConsumerOptions = {
 };
 
 export type EventConsumer = {
-  /** Finishes the messages in hand, commits their offsets and leaves the group. */
-  stop(): Promise<void>;
+  /**
+   * Finishes the messages in hand, commits their offsets and leaves the group. When `signal` aborts
+   * first (the process's stop deadline) it stops waiting and drops its connections: what was not
+   * committed is read again by the partition's next owner.
+   */
+  stop(signal?: AbortSignal): Promise<void>;
   /** True while the consumer is a member of its group. */
   isRunning(): boolean;
 };
@@ -125,14 +140,18 @@ export type KafkaClient = {
   createConsumer(options: ConsumerOptions): Promise<EventConsumer>;
   /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
   createTopics(names: string[], numPartitions?: number): Promise<void>;
-  /** Resolves when a broker answers a metadata request. */
-  ping(): Promise<void>;
-  /** Committed offset, end offset and lag of a group on each partition of the topics. */
-  consumerLag(groupId: string, topics: string[]): Promise<PartitionLag[]>;
+  /**
+   * Resolves when a broker answers a metadata request; rejects after `adminTimeout`, or as soon as
+   * `signal` aborts (the request itself ends by its own bound).
+   */
+  ping(signal?: AbortSignal): Promise<void>;
+  /** Committed offset, end offset and lag of a group on each partition of the topics; bounded as `ping`. */
+  consumerLag(groupId: string, topics: string[], signal?: AbortSignal): Promise<PartitionLag[]>;
   /**
    * Every message of `topics` from the beginning up to their end offsets as of the call, in
    * partition order. For checkers and tests; it joins a throwaway consumer group.
    */
   readToEnd(topics: string[], timeoutMs?: number): Promise<IncomingMessage[]>;
-  close(): Promise<void>;
+  /** Closes the admin connections; when `signal` aborts first, drops them without waiting. */
+  close(signal?: AbortSignal): Promise<void>;
 };

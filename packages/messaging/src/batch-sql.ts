@@ -1,3 +1,4 @@
+import { isClientQueryTimeout } from "@saga/db";
 import type { NewOutboxRow } from "./outbox.ts";
 
 /**
@@ -20,7 +21,9 @@ export type SqlPool = { connect(): Promise<PooledClient> };
 
 /**
  * Runs `work` between BEGIN and COMMIT on a client of its own; ROLLBACK when it throws. A client whose
- * ROLLBACK fails (its connection is gone) is destroyed rather than given back to the pool.
+ * ROLLBACK fails (its connection is gone) is destroyed rather than given back to the pool, and so is one
+ * whose statement timed out on the client's side: its connection still waits for that answer, so a
+ * ROLLBACK would only wait behind it (the server rolls back when the connection goes).
  */
 export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
@@ -31,9 +34,11 @@ export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => P
     await client.query({ text: "commit" });
     return result;
   } catch (err) {
-    await client.query({ text: "rollback" }).catch((e: Error) => {
-      broken = e;
-    });
+    if (isClientQueryTimeout(err)) broken = err as Error;
+    else
+      await client.query({ text: "rollback" }).catch((e: Error) => {
+        broken = e;
+      });
     throw err;
   } finally {
     client.release(broken);

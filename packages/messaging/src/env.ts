@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
 import { httpEnvVars } from "@saga/http";
 import type { RetryPolicy } from "@saga/kafka";
 import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS } from "@saga/kafka";
@@ -33,7 +34,29 @@ export const envVars = {
    * answers its API to anyone who reaches it, the gateway accepts the public development key).
    */
   devMode: z.stringbool().default(false),
+  /**
+   * `statement_timeout` of every session of the process's pools, in ms (0: none). Longer than the idle
+   * bound below, so a statement waiting for the locks of a frozen transaction is freed, not cancelled.
+   */
+  dbStatementTimeoutMs: z.coerce.number().int().min(0).default(DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs),
+  /** `idle_in_transaction_session_timeout` of every session of the process's pools, in ms (0: none). */
+  dbIdleInTransactionTimeoutMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs),
 };
+
+/** The session bounds a process's environment asks for (`DB_STATEMENT_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`). */
+export function sessionTimeouts(env: {
+  DB_STATEMENT_TIMEOUT_MS: number;
+  DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: number;
+}): SessionTimeouts {
+  return {
+    statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS,
+    idleInTransactionTimeoutMs: env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  };
+}
 
 /**
  * The environment of a saga service (a process that owns a database and consumes events). Each service
@@ -61,6 +84,8 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
       .int()
       .positive()
       .default(DEFAULT_RETRY_POLICY.maxBackoffMs),
+    DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: envVars.dbIdleInTransactionTimeoutMs,
     ...httpEnvVars(SERVICE_HTTP_DEFAULTS),
     INTERNAL_SECRET: envVars.internalSecret,
     AUTH_DEV_MODE: envVars.devMode,

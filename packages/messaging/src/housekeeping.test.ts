@@ -73,7 +73,11 @@ describe("startLagMonitor", () => {
     });
     await vi.waitFor(() => expect(consumerLag).toHaveBeenCalled());
     await monitor.stop();
-    expect(consumerLag).toHaveBeenCalledWith("g", ["p.order.created", "p.order.canceled"]);
+    expect(consumerLag).toHaveBeenCalledWith(
+      "g",
+      ["p.order.created", "p.order.canceled"],
+      expect.any(AbortSignal),
+    );
     expect(await metricValue(registry, "saga_consumer_lag", { topic: "order.created", partition: "0" })).toBe(
       5,
     );

@@ -1,6 +1,7 @@
 import { prefixedTopic } from "@saga/contracts";
 import type { KafkaClient } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
+import { withTimeout } from "@saga/runtime";
 import { sql } from "drizzle-orm";
 import type { Executor } from "./db.ts";
 import type { MessagingMetrics } from "./metrics.ts";
@@ -32,20 +33,24 @@ export async function pruneExpired(db: Executor, retentionHours: number): Promis
   return deleted;
 }
 
-export type Periodic = { stop(): Promise<void> };
+export type Periodic = {
+  /** Ends the rounds; waits for one in progress, until `signal` aborts, which also aborts the round's. */
+  stop(signal?: AbortSignal): Promise<void>;
+};
 
 /**
  * Runs `task` every `intervalMs`, never two at once; a failure is logged and the next round tries
- * again. `stop` waits for a round in progress.
+ * again. A round gets a signal that aborts when `stop` is cut short by its deadline.
  */
 export function every(
   intervalMs: number,
-  task: () => Promise<void>,
+  task: (signal: AbortSignal) => Promise<void>,
   onError: (err: unknown) => void,
 ): Periodic {
   let running: Promise<void> | undefined;
+  const stopped = new AbortController();
   const timer = setInterval(() => {
-    running ??= task()
+    running ??= task(stopped.signal)
       .catch(onError)
       .finally(() => {
         running = undefined;
@@ -53,9 +58,13 @@ export function every(
   }, intervalMs);
   timer.unref();
   return {
-    async stop() {
+    async stop(signal) {
       clearInterval(timer);
-      await running;
+      const round = running;
+      if (!round) return;
+      await withTimeout(() => round, Number.POSITIVE_INFINITY, "a periodic task", signal).catch(() =>
+        stopped.abort(signal?.reason),
+      );
     },
   };
 }
@@ -92,8 +101,9 @@ export function startLagMonitor(opts: {
   const physical = new Map(topics.map((t) => [prefixedTopic(topicPrefix, t), t]));
   return every(
     intervalMs,
-    async () => {
-      for (const p of await kafka.consumerLag(consumerGroup, [...physical.keys()])) {
+    async (stopped) => {
+      // Bounded by the client's admin timeout: while the broker is away a round fails fast.
+      for (const p of await kafka.consumerLag(consumerGroup, [...physical.keys()], stopped)) {
         const topic = physical.get(p.topic) ?? p.topic;
         metrics.lag.set({ group: consumerGroup, topic, partition: String(p.partition) }, p.lag);
       }

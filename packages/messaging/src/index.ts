@@ -22,6 +22,7 @@ export {
   retryPolicy,
   type ServiceEnv,
   serviceEnvSchema,
+  sessionTimeouts,
 } from "./env.ts";
 export { classifyFailure, describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
@@ -54,5 +55,5 @@ export {
   outboxRow,
   type PublishableRow,
 } from "./outbox.ts";
-export { kafkaLogger, readiness, withTimeout } from "./runtime.ts";
+export { readiness } from "./runtime.ts";
 export { createServiceRuntime, type ServiceRuntime, unavailableWhenRetriable } from "./service.ts";

@@ -3,12 +3,13 @@ import { createPgDatabase, migrateDatabase, type PgDatabase, type ServiceDatabas
 import { AppError } from "@saga/http";
 import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
-import { requireInternalSecret, retryPolicy, type ServiceEnv } from "./env.ts";
+import { withTimeout } from "@saga/runtime";
+import { requireInternalSecret, retryPolicy, type ServiceEnv, sessionTimeouts } from "./env.ts";
 import { isRetriableError } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
 import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
 import { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
-import { kafkaLogger, readiness } from "./runtime.ts";
+import { readiness } from "./runtime.ts";
 
 export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
   env: ServiceEnv;
@@ -27,8 +28,12 @@ export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
   startConsuming(consume: Pick<InboxOptions, "topics" | "applyBatch">): Promise<void>;
   /** True while the consumer is a member of its group. */
   isConsuming(): boolean;
-  /** Finishes the event in hand, commits its offset, leaves the group and closes the pools. */
-  stop(): Promise<void>;
+  /**
+   * Finishes the event in hand, commits its offset, leaves the group and closes the pools. When `signal`
+   * aborts first (the process's shutdown deadline), every step still waited for is cut short: the
+   * consumer drops its connections, the pool stops waiting for its clients.
+   */
+  stop(signal?: AbortSignal): Promise<void>;
 };
 
 /**
@@ -56,13 +61,14 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   await migrateDatabase(env.DATABASE_URL, database);
   const pool = createPgDatabase(env.DATABASE_URL, schema, {
     applicationName: `${service}/${env.INSTANCE_ID}`,
+    timeouts: sessionTimeouts(env),
     onConnectionError: (err) => logger.warn({ err }, "database connection lost; the pool replaces it"),
   });
   const kafka = createKafka({
     brokers: env.KAFKA_BROKERS,
     clientId: `${service}-${env.INSTANCE_ID}`,
     client: env.KAFKA_CLIENT,
-    logger: kafkaLogger(logger),
+    logger,
   });
 
   let consumer: EventConsumer | undefined;
@@ -113,12 +119,15 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
       logger.info({ group: env.CONSUMER_GROUP, prefix: env.KAFKA_TOPIC_PREFIX }, "consuming");
     },
     isConsuming: () => consumer?.isRunning() ?? false,
-    stop() {
+    stop(signal) {
       stopped ??= (async () => {
-        await consumer?.stop();
-        await Promise.all(periodic.map((p) => p.stop()));
-        await kafka.close();
-        await pool.close();
+        await consumer?.stop(signal);
+        await Promise.all(periodic.map((p) => p.stop(signal)));
+        await kafka.close(signal).catch((err) => logger.warn({ err }, "closing the kafka client cut short"));
+        // Waits for clients still checked out (a request's query): each is bounded by the client-side timeout.
+        await withTimeout(() => pool.close(), Number.POSITIVE_INFINITY, "closing the pool", signal).catch(
+          (err) => logger.warn({ err }, "closing the database pool cut short"),
+        );
       })();
       return stopped;
     },

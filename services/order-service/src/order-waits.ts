@@ -1,4 +1,5 @@
 import type { Order, OrderStatus } from "@saga/contracts";
+import type { SessionTimeouts } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
 
@@ -8,6 +9,12 @@ const CHANNEL = "order_decided";
 export type OrderWaitsOptions = {
   databaseUrl: string;
   applicationName: string;
+  /**
+   * The service's session bounds, on the LISTEN connection too: LISTEN is a short statement and the
+   * connection idles outside any transaction, so neither bound ever ends it (a held request is a timer
+   * in this process, not a query).
+   */
+  timeouts: SessionTimeouts;
   /** Reads orders by id, for the waits a lost connection may have missed notifications for. */
   readOrders: (ids: string[]) => Promise<Order[]>;
   /** Waits held at once by this instance; past it a request is answered at once, as without the preference. */
@@ -28,6 +35,7 @@ type Waiter = (status: OrderStatus | undefined) => void;
 export function createOrderWaits({
   databaseUrl,
   applicationName,
+  timeouts,
   readOrders,
   maxWaiters = 10_000,
   logger,
@@ -38,7 +46,11 @@ export function createOrderWaits({
   const sql = postgres(databaseUrl, {
     max: 1,
     onnotice: () => {},
-    connection: { application_name: `${applicationName}/waits` },
+    connection: {
+      application_name: `${applicationName}/waits`,
+      statement_timeout: timeouts.statementTimeoutMs,
+      idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+    },
   });
 
   function decide(id: string, status: OrderStatus | undefined) {

@@ -1,6 +1,6 @@
 import { orderSchema } from "@saga/db";
 import { httpSettings } from "@saga/http";
-import { createServiceRuntime } from "@saga/messaging";
+import { createServiceRuntime, sessionTimeouts } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createApp } from "./app.ts";
 import { createSagaBacklog } from "./backpressure.ts";
@@ -56,6 +56,7 @@ export async function createOrderService(
   const waits = createOrderWaits({
     databaseUrl: env.DATABASE_URL,
     applicationName: `order-service/${env.INSTANCE_ID}`,
+    timeouts: sessionTimeouts(env),
     readOrders: (ids) => readOrders(runtime.db.pool, ids),
     logger: runtime.logger,
   });
@@ -101,11 +102,12 @@ export async function createOrderService(
       ]);
       deadlines.start();
     },
-    stop: async () => {
+    /** Everything `runtime.stop` says, after the held requests are answered; cut short when `signal` aborts. */
+    stop: async (signal?: AbortSignal) => {
       backlog.stop();
       await deadlines.stop();
       await waits.stop();
-      await runtime.stop();
+      await runtime.stop(signal);
     },
   };
 }

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
-import { outbox } from "@saga/db";
+import { DEFAULT_SESSION_TIMEOUTS, outbox } from "@saga/db";
 import { httpEnvDefaults } from "@saga/http";
 import {
   createKafka,
@@ -261,6 +261,8 @@ export function serviceTestEnv(
     CONSUMER_RETRY_ATTEMPTS: DEFAULT_RETRY_POLICY.maxAttempts,
     CONSUMER_RETRY_BACKOFF_MS: DEFAULT_RETRY_POLICY.backoffMs,
     CONSUMER_RETRY_BACKOFF_MAX_MS: DEFAULT_RETRY_POLICY.maxBackoffMs,
+    DB_STATEMENT_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
     // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
     ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
     ADMISSION_QUEUE_TIMEOUT_MS: 30_000,

@@ -1,0 +1,73 @@
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, startPostgres } from "@saga/tools/infra";
+import { freshDatabase } from "@saga/tools/test/harness";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { createPgDatabase } from "./pg-client.ts";
+import { isClientQueryTimeout } from "./timeouts.ts";
+
+describe("createPgDatabase", () => {
+  it("bounds every session: the server cancels a long statement and ends an idle transaction", async () => {
+    const url = await freshDatabase("pg_client");
+    const lost: Error[] = [];
+    const db = createPgDatabase(
+      url,
+      {},
+      {
+        max: 2,
+        timeouts: { statementTimeoutMs: 300, idleInTransactionTimeoutMs: 400 },
+        onConnectionError: (err) => lost.push(err),
+      },
+    );
+    onTestFinished(() => db.close());
+
+    const settings = await db.pool.query(
+      "select current_setting('statement_timeout') as s, current_setting('idle_in_transaction_session_timeout') as i",
+    );
+    expect(settings.rows[0]).toEqual({ s: "300ms", i: "400ms" });
+    await expect(db.pool.query("select pg_sleep(5)")).rejects.toMatchObject({ code: "57014" });
+
+    const client = await db.pool.connect();
+    await client.query("begin");
+    await client.query("select 1");
+    await expect
+      .poll(() => lost.map((e) => (e as { code?: string }).code), { timeout: 10_000 })
+      .toContain("25P03");
+    client.release(true);
+    // The pool replaces what the server ended.
+    expect((await db.pool.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
+  });
+
+  it("gives up on a server that does not answer at all, destroys that connection and goes on", async () => {
+    // A server of this test's own, one of whose backends is frozen with SIGSTOP: it keeps its socket
+    // open and answers nothing, as a server behind a lost connection does.
+    const dir = await mkdtemp(join(tmpdir(), "pg-client-"));
+    // PostgreSQL refuses to run as root, so as root it runs as another account that must reach the directory.
+    await chmod(dir, 0o755);
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
+    const server = await startPostgres({ dataDir: join(dir, "pg"), port: await freePort(), durable: false });
+    onTestFinished(() => server.stop());
+    const db = createPgDatabase(
+      server.url,
+      {},
+      { max: 1, timeouts: { statementTimeoutMs: 500, idleInTransactionTimeoutMs: 500 } },
+    );
+    onTestFinished(() => db.close());
+
+    const backend: number = (await db.pool.query("select pg_backend_pid() as pid")).rows[0].pid;
+    process.kill(backend, "SIGSTOP");
+    onTestFinished(() => {
+      process.kill(backend, "SIGCONT");
+    });
+    const failure = await db
+      .transaction((tx) => tx.execute("select 1"))
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    expect(isClientQueryTimeout(failure), String(failure)).toBe(true);
+    // The pool's only client was destroyed, not given back with a statement still pending on it.
+    expect((await db.pool.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
+  });
+});

@@ -1,0 +1,2 @@
+export { sleep } from "./sleep.ts";
+export { TimeoutError, withTimeout } from "./timeout.ts";
