@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
 import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
@@ -14,6 +15,8 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
+import { type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
+import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
@@ -79,6 +82,13 @@ export type SystemOptions = {
    * that `npm run token` mints tokens for it. Otherwise the gateway gets a secret of this run's own.
    */
   devAuth?: boolean;
+  /**
+   * The chaos run: each service and relay reaches PostgreSQL and Kafka through fault proxies of its own
+   * (`System.links`), so that a network fault can cut one process off while the others go on. Kafka
+   * gets a listener per process that advertises its proxy, so that the clients' reconnections go
+   * through it too. Tools that read the system (the chaos checker, the load) connect directly.
+   */
+  faultProxies?: boolean;
 };
 
 export type System = {
@@ -98,6 +108,14 @@ export type System = {
   processes: Map<string, NodeProcess>;
   /** The pid of every running process, PostgreSQL and Kafka included. */
   pids(): Record<string, number>;
+  /** With `faultProxies`: the proxy of each process's link to PostgreSQL and to Kafka. */
+  links: Map<Link, FaultProxy>;
+  /**
+   * Stops a process (a Node process by name, `kafka`, or `postgres` with all of its backends) with
+   * SIGSTOP and continues it with SIGCONT after `ms`: a process that hangs with its connections and
+   * locks held, as a long GC pause or a stalled VM does.
+   */
+  freeze(name: string, ms: number): Promise<void>;
   restartPostgres(downMs?: number): Promise<void>;
   restartKafka(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -128,11 +146,20 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       durable,
       statementStats: opts.statementStats,
     });
+  // With fault proxies: a broker listener per linked process, and the port of the proxy in front of it.
+  const kafkaListeners = new Map<LinkedProcess, { name: string; port: number; advertisedPort: number }>();
+  if (opts.faultProxies && !opts.external) {
+    for (const p of LINKED_PROCESSES) {
+      const name = `CLIENT_${p.replace(/\W/g, "_").toUpperCase()}`;
+      kafkaListeners.set(p, { name, port: await freePort(), advertisedPort: await freePort() });
+    }
+  }
   const startBroker = () =>
     startKafka({
       dataDir: join(dataDir, "kafka"),
       port: ports.kafka,
       controllerPort: ports.kafkaController,
+      proxiedListeners: [...kafkaListeners.values()],
       logFile: join(dataDir, "kafka.log"),
       durable: true,
       log,
@@ -142,10 +169,14 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   let postgres: PostgresServer | undefined;
   let kafka: KafkaServer | undefined;
   const processes = new Map<string, NodeProcess>();
+  const links = new Map<Link, FaultProxy>();
+  const frozen = new Set<number>();
 
   const stop = async () => {
+    for (const pid of frozen) signal(pid, "SIGCONT");
     // Producers first, so nothing is left half-done in a consumer when the broker goes.
     await Promise.all([...processes.values()].map((p) => p.stop()));
+    await Promise.all([...links.values()].map((l) => l.close()));
     await Promise.all([postgres?.stop(), kafka?.stop()]);
   };
 
@@ -168,6 +199,34 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       6,
     );
     log(`system: PostgreSQL and Kafka up in ${seconds(started)}s`);
+
+    // Each linked process's own way to PostgreSQL and Kafka.
+    const via = new Map<LinkedProcess, { postgresPort: number; kafkaBrokers: string }>();
+    if (opts.faultProxies) {
+      if (opts.external) throw new Error("faultProxies: not on external servers");
+      for (const p of LINKED_PROCESSES) {
+        const listener = kafkaListeners.get(p) as { port: number; advertisedPort: number };
+        const [pg, broker] = await Promise.all([
+          startFaultProxy({ name: linkName(p, "postgres"), targetPort: ports.postgres }),
+          startFaultProxy({
+            name: linkName(p, "kafka"),
+            port: listener.advertisedPort,
+            targetPort: listener.port,
+          }),
+        ]);
+        links.set(linkName(p, "postgres"), pg);
+        links.set(linkName(p, "kafka"), broker);
+        via.set(p, { postgresPort: pg.port, kafkaBrokers: `127.0.0.1:${broker.port}` });
+      }
+    }
+    /** A process's database URL and brokers: through its proxies when there are some. */
+    const reach = (p: LinkedProcess, url: string): { url: string; KAFKA_BROKERS?: string } => {
+      const v = via.get(p);
+      if (!v) return { url };
+      const proxied = new URL(url);
+      proxied.port = String(v.postgresPort);
+      return { url: proxied.toString(), KAFKA_BROKERS: v.kafkaBrokers };
+    };
 
     // Secrets of this run: a fresh pair for every start (the tokens come from `token()`).
     const internalSecret = randomBytes(32).toString("base64url");
@@ -196,22 +255,30 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     // What production runs: the bundles of `npm run build`, made afresh from the sources here.
     await buildAll(log);
     for (const [i, port] of ports.users.entries()) {
-      add(`user-${i + 1}`, bundleOf("user-service"), port, {
-        DATABASE_URL: userDbUrl,
+      const name = `user-${i + 1}` as LinkedProcess;
+      const { url, ...kafkaEnv } = reach(name, userDbUrl);
+      add(name, bundleOf("user-service"), port, {
+        DATABASE_URL: url,
+        ...kafkaEnv,
         INTERNAL_SECRET: internalSecret,
-        INSTANCE_ID: `user-${i + 1}`,
+        INSTANCE_ID: name,
       });
     }
+    const { url: orderUrl, ...orderKafka } = reach("order", orderDbUrl);
     add("order", bundleOf("order-service"), ports.order, {
-      DATABASE_URL: orderDbUrl,
+      DATABASE_URL: orderUrl,
+      ...orderKafka,
       INTERNAL_SECRET: internalSecret,
       INSTANCE_ID: "order-1",
     });
     for (const [i, port] of ports.relays.entries()) {
-      add(`relay-${i + 1}`, bundleOf("relay"), port, {
-        USER_DB_URL: userDbUrl,
-        ORDER_DB_URL: orderDbUrl,
-        RELAY_ID: `relay-${i + 1}`,
+      const name = `relay-${i + 1}` as LinkedProcess;
+      const { url, ...kafkaEnv } = reach(name, userDbUrl);
+      add(name, bundleOf("relay"), port, {
+        USER_DB_URL: url,
+        ORDER_DB_URL: reach(name, orderDbUrl).url,
+        ...kafkaEnv,
+        RELAY_ID: name,
       });
     }
     add("gateway", bundleOf("gateway"), ports.gateway, {
@@ -248,6 +315,26 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         }
         return out;
       },
+      links,
+      async freeze(name, ms) {
+        const pid =
+          name === "postgres" ? postgres?.pid : name === "kafka" ? kafka?.pid : processes.get(name)?.pid();
+        if (pid === undefined) throw new Error(`freeze: ${name} is not running`);
+        // PostgreSQL is a process per connection: the postmaster first, so that it forks no more.
+        const pids = name === "postgres" ? [pid, ...(await childPids(pid))] : [pid];
+        for (const p of pids) {
+          frozen.add(p);
+          signal(p, "SIGSTOP");
+        }
+        try {
+          await sleep(ms);
+        } finally {
+          for (const p of pids.reverse()) {
+            signal(p, "SIGCONT");
+            frozen.delete(p);
+          }
+        }
+      },
       async restartPostgres(downMs = 1000) {
         if (!postgres) throw new Error("restartPostgres: this system runs on external servers");
         await postgres.stop();
@@ -266,6 +353,27 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await stop();
     throw err;
   }
+}
+
+function signal(pid: number, name: NodeJS.Signals) {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // Gone meanwhile (a kill, a restart): nothing to stop or continue.
+  }
+}
+
+/** The pids whose parent is `parent`, from /proc (Linux). */
+async function childPids(parent: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === parent) children.push(Number(entry));
+  }
+  return children;
 }
 
 function seconds(since: number): string {
