@@ -125,6 +125,24 @@ describe("startFaultProxy", () => {
     await until(() => state.data.endsWith("!"));
   });
 
+  it("latency: a close crosses after what was sent before it, and one end gone closes the other", async () => {
+    const { echo, proxy, client } = await setUp();
+    proxy.inject({ kind: "latency", ms: 200 });
+    const first = await client();
+    first.socket.end("bye");
+    await until(() => echo.ends.length === 1);
+    expect(echo.received()).toBe("bye");
+
+    // The echo of "ping" is still on its way when the client goes: the server's side must not stay
+    // open (an open PostgreSQL session can hold a transaction's locks).
+    const second = await client();
+    second.socket.write("ping");
+    await until(() => echo.received() === "byeping");
+    second.socket.destroy();
+    await until(() => echo.ends.length === 2);
+    expect(proxy.stats().open).toBe(0);
+  });
+
   it("blackhole: accepts connections but moves nothing until it ends; then everything held arrives", async () => {
     const { echo, proxy, client } = await setUp();
     const open = await client();

@@ -154,33 +154,46 @@ export async function startFaultProxy({
     if (d.ended) d.to.end();
   }
 
-  /** One end closed: the other follows once what was already sent has left (at once after an error). */
+  /**
+   * One end closed. What it sent still crosses, then its FIN (or at once its RST, after an error);
+   * what was on its way to it is lost with it. A blackhole holds the close too, until it ends.
+   */
   function closeConnection(conn: Connection, side: Socket) {
-    if (conn.closed) return;
-    // A partition delivers no FIN or RST either: the close crosses when the blackhole ends.
-    if (blackholed()) return;
+    if (conn.closed || blackholed()) return;
     const other = side === conn.client ? conn.upstream : conn.client;
-    const pending = conn.directions.some((d) => d.queue.length > 0);
-    if (other && !other.destroyed && pending && !side.errored) return;
-    conn.closed = true;
-    connections.delete(conn);
-    for (const d of conn.directions) clearTimeout(d.timer);
+    const fromSide = conn.directions.find((d) => d.from === side);
+    const towardsSide = conn.directions.find((d) => d.to === side);
+    if (towardsSide) {
+      clearTimeout(towardsSide.timer);
+      towardsSide.queue.length = 0;
+    }
+    if (other && !other.destroyed && !side.errored && fromSide && fromSide.queue.length > 0) {
+      // flush() ends `other` once the queue is through; its close then comes back here.
+      fromSide.ended = true;
+      flush(fromSide);
+      return;
+    }
+    forget(conn);
     if (other && !other.destroyed) {
       if (side.errored) other.resetAndDestroy();
       else other.end();
     }
   }
 
+  function forget(conn: Connection) {
+    conn.closed = true;
+    connections.delete(conn);
+    for (const d of conn.directions) clearTimeout(d.timer);
+  }
+
   function reset() {
-    for (const conn of connections) {
-      conn.closed = true;
+    for (const conn of [...connections]) {
+      forget(conn);
       stats.resets++;
-      for (const d of conn.directions) clearTimeout(d.timer);
       conn.client.resetAndDestroy();
       if (conn.upstream?.connecting) conn.upstream.destroy();
       else conn.upstream?.resetAndDestroy();
     }
-    connections.clear();
     waiting.length = 0;
   }
 
