@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
 import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
@@ -16,6 +15,7 @@ import {
   startPostgres,
 } from "@saga/tools/infra";
 import { type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
+import { childPids, freezeFor, signal } from "./freeze.ts";
 import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
@@ -320,20 +320,14 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         const pid =
           name === "postgres" ? postgres?.pid : name === "kafka" ? kafka?.pid : processes.get(name)?.pid();
         if (pid === undefined) throw new Error(`freeze: ${name} is not running`);
-        // PostgreSQL is a process per connection: the postmaster first, so that it forks no more.
-        const pids = name === "postgres" ? [pid, ...(await childPids(pid))] : [pid];
-        for (const p of pids) {
-          frozen.add(p);
-          signal(p, "SIGSTOP");
+        const pids = [pid];
+        if (name === "postgres") {
+          // A process per connection: the postmaster first, so that it forks none the freeze would miss.
+          frozen.add(pid);
+          signal(pid, "SIGSTOP");
+          pids.push(...(await childPids(pid)));
         }
-        try {
-          await sleep(ms);
-        } finally {
-          for (const p of pids.reverse()) {
-            signal(p, "SIGCONT");
-            frozen.delete(p);
-          }
-        }
+        await freezeFor(pids, ms, frozen);
       },
       async restartPostgres(downMs = 1000) {
         if (!postgres) throw new Error("restartPostgres: this system runs on external servers");
@@ -353,27 +347,6 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await stop();
     throw err;
   }
-}
-
-function signal(pid: number, name: NodeJS.Signals) {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // Gone meanwhile (a kill, a restart): nothing to stop or continue.
-  }
-}
-
-/** The pids whose parent is `parent`, from /proc (Linux). */
-async function childPids(parent: number): Promise<number[]> {
-  const children: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    // `pid (comm) state ppid …`; comm may hold spaces and parentheses, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (ppid === parent) children.push(Number(entry));
-  }
-  return children;
 }
 
 function seconds(since: number): string {
