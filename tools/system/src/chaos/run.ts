@@ -234,7 +234,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       ).map((r) => [r.outcome, r.n]),
     );
     const { inFlight: _, ...load_ } = load.stats;
-    const proxied = [...system.links.values()].map((l) => l.stats());
+    const proxied = await Promise.all([...system.links.values()].map((l) => l.stats()));
     return {
       seed: opts.seed,
       durationS: opts.durationS,
@@ -264,11 +264,11 @@ async function inflict(system: System, fault: Fault, log: (line: string) => void
   if ("link" in fault) {
     const link = system.links.get(fault.link);
     if (!link) throw new Error(`no link ${fault.link}`);
-    link.inject(
+    await link.inject(
       fault.kind === "latency" ? { kind: "latency", ms: fault.latencyMs ?? 0 } : { kind: fault.kind },
     );
     await sleep(fault.durationMs);
-    link.heal();
+    await link.heal();
   } else if (fault.kind === "freeze") {
     await system.freeze(fault.victim, fault.durationMs);
   } else if (fault.victim === "kafka") await system.restartKafka(fault.durationMs);

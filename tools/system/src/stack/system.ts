@@ -14,7 +14,7 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
-import { type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
+import { type FaultProxyHost, type RemoteFaultProxy, startFaultProxyHost } from "./fault-proxy-host.ts";
 import { childPids, freezeFor, signal } from "./freeze.ts";
 import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
@@ -109,7 +109,7 @@ export type System = {
   /** The pid of every running process, PostgreSQL and Kafka included. */
   pids(): Record<string, number>;
   /** With `faultProxies`: the proxy of each process's link to PostgreSQL and to Kafka. */
-  links: Map<Link, FaultProxy>;
+  links: Map<Link, RemoteFaultProxy>;
   /**
    * Stops a process (a Node process by name, `kafka`, or `postgres` with all of its backends) with
    * SIGSTOP and continues it with SIGCONT after `ms`: a process that hangs with its connections and
@@ -169,14 +169,15 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   let postgres: PostgresServer | undefined;
   let kafka: KafkaServer | undefined;
   const processes = new Map<string, NodeProcess>();
-  const links = new Map<Link, FaultProxy>();
+  const links = new Map<Link, RemoteFaultProxy>();
+  let proxyHost: FaultProxyHost | undefined;
   const frozen = new Set<number>();
 
   const stop = async () => {
     for (const pid of frozen) signal(pid, "SIGCONT");
     // Producers first, so nothing is left half-done in a consumer when the broker goes.
     await Promise.all([...processes.values()].map((p) => p.stop()));
-    await Promise.all([...links.values()].map((l) => l.close()));
+    await proxyHost?.close();
     await Promise.all([postgres?.stop(), kafka?.stop()]);
   };
 
@@ -204,11 +205,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     const via = new Map<LinkedProcess, { postgresPort: number; kafkaBrokers: string }>();
     if (opts.faultProxies) {
       if (opts.external) throw new Error("faultProxies: not on external servers");
+      const host = await startFaultProxyHost();
+      proxyHost = host;
       for (const p of LINKED_PROCESSES) {
         const listener = kafkaListeners.get(p) as { port: number; advertisedPort: number };
         const [pg, broker] = await Promise.all([
-          startFaultProxy({ name: linkName(p, "postgres"), targetPort: ports.postgres }),
-          startFaultProxy({
+          host.add({ name: linkName(p, "postgres"), targetPort: ports.postgres }),
+          host.add({
             name: linkName(p, "kafka"),
             port: listener.advertisedPort,
             targetPort: listener.port,
