@@ -5,8 +5,8 @@ import { createConnection, createServer, type Socket } from "node:net";
  * (https://github.com/Shopify/toxiproxy#toxics):
  * - `blackhole`: connections are accepted, but no byte, FIN or RST crosses in either direction until
  *   the fault ends; then everything held flows on, as TCP does when a partition heals before its
- *   retransmissions give up. (Toxiproxy's `timeout` toxic drops the bytes instead, which leaves a
- *   PostgreSQL or Kafka stream corrupt: no network does that to a TCP connection.)
+ *   retransmissions give up. (Toxiproxy's `timeout` toxic drops the bytes instead and closes the
+ *   connection when it is removed: no partition does either to a TCP connection.)
  * - `latency`: every chunk waits `ms` in each direction, in order (a round trip grows by 2 × ms).
  * - `reset`: every open connection is reset (RST) at both ends, and so is every new one until the
  *   fault ends (Toxiproxy's `reset_peer`).
