@@ -282,8 +282,13 @@ async function inflict(system: System, fault: Fault, log: (line: string) => void
   }
 }
 
+/**
+ * Starts a process again as a supervisor would: with a back-off from 1 s to 10 s between attempts, for
+ * up to two minutes. A process may not start while its link is blackholed or reset, or PostgreSQL is down.
+ */
 async function startWithRetries(system: System, name: string, log: (line: string) => void) {
   const p = system.processes.get(name);
+  const deadline = Date.now() + 120_000;
   for (let attempt = 1; p; attempt++) {
     try {
       await p.start();
@@ -291,7 +296,8 @@ async function startWithRetries(system: System, name: string, log: (line: string
     } catch (err) {
       log(`chaos: ${name} did not come back (attempt ${attempt}): ${(err as Error).message}`);
       await p.kill("SIGKILL");
-      if (attempt >= 5) throw err;
+      if (Date.now() > deadline) throw err;
+      await sleep(Math.min(1000 * 2 ** (attempt - 1), 10_000));
     }
   }
 }
