@@ -67,9 +67,9 @@ type Connection = {
 };
 
 /**
- * A TCP proxy in front of one server, in this process, that injects network faults on command: the
- * chaos run puts one between each service or relay and PostgreSQL, and one between each and Kafka.
- * tools/system/src/stack/fault-proxy.test.ts shows each fault with real sockets.
+ * A TCP proxy in front of one server that injects network faults on command: the chaos run puts one
+ * between each service or relay and PostgreSQL, and one between each and Kafka, all in a process of
+ * their own (fault-proxy-host.ts). fault-proxy.test.ts shows each fault with real sockets.
  */
 export async function startFaultProxy({
   name,
