@@ -22,6 +22,13 @@ export interface KafkaOptions {
   port: number;
   /** The KRaft controller listener, also on loopback. */
   controllerPort: number;
+  /**
+   * More client listeners, each advertising another address (a proxy in front of it): a client is
+   * sent back to the advertised address of the listener it bootstrapped through, so all its
+   * connections go through that proxy. `port` stays the direct listener, also between brokers.
+   * https://kafka.apache.org/documentation/#brokerconfigs_advertised.listeners
+   */
+  proxiedListeners?: { name: string; port: number; advertisedPort: number }[];
   logFile?: string;
   /** Throwaway brokers get 3s, not 30s, to shut down before SIGKILL: their data is deleted anyway. */
   durable?: boolean;
@@ -219,7 +226,11 @@ async function formattedStorage(java: string, libs: string, opts: KafkaOptions):
   return formatted;
 }
 
-function serverProperties(opts: Pick<KafkaOptions, "port" | "controllerPort">, logDir: string): string {
+function serverProperties(
+  opts: Pick<KafkaOptions, "port" | "controllerPort" | "proxiedListeners">,
+  logDir: string,
+): string {
+  const proxied = opts.proxiedListeners ?? [];
   const props: Record<string, string | number> = {
     "process.roles": "broker,controller",
     "node.id": 1,
@@ -227,10 +238,21 @@ function serverProperties(opts: Pick<KafkaOptions, "port" | "controllerPort">, l
     // https://kafka.apache.org/documentation/#static_versus_dynamic_kraft_quorums
     "controller.quorum.voters": `1@127.0.0.1:${opts.controllerPort}`,
     "controller.listener.names": "CONTROLLER",
-    listeners: `PLAINTEXT://127.0.0.1:${opts.port},CONTROLLER://127.0.0.1:${opts.controllerPort}`,
-    "advertised.listeners": `PLAINTEXT://127.0.0.1:${opts.port}`,
+    listeners: [
+      `PLAINTEXT://127.0.0.1:${opts.port}`,
+      `CONTROLLER://127.0.0.1:${opts.controllerPort}`,
+      ...proxied.map((l) => `${l.name}://127.0.0.1:${l.port}`),
+    ].join(","),
+    "advertised.listeners": [
+      `PLAINTEXT://127.0.0.1:${opts.port}`,
+      ...proxied.map((l) => `${l.name}://127.0.0.1:${l.advertisedPort}`),
+    ].join(","),
     "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    "listener.security.protocol.map": [
+      "CONTROLLER:PLAINTEXT",
+      "PLAINTEXT:PLAINTEXT",
+      ...proxied.map((l) => `${l.name}:PLAINTEXT`),
+    ].join(","),
     "log.dirs": logDir,
     "num.partitions": 6,
     // Internal topics default to 3 replicas, which one node cannot host.

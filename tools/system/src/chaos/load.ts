@@ -36,21 +36,33 @@ async function untilAnswered(
   request: () => Promise<Response>,
 ): Promise<Response | undefined> {
   const deadline = Date.now() + 60_000;
+  let waitMs = 0;
   for (let attempt = 0; Date.now() < deadline; attempt++) {
     if (attempt > 0) {
       stats.retries++;
-      await sleep(Math.min(100 * 2 ** attempt, 2000));
+      await sleep(waitMs);
     }
     try {
       const res = await request();
       if (res.status < 500) return res;
+      waitMs = backoffMs(attempt, Number(res.headers.get("retry-after") ?? 0) * 1000);
       await res.body?.cancel();
     } catch {
       // Connection refused or reset while a process is down: retry.
+      waitMs = backoffMs(attempt, 0);
     }
   }
   stats.gaveUp++;
   return undefined;
+}
+
+/**
+ * Doubles from 200 ms up to 5 s, no sooner than a shedding service's Retry-After, and jittered: when the
+ * saga stalls, a thousand requests wait at once, and retries that arrive together cost a loaded machine
+ * more than the stall itself (the services, the gateway and this process answer and send them all).
+ */
+function backoffMs(attempt: number, retryAfterMs: number): number {
+  return Math.max(retryAfterMs, Math.min(200 * 2 ** attempt, 5000) * (0.5 + Math.random() / 2));
 }
 
 /** Bearer tokens for the load: the admin's creates the users; `token(id)` is each user's own. */

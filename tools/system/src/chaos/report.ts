@@ -1,4 +1,5 @@
 import type { InvariantResult } from "./checker.ts";
+import type { FaultKind } from "./schedule.ts";
 
 /** A markdown table: readable in a terminal, and pasted as it is into a note. */
 export function table(headers: string[], rows: (string | number)[][]): string {
@@ -16,7 +17,10 @@ export type ChaosReport = {
   seed: number;
   durationS: number;
   rate: number;
-  kills: Record<string, number>;
+  /** Faults done, by kind and target (a victim, or a link such as `user-1→postgres`). */
+  faults: Record<FaultKind, Record<string, number>>;
+  /** Traffic of the services and relays through the fault proxies. */
+  proxy: { connections: number; resets: number; megabytes: number };
   outcomes: Record<string, number>;
   load: Record<string, number>;
   duplicateCopies: number;
@@ -34,7 +38,9 @@ export function formatReport(r: ChaosReport): string {
   return [
     `## Chaos run: seed ${r.seed}, ${r.durationS} s of load at ${r.rate} orders/s`,
     "",
-    table(["victim", "kills"], Object.entries(r.kills)),
+    faultTable(r.faults, ["kill", "freeze"], "victim"),
+    "",
+    faultTable(r.faults, ["blackhole", "latency", "reset"], "link"),
     "",
     table(["orders", "count"], Object.entries(r.outcomes)),
     "",
@@ -42,6 +48,9 @@ export function formatReport(r: ChaosReport): string {
       ["load and recovery", "value"],
       [
         ...Object.entries(r.load),
+        ["connections through the fault proxies", r.proxy.connections],
+        ["of them reset by a fault", r.proxy.resets],
+        ["MB through the fault proxies", r.proxy.megabytes.toFixed(1)],
         ["duplicate copies on Kafka (absorbed by the inboxes)", r.duplicateCopies],
         ["highest relay lag (s)", r.maxRelayLagS.toFixed(2)],
         ["time to quiet (s)", r.timeToQuietS === null ? "never" : r.timeToQuietS.toFixed(1)],
@@ -51,4 +60,14 @@ export function formatReport(r: ChaosReport): string {
     table(["result", "invariant", "checked"], invariantRows),
     ...(examples ? ["", "Counter-examples:", examples] : []),
   ].join("\n");
+}
+
+/** Targets down, kinds across, with a total row. */
+function faultTable(faults: ChaosReport["faults"], kinds: FaultKind[], what: string): string {
+  const targets = [...new Set(kinds.flatMap((k) => Object.keys(faults[k])))].sort();
+  const total = (k: FaultKind) => Object.values(faults[k]).reduce((a, b) => a + b, 0);
+  return table(
+    [what, ...kinds],
+    [...targets.map((t) => [t, ...kinds.map((k) => faults[k][t] ?? 0)]), ["all", ...kinds.map(total)]],
+  );
 }

@@ -9,7 +9,16 @@ import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { checkInvariants } from "./checker.ts";
 import { createUsers, startLoad } from "./load.ts";
 import { type ChaosReport, formatReport } from "./report.ts";
-import { INFRA_VICTIMS, type Kill, killSchedule, PROCESS_VICTIMS, type Victim } from "./schedule.ts";
+import {
+  FAULT_KINDS,
+  type Fault,
+  type FaultKind,
+  faultSchedule,
+  INFRA_VICTIMS,
+  PROCESS_VICTIMS,
+  targetOf,
+  type Victim,
+} from "./schedule.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -19,6 +28,8 @@ export type ChaosOptions = {
   seed: number;
   victims: Victim[];
   kills: number;
+  freezes: number;
+  networkFaults: number;
   users: number;
   quietTimeoutS: number;
 };
@@ -32,6 +43,8 @@ function parseOptions(argv: string[]): ChaosOptions {
       seed: { type: "string", default: String(Date.now() % 1_000_000) },
       victims: { type: "string", default: [...PROCESS_VICTIMS, ...INFRA_VICTIMS].join(",") },
       kills: { type: "string" },
+      freezes: { type: "string" },
+      "network-faults": { type: "string" },
       users: { type: "string", default: "20" },
       "quiet-timeout": { type: "string", default: "180" },
     },
@@ -47,10 +60,24 @@ function parseOptions(argv: string[]): ChaosOptions {
     seed: Math.trunc(Number(values.seed)),
     victims: victims as Victim[],
     // One kill every five seconds by default: 60 in a five-minute run.
-    kills: values.kills ? positive("kills", values.kills) : Math.max(1, Math.round(durationS / 5)),
+    // In a five-minute run: 30 kills, 15 freezes and 30 network faults (each kind once on each link).
+    // Every fault of the order-service, alone in its consumer group, stops the saga for the group's
+    // 10 s session or more; much denser and its consumer is never in the group long enough to work.
+    kills: values.kills ? count("kills", values.kills) : Math.max(1, Math.round(durationS / 10)),
+    freezes: values.freezes ? count("freezes", values.freezes) : Math.max(1, Math.round(durationS / 20)),
+    networkFaults: values["network-faults"]
+      ? count("network-faults", values["network-faults"])
+      : Math.max(1, Math.round(durationS / 10)),
     users: positive("users", values.users),
     quietTimeoutS: positive("quiet-timeout", values["quiet-timeout"]),
   };
+}
+
+/** How many of a fault: 0 leaves that kind out. */
+function count(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number, not ${raw}`);
+  return n;
 }
 
 function positive(name: string, raw: string | undefined): number {
@@ -75,14 +102,17 @@ async function relayLag(dbs: postgres.Sql[]): Promise<number> {
 export async function runChaos(opts: ChaosOptions, log: (line: string) => void): Promise<ChaosReport> {
   const runId = `s${opts.seed}-${Date.now().toString(36)}`;
   const dataDir = join(cacheDir, "chaos", runId);
-  const schedule = killSchedule({
+  const schedule = faultSchedule({
     seed: opts.seed,
     durationMs: opts.durationS * 1000,
     victims: opts.victims,
     kills: opts.kills,
+    freezes: opts.freezes,
+    networkFaults: opts.networkFaults,
   });
+  const planned = FAULT_KINDS.map((k) => `${schedule.filter((f) => f.kind === k).length} ${k}`).join(", ");
   log(
-    `chaos: seed ${opts.seed}, ${opts.durationS}s at ${opts.rate} orders/s, ${schedule.length} kills planned; data in ${dataDir}`,
+    `chaos: seed ${opts.seed}, ${opts.durationS}s at ${opts.rate} orders/s, faults planned: ${planned}; data in ${dataDir}`,
   );
 
   const processLog = (name: string, line: string) => {
@@ -95,6 +125,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     ports: await freePorts(),
     dataDir,
     durable: true,
+    faultProxies: true,
     output: processLog,
     log,
     // Keep every inbox and outbox row until the checker has read them.
@@ -112,7 +143,8 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
   const userDb = postgres(system.userDbUrl, { max: 1, onnotice: () => {} });
   const orderDb = postgres(system.orderDbUrl, { max: 1, onnotice: () => {} });
   const kafka = createKafka({ brokers: system.kafkaBrokers, clientId: "chaos" });
-  const kills: Record<string, number> = Object.fromEntries(opts.victims.map((v) => [v, 0]));
+  const faults = Object.fromEntries(FAULT_KINDS.map((k) => [k, {}])) as ChaosReport["faults"];
+  let faultsDone = 0;
   let maxRelayLagS = 0;
 
   try {
@@ -134,37 +166,33 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     }, 1000);
     const progress = setInterval(() => {
       const s = load.stats;
-      const done = Object.values(kills).reduce((a, b) => a + b, 0);
       log(
-        `chaos: t=${Math.round((Date.now() - started) / 1000)}s orders sent=${s.ordersSent} created=${s.ordersCreated} in-flight=${s.inFlight} cancels=${s.cancelsSent} kills=${done}/${schedule.length} max relay lag=${maxRelayLagS.toFixed(2)}s`,
+        `chaos: t=${Math.round((Date.now() - started) / 1000)}s orders sent=${s.ordersSent} created=${s.ordersCreated} in-flight=${s.inFlight} cancels=${s.cancelsSent} faults=${faultsDone}/${schedule.length} max relay lag=${maxRelayLagS.toFixed(2)}s`,
       );
     }, 5000);
 
-    const strike = async (kill: Kill) => {
-      await sleep(Math.max(0, started + kill.atMs - Date.now()));
-      log(`chaos: kill ${kill.victim} for ${(kill.downMs / 1000).toFixed(1)}s`);
-      if (kill.victim === "kafka") await system.restartKafka(kill.downMs);
-      else if (kill.victim === "postgres") await system.restartPostgres(kill.downMs);
-      else {
-        const p = system.processes.get(kill.victim);
-        if (!p) throw new Error(`no process ${kill.victim}`);
-        await p.kill("SIGKILL");
-        await sleep(kill.downMs);
-        await startWithRetries(system, kill.victim, log);
-      }
-      kills[kill.victim] = (kills[kill.victim] ?? 0) + 1;
+    const strike = async (fault: Fault) => {
+      await sleep(Math.max(0, started + fault.atMs - Date.now()));
+      const target = targetOf(fault);
+      const lasting = `for ${(fault.durationMs / 1000).toFixed(1)}s`;
+      log(
+        `chaos: ${fault.kind} ${target}${fault.kind === "latency" ? ` +${fault.latencyMs}ms each way` : ""} ${lasting}`,
+      );
+      await inflict(system, fault, log);
+      faults[fault.kind][target] = (faults[fault.kind][target] ?? 0) + 1;
+      faultsDone++;
     };
-    // Kills of different victims overlap in time; each victim's own kills run one after another.
-    const byVictim = new Map<Victim, Kill[]>();
-    for (const k of schedule) byVictim.set(k.victim, [...(byVictim.get(k.victim) ?? []), k]);
+    // Faults on different targets overlap in time; each target's own faults run one after another.
+    const byTarget = new Map<string, Fault[]>();
+    for (const f of schedule) byTarget.set(targetOf(f), [...(byTarget.get(targetOf(f)) ?? []), f]);
     const striking = Promise.all(
-      [...byVictim.values()].map(async (ks) => {
-        for (const k of ks) await strike(k);
+      [...byTarget.values()].map(async (fs) => {
+        for (const f of fs) await strike(f);
       }),
     );
 
     await sleep(opts.durationS * 1000);
-    log("chaos: load stopped; waiting for the kills still scheduled and the requests in flight");
+    log("chaos: load stopped; waiting for the faults still scheduled and the requests in flight");
     await striking;
     await load.stop();
     clearInterval(progress);
@@ -206,11 +234,17 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       ).map((r) => [r.outcome, r.n]),
     );
     const { inFlight: _, ...load_ } = load.stats;
+    const proxied = await Promise.all([...system.links.values()].map((l) => l.stats()));
     return {
       seed: opts.seed,
       durationS: opts.durationS,
       rate: opts.rate,
-      kills,
+      faults,
+      proxy: {
+        connections: proxied.reduce((n, s) => n + s.connections, 0),
+        resets: proxied.reduce((n, s) => n + s.resets, 0),
+        megabytes: proxied.reduce((n, s) => n + s.bytes, 0) / 1e6,
+      },
       outcomes,
       load: load_,
       duplicateCopies: observed.duplicateCopies,
@@ -225,8 +259,36 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
   }
 }
 
+/** Does one fault and undoes it after its duration: restarts, continues, heals. */
+async function inflict(system: System, fault: Fault, log: (line: string) => void) {
+  if ("link" in fault) {
+    const link = system.links.get(fault.link);
+    if (!link) throw new Error(`no link ${fault.link}`);
+    await link.inject(
+      fault.kind === "latency" ? { kind: "latency", ms: fault.latencyMs ?? 0 } : { kind: fault.kind },
+    );
+    await sleep(fault.durationMs);
+    await link.heal();
+  } else if (fault.kind === "freeze") {
+    await system.freeze(fault.victim, fault.durationMs);
+  } else if (fault.victim === "kafka") await system.restartKafka(fault.durationMs);
+  else if (fault.victim === "postgres") await system.restartPostgres(fault.durationMs);
+  else {
+    const p = system.processes.get(fault.victim);
+    if (!p) throw new Error(`no process ${fault.victim}`);
+    await p.kill("SIGKILL");
+    await sleep(fault.durationMs);
+    await startWithRetries(system, fault.victim, log);
+  }
+}
+
+/**
+ * Starts a process again as a supervisor would: with a back-off from 1 s to 10 s between attempts, for
+ * up to two minutes. A process may not start while its link is blackholed or reset, or PostgreSQL is down.
+ */
 async function startWithRetries(system: System, name: string, log: (line: string) => void) {
   const p = system.processes.get(name);
+  const deadline = Date.now() + 120_000;
   for (let attempt = 1; p; attempt++) {
     try {
       await p.start();
@@ -234,7 +296,8 @@ async function startWithRetries(system: System, name: string, log: (line: string
     } catch (err) {
       log(`chaos: ${name} did not come back (attempt ${attempt}): ${(err as Error).message}`);
       await p.kill("SIGKILL");
-      if (attempt >= 5) throw err;
+      if (Date.now() > deadline) throw err;
+      await sleep(Math.min(1000 * 2 ** (attempt - 1), 10_000));
     }
   }
 }

@@ -1,45 +1,153 @@
 import { describe, expect, it } from "vitest";
-import { INFRA_VICTIMS, killSchedule, PROCESS_VICTIMS } from "./schedule.ts";
+import { BACKENDS, LINKED_PROCESSES, linkName } from "../stack/links.ts";
+import {
+  FAULT_KINDS,
+  type Fault,
+  faultSchedule,
+  INFRA_VICTIMS,
+  NETWORK_FAULTS,
+  PROCESS_VICTIMS,
+  targetOf,
+} from "./schedule.ts";
 
 const victims = [...PROCESS_VICTIMS, ...INFRA_VICTIMS];
+// A dense five-minute run: a kill every 5 s, a freeze and a network fault every 10 s.
+const fiveMinutes = { durationMs: 300_000, victims, kills: 60, freezes: 30, networkFaults: 30 };
 
-describe("killSchedule", () => {
+function count(schedule: Fault[], key: (f: Fault) => string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const f of schedule) counts.set(key(f), (counts.get(key(f)) ?? 0) + 1);
+  return counts;
+}
+
+describe("faultSchedule", () => {
   it("gives the same schedule for the same seed and another for another seed", () => {
-    const a = killSchedule({ seed: 7, durationMs: 300_000, victims, kills: 54 });
-    expect(killSchedule({ seed: 7, durationMs: 300_000, victims, kills: 54 })).toEqual(a);
-    expect(killSchedule({ seed: 8, durationMs: 300_000, victims, kills: 54 })).not.toEqual(a);
+    const a = faultSchedule({ seed: 7, ...fiveMinutes });
+    expect(faultSchedule({ seed: 7, ...fiveMinutes })).toEqual(a);
+    const b = faultSchedule({ seed: 8, ...fiveMinutes });
+    expect(b).not.toEqual(a);
+    // Each stream differs with the seed, not just one of them.
+    const network = (s: Fault[]) => s.filter((f) => "link" in f);
+    expect(network(b)).not.toEqual(network(a));
   });
 
-  it("kills every process victim at least kills/victims times and restarts Kafka and PostgreSQL once", () => {
-    const schedule = killSchedule({ seed: 1, durationMs: 300_000, victims, kills: 54 });
-    const counts = new Map<string, number>();
-    for (const k of schedule) counts.set(k.victim, (counts.get(k.victim) ?? 0) + 1);
-    for (const v of PROCESS_VICTIMS) expect(counts.get(v)).toBe(9);
-    expect(counts.get("kafka")).toBe(1);
-    expect(counts.get("postgres")).toBe(1);
+  it("keeps a seed's kills and freezes when the network faults change, and its network faults when they do", () => {
+    const all = faultSchedule({ seed: 11, ...fiveMinutes });
+    const processOnly = faultSchedule({ seed: 11, ...fiveMinutes, networkFaults: 0 });
+    expect(all.filter((f) => "victim" in f)).toEqual(processOnly);
+    const networkOnly = faultSchedule({
+      seed: 11,
+      ...fiveMinutes,
+      kills: 0,
+      freezes: 0,
+      victims: [...PROCESS_VICTIMS],
+    });
+    expect(all.filter((f) => "link" in f)).toEqual(networkOnly);
   });
 
-  it("keeps kills inside the run, in time order, and never kills a victim that is still down", () => {
-    const durationMs = 90_000;
-    const schedule = killSchedule({ seed: 3, durationMs, victims, kills: 18 });
-    expect(schedule.map((k) => k.atMs)).toEqual([...schedule.map((k) => k.atMs)].sort((a, b) => a - b));
-    const backAt = new Map<string, number>();
-    for (const k of schedule) {
-      expect(k.atMs).toBeGreaterThanOrEqual(0);
-      expect(k.atMs).toBeLessThan(durationMs);
-      expect(k.atMs).toBeGreaterThan(backAt.get(k.victim) ?? -1);
-      backAt.set(k.victim, k.atMs + k.downMs);
+  it("has every kind of fault, on every victim and every link, in the counts asked for", () => {
+    const schedule = faultSchedule({ seed: 1, ...fiveMinutes });
+    expect(new Set(schedule.map((f) => f.kind))).toEqual(new Set(FAULT_KINDS));
+
+    const kills = count(
+      schedule.filter((f) => f.kind === "kill"),
+      targetOf,
+    );
+    for (const v of PROCESS_VICTIMS) expect(kills.get(v)).toBe(10);
+    expect(kills.get("kafka")).toBe(1);
+    expect(kills.get("postgres")).toBe(1);
+
+    // 30 freezes over 8 victims: 3 or 4 each, Kafka and PostgreSQL included.
+    const freezes = count(
+      schedule.filter((f) => f.kind === "freeze"),
+      targetOf,
+    );
+    expect([...freezes.keys()].sort()).toEqual([...victims].sort());
+    for (const n of freezes.values()) expect([3, 4]).toContain(n);
+
+    // 30 network faults: each kind once on each of the 10 links.
+    const network = count(
+      schedule.filter((f) => "link" in f),
+      (f) => `${f.kind} ${targetOf(f)}`,
+    );
+    for (const kind of NETWORK_FAULTS)
+      for (const p of LINKED_PROCESSES)
+        for (const b of BACKENDS) expect(network.get(`${kind} ${linkName(p, b)}`)).toBe(1);
+    for (const f of schedule) if (f.kind === "latency") expect(f.latencyMs).toBeGreaterThan(0);
+  });
+
+  it("hits every pair of kind and link once in kinds × links faults, however many links", () => {
+    // Three processes: six links, a multiple of the three kinds.
+    const schedule = faultSchedule({
+      seed: 4,
+      durationMs: 300_000,
+      victims: ["user-1", "user-2", "order"],
+      kills: 0,
+      networkFaults: 18,
+    });
+    const pairs = count(schedule, (f) => `${f.kind} ${targetOf(f)}`);
+    expect(pairs.size).toBe(18);
+  });
+
+  it("has every kind of fault in a short CI run too (.ci/run's defaults)", () => {
+    for (const seed of [1, 2, 3, 42, 424242]) {
+      const schedule = faultSchedule({
+        seed,
+        durationMs: 75_000,
+        victims,
+        kills: 8,
+        freezes: 4,
+        networkFaults: 8,
+      });
+      expect(new Set(schedule.map((f) => f.kind))).toEqual(new Set(FAULT_KINDS));
     }
   });
 
-  it("only picks the victims it was given", () => {
-    const schedule = killSchedule({
+  it("keeps faults in time order, and never hits a victim or a link before its last fault ended", () => {
+    const durationMs = 90_000;
+    const schedule = faultSchedule({ seed: 3, durationMs, victims, kills: 18, freezes: 9, networkFaults: 9 });
+    expect(schedule.map((f) => f.atMs)).toEqual([...schedule.map((f) => f.atMs)].sort((a, b) => a - b));
+    const freeAt = new Map<string, number>();
+    for (const f of schedule) {
+      expect(f.atMs).toBeGreaterThanOrEqual(0);
+      expect(f.atMs).toBeLessThan(durationMs);
+      expect(f.durationMs).toBeGreaterThan(0);
+      expect(f.atMs).toBeGreaterThan(freeAt.get(targetOf(f)) ?? -1);
+      freeAt.set(targetOf(f), f.atMs + f.durationMs);
+    }
+  });
+
+  it("only hits the victims it was given, and their links", () => {
+    const schedule = faultSchedule({
       seed: 5,
       durationMs: 60_000,
       victims: ["relay-1", "relay-2"],
       kills: 10,
+      freezes: 4,
+      networkFaults: 6,
     });
-    expect(new Set(schedule.map((k) => k.victim))).toEqual(new Set(["relay-1", "relay-2"]));
-    expect(schedule).toHaveLength(10);
+    expect(new Set(schedule.map(targetOf))).toEqual(
+      new Set([
+        "relay-1",
+        "relay-2",
+        ...BACKENDS.flatMap((b) => [linkName("relay-1", b), linkName("relay-2", b)]),
+      ]),
+    );
+    expect(schedule.filter((f) => f.kind === "kill")).toHaveLength(10);
+    expect(schedule.filter((f) => f.kind === "freeze")).toHaveLength(4);
+    expect(schedule.filter((f) => "link" in f)).toHaveLength(6);
+  });
+
+  it("plans no network fault for the gateway, which has no links", () => {
+    expect(
+      faultSchedule({
+        seed: 9,
+        durationMs: 60_000,
+        victims: ["gateway"],
+        kills: 3,
+        freezes: 3,
+        networkFaults: 5,
+      }),
+    ).toHaveLength(6);
   });
 });

@@ -1,62 +1,172 @@
 import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import type { RandomGenerator } from "pure-rand/types/RandomGenerator";
+import { BACKENDS, LINKED_PROCESSES, type Link, linkName } from "../stack/links.ts";
 
 export const PROCESS_VICTIMS = ["user-1", "user-2", "order", "relay-1", "relay-2", "gateway"] as const;
 export const INFRA_VICTIMS = ["kafka", "postgres"] as const;
 export type Victim = (typeof PROCESS_VICTIMS)[number] | (typeof INFRA_VICTIMS)[number];
 
-export type Kill = {
+export const NETWORK_FAULTS = ["blackhole", "latency", "reset"] as const;
+export type NetworkFaultKind = (typeof NETWORK_FAULTS)[number];
+export const FAULT_KINDS = ["kill", "freeze", ...NETWORK_FAULTS] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/** What happens to a process: killed (SIGKILL; Kafka and PostgreSQL are stopped) or frozen (SIGSTOP). */
+export type ProcessFault = {
+  kind: "kill" | "freeze";
   /** When, from the start of the load. */
   atMs: number;
   victim: Victim;
-  /** How long it stays down before it is started again. */
-  downMs: number;
+  /** How long it stays down before it is started again, or frozen before SIGCONT. */
+  durationMs: number;
 };
+
+/** What happens to a process's connections to PostgreSQL or Kafka, through its proxy. */
+export type NetworkFault = {
+  kind: NetworkFaultKind;
+  atMs: number;
+  link: Link;
+  durationMs: number;
+  /** `latency`: added to each direction. */
+  latencyMs?: number;
+};
+
+export type Fault = ProcessFault | NetworkFault;
+
+/** Who a fault hits, for logs and reports: `user-1`, `relay-2→kafka`. */
+export const targetOf = (f: Fault): string => ("victim" in f ? f.victim : f.link);
 
 export type ScheduleOptions = {
   seed: number;
   durationMs: number;
-  /** Process victims; Kafka and PostgreSQL are restarted once each when listed here. */
+  /** Victims of kills and freezes; Kafka and PostgreSQL are restarted once each when listed here. */
   victims: readonly Victim[];
   /** Kills of processes in the whole run (infra restarts come on top). */
   kills: number;
+  /** Freezes of victims, Kafka and PostgreSQL included, in the whole run. */
+  freezes?: number;
+  /** Network faults on the links of the listed services and relays, in the whole run. */
+  networkFaults?: number;
 };
 
+// Each kind of fault draws from a stream of its own, so that adding one kind keeps a seed's others.
+const NETWORK_STREAM = 0x6e6574;
+
 /**
- * The kill schedule of a run: a pure function of its options, so a seed replays the same kills.
- * Every process victim is killed about equally often; the broker and the database restart once
- * each, a third and two thirds into the run. Kills land in the first 85% of the run so the last
- * restarts settle while the load still flows.
+ * The fault schedule of a run: a pure function of its options, so a seed replays the same faults.
+ * Kills and freezes share one timeline (a victim is never hit while it is still down or frozen):
+ * every process victim is killed about equally often, every victim frozen about equally often, and
+ * the broker and the database restart once each, a third and two thirds into the run. Network faults
+ * have a timeline of their own: every kind on every link about equally often, one at a time per link.
+ * Faults start in the first 85% of the run so the last ones settle while the load still flows.
  */
-export function killSchedule({ seed, durationMs, victims, kills }: ScheduleOptions): Kill[] {
+export function faultSchedule(opts: ScheduleOptions): Fault[] {
+  return [...processFaults(opts), ...networkFaults(opts)].sort((a, b) => a.atMs - b.atMs);
+}
+
+function processFaults({ seed, durationMs, victims, kills, freezes = 0 }: ScheduleOptions): ProcessFault[] {
   const rng = xoroshiro128plus(seed);
-  const processes = victims.filter((v) => (PROCESS_VICTIMS as readonly string[]).includes(v));
-  const infra = victims.filter((v) => (INFRA_VICTIMS as readonly string[]).includes(v));
+  const isInfra = (v: Victim) => (INFRA_VICTIMS as readonly string[]).includes(v);
+  const processes = victims.filter((v) => !isInfra(v));
+  const infra = victims.filter(isInfra);
 
   // Round-robin, then shuffled: counts differ by at most one between victims.
-  const order: Victim[] = Array.from(
-    { length: processes.length ? kills : 0 },
-    (_, i) => processes[i % processes.length] as Victim,
-  );
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = uniformInt(rng, 0, i);
-    [order[i], order[j]] = [order[j] as Victim, order[i] as Victim];
-  }
+  const order: { kind: "kill" | "freeze"; victim: Victim }[] = [
+    ...roundRobin(processes.length ? kills : 0, processes).map((victim) => ({
+      kind: "kill" as const,
+      victim,
+    })),
+    ...roundRobin(victims.length ? freezes : 0, victims).map((victim) => ({
+      kind: "freeze" as const,
+      victim,
+    })),
+  ];
+  shuffle(order, rng);
   infra.forEach((victim, i) => {
-    order.splice(Math.round(((i + 1) * order.length) / (infra.length + 1)), 0, victim);
+    order.splice(Math.round(((i + 1) * order.length) / (infra.length + 1)), 0, { kind: "kill", victim });
   });
 
+  return place(order, durationMs, rng, ({ kind, victim }) => {
+    const durationMs =
+      kind === "kill"
+        ? isInfra(victim)
+          ? uniformInt(rng, 2000, 5000)
+          : uniformInt(rng, 200, 3000)
+        : // Freezes of the services reach past the consumers' 10 s session timeout now and then, so
+          // that a frozen consumer's partitions move to the other instance while it holds its locks.
+          isInfra(victim)
+          ? uniformInt(rng, 1000, 4000)
+          : uniformInt(rng, 1000, 12_000);
+    return { target: victim, fault: { kind, victim, durationMs } };
+  });
+}
+
+function networkFaults({ seed, durationMs, victims, networkFaults = 0 }: ScheduleOptions): NetworkFault[] {
+  const rng = xoroshiro128plus(seed ^ NETWORK_STREAM);
+  const links = LINKED_PROCESSES.filter((p) => (victims as readonly string[]).includes(p)).flatMap((p) =>
+    BACKENDS.map((b) => linkName(p, b)),
+  );
+  if (links.length === 0) return [];
+  // Kinds and links both round-robin, so that a few faults already spread over kinds and links; past
+  // each lcm(kinds, links) the links shift by one, so that kinds × links faults hit every pair once.
+  const kinds = NETWORK_FAULTS.length;
+  const cycle = lcm(kinds, links.length);
+  const order = Array.from({ length: networkFaults }, (_, i) => ({
+    kind: NETWORK_FAULTS[i % kinds] as NetworkFaultKind,
+    link: links[(i + Math.floor(i / cycle)) % links.length] as Link,
+  }));
+  shuffle(order, rng);
+  return place(order, durationMs, rng, ({ kind, link }) => {
+    switch (kind) {
+      // Long enough for the clients' own timeouts to fire now and then.
+      case "blackhole":
+        return { target: link, fault: { kind, link, durationMs: uniformInt(rng, 2000, 10_000) } };
+      case "latency": {
+        const durationMs = uniformInt(rng, 3000, 15_000);
+        return { target: link, fault: { kind, link, durationMs, latencyMs: uniformInt(rng, 20, 400) } };
+      }
+      // Resets every connection, and for a moment every new one: the pools reconnect.
+      case "reset":
+        return { target: link, fault: { kind, link, durationMs: uniformInt(rng, 200, 2000) } };
+    }
+  });
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+  return (a * b) / gcd(a, b);
+}
+
+function roundRobin<T>(count: number, of: readonly T[]): T[] {
+  return Array.from({ length: count }, (_, i) => of[i % of.length] as T);
+}
+
+function shuffle<T>(items: T[], rng: RandomGenerator) {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = uniformInt(rng, 0, i);
+    [items[i], items[j]] = [items[j] as T, items[i] as T];
+  }
+}
+
+/**
+ * Spreads `order` over 80% of the run from 5% in, one slot each with some jitter, and never starts a
+ * fault on a target before its previous one ended and a second passed.
+ */
+function place<T, F extends Fault>(
+  order: T[],
+  durationMs: number,
+  rng: RandomGenerator,
+  draw: (item: T) => { target: string; fault: Omit<F, "atMs"> },
+): F[] {
   const start = durationMs * 0.05;
   const slot = (durationMs * 0.8) / Math.max(order.length, 1);
-  const downUntil = new Map<Victim, number>();
-  const schedule: Kill[] = [];
-  order.forEach((victim, i) => {
-    const isInfra = (INFRA_VICTIMS as readonly string[]).includes(victim);
+  const busyUntil = new Map<string, number>();
+  return order.map((item, i) => {
     const jitter = uniformInt(rng, 0, Math.floor(slot * 0.6));
-    const atMs = Math.max(Math.round(start + i * slot + jitter), downUntil.get(victim) ?? 0);
-    const downMs = isInfra ? uniformInt(rng, 2000, 5000) : uniformInt(rng, 200, 3000);
-    downUntil.set(victim, atMs + downMs + 1000);
-    schedule.push({ atMs, victim, downMs });
+    const { target, fault } = draw(item);
+    const atMs = Math.max(Math.round(start + i * slot + jitter), busyUntil.get(target) ?? 0);
+    busyUntil.set(target, atMs + fault.durationMs + 1000);
+    return { ...fault, atMs } as F;
   });
-  return schedule.sort((a, b) => a.atMs - b.atMs);
 }

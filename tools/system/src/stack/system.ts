@@ -14,6 +14,9 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
+import { type FaultProxyHost, type RemoteFaultProxy, startFaultProxyHost } from "./fault-proxy-host.ts";
+import { childPids, freezeFor, signal } from "./freeze.ts";
+import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
@@ -79,6 +82,13 @@ export type SystemOptions = {
    * that `npm run token` mints tokens for it. Otherwise the gateway gets a secret of this run's own.
    */
   devAuth?: boolean;
+  /**
+   * The chaos run: each service and relay reaches PostgreSQL and Kafka through fault proxies of its own
+   * (`System.links`), so that a network fault can cut one process off while the others go on. Kafka
+   * gets a listener per process that advertises its proxy, so that the clients' reconnections go
+   * through it too. Tools that read the system (the chaos checker, the load) connect directly.
+   */
+  faultProxies?: boolean;
 };
 
 export type System = {
@@ -98,6 +108,14 @@ export type System = {
   processes: Map<string, NodeProcess>;
   /** The pid of every running process, PostgreSQL and Kafka included. */
   pids(): Record<string, number>;
+  /** With `faultProxies`: the proxy of each process's link to PostgreSQL and to Kafka. */
+  links: Map<Link, RemoteFaultProxy>;
+  /**
+   * Stops a process (a Node process by name, `kafka`, or `postgres` with all of its backends) with
+   * SIGSTOP and continues it with SIGCONT after `ms`: a process that hangs with its connections and
+   * locks held, as a long GC pause or a stalled VM does.
+   */
+  freeze(name: string, ms: number): Promise<void>;
   restartPostgres(downMs?: number): Promise<void>;
   restartKafka(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -128,11 +146,20 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       durable,
       statementStats: opts.statementStats,
     });
+  // With fault proxies: a broker listener per linked process, and the port of the proxy in front of it.
+  const kafkaListeners = new Map<LinkedProcess, { name: string; port: number; advertisedPort: number }>();
+  if (opts.faultProxies && !opts.external) {
+    for (const p of LINKED_PROCESSES) {
+      const name = `CLIENT_${p.replace(/\W/g, "_").toUpperCase()}`;
+      kafkaListeners.set(p, { name, port: await freePort(), advertisedPort: await freePort() });
+    }
+  }
   const startBroker = () =>
     startKafka({
       dataDir: join(dataDir, "kafka"),
       port: ports.kafka,
       controllerPort: ports.kafkaController,
+      proxiedListeners: [...kafkaListeners.values()],
       logFile: join(dataDir, "kafka.log"),
       durable: true,
       log,
@@ -142,10 +169,15 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   let postgres: PostgresServer | undefined;
   let kafka: KafkaServer | undefined;
   const processes = new Map<string, NodeProcess>();
+  const links = new Map<Link, RemoteFaultProxy>();
+  let proxyHost: FaultProxyHost | undefined;
+  const frozen = new Set<number>();
 
   const stop = async () => {
+    for (const pid of frozen) signal(pid, "SIGCONT");
     // Producers first, so nothing is left half-done in a consumer when the broker goes.
     await Promise.all([...processes.values()].map((p) => p.stop()));
+    await proxyHost?.close();
     await Promise.all([postgres?.stop(), kafka?.stop()]);
   };
 
@@ -168,6 +200,36 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       6,
     );
     log(`system: PostgreSQL and Kafka up in ${seconds(started)}s`);
+
+    // Each linked process's own way to PostgreSQL and Kafka.
+    const via = new Map<LinkedProcess, { postgresPort: number; kafkaBrokers: string }>();
+    if (opts.faultProxies) {
+      if (opts.external) throw new Error("faultProxies: not on external servers");
+      const host = await startFaultProxyHost();
+      proxyHost = host;
+      for (const p of LINKED_PROCESSES) {
+        const listener = kafkaListeners.get(p) as { port: number; advertisedPort: number };
+        const [pg, broker] = await Promise.all([
+          host.add({ name: linkName(p, "postgres"), targetPort: ports.postgres }),
+          host.add({
+            name: linkName(p, "kafka"),
+            port: listener.advertisedPort,
+            targetPort: listener.port,
+          }),
+        ]);
+        links.set(linkName(p, "postgres"), pg);
+        links.set(linkName(p, "kafka"), broker);
+        via.set(p, { postgresPort: pg.port, kafkaBrokers: `127.0.0.1:${broker.port}` });
+      }
+    }
+    /** A process's database URL and brokers: through its proxies when there are some. */
+    const reach = (p: LinkedProcess, url: string): { url: string; KAFKA_BROKERS?: string } => {
+      const v = via.get(p);
+      if (!v) return { url };
+      const proxied = new URL(url);
+      proxied.port = String(v.postgresPort);
+      return { url: proxied.toString(), KAFKA_BROKERS: v.kafkaBrokers };
+    };
 
     // Secrets of this run: a fresh pair for every start (the tokens come from `token()`).
     const internalSecret = randomBytes(32).toString("base64url");
@@ -196,22 +258,30 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     // What production runs: the bundles of `npm run build`, made afresh from the sources here.
     await buildAll(log);
     for (const [i, port] of ports.users.entries()) {
-      add(`user-${i + 1}`, bundleOf("user-service"), port, {
-        DATABASE_URL: userDbUrl,
+      const name = `user-${i + 1}` as LinkedProcess;
+      const { url, ...kafkaEnv } = reach(name, userDbUrl);
+      add(name, bundleOf("user-service"), port, {
+        DATABASE_URL: url,
+        ...kafkaEnv,
         INTERNAL_SECRET: internalSecret,
-        INSTANCE_ID: `user-${i + 1}`,
+        INSTANCE_ID: name,
       });
     }
+    const { url: orderUrl, ...orderKafka } = reach("order", orderDbUrl);
     add("order", bundleOf("order-service"), ports.order, {
-      DATABASE_URL: orderDbUrl,
+      DATABASE_URL: orderUrl,
+      ...orderKafka,
       INTERNAL_SECRET: internalSecret,
       INSTANCE_ID: "order-1",
     });
     for (const [i, port] of ports.relays.entries()) {
-      add(`relay-${i + 1}`, bundleOf("relay"), port, {
-        USER_DB_URL: userDbUrl,
-        ORDER_DB_URL: orderDbUrl,
-        RELAY_ID: `relay-${i + 1}`,
+      const name = `relay-${i + 1}` as LinkedProcess;
+      const { url, ...kafkaEnv } = reach(name, userDbUrl);
+      add(name, bundleOf("relay"), port, {
+        USER_DB_URL: url,
+        ORDER_DB_URL: reach(name, orderDbUrl).url,
+        ...kafkaEnv,
+        RELAY_ID: name,
       });
     }
     add("gateway", bundleOf("gateway"), ports.gateway, {
@@ -247,6 +317,20 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
           if (pid !== undefined) out[name] = pid;
         }
         return out;
+      },
+      links,
+      async freeze(name, ms) {
+        const pid =
+          name === "postgres" ? postgres?.pid : name === "kafka" ? kafka?.pid : processes.get(name)?.pid();
+        if (pid === undefined) throw new Error(`freeze: ${name} is not running`);
+        const pids = [pid];
+        if (name === "postgres") {
+          // A process per connection: the postmaster first, so that it forks none the freeze would miss.
+          frozen.add(pid);
+          signal(pid, "SIGSTOP");
+          pids.push(...(await childPids(pid)));
+        }
+        await freezeFor(pids, ms, frozen);
       },
       async restartPostgres(downMs = 1000) {
         if (!postgres) throw new Error("restartPostgres: this system runs on external servers");
