@@ -1,37 +1,82 @@
 import { z } from "zod";
 import { amount, balance } from "./events.ts";
 
-export const CreateUserRequest = z.object({
-  username: z
-    .string()
-    .trim()
-    .min(1)
-    .max(64)
-    // PostgreSQL text cannot hold NUL, and no name needs a control character.
-    .refine((s) => [...s].every((c) => c >= " " && c !== "\u007f"), "must not contain control characters"),
-  initialBalance: balance,
-});
+// Request and response bodies of the HTTP API. `.meta({ id })` names each one in the OpenAPI document's
+// components (api.ts, openapi.ts), so a generated client gets the same type names.
+
+export const CreateUserRequest = z
+  .object({
+    username: z
+      .string()
+      .trim()
+      .min(1)
+      .max(64)
+      // PostgreSQL text cannot hold NUL, and no name needs a control character.
+      .refine((s) => [...s].every((c) => c >= " " && c !== "\u007f"), "must not contain control characters")
+      .meta({
+        description:
+          "Unique. Trimmed, then 1 to 64 UTF-16 code units, no control characters (U+0000–U+001F, U+007F).",
+        example: "alice",
+      }),
+    initialBalance: balance.meta({ description: "Minor units (cents).", example: 5000 }),
+  })
+  .meta({ id: "CreateUserRequest" });
 export type CreateUserRequest = z.infer<typeof CreateUserRequest>;
 
-export const CreateOrderRequest = z.object({
-  userId: z.uuid(),
-  amount,
-});
+export const CreateOrderRequest = z
+  .object({
+    userId: z.uuid().meta({ description: "The user who pays; a user's token may only name itself." }),
+    amount: amount.meta({ description: "Minor units (cents).", example: 1000 }),
+  })
+  .meta({ id: "CreateOrderRequest" });
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
 
-export const OrderStatus = z.enum(["PENDING", "CONFIRMED", "CANCELED"]);
+export const OrderStatus = z.enum(["PENDING", "CONFIRMED", "CANCELED"]).meta({
+  id: "OrderStatus",
+  description:
+    "PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (refused, or canceled by DELETE). CANCELED is final.",
+});
 export type OrderStatus = z.infer<typeof OrderStatus>;
 
-export type User = { id: string; username: string; balance: number; createdAt: string };
-export type Order = { id: string; userId: string; amount: number; status: OrderStatus; createdAt: string };
-export type UserOrders = { user: User; orders: Order[] };
+const createdAt = z.iso.datetime().meta({ description: "ISO 8601, UTC, milliseconds." });
+
+export const User = z
+  .object({
+    id: z.uuid(),
+    username: z.string(),
+    balance: balance.meta({ description: "Minor units: the initial balance less the credit reserved." }),
+    createdAt,
+  })
+  .meta({ id: "User" });
+export type User = z.infer<typeof User>;
+
+export const Order = z
+  .object({ id: z.uuid(), userId: z.uuid(), amount, status: OrderStatus, createdAt })
+  .meta({ id: "Order" });
+export type Order = z.infer<typeof Order>;
+
+export const UserOrders = z
+  .object({ user: User, orders: z.array(Order).meta({ description: "Oldest first." }) })
+  .meta({ id: "UserOrders" });
+export type UserOrders = z.infer<typeof UserOrders>;
 
 export const IdParam = z.uuid();
 
 /** The one JSON error shape every process answers with. */
-export type ErrorBody = { error: string; requestId?: string };
+export const ErrorBody = z
+  .object({
+    error: z.string().meta({ description: "What went wrong, for a person; never a stack trace." }),
+    requestId: z.string().optional().meta({
+      description:
+        "As in the X-Request-Id response header. Absent only when Node refused the request before it was routed (400, 408, 431 on a closed connection).",
+    }),
+  })
+  .meta({ id: "Error" });
+export type ErrorBody = z.infer<typeof ErrorBody>;
 
 export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
+/** What an `Idempotency-Key` may be: 1 to 200 visible ASCII characters. */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
 export const REQUEST_ID_HEADER = "x-request-id";
 
 /**

@@ -1,3 +1,4 @@
+export * from "./api.ts";
 export * from "./decode.ts";
 export * from "./envelope.ts";
 export * from "./events.ts";

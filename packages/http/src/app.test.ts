@@ -54,6 +54,38 @@ describe("createBaseApp", () => {
     expect(await none.json()).toMatchObject({ error: "no route for GET /nowhere" });
   });
 
+  it("reads a JSON body with a JSON media type or none, and answers 415 to any other", async () => {
+    const app = testApp();
+    const send = (headers: Record<string, string>) =>
+      // Bytes, to which fetch adds no Content-Type of its own (a string gets text/plain).
+      app.request("/things", { method: "POST", body: new TextEncoder().encode('{"n":3}'), headers });
+    expect((await send({ "content-type": "application/json; charset=utf-8" })).status).toBe(201);
+    expect((await send({ "content-type": "application/merge-patch+json" })).status).toBe(201);
+    expect((await send({})).status).toBe(201);
+    for (const type of ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"]) {
+      const res = await send({ "content-type": type });
+      expect(res.status).toBe(415);
+      expect(await res.json()).toMatchObject({ error: "Content-Type must be application/json" });
+    }
+  });
+
+  it("answers a known path asked with a method it does not serve 405 with Allow", async () => {
+    const app = testApp();
+    const put = await app.request("/things/42", { method: "PUT", headers: { "x-request-id": "r-1" } });
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("GET, HEAD");
+    expect(await put.json()).toEqual({
+      error: "PUT is not allowed on /things/42; allowed: GET, HEAD",
+      requestId: "r-1",
+    });
+    const get = await app.request("/things");
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST");
+    const health = await app.request("/health", { method: "DELETE" });
+    expect(health.status).toBe(405);
+    expect(health.headers.get("allow")).toBe("GET, HEAD");
+  });
+
   it("hides the internals of an unexpected error and maps known ones", async () => {
     const res = await testApp().request("/boom", { headers: { "x-request-id": "req-123" } });
     expect(res.status).toBe(500);

@@ -7,6 +7,7 @@ import { type AdmissionOptions, admission } from "./admission.ts";
 import { bodyLimit } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
 import { internalCredential } from "./internal-credential.ts";
+import { allowedMethods, methodNotAllowedResponse, registeredRoutes } from "./methods.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
 
@@ -73,7 +74,18 @@ export function createBaseApp({
   });
   if (exposeMetrics) app.get("/metrics", metricsHandler({ metrics }));
 
-  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  // A path that a route serves with other methods is a 405 with `Allow`, not a 404. Computed from the
+  // routes registered when the first request misses: every route is registered before serving.
+  let routes: ReturnType<typeof registeredRoutes> | undefined;
+  app.notFound((c) => {
+    routes ??= registeredRoutes(app.routes);
+    const allowed = allowedMethods(routes, c.req.path);
+    if (allowed) return methodNotAllowedResponse(c, allowed);
+    return c.json(
+      { error: `no route for ${c.req.method} ${c.req.path}`, requestId: c.get("requestId") },
+      404,
+    );
+  });
   app.onError((thrown, c) => {
     const id = c.get("requestId");
     const err = thrown instanceof AppError ? thrown : (mapError?.(thrown) ?? thrown);

@@ -10,6 +10,13 @@ export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
 export { bodyLimit } from "./body-limit.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
 export { callerSubject, type InternalCredentialOptions, internalCredential } from "./internal-credential.ts";
+export {
+  allowedMethods,
+  methodNotAllowed,
+  methodNotAllowedResponse,
+  type RouteMethods,
+  registeredRoutes,
+} from "./methods.ts";
 export { MAX_PREFER_WAIT_S, preferredWait } from "./prefer.ts";
 export { listen, serveUntilSignal } from "./serve.ts";
 export { httpEnvDefaults, httpEnvVars, httpSettings, type ServerLimits } from "./settings.ts";

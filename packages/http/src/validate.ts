@@ -1,10 +1,20 @@
-import { IDEMPOTENCY_KEY_HEADER } from "@saga/contracts";
+import { IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_PATTERN } from "@saga/contracts";
 import type { Context } from "hono";
 import { z } from "zod";
 import { AppError } from "./errors.ts";
 
-/** Parses the JSON body against a schema; anything else is a 400 that says what is wrong. */
+// application/json, or a structured syntax suffix (application/merge-patch+json), with any parameters.
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+/**
+ * Parses the JSON body against a schema; anything else is a 400 that says what is wrong. A body
+ * declared as something other than JSON is a 415; one without a Content-Type is read as JSON.
+ */
 export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
+  const type = c.req.header("content-type");
+  if (type !== undefined && !JSON_MEDIA_TYPE.test(type.trim())) {
+    throw new AppError("UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
+  }
   let body: unknown;
   try {
     body = JSON.parse(await c.req.text());
@@ -31,7 +41,7 @@ export function uuidParam(c: Context, name: string): string {
 export function idempotencyKey(c: Context): string | undefined {
   const key = c.req.header(IDEMPOTENCY_KEY_HEADER);
   if (key === undefined) return undefined;
-  if (!/^[\x21-\x7e]{1,200}$/.test(key)) {
+  if (!IDEMPOTENCY_KEY_PATTERN.test(key)) {
     throw new AppError("BAD_REQUEST", "Idempotency-Key must be 1 to 200 visible ASCII characters");
   }
   return key;

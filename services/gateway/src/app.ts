@@ -1,13 +1,21 @@
-import { type BaseAppOptions, createBaseApp, requestLane } from "@saga/http";
+import { API_ROUTES, honoPath } from "@saga/contracts";
+import { type BaseAppOptions, createBaseApp, methodNotAllowed, requestLane } from "@saga/http";
 import type { Logger, Metrics } from "@saga/observability";
 import { authenticate } from "./auth/authenticate.ts";
 import { authorize } from "./auth/authorize.ts";
 import type { AuthMetrics } from "./auth/metrics.ts";
 import type { Principal } from "./auth/principal.ts";
 import { type BucketSettings, rateLimit } from "./auth/rate-limit.ts";
+import { DOCS_PATHS, registerDocsRoutes } from "./routes/docs.ts";
 import { registerProxyRoutes } from "./routes/proxy.ts";
 import { registerUserOrdersRoute } from "./routes/user-orders.ts";
 import type { Upstream } from "./upstream.ts";
+
+/** The gateway's routes by path and method: the API as its document declares it, and the docs. */
+const ROUTES = [
+  ...API_ROUTES.map((route) => ({ path: honoPath(route.path), methods: [route.method.toUpperCase()] })),
+  ...DOCS_PATHS.map((path) => ({ path, methods: ["GET"] })),
+];
 
 export type AppDeps = {
   logger: Logger;
@@ -46,6 +54,8 @@ export function createApp({
     admission: admission && {
       ...admission,
       laneOf: (c) => {
+        // The document and its page are built once and cost nothing: outside any lane, like /health.
+        if (DOCS_PATHS.includes(c.req.path)) return undefined;
         const lane = requestLane(c);
         const upstream = c.req.path.split("/")[1];
         return lane && { kind: lane.kind, key: `${upstream === "orders" ? "orders" : "users"}:${lane.kind}` };
@@ -58,6 +68,11 @@ export function createApp({
       if (missing.length > 0) throw new Error(`no healthy instance of ${missing.join(", ")}`);
     },
   });
+  // A known path asked with a method it does not answer: 405 with Allow, before a token is asked for
+  // (the answer says nothing about any resource) and before the proxy, which forwards any method.
+  app.use(methodNotAllowed(ROUTES));
+  // Public and cheap: the OpenAPI document and its interactive reference, no token.
+  registerDocsRoutes(app);
   // Every API route: a valid bearer token, then the rate limits of the writes, then who may do what.
   const authenticated = authenticate({
     verify: auth.verify,

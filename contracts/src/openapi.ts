@@ -1,0 +1,127 @@
+import { OpenAPIRegistry, OpenApiGeneratorV31 } from "@asteasolutions/zod-to-openapi";
+import { API_ROUTES, ERROR_RESPONSES, type ErrorResponse } from "./api.ts";
+import { ErrorBody } from "./http.ts";
+
+// The document builder lives apart from the index: it pulls in the generator, which no service needs.
+
+const retryAfter = {
+  "Retry-After": {
+    description: "Seconds to wait before trying again.",
+    schema: { type: "integer", minimum: 1 },
+  },
+} as const;
+
+/** When each error happens, and the headers it carries beside X-Request-Id. */
+const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<string, object> }> = {
+  BadRequest: {
+    description:
+      "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request Node could not parse; then the connection is closed).",
+  },
+  Unauthorized: {
+    description:
+      "No bearer token, or one that is expired, not yet valid, badly signed, of another issuer or audience, or of an algorithm not accepted.",
+    headers: {
+      "WWW-Authenticate": {
+        description:
+          'RFC 6750: `Bearer realm="outbox-saga"`, with `error="invalid_token"` and why for a bad token.',
+        schema: { type: "string" },
+        required: true,
+      },
+    },
+  },
+  Forbidden: { description: "The token is not an admin's: only an admin may create users." },
+  NotFound: {
+    description:
+      "No such user or order, or another user's (which answers exactly as a missing one; nothing is forwarded or written).",
+  },
+  RequestTimeout: {
+    description: "The request's head or body did not arrive in time; the connection is closed.",
+  },
+  Conflict: { description: "The username is taken." },
+  PayloadTooLarge: {
+    description:
+      "The body is over 64 KiB. A body up to 1 MiB is read and dropped, so that the connection stays usable; past that the answer says `Connection: close`.",
+  },
+  UnsupportedMediaType: {
+    description: "The body is declared as something other than JSON: send `Content-Type: application/json`.",
+  },
+  Unprocessable: {
+    description: "The Idempotency-Key was already used, by this caller, for a different request.",
+  },
+  TooManyRequests: {
+    description:
+      "The caller or its address is over its rate limit (token buckets on POST /users and POST /orders).",
+    headers: retryAfter,
+  },
+  HeadersTooLarge: { description: "The request head is over 16 KiB; the connection is closed." },
+  Internal: { description: "A bug; logged with the request id." },
+  BadGateway: {
+    description:
+      "An upstream service is unreachable, reset the connection, or failed; or the composed read could not get the user's orders.",
+  },
+  Unavailable: {
+    description:
+      "Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched. Retry after `Retry-After` seconds.",
+    headers: retryAfter,
+  },
+  GatewayTimeout: {
+    description: "The upstream service did not answer in time (5 s, plus any Prefer: wait).",
+  },
+};
+
+const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /orders\` starts a saga that reserves the order's amount from its user's balance through Kafka, and the order ends CONFIRMED or CANCELED.
+
+**Authentication.** Every \`/users\` and \`/orders\` request needs \`Authorization: Bearer <JWT>\` (HS256 with the gateway's secret, or an identity provider's keys): \`sub\` is a user id, \`"role": "admin"\` makes it an admin's. A user may read itself and its own orders, order for itself and cancel its own orders; only an admin may create users. \`npm start\` prints an admin's token, \`npm run token -- --user <id>\` mints a user's.
+
+**Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing. A method that a path does not support answers **405** with \`Allow\`; an unknown path 404.
+
+**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and 503.`;
+
+/** The document's `info.version`: the API's, changed when a client would need to change. */
+export const API_VERSION = "1.0.0";
+
+/**
+ * The gateway's OpenAPI 3.1 document, generated from the route definitions and zod schemas of
+ * `api.ts`. Build it once: it costs milliseconds, and it does not change while a process runs.
+ */
+export function createOpenApiDocument() {
+  const registry = new OpenAPIRegistry();
+  registry.registerComponent("securitySchemes", "bearerAuth", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+    description: "A JWT with `sub` (a user id), `exp`, `iss` and `aud`; `role: admin` for an admin.",
+  });
+  for (const [name, { description, headers = {} }] of Object.entries(ERRORS)) {
+    registry.registerComponent("responses", name, {
+      description: `${ERROR_RESPONSES[name as ErrorResponse]}: ${description}`,
+      headers: {
+        "X-Request-Id": { description: "This request's id.", schema: { type: "string" } },
+        ...headers,
+      },
+      content: {
+        "application/json": { schema: { $ref: "#/components/schemas/Error" } },
+      },
+    });
+  }
+  for (const route of API_ROUTES) registry.registerPath(route);
+  // ErrorBody is named `Error` by its meta; given here because only the responses above refer to it.
+  return new OpenApiGeneratorV31([
+    ...registry.definitions,
+    { type: "schema", schema: ErrorBody },
+  ]).generateDocument({
+    openapi: "3.1.0",
+    info: {
+      title: "outbox-saga",
+      version: API_VERSION,
+      description: DESCRIPTION,
+    },
+    servers: [{ url: "/", description: "The gateway that serves this document" }],
+    security: [{ bearerAuth: [] }],
+    tags: [
+      { name: "users", description: "Users and their balances (user-service)." },
+      { name: "orders", description: "Orders and their sagas (order-service)." },
+      { name: "operations", description: "Probes: no token." },
+    ],
+  });
+}

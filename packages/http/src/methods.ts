@@ -1,0 +1,71 @@
+import type { Context, MiddlewareHandler } from "hono";
+
+/** The methods a route path (Hono's form, `/orders/:id`) answers. */
+export type RouteMethods = { path: string; methods: readonly string[] };
+
+/** `/orders/:id` as a pattern over a request path: `:name` is one non-empty segment, `*` the rest. */
+function pattern(path: string): RegExp {
+  const segments = path.split("/").map((s) => {
+    if (s === "*") return ".*";
+    if (s.startsWith(":")) return "[^/]+";
+    return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  });
+  return new RegExp(`^${segments.join("/")}/?$`);
+}
+
+/**
+ * The routes an app has registered by method (`app.routes`), leaving out middleware and `app.all`
+ * routes, which answer any method.
+ */
+export function registeredRoutes(routes: readonly { path: string; method: string }[]): RouteMethods[] {
+  const byPath = new Map<string, Set<string>>();
+  for (const { path, method } of routes) {
+    if (method === "ALL") continue;
+    const methods = byPath.get(path) ?? new Set<string>();
+    methods.add(method.toUpperCase());
+    byPath.set(path, methods);
+  }
+  return [...byPath].map(([path, methods]) => ({ path, methods: [...methods] }));
+}
+
+/**
+ * The `Allow` of a request path (RFC 9110 §10.2.1): every method of every route that matches it, HEAD
+ * wherever GET is (Hono answers HEAD from the GET route); undefined when no route matches the path.
+ */
+export function allowedMethods(routes: readonly RouteMethods[], path: string): string[] | undefined {
+  const allowed = new Set<string>();
+  let known = false;
+  for (const route of routes) {
+    if (!pattern(route.path).test(path)) continue;
+    known = true;
+    for (const method of route.methods) allowed.add(method.toUpperCase());
+  }
+  if (!known) return undefined;
+  if (allowed.has("GET")) allowed.add("HEAD");
+  return [...allowed].sort();
+}
+
+/** The 405 of a known path asked with a method it does not answer: `Allow` and a JSON error. */
+export function methodNotAllowedResponse(c: Context, allowed: readonly string[]): Response {
+  return c.json(
+    {
+      error: `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allowed.join(", ")}`,
+      requestId: c.get("requestId"),
+    },
+    405,
+    { Allow: allowed.join(", ") },
+  );
+}
+
+/**
+ * Answers 405 with `Allow` to a request whose path a route serves but not with its method, before
+ * anything else looks at it (authentication, a proxy that would forward any method). For an app that
+ * registers its routes by method, `createBaseApp` does the same from the app's own routes.
+ */
+export function methodNotAllowed(routes: readonly RouteMethods[]): MiddlewareHandler {
+  return async function methodNotAllowed(c, next) {
+    const allowed = allowedMethods(routes, c.req.path);
+    if (allowed && !allowed.includes(c.req.method)) return methodNotAllowedResponse(c, allowed);
+    return next();
+  };
+}

@@ -1,0 +1,19 @@
+import { createOpenApiDocument } from "@saga/contracts/openapi";
+import type { AppEnv } from "@saga/http";
+import { Scalar } from "@scalar/hono-api-reference";
+import type { Hono } from "hono";
+
+/** The paths of the public document and its reference page: no token, no lane, no rate limit. */
+export const DOCS_PATHS: readonly string[] = ["/openapi.json", "/docs"];
+
+/**
+ * `GET /openapi.json`: the API's OpenAPI 3.1 document, generated from the route definitions in
+ * contracts once, when the app is built; `GET /docs`: Scalar's interactive reference of it.
+ */
+export function registerDocsRoutes(app: Hono<AppEnv>) {
+  const document = JSON.stringify(createOpenApiDocument());
+  app.get("/openapi.json", (c) =>
+    c.body(document, 200, { "content-type": "application/json", "cache-control": "public, max-age=60" }),
+  );
+  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "outbox-saga API", hideClientButton: false }));
+}
