@@ -51,7 +51,7 @@ async function run() {
     });
     console.log(
       `fuzz: ${result.operations} operations, ${result.cases} cases, ${result.failures} failures, ` +
-        `${result.errors} errors, links ${result.links?.covered ?? 0}/${result.links?.total ?? 0} followed, seed ${seed}`,
+        `${result.errors} errors, ${result.warnings.length} warnings, links ${result.links?.covered ?? 0}/${result.links?.total ?? 0} followed, seed ${seed}`,
     );
     process.exitCode = result.exitCode;
   } finally {

@@ -47,6 +47,8 @@ export type FuzzResult = {
   errors: number;
   /** Each phase's outcome: `success`, `failure`, `errored` or `skip`. */
   phases: Record<string, string>;
+  /** Schemathesis' warnings, `kind: operations` (those schemathesis.toml fails on make the exit code non-zero). */
+  warnings: string[];
   /** Links between operations the stateful phase followed, of those the document declares or implies. */
   links: { covered: number; total: number } | undefined;
   /** The command line that replays the run against the same system. */
@@ -58,6 +60,8 @@ type JsonReport = {
   test_cases: { generated: number; unique_failures: number; errored: number };
   errors: { count: number }[];
   phases: Record<string, { status: string }> | null;
+  /** Every kind of warning, with the operations it concerns (none, for most). */
+  warnings: Record<string, string[]>;
 };
 
 /**
@@ -114,6 +118,9 @@ export async function runSchemathesis(opts: FuzzOptions): Promise<FuzzResult> {
       failures: json.test_cases.unique_failures,
       errors: json.test_cases.errored + json.errors.reduce((sum, e) => sum + e.count, 0),
       phases: Object.fromEntries(Object.entries(json.phases ?? {}).map(([name, p]) => [name, p.status])),
+      warnings: Object.entries(json.warnings)
+        .filter(([, labels]) => labels.length > 0)
+        .map(([kind, labels]) => `${kind}: ${labels.join(", ")}`),
       links,
       command: `SAGA_TOKEN=… ${["st", ...args.filter((a) => !a.startsWith("--report"))].join(" ")}`,
     };
