@@ -39,12 +39,12 @@ const ref = (name: ErrorResponse) => ({ $ref: `#/components/responses/${name}` }
 const errors = (...names: ErrorResponse[]) =>
   Object.fromEntries(names.map((name) => [ERROR_RESPONSES[name], ref(name)]));
 
-/** What any request through the gateway can end in, whatever its route. */
+/** What Node answers, before any route, to a request it cannot parse, or that is too slow or too large. */
+const ANY_CONNECTION: ErrorResponse[] = ["BadRequest", "RequestTimeout", "HeadersTooLarge"];
+/** What any API request through the gateway can end in, whatever its route. */
 const EVERY_REQUEST: ErrorResponse[] = [
-  "BadRequest",
+  ...ANY_CONNECTION,
   "Unauthorized",
-  "RequestTimeout",
-  "HeadersTooLarge",
   "Internal",
   "BadGateway",
   "Unavailable",
@@ -313,7 +313,7 @@ export const health = {
   summary: "Alive",
   description: "Answers while the process runs; no token, never rate limited or shed.",
   security: [],
-  responses: { 200: json("Alive.", Health) },
+  responses: { 200: json("Alive.", Health), ...errors(...ANY_CONNECTION) },
 } as const satisfies RouteConfig;
 
 export const ready = {
@@ -328,6 +328,7 @@ export const ready = {
   responses: {
     200: json("Ready.", Health),
     503: json("Not ready: why.", NotReady),
+    ...errors(...ANY_CONNECTION),
   },
 } as const satisfies RouteConfig;
 

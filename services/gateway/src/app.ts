@@ -26,6 +26,8 @@ export type AppDeps = {
   timeoutMs: number;
   maxBodyBytes: number;
   admission?: BaseAppOptions["admission"];
+  /** Where /docs loads Scalar's script from (DOCS_SCRIPT_URL). */
+  docsScriptUrl: string;
   auth: {
     /** Verifies a bearer token (createTokenVerifier). */
     verify: (token: string) => Promise<Principal>;
@@ -44,6 +46,7 @@ export function createApp({
   timeoutMs,
   maxBodyBytes,
   admission,
+  docsScriptUrl,
   auth,
 }: AppDeps) {
   const app = createBaseApp({
@@ -72,7 +75,7 @@ export function createApp({
   // (the answer says nothing about any resource) and before the proxy, which forwards any method.
   app.use(methodNotAllowed(ROUTES));
   // Public and cheap: the OpenAPI document and its interactive reference, no token.
-  registerDocsRoutes(app);
+  registerDocsRoutes(app, { scriptUrl: docsScriptUrl });
   // Every API route: a valid bearer token, then the rate limits of the writes, then who may do what.
   const authenticated = authenticate({
     verify: auth.verify,

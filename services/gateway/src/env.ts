@@ -107,6 +107,15 @@ export const Env = z.object({
   /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */
   UPSTREAM_HELD_CONNECTIONS: z.coerce.number().int().positive().default(1024),
   INSTANCE_ID: z.string().min(1).default(hostname()),
+  /**
+   * The script of the reference page at /docs (Scalar's standalone bundle): a pinned version on the
+   * jsDelivr CDN (pinned, so the page never changes under a deployed gateway), or a copy served from
+   * your own origin where browsers cannot reach the CDN.
+   */
+  DOCS_SCRIPT_URL: z
+    .url({ protocol: /^https?$/ })
+    .or(z.string().startsWith("/"))
+    .default("https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
   ...httpEnvVars({ readInFlight: 128, writeInFlight: 128, queue: 64 }),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

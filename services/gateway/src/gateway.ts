@@ -58,6 +58,7 @@ export function createGateway(env: Env) {
     timeoutMs: env.UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: env.MAX_BODY_BYTES,
     admission: httpSettings(env).admission,
+    docsScriptUrl: env.DOCS_SCRIPT_URL,
     auth: {
       verify,
       metrics: createAuthMetrics(metrics.registry),

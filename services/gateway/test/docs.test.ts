@@ -31,7 +31,20 @@ describe("the published document", () => {
     const res = await gateway.app.request("/docs", { headers: noToken });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/html/);
-    expect(await res.text()).toContain("/openapi.json");
+    const page = await res.text();
+    expect(page).toContain("/openapi.json");
+    expect(page).toContain(
+      'src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"',
+    );
+  });
+
+  it("loads the reference's script from DOCS_SCRIPT_URL, for browsers that cannot reach the CDN", async () => {
+    const gateway = await startGateway([await startFakeUpstream()], await startFakeUpstream(), {
+      DOCS_SCRIPT_URL: "/assets/scalar.js",
+    });
+    const page = await (await gateway.app.request("/docs", { headers: noToken })).text();
+    expect(page).toContain('src="/assets/scalar.js"');
+    expect(page).not.toContain("cdn.jsdelivr.net");
   });
 });
 

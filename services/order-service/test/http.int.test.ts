@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { HEADERS, type Order, TOPICS } from "@saga/contracts";
+import { HEADERS, honoPath, ORDER_SERVICE_ROUTES, type Order, TOPICS } from "@saga/contracts";
 import { idempotencyKeys, orders, outbox } from "@saga/db/order";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
@@ -196,5 +196,40 @@ describe("operations endpoints", () => {
     const metrics = await (await service.app.request("/metrics")).text();
     expect(metrics).toContain("saga_outcomes_total");
     expect(metrics).toContain("saga_duration_seconds");
+  });
+});
+
+describe("the routes of the API document", () => {
+  it("serves exactly its operations of the document, besides the probes and metrics", () => {
+    const served = service.app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
+    expect([...new Set(served)].sort()).toEqual(
+      [
+        ...ORDER_SERVICE_ROUTES.map((r) => `${r.method.toUpperCase()} ${honoPath(r.path)}`),
+        "GET /health",
+        "GET /ready",
+        "GET /metrics",
+      ].sort(),
+    );
+  });
+
+  it("answers another method on a known path 405 with Allow, and writes nothing", async () => {
+    const order = await createOrder();
+    const before = await rowCounts();
+    const patch = await service.app.request(`/orders/${order.id}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ status: "CONFIRMED" }),
+    });
+    expect(patch.status).toBe(405);
+    expect(patch.headers.get("allow")).toBe("DELETE, GET, HEAD");
+    expect(await patch.json()).toMatchObject({
+      error: `PATCH is not allowed on /orders/${order.id}; allowed: DELETE, GET, HEAD`,
+    });
+    const put = await service.app.request("/orders", { method: "PUT" });
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("GET, HEAD, POST");
+    expect(await rowCounts()).toEqual(before);
+    const read = await service.app.request(`/orders/${order.id}`);
+    expect(((await read.json()) as Order).status).toBe("PENDING");
   });
 });

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { User } from "@saga/contracts";
+import { honoPath, USER_SERVICE_ROUTES, type User } from "@saga/contracts";
 import { idempotencyKeys, users } from "@saga/db/user";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
@@ -167,6 +167,47 @@ describe("Idempotency-Key on POST /users", () => {
     expect((await post({ username, initialBalance: 1 }, { "idempotency-key": key })).status).toBe(409);
     expect((await post({ username, initialBalance: 1 }, { "idempotency-key": key })).status).toBe(409);
     expect(await db.db.select().from(idempotencyKeys).where(eq(idempotencyKeys.key, key))).toHaveLength(0);
+  });
+});
+
+describe("the routes of the API document", () => {
+  it("serves exactly its operations of the document, besides the probes and metrics", () => {
+    const served = service.app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
+    expect([...new Set(served)].sort()).toEqual(
+      [
+        ...USER_SERVICE_ROUTES.map((r) => `${r.method.toUpperCase()} ${honoPath(r.path)}`),
+        "GET /health",
+        "GET /ready",
+        "GET /metrics",
+      ].sort(),
+    );
+  });
+
+  it("answers another method on a known path 405 with Allow, and writes nothing", async () => {
+    const before = await userCount();
+    const list = await service.app.request("/users");
+    expect(list.status).toBe(405);
+    expect(list.headers.get("allow")).toBe("POST");
+    expect(await list.json()).toMatchObject({ error: "GET is not allowed on /users; allowed: POST" });
+    const put = await service.app.request(`/users/${randomUUID()}`, {
+      ...json({ username: name(), initialBalance: 1 }),
+      method: "PUT",
+    });
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("GET, HEAD");
+    expect(await userCount()).toBe(before);
+  });
+
+  it("answers a body declared as something other than JSON 415, and writes nothing", async () => {
+    const before = await userCount();
+    const res = await service.app.request("/users", {
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body: JSON.stringify({ username: name(), initialBalance: 1 }),
+    });
+    expect(res.status).toBe(415);
+    expect(await res.json()).toMatchObject({ error: "Content-Type must be application/json" });
+    expect(await userCount()).toBe(before);
   });
 });
 

@@ -8,12 +8,17 @@ export const DOCS_PATHS: readonly string[] = ["/openapi.json", "/docs"];
 
 /**
  * `GET /openapi.json`: the API's OpenAPI 3.1 document, generated from the route definitions in
- * contracts once, when the app is built; `GET /docs`: Scalar's interactive reference of it.
+ * contracts once, when the app is built; `GET /docs`: Scalar's interactive reference of it, whose
+ * script comes from `scriptUrl`.
  */
-export function registerDocsRoutes(app: Hono<AppEnv>) {
+export function registerDocsRoutes(app: Hono<AppEnv>, { scriptUrl }: { scriptUrl: string }) {
   const document = JSON.stringify(createOpenApiDocument());
   app.get("/openapi.json", (c) =>
     c.body(document, 200, { "content-type": "application/json", "cache-control": "public, max-age=60" }),
   );
-  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "outbox-saga API", hideClientButton: false }));
+  // No fonts from Scalar's servers: the page loads its script and the document, nothing else.
+  app.get(
+    "/docs",
+    Scalar({ url: "/openapi.json", pageTitle: "outbox-saga API", cdn: scriptUrl, withDefaultFonts: false }),
+  );
 }
