@@ -51,7 +51,8 @@ async function run() {
     });
     console.log(
       `fuzz: ${result.operations} operations, ${result.cases} cases, ${result.failures} failures, ` +
-        `${result.errors} errors, ${result.warnings.length} warnings, links ${result.links?.covered ?? 0}/${result.links?.total ?? 0} followed, seed ${seed}`,
+        `${result.errors} errors, links ${result.links?.covered ?? 0}/${result.links?.total ?? 0} followed, seed ${seed}; ` +
+        `warnings: ${result.warnings.join("; ") || "none"}`,
     );
     process.exitCode = result.exitCode;
   } finally {
