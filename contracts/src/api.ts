@@ -10,9 +10,11 @@ import {
 } from "./http.ts";
 
 // The public HTTP API, one definition per operation: the gateway publishes these as its OpenAPI
-// document (openapi.ts) and answers 405 from their methods; the services read their bodies, path and
-// query parameters with the same schemas, and a test per service checks that they serve exactly these
-// routes. Paths are OpenAPI templates (`/users/{id}`); `honoPath` turns one into a router path.
+// document (openapi.ts) and answers 405 from their methods; the services read bodies with the same zod
+// schemas (http.ts) and ids and Idempotency-Keys by the same rules, and a test per service checks that it
+// serves exactly its routes here. What the running system answers is checked against the document by
+// tools/system/src/stack/openapi.test.ts. Paths are OpenAPI templates (`/users/{id}`); `honoPath` turns
+// one into a router path.
 
 /** Error responses by name; each is a `components/responses` entry of the document (openapi.ts). */
 export const ERROR_RESPONSES = {

@@ -75,7 +75,7 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 
 **Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing. A method that a path does not support answers **405** with \`Allow\`; an unknown path 404.
 
-**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and 503.`;
+**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load (not with a service that lost its database).`;
 
 /** The document's `info.version`: the API's, changed when a client would need to change. */
 export const API_VERSION = "1.0.0";

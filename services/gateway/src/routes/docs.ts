@@ -16,9 +16,17 @@ export function registerDocsRoutes(app: Hono<AppEnv>, { scriptUrl }: { scriptUrl
   app.get("/openapi.json", (c) =>
     c.body(document, 200, { "content-type": "application/json", "cache-control": "public, max-age=60" }),
   );
-  // No fonts from Scalar's servers: the page loads its script and the document, nothing else.
-  app.get(
-    "/docs",
-    Scalar({ url: "/openapi.json", pageTitle: "outbox-saga API", cdn: scriptUrl, withDefaultFonts: false }),
-  );
+  // No fonts from Scalar's servers: the page loads its script and the document, nothing else. The page
+  // is the same for every request: rendered by the first, then served as it is.
+  const reference = Scalar<AppEnv>({
+    url: "/openapi.json",
+    pageTitle: "outbox-saga API",
+    cdn: scriptUrl,
+    withDefaultFonts: false,
+  });
+  let page: string | undefined;
+  app.get("/docs", async (c, next) => {
+    page ??= await ((await reference(c, next)) as Response).text();
+    return c.html(page);
+  });
 }
