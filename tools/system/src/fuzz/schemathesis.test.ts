@@ -1,12 +1,13 @@
 import { randomInt } from "node:crypto";
 import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { FUZZ_ENV, runSchemathesis } from "./schemathesis.ts";
 
 // Schemathesis against the whole system, started as `npm start` starts it (the bundles of `npm run build`),
 // on the test run's PostgreSQL and Kafka.
-// Cases per operation and phase: bounds the run (about N s on a quiet machine).
+// Cases per operation and phase: bounds the run (about 500 cases, 30 to 60 s of Schemathesis here).
 const MAX_EXAMPLES = 25;
 
 let system: System;
@@ -55,8 +56,21 @@ describe("Schemathesis against the running system", () => {
       fuzzing: "success",
       stateful: "success",
     });
-    // The stateful phase followed links (create a user → create its order → read it → cancel it).
+    // The stateful phase followed the links: orders of users that the run created (their ids reach
+    // POST /orders only through a link), some canceled by its DELETEs.
     expect(links?.covered, context).toBeGreaterThan(0);
+    const userDb = postgres(system.userDbUrl, { max: 1, onnotice: () => {} });
+    const orderDb = postgres(system.orderDbUrl, { max: 1, onnotice: () => {} });
+    onTestFinished(() => Promise.all([userDb.end(), orderDb.end()]).then(() => {}));
+    const users = (await userDb<{ id: string }[]>`select id from users`).map((u) => u.id);
+    const [chained] = await orderDb<{ orders: number; canceled: number }[]>`
+      select count(*)::int as orders, (count(*) filter (where cancel_reason = 'CANCELED_BY_REQUEST'))::int as canceled
+      from orders where user_id = any(${users}::uuid[])`;
+    console.log(
+      `schemathesis: ${chained?.orders} orders of users it created, ${chained?.canceled} of them canceled`,
+    );
+    expect(chained?.orders, context).toBeGreaterThan(0);
+    expect(chained?.canceled, context).toBeGreaterThan(0);
   }, 900_000);
 });
 
