@@ -6,16 +6,23 @@ import { amount, balance } from "./events.ts";
 
 export const CreateUserRequest = z
   .object({
+    // Every rule is one the document states (maxLength, pattern) and is checked on the name as sent, so
+    // that what the document calls valid is exactly what is accepted; the length is counted as JSON Schema
+    // counts it, in code points. Stored trimmed.
     username: z
       .string()
+      .refine((s) => [...s].length <= 64, "must be at most 64 characters")
+      // Something besides spaces, and no control character: PostgreSQL text cannot hold NUL, and no name
+      // needs one. One pattern, as the document has room for one.
+      .regex(
+        /^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$/,
+        "must not be blank or contain control characters",
+      )
       .trim()
-      .min(1)
-      .max(64)
-      // PostgreSQL text cannot hold NUL, and no name needs a control character.
-      .refine((s) => [...s].every((c) => c >= " " && c !== "\u007f"), "must not contain control characters")
       .meta({
         description:
-          "Unique. Trimmed, then 1 to 64 UTF-16 code units, no control characters (U+0000–U+001F, U+007F).",
+          "Unique. 1 to 64 characters (code points), not all blank, no control characters (U+0000–U+001F, U+007F); stored without leading and trailing spaces.",
+        maxLength: 64,
         example: "alice",
       }),
     initialBalance: balance.meta({ description: "Minor units (cents).", example: 5000 }),

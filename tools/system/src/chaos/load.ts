@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { type ApiClient, createApiClient } from "@saga/api-client";
 import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 
@@ -31,10 +32,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * the services are being killed under it. The same Idempotency-Key on every attempt keeps a retried
  * POST from creating a second row.
  */
-async function untilAnswered(
+async function untilAnswered<T extends { response: Response }>(
   stats: LoadStats,
-  request: () => Promise<Response>,
-): Promise<Response | undefined> {
+  request: () => Promise<T>,
+): Promise<T | undefined> {
   const deadline = Date.now() + 60_000;
   let waitMs = 0;
   for (let attempt = 0; Date.now() < deadline; attempt++) {
@@ -44,9 +45,8 @@ async function untilAnswered(
     }
     try {
       const res = await request();
-      if (res.status < 500) return res;
-      waitMs = backoffMs(attempt, Number(res.headers.get("retry-after") ?? 0) * 1000);
-      await res.body?.cancel();
+      if (res.response.status < 500) return res;
+      waitMs = backoffMs(attempt, Number(res.response.headers.get("retry-after") ?? 0) * 1000);
     } catch {
       // Connection refused or reset while a process is down: retry.
       waitMs = backoffMs(attempt, 0);
@@ -77,25 +77,20 @@ export async function createUsers(
   auth: LoadAuth,
 ) {
   const stats = emptyStats();
+  const api = createApiClient({ baseUrl: gatewayUrl, token: auth.adminToken });
   return Promise.all(
     Array.from({ length: count }, async (_, i) => {
       const key = `${runId}-user-${i}`;
       const res = await untilAnswered(stats, () =>
-        fetch(`${gatewayUrl}/users`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            "idempotency-key": key,
-            authorization: `Bearer ${auth.adminToken}`,
-          },
-          body: JSON.stringify({ username: `chaos-${runId}-${i}`, initialBalance: balance }),
+        api.POST("/users", {
+          params: { header: { "Idempotency-Key": key } },
+          body: { username: `chaos-${runId}-${i}`, initialBalance: balance },
           signal: AbortSignal.timeout(5000),
         }),
       );
-      if (res?.status !== 201)
-        throw new Error(`could not create user ${i}: ${res?.status} ${await res?.text()}`);
-      const user = (await res.json()) as { id: string };
-      return { id: user.id, balance, token: await auth.token(user.id) };
+      if (!res?.data)
+        throw new Error(`could not create user ${i}: ${res?.response.status} ${JSON.stringify(res?.error)}`);
+      return { id: res.data.id, balance, token: await auth.token(res.data.id) };
     }),
   );
 }
@@ -119,6 +114,8 @@ function emptyStats(): LoadStats {
 export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: LoadOptions) {
   const rng = xoroshiro128plus(seed);
   const stats = emptyStats();
+  const api: ApiClient = createApiClient({ baseUrl: gatewayUrl });
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
   // Each order with its owner's token, which alone may cancel it.
   const created: { id: string; token: string }[] = [];
   const pending = new Set<Promise<void>>();
@@ -139,21 +136,17 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
     stats.ordersSent++;
     track(
       untilAnswered(stats, () =>
-        fetch(`${gatewayUrl}/orders`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            "idempotency-key": key,
-            authorization: `Bearer ${token}`,
-          },
-          body: JSON.stringify({ userId, amount }),
+        api.POST("/orders", {
+          params: { header: { "Idempotency-Key": key } },
+          headers: bearer(token),
+          body: { userId, amount },
           signal: AbortSignal.timeout(5000),
         }),
-      ).then(async (res) => {
-        if (res?.status === 201) {
+      ).then((res) => {
+        if (res?.data) {
           stats.ordersCreated++;
-          created.push({ id: ((await res.json()) as { id: string }).id, token });
-        } else await res?.body?.cancel();
+          created.push({ id: res.data.id, token });
+        }
       }),
     );
   };
@@ -162,14 +155,13 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
     stats.cancelsSent++;
     track(
       untilAnswered(stats, () =>
-        fetch(`${gatewayUrl}/orders/${orderId}`, {
-          method: "DELETE",
-          headers: { authorization: `Bearer ${token}` },
+        api.DELETE("/orders/{id}", {
+          params: { path: { id: orderId } },
+          headers: bearer(token),
           signal: AbortSignal.timeout(5000),
         }),
-      ).then(async (res) => {
-        if (res?.status === 204) stats.cancelsDone++;
-        await res?.body?.cancel();
+      ).then((res) => {
+        if (res?.response.status === 204) stats.cancelsDone++;
       }),
     );
   };

@@ -1,0 +1,765 @@
+// Generated from the gateway's OpenAPI document by `npm run generate -w @saga/api-client`
+// (packages/api-client/src/generate.ts): do not edit by hand.
+
+export interface paths {
+    "/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a user (admin only)
+         * @description Creates a user whose balance starts at `initialBalance`. Only an admin's token may create users.
+         */
+        post: operations["createUser"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a user
+         * @description A user may read itself; another user's id answers 404, as a missing one does.
+         */
+        get: operations["getUser"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/users/{id}/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a user with its orders
+         * @description Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow).
+         */
+        get: operations["getUserOrders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a user's orders
+         * @description Oldest first. A user's token may only ask for its own (another userId answers 404).
+         */
+        get: operations["listOrders"];
+        put?: never;
+        /**
+         * Place an order: starts the saga
+         * @description Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included). Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.
+         */
+        post: operations["createOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/orders/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read an order, or wait for its outcome
+         * @description With `Prefer: wait=N` (RFC 7240 §4.3) the answer is held until the order is CONFIRMED or CANCELED, or N seconds pass (then the order as it is, PENDING); N above 30 counts as 30. The response then says `Preference-Applied: wait=N`.
+         */
+        get: operations["getOrder"];
+        put?: never;
+        post?: never;
+        /**
+         * Cancel an order (it is not removed)
+         * @description A cancel, not a removal: a PENDING or CONFIRMED order becomes CANCELED, an `order.canceled` event releases any credit reserved for it, and the order stays readable with `GET /orders/{id}` as CANCELED. Canceling a CANCELED order answers 204 again and changes nothing.
+         */
+        delete: operations["cancelOrder"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Alive
+         * @description Answers while the process runs; no token, never rate limited or shed.
+         */
+        get: operations["health"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Ready to serve
+         * @description The gateway is ready while every upstream (user-service, order-service) has an instance in rotation. No token, never rate limited or shed.
+         */
+        get: operations["ready"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
+export type webhooks = Record<string, never>;
+export interface components {
+    schemas: {
+        Error: {
+            /** @description What went wrong, for a person; never a stack trace. */
+            error: string;
+            /** @description As in the X-Request-Id response header. Absent only when Node refused the request before it was routed (400, 408, 431 on a closed connection). */
+            requestId?: string;
+        };
+        User: {
+            /** Format: uuid */
+            id: string;
+            username: string;
+            /** @description Minor units: the initial balance less the credit reserved. */
+            balance: number;
+            /**
+             * Format: date-time
+             * @description ISO 8601, UTC, milliseconds.
+             */
+            createdAt: string;
+        };
+        CreateUserRequest: {
+            /**
+             * @description Unique. 1 to 64 characters (code points), not all blank, no control characters (U+0000–U+001F, U+007F); stored without leading and trailing spaces.
+             * @example alice
+             */
+            username: string;
+            /**
+             * @description Minor units (cents).
+             * @example 5000
+             */
+            initialBalance: number;
+        };
+        UserOrders: {
+            user: components["schemas"]["User"];
+            /** @description Oldest first. */
+            orders: components["schemas"]["Order"][];
+        };
+        Order: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            userId: string;
+            amount: number;
+            status: components["schemas"]["OrderStatus"];
+            /**
+             * Format: date-time
+             * @description ISO 8601, UTC, milliseconds.
+             */
+            createdAt: string;
+        };
+        /**
+         * @description PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (refused, or canceled by DELETE). CANCELED is final.
+         * @enum {string}
+         */
+        OrderStatus: "PENDING" | "CONFIRMED" | "CANCELED";
+        CreateOrderRequest: {
+            /**
+             * Format: uuid
+             * @description The user who pays; a user's token may only name itself.
+             */
+            userId: string;
+            /**
+             * @description Minor units (cents).
+             * @example 1000
+             */
+            amount: number;
+        };
+        Health: {
+            /** @enum {string} */
+            status: "UP";
+        };
+        NotReady: {
+            /** @enum {string} */
+            status: "DOWN";
+            error: string;
+        };
+    };
+    responses: {
+        /** @description 400: The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request Node could not parse; then the connection is closed). */
+        BadRequest: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 401: No bearer token, or one that is expired, not yet valid, badly signed, of another issuer or audience, or of an algorithm not accepted. */
+        Unauthorized: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                /** @description RFC 6750: `Bearer realm="outbox-saga"`, with `error="invalid_token"` and why for a bad token. */
+                "WWW-Authenticate": string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 403: The token is not an admin's: only an admin may create users. */
+        Forbidden: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 404: No such user or order, or another user's (which answers exactly as a missing one; nothing is forwarded or written). */
+        NotFound: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 408: The request's head or body did not arrive in time; the connection is closed. */
+        RequestTimeout: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 409: The username is taken. */
+        Conflict: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 413: The body is over 64 KiB. A body up to 1 MiB is read and dropped, so that the connection stays usable; past that the answer says `Connection: close`. */
+        PayloadTooLarge: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 415: The body is declared as something other than JSON: send `Content-Type: application/json`. */
+        UnsupportedMediaType: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 422: The Idempotency-Key was already used, by this caller, for a different request. */
+        Unprocessable: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 429: The caller or its address is over its rate limit (token buckets on POST /users and POST /orders). */
+        TooManyRequests: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                /** @description Seconds to wait before trying again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 431: The request head is over 16 KiB; the connection is closed. */
+        HeadersTooLarge: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 500: A bug; logged with the request id. */
+        Internal: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 502: An upstream service is unreachable, reset the connection, or failed; or the composed read could not get the user's orders. */
+        BadGateway: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched. Retry after `Retry-After` seconds. */
+        Unavailable: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                /** @description Seconds to wait before trying again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait). */
+        GatewayTimeout: {
+            headers: {
+                /** @description This request's id. */
+                "X-Request-Id"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+    };
+    parameters: never;
+    requestBodies: never;
+    headers: never;
+    pathItems: never;
+}
+export type $defs = Record<string, never>;
+export interface operations {
+    createUser: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for 7 days. */
+                "Idempotency-Key"?: string;
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateUserRequest"];
+            };
+        };
+        responses: {
+            /** @description Created (or, for a retried Idempotency-Key, the first response again). */
+            201: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    getUser: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path: {
+                /** @description The user's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    getUserOrders: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path: {
+                /** @description The user's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user and its orders. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserOrders"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    listOrders: {
+        parameters: {
+            query: {
+                /** @description Whose orders. */
+                userId: string;
+            };
+            header?: {
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The orders, oldest first. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Order"][];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    createOrder: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for 7 days. */
+                "Idempotency-Key"?: string;
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateOrderRequest"];
+            };
+        };
+        responses: {
+            /** @description Created, PENDING (or, for a retried Idempotency-Key, the first response again). */
+            201: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Order"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    getOrder: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `wait=N`: hold the answer until the order leaves PENDING, at most N (≤ 30) seconds. */
+                Prefer?: string;
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path: {
+                /** @description The order's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The order. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    /** @description `wait=N` when the request's `Prefer: wait=N` was honoured. */
+                    "Preference-Applied"?: string;
+                    /** @description `prefer` */
+                    Vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Order"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    cancelOrder: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
+                "X-Request-Id"?: string;
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                traceparent?: string;
+            };
+            path: {
+                /** @description The order's id. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Canceled (or already was). */
+            204: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["Internal"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["GatewayTimeout"];
+        };
+    };
+    health: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Alive. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+        };
+    };
+    ready: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready. */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            408: components["responses"]["RequestTimeout"];
+            431: components["responses"]["HeadersTooLarge"];
+            /** @description Not ready: why. */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotReady"];
+                };
+            };
+        };
+    };
+}
