@@ -65,6 +65,11 @@ const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
   originalOffset: "Its offset.",
   consumerGroup: "The consumer group that gave up on it.",
   originalEventId: "The poison message's `event-id`, when it had one.",
+  reason: "`poison` (it fails decoding or its contract) or `retries exhausted` (an unexpected error, retried up to the budget).",
+  attempts: "How many times it failed with an unexpected error; 1 for poison.",
+  replayOf:
+    "On a message replayed from a dead letter (`npm run dlq -- replay`), on its original topic: the dead letter's id. " +
+    "The replay keeps the original `event-id`, so it is applied once.",
 };
 
 const PAYLOAD_DESCRIPTIONS: Record<string, string> = {
@@ -106,13 +111,22 @@ export function asyncApiDocument(): Record<string, unknown> {
 
   const deadLetterHeaders = Envelope.extend({
     [HEADERS.eventType]: z.string().min(1),
-    ...Object.fromEntries(Object.values(DLQ_HEADERS).map((name) => [name, z.string()])),
+    ...Object.fromEntries(
+      Object.values(DLQ_HEADERS)
+        .filter((name) => name !== DLQ_HEADERS.replayOf)
+        .map((name) => [name, z.string()]),
+    ),
     [DLQ_HEADERS.originalEventId]: z.string().optional(),
   });
+  // A replayed message is an event like any other, with one more header.
+  const envelope = Envelope.extend({ [DLQ_HEADERS.replayOf]: z.string().optional() });
 
   const schemas: Record<string, JsonSchema> = {
     Envelope: {
-      ...jsonSchema(Envelope, envelopeDescriptions),
+      ...jsonSchema(envelope, {
+        ...envelopeDescriptions,
+        [DLQ_HEADERS.replayOf]: DLQ_DESCRIPTIONS.replayOf,
+      }),
       description: "The envelope every event carries in its Kafka headers (all values are strings).",
     },
     DeadLetterHeaders: {
