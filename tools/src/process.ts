@@ -3,7 +3,8 @@ import { readdir, readFile } from "node:fs/promises";
 // /proc/<pid>/stat counts CPU time in clock ticks; 100 per second on Linux x86-64.
 const TICKS_PER_SECOND = 100;
 
-type ProcStat = { ppid: number; ticks: number };
+/** Its own CPU ticks, and those of its children that exited and were waited for (cutime + cstime). */
+type ProcStat = { ppid: number; ticks: number; reaped: number };
 
 async function readStats(): Promise<Map<number, ProcStat>> {
   const stats = new Map<number, ProcStat>();
@@ -13,14 +14,20 @@ async function readStats(): Promise<Map<number, ProcStat>> {
     if (!text) continue;
     // The command name may hold spaces; the fields after its closing parenthesis do not.
     const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    stats.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+    stats.set(Number(entry), {
+      ppid: Number(fields[1]),
+      ticks: Number(fields[11]) + Number(fields[12]),
+      reaped: Number(fields[13]) + Number(fields[14]),
+    });
   }
   return stats;
 }
 
 /**
  * CPU seconds used so far by each named process and all its descendants (a PostgreSQL server is a
- * postmaster and one backend per connection). Descendants that already exited are not counted.
+ * postmaster and one backend per connection). Descendants that already exited count through their
+ * parent, once it has waited for them (a postmaster does at once): without them a backend that ends
+ * between two readings would take its whole life's CPU out of the difference.
  */
 export async function cpuSeconds(
   roots: Record<string, number>,
@@ -31,7 +38,9 @@ export async function cpuSeconds(
   const children = new Map<number, number[]>();
   for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
   const total = (pid: number): number =>
-    (stats.get(pid)?.ticks ?? 0) + (children.get(pid) ?? []).reduce((sum, c) => sum + total(c), 0);
+    (stats.get(pid)?.ticks ?? 0) +
+    (stats.get(pid)?.reaped ?? 0) +
+    (children.get(pid) ?? []).reduce((sum, c) => sum + total(c), 0);
   return Object.fromEntries(
     Object.entries(roots).map(([name, pid]) => [
       name,
