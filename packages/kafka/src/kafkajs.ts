@@ -11,6 +11,7 @@ import {
   type Producer,
 } from "kafkajs";
 import { createApplier } from "./handling.ts";
+import { createProbes } from "./probes.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
@@ -65,8 +66,7 @@ export function createKafkajsClient({
   });
   // What /ready and the lag probe wait for: a client of its own with one retry and every request bounded
   // by `adminTimeout` (the one above would retry for ever), so kafkajs ends its own work within about
-  // twice that. Callers of the same probe while one is in flight share it, each bounded by its own time
-  // and signal: however often a broker that is away is probed, one request per probe is in flight.
+  // twice that; a probe in flight is shared (createProbes).
   const probeAdmin = new Kafka({
     brokers,
     clientId: `${clientId}-probe`,
@@ -76,28 +76,16 @@ export function createKafkajsClient({
     retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 200 },
   }).admin();
   let probeConnected: Promise<void> | undefined;
-  const probes = new Map<string, Promise<unknown>>();
-  function probe<T>(
-    key: string,
-    signal: AbortSignal | undefined,
-    call: (a: Admin) => Promise<T>,
-  ): Promise<T> {
-    let shared = probes.get(key) as Promise<T> | undefined;
-    if (!shared) {
-      const started = (async () => {
-        probeConnected ??= probeAdmin.connect().catch((err) => {
-          probeConnected = undefined;
-          throw err;
-        });
-        await probeConnected;
-        return call(probeAdmin);
-      })().finally(() => probes.delete(key));
-      probes.set(key, started);
-      shared = started;
-    }
-    const running = shared;
-    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
-  }
+  const shared = createProbes(adminTimeout);
+  const probe = <T>(key: string[], signal: AbortSignal | undefined, call: (a: Admin) => Promise<T>) =>
+    shared(key, signal, async () => {
+      probeConnected ??= probeAdmin.connect().catch((err) => {
+        probeConnected = undefined;
+        throw err;
+      });
+      await probeConnected;
+      return call(probeAdmin);
+    });
 
   async function createProducer(): Promise<EventProducer> {
     // Idempotent with one request in flight per connection: a retried batch can neither be
@@ -286,10 +274,11 @@ export function createKafkajsClient({
     },
 
     async ping(signal) {
-      await probe("ping", signal, (a) => a.describeCluster());
+      await probe(["ping"], signal, (a) => a.describeCluster());
     },
 
-    consumerLag: (groupId, topics, signal) => probe("consumer lag", signal, (a) => lagOf(a, groupId, topics)),
+    consumerLag: (groupId, topics, signal) =>
+      probe(["consumer lag", groupId, ...topics], signal, (a) => lagOf(a, groupId, topics)),
 
     /**
      * Every message of `topics` from the beginning up to their end offsets as of the call, in

@@ -12,6 +12,7 @@ import {
 } from "@platformatic/kafka";
 import { sleep, withTimeout } from "@saga/runtime";
 import { createApplier } from "./handling.ts";
+import { createProbes } from "./probes.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
@@ -306,9 +307,8 @@ export function createPlatformaticClient({
   admin.on("error", (err: Error) => log("warn", "admin error", { err }));
 
   // What /ready and the lag probe wait for gets an admin client of its own, with one retry and every
-  // request bounded by `adminTimeout`, so the library ends its own work within about twice that. Callers
-  // of the same probe while one is in flight share it, each bounded by its own time and signal: however
-  // often a broker that is away is probed, one request per probe is in flight, on one connection.
+  // request bounded by `adminTimeout`, so the library ends its own work within about twice that; a probe
+  // in flight is shared (createProbes), on one connection.
   const probeAdmin = new Admin({
     ...base,
     connectTimeout: Math.min(connectionTimeout, adminTimeout),
@@ -317,21 +317,9 @@ export function createPlatformaticClient({
     retryDelay: 200,
   });
   probeAdmin.on("error", (err: Error) => log("debug", "probe admin error", { err }));
-  const probes = new Map<string, Promise<unknown>>();
-  function probe<T>(
-    key: string,
-    signal: AbortSignal | undefined,
-    call: (a: Admin) => Promise<T>,
-  ): Promise<T> {
-    let shared = probes.get(key) as Promise<T> | undefined;
-    if (!shared) {
-      const started = call(probeAdmin).finally(() => probes.delete(key));
-      probes.set(key, started);
-      shared = started;
-    }
-    const running = shared;
-    return withTimeout(() => running, adminTimeout, `kafka ${key.split("\0")[0]}`, signal);
-  }
+  const shared = createProbes(adminTimeout);
+  const probe = <T>(key: string[], signal: AbortSignal | undefined, call: (a: Admin) => Promise<T>) =>
+    shared(key, signal, () => call(probeAdmin));
 
   /** Partition count of each topic, from a fresh metadata request. */
   async function partitionsOf(a: Admin, names: string[]): Promise<Map<string, number>> {
@@ -405,11 +393,11 @@ export function createPlatformaticClient({
     },
 
     async ping(signal) {
-      await probe("ping", signal, (a) => a.metadata({ topics: [], forceUpdate: true }));
+      await probe(["ping"], signal, (a) => a.metadata({ topics: [], forceUpdate: true }));
     },
 
     async consumerLag(groupId, topics, signal) {
-      const [groups, bounds] = await probe(["consumer lag", groupId, ...topics].join("\0"), signal, (a) =>
+      const [groups, bounds] = await probe(["consumer lag", groupId, ...topics], signal, (a) =>
         Promise.all([a.listConsumerGroupOffsets({ groups: [groupId] }), watermarks(a, topics)]),
       );
       const committed = new Map<string, bigint>();
