@@ -34,10 +34,19 @@ const retryForever = {
 };
 
 /**
- * How long the broker may hold a fetch when there is nothing to read. It is also what an idle consumer
- * costs (one fetch per broker per this long) and bounds how long stop() waits for the fetch in flight.
+ * How long the broker may hold a fetch when there is nothing to read: what an idle consumer costs is one
+ * fetch per broker per this long (a fetch answers as soon as a message arrives, so it costs no latency).
+ * stop() does not wait for it (the library fetches on connections of their own), but a partition newly
+ * assigned by a rebalance waits for the fetch in flight to its broker before it is fetched: up to 2 s
+ * after a rebalance, for a quarter of the idle fetches of 500 ms (bench/README.md).
  */
-const FETCH_MAX_WAIT_MS = 500;
+const FETCH_MAX_WAIT_MS = 2000;
+
+/**
+ * Heartbeats keep a member in its group and tell it when to rejoin: a rebalance waits up to this long
+ * for every member to notice. Kafka's and the library's default, a third of our session timeout.
+ */
+const HEARTBEAT_INTERVAL_MS = 3000;
 
 function toIncoming(m: StringMessage): IncomingMessage {
   const headers: Record<string, string | undefined> = {};
@@ -108,7 +117,7 @@ export function createPlatformaticClient({
       groupId,
       sessionTimeout,
       rebalanceTimeout: sessionTimeout,
-      heartbeatInterval: 1000,
+      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       autocommit: false,
       maxWaitTime: FETCH_MAX_WAIT_MS,
       deserializers: stringDeserializers,
