@@ -275,8 +275,8 @@ function serverProperties(
     // https://kafka.apache.org/documentation/#brokerconfigs_metadata.max.idle.interval.ms
     "metadata.max.idle.interval.ms": 5000,
     // Request handlers and network threads each wake every 300 ms to poll their queue or socket, busy or
-    // not; the defaults (8, and 3 per listener) are for a broker with cores and disks of its own. One
-    // broker on a laptop or in CI serves the bench's peak with these (bench/README.md).
+    // not; the defaults (8, and 3 per listener) are for a broker with cores and disks of its own. On two
+    // shared cores these give the same raw producer ceiling and CPU a message (bench/README.md).
     "num.io.threads": 2,
     "num.network.threads": 1,
   };
