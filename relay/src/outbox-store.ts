@@ -56,6 +56,22 @@ export function createOutboxStore(sql: Sql) {
       );
     },
 
+    /**
+     * The oldest transaction still running on the server (xmin) and the first not yet started (xmax),
+     * as the next statement's snapshot would see them: the CDC mode's catch-up uses them to know that
+     * every transaction committed before its replication slot's starting point is visible to a read.
+     */
+    async snapshotBounds(signal?: AbortSignal): Promise<{ xmin: bigint; xmax: bigint }> {
+      const [row] = await cancellable(
+        sql<{ xmin: string; xmax: string }[]>`
+        select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax
+        from pg_current_snapshot() s`,
+        signal,
+      );
+      if (!row) throw new Error("pg_current_snapshot() returned nothing");
+      return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) };
+    },
+
     /** Marks rows as acknowledged by Kafka; returns how many were still unmarked. */
     async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<number> {
       if (ids.length === 0) return 0;
