@@ -68,7 +68,7 @@ const FALLBACK_POLL_MS = 100;
 const CLEANUP_BATCH = 1000;
 const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
-// CDC: how many ids of rows sent while catching up are remembered, to skip them when streamed again.
+// CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
 const MAX_REMEMBERED_SENDS = 100_000;
 
 /**
@@ -184,13 +184,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     let caughtUp: number | undefined;
     // CDC: the connection being caught up, and the first transaction id not started once it was up.
     let catchingUp: { generation: number; xmax: bigint } | undefined;
-    // CDC: rows the table reads sent while catching up, which the stream may carry again (bounded).
+    // CDC: rows sent from the table reads, which the stream may carry again: skipped when it does. Rows
+    // committed before a slot's starting point are never streamed, so their ids stay until the bound.
     const sentFromTable = new Set<string>();
     try {
       while (!until.aborted) {
         let stage: RelayStage = "send";
         let streamed: StreamBatch | undefined;
-        let catchUpRead = false;
         try {
           producer ??= await connectProducer(until);
           if (!producer) break;
@@ -209,7 +209,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
                 wakeups.acknowledge(streamed);
                 continue;
               }
-              sentFromTable.clear();
               const how = await wake.wait(pollIntervalMs, until);
               if (how === "timeout") {
                 // Nothing streamed for a while: the slow poll reads the table anyway, as in the table mode
@@ -226,7 +225,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               // committed before that point started before this xmax.
               const { xmax } = await query("read", (signal) => store.snapshotBounds(signal), until);
               catchingUp = { generation, xmax };
-              sentFromTable.clear();
             }
             // A commit is in the WAL (and may precede the slot's starting point) a moment before it is
             // visible to other sessions. A read whose snapshot has every transaction older than `xmax`
@@ -245,7 +243,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               xmin >= catchingUp.xmax
             )
               caughtUp = generation;
-            catchUpRead = generation !== undefined;
             if (rows.length === 0) {
               if (caughtUp === generation && generation !== undefined) continue;
               const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
@@ -262,8 +259,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           await send(producer, rows);
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
-          if (catchUpRead && sentFromTable.size < MAX_REMEMBERED_SENDS)
+          if (mode === "cdc" && !streamed) {
+            if (sentFromTable.size + rows.length > MAX_REMEMBERED_SENDS) sentFromTable.clear();
             for (const row of rows) sentFromTable.add(row.id);
+          }
           crashPoint?.("after-send");
           stage = "mark";
           // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.

@@ -190,8 +190,10 @@ describe("relay in the CDC mode", () => {
         return r?.n === 0;
       });
 
-      const survivor = spawnRelay({ ...env, RELAY_ID: "survivor" });
-      await allPublished(sql);
+      const survivor = spawnRelay({ ...env, RELAY_ID: "survivor", LOG_LEVEL: "debug" });
+      await allPublished(sql).catch((err: Error) => {
+        throw new Error(`${err.message}; the survivor logged:\n${survivor.output()}`, { cause: err });
+      });
       const duplicates = expectEveryRowInOrder(written, await readAll(prefix), prefix);
       expect(duplicates).toBe(onKafkaAtCrash);
       expect(await survivor.kill("SIGTERM")).toBe(0);
