@@ -266,7 +266,15 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           crashPoint?.("after-send");
           stage = "mark";
           // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.
-          await markPublished(rows);
+          const unseen = await markPublished(rows);
+          if (unseen.length > 0) {
+            // Still invisible: read the table again before trusting the stream; it sends them again.
+            log.warn(
+              { rows: unseen.length },
+              "streamed rows not visible to mark; catching up from the table",
+            );
+            caughtUp = undefined;
+          }
           // Only now may the slot move past these rows (it matters while this connection lasts: the slot
           // is temporary, and the next connection starts from the table).
           if (streamed) wakeups.acknowledge(streamed);
@@ -357,14 +365,23 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   /**
    * In position order, one short statement per chunk. A crash between two leaves a prefix of the batch
-   * marked; the rest is sent again after the restart, after its first copy.
+   * marked; the rest is sent again after the restart, after its first copy. A streamed row whose
+   * transaction is not yet visible (its commit is in the WAL a moment before) is marked again shortly
+   * after; returns the ids still unseen after about a second (none, unless the server is starved).
    */
-  async function markPublished(rows: PendingRow[]): Promise<void> {
+  async function markPublished(rows: PendingRow[]): Promise<string[]> {
+    let unseen: string[] = [];
     for (let i = 0; i < rows.length; i += markChunkSize) {
       if (i === markChunkSize) crashPoint?.("mid-mark");
       const ids = rows.slice(i, i + markChunkSize).map((r) => r.id);
-      await query("mark", (signal) => store.markPublished(ids, signal));
+      unseen.push(...(await query("mark", (signal) => store.markPublished(ids, signal))));
     }
+    for (let waitMs = 2; unseen.length > 0 && waitMs <= 512; waitMs *= 2) {
+      await sleep(waitMs);
+      const retry = unseen;
+      unseen = await query("mark", (signal) => store.markPublished(retry, signal));
+    }
+    return unseen;
   }
 
   /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */

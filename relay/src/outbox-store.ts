@@ -72,16 +72,27 @@ export function createOutboxStore(sql: Sql) {
       return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) };
     },
 
-    /** Marks rows as acknowledged by Kafka; returns how many were still unmarked. */
-    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<number> {
-      if (ids.length === 0) return 0;
-      const result = await cancellable(
-        sql`
-        update outbox set published_at = now()
-        where id = any(${sql.array(ids as string[], 2950)}::uuid[]) and published_at is null`,
+    /**
+     * Marks rows as acknowledged by Kafka. Returns the ids it could not see at all: a row the replication
+     * stream delivered belongs to a transaction whose commit is in the WAL but, for a moment, may not be
+     * visible to other sessions yet (rows read from the table are always seen).
+     */
+    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<string[]> {
+      if (ids.length === 0) return [];
+      // A data-modifying WITH runs whether or not it is read; the outer query sees the snapshot the
+      // update ran in, so a row it cannot see is a row the update did not mark.
+      // https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
+      const unseen = await cancellable(
+        sql<{ id: string }[]>`
+        with ids as (select unnest(${sql.array(ids as string[], 2950)}::uuid[]) as id),
+        marked as (
+          update outbox o set published_at = now() from ids
+          where o.id = ids.id and o.published_at is null)
+        select ids.id::text as id from ids
+        where not exists (select 1 from outbox o where o.id = ids.id)`,
         signal,
       );
-      return result.count;
+      return unseen.map((r) => r.id);
     },
 
     /**

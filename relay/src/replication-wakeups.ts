@@ -110,7 +110,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   /** Runs one replication session; resolves when it ends, rejects when it could not start. */
   async function session(): Promise<void> {
     // No statement_timeout here: START_REPLICATION is one statement that streams for as long as the
-    // session lives. The stream is only a wake-up; a poll underneath covers it when it stalls.
+    // session lives. A poll underneath covers a stream that stalls (in the CDC mode, a read of the table).
     const sql = postgres(url, {
       max: 1,
       max_lifetime: null,
@@ -162,7 +162,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       confirmNow = confirm;
       const feedback = setInterval(() => confirm(), feedbackMs);
       const onXLogData = (chunk: Buffer) => {
-        received = max(received, chunk.readBigUInt64BE(9));
+        // Where this message's WAL starts (its walEnd is the server's WAL end, which may not be sent yet).
+        received = max(received, chunk.readBigUInt64BE(1));
         if (!opts.rows) {
           if (chunk[25] === PGOUTPUT_INSERT) onWake();
           return;
@@ -197,6 +198,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
             try {
               if (chunk[0] === XLOG_DATA) onXLogData(chunk);
               else if (chunk[0] === KEEPALIVE) {
+                // A logical WAL sender's keepalive carries what it has sent so far.
                 received = max(received, chunk.readBigUInt64BE(1));
                 if (chunk[17]) confirm(true);
               }
