@@ -100,7 +100,7 @@ async function run(): Promise<void> {
     return kafka;
   };
   const lines: Line[] = [];
-  const idle: { client: KafkaClientName; relay: number; postgres: number; sessions: number }[] = [];
+  const idle: { client: string; relay: number; postgres: number; sessions: number }[] = [];
   let relay: ChildProcess | undefined;
   try {
     await migrateDatabase(url, "order");
@@ -190,11 +190,11 @@ async function run(): Promise<void> {
       }
     }
 
-    for (const client of CLIENTS) {
+    for (const [client, mode] of CLIENTS.flatMap((c) => MODES.map((m) => [c, m] as const))) {
       if (IDLE_SECONDS <= 0) break;
-      log(`bench: ${client}: relay idle for ${IDLE_SECONDS} s`);
+      log(`bench: ${client}: ${mode} relay idle for ${IDLE_SECONDS} s`);
       await sql`truncate outbox`;
-      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client, MODES[0] ?? "table");
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client, mode);
       await waitForOwner(sql);
       // Past start-up (module loading, the first connections), before measuring.
       await new Promise((resolve) => setTimeout(resolve, 5000));
@@ -214,7 +214,7 @@ async function run(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
       const after = await cpuSeconds(roots, Object.keys(roots));
       idle.push({
-        client,
+        client: `${client} ${mode}`,
         relay: (sum(after, (n) => n === "relay") - sum(before, (n) => n === "relay")) / IDLE_SECONDS,
         postgres: (sum(after, (n) => n !== "relay") - sum(before, (n) => n !== "relay")) / IDLE_SECONDS,
         sessions: Object.keys(roots).length - 1,
@@ -242,7 +242,7 @@ async function run(): Promise<void> {
       console.log(
         `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s: the safety-net poll and the lease check every second, the wake-up stream):\n`,
       );
-      console.log("| client | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
+      console.log("| client and mode | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
       console.log("|---|---:|---:|---:|");
       for (const i of idle) {
         console.log(`| ${i.client} | ${i.relay.toFixed(4)} | ${i.postgres.toFixed(4)} | ${i.sessions} |`);
