@@ -3,6 +3,8 @@ import { sleep, withTimeout } from "@saga/runtime";
 import {
   type Admin,
   type Consumer,
+  type ConsumerRunConfig,
+  type EachBatchPayload,
   type IHeaders,
   Kafka,
   type LogEntry,
@@ -10,18 +12,20 @@ import {
   Partitioners,
   type Producer,
 } from "kafkajs";
+import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
-import { createProbes } from "./probes.ts";
-import type {
-  ConsumerOptions,
-  EventConsumer,
-  EventProducer,
-  IncomingMessage,
-  KafkaClient,
-  KafkaOptions,
-  OutgoingMessage,
-  PartitionLag,
+import {
+  type ConsumerOptions,
+  DEFAULT_COMMIT_INTERVAL_MS,
+  type EventConsumer,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  type KafkaOptions,
+  type OutgoingMessage,
+  type PartitionLag,
 } from "./port.ts";
+import { createProbes } from "./probes.ts";
 
 function toKafkajsLevel(level: number): "error" | "warn" | "info" | "debug" {
   if (level <= logLevel.ERROR) return "error";
@@ -136,67 +140,116 @@ export function createKafkajsClient({
         retries: Number.MAX_SAFE_INTEGER,
         initialRetryTime: 200,
         maxRetryTime: 5000,
-        // kafkajs gives up on a consumer after an error it deems fatal; rejoining is always safe here,
-        // because offsets only ever cover committed work.
+        // Asked only after a retriable error; the CRASH listener below covers the others.
         restartOnFailure: async () => !stopping,
       },
     });
     let stopping = false;
     let running = false;
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    let batchesInHand = 0;
+    let allBatchesDone: (() => void) | undefined;
+    // Consecutive crashes that kafkajs would not restart from; a join resets the back-off.
+    let fatalCrashes = 0;
+    // The next offset to read of each partition, committed together (commits.ts).
+    const commits = createCommitCoalescer<{ topic: string; partition: number; offset: string }>({
+      intervalMs: options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
+      commit: async (offsets) => {
+        await consumer.commitOffsets(offsets.map(([, o]) => o));
+      },
+      // A partition whose commit failed is read again from its last commit by whoever owns it next.
+      onError: (err) => logger?.warn({ err, groupId }, "kafka: offset commit failed"),
+    });
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       running = true;
+      fatalCrashes = 0;
+      const owned = new Set(
+        Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
+          partitions.map((p) => `${topic}/${p}`),
+        ),
+      );
+      commits.retain((key) => owned.has(key));
     });
     consumer.on(consumer.events.STOP, () => {
       running = false;
     });
-    consumer.on(consumer.events.CRASH, () => {
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
       running = false;
+      // kafkajs consults restartOnFailure only for errors it deems retriable: after any other (a
+      // coordinator that forgot this member while the broker restarted, say) it leaves the consumer
+      // stopped for good. Rejoining is always safe here, because offsets only ever cover committed work.
+      if (!payload.restart && !stopping) void restartAfterFatal(payload.error);
     });
 
     // Wakes a back-off sleep when stop() is called, so shutdown never waits out a retry delay.
     const stopped = new AbortController();
     const applyChunk = createApplier(options, stopped.signal);
 
+    async function restartAfterFatal(err: Error): Promise<void> {
+      const delay = Math.min(200 * 2 ** fatalCrashes++, 5000);
+      logger?.warn({ err, groupId, delayMs: delay }, "kafka: consumer stopped by an error; rejoining");
+      await sleep(delay, stopped.signal);
+      if (stopping) return;
+      // kafkajs has already disconnected it; run() connects again, and a failed join crashes anew.
+      await consumer.run(runConfig).catch((e: Error) => {
+        if (!stopping) void restartAfterFatal(e);
+      });
+    }
+
     await consumer.connect();
     await consumer.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
-    await consumer.run({
+    const runConfig: ConsumerRunConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
-      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-        const messages = batch.messages.map(
-          (m): IncomingMessage => ({
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key ? m.key.toString() : null,
-            value: m.value ? m.value.toString() : null,
-            headers: decodeHeaders(m.headers),
-            timestamp: Number(m.timestamp),
-          }),
-        );
-        let applied: string | undefined;
-        for (let start = 0; start < messages.length; start += maxBatchSize) {
-          if (!isRunning() || isStale()) break;
-          const chunk = messages.slice(start, start + maxBatchSize);
-          const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
-          const last = chunk[done - 1];
-          if (last) {
-            resolveOffset(last.offset);
-            applied = last.offset;
-          }
-          if (done < chunk.length) break;
-          await heartbeat();
-        }
-        // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
-        // commits nothing by itself, so the next offset to read is committed here, once per batch.
-        if (applied !== undefined) {
-          await consumer.commitOffsets([
-            { topic: batch.topic, partition: batch.partition, offset: (BigInt(applied) + 1n).toString() },
-          ]);
+      eachBatch: async (payload) => {
+        // A batch fetched while stopping is left to the partition's next owner.
+        if (stopping) return;
+        batchesInHand++;
+        try {
+          await applyBatch(payload);
+        } finally {
+          if (--batchesInHand === 0) allBatchesDone?.();
         }
       },
-    });
+    };
+    await consumer.run(runConfig);
+
+    async function applyBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) {
+      const messages = batch.messages.map(
+        (m): IncomingMessage => ({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key ? m.key.toString() : null,
+          value: m.value ? m.value.toString() : null,
+          headers: decodeHeaders(m.headers),
+          timestamp: Number(m.timestamp),
+        }),
+      );
+      let applied: string | undefined;
+      for (let start = 0; start < messages.length; start += maxBatchSize) {
+        if (!isRunning() || isStale()) break;
+        const chunk = messages.slice(start, start + maxBatchSize);
+        const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
+        const last = chunk[done - 1];
+        if (last) {
+          resolveOffset(last.offset);
+          applied = last.offset;
+        }
+        if (done < chunk.length) break;
+        await heartbeat();
+      }
+      // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
+      // commits nothing by itself, so the next offset to read is marked here, once per batch.
+      if (applied !== undefined) {
+        const { topic, partition } = batch;
+        commits.mark(`${topic}/${partition}`, {
+          topic,
+          partition,
+          offset: (BigInt(applied) + 1n).toString(),
+        });
+      }
+    }
 
     return {
       async stop(signal) {
@@ -205,13 +258,19 @@ export function createKafkajsClient({
         // kafkajs cannot drop its connections on demand: past the deadline it is only no longer waited for.
         await withTimeout(
           async () => {
+            // The batches in hand finish and their offsets are committed while kafkajs still runs (it
+            // commits nothing once stopped); then the group is left.
+            if (batchesInHand > 0) await new Promise<void>((resolve) => (allBatchesDone = resolve));
+            await commits.flush();
             await consumer.stop();
             await consumer.disconnect();
           },
           Number.POSITIVE_INFINITY,
           "leaving the consumer group",
           signal,
-        ).catch((err) => logger?.warn({ err }, "kafka: consumer stop cut short"));
+        )
+          .catch((err) => logger?.warn({ err }, "kafka: consumer stop cut short"))
+          .finally(() => commits.close());
       },
       isRunning: () => running,
     };

@@ -11,17 +11,19 @@ import {
   stringSerializers,
 } from "@platformatic/kafka";
 import { sleep, withTimeout } from "@saga/runtime";
+import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
-import { createProbes } from "./probes.ts";
-import type {
-  ConsumerOptions,
-  EventConsumer,
-  EventProducer,
-  IncomingMessage,
-  KafkaClient,
-  KafkaOptions,
-  PartitionLag,
+import {
+  type ConsumerOptions,
+  DEFAULT_COMMIT_INTERVAL_MS,
+  type EventConsumer,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  type KafkaOptions,
+  type PartitionLag,
 } from "./port.ts";
+import { createProbes } from "./probes.ts";
 
 type StringMessage = Message<string, string, string, string>;
 type StringStream = MessagesStream<string, string, string, string>;
@@ -117,6 +119,17 @@ export function createPlatformaticClient({
     let joined = false;
     const stopped = new AbortController();
     const applyChunk = createApplier(options, stopped.signal);
+    // The last applied message of each partition; committing it commits its partition up to it. The
+    // stream's commit coalesces the partitions committing at the same moment into one request.
+    const commits = createCommitCoalescer<StringMessage>({
+      intervalMs: options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
+      commit: async (offsets) => {
+        await Promise.all(offsets.map(([, m]) => m.commit()));
+      },
+      // The library keeps a failed offset and sends it with the next commit; if the group needs a rejoin
+      // it ends the stream instead, and the next stream reads again from the last commit.
+      onError: (err) => log("warn", "offset commit failed", { err }),
+    });
 
     consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
     consumer.on("consumer:group:join", () => {
@@ -127,6 +140,7 @@ export function createPlatformaticClient({
         if (owns(key)) continue;
         forget(key, queue);
       }
+      commits.retain(owns);
       stream?.resume();
     });
     consumer.on("consumer:group:leave", () => {
@@ -183,17 +197,8 @@ export function createPlatformaticClient({
         if (buffered < maxBuffered / 2) stream?.resume();
         const done = await applyChunk(chunk.map(toIncoming), noHeartbeat, keepGoing);
         const last = chunk[done - 1];
-        if (last) {
-          // Offsets only ever cover messages whose effect is durable. The stream's commit coalesces the
-          // partitions committing at the same moment into one request.
-          try {
-            await last.commit();
-          } catch (err) {
-            // The library keeps a failed offset and sends it with the next commit; if the group needs a
-            // rejoin it ends the stream instead, and the next stream reads again from the last commit.
-            log("warn", "offset commit failed", { err, partition: key });
-          }
-        }
+        // Offsets only ever cover messages whose effect is durable.
+        if (last) commits.mark(key, last);
         if (done < chunk.length) {
           // Stopping cut the chunk short: the rest is read again by whoever gets the partition.
           forget(key, queue);
@@ -282,6 +287,7 @@ export function createPlatformaticClient({
             async () => {
               // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
               if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
+              await commits.flush();
               await stream?.close().catch(() => {});
               await consumer.close().catch(() => consumer.close(true));
             },
@@ -295,6 +301,7 @@ export function createPlatformaticClient({
           log("warn", "consumer stop cut short; dropping its connections", { err });
           void consumer.close(true).catch(() => {});
         } finally {
+          commits.close();
           joined = false;
         }
       },
