@@ -38,6 +38,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "20" },
     client: { type: "string", default: KAFKA_CLIENTS.join(",") },
     idle: { type: "string", default: "30" },
+    mode: { type: "string", default: "table" },
   },
 });
 const CLIENTS = values.client.split(",").map((c) => {
@@ -45,6 +46,8 @@ const CLIENTS = values.client.split(",").map((c) => {
     throw new Error(`--client: ${c} is not one of ${KAFKA_CLIENTS}`);
   return c as KafkaClientName;
 });
+/** RELAY_MODE of each measured relay, in turn (`table,cdc,table` to see the drift between them). */
+const MODES = values.mode.split(",").filter(Boolean);
 const ROWS = Number(values.rows);
 const BATCHES = values.batch.split(",").map(Number);
 const RATES = values.rate.split(",").filter(Boolean).map(Number);
@@ -70,6 +73,8 @@ type Line = {
   rowsPerSend?: number;
   /** CPU seconds of the process that holds the Kafka client (the bench itself, or the relay) over the measurement. */
   clientCpuS?: number;
+  /** Statements (transactions) the relay ran on the outbox's database over the measurement. */
+  relayStatements?: number;
 };
 
 async function run(): Promise<void> {
@@ -95,7 +100,7 @@ async function run(): Promise<void> {
     return kafka;
   };
   const lines: Line[] = [];
-  const idle: { client: KafkaClientName; relay: number; postgres: number; sessions: number }[] = [];
+  const idle: { client: string; relay: number; postgres: number; sessions: number }[] = [];
   let relay: ChildProcess | undefined;
   try {
     await migrateDatabase(url, "order");
@@ -110,23 +115,28 @@ async function run(): Promise<void> {
         log(`bench: ${client}: raw producer, ${ROWS} messages in batches of ${batch}`);
         lines.push(await rawProducer(kafka, client, topic, batch));
 
-        log(`bench: ${client}: relay draining ${ROWS} rows with RELAY_BATCH_SIZE=${batch}`);
-        await sql`truncate outbox`;
-        await fillOutbox(sql, ROWS);
-        relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
-        await waitForOwner(sql);
-        const relayPid = relay.pid ?? 0;
-        const relayCpu = async () => (await cpuSeconds({ relay: relayPid })).relay ?? 0;
-        const cpuBefore = await relayCpu();
-        const drain = await drained(sql, ROWS);
-        const cpuS = (await relayCpu()) - cpuBefore;
-        lines.push({
-          what: `${client}: relay draining a backlog, batches of ${batch}`,
-          ...drain,
-          relayCpuS: cpuS,
-          clientCpuS: cpuS,
-        });
-        await stop(relay);
+        for (const mode of MODES) {
+          log(`bench: ${client}: ${mode} relay draining ${ROWS} rows with RELAY_BATCH_SIZE=${batch}`);
+          await sql`truncate outbox`;
+          await fillOutbox(sql, ROWS);
+          const statementsBefore = await transactions(sql);
+          relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client, mode);
+          await waitForOwner(sql);
+          const relayPid = relay.pid ?? 0;
+          const relayCpu = async () => (await cpuSeconds({ relay: relayPid })).relay ?? 0;
+          const cpuBefore = await relayCpu();
+          const drain = await drained(sql, ROWS);
+          const cpuS = (await relayCpu()) - cpuBefore;
+          await stop(relay);
+          relay = undefined;
+          lines.push({
+            what: `${client}: ${mode} relay draining a backlog, batches of ${batch}`,
+            ...drain,
+            relayCpuS: cpuS,
+            clientCpuS: cpuS,
+            relayStatements: (await transactions(sql)) - statementsBefore - drain.polls - 1,
+          });
+        }
       }
     }
 
@@ -139,43 +149,52 @@ async function run(): Promise<void> {
         log(`bench: ${client}: raw producer fed at ${rate} rows/s for ${SECONDS} s, beside the writers`);
         await sql`truncate outbox`;
         lines.push(await rawProducerLag(kafka, client, topic, sql, rate, batch));
-        log(
-          `bench: ${client}: relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`,
-        );
-        await sql`truncate outbox`;
-        relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
-        await waitForOwner(sql);
-        const relayCpu = async () => (await cpuSeconds({ relay: relay?.pid ?? 0 })).relay ?? 0;
-        const cpuBefore = await relayCpu();
-        const offered = await offerLoad(sql, rate, SECONDS);
-        await drained(sql, offered.rows);
-        const relayCpuS = (await relayCpu()) - cpuBefore;
-        const lags = (
-          await sql<{ lag: number }[]>`
-          select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
-        ).map((r) => r.lag);
-        const [marks] = await sql<{ n: number }[]>`select count(distinct published_at)::int as n from outbox`;
-        lines.push({
-          what: `${client}: relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
-          rows: offered.rows,
-          seconds: offered.seconds,
-          lagP50: percentile(lags, 0.5),
-          lagP99: percentile(lags, 0.99),
-          lagMax: lags.at(-1),
-          relayCpuS,
-          clientCpuS: relayCpuS,
-          rowsPerSend: marks?.n ? offered.rows / marks.n : undefined,
-        });
-        await stop(relay);
-        relay = undefined;
+        for (const mode of MODES) {
+          log(
+            `bench: ${client}: ${mode} relay at an offered ${rate} rows/s for ${SECONDS} s (RELAY_BATCH_SIZE=${batch})`,
+          );
+          await sql`truncate outbox`;
+          const statementsBefore = await transactions(sql);
+          relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client, mode);
+          await waitForOwner(sql);
+          const relayCpu = async () => (await cpuSeconds({ relay: relay?.pid ?? 0 })).relay ?? 0;
+          const cpuBefore = await relayCpu();
+          const offered = await offerLoad(sql, rate, SECONDS);
+          const { polls } = await drained(sql, offered.rows);
+          const relayCpuS = (await relayCpu()) - cpuBefore;
+          await stop(relay);
+          relay = undefined;
+          // Every statement of the relay is a transaction of its own; the writers' are one per ROWS_PER_TX rows.
+          const relayStatements =
+            (await transactions(sql)) - statementsBefore - offered.rows / ROWS_PER_TX - polls - 1;
+          const lags = (
+            await sql<{ lag: number }[]>`
+            select extract(epoch from published_at - created_at)::float8 * 1000 as lag from outbox order by 1`
+          ).map((r) => r.lag);
+          const [marks] = await sql<
+            { n: number }[]
+          >`select count(distinct published_at)::int as n from outbox`;
+          lines.push({
+            what: `${client}: ${mode} relay at an offered ${rate} rows/s (${ROWS_PER_TX} rows per transaction), batches up to ${batch}`,
+            rows: offered.rows,
+            seconds: offered.seconds,
+            lagP50: percentile(lags, 0.5),
+            lagP99: percentile(lags, 0.99),
+            lagMax: lags.at(-1),
+            relayCpuS,
+            clientCpuS: relayCpuS,
+            rowsPerSend: marks?.n ? offered.rows / marks.n : undefined,
+            relayStatements,
+          });
+        }
       }
     }
 
-    for (const client of CLIENTS) {
+    for (const [client, mode] of CLIENTS.flatMap((c) => MODES.map((m) => [c, m] as const))) {
       if (IDLE_SECONDS <= 0) break;
-      log(`bench: ${client}: relay idle for ${IDLE_SECONDS} s`);
+      log(`bench: ${client}: ${mode} relay idle for ${IDLE_SECONDS} s`);
       await sql`truncate outbox`;
-      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client);
+      relay = spawnRelay(url, infra.kafkaBrokers, prefix, batch, client, mode);
       await waitForOwner(sql);
       // Past start-up (module loading, the first connections), before measuring.
       await new Promise((resolve) => setTimeout(resolve, 5000));
@@ -195,7 +214,7 @@ async function run(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
       const after = await cpuSeconds(roots, Object.keys(roots));
       idle.push({
-        client,
+        client: `${client} ${mode}`,
         relay: (sum(after, (n) => n === "relay") - sum(before, (n) => n === "relay")) / IDLE_SECONDS,
         postgres: (sum(after, (n) => n !== "relay") - sum(before, (n) => n !== "relay")) / IDLE_SECONDS,
         sessions: Object.keys(roots).length - 1,
@@ -210,20 +229,20 @@ async function run(): Promise<void> {
         `${cpus().length} CPUs shared by everything\n`,
     );
     console.log(
-      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) | client process CPU (µs/row) | rows per send |",
+      "| measurement | rows | seconds | rows/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | relay CPU (cores) | client process CPU (µs/row) | rows per send | relay statements per row |",
     );
-    console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     const ms = (v: number | undefined) => (v === undefined ? "" : v.toFixed(1));
     for (const l of lines) {
       console.log(
-        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} | ${l.rowsPerSend === undefined ? "" : l.rowsPerSend.toFixed(1)} |`,
+        `| ${l.what} | ${l.rows} | ${l.seconds.toFixed(2)} | ${Math.round(l.rows / l.seconds)} | ${ms(l.lagP50)} | ${ms(l.lagP99)} | ${ms(l.lagMax)} | ${l.relayCpuS === undefined ? "" : (l.relayCpuS / l.seconds).toFixed(3)} | ${l.clientCpuS === undefined ? "" : ((l.clientCpuS * 1e6) / l.rows).toFixed(1)} | ${l.rowsPerSend === undefined ? "" : l.rowsPerSend.toFixed(1)} | ${l.relayStatements === undefined ? "" : (l.relayStatements / l.rows).toFixed(3)} |`,
       );
     }
     if (idle.length > 0) {
       console.log(
         `\nIdle relay (one outbox, nothing written, ${IDLE_SECONDS} s: the safety-net poll and the lease check every second, the wake-up stream):\n`,
       );
-      console.log("| client | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
+      console.log("| client and mode | relay process (cores) | its PostgreSQL sessions (cores) | sessions |");
       console.log("|---|---:|---:|---:|");
       for (const i of idle) {
         console.log(`| ${i.client} | ${i.relay.toFixed(4)} | ${i.postgres.toFixed(4)} | ${i.sessions} |`);
@@ -367,6 +386,7 @@ function spawnRelay(
   prefix: string,
   batch: number,
   client: KafkaClientName,
+  mode: string,
 ): ChildProcess {
   const child = spawn(process.execPath, [...nodeFlags(), "src/main.ts"], {
     cwd: relayDir,
@@ -379,6 +399,7 @@ function spawnRelay(
       KAFKA_CLIENT: client,
       RELAY_ID: "bench",
       RELAY_BATCH_SIZE: String(batch),
+      RELAY_MODE: mode,
       LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? "warn",
     },
     stdio: ["ignore", process.env.BENCH_RELAY_LOG_LEVEL ? "inherit" : "ignore", "inherit"],
@@ -403,15 +424,32 @@ async function waitForOwner(sql: postgres.Sql): Promise<void> {
   }
 }
 
-/** Waits for an empty backlog; the throughput is the span of the marking times. */
-async function drained(sql: postgres.Sql, rows: number): Promise<{ rows: number; seconds: number }> {
-  for (;;) {
+/**
+ * Committed transactions of this database so far, once every session has reported them (a session
+ * flushes its statistics at most once a second). Each relay statement is one. Rolled-back ones are
+ * left out: the WAL sender counts one for every transaction it decodes (it reads the catalogs in a
+ * transaction it then aborts), in both modes.
+ */
+async function transactions(sql: postgres.Sql): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  const [r] = await sql<{ n: string }[]>`
+    select xact_commit::text as n from pg_stat_database where datname = current_database()`;
+  return Number(r?.n ?? 0);
+}
+
+/** Waits for an empty backlog; the throughput is the span of the marking times; `polls` its own statements. */
+async function drained(
+  sql: postgres.Sql,
+  rows: number,
+): Promise<{ rows: number; seconds: number; polls: number }> {
+  for (let polls = 1; ; polls++) {
     const [r] = await sql<{ unpublished: number; published: number; span: number | null }[]>`
       select count(*) filter (where published_at is null)::int as unpublished,
              count(*) filter (where published_at is not null)::int as published,
              extract(epoch from max(published_at) - min(published_at))::float8 as span
       from outbox`;
-    if (r && r.unpublished === 0 && r.published >= rows) return { rows: r.published, seconds: r.span ?? 0 };
+    if (r && r.unpublished === 0 && r.published >= rows)
+      return { rows: r.published, seconds: r.span ?? 0, polls };
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -20,6 +20,12 @@ export const Env = z
     KAFKA_CLIENT: envVars.kafkaClient,
     /** Names this instance in logs, metrics, the lock holder's application_name and its replication slot. */
     RELAY_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
+    /**
+     * `table`: read the oldest unpublished rows back from the table every round. `cdc`: send the rows
+     * the replication stream carries as it delivers them, and read the table only to catch up (after
+     * each (re)connection of the stream, and while it is down). See README.md, "Change data capture".
+     */
+    RELAY_MODE: z.enum(["table", "cdc"]).default("cdc"),
     /** Most rows read, sent and marked in one round. */
     RELAY_BATCH_SIZE: positiveInt.max(10_000).default(500),
     /**

@@ -70,6 +70,12 @@ export function createRelayMetrics(registry: Registry) {
       labelNames: ["outbox"] as const,
       registers,
     }),
+    streaming: new Gauge({
+      name: "saga_relay_streaming",
+      help: "1 while the owner publishes rows as the replication stream delivers them (RELAY_MODE=cdc), 0 while it reads them from the table",
+      labelNames: ["outbox"] as const,
+      registers,
+    }),
     wakeups: new Counter({
       name: "saga_relay_wakeups_total",
       help: "Rounds started by a replication wake-up or by the poll timer",

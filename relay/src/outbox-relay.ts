@@ -6,7 +6,7 @@ import type { CrashPoint } from "./env.ts";
 import type { Lease } from "./lease.ts";
 import type { RelayMetrics, RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
-import type { ReplicationWakeups } from "./replication-wakeups.ts";
+import type { ReplicationWakeups, StreamBatch } from "./replication-wakeups.ts";
 import { createWakeSignal } from "./wake.ts";
 
 export type OutboxRelayOptions = {
@@ -17,6 +17,12 @@ export type OutboxRelayOptions = {
   kafka: Pick<KafkaClient, "createProducer">;
   /** Starts the wake-ups of this outbox; called when this instance becomes its owner. */
   startWakeups: (onWake: () => void, onError: (err: Error) => void) => ReplicationWakeups;
+  /**
+   * `table`: every round reads the oldest unpublished rows from the table. `cdc`: rows are sent as the
+   * replication stream delivers them (the wake-ups keep them, see `rows` in replication-wakeups.ts), and
+   * the table is read only to catch up: once per stream connection, and while the stream is down.
+   */
+  mode: "table" | "cdc";
   topicPrefix: string;
   batchSize: number;
   /** The safety-net poll while wake-ups work. */
@@ -62,6 +68,8 @@ const FALLBACK_POLL_MS = 100;
 const CLEANUP_BATCH = 1000;
 const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
+// CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
+const MAX_REMEMBERED_SENDS = 100_000;
 
 /**
  * A defect in the code (the relay's or a library's), not a failure of the database or the broker: retrying
@@ -95,7 +103,7 @@ function isDefect(err: unknown): boolean {
  */
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
-  const { standbyRetryMs = 1000, markChunkSize, queryTimeoutMs, crashPoint } = opts;
+  const { standbyRetryMs = 1000, markChunkSize, queryTimeoutMs, crashPoint, mode } = opts;
   const log = logger.child({ outbox: name });
   const labels = { outbox: name };
   metrics.active.set(labels, 0);
@@ -161,47 +169,122 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         metrics.wakeups.inc({ ...labels, source: "replication" });
         wake.notify();
       },
-      (err) => fail("wakeup", err, "replication wake-ups interrupted; polling meanwhile"),
+      (err) => {
+        fail("wakeup", err, "replication wake-ups interrupted; polling meanwhile");
+        // A CDC round waiting on the stream must not wait for the slow poll to learn it is gone.
+        wake.notify();
+      },
     );
     // Ends the cleanup loop however this ends: a lost lease, a stop, or a crash.
     const ended = new AbortController();
     const cleanup = startCleanup(AbortSignal.any([until, ended.signal]));
     let producer: EventProducer | undefined;
     let backoffMs = 100;
+    // CDC: the stream connection whose earlier rows the table has been read for; until then, read the table.
+    let caughtUp: number | undefined;
+    // CDC: the connection being caught up, and the first transaction id not started once it was up.
+    let catchingUp: { generation: number; xmax: bigint } | undefined;
+    // CDC: rows sent from the table reads, which the stream may carry again: skipped when it does. Rows
+    // committed before a slot's starting point are never streamed, so their ids stay until the bound.
+    const sentFromTable = new Set<string>();
     try {
       while (!until.aborted) {
         let stage: RelayStage = "send";
+        let streamed: StreamBatch | undefined;
         try {
           producer ??= await connectProducer(until);
           if (!producer) break;
           stage = "read";
           wake.clear();
           const readStarted = performance.now();
-          const rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
-          if (rows.length === 0) {
-            const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
-            if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
-            backoffMs = 100;
-            continue;
+          let rows: PendingRow[];
+          const streaming = mode === "cdc" && wakeups.connected && caughtUp === wakeups.generation;
+          metrics.streaming.set(labels, streaming ? 1 : 0);
+          if (streaming) {
+            streamed = wakeups.take(batchSize);
+            rows = streamed?.rows ?? [];
+            if (sentFromTable.size > 0) rows = rows.filter((row) => !sentFromTable.delete(row.id));
+            if (rows.length === 0) {
+              if (streamed) {
+                wakeups.acknowledge(streamed);
+                continue;
+              }
+              const how = await wake.wait(pollIntervalMs, until);
+              if (how === "timeout") {
+                // Nothing streamed for a while: the slow poll reads the table anyway, as in the table mode
+                // (a row it finds is sent now and again when streamed: a duplicate, never a gap).
+                metrics.wakeups.inc({ ...labels, source: "poll" });
+                rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
+                if (rows.length === 0) continue;
+              } else continue;
+            }
+          } else {
+            const generation = mode === "cdc" && wakeups.connected ? wakeups.generation : undefined;
+            if (generation !== undefined && catchingUp?.generation !== generation) {
+              // Taken after the stream is up, so after its slot's starting point: every transaction that
+              // committed before that point started before this xmax.
+              const { xmax } = await query("read", (signal) => store.snapshotBounds(signal), until);
+              catchingUp = { generation, xmax };
+            }
+            // A commit is in the WAL (and may precede the slot's starting point) a moment before it is
+            // visible to other sessions. A read whose snapshot has every transaction older than `xmax`
+            // finished has seen all of those; if it also took every unpublished row, the stream carries
+            // the rest, in commit order.
+            const xmin =
+              generation !== undefined
+                ? (await query("read", (signal) => store.snapshotBounds(signal), until)).xmin
+                : undefined;
+            rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
+            if (
+              rows.length < batchSize &&
+              generation !== undefined &&
+              xmin !== undefined &&
+              catchingUp !== undefined &&
+              xmin >= catchingUp.xmax
+            )
+              caughtUp = generation;
+            if (rows.length === 0) {
+              if (caughtUp === generation && generation !== undefined) continue;
+              const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
+              if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
+              backoffMs = 100;
+              continue;
+            }
           }
           crashPoint?.("before-send");
           // The last look before a send: a relay that lost its lock must not publish any more.
           if (until.aborted) break;
           stage = "send";
           const sendStarted = performance.now();
-          await producer.send(rows.map((row) => outboxMessage(row, topicPrefix)));
+          await send(producer, rows);
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
+          if (mode === "cdc" && !streamed) {
+            if (sentFromTable.size + rows.length > MAX_REMEMBERED_SENDS) sentFromTable.clear();
+            for (const row of rows) sentFromTable.add(row.id);
+          }
           crashPoint?.("after-send");
           stage = "mark";
           // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.
-          await markPublished(rows);
+          const unseen = await markPublished(rows);
+          if (unseen.length > 0) {
+            // Still invisible: read the table again before trusting the stream; it sends them again.
+            log.warn(
+              { rows: unseen.length },
+              "streamed rows not visible to mark; catching up from the table",
+            );
+            caughtUp = undefined;
+          }
+          // Only now may the slot move past these rows (it matters while this connection lasts: the slot
+          // is temporary, and the next connection starts from the table).
+          if (streamed) wakeups.acknowledge(streamed);
           if (log.isLevelEnabled("debug")) {
             const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
             const marked = performance.now();
             log.debug(
               {
                 rows: rows.length,
+                streamed: streamed !== undefined,
                 from: rows[0]?.position,
                 to: rows.at(-1)?.position,
                 readMs: ms(readStarted, sendStarted),
@@ -212,8 +295,20 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             );
           }
           backoffMs = 100;
+          if (!streamed && rows.length < batchSize && caughtUp === undefined) {
+            // A short read took every row committed before it; a later commit wakes us (the signal was
+            // cleared before the read, so none is missed): no read to find nothing.
+            const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
+            if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
+          }
         } catch (err) {
           if (isDefect(err)) throw err;
+          // A batch taken from the stream that did not get through: its rows are still unpublished in the
+          // table, and the stream has moved past them. Start a new connection, which reads the table first.
+          if (streamed) wakeups.restart();
+          // CDC: whatever failed, the table is read again before the stream is trusted (a row left
+          // unpublished behind the stream's position would otherwise wait for the idle poll).
+          caughtUp = undefined;
           // A statement cancelled because ownership was lost or the relay is stopping: nothing to retry.
           if (until.aborted) break;
           fail(stage, err, `${stage} failed; retrying`);
@@ -228,6 +323,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
+      metrics.streaming.set(labels, 0);
       ended.abort();
       await Promise.all([wakeups.stop(), cleanup(), producer?.close(stopDeadline).catch(() => {})]);
     }
@@ -251,6 +347,15 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     }
   }
 
+  /**
+   * One producer.send per `batchSize` rows, in order: a batch is more only when the stream delivered one
+   * transaction larger than that (whole transactions are taken).
+   */
+  async function send(producer: EventProducer, rows: PendingRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += batchSize)
+      await producer.send(rows.slice(i, i + batchSize).map((row) => outboxMessage(row, topicPrefix)));
+  }
+
   function recordAcknowledged(rows: PendingRow[], sendSeconds: number): void {
     metrics.batchSize.observe(labels, rows.length);
     metrics.published.inc(labels, rows.length);
@@ -260,14 +365,23 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   /**
    * In position order, one short statement per chunk. A crash between two leaves a prefix of the batch
-   * marked; the rest is sent again after the restart, after its first copy.
+   * marked; the rest is sent again after the restart, after its first copy. A streamed row whose
+   * transaction is not yet visible (its commit is in the WAL a moment before) is marked again shortly
+   * after; returns the ids still unseen after about a second (none, unless the server is starved).
    */
-  async function markPublished(rows: PendingRow[]): Promise<void> {
+  async function markPublished(rows: PendingRow[]): Promise<string[]> {
+    let unseen: string[] = [];
     for (let i = 0; i < rows.length; i += markChunkSize) {
       if (i === markChunkSize) crashPoint?.("mid-mark");
       const ids = rows.slice(i, i + markChunkSize).map((r) => r.id);
-      await query("mark", (signal) => store.markPublished(ids, signal));
+      unseen.push(...(await query("mark", (signal) => store.markPublished(ids, signal))));
     }
+    for (let waitMs = 2; unseen.length > 0 && waitMs <= 512; waitMs *= 2) {
+      await sleep(waitMs);
+      const retry = unseen;
+      unseen = await query("mark", (signal) => store.markPublished(retry, signal));
+    }
+    return unseen;
   }
 
   /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */

@@ -56,16 +56,43 @@ export function createOutboxStore(sql: Sql) {
       );
     },
 
-    /** Marks rows as acknowledged by Kafka; returns how many were still unmarked. */
-    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<number> {
-      if (ids.length === 0) return 0;
-      const result = await cancellable(
-        sql`
-        update outbox set published_at = now()
-        where id = any(${sql.array(ids as string[], 2950)}::uuid[]) and published_at is null`,
+    /**
+     * The oldest transaction still running on the server (xmin) and the first not yet started (xmax),
+     * as the next statement's snapshot would see them: the CDC mode's catch-up uses them to know that
+     * every transaction committed before its replication slot's starting point is visible to a read.
+     */
+    async snapshotBounds(signal?: AbortSignal): Promise<{ xmin: bigint; xmax: bigint }> {
+      const [row] = await cancellable(
+        sql<{ xmin: string; xmax: string }[]>`
+        select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax
+        from pg_current_snapshot() s`,
         signal,
       );
-      return result.count;
+      if (!row) throw new Error("pg_current_snapshot() returned nothing");
+      return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) };
+    },
+
+    /**
+     * Marks rows as acknowledged by Kafka. Returns the ids it could not see at all: a row the replication
+     * stream delivered belongs to a transaction whose commit is in the WAL but, for a moment, may not be
+     * visible to other sessions yet (rows read from the table are always seen).
+     */
+    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<string[]> {
+      if (ids.length === 0) return [];
+      // A data-modifying WITH runs whether or not it is read; the outer query sees the snapshot the
+      // update ran in, so a row it cannot see is a row the update did not mark.
+      // https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
+      const unseen = await cancellable(
+        sql<{ id: string }[]>`
+        with ids as (select unnest(${sql.array(ids as string[], 2950)}::uuid[]) as id),
+        marked as (
+          update outbox o set published_at = now() from ids
+          where o.id = ids.id and o.published_at is null)
+        select ids.id::text as id from ids
+        where not exists (select 1 from outbox o where o.id = ids.id)`,
+        signal,
+      );
+      return unseen.map((r) => r.id);
     },
 
     /**

@@ -2,6 +2,8 @@ import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
+import type { PendingRow } from "./outbox-store.ts";
+import { decodePgoutput, outboxRowOf, type StreamedRow } from "./pgoutput.ts";
 
 /** The publication the migrations create: inserts into `outbox`, nothing else. */
 export const OUTBOX_PUBLICATION = "outbox_relay";
@@ -18,11 +20,43 @@ export type ReplicationWakeupsOptions = {
   maxRetryMs?: number;
   /** How often the received position is confirmed to the server when it does not ask. */
   feedbackMs?: number;
+  /**
+   * Change data capture (RELAY_MODE=cdc): keep the outbox rows the stream carries for `take()`, and
+   * confirm a transaction's position only once `acknowledge()` says its rows are on Kafka. Past
+   * `maxQueuedRows` rows not yet taken, reading pauses (TCP holds the rest back in the WAL sender).
+   */
+  rows?: { maxQueuedRows: number };
+};
+
+/** Rows of whole committed transactions, in commit order, taken from the stream for one send. */
+export type StreamBatch = {
+  rows: PendingRow[];
+  /** Where the last of these transactions ends: confirmed once the rows are acknowledged. */
+  endLsn: bigint;
+  /** The connection they came from: a batch of an earlier one confirms nothing. */
+  generation: number;
 };
 
 export type ReplicationWakeups = {
   /** True while the stream is up; while it is not, the caller polls faster. */
   readonly connected: boolean;
+  /**
+   * Counts the connections so far. Each one starts from a new slot: rows committed before it are not
+   * streamed, so a CDC caller reads the table once per generation before it takes rows from the stream.
+   */
+  readonly generation: number;
+  /**
+   * CDC only: whole transactions received on the current connection and not yet taken, oldest first,
+   * up to `maxRows` rows (at least one transaction, however large); undefined when none.
+   */
+  take(maxRows: number): StreamBatch | undefined;
+  /** CDC only: the batch's rows are on Kafka, so its position may be confirmed to the server. */
+  acknowledge(batch: StreamBatch): void;
+  /**
+   * CDC only: drops the connection (and its slot) and starts a new one, after a batch that could not be
+   * sent or marked: its rows are still unpublished in the table, which the next generation reads first.
+   */
+  restart(): void;
   stop(): Promise<void>;
 };
 
@@ -33,21 +67,40 @@ const KEEPALIVE = 0x6b; // 'k': 1 + walEnd(8) + sendTime(8) + replyRequested(1)
 const PGOUTPUT_INSERT = 0x49; // 'I', https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 
+type QueuedTransaction = {
+  rows: StreamedRow[];
+  endLsn: bigint;
+  /** When it arrived (ours) and how old its rows were then (the server's clock, from the message). */
+  receivedAt: number;
+  ageAtReceipt: number[];
+};
+
 /**
  * Wakes the relay when a transaction that inserted outbox rows commits, by streaming the outbox
- * publication through a TEMPORARY logical replication slot (pgoutput). The stream carries no data we
- * rely on: rows are always read from the table, so a lost or late message costs latency, never a row.
+ * publication through a TEMPORARY logical replication slot (pgoutput). In the table mode the stream
+ * carries no data we rely on: rows are always read from the table, so a lost or late message costs
+ * latency, never a row. In the CDC mode (`rows`) it also keeps the rows it carries, for the relay to
+ * send without reading them back; the table stays the record of what is unpublished, so a slot that is
+ * lost (with its connection) costs one read of the table, never a row.
  *
  * Why a temporary slot: it exists only while this session does, so a relay that is down (or on
- * standby) holds back no WAL at all; and every received position is confirmed at once, so a live one
- * holds back only what it has not read yet. Nothing runs on the writers' commit path (unlike NOTIFY,
- * whose commit-time lock serialises every notifying commit: see README.md for the numbers).
+ * standby) holds back no WAL at all; and every position is confirmed as soon as it may be (at once in
+ * the table mode, once its rows are acknowledged in the CDC mode), so a live one holds back only what
+ * it has not published yet. Nothing runs on the writers' commit path (unlike NOTIFY, whose commit-time
+ * lock serialises every notifying commit: see README.md for the numbers).
  */
 export function startReplicationWakeups(opts: ReplicationWakeupsOptions): ReplicationWakeups {
   const { url, holderName, onWake, onError, minRetryMs = 500, maxRetryMs = 10_000, feedbackMs = 5000 } = opts;
   const stopping = new AbortController();
   let connected = false;
+  let generation = 0;
   let current: { sql: postgres.Sql; stream?: Duplex } | undefined;
+  // CDC: whole transactions received and not yet taken, and what the current connection may confirm.
+  const queue: QueuedTransaction[] = [];
+  let queuedRows = 0;
+  let taken = 0;
+  let acknowledged = 0n;
+  let confirmNow: (replyRequested?: boolean) => void = () => {};
 
   const slotName = `relay_${holderName
     .toLowerCase()
@@ -57,7 +110,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   /** Runs one replication session; resolves when it ends, rejects when it could not start. */
   async function session(): Promise<void> {
     // No statement_timeout here: START_REPLICATION is one statement that streams for as long as the
-    // session lives. The stream is only a wake-up; a poll underneath covers it when it stalls.
+    // session lives. A poll underneath covers a stream that stalls (in the CDC mode, a read of the table).
     const sql = postgres(url, {
       max: 1,
       max_lifetime: null,
@@ -65,7 +118,13 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       connect_timeout: 5,
       fetch_types: false,
       onnotice: () => {},
-      connection: { application_name: `${holderName}/wakeups`, replication: "database" },
+      connection: {
+        application_name: `${holderName}/wakeups`,
+        replication: "database",
+        // The text form of the timestamps pgoutput sends (outboxRowOf parses it).
+        timezone: "UTC",
+        datestyle: "ISO",
+      },
     });
     current = { sql };
     try {
@@ -83,25 +142,75 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       current.stream = stream;
       let received = lsnToBigInt(slot.consistent_point);
       let confirmed = 0n;
+      acknowledged = received;
+      queue.length = 0;
+      queuedRows = 0;
+      taken = 0;
+      // CDC: the transaction being received, and the outbox's columns from its Relation message.
+      let columns: string[] | undefined;
+      let inTransaction: StreamedRow[] | undefined;
+      let ageAtReceipt: number[] = [];
       const confirm = (replyRequested = false) => {
-        if (received === confirmed && !replyRequested) return;
-        confirmed = received;
-        stream.write(standbyStatus(received));
+        // In the CDC mode a position is confirmed once every row before it is on Kafka; with nothing
+        // received and not yet acknowledged, everything received so far may be.
+        const idle = queue.length === 0 && taken === 0 && inTransaction === undefined;
+        const position = !opts.rows || idle ? received : acknowledged;
+        if (position === confirmed && !replyRequested) return;
+        confirmed = max(confirmed, position);
+        stream.write(standbyStatus(confirmed));
       };
+      confirmNow = confirm;
       const feedback = setInterval(() => confirm(), feedbackMs);
+      const onXLogData = (chunk: Buffer) => {
+        // Where this message's WAL starts (its walEnd is the server's WAL end, which may not be sent yet).
+        received = max(received, chunk.readBigUInt64BE(1));
+        if (!opts.rows) {
+          if (chunk[25] === PGOUTPUT_INSERT) onWake();
+          return;
+        }
+        const message = decodePgoutput(chunk.subarray(25));
+        if (message.kind === "relation") {
+          columns = message.columns;
+        } else if (message.kind === "insert") {
+          if (!columns) throw new Error("pgoutput: an insert before its relation");
+          const row = outboxRowOf(columns, message.values);
+          const sentAt = PG_EPOCH_MS + Number(chunk.readBigInt64BE(17) / 1000n);
+          (inTransaction ??= []).push(row);
+          ageAtReceipt.push(Math.max(0, (sentAt - row.createdAt.getTime()) / 1000));
+        } else if (message.kind === "commit" && inTransaction) {
+          queue.push({
+            rows: inTransaction,
+            endLsn: message.endLsn,
+            receivedAt: performance.now(),
+            ageAtReceipt,
+          });
+          queuedRows += inTransaction.length;
+          inTransaction = undefined;
+          ageAtReceipt = [];
+          // Past the bound, stop reading: the WAL sender waits on TCP; feedback still keeps it alive.
+          if (opts.rows && queuedRows > opts.rows.maxQueuedRows) stream.pause();
+          onWake();
+        }
+      };
       try {
         await new Promise<void>((resolve, reject) => {
           stream.on("data", (chunk: Buffer) => {
-            if (chunk[0] === XLOG_DATA) {
-              received = max(received, chunk.readBigUInt64BE(9));
-              if (chunk[25] === PGOUTPUT_INSERT) onWake();
-            } else if (chunk[0] === KEEPALIVE) {
-              received = max(received, chunk.readBigUInt64BE(1));
-              if (chunk[17]) confirm(true);
+            try {
+              if (chunk[0] === XLOG_DATA) onXLogData(chunk);
+              else if (chunk[0] === KEEPALIVE) {
+                // A logical WAL sender's keepalive carries what it has sent so far.
+                received = max(received, chunk.readBigUInt64BE(1));
+                if (chunk[17]) confirm(true);
+              }
+            } catch (err) {
+              // A message we cannot decode: this connection's rows cannot be trusted; the next starts
+              // over from the table.
+              stream.destroy(err as Error);
             }
           });
           stream.once("error", reject);
           stream.once("close", () => resolve());
+          generation++;
           connected = true;
           // Rows committed while we were not listening announce nothing: look once.
           onWake();
@@ -109,6 +218,10 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       } finally {
         clearInterval(feedback);
         connected = false;
+        confirmNow = () => {};
+        queue.length = 0;
+        queuedRows = 0;
+        taken = 0;
       }
     } finally {
       current = undefined;
@@ -135,6 +248,39 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   return {
     get connected() {
       return connected;
+    },
+    get generation() {
+      return generation;
+    },
+    take(maxRows) {
+      if (!connected || queue.length === 0) return undefined;
+      const rows: PendingRow[] = [];
+      let endLsn = 0n;
+      const now = performance.now();
+      while (queue.length > 0) {
+        const next = queue[0] as QueuedTransaction;
+        if (rows.length > 0 && rows.length + next.rows.length > maxRows) break;
+        queue.shift();
+        queuedRows -= next.rows.length;
+        const waited = (now - next.receivedAt) / 1000;
+        next.rows.forEach((row, i) =>
+          rows.push({ ...row, ageSeconds: (next.ageAtReceipt[i] ?? 0) + waited }),
+        );
+        endLsn = next.endLsn;
+      }
+      taken++;
+      const stream = current?.stream;
+      if (stream?.isPaused() && opts.rows && queuedRows <= opts.rows.maxQueuedRows / 2) stream.resume();
+      return { rows, endLsn, generation };
+    },
+    acknowledge(batch) {
+      if (batch.generation !== generation || !connected) return;
+      taken = Math.max(0, taken - 1);
+      acknowledged = max(acknowledged, batch.endLsn);
+      confirmNow();
+    },
+    restart() {
+      current?.stream?.destroy();
     },
     async stop() {
       stopping.abort();

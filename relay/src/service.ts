@@ -79,7 +79,16 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       store,
       lease: createLease({ url, holderName }),
       kafka,
-      startWakeups: (onWake, onError) => startReplicationWakeups({ url, holderName, onWake, onError }),
+      startWakeups: (onWake, onError) =>
+        startReplicationWakeups({
+          url,
+          holderName,
+          onWake,
+          onError,
+          // A bound on the rows held in memory: 10 batches, beyond which the WAL sender waits.
+          rows: env.RELAY_MODE === "cdc" ? { maxQueuedRows: 10 * env.RELAY_BATCH_SIZE } : undefined,
+        }),
+      mode: env.RELAY_MODE,
       topicPrefix: env.KAFKA_TOPIC_PREFIX,
       batchSize: env.RELAY_BATCH_SIZE,
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,

@@ -197,6 +197,12 @@ export function startRelayInProcess(env: Env) {
   return relay;
 }
 
+/**
+ * The relay mode the tests run in: the default (`cdc`); TEST_RELAY_MODE=table runs the whole suite in
+ * the table mode. Tests of one mode's behaviour name their mode.
+ */
+export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "table" ? "table" : "cdc";
+
 /** The environment of a relay on the test's outbox. */
 export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {
   return {
@@ -207,6 +213,7 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     KAFKA_TOPIC_PREFIX: prefix,
     KAFKA_CLIENT: DEFAULT_KAFKA_CLIENT,
     RELAY_ID: "test",
+    RELAY_MODE: TEST_RELAY_MODE,
     RELAY_BATCH_SIZE: 500,
     RELAY_MARK_CHUNK_SIZE: 250,
     RELAY_POLL_INTERVAL_MS: 1000,
@@ -255,7 +262,7 @@ export type RelayProcess = {
 export function spawnRelay(env: Record<string, string>, script = "src/main.ts"): RelayProcess {
   const child = spawn(process.execPath, [script], {
     cwd: relayDir,
-    env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", ...env },
+    env: { PATH: process.env.PATH, PORT: "0", LOG_LEVEL: "info", RELAY_MODE: TEST_RELAY_MODE, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

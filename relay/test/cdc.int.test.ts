@@ -1,0 +1,202 @@
+import { TOPICS } from "@saga/contracts";
+import { createLogger } from "@saga/observability";
+import { kafkaBrokers } from "@saga/tools/test/harness";
+import type postgres from "postgres";
+import { describe, expect, it, onTestFinished } from "vitest";
+import type { CrashPoint } from "../src/env.ts";
+import { createOutboxStore } from "../src/outbox-store.ts";
+import { createRelayService } from "../src/service.ts";
+import {
+  allPublished,
+  backlog,
+  eventually,
+  expectEveryRowInOrder,
+  freshOutbox,
+  freshTopicPrefix,
+  metricValue,
+  readAll,
+  relayEnv,
+  row,
+  spawnRelay,
+  type TestRow,
+  writeRows,
+} from "./support.ts";
+
+// RELAY_MODE=cdc: rows are sent as the replication stream delivers them, the table is read only to catch up.
+
+/** A CDC relay in this process whose reads of the table are counted. */
+function startCountingRelay(url: string, prefix: string) {
+  let reads = 0;
+  const relay = createRelayService(
+    // A ten-minute poll: nothing but the stream (or a catch-up after a reconnection) publishes a row.
+    relayEnv(url, prefix, { RELAY_MODE: "cdc", RELAY_POLL_INTERVAL_MS: 600_000 }),
+    {
+      logger: createLogger("relay", process.env.TEST_LOG_LEVEL ?? "fatal"),
+      createStore: (sql) => {
+        const store = createOutboxStore(sql);
+        return {
+          ...store,
+          readBatch: (limit, signal) => {
+            reads++;
+            return store.readBatch(limit, signal);
+          },
+        };
+      },
+    },
+  );
+  relay.start();
+  onTestFinished(() => relay.stop());
+  const metric = async (name: string) =>
+    metricValue(await (await relay.app.request("/metrics")).text(), name, { outbox: "order" });
+  return { relay, reads: () => reads, metric };
+}
+
+/** Waits until the relay publishes from the stream (connected, and the table read once since). */
+function streaming(metric: (name: string) => Promise<number | undefined>) {
+  // Creating the slot waits for every transaction open on the server, which other test files may hold.
+  return eventually(
+    "the relay to publish from the stream",
+    async () => (await metric("saga_relay_streaming")) === 1,
+    60_000,
+  );
+}
+
+/** Transactions as the services write them: each locks its aggregates; several commit at once. */
+async function writeConcurrently(sql: postgres.Sql, transactions: number, aggregates: number) {
+  const written: TestRow[] = [];
+  await Promise.all(
+    Array.from({ length: transactions }, async (_, tx) => {
+      const rows = Array.from({ length: 1 + (tx % 3) }, (_, i) =>
+        row(
+          `order-${(tx + i) % aggregates}`,
+          tx * 10 + i,
+          i % 2 ? TOPICS.orderCanceled : TOPICS.orderCreated,
+        ),
+      );
+      written.push(...(await writeRows(sql, rows)));
+    }),
+  );
+  return written;
+}
+
+describe("relay in the CDC mode", () => {
+  it("publishes what the stream carries in commit order per aggregate, without reading the table", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const { reads, metric } = startCountingRelay(url, prefix);
+    await streaming(metric);
+    const readsBefore = reads();
+
+    const written = await writeConcurrently(sql, 60, 7);
+    // T1 takes the lower position and commits last: the stream, in commit order, sends it after T2.
+    let commitT1: () => void = () => {};
+    const t1 = sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtextextended('late', 0))`;
+      const [r] = await tx<TestRow[]>`
+        insert into outbox ${tx(row("late", 1))} returning id, aggregate_id as "aggregateId", topic, position::text as position`;
+      await new Promise<void>((resolve) => {
+        commitT1 = resolve;
+      });
+      return r as TestRow;
+    });
+    onTestFinished(() => commitT1());
+    written.push(...(await writeRows(sql, [row("early", 1), row("early", 2)])));
+    await eventually("T2's rows to be published", async () => {
+      const [r] = await sql<{ n: number }[]>`
+        select count(*)::int as n from outbox where aggregate_id = 'early' and published_at is not null`;
+      return r?.n === 2;
+    });
+    // T1's row is not committed, so not in the backlog either.
+    expect(await backlog(sql)).toBe(0);
+    commitT1();
+    written.push(await t1, ...(await writeRows(sql, [row("late", 2)])));
+    await allPublished(sql);
+
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
+    expect(reads(), "reads of the table while streaming").toBe(readsBefore);
+    expect(await metric("saga_relay_rows_published_total")).toBe(written.length);
+    expect(await metric("saga_relay_outbox_backlog")).toBe(0);
+    // Every row is marked by the batch that sent it: the table still says what is unpublished.
+    const [marks] = await sql<{ rows: number; marks: number }[]>`
+      select count(*)::int as rows, count(distinct published_at)::int as marks from outbox where published_at is not null`;
+    expect(marks?.rows).toBe(written.length);
+    expect(marks?.marks).toBe(await metric("saga_relay_batch_size_count"));
+  });
+
+  it("falls back to the table when its slot is lost, then streams again", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const { relay, reads, metric } = startCountingRelay(url, prefix);
+    await streaming(metric);
+    const before = await writeConcurrently(sql, 10, 3);
+    await allPublished(sql);
+
+    // End the WAL sender: the temporary slot goes with it, and the rows written until a new one is
+    // streaming are in no stream at all.
+    const [ended] = await sql<{ n: number }[]>`
+      select count(pg_terminate_backend(active_pid))::int as n from pg_replication_slots
+      where database = current_database() and active_pid is not null`;
+    expect(ended?.n).toBe(1);
+    const during = await writeConcurrently(sql, 10, 3);
+    await allPublished(sql);
+    await streaming(metric);
+    const readsAfterReconnect = reads();
+    const after = await writeConcurrently(sql, 10, 3);
+    await allPublished(sql);
+
+    const written = [...before, ...during, ...after];
+    expectEveryRowInOrder(written, await readAll(prefix), prefix);
+    expect(readsAfterReconnect, "the table was read to catch up").toBeGreaterThan(0);
+    expect(reads(), "no reads once streaming again").toBe(readsAfterReconnect);
+    const text = await (await relay.app.request("/metrics")).text();
+    for (const stage of ["read", "send", "mark"])
+      expect(metricValue(text, "saga_relay_errors_total", { outbox: "order", stage }), stage).toBeUndefined();
+  });
+
+  const crashes: { point: CrashPoint; resent: boolean }[] = [
+    { point: "before-send", resent: false },
+    // Acknowledged by Kafka, neither marked nor confirmed: sent again.
+    { point: "after-send", resent: true },
+  ];
+  it.each(crashes)(
+    "killed with SIGKILL $point a streamed batch, loses nothing and keeps each key's order",
+    async ({ point, resent }) => {
+      const { url, sql } = await freshOutbox();
+      const prefix = await freshTopicPrefix();
+      const env = {
+        ORDER_DB_URL: url,
+        KAFKA_BROKERS: kafkaBrokers().join(","),
+        KAFKA_TOPIC_PREFIX: prefix,
+        RELAY_MODE: "cdc",
+        RELAY_POLL_INTERVAL_MS: "600000",
+      };
+      const doomed = spawnRelay({ ...env, RELAY_ID: "doomed", RELAY_TEST_CRASH_AT: point });
+      await eventually(
+        "the doomed relay to stream",
+        async () => metricValue(await doomed.metrics(), "saga_relay_streaming", { outbox: "order" }) === 1,
+        60_000,
+      );
+      const written = await writeConcurrently(sql, 40, 6);
+      expect(await doomed.exited, doomed.output()).toBe("SIGKILL");
+      // Nothing was marked; what Kafka has is the batch sent before the kill, or nothing.
+      expect(await backlog(sql)).toBe(written.length);
+      const onKafkaAtCrash = (await readAll(prefix)).length;
+      if (resent) expect(onKafkaAtCrash).toBeGreaterThan(0);
+      else expect(onKafkaAtCrash).toBe(0);
+      // Its slot was temporary: a dead relay holds back no WAL.
+      await eventually("the slot to be dropped", async () => {
+        const [r] = await sql<{ n: number }[]>`
+          select count(*)::int as n from pg_replication_slots where database = current_database()`;
+        return r?.n === 0;
+      });
+
+      const survivor = spawnRelay({ ...env, RELAY_ID: "survivor", LOG_LEVEL: "debug" });
+      await allPublished(sql).catch((err: Error) => {
+        throw new Error(`${err.message}; the survivor logged:\n${survivor.output()}`, { cause: err });
+      });
+      const duplicates = expectEveryRowInOrder(written, await readAll(prefix), prefix);
+      expect(duplicates).toBe(onKafkaAtCrash);
+      expect(await survivor.kill("SIGTERM")).toBe(0);
+    },
+  );
+});
