@@ -31,8 +31,13 @@ export type SagaBacklogOptions = {
 
 /** Sagas in a row within the target that end the warm-up: the path is warm. */
 const WARM_AFTER_ON_TIME = 50;
-/** The throughput is the most sagas finished in one second over this many seconds. */
-const RATE_WINDOW_S = 30;
+/**
+ * The throughput is the best rate of sagas finished over `RATE_BUCKET_S` seconds within the last
+ * `RATE_BUCKETS` such spans: spans of several seconds, because the consumers apply replies in batches (up
+ * to 64 in one transaction), and one second's count would take a batch for a rate.
+ */
+const RATE_BUCKET_S = 5;
+const RATE_BUCKETS = 6;
 
 /**
  * Backpressure from the saga: the number of orders still PENDING is everything the saga has not
@@ -41,8 +46,8 @@ const RATE_WINDOW_S = 30;
  * 503 + `Retry-After` before any work, so the orders accepted keep a short saga. Cancels and reads are
  * not limited. New orders are accepted again as soon as sagas finish.
  *
- * The bound is Little's law on what the saga has shown it can do: the most sagas finished in one second
- * over the last `RATE_WINDOW_S` seconds (a windowed maximum, as BBR estimates a path's bandwidth), times
+ * The bound is Little's law on what the saga has shown it can do: the best rate of sagas finished over 5
+ * seconds within the last 30 (a windowed maximum, as BBR estimates a path's bandwidth), times
  * `targetMs`: the sagas in flight that finish within the target at that rate. A backlog that builds up
  * while the saga stalls for a moment, with throughput to spare, is not refused; demand past the saga's
  * throughput is, once it holds `targetMs` of work. Between `minLimit` and `limit`.
@@ -65,15 +70,17 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   let warmUntil = Number.POSITIVE_INFINITY;
   let onTimeInARow = 0;
   const warming = () => performance.now() < warmUntil;
-  // Sagas finished per second of the window, by second (a ring).
-  const finishedIn = new Array<number>(RATE_WINDOW_S).fill(0);
-  const secondOf = new Array<number>(RATE_WINDOW_S).fill(-1);
+  // Sagas finished in each span of the window, by span (a ring).
+  const finishedIn = new Array<number>(RATE_BUCKETS).fill(0);
+  const spanOf = new Array<number>(RATE_BUCKETS).fill(-1);
+  const spanNow = () => Math.floor(performance.now() / 1000 / RATE_BUCKET_S);
+  /** Sagas finished per second: the best rate of the window's spans. */
   const throughput = () => {
-    const now = Math.floor(performance.now() / 1000);
+    const now = spanNow();
     let best = 0;
-    for (let i = 0; i < RATE_WINDOW_S; i++)
-      if (now - (secondOf[i] ?? -1) < RATE_WINDOW_S) best = Math.max(best, finishedIn[i] ?? 0);
-    return best;
+    for (let i = 0; i < RATE_BUCKETS; i++)
+      if (now - (spanOf[i] ?? -1) < RATE_BUCKETS) best = Math.max(best, finishedIn[i] ?? 0);
+    return best / RATE_BUCKET_S;
   };
   const bound = () => Math.min(maxLimit, Math.max(minLimit, Math.round((throughput() * targetMs) / 1000)));
   // While warming: when each order accepted here within the last `warmUpAgeMs` was accepted.
@@ -89,9 +96,13 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   let shedding = false;
   let timer: NodeJS.Timeout | undefined;
 
+  /** Warming, and no order has been pending longer than `warmUpAgeMs`: the bound does not hold. */
+  const young = () => warming() && pending <= acceptedLately();
   /** At the bound; while warming, only once an order has been pending longer than `warmUpAgeMs`. */
-  const over = () => pending + creating >= bound() && !(warming() && pending <= acceptedLately());
-  const headroom = () => (over() ? 0 : Math.max(0, bound() - pending - creating));
+  const over = () => pending + creating >= bound() && !young();
+  // While the bound does not hold, only the ceiling does.
+  const headroom = () =>
+    over() ? 0 : Math.max(0, (young() ? maxLimit : bound()) - pending - creating);
 
   new Gauge({
     name: "saga_backlog",
@@ -111,7 +122,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   });
   new Gauge({
     name: "saga_throughput",
-    help: `The most sagas this process finished in one second over the last ${RATE_WINDOW_S} s: what the backlog bound is sized by`,
+    help: `Sagas finished per second by this process, the best ${RATE_BUCKET_S}-second rate over the last ${RATE_BUCKET_S * RATE_BUCKETS} s: what the backlog bound is sized by`,
     registers: [registry],
     collect() {
       this.set(throughput());
@@ -176,10 +187,10 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     /** A saga left PENDING (confirmed, rejected or canceled) in this process, after `sagaSeconds`. */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      const second = Math.floor(performance.now() / 1000);
-      const at = second % RATE_WINDOW_S;
-      if (secondOf[at] !== second) {
-        secondOf[at] = second;
+      const span = spanNow();
+      const at = span % RATE_BUCKETS;
+      if (spanOf[at] !== span) {
+        spanOf[at] = span;
         finishedIn[at] = 0;
       }
       finishedIn[at] = (finishedIn[at] ?? 0) + 1;

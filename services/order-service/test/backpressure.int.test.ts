@@ -134,12 +134,12 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
     // No saga finished yet: the floor.
     expect(await guard.gauge("saga_backlog_limit")).toBe(pending + 2);
     expect(await guard.statuses(3)).toEqual([201, 201, 503]);
-    // The saga shows it finishes 30 a second (all within one, unless a second ends among them): that
-    // many in flight finish within the target of 1 s.
-    for (let i = 0; i < 30; i++) guard.backlog.finished(0.1);
+    // The saga shows it finishes 30 a second (150 within one 5-second span, unless a span ends among
+    // them): that many in flight finish within the target of 1 s.
+    for (let i = 0; i < 150; i++) guard.backlog.finished(0.1);
     const perSecond = await guard.gauge("saga_throughput");
     expect(perSecond).toBeGreaterThanOrEqual(15);
-    const bound = Math.max(perSecond, pending + 2);
+    const bound = Math.max(Math.round(perSecond), pending + 2);
     expect(await guard.gauge("saga_backlog_limit")).toBe(bound);
     const backlog = await guard.gauge("saga_backlog");
     const room = bound - backlog;
@@ -154,6 +154,8 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
     const guard = await guarded({ minLimit: 1, warmUpMs: 60_000, warmUpAgeMs: 2000 });
     // The bound is 1, but every order in flight is younger than the warm-up age: a cold path, not overload.
     expect(await guard.statuses(5)).toEqual([201, 201, 201, 201, 201]);
+    // …and the gateway is told so: it would refuse new orders at its edge on a headroom of 0.
+    expect(Number((await guard.app.request("/orders/none")).headers.get("x-headroom"))).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 2100));
     // They have waited 2 s and are still PENDING: the saga does not keep up, and the bound holds.
     expect(await guard.statuses(1)).toEqual([503]);
