@@ -61,8 +61,11 @@ export type OverloadPhase = {
   shedBy: { gateway: number; edge: number; service: number; serviceTimeout: number; backlog: number };
   /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
   shedTimeline: { second: number; gateway: number; service: number; backlog: number; sagas: number; bound: number }[];
-  /** Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane. */
-  readsShedBy: { gateway: number; service: number };
+  /**
+   * Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane
+   * (of them, `serviceTimeout` after waiting in its queue, the rest on a full queue).
+   */
+  readsShedBy: { gateway: number; service: number; serviceTimeout: number };
   /** Time a shed POST spent inside the gateway (its own histogram: from its first middleware to the answer). */
   gatewayShedMs: { p50: number; p99: number };
   /** Time an answer of the order-service that was a 503 took, seen by the gateway (queueing in its pool included). */
@@ -274,7 +277,7 @@ async function openLoop(opts: {
     backlogLimit: 0,
     shedBy: { gateway: 0, edge: 0, service: 0, serviceTimeout: 0, backlog: 0 },
     shedTimeline: [],
-    readsShedBy: { gateway: 0, service: 0 },
+    readsShedBy: { gateway: 0, service: 0, serviceTimeout: 0 },
     gatewayShedMs: { p50: 0, p99: 0 },
     upstreamShedMs: { p50: 0, p99: 0 },
     loopDelayMs,
@@ -426,6 +429,7 @@ async function openLoop(opts: {
     readsShedBy: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:read"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="read"'),
+      serviceTimeout: delta("orderText", "http_admission_shed_total", 'lane="read",reason="timeout"'),
     },
     gatewayShedMs: { p50: gatewayShed(0.5), p99: gatewayShed(0.99) },
     upstreamShedMs: { p50: upstreamShed(0.5), p99: upstreamShed(0.99) },
@@ -602,7 +606,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     String(p.notFinalAfter10s),
     `${p.ejections} / ${p.panicRequests}`,
     `${p.backlogMax} / ${p.backlogLimit}`,
-    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service), p99 ${fmt(p.reads.latency.p99)} ms`,
+    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service, ${p.readsShedBy.serviceTimeout} of them after waiting in its queue), p99 ${fmt(p.reads.latency.p99)} ms`,
     `${fmt(p.load[0])} → ${fmt(p.load[1])}`,
   ];
   const where = (p: OverloadPhase) => [
