@@ -105,7 +105,8 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
   afterEach(() => {
     vi.useRealTimers();
   });
-  const fake = () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "performance"] });
+  const fake = () =>
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "performance"] });
   const settled = (p: Response | Promise<Response>) => {
     const state: { status?: number } = {};
     Promise.resolve(p).then((r) => {

@@ -1,8 +1,8 @@
 import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
-import type { SagaBacklog } from "./backpressure.ts";
 import type pg from "pg";
+import type { SagaBacklog } from "./backpressure.ts";
 import type { SagaMetrics } from "./metrics.ts";
 import type { OrderWaits } from "./order-waits.ts";
 import { registerOrderRoutes } from "./routes/orders.ts";

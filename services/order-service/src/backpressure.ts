@@ -101,8 +101,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   /** At the bound; while warming, only once an order has been pending longer than `warmUpAgeMs`. */
   const over = () => pending + creating >= bound() && !young();
   // While the bound does not hold, only the ceiling does.
-  const headroom = () =>
-    over() ? 0 : Math.max(0, (young() ? maxLimit : bound()) - pending - creating);
+  const headroom = () => (over() ? 0 : Math.max(0, (young() ? maxLimit : bound()) - pending - creating));
 
   new Gauge({
     name: "saga_backlog",

@@ -60,7 +60,14 @@ export type OverloadPhase = {
    */
   shedBy: { gateway: number; edge: number; service: number; serviceTimeout: number; backlog: number };
   /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
-  shedTimeline: { second: number; gateway: number; service: number; backlog: number; sagas: number; bound: number }[];
+  shedTimeline: {
+    second: number;
+    gateway: number;
+    service: number;
+    backlog: number;
+    sagas: number;
+    bound: number;
+  }[];
   /**
    * Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane
    * (of them, `serviceTimeout` after waiting in its queue, the rest on a full queue).
@@ -159,7 +166,11 @@ function timeline(
   for (let i = 1; i < samples.length && out.length < 10; i++) {
     const [a, b] = [samples[i - 1], samples[i]];
     if (!a || !b) continue;
-    const d = { gateway: b.gateway - a.gateway, service: b.service - a.service, backlog: b.backlog - a.backlog };
+    const d = {
+      gateway: b.gateway - a.gateway,
+      service: b.service - a.service,
+      backlog: b.backlog - a.backlog,
+    };
     // A counter that went down is a restarted process: nothing to compare.
     if (d.gateway < 0 || d.service < 0 || d.backlog < 0) continue;
     if (d.gateway + d.service + d.backlog === 0) continue;
@@ -219,7 +230,14 @@ async function openLoop(opts: {
   const clientLoop = monitorEventLoopDelay({ resolution: 10 });
   clientLoop.enable();
   const late = lateness();
-  const samples: { at: number; gateway: number; service: number; backlog: number; sagas: number; bound: number }[] = [];
+  const samples: {
+    at: number;
+    gateway: number;
+    service: number;
+    backlog: number;
+    sagas: number;
+    bound: number;
+  }[] = [];
   const phaseStart = performance.now();
   let sampling = true;
   const sampler = (async () => {
@@ -575,7 +593,9 @@ function describe(p: OverloadPhase): string {
     `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
     `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
     `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}` +
-    (p.shedTimeline.length ? `; shed by second (gateway/service/backlog, backlog/bound): ${describeTimeline(p)}` : "")
+    (p.shedTimeline.length
+      ? `; shed by second (gateway/service/backlog, backlog/bound): ${describeTimeline(p)}`
+      : "")
   );
 }
 
