@@ -15,15 +15,27 @@ import {
 } from "./index.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
+// The clients' warnings and errors, printed only when a test fails: what the library saw is the first
+// thing to know about a failure that happened on another machine.
+let clientLog: string[] = [];
+const record =
+  (level: string) =>
+  (fields: object, message: string): void => {
+    clientLog.push(`${new Date().toISOString()} ${level} ${message} ${JSON.stringify(fields).slice(0, 300)}`);
+  };
+const testLogger = { debug: () => {}, info: () => {}, warn: record("warn"), error: record("error") };
+afterEach(async (ctx) => {
   while (cleanups.length) await cleanups.pop()?.();
+  if (ctx.task.result?.state === "fail")
+    console.error(`client log of the failed test:\n${clientLog.join("\n")}`);
+  clientLog = [];
 });
 
 // The conformance suite: every adapter behind the port must pass all of it against the real broker.
 let adapter: KafkaClientName = KAFKA_CLIENTS[0];
 
 function client(brokers = kafkaBrokers()): KafkaClient {
-  const kafka = createKafka({ brokers, clientId: "kafka-module-test", client: adapter });
+  const kafka = createKafka({ brokers, clientId: "kafka-module-test", client: adapter, logger: testLogger });
   cleanups.push(() => kafka.close());
   return kafka;
 }
@@ -386,4 +398,44 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     }
     expect(new Set(seen)).toEqual(new Set(read.map((m) => m.value)));
   }, 180_000);
+});
+
+describe("@saga/kafka through kafkajs, after an error kafkajs does not restart from", () => {
+  it("rejoins by itself, and stops trying once stopped", async () => {
+    // kafkajs consults restartOnFailure only after errors it deems retriable, and leaves the consumer
+    // stopped for good after any other. A session timeout above the broker's
+    // group.max.session.timeout.ms (30 min) makes every join fail with such an error (INVALID_SESSION_TIMEOUT).
+    const rejoins: unknown[] = [];
+    const ignore = () => {};
+    const logger = {
+      debug: ignore,
+      info: ignore,
+      error: ignore,
+      warn: (fields: unknown, message?: string) => {
+        if (message?.includes("rejoining")) rejoins.push(fields);
+      },
+    };
+    const kafka = createKafka({
+      brokers: kafkaBrokers(),
+      clientId: "kafka-fatal-test",
+      client: "kafkajs",
+      logger,
+    });
+    cleanups.push(() => kafka.close());
+    const { events } = await freshTopics(["events"]);
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      sessionTimeout: 31 * 60_000,
+      handle: async () => {},
+      classify: () => "transient" as const,
+      deadLetter: async () => {},
+    });
+    await waitFor("a second attempt to rejoin", () => (rejoins.length >= 2 ? true : undefined));
+    expect(consumer.isRunning()).toBe(false);
+    await consumer.stop();
+    const attempts = rejoins.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(rejoins.length).toBe(attempts);
+  });
 });

@@ -3,6 +3,7 @@ import { sleep, withTimeout } from "@saga/runtime";
 import {
   type Admin,
   type Consumer,
+  type ConsumerRunConfig,
   type IHeaders,
   Kafka,
   type LogEntry,
@@ -11,7 +12,6 @@ import {
   type Producer,
 } from "kafkajs";
 import { createApplier } from "./handling.ts";
-import { createProbes } from "./probes.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
@@ -22,6 +22,7 @@ import type {
   OutgoingMessage,
   PartitionLag,
 } from "./port.ts";
+import { createProbes } from "./probes.ts";
 
 function toKafkajsLevel(level: number): "error" | "warn" | "info" | "debug" {
   if (level <= logLevel.ERROR) return "error";
@@ -136,30 +137,47 @@ export function createKafkajsClient({
         retries: Number.MAX_SAFE_INTEGER,
         initialRetryTime: 200,
         maxRetryTime: 5000,
-        // kafkajs gives up on a consumer after an error it deems fatal; rejoining is always safe here,
-        // because offsets only ever cover committed work.
+        // Asked only after a retriable error; the CRASH listener below covers the others.
         restartOnFailure: async () => !stopping,
       },
     });
     let stopping = false;
     let running = false;
+    // Consecutive crashes that kafkajs would not restart from; a join resets the back-off.
+    let fatalCrashes = 0;
     consumer.on(consumer.events.GROUP_JOIN, () => {
       running = true;
+      fatalCrashes = 0;
     });
     consumer.on(consumer.events.STOP, () => {
       running = false;
     });
-    consumer.on(consumer.events.CRASH, () => {
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
       running = false;
+      // kafkajs consults restartOnFailure only for errors it deems retriable: after any other (a
+      // coordinator that forgot this member while the broker restarted, say) it leaves the consumer
+      // stopped for good. Rejoining is always safe here, because offsets only ever cover committed work.
+      if (!payload.restart && !stopping) void restartAfterFatal(payload.error);
     });
 
     // Wakes a back-off sleep when stop() is called, so shutdown never waits out a retry delay.
     const stopped = new AbortController();
     const applyChunk = createApplier(options, stopped.signal);
 
+    async function restartAfterFatal(err: Error): Promise<void> {
+      const delay = Math.min(200 * 2 ** fatalCrashes++, 5000);
+      logger?.warn({ err, groupId, delayMs: delay }, "kafka: consumer stopped by an error; rejoining");
+      await sleep(delay, stopped.signal);
+      if (stopping) return;
+      // kafkajs has already disconnected it; run() connects again, and a failed join crashes anew.
+      await consumer.run(runConfig).catch((e: Error) => {
+        if (!stopping) void restartAfterFatal(e);
+      });
+    }
+
     await consumer.connect();
     await consumer.subscribe({ topics, fromBeginning: options.fromBeginning ?? true });
-    await consumer.run({
+    const runConfig: ConsumerRunConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
@@ -196,7 +214,8 @@ export function createKafkajsClient({
           ]);
         }
       },
-    });
+    };
+    await consumer.run(runConfig);
 
     return {
       async stop(signal) {

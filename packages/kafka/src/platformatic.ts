@@ -12,7 +12,6 @@ import {
 } from "@platformatic/kafka";
 import { sleep, withTimeout } from "@saga/runtime";
 import { createApplier } from "./handling.ts";
-import { createProbes } from "./probes.ts";
 import type {
   ConsumerOptions,
   EventConsumer,
@@ -22,6 +21,7 @@ import type {
   KafkaOptions,
   PartitionLag,
 } from "./port.ts";
+import { createProbes } from "./probes.ts";
 
 type StringMessage = Message<string, string, string, string>;
 type StringStream = MessagesStream<string, string, string, string>;
