@@ -226,6 +226,11 @@ describe("adaptive admission (a proxy's lanes)", () => {
 
   it("does not take a backend's own shedding (503 + Retry-After, answered fast) as a reason to lower the bound", async () => {
     const { backend, burst, limit } = proxyApp();
+    // A lane starts at its floor, and answers on time with the lane full raise it.
+    await burst(1);
+    expect(await limit()).toBeLessThan(3);
+    for (let round = 0; round < 60 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
     backend.sheds = true;
     for (let i = 0; i < 10; i++) await burst(16);
     expect(await limit()).toBe(16);

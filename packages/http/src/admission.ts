@@ -81,7 +81,12 @@ class Lane {
   constructor(name: string, limits: LaneLimits, adaptive: AdmissionOptions["adaptive"]) {
     this.name = name;
     this.limits = limits;
-    this.gradient = adaptive && new GradientLimit({ ...adaptive, maxLimit: limits.maxInFlight });
+    // From its floor, as Gradient2 starts low: a proxy that has just started knows nothing of its backend's
+    // latency, and a backend that has just started (cold, after a restart of both) takes what it admits
+    // itself and no more; answers on time with the lane full raise the bound from there.
+    this.gradient =
+      adaptive &&
+      new GradientLimit({ ...adaptive, maxLimit: limits.maxInFlight, initialLimit: adaptive.minLimit });
   }
 
   /** The bound in force: `maxInFlight`, or what the latency of an adaptive lane's backend allows. */
