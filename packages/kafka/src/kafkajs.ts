@@ -4,6 +4,7 @@ import {
   type Admin,
   type Consumer,
   type ConsumerRunConfig,
+  type EachBatchPayload,
   type IHeaders,
   Kafka,
   type LogEntry,
@@ -11,16 +12,18 @@ import {
   Partitioners,
   type Producer,
 } from "kafkajs";
+import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
-import type {
-  ConsumerOptions,
-  EventConsumer,
-  EventProducer,
-  IncomingMessage,
-  KafkaClient,
-  KafkaOptions,
-  OutgoingMessage,
-  PartitionLag,
+import {
+  type ConsumerOptions,
+  DEFAULT_COMMIT_INTERVAL_MS,
+  type EventConsumer,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  type KafkaOptions,
+  type OutgoingMessage,
+  type PartitionLag,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
 
@@ -143,11 +146,28 @@ export function createKafkajsClient({
     });
     let stopping = false;
     let running = false;
+    let batchesInHand = 0;
+    let allBatchesDone: (() => void) | undefined;
     // Consecutive crashes that kafkajs would not restart from; a join resets the back-off.
     let fatalCrashes = 0;
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    // The next offset to read of each partition, committed together (commits.ts).
+    const commits = createCommitCoalescer<{ topic: string; partition: number; offset: string }>({
+      intervalMs: options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
+      commit: async (offsets) => {
+        await consumer.commitOffsets(offsets.map(([, o]) => o));
+      },
+      // A partition whose commit failed is read again from its last commit by whoever owns it next.
+      onError: (err) => logger?.warn({ err, groupId }, "kafka: offset commit failed"),
+    });
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       running = true;
       fatalCrashes = 0;
+      const owned = new Set(
+        Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
+          partitions.map((p) => `${topic}/${p}`),
+        ),
+      );
+      commits.retain((key) => owned.has(key));
     });
     consumer.on(consumer.events.STOP, () => {
       running = false;
@@ -181,41 +201,55 @@ export function createKafkajsClient({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 3,
-      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-        const messages = batch.messages.map(
-          (m): IncomingMessage => ({
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key ? m.key.toString() : null,
-            value: m.value ? m.value.toString() : null,
-            headers: decodeHeaders(m.headers),
-            timestamp: Number(m.timestamp),
-          }),
-        );
-        let applied: string | undefined;
-        for (let start = 0; start < messages.length; start += maxBatchSize) {
-          if (!isRunning() || isStale()) break;
-          const chunk = messages.slice(start, start + maxBatchSize);
-          const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
-          const last = chunk[done - 1];
-          if (last) {
-            resolveOffset(last.offset);
-            applied = last.offset;
-          }
-          if (done < chunk.length) break;
-          await heartbeat();
-        }
-        // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
-        // commits nothing by itself, so the next offset to read is committed here, once per batch.
-        if (applied !== undefined) {
-          await consumer.commitOffsets([
-            { topic: batch.topic, partition: batch.partition, offset: (BigInt(applied) + 1n).toString() },
-          ]);
+      eachBatch: async (payload) => {
+        // A batch fetched while stopping is left to the partition's next owner.
+        if (stopping) return;
+        batchesInHand++;
+        try {
+          await applyBatch(payload);
+        } finally {
+          if (--batchesInHand === 0) allBatchesDone?.();
         }
       },
     };
     await consumer.run(runConfig);
+
+    async function applyBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) {
+      const messages = batch.messages.map(
+        (m): IncomingMessage => ({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key ? m.key.toString() : null,
+          value: m.value ? m.value.toString() : null,
+          headers: decodeHeaders(m.headers),
+          timestamp: Number(m.timestamp),
+        }),
+      );
+      let applied: string | undefined;
+      for (let start = 0; start < messages.length; start += maxBatchSize) {
+        if (!isRunning() || isStale()) break;
+        const chunk = messages.slice(start, start + maxBatchSize);
+        const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
+        const last = chunk[done - 1];
+        if (last) {
+          resolveOffset(last.offset);
+          applied = last.offset;
+        }
+        if (done < chunk.length) break;
+        await heartbeat();
+      }
+      // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
+      // commits nothing by itself, so the next offset to read is marked here, once per batch.
+      if (applied !== undefined) {
+        const { topic, partition } = batch;
+        commits.mark(`${topic}/${partition}`, {
+          topic,
+          partition,
+          offset: (BigInt(applied) + 1n).toString(),
+        });
+      }
+    }
 
     return {
       async stop(signal) {
@@ -224,13 +258,19 @@ export function createKafkajsClient({
         // kafkajs cannot drop its connections on demand: past the deadline it is only no longer waited for.
         await withTimeout(
           async () => {
+            // The batches in hand finish and their offsets are committed while kafkajs still runs (it
+            // commits nothing once stopped); then the group is left.
+            if (batchesInHand > 0) await new Promise<void>((resolve) => (allBatchesDone = resolve));
+            await commits.flush();
             await consumer.stop();
             await consumer.disconnect();
           },
           Number.POSITIVE_INFINITY,
           "leaving the consumer group",
           signal,
-        ).catch((err) => logger?.warn({ err }, "kafka: consumer stop cut short"));
+        )
+          .catch((err) => logger?.warn({ err }, "kafka: consumer stop cut short"))
+          .finally(() => commits.close());
       },
       isRunning: () => running,
     };

@@ -11,15 +11,17 @@ import {
   stringSerializers,
 } from "@platformatic/kafka";
 import { sleep, withTimeout } from "@saga/runtime";
+import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
-import type {
-  ConsumerOptions,
-  EventConsumer,
-  EventProducer,
-  IncomingMessage,
-  KafkaClient,
-  KafkaOptions,
-  PartitionLag,
+import {
+  type ConsumerOptions,
+  DEFAULT_COMMIT_INTERVAL_MS,
+  type EventConsumer,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  type KafkaOptions,
+  type PartitionLag,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
 
@@ -34,10 +36,19 @@ const retryForever = {
 };
 
 /**
- * How long the broker may hold a fetch when there is nothing to read. It is also what an idle consumer
- * costs (one fetch per broker per this long) and bounds how long stop() waits for the fetch in flight.
+ * How long the broker may hold a fetch when there is nothing to read: what an idle consumer costs is one
+ * fetch per broker per this long (a fetch answers as soon as a message arrives, so it costs no latency).
+ * stop() does not wait for it (the library fetches on connections of their own), but a partition newly
+ * assigned by a rebalance waits for the fetch in flight to its broker before it is fetched: up to 2 s
+ * after a rebalance, for a quarter of the idle fetches of 500 ms (bench/README.md).
  */
-const FETCH_MAX_WAIT_MS = 500;
+const FETCH_MAX_WAIT_MS = 2000;
+
+/**
+ * Heartbeats keep a member in its group and tell it when to rejoin: a rebalance waits up to this long
+ * for every member to notice. Kafka's and the library's default, a third of our session timeout.
+ */
+const HEARTBEAT_INTERVAL_MS = 3000;
 
 function toIncoming(m: StringMessage): IncomingMessage {
   const headers: Record<string, string | undefined> = {};
@@ -108,7 +119,7 @@ export function createPlatformaticClient({
       groupId,
       sessionTimeout,
       rebalanceTimeout: sessionTimeout,
-      heartbeatInterval: 1000,
+      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       autocommit: false,
       maxWaitTime: FETCH_MAX_WAIT_MS,
       deserializers: stringDeserializers,
@@ -117,6 +128,17 @@ export function createPlatformaticClient({
     let joined = false;
     const stopped = new AbortController();
     const applyChunk = createApplier(options, stopped.signal);
+    // The last applied message of each partition; committing it commits its partition up to it. The
+    // stream's commit coalesces the partitions committing at the same moment into one request.
+    const commits = createCommitCoalescer<StringMessage>({
+      intervalMs: options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
+      commit: async (offsets) => {
+        await Promise.all(offsets.map(([, m]) => m.commit()));
+      },
+      // The library keeps a failed offset and sends it with the next commit; if the group needs a rejoin
+      // it ends the stream instead, and the next stream reads again from the last commit.
+      onError: (err) => log("warn", "offset commit failed", { err }),
+    });
 
     consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
     consumer.on("consumer:group:join", () => {
@@ -127,6 +149,7 @@ export function createPlatformaticClient({
         if (owns(key)) continue;
         forget(key, queue);
       }
+      commits.retain(owns);
       stream?.resume();
     });
     consumer.on("consumer:group:leave", () => {
@@ -183,17 +206,8 @@ export function createPlatformaticClient({
         if (buffered < maxBuffered / 2) stream?.resume();
         const done = await applyChunk(chunk.map(toIncoming), noHeartbeat, keepGoing);
         const last = chunk[done - 1];
-        if (last) {
-          // Offsets only ever cover messages whose effect is durable. The stream's commit coalesces the
-          // partitions committing at the same moment into one request.
-          try {
-            await last.commit();
-          } catch (err) {
-            // The library keeps a failed offset and sends it with the next commit; if the group needs a
-            // rejoin it ends the stream instead, and the next stream reads again from the last commit.
-            log("warn", "offset commit failed", { err, partition: key });
-          }
-        }
+        // Offsets only ever cover messages whose effect is durable.
+        if (last) commits.mark(key, last);
         if (done < chunk.length) {
           // Stopping cut the chunk short: the rest is read again by whoever gets the partition.
           forget(key, queue);
@@ -282,6 +296,7 @@ export function createPlatformaticClient({
             async () => {
               // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
               if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
+              await commits.flush();
               await stream?.close().catch(() => {});
               await consumer.close().catch(() => consumer.close(true));
             },
@@ -295,6 +310,7 @@ export function createPlatformaticClient({
           log("warn", "consumer stop cut short; dropping its connections", { err });
           void consumer.close(true).catch(() => {});
         } finally {
+          commits.close();
           joined = false;
         }
       },

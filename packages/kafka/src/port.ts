@@ -120,7 +120,14 @@ export type ConsumerOptions = {
   onRetriesEnded?(message: IncomingMessage): void;
   fromBeginning?: boolean;
   sessionTimeout?: number;
+  /**
+   * Offsets are committed at most this often (ms; default `DEFAULT_COMMIT_INTERVAL_MS`), all partitions'
+   * at once, and on stop; 0 commits after every batch. See commits.ts for why later is safe.
+   */
+  commitIntervalMs?: number;
 };
+
+export const DEFAULT_COMMIT_INTERVAL_MS = 200;
 
 export type EventConsumer = {
   /**

@@ -127,6 +127,34 @@ describe("authentication", () => {
     expect((await app.request(`/users/${A}`, { headers: bearer(rs256) })).status).toBe(401);
   });
 
+  it("refuses a token it accepted before, once that token expires", async () => {
+    const { app, metrics } = await system({ AUTH_CLOCK_SKEW_S: "0" });
+    const shortLived = await sign({ ...good, exp: now() + 2 });
+    expect((await app.request(`/users/${A}`, { headers: bearer(shortLived) })).status).toBe(200);
+    expect((await app.request(`/users/${A}`, { headers: bearer(shortLived) })).status).toBe(200);
+    await eventually(
+      async () => (await app.request(`/users/${A}`, { headers: bearer(shortLived) })).status === 401,
+      10_000,
+    );
+    expect(await (await metrics.request("/metrics")).text()).toMatch(
+      /gateway_auth_failures_total\{reason="expired"[^}]*\} 1/,
+    );
+  });
+
+  it("refuses a forged copy of a token it accepted", async () => {
+    const { users, app } = await system();
+    const token = await sign(good);
+    expect((await app.request(`/users/${A}`, { headers: bearer(token) })).status).toBe(200);
+    const [header, , signature] = token.split(".");
+    const forged = [
+      `${header}.${b64({ ...good, sub: B })}.${signature}`,
+      `${token.slice(0, -4)}${token.endsWith("AAAA") ? "BBBB" : "AAAA"}`,
+    ];
+    for (const f of forged)
+      expect((await app.request(`/users/${B}`, { headers: bearer(f) })).status).toBe(401);
+    expect(requestsTo(users)).toEqual([`GET /users/${A}`]);
+  });
+
   it("leaves the probes open", async () => {
     const { app } = await system();
     const open = { headers: { authorization: "" } };

@@ -268,6 +268,17 @@ function serverProperties(
     // Without this a group's first rebalance waits 3s for more members to join.
     // https://kafka.apache.org/documentation/#brokerconfigs_group.initial.rebalance.delay.ms
     "group.initial.rebalance.delay.ms": 0,
+    // What an idle broker costs (bench/README.md, "Idle"). The active controller appends a no-op record to
+    // the metadata log every 500 ms by default, so that followers and brokers can tell a quiet log from a
+    // lost leader; each one is an append, a flush and a metadata publication. With the only voter and
+    // broker in one process there is nobody to tell: every 5 s keeps the liveness metrics moving.
+    // https://kafka.apache.org/documentation/#brokerconfigs_metadata.max.idle.interval.ms
+    "metadata.max.idle.interval.ms": 5000,
+    // Request handlers and network threads each wake every 300 ms to poll their queue or socket, busy or
+    // not; the defaults (8, and 3 per listener) are for a broker with cores and disks of its own. On two
+    // shared cores these give the same raw producer ceiling and CPU a message (bench/README.md).
+    "num.io.threads": 2,
+    "num.network.threads": 1,
   };
   return `${Object.entries(props)
     .map(([k, v]) => `${k}=${v}`)
@@ -281,6 +292,9 @@ function jvmFlags(libs: string, heap: string): string[] {
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:+ExitOnOutOfMemoryError",
+    // No hsperfdata file, whose counters a VM thread samples every 50 ms for jstat and jps (jcmd <pid> and
+    // jstack <pid> still attach).
+    "-XX:-UsePerfData",
     "-Djava.awt.headless=true",
     // An archive made by another JDK build is ignored; no need to say so in the log.
     "-Xlog:cds=off,cds+dynamic=off",

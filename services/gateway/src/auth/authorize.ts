@@ -74,7 +74,11 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
       // The path as it came, still percent-encoded (c.req.path is decoded, and a decoded space or
       // slash is not a request path undici will send).
       const current = await orders.send(
-        { method: "GET", path: new URL(c.req.url).pathname, headers: { ...upstreamHeaders(c), "accept-encoding": "identity" } },
+        {
+          method: "GET",
+          path: new URL(c.req.url).pathname,
+          headers: { ...upstreamHeaders(c), "accept-encoding": "identity" },
+        },
         { timeoutMs, clientSignal: c.req.raw.signal },
       );
       if (current.status !== 200) return passThrough(c, current);

@@ -2,7 +2,10 @@
  * The whole system's CPU while nothing happens: starts a private copy as the bench does, lets it settle,
  * then reads each process's CPU over a window, and PostgreSQL's per backend (who keeps it busy).
  *
- *   node tools/system/src/bench/idle.ts [--settle 30] [--window 60]
+ *   node tools/system/src/bench/idle.ts [--settle 30] [--window 60] [--windows 1]
+ *
+ * Idle CPU is small and the machine is shared, so several windows in a row say how much of a figure is
+ * noise; the broker's threads are listed too (a JIT compiler still warming up shows there).
  */
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -11,7 +14,7 @@ import { cacheDir } from "@saga/tools/infra";
 import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
 import { table } from "../chaos/report.ts";
-import { freePorts, startSystem } from "../stack/system.ts";
+import { freePorts, type System, startSystem } from "../stack/system.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -23,14 +26,20 @@ async function ownCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** CPU seconds of each thread of a process, summed by thread name (main thread, V8 workers, libuv). */
+/**
+ * CPU seconds of each thread of a process, summed by thread name (main thread, V8 workers, libuv; a JVM's
+ * pools, whose numbered names Linux cuts to 15 characters, are summed without their numbers).
+ */
 async function threadCpuSeconds(pid: number): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
   for (const tid of tasks) {
     const text = await readFile(`/proc/${pid}/task/${tid}/stat`, "utf8").catch(() => "");
     if (!text) continue;
-    const name = tid === String(pid) ? "main" : text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
+    const name =
+      tid === String(pid)
+        ? "main"
+        : text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")).replace(/[-#]?\d+$/, "");
     const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
     out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
   }
@@ -46,12 +55,79 @@ async function backends(sql: postgres.Sql): Promise<Backend[]> {
   return rows;
 }
 
+/** One window: each process's cores, its threads' (Node processes and the broker), PostgreSQL's backends'. */
+async function measureWindow(
+  system: System,
+  sql: postgres.Sql,
+  windowS: number,
+  log: (line: string) => void,
+) {
+  const pids = system.pids();
+  const before = await cpuSeconds(pids);
+  const pgBefore = await backends(sql);
+  const ownBefore = new Map(
+    await Promise.all(pgBefore.map(async (b) => [b.pid, await ownCpuSeconds(b.pid)] as const)),
+  );
+  const threaded = [...system.processes.keys(), "kafka"];
+  const threadsBefore = new Map(
+    await Promise.all(threaded.map(async (n) => [n, await threadCpuSeconds(pids[n] ?? 0)] as const)),
+  );
+  const started = performance.now();
+  await sleep(windowS * 1000);
+  const seconds = (performance.now() - started) / 1000;
+  const after = await cpuSeconds(pids);
+  const perProcess = Object.keys(after).map((name) => [
+    name,
+    ((after[name] ?? 0) - (before[name] ?? 0)) / seconds,
+  ]) as [string, number][];
+  const total = perProcess.reduce((sum, [, cores]) => sum + cores, 0);
+  const pgRows: [string, number][] = [];
+  for (const b of pgBefore) {
+    const cores = ((await ownCpuSeconds(b.pid)) - (ownBefore.get(b.pid) ?? 0)) / seconds;
+    if (cores > 0) pgRows.push([b.name, cores]);
+  }
+  pgRows.sort((x, y) => y[1] - x[1]);
+  log(`\nIdle CPU over ${seconds.toFixed(0)} s, in cores (CPU seconds per second):\n`);
+  log(
+    table(
+      ["process", "cores"],
+      [...perProcess.map(([n, c]) => [n, c.toFixed(4)]), ["all", total.toFixed(4)]],
+    ),
+  );
+  log("\nBy thread, in cores:\n");
+  const threadRows: string[][] = [];
+  for (const n of threaded) {
+    const after = await threadCpuSeconds(pids[n] ?? 0);
+    const before = threadsBefore.get(n) ?? new Map();
+    const parts = [...after]
+      .map(([t, v]) => [t, (v - (before.get(t) ?? 0)) / seconds] as const)
+      .filter(([, c]) => c > 0)
+      .sort((a, b) => b[1] - a[1])
+      .map(([t, c]) => `${t} ${c.toFixed(4)}`);
+    threadRows.push([n, parts.join(", ")]);
+  }
+  log(table(["process", "threads"], threadRows));
+  log("\nPostgreSQL by backend (the postmaster's own share and exited backends not included):\n");
+  log(
+    table(
+      ["backend", "cores"],
+      pgRows.map(([n, c]) => [n, c.toFixed(4)]),
+    ),
+  );
+  return total;
+}
+
 async function main() {
   const { values } = parseArgs({
-    options: { settle: { type: "string", default: "30" }, window: { type: "string", default: "60" } },
+    options: {
+      settle: { type: "string", default: "30" },
+      window: { type: "string", default: "60" },
+      windows: { type: "string", default: "1" },
+    },
   });
   const settleS = Number(values.settle);
   const windowS = Number(values.window);
+  const windows = Number(values.windows);
   const dataDir = join(cacheDir, "bench-idle", String(Date.now()));
   const log = (line: string) => console.log(line);
   const system = await startSystem({
@@ -66,60 +142,12 @@ async function main() {
   });
   const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
   try {
-    log(`idle: settling ${settleS}s, then measuring ${windowS}s`);
+    log(`idle: settling ${settleS}s, then measuring ${windows} × ${windowS}s`);
     await sleep(settleS * 1000);
-    const pids = system.pids();
-    const before = await cpuSeconds(pids);
-    const pgBefore = await backends(sql);
-    const ownBefore = new Map(
-      await Promise.all(pgBefore.map(async (b) => [b.pid, await ownCpuSeconds(b.pid)] as const)),
-    );
-    const nodeNames = [...system.processes.keys()];
-    const threadsBefore = new Map(
-      await Promise.all(nodeNames.map(async (n) => [n, await threadCpuSeconds(pids[n] ?? 0)] as const)),
-    );
-    const started = performance.now();
-    await sleep(windowS * 1000);
-    const seconds = (performance.now() - started) / 1000;
-    const after = await cpuSeconds(pids);
-    const perProcess = Object.keys(after).map((name) => [
-      name,
-      ((after[name] ?? 0) - (before[name] ?? 0)) / seconds,
-    ]) as [string, number][];
-    const total = perProcess.reduce((sum, [, cores]) => sum + cores, 0);
-    const pgRows: [string, number][] = [];
-    for (const b of pgBefore) {
-      const cores = ((await ownCpuSeconds(b.pid)) - (ownBefore.get(b.pid) ?? 0)) / seconds;
-      if (cores > 0) pgRows.push([b.name, cores]);
-    }
-    pgRows.sort((x, y) => y[1] - x[1]);
-    log(`\nIdle CPU over ${seconds.toFixed(0)} s, in cores (CPU seconds per second):\n`);
-    log(
-      table(
-        ["process", "cores"],
-        [...perProcess.map(([n, c]) => [n, c.toFixed(4)]), ["all", total.toFixed(4)]],
-      ),
-    );
-    log("\nNode processes by thread, in cores:\n");
-    const threadRows: string[][] = [];
-    for (const n of nodeNames) {
-      const after = await threadCpuSeconds(pids[n] ?? 0);
-      const before = threadsBefore.get(n) ?? new Map();
-      const parts = [...after]
-        .map(([t, v]) => [t, (v - (before.get(t) ?? 0)) / seconds] as const)
-        .filter(([, c]) => c > 0)
-        .sort((a, b) => b[1] - a[1])
-        .map(([t, c]) => `${t} ${c.toFixed(4)}`);
-      threadRows.push([n, parts.join(", ")]);
-    }
-    log(table(["process", "threads"], threadRows));
-    log("\nPostgreSQL by backend (the postmaster's own share and exited backends not included):\n");
-    log(
-      table(
-        ["backend", "cores"],
-        pgRows.map(([n, c]) => [n, c.toFixed(4)]),
-      ),
-    );
+    const totals: number[] = [];
+    for (let i = 0; i < windows; i++) totals.push(await measureWindow(system, sql, windowS, log));
+    if (windows > 1)
+      log(`\nall processes, each window: ${totals.map((t) => t.toFixed(4)).join(" / ")} cores`);
   } finally {
     await sql.end();
     await system.stop();

@@ -1,0 +1,61 @@
+/**
+ * Offsets to commit, one per partition, sent together at most once per `intervalMs`. A consumer that
+ * committed after every batch sent one OffsetCommit per message at low rates, and each one is a write to
+ * `__consumer_offsets` on the broker: the group coordinator's share of the broker's CPU. Committing later
+ * is safe because offsets still only cover applied messages; a crash or a rebalance in the meantime makes
+ * the next owner read up to `intervalMs` of messages again, which the inbox absorbs.
+ */
+export type CommitCoalescer<T> = {
+  /** The next offset to commit for a partition (`topic/partition`); replaces an earlier one not sent yet. */
+  mark(partition: string, offset: T): void;
+  /** Sends what is marked now (and waits for a commit in flight); resolves once the broker answered. */
+  flush(): Promise<void>;
+  /** Forgets the marks of partitions this member no longer owns: their new owner commits them. */
+  retain(owned: (partition: string) => boolean): void;
+  /** Stops the timer; marks not flushed are dropped. */
+  close(): void;
+};
+
+export function createCommitCoalescer<T>({
+  intervalMs,
+  commit,
+  onError,
+}: {
+  /** 0 commits each mark at once. */
+  intervalMs: number;
+  commit: (offsets: [partition: string, offset: T][]) => Promise<void>;
+  onError: (err: unknown) => void;
+}): CommitCoalescer<T> {
+  let pending = new Map<string, T>();
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> = Promise.resolve();
+  let closed = false;
+
+  function flush(): Promise<void> {
+    clearTimeout(timer);
+    timer = undefined;
+    const offsets = [...pending];
+    pending = new Map();
+    // One commit at a time, in order: a later commit of a partition never lands before an earlier one.
+    inFlight = inFlight.then(() => (offsets.length === 0 ? undefined : commit(offsets).catch(onError)));
+    return inFlight;
+  }
+
+  return {
+    mark(partition, offset) {
+      if (closed) return;
+      pending.set(partition, offset);
+      if (intervalMs === 0) void flush();
+      else timer ??= setTimeout(flush, intervalMs).unref();
+    },
+    flush,
+    retain(owned) {
+      for (const partition of pending.keys()) if (!owned(partition)) pending.delete(partition);
+    },
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      pending.clear();
+    },
+  };
+}
