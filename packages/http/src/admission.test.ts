@@ -1,9 +1,13 @@
 import { createLogger, createMetrics } from "@saga/observability";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { AdmissionOptions } from "./admission.ts";
 import { createBaseApp } from "./app.ts";
 
-function heldApp(limits: Partial<AdmissionOptions["limits"]> = {}, queueTimeoutMs = 50) {
+function heldApp(
+  limits: Partial<AdmissionOptions["limits"]> = {},
+  queueTimeoutMs = 50,
+  queueIntervalMs: number | undefined = undefined,
+) {
   const metrics = createMetrics("test", "t1");
   const app = createBaseApp({
     logger: createLogger("test", "silent"),
@@ -17,6 +21,7 @@ function heldApp(limits: Partial<AdmissionOptions["limits"]> = {}, queueTimeoutM
         ...limits,
       },
       queueTimeoutMs,
+      queueIntervalMs,
       retryAfterS: 2,
     },
   });
@@ -96,6 +101,78 @@ describe("admission", () => {
   });
 });
 
+describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+  const fake = () =>
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "performance"] });
+  const settled = (p: Response | Promise<Response>) => {
+    const state: { status?: number } = {};
+    Promise.resolve(p).then((r) => {
+      state.status = r.status;
+    });
+    return state;
+  };
+
+  it("lets a request queued in a burst wait past the standing queue's timeout, up to the interval", async () => {
+    fake();
+    const { app, releaseAll, metrics } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100);
+    const first = app.request("/things", { method: "POST" });
+    await vi.advanceTimersByTimeAsync(0);
+    const queued = settled(app.request("/things", { method: "POST" }));
+    // Three times the standing queue's timeout: a stall, not overload.
+    await vi.advanceTimersByTimeAsync(60);
+    expect(queued.status).toBeUndefined();
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    expect((await first).status).toBe(201);
+    expect(queued.status).toBe(201);
+    const text = await (await app.request("/metrics")).text();
+    expect(text).not.toMatch(/http_admission_shed_total\{lane="write"/);
+  });
+
+  it("sheds after the short timeout once the queue has not been empty for the interval, with its reason", async () => {
+    fake();
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100);
+    const first = app.request("/things", { method: "POST" });
+    await vi.advanceTimersByTimeAsync(0);
+    const a = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(60);
+    const b = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(50);
+    // `a` waited the whole interval and was shed; `b` keeps the queue standing since the start.
+    expect(a.status).toBe(503);
+    expect(b.status).toBeUndefined();
+    const c = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(25);
+    // Queued into a standing queue: shed after 20 ms, before `b`, which was queued in the burst.
+    expect(c.status).toBe(503);
+    expect(b.status).toBeUndefined();
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    expect((await first).status).toBe(201);
+    expect(b.status).toBe(201);
+    const text = await (await app.request("/metrics")).text();
+    expect(text).toMatch(/http_admission_shed_total\{lane="write",reason="timeout",[^}]*\} 2/);
+  });
+
+  it("counts a request shed because the queue was full under its own reason", async () => {
+    const { app, releaseAll } = heldApp();
+    const first = app.request("/things", { method: "POST" });
+    await tick();
+    expect((await app.request("/things", { method: "POST" })).status).toBe(503);
+    const text = await (await app.request("/metrics")).text();
+    expect(text).toMatch(/http_admission_shed_total\{lane="write",reason="full",[^}]*\} 1/);
+    releaseAll();
+    await first;
+  });
+});
+
 describe("adaptive admission (a proxy's lanes)", () => {
   function proxyApp() {
     const metrics = createMetrics("test", "t1");
@@ -149,6 +226,11 @@ describe("adaptive admission (a proxy's lanes)", () => {
 
   it("does not take a backend's own shedding (503 + Retry-After, answered fast) as a reason to lower the bound", async () => {
     const { backend, burst, limit } = proxyApp();
+    // A lane starts at its floor, and answers on time with the lane full raise it.
+    await burst(1);
+    expect(await limit()).toBeLessThan(3);
+    for (let round = 0; round < 60 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
     backend.sheds = true;
     for (let i = 0; i < 10; i++) await burst(16);
     expect(await limit()).toBe(16);

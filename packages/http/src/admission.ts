@@ -19,8 +19,18 @@ export type LaneLimits = {
 
 export type AdmissionOptions = {
   limits: Record<LaneKind, LaneLimits>;
-  /** How long a queued request waits for a place before it is shed; short, so a shed answer is fast. */
+  /**
+   * How long a queued request waits for a place before it is shed while the queue is standing (it has
+   * not been empty for `queueIntervalMs`: overload); short, so a shed answer is fast.
+   */
   queueTimeoutMs: number;
+  /**
+   * A queue that was empty within this long is a burst, not overload: its requests may wait up to this
+   * long for a place (CoDel as Facebook's "Fail at Scale" applies it to request queues). A stall of the
+   * event loop (a GC, code still compiling after a start) then costs latency instead of 503s, and a
+   * queue that stays full sheds after `queueTimeoutMs`. Equal to `queueTimeoutMs` by default.
+   */
+  queueIntervalMs?: number;
   /** Sent as `Retry-After` with every shed request. */
   retryAfterS: number;
   /**
@@ -55,10 +65,15 @@ export function requestLane(c: Context): { kind: LaneKind; key?: string } | unde
 
 type Waiter = { admit: () => void; timer: NodeJS.Timeout };
 
+/** Why a request was shed: its lane's queue was full, or it waited past its time in the queue. */
+export type ShedReason = "full" | "timeout";
+
 /** A bounded number of places and a bounded FIFO queue in front of them. */
 class Lane {
   inFlight = 0;
   readonly queue: Waiter[] = [];
+  /** Since when the queue has held a request without a break (`performance.now()`); undefined when empty. */
+  private queuedSince: number | undefined;
   readonly name: string;
   readonly limits: LaneLimits;
   /** In an adaptive lane, what sets the bound. */
@@ -66,7 +81,12 @@ class Lane {
   constructor(name: string, limits: LaneLimits, adaptive: AdmissionOptions["adaptive"]) {
     this.name = name;
     this.limits = limits;
-    this.gradient = adaptive && new GradientLimit({ ...adaptive, maxLimit: limits.maxInFlight });
+    // From its floor, as Gradient2 starts low: a proxy that has just started knows nothing of its backend's
+    // latency, and a backend that has just started (cold, after a restart of both) takes what it admits
+    // itself and no more; answers on time with the lane full raise the bound from there.
+    this.gradient =
+      adaptive &&
+      new GradientLimit({ ...adaptive, maxLimit: limits.maxInFlight, initialLimit: adaptive.minLimit });
   }
 
   /** The bound in force: `maxInFlight`, or what the latency of an adaptive lane's backend allows. */
@@ -74,14 +94,32 @@ class Lane {
     return this.gradient ? this.gradient.limit : this.limits.maxInFlight;
   }
 
-  /** True when admitted now; a promise of admission (true) or shedding (false) when queued; false when full. */
-  acquire(queueTimeoutMs: number): boolean | Promise<boolean> {
+  /**
+   * How long a request queued now may wait: `intervalMs` while the queue has been empty within the last
+   * `intervalMs` (a burst), `timeoutMs` once it has stood that long (overload).
+   */
+  queueWaitMs(timeoutMs: number, intervalMs: number): number {
+    const standing = this.queuedSince !== undefined && performance.now() - this.queuedSince >= intervalMs;
+    return standing ? timeoutMs : Math.max(timeoutMs, intervalMs);
+  }
+
+  private dequeued(): void {
+    if (this.queue.length === 0) this.queuedSince = undefined;
+  }
+
+  /**
+   * True when admitted now; a promise of admission (true) or of shedding ("timeout") when queued;
+   * "full" when the queue is full.
+   */
+  acquire(timeoutMs: number, intervalMs: number): true | ShedReason | Promise<true | ShedReason> {
     if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
       return true;
     }
-    if (this.queue.length >= this.limits.maxQueue) return false;
-    return new Promise<boolean>((resolve) => {
+    if (this.queue.length >= this.limits.maxQueue) return "full";
+    const waitMs = this.queueWaitMs(timeoutMs, intervalMs);
+    if (this.queue.length === 0) this.queuedSince = performance.now();
+    return new Promise<true | ShedReason>((resolve) => {
       const waiter: Waiter = {
         admit: () => {
           clearTimeout(waiter.timer);
@@ -95,9 +133,10 @@ class Lane {
               const at = this.queue.indexOf(waiter);
               if (at === -1) return;
               this.queue.splice(at, 1);
-              resolve(false);
+              this.dequeued();
+              resolve("timeout");
             }),
-          queueTimeoutMs,
+          waitMs,
         ),
       };
       this.queue.push(waiter);
@@ -107,20 +146,23 @@ class Lane {
   /** Hands the place to the oldest waiter, or frees it (or drops it, when the bound was lowered). */
   release(): void {
     const next = this.inFlight <= Math.floor(this.limit) ? this.queue.shift() : undefined;
-    if (next) next.admit();
-    else this.inFlight--;
+    if (next) {
+      this.dequeued();
+      next.admit();
+    } else this.inFlight--;
   }
 }
 
 /**
  * Admission control: a bound on the requests served at once per lane and a short queue in front of it.
- * A request that finds its lane and its queue full, or waits longer than `queueTimeoutMs`, is answered
- * 503 with `Retry-After` at once, before its body is read: excess load costs microseconds instead of
- * queueing into timeouts. A service's bounds are configured from measurement (bench/README.md); a
+ * A request that finds its lane and its queue full, or waits longer than its queue allows
+ * (`queueIntervalMs` in a burst, `queueTimeoutMs` in a standing queue), is answered 503 with `Retry-After`
+ * at once, before its body is read: excess load costs microseconds instead of queueing into timeouts. A service's bounds are configured from measurement (bench/README.md); a
  * proxy's lanes may adapt to their backend's latency (`adaptive`).
  */
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
+  const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
@@ -131,8 +173,8 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     }
     return lane;
   };
-  const shed = (lane: Lane) => {
-    metrics.admissionShed.inc({ lane: lane.name });
+  const shed = (lane: Lane, reason: ShedReason) => {
+    metrics.admissionShed.inc({ lane: lane.name, reason });
     return new AppError("UNAVAILABLE", "overloaded: too many requests in flight; retry later", {
       retryAfterS,
     });
@@ -142,13 +184,13 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const which = laneOf(c);
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
-    const admitted = lane.acquire(queueTimeoutMs);
-    if (admitted === false) throw shed(lane);
+    const admitted = lane.acquire(queueTimeoutMs, queueIntervalMs);
+    if (admitted === "full") throw shed(lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });
-      const ok = await admitted;
+      const outcome = await admitted;
       metrics.admissionQueued.dec({ lane: lane.name });
-      if (!ok) throw shed(lane);
+      if (outcome !== true) throw shed(lane, outcome);
     }
     metrics.admissionInFlight.inc({ lane: lane.name });
     const started = performance.now();

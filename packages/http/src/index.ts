@@ -10,6 +10,7 @@ export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
 export { bodyLimit } from "./body-limit.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
 export { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";
+export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";
 export { callerSubject, type InternalCredentialOptions, internalCredential } from "./internal-credential.ts";
 export {
   allowedMethods,

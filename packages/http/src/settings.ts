@@ -14,9 +14,14 @@ export function httpEnvVars(defaults: { readInFlight: number; writeInFlight: num
     ADMISSION_WRITE_IN_FLIGHT: count.default(defaults.writeInFlight),
     /** Long polls (`Prefer: wait`) at once: they hold a socket and a timer, not a database connection. */
     ADMISSION_WAIT_IN_FLIGHT: count.default(2048),
-    /** Requests that may wait per lane, and for how long, before they are shed with 503 + Retry-After. */
+    /**
+     * Requests that may wait per lane, and for how long, before they are shed with 503 + Retry-After:
+     * ADMISSION_QUEUE_TIMEOUT_MS in a standing queue (not empty for ADMISSION_QUEUE_INTERVAL_MS:
+     * overload), ADMISSION_QUEUE_INTERVAL_MS in a burst (the queue was empty within that time).
+     */
     ADMISSION_QUEUE: z.coerce.number().int().min(0).default(defaults.queue),
     ADMISSION_QUEUE_TIMEOUT_MS: count.default(20),
+    ADMISSION_QUEUE_INTERVAL_MS: count.default(100),
     /** The Retry-After of every shed request, in seconds. */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
@@ -50,6 +55,7 @@ export function httpSettings(env: HttpEnv): {
         wait: { maxInFlight: env.ADMISSION_WAIT_IN_FLIGHT, maxQueue: 0 },
       },
       queueTimeoutMs: env.ADMISSION_QUEUE_TIMEOUT_MS,
+      queueIntervalMs: env.ADMISSION_QUEUE_INTERVAL_MS,
       retryAfterS: env.RETRY_AFTER_S,
     },
     server: {

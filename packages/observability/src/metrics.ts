@@ -33,8 +33,8 @@ export function createMetrics(service: string, instance: string) {
   });
   const admissionShed = new Counter({
     name: "http_admission_shed_total",
-    help: "Requests answered 503 + Retry-After at once because their admission lane was full, by lane",
-    labelNames: ["lane"] as const,
+    help: "Requests answered 503 + Retry-After because their admission lane was full, by lane and reason (full: the queue was full; timeout: waited past the queue's time)",
+    labelNames: ["lane", "reason"] as const,
     registers: [registry],
   });
   const admissionInFlight = new Gauge({

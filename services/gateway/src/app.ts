@@ -90,6 +90,12 @@ export function createApp({
   // Before the /users proxy routes, which would take this path too.
   registerUserOrdersRoute(app, { users, orders, timeoutMs });
   registerProxyRoutes(app, { prefix: "/users", upstream: users, timeoutMs });
-  registerProxyRoutes(app, { prefix: "/orders", upstream: orders, timeoutMs });
+  registerProxyRoutes(app, {
+    prefix: "/orders",
+    upstream: orders,
+    timeoutMs,
+    // A new order: refused here while the order-service reports its saga backlog at its bound.
+    needsHeadroom: (method, path) => method === "POST" && path === "/orders",
+  });
   return app;
 }

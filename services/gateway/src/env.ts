@@ -97,6 +97,12 @@ export const Env = z.object({
   UNHEALTHY_THRESHOLD: z.coerce.number().int().positive().default(2),
   /** Responses in a row that are 5xx, not counting a shed 503 with Retry-After, that take an instance out. */
   CONSECUTIVE_5XX: z.coerce.number().int().positive().default(5),
+  /**
+   * How long an order-service's report that it would refuse new orders (its saga backlog at its bound,
+   * on every answer) is believed: meanwhile POST /orders is refused here with 503 + Retry-After, without a
+   * round trip. Past it with no newer answer, one order goes through and brings a fresh report.
+   */
+  UPSTREAM_HEADROOM_TTL_MS: millis.default(250),
   MAX_BODY_BYTES: z.coerce
     .number()
     .int()

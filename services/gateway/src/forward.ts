@@ -1,5 +1,5 @@
 import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
-import type { AppEnv } from "@saga/http";
+import { type AppEnv, HEADROOM_HEADER } from "@saga/http";
 import { nextTraceparent } from "@saga/observability";
 import type { Context } from "hono";
 import type { ContentfulStatusCode, StatusCode } from "hono/utils/http-status";
@@ -66,8 +66,15 @@ export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response
   );
   const headers: Record<string, string | string[]> = {};
   for (const [key, value] of Object.entries(res.headers)) {
-    // The request id middleware has set ours, which the upstream echoes anyway.
-    if (value === undefined || HOP_BY_HOP.has(key) || listed.has(key) || key === REQUEST_ID_HEADER) continue;
+    // The request id middleware has set ours, which the upstream echoes anyway; headroom is for the gateway.
+    if (
+      value === undefined ||
+      HOP_BY_HOP.has(key) ||
+      listed.has(key) ||
+      key === REQUEST_ID_HEADER ||
+      key === HEADROOM_HEADER
+    )
+      continue;
     headers[key] = value;
   }
   const noBody = c.req.method === "HEAD" || res.status === 204 || res.status === 304;

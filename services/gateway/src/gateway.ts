@@ -35,6 +35,8 @@ export function createGateway(env: Env) {
     stalledAfterMs: env.HEALTH_STALLED_AFTER_MS,
     unhealthyThreshold: env.UNHEALTHY_THRESHOLD,
     consecutive5xx: env.CONSECUTIVE_5XX,
+    headroomTtlMs: env.UPSTREAM_HEADROOM_TTL_MS,
+    retryAfterS: env.RETRY_AFTER_S,
     metrics: gatewayMetrics,
     logger,
     headers: (secrets.internalSecret

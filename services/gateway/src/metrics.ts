@@ -52,6 +52,12 @@ export function createGatewayMetrics(registry: Registry) {
       labelNames: ["upstream", "target"] as const,
       registers,
     }),
+    headroomShed: new Counter({
+      name: "gateway_upstream_headroom_shed_total",
+      help: "Requests for new work refused at the gateway with 503 + Retry-After because every instance reported no headroom for it",
+      labelNames: ["upstream"] as const,
+      registers,
+    }),
     ejections: new Counter({
       name: "gateway_upstream_ejections_total",
       help: "Instances taken out of rotation, by upstream, target and cause (passive: a refused connection or 5xx in a row; active: failed health checks)",

@@ -1,4 +1,4 @@
-import { AppError } from "@saga/http";
+import { AppError, HEADROOM_HEADER, parseHeadroom } from "@saga/http";
 import type { Logger } from "@saga/observability";
 import { Pool } from "undici";
 import type { GatewayMetrics, UpstreamOutcome } from "./metrics.ts";
@@ -26,6 +26,13 @@ export type UpstreamOptions = {
   stalledAfterMs: number;
   /** Responses in a row that are 5xx without Retry-After (a shed 503 is not a failure) that eject it. */
   consecutive5xx: number;
+  /**
+   * How long an instance's report of no headroom (`HEADROOM_HEADER`: it would refuse new work) is
+   * believed without a newer answer; past it, one request goes through and brings a fresh report.
+   */
+  headroomTtlMs: number;
+  /** The Retry-After of a request refused at the edge for want of headroom. */
+  retryAfterS: number;
   metrics: GatewayMetrics;
   logger: Logger;
   /** Sent with every request (not the health checks): the gateway's internal credential. */
@@ -55,6 +62,11 @@ export type SendOptions = {
   clientSignal?: AbortSignal | undefined;
   /** The upstream may hold the request open (`Prefer: wait`): it goes over the held connections. */
   held?: boolean;
+  /**
+   * New work that the instance bounds and reports headroom for (`POST /orders`): refused here with 503 +
+   * Retry-After, without a round trip, while every instance in rotation reports none.
+   */
+  needsHeadroom?: boolean;
 };
 
 type Instance = {
@@ -72,6 +84,12 @@ type Instance = {
   silentSince: number | undefined;
   /** 5xx in a row that were not shedding. */
   failedResponses: number;
+  /**
+   * New work it would admit, as its last answer reported (less what was sent to it since); undefined
+   * until it reports any. `headroomAt` is when that answer came (`performance.now()`).
+   */
+  headroom: number | undefined;
+  headroomAt: number;
 };
 
 // A failure to connect means the request never left: it is safe to send again whatever the method.
@@ -99,6 +117,11 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
  * An instance comes back with its first passing health check. When none is in rotation the upstream is
  * in panic mode (Envoy's panic threshold): requests go round-robin to every instance, since a wrong
  * verdict costs less than refusing everything. Instances start out of rotation until `start()`.
+ *
+ * An instance that bounds some new work of its own (the order-service's saga backlog) reports on every
+ * answer how much it would still admit (`HEADROOM_HEADER`); while every instance reports none, a request
+ * for such work (`needsHeadroom`) is refused here with 503 + Retry-After instead of being sent to be
+ * refused there, for at most `headroomTtlMs` after the last report.
  */
 export function createUpstream(opts: UpstreamOptions) {
   const { name, metrics, logger } = opts;
@@ -119,6 +142,8 @@ export function createUpstream(opts: UpstreamOptions) {
     failedChecks: 0,
     silentSince: undefined,
     failedResponses: 0,
+    headroom: undefined,
+    headroomAt: 0,
   }));
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -139,16 +164,27 @@ export function createUpstream(opts: UpstreamOptions) {
     }
   }
 
+  /** The instance said, recently enough to believe, that it would refuse new work. */
+  const full = (instance: Instance) =>
+    instance.headroom !== undefined &&
+    instance.headroom <= 0 &&
+    performance.now() - instance.headroomAt < opts.headroomTtlMs;
+
   /**
-   * The next instance in rotation after the last one picked, skipping `exclude`; in panic mode (none in
-   * rotation) the next of all of them.
+   * The next instance in rotation after the last one picked, skipping `exclude` (and, for new work, those
+   * that report no headroom); in panic mode (none in rotation) the next of all of them.
    */
-  function pick(exclude?: Instance): Instance | undefined {
+  function pick(exclude?: Instance, needsHeadroom = false): Instance | undefined {
     const panic = healthyCount() === 0;
     for (let i = 0; i < instances.length; i++) {
       const index = (next + i) % instances.length;
       const instance = instances[index];
-      if (instance && (panic || instance.healthy) && instance !== exclude) {
+      if (
+        instance &&
+        (panic || instance.healthy) &&
+        instance !== exclude &&
+        !(needsHeadroom && full(instance))
+      ) {
         next = (index + 1) % instances.length;
         if (panic) metrics.panicRequests.inc({ upstream: name });
         return instance;
@@ -264,15 +300,23 @@ export function createUpstream(opts: UpstreamOptions) {
      */
     async send(
       request: UpstreamRequest,
-      { timeoutMs, clientSignal, held = false }: SendOptions,
+      { timeoutMs, clientSignal, held = false, needsHeadroom = false }: SendOptions,
     ): Promise<UpstreamResponse> {
+      if (needsHeadroom && instances.every((i) => full(i) || !(i.healthy || healthyCount() === 0))) {
+        metrics.headroomShed.inc({ upstream: name });
+        throw new AppError("UNAVAILABLE", `${name} is at its bound for new work; retry later`, {
+          retryAfterS: opts.retryAfterS,
+        });
+      }
       const deadline = AbortSignal.timeout(timeoutMs);
       const signal = clientSignal ? AbortSignal.any([deadline, clientSignal]) : deadline;
       let failed: Instance | undefined;
       let lastFailure: AppError | undefined;
       for (let attempt = 1; attempt <= 2; attempt++) {
-        const instance = pick(failed);
+        const instance = pick(failed, needsHeadroom);
         if (!instance) break;
+        // Spent until the next report, so that a burst does not all pass on one report of headroom.
+        if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
         const stop = metrics.upstreamDuration.startTimer({ upstream: name });
         const count = (outcome: UpstreamOutcome) => {
           stop({ outcome });
@@ -292,6 +336,11 @@ export function createUpstream(opts: UpstreamOptions) {
             signal,
           });
           const body = Buffer.from(await res.body.arrayBuffer());
+          const headroom = parseHeadroom(res.headers[HEADROOM_HEADER]);
+          if (headroom !== undefined) {
+            instance.headroom = headroom;
+            instance.headroomAt = performance.now();
+          }
           count(`${Math.min(Math.floor(res.statusCode / 100), 5)}xx` as UpstreamOutcome);
           observe(instance, res.statusCode, res.headers["retry-after"]);
           return { status: res.statusCode, headers: res.headers, body, target: instance.target };

@@ -416,6 +416,74 @@ describe("overload: busy is not dead", () => {
   });
 });
 
+describe("overload: the order-service's headroom for new orders", () => {
+  it("refuses POST /orders at the edge with 503 + Retry-After while the order-service reports no headroom, and passes the rest", async () => {
+    let headroom = 0;
+    let release: () => void = () => {};
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST")
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      return {
+        status: req.method === "POST" ? 201 : 200,
+        body: order,
+        headers: { "x-headroom": String(headroom) },
+      };
+    });
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      UPSTREAM_HEADROOM_TTL_MS: "60000",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+
+    // Any answer brings the report; the client never sees it.
+    const read = await gateway.app.request(`/orders/${ORDER_ID}`);
+    expect(read.status).toBe(200);
+    expect(read.headers.has("x-headroom")).toBe(false);
+    const refused = await post();
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(await refused.json()).toMatchObject({ error: expect.stringMatching(/at its bound for new work/) });
+    expect(orders.received.filter((r) => r.method === "POST")).toHaveLength(0);
+    // Reads and cancels are not new work, and the order-service stays in rotation.
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`, { method: "DELETE" })).status).toBe(200);
+    expect(gateway.orders.instances()).toEqual([{ target: `127.0.0.1:${orders.port}`, healthy: true }]);
+
+    // Headroom for one order: the first is sent and spends it, the next is refused until a new report.
+    headroom = 1;
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    const first = post();
+    await eventually(() => orders.received.filter((r) => r.method === "POST").length === 1);
+    expect((await post()).status).toBe(503);
+    release();
+    expect((await first).status).toBe(201);
+    const sent = post();
+    await eventually(() => orders.received.filter((r) => r.method === "POST").length === 2);
+    release();
+    expect((await sent).status).toBe(201);
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(metrics).toMatch(/gateway_upstream_headroom_shed_total\{upstream="order-service",[^}]*\} 2/);
+  });
+
+  it("believes a report of no headroom only for a while: then an order goes through and brings a new one", async () => {
+    let headroom = 0;
+    const orders = await startFakeUpstream((req) => ({
+      status: req.method === "POST" ? 201 : 200,
+      body: order,
+      headers: { "x-headroom": String(headroom) },
+    }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      UPSTREAM_HEADROOM_TTL_MS: "200",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect((await post()).status).toBe(503);
+    headroom = 3;
+    await eventually(async () => (await post()).status === 201);
+    expect((await post()).status).toBe(201);
+  });
+});
+
 describe("overload: the adaptive limit of a lane", () => {
   it("sheds at the gateway with 503 + Retry-After when the upstream slows down, and admits again when it is fast", async () => {
     let delayMs = 0;

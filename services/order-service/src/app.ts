@@ -1,8 +1,8 @@
 import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
-import type { SagaBacklog } from "./backpressure.ts";
 import type pg from "pg";
+import type { SagaBacklog } from "./backpressure.ts";
 import type { SagaMetrics } from "./metrics.ts";
 import type { OrderWaits } from "./order-waits.ts";
 import { registerOrderRoutes } from "./routes/orders.ts";
@@ -18,7 +18,7 @@ export type AppDeps = {
   ready: () => Promise<void>;
   admission?: BaseAppOptions["admission"];
   /** Backpressure from the saga on new orders; without it every valid order is accepted. */
-  backlog?: Pick<SagaBacklog, "admitNewOrders">;
+  backlog?: Pick<SagaBacklog, "admitNewOrders" | "reportHeadroom">;
   /** The gateway's internal credential; undefined (development mode) answers anyone. */
   internalSecret?: string | undefined;
 };
@@ -44,7 +44,10 @@ export function createApp({
     mapError: unavailableWhenRetriable,
     internalSecret,
   });
-  if (backlog) app.post("/orders", backlog.admitNewOrders);
+  if (backlog) {
+    app.use(backlog.reportHeadroom);
+    app.post("/orders", backlog.admitNewOrders);
+  }
   registerOrderRoutes(app, { db, pool, waits, logger, saga });
   return app;
 }

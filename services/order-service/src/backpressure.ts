@@ -1,5 +1,5 @@
 import { orders } from "@saga/db/order";
-import { type AppEnv, AppError } from "@saga/http";
+import { type AppEnv, AppError, HEADROOM_HEADER } from "@saga/http";
 import type { Executor } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { count, eq } from "drizzle-orm";
@@ -8,63 +8,100 @@ import { Counter, Gauge, type Registry } from "prom-client";
 
 export type SagaBacklogOptions = {
   db: Executor;
-  /** Sagas in flight (orders still PENDING) past which a new order is refused, at most… */
+  /** Sagas in flight (orders still PENDING) past which a new order is refused, at most, whatever the rate… */
   limit: number;
-  /** …and at least: the bound adapts between the two to keep sagas within `targetMs`. */
+  /** …and at least, even when no saga finished lately (an idle system that gets a burst). */
   minLimit: number;
-  /** The saga duration the bound aims at. */
+  /** How long the sagas in flight may take to finish at the best rate the saga has shown lately. */
   targetMs: number;
   /** How often the count is taken again from the database. */
   recountMs: number;
   /**
    * After `start()`, until `WARM_AFTER_ON_TIME` sagas in a row finished within `targetMs` and for at most
-   * this long, the bound is at least `warmUpLimit` and slow sagas do not lower it: the first sagas after
-   * a cold start (a broker, consumers and relays that have just started) take seconds, and a backlog that
-   * builds up while they warm and is cleared in seconds is no reason to refuse orders.
+   * this long, the bound holds only once a saga in flight has waited `warmUpAgeMs`: the first sagas after
+   * a cold start (a broker, consumers and relays that have just started) take seconds, and the saga has
+   * shown no rate yet to size the bound by.
    */
   warmUpMs: number;
-  warmUpLimit: number;
+  warmUpAgeMs: number;
   retryAfterS: number;
   logger: Logger;
   registry: Registry;
 };
 
+/** Sagas in a row within the target that end the warm-up: the path is warm. */
+const WARM_AFTER_ON_TIME = 50;
+/**
+ * The throughput is the best rate of sagas finished over `RATE_BUCKET_S` seconds within the last
+ * `RATE_BUCKETS` such spans: spans of several seconds, because the consumers apply replies in batches (up
+ * to 64 in one transaction), and one second's count would take a batch for a rate.
+ */
+const RATE_BUCKET_S = 5;
+const RATE_BUCKETS = 6;
+
 /**
  * Backpressure from the saga: the number of orders still PENDING is everything the saga has not
  * finished, wherever it waits (the relay's backlog of `order.created`, the user-service's consumer lag,
- * the relay of its answer, this service's own consumer lag). Past `limit`, `POST /orders` is answered
- * 503 + `Retry-After` before any work, so the orders accepted keep a short saga: by Little's law a
- * backlog of `limit` sagas at the saga's throughput X waits about limit / X seconds. Cancels and reads
- * are not limited. New orders are accepted again as soon as sagas finish.
+ * the relay of its answer, this service's own consumer lag). Past the bound, `POST /orders` is answered
+ * 503 + `Retry-After` before any work, so the orders accepted keep a short saga. Cancels and reads are
+ * not limited. New orders are accepted again as soon as sagas finish.
  *
- * The bound adapts (AIMD, as TCP and Netflix's concurrency limits do): each saga that took longer than
- * `targetMs` lowers it by 2%, each one on time raises it by 1/bound, between `minLimit` and `limit`. A
- * fixed bound would let saga time grow as throughput falls (a slower machine, a cold broker).
+ * The bound is Little's law on what the saga has shown it can do: the best rate of sagas finished over 5
+ * seconds within the last 30 (a windowed maximum, as BBR estimates a path's bandwidth), times
+ * `targetMs`: the sagas in flight that finish within the target at that rate. A backlog that builds up
+ * while the saga stalls for a moment, with throughput to spare, is not refused; demand past the saga's
+ * throughput is, once it holds `targetMs` of work. Between `minLimit` and `limit`.
  *
- * After a start, until sagas run on time (or for `warmUpMs` at most), the bound is at least `warmUpLimit`
- * and does not adapt down: sagas are slow then because everything on their path is cold, not because
- * the saga cannot keep up.
+ * After a start (until sagas run on time, or for `warmUpMs` at most), the saga has shown no throughput
+ * yet, and the first sagas through a cold path take seconds: the bound holds only once an order accepted
+ * here has been pending for `warmUpAgeMs` (more PENDING orders than were accepted within that time). A
+ * path that is warming up drains its backlog before that; a saga that cannot keep up does not.
+ *
+ * Every answer says how many new orders would be accepted now (`HEADROOM_HEADER`), so that the gateway
+ * refuses at its edge, without a round trip, what this bound would refuse.
  *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
  * ends) and taken again from the database every `recountMs` (one count of PENDING orders), which also
  * corrects what other order-service instances created or finished.
  */
-/** Sagas in a row within the target that end the warm-up: the path is warm. */
-const WARM_AFTER_ON_TIME = 50;
-
 export function createSagaBacklog(opts: SagaBacklogOptions) {
-  const { db, limit: maxLimit, recountMs, retryAfterS, logger, registry } = opts;
+  const { db, limit: maxLimit, targetMs, recountMs, retryAfterS, logger, registry } = opts;
   const minLimit = Math.min(opts.minLimit, maxLimit);
-  let limit = maxLimit;
   let warmUntil = Number.POSITIVE_INFINITY;
   let onTimeInARow = 0;
   const warming = () => performance.now() < warmUntil;
-  const bound = () => Math.max(minLimit, Math.round(limit), warming() ? opts.warmUpLimit : 0);
+  // Sagas finished in each span of the window, by span (a ring).
+  const finishedIn = new Array<number>(RATE_BUCKETS).fill(0);
+  const spanOf = new Array<number>(RATE_BUCKETS).fill(-1);
+  const spanNow = () => Math.floor(performance.now() / 1000 / RATE_BUCKET_S);
+  /** Sagas finished per second: the best rate of the window's spans. */
+  const throughput = () => {
+    const now = spanNow();
+    let best = 0;
+    for (let i = 0; i < RATE_BUCKETS; i++)
+      if (now - (spanOf[i] ?? -1) < RATE_BUCKETS) best = Math.max(best, finishedIn[i] ?? 0);
+    return best / RATE_BUCKET_S;
+  };
+  const bound = () => Math.min(maxLimit, Math.max(minLimit, Math.round((throughput() * targetMs) / 1000)));
+  // While warming: when each order accepted here within the last `warmUpAgeMs` was accepted.
+  const acceptedAt: number[] = [];
+  const acceptedLately = () => {
+    const since = performance.now() - opts.warmUpAgeMs;
+    while ((acceptedAt[0] ?? since) < since) acceptedAt.shift();
+    return acceptedAt.length;
+  };
   let pending = 0;
   // Orders being created now: counted at once, so concurrent POSTs cannot all pass the bound together.
   let creating = 0;
   let shedding = false;
   let timer: NodeJS.Timeout | undefined;
+
+  /** Warming, and no order has been pending longer than `warmUpAgeMs`: the bound does not hold. */
+  const young = () => warming() && pending <= acceptedLately();
+  /** At the bound; while warming, only once an order has been pending longer than `warmUpAgeMs`. */
+  const over = () => pending + creating >= bound() && !young();
+  // While the bound does not hold, only the ceiling does.
+  const headroom = () => (over() ? 0 : Math.max(0, (young() ? maxLimit : bound()) - pending - creating));
 
   new Gauge({
     name: "saga_backlog",
@@ -76,10 +113,18 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   });
   new Gauge({
     name: "saga_backlog_limit",
-    help: "Sagas in flight past which POST /orders is answered 503 + Retry-After (it adapts to saga time)",
+    help: "Sagas in flight past which POST /orders is answered 503 + Retry-After: the saga's throughput times SAGA_TARGET_MS",
     registers: [registry],
     collect() {
       this.set(bound());
+    },
+  });
+  new Gauge({
+    name: "saga_throughput",
+    help: `Sagas finished per second by this process, the best ${RATE_BUCKET_S}-second rate over the last ${RATE_BUCKET_S * RATE_BUCKETS} s: what the backlog bound is sized by`,
+    registers: [registry],
+    collect() {
+      this.set(throughput());
     },
   });
   const shed = new Counter({
@@ -88,11 +133,11 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     registers: [registry],
   });
 
-  function note(over: boolean) {
-    if (over === shedding) return;
-    shedding = over;
-    const fields = { backlog: pending + creating, bound: bound() };
-    if (over) logger.warn(fields, "saga backlog at its bound: refusing new orders");
+  function note(isOver: boolean) {
+    if (isOver === shedding) return;
+    shedding = isOver;
+    const fields = { backlog: pending + creating, bound: bound(), warming: warming() };
+    if (isOver) logger.warn(fields, "saga backlog at its bound: refusing new orders");
     else logger.info(fields, "saga backlog below its bound: accepting orders");
   }
 
@@ -102,18 +147,28 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   }
 
   return {
+    /** New orders this process would accept now before its bound. */
+    headroom,
+
+    /**
+     * Middleware for every route: each answer says how many new orders would be accepted now
+     * (`HEADROOM_HEADER`), so that the gateway refuses at its edge the orders this bound would refuse.
+     */
+    reportHeadroom: async function reportHeadroom(c, next) {
+      await next();
+      c.res.headers.set(HEADROOM_HEADER, String(headroom()));
+    } satisfies MiddlewareHandler<AppEnv>,
+
     /** Middleware for `POST /orders`. */
     admitNewOrders: async function admitNewOrders(c, next) {
-      const over = pending + creating >= bound();
-      note(over);
-      if (over) {
+      const isOver = over();
+      note(isOver);
+      if (isOver) {
         shed.inc();
         throw new AppError(
           "UNAVAILABLE",
           `the saga backlog is at its bound (${bound()} orders in flight); retry later`,
-          {
-            retryAfterS,
-          },
+          { retryAfterS },
         );
       }
       creating++;
@@ -121,24 +176,30 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
         await next();
       } finally {
         creating--;
-        if (c.res.status === 201) pending++;
+        if (c.res.status === 201) {
+          pending++;
+          if (warming()) acceptedAt.push(performance.now());
+        }
       }
     } satisfies MiddlewareHandler<AppEnv>,
 
     /** A saga left PENDING (confirmed, rejected or canceled) in this process, after `sagaSeconds`. */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      if (sagaSeconds * 1000 > opts.targetMs) {
-        onTimeInARow = 0;
-        if (!warming()) limit = Math.max(minLimit, limit * 0.98);
-      } else {
-        limit = Math.min(maxLimit, limit + 1 / Math.max(1, limit));
-        if (++onTimeInARow >= WARM_AFTER_ON_TIME && warming()) {
-          warmUntil = performance.now();
-          logger.info({ bound: bound() }, "sagas run on time: warm-up over");
-        }
+      const span = spanNow();
+      const at = span % RATE_BUCKETS;
+      if (spanOf[at] !== span) {
+        spanOf[at] = span;
+        finishedIn[at] = 0;
       }
-      if (shedding && pending + creating < bound()) note(false);
+      finishedIn[at] = (finishedIn[at] ?? 0) + 1;
+      if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
+      else if (++onTimeInARow >= WARM_AFTER_ON_TIME && warming()) {
+        warmUntil = performance.now();
+        acceptedAt.length = 0;
+        logger.info({ bound: bound() }, "sagas run on time: warm-up over");
+      }
+      if (shedding && !over()) note(false);
     },
 
     /** Counts once, then again every `recountMs`; the warm-up begins. */

@@ -16,21 +16,23 @@ const duration = z
 
 export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service" }).extend({
   /**
-   * Sagas in flight (PENDING orders) past which POST /orders answers 503 + Retry-After, at most and at
-   * least: between the two the bound adapts to keep sagas within SAGA_TARGET_MS. At the saga's
-   * throughput on the bench machine (60–90 sagas/s) 40 is about 0.5 s of sagas.
+   * Sagas in flight (PENDING orders) past which POST /orders answers 503 + Retry-After: the most sagas
+   * finished per second (the best 5-second rate over the last 30 s), times SAGA_TARGET_MS (Little's law: what finishes within
+   * the target at the rate the saga has shown), never more than SAGA_BACKLOG_LIMIT (memory, and the saga
+   * deadline) nor less than SAGA_BACKLOG_MIN (an idle system, whose rate says nothing, takes a burst).
+   * 500 ms of sagas in flight keeps an accepted order's saga within about a second under overload.
    */
-  SAGA_BACKLOG_LIMIT: z.coerce.number().int().positive().default(40),
-  SAGA_BACKLOG_MIN: z.coerce.number().int().positive().default(8),
-  SAGA_TARGET_MS: z.coerce.number().int().positive().default(1000),
+  SAGA_BACKLOG_LIMIT: z.coerce.number().int().positive().default(2000),
+  SAGA_BACKLOG_MIN: z.coerce.number().int().positive().default(40),
+  SAGA_TARGET_MS: z.coerce.number().int().positive().default(500),
   /**
    * After a start, until 50 sagas in a row ran within SAGA_TARGET_MS (for SAGA_BACKLOG_WARMUP_MS at most),
-   * the bound is at least SAGA_BACKLOG_WARMUP_LIMIT and slow sagas do not lower it: the first sagas through
-   * a cold broker and cold consumers take seconds. 100 at 70 sagas/s (half the quiet bench machine's
-   * capacity) is 1.4 s of sagas.
+   * the bound holds only once an order has been PENDING for SAGA_BACKLOG_WARMUP_AGE_MS: the saga has
+   * shown no throughput yet, and the first sagas through a cold broker and cold consumers take seconds
+   * (saga p99 2.8 s in the bench's fresh-start phase on a busy machine).
    */
   SAGA_BACKLOG_WARMUP_MS: z.coerce.number().int().min(0).default(60_000),
-  SAGA_BACKLOG_WARMUP_LIMIT: z.coerce.number().int().positive().default(100),
+  SAGA_BACKLOG_WARMUP_AGE_MS: z.coerce.number().int().positive().default(5000),
   /** How often the backlog is counted again in the database (between counts it is kept in memory). */
   SAGA_BACKLOG_RECOUNT_MS: z.coerce.number().int().positive().default(5000),
   /**

@@ -11,7 +11,7 @@ import { eventMessage, metricValue } from "@saga/messaging/testing";
 import { createLogger, createMetrics } from "@saga/observability";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { createSagaBacklog } from "../src/backpressure.ts";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
@@ -70,11 +70,16 @@ describe("backpressure from the saga", () => {
     expect(await pendingOrders()).toBe(3);
     expect(await metricValue(service.runtime.metrics.registry, "saga_backlog_shed_total")).toBe(1);
     expect(await metricValue(service.runtime.metrics.registry, "saga_backlog")).toBe(3);
+    // Every answer tells the gateway how many new orders would be accepted now: none.
+    expect(refused.headers.get("x-headroom")).toBe("0");
 
     // Reads and cancels are not limited; a cancel ends a saga and makes room.
     const [first, second] = accepted as [Order, Order];
-    expect((await service.app.request(`/orders/${first.id}`)).status).toBe(200);
+    const read = await service.app.request(`/orders/${first.id}`);
+    expect(read.status).toBe(200);
+    expect(read.headers.get("x-headroom")).toBe("0");
     expect((await service.app.request(`/orders/${first.id}`, { method: "DELETE" })).status).toBe(204);
+    expect((await service.app.request(`/orders/${second.id}`)).headers.get("x-headroom")).toBe("1");
     expect((await post()).status).toBe(201);
     expect((await post()).status).toBe(503);
 
@@ -91,53 +96,76 @@ describe("backpressure from the saga", () => {
   });
 });
 
-describe("the saga backlog's warm-up after a start", () => {
+describe("the saga backlog's bound: what the saga has shown it finishes, and a warm-up after a start", () => {
   /** A backlog on the test's database in front of a handler that accepts every order. */
-  async function guarded(warmUpMs: number, limits: { limit: number; warmUpLimit: number }) {
-    const metrics = createMetrics("order-service", "warm-up-test");
+  async function guarded(opts: { minLimit: number; warmUpMs: number; warmUpAgeMs: number }) {
+    const metrics = createMetrics("order-service", "bound-test");
     const backlog = createSagaBacklog({
       db: db.db,
-      ...limits,
-      minLimit: 1,
+      limit: 1000,
       targetMs: 1000,
       recountMs: 60_000,
       retryAfterS: 1,
-      warmUpMs,
       logger: createLogger("order-service", "silent"),
       registry: metrics.registry,
+      ...opts,
     });
     await backlog.start();
+    onTestFinished(() => backlog.stop());
     const app = createBaseApp({
       logger: createLogger("order-service", "silent"),
       metrics,
       ready: async () => {},
     });
+    app.use(backlog.reportHeadroom);
     app.post("/orders", backlog.admitNewOrders, (c) => c.json({}, 201));
     const statuses = async (n: number) => {
       const out: number[] = [];
       for (let i = 0; i < n; i++) out.push((await app.request("/orders", { method: "POST" })).status);
       return out;
     };
-    const bound = () => metricValue(metrics.registry, "saga_backlog_limit");
-    return { backlog, statuses, bound };
+    const gauge = (name: string) => metricValue(metrics.registry, name);
+    return { backlog, app, statuses, gauge };
   }
 
-  it("takes the warm-up bound while warming, and slow sagas do not lower it; afterwards they do", async () => {
+  it("sizes the bound by the sagas finished per second times the target, and never below its floor", async () => {
     const pending = await pendingOrders();
-    const warm = await guarded(60_000, { limit: pending + 1, warmUpLimit: pending + 3 });
-    expect(await warm.statuses(4)).toEqual([201, 201, 201, 503]);
-    // Sagas that took 5 s while everything was cold: the bound stays.
-    for (let i = 0; i < 50; i++) warm.backlog.finished(5);
-    expect(await warm.bound()).toBe(pending + 3);
-    // Once sagas run on time in a row, the path is warm: the warm-up bound no longer holds.
-    for (let i = 0; i < 50; i++) warm.backlog.finished(0.1);
-    expect(await warm.bound()).toBeLessThan(pending + 3);
-    warm.backlog.stop();
+    const guard = await guarded({ minLimit: pending + 2, warmUpMs: 0, warmUpAgeMs: 1 });
+    // No saga finished yet: the floor.
+    expect(await guard.gauge("saga_backlog_limit")).toBe(pending + 2);
+    expect(await guard.statuses(3)).toEqual([201, 201, 503]);
+    // The saga shows it finishes 30 a second (150 within one 5-second span, unless a span ends among
+    // them): that many in flight finish within the target of 1 s.
+    for (let i = 0; i < 150; i++) guard.backlog.finished(0.1);
+    const perSecond = await guard.gauge("saga_throughput");
+    expect(perSecond).toBeGreaterThanOrEqual(15);
+    const bound = Math.max(Math.round(perSecond), pending + 2);
+    expect(await guard.gauge("saga_backlog_limit")).toBe(bound);
+    const backlog = await guard.gauge("saga_backlog");
+    const room = bound - backlog;
+    const res = await guard.app.request("/orders/none");
+    expect(res.headers.get("x-headroom")).toBe(String(room));
+    expect(await guard.statuses(room + 1)).toEqual([...Array(room).fill(201), 503]);
+  });
 
-    const settled = await guarded(0, { limit: pending + 20, warmUpLimit: pending + 40 });
-    expect(await settled.bound()).toBe(pending + 20);
-    for (let i = 0; i < 50; i++) settled.backlog.finished(5);
-    expect(await settled.bound()).toBeLessThan(pending + 20);
-    settled.backlog.stop();
+  it("while warming, holds the bound only once an order has been pending for the warm-up age", async () => {
+    // Sagas left PENDING by the test above are older than any warm-up age: none here.
+    await db.db.update(orders).set({ status: "CANCELED" }).where(eq(orders.status, "PENDING"));
+    const guard = await guarded({ minLimit: 1, warmUpMs: 60_000, warmUpAgeMs: 2000 });
+    // The bound is 1, but every order in flight is younger than the warm-up age: a cold path, not overload.
+    expect(await guard.statuses(5)).toEqual([201, 201, 201, 201, 201]);
+    // …and the gateway is told so: it would refuse new orders at its edge on a headroom of 0.
+    expect(Number((await guard.app.request("/orders/none")).headers.get("x-headroom"))).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 2100));
+    // They have waited 2 s and are still PENDING: the saga does not keep up, and the bound holds.
+    expect(await guard.statuses(1)).toEqual([503]);
+    expect((await guard.app.request("/orders/none")).headers.get("x-headroom")).toBe("0");
+    // Once they finish, orders are accepted again; 50 sagas in a row on time end the warm-up.
+    for (let i = 0; i < 5; i++) guard.backlog.finished(5);
+    expect(await guard.statuses(1)).toEqual([201]);
+    for (let i = 0; i < 50; i++) guard.backlog.finished(0.1);
+    // Warm: the bound holds against young orders too.
+    const room = (await guard.gauge("saga_backlog_limit")) - (await guard.gauge("saga_backlog"));
+    expect(await guard.statuses(room + 1)).toEqual([...Array(room).fill(201), 503]);
   });
 });

@@ -8,13 +8,18 @@ export type ProxyRoutesDeps = {
   prefix: string;
   upstream: Upstream;
   timeoutMs: number;
+  /** Requests for new work the upstream bounds and reports headroom for (`POST /orders`). */
+  needsHeadroom?: (method: string, path: string) => boolean;
 };
 
 /**
  * Forwards `<prefix>` and `<prefix>/*`, any method, to the upstream and answers with what it answers.
  * `<prefix>/:id` is a route of its own only so that the HTTP metrics label it by that template.
  */
-export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeoutMs }: ProxyRoutesDeps) {
+export function registerProxyRoutes(
+  app: Hono<AppEnv>,
+  { prefix, upstream, timeoutMs, needsHeadroom }: ProxyRoutesDeps,
+) {
   for (const path of [prefix, `${prefix}/:id`, `${prefix}/*`]) {
     app.all(path, async (c) => {
       const method = c.req.method;
@@ -31,7 +36,12 @@ export function registerProxyRoutes(app: Hono<AppEnv>, { prefix, upstream, timeo
           headers: upstreamHeaders(c),
           body: body?.length ? body : undefined,
         },
-        { timeoutMs: timeoutMs + waitS * 1000, clientSignal: c.req.raw.signal, held: waitS > 0 },
+        {
+          timeoutMs: timeoutMs + waitS * 1000,
+          clientSignal: c.req.raw.signal,
+          held: waitS > 0,
+          needsHeadroom: needsHeadroom?.(method, url.pathname),
+        },
       );
       return passThrough(c, res);
     });

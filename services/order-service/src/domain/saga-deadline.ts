@@ -28,7 +28,8 @@ export const CANCELED_BY_TIMEOUT = "TIMEOUT";
  *   no escaping), which the tests check against `outboxRow`.
  * - the final select reports the ages of the orders still PENDING (the snapshot still sees the ones
  *   just canceled as PENDING, hence `not in`): the saga-age gauges cost this sweep nothing more. They
- *   are few: the saga backlog bound (`SAGA_BACKLOG_LIMIT`) refuses new orders past a few dozen.
+ *   are few: the saga backlog bound refuses new orders past half a second of sagas (never more than
+ *   `SAGA_BACKLOG_LIMIT`, 2000).
  */
 export const CANCEL_OVERDUE = `
 with due as materialized (

@@ -31,6 +31,11 @@ export type OverloadPhase = {
   shed: number;
   shedWithoutRetryAfter: number;
   shedLatency: Summary;
+  /**
+   * The same, net of the load client's own lateness: each shed answer's time less how long the client's
+   * event loop had been kept from its timers when it read the answer (it shares the cores with the system).
+   */
+  shedLatencyNet: Summary;
   /** Of those, refused by the order-service's saga backlog bound. */
   shedByBacklog: number;
   /** Any other non-201 answer by status, and transport errors by code (client timeouts included). */
@@ -47,10 +52,27 @@ export type OverloadPhase = {
   panicRequests: number;
   backlogMax: number;
   backlogLimit: number;
-  /** Where the shed were refused: the gateway's `orders:write` lane, the order-service's write lane, its saga backlog. */
-  shedBy: { gateway: number; service: number; backlog: number };
-  /** Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane. */
-  readsShedBy: { gateway: number; service: number };
+  /**
+   * Where the shed were refused: the gateway's `orders:write` lane, the gateway for the order-service's
+   * lack of headroom (`edge`: its saga backlog at its bound, without a round trip), the order-service's
+   * write lane (of them, `serviceTimeout` after waiting in its queue, the rest on a full queue), its saga
+   * backlog.
+   */
+  shedBy: { gateway: number; edge: number; service: number; serviceTimeout: number; backlog: number };
+  /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
+  shedTimeline: {
+    second: number;
+    gateway: number;
+    service: number;
+    backlog: number;
+    sagas: number;
+    bound: number;
+  }[];
+  /**
+   * Where the following GETs were shed: the gateway's `orders:read` lane, the order-service's read lane
+   * (of them, `serviceTimeout` after waiting in its queue, the rest on a full queue).
+   */
+  readsShedBy: { gateway: number; service: number; serviceTimeout: number };
   /** Time a shed POST spent inside the gateway (its own histogram: from its first middleware to the answer). */
   gatewayShedMs: { p50: number; p99: number };
   /** Time an answer of the order-service that was a 503 took, seen by the gateway (queueing in its pool included). */
@@ -73,6 +95,22 @@ const dispatcher = new Agent({
   bodyTimeout: CLIENT_TIMEOUT_MS,
 });
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/**
+ * How late the load client's event loop is running now: the time since its timers last ran, less their
+ * period. An answer read now may have waited that long in the socket: the client shares the cores.
+ */
+function lateness(): { now: () => number; stop: () => void } {
+  const periodMs = 5;
+  let beat = performance.now();
+  const timer = setInterval(() => {
+    beat = performance.now();
+  }, periodMs);
+  return {
+    now: () => Math.max(0, performance.now() - beat - periodMs),
+    stop: () => clearInterval(timer),
+  };
+}
 
 async function scrape(url: string): Promise<string> {
   try {
@@ -120,6 +158,35 @@ function histogramQuantile(before: string, after: string, name: string, labels: 
   return (hit?.[0] as number) * 1000;
 }
 
+/** Per second of the phase with any POST shed (the first ten): the growth of each shed counter, the backlog's peak and bound. */
+function timeline(
+  samples: { at: number; gateway: number; service: number; backlog: number; sagas: number; bound: number }[],
+): OverloadPhase["shedTimeline"] {
+  const out: OverloadPhase["shedTimeline"] = [];
+  for (let i = 1; i < samples.length && out.length < 10; i++) {
+    const [a, b] = [samples[i - 1], samples[i]];
+    if (!a || !b) continue;
+    const d = {
+      gateway: b.gateway - a.gateway,
+      service: b.service - a.service,
+      backlog: b.backlog - a.backlog,
+    };
+    // A counter that went down is a restarted process: nothing to compare.
+    if (d.gateway < 0 || d.service < 0 || d.backlog < 0) continue;
+    if (d.gateway + d.service + d.backlog === 0) continue;
+    const second = Math.floor(b.at);
+    const last = out.at(-1);
+    if (last?.second === second) {
+      last.gateway += d.gateway;
+      last.service += d.service;
+      last.backlog += d.backlog;
+      last.sagas = Math.max(last.sagas, b.sagas);
+      last.bound = b.bound;
+    } else out.push({ second, ...d, sagas: b.sagas, bound: b.bound });
+  }
+  return out;
+}
+
 type Counters = {
   ejections: number;
   panic: number;
@@ -162,10 +229,31 @@ async function openLoop(opts: {
   const writeLimit = { min: Number.POSITIVE_INFINITY, last: Number.NaN };
   const clientLoop = monitorEventLoopDelay({ resolution: 10 });
   clientLoop.enable();
+  const late = lateness();
+  const samples: {
+    at: number;
+    gateway: number;
+    service: number;
+    backlog: number;
+    sagas: number;
+    bound: number;
+  }[] = [];
+  const phaseStart = performance.now();
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
       const [text, gw] = await Promise.all([scrape(orderUrl), scrape(gatewayMetricsUrl)]);
+      if (text && gw)
+        samples.push({
+          at: (performance.now() - phaseStart) / 1000,
+          gateway:
+            metricSum(gw, "http_admission_shed_total", 'lane="orders:write"') +
+            metricSum(gw, "gateway_upstream_headroom_shed_total"),
+          service: metricSum(text, "http_admission_shed_total", 'lane="write"'),
+          backlog: metricSum(text, "saga_backlog_shed_total"),
+          sagas: metricSum(text, "saga_backlog"),
+          bound: metricSum(text, "saga_backlog_limit"),
+        });
       backlogMax = Math.max(backlogMax, metricSum(text, "saga_backlog"));
       backlogLimit = metricSum(text, "saga_backlog_limit") || backlogLimit;
       // Both reset their event-loop histogram at every scrape: each value is the last 250 ms.
@@ -192,6 +280,7 @@ async function openLoop(opts: {
     shed: 0,
     shedWithoutRetryAfter: 0,
     shedLatency: summarize([]),
+    shedLatencyNet: summarize([]),
     shedByBacklog: 0,
     failures: {},
     gateway504: 0,
@@ -204,8 +293,9 @@ async function openLoop(opts: {
     panicRequests: 0,
     backlogMax: 0,
     backlogLimit: 0,
-    shedBy: { gateway: 0, service: 0, backlog: 0 },
-    readsShedBy: { gateway: 0, service: 0 },
+    shedBy: { gateway: 0, edge: 0, service: 0, serviceTimeout: 0, backlog: 0 },
+    shedTimeline: [],
+    readsShedBy: { gateway: 0, service: 0, serviceTimeout: 0 },
     gatewayShedMs: { p50: 0, p99: 0 },
     upstreamShedMs: { p50: 0, p99: 0 },
     loopDelayMs,
@@ -213,6 +303,7 @@ async function openLoop(opts: {
     load: [loadavg()[0] ?? 0, 0],
   };
   const shedMs: number[] = [];
+  const shedNetMs: number[] = [];
   const acceptedMs: number[] = [];
   const readMs: number[] = [];
   const orderIds: string[] = [];
@@ -272,6 +363,7 @@ async function openLoop(opts: {
       if (response.status === 503) {
         p.shed++;
         shedMs.push(ms);
+        shedNetMs.push(Math.max(0, ms - late.now()));
         if (!response.headers.has("retry-after")) p.shedWithoutRetryAfter++;
         return;
       }
@@ -302,6 +394,7 @@ async function openLoop(opts: {
   sampling = false;
   await sampler;
   clientLoop.disable();
+  late.stop();
 
   // Every accepted order must be final within 10 s of the load stopping.
   await sleep(Math.max(0, loadStopped + 10_000 - Date.now()));
@@ -333,6 +426,7 @@ async function openLoop(opts: {
     ...p,
     goodput: p.accepted / ((loadStopped - startedAt.getTime()) / 1000),
     shedLatency: summarize(shedMs),
+    shedLatencyNet: summarize(shedNetMs),
     acceptedLatency: summarize(acceptedMs),
     saga: summarize(sagaRows.map((r) => r.ms)),
     notFinalAfter10s: row?.n ?? 0,
@@ -344,12 +438,16 @@ async function openLoop(opts: {
     backlogLimit,
     shedBy: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:write"'),
+      edge: delta("gatewayText", "gateway_upstream_headroom_shed_total", 'upstream="order-service"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="write"'),
+      serviceTimeout: delta("orderText", "http_admission_shed_total", 'lane="write",reason="timeout"'),
       backlog: after.backlogShed - before.backlogShed,
     },
+    shedTimeline: timeline(samples),
     readsShedBy: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:read"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="read"'),
+      serviceTimeout: delta("orderText", "http_admission_shed_total", 'lane="read",reason="timeout"'),
     },
     gatewayShedMs: { p50: gatewayShed(0.5), p99: gatewayShed(0.99) },
     upstreamShedMs: { p50: upstreamShed(0.5), p99: upstreamShed(0.99) },
@@ -489,12 +587,22 @@ function describe(p: OverloadPhase): string {
     .map(([why, n]) => `${n} × ${why}`)
     .join(", ");
   return (
-    `goodput ${fmt(p.goodput)}/s (${p.accepted} of ${p.sent}), shed ${p.shed} (p99 ${fmt(p.shedLatency.p99)} ms; ` +
-    `by gateway/service/backlog ${p.shedBy.gateway}/${p.shedBy.service}/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
+    `goodput ${fmt(p.goodput)}/s (${p.accepted} of ${p.sent}), shed ${p.shed} (p99 ${fmt(p.shedLatency.p99)} ms, ` +
+    `net of the client's lateness ${fmt(p.shedLatencyNet.p99)} ms; ` +
+    `by gateway lane/gateway for want of headroom/service (of them timed out in its queue)/backlog ${p.shedBy.gateway}/${p.shedBy.edge}/${p.shedBy.service} (${p.shedBy.serviceTimeout})/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
     `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
     `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
-    `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}`
+    `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}` +
+    (p.shedTimeline.length
+      ? `; shed by second (gateway/service/backlog, backlog/bound): ${describeTimeline(p)}`
+      : "")
   );
+}
+
+function describeTimeline(p: OverloadPhase): string {
+  return p.shedTimeline
+    .map((t) => `${t.second}s ${t.gateway}/${t.service}/${t.backlog} (${t.sagas}/${t.bound})`)
+    .join(", ");
 }
 
 /** The overload section of bench/RESULTS.md. */
@@ -506,7 +614,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     `${fmt(p.goodput)} (${fmt((p.goodput / r.capacity) * 100, 0)}%)`,
     `${p.shed} / ${p.shedWithoutRetryAfter}`,
     `${fmt(p.shedLatency.p50)} / ${fmt(p.shedLatency.p99)}`,
-    `${p.shedBy.gateway} / ${p.shedBy.service} / ${p.shedBy.backlog}`,
+    `${p.shedBy.gateway} / ${p.shedBy.edge} / ${p.shedBy.service} / ${p.shedBy.backlog}`,
     `${fmt(p.acceptedLatency.p50)} / ${fmt(p.acceptedLatency.p99)}`,
     `${fmt(p.saga.p50)} / ${fmt(p.saga.p99)}`,
     String(p.gateway504),
@@ -518,12 +626,14 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     String(p.notFinalAfter10s),
     `${p.ejections} / ${p.panicRequests}`,
     `${p.backlogMax} / ${p.backlogLimit}`,
-    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service), p99 ${fmt(p.reads.latency.p99)} ms`,
+    `${p.reads.ok} of ${p.reads.sent}, ${p.reads.shed} shed (${p.readsShedBy.gateway} by the gateway, ${p.readsShedBy.service} by order-service, ${p.readsShedBy.serviceTimeout} of them after waiting in its queue), p99 ${fmt(p.reads.latency.p99)} ms`,
     `${fmt(p.load[0])} → ${fmt(p.load[1])}`,
   ];
   const where = (p: OverloadPhase) => [
     p.label,
     `${fmt(p.shedLatency.p50)} / ${fmt(p.shedLatency.p99)}`,
+    `${fmt(p.shedLatencyNet.p50)} / ${fmt(p.shedLatencyNet.p99)}`,
+    `${p.shedBy.serviceTimeout} of ${p.shedBy.service}`,
     `≤ ${fmt(p.gatewayShedMs.p50, 0)} / ≤ ${fmt(p.gatewayShedMs.p99, 0)}`,
     `≤ ${fmt(p.upstreamShedMs.p50, 0)} / ≤ ${fmt(p.upstreamShedMs.p99, 0)}`,
     `${fmt(p.loopDelayMs.client, 0)} / ${fmt(p.loopDelayMs.gateway, 0)} / ${fmt(p.loopDelayMs.order, 0)}`,
@@ -545,7 +655,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "goodput/s (of capacity)",
         "shed 503 / of them without Retry-After",
         "shed ms p50/p99",
-        "shed by gateway / order-service / saga backlog",
+        "shed by gateway lane / gateway for want of headroom / order-service / saga backlog",
         "accepted POST ms p50/p99",
         "saga ms p50/p99",
         "504",
@@ -560,7 +670,9 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       all.map(row),
     ),
     "",
-    "Where a shed POST spends its time: at the client; inside the gateway (its histogram, from its first " +
+    "Where a shed POST spends its time: at the client, raw and net of the client's own lateness (how long " +
+      "its event loop had been kept from its timers when it read the answer: the load client shares the cores); " +
+      "of the order-service's sheds, how many waited in its queue (the rest found it full); inside the gateway (its histogram, from its first " +
       "middleware to the answer; bucket bounds); the order-service's 503s as the gateway saw them (its upstream " +
       "histogram: its pool's queue, the network, the service); the worst event-loop delay p99 in a 250 ms " +
       "window; the gateway's adaptive `orders:write` limit.",
@@ -569,6 +681,8 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       [
         "phase",
         "shed at the client ms p50/p99",
+        "net of the client's lateness ms p50/p99",
+        "order-service sheds after waiting in its queue",
         "shed inside the gateway ms p50/p99",
         "order-service 503 at the gateway ms p50/p99",
         "event-loop delay p99 ms client / gateway / order-service",
@@ -576,6 +690,12 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       ],
       all.map(where),
     ),
+    "",
+    "Seconds in which POSTs were shed (the first ten of each phase): shed by the gateway (its lane, or for want of " +
+      "the order-service's headroom) / the order-service's " +
+      "admission / the saga backlog bound, then the backlog and its bound.",
+    "",
+    ...all.map((p) => `- ${p.label}: ${p.shedTimeline.length ? describeTimeline(p) : "none"}`),
   ].join("\n");
 }
 
