@@ -1,8 +1,12 @@
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { TOPICS } from "@saga/contracts";
 import { createLogger } from "@saga/observability";
+import { freePort, type PostgresServer, startPostgres } from "@saga/tools/infra";
 import { kafkaBrokers } from "@saga/tools/test/harness";
 import type postgres from "postgres";
-import { describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { CrashPoint } from "../src/env.ts";
 import { createOutboxStore } from "../src/outbox-store.ts";
 import { createRelayService } from "../src/service.ts";
@@ -23,6 +27,23 @@ import {
 } from "./support.ts";
 
 // RELAY_MODE=cdc: rows are sent as the replication stream delivers them, the table is read only to catch up.
+
+// A server of this file's own. The relay streams only once every transaction that was running on the
+// server when its stream came up has ended (pg_snapshot_xmin is server-wide): on the run's server, a long
+// transaction of another package's test would keep it reading the table, and these tests waiting.
+let server: PostgresServer | undefined;
+let serverDir: string | undefined;
+beforeAll(async () => {
+  serverDir = await mkdtemp(join(tmpdir(), "relay-cdc-"));
+  // PostgreSQL refuses to run as root, so as root it runs as another account that must reach the directory.
+  await chmod(serverDir, 0o755);
+  server = await startPostgres({ dataDir: join(serverDir, "pg"), port: await freePort(), durable: false });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+  if (serverDir) await rm(serverDir, { recursive: true, force: true });
+});
+const ownOutbox = () => freshOutbox("order", server?.url);
 
 /** A CDC relay in this process whose reads of the table are counted. */
 function startCountingRelay(url: string, prefix: string) {
@@ -81,7 +102,7 @@ async function writeConcurrently(sql: postgres.Sql, transactions: number, aggreg
 
 describe("relay in the CDC mode", () => {
   it("publishes what the stream carries in commit order per aggregate, without reading the table", async () => {
-    const { url, sql } = await freshOutbox();
+    const { url, sql } = await ownOutbox();
     const prefix = await freshTopicPrefix();
     const { reads, metric } = startCountingRelay(url, prefix);
     await streaming(metric);
@@ -124,7 +145,7 @@ describe("relay in the CDC mode", () => {
   });
 
   it("falls back to the table when its slot is lost, then streams again", async () => {
-    const { url, sql } = await freshOutbox();
+    const { url, sql } = await ownOutbox();
     const prefix = await freshTopicPrefix();
     const { relay, reads, metric } = startCountingRelay(url, prefix);
     await streaming(metric);
@@ -161,7 +182,7 @@ describe("relay in the CDC mode", () => {
   it.each(crashes)(
     "killed with SIGKILL $point a streamed batch, loses nothing and keeps each key's order",
     async ({ point, resent }) => {
-      const { url, sql } = await freshOutbox();
+      const { url, sql } = await ownOutbox();
       const prefix = await freshTopicPrefix();
       const env = {
         ORDER_DB_URL: url,

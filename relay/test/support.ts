@@ -5,7 +5,8 @@ import { HEADERS, TOPICS } from "@saga/contracts";
 import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
-import { freshDatabase, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
+import { createDatabase, dropDatabase } from "@saga/tools/infra";
+import { freshDatabase, freshTopics, kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import postgres from "postgres";
 import { expect, onTestFinished } from "vitest";
 import type { Env } from "../src/env.ts";
@@ -19,9 +20,17 @@ export type Outbox = {
   sql: postgres.Sql;
 };
 
-/** A migrated database of the test's own, with a pool for the test's writes; both go when it ends. */
-export async function freshOutbox(schema: "order" | "user" = "order"): Promise<Outbox> {
-  const url = await freshDatabase("relay");
+/**
+ * A migrated database of the test's own (on `server`, a URL that may CREATE DATABASE, or the run's
+ * PostgreSQL), with a pool for the test's writes; both go when it ends.
+ */
+export async function freshOutbox(schema: "order" | "user" = "order", server?: string): Promise<Outbox> {
+  let url: string;
+  if (server) {
+    const name = uniqueName("relay", "_");
+    url = await createDatabase(server, name);
+    onTestFinished(() => dropDatabase(server, name));
+  } else url = await freshDatabase("relay");
   await migrateDatabase(url, schema);
   const sql = postgres(url, { max: 8, onnotice: () => {} });
   // Registered after freshDatabase's drop, so it runs first: the pool is gone before the database.
