@@ -65,9 +65,10 @@ export function createTokenVerifier(opts: VerifierOptions): (token: string) => P
       })();
 
   // Tokens already verified, until they expire. A client sends the same token with every request for its
-  // lifetime, and checking its signature was a tenth of the gateway's CPU (WebCrypto's HMAC job, at 100
-  // sagas/s): the same string verifies the same way, so only `exp` needs checking again. Failures are not
-  // kept. Bounded: past `maxCachedTokens` the oldest entry goes.
+  // lifetime, and checking its signature was a tenth of the gateway's CPU (WebCrypto's HMAC job, in a
+  // profile of a quick bench run; 43–49 µs a request, 0.4 µs from here): the same string verifies the same
+  // way, so only `exp` needs checking again. Failures are not kept. Bounded: past `maxCachedTokens` the
+  // oldest entry goes.
   const verified = new Map<string, { principal: Principal; expiresAtMs: number }>();
   const maxCachedTokens = opts.maxCachedTokens ?? 10_000;
 
