@@ -3,6 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { KafkaClient } from "@saga/kafka";
+import { cpuSeconds } from "@saga/tools/process";
 import type postgres from "postgres";
 import { Agent, request as send } from "undici";
 import { table } from "../chaos/report.ts";
@@ -83,6 +84,11 @@ export type OverloadPhase = {
   writeLimit: { min: number; last: number };
   /** The machine's 1-minute load average as the phase began and as it ended (other work shares it). */
   load: [number, number];
+  /** CPU of each process during the load, in cores (CPU seconds per second). */
+  cpu: Record<string, number>;
+  /** Requests the gateway answered during the load (shed, refused and proxied), and its CPU µs per request. */
+  gatewayRequests: number;
+  gatewayUsPerRequest: number;
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -301,6 +307,9 @@ async function openLoop(opts: {
     loopDelayMs,
     writeLimit,
     load: [loadavg()[0] ?? 0, 0],
+    cpu: {},
+    gatewayRequests: 0,
+    gatewayUsPerRequest: 0,
   };
   const shedMs: number[] = [];
   const shedNetMs: number[] = [];
@@ -376,6 +385,8 @@ async function openLoop(opts: {
     }
   };
 
+  const pids = { ...system.pids(), "bench client": process.pid };
+  const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const startedAt = new Date();
   const started = performance.now();
   const deadline = started + durationS * 1000;
@@ -391,6 +402,10 @@ async function openLoop(opts: {
   const loadStopped = Date.now();
   p.load[1] = loadavg()[0] ?? 0;
   await Promise.all(inFlight);
+  // Until the last answer: the requests counted below are those of the load, answered.
+  const cpuAfter = await cpuSeconds(pids, ["bench client"]);
+  const cpuWallS = (Date.now() - startedAt.getTime()) / 1000;
+  const gatewayAnswered = metricSum((await counters(system)).gatewayText, "http_requests_total");
   sampling = false;
   await sampler;
   clientLoop.disable();
@@ -422,8 +437,15 @@ async function openLoop(opts: {
       ['upstream="order-service"', 'outcome="5xx"'],
       q,
     );
+  const gatewayRequests = gatewayAnswered - metricSum(before.gatewayText, "http_requests_total");
+  const cpu = Object.fromEntries(
+    Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / cpuWallS]),
+  );
   return {
     ...p,
+    cpu,
+    gatewayRequests,
+    gatewayUsPerRequest: (((cpu.gateway ?? 0) * cpuWallS) / Math.max(1, gatewayRequests)) * 1e6,
     goodput: p.accepted / ((loadStopped - startedAt.getTime()) / 1000),
     shedLatency: summarize(shedMs),
     shedLatencyNet: summarize(shedNetMs),
@@ -592,6 +614,8 @@ function describe(p: OverloadPhase): string {
     `by gateway lane/gateway for want of headroom/service (of them timed out in its queue)/backlog ${p.shedBy.gateway}/${p.shedBy.edge}/${p.shedBy.service} (${p.shedBy.serviceTimeout})/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
     `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
     `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
+    `gateway ${fmt(p.cpu.gateway ?? 0, 2)} cores, ${fmt(p.gatewayUsPerRequest, 0)} µs of its CPU a request (${p.gatewayRequests}), ` +
+    `order-service ${fmt(p.cpu.order ?? 0, 2)} cores, client ${fmt(p.cpu["bench client"] ?? 0, 2)} cores, ` +
     `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}` +
     (p.shedTimeline.length
       ? `; shed by second (gateway/service/backlog, backlog/bound): ${describeTimeline(p)}`
@@ -638,6 +662,11 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     `≤ ${fmt(p.upstreamShedMs.p50, 0)} / ≤ ${fmt(p.upstreamShedMs.p99, 0)}`,
     `${fmt(p.loopDelayMs.client, 0)} / ${fmt(p.loopDelayMs.gateway, 0)} / ${fmt(p.loopDelayMs.order, 0)}`,
     Number.isFinite(p.writeLimit.min) ? `${fmt(p.writeLimit.min)} / ${fmt(p.writeLimit.last)}` : "–",
+    `${fmt(p.cpu.gateway ?? 0, 2)} / ${fmt(p.gatewayUsPerRequest, 0)} (${p.gatewayRequests})`,
+    `${fmt(p.cpu.order ?? 0, 2)} / ${fmt(p.cpu["bench client"] ?? 0, 2)} / ${fmt(
+      Object.values(p.cpu).reduce((a, b) => a + b, 0),
+      2,
+    )}`,
   ];
   return [
     `## Overload (issue 11), ${at}`,
@@ -675,7 +704,8 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       "of the order-service's sheds, how many waited in its queue (the rest found it full); inside the gateway (its histogram, from its first " +
       "middleware to the answer; bucket bounds); the order-service's 503s as the gateway saw them (its upstream " +
       "histogram: its pool's queue, the network, the service); the worst event-loop delay p99 in a 250 ms " +
-      "window; the gateway's adaptive `orders:write` limit.",
+      "window; the gateway's adaptive `orders:write` limit; the gateway's CPU during the load, in cores and per " +
+      "request it answered (shed, refused or proxied); the order-service's, the load client's and everything's.",
     "",
     table(
       [
@@ -687,6 +717,8 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "order-service 503 at the gateway ms p50/p99",
         "event-loop delay p99 ms client / gateway / order-service",
         "orders:write limit min / last",
+        "gateway CPU: cores / µs a request (requests)",
+        "cores: order-service / bench client / all",
       ],
       all.map(where),
     ),
