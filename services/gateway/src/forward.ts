@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
 import { type AppEnv, HEADROOM_HEADER } from "@saga/http";
 import { nextTraceparent } from "@saga/observability";
@@ -57,6 +58,22 @@ export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
   headers[REQUEST_ID_HEADER] = c.get("requestId");
   headers.traceparent = nextTraceparent(c.req.header("traceparent"));
   return headers;
+}
+
+/**
+ * Aborts when the client goes away before its answer is sent, so that its upstream call stops too. Under
+ * @hono/node-server, from the Node response's `close`, as the server itself tells it: `c.req.raw.signal`
+ * says the same but first builds the whole WHATWG Request (URL, headers copied and checked), which a
+ * forwarded GET otherwise never needs. Without a Node response (`app.request()` in tests), that signal.
+ */
+export function clientSignal(c: Context): AbortSignal {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!outgoing) return c.req.raw.signal;
+  const controller = new AbortController();
+  outgoing.once("close", () => {
+    if (!outgoing.writableFinished) controller.abort(new Error("the client closed its connection"));
+  });
+  return controller.signal;
 }
 
 /** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */

@@ -572,3 +572,26 @@ describe("a pooled client (one connection) on the gateway's port", () => {
     expect(connections).toBe(1);
   });
 });
+
+describe("a client that goes away", () => {
+  it("stops its call to the upstream at once, not at the upstream timeout", async () => {
+    const orders = await startFakeUpstream(() => ({ body: order, delayMs: 5000 }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, { UPSTREAM_TIMEOUT_MS: "10000" });
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: gateway.app, port: 0 }, () => resolve(s));
+    });
+    onTestFinished(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/orders/${ORDER_ID}`;
+    const gone = new AbortController();
+    const sent = request(url, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, signal: gone.signal });
+    await eventually(() => orders.received.length === 1);
+    gone.abort();
+    await expect(sent).rejects.toThrow();
+    const outcomes = () =>
+      gateway.metrics.registry.getSingleMetricAsString("gateway_upstream_requests_total");
+    await eventually(async () => /outcome="canceled"[^}]*} 1$/m.test(await outcomes()), 2000);
+  });
+});

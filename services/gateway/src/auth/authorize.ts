@@ -1,5 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { passThrough, upstreamHeaders } from "../forward.ts";
+import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
 import { principalOf } from "./principal.ts";
 
@@ -79,7 +79,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
           path: new URL(c.req.url).pathname,
           headers: { ...upstreamHeaders(c), "accept-encoding": "identity" },
         },
-        { timeoutMs, clientSignal: c.req.raw.signal },
+        { timeoutMs, clientSignal: clientSignal(c) },
       );
       if (current.status !== 200) return passThrough(c, current);
       return ownerOf(current.body.toString("utf8")) === me ? next() : notFound(c, "order");
