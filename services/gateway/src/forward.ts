@@ -29,7 +29,11 @@ const HOP_BY_HOP = new Set([
 // its bearer token stops here (the services trust the identity headers instead).
 const GATEWAY_ONLY = new Set([SUBJECT_HEADER, ROLE_HEADER, INTERNAL_CREDENTIAL_HEADER, "authorization"]);
 
-function connectionTokens(value: string | null | undefined): Set<string> {
+const NONE: ReadonlySet<string> = new Set();
+
+function connectionTokens(value: string | null | undefined): ReadonlySet<string> {
+  // Mostly absent, or `keep-alive`: no set to build per request.
+  if (!value || value === "keep-alive") return NONE;
   return new Set(
     (value ?? "")
       .split(",")
@@ -76,8 +80,20 @@ export function clientSignal(c: Context): AbortSignal {
   return controller.signal;
 }
 
+// The upstream answer a request was answered with, by request (as principals are, auth/principal.ts).
+const forwarded = new WeakMap<Request, UpstreamResponse>();
+
+/**
+ * The upstream answer `passThrough` made this request's response of, for middleware that looks into it
+ * after the route (authorization of a read): its body as bytes, without cloning the response's stream.
+ */
+export function forwardedOf(c: Context): UpstreamResponse | undefined {
+  return forwarded.get(c.req.raw);
+}
+
 /** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  forwarded.set(c.req.raw, res);
   const listed = connectionTokens(
     typeof res.headers.connection === "string" ? res.headers.connection : undefined,
   );
