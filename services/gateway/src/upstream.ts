@@ -170,6 +170,19 @@ export function createUpstream(opts: UpstreamOptions) {
     instance.headroom <= 0 &&
     performance.now() - instance.headroomAt < opts.headroomTtlMs;
 
+  // Made once, as the admission lanes' refusal is (packages/http/src/admission.ts): an Error captures a stack.
+  const atBound = new AppError("UNAVAILABLE", `${name} is at its bound for new work; retry later`, {
+    retryAfterS: opts.retryAfterS,
+  });
+
+  /** The refusal of new work while every instance that would be tried reports no headroom for it. */
+  function refusal(): AppError | undefined {
+    const panic = healthyCount() === 0;
+    if (!instances.every((i) => full(i) || !(i.healthy || panic))) return undefined;
+    metrics.headroomShed.inc({ upstream: name });
+    return atBound;
+  }
+
   /**
    * The next instance in rotation after the last one picked, skipping `exclude` (and, for new work, those
    * that report no headroom); in panic mode (none in rotation) the next of all of them.
@@ -293,6 +306,13 @@ export function createUpstream(opts: UpstreamOptions) {
     healthyCount,
 
     /**
+     * New work refused here (503 + Retry-After, counted) while every instance reports no headroom for it;
+     * undefined otherwise. `send` with `needsHeadroom` asks the same; asked first, it spares a refused
+     * request everything else the gateway would do for it.
+     */
+    refuseNewWork: refusal,
+
+    /**
      * Sends a request to the next healthy instance (any instance in panic mode) and reads the whole
      * response. A request that could not connect (any method: it never left) or a GET/HEAD whose
      * connection broke is sent once more to another instance. Throws an AppError: 504 past the timeout,
@@ -302,12 +322,8 @@ export function createUpstream(opts: UpstreamOptions) {
       request: UpstreamRequest,
       { timeoutMs, clientSignal, held = false, needsHeadroom = false }: SendOptions,
     ): Promise<UpstreamResponse> {
-      if (needsHeadroom && instances.every((i) => full(i) || !(i.healthy || healthyCount() === 0))) {
-        metrics.headroomShed.inc({ upstream: name });
-        throw new AppError("UNAVAILABLE", `${name} is at its bound for new work; retry later`, {
-          retryAfterS: opts.retryAfterS,
-        });
-      }
+      const refused = needsHeadroom ? refusal() : undefined;
+      if (refused) throw refused;
       // One controller and one timer cleared with the answer. `AbortSignal.timeout` keeps its timer until it
       // fires, seconds after the answer, and then builds a DOMException; with `AbortSignal.any` it was 2% of
       // the gateway's CPU forwarding the clients' reads.
