@@ -252,7 +252,11 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             }
           }
           crashPoint?.("before-send");
-          // The last look before a send: a relay that lost its lock must not publish any more.
+          // The last look before a send: a relay that lost its lock must not publish any more. Streamed
+          // rows are in hand with no statement of ours before the send, so after a freeze (or a stalled
+          // loop) the lock is asked for first: the rows its socket buffered meanwhile would otherwise go
+          // out after a standby took over, before the lock session's end is read.
+          await lease.confirm();
           if (until.aborted) break;
           stage = "send";
           const sendStarted = performance.now();
