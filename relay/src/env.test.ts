@@ -14,6 +14,7 @@ describe("parseRelayEnv", () => {
       RELAY_MODE: "table",
       RELAY_BATCH_SIZE: 500,
       RELAY_MARK_CHUNK_SIZE: 250,
+      RELAY_MARK_INTERVAL_MS: 250,
       RELAY_POLL_INTERVAL_MS: 1000,
       OUTBOX_RETENTION_SECONDS: 3600,
       LOG_LEVEL: "info",

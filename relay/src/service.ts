@@ -92,6 +92,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       topicPrefix: env.KAFKA_TOPIC_PREFIX,
       batchSize: env.RELAY_BATCH_SIZE,
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,
+      markIntervalMs: env.RELAY_MARK_INTERVAL_MS,
       queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,
