@@ -253,7 +253,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       }
       // Only now may the slot move past these rows (it matters while this connection lasts: the slot
       // is temporary, and the next connection starts from the table).
-      for (const batch of batches) wakeups.acknowledge(batch);
+      wakeups.acknowledge(batches);
     }
 
     try {
@@ -282,7 +282,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               if (streamed) {
                 // Confirmed with the rows before it, once they are marked.
                 if (unmarked.size > 0) unmarked.add([], 0, streamed);
-                else wakeups.acknowledge(streamed);
+                else wakeups.acknowledge([streamed]);
                 continue;
               }
               if (unmarked.size > 0) {
