@@ -120,12 +120,17 @@ export function createOutboxStore(sql: Sql) {
       return result.count;
     },
 
-    /** Unpublished rows and the age of the oldest, on the database's clock. */
-    async backlog(signal?: AbortSignal): Promise<Backlog> {
+    /**
+     * Unpublished rows and the age of the oldest, on the database's clock, leaving out `onKafka`: rows
+     * acknowledged by Kafka whose mark is still to come.
+     */
+    async backlog(signal?: AbortSignal, onKafka: readonly string[] = []): Promise<Backlog> {
+      const leftOut =
+        onKafka.length > 0 ? sql`and not id = any(${sql.array(onKafka as string[], 2950)}::uuid[])` : sql``;
       const [row] = await cancellable(
         sql<{ rows: number; age: number | null }[]>`
         select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
-        from outbox where published_at is null`,
+        from outbox where published_at is null ${leftOut}`,
         signal,
       );
       return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };

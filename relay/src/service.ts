@@ -106,9 +106,9 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
 
   relayMetrics.onScrapeReadBacklog(async () => {
     await Promise.all(
-      outboxes.map(async ({ name, store }) => {
+      outboxes.map(async ({ name, relay }) => {
         try {
-          const backlog = await withTimeout((s) => store.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
+          const backlog = await withTimeout((s) => relay.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
           relayMetrics.backlog.set({ outbox: name }, backlog.rows);
           relayMetrics.lag.set({ outbox: name }, backlog.oldestAgeSeconds);
         } catch (err) {
