@@ -39,6 +39,11 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     query_timeout: clientQueryTimeoutMs(timeouts),
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    // Statements issued on a checked-out client without awaiting the one before go out at once and are
+    // answered in order (https://node-postgres.com/features/pipelining): a consumer's BEGIN, inbox claim
+    // and state read share one round trip (`inTransaction`, `createInbox`). Awaited statements behave as
+    // without it.
+    pipeline: true,
   });
   // node-postgres emits 'error' for a connection lost while idle in the pool or checked out between
   // queries; unheard, that event would end the process. The query in flight, if any, fails on its own.

@@ -65,7 +65,8 @@ const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
   originalOffset: "Its offset.",
   consumerGroup: "The consumer group that gave up on it.",
   originalEventId: "The poison message's `event-id`, when it had one.",
-  reason: "`poison` (it fails decoding or its contract) or `retries exhausted` (an unexpected error, retried up to the budget).",
+  reason:
+    "`poison` (it fails decoding or its contract) or `retries exhausted` (an unexpected error, retried up to the budget).",
   attempts: "How many times it failed with an unexpected error; 1 for poison.",
   replayOf:
     "On a message replayed from a dead letter (`npm run dlq -- replay`), on its original topic: the dead letter's id. " +

@@ -4,7 +4,7 @@ import { ALL_TOPICS } from "@saga/contracts";
 import { parseGatewayEnv } from "@saga/gateway";
 import { parseOrderServiceEnv } from "@saga/order-service";
 import { parseRelayEnv } from "@saga/relay/src/env.ts";
-import { bundleOf, PROCESSES as BUILT } from "@saga/tools/build";
+import { PROCESSES as BUILT, bundleOf } from "@saga/tools/build";
 import { parseUserServiceEnv } from "@saga/user-service";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -123,7 +123,9 @@ describe("compose.yaml", () => {
       expect(Object.keys(PROCESSES), name).toContain(entry);
       // A bundle `npm run build` makes (dist/ need not exist yet: tests run before or beside the build),
       // from a source that exists.
-      const built = Object.entries(BUILT).find(([process]) => bundleOf(process as keyof typeof BUILT) === entry);
+      const built = Object.entries(BUILT).find(
+        ([process]) => bundleOf(process as keyof typeof BUILT) === entry,
+      );
       expect(built, entry).toBeDefined();
       expect(existsSync(join(repoRoot, built?.[1] ?? "")), built?.[1]).toBe(true);
       const env = envOf(service);

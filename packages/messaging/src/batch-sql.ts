@@ -20,17 +20,22 @@ type PooledClient = SqlClient & { release(destroy?: boolean | Error): void };
 export type SqlPool = { connect(): Promise<PooledClient> };
 
 /**
- * Runs `work` between BEGIN and COMMIT on a client of its own; ROLLBACK when it throws. A client whose
- * ROLLBACK fails (its connection is gone) is destroyed rather than given back to the pool, and so is one
- * whose statement timed out on the client's side: its connection still waits for that answer, so a
- * ROLLBACK would only wait behind it (the server rolls back when the connection goes).
+ * Runs `work` between BEGIN and COMMIT on a client of its own; ROLLBACK when it throws. BEGIN is not
+ * waited for: on a pipelining pool (`createPgDatabase`) it goes out with the first statements `work`
+ * sends, in one round trip; if it fails, so do they. A client whose ROLLBACK fails (its connection is
+ * gone) is destroyed rather than given back to the pool, and so is one whose statement timed out on the
+ * client's side: its connection still waits for that answer, so a ROLLBACK would only wait behind it
+ * (the server rolls back when the connection goes).
  */
 export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  const begun = client.query({ text: "begin" });
+  // Its failure is the first to reach `work`'s statements; it is awaited below, never left unheard.
+  begun.catch(() => {});
   try {
-    await client.query({ text: "begin" });
     const result = await work(client);
+    await begun;
     await client.query({ text: "commit" });
     return result;
   } catch (err) {

@@ -21,11 +21,21 @@ import { deadLetterRow, storable } from "./outbox.ts";
 export type AfterCommit = () => void;
 
 /**
- * Applies the new events of a batch, in the order consumed, inside the transaction that holds their
- * inbox rows and the locks of their aggregates: their state changes and outbox rows commit together
- * with the inbox rows or not at all. What an error it throws means is `classifyFailure`'s to say.
+ * A service's part of applying a batch, inside the transaction that holds the events' inbox rows and the
+ * locks of their aggregates: their state changes and outbox rows commit together with the inbox rows or
+ * not at all. What an error either step throws means is `classifyFailure`'s to say.
  */
-export type BatchHandler = (tx: SqlClient, events: DecodedEvent<Topic>[]) => Promise<AfterCommit | undefined>;
+export type BatchHandler<State = unknown> = {
+  /**
+   * Reads the state the batch depends on. It must send its statements before it first awaits: they go
+   * out behind BEGIN and the inbox claim, in the same round trip, and run after the claim took the
+   * aggregates' locks, so they read committed state that nobody changes before COMMIT. Given every
+   * event of the batch, duplicates included (the claim has not answered yet).
+   */
+  read(tx: SqlClient, events: DecodedEvent<Topic>[]): Promise<State>;
+  /** Applies the new events, in the order consumed, from the state `read` found. */
+  apply(tx: SqlClient, events: DecodedEvent<Topic>[], state: State): Promise<AfterCommit | undefined>;
+};
 
 export type InboxOptions = {
   db: Database;
@@ -65,9 +75,10 @@ const tally = (counts: Map<Topic, number>, key: Topic) => counts.set(key, (count
  * inbox row (consumer group + event id, so a redelivery is a no-op) and the outbox rows it emits.
  * Nothing here talks to Kafka; `startInboxConsumer` feeds it and commits offsets after each commit.
  *
- * A batch costs the same few statements however many events it holds: BEGIN, `claimEvents` (the
- * aggregates' locks and every inbox row), the service's `applyBatch` (set-based statements of its
- * own), COMMIT. Logs and metrics are written per batch too.
+ * A batch costs the same few statements however many events it holds, in three round trips: BEGIN,
+ * `claimEvents` (the aggregates' locks and every inbox row) and the service's `read`, pipelined; the
+ * service's `apply` (set-based statements of its own); COMMIT. Logs and metrics are written per batch
+ * too.
  */
 export function createInbox({
   db,
@@ -99,7 +110,7 @@ export function createInbox({
   async function apply(events: Decoded[]): Promise<void> {
     const started = performance.now();
     const outcome = await inTransaction(db.pool, async (tx) => {
-      const claimed = await claimEvents(tx, {
+      const claiming = claimEvents(tx, {
         consumerGroup,
         eventIds: events.map((e) => e.eventId),
         topics: events.map((e) => e.message.topic),
@@ -107,13 +118,22 @@ export function createInbox({
         offsets: events.map((e) => Number(e.message.offset)),
         aggregateIds: events.map((e) => e.event.envelope[HEADERS.aggregateId]),
       });
+      const reading = applyBatch.read(
+        tx,
+        events.map((e) => e.event),
+      );
+      // A failed claim fails the read behind it too (an aborted transaction); the claim's error is the one.
+      reading.catch(() => {});
+      const claimed = await claiming;
+      const state = await reading;
       // The first copy of each new event claims it; later copies in the batch are duplicates.
       const fresh = events.filter((e) => claimed.delete(e.eventId));
       const afterCommit =
         fresh.length > 0
-          ? await applyBatch(
+          ? await applyBatch.apply(
               tx,
               fresh.map((e) => e.event),
+              state,
             )
           : undefined;
       return { fresh, afterCommit };

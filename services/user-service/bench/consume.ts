@@ -50,6 +50,8 @@ async function main() {
     KAFKA_TOPIC_PREFIX: prefix,
     INSTANCE_ID: "bench-1",
     PORT: "0",
+    // Its requests come straight from this script, not through the gateway.
+    AUTH_DEV_MODE: "true",
   });
   const kafka = createKafka({ brokers: env.KAFKA_BROKERS, clientId: "consume-bench" });
   await kafka.createTopics(ALL_TOPICS.map((t) => prefixedTopic(prefix, t)));

@@ -15,7 +15,14 @@ export type AppDeps = {
 
 /** The user-service's HTTP API; no port is opened here. */
 export function createApp({ db, logger, metrics, ready, admission, internalSecret }: AppDeps) {
-  const app = createBaseApp({ logger, metrics, ready, admission, mapError: unavailableWhenRetriable, internalSecret });
+  const app = createBaseApp({
+    logger,
+    metrics,
+    ready,
+    admission,
+    mapError: unavailableWhenRetriable,
+    internalSecret,
+  });
   registerUserRoutes(app, { db, logger });
   return app;
 }

@@ -63,9 +63,9 @@ beforeAll(async () => {
       CONSUMER_GROUP: `${prefix}user-service`,
     }),
     {
-      async applyReservations(tx, events) {
+      async applyReservations(tx, events, state) {
         if (events.some((e) => brokenUsers.has(e.payload.userId))) throw bug();
-        return applyReservationBatch(tx, events);
+        return applyReservationBatch(tx, events, state);
       },
     },
   );

@@ -6,8 +6,8 @@ import { type CreditEvent, type CreditPlan, planCreditEvents } from "./credit-pl
  * The order-service's consuming hot path in two statements, whatever the size of the batch. They run
  * inside the inbox's transaction, after `claimEvents` took the advisory lock of every order of the
  * batch (the lock `DELETE /orders/:id` takes too) and wrote its inbox rows: the statuses read here are
- * committed and stay so until COMMIT. Between the two, `planCreditEvents` (pure) decides every event
- * in the batch's order.
+ * committed and stay so until COMMIT. The read travels with BEGIN and the claim in one round trip (see
+ * `BatchHandler`). Between the two, `planCreditEvents` (pure) decides every event in the batch's order.
  */
 
 // The status of every order of the batch; one round trip.
@@ -28,22 +28,30 @@ export type AppliedCredit = CreditPlan & {
   sagaSeconds: Map<string, number>;
 };
 
+/** The status of each order that exists; sends its statement at once (see `BatchHandler.read`). */
+export async function readOrderStatuses(
+  tx: SqlClient,
+  orderIds: readonly string[],
+): Promise<Map<string, OrderStatus>> {
+  const { rows } = await tx.query<{ id: string; status: OrderStatus }>({
+    name: "order-read-statuses",
+    text: READ_STATUSES,
+    values: [[...new Set(orderIds)]],
+  });
+  return new Map(rows.map((r) => [r.id, r.status]));
+}
+
 /**
  * Applies a batch of `user.credit-reserved` and `user.credit-reservation-failed` events (already
- * claimed in the inbox, their orders locked): PENDING orders become CONFIRMED or CANCELED; anything
- * else is ignored. Emits nothing.
+ * claimed in the inbox, their orders locked, their statuses read by `readOrderStatuses`): PENDING
+ * orders become CONFIRMED or CANCELED; anything else is ignored. Emits nothing.
  */
 export async function applyCreditBatch(
   tx: SqlClient,
   events: readonly CreditEvent[],
+  statuses: ReadonlyMap<string, OrderStatus>,
 ): Promise<AppliedCredit> {
-  const orderIds = [...new Set(events.map((e) => e.orderId))];
-  const { rows } = await tx.query<{ id: string; status: OrderStatus }>({
-    name: "order-read-statuses",
-    text: READ_STATUSES,
-    values: [orderIds],
-  });
-  const plan = planCreditEvents(events, new Map(rows.map((r) => [r.id, r.status])));
+  const plan = planCreditEvents(events, statuses);
   const sagaSeconds = new Map<string, number>();
   if (plan.changes.length === 0) return { ...plan, sagaSeconds };
   const { rows: changed } = await tx.query<{ id: string; saga_seconds: number }>({
