@@ -27,6 +27,9 @@ const tooLarge = (maxBytes: number) =>
  */
 export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): MiddlewareHandler {
   return async function bodyLimit(c, next) {
+    // No body to bound. Asked first: under @hono/node-server, `c.req.raw.body` builds the whole WHATWG
+    // Request (URL, headers copied and checked, an AbortController), which a forwarded GET never needs.
+    if (c.req.method === "GET" || c.req.method === "HEAD") return next();
     const body = c.req.raw.body;
     if (!body) return next();
     const declared = c.req.header("content-length");

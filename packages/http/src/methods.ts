@@ -3,8 +3,20 @@ import type { Context, MiddlewareHandler } from "hono";
 /** The methods a route path (Hono's form, `/orders/:id`) answers. */
 export type RouteMethods = { path: string; methods: readonly string[] };
 
+// Compiled once per route path: `methodNotAllowed` matches every request against every route.
+const patterns = new Map<string, RegExp>();
+
 /** `/orders/:id` as a pattern over a request path: `:name` is one non-empty segment, `*` the rest. */
 function pattern(path: string): RegExp {
+  let compiled = patterns.get(path);
+  if (!compiled) {
+    compiled = compile(path);
+    patterns.set(path, compiled);
+  }
+  return compiled;
+}
+
+function compile(path: string): RegExp {
   const segments = path.split("/").map((s) => {
     if (s === "*") return ".*";
     if (s.startsWith(":")) return "[^/]+";

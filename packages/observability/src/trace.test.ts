@@ -17,4 +17,16 @@ describe("nextTraceparent", () => {
       expect(nextTraceparent(incoming)).toMatch(shape);
     },
   );
+
+  it("never hands out the same random bytes twice, across refills of its pool", () => {
+    const spans = new Set<string>();
+    const traces = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const [, trace, span] = nextTraceparent(undefined).split("-");
+      spans.add(span ?? "");
+      traces.add(trace ?? "");
+    }
+    expect(spans.size).toBe(2000);
+    expect(traces.size).toBe(2000);
+  });
 });

@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
 import { type AppEnv, HEADROOM_HEADER } from "@saga/http";
 import { nextTraceparent } from "@saga/observability";
@@ -28,7 +29,11 @@ const HOP_BY_HOP = new Set([
 // its bearer token stops here (the services trust the identity headers instead).
 const GATEWAY_ONLY = new Set([SUBJECT_HEADER, ROLE_HEADER, INTERNAL_CREDENTIAL_HEADER, "authorization"]);
 
-function connectionTokens(value: string | null | undefined): Set<string> {
+const NONE: ReadonlySet<string> = new Set();
+
+function connectionTokens(value: string | null | undefined): ReadonlySet<string> {
+  // Mostly absent, or `keep-alive`: no set to build per request.
+  if (!value || value === "keep-alive") return NONE;
   return new Set(
     (value ?? "")
       .split(",")
@@ -59,8 +64,36 @@ export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
   return headers;
 }
 
+/**
+ * Aborts when the client goes away before its answer is sent, so that its upstream call stops too. Under
+ * @hono/node-server, from the Node response's `close`, as the server itself tells it: `c.req.raw.signal`
+ * says the same but first builds the whole WHATWG Request (URL, headers copied and checked), which a
+ * forwarded GET otherwise never needs. Without a Node response (`app.request()` in tests), that signal.
+ */
+export function clientSignal(c: Context): AbortSignal {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!outgoing) return c.req.raw.signal;
+  const controller = new AbortController();
+  outgoing.once("close", () => {
+    if (!outgoing.writableFinished) controller.abort(new Error("the client closed its connection"));
+  });
+  return controller.signal;
+}
+
+// The upstream answer a request was answered with, by request (as principals are, auth/principal.ts).
+const forwarded = new WeakMap<Request, UpstreamResponse>();
+
+/**
+ * The upstream answer `passThrough` made this request's response of, for middleware that looks into it
+ * after the route (authorization of a read): its body as bytes, without cloning the response's stream.
+ */
+export function forwardedOf(c: Context): UpstreamResponse | undefined {
+  return forwarded.get(c.req.raw);
+}
+
 /** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  forwarded.set(c.req.raw, res);
   const listed = connectionTokens(
     typeof res.headers.connection === "string" ? res.headers.connection : undefined,
   );

@@ -445,6 +445,14 @@ describe("overload: the order-service's headroom for new orders", () => {
     expect(refused.headers.get("retry-after")).toBe("1");
     expect(await refused.json()).toMatchObject({ error: expect.stringMatching(/at its bound for new work/) });
     expect(orders.received.filter((r) => r.method === "POST")).toHaveLength(0);
+    // Refused before anything else is looked at: a request without a token gets the same answer.
+    const anonymous = await gateway.app.request("/orders", {
+      method: "POST",
+      body: "{}",
+      headers: { ...json, authorization: "" },
+    });
+    expect(anonymous.status).toBe(503);
+    expect(anonymous.headers.get("retry-after")).toBe("1");
     // Reads and cancels are not new work, and the order-service stays in rotation.
     expect((await gateway.app.request(`/orders/${ORDER_ID}`, { method: "DELETE" })).status).toBe(200);
     expect(gateway.orders.instances()).toEqual([{ target: `127.0.0.1:${orders.port}`, healthy: true }]);
@@ -462,7 +470,7 @@ describe("overload: the order-service's headroom for new orders", () => {
     release();
     expect((await sent).status).toBe(201);
     const metrics = await (await gateway.metricsApp.request("/metrics")).text();
-    expect(metrics).toMatch(/gateway_upstream_headroom_shed_total\{upstream="order-service",[^}]*\} 2/);
+    expect(metrics).toMatch(/gateway_upstream_headroom_shed_total\{upstream="order-service",[^}]*\} 3/);
   });
 
   it("believes a report of no headroom only for a while: then an order goes through and brings a new one", async () => {
@@ -570,5 +578,29 @@ describe("a pooled client (one connection) on the gateway's port", () => {
     });
     expect(await send("{}")).toEqual({ status: 201, body: order });
     expect(connections).toBe(1);
+  });
+});
+
+describe("a client that goes away", () => {
+  it("stops its call to the upstream at once, not at the upstream timeout", async () => {
+    const orders = await startFakeUpstream(() => ({ body: order, delayMs: 9000 }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, { UPSTREAM_TIMEOUT_MS: "10000" });
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: gateway.app, port: 0 }, () => resolve(s));
+    });
+    onTestFinished(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/orders/${ORDER_ID}`;
+    const gone = new AbortController();
+    const sent = request(url, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, signal: gone.signal });
+    await eventually(() => orders.received.length === 1);
+    gone.abort();
+    await expect(sent).rejects.toThrow();
+    const outcomes = () =>
+      gateway.metrics.registry.getSingleMetricAsString("gateway_upstream_requests_total");
+    // Well before the upstream answers (9 s) or times out (10 s), on a loaded machine too.
+    await eventually(async () => /outcome="canceled"[^}]*} 1$/m.test(await outcomes()), 6000);
   });
 });

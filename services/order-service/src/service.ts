@@ -1,3 +1,4 @@
+import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
 import { orderSchema } from "@saga/db";
 import { httpSettings } from "@saga/http";
 import { createServiceRuntime, sessionTimeouts } from "@saga/messaging";
@@ -10,7 +11,11 @@ import type { Env } from "./env.ts";
 import { createSagaMetrics } from "./metrics.ts";
 import { createOrderWaits } from "./order-waits.ts";
 import { createSagaDeadlines } from "./saga-deadlines.ts";
-import { prewarmHotPath } from "./warm-up.ts";
+import { prewarmHotPath, prewarmHttpPath } from "./warm-up.ts";
+
+// Requests of each kind the HTTP path's warm-up sends: enough for V8 to compile the path (its optimizing
+// tier takes over after some hundreds of calls), a second or so of a start.
+const WARM_UP_ROUNDS = 400;
 
 /**
  * The order-service: migrates its database and builds the app; `start()` joins the consumer group.
@@ -91,6 +96,12 @@ export async function createOrderService(
         await prewarmHotPath(runtime.db.pool).catch((err) =>
           runtime.logger.warn({ err }, "warming the hot path up failed; ready without it"),
         );
+        await prewarmHttpPath(app, {
+          headers: env.INTERNAL_SECRET ? { [INTERNAL_CREDENTIAL_HEADER]: env.INTERNAL_SECRET } : {},
+          rounds: WARM_UP_ROUNDS,
+          metrics: runtime.metrics,
+          admitsOrders: (n) => backlog.headroom() > n,
+        }).catch((err) => runtime.logger.warn({ err }, "warming the HTTP path up failed; ready without it"));
         await options.warmUp?.();
         warming = false;
       };

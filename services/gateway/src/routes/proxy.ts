@@ -1,6 +1,6 @@
 import { type AppEnv, preferredWait } from "@saga/http";
 import type { Hono } from "hono";
-import { passThrough, upstreamHeaders } from "../forward.ts";
+import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
 
 export type ProxyRoutesDeps = {
@@ -38,7 +38,7 @@ export function registerProxyRoutes(
         },
         {
           timeoutMs: timeoutMs + waitS * 1000,
-          clientSignal: c.req.raw.signal,
+          clientSignal: clientSignal(c),
           held: waitS > 0,
           needsHeadroom: needsHeadroom?.(method, url.pathname),
         },

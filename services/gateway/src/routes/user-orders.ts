@@ -1,7 +1,7 @@
 import type { Order, User, UserOrders } from "@saga/contracts";
 import { type AppEnv, AppError } from "@saga/http";
 import type { Hono } from "hono";
-import { passThrough, upstreamHeaders } from "../forward.ts";
+import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream, UpstreamResponse } from "../upstream.ts";
 
 export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs: number };
@@ -20,7 +20,7 @@ export function registerUserOrdersRoute(
     const id = encodeURIComponent(c.req.param("id"));
     // Identity: the composed body is parsed here, so it must not come compressed.
     const headers = { ...upstreamHeaders(c), "accept-encoding": "identity" };
-    const options = { timeoutMs, clientSignal: c.req.raw.signal };
+    const options = { timeoutMs, clientSignal: clientSignal(c) };
     const [user, list] = await Promise.allSettled([
       users.send({ method: "GET", path: `/users/${id}`, headers }, options),
       orders.send({ method: "GET", path: `/orders?userId=${id}`, headers }, options),

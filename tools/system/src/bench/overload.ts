@@ -3,6 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { KafkaClient } from "@saga/kafka";
+import { cpuSeconds } from "@saga/tools/process";
 import type postgres from "postgres";
 import { Agent, request as send } from "undici";
 import { table } from "../chaos/report.ts";
@@ -83,6 +84,11 @@ export type OverloadPhase = {
   writeLimit: { min: number; last: number };
   /** The machine's 1-minute load average as the phase began and as it ended (other work shares it). */
   load: [number, number];
+  /** CPU of each process during the load, in cores (CPU seconds per second). */
+  cpu: Record<string, number>;
+  /** Requests the gateway answered during the load (shed, refused and proxied), and its CPU µs per request. */
+  gatewayRequests: number;
+  gatewayUsPerRequest: number;
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -209,6 +215,40 @@ async function counters(system: System): Promise<Counters> {
   };
 }
 
+type Api = ReturnType<typeof pooledApiClient>;
+
+/**
+ * What a client does with an order it placed, in every phase: one in ten (`i % 10 === 7`) is canceled at
+ * once, the others are read every 250 ms until final (10 s at most), as a real client polls.
+ */
+async function followOrder(
+  api: Api,
+  id: string,
+  token: string,
+  reads: { sent: number; ok: number; shed: number },
+  readMs: number[],
+): Promise<void> {
+  const until = performance.now() + 10_000;
+  while (performance.now() < until) {
+    reads.sent++;
+    const started = performance.now();
+    try {
+      const { data, response } = await api.GET("/orders/{id}", {
+        params: { path: { id } },
+        headers: bearer(token),
+      });
+      readMs.push(performance.now() - started);
+      if (data) {
+        reads.ok++;
+        if (data.status !== "PENDING") return;
+      } else if (response.status === 503) reads.shed++;
+    } catch {
+      // counted as sent, not ok
+    }
+    await sleep(250);
+  }
+}
+
 /** One open-loop phase; each accepted order is followed with GETs every 250 ms until final (10 s at most). */
 async function openLoop(opts: {
   system: System;
@@ -301,6 +341,9 @@ async function openLoop(opts: {
     loopDelayMs,
     writeLimit,
     load: [loadavg()[0] ?? 0, 0],
+    cpu: {},
+    gatewayRequests: 0,
+    gatewayUsPerRequest: 0,
   };
   const shedMs: number[] = [];
   const shedNetMs: number[] = [];
@@ -311,27 +354,7 @@ async function openLoop(opts: {
     p.failures[why] = (p.failures[why] ?? 0) + 1;
   };
 
-  const follow = async (id: string, token: string) => {
-    const until = performance.now() + 10_000;
-    while (performance.now() < until) {
-      p.reads.sent++;
-      const started = performance.now();
-      try {
-        const { data, response } = await api.GET("/orders/{id}", {
-          params: { path: { id } },
-          headers: bearer(token),
-        });
-        readMs.push(performance.now() - started);
-        if (data) {
-          p.reads.ok++;
-          if (data.status !== "PENDING") return;
-        } else if (response.status === 503) p.reads.shed++;
-      } catch {
-        // counted as sent, not ok
-      }
-      await sleep(250);
-    }
-  };
+  const follow = (id: string, token: string) => followOrder(api, id, token, p.reads, readMs);
 
   let n = 0;
   const one = async () => {
@@ -376,6 +399,8 @@ async function openLoop(opts: {
     }
   };
 
+  const pids = { ...system.pids(), "bench client": process.pid };
+  const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const startedAt = new Date();
   const started = performance.now();
   const deadline = started + durationS * 1000;
@@ -391,6 +416,10 @@ async function openLoop(opts: {
   const loadStopped = Date.now();
   p.load[1] = loadavg()[0] ?? 0;
   await Promise.all(inFlight);
+  // Until the last answer: the requests counted below are those of the load, answered.
+  const cpuAfter = await cpuSeconds(pids, ["bench client"]);
+  const cpuWallS = (Date.now() - startedAt.getTime()) / 1000;
+  const gatewayAnswered = metricSum((await counters(system)).gatewayText, "http_requests_total");
   sampling = false;
   await sampler;
   clientLoop.disable();
@@ -422,8 +451,15 @@ async function openLoop(opts: {
       ['upstream="order-service"', 'outcome="5xx"'],
       q,
     );
+  const gatewayRequests = gatewayAnswered - metricSum(before.gatewayText, "http_requests_total");
+  const cpu = Object.fromEntries(
+    Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / cpuWallS]),
+  );
   return {
     ...p,
+    cpu,
+    gatewayRequests,
+    gatewayUsPerRequest: (((cpu.gateway ?? 0) * cpuWallS) / Math.max(1, gatewayRequests)) * 1e6,
     goodput: p.accepted / ((loadStopped - startedAt.getTime()) / 1000),
     shedLatency: summarize(shedMs),
     shedLatencyNet: summarize(shedNetMs),
@@ -455,33 +491,62 @@ async function openLoop(opts: {
 }
 
 /**
- * 32 clients, each sending its next order as soon as the last one is answered; a shed one (503) waits
- * its Retry-After, as a client should, instead of spinning on fast refusals.
+ * The capacity the overload phases are multiples of: sagas completed per second, sustained, under the
+ * phases' own client behaviour. `CAPACITY_CLIENTS` clients, each sending its next order as soon as the
+ * last one is answered (a shed one, 503, waits its Retry-After, as a client should, instead of spinning on
+ * fast refusals); every accepted order is then canceled or followed by its client exactly as in the phases
+ * (`followOrder`, apart from the loop, so that the POSTs keep the system saturated). Counted: the orders of
+ * the loop that reached their final state within the steady part of the loop, from `warmUpS` after its
+ * start to its end, per second; not the first seconds (the backlog filling up with orders accepted faster
+ * than sagas finish) nor the drain after it (sagas finishing with no new orders coming).
  */
-async function capacityLoop(
-  url: string,
-  users: { id: string; balance: number; token: string }[],
-  durationS: number,
-) {
+/**
+ * Enough that the clients are not the limit: with 32, a client waiting out its Retry-After after a shed
+ * POST left the system short of work (in a 30 s loop on a loaded host, 420 sheds kept 44% of the clients'
+ * time asleep; the loop completed 96 sagas/s where the open loop at 2× carried 122/s).
+ */
+const CAPACITY_CLIENTS = 128;
+
+async function capacityLoop(opts: {
+  url: string;
+  orderDb: postgres.Sql;
+  users: { id: string; balance: number; token: string }[];
+  durationS: number;
+  warmUpS: number;
+}) {
+  const { users, durationS, warmUpS } = opts;
   const startedAt = new Date();
   const deadline = performance.now() + durationS * 1000;
   const orderIds: string[] = [];
-  const api = pooledApiClient(url, dispatcher);
+  const api = pooledApiClient(opts.url, dispatcher);
+  const followers = new Set<Promise<void>>();
+  const reads = { sent: 0, ok: 0, shed: 0 };
   let failed = 0;
   let n = 0;
   await Promise.all(
-    Array.from({ length: 32 }, async () => {
+    Array.from({ length: CAPACITY_CLIENTS }, async () => {
       while (performance.now() < deadline) {
         const i = n++;
         const user = users[i % users.length];
         if (!user) return;
         try {
           const { data, response } = await api.POST("/orders", {
+            params: { header: { "Idempotency-Key": randomUUID() } },
             headers: bearer(user.token),
             body: { userId: user.id, amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50) },
           });
-          if (data) orderIds.push(data.id);
-          else {
+          if (data) {
+            orderIds.push(data.id);
+            const { id } = data;
+            const after =
+              i % 10 === 7
+                ? api
+                    .DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) })
+                    .then(() => {})
+                : followOrder(api, id, user.token, reads, []);
+            const f = after.catch(() => {}).finally(() => followers.delete(f));
+            followers.add(f);
+          } else {
             failed++;
             if (response.status === 503) await sleep(1000 * Number(response.headers.get("retry-after") ?? 1));
           }
@@ -491,18 +556,42 @@ async function capacityLoop(
       }
     }),
   );
-  return { startedAt, endedAt: new Date(), orderIds, failed };
+  const endedAt = new Date();
+  await Promise.all(followers);
+  const from = new Date(startedAt.getTime() + warmUpS * 1000);
+  // Final states by second of the loop: how steady the rate was, and what the drain after it added.
+  const bySecond = await opts.orderDb<{ s: number; n: number }[]>`
+    select floor(extract(epoch from updated_at - ${startedAt}::timestamptz))::int as s, count(*)::int as n
+    from orders where id = any(${orderIds}::uuid[]) and status <> 'PENDING' group by 1 order by 1`;
+  const steady = bySecond.filter((r) => r.s >= warmUpS && r.s < durationS).reduce((sum, r) => sum + r.n, 0);
+  const done = bySecond.reduce((sum, r) => sum + r.n, 0);
+  const lastS = Math.max(durationS, ...bySecond.map((r) => r.s + 1));
+  return {
+    startedAt,
+    endedAt,
+    from,
+    accepted: orderIds.length,
+    failed,
+    reads,
+    /** Sagas completed per second in the steady part of the loop. */
+    sustained: steady / (durationS - warmUpS),
+    /** The earlier measure, for comparison: every order of the loop over the time until the last was final. */
+    untilLastFinal: done / lastS,
+    bySecond: bySecond.map((r) => [r.s, r.n] as const),
+  };
 }
 
 export type OverloadReport = {
   capacity: number;
   capacitySeconds: number;
+  /** The start of the capacity loop left out of the count: the backlog filling up. */
+  capacityWarmUpS: number;
   phases: OverloadPhase[];
   freshStart: OverloadPhase & { readyAfterS: number };
 };
 
 /**
- * Capacity (sagas/s, closed loop with 32 clients, as the saturation phase), 2× and 5× of it, then a
+ * Capacity (sagas completed per second, sustained, with the phases' clients: `capacityLoop`), 2× and 5× of it, then a
  * fresh start at half of it: every Node process stopped, PostgreSQL and Kafka restarted (cold JVM), the
  * processes started, and the load offered from the moment all of them answer `/ready`.
  */
@@ -523,18 +612,26 @@ export async function runOverload(opts: {
   };
   await drain();
   const capacitySeconds = opts.capacity === undefined ? Math.min(30, seconds) : 0;
+  // The first seconds fill the saga backlog up to its bound: not a rate the system sustains.
+  const capacityWarmUpS = Math.round(capacitySeconds / 3);
   let capacity = opts.capacity ?? 0;
   if (opts.capacity === undefined) {
-    log(`bench: overload: capacity, ${capacitySeconds}s closed loop with 32 clients`);
-    const sat = await capacityLoop(system.gatewayUrl, users, capacitySeconds);
-    // Completed sagas over the time they took, as the saturation phase counts them.
-    await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 120, log: () => {} });
-    const [done] = await dbs.order<{ n: number; last: Date | null }[]>`
-      select count(*)::int as n, max(updated_at) as last from orders
-      where id = any(${sat.orderIds}::uuid[]) and status <> 'PENDING'`;
-    const busyS = ((done?.last?.getTime() ?? sat.endedAt.getTime()) - sat.startedAt.getTime()) / 1000;
-    capacity = (done?.n ?? 0) / Math.max(busyS, 1);
-    log(`bench:   capacity ${capacity.toFixed(1)} sagas/s (${sat.failed} POSTs shed or failed)`);
+    log(
+      `bench: overload: capacity, ${capacitySeconds}s closed loop with ${CAPACITY_CLIENTS} clients following their orders (steady after ${capacityWarmUpS}s)`,
+    );
+    const sat = await capacityLoop({
+      url: system.gatewayUrl,
+      orderDb: dbs.order,
+      users,
+      durationS: capacitySeconds,
+      warmUpS: capacityWarmUpS,
+    });
+    capacity = sat.sustained;
+    log(
+      `bench:   capacity ${capacity.toFixed(1)} sagas/s sustained (${sat.accepted} accepted, ${sat.failed} POSTs shed or failed, ` +
+        `${sat.reads.sent} following GETs, ${sat.reads.shed} shed; every order of the loop over the time until the last was final: ` +
+        `${sat.untilLastFinal.toFixed(1)}/s); final states by second: ${sat.bySecond.map(([s, n]) => `${s}s ${n}`).join(", ")}`,
+    );
   } else log(`bench: overload: capacity taken as ${capacity} sagas/s (--overload-capacity)`);
 
   const phases: OverloadPhase[] = [];
@@ -577,7 +674,7 @@ export async function runOverload(opts: {
   });
   log(`bench:   ${describe(fresh)}`);
   await drain();
-  return { capacity, capacitySeconds, phases, freshStart: { ...fresh, readyAfterS } };
+  return { capacity, capacitySeconds, capacityWarmUpS, phases, freshStart: { ...fresh, readyAfterS } };
 }
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
@@ -592,6 +689,8 @@ function describe(p: OverloadPhase): string {
     `by gateway lane/gateway for want of headroom/service (of them timed out in its queue)/backlog ${p.shedBy.gateway}/${p.shedBy.edge}/${p.shedBy.service} (${p.shedBy.serviceTimeout})/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
     `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
     `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
+    `gateway ${fmt(p.cpu.gateway ?? 0, 2)} cores, ${fmt(p.gatewayUsPerRequest, 0)} µs of its CPU a request (${p.gatewayRequests}), ` +
+    `order-service ${fmt(p.cpu.order ?? 0, 2)} cores, client ${fmt(p.cpu["bench client"] ?? 0, 2)} cores, ` +
     `ejections ${p.ejections}, backlog max ${p.backlogMax}/${p.backlogLimit}, load ${fmt(p.load[0])}→${fmt(p.load[1])}${failures ? `; failed: ${failures}` : ""}` +
     (p.shedTimeline.length
       ? `; shed by second (gateway/service/backlog, backlog/bound): ${describeTimeline(p)}`
@@ -638,11 +737,16 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     `≤ ${fmt(p.upstreamShedMs.p50, 0)} / ≤ ${fmt(p.upstreamShedMs.p99, 0)}`,
     `${fmt(p.loopDelayMs.client, 0)} / ${fmt(p.loopDelayMs.gateway, 0)} / ${fmt(p.loopDelayMs.order, 0)}`,
     Number.isFinite(p.writeLimit.min) ? `${fmt(p.writeLimit.min)} / ${fmt(p.writeLimit.last)}` : "–",
+    `${fmt(p.cpu.gateway ?? 0, 2)} / ${fmt(p.gatewayUsPerRequest, 0)} (${p.gatewayRequests})`,
+    `${fmt(p.cpu.order ?? 0, 2)} / ${fmt(p.cpu["bench client"] ?? 0, 2)} / ${fmt(
+      Object.values(p.cpu).reduce((a, b) => a + b, 0),
+      2,
+    )}`,
   ];
   return [
     `## Overload (issue 11), ${at}`,
     "",
-    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (${r.capacitySeconds ? `closed loop, 32 clients, ${r.capacitySeconds} s` : "given"}), ` +
+    `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (${r.capacitySeconds ? `sagas final per second from ${r.capacityWarmUpS} s to ${r.capacitySeconds} s of a closed loop of ${CAPACITY_CLIENTS} clients following their orders` : "given"}), ` +
       `then an open loop at 2× and 5× of it for ${r.phases[0]?.durationS ?? 0} s, every accepted order followed by ` +
       "its client with `GET /orders/:id` every 250 ms until final; then a fresh start " +
       `(every Node process stopped, PostgreSQL and Kafka restarted; ready in ${fmt(r.freshStart.readyAfterS)} s) ` +
@@ -675,7 +779,8 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       "of the order-service's sheds, how many waited in its queue (the rest found it full); inside the gateway (its histogram, from its first " +
       "middleware to the answer; bucket bounds); the order-service's 503s as the gateway saw them (its upstream " +
       "histogram: its pool's queue, the network, the service); the worst event-loop delay p99 in a 250 ms " +
-      "window; the gateway's adaptive `orders:write` limit.",
+      "window; the gateway's adaptive `orders:write` limit; the gateway's CPU during the load, in cores and per " +
+      "request it answered (shed, refused or proxied); the order-service's, the load client's and everything's.",
     "",
     table(
       [
@@ -687,6 +792,8 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "order-service 503 at the gateway ms p50/p99",
         "event-loop delay p99 ms client / gateway / order-service",
         "orders:write limit min / last",
+        "gateway CPU: cores / µs a request (requests)",
+        "cores: order-service / bench client / all",
       ],
       all.map(where),
     ),

@@ -1,0 +1,144 @@
+/**
+ * The gateway's CPU per request, alone: a gateway bundle (`dist/bin/gateway.mjs`, or another build to
+ * compare) in front of a stub upstream, 32 clients in this process, the gateway's CPU read from /proc.
+ *
+ *   node tools/system/src/bench/gateway-cost.ts <gateway.mjs> shed|get|post [requests]
+ *
+ * `shed`: POST /orders refused by the `orders:write` lane (the stub never answers the 8 it admits);
+ * `get`: a user's GET /orders/:id, forwarded and authorized on the answer; `post`: POST /orders, forwarded.
+ * Run two builds alternately, several times each, and compare medians: the host's load moves the figures.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mintToken } from "@saga/gateway";
+import { Agent, request } from "undici";
+
+const [bundle, mode = "get", total = "10000"] = process.argv.slice(2);
+if (!bundle || !["shed", "get", "post"].includes(mode)) {
+  console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests]");
+  process.exit(2);
+}
+const requests = Number(total);
+const secret = randomUUID().repeat(2);
+const userId = randomUUID();
+const token = await mintToken({ secret, subject: userId });
+
+const held: ServerResponse[] = [];
+const stub = createServer((req, res) => {
+  if (req.url === "/health") return void res.end('{"status":"UP"}');
+  // Held, never answered: the gateway's write lane fills and every further POST is shed.
+  if (req.method === "POST" && mode === "shed") return void held.push(res);
+  req.resume();
+  req.on("end", () => {
+    const now = new Date().toISOString();
+    res.setHeader("content-type", "application/json");
+    res.setHeader("x-headroom", "1000000");
+    res.end(
+      JSON.stringify({
+        id: randomUUID(),
+        userId,
+        amount: 5,
+        status: "PENDING",
+        createdAt: now,
+        updatedAt: now,
+      }),
+    );
+  });
+});
+await new Promise<void>((resolve) => stub.listen(0, "127.0.0.1", resolve));
+const upstream = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+
+const port = 20_000 + Math.floor(Math.random() * 10_000);
+const lots = "1000000000";
+const gateway: ChildProcess = spawn(process.execPath, [bundle], {
+  env: {
+    ...process.env,
+    PORT: String(port),
+    METRICS_PORT: String(port + 1),
+    AUTH_SECRET: secret,
+    INTERNAL_SECRET: randomUUID().repeat(2),
+    USER_SERVICE_URLS: upstream,
+    ORDER_SERVICE_URL: upstream,
+    LOG_LEVEL: "warn",
+    RATE_LIMIT_SUBJECT_PER_S: lots,
+    RATE_LIMIT_SUBJECT_BURST: lots,
+    RATE_LIMIT_ADDRESS_PER_S: lots,
+    RATE_LIMIT_ADDRESS_BURST: lots,
+    ADMISSION_ADAPTIVE: "false",
+    ADMISSION_WRITE_IN_FLIGHT: mode === "shed" ? "8" : "64",
+    ADMISSION_QUEUE: "0",
+  },
+  stdio: ["ignore", "inherit", "inherit"],
+});
+const base = `http://127.0.0.1:${port}`;
+const dispatcher = new Agent({ connections: 64 });
+for (;;) {
+  const ready = await request(`${base}/ready`, { dispatcher }).catch(() => undefined);
+  await ready?.body.dump();
+  if (ready?.statusCode === 200) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+/** CPU ticks (1/100 s) of the gateway so far. */
+function ticks(): number {
+  const stat = readFileSync(`/proc/${gateway.pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+const headers = { authorization: `Bearer ${token}` };
+const send = () =>
+  mode === "get"
+    ? request(`${base}/orders/${randomUUID()}`, { dispatcher, headers })
+    : request(`${base}/orders`, {
+        method: "POST",
+        dispatcher,
+        headers: { ...headers, "content-type": "application/json", "idempotency-key": randomUUID() },
+        body: JSON.stringify({ userId, amount: 5 }),
+      });
+
+async function run(n: number) {
+  let sent = 0;
+  const statuses: Record<number, number> = {};
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (sent++ < n) {
+        const res = await send();
+        await res.body.dump();
+        statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
+      }
+    }),
+  );
+  return statuses;
+}
+
+if (mode === "shed") {
+  for (let i = 0; i < 8; i++) void send().catch(() => {});
+  await new Promise((r) => setTimeout(r, 300));
+}
+await run(requests / 4); // warm: V8 compiles the path
+const before = ticks();
+const started = performance.now();
+const statuses = await run(requests);
+const cpuS = (ticks() - before) / 100;
+const wallS = (performance.now() - started) / 1000;
+console.log(
+  JSON.stringify({
+    mode,
+    requests,
+    statuses,
+    usPerRequest: Math.round((cpuS / requests) * 1e6),
+    gatewayCores: Number((cpuS / wallS).toFixed(2)),
+  }),
+);
+// Gone before the held requests are dropped, which it would count as failures of its upstream.
+const exited = new Promise((resolve) => gateway.once("exit", resolve));
+gateway.kill("SIGKILL");
+await exited;
+for (const res of held) res.destroy();
+stub.close();
+await dispatcher.destroy();
+process.exit(0);
