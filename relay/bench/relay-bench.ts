@@ -10,7 +10,7 @@
  *    `rows` rows: its throughput;
  * 3. the relay at each offered `rate` rows/s for `seconds` s, written by paced concurrent transactions of
  *    2 rows: its lag, `published_at - created_at` per row on the database's clock (created_at is the
- *    writing transaction's start, published_at the marking after Kafka's acknowledgement);
+ *    writing transaction's start, published_at Kafka's acknowledgement, recorded by the mark);
  * 4. the relay owning an outbox that nobody writes to, for `idle` s: the CPU of the relay process and of
  *    its PostgreSQL sessions (lock, reads and marks, the replication wake-ups' WAL sender).
  *

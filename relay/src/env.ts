@@ -25,7 +25,7 @@ export const Env = z
      * the replication stream carries as it delivers them, and read the table only to catch up (after
      * each (re)connection of the stream, and while it is down). See README.md, "Change data capture".
      */
-    RELAY_MODE: z.enum(["table", "cdc"]).default("table"),
+    RELAY_MODE: z.enum(["table", "cdc"]).default("cdc"),
     /** Most rows read, sent and marked in one round. */
     RELAY_BATCH_SIZE: positiveInt.max(10_000).default(500),
     /**
@@ -33,6 +33,11 @@ export const Env = z
      * prefix of the batch marked, and only the rest is sent again.
      */
     RELAY_MARK_CHUNK_SIZE: positiveInt.max(10_000).default(250),
+    /**
+     * CDC: streamed rows acknowledged by Kafka wait up to this long to be marked, so that one statement
+     * marks the rows of many sends (0: each send's rows at once). A crash re-sends what waits.
+     */
+    RELAY_MARK_INTERVAL_MS: z.coerce.number().int().min(0).max(10_000).default(250),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
     /** Published rows are deleted this long after they were published. */

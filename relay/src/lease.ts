@@ -27,8 +27,22 @@ export type Lease = {
    * owns the outbox or the database cannot be reached.
    */
   tryAcquire(): Promise<AbortSignal | undefined>;
+  /**
+   * Resolves once the lock is known held as of a check asked at most two heartbeats ago: at once on a
+   * healthy owner, otherwise after asking its session (a process that was frozen or stalled has only an
+   * old answer, and the server may have ended its session since). When the lock is gone it loses the
+   * lease first, so the signal `tryAcquire` gave has aborted by the time this resolves.
+   */
+  confirm(): Promise<void>;
   /** Gives ownership up (the session ends, and with it the lock). */
   release(): Promise<void>;
+};
+
+type Ownership = {
+  controller: AbortController;
+  heartbeat: NodeJS.Timeout;
+  /** Asks the session whether it still holds the lock, one check at a time; loses the lease if not. */
+  check: () => Promise<void>;
 };
 
 /**
@@ -45,7 +59,11 @@ export function createLease({
   serverIdleTimeoutMs = 10_000,
 }: LeaseOptions): Lease {
   let session: postgres.Sql | undefined;
-  let owned: { controller: AbortController; heartbeat: NodeJS.Timeout } | undefined;
+  let owned: Ownership | undefined;
+  // When the lock was last known held: when the statement that found it held was *sent* (the take or a
+  // heartbeat), not when its answer was read. An answer read late, after a freeze, says nothing of the
+  // time since: the server may have ended the session meanwhile (idle_session_timeout).
+  let heldAsOf = Number.NEGATIVE_INFINITY;
 
   const lose = (reason: string) => {
     if (!owned) return;
@@ -117,6 +135,7 @@ export function createLease({
       if (owned) return owned.controller.signal;
       session ??= open();
       const s = session;
+      const asked = performance.now();
       try {
         const [row] = await bounded(
           s,
@@ -129,22 +148,38 @@ export function createLease({
         return undefined;
       }
       if (s !== session) return undefined;
+      heldAsOf = asked;
       const controller = new AbortController();
-      let checking = false;
-      const heartbeat = setInterval(() => {
-        if (checking) return;
-        checking = true;
-        stillHeld(s)
+      // One check at a time, shared by the heartbeat and `confirm`; it never rejects.
+      let checking: Promise<void> | undefined;
+      const check = () => {
+        if (checking) return checking;
+        const sent = performance.now();
+        checking = stillHeld(s)
           .then(
-            (held) => held || lose("the lock is no longer held by its session"),
+            (held) => {
+              if (held) heldAsOf = Math.max(heldAsOf, sent);
+              else lose("the lock is no longer held by its session");
+            },
             (err: Error) => lose(`heartbeat failed: ${err.message}`),
           )
           .finally(() => {
-            checking = false;
+            checking = undefined;
           });
-      }, heartbeatMs);
-      owned = { controller, heartbeat };
+        return checking;
+      };
+      const heartbeat = setInterval(() => void check(), heartbeatMs);
+      owned = { controller, heartbeat, check };
       return controller.signal;
+    },
+
+    async confirm() {
+      // Two heartbeats: a healthy owner's last check is at most one old, so it never waits here; and far
+      // below the server's idle_session_timeout, so a session found holding the lock since cannot have
+      // been ended for idleness (ended any other way, its connection closes and the lease is lost).
+      const since = performance.now() - 2 * heartbeatMs;
+      // A check in flight may have been sent before a freeze; then the next one, sent now, decides.
+      while (owned && heldAsOf < since) await owned.check();
     },
 
     async release() {

@@ -34,6 +34,11 @@ export type OutboxRelayOptions = {
   /** Rows per marking statement. */
   markChunkSize: number;
   /**
+   * CDC: how long streamed rows acknowledged by Kafka may wait to be marked, so that the rows of many
+   * sends are marked by one statement (0: each send's rows at once). Sooner once `markChunkSize` wait.
+   */
+  markIntervalMs: number;
+  /**
    * How long the relay waits for one outbox statement before it gives up on it and cancels it: the
    * client-side bound for a connection the server cannot answer on (`statement_timeout` is the server's).
    */
@@ -60,6 +65,7 @@ export type OutboxRelay = {
   readonly failed: Promise<Error>;
   /** The error that crashed the loop, if it did. */
   failure(): Error | undefined;
+  /** The outbox's unpublished rows, less those this owner has on Kafka and has not marked yet. */
   backlog(signal?: AbortSignal): Promise<Backlog>;
 };
 
@@ -70,6 +76,42 @@ const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
 // CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
 const MAX_REMEMBERED_SENDS = 100_000;
+
+/** A row Kafka acknowledged, and when (`performance.now()`): its mark records that moment. */
+type AcknowledgedRow = { id: string; ackedAt: number };
+
+/**
+ * CDC: streamed rows on Kafka that wait for their mark, with the stream batches they came in (confirmed
+ * to the server once marked). Due `intervalMs` after the oldest was acknowledged.
+ */
+function createUnmarked(intervalMs: number) {
+  let rows: AcknowledgedRow[] = [];
+  let batches: StreamBatch[] = [];
+  return {
+    get size() {
+      return rows.length;
+    },
+    add(sent: readonly PendingRow[], ackedAt: number, batch: StreamBatch): void {
+      for (const row of sent) rows.push({ id: row.id, ackedAt });
+      batches.push(batch);
+    },
+    /** Milliseconds until the oldest row is due to be marked (0: now; infinite: none waits). */
+    dueInMs(): number {
+      const oldest = rows[0];
+      if (!oldest) return Number.POSITIVE_INFINITY;
+      return Math.max(0, oldest.ackedAt + intervalMs - performance.now());
+    },
+    ids(): string[] {
+      return rows.map((row) => row.id);
+    },
+    take(): { rows: AcknowledgedRow[]; batches: StreamBatch[] } {
+      const taken = { rows, batches };
+      rows = [];
+      batches = [];
+      return taken;
+    },
+  };
+}
 
 /**
  * A defect in the code (the relay's or a library's), not a failure of the database or the broker: retrying
@@ -103,7 +145,7 @@ function isDefect(err: unknown): boolean {
  */
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
-  const { standbyRetryMs = 1000, markChunkSize, queryTimeoutMs, crashPoint, mode } = opts;
+  const { standbyRetryMs = 1000, markChunkSize, markIntervalMs, queryTimeoutMs, crashPoint, mode } = opts;
   const log = logger.child({ outbox: name });
   const labels = { outbox: name };
   metrics.active.set(labels, 0);
@@ -116,6 +158,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const failed = new Promise<Error>((resolve) => (onCrash = resolve));
   // What `stop()` waits until; the producer's close is bounded by it too.
   let stopDeadline: AbortSignal | undefined;
+  // CDC: the ids of the rows on Kafka that wait for their mark, while this instance owns the outbox.
+  let awaitingMark: () => string[] = () => [];
 
   /** One outbox statement, cancelled when it outlasts `queryTimeoutMs` or `until` aborts. */
   const query = <T>(what: string, run: (signal: AbortSignal) => Promise<T>, until?: AbortSignal) =>
@@ -187,6 +231,38 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     // CDC: rows sent from the table reads, which the stream may carry again: skipped when it does. Rows
     // committed before a slot's starting point are never streamed, so their ids stay until the bound.
     const sentFromTable = new Set<string>();
+    // CDC: streamed rows on Kafka, not marked yet; marked together by `markAcknowledged`.
+    const unmarked = createUnmarked(markIntervalMs);
+    awaitingMark = () => unmarked.ids();
+
+    /**
+     * Marks the acknowledged rows that wait, in one statement per chunk, then lets the slot move past
+     * them. Before any read of the table (it would find them unpublished and send them again), when the
+     * oldest has waited `markIntervalMs`, once a chunk's worth wait, and when this ownership ends.
+     */
+    async function markAcknowledged(): Promise<void> {
+      const { rows, batches } = unmarked.take();
+      if (rows.length > 0) {
+        let unseen: string[];
+        try {
+          unseen = await markPublished(rows);
+        } catch (err) {
+          // Not marked: still unpublished in the table, and the stream has moved past them. A new
+          // connection reads the table first, and sends them again.
+          wakeups.restart();
+          throw err;
+        }
+        if (unseen.length > 0) {
+          // Still invisible: read the table again before trusting the stream; it sends them again.
+          log.warn({ rows: unseen.length }, "streamed rows not visible to mark; catching up from the table");
+          caughtUp = undefined;
+        }
+      }
+      // Only now may the slot move past these rows (it matters while this connection lasts: the slot
+      // is temporary, and the next connection starts from the table).
+      wakeups.acknowledge(batches);
+    }
+
     try {
       while (!until.aborted) {
         let stage: RelayStage = "send";
@@ -201,12 +277,27 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           const streaming = mode === "cdc" && wakeups.connected && caughtUp === wakeups.generation;
           metrics.streaming.set(labels, streaming ? 1 : 0);
           if (streaming) {
+            if (unmarked.dueInMs() === 0) {
+              stage = "mark";
+              await markAcknowledged();
+              stage = "read";
+            }
             streamed = wakeups.take(batchSize);
             rows = streamed?.rows ?? [];
             if (sentFromTable.size > 0) rows = rows.filter((row) => !sentFromTable.delete(row.id));
             if (rows.length === 0) {
               if (streamed) {
-                wakeups.acknowledge(streamed);
+                // Confirmed with the rows before it, once they are marked.
+                if (unmarked.size > 0) unmarked.add([], 0, streamed);
+                else wakeups.acknowledge([streamed]);
+                continue;
+              }
+              if (unmarked.size > 0) {
+                // Nothing to send: mark what waits when it is due, unless more rows come first.
+                if ((await wake.wait(unmarked.dueInMs(), until)) === "timeout") {
+                  stage = "mark";
+                  await markAcknowledged();
+                }
                 continue;
               }
               const how = await wake.wait(pollIntervalMs, until);
@@ -219,6 +310,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               } else continue;
             }
           } else {
+            // Rows on Kafka are marked before the table is read, or it would send them again.
+            if (unmarked.size > 0) {
+              stage = "mark";
+              await markAcknowledged();
+              stage = "read";
+            }
             const generation = mode === "cdc" && wakeups.connected ? wakeups.generation : undefined;
             if (generation !== undefined && catchingUp?.generation !== generation) {
               // Taken after the stream is up, so after its slot's starting point: every transaction that
@@ -252,7 +349,11 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             }
           }
           crashPoint?.("before-send");
-          // The last look before a send: a relay that lost its lock must not publish any more.
+          // The last look before a send: a relay that lost its lock must not publish any more. Streamed
+          // rows are in hand with no statement of ours before the send, so after a freeze (or a stalled
+          // loop) the lock is asked for first: the rows its socket buffered meanwhile would otherwise go
+          // out after a standby took over, before the lock session's end is read.
+          await lease.confirm();
           if (until.aborted) break;
           stage = "send";
           const sendStarted = performance.now();
@@ -266,18 +367,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           crashPoint?.("after-send");
           stage = "mark";
           // Marked even if ownership was lost meanwhile: the rows are on Kafka, so marking only saves re-sends.
-          const unseen = await markPublished(rows);
-          if (unseen.length > 0) {
-            // Still invisible: read the table again before trusting the stream; it sends them again.
-            log.warn(
-              { rows: unseen.length },
-              "streamed rows not visible to mark; catching up from the table",
-            );
-            caughtUp = undefined;
-          }
-          // Only now may the slot move past these rows (it matters while this connection lasts: the slot
-          // is temporary, and the next connection starts from the table).
-          if (streamed) wakeups.acknowledge(streamed);
+          if (streamed) {
+            // Marked with the rows of the sends before and after it, in one statement (see markAcknowledged);
+            // at once when the interval is 0, a chunk's worth waits, or this ownership is ending.
+            unmarked.add(rows, acknowledged, streamed);
+            if (markIntervalMs === 0 || unmarked.size >= markChunkSize || until.aborted)
+              await markAcknowledged();
+          } else await markPublished(rows.map((row) => ({ id: row.id, ackedAt: acknowledged })));
           if (log.isLevelEnabled("debug")) {
             const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
             const marked = performance.now();
@@ -323,6 +419,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
+      // Rows on Kafka that wait for their mark: marking them now saves their re-sends by the next owner.
+      if (unmarked.size > 0)
+        await markAcknowledged().catch((err: unknown) =>
+          fail("mark", err, "could not mark the acknowledged rows; the next owner sends them again"),
+        );
+      awaitingMark = () => [];
       metrics.streaming.set(labels, 0);
       ended.abort();
       await Promise.all([wakeups.stop(), cleanup(), producer?.close(stopDeadline).catch(() => {})]);
@@ -364,24 +466,36 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   }
 
   /**
-   * In position order, one short statement per chunk. A crash between two leaves a prefix of the batch
-   * marked; the rest is sent again after the restart, after its first copy. A streamed row whose
-   * transaction is not yet visible (its commit is in the WAL a moment before) is marked again shortly
-   * after; returns the ids still unseen after about a second (none, unless the server is starved).
+   * In order, one short statement per chunk, each row stamped with the time Kafka acknowledged it. A
+   * crash between two chunks leaves a prefix marked; the rest is sent again after the restart, after its
+   * first copy. A streamed row whose transaction is not yet visible (its commit is in the WAL a moment
+   * before) is marked again shortly after; returns the ids still unseen after about a second (none,
+   * unless the server is starved).
    */
-  async function markPublished(rows: PendingRow[]): Promise<string[]> {
-    let unseen: string[] = [];
+  async function markPublished(rows: readonly AcknowledgedRow[]): Promise<string[]> {
+    const mark = (chunk: readonly AcknowledgedRow[]) =>
+      query("mark", (signal) => {
+        const now = performance.now();
+        return store.markPublished(
+          chunk.map((r) => r.id),
+          chunk.map((r) => (now - r.ackedAt) / 1000),
+          signal,
+        );
+      });
+    const unseenOf = async (chunk: readonly AcknowledgedRow[]) => {
+      const unseen = new Set(await mark(chunk));
+      return unseen.size === 0 ? [] : chunk.filter((r) => unseen.has(r.id));
+    };
+    let unseen: AcknowledgedRow[] = [];
     for (let i = 0; i < rows.length; i += markChunkSize) {
       if (i === markChunkSize) crashPoint?.("mid-mark");
-      const ids = rows.slice(i, i + markChunkSize).map((r) => r.id);
-      unseen.push(...(await query("mark", (signal) => store.markPublished(ids, signal))));
+      unseen.push(...(await unseenOf(rows.slice(i, i + markChunkSize))));
     }
     for (let waitMs = 2; unseen.length > 0 && waitMs <= 512; waitMs *= 2) {
       await sleep(waitMs);
-      const retry = unseen;
-      unseen = await query("mark", (signal) => store.markPublished(retry, signal));
+      unseen = await unseenOf(unseen);
     }
-    return unseen;
+    return unseen.map((r) => r.id);
   }
 
   /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */
@@ -436,6 +550,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     isActive: () => active,
     failed,
     failure: () => crashed,
-    backlog: (signal) => store.backlog(signal),
+    // The gauges count what is not on Kafka: rows waiting for their mark would otherwise read as a
+    // backlog of up to RELAY_MARK_INTERVAL_MS of sends under a steady load.
+    backlog: (signal) => store.backlog(signal, awaitingMark()),
   };
 }

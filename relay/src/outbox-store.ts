@@ -73,23 +73,31 @@ export function createOutboxStore(sql: Sql) {
     },
 
     /**
-     * Marks rows as acknowledged by Kafka. Returns the ids it could not see at all: a row the replication
-     * stream delivered belongs to a transaction whose commit is in the WAL but, for a moment, may not be
-     * visible to other sessions yet (rows read from the table are always seen).
+     * Marks rows as published, each at the moment Kafka acknowledged it: `now()` less `sinceAck[i]`
+     * seconds for `ids[i]`, so a mark made a while after the acknowledgement (the CDC mode marks once per
+     * interval) still says when the row reached Kafka. Returns the ids it could not see at all: a row the
+     * replication stream delivered belongs to a transaction whose commit is in the WAL but, for a moment,
+     * may not be visible to other sessions yet (rows read from the table are always seen).
      */
-    async markPublished(ids: readonly string[], signal?: AbortSignal): Promise<string[]> {
+    async markPublished(
+      ids: readonly string[],
+      sinceAck: readonly number[],
+      signal?: AbortSignal,
+    ): Promise<string[]> {
       if (ids.length === 0) return [];
       // A data-modifying WITH runs whether or not it is read; the outer query sees the snapshot the
       // update ran in, so a row it cannot see is a row the update did not mark.
       // https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
       const unseen = await cancellable(
         sql<{ id: string }[]>`
-        with ids as (select unnest(${sql.array(ids as string[], 2950)}::uuid[]) as id),
+        with acked as (
+          select * from unnest(${sql.array(ids as string[], 2950)}::uuid[],
+                               ${sql.array(sinceAck as number[], 701)}::float8[]) as a(id, since_ack)),
         marked as (
-          update outbox o set published_at = now() from ids
-          where o.id = ids.id and o.published_at is null)
-        select ids.id::text as id from ids
-        where not exists (select 1 from outbox o where o.id = ids.id)`,
+          update outbox o set published_at = now() - make_interval(secs => acked.since_ack) from acked
+          where o.id = acked.id and o.published_at is null)
+        select acked.id::text as id from acked
+        where not exists (select 1 from outbox o where o.id = acked.id)`,
         signal,
       );
       return unseen.map((r) => r.id);
@@ -112,12 +120,17 @@ export function createOutboxStore(sql: Sql) {
       return result.count;
     },
 
-    /** Unpublished rows and the age of the oldest, on the database's clock. */
-    async backlog(signal?: AbortSignal): Promise<Backlog> {
+    /**
+     * Unpublished rows and the age of the oldest, on the database's clock, leaving out `onKafka`: rows
+     * acknowledged by Kafka whose mark is still to come.
+     */
+    async backlog(signal?: AbortSignal, onKafka: readonly string[] = []): Promise<Backlog> {
+      const leftOut =
+        onKafka.length > 0 ? sql`and not id = any(${sql.array(onKafka as string[], 2950)}::uuid[])` : sql``;
       const [row] = await cancellable(
         sql<{ rows: number; age: number | null }[]>`
         select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
-        from outbox where published_at is null`,
+        from outbox where published_at is null ${leftOut}`,
         signal,
       );
       return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };

@@ -50,8 +50,11 @@ export type ReplicationWakeups = {
    * up to `maxRows` rows (at least one transaction, however large); undefined when none.
    */
   take(maxRows: number): StreamBatch | undefined;
-  /** CDC only: the batch's rows are on Kafka, so its position may be confirmed to the server. */
-  acknowledge(batch: StreamBatch): void;
+  /**
+   * CDC only: the batches' rows are on Kafka (and marked), so their positions may be confirmed to the
+   * server: one status update for all of them.
+   */
+  acknowledge(batches: readonly StreamBatch[]): void;
   /**
    * CDC only: drops the connection (and its slot) and starts a new one, after a batch that could not be
    * sent or marked: its rows are still unpublished in the table, which the next generation reads first.
@@ -273,10 +276,12 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       if (stream?.isPaused() && opts.rows && queuedRows <= opts.rows.maxQueuedRows / 2) stream.resume();
       return { rows, endLsn, generation };
     },
-    acknowledge(batch) {
-      if (batch.generation !== generation || !connected) return;
-      taken = Math.max(0, taken - 1);
-      acknowledged = max(acknowledged, batch.endLsn);
+    acknowledge(batches) {
+      if (!connected) return;
+      const current = batches.filter((batch) => batch.generation === generation);
+      if (current.length === 0) return;
+      taken = Math.max(0, taken - current.length);
+      for (const batch of current) acknowledged = max(acknowledged, batch.endLsn);
       confirmNow();
     },
     restart() {

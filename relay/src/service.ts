@@ -92,6 +92,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       topicPrefix: env.KAFKA_TOPIC_PREFIX,
       batchSize: env.RELAY_BATCH_SIZE,
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,
+      markIntervalMs: env.RELAY_MARK_INTERVAL_MS,
       queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,
@@ -105,9 +106,9 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
 
   relayMetrics.onScrapeReadBacklog(async () => {
     await Promise.all(
-      outboxes.map(async ({ name, store }) => {
+      outboxes.map(async ({ name, relay }) => {
         try {
-          const backlog = await withTimeout((s) => store.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
+          const backlog = await withTimeout((s) => relay.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
           relayMetrics.backlog.set({ outbox: name }, backlog.rows);
           relayMetrics.lag.set({ outbox: name }, backlog.oldestAgeSeconds);
         } catch (err) {

@@ -7,7 +7,7 @@ import { freePort, type PostgresServer, startPostgres } from "@saga/tools/infra"
 import { kafkaBrokers } from "@saga/tools/test/harness";
 import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import type { CrashPoint } from "../src/env.ts";
+import type { CrashPoint, Env } from "../src/env.ts";
 import { createOutboxStore } from "../src/outbox-store.ts";
 import { createRelayService } from "../src/service.ts";
 import {
@@ -45,12 +45,13 @@ afterAll(async () => {
 });
 const ownOutbox = () => freshOutbox("order", server?.url);
 
-/** A CDC relay in this process whose reads of the table are counted. */
-function startCountingRelay(url: string, prefix: string) {
+/** A CDC relay in this process whose reads of the table and marking statements are counted. */
+function startCountingRelay(url: string, prefix: string, overrides: Partial<Env> = {}) {
   let reads = 0;
+  let marks = 0;
   const relay = createRelayService(
     // A ten-minute poll: nothing but the stream (or a catch-up after a reconnection) publishes a row.
-    relayEnv(url, prefix, { RELAY_MODE: "cdc", RELAY_POLL_INTERVAL_MS: 600_000 }),
+    relayEnv(url, prefix, { RELAY_MODE: "cdc", RELAY_POLL_INTERVAL_MS: 600_000, ...overrides }),
     {
       logger: createLogger("relay", process.env.TEST_LOG_LEVEL ?? "fatal"),
       createStore: (sql) => {
@@ -61,6 +62,10 @@ function startCountingRelay(url: string, prefix: string) {
             reads++;
             return store.readBatch(limit, signal);
           },
+          markPublished: (ids, sinceAck, signal) => {
+            marks++;
+            return store.markPublished(ids, sinceAck, signal);
+          },
         };
       },
     },
@@ -69,7 +74,7 @@ function startCountingRelay(url: string, prefix: string) {
   onTestFinished(() => relay.stop());
   const metric = async (name: string) =>
     metricValue(await (await relay.app.request("/metrics")).text(), name, { outbox: "order" });
-  return { relay, reads: () => reads, metric };
+  return { relay, reads: () => reads, marks: () => marks, metric };
 }
 
 /** Waits until the relay publishes from the stream (connected, and the table read once since). */
@@ -137,11 +142,47 @@ describe("relay in the CDC mode", () => {
     expect(reads(), "reads of the table while streaming").toBe(readsBefore);
     expect(await metric("saga_relay_rows_published_total")).toBe(written.length);
     expect(await metric("saga_relay_outbox_backlog")).toBe(0);
-    // Every row is marked by the batch that sent it: the table still says what is unpublished.
+    // Every row is marked, with the moment its send was acknowledged: one per send.
     const [marks] = await sql<{ rows: number; marks: number }[]>`
       select count(*)::int as rows, count(distinct published_at)::int as marks from outbox where published_at is not null`;
     expect(marks?.rows).toBe(written.length);
     expect(marks?.marks).toBe(await metric("saga_relay_batch_size_count"));
+  });
+
+  it("marks the rows of several sends with one statement, each with the time of its acknowledgement", async () => {
+    const { url, sql } = await ownOutbox();
+    const prefix = await freshTopicPrefix();
+    const { marks, metric } = startCountingRelay(url, prefix, { RELAY_MARK_INTERVAL_MS: 5000 });
+    await streaming(metric);
+    const marksBefore = marks();
+
+    const written: TestRow[] = [];
+    for (let seq = 0; seq < 5; seq++) {
+      written.push(...(await writeRows(sql, [row(`order-${seq % 2}`, seq)])));
+      // On Kafka before the next is written: a send of its own.
+      await eventually(
+        "the row to be acknowledged",
+        async () => (await metric("saga_relay_rows_published_total")) === written.length,
+      );
+    }
+    expect(await metric("saga_relay_batch_size_count")).toBe(5);
+    // On Kafka, not marked yet (the first waits 5 s from its acknowledgement): unpublished in the table,
+    // while the backlog gauge counts only what is not on Kafka. (A scrape reuses a backlog read for
+    // 250 ms: past that, a read of its own.)
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await metric("saga_relay_outbox_backlog")).toBe(0);
+    expect(await metric("saga_relay_outbox_lag_seconds")).toBe(0);
+    expect(await backlog(sql), "still unmarked after the gauges were read").toBe(5);
+    await allPublished(sql);
+    expect(marks() - marksBefore, "marking statements").toBe(1);
+
+    // Each row says when Kafka acknowledged it, not when it was marked: the first before the last was written.
+    const stamps = await sql<{ id: string; createdAt: Date; publishedAt: Date }[]>`
+      select id::text, created_at as "createdAt", published_at as "publishedAt" from outbox order by position`;
+    const [first, last] = [stamps[0], stamps.at(-1)];
+    expect(first?.publishedAt.getTime()).toBeLessThan(last?.createdAt.getTime() ?? 0);
+    expect(new Set(stamps.map((s) => s.publishedAt.getTime())).size, "distinct marking times").toBe(5);
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
   });
 
   it("falls back to the table when its slot is lost, then streams again", async () => {

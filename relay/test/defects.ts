@@ -17,9 +17,9 @@ export function defectiveStore(sql: Sql): OutboxStore {
       if (rows.length > 0) throw defect();
       return rows;
     },
-    async markPublished(ids, signal) {
+    async markPublished(ids, sinceAck, signal) {
       if (ids.length > 0) throw defect();
-      return store.markPublished(ids, signal);
+      return store.markPublished(ids, sinceAck, signal);
     },
   };
 }

@@ -2,6 +2,7 @@ import { TOPICS } from "@saga/contracts";
 import { kafkaBrokers } from "@saga/tools/test/harness";
 import type postgres from "postgres";
 import { describe, expect, it } from "vitest";
+import { RELAY_LOCK } from "../src/lease.ts";
 import {
   allPublished,
   eventually,
@@ -114,5 +115,65 @@ describe("two relays on one outbox", () => {
     const written = await writer.stop();
     await allPublished(sql);
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
+  });
+
+  it("an owner frozen with streamed rows in its socket sends none of them when it wakes (cdc)", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const { owner, standby } = await startPair({
+      ORDER_DB_URL: url,
+      KAFKA_BROKERS: kafkaBrokers().join(","),
+      KAFKA_TOPIC_PREFIX: prefix,
+      RELAY_MODE: "cdc",
+      // Woken by nothing but the stream. Resumed from SIGSTOP, the process runs its due timers before it
+      // reads its sockets (Linux fails the pending epoll_wait with EINTR, and libuv, past its timeout,
+      // goes to the timers): a due poll would read the table first, and the lock session's end would be
+      // read during that round trip, by luck rather than by design.
+      RELAY_POLL_INTERVAL_MS: "600000",
+    });
+    // Publishing from the stream: a streamed row is sent with no statement of the owner's before it.
+    // (Creating a slot waits for the transactions open on the run's server, hence the long bound.)
+    await eventually(
+      "the owner to publish from the stream",
+      async () => metricValue(await owner.metrics(), "saga_relay_streaming", { outbox: "order" }) === 1,
+      60_000,
+    );
+    const written = await writeRows(sql, [row("order-0", 0), row("order-1", 1)]);
+    await allPublished(sql);
+    // Idle, nothing in flight: from here on, anything it publishes it publishes after the freeze.
+    const publishedBeforeFreeze = await published(owner);
+    expect(publishedBeforeFreeze).toBe(written.length);
+    const [holder] = await sql<{ name: string }[]>`
+      select a.application_name as name from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and l.granted and l.classid = ${RELAY_LOCK[0]} and l.objid = ${RELAY_LOCK[1]}
+        and l.database = (select oid from pg_database where datname = current_database())`;
+    expect(holder?.name).toMatch(/^relay\/[ab]\/order$/);
+
+    owner.child.kill("SIGSTOP");
+    // Committed while it is frozen: its WAL sender streams them into the frozen process's socket, ahead of
+    // the end of its lock session, so they are the first thing it reads when it wakes.
+    for (let seq = 2; seq < 12; seq++)
+      written.push(...(await writeRows(sql, [row(`order-${seq % 4}`, seq)])));
+    const [wal] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
+    await eventually("the frozen owner's WAL sender to have sent them", async () => {
+      const [r] = await sql<{ sent: boolean }[]>`
+        select r.sent_lsn >= ${wal?.lsn ?? ""}::pg_lsn as sent
+        from pg_stat_replication r join pg_stat_activity a on a.pid = r.pid
+        where a.datname = current_database() and r.application_name = ${`${holder?.name}/wakeups`}`;
+      return r?.sent === true;
+    });
+    // The server ends its lock session after idle_session_timeout (10 s); the standby takes over and
+    // publishes them.
+    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+    await allPublished(sql);
+
+    owner.child.kill("SIGCONT");
+    await eventually("the old owner to stand down", async () => !(await isActive(owner)), 10_000, 100);
+    // Its send, had it made one, is acknowledged well within this.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await published(owner), "rows the old owner published after the takeover").toBe(
+      publishedBeforeFreeze,
+    );
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "copies on Kafka").toBe(0);
   });
 });

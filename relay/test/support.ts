@@ -207,10 +207,10 @@ export function startRelayInProcess(env: Env) {
 }
 
 /**
- * The relay mode the tests run in: the default (`table`); TEST_RELAY_MODE=cdc runs the whole suite in
- * the CDC mode. Tests of one mode's behaviour name their mode.
+ * The relay mode the tests run in: the default (`cdc`); TEST_RELAY_MODE=table runs the whole suite in
+ * the table mode. Tests of one mode's behaviour name their mode.
  */
-export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "cdc" ? "cdc" : "table";
+export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "table" ? "table" : "cdc";
 
 /** The environment of a relay on the test's outbox. */
 export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {
@@ -225,6 +225,7 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     RELAY_MODE: TEST_RELAY_MODE,
     RELAY_BATCH_SIZE: 500,
     RELAY_MARK_CHUNK_SIZE: 250,
+    RELAY_MARK_INTERVAL_MS: 250,
     RELAY_POLL_INTERVAL_MS: 1000,
     OUTBOX_RETENTION_SECONDS: 3600,
     RELAY_CLEANUP_INTERVAL_MS: 60_000,
