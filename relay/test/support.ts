@@ -207,10 +207,10 @@ export function startRelayInProcess(env: Env) {
 }
 
 /**
- * The relay mode the tests run in: the default (`cdc`); TEST_RELAY_MODE=table runs the whole suite in
- * the table mode. Tests of one mode's behaviour name their mode.
+ * The relay mode the tests run in: the default (`table`); TEST_RELAY_MODE=cdc runs the whole suite in
+ * the CDC mode. Tests of one mode's behaviour name their mode.
  */
-export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "table" ? "table" : "cdc";
+export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "cdc" ? "cdc" : "table";
 
 /** The environment of a relay on the test's outbox. */
 export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {
