@@ -6,8 +6,8 @@
  * `node ../../tools/src/with-infra.ts node bench/commits.ts [--seconds 20 --rate 200 --interval 0,200,0,200]`
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { cpuSeconds } from "@saga/tools/process";
 import { createKafka, DEFAULT_KAFKA_CLIENT } from "../src/index.ts";
 
 const { values } = parseArgs({
@@ -27,10 +27,7 @@ if (brokers.length === 0) throw new Error("KAFKA_BROKERS is not set: run it unde
 const port = brokers[0]?.split(":")[1];
 const listening = execFileSync("ss", ["-ltnpH", `sport = :${port}`], { encoding: "utf8" });
 const brokerPid = Number(/pid=(\d+)/.exec(listening)?.[1]);
-const cpuSeconds = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-};
+const brokerCpu = async () => (await cpuSeconds({ broker: brokerPid })).broker ?? 0;
 const ownCpu = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -62,7 +59,7 @@ for (const interval of values.interval.split(",").map(Number)) {
     deadLetter: async () => {},
   });
   await new Promise((r) => setTimeout(r, 3000));
-  const b0 = cpuSeconds(brokerPid);
+  const b0 = await brokerCpu();
   const p0 = ownCpu();
   const start = performance.now();
   const end = start + SECONDS * 1000;
@@ -72,7 +69,7 @@ for (const interval of values.interval.split(",").map(Number)) {
     const wait = due - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
-  const b = (cpuSeconds(brokerPid) - b0) / SECONDS;
+  const b = ((await brokerCpu()) - b0) / SECONDS;
   const p = (ownCpu() - p0) / SECONDS;
   console.log(`| ${interval} | ${b.toFixed(3)} | ${p.toFixed(3)} | ${seen} |`);
   await consumer.stop();

@@ -10,10 +10,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mintToken } from "@saga/gateway";
+import { cpuSeconds } from "@saga/tools/process";
 import { Agent, request } from "undici";
 
 const [bundle, mode = "get", total = "10000"] = process.argv.slice(2);
@@ -82,12 +82,9 @@ for (;;) {
   await new Promise((r) => setTimeout(r, 100));
 }
 
-/** CPU ticks (1/100 s) of the gateway so far. */
-function ticks(): number {
-  const stat = readFileSync(`/proc/${gateway.pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
+/** CPU seconds of the gateway so far. */
+const gatewayCpu = async () =>
+  (await cpuSeconds({ gateway: gateway.pid as number }, ["gateway"])).gateway ?? 0;
 
 const headers = { authorization: `Bearer ${token}` };
 const send = () =>
@@ -120,10 +117,10 @@ if (mode === "shed") {
   await new Promise((r) => setTimeout(r, 300));
 }
 await run(requests / 4); // warm: V8 compiles the path
-const before = ticks();
+const before = await gatewayCpu();
 const started = performance.now();
 const statuses = await run(requests);
-const cpuS = (ticks() - before) / 100;
+const cpuS = (await gatewayCpu()) - before;
 const wallS = (performance.now() - started) / 1000;
 console.log(
   JSON.stringify({
