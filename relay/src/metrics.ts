@@ -2,7 +2,7 @@ import { LATENCY_BUCKETS } from "@saga/observability";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /** Where in a round an error happened, for `saga_relay_errors_total`. */
-export type RelayStage = "lock" | "read" | "send" | "mark" | "cleanup" | "wakeup" | "backlog";
+export type RelayStage = "lock" | "read" | "visibility" | "send" | "mark" | "cleanup" | "wakeup" | "backlog";
 
 /** The relay's metrics, labelled by outbox (`user`, `order`), registered on the process's registry. */
 export function createRelayMetrics(registry: Registry) {
@@ -80,6 +80,12 @@ export function createRelayMetrics(registry: Registry) {
       name: "saga_relay_wakeups_total",
       help: "Rounds started by a replication wake-up or by the poll timer",
       labelNames: ["outbox", "source"] as const,
+      registers,
+    }),
+    visibilityWaits: new Counter({
+      name: "saga_relay_visibility_waits_total",
+      help: "CDC: streamed batches held back because a transaction of theirs was not yet visible to other sessions",
+      labelNames: ["outbox"] as const,
       registers,
     }),
     deleted: new Counter({

@@ -7,6 +7,7 @@ import type { Lease } from "./lease.ts";
 import type { RelayMetrics, RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
 import type { ReplicationWakeups, StreamBatch } from "./replication-wakeups.ts";
+import { invisibleIn } from "./visibility.ts";
 import { createWakeSignal } from "./wake.ts";
 
 export type OutboxRelayOptions = {
@@ -76,6 +77,13 @@ const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
 // CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
 const MAX_REMEMBERED_SENDS = 100_000;
+// CDC: how long a streamed batch may wait for its transactions to become visible, and the longest pause
+// between two looks. A commit is visible a moment after the stream has it (microseconds, or the time a
+// descheduled writer needs to run again); one that stays invisible (a writer waiting for a synchronous
+// standby, or frozen) would hold back every aggregate of the outbox behind it, so past the bound the
+// relay reads the table instead, which sends what is visible and waits for nothing.
+const VISIBILITY_WAIT_MS = 1000;
+const VISIBILITY_MAX_PAUSE_MS = 50;
 
 /** A row Kafka acknowledged, and when (`performance.now()`): its mark records that moment. */
 type AcknowledgedRow = { id: string; ackedAt: number };
@@ -243,19 +251,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     async function markAcknowledged(): Promise<void> {
       const { rows, batches } = unmarked.take();
       if (rows.length > 0) {
-        let unseen: string[];
         try {
-          unseen = await markPublished(rows);
+          await markPublished(rows);
         } catch (err) {
           // Not marked: still unpublished in the table, and the stream has moved past them. A new
           // connection reads the table first, and sends them again.
           wakeups.restart();
           throw err;
-        }
-        if (unseen.length > 0) {
-          // Still invisible: read the table again before trusting the stream; it sends them again.
-          log.warn({ rows: unseen.length }, "streamed rows not visible to mark; catching up from the table");
-          caughtUp = undefined;
         }
       }
       // Only now may the slot move past these rows (it matters while this connection lasts: the slot
@@ -320,7 +322,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             if (generation !== undefined && catchingUp?.generation !== generation) {
               // Taken after the stream is up, so after its slot's starting point: every transaction that
               // committed before that point started before this xmax.
-              const { xmax } = await query("read", (signal) => store.snapshotBounds(signal), until);
+              const { xmax } = await query("read", (signal) => store.currentSnapshot(signal), until);
               catchingUp = { generation, xmax };
             }
             // A commit is in the WAL (and may precede the slot's starting point) a moment before it is
@@ -329,7 +331,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             // the rest, in commit order.
             const xmin =
               generation !== undefined
-                ? (await query("read", (signal) => store.snapshotBounds(signal), until)).xmin
+                ? (await query("read", (signal) => store.currentSnapshot(signal), until)).xmin
                 : undefined;
             rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
             if (
@@ -347,6 +349,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               backoffMs = 100;
               continue;
             }
+          }
+          if (streamed && rows.length > 0) {
+            stage = "visibility";
+            await awaitVisible(streamed.xids, until);
           }
           crashPoint?.("before-send");
           // The last look before a send: a relay that lost its lock must not publish any more. Streamed
@@ -431,6 +437,31 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     }
   }
 
+  /**
+   * CDC: resolves once every one of `xids` is visible to other sessions. The stream carries a transaction
+   * once its commit record is flushed; the writer makes it visible a moment later (PostgreSQL flushes the
+   * commit, then takes the transaction out of the running ones). Sent in between, an event could reach
+   * a consumer before the state it announces can be read (README.md, "Change data capture"). One
+   * statement per batch, however many transactions it holds; more only while one is still running,
+   * with short pauses, for at most VISIBILITY_WAIT_MS, after which it throws: the caller then drops the
+   * stream and reads the table.
+   */
+  async function awaitVisible(xids: readonly number[], until: AbortSignal): Promise<void> {
+    const deadline = performance.now() + VISIBILITY_WAIT_MS;
+    for (let pauseMs = 1; ; pauseMs = Math.min(pauseMs * 2, VISIBILITY_MAX_PAUSE_MS)) {
+      const snapshot = await query("visibility", (signal) => store.currentSnapshot(signal), until);
+      const invisible = invisibleIn(xids, snapshot);
+      if (invisible.length === 0) return;
+      if (pauseMs === 1) metrics.visibilityWaits.inc(labels);
+      if (performance.now() + pauseMs > deadline)
+        throw new Error(
+          `streamed transactions ${invisible.join(", ")} still not visible after ${VISIBILITY_WAIT_MS} ms`,
+        );
+      await sleep(pauseMs, until);
+      if (until.aborted) throw new Error("stopped while waiting for streamed transactions to be visible");
+    }
+  }
+
   /** Resolves with a connected producer, or undefined when `until` fired first. */
   async function connectProducer(until: AbortSignal): Promise<EventProducer | undefined> {
     const connecting = kafka.createProducer();
@@ -468,13 +499,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   /**
    * In order, one short statement per chunk, each row stamped with the time Kafka acknowledged it. A
    * crash between two chunks leaves a prefix marked; the rest is sent again after the restart, after its
-   * first copy. A streamed row whose transaction is not yet visible (its commit is in the WAL a moment
-   * before) is marked again shortly after; returns the ids still unseen after about a second (none,
-   * unless the server is starved).
+   * first copy.
    */
-  async function markPublished(rows: readonly AcknowledgedRow[]): Promise<string[]> {
-    const mark = (chunk: readonly AcknowledgedRow[]) =>
-      query("mark", (signal) => {
+  async function markPublished(rows: readonly AcknowledgedRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += markChunkSize) {
+      if (i === markChunkSize) crashPoint?.("mid-mark");
+      const chunk = rows.slice(i, i + markChunkSize);
+      await query("mark", (signal) => {
         const now = performance.now();
         return store.markPublished(
           chunk.map((r) => r.id),
@@ -482,20 +513,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           signal,
         );
       });
-    const unseenOf = async (chunk: readonly AcknowledgedRow[]) => {
-      const unseen = new Set(await mark(chunk));
-      return unseen.size === 0 ? [] : chunk.filter((r) => unseen.has(r.id));
-    };
-    let unseen: AcknowledgedRow[] = [];
-    for (let i = 0; i < rows.length; i += markChunkSize) {
-      if (i === markChunkSize) crashPoint?.("mid-mark");
-      unseen.push(...(await unseenOf(rows.slice(i, i + markChunkSize))));
     }
-    for (let waitMs = 2; unseen.length > 0 && waitMs <= 512; waitMs *= 2) {
-      await sleep(waitMs);
-      unseen = await unseenOf(unseen);
-    }
-    return unseen.map((r) => r.id);
   }
 
   /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */

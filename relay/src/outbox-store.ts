@@ -1,4 +1,5 @@
 import type { PendingQuery, Sql } from "postgres";
+import { parseSnapshot, type Snapshot } from "./visibility.ts";
 
 /** An unpublished outbox row as the relay reads it. */
 export type PendingRow = {
@@ -57,50 +58,40 @@ export function createOutboxStore(sql: Sql) {
     },
 
     /**
-     * The oldest transaction still running on the server (xmin) and the first not yet started (xmax),
-     * as the next statement's snapshot would see them: the CDC mode's catch-up uses them to know that
-     * every transaction committed before its replication slot's starting point is visible to a read.
+     * The server's current snapshot, as the next statement would take it: the oldest transaction still
+     * running (xmin), the first not yet started (xmax) and those between still running (xip). The CDC
+     * mode uses it to know that every transaction committed before its replication slot's starting point
+     * is visible to a read, and that the transactions of a streamed batch are visible before it is sent.
      */
-    async snapshotBounds(signal?: AbortSignal): Promise<{ xmin: bigint; xmax: bigint }> {
+    async currentSnapshot(signal?: AbortSignal): Promise<Snapshot> {
       const [row] = await cancellable(
-        sql<{ xmin: string; xmax: string }[]>`
-        select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax
-        from pg_current_snapshot() s`,
+        sql<{ snapshot: string }[]>`select pg_current_snapshot()::text as snapshot`,
         signal,
       );
       if (!row) throw new Error("pg_current_snapshot() returned nothing");
-      return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) };
+      return parseSnapshot(row.snapshot);
     },
 
     /**
      * Marks rows as published, each at the moment Kafka acknowledged it: `now()` less `sinceAck[i]`
      * seconds for `ids[i]`, so a mark made a while after the acknowledgement (the CDC mode marks once per
-     * interval) still says when the row reached Kafka. Returns the ids it could not see at all: a row the
-     * replication stream delivered belongs to a transaction whose commit is in the WAL but, for a moment,
-     * may not be visible to other sessions yet (rows read from the table are always seen).
+     * interval) still says when the row reached Kafka. Every row is visible to it: read from the table,
+     * or streamed and sent only once its transaction was visible (see `currentSnapshot`).
      */
     async markPublished(
       ids: readonly string[],
       sinceAck: readonly number[],
       signal?: AbortSignal,
-    ): Promise<string[]> {
-      if (ids.length === 0) return [];
-      // A data-modifying WITH runs whether or not it is read; the outer query sees the snapshot the
-      // update ran in, so a row it cannot see is a row the update did not mark.
-      // https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
-      const unseen = await cancellable(
-        sql<{ id: string }[]>`
-        with acked as (
-          select * from unnest(${sql.array(ids as string[], 2950)}::uuid[],
-                               ${sql.array(sinceAck as number[], 701)}::float8[]) as a(id, since_ack)),
-        marked as (
-          update outbox o set published_at = now() - make_interval(secs => acked.since_ack) from acked
-          where o.id = acked.id and o.published_at is null)
-        select acked.id::text as id from acked
-        where not exists (select 1 from outbox o where o.id = acked.id)`,
+    ): Promise<void> {
+      if (ids.length === 0) return;
+      await cancellable(
+        sql`
+        update outbox o set published_at = now() - make_interval(secs => acked.since_ack)
+        from unnest(${sql.array(ids as string[], 2950)}::uuid[],
+                    ${sql.array(sinceAck as number[], 701)}::float8[]) as acked(id, since_ack)
+        where o.id = acked.id and o.published_at is null`,
         signal,
       );
-      return unseen.map((r) => r.id);
     },
 
     /**

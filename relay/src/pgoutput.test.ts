@@ -58,7 +58,7 @@ function insert(values: (string | null)[]): Buffer {
 }
 
 describe("decodePgoutput", () => {
-  it("reads a relation's columns, an insert's values and a commit's end position", () => {
+  it("reads a transaction's id, a relation's columns, an insert's values and a commit's end position", () => {
     const rel = decodePgoutput(relation());
     expect(rel).toEqual({ kind: "relation", relationId: 16_384, name: "outbox", columns: COLUMNS });
 
@@ -97,7 +97,10 @@ describe("decodePgoutput", () => {
       int64(0n),
     ]);
     expect(decodePgoutput(commit)).toEqual({ kind: "commit", endLsn: 0x1_0000_0040n });
-    expect(decodePgoutput(Buffer.from("B"))).toEqual({ kind: "other" });
+    const begin = Buffer.concat([Buffer.from("B"), int64(0x1_0000_0040n), int64(0n), int32(-2)]);
+    // An xid is unsigned: 2^32 - 2 here, not -2.
+    expect(decodePgoutput(begin)).toEqual({ kind: "begin", xid: 0xffff_fffe });
+    expect(decodePgoutput(Buffer.from("Y"))).toEqual({ kind: "other" });
   });
 
   it("refuses a row it cannot publish rather than send it wrong", () => {

@@ -2,12 +2,13 @@ import type { PendingRow } from "./outbox-store.ts";
 
 /**
  * The few pgoutput messages (protocol version 1) the relay needs to publish outbox rows straight from the
- * replication stream: Relation (the columns of a table), Insert (a row in text form) and Commit (where the
- * transaction ends, the position to confirm once its rows are on Kafka). Everything else (Begin, Type,
- * Origin, Truncate) is skipped.
+ * replication stream: Begin (the transaction's id, to wait until it is visible before its rows are sent),
+ * Relation (the columns of a table), Insert (a row in text form) and Commit (where the transaction ends,
+ * the position to confirm once its rows are on Kafka). Everything else (Type, Origin, Truncate) is skipped.
  * https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
  */
 export type PgoutputMessage =
+  | { kind: "begin"; xid: number }
   | { kind: "relation"; relationId: number; name: string; columns: string[] }
   | { kind: "insert"; relationId: number; values: (string | null)[] }
   | { kind: "commit"; endLsn: bigint }
@@ -17,6 +18,10 @@ export type PgoutputMessage =
 export function decodePgoutput(buf: Buffer): PgoutputMessage {
   const reader = new Reader(buf, 1);
   switch (buf[0]) {
+    case 0x42:
+      // 'B': final LSN, commit timestamp, xid (32 bits, without its epoch).
+      reader.skip(16);
+      return { kind: "begin", xid: reader.uint32() };
     case 0x52: {
       // 'R': relation id, namespace, name, replica identity, columns (flags, name, type oid, typmod).
       const relationId = reader.int32();
@@ -113,6 +118,11 @@ class Reader {
   }
   int32(): number {
     const v = this.buf.readInt32BE(this.at);
+    this.at += 4;
+    return v;
+  }
+  uint32(): number {
+    const v = this.buf.readUInt32BE(this.at);
     this.at += 4;
     return v;
   }

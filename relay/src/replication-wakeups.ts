@@ -31,6 +31,8 @@ export type ReplicationWakeupsOptions = {
 /** Rows of whole committed transactions, in commit order, taken from the stream for one send. */
 export type StreamBatch = {
   rows: PendingRow[];
+  /** The transactions' ids (32 bits): their rows are sent only once they are visible to other sessions. */
+  xids: number[];
   /** Where the last of these transactions ends: confirmed once the rows are acknowledged. */
   endLsn: bigint;
   /** The connection they came from: a batch of an earlier one confirms nothing. */
@@ -71,6 +73,7 @@ const PGOUTPUT_INSERT = 0x49; // 'I', https://www.postgresql.org/docs/current/pr
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 
 type QueuedTransaction = {
+  xid: number;
   rows: StreamedRow[];
   endLsn: bigint;
   /** When it arrived (ours) and how old its rows were then (the server's clock, from the message). */
@@ -151,6 +154,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       taken = 0;
       // CDC: the transaction being received, and the outbox's columns from its Relation message.
       let columns: string[] | undefined;
+      let xid = 0;
       let inTransaction: StreamedRow[] | undefined;
       let ageAtReceipt: number[] = [];
       const confirm = (replyRequested = false) => {
@@ -172,7 +176,9 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           return;
         }
         const message = decodePgoutput(chunk.subarray(25));
-        if (message.kind === "relation") {
+        if (message.kind === "begin") {
+          xid = message.xid;
+        } else if (message.kind === "relation") {
           columns = message.columns;
         } else if (message.kind === "insert") {
           if (!columns) throw new Error("pgoutput: an insert before its relation");
@@ -182,6 +188,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           ageAtReceipt.push(Math.max(0, (sentAt - row.createdAt.getTime()) / 1000));
         } else if (message.kind === "commit" && inTransaction) {
           queue.push({
+            xid,
             rows: inTransaction,
             endLsn: message.endLsn,
             receivedAt: performance.now(),
@@ -258,6 +265,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
     take(maxRows) {
       if (!connected || queue.length === 0) return undefined;
       const rows: PendingRow[] = [];
+      const xids: number[] = [];
       let endLsn = 0n;
       const now = performance.now();
       while (queue.length > 0) {
@@ -265,6 +273,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
         if (rows.length > 0 && rows.length + next.rows.length > maxRows) break;
         queue.shift();
         queuedRows -= next.rows.length;
+        xids.push(next.xid);
         const waited = (now - next.receivedAt) / 1000;
         next.rows.forEach((row, i) =>
           rows.push({ ...row, ageSeconds: (next.ageAtReceipt[i] ?? 0) + waited }),
@@ -274,7 +283,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       taken++;
       const stream = current?.stream;
       if (stream?.isPaused() && opts.rows && queuedRows <= opts.rows.maxQueuedRows / 2) stream.resume();
-      return { rows, endLsn, generation };
+      return { rows, xids, endLsn, generation };
     },
     acknowledge(batches) {
       if (!connected) return;
