@@ -32,7 +32,15 @@ let publisher: OutboxPublisher;
 
 beforeAll(async () => {
   prefix = await freshTopicPrefix();
-  service = await startInProcess(testEnv(databaseUrl(), prefix));
+  // A small retry budget (about 3 s), so that an answer for an order that never exists is dead-lettered
+  // within a test's wait; a poison event is dead-lettered at once whatever the budget.
+  service = await startInProcess(
+    testEnv(databaseUrl(), prefix, {
+      CONSUMER_RETRY_ATTEMPTS: 5,
+      CONSUMER_RETRY_BACKOFF_MS: 200,
+      CONSUMER_RETRY_BACKOFF_MAX_MS: 2000,
+    }),
+  );
   await service.start();
   db = openDatabase(databaseUrl());
   kafka = createKafka({ brokers: kafkaBrokers(), clientId: "order-credit-events-test" });
@@ -125,6 +133,60 @@ describe("user.credit-reserved", () => {
     ).toBe(ignoredBefore + 1);
     // The order.canceled emitted by DELETE releases what was reserved; nothing more is emitted.
     expect(await topicsOf(o.orderId)).toEqual([TOPICS.orderCreated, TOPICS.orderCanceled]);
+  });
+});
+
+describe("an answer for an order that does not exist", () => {
+  const retries = () =>
+    metric("saga_consumer_retries_total", { topic: TOPICS.creditReserved, failure: "unexpected" });
+
+  it("is retried, and applied once the order is committed (an order not yet visible)", async () => {
+    const o = { orderId: randomUUID(), userId: randomUUID(), amount: 100 };
+    const [retriesBefore, dlqBefore] = [await retries(), await metric("saga_dlq_events_total")];
+    const message = reserved(o);
+    await producer.send([message]);
+    // Tried, found no order, rolled back: no inbox row, the order not created by it either.
+    await waitFor(async () => expect(await retries()).toBeGreaterThan(retriesBefore));
+    expect(
+      await db.db
+        .select()
+        .from(inbox)
+        .where(eq(inbox.eventId, message.headers[HEADERS.eventId] as string)),
+    ).toEqual([]);
+    expect(await orderRow(o.orderId)).toBeUndefined();
+
+    // The order's transaction commits after its answer arrived, as when the answer overtook it.
+    await db.db
+      .insert(orders)
+      .values({ id: o.orderId, userId: o.userId, amount: o.amount, status: "PENDING" });
+    await applied(message);
+    expect(await orderRow(o.orderId)).toMatchObject({ status: "CONFIRMED" });
+    expect(await metric("saga_dlq_events_total")).toBe(dlqBefore);
+  });
+
+  it("is dead-lettered once the retries are spent, not ignored", async () => {
+    const o = { orderId: randomUUID(), userId: randomUUID(), amount: 100 };
+    const topic = TOPICS.creditReservationFailed;
+    const dlqBefore = await metric("saga_dlq_events_total", { topic, reason: "retries exhausted" });
+    const ignoredBefore = await metric("saga_events_ignored_total", { topic });
+    const message = failed(o);
+    await producer.send([message]);
+    await waitFor(async () =>
+      expect(await metric("saga_dlq_events_total", { topic, reason: "retries exhausted" })).toBe(
+        dlqBefore + 1,
+      ),
+    );
+    const dead = await db.db
+      .select()
+      .from(outbox)
+      .where(and(eq(outbox.topic, dlqTopic(topic)), eq(outbox.aggregateId, o.orderId)));
+    expect(dead).toHaveLength(1);
+    expect(dead[0]?.headers).toMatchObject({
+      [DLQ_HEADERS.error]: expect.stringMatching(/does not exist/),
+      [DLQ_HEADERS.originalEventId]: message.headers[HEADERS.eventId],
+    });
+    expect(await metric("saga_events_ignored_total", { topic })).toBe(ignoredBefore);
+    expect(await orderRow(o.orderId)).toBeUndefined();
   });
 });
 

@@ -44,7 +44,14 @@ export async function readOrderStatuses(
 /**
  * Applies a batch of `user.credit-reserved` and `user.credit-reservation-failed` events (already
  * claimed in the inbox, their orders locked, their statuses read by `readOrderStatuses`): PENDING
- * orders become CONFIRMED or CANCELED; anything else is ignored. Emits nothing.
+ * orders become CONFIRMED or CANCELED; a decided order ignores them. Emits nothing.
+ *
+ * An answer for an order that does not exist throws, before anything is written, and the transaction
+ * (its inbox rows included) rolls back: the answer can only come from the order's own `order.created`,
+ * so the order's transaction committed, and it may just not be visible here yet (a relay that sent the
+ * event a moment before the commit became visible). The consumer's failure contract retries it with
+ * back-off (an unexpected failure) and, if the order never shows up, dead-letters it to
+ * `<topic>.dlq`, where it is seen, instead of committing it as ignored for good.
  */
 export async function applyCreditBatch(
   tx: SqlClient,
@@ -52,6 +59,10 @@ export async function applyCreditBatch(
   statuses: ReadonlyMap<string, OrderStatus>,
 ): Promise<AppliedCredit> {
   const plan = planCreditEvents(events, statuses);
+  if (plan.absent.length > 0)
+    throw new Error(
+      `credit answer for an order that does not exist (yet): ${plan.absent.join(", ")}; retried, then dead-lettered`,
+    );
   const sagaSeconds = new Map<string, number>();
   if (plan.changes.length === 0) return { ...plan, sagaSeconds };
   const { rows: changed } = await tx.query<{ id: string; saga_seconds: number }>({

@@ -20,6 +20,7 @@ describe("planCreditEvents", () => {
         [done, "CANCELED"],
       ]),
     );
+    expect(plan.absent).toEqual([unknown]);
     expect(plan.changes).toEqual([
       { orderId: a, status: "CONFIRMED", reason: null },
       { orderId: b, status: "CANCELED", reason: "USER_NOT_FOUND" },

@@ -9,6 +9,11 @@ export type CreditEvent =
 export type CreditOutcome = { kind: "changed"; status: "CONFIRMED" | "CANCELED" } | { kind: "ignored" };
 
 export type CreditPlan = {
+  /**
+   * Orders the batch answers for that do not exist (yet): the batch must not be applied (see
+   * `applyCreditBatch`). Their outcomes say `found: "NONE"`, `ignored`.
+   */
+  absent: string[];
   /** The orders that leave PENDING, with their new status and cancel reason. */
   changes: { orderId: string; status: "CONFIRMED" | "CANCELED"; reason: string | null }[];
   /** One per event, in the batch's order: what it did, and the status it found. */
@@ -33,8 +38,10 @@ export function planCreditEvents(
   const status = new Map(statuses);
   const changed = new Map<string, CreditPlan["changes"][number]>();
   const outcomes: CreditPlan["outcomes"] = [];
+  const absent = new Set<string>();
   for (const event of events) {
     const found = status.get(event.orderId);
+    if (found === undefined) absent.add(event.orderId);
     const next =
       event.topic === TOPICS.creditReserved
         ? onCreditReserved(found) === "confirm" && { status: "CONFIRMED" as const, reason: null }
@@ -53,5 +60,5 @@ export function planCreditEvents(
       outcome: next ? { kind: "changed", status: next.status } : { kind: "ignored" },
     });
   }
-  return { changes: [...changed.values()], outcomes };
+  return { absent: [...absent], changes: [...changed.values()], outcomes };
 }
