@@ -353,10 +353,11 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           if (streamed && rows.length > 0) {
             stage = "visibility";
             await awaitVisible(streamed.xids, until);
+            stage = "read";
           }
           crashPoint?.("before-send");
           // The last look before a send: a relay that lost its lock must not publish any more. Streamed
-          // rows are in hand with no statement of ours before the send, so after a freeze (or a stalled
+          // rows are in hand with nothing read from the lock's session before the send, so after a freeze (or a stalled
           // loop) the lock is asked for first: the rows its socket buffered meanwhile would otherwise go
           // out after a standby took over, before the lock session's end is read.
           await lease.confirm();

@@ -59,9 +59,10 @@ export function createOutboxStore(sql: Sql) {
 
     /**
      * The server's current snapshot, as the next statement would take it: the oldest transaction still
-     * running (xmin), the first not yet started (xmax) and those between still running (xip). The CDC
-     * mode uses it to know that every transaction committed before its replication slot's starting point
-     * is visible to a read, and that the transactions of a streamed batch are visible before it is sent.
+     * running (xmin), one past the latest to have ended (xmax: every transaction from it on is
+     * invisible) and those between still running (xip). The CDC mode uses it to know that every
+     * transaction committed before its replication slot's starting point is visible to a read, and that
+     * the transactions of a streamed batch are visible before it is sent.
      */
     async currentSnapshot(signal?: AbortSignal): Promise<Snapshot> {
       const [row] = await cancellable(

@@ -2,7 +2,11 @@
 export type Snapshot = {
   /** The oldest transaction still running: every one before it has ended. */
   xmin: bigint;
-  /** The first transaction not yet started. */
+  /**
+   * One past the latest transaction to have ended: it and every later one are invisible, started or not
+   * (PostgreSQL's documentation calls it the first as-yet-unassigned one; the server computes it from the
+   * latest completed one, so a transaction whose commit is flushed but not yet visible can be at or past it).
+   */
   xmax: bigint;
   /** The transactions between xmin and xmax still running. */
   xip: readonly bigint[];
