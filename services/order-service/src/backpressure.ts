@@ -17,12 +17,14 @@ export type SagaBacklogOptions = {
   /** How often the count is taken again from the database. */
   recountMs: number;
   /**
-   * After `start()`, until `WARM_AFTER_ON_TIME` sagas in a row finished within `targetMs` and for at most
-   * this long, the bound holds only once a saga in flight has waited `warmUpAgeMs`: the first sagas after
-   * a cold start (a broker, consumers and relays that have just started) take seconds, and the saga has
-   * shown no rate yet to size the bound by.
+   * After `start()`, until `WARM_AFTER_ON_TIME` sagas in a row finished within `targetMs` and `warmUpMinMs`
+   * passed, and for at most this long, the bound holds only once a saga in flight has waited
+   * `warmUpAgeMs`: the first sagas after a cold start (a broker, consumers and relays that have just
+   * started) take seconds, a cold path stalls now and then for a while after that, and the saga has shown
+   * no rate yet to size the bound by.
    */
   warmUpMs: number;
+  warmUpMinMs: number;
   warmUpAgeMs: number;
   retryAfterS: number;
   logger: Logger;
@@ -68,6 +70,9 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   const { db, limit: maxLimit, targetMs, recountMs, retryAfterS, logger, registry } = opts;
   const minLimit = Math.min(opts.minLimit, maxLimit);
   let warmUntil = Number.POSITIVE_INFINITY;
+  // The warm-up cannot end before this (`performance.now()`), nor before sagas ran on time.
+  let warmAtLeastUntil = Number.POSITIVE_INFINITY;
+  let ranOnTime = false;
   let onTimeInARow = 0;
   const warming = () => performance.now() < warmUntil;
   // Sagas finished in each span of the window, by span (a ring).
@@ -194,7 +199,10 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
       }
       finishedIn[at] = (finishedIn[at] ?? 0) + 1;
       if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
-      else if (++onTimeInARow >= WARM_AFTER_ON_TIME && warming()) {
+      else if (++onTimeInARow >= WARM_AFTER_ON_TIME) ranOnTime = true;
+      // Once the path has shown it runs on time, the minimum ends the warm-up even if sagas are late by
+      // then: late because of overload, which the bound is for.
+      if (ranOnTime && warming() && performance.now() >= warmAtLeastUntil) {
         warmUntil = performance.now();
         acceptedAt.length = 0;
         logger.info({ bound: bound() }, "sagas run on time: warm-up over");
@@ -205,6 +213,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     /** Counts once, then again every `recountMs`; the warm-up begins. */
     async start() {
       warmUntil = performance.now() + opts.warmUpMs;
+      warmAtLeastUntil = performance.now() + opts.warmUpMinMs;
       await recount();
       const loop = () => {
         timer = setTimeout(() => {

@@ -43,6 +43,7 @@ export async function createOrderService(
     targetMs: env.SAGA_TARGET_MS,
     recountMs: env.SAGA_BACKLOG_RECOUNT_MS,
     warmUpMs: env.SAGA_BACKLOG_WARMUP_MS,
+    warmUpMinMs: env.SAGA_BACKLOG_WARMUP_MIN_MS,
     warmUpAgeMs: env.SAGA_BACKLOG_WARMUP_AGE_MS,
     retryAfterS: env.RETRY_AFTER_S,
     logger: runtime.logger,

@@ -98,7 +98,12 @@ describe("backpressure from the saga", () => {
 
 describe("the saga backlog's bound: what the saga has shown it finishes, and a warm-up after a start", () => {
   /** A backlog on the test's database in front of a handler that accepts every order. */
-  async function guarded(opts: { minLimit: number; warmUpMs: number; warmUpAgeMs: number }) {
+  async function guarded(opts: {
+    minLimit: number;
+    warmUpMs: number;
+    warmUpAgeMs: number;
+    warmUpMinMs?: number;
+  }) {
     const metrics = createMetrics("order-service", "bound-test");
     const backlog = createSagaBacklog({
       db: db.db,
@@ -108,6 +113,7 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
       retryAfterS: 1,
       logger: createLogger("order-service", "silent"),
       registry: metrics.registry,
+      warmUpMinMs: 0,
       ...opts,
     });
     await backlog.start();
@@ -167,5 +173,21 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
     // Warm: the bound holds against young orders too.
     const room = (await guard.gauge("saga_backlog_limit")) - (await guard.gauge("saga_backlog"));
     expect(await guard.statuses(room + 1)).toEqual([...Array(room).fill(201), 503]);
+  });
+
+  it("does not end the warm-up before its minimum, however many sagas run on time", async () => {
+    await db.db.update(orders).set({ status: "CANCELED" }).where(eq(orders.status, "PENDING"));
+    const guard = await guarded({ minLimit: 1, warmUpMs: 60_000, warmUpMinMs: 1500, warmUpAgeMs: 60_000 });
+    for (let i = 0; i < 60; i++) guard.backlog.finished(0.1);
+    // Sixty sagas on time within the warm-up's first 1.5 s: orders past the bound are still accepted.
+    const room = (await guard.gauge("saga_backlog_limit")) - (await guard.gauge("saga_backlog"));
+    expect(room).toBeGreaterThan(0);
+    expect(await guard.statuses(room + 1)).toEqual(Array(room + 1).fill(201));
+    await new Promise((r) => setTimeout(r, 1600));
+    // Past the minimum, the next saga ends the warm-up, late as it is (the path has shown it runs on time:
+    // late now is overload, which the bound is for), and the bound holds against young orders.
+    guard.backlog.finished(5);
+    const left = (await guard.gauge("saga_backlog_limit")) - (await guard.gauge("saga_backlog"));
+    expect(await guard.statuses(Math.max(0, left) + 1)).toEqual([...Array(Math.max(0, left)).fill(201), 503]);
   });
 });

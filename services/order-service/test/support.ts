@@ -18,6 +18,7 @@ export const testEnv = (databaseUrl: string, prefix: string, overrides: Partial<
   SAGA_SWEEP_INTERVAL_MS: 1000,
   SAGA_SWEEP_BATCH: 500,
   SAGA_BACKLOG_WARMUP_MS: 0,
+  SAGA_BACKLOG_WARMUP_MIN_MS: 0,
   SAGA_BACKLOG_WARMUP_AGE_MS: 1,
   ...serviceTestEnv("order-service", databaseUrl, prefix, overrides),
 });
