@@ -20,7 +20,6 @@ export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";
 export { type PostgresServer, startPostgres } from "./postgres.ts";
-export { setCpuPriority } from "./priority.ts";
 export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
 
 export interface Infra {

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { repoRoot, type Supervised, setCpuPriority, supervise } from "@saga/tools/infra";
+import { repoRoot, type Supervised, supervise } from "@saga/tools/infra";
 import { nodeFlags } from "@saga/tools/process";
 
 export type NodeProcessSpec = {
@@ -15,11 +15,6 @@ export type NodeProcessSpec = {
    * the chaos run (which kills and restarts on its own schedule) does not.
    */
   restart?: { log: (line: string) => void };
-  /**
-   * A nice value for its CPU share under contention (`setCpuPriority`), set at every start; where the
-   * system may not raise it (not root, no CAP_SYS_NICE), a line says so once and it runs as the others.
-   */
-  priority?: number;
 };
 
 export type NodeProcess = {
@@ -58,7 +53,6 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
   let restarts = 0;
   let backoffMs = RESTART_MIN_MS;
   let restartTimer: NodeJS.Timeout | undefined;
-  let priorityRefused = false;
   const url = `http://127.0.0.1:${spec.port}`;
 
   function onExit(server: Supervised, code: number | null, upMs: number) {
@@ -98,17 +92,6 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     });
     current = server;
     running = true;
-    if (
-      spec.priority !== undefined &&
-      !(await setCpuPriority(server.pid, spec.priority)) &&
-      !priorityRefused
-    ) {
-      priorityRefused = true;
-      output(
-        spec.name,
-        `could not set its CPU priority to nice ${spec.priority} (needs root or CAP_SYS_NICE)`,
-      );
-    }
     const startedAt = performance.now();
     void server.exited.then((code) => onExit(server, code, performance.now() - startedAt));
     await waitReady(server, 60_000);

@@ -124,16 +124,6 @@ export type System = {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * The gateway's CPU priority (a nice value, see `setCpuPriority`). It decides in about 100 µs of CPU
- * whether a request is admitted or refused, but every server runs in a session of its own, and Linux
- * shares the cores fairly between sessions: under saturation the decision waited for the gateway's turn
- * among the system's nine, and a refusal took hundreds of milliseconds (bench/README.md, "Overload, fifth
- * round"). A deployment gives its edge proxy cores of its own; on one machine a higher priority does the
- * same: the gateway takes no more CPU than before, it gets it when it needs it.
- */
-const GATEWAY_PRIORITY = -10;
-
-/**
  * Starts PostgreSQL, Kafka and every process of the system (gateway, two user-service instances,
  * order-service, two relays) and resolves once all of them answer their readiness checks.
  */
@@ -250,7 +240,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       LOG_LEVEL: "info",
       ...opts.env,
     };
-    const add = (name: string, entry: string, port: number, env: Record<string, string>, priority?: number) =>
+    const add = (name: string, entry: string, port: number, env: Record<string, string>) =>
       processes.set(
         name,
         createNodeProcess(
@@ -260,7 +250,6 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
             port,
             env: { ...common, ...env },
             ...(opts.restartOnExit ? { restart: { log } } : {}),
-            priority,
           },
           opts.output,
         ),
@@ -295,19 +284,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         RELAY_ID: name,
       });
     }
-    add(
-      "gateway",
-      bundleOf("gateway"),
-      ports.gateway,
-      {
-        USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
-        ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
-        METRICS_PORT: String(ports.gatewayMetrics),
-        INTERNAL_SECRET: internalSecret,
-        ...(opts.devAuth ? { AUTH_DEV_MODE: "true" } : { AUTH_SECRET: authSecret }),
-      },
-      GATEWAY_PRIORITY,
-    );
+    add("gateway", bundleOf("gateway"), ports.gateway, {
+      USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
+      ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
+      METRICS_PORT: String(ports.gatewayMetrics),
+      INTERNAL_SECRET: internalSecret,
+      ...(opts.devAuth ? { AUTH_DEV_MODE: "true" } : { AUTH_SECRET: authSecret }),
+    });
 
     // The services migrate at start-up; one user-service first, so the second finds the work done.
     const [first, ...rest] = [...processes.values()];
