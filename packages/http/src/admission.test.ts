@@ -7,6 +7,7 @@ function heldApp(
   limits: Partial<AdmissionOptions["limits"]> = {},
   queueTimeoutMs = 50,
   queueIntervalMs: number | undefined = undefined,
+  warmUpMs: number | undefined = undefined,
 ) {
   const metrics = createMetrics("test", "t1");
   const app = createBaseApp({
@@ -22,6 +23,7 @@ function heldApp(
       },
       queueTimeoutMs,
       queueIntervalMs,
+      warmUpMs,
       retryAfterS: 2,
     },
   });
@@ -159,6 +161,32 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect(b.status).toBe(201);
     const text = await (await app.request("/metrics")).text();
     expect(text).toMatch(/http_admission_shed_total\{lane="write",reason="timeout",[^}]*\} 2/);
+  });
+
+  it("takes a standing queue for a burst during the warm-up after a start: it waits the interval, not the timeout", async () => {
+    fake();
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, 1000);
+    const first = app.request("/things", { method: "POST" });
+    await vi.advanceTimersByTimeAsync(0);
+    const a = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(60);
+    const b = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(a.status).toBe(503);
+    // Queued into a queue standing for 110 ms, as in the test above, but within the first second: not shed
+    // after 20 ms; it may wait the interval.
+    const c = settled(app.request("/things", { method: "POST" }));
+    await vi.advanceTimersByTimeAsync(30);
+    expect(c.status).toBeUndefined();
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    releaseAll();
+    await vi.advanceTimersByTimeAsync(0);
+    expect((await first).status).toBe(201);
+    expect(b.status).toBe(201);
+    expect(c.status).toBe(201);
   });
 
   it("counts a request shed because the queue was full under its own reason", async () => {

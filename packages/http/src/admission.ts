@@ -31,6 +31,13 @@ export type AdmissionOptions = {
    * queue that stays full sheds after `queueTimeoutMs`. Equal to `queueTimeoutMs` by default.
    */
   queueIntervalMs?: number;
+  /**
+   * For this long after the app is made, a request queued into a standing queue may wait
+   * `queueIntervalMs` as in a burst: a process that has just started runs its code for the first times
+   * (compiling it), its database's caches are cold, and its queue stands for that, not for overload. A
+   * full queue still sheds at once. 0 by default.
+   */
+  warmUpMs?: number;
   /** Sent as `Retry-After` with every shed request. */
   retryAfterS: number;
   /**
@@ -163,6 +170,7 @@ class Lane {
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
+  const warmUntil = performance.now() + (opts.warmUpMs ?? 0);
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
@@ -188,7 +196,8 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const which = laneOf(c);
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
-    const admitted = lane.acquire(queueTimeoutMs, queueIntervalMs);
+    const warming = performance.now() < warmUntil;
+    const admitted = lane.acquire(warming ? queueIntervalMs : queueTimeoutMs, queueIntervalMs);
     if (admitted === "full") throw shed(lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });

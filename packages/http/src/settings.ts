@@ -7,7 +7,12 @@ const count = z.coerce.number().int().positive();
  * The HTTP settings every process reads from its environment (spread into its zod schema): admission
  * control, and the server's defences against slow or oversized clients. Defaults per process.
  */
-export function httpEnvVars(defaults: { readInFlight: number; writeInFlight: number; queue: number }) {
+export function httpEnvVars(defaults: {
+  readInFlight: number;
+  writeInFlight: number;
+  queue: number;
+  warmUpMs?: number;
+}) {
   return {
     /** Requests served at once per lane (reads, writes); past it they queue. */
     ADMISSION_READ_IN_FLIGHT: count.default(defaults.readInFlight),
@@ -22,6 +27,15 @@ export function httpEnvVars(defaults: { readInFlight: number; writeInFlight: num
     ADMISSION_QUEUE: z.coerce.number().int().min(0).default(defaults.queue),
     ADMISSION_QUEUE_TIMEOUT_MS: count.default(20),
     ADMISSION_QUEUE_INTERVAL_MS: count.default(100),
+    /**
+     * For this long after a start, a standing queue's requests too may wait ADMISSION_QUEUE_INTERVAL_MS:
+     * a process that has just started stalls for its first compilations and cold caches, not overload.
+     */
+    ADMISSION_WARMUP_MS: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(defaults.warmUpMs ?? 0),
     /** The Retry-After of every shed request, in seconds. */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
@@ -56,6 +70,7 @@ export function httpSettings(env: HttpEnv): {
       },
       queueTimeoutMs: env.ADMISSION_QUEUE_TIMEOUT_MS,
       queueIntervalMs: env.ADMISSION_QUEUE_INTERVAL_MS,
+      warmUpMs: env.ADMISSION_WARMUP_MS,
       retryAfterS: env.RETRY_AFTER_S,
     },
     server: {
