@@ -1,6 +1,6 @@
 import { createLogger, createMetrics } from "@saga/observability";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { AdmissionOptions } from "./admission.ts";
+import { type AdmissionOptions, SHED_HEADER } from "./admission.ts";
 import { createBaseApp } from "./app.ts";
 
 function heldApp(
@@ -219,9 +219,11 @@ describe("adaptive admission (a proxy's lanes)", () => {
         adaptive: { minLimit: 2, tolerance: 5, baselineSamples: 1000 },
       },
     });
-    const backend = { delayMs: 0, sheds: false };
+    const backend = { delayMs: 0, sheds: false, admissionSheds: false };
     app.post("/backend", async (c) => {
       await new Promise((r) => setTimeout(r, backend.delayMs));
+      if (backend.admissionSheds)
+        return c.json({ error: "no room" }, 503, { "retry-after": "1", [SHED_HEADER]: "admission" });
       if (backend.sheds) return c.json({ error: "backend sheds" }, 503, { "retry-after": "1" });
       return c.json({ ok: true }, 201);
     });
@@ -250,6 +252,44 @@ describe("adaptive admission (a proxy's lanes)", () => {
     for (let round = 0; round < 40 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
     expect(await limit()).toBe(16);
     expect(await burst(16)).toEqual(Array(16).fill(201));
+  });
+
+  it("backs off when the backend's admission refuses for want of room, however fast it answers, and passes no mark on", async () => {
+    const { app, backend, burst, limit } = proxyApp();
+    await burst(1);
+    for (let round = 0; round < 60 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
+    backend.admissionSheds = true;
+    await burst(8);
+    // Eight refusals: 16 × 0.9^8 ≈ 6.9.
+    expect(await limit()).toBeLessThan(8);
+    const res = await app.request("/backend", { method: "POST" });
+    expect(res.status).toBe(503);
+    expect(res.headers.get(SHED_HEADER)).toBeNull();
+  });
+
+  it("marks its own refusals for the proxy in front when asked to (a service behind the gateway)", async () => {
+    const metrics = createMetrics("test", "t1");
+    const app = createBaseApp({
+      logger: createLogger("test", "silent"),
+      metrics,
+      ready: async () => {},
+      admission: {
+        limits: {
+          read: { maxInFlight: 1, maxQueue: 0 },
+          write: { maxInFlight: 0, maxQueue: 0 },
+          wait: { maxInFlight: 1, maxQueue: 0 },
+        },
+        queueTimeoutMs: 20,
+        retryAfterS: 1,
+        markShed: true,
+      },
+    });
+    app.post("/things", (c) => c.json({}, 201));
+    const res = await app.request("/things", { method: "POST" });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("1");
+    expect(res.headers.get(SHED_HEADER)).toBe("admission");
   });
 
   it("does not take a backend's own shedding (503 + Retry-After, answered fast) as a reason to lower the bound", async () => {

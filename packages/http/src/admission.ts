@@ -53,6 +53,8 @@ export type AdmissionOptions = {
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
    */
   laneOf?: (c: Context) => { kind: LaneKind; key?: string } | undefined;
+  /** Mark each refusal with `SHED_HEADER` (a service behind the gateway). */
+  markShed?: boolean;
   metrics: Metrics;
 };
 
@@ -69,6 +71,14 @@ export function requestLane(c: Context): { kind: LaneKind; key?: string } | unde
   if (isLongPoll(c)) return { kind: "wait" };
   return { kind: c.req.method === "GET" || c.req.method === "HEAD" ? "read" : "write" };
 }
+
+/**
+ * Marks an answer refused by admission control (`admission`), between the services and the gateway: a
+ * proxy's adaptive lane backs off when its backend refuses for want of room, and only then (a backend's
+ * other 503s, such as the saga backlog's, say nothing of the concurrency it takes). Set by the services'
+ * admission (`markShed`); the gateway reads it and removes it.
+ */
+export const SHED_HEADER = "x-shed";
 
 type Waiter = { admit: () => void; timer: NodeJS.Timeout };
 
@@ -187,8 +197,9 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const overloaded = new AppError("UNAVAILABLE", "overloaded: too many requests in flight; retry later", {
     retryAfterS,
   });
-  const shed = (lane: Lane, reason: ShedReason) => {
+  const shed = (c: Context, lane: Lane, reason: ShedReason) => {
     metrics.admissionShed.inc({ lane: lane.name, reason });
+    if (opts.markShed) c.header(SHED_HEADER, "admission");
     return overloaded;
   };
 
@@ -198,22 +209,25 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const lane = laneFor(which.kind, which.key ?? which.kind);
     const warming = performance.now() < warmUntil;
     const admitted = lane.acquire(warming ? queueIntervalMs : queueTimeoutMs, queueIntervalMs);
-    if (admitted === "full") throw shed(lane, admitted);
+    if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });
       const outcome = await admitted;
       metrics.admissionQueued.dec({ lane: lane.name });
-      if (outcome !== true) throw shed(lane, outcome);
+      if (outcome !== true) throw shed(c, lane, outcome);
     }
     metrics.admissionInFlight.inc({ lane: lane.name });
     const started = performance.now();
     try {
       await next();
       const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
-      if (lane.gradient && !backendShed) {
-        lane.gradient.sample(performance.now() - started, lane.inFlight);
+      if (lane.gradient) {
+        if (!backendShed) lane.gradient.sample(performance.now() - started, lane.inFlight);
+        else if (c.res.headers.get(SHED_HEADER) === "admission") lane.gradient.drop();
         metrics.admissionLimit.set({ lane: lane.name }, lane.limit);
       }
+      // Between the services and the gateway only: a proxy does not pass it on.
+      if (!opts.markShed) c.res.headers.delete(SHED_HEADER);
     } finally {
       metrics.admissionInFlight.dec({ lane: lane.name });
       lane.release();

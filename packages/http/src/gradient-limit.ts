@@ -42,6 +42,15 @@ export class GradientLimit {
     this.limit = Math.min(opts.maxLimit, Math.max(this.minLimit, opts.initialLimit ?? opts.maxLimit));
   }
 
+  /**
+   * The backend refused a request for want of room (its own admission control): more is being sent
+   * than it admits at once, whatever the latency says. The limit backs off as AIMD's does on a drop
+   * (Netflix's `AIMDLimit`, 0.9), down to its floor.
+   */
+  drop(): void {
+    this.limit = Math.max(this.minLimit, this.limit * 0.9);
+  }
+
   /** One response that took `rttMs`, while `inFlight` requests (itself included) were in flight. */
   sample(rttMs: number, inFlight: number): void {
     const { tolerance, smoothing, maxLimit, baselineSamples } = this.opts;

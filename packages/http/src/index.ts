@@ -5,6 +5,7 @@ export {
   type LaneKind,
   type LaneLimits,
   requestLane,
+  SHED_HEADER,
 } from "./admission.ts";
 export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
 export { bodyLimit } from "./body-limit.ts";

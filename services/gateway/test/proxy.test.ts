@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
-import { listen } from "@saga/http";
+import { listen, SHED_HEADER } from "@saga/http";
 import { Agent, request } from "undici";
 import { describe, expect, it, onTestFinished } from "vitest";
 import {
@@ -548,6 +548,45 @@ describe("overload: the adaptive limit of a lane", () => {
     for (let round = 0; round < 40 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
     expect(await limit()).toBe(16);
     expect((await burst(16)).map((r) => r.status)).toEqual(Array(16).fill(201));
+  });
+});
+
+describe("overload: a service refusing for want of room", () => {
+  it("lowers the lane's bound on each refusal by the service's admission, and does not pass the mark on", async () => {
+    let refuse = false;
+    const orders = await startFakeUpstream(() =>
+      refuse
+        ? {
+            status: 503,
+            body: { error: "overloaded: too many requests in flight; retry later" },
+            headers: { "retry-after": "1", [SHED_HEADER]: "admission" },
+          }
+        : { status: 201, body: order },
+    );
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "16",
+      ADMISSION_MIN_IN_FLIGHT: "2",
+      ADMISSION_QUEUE: "0",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const limit = async () => {
+      const text = await (await gateway.metricsApp.request("/metrics")).text();
+      return Number(/http_admission_limit\{lane="orders:write",[^}]*\} (\S+)/.exec(text)?.[1]);
+    };
+    // Answers on time with the lane full raise the bound from its floor.
+    expect((await post()).status).toBe(201);
+    for (let round = 0; round < 60 && (await limit()) < 16; round++)
+      await Promise.all(Array.from({ length: Math.ceil(await limit()) }, post));
+    expect(await limit()).toBe(16);
+    refuse = true;
+    for (let i = 0; i < 8; i++) {
+      const res = await post();
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("1");
+      expect(res.headers.get(SHED_HEADER)).toBeNull();
+    }
+    // 16 × 0.9⁸ ≈ 6.9: fast as the refusals were, the service said it was sent too many at once.
+    expect(await limit()).toBeLessThan(8);
   });
 });
 

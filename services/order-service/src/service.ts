@@ -80,7 +80,8 @@ export async function createOrderService(
       await runtime.ready();
       if (warming) throw new Error("warming up: the hot path's connections and statements are not ready yet");
     },
-    admission: httpSettings(env).admission,
+    // Its refusals are marked, so that the gateway's lane backs off (SHED_HEADER).
+    admission: { ...httpSettings(env).admission, markShed: true },
     backlog,
     internalSecret: env.INTERNAL_SECRET,
   });

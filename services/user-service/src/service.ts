@@ -32,7 +32,8 @@ export async function createUserService(env: Env, options: UserServiceOptions = 
     logger: runtime.logger,
     metrics: runtime.metrics,
     ready: runtime.ready,
-    admission: httpSettings(env).admission,
+    // Its refusals are marked, so that the gateway's lane backs off (SHED_HEADER).
+    admission: { ...httpSettings(env).admission, markShed: true },
     internalSecret: env.INTERNAL_SECRET,
   });
   return {
