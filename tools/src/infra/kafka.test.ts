@@ -22,13 +22,18 @@ describe("the test broker with kafkajs 2.2.4", () => {
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
     const messages: EachMessagePayload["message"][] = [];
-    await new Promise<void>((resolve) => {
-      void consumer.run({
-        eachMessage: async ({ message }) => {
-          messages.push(message);
-          if (messages.length === count) resolve();
-        },
-      });
+    await new Promise<void>((resolve, reject) => {
+      // A consumer that crashes (or fails to start) stops fetching: say why instead of waiting for the
+      // test's timeout (seen once in CI on a loaded machine, with nothing else to go on).
+      consumer.on(consumer.events.CRASH, ({ payload }) => reject(payload.error));
+      consumer
+        .run({
+          eachMessage: async ({ message }) => {
+            messages.push(message);
+            if (messages.length === count) resolve();
+          },
+        })
+        .catch(reject);
     });
     return messages;
   }
