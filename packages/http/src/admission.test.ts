@@ -7,7 +7,7 @@ function heldApp(
   limits: Partial<AdmissionOptions["limits"]> = {},
   queueTimeoutMs = 50,
   queueIntervalMs: number | undefined = undefined,
-  warmUpMs: number | undefined = undefined,
+  options: Partial<AdmissionOptions> = {},
 ) {
   const metrics = createMetrics("test", "t1");
   const app = createBaseApp({
@@ -23,8 +23,8 @@ function heldApp(
       },
       queueTimeoutMs,
       queueIntervalMs,
-      warmUpMs,
       retryAfterS: 2,
+      ...options,
     },
   });
   const holds: (() => void)[] = [];
@@ -64,6 +64,18 @@ describe("admission", () => {
     expect(text).toMatch(/http_admission_shed_total\{lane="write",[^}]*\} 1/);
     releaseAll();
     expect((await first).status).toBe(201);
+  });
+
+  it("marks its refusals for the proxy in front when asked to (a service behind the gateway)", async () => {
+    const { app, releaseAll } = heldApp({}, 50, undefined, { markShed: true });
+    const held = app.request("/things", { method: "POST" });
+    await tick();
+    const res = await app.request("/things", { method: "POST" });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("2");
+    expect(res.headers.get(SHED_HEADER)).toBe("admission");
+    releaseAll();
+    expect((await held).status).toBe(201);
   });
 
   it("never lets polling reads starve writes", async () => {
@@ -136,27 +148,37 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect(text).not.toMatch(/http_admission_shed_total\{lane="write"/);
   });
 
-  it("sheds after the short timeout once the queue has not been empty for the interval, with its reason", async () => {
+  /** One place, held; `a` queued at 0 ms and shed at 100 (the interval); `b` queued at 60: a queue standing at 110. */
+  async function standingQueue(options: Partial<AdmissionOptions> = {}) {
     fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100);
-    const first = app.request("/things", { method: "POST" });
+    const held = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, options);
+    const post = () => held.app.request("/things", { method: "POST" });
+    const first = post();
     await vi.advanceTimersByTimeAsync(0);
-    const a = settled(app.request("/things", { method: "POST" }));
+    const a = settled(post());
     await vi.advanceTimersByTimeAsync(60);
-    const b = settled(app.request("/things", { method: "POST" }));
+    const b = settled(post());
     await vi.advanceTimersByTimeAsync(50);
     // `a` waited the whole interval and was shed; `b` keeps the queue standing since the start.
     expect(a.status).toBe(503);
     expect(b.status).toBeUndefined();
-    const c = settled(app.request("/things", { method: "POST" }));
+    const releaseAll = async () => {
+      for (let i = 0; i < 3; i++) {
+        held.releaseAll();
+        await vi.advanceTimersByTimeAsync(0);
+      }
+    };
+    return { ...held, post, first, b, releaseAll };
+  }
+
+  it("sheds after the short timeout once the queue has not been empty for the interval, with its reason", async () => {
+    const { app, post, first, b, releaseAll } = await standingQueue();
+    const c = settled(post());
     await vi.advanceTimersByTimeAsync(25);
     // Queued into a standing queue: shed after 20 ms, before `b`, which was queued in the burst.
     expect(c.status).toBe(503);
     expect(b.status).toBeUndefined();
-    releaseAll();
-    await vi.advanceTimersByTimeAsync(0);
-    releaseAll();
-    await vi.advanceTimersByTimeAsync(0);
+    await releaseAll();
     expect((await first).status).toBe(201);
     expect(b.status).toBe(201);
     const text = await (await app.request("/metrics")).text();
@@ -164,26 +186,12 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
   });
 
   it("takes a standing queue for a burst during the warm-up after a start: it waits the interval, not the timeout", async () => {
-    fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, 1000);
-    const first = app.request("/things", { method: "POST" });
-    await vi.advanceTimersByTimeAsync(0);
-    const a = settled(app.request("/things", { method: "POST" }));
-    await vi.advanceTimersByTimeAsync(60);
-    const b = settled(app.request("/things", { method: "POST" }));
-    await vi.advanceTimersByTimeAsync(50);
-    expect(a.status).toBe(503);
-    // Queued into a queue standing for 110 ms, as in the test above, but within the first second: not shed
-    // after 20 ms; it may wait the interval.
-    const c = settled(app.request("/things", { method: "POST" }));
+    const { post, first, b, releaseAll } = await standingQueue({ warmUpMs: 1000 });
+    // Queued into the same standing queue, but within the first second: not shed after 20 ms.
+    const c = settled(post());
     await vi.advanceTimersByTimeAsync(30);
     expect(c.status).toBeUndefined();
-    releaseAll();
-    await vi.advanceTimersByTimeAsync(0);
-    releaseAll();
-    await vi.advanceTimersByTimeAsync(0);
-    releaseAll();
-    await vi.advanceTimersByTimeAsync(0);
+    await releaseAll();
     expect((await first).status).toBe(201);
     expect(b.status).toBe(201);
     expect(c.status).toBe(201);
@@ -266,30 +274,6 @@ describe("adaptive admission (a proxy's lanes)", () => {
     const res = await app.request("/backend", { method: "POST" });
     expect(res.status).toBe(503);
     expect(res.headers.get(SHED_HEADER)).toBeNull();
-  });
-
-  it("marks its own refusals for the proxy in front when asked to (a service behind the gateway)", async () => {
-    const metrics = createMetrics("test", "t1");
-    const app = createBaseApp({
-      logger: createLogger("test", "silent"),
-      metrics,
-      ready: async () => {},
-      admission: {
-        limits: {
-          read: { maxInFlight: 1, maxQueue: 0 },
-          write: { maxInFlight: 0, maxQueue: 0 },
-          wait: { maxInFlight: 1, maxQueue: 0 },
-        },
-        queueTimeoutMs: 20,
-        retryAfterS: 1,
-        markShed: true,
-      },
-    });
-    app.post("/things", (c) => c.json({}, 201));
-    const res = await app.request("/things", { method: "POST" });
-    expect(res.status).toBe(503);
-    expect(res.headers.get("retry-after")).toBe("1");
-    expect(res.headers.get(SHED_HEADER)).toBe("admission");
   });
 
   it("does not take a backend's own shedding (503 + Retry-After, answered fast) as a reason to lower the bound", async () => {
