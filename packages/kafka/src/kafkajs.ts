@@ -315,10 +315,14 @@ export function createKafkajsClient({
       if (missing.length === 0) return;
       // Not kafkajs's waitForLeaders: it gives up when the broker answers a metadata request for a topic
       // it has just created with UNKNOWN_TOPIC_OR_PARTITION, which a busy KRaft broker does for a moment.
-      await a.createTopics({
-        waitForLeaders: false,
-        topics: missing.map((topic) => ({ topic, numPartitions })),
-      });
+      // A failure may be another process creating them meanwhile, or a request that timed out on a busy
+      // controller whose creation still completes: fine, as long as they have leaders within the wait.
+      const failed = await a
+        .createTopics({ waitForLeaders: false, topics: missing.map((topic) => ({ topic, numPartitions })) })
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
       for (let attempt = 0; ; attempt++) {
         const ready = await a
           .fetchTopicMetadata({ topics: missing })
@@ -327,7 +331,8 @@ export function createKafkajsClient({
           )
           .catch(() => false);
         if (ready) return;
-        if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+        if (attempt === 300)
+          throw failed ?? new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
         await sleep(100);
       }
     },

@@ -385,13 +385,14 @@ export function createPlatformaticClient({
       const existing = new Set(await admin.listTopics());
       const missing = names.filter((t) => !existing.has(t));
       if (missing.length === 0) return;
-      await admin
+      // A failure may be another process creating them meanwhile, or a request that timed out (5 s) on a
+      // busy controller whose creation still completes: fine, as long as they have leaders within the wait.
+      const failed = await admin
         .createTopics({ topics: missing, partitions: numPartitions, replicas: 1 })
-        .catch(async (err) => {
-          // Another process created them meanwhile: fine, as long as they exist now.
-          const now = new Set(await admin.listTopics());
-          if (!missing.every((t) => now.has(t))) throw err;
-        });
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
       for (let attempt = 0; ; attempt++) {
         const ready = await admin
           .metadata({ topics: missing, forceUpdate: true })
@@ -403,7 +404,8 @@ export function createPlatformaticClient({
           )
           .catch(() => false);
         if (ready) return;
-        if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+        if (attempt === 300)
+          throw failed ?? new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
         await sleep(100);
       }
     },
