@@ -1,6 +1,7 @@
 import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer } from "kafkajs";
 import { afterEach, describe, expect, test } from "vitest";
 import { freshTopics, kafkaBrokers, uniqueName } from "../test/harness.ts";
+import { clusterId } from "./kafka.ts";
 
 // Kafka 4 dropped the oldest protocol versions (KIP-896); these tests show that the
 // versions kafkajs 2.2.4 negotiates are still served, for everything the system uses.
@@ -160,5 +161,13 @@ describe("the test broker with kafkajs 2.2.4", { timeout: 180_000 }, () => {
     // fromBeginning applies only to a group without committed offsets: the rejoining group
     // starts at offset 3, so its first message is 4.
     expect(await member(2)).toEqual(["4", "5"]);
+  });
+});
+
+describe("the broker's cluster id", () => {
+  test("is 22 base64url characters and never begins with '-', which kafka-storage would take for an option", () => {
+    const ids = Array.from({ length: 10_000 }, clusterId);
+    for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_][A-Za-z0-9_-]{21}$/);
+    expect(new Set(ids).size).toBe(ids.length);
   });
 });

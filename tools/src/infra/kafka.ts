@@ -311,9 +311,16 @@ function javaCommand(): string {
   return home && existsSync(join(home, "bin", "java")) ? join(home, "bin", "java") : "java";
 }
 
-/** A KRaft cluster id: 16 random bytes, base64url without padding, as `kafka-storage random-uuid` prints. */
-function clusterId(): string {
-  return randomBytes(16).toString("base64url");
+/**
+ * A KRaft cluster id: 16 random bytes, base64url without padding, as `kafka-storage random-uuid` prints.
+ * Never one that starts with "-" (one in 64 would): `kafka-storage format -t -…` takes it for an option and
+ * fails, which failed a CI run's setup. Kafka's own `Uuid.randomUuid()` draws again for the same reason.
+ */
+export function clusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString("base64url");
+    if (!id.startsWith("-")) return id;
+  }
 }
 
 /** Runs a short-lived command, supervised like the servers so that it cannot outlive us either. */
