@@ -318,8 +318,14 @@ export function createPlatformaticClient({
     };
   }
 
-  // Topic creation and readToEnd: a few retries, then the error goes to the caller.
-  const admin = new Admin({ ...base, retries: 3, retryDelay: 200 });
+  // Topic creation and readToEnd: retries for about 15 s, then the error goes to the caller. A broker
+  // busy for a second or two (every test suite of a CI run on one broker) failed three retries 200 ms
+  // apart: "metadata failed 4 times" at a service's start.
+  const admin = new Admin({
+    ...base,
+    retries: 10,
+    retryDelay: (_client: unknown, _operation: string, attempt: number) => Math.min(200 * 2 ** attempt, 2000),
+  });
   admin.on("error", (err: Error) => log("warn", "admin error", { err }));
 
   // What /ready and the lag probe wait for gets an admin client of its own, with one retry and every
