@@ -11,7 +11,7 @@ describe("parseRelayEnv", () => {
       KAFKA_BROKERS: ["localhost:9092"],
       KAFKA_TOPIC_PREFIX: "",
       KAFKA_CLIENT: "platformatic",
-      RELAY_MODE: "table",
+      RELAY_MODE: "cdc",
       RELAY_BATCH_SIZE: 500,
       RELAY_MARK_CHUNK_SIZE: 250,
       RELAY_MARK_INTERVAL_MS: 250,

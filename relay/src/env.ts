@@ -25,7 +25,7 @@ export const Env = z
      * the replication stream carries as it delivers them, and read the table only to catch up (after
      * each (re)connection of the stream, and while it is down). See README.md, "Change data capture".
      */
-    RELAY_MODE: z.enum(["table", "cdc"]).default("table"),
+    RELAY_MODE: z.enum(["table", "cdc"]).default("cdc"),
     /** Most rows read, sent and marked in one round. */
     RELAY_BATCH_SIZE: positiveInt.max(10_000).default(500),
     /**
