@@ -25,6 +25,19 @@ const published = async (relay: RelayProcess) =>
   metricValue(await relay.metrics(), "saga_relay_rows_published_total", { outbox: "order" }) ?? 0;
 
 /** Two relay processes on the test's outbox; resolves once exactly one of them owns it. */
+/** A fresh outbox and topic prefix, and two relays on them with `env` besides. */
+async function pairOnFreshOutbox(env: Record<string, string>) {
+  const { url, sql } = await freshOutbox();
+  const prefix = await freshTopicPrefix();
+  const pair = await startPair({
+    ORDER_DB_URL: url,
+    KAFKA_BROKERS: kafkaBrokers().join(","),
+    KAFKA_TOPIC_PREFIX: prefix,
+    ...env,
+  });
+  return { sql, prefix, ...pair };
+}
+
 async function startPair(env: Record<string, string>) {
   const relays = [spawnRelay({ ...env, RELAY_ID: "a" }), spawnRelay({ ...env, RELAY_ID: "b" })];
   const owner = await eventually("one relay to own the outbox", async () => {
@@ -66,12 +79,7 @@ function startWriter(sql: postgres.Sql) {
 
 describe("two relays on one outbox", () => {
   it("never reorder a key, and the standby takes over within seconds when the owner is killed", async () => {
-    const { url, sql } = await freshOutbox();
-    const prefix = await freshTopicPrefix();
-    const { owner, standby } = await startPair({
-      ORDER_DB_URL: url,
-      KAFKA_BROKERS: kafkaBrokers().join(","),
-      KAFKA_TOPIC_PREFIX: prefix,
+    const { sql, prefix, owner, standby } = await pairOnFreshOutbox({
       RELAY_BATCH_SIZE: "50",
     });
     const writer = startWriter(sql);
@@ -97,13 +105,7 @@ describe("two relays on one outbox", () => {
   });
 
   it("an owner that froze loses the outbox to the standby and stops publishing when it wakes up", async () => {
-    const { url, sql } = await freshOutbox();
-    const prefix = await freshTopicPrefix();
-    const { owner, standby } = await startPair({
-      ORDER_DB_URL: url,
-      KAFKA_BROKERS: kafkaBrokers().join(","),
-      KAFKA_TOPIC_PREFIX: prefix,
-    });
+    const { sql, prefix, owner, standby } = await pairOnFreshOutbox({});
     const writer = startWriter(sql);
     await new Promise((r) => setTimeout(r, 500));
 
@@ -123,12 +125,7 @@ describe("two relays on one outbox", () => {
   });
 
   it("an owner frozen with streamed rows in its socket sends none of them when it wakes (cdc)", async () => {
-    const { url, sql } = await freshOutbox();
-    const prefix = await freshTopicPrefix();
-    const { owner, standby } = await startPair({
-      ORDER_DB_URL: url,
-      KAFKA_BROKERS: kafkaBrokers().join(","),
-      KAFKA_TOPIC_PREFIX: prefix,
+    const { sql, prefix, owner, standby } = await pairOnFreshOutbox({
       RELAY_MODE: "cdc",
       // Woken by nothing but the stream. Resumed from SIGSTOP, the process runs its due timers before it
       // reads its sockets (Linux fails the pending epoll_wait with EINTR, and libuv, past its timeout,
