@@ -197,6 +197,27 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect(c.status).toBe(201);
   });
 
+  it("never shortens a standing queue's wait during the warm-up when its timeout is the longer", async () => {
+    fake();
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 300, 100, { warmUpMs: 10_000 });
+    const post = () => app.request("/things", { method: "POST" });
+    const first = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const a = settled(post());
+    await vi.advanceTimersByTimeAsync(150);
+    // The queue has stood for 150 ms: `c` may wait the 300 ms timeout, not the 100 ms interval.
+    const c = settled(post());
+    await vi.advanceTimersByTimeAsync(120);
+    expect(c.status).toBeUndefined();
+    for (let i = 0; i < 3; i++) {
+      releaseAll();
+      await vi.advanceTimersByTimeAsync(0);
+    }
+    expect((await first).status).toBe(201);
+    expect(a.status).toBe(201);
+    expect(c.status).toBe(201);
+  });
+
   it("counts a request shed because the queue was full under its own reason", async () => {
     const { app, releaseAll } = heldApp();
     const first = app.request("/things", { method: "POST" });

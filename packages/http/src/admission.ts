@@ -208,7 +208,9 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
     const warming = performance.now() < warmUntil;
-    const admitted = lane.acquire(warming ? queueIntervalMs : queueTimeoutMs, queueIntervalMs);
+    // Warming, a standing queue waits as a burst does: the longer of the two, never less than the timeout.
+    const standingMs = warming ? Math.max(queueIntervalMs, queueTimeoutMs) : queueTimeoutMs;
+    const admitted = lane.acquire(standingMs, queueIntervalMs);
     if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });
