@@ -603,6 +603,8 @@ export async function runOverload(opts: {
   seconds: number;
   /** Given, it is used instead of measured (the same offered loads for runs to be compared). */
   capacity?: number | undefined;
+  /** The multiples of the capacity offered, each a phase. */
+  factors: number[];
   log: (line: string) => void;
 }): Promise<OverloadReport> {
   const { system, dbs, kafka, users, seconds, log } = opts;
@@ -635,7 +637,7 @@ export async function runOverload(opts: {
   } else log(`bench: overload: capacity taken as ${capacity} sagas/s (--overload-capacity)`);
 
   const phases: OverloadPhase[] = [];
-  for (const factor of [2, 5]) {
+  for (const factor of opts.factors) {
     await drain();
     const rate = Math.round(capacity * factor);
     log(`bench: overload: ${seconds}s at ${factor}× capacity (${rate} orders/s offered)`);
@@ -747,7 +749,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     `## Overload (issue 11), ${at}`,
     "",
     `Run: \`npm run bench -- ${args}\`. Capacity ${fmt(r.capacity)} sagas/s (${r.capacitySeconds ? `sagas final per second from ${r.capacityWarmUpS} s to ${r.capacitySeconds} s of a closed loop of ${CAPACITY_CLIENTS} clients following their orders` : "given"}), ` +
-      `then an open loop at 2× and 5× of it for ${r.phases[0]?.durationS ?? 0} s, every accepted order followed by ` +
+      `then an open loop at ${r.phases.map((p) => p.label).join(" and ") || "no multiple"} of it for ${r.freshStart.durationS} s each, every accepted order followed by ` +
       "its client with `GET /orders/:id` every 250 ms until final; then a fresh start " +
       `(every Node process stopped, PostgreSQL and Kafka restarted; ready in ${fmt(r.freshStart.readyAfterS)} s) ` +
       "offered half the capacity from the moment every process answered `/ready`.",

@@ -85,6 +85,8 @@ function parseOptions(argv: string[]) {
       // The capacity the overload rates are taken from, instead of measuring it: two runs to be compared
       // on a machine whose speed wanders then offer the same loads.
       "overload-capacity": { type: "string" },
+      // The multiples of the capacity offered (default 2,5; empty for none: the fresh start alone).
+      "overload-factors": { type: "string" },
       "follow-rates": { type: "string" },
       "idle-seconds": { type: "string" },
     },
@@ -103,6 +105,7 @@ function parseOptions(argv: string[]) {
     concurrency: Number(values.concurrency),
     overloadOnly: values["overload-only"] ?? false,
     overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
+    overloadFactors: (values["overload-factors"] ?? "2,5").split(",").filter(Boolean).map(Number),
     overloadCapacity:
       values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
   };
@@ -498,6 +501,7 @@ async function main() {
         users,
         seconds: opts.overloadSeconds,
         capacity: opts.overloadCapacity,
+        factors: opts.overloadFactors,
         log,
       });
       const { results } = await checkInvariants({
