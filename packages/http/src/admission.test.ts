@@ -199,7 +199,9 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
 
   it("never shortens a standing queue's wait during the warm-up when its timeout is the longer", async () => {
     fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 300, 100, { warmUpMs: 10_000 });
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 300, 100, {
+      warmUpMs: 10_000,
+    });
     const post = () => app.request("/things", { method: "POST" });
     const first = post();
     await vi.advanceTimersByTimeAsync(0);
@@ -216,6 +218,73 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect((await first).status).toBe(201);
     expect(a.status).toBe(201);
     expect(c.status).toBe(201);
+  });
+
+  it("lets queued requests wait the warm-up's own time during the warm-up, and only then", async () => {
+    fake();
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, {
+      warmUpMs: 1000,
+      warmUpQueueMs: 500,
+    });
+    const post = () => app.request("/things", { method: "POST" });
+    const release = async () => {
+      for (let i = 0; i < 3; i++) {
+        releaseAll();
+        await vi.advanceTimersByTimeAsync(0);
+      }
+    };
+    const first = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const warm = settled(post());
+    // Three times the interval: shed by now but for the warm-up.
+    await vi.advanceTimersByTimeAsync(300);
+    expect(warm.status).toBeUndefined();
+    await release();
+    expect((await first).status).toBe(201);
+    expect(warm.status).toBe(201);
+
+    // Past the warm-up, a burst waits the interval again.
+    await vi.advanceTimersByTimeAsync(1000);
+    const next = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const late = settled(post());
+    await vi.advanceTimersByTimeAsync(150);
+    expect(late.status).toBe(503);
+    await release();
+    expect((await next).status).toBe(201);
+  });
+
+  it("lets a lane's queue hold more during the warm-up, and only then", async () => {
+    fake();
+    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 1 } }, 20, 100, {
+      warmUpMs: 1000,
+      warmUpMaxQueue: 3,
+    });
+    const post = () => app.request("/things", { method: "POST" });
+    const release = async () => {
+      for (let i = 0; i < 5; i++) {
+        releaseAll();
+        await vi.advanceTimersByTimeAsync(0);
+      }
+    };
+    const first = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const queued = [post(), post(), post()];
+    // The fourth finds the warm-up's queue of three full.
+    expect((await post()).status).toBe(503);
+    await release();
+    expect((await first).status).toBe(201);
+    expect((await Promise.all(queued)).map((r) => r.status)).toEqual([201, 201, 201]);
+
+    await vi.advanceTimersByTimeAsync(1000);
+    const next = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const one = post();
+    // Past the warm-up, the lane's own queue of one.
+    expect((await post()).status).toBe(503);
+    await release();
+    expect((await next).status).toBe(201);
+    expect((await one).status).toBe(201);
   });
 
   it("counts a request shed because the queue was full under its own reason", async () => {

@@ -38,6 +38,17 @@ export type AdmissionOptions = {
    * full queue still sheds at once. 0 by default.
    */
   warmUpMs?: number;
+  /**
+   * During the warm-up, how long any queued request may wait (burst or standing), when longer than the
+   * interval: at a start, latency is the price of the first compilations, and a refusal would be a failure
+   * the client did not cause. `queueIntervalMs` by default.
+   */
+  warmUpQueueMs?: number;
+  /**
+   * During the warm-up, the most requests a lane's queue holds, when more than its `maxQueue`: a gateway's
+   * burst into a process still compiling is judged by how long it waits, not by its count.
+   */
+  warmUpMaxQueue?: number;
   /** Sent as `Retry-After` with every shed request. */
   retryAfterS: number;
   /**
@@ -128,12 +139,16 @@ class Lane {
    * True when admitted now; a promise of admission (true) or of shedding ("timeout") when queued;
    * "full" when the queue is full.
    */
-  acquire(timeoutMs: number, intervalMs: number): true | ShedReason | Promise<true | ShedReason> {
+  acquire(
+    timeoutMs: number,
+    intervalMs: number,
+    maxQueue = this.limits.maxQueue,
+  ): true | ShedReason | Promise<true | ShedReason> {
     if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
       return true;
     }
-    if (this.queue.length >= this.limits.maxQueue) return "full";
+    if (this.queue.length >= maxQueue) return "full";
     const waitMs = this.queueWaitMs(timeoutMs, intervalMs);
     if (this.queue.length === 0) this.queuedSince = performance.now();
     return new Promise<true | ShedReason>((resolve) => {
@@ -181,6 +196,8 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
   const warmUntil = performance.now() + (opts.warmUpMs ?? 0);
+  const warmUpQueueMs = Math.max(opts.warmUpQueueMs ?? queueIntervalMs, queueIntervalMs);
+  const warmUpMaxQueue = opts.warmUpMaxQueue ?? 0;
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
@@ -208,9 +225,15 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
     const warming = performance.now() < warmUntil;
-    // Warming, a standing queue waits as a burst does: the longer of the two, never less than the timeout.
-    const standingMs = warming ? Math.max(queueIntervalMs, queueTimeoutMs) : queueTimeoutMs;
-    const admitted = lane.acquire(standingMs, queueIntervalMs);
+    // Warming, a standing queue waits as a burst does (never less than its timeout), both as long as the
+    // warm-up allows, and the queue may hold more.
+    const admitted = warming
+      ? lane.acquire(
+          Math.max(warmUpQueueMs, queueTimeoutMs),
+          Math.max(warmUpQueueMs, queueIntervalMs),
+          Math.max(lane.limits.maxQueue, warmUpMaxQueue),
+        )
+      : lane.acquire(queueTimeoutMs, queueIntervalMs);
     if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });

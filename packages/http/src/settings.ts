@@ -12,6 +12,8 @@ export function httpEnvVars(defaults: {
   writeInFlight: number;
   queue: number;
   warmUpMs?: number;
+  warmUpQueueMs?: number;
+  warmUpQueue?: number;
 }) {
   return {
     /** Requests served at once per lane (reads, writes); past it they queue. */
@@ -36,6 +38,16 @@ export function httpEnvVars(defaults: {
       .int()
       .min(0)
       .default(defaults.warmUpMs ?? 0),
+    /**
+     * During that warm-up, how long any queued request may wait (at least ADMISSION_QUEUE_INTERVAL_MS),
+     * and how many may wait per lane (at least ADMISSION_QUEUE).
+     */
+    ADMISSION_WARMUP_QUEUE_MS: count.default(defaults.warmUpQueueMs ?? 100),
+    ADMISSION_WARMUP_QUEUE: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(defaults.warmUpQueue ?? 0),
     /** The Retry-After of every shed request, in seconds. */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
@@ -71,6 +83,8 @@ export function httpSettings(env: HttpEnv): {
       queueTimeoutMs: env.ADMISSION_QUEUE_TIMEOUT_MS,
       queueIntervalMs: env.ADMISSION_QUEUE_INTERVAL_MS,
       warmUpMs: env.ADMISSION_WARMUP_MS,
+      warmUpQueueMs: env.ADMISSION_WARMUP_QUEUE_MS,
+      warmUpMaxQueue: env.ADMISSION_WARMUP_QUEUE,
       retryAfterS: env.RETRY_AFTER_S,
     },
     server: {

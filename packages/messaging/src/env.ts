@@ -6,11 +6,20 @@ import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS } from "@saga
 import { z } from "zod";
 
 /**
- * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. Its
- * queues take the first 30 s after a start for a burst (the bench's fresh start had reads refused after
- * 20 ms in a queue that stood while the process compiled its code).
+ * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. For the
+ * first 30 s after a start a queued request may wait up to 1 s and a lane's queue holds what one gateway's
+ * lane may send it at once (64): the bench's fresh starts at half the capacity had reads and orders refused
+ * on a full queue and after 100 ms in it while every process compiled its code (bench/README.md, sixth
+ * round). After it, a queue of 16: 64 lowered the goodput at twice the capacity.
  */
-export const SERVICE_HTTP_DEFAULTS = { readInFlight: 8, writeInFlight: 8, queue: 16, warmUpMs: 30_000 };
+export const SERVICE_HTTP_DEFAULTS = {
+  readInFlight: 8,
+  writeInFlight: 8,
+  queue: 16,
+  warmUpMs: 30_000,
+  warmUpQueueMs: 1000,
+  warmUpQueue: 64,
+};
 
 /** Variables every process of the saga reads the same way. */
 export const envVars = {

@@ -605,6 +605,8 @@ export async function runOverload(opts: {
   capacity?: number | undefined;
   /** The multiples of the capacity offered, each a phase. */
   factors: number[];
+  /** `performance.now()` when the processes' warm-up after their start is over: the phases begin after it. */
+  warmUntil: number;
   log: (line: string) => void;
 }): Promise<OverloadReport> {
   const { system, dbs, kafka, users, seconds, log } = opts;
@@ -612,12 +614,20 @@ export async function runOverload(opts: {
     if (!(await waitQuiet({ userDb: dbs.user, orderDb: dbs.order, kafka, timeoutS: 180, log: () => {} })))
       log("bench:   not quiet after 180 s; going on");
   };
+  // The capacity and its multiples are a warm system's.
+  const untilWarm = async () => {
+    const warmingMs = opts.warmUntil - performance.now();
+    if (warmingMs <= 0) return;
+    log(`bench: overload: waiting ${(warmingMs / 1000).toFixed(0)}s for the processes' warm-up to end`);
+    await sleep(warmingMs);
+  };
   await drain();
   const capacitySeconds = opts.capacity === undefined ? Math.min(30, seconds) : 0;
   // The first seconds fill the saga backlog up to its bound: not a rate the system sustains.
   const capacityWarmUpS = Math.round(capacitySeconds / 3);
   let capacity = opts.capacity ?? 0;
   if (opts.capacity === undefined) {
+    await untilWarm();
     log(
       `bench: overload: capacity, ${capacitySeconds}s closed loop with ${CAPACITY_CLIENTS} clients following their orders (steady after ${capacityWarmUpS}s)`,
     );
@@ -639,6 +649,7 @@ export async function runOverload(opts: {
   const phases: OverloadPhase[] = [];
   for (const factor of opts.factors) {
     await drain();
+    await untilWarm();
     const rate = Math.round(capacity * factor);
     log(`bench: overload: ${seconds}s at ${factor}× capacity (${rate} orders/s offered)`);
     const phase = await openLoop({

@@ -67,6 +67,13 @@ export type BenchReport = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * How long after a start the processes treat queues and the saga backlog as warming up
+ * (`ADMISSION_WARMUP_MS`, `SAGA_BACKLOG_WARMUP_MIN_MS`): the overload phases, which measure a warm system,
+ * begin after it.
+ */
+const PROCESS_WARMUP_MS = 30_000;
+
 /** The system's cores: every process but the load client, which is measured beside it, not part of it. */
 const systemCores = (cpu: Record<string, number>) =>
   Object.entries(cpu).reduce((sum, [n, c]) => (n === "bench client" ? sum : sum + c), 0);
@@ -460,6 +467,7 @@ async function main() {
     },
     log,
   });
+  const started = performance.now();
   const admin = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
   await admin`create extension if not exists pg_stat_statements`;
   await admin.unsafe(`create role ${BENCH_ROLE} login superuser`);
@@ -502,6 +510,7 @@ async function main() {
         seconds: opts.overloadSeconds,
         capacity: opts.overloadCapacity,
         factors: opts.overloadFactors,
+        warmUntil: started + PROCESS_WARMUP_MS,
         log,
       });
       const { results } = await checkInvariants({
