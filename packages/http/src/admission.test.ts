@@ -148,11 +148,24 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect(text).not.toMatch(/http_admission_shed_total\{lane="write"/);
   });
 
+  /** A write lane of one place on fake timers; `releaseAll` lets every held and queued request finish. */
+  function heldQueue(maxQueue: number, queueTimeoutMs: number, options: Partial<AdmissionOptions> = {}) {
+    fake();
+    const held = heldApp({ write: { maxInFlight: 1, maxQueue } }, queueTimeoutMs, 100, options);
+    const post = () => held.app.request("/things", { method: "POST" });
+    const releaseAll = async () => {
+      for (let i = 0; i < 5; i++) {
+        held.releaseAll();
+        await vi.advanceTimersByTimeAsync(0);
+      }
+    };
+    return { app: held.app, post, releaseAll };
+  }
+
   /** One place, held; `a` queued at 0 ms and shed at 100 (the interval); `b` queued at 60: a queue standing at 110. */
   async function standingQueue(options: Partial<AdmissionOptions> = {}) {
-    fake();
-    const held = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, options);
-    const post = () => held.app.request("/things", { method: "POST" });
+    const held = heldQueue(4, 20, options);
+    const { post } = held;
     const first = post();
     await vi.advanceTimersByTimeAsync(0);
     const a = settled(post());
@@ -162,13 +175,7 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     // `a` waited the whole interval and was shed; `b` keeps the queue standing since the start.
     expect(a.status).toBe(503);
     expect(b.status).toBeUndefined();
-    const releaseAll = async () => {
-      for (let i = 0; i < 3; i++) {
-        held.releaseAll();
-        await vi.advanceTimersByTimeAsync(0);
-      }
-    };
-    return { ...held, post, first, b, releaseAll };
+    return { ...held, first, b };
   }
 
   it("sheds after the short timeout once the queue has not been empty for the interval, with its reason", async () => {
@@ -198,11 +205,7 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
   });
 
   it("never shortens a standing queue's wait during the warm-up when its timeout is the longer", async () => {
-    fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 300, 100, {
-      warmUpMs: 10_000,
-    });
-    const post = () => app.request("/things", { method: "POST" });
+    const { post, releaseAll } = heldQueue(4, 300, { warmUpMs: 10_000 });
     const first = post();
     await vi.advanceTimersByTimeAsync(0);
     const a = settled(post());
@@ -211,28 +214,14 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     const c = settled(post());
     await vi.advanceTimersByTimeAsync(120);
     expect(c.status).toBeUndefined();
-    for (let i = 0; i < 3; i++) {
-      releaseAll();
-      await vi.advanceTimersByTimeAsync(0);
-    }
+    await releaseAll();
     expect((await first).status).toBe(201);
     expect(a.status).toBe(201);
     expect(c.status).toBe(201);
   });
 
   it("lets queued requests wait the warm-up's own time during the warm-up, and only then", async () => {
-    fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 4 } }, 20, 100, {
-      warmUpMs: 1000,
-      warmUpQueueMs: 500,
-    });
-    const post = () => app.request("/things", { method: "POST" });
-    const release = async () => {
-      for (let i = 0; i < 3; i++) {
-        releaseAll();
-        await vi.advanceTimersByTimeAsync(0);
-      }
-    };
+    const { post, releaseAll: release } = heldQueue(4, 20, { warmUpMs: 1000, warmUpQueueMs: 500 });
     const first = post();
     await vi.advanceTimersByTimeAsync(0);
     const warm = settled(post());
@@ -255,18 +244,7 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
   });
 
   it("lets a lane's queue hold more during the warm-up, and only then", async () => {
-    fake();
-    const { app, releaseAll } = heldApp({ write: { maxInFlight: 1, maxQueue: 1 } }, 20, 100, {
-      warmUpMs: 1000,
-      warmUpMaxQueue: 3,
-    });
-    const post = () => app.request("/things", { method: "POST" });
-    const release = async () => {
-      for (let i = 0; i < 5; i++) {
-        releaseAll();
-        await vi.advanceTimersByTimeAsync(0);
-      }
-    };
+    const { post, releaseAll: release } = heldQueue(1, 20, { warmUpMs: 1000, warmUpMaxQueue: 3 });
     const first = post();
     await vi.advanceTimersByTimeAsync(0);
     const queued = [post(), post(), post()];

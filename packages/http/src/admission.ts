@@ -32,17 +32,13 @@ export type AdmissionOptions = {
    */
   queueIntervalMs?: number;
   /**
-   * For this long after the app is made, a request queued into a standing queue may wait
-   * `queueIntervalMs` as in a burst: a process that has just started runs its code for the first times
-   * (compiling it), its database's caches are cold, and its queue stands for that, not for overload. A
-   * full queue still sheds at once. 0 by default.
+   * For this long after the app is made, a queued request may wait `warmUpQueueMs`, burst or standing, and
+   * a lane's queue may hold `warmUpMaxQueue`: a process that has just started runs its code for the first
+   * times (compiling it), its database's caches are cold, and its queue stands for that, not for overload;
+   * a refusal then would be a failure the client did not cause. A full queue still sheds at once. 0 by default.
    */
   warmUpMs?: number;
-  /**
-   * During the warm-up, how long any queued request may wait (burst or standing), when longer than the
-   * interval: at a start, latency is the price of the first compilations, and a refusal would be a failure
-   * the client did not cause. `queueIntervalMs` by default.
-   */
+  /** During the warm-up, how long any queued request may wait (never less than outside it); `queueIntervalMs` by default. */
   warmUpQueueMs?: number;
   /**
    * During the warm-up, the most requests a lane's queue holds, when more than its `maxQueue`: a gateway's
@@ -196,7 +192,10 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
   const warmUntil = performance.now() + (opts.warmUpMs ?? 0);
-  const warmUpQueueMs = Math.max(opts.warmUpQueueMs ?? queueIntervalMs, queueIntervalMs);
+  let warm = (opts.warmUpMs ?? 0) <= 0;
+  // During the warm-up a standing queue waits as a burst does, both never less than outside it.
+  const warmUpIntervalMs = Math.max(opts.warmUpQueueMs ?? 0, queueIntervalMs);
+  const warmUpTimeoutMs = Math.max(warmUpIntervalMs, queueTimeoutMs);
   const warmUpMaxQueue = opts.warmUpMaxQueue ?? 0;
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
@@ -224,16 +223,11 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const which = laneOf(c);
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
-    const warming = performance.now() < warmUntil;
-    // Warming, a standing queue waits as a burst does (never less than its timeout), both as long as the
-    // warm-up allows, and the queue may hold more.
-    const admitted = warming
-      ? lane.acquire(
-          Math.max(warmUpQueueMs, queueTimeoutMs),
-          Math.max(warmUpQueueMs, queueIntervalMs),
-          Math.max(lane.limits.maxQueue, warmUpMaxQueue),
-        )
-      : lane.acquire(queueTimeoutMs, queueIntervalMs);
+    // The clock is read only until the warm-up is over.
+    if (!warm) warm = performance.now() >= warmUntil;
+    const admitted = warm
+      ? lane.acquire(queueTimeoutMs, queueIntervalMs)
+      : lane.acquire(warmUpTimeoutMs, warmUpIntervalMs, Math.max(lane.limits.maxQueue, warmUpMaxQueue));
     if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });

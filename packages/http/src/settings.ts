@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { AdmissionOptions } from "./admission.ts";
 
 const count = z.coerce.number().int().positive();
+const zeroOrMore = z.coerce.number().int().min(0);
 
 /**
  * The HTTP settings every process reads from its environment (spread into its zod schema): admission
@@ -26,28 +27,17 @@ export function httpEnvVars(defaults: {
      * ADMISSION_QUEUE_TIMEOUT_MS in a standing queue (not empty for ADMISSION_QUEUE_INTERVAL_MS:
      * overload), ADMISSION_QUEUE_INTERVAL_MS in a burst (the queue was empty within that time).
      */
-    ADMISSION_QUEUE: z.coerce.number().int().min(0).default(defaults.queue),
+    ADMISSION_QUEUE: zeroOrMore.default(defaults.queue),
     ADMISSION_QUEUE_TIMEOUT_MS: count.default(20),
     ADMISSION_QUEUE_INTERVAL_MS: count.default(100),
     /**
-     * For this long after a start, a standing queue's requests too may wait ADMISSION_QUEUE_INTERVAL_MS:
-     * a process that has just started stalls for its first compilations and cold caches, not overload.
+     * For this long after a start (a process stalls for its first compilations and cold caches, not for
+     * overload), any queued request may wait ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait
+     * per lane; neither is ever less than outside the warm-up.
      */
-    ADMISSION_WARMUP_MS: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .default(defaults.warmUpMs ?? 0),
-    /**
-     * During that warm-up, how long any queued request may wait (at least ADMISSION_QUEUE_INTERVAL_MS),
-     * and how many may wait per lane (at least ADMISSION_QUEUE).
-     */
-    ADMISSION_WARMUP_QUEUE_MS: count.default(defaults.warmUpQueueMs ?? 100),
-    ADMISSION_WARMUP_QUEUE: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .default(defaults.warmUpQueue ?? 0),
+    ADMISSION_WARMUP_MS: zeroOrMore.default(defaults.warmUpMs ?? 0),
+    ADMISSION_WARMUP_QUEUE_MS: zeroOrMore.default(defaults.warmUpQueueMs ?? 0),
+    ADMISSION_WARMUP_QUEUE: zeroOrMore.default(defaults.warmUpQueue ?? 0),
     /** The Retry-After of every shed request, in seconds. */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
