@@ -1,12 +1,8 @@
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { TOPICS } from "@saga/contracts";
 import { createLogger } from "@saga/observability";
-import { freePort, type PostgresServer, startPostgres } from "@saga/tools/infra";
 import { kafkaBrokers } from "@saga/tools/test/harness";
 import postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { CrashPoint, Env } from "../src/env.ts";
 import { createOutboxStore } from "../src/outbox-store.ts";
 import { createRelayService } from "../src/service.ts";
@@ -18,6 +14,7 @@ import {
   freshOutbox,
   freshTopicPrefix,
   metricValue,
+  ownPostgresServer,
   readAll,
   relayEnv,
   row,
@@ -28,22 +25,9 @@ import {
 
 // RELAY_MODE=cdc: rows are sent as the replication stream delivers them, the table is read only to catch up.
 
-// A server of this file's own. The relay streams only once every transaction that was running on the
-// server when its stream came up has ended (pg_snapshot_xmin is server-wide): on the run's server, a long
-// transaction of another package's test would keep it reading the table, and these tests waiting.
-let server: PostgresServer | undefined;
-let serverDir: string | undefined;
-beforeAll(async () => {
-  serverDir = await mkdtemp(join(tmpdir(), "relay-cdc-"));
-  // PostgreSQL refuses to run as root, so as root it runs as another account that must reach the directory.
-  await chmod(serverDir, 0o755);
-  server = await startPostgres({ dataDir: join(serverDir, "pg"), port: await freePort(), durable: false });
-}, 120_000);
-afterAll(async () => {
-  await server?.stop();
-  if (serverDir) await rm(serverDir, { recursive: true, force: true });
-});
-const ownOutbox = () => freshOutbox("order", server?.url);
+// A server of this file's own (see ownPostgresServer).
+const ownServerUrl = ownPostgresServer();
+const ownOutbox = () => freshOutbox("order", ownServerUrl());
 
 /** A CDC relay in this process whose reads of the table and marking statements are counted. */
 function startCountingRelay(url: string, prefix: string, overrides: Partial<Env> = {}) {
@@ -285,7 +269,7 @@ describe("relay in the CDC mode", () => {
     // stream carries it) and the commit then waits for a synchronous standby that does not exist, which
     // PostgreSQL does before it takes the transaction out of the running ones (RecordTransactionCommit,
     // then ProcArrayEndTransaction). The writer's session stays in the `SyncRep` wait meanwhile.
-    await holdSynchronousCommits(server?.url ?? "");
+    await holdSynchronousCommits(ownServerUrl());
     let pid: number | undefined;
     const held = sql.begin(async (tx) => {
       await tx`set local synchronous_commit = on`;
@@ -297,7 +281,7 @@ describe("relay in the CDC mode", () => {
         returning id, aggregate_id as "aggregateId", topic, position::text as position`;
       return r as TestRow;
     });
-    onTestFinished(() => releaseSynchronousCommits(server?.url ?? ""));
+    onTestFinished(() => releaseSynchronousCommits(ownServerUrl()));
     await eventually("the writer to wait for its synchronous standby", async () => {
       const [r] = await sql<{ event: string | null }[]>`
         select wait_event as event from pg_stat_activity where pid = ${pid ?? 0}`;
@@ -331,7 +315,7 @@ describe("relay in the CDC mode", () => {
 
     // Released: the held row is published (from the table: the next stream's slot waited for its
     // commit), and once a new stream is up the relay publishes from it again.
-    await releaseSynchronousCommits(server?.url ?? "");
+    await releaseSynchronousCommits(ownServerUrl());
     const heldRow = await held;
     await allPublished(sql);
     await streaming(metric);

@@ -10,6 +10,7 @@ import {
   freshOutbox,
   freshTopicPrefix,
   metricValue,
+  ownPostgresServer,
   type RelayProcess,
   readAll,
   row,
@@ -17,6 +18,9 @@ import {
   type TestRow,
   writeRows,
 } from "./support.ts";
+
+// The CDC test's server (see ownPostgresServer): the others share the run's.
+const cdcServerUrl = ownPostgresServer();
 
 const isActive = async (relay: RelayProcess) =>
   metricValue(await relay.metrics(), "saga_relay_active", { outbox: "order" }) === 1;
@@ -26,8 +30,8 @@ const published = async (relay: RelayProcess) =>
 
 /** Two relay processes on the test's outbox; resolves once exactly one of them owns it. */
 /** A fresh outbox and topic prefix, and two relays on them with `env` besides. */
-async function pairOnFreshOutbox(env: Record<string, string>) {
-  const { url, sql } = await freshOutbox();
+async function pairOnFreshOutbox(env: Record<string, string>, server?: string) {
+  const { url, sql } = await freshOutbox("order", server);
   const prefix = await freshTopicPrefix();
   const pair = await startPair({
     ORDER_DB_URL: url,
@@ -125,16 +129,18 @@ describe("two relays on one outbox", () => {
   });
 
   it("an owner frozen with streamed rows in its socket sends none of them when it wakes (cdc)", async () => {
-    const { sql, prefix, owner, standby } = await pairOnFreshOutbox({
-      RELAY_MODE: "cdc",
-      // Woken by nothing but the stream. Resumed from SIGSTOP, the process runs its due timers before it
-      // reads its sockets (Linux fails the pending epoll_wait with EINTR, and libuv, past its timeout,
-      // goes to the timers): a due poll would read the table first, and the lock session's end would be
-      // read during that round trip, by luck rather than by design.
-      RELAY_POLL_INTERVAL_MS: "600000",
-    });
+    const { sql, prefix, owner, standby } = await pairOnFreshOutbox(
+      {
+        RELAY_MODE: "cdc",
+        // Woken by nothing but the stream. Resumed from SIGSTOP, the process runs its due timers before it
+        // reads its sockets (Linux fails the pending epoll_wait with EINTR, and libuv, past its timeout,
+        // goes to the timers): a due poll would read the table first, and the lock session's end would be
+        // read during that round trip, by luck rather than by design.
+        RELAY_POLL_INTERVAL_MS: "600000",
+      },
+      cdcServerUrl(),
+    );
     // Publishing from the stream: a streamed row is sent with no statement of the owner's before it.
-    // (Creating a slot waits for the transactions open on the run's server, hence the long bound.)
     await eventually(
       "the owner to publish from the stream",
       async () => metricValue(await owner.metrics(), "saga_relay_streaming", { outbox: "order" }) === 1,

@@ -1,14 +1,23 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HEADERS, TOPICS } from "@saga/contracts";
 import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
-import { createDatabase, dropDatabase } from "@saga/tools/infra";
+import {
+  createDatabase,
+  dropDatabase,
+  freePort,
+  type PostgresServer,
+  startPostgres,
+} from "@saga/tools/infra";
 import { freshDatabase, freshTopics, kafkaBrokers, uniqueName } from "@saga/tools/test/harness";
 import postgres from "postgres";
-import { expect, onTestFinished } from "vitest";
+import { afterAll, beforeAll, expect, onTestFinished } from "vitest";
 import type { Env } from "../src/env.ts";
 import { createRelayService } from "../src/service.ts";
 
@@ -19,6 +28,32 @@ export type Outbox = {
   url: string;
   sql: postgres.Sql;
 };
+
+/**
+ * A PostgreSQL server of the calling file's own, started before its tests and removed after them; the
+ * getter gives its URL. For the CDC mode: the relay streams only once every transaction that was running
+ * on the server when its stream came up has ended (creating a slot waits for them, and pg_snapshot_xmin
+ * is server-wide), so on the run's shared server a long transaction of another package's test would keep
+ * it reading the table, and the test waiting.
+ */
+export function ownPostgresServer(): () => string {
+  let server: PostgresServer | undefined;
+  let dir: string | undefined;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "relay-pg-"));
+    // PostgreSQL refuses to run as root, so as root it runs as another account that must reach the directory.
+    await chmod(dir, 0o755);
+    server = await startPostgres({ dataDir: join(dir, "pg"), port: await freePort(), durable: false });
+  }, 120_000);
+  afterAll(async () => {
+    await server?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  return () => {
+    if (!server) throw new Error("the file's own PostgreSQL server is not started (call from a test)");
+    return server.url;
+  };
+}
 
 /**
  * A migrated database of the test's own (on `server`, a URL that may CREATE DATABASE, or the run's
