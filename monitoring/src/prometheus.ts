@@ -20,7 +20,7 @@ export function promtool(args: string[]): { code: number | null; output: string 
   return { code: result.status, output: `${result.stdout}${result.stderr}` };
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: a Prometheus configuration is free-form YAML.
+// `any`: a Prometheus configuration is free-form YAML.
 export type PrometheusConfig = Record<string, any>;
 
 /**

@@ -15,7 +15,7 @@ const HTTP_DRAIN_MS = 2000;
  */
 export function listen(
   opts: {
-    // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
+    // `any`: any app's environment.
     app: Hono<any>;
     port: number;
     hostname?: string | undefined;
@@ -87,7 +87,7 @@ const EXIT_MARGIN_MS = 300;
  * with code 1, so that its supervisor restarts it.
  */
 export function serveUntilSignal(opts: {
-  // biome-ignore lint/suspicious/noExplicitAny: any app's environment.
+  // `any`: any app's environment.
   app: Hono<any>;
   port: number;
   /** The address to listen on: loopback unless the process must be reached from elsewhere. */

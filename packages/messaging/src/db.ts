@@ -7,7 +7,7 @@ import type { SqlPool } from "./batch-sql.ts";
  * Anything that runs queries on a service database: the pool or an open transaction, of either
  * service's schema. The shared helpers only touch the common tables, so the schema does not matter.
  */
-// biome-ignore lint/suspicious/noExplicitAny: both services' schemas must fit.
+// `any`: both services' schemas must fit.
 export type Executor = PgDatabase<NodePgQueryResultHKT, any, any>;
 
 /**
