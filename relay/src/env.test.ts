@@ -42,6 +42,13 @@ describe("parseRelayEnv", () => {
     expect(() => parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "later" })).toThrow(/RELAY_TEST_CRASH_AT/);
     expect(() => parseRelayEnv({ ...minimal, KAFKA_CLIENT: "librdkafka" })).toThrow(/KAFKA_CLIENT/);
     expect(parseRelayEnv({ ...minimal, KAFKA_CLIENT: "kafkajs" }).KAFKA_CLIENT).toBe("kafkajs");
+    expect(() => parseRelayEnv({ ...minimal, OUTBOX_RETENTION_SECONDS: "-1" })).toThrow(
+      /OUTBOX_RETENTION_SECONDS/,
+    );
+  });
+
+  it("takes a retention of 0: rows deleted at publication", () => {
+    expect(parseRelayEnv({ ...minimal, OUTBOX_RETENTION_SECONDS: "0" }).OUTBOX_RETENTION_SECONDS).toBe(0);
   });
 
   it("reads a crash point with its occurrence", () => {

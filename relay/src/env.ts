@@ -40,8 +40,11 @@ export const Env = z
     RELAY_MARK_INTERVAL_MS: z.coerce.number().int().min(0).max(10_000).default(250),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
-    /** Published rows are deleted this long after they were published. */
-    OUTBOX_RETENTION_SECONDS: positiveInt.default(3600),
+    /**
+     * Published rows are deleted this long after they were published; 0: once Kafka acknowledged them,
+     * instead of being marked (no record of what was published is kept, and a drain runs faster).
+     */
+    OUTBOX_RETENTION_SECONDS: z.coerce.number().int().min(0).default(3600),
     /** How often the owner deletes expired rows. */
     RELAY_CLEANUP_INTERVAL_MS: positiveInt.default(60_000),
     DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,

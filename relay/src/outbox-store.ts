@@ -34,8 +34,18 @@ function cancellable<T extends readonly (object | undefined)[]>(
   return query.finally(() => signal.removeEventListener("abort", cancel));
 }
 
+export type OutboxStoreOptions = {
+  /**
+   * Delete a row once Kafka acknowledged it instead of marking it (`OUTBOX_RETENTION_SECONDS=0`). A mark
+   * gives the row a new version with new entries in every index it is in (the partial indexes take
+   * `published_at` out of HOT updates); a delete only stamps the old version: about a quarter of the
+   * mark's work (500 rows: 2.7 against 10.0 ms), which is most of PostgreSQL's share of a drain.
+   */
+  deleteOnPublish?: boolean;
+};
+
 /** The relay's queries on one outbox table; each is cancelled when its `signal` aborts. */
-export function createOutboxStore(sql: Sql) {
+export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxStoreOptions = {}) {
   return {
     /**
      * The oldest `limit` unpublished rows in position order. Always from the lowest unpublished
@@ -77,7 +87,8 @@ export function createOutboxStore(sql: Sql) {
      * Marks rows as published, each at the moment Kafka acknowledged it: `now()` less `sinceAck[i]`
      * seconds for `ids[i]`, so a mark made a while after the acknowledgement (the CDC mode marks once per
      * interval) still says when the row reached Kafka. Every row is visible to it: read from the table,
-     * or streamed and sent only once its transaction was visible (see `currentSnapshot`).
+     * or streamed and sent only once its transaction was visible (see `currentSnapshot`). With
+     * `deleteOnPublish`, deletes them instead (the publication streams inserts only).
      */
     async markPublished(
       ids: readonly string[],
@@ -85,6 +96,13 @@ export function createOutboxStore(sql: Sql) {
       signal?: AbortSignal,
     ): Promise<void> {
       if (ids.length === 0) return;
+      if (deleteOnPublish) {
+        await cancellable(
+          sql`delete from outbox where id = any(${sql.array(ids as string[], 2950)}::uuid[])`,
+          signal,
+        );
+        return;
+      }
       await cancellable(
         sql`
         update outbox o set published_at = now() - make_interval(secs => acked.since_ack)

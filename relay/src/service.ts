@@ -10,7 +10,7 @@ import { type Env, outboxesOf } from "./env.ts";
 import { createLease } from "./lease.ts";
 import { createRelayMetrics, type RelayMetrics } from "./metrics.ts";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.ts";
-import { createOutboxStore, type OutboxStore } from "./outbox-store.ts";
+import { createOutboxStore, type OutboxStore, type OutboxStoreOptions } from "./outbox-store.ts";
 import { startReplicationWakeups } from "./replication-wakeups.ts";
 
 export type RelayService = {
@@ -37,7 +37,7 @@ export type RelayService = {
 export type RelayDependencies = {
   logger?: Logger;
   /** The queries on one outbox (default `createOutboxStore`). */
-  createStore?: (sql: postgres.Sql) => OutboxStore;
+  createStore?: (sql: postgres.Sql, options: OutboxStoreOptions) => OutboxStore;
 };
 
 const PROBE_TIMEOUT_MS = 2000;
@@ -73,7 +73,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
         idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
       },
     });
-    const store = createStore(sql);
+    const store = createStore(sql, { deleteOnPublish: env.OUTBOX_RETENTION_SECONDS === 0 });
     const relay = createOutboxRelay({
       name,
       store,

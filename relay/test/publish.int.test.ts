@@ -200,6 +200,31 @@ describe("relay", () => {
     expectEveryRowInOrder(written, messages, prefix);
   });
 
+  it("with a retention of 0, deletes each row once Kafka acknowledged it, each sent once and in order", async () => {
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const rowsLeft = async () => (await sql<{ n: number }[]>`select count(*)::int as n from outbox`)[0]?.n;
+    // Committed before the relay starts: read from the table, in batches of 100.
+    const written = await writeRows(
+      sql,
+      Array.from({ length: 1200 }, (_, i) =>
+        row(`order-${i % 12}`, i, i % 3 ? TOPICS.orderCreated : TOPICS.orderCanceled),
+      ),
+    );
+    const relay = startRelayInProcess(
+      relayEnv(url, prefix, { OUTBOX_RETENTION_SECONDS: 0, RELAY_BATCH_SIZE: 100 }),
+    );
+    await eventually("the outbox to be empty", async () => (await rowsLeft()) === 0, 30_000);
+    // Committed while it runs: woken by the commit (and in the CDC mode, sent from the stream).
+    written.push(...(await writeRows(sql, [row("order-0", 1200), row("order-1", 1201)])));
+    await eventually("the new rows to be deleted", async () => (await rowsLeft()) === 0, 10_000);
+
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "copies on Kafka").toBe(0);
+    const text = await (await relay.app.request("/metrics")).text();
+    expect(metricValue(text, "saga_relay_rows_published_total", { outbox: "order" })).toBe(1202);
+    expect(metricValue(text, "saga_relay_outbox_backlog", { outbox: "order" })).toBe(0);
+  });
+
   it("deletes published rows after the retention, in small batches", async () => {
     const { url, sql } = await freshOutbox();
     const prefix = await freshTopicPrefix();
