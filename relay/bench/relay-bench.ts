@@ -455,12 +455,7 @@ async function drained(
   sql: postgres.Sql,
   rows: number,
 ): Promise<{ rows: number; seconds: number; polls: number }> {
-  const started = performance.now();
-  for (let polls = 1; RETENTION === "0"; polls++) {
-    const [r] = await sql<{ n: number }[]>`select count(*)::int as n from outbox`;
-    if (r?.n === 0) return { rows, seconds: (performance.now() - started) / 1000, polls };
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  if (RETENTION === "0") return emptied(sql, rows);
   for (let polls = 1; ; polls++) {
     const [r] = await sql<{ unpublished: number; published: number; span: number | null }[]>`
       select count(*) filter (where published_at is null)::int as unpublished,
@@ -470,6 +465,19 @@ async function drained(
     if (r && r.unpublished === 0 && r.published >= rows)
       return { rows: r.published, seconds: r.span ?? 0, polls };
     await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** With a retention of 0: waits for an empty outbox, timed from the call (polled every 20 ms). */
+async function emptied(
+  sql: postgres.Sql,
+  rows: number,
+): Promise<{ rows: number; seconds: number; polls: number }> {
+  const started = performance.now();
+  for (let polls = 1; ; polls++) {
+    const [r] = await sql<{ n: number }[]>`select count(*)::int as n from outbox`;
+    if (r?.n === 0) return { rows, seconds: (performance.now() - started) / 1000, polls };
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 

@@ -28,7 +28,7 @@ export type OutboxRelayOptions = {
   batchSize: number;
   /** The safety-net poll while wake-ups work. */
   pollIntervalMs: number;
-  /** Published rows are deleted this long after publication; 0: the store deletes them at publication. */
+  /** Published rows are deleted this long after publication (with 0, the store deletes them at it). */
   retentionSeconds: number;
   cleanupIntervalMs: number;
   /** How often a standby tries to take the outbox over. */
@@ -520,8 +520,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   /** Deletes expired published rows periodically, a small batch per statement; returns its stopper. */
   function startCleanup(until: AbortSignal): () => Promise<void> {
-    // Retention 0: the store deletes rows at publication (see OutboxStoreOptions), none is left to expire.
-    if (opts.retentionSeconds === 0) return async () => {};
     const done = (async () => {
       while (!until.aborted) {
         await sleep(opts.cleanupIntervalMs, until);

@@ -38,8 +38,8 @@ function startCountingRelay(url: string, prefix: string, overrides: Partial<Env>
     relayEnv(url, prefix, { RELAY_MODE: "cdc", RELAY_POLL_INTERVAL_MS: 600_000, ...overrides }),
     {
       logger: createLogger("relay", process.env.TEST_LOG_LEVEL ?? "fatal"),
-      createStore: (sql) => {
-        const store = createOutboxStore(sql);
+      createStore: (sql, options) => {
+        const store = createOutboxStore(sql, options);
         return {
           ...store,
           readBatch: (limit, signal) => {

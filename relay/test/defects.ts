@@ -1,5 +1,5 @@
 import type { Sql } from "postgres";
-import { createOutboxStore, type OutboxStore } from "../src/outbox-store.ts";
+import { createOutboxStore, type OutboxStore, type OutboxStoreOptions } from "../src/outbox-store.ts";
 
 const defect = () => new TypeError("Cannot read properties of undefined (reading 'topic')");
 
@@ -8,8 +8,8 @@ const defect = () => new TypeError("Cannot read properties of undefined (reading
  * when it reads it (the table mode) or, for a batch the replication stream carried (RELAY_MODE=cdc), when
  * it marks it.
  */
-export function defectiveStore(sql: Sql): OutboxStore {
-  const store = createOutboxStore(sql);
+export function defectiveStore(sql: Sql, options?: OutboxStoreOptions): OutboxStore {
+  const store = createOutboxStore(sql, options);
   return {
     ...store,
     async readBatch(limit, signal) {
