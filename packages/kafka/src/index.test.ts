@@ -223,6 +223,75 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     expect(deadLettered).toEqual(["poison"]);
   });
 
+  it("keeps each partition in order in batches of several partitions, and a failing message holds up its own partition only", async () => {
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 3);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    const keys = Array.from({ length: 9 }, (_, i) => `key-${i}`);
+    // Sent before the consumer starts, so its first fetch holds every partition's messages.
+    await producer.send(
+      keys.flatMap((key) =>
+        [0, 1, 2, 3].map((n) => ({
+          topic: events,
+          key,
+          value: key === "key-0" && n === 1 ? "stuck" : `${key}/${n}`,
+          headers: {},
+        })),
+      ),
+    );
+
+    let released = false;
+    let stuckAttempts = 0;
+    const applied: IncomingMessage[] = [];
+    const handed: IncomingMessage[][] = [];
+    const canApply = (m: IncomingMessage) => m.value !== "stuck" || released;
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      // All or nothing, as a transaction would be.
+      async handleBatch(ms) {
+        handed.push(ms);
+        if (!ms.every(canApply)) throw new Error("cannot apply yet");
+        applied.push(...ms);
+      },
+      async handle(m) {
+        if (!canApply(m)) {
+          stuckAttempts++;
+          throw new Error("cannot apply yet");
+        }
+        applied.push(m);
+      },
+      classify: () => "unexpected" as const,
+      retry: { maxAttempts: 1000, backoffMs: 50, maxBackoffMs: 50 },
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => consumer.stop());
+
+    // While "stuck" keeps failing, every other partition's messages are applied; its own wait behind it.
+    const partitionOf = new Map((await kafka.readToEnd([events])).map((m) => [m.key, m.partition]));
+    const stuckPartition = partitionOf.get("key-0");
+    const elsewhere = keys.filter((key) => partitionOf.get(key) !== stuckPartition);
+    expect(elsewhere.length).toBeGreaterThan(0);
+    await waitFor("the other partitions, while the stuck message is retried", () =>
+      stuckAttempts >= 3 && elsewhere.every((key) => applied.filter((m) => m.key === key).length === 4)
+        ? true
+        : undefined,
+    );
+    expect(applied.filter((m) => m.partition === stuckPartition).map((m) => m.value)).toEqual(["key-0/0"]);
+
+    released = true;
+    await waitFor("every message", () => (applied.length === keys.length * 4 ? true : undefined));
+    for (const key of keys) {
+      expect(applied.filter((m) => m.key === key).map((m) => m.value)).toEqual(
+        [0, 1, 2, 3].map((n) => (key === "key-0" && n === 1 ? "stuck" : `${key}/${n}`)),
+      );
+    }
+    // kafkajs hands over one partition at a time; the platformatic adapter whatever is queued.
+    if (name === "platformatic")
+      expect(handed.some((b) => new Set(b.map((m) => m.partition)).size > 1)).toBe(true);
+  });
+
   it("puts a key on the partition the Java client picks, and keeps the order of each key", async () => {
     const kafka = client();
     const { events } = await freshTopics(["events"], 6);

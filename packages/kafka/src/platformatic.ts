@@ -159,11 +159,17 @@ export function createPlatformaticClient({
       log("debug", "heartbeat failed", { err: error }),
     );
 
-    // Fetched messages wait in one queue per partition; up to `concurrency` partitions are handled at once,
-    // each a chunk at a time: everything queued for it, up to maxBatchSize. The busier the partition, the
-    // larger its chunks. Past `maxBuffered` the stream is paused (the library then stops fetching).
+    // Fetched messages wait in one queue per partition. A batch takes what is queued for every partition
+    // not in a batch already, up to maxBatchSize, and is applied as one (one transaction, its statements and
+    // its commit shared by all its messages): at low rates it holds a message or two, under load it grows
+    // with the queues, whatever the number of partitions. Up to `concurrency` batches are in flight; a
+    // partition is in one at most, so its messages are applied in order. Past `maxBuffered` the stream is
+    // paused (the library then stops fetching).
     const queues = new Map<string, StringMessage[]>();
     const busy = new Set<string>();
+    let inFlight = 0;
+    // Where the next batch starts taking, so that a full batch does not always leave the same partitions out.
+    let turn = 0;
     const maxBuffered = Math.max(1024, maxBatchSize * concurrency * 4);
     let buffered = 0;
     let stream: StringStream | undefined;
@@ -185,35 +191,69 @@ export function createPlatformaticClient({
     const keepGoing = () => !stopping;
     const noHeartbeat = async () => {};
 
+    /** A partition's share of a batch. */
+    type Part = { key: string; queue: StringMessage[]; messages: StringMessage[] };
+
     function schedule(): void {
-      if (stopping) return;
-      for (const [key, queue] of queues) {
-        if (busy.size >= concurrency) return;
-        if (queue.length === 0 || busy.has(key)) continue;
-        busy.add(key);
-        void drain(key, queue).finally(() => {
-          busy.delete(key);
-          if (busy.size === 0) idle?.();
+      while (!stopping && inFlight < concurrency) {
+        const parts = take();
+        if (parts.length === 0) return;
+        inFlight++;
+        void run(parts).finally(() => {
+          inFlight--;
+          for (const { key } of parts) busy.delete(key);
+          if (inFlight === 0) idle?.();
           schedule();
         });
       }
     }
 
-    async function drain(key: string, queue: StringMessage[]): Promise<void> {
-      while (queue.length > 0 && !stopping) {
-        const chunk = queue.splice(0, maxBatchSize);
-        buffered -= chunk.length;
-        if (buffered < maxBuffered / 2) stream?.resume();
-        const done = await applyChunk(chunk.map(toIncoming), noHeartbeat, keepGoing);
-        const last = chunk[done - 1];
-        // Offsets only ever cover messages whose effect is durable.
-        if (last) commits.mark(key, last);
-        if (done < chunk.length) {
-          // Stopping cut the chunk short: the rest is read again by whoever gets the partition.
-          forget(key, queue);
+    /** The next batch: what is queued for the partitions not in a batch, up to maxBatchSize in all. */
+    function take(): Part[] {
+      const entries = [...queues];
+      const parts: Part[] = [];
+      let room = maxBatchSize;
+      for (let i = 0; i < entries.length && room > 0; i++) {
+        const [key, queue] = entries[(turn + i) % entries.length] as [string, StringMessage[]];
+        if (queue.length === 0 || busy.has(key)) continue;
+        const messages = queue.splice(0, room);
+        room -= messages.length;
+        buffered -= messages.length;
+        busy.add(key);
+        parts.push({ key, queue, messages });
+      }
+      turn = (turn + 1) % Math.max(1, entries.length);
+      if (parts.length > 0 && buffered < maxBuffered / 2) stream?.resume();
+      return parts;
+    }
+
+    /**
+     * Applies a batch. A batch of several partitions that fails is applied again partition by partition,
+     * side by side (each as a batch, then one by one: createApplier), so that a message that fails for good
+     * holds up its own partition only, as if the partitions had never been batched together.
+     */
+    async function run(parts: Part[]): Promise<void> {
+      const incoming = parts.map((p) => p.messages.map(toIncoming));
+      if (parts.length > 1 && options.handleBatch) {
+        const all = incoming.flat();
+        try {
+          await options.handleBatch(all);
+          // Offsets only ever cover messages whose effect is durable.
+          for (const { key, messages } of parts) commits.mark(key, messages.at(-1) as StringMessage);
           return;
+        } catch (error) {
+          options.onBatchFailed?.(all, error);
         }
       }
+      await Promise.all(
+        parts.map(async ({ key, queue, messages }, i) => {
+          const done = await applyChunk(incoming[i] as IncomingMessage[], noHeartbeat, keepGoing);
+          const last = messages[done - 1];
+          if (last) commits.mark(key, last);
+          // Stopping cut the partition's share short: the rest is read again by whoever gets the partition.
+          if (done < messages.length) forget(key, queue);
+        }),
+      );
     }
 
     function onMessage(from: StringStream, m: StringMessage): void {
@@ -295,7 +335,7 @@ export function createPlatformaticClient({
           await withTimeout(
             async () => {
               // The chunks in hand finish (their handlers see stopping) and commit before the group is left.
-              if (busy.size > 0) await new Promise<void>((resolve) => (idle = resolve));
+              if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
               await commits.flush();
               await stream?.close().catch(() => {});
               await consumer.close().catch(() => consumer.close(true));

@@ -94,9 +94,11 @@ export type ConsumerOptions = {
   /** Applies one message. Resolves once its effect is durable; only then is the offset committed. */
   handle(message: IncomingMessage): Promise<void>;
   /**
-   * Applies consecutive messages of one partition at once, all or nothing (one transaction, say).
-   * Optional; when it fails, each of the messages goes through `handle` on its own, so a bad message
-   * costs its neighbours only the lost attempt.
+   * Applies messages at once, all or nothing (one transaction, say): consecutive messages of one or more
+   * partitions, each partition's in their order (the kafkajs adapter gives one partition at a time, the
+   * platformatic one whatever is queued). Optional; when it fails, each partition's messages are tried
+   * again on their own, then one by one through `handle`, so a bad message costs its neighbours only
+   * the lost attempts.
    */
   handleBatch?(messages: IncomingMessage[]): Promise<void>;
   /** Most messages in one `handleBatch` call (default 64). */
@@ -109,7 +111,7 @@ export type ConsumerOptions = {
   retry?: RetryPolicy;
   /** Records a message that will not be applied; resolves once that record is durable. */
   deadLetter(message: IncomingMessage, cause: DeadLetterCause): Promise<void>;
-  /** Partitions handled at once by this consumer. */
+  /** Batches handled at once by this consumer (default 3); a partition is in one of them at most. */
   partitionsConsumedConcurrently?: number;
   /** Called before each retry; from the first one on, the message's partition waits for it. */
   onRetry?(message: IncomingMessage, error: unknown, retry: { attempt: number; kind: RetriedKind }): void;

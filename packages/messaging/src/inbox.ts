@@ -54,7 +54,7 @@ export type Inbox = {
   topics: string[];
   /** Applies a message exactly once per consumer group; a poison message throws a `PoisonEventError`. */
   handle(message: IncomingMessage): Promise<void>;
-  /** Applies consecutive messages of one partition in one transaction; a poison message fails them all. */
+  /** Applies messages (of one or more partitions, each in order) in one transaction; a poison message fails them all. */
   handleBatch(messages: IncomingMessage[]): Promise<void>;
   /**
    * Records a message given up on (a dead-letter row, and the outbox row for `<topic>.dlq`), once
