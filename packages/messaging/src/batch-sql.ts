@@ -30,6 +30,7 @@ export type SqlPool = { connect(): Promise<PooledClient> };
 export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  writeTogether(client);
   const begun = client.query({ text: "begin" });
   // Its failure is the first to reach `work`'s statements; it is awaited below, never left unheard.
   begun.catch(() => {});
@@ -48,6 +49,22 @@ export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => P
   } finally {
     client.release(broken);
   }
+}
+
+/** A node-postgres client's socket, as far as `writeTogether` needs it. */
+type Corkable = { connection?: { stream?: { cork?(): void; uncork?(): void } } };
+
+/**
+ * Holds the client's writes until the code running now has sent what it sends without waiting: BEGIN
+ * and the statements `work` sends before it first awaits (a consumer's claim and read) then leave in
+ * one write instead of one each. Each write to the loopback socket is a system call that also runs the
+ * server's receiving side; the order-service's profile puts its socket writes at a third of its CPU.
+ */
+function writeTogether(client: object): void {
+  const stream = (client as Corkable).connection?.stream;
+  if (!stream?.cork || !stream.uncork) return;
+  stream.cork();
+  queueMicrotask(() => stream.uncork?.());
 }
 
 export type InboxClaim = {
