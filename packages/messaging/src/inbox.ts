@@ -273,7 +273,7 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
       metrics.batchFallbacks.inc({ group: consumerGroup, topic });
       logger.warn(
         { err: error, topic, partition, offset, count: messages.length },
-        "a batch of events failed; applying them one by one",
+        "a batch of events failed; applying them again, each partition's on their own, then one by one",
       );
     },
     deadLetter: inbox.deadLetter,
