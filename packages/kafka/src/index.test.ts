@@ -508,3 +508,51 @@ describe("@saga/kafka through kafkajs, after an error kafkajs does not restart f
     expect(rejoins.length).toBe(attempts);
   });
 });
+
+describe("@saga/kafka through platformatic, with a linger", () => {
+  it("gathers messages that arrive one at a time under load into shared batches, in order", async () => {
+    adapter = "platformatic";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+
+    const handed: IncomingMessage[][] = [];
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      fromBeginning: false,
+      lingerMs: 250,
+      async handleBatch(ms) {
+        handed.push(ms);
+      },
+      handle: async (m) => {
+        handed.push([m]);
+      },
+      classify: () => "poison" as const,
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => consumer.stop());
+    await waitFor("the consumer in its group", () => (consumer.isRunning() ? true : undefined));
+
+    // Each message in a request of its own, so each comes in a fetch of its own: only the linger lets
+    // them share a batch once the consumer has seen them arrive faster than one per 500 ms.
+    const count = 40;
+    for (let i = 0; i < count; i++) {
+      await producer.send([{ topic: events, key: `key-${i % 4}`, value: `${i}`, headers: {} }]);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await waitFor("every message", () => (handed.flat().length === count ? true : undefined));
+
+    expect(Math.max(...handed.map((b) => b.length))).toBeGreaterThanOrEqual(3);
+    expect(handed.length).toBeLessThan(count / 2);
+    for (const key of ["key-0", "key-1", "key-2", "key-3"]) {
+      const values = handed
+        .flat()
+        .filter((m) => m.key === key)
+        .map((m) => Number(m.value));
+      expect(values).toEqual([...values].sort((a, b) => a - b));
+      expect(values).toHaveLength(count / 4);
+    }
+  });
+});

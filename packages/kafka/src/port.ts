@@ -103,6 +103,14 @@ export type ConsumerOptions = {
   handleBatch?(messages: IncomingMessage[]): Promise<void>;
   /** Most messages in one `handleBatch` call (default 64). */
   maxBatchSize?: number;
+  /**
+   * How long a fetched message waits for others to share its batch before the batch starts (default 0:
+   * at once). It waits only while messages arrive more often than one per `2 × lingerMs` on average, so
+   * a quiet consumer answers at once; a batch that ends still starts the next one at once. Like Kafka's
+   * `linger.ms` for producers: a few milliseconds of latency for fewer, larger transactions. The
+   * platformatic adapter only; the kafkajs one hands over what one fetch brought.
+   */
+  lingerMs?: number;
   /** Called when `handleBatch` failed and its messages are about to be applied one by one. */
   onBatchFailed?(messages: IncomingMessage[], error: unknown): void;
   /** What a failure of `handle` means; see `FailureKind`. */

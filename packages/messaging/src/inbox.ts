@@ -239,6 +239,8 @@ export function createInbox({
 export type InboxConsumerOptions = InboxOptions & {
   kafka: KafkaClient;
   partitionsConsumedConcurrently?: number;
+  /** How long a batch waits for more events under load (`CONSUMER_LINGER_MS`; ConsumerOptions.lingerMs). */
+  lingerMs?: number;
   /** Back-off and the budget of unexpected failures (`CONSUMER_RETRY_*`). */
   retry?: RetryPolicy;
 };
@@ -250,8 +252,16 @@ export type InboxConsumerOptions = InboxOptions & {
  * are committed only after the event's transaction (or its dead letter's) commits.
  */
 export async function startInboxConsumer(options: InboxConsumerOptions): Promise<EventConsumer> {
-  const { kafka, consumerGroup, topicPrefix, logger, metrics, partitionsConsumedConcurrently, retry } =
-    options;
+  const {
+    kafka,
+    consumerGroup,
+    topicPrefix,
+    logger,
+    metrics,
+    partitionsConsumedConcurrently,
+    lingerMs,
+    retry,
+  } = options;
   const inbox = createInbox(options);
   const where = (m: IncomingMessage) => ({
     group: consumerGroup,
@@ -280,6 +290,7 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
     classify: classifyFailure,
     retry,
     partitionsConsumedConcurrently,
+    lingerMs,
     onRetry(message, error, { attempt, kind }) {
       const labels = where(message);
       metrics.retries.inc({ group: consumerGroup, topic: labels.topic, failure: kind });

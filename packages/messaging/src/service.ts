@@ -104,6 +104,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
         logger,
         metrics: messagingMetrics,
         retry: retryPolicy(env),
+        lingerMs: env.CONSUMER_LINGER_MS,
       });
       periodic.push(
         startRetention({ db: pool.db, retentionHours: env.INBOX_RETENTION_HOURS, logger }),
