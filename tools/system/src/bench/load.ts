@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Agent } from "undici";
 import { errorCode, pooledApiClient } from "../stack/api-client.ts";
+import { ordersClient } from "./orders-client.ts";
 
 export type PhaseResult = {
   label: string;
@@ -81,7 +82,7 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     gets: 0,
     heldGets: 0,
   };
-  const api = pooledApiClient(opts.gatewayUrl, dispatcher);
+  const orders = ordersClient(opts.gatewayUrl, dispatcher);
   let n = 0;
   const fail = (why: string) => {
     result.failed++;
@@ -95,33 +96,25 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     result.sent++;
     const started = performance.now();
     try {
-      const created = await api.POST("/orders", {
-        params: { header: { "Idempotency-Key": randomUUID() } },
-        headers: bearer(user.token),
-        body: { userId: user.id, amount },
-      });
+      const created = await orders.create(user.token, { userId: user.id, amount });
       result.postLatencies.push(performance.now() - started);
-      if (created.response.status !== 201 || !created.data) {
-        fail(String(created.response.status));
+      if (created.status !== 201 || !created.order) {
+        fail(String(created.status));
         return;
       }
       result.created++;
-      const { id } = created.data;
+      const { id } = created.order;
       result.orderIds.push(id);
       if (i % 10 === 7) {
         result.cancels++;
-        await api.DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) });
+        await orders.cancel(user.token, id);
       } else if (opts.follow) {
         const followDeadline = performance.now() + 60_000;
         while (performance.now() < followDeadline) {
-          const { data, response } = await api.GET("/orders/{id}", {
-            params: { path: { id }, header: { Prefer: `wait=${FOLLOW_WAIT_S}` } },
-            headers: bearer(user.token),
-          });
-          const held = response.headers.has("preference-applied");
+          const { order, held } = await orders.get(user.token, id, FOLLOW_WAIT_S);
           result.gets++;
           if (held) result.heldGets++;
-          if (data && data.status !== "PENDING") {
+          if (order && order.status !== "PENDING") {
             result.followLatencies.push(performance.now() - started);
             break;
           }

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -7,9 +6,10 @@ import { cpuSeconds } from "@saga/tools/process";
 import type postgres from "postgres";
 import { Agent, request as send } from "undici";
 import { table } from "../chaos/report.ts";
-import { errorCode, pooledApiClient } from "../stack/api-client.ts";
+import { errorCode } from "../stack/api-client.ts";
 import { waitQuiet } from "../stack/quiet.ts";
 import type { System } from "../stack/system.ts";
+import { ordersClient } from "./orders-client.ts";
 import { type Summary, summarize } from "./stats.ts";
 
 /**
@@ -100,7 +100,6 @@ const dispatcher = new Agent({
   headersTimeout: CLIENT_TIMEOUT_MS,
   bodyTimeout: CLIENT_TIMEOUT_MS,
 });
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 /**
  * How late the load client's event loop is running now: the time since its timers last ran, less their
@@ -215,14 +214,14 @@ async function counters(system: System): Promise<Counters> {
   };
 }
 
-type Api = ReturnType<typeof pooledApiClient>;
+type Orders = ReturnType<typeof ordersClient>;
 
 /**
  * What a client does with an order it placed, in every phase: one in ten (`i % 10 === 7`) is canceled at
  * once, the others are read every 250 ms until final (10 s at most), as a real client polls.
  */
 async function followOrder(
-  api: Api,
+  orders: Orders,
   id: string,
   token: string,
   reads: { sent: number; ok: number; shed: number },
@@ -233,15 +232,12 @@ async function followOrder(
     reads.sent++;
     const started = performance.now();
     try {
-      const { data, response } = await api.GET("/orders/{id}", {
-        params: { path: { id } },
-        headers: bearer(token),
-      });
+      const { order, status } = await orders.get(token, id);
       readMs.push(performance.now() - started);
-      if (data) {
+      if (order) {
         reads.ok++;
-        if (data.status !== "PENDING") return;
-      } else if (response.status === 503) reads.shed++;
+        if (order.status !== "PENDING") return;
+      } else if (status === 503) reads.shed++;
     } catch {
       // counted as sent, not ok
     }
@@ -259,7 +255,7 @@ async function openLoop(opts: {
   label: string;
 }): Promise<OverloadPhase> {
   const { system, users, rate, durationS, label } = opts;
-  const api = pooledApiClient(system.gatewayUrl, dispatcher);
+  const orders = ordersClient(system.gatewayUrl, dispatcher);
   const before = await counters(system);
   const orderUrl = system.processes.get("order")?.url ?? "";
   const gatewayMetricsUrl = `http://127.0.0.1:${system.ports.gatewayMetrics}`;
@@ -354,7 +350,7 @@ async function openLoop(opts: {
     p.failures[why] = (p.failures[why] ?? 0) + 1;
   };
 
-  const follow = (id: string, token: string) => followOrder(api, id, token, p.reads, readMs);
+  const follow = (id: string, token: string) => followOrder(orders, id, token, p.reads, readMs);
 
   let n = 0;
   const one = async () => {
@@ -365,33 +361,29 @@ async function openLoop(opts: {
     p.sent++;
     const started = performance.now();
     try {
-      const { data, response } = await api.POST("/orders", {
-        params: { header: { "Idempotency-Key": randomUUID() } },
-        headers: bearer(user.token),
-        body: { userId: user.id, amount },
-      });
+      const { order, status, retryAfter } = await orders.create(user.token, { userId: user.id, amount });
       const ms = performance.now() - started;
-      if (data) {
+      if (order) {
         p.accepted++;
         acceptedMs.push(ms);
-        const { id } = data;
+        const { id } = order;
         orderIds.push(id);
         if (i % 10 === 7) {
-          await api.DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) });
+          await orders.cancel(user.token, id);
           return;
         }
         await follow(id, user.token);
         return;
       }
-      if (response.status === 503) {
+      if (status === 503) {
         p.shed++;
         shedMs.push(ms);
         shedNetMs.push(Math.max(0, ms - late.now()));
-        if (!response.headers.has("retry-after")) p.shedWithoutRetryAfter++;
+        if (retryAfter === undefined) p.shedWithoutRetryAfter++;
         return;
       }
-      if (response.status === 504) p.gateway504++;
-      fail(String(response.status));
+      if (status === 504) p.gateway504++;
+      fail(String(status));
     } catch (err) {
       const code = errorCode(err);
       if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") p.clientTimeouts++;
@@ -518,7 +510,7 @@ async function capacityLoop(opts: {
   const startedAt = new Date();
   const deadline = performance.now() + durationS * 1000;
   const orderIds: string[] = [];
-  const api = pooledApiClient(opts.url, dispatcher);
+  const orders = ordersClient(opts.url, dispatcher);
   const followers = new Set<Promise<void>>();
   const reads = { sent: 0, ok: 0, shed: 0 };
   let failed = 0;
@@ -530,25 +522,22 @@ async function capacityLoop(opts: {
         const user = users[i % users.length];
         if (!user) return;
         try {
-          const { data, response } = await api.POST("/orders", {
-            params: { header: { "Idempotency-Key": randomUUID() } },
-            headers: bearer(user.token),
-            body: { userId: user.id, amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50) },
+          const { order, status, retryAfter } = await orders.create(user.token, {
+            userId: user.id,
+            amount: i % 10 === 3 ? user.balance * 10 : 1 + (i % 50),
           });
-          if (data) {
-            orderIds.push(data.id);
-            const { id } = data;
+          if (order) {
+            const { id } = order;
+            orderIds.push(id);
             const after =
               i % 10 === 7
-                ? api
-                    .DELETE("/orders/{id}", { params: { path: { id } }, headers: bearer(user.token) })
-                    .then(() => {})
-                : followOrder(api, id, user.token, reads, []);
+                ? orders.cancel(user.token, id).then(() => {})
+                : followOrder(orders, id, user.token, reads, []);
             const f = after.catch(() => {}).finally(() => followers.delete(f));
             followers.add(f);
           } else {
             failed++;
-            if (response.status === 503) await sleep(1000 * Number(response.headers.get("retry-after") ?? 1));
+            if (status === 503) await sleep(1000 * Number(retryAfter ?? 1));
           }
         } catch {
           failed++;
