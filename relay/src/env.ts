@@ -38,6 +38,11 @@ export const Env = z
      * marks the rows of many sends (0: each send's rows at once). A crash re-sends what waits.
      */
     RELAY_MARK_INTERVAL_MS: z.coerce.number().int().min(0).max(10_000).default(250),
+    /**
+     * CDC: while rows arrive faster than one per twice this, a send waits this long for the rows about
+     * to arrive, so that one lease check, visibility check and produce request carry them all (0: never).
+     */
+    RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(10),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
     /**

@@ -93,6 +93,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       batchSize: env.RELAY_BATCH_SIZE,
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,
       markIntervalMs: env.RELAY_MARK_INTERVAL_MS,
+      lingerMs: env.RELAY_LINGER_MS,
       queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,

@@ -228,6 +228,25 @@ describe("relay in the CDC mode", () => {
     expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
   });
 
+  it("under load, lets the rows about to arrive share a send, each aggregate's in order", async () => {
+    const { url, sql } = await ownOutbox();
+    const prefix = await freshTopicPrefix();
+    const { metric } = startCountingRelay(url, prefix, { RELAY_LINGER_MS: 1000 });
+    await streaming(metric);
+
+    // One row a transaction, 50 ms apart for 3 s: without the linger, a send carries a row or two.
+    const written: TestRow[] = [];
+    for (let seq = 0; seq < 60; seq++) {
+      written.push(...(await writeRows(sql, [row(`order-${seq % 4}`, seq)])));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await allPublished(sql);
+    expect(await metric("saga_relay_rows_published_total")).toBe(60);
+    // A second's linger: a send or four, where 20 carried them without it.
+    expect(await metric("saga_relay_batch_size_count"), "sends").toBeLessThanOrEqual(10);
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
+  });
+
   it("falls back to the table when its slot is lost, then streams again", async () => {
     const { url, sql } = await ownOutbox();
     const prefix = await freshTopicPrefix();
