@@ -296,8 +296,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               await markAcknowledged();
               stage = "read";
             }
-            // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs).
-            if (lingerMs > 0 && meanGap < 2 * lingerMs) await sleep(lingerMs, until);
+            // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs),
+            // unless a full batch is already waiting.
+            if (lingerMs > 0 && meanGap < 2 * lingerMs && wakeups.queuedRows < batchSize)
+              await sleep(lingerMs, until);
             streamed = wakeups.take(batchSize);
             rows = streamed?.rows ?? [];
             if (rows.length > 0) {

@@ -47,6 +47,8 @@ export type ReplicationWakeups = {
    * streamed, so a CDC caller reads the table once per generation before it takes rows from the stream.
    */
   readonly generation: number;
+  /** CDC only: rows received on the current connection and not yet taken. */
+  readonly queuedRows: number;
   /**
    * CDC only: whole transactions received on the current connection and not yet taken, oldest first,
    * up to `maxRows` rows (at least one transaction, however large); undefined when none.
@@ -261,6 +263,9 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
     },
     get generation() {
       return generation;
+    },
+    get queuedRows() {
+      return queuedRows;
     },
     take(maxRows) {
       if (!connected || queue.length === 0) return undefined;
