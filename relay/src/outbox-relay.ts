@@ -1,7 +1,7 @@
 import type { EventProducer, KafkaClient } from "@saga/kafka";
 import { outboxMessage } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
-import { sleep, withTimeout } from "@saga/runtime";
+import { createLingerGate, sleep, withTimeout } from "@saga/runtime";
 import type { CrashPoint } from "./env.ts";
 import type { Lease } from "./lease.ts";
 import type { RelayMetrics, RelayStage } from "./metrics.ts";
@@ -249,10 +249,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     const sentFromTable = new Set<string>();
     // CDC: streamed rows on Kafka, not marked yet; marked together by `markAcknowledged`.
     const unmarked = createUnmarked(markIntervalMs);
-    // CDC: the mean time between streamed rows (a moving average over the sends, each gap capped at a
-    // second so that a load after a quiet spell is noticed within a few dozen sends).
-    let meanGap = 1000;
-    let lastSend = 0;
+    // CDC: whether rows stream in fast enough for a send to wait for the next ones.
+    const linger = createLingerGate(lingerMs);
     awaitingMark = () => unmarked.ids();
 
     /**
@@ -298,15 +296,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             }
             // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs),
             // unless a full batch is already waiting.
-            if (lingerMs > 0 && meanGap < 2 * lingerMs && wakeups.queuedRows < batchSize)
-              await sleep(lingerMs, until);
+            if (linger.shouldLinger() && wakeups.queuedRows < batchSize) await sleep(lingerMs, until);
             streamed = wakeups.take(batchSize);
             rows = streamed?.rows ?? [];
-            if (rows.length > 0) {
-              const now = performance.now();
-              meanGap += (Math.min(now - lastSend, 1000) / rows.length - meanGap) / 8;
-              lastSend = now;
-            }
+            linger.arrived(rows.length);
             if (sentFromTable.size > 0) rows = rows.filter((row) => !sentFromTable.delete(row.id));
             if (rows.length === 0) {
               if (streamed) {

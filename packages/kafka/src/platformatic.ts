@@ -10,7 +10,7 @@ import {
   stringDeserializers,
   stringSerializers,
 } from "@platformatic/kafka";
-import { sleep, withTimeout } from "@saga/runtime";
+import { createLingerGate, sleep, withTimeout } from "@saga/runtime";
 import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
 import {
@@ -112,6 +112,7 @@ export function createPlatformaticClient({
     const { groupId, topics } = options;
     const maxBatchSize = options.maxBatchSize ?? 64;
     const lingerMs = options.lingerMs ?? 0;
+    const linger = createLingerGate(lingerMs);
     const concurrency = options.partitionsConsumedConcurrently ?? 3;
     const sessionTimeout = options.sessionTimeout ?? 10_000;
     const consumer = new Consumer<string, string, string, string>({
@@ -189,10 +190,6 @@ export function createPlatformaticClient({
     };
     let scheduled = false;
     let lingering: NodeJS.Timeout | undefined;
-    // The mean time between arriving messages (an exponential moving average, each gap capped at a second
-    // so that a load arriving after a quiet spell is noticed within a few dozen messages).
-    let meanGap = 1000;
-    let lastArrival = 0;
 
     const keepGoing = () => !stopping;
     const noHeartbeat = async () => {};
@@ -278,9 +275,7 @@ export function createPlatformaticClient({
       }
       queue.push(m);
       if (++buffered >= maxBuffered) stream?.pause();
-      const now = performance.now();
-      meanGap += (Math.min(now - lastArrival, 1000) - meanGap) / 8;
-      lastArrival = now;
+      linger.arrived();
       if (scheduled) return;
       scheduled = true;
       const start = () => {
@@ -291,7 +286,7 @@ export function createPlatformaticClient({
       // Under load, the batch waits lingerMs for the messages about to arrive (see ConsumerOptions).
       // Otherwise it starts once the rest of this fetch is queued too (the library pushes a fetch's
       // messages in one go), so the first chunk of a partition takes every message the fetch brought.
-      if (lingerMs > 0 && meanGap < 2 * lingerMs) lingering = setTimeout(start, lingerMs);
+      if (linger.shouldLinger()) lingering = setTimeout(start, lingerMs);
       else queueMicrotask(start);
     }
 

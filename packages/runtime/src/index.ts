@@ -1,2 +1,3 @@
+export { createLingerGate } from "./linger.ts";
 export { sleep } from "./sleep.ts";
 export { TimeoutError, withTimeout } from "./timeout.ts";
