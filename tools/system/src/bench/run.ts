@@ -14,6 +14,7 @@ import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling 
 import { lineChart } from "./chart.ts";
 import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
+import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
 import { type Summary, summarize } from "./stats.ts";
 
 type PhaseReport = {
@@ -55,6 +56,7 @@ export type BenchReport = {
   quick: boolean;
   /** The command line's options, to run it again. */
   args: string;
+  warmUp: WarmUpReport;
   phases: PhaseReport[];
   /** The system with no load at all: cores per process. */
   idle: { seconds: number; cpu: Record<string, number>; statementsPerS: number };
@@ -73,6 +75,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * begin after it.
  */
 const PROCESS_WARMUP_MS = 30_000;
+
+/**
+ * The warm-up's load (warm-up.ts): a rate the phases reach, in windows long enough that the broker's
+ * compiler has done a window's worth of work between two of them.
+ */
+const WARM_UP_RATE = 100;
+const WARM_UP_WINDOW_S = 15;
 
 /** The system's cores: every process but the load client, which is measured beside it, not part of it. */
 const systemCores = (cpu: Record<string, number>) =>
@@ -375,6 +384,7 @@ export function formatBench(r: BenchReport): string {
     "",
     `Machine: ${r.machine}. Everything (PostgreSQL, Kafka, 6 Node processes, the load client) on it.`,
     `Run: \`npm run bench -- ${r.args}\``,
+    describeWarmUp(r.warmUp),
     "",
     table(
       [
@@ -495,11 +505,20 @@ async function main() {
       adminToken: await system.token("bench", { admin: true, ttlSeconds: 24 * 3600 }),
       token: (id) => system.token(id, { ttlSeconds: 24 * 3600 }),
     });
-    // Fresh processes spend their first seconds compiling (the broker's C2 compiler alone took 15 s of
-    // CPU in a 20-second phase): long enough a warm-up that the phases measure the steady state.
-    const warmUpS = opts.quick ? 8 : 20;
-    log(`bench: warm-up (${warmUpS}s at 30 sagas/s)`);
-    await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: warmUpS, rate: 30, label: "warm-up" });
+    const maxWindows = opts.quick ? 4 : 12;
+    log(
+      `bench: warm-up, up to ${maxWindows} × ${WARM_UP_WINDOW_S}s at ${WARM_UP_RATE} sagas/s, until the CPU a saga settles`,
+    );
+    const warm = await warmUp({
+      run: (rate, durationS) =>
+        runPhase({ gatewayUrl: system.gatewayUrl, users, durationS, rate, label: "warm-up" }),
+      cpuSeconds: async () => systemCores(await cpuSeconds(system.pids())),
+      rate: WARM_UP_RATE,
+      windowS: WARM_UP_WINDOW_S,
+      maxWindows,
+      tolerance: 0.05,
+      log,
+    });
 
     const overload = async () => {
       const report = await runOverload({
@@ -585,6 +604,7 @@ async function main() {
       machine: `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
       quick: opts.quick,
       args: process.argv.slice(2).join(" "),
+      warmUp: warm,
       phases,
       idle,
       ceilings: { kafka: kCeiling, postgres: pgCeiling },
