@@ -59,7 +59,7 @@ export type BenchReport = {
   warmUp: WarmUpReport;
   phases: PhaseReport[];
   /** The system with no load at all: cores per process. */
-  idle: { seconds: number; cpu: Record<string, number>; statementsPerS: number };
+  idle: { seconds: number; settleS: number; cpu: Record<string, number>; statementsPerS: number };
   ceilings: { kafka: KafkaCeiling; postgres: PostgresCeiling };
   ratios: { sagasVsCommitCeiling: number; relayVsRawProducer: number };
   relayRowsPerS: number;
@@ -105,6 +105,7 @@ function parseOptions(argv: string[]) {
       "overload-factors": { type: "string" },
       "follow-rates": { type: "string" },
       "idle-seconds": { type: "string" },
+      "idle-settle": { type: "string" },
     },
   });
   const quick = values.quick ?? false;
@@ -118,6 +119,9 @@ function parseOptions(argv: string[]) {
       .filter(Boolean)
       .map(Number),
     idleSeconds: Number(values["idle-seconds"] ?? (quick ? 10 : 30)),
+    // Quiet time before the idle window: what a burst leaves behind (the collectors of every process, the
+    // broker's compiler, PostgreSQL's autovacuum of the warm-up's dead rows) is not what idling costs.
+    idleSettleS: Number(values["idle-settle"] ?? (quick ? 0 : 30)),
     concurrency: Number(values.concurrency),
     overloadOnly: values["overload-only"] ?? false,
     overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
@@ -413,7 +417,7 @@ export function formatBench(r: BenchReport): string {
           "",
         ]
       : []),
-    `CPU, in cores (CPU seconds per second), per process; idle: ${r.idle.seconds} s with no load (${fmt(r.idle.statementsPerS)} statements/s):`,
+    `CPU, in cores (CPU seconds per second), per process; idle: ${r.idle.seconds} s with no load, after ${r.idle.settleS} s without (${fmt(r.idle.statementsPerS)} statements/s):`,
     "",
     table(["offered", ...cpuNames, "system (all but the bench client)"], [idleRow, ...cpuRows]),
     "",
@@ -549,8 +553,9 @@ async function main() {
     };
     if (opts.overloadOnly) return await overload();
     await drain({ user, order }, kafka, log);
-    log(`bench: ${opts.idleSeconds}s idle`);
-    const idle = await measureIdle(system, observer, opts.idleSeconds);
+    log(`bench: ${opts.idleSeconds}s idle, after ${opts.idleSettleS}s without load`);
+    await sleep(opts.idleSettleS * 1000);
+    const idle = { ...(await measureIdle(system, observer, opts.idleSeconds)), settleS: opts.idleSettleS };
     log(`bench:   idle: ${fmt(systemCores(idle.cpu), 3)} cores, ${fmt(idle.statementsPerS)} statements/s`);
 
     const phases: PhaseReport[] = [];
