@@ -1,4 +1,5 @@
-import type { MiddlewareHandler } from "hono";
+import type { IncomingMessage } from "node:http";
+import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "./errors.ts";
 
 export type BodyLimitOptions = {
@@ -14,47 +15,110 @@ export type BodyLimitOptions = {
 const tooLarge = (maxBytes: number) =>
   new AppError("PAYLOAD_TOO_LARGE", `request body is larger than ${maxBytes} bytes`);
 
+// The body bodyLimit read, by request: what `requestBody` answers with.
+const bodies = new WeakMap<object, Uint8Array>();
+
 /**
- * Rejects a body over `maxBytes` with a 413 and keeps the connection sane for a pooled client.
+ * The request's body, whole. Behind `bodyLimit` (every app of `createBaseApp`), the bytes it read; read
+ * here otherwise. `c.req.json()`, `text()` and `arrayBuffer()` give the same bytes, at the price of the
+ * WHATWG Request they build (see bodyLimit).
+ */
+export async function requestBody(c: Context): Promise<Uint8Array> {
+  return bodies.get(c.req.raw) ?? new Uint8Array(await c.req.arrayBuffer());
+}
+
+/**
+ * Reads the body before the routes, bounded, and rejects one over `maxBytes` with a 413 that keeps the
+ * connection sane for a pooled client.
  *
  * Hono's own `bodyLimit` cancels the stream of a chunked body it rejects, which destroys the socket
  * under a response that says `keep-alive`: the client's next request on that connection failed with
- * `UND_ERR_SOCKET`. Here nothing is cancelled: a declared length is never read (@hono/node-server reads
- * and discards the rest of an unread body once the answer is sent, as Node does), a chunked body is read
- * and discarded up to `drainBytes`, and a body larger than that gets `Connection: close`, so that no
- * client sends another request on a connection that still carries its unread bytes (nginx's lingering
- * close has the same aim).
+ * `UND_ERR_SOCKET`. Here nothing is cancelled: a declared length over the limit is never read
+ * (@hono/node-server reads and discards the rest of an unread body once the answer is sent, as Node
+ * does), a chunked body is read and discarded up to `drainBytes`, and a body larger than that gets
+ * `Connection: close`, so that no client sends another request on a connection that still carries its
+ * unread bytes (nginx's lingering close has the same aim).
+ *
+ * Under @hono/node-server the body is read from Node's request stream, not through `c.req.raw`: a body
+ * asked of the WHATWG Request builds the whole Request (URL, headers copied and checked, an
+ * AbortController) and a web stream over Node's, about a tenth of the gateway's CPU a POST in its
+ * profile (bench/README.md, session 25).
  */
 export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): MiddlewareHandler {
   return async function bodyLimit(c, next) {
-    // No body to bound. Asked first: under @hono/node-server, `c.req.raw.body` builds the whole WHATWG
-    // Request (URL, headers copied and checked, an AbortController), which a forwarded GET never needs.
     if (c.req.method === "GET" || c.req.method === "HEAD") return next();
-    const body = c.req.raw.body;
-    if (!body) return next();
     const declared = c.req.header("content-length");
     if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
       const length = Number(declared);
-      if (length <= maxBytes) return next();
-      if (length > drainBytes) c.header("connection", "close");
-      throw tooLarge(maxBytes);
-    }
-    const reader = body.getReader();
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size <= maxBytes) chunks.push(value);
-      else if (size > drainBytes) {
-        c.header("connection", "close");
-        await reader.cancel();
+      if (length > maxBytes) {
+        if (length > drainBytes) c.header("connection", "close");
         throw tooLarge(maxBytes);
       }
     }
-    if (size > maxBytes) throw tooLarge(maxBytes);
-    c.req.raw = new Request(c.req.raw, { body: Buffer.concat(chunks) });
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const read = incoming
+      ? await readIncoming(incoming, maxBytes, drainBytes)
+      : await readStream(c.req.raw.body, maxBytes, drainBytes);
+    if (read.size > drainBytes) c.header("connection", "close");
+    if (read.size > maxBytes) throw tooLarge(maxBytes);
+    bodies.set(c.req.raw, read.bytes);
+    // So that `c.req.text()` and the like still work (slowly): @hono/node-server builds the WHATWG body
+    // from `rawBody` when there is one, instead of from the stream read above.
+    if (incoming) Object.assign(incoming, { rawBody: read.bytes });
     return next();
   };
+}
+
+/** What was read of a body: all of it (`bytes`) when `size` is within the limit. */
+type Read = { size: number; bytes: Buffer };
+
+/**
+ * Reads Node's request stream to its end, keeping up to `maxBytes`; past `drainBytes` it stops reading
+ * (the connection is closed after the answer). A client that goes away mid-body gets a 400 it will not
+ * read, rather than an error logged as the server's.
+ */
+function readIncoming(incoming: IncomingMessage, maxBytes: number, drainBytes: number): Promise<Read> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (outcome: () => void) => {
+      incoming.off("data", onData).off("end", onEnd).off("error", onFailure).off("close", onFailure);
+      outcome();
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBytes) chunks.push(chunk);
+      else if (size > drainBytes) {
+        incoming.pause();
+        settle(() => resolve({ size, bytes: Buffer.alloc(0) }));
+      }
+    };
+    const onEnd = () =>
+      settle(() => resolve({ size, bytes: Buffer.concat(chunks, Math.min(size, maxBytes)) }));
+    const onFailure = () => settle(() => reject(new AppError("BAD_REQUEST", "the request body ended early")));
+    incoming.on("data", onData).once("end", onEnd).once("error", onFailure).once("close", onFailure);
+  });
+}
+
+/** The same from a WHATWG body (an app called without a Node server: `app.request()` in tests). */
+async function readStream(
+  body: ReadableStream<Uint8Array> | null,
+  maxBytes: number,
+  drainBytes: number,
+): Promise<Read> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (!body) return { size, bytes: Buffer.alloc(0) };
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size <= maxBytes) chunks.push(value);
+    else if (size > drainBytes) {
+      await reader.cancel();
+      break;
+    }
+  }
+  return { size, bytes: Buffer.concat(chunks, Math.min(size, maxBytes)) };
 }

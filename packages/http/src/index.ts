@@ -8,7 +8,7 @@ export {
   SHED_HEADER,
 } from "./admission.ts";
 export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
-export { bodyLimit } from "./body-limit.ts";
+export { bodyLimit, requestBody } from "./body-limit.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
 export { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";
 export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";

@@ -6,6 +6,7 @@ import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { createBaseApp } from "./app.ts";
+import { requestBody } from "./body-limit.ts";
 import { listen } from "./serve.ts";
 import { httpEnvVars, httpSettings } from "./settings.ts";
 
@@ -36,6 +37,10 @@ async function start() {
     admission: settings.admission,
   });
   app.post("/echo", async (c) => c.json({ length: (await c.req.text()).length }));
+  // The body as bodyLimit read it, and as the WHATWG Request gives it.
+  app.post("/both", async (c) =>
+    c.json({ read: Buffer.from(await requestBody(c)).toString(), text: await c.req.text() }),
+  );
   app.post("/hold", async (c) => {
     await new Promise<void>((resolve) => {
       release = resolve;
@@ -129,6 +134,20 @@ describe("a pooled client (one connection) after a bad request", () => {
     expect(big).toMatchObject({ status: 431, body: { error: "request head is too large" } });
     expect(big.headers.connection).toBe("close");
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+  });
+});
+
+describe("a body within the limit", () => {
+  it("reaches the handler whole, declared or chunked, through requestBody and c.req.text() alike", async () => {
+    const { post } = await start();
+    const declared = "é".repeat(400);
+    expect(await post("/both", declared)).toMatchObject({
+      status: 200,
+      body: { read: declared, text: declared },
+    });
+    const chunked = await post("/both", chunks(3, 300));
+    expect(chunked.status).toBe(200);
+    expect(chunked.body).toEqual({ read: "x".repeat(900), text: "x".repeat(900) });
   });
 });
 

@@ -1,7 +1,10 @@
 import { IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_PATTERN } from "@saga/contracts";
 import type { Context } from "hono";
 import { z } from "zod";
+import { requestBody } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
+
+const utf8 = new TextDecoder();
 
 // application/json, or a structured syntax suffix (application/merge-patch+json), with any parameters.
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
@@ -17,7 +20,7 @@ export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T):
   }
   let body: unknown;
   try {
-    body = JSON.parse(await c.req.text());
+    body = JSON.parse(utf8.decode(await requestBody(c)));
   } catch {
     throw new AppError("BAD_REQUEST", "request body is not valid JSON");
   }

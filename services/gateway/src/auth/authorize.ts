@@ -1,3 +1,4 @@
+import { requestBody } from "@saga/http";
 import type { Context, MiddlewareHandler } from "hono";
 import { clientSignal, forwardedOf, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
@@ -52,7 +53,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     }
 
     if (path === "/orders" && method === "POST") {
-      const owner = requestedOwner(new Uint8Array(await c.req.arrayBuffer()));
+      const owner = requestedOwner(await requestBody(c));
       // No userId to compare (bad JSON, a missing or non-string field): the service answers its 400.
       return owner === undefined || owner.toLowerCase() === me ? next() : notFound(c, "user");
     }

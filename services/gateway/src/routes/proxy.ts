@@ -1,4 +1,4 @@
-import { type AppEnv, preferredWait } from "@saga/http";
+import { type AppEnv, preferredWait, requestBody } from "@saga/http";
 import type { Hono } from "hono";
 import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
@@ -24,8 +24,7 @@ export function registerProxyRoutes(
     app.all(path, async (c) => {
       const method = c.req.method;
       // Read whole (the body limit bounds it), so that a failed connect can send it again.
-      const body =
-        method === "GET" || method === "HEAD" ? undefined : new Uint8Array(await c.req.arrayBuffer());
+      const body = method === "GET" || method === "HEAD" ? undefined : await requestBody(c);
       const url = new URL(c.req.url);
       // A request that asks the upstream to hold it (`Prefer: wait=N`) gets N more seconds.
       const waitS = preferredWait(c.req.header("prefer")) ?? 0;

@@ -13,7 +13,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mintToken } from "@saga/gateway";
-import { cpuSeconds } from "@saga/tools/process";
+import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import { Agent, request } from "undici";
 
 const [bundle, mode = "get", total = "10000"] = process.argv.slice(2);
@@ -53,7 +53,8 @@ const upstream = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
 
 const port = 20_000 + Math.floor(Math.random() * 10_000);
 const lots = "1000000000";
-const gateway: ChildProcess = spawn(process.execPath, [bundle], {
+// SAGA_NODE_FLAGS reach the gateway, as they reach every process of a run (`--cpu-prof` to profile it).
+const gateway: ChildProcess = spawn(process.execPath, [...nodeFlags(), bundle], {
   env: {
     ...process.env,
     PORT: String(port),
@@ -131,9 +132,10 @@ console.log(
     gatewayCores: Number((cpuS / wallS).toFixed(2)),
   }),
 );
-// Gone before the held requests are dropped, which it would count as failures of its upstream.
+// Gone before the held requests are dropped, which it would count as failures of its upstream. Stopped
+// as a service is (a profile is written on the way out), unless it holds requests it would wait for.
 const exited = new Promise((resolve) => gateway.once("exit", resolve));
-gateway.kill("SIGKILL");
+gateway.kill(mode === "shed" ? "SIGKILL" : "SIGTERM");
 await exited;
 for (const res of held) res.destroy();
 stub.close();
