@@ -14,8 +14,8 @@ import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling 
 import { lineChart } from "./chart.ts";
 import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
-import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
 import { type Summary, summarize } from "./stats.ts";
+import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
 
 type PhaseReport = {
   label: string;
