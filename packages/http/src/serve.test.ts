@@ -28,9 +28,11 @@ afterEach(async () => {
 });
 
 /** A base app on a real port, 1 KiB body limit, one write at a time, and a client with ONE connection. */
-async function start() {
+async function start(logged: string[] = []) {
   const app = createBaseApp({
-    logger: createLogger("test", "silent"),
+    logger: createLogger("test", "warn", {
+      destination: { write: (line: string) => void logged.push(line) },
+    }),
     metrics: createMetrics("test", "t1"),
     ready: async () => {},
     maxBodyBytes: 1024,
@@ -148,6 +150,18 @@ describe("a body within the limit", () => {
     const chunked = await post("/both", chunks(3, 300));
     expect(chunked.status).toBe(200);
     expect(chunked.body).toEqual({ read: "x".repeat(900), text: "x".repeat(900) });
+  });
+
+  it("is not an error of the server when its client goes away before the end of it", async () => {
+    const logged: string[] = [];
+    const { port, post } = await start(logged);
+    const socket = connect(port, "127.0.0.1");
+    socket.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+    await new Promise((r) => setTimeout(r, 100));
+    socket.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(logged).toEqual([]);
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
   });
 });
 
