@@ -56,9 +56,15 @@ export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): Middlewar
       }
     }
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-    const read = incoming
-      ? await readIncoming(incoming, maxBytes, drainBytes)
-      : await readStream(c.req.raw.body, maxBytes, drainBytes);
+    // Not destroyed when the read stops early: the 413 must still be written on its socket.
+    const read = await readBounded(
+      // (An async iterator that is iterable too, as every Readable's is.)
+      incoming
+        ? (incoming.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>)
+        : c.req.raw.body,
+      maxBytes,
+      drainBytes,
+    );
     if (read.size > drainBytes) c.header("connection", "close");
     if (read.size > maxBytes) throw tooLarge(maxBytes);
     bodies.set(c.req.raw, read.bytes);
@@ -73,52 +79,27 @@ export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): Middlewar
 type Read = { size: number; bytes: Buffer };
 
 /**
- * Reads Node's request stream to its end, keeping up to `maxBytes`; past `drainBytes` it stops reading
- * (the connection is closed after the answer). A client that goes away mid-body gets a 400 it will not
- * read, rather than an error logged as the server's.
+ * Reads a body to its end, keeping up to `maxBytes`; past `drainBytes` it stops reading (the connection
+ * is then closed after the answer). From Node's request stream, or from a WHATWG body (an app called
+ * without a Node server: `app.request()` in tests). A client that goes away mid-body gets a 400 it will
+ * not read, rather than an error logged as the server's.
  */
-function readIncoming(incoming: IncomingMessage, maxBytes: number, drainBytes: number): Promise<Read> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const settle = (outcome: () => void) => {
-      incoming.off("data", onData).off("end", onEnd).off("error", onFailure).off("close", onFailure);
-      outcome();
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= maxBytes) chunks.push(chunk);
-      else if (size > drainBytes) {
-        incoming.pause();
-        settle(() => resolve({ size, bytes: Buffer.alloc(0) }));
-      }
-    };
-    const onEnd = () =>
-      settle(() => resolve({ size, bytes: Buffer.concat(chunks, Math.min(size, maxBytes)) }));
-    const onFailure = () => settle(() => reject(new AppError("BAD_REQUEST", "the request body ended early")));
-    incoming.on("data", onData).once("end", onEnd).once("error", onFailure).once("close", onFailure);
-  });
-}
-
-/** The same from a WHATWG body (an app called without a Node server: `app.request()` in tests). */
-async function readStream(
-  body: ReadableStream<Uint8Array> | null,
+async function readBounded(
+  source: AsyncIterable<Uint8Array> | null,
   maxBytes: number,
   drainBytes: number,
 ): Promise<Read> {
   const chunks: Uint8Array[] = [];
   let size = 0;
-  if (!body) return { size, bytes: Buffer.alloc(0) };
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size <= maxBytes) chunks.push(value);
-    else if (size > drainBytes) {
-      await reader.cancel();
-      break;
+  if (!source) return { size, bytes: Buffer.alloc(0) };
+  try {
+    for await (const chunk of source) {
+      size += chunk.length;
+      if (size <= maxBytes) chunks.push(chunk);
+      else if (size > drainBytes) break;
     }
+  } catch (err) {
+    throw new AppError("BAD_REQUEST", "the request body ended early", { cause: err });
   }
-  return { size, bytes: Buffer.concat(chunks, Math.min(size, maxBytes)) };
+  return { size, bytes: size > maxBytes ? Buffer.alloc(0) : Buffer.concat(chunks, size) };
 }
