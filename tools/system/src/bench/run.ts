@@ -313,8 +313,9 @@ async function measurePhase(
   };
 }
 
-/** CPU of every process, and the statements they run, with no load at all. */
-async function measureIdle(system: System, observer: Observer, seconds: number) {
+/** CPU of every process, and the statements they run, with no load at all for `settleS` and then `seconds`. */
+async function measureIdle(system: System, observer: Observer, seconds: number, settleS: number) {
+  await sleep(settleS * 1000);
   const pids = system.pids();
   const cpuBefore = await cpuSeconds(pids);
   const statementsBefore = await statementCounts(observer.admin, observer.databases);
@@ -328,6 +329,7 @@ async function measureIdle(system: System, observer: Observer, seconds: number) 
   );
   return {
     seconds,
+    settleS,
     cpu: Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / wallS])),
     statementsPerS: statements.total / wallS,
   };
@@ -554,8 +556,7 @@ async function main() {
     if (opts.overloadOnly) return await overload();
     await drain({ user, order }, kafka, log);
     log(`bench: ${opts.idleSeconds}s idle, after ${opts.idleSettleS}s without load`);
-    await sleep(opts.idleSettleS * 1000);
-    const idle = { ...(await measureIdle(system, observer, opts.idleSeconds)), settleS: opts.idleSettleS };
+    const idle = await measureIdle(system, observer, opts.idleSeconds, opts.idleSettleS);
     log(`bench:   idle: ${fmt(systemCores(idle.cpu), 3)} cores, ${fmt(idle.statementsPerS)} statements/s`);
 
     const phases: PhaseReport[] = [];
