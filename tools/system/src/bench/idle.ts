@@ -2,7 +2,11 @@
  * The whole system's CPU while nothing happens: starts a private copy as the bench does, lets it settle,
  * then reads each process's CPU over a window, and PostgreSQL's per backend (who keeps it busy).
  *
- *   node tools/system/src/bench/idle.ts [--settle 30] [--window 60] [--windows 1]
+ *   node tools/system/src/bench/idle.ts [--burst 0] [--settle 30] [--window 60] [--windows 1]
+ *
+ * `--burst N` first offers N seconds of sagas at 100/s, as the bench's warm-up does before its idle
+ * window: what a system idles at after work (its collectors, the broker's compiler) is not what it
+ * idles at fresh.
  *
  * Idle CPU is small and the machine is shared, so several windows in a row say how much of a figure is
  * noise; the broker's threads are listed too (a JIT compiler still warming up shows there).
@@ -15,6 +19,7 @@ import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
 import { table } from "../chaos/report.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
+import { closeLoad, createBenchUsers, runPhase } from "./load.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -120,11 +125,13 @@ async function measureWindow(
 async function main() {
   const { values } = parseArgs({
     options: {
+      burst: { type: "string", default: "0" },
       settle: { type: "string", default: "30" },
       window: { type: "string", default: "60" },
       windows: { type: "string", default: "1" },
     },
   });
+  const burstS = Number(values.burst);
   const settleS = Number(values.settle);
   const windowS = Number(values.window);
   const windows = Number(values.windows);
@@ -134,7 +141,14 @@ async function main() {
     ports: await freePorts(),
     dataDir,
     durable: true,
-    env: { LOG_LEVEL: "warn" },
+    // The burst comes from one address and one client: the gateway's rate limits out of its way.
+    env: {
+      LOG_LEVEL: "warn",
+      RATE_LIMIT_SUBJECT_PER_S: "100000",
+      RATE_LIMIT_SUBJECT_BURST: "100000",
+      RATE_LIMIT_ADDRESS_PER_S: "100000",
+      RATE_LIMIT_ADDRESS_BURST: "100000",
+    },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },
@@ -142,6 +156,15 @@ async function main() {
   });
   const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
   try {
+    if (burstS > 0) {
+      const users = await createBenchUsers(system.gatewayUrl, 100, 1_000_000_000, {
+        adminToken: await system.token("bench", { admin: true, ttlSeconds: 3600 }),
+        token: (id) => system.token(id, { ttlSeconds: 3600 }),
+      });
+      log(`idle: ${burstS}s at 100 sagas/s first`);
+      await runPhase({ gatewayUrl: system.gatewayUrl, users, durationS: burstS, rate: 100, label: "burst" });
+      await closeLoad();
+    }
     log(`idle: settling ${settleS}s, then measuring ${windows} × ${windowS}s`);
     await sleep(settleS * 1000);
     const totals: number[] = [];
