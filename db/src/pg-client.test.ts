@@ -70,4 +70,26 @@ describe("createPgDatabase", () => {
     // The pool's only client was destroyed, not given back with a statement still pending on it.
     expect((await db.pool.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
   });
+
+  it("plans a named statement once for the session, not again on every execution", async () => {
+    const url = await freshDatabase("pg_client_plans");
+    const db = createPgDatabase(url, {}, { max: 1 });
+    onTestFinished(() => db.close());
+    await db.pool.query("create table items (id int primary key, label text)");
+    await db.pool.query("insert into items select n, 'item ' || n from generate_series(1, 5000) as n");
+    await db.pool.query("analyze items");
+
+    // The shape of the consumers' reads: a few ids out of many, as an array. With the default
+    // plan_cache_mode PostgreSQL plans this again on every execution (a custom plan for so short an array
+    // is estimated cheaper than the generic one), and planning cost more than running it.
+    const byIds = { name: "items-by-ids", text: "select id, label from items where id = any($1::int[])" };
+    for (let i = 1; i <= 12; i++) {
+      const { rows } = await db.pool.query({ ...byIds, values: [[i, i + 1]] });
+      expect(rows.map((r) => r.id)).toEqual([i, i + 1]);
+    }
+    const { rows } = await db.pool.query(
+      "select generic_plans, custom_plans from pg_prepared_statements where name = 'items-by-ids'",
+    );
+    expect(rows).toEqual([{ generic_plans: "12", custom_plans: "0" }]);
+  });
 });

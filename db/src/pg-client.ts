@@ -37,6 +37,15 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     statement_timeout: timeouts.statementTimeoutMs,
     idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
     query_timeout: clientQueryTimeoutMs(timeouts),
+    // Plan a named statement once per session. The hot path's statements take their ids as arrays
+    // (`id = any($1)`, `unnest($1, …)`), and for an array of one or two ids the planner estimates a
+    // fresh custom plan cheaper than the generic one, so by default it planned them again on every
+    // execution: in the bench at 100 sagas/s planning took longer than running the user-service's state
+    // read, and a tenth of PostgreSQL's CPU went to it (bench/README.md, "Session 26"). The generic
+    // plans are the same index scans. The price: a statement whose best plan depends on its parameter's
+    // value (a partial index, a skewed column) must state that value as a literal (see the
+    // order-service's backlog count).
+    options: "-c plan_cache_mode=force_generic_plan",
     idleTimeoutMillis: 30_000,
     keepAlive: true,
     // Statements issued on a checked-out client without awaiting the one before go out at once and are

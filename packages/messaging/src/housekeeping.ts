@@ -14,7 +14,9 @@ const PRUNE_BATCH = 5000;
  * window (consumer-group offset retention, relay outages). Returns the number of rows deleted.
  */
 export async function pruneExpired(db: Executor, retentionHours: number): Promise<number> {
-  const cutoff = sql`now() - make_interval(secs => ${retentionHours * 3600})`;
+  // The retention as a literal, not a parameter: the sessions plan generically (db/src/pg-client.ts), and
+  // only a cutoff the planner can evaluate lets it see that few rows are old enough and use the index.
+  const cutoff = sql`now() - make_interval(secs => ${sql.raw(String(Math.round(retentionHours * 3600)))})`;
   let deleted = 0;
   for (const [table, column] of [
     ["inbox", "processed_at"],
