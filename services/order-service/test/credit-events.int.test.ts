@@ -234,7 +234,17 @@ describe("DELETE of a CONFIRMED order", () => {
     const message = reserved(o);
     await producer.send([message]);
     await applied(message);
+    const canceledBefore = await metric("saga_outcomes_total", {
+      outcome: "canceled",
+      reason: "CANCELED_BY_REQUEST",
+    });
+    const durationsBefore = await metric("saga_duration_seconds_count", { outcome: "canceled" });
     expect((await cancel(o.orderId)).status).toBe(204);
+    expect(await metric("saga_outcomes_total", { outcome: "canceled", reason: "CANCELED_BY_REQUEST" })).toBe(
+      canceledBefore + 1,
+    );
+    // A compensation: the saga ended when the order was confirmed, so no second duration is recorded.
+    expect(await metric("saga_duration_seconds_count", { outcome: "canceled" })).toBe(durationsBefore);
 
     expect(await orderRow(o.orderId)).toMatchObject({
       status: "CANCELED",

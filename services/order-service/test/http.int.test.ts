@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { HEADERS, honoPath, ORDER_SERVICE_ROUTES, type Order, TOPICS } from "@saga/contracts";
 import { idempotencyKeys, orders, outbox } from "@saga/db/order";
+import { outboxRow } from "@saga/messaging";
+import { metricValue } from "@saga/messaging/testing";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -161,17 +163,45 @@ describe("GET /orders/:id and GET /orders?userId=", () => {
 describe("DELETE /orders/:id", () => {
   it("cancels a PENDING order and emits order.canceled; a second DELETE changes nothing", async () => {
     const order = await createOrder(randomUUID(), 42);
-    const res = await service.app.request(`/orders/${order.id}`, { method: "DELETE" });
+    const durationsBefore = await metricValue(
+      service.runtime.metrics.registry,
+      "saga_duration_seconds_count",
+      {
+        outcome: "canceled",
+      },
+    );
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const res = await service.app.request(`/orders/${order.id.toUpperCase()}`, {
+      method: "DELETE",
+      headers: { traceparent },
+    });
     expect(res.status).toBe(204);
     const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
     expect(row).toMatchObject({ status: "CANCELED", cancelReason: "CANCELED_BY_REQUEST" });
     const events = await eventsFor(order.id);
     expect(events.map((e) => e.topic)).toEqual([TOPICS.orderCreated, TOPICS.orderCanceled]);
-    expect(JSON.parse(events[1]?.payload ?? "")).toEqual({
-      orderId: order.id,
-      userId: order.userId,
-      amount: 42,
+    // The event the statement wrote is, byte for byte, the one `outboxRow` makes of the contract's payload.
+    const expected = outboxRow({
+      topic: TOPICS.orderCanceled,
+      aggregateId: order.id,
+      payload: { orderId: order.id, userId: order.userId, amount: 42 },
     });
+    expect(events[1]).toMatchObject({
+      aggregateId: order.id,
+      eventType: expected.eventType,
+      schemaVersion: expected.schemaVersion,
+      payload: expected.payload,
+    });
+    // The request's trace continues in the event: same trace, a span of its own.
+    expect(events[1]?.headers[HEADERS.traceparent]).toMatch(
+      /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
+    );
+    // Leaving PENDING ended the saga: its duration is recorded.
+    expect(
+      await metricValue(service.runtime.metrics.registry, "saga_duration_seconds_count", {
+        outcome: "canceled",
+      }),
+    ).toBe(durationsBefore + 1);
 
     const again = await service.app.request(`/orders/${order.id}`, { method: "DELETE" });
     expect(again.status).toBe(204);
@@ -179,6 +209,49 @@ describe("DELETE /orders/:id", () => {
     expect(await (await service.app.request(`/orders/${order.id}`)).json()).toMatchObject({
       status: "CANCELED",
     });
+  });
+
+  it("waits for a writer that holds the order and decides on what it committed", async () => {
+    const order = await createOrder(randomUUID(), 7);
+    const durationsBefore = await metricValue(
+      service.runtime.metrics.registry,
+      "saga_duration_seconds_count",
+      {
+        outcome: "canceled",
+      },
+    );
+    // A consumer confirming the order: its aggregate lock, then the row, committed only later.
+    const writer = await db.pool.connect();
+    try {
+      await writer.query("begin");
+      await writer.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [order.id]);
+      await writer.query("update orders set status = 'CONFIRMED' where id = $1", [order.id]);
+      let answered = false;
+      const deleted = Promise.resolve(service.app.request(`/orders/${order.id}`, { method: "DELETE" })).then(
+        (res) => {
+          answered = true;
+          return res;
+        },
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      expect(answered).toBe(false);
+      await writer.query("commit");
+      expect((await deleted).status).toBe(204);
+    } finally {
+      writer.release();
+    }
+    const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
+    expect(row).toMatchObject({ status: "CANCELED", cancelReason: "CANCELED_BY_REQUEST" });
+    expect((await eventsFor(order.id)).map((e) => e.topic)).toEqual([
+      TOPICS.orderCreated,
+      TOPICS.orderCanceled,
+    ]);
+    // It canceled a CONFIRMED order (a compensation), not a PENDING one: the saga had ended already.
+    expect(
+      await metricValue(service.runtime.metrics.registry, "saga_duration_seconds_count", {
+        outcome: "canceled",
+      }),
+    ).toBe(durationsBefore);
   });
 
   it("answers 404 for an unknown order and 400 for a malformed id, writing nothing", async () => {

@@ -1,12 +1,22 @@
 import { randomUUID } from "node:crypto";
-import { type CreateOrderRequest, type Order, type OrderStatus, TOPICS } from "@saga/contracts";
+import {
+  type CreateOrderRequest,
+  EVENT_TYPES,
+  HEADERS,
+  type Order,
+  type OrderStatus,
+  SCHEMA_VERSION,
+  TOPICS,
+} from "@saga/contracts";
 import { outboxRow } from "@saga/messaging";
 import type pg from "pg";
+import { onDelete } from "./order-machine.ts";
+import { CANCELED_BY_REQUEST, type Transition } from "./orders.ts";
 
 /**
- * The saga's HTTP hot path in hand-written SQL, one round trip per request: `POST /orders` and
- * `GET /orders/:id`. Each is a node-postgres named statement, parsed and planned once per pooled
- * connection. The rest of the order-service uses drizzle (src/domain/orders.ts).
+ * The saga's HTTP hot path in hand-written SQL, one round trip per request: `POST /orders`,
+ * `GET /orders/:id` and `DELETE /orders/:id`. Each is a node-postgres named statement, parsed and
+ * planned once per pooled connection. The rest of the order-service uses drizzle (src/domain/orders.ts).
  */
 
 // ISO 8601 with milliseconds in UTC, as `Date.prototype.toISOString` writes it (both truncate to ms),
@@ -146,4 +156,75 @@ const READ_ORDERS = `select id, user_id, amount, status, ${ISO_CREATED_AT} as cr
 export async function readOrders(pool: pg.Pool | pg.PoolClient, ids: string[]): Promise<Order[]> {
   const { rows } = await pool.query<OrderRow>({ name: "read-orders", text: READ_ORDERS, values: [ids] });
   return rows.map(toOrder);
+}
+
+/**
+ * `order.canceled`'s payload, built in SQL by the statements that write the event themselves (a DELETE,
+ * the saga deadline) from the canceled row's `id`, `user_id` and `amount`: the text is exactly what
+ * `JSON.stringify` of the contract's `{orderId, userId, amount}` gives (uuids and a bigint need no
+ * escaping), which the tests check against `outboxRow`.
+ */
+export const ORDER_CANCELED_PAYLOAD = `'{"orderId":"' || id || '","userId":"' || user_id || '","amount":' || amount || '}'`;
+
+// `DELETE /orders/:id` in one statement (one round trip, no BEGIN/COMMIT), where the drizzle transaction
+// took six: the cancel and its `order.canceled` event commit together or not at all.
+// - `locked`: the aggregate lock every writer of an order takes first (`lockAggregate`), waited for.
+//   The UPDATE then locks the row; in READ COMMITTED a row that a writer changed and committed while
+//   this statement waited is read again in its latest version, and the WHERE is checked on that
+//   (EvalPlanQual), so the status decided on is the latest committed one, as it was after the lock.
+// - `canceled`: `status <> 'CANCELED'` is the state machine's `onDelete` ("cancel" for PENDING and
+//   CONFIRMED); `old.status` (PostgreSQL 18's RETURNING OLD) says whether the cancel ended the saga (it
+//   left PENDING) or compensated a CONFIRMED order.
+// - `event`: written only for the row `canceled` returned.
+// - the final select: the order's status before the cancel, or its status when it was already
+//   CANCELED (nothing written), or no row when there is no such order.
+const CANCEL_ORDER = `
+  with locked as materialized (
+    select count(pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) as n
+  ),
+  canceled as (
+    update orders as o set status = 'CANCELED', cancel_reason = $2, updated_at = now()
+    from locked
+    where o.id = $1::uuid and o.status <> 'CANCELED'
+    returning o.id, o.user_id, o.amount, old.status as was,
+              extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
+  ),
+  event as (
+    insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
+    select id::text, $3, $4, $5, ${ORDER_CANCELED_PAYLOAD}, $6::jsonb from canceled
+  )
+  select true as changed, was as status, saga_seconds from canceled
+  union all
+  select false, status, null from orders where id = $1::uuid and not exists (select from canceled)`;
+
+/**
+ * Cancels an order on request and emits `order.canceled` so the user-service releases its reservation,
+ * in one statement (see `CANCEL_ORDER`). Undefined when there is no such order; `ignored` when it was
+ * already CANCELED.
+ */
+export async function cancelOrder(
+  pool: pg.Pool | pg.PoolClient,
+  orderId: string,
+  traceparent: string,
+): Promise<Transition | undefined> {
+  const { rows } = await pool.query<{ changed: boolean; status: OrderStatus; saga_seconds: number | null }>({
+    name: "cancel-order",
+    text: CANCEL_ORDER,
+    values: [
+      orderId,
+      CANCELED_BY_REQUEST,
+      TOPICS.orderCanceled,
+      EVENT_TYPES[TOPICS.orderCanceled],
+      SCHEMA_VERSION,
+      JSON.stringify({ [HEADERS.traceparent]: traceparent }),
+    ],
+  });
+  const [row] = rows;
+  if (!row) return undefined;
+  if (!row.changed) return { kind: "ignored", state: row.status };
+  if (onDelete(row.status) !== "cancel")
+    throw new Error(`order ${orderId} was canceled from ${row.status}, which onDelete leaves alone`);
+  // Only the step that leaves PENDING ends the saga; a later cancel of a CONFIRMED order is compensation.
+  const sagaSeconds = row.status === "PENDING" ? (row.saga_seconds ?? undefined) : undefined;
+  return { kind: "changed", status: "CANCELED", reason: CANCELED_BY_REQUEST, sagaSeconds };
 }

@@ -12,7 +12,8 @@ export function onCreditReservationFailed(status: OrderStatus | undefined): "can
 
 /**
  * `DELETE` cancels a PENDING or CONFIRMED order and emits `order.canceled`, which releases a reservation
- * made meanwhile or before; a CANCELED order stays as it is.
+ * made meanwhile or before; a CANCELED order stays as it is. Its statement (`CANCEL_ORDER` in
+ * `order-hot-path.ts`) cancels exactly the orders this answers "cancel" for, and checks it.
  */
 export function onDelete(status: OrderStatus): "cancel" | "none" {
   return status === "CANCELED" ? "none" : "cancel";

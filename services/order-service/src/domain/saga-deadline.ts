@@ -1,5 +1,6 @@
 import { EVENT_TYPES, HEADERS, SCHEMA_VERSION, TOPICS } from "@saga/contracts";
 import type pg from "pg";
+import { ORDER_CANCELED_PAYLOAD } from "./order-hot-path.ts";
 
 /** Why an order ended CANCELED when its saga outlived `SAGA_TIMEOUT`. */
 export const CANCELED_BY_TIMEOUT = "TIMEOUT";
@@ -23,9 +24,8 @@ export const CANCELED_BY_TIMEOUT = "TIMEOUT";
  *   `due` and only for those.
  * - `canceled`: `status = 'PENDING'` once more (the state machine's `onDeadline`), so the statement can
  *   never move an order twice.
- * - `events`: the payload is built in SQL because one statement has to write it; the text is exactly
- *   what `JSON.stringify` of the contract's `{orderId, userId, amount}` gives (uuids and a bigint need
- *   no escaping), which the tests check against `outboxRow`.
+ * - `events`: the payload is built in SQL because one statement has to write it
+ *   (`ORDER_CANCELED_PAYLOAD`, as a DELETE's).
  * - the final select reports the ages of the orders still PENDING (the snapshot still sees the ones
  *   just canceled as PENDING, hence `not in`): the saga-age gauges cost this sweep nothing more. They
  *   are few: the saga backlog bound refuses new orders past half a second of sagas (never more than
@@ -51,7 +51,7 @@ canceled as (
 events as (
   insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
   select id::text, $4, $5, $6,
-         '{"orderId":"' || id || '","userId":"' || user_id || '","amount":' || amount || '}',
+         ${ORDER_CANCELED_PAYLOAD},
          $7::jsonb
   from canceled
 )

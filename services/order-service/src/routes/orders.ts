@@ -13,8 +13,8 @@ import { type Logger, nextTraceparent } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
-import { placeOrder, readOrder } from "../domain/order-hot-path.ts";
-import { cancelOrder, listOrders } from "../domain/orders.ts";
+import { cancelOrder, placeOrder, readOrder } from "../domain/order-hot-path.ts";
+import { listOrders } from "../domain/orders.ts";
 import type { SagaMetrics } from "../metrics.ts";
 import type { OrderWaits } from "../order-waits.ts";
 
@@ -84,7 +84,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
   app.delete("/orders/:id", async (c) => {
     const id = uuidParam(c, "id");
     const traceparent = nextTraceparent(c.req.header("traceparent"));
-    const transition = await db.transaction((tx) => cancelOrder(tx, id, traceparent));
+    const transition = await cancelOrder(pool, id, traceparent);
     if (!transition) throw new AppError("NOT_FOUND", "order not found");
     if (transition.kind === "changed") {
       saga.record(transition);
