@@ -20,6 +20,22 @@ export type PendingRow = {
 export type Backlog = { rows: number; oldestAgeSeconds: number };
 
 /**
+ * Asks the server to cancel a running statement. A cancel is a connection of its own, so it fails when
+ * the server cannot be reached (a restart, a failover); the statement then ends with its own connection,
+ * and the failure is dropped. postgres.js 3.4.9's `query.cancel()` drops the promise of that connection
+ * itself, so its failure was a rejection nobody could handle, which ends a Node process: the cancel is
+ * sent here through the query's own canceller (what `cancel()` calls), whose promise can be caught. A
+ * test holds both halves (relay/test/cancel.int.test.ts).
+ */
+export function cancelQuery(query: { cancel(): unknown }): void {
+  const q = query as { canceller?: ((query: unknown) => Promise<void>) | null };
+  const canceller = q.canceller;
+  if (typeof canceller !== "function") return void query.cancel();
+  q.canceller = null;
+  canceller(query).catch(() => {});
+}
+
+/**
  * Runs `query`, and cancels it on the server when `signal` aborts (a client-side timeout, a lost lease):
  * the statement stops there instead of running on while nobody waits for it.
  */
@@ -28,7 +44,7 @@ function cancellable<T extends readonly (object | undefined)[]>(
   signal?: AbortSignal,
 ) {
   if (!signal) return query;
-  const cancel = () => void query.cancel();
+  const cancel = () => cancelQuery(query);
   if (signal.aborted) cancel();
   else signal.addEventListener("abort", cancel, { once: true });
   return query.finally(() => signal.removeEventListener("abort", cancel));

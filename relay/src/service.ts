@@ -10,7 +10,7 @@ import { type Env, outboxesOf } from "./env.ts";
 import { createLease } from "./lease.ts";
 import { createRelayMetrics, type RelayMetrics } from "./metrics.ts";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.ts";
-import { createOutboxStore, type OutboxStore, type OutboxStoreOptions } from "./outbox-store.ts";
+import { cancelQuery, createOutboxStore, type OutboxStore, type OutboxStoreOptions } from "./outbox-store.ts";
 import { startReplicationWakeups } from "./replication-wakeups.ts";
 
 export type RelayService = {
@@ -132,7 +132,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
         withTimeout(
           async (signal) => {
             const probe = sql`select 1 from outbox limit 1`;
-            signal.addEventListener("abort", () => void probe.cancel(), { once: true });
+            signal.addEventListener("abort", () => cancelQuery(probe), { once: true });
             return probe;
           },
           PROBE_TIMEOUT_MS,
