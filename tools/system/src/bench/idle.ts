@@ -19,7 +19,7 @@ import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
 import { table } from "../chaos/report.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
-import { closeLoad, createBenchUsers, runPhase } from "./load.ts";
+import { closeLoad, createBenchUsers, runPhase, UNLIMITED_RATES } from "./load.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -141,14 +141,7 @@ async function main() {
     ports: await freePorts(),
     dataDir,
     durable: true,
-    // The burst comes from one address and one client: the gateway's rate limits out of its way.
-    env: {
-      LOG_LEVEL: "warn",
-      RATE_LIMIT_SUBJECT_PER_S: "100000",
-      RATE_LIMIT_SUBJECT_BURST: "100000",
-      RATE_LIMIT_ADDRESS_PER_S: "100000",
-      RATE_LIMIT_ADDRESS_BURST: "100000",
-    },
+    env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },

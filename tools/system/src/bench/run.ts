@@ -12,7 +12,7 @@ import { totalConsumerLag, waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling } from "./ceilings.ts";
 import { lineChart } from "./chart.ts";
-import { closeLoad, createBenchUsers, type PhaseResult, runPhase } from "./load.ts";
+import { closeLoad, createBenchUsers, type PhaseResult, runPhase, UNLIMITED_RATES } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
 import { type Summary, summarize } from "./stats.ts";
 import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
@@ -470,14 +470,7 @@ async function main() {
     dataDir,
     durable: true,
     statementStats: true,
-    // The offered load comes from one address and one client: the gateway's rate limits out of its way.
-    env: {
-      LOG_LEVEL: "warn",
-      RATE_LIMIT_SUBJECT_PER_S: "100000",
-      RATE_LIMIT_SUBJECT_BURST: "100000",
-      RATE_LIMIT_ADDRESS_PER_S: "100000",
-      RATE_LIMIT_ADDRESS_BURST: "100000",
-    },
+    env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },
