@@ -35,21 +35,33 @@ async function closableProxy(target: URL) {
   };
 }
 
+/**
+ * Starts the relay's read of the outbox behind a lock another session holds, so that the statement is
+ * running on the server when `signal` aborts; `unlock` lets it finish.
+ */
+async function readBehindALock(
+  sql: postgres.Sql,
+  store: ReturnType<typeof createOutboxStore>,
+  signal: AbortSignal,
+) {
+  const locker = await sql.reserve();
+  onTestFinished(() => locker.release());
+  await locker`begin`;
+  await locker`lock table outbox in access exclusive mode`;
+  const reading = store.readBatch(10, signal);
+  await new Promise((r) => setTimeout(r, 200));
+  return { reading, unlock: async () => void (await locker`commit`) };
+}
+
 describe("a relay statement whose caller gives up", () => {
   it("is cancelled on the server", async () => {
     const { sql } = await freshOutbox();
-    const store = createOutboxStore(sql);
-    const locker = await sql.reserve();
-    onTestFinished(() => locker.release());
-    await locker`begin`;
-    await locker`lock table outbox in access exclusive mode`;
     const aborted = new AbortController();
-    const reading = store.readBatch(10, aborted.signal);
-    await new Promise((r) => setTimeout(r, 200));
+    const { reading, unlock } = await readBehindALock(sql, createOutboxStore(sql), aborted.signal);
     aborted.abort(new Error("the caller gave up"));
     // Cancelled while the lock still holds it: the server ends the statement, not the lock's release.
     await expect(reading).rejects.toMatchObject({ code: "57014" });
-    await locker`commit`;
+    await unlock();
   });
 
   it("fails to cancel quietly when the database cannot be reached: no unhandled rejection, and the statement ends on its own", async () => {
@@ -66,19 +78,13 @@ describe("a relay statement whose caller gives up", () => {
       process.off("unhandledRejection", onUnhandled);
     });
 
-    // The relay's read waits behind a lock, so it is running on the server when its signal aborts.
-    const locker = await sql.reserve();
-    onTestFinished(() => locker.release());
-    await locker`begin`;
-    await locker`lock table outbox in access exclusive mode`;
     const aborted = new AbortController();
-    const reading = store.readBatch(10, aborted.signal);
-    await new Promise((r) => setTimeout(r, 200));
+    const { reading, unlock } = await readBehindALock(sql, store, aborted.signal);
     // A cancel is a connection of its own, and the server no longer takes any.
     proxy.stopListening();
     aborted.abort(new Error("the caller gave up"));
     await new Promise((r) => setTimeout(r, 200));
-    await locker`commit`;
+    await unlock();
 
     expect(await reading).toEqual([]);
     await new Promise((r) => setImmediate(r));

@@ -36,6 +36,10 @@ const rowCounts = async () => ({
 const eventsFor = async (orderId: string) =>
   db.db.select().from(outbox).where(eq(outbox.aggregateId, orderId)).orderBy(outbox.position);
 
+/** How many sagas ended CANCELED with their duration recorded. */
+const canceledSagaDurations = () =>
+  metricValue(service.runtime.metrics.registry, "saga_duration_seconds_count", { outcome: "canceled" });
+
 async function createOrder(userId = randomUUID(), amount = 100) {
   const res = await post({ userId, amount });
   expect(res.status).toBe(201);
@@ -163,13 +167,7 @@ describe("GET /orders/:id and GET /orders?userId=", () => {
 describe("DELETE /orders/:id", () => {
   it("cancels a PENDING order and emits order.canceled; a second DELETE changes nothing", async () => {
     const order = await createOrder(randomUUID(), 42);
-    const durationsBefore = await metricValue(
-      service.runtime.metrics.registry,
-      "saga_duration_seconds_count",
-      {
-        outcome: "canceled",
-      },
-    );
+    const durationsBefore = await canceledSagaDurations();
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const res = await service.app.request(`/orders/${order.id.toUpperCase()}`, {
       method: "DELETE",
@@ -197,11 +195,7 @@ describe("DELETE /orders/:id", () => {
       /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
     );
     // Leaving PENDING ended the saga: its duration is recorded.
-    expect(
-      await metricValue(service.runtime.metrics.registry, "saga_duration_seconds_count", {
-        outcome: "canceled",
-      }),
-    ).toBe(durationsBefore + 1);
+    expect(await canceledSagaDurations()).toBe(durationsBefore + 1);
 
     const again = await service.app.request(`/orders/${order.id}`, { method: "DELETE" });
     expect(again.status).toBe(204);
@@ -213,13 +207,7 @@ describe("DELETE /orders/:id", () => {
 
   it("waits for a writer that holds the order and decides on what it committed", async () => {
     const order = await createOrder(randomUUID(), 7);
-    const durationsBefore = await metricValue(
-      service.runtime.metrics.registry,
-      "saga_duration_seconds_count",
-      {
-        outcome: "canceled",
-      },
-    );
+    const durationsBefore = await canceledSagaDurations();
     // A consumer confirming the order: its aggregate lock, then the row, committed only later.
     const writer = await db.pool.connect();
     try {
@@ -247,11 +235,7 @@ describe("DELETE /orders/:id", () => {
       TOPICS.orderCanceled,
     ]);
     // It canceled a CONFIRMED order (a compensation), not a PENDING one: the saga had ended already.
-    expect(
-      await metricValue(service.runtime.metrics.registry, "saga_duration_seconds_count", {
-        outcome: "canceled",
-      }),
-    ).toBe(durationsBefore);
+    expect(await canceledSagaDurations()).toBe(durationsBefore);
   });
 
   it("answers 404 for an unknown order and 400 for a malformed id, writing nothing", async () => {

@@ -166,6 +166,14 @@ export async function readOrders(pool: pg.Pool | pg.PoolClient, ids: string[]): 
  */
 export const ORDER_CANCELED_PAYLOAD = `'{"orderId":"' || id || '","userId":"' || user_id || '","amount":' || amount || '}'`;
 
+/** The rest of such an `order.canceled` row, as parameters: topic, event type, schema version, headers. */
+export const orderCanceledParams = (traceparent: string) => [
+  TOPICS.orderCanceled,
+  EVENT_TYPES[TOPICS.orderCanceled],
+  SCHEMA_VERSION,
+  JSON.stringify({ [HEADERS.traceparent]: traceparent }),
+];
+
 // `DELETE /orders/:id` in one statement (one round trip, no BEGIN/COMMIT), where the drizzle transaction
 // took six: the cancel and its `order.canceled` event commit together or not at all.
 // - `locked`: the aggregate lock every writer of an order takes first (`lockAggregate`), waited for.
@@ -210,14 +218,7 @@ export async function cancelOrder(
   const { rows } = await pool.query<{ changed: boolean; status: OrderStatus; saga_seconds: number | null }>({
     name: "cancel-order",
     text: CANCEL_ORDER,
-    values: [
-      orderId,
-      CANCELED_BY_REQUEST,
-      TOPICS.orderCanceled,
-      EVENT_TYPES[TOPICS.orderCanceled],
-      SCHEMA_VERSION,
-      JSON.stringify({ [HEADERS.traceparent]: traceparent }),
-    ],
+    values: [orderId, CANCELED_BY_REQUEST, ...orderCanceledParams(traceparent)],
   });
   const [row] = rows;
   if (!row) return undefined;

@@ -1,6 +1,5 @@
-import { EVENT_TYPES, HEADERS, SCHEMA_VERSION, TOPICS } from "@saga/contracts";
 import type pg from "pg";
-import { ORDER_CANCELED_PAYLOAD } from "./order-hot-path.ts";
+import { ORDER_CANCELED_PAYLOAD, orderCanceledParams } from "./order-hot-path.ts";
 
 /** Why an order ended CANCELED when its saga outlived `SAGA_TIMEOUT`. */
 export const CANCELED_BY_TIMEOUT = "TIMEOUT";
@@ -81,15 +80,7 @@ export async function cancelOverdueSagas(
   const { rows } = await pool.query<{ canceled: number[]; pending_ages: number[] }>({
     name: "cancel-overdue-sagas",
     text: CANCEL_OVERDUE,
-    values: [
-      timeoutMs,
-      batch,
-      CANCELED_BY_TIMEOUT,
-      TOPICS.orderCanceled,
-      EVENT_TYPES[TOPICS.orderCanceled],
-      SCHEMA_VERSION,
-      JSON.stringify({ [HEADERS.traceparent]: traceparent }),
-    ],
+    values: [timeoutMs, batch, CANCELED_BY_TIMEOUT, ...orderCanceledParams(traceparent)],
   });
   const [row] = rows;
   if (!row) throw new Error("the overdue-saga sweep returned no row");
