@@ -78,4 +78,25 @@ describe("createCommitCoalescer", () => {
     await coalescer.flush();
     expect(commits).toHaveLength(1);
   });
+
+  it("sends a failed commit again after the interval, with nothing new marked", async () => {
+    vi.useFakeTimers();
+    let fail = true;
+    const commits: [string, number][][] = [];
+    const coalescer = createCommitCoalescer<number>({
+      intervalMs: 200,
+      commit: async (offsets) => {
+        if (fail) throw new Error("rebalancing");
+        commits.push(offsets);
+      },
+      onError: () => {},
+    });
+    coalescer.mark("t/0", 4);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(commits).toEqual([]);
+    fail = false;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(commits).toEqual([[["t/0", 4]]]);
+    coalescer.close();
+  });
 });

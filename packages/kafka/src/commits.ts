@@ -16,6 +16,9 @@ export type CommitCoalescer<T> = {
   close(): void;
 };
 
+/** The least wait before a failed commit is sent again, so that an interval of 0 does not spin. */
+const RETRY_MIN_MS = 1000;
+
 export function createCommitCoalescer<T>({
   intervalMs,
   commit,
@@ -37,8 +40,23 @@ export function createCommitCoalescer<T>({
     const offsets = [...pending];
     pending = new Map();
     // One commit at a time, in order: a later commit of a partition never lands before an earlier one.
-    inFlight = inFlight.then(() => (offsets.length === 0 ? undefined : commit(offsets).catch(onError)));
+    inFlight = inFlight.then(() =>
+      offsets.length === 0 ? undefined : commit(offsets).catch(retry(offsets)),
+    );
     return inFlight;
+  }
+
+  // A commit that failed (a rebalance, a broker away) is tried again with the next one, and on its own
+  // after the interval: a partition whose last messages were applied then receives nothing more, and its
+  // offset would otherwise stay behind for good (a lag that never drains, though nothing is lost).
+  // A newer mark of a partition replaces the failed offset; a partition given up since is forgotten.
+  function retry(offsets: [string, T][]) {
+    return (err: unknown) => {
+      onError(err);
+      if (closed) return;
+      for (const [partition, offset] of offsets) if (!pending.has(partition)) pending.set(partition, offset);
+      timer ??= setTimeout(flush, Math.max(intervalMs, RETRY_MIN_MS)).unref();
+    };
   }
 
   return {
