@@ -6,12 +6,13 @@ import type { NewOutboxRow } from "./outbox.ts";
  * statements (parsed and planned once per connection), arrays as parameters, no ORM building the SQL
  * again for every statement. The pooled client of a transaction is this.
  */
+/** A statement: named, it is prepared once per connection. */
+type SqlConfig = { name?: string; text: string; values?: unknown[] };
+
 export type SqlClient = {
-  query<R extends Record<string, unknown>>(config: {
-    name?: string;
-    text: string;
-    values?: unknown[];
-  }): Promise<{ rows: R[]; rowCount: number | null }>;
+  query<R extends Record<string, unknown>>(
+    config: SqlConfig,
+  ): Promise<{ rows: R[]; rowCount: number | null }>;
 };
 
 type PooledClient = SqlClient & { release(destroy?: boolean | Error): void };
@@ -19,29 +20,68 @@ type PooledClient = SqlClient & { release(destroy?: boolean | Error): void };
 /** The node-postgres pool of a service database (`createPgDatabase().pool`). */
 export type SqlPool = { connect(): Promise<PooledClient> };
 
+/** The client of an `inTransaction`: its statements, and a last one that carries COMMIT with it. */
+export type TxClient = SqlClient & {
+  /**
+   * Sends `config`, the transaction's last statement, and COMMIT behind it in one write: one round trip
+   * where awaiting the statement and then committing took two. Resolves with the statement's result
+   * once both have answered; rejects if either failed, and the transaction has then rolled back (a COMMIT
+   * after a failed statement is a ROLLBACK). So the statement must fail by itself whenever the
+   * transaction must not commit: a check of what it wrote belongs in its SQL, not in the code that reads
+   * its result, which runs after COMMIT. A transaction that does not use it commits after `work`.
+   */
+  queryThenCommit<R extends Record<string, unknown>>(
+    config: SqlConfig,
+  ): Promise<{ rows: R[]; rowCount: number | null }>;
+};
+
 /**
  * Runs `work` between BEGIN and COMMIT on a client of its own; ROLLBACK when it throws. BEGIN is not
  * waited for: on a pipelining pool (`createPgDatabase`) it goes out with the first statements `work`
- * sends, in one round trip; if it fails, so do they. A client whose ROLLBACK fails (its connection is
+ * sends, in one round trip; if it fails, so do they. COMMIT goes out with `work`'s last statement when
+ * it uses `queryThenCommit`, after `work` otherwise. A client whose ROLLBACK fails (its connection is
  * gone) is destroyed rather than given back to the pool, and so is one whose statement timed out on the
  * client's side: its connection still waits for that answer, so a ROLLBACK would only wait behind it
  * (the server rolls back when the connection goes).
  */
-export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => Promise<T>): Promise<T> {
+export async function inTransaction<T>(pool: SqlPool, work: (tx: TxClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   writeTogether(client);
   const begun = client.query({ text: "begin" });
   // Its failure is the first to reach `work`'s statements; it is awaited below, never left unheard.
   begun.catch(() => {});
+  let committed: Promise<void> | undefined;
+  let commitAnswered = false;
+  const tx: TxClient = {
+    query: (config) => client.query(config),
+    async queryThenCommit<R extends Record<string, unknown>>(config: SqlConfig) {
+      if (committed) throw new Error("queryThenCommit: the transaction is already committing");
+      writeTogether(client);
+      const last = client.query<R>(config);
+      committed = client.query({ text: "commit" }).then((answer) => {
+        commitAnswered = true;
+        checkCommitted(answer);
+      });
+      // Heard below; if the statement failed, its error is the one `work` sees.
+      committed.catch(() => {});
+      const [result] = await Promise.all([last, committed]);
+      return result;
+    },
+  };
   try {
-    const result = await work(client);
+    const result = await work(tx);
     await begun;
-    await client.query({ text: "commit" });
+    await (committed ?? client.query({ text: "commit" }).then(checkCommitted));
     return result;
   } catch (err) {
     if (isClientQueryTimeout(err)) broken = err as Error;
-    else
+    else if (committed) {
+      // Sent with the last statement, COMMIT ended the transaction if it was answered at all (with
+      // ROLLBACK after a failed statement); unanswered, the connection is gone.
+      await committed.catch(() => {});
+      if (!commitAnswered) broken = err as Error;
+    } else
       await client.query({ text: "rollback" }).catch((e: Error) => {
         broken = e;
       });
@@ -49,6 +89,15 @@ export async function inTransaction<T>(pool: SqlPool, work: (tx: SqlClient) => P
   } finally {
     client.release(broken);
   }
+}
+
+/**
+ * PostgreSQL answers COMMIT in a transaction that a failed statement aborted with ROLLBACK, not an
+ * error: pipelined behind that statement, it must not pass for a commit.
+ */
+function checkCommitted(result: unknown): void {
+  const command = (result as { command?: string }).command;
+  if (command !== "COMMIT") throw new Error(`the transaction did not commit: COMMIT answered ${command}`);
 }
 
 /** A node-postgres client's socket, as far as `writeTogether` needs it. */

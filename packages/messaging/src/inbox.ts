@@ -11,7 +11,7 @@ import { deadLetters, outbox } from "@saga/db";
 import type { DeadLetterCause, EventConsumer, IncomingMessage, KafkaClient, RetryPolicy } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
-import { claimEvents, inTransaction, type SqlClient } from "./batch-sql.ts";
+import { claimEvents, inTransaction, type SqlClient, type TxClient } from "./batch-sql.ts";
 import type { Database } from "./db.ts";
 import { classifyFailure, describeError, PoisonEventError } from "./errors.ts";
 import type { MessagingMetrics } from "./metrics.ts";
@@ -33,8 +33,11 @@ export type BatchHandler<State = unknown> = {
    * event of the batch, duplicates included (the claim has not answered yet).
    */
   read(tx: SqlClient, events: DecodedEvent<Topic>[]): Promise<State>;
-  /** Applies the new events, in the order consumed, from the state `read` found. */
-  apply(tx: SqlClient, events: DecodedEvent<Topic>[], state: State): Promise<AfterCommit | undefined>;
+  /**
+   * Applies the new events, in the order consumed, from the state `read` found. Its last statement may
+   * carry COMMIT (`tx.queryThenCommit`), and must then fail by itself whenever the batch must not commit.
+   */
+  apply(tx: TxClient, events: DecodedEvent<Topic>[], state: State): Promise<AfterCommit | undefined>;
 };
 
 export type InboxOptions = {

@@ -5,6 +5,7 @@ export {
   outboxArrays,
   type SqlClient,
   type SqlPool,
+  type TxClient,
 } from "./batch-sql.ts";
 export { type Database, type Executor, lockAggregate } from "./db.ts";
 export {

@@ -10,6 +10,7 @@ import {
 } from "@saga/contracts";
 import { inbox, orders, outbox } from "@saga/db/order";
 import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
+import { claimEvents, inTransaction } from "@saga/messaging";
 import {
   eventMessage,
   metricValue,
@@ -19,6 +20,7 @@ import {
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { applyCreditBatch } from "../src/domain/apply-credit-batch.ts";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -225,6 +227,36 @@ describe("user.credit-reservation-failed", () => {
     await producer.send([late]);
     await applied(late);
     expect(await orderRow(o.orderId)).toMatchObject({ status: "CONFIRMED" });
+  });
+});
+
+describe("a batch whose write does not match its plan", () => {
+  it("commits nothing, its inbox row included, although COMMIT went out with that write", async () => {
+    const o = await placeOrder();
+    expect((await cancel(o.orderId)).status).toBe(204);
+    const eventId = randomUUID();
+    // Planned from a status read wrong (PENDING, where the order is CANCELED): the write's precondition
+    // (`status = 'PENDING'`) changes nothing, and its own count check must fail it, so that the COMMIT
+    // sent with it rolls back what the transaction wrote before (the inbox row of the claim).
+    const batch = inTransaction(service.runtime.db.pool, async (tx) => {
+      await claimEvents(tx, {
+        consumerGroup: "a-test",
+        eventIds: [eventId],
+        topics: [TOPICS.creditReserved],
+        partitions: [0],
+        offsets: [0],
+        aggregateIds: [o.orderId],
+      });
+      return applyCreditBatch(
+        tx,
+        [{ topic: TOPICS.creditReserved, orderId: o.orderId }],
+        new Map([[o.orderId, "PENDING"]]),
+      );
+    });
+
+    await expect(batch).rejects.toThrow(/credit batch changed 0 orders, planned 1/);
+    expect(await db.db.select().from(inbox).where(eq(inbox.eventId, eventId))).toEqual([]);
+    expect(await orderRow(o.orderId)).toMatchObject({ status: "CANCELED" });
   });
 });
 

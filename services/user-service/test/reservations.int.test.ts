@@ -29,6 +29,7 @@ import { and, count, eq, sql } from "drizzle-orm";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { orderEventConsumer } from "../src/consumers/order-events.ts";
+import { applyReservationBatch } from "../src/domain/apply-reservation-batch.ts";
 import { createReservationMetrics } from "../src/metrics.ts";
 import type { UserService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
@@ -421,6 +422,38 @@ describe("one consumed batch", () => {
     expect(await emittedOf(a.orders)).toEqual(emitted);
     expect(await emittedOf(b.orders)).toEqual(emitted);
     expect(await metricValue(registry, "saga_inbox_batch_fallbacks_total", {})).toBe(fallbacks);
+  });
+
+  it("commits nothing of a batch whose write does not match its plan, although COMMIT went out with it", async () => {
+    const userId = await createUser(100);
+    const o = order(userId, 500);
+    const message = created(o);
+    // Planned from a balance read wrong (1,000 where the database holds 100): the write's guard
+    // (`balance + change >= 0`) debits nothing, and its own count check must fail it, so that the COMMIT
+    // sent with it rolls back the ledger row, the outbox row and the inbox row of the batch.
+    const metrics = {
+      ...createMessagingMetrics(new Registry()),
+      ...createReservationMetrics(new Registry()),
+    };
+    const misread = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics, (tx, events, state) =>
+        applyReservationBatch(tx, events, { ...state, balances: new Map([[userId, 1000]]) }),
+      ),
+      logger: createLogger("user-service", "silent"),
+      metrics,
+    });
+
+    await expect(misread.handle(consumed(message))).rejects.toThrow(
+      /reservation batch wrote 0 balances and 1 ledger rows, planned 1 and 1/,
+    );
+    expect(await balanceOf(userId)).toBe(100);
+    expect(await reservation(o.orderId)).toBeUndefined();
+    expect(await eventsFor(o.orderId)).toEqual([]);
+    const eventId = message.headers[HEADERS.eventId] as string;
+    expect(await db.db.select().from(inbox).where(eq(inbox.eventId, eventId))).toEqual([]);
   });
 
   it("absorbs duplicates within the batch and of events applied before, applying each event once", async () => {

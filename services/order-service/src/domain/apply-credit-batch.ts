@@ -1,5 +1,5 @@
 import type { OrderStatus } from "@saga/contracts";
-import type { SqlClient } from "@saga/messaging";
+import type { SqlClient, TxClient } from "@saga/messaging";
 import { type CreditEvent, type CreditPlan, planCreditEvents } from "./credit-plan.ts";
 
 /*
@@ -15,13 +15,23 @@ const READ_STATUSES = `select id, status from orders where id = any($1::uuid[])`
 
 // Every order the batch moves out of PENDING, in one statement (one row per order: the plan keeps the
 // last change of each). `status = 'PENDING'` re-states the state machine's precondition, so a plan
-// built on a stale read could never move an order twice; the count below fails the transaction if it
-// filtered anything. RETURNING gives how long each saga took, for its histogram.
+// built on a stale read could never move an order twice. COMMIT travels with the statement
+// (`queryThenCommit`), so it checks itself that it changed every order planned ($4): a count that
+// differs fails the cast in the ELSE branch (evaluated only then), and the COMMIT behind it rolls the
+// batch back. One row whatever the count, so that the check runs also when nothing matched; `changed`
+// gives how long each saga took, for its histogram.
 const WRITE_CHANGES = `
-update orders as o set status = c.status, cancel_reason = c.reason, updated_at = now()
-from unnest($1::uuid[], $2::text[], $3::text[]) as c(id, status, reason)
-where o.id = c.id and o.status = 'PENDING'
-returning o.id, extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds`;
+with changed as (
+  update orders as o set status = c.status, cancel_reason = c.reason, updated_at = now()
+  from unnest($1::uuid[], $2::text[], $3::text[]) as c(id, status, reason)
+  where o.id = c.id and o.status = 'PENDING'
+  returning o.id, extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
+)
+select case
+  when (select count(*) from changed) = $4::int
+    then (select coalesce(json_agg(json_build_array(id, saga_seconds)), '[]') from changed)
+  else ('credit batch changed ' || (select count(*) from changed) || ' orders, planned ' || $4::int)::int::text::json
+end as changed`;
 
 export type AppliedCredit = CreditPlan & {
   /** Seconds from each changed order's creation to its change. */
@@ -54,7 +64,7 @@ export async function readOrderStatuses(
  * `<topic>.dlq`, where it is seen, instead of committing it as ignored for good.
  */
 export async function applyCreditBatch(
-  tx: SqlClient,
+  tx: TxClient,
   events: readonly CreditEvent[],
   statuses: ReadonlyMap<string, OrderStatus>,
 ): Promise<AppliedCredit> {
@@ -65,17 +75,16 @@ export async function applyCreditBatch(
     );
   const sagaSeconds = new Map<string, number>();
   if (plan.changes.length === 0) return { ...plan, sagaSeconds };
-  const { rows: changed } = await tx.query<{ id: string; saga_seconds: number }>({
+  const { rows } = await tx.queryThenCommit<{ changed: [string, number][] }>({
     name: "order-write-credit-changes",
     text: WRITE_CHANGES,
     values: [
       plan.changes.map((c) => c.orderId),
       plan.changes.map((c) => c.status),
       plan.changes.map((c) => c.reason),
+      plan.changes.length,
     ],
   });
-  if (changed.length !== plan.changes.length)
-    throw new Error(`credit batch changed ${changed.length} orders, planned ${plan.changes.length}`);
-  for (const r of changed) sagaSeconds.set(r.id, r.saga_seconds);
+  for (const [id, seconds] of rows[0]?.changed ?? []) sagaSeconds.set(id, seconds);
   return { ...plan, sagaSeconds };
 }

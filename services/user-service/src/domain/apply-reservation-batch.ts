@@ -1,5 +1,5 @@
 import type { ReservationStatus } from "@saga/db/user";
-import { outboxArrays, outboxRow, type SqlClient } from "@saga/messaging";
+import { outboxArrays, outboxRow, type SqlClient, type TxClient } from "@saga/messaging";
 import {
   type LedgerRow,
   type OrderEvent,
@@ -45,7 +45,9 @@ select
 // - `events`: every event the batch emits, `position` drawn in the batch's order (see claimEvents'
 //   locks: for one order, position order is commit order).
 // All three in one statement of the inbox's transaction: state, ledger, outbox and inbox rows commit
-// together or not at all.
+// together or not at all. COMMIT travels with it (`queryThenCommit`), so the check that it wrote what
+// the plan says is its own: a count that differs fails the cast in the ELSE branch (evaluated only
+// then), the statement fails, and the COMMIT behind it rolls the batch back.
 const WRITE_PLAN = `
 with debits as (
   update users as u set balance = u.balance + c.change
@@ -65,9 +67,12 @@ with debits as (
   order by n
   returning id
 )
-select (select count(*) from debits)::int as debits,
-       (select count(*) from ledger)::int as ledger,
-       (select count(*) from events)::int as events`;
+select case
+  when (select count(*) from debits) = $15::int and (select count(*) from ledger) = $16::int
+    then (select count(*) from events)::int
+  else ('reservation batch wrote ' || (select count(*) from debits) || ' balances and '
+        || (select count(*) from ledger) || ' ledger rows, planned ' || $15::int || ' and ' || $16::int)::int
+end as events`;
 
 type StoredLedgerRow = Omit<LedgerRow, "status"> & { status: ReservationStatus };
 
@@ -104,10 +109,10 @@ export async function readReservationState(
 /**
  * Applies a batch of `order.created` and `order.canceled` events (already claimed in the inbox, their
  * orders locked, their state read by `readReservationState`): plans every event in order, and writes
- * balances, ledger and emitted events in one statement. Returns the plan, for the metrics.
+ * balances, ledger and emitted events in one statement, COMMIT with it. Returns the plan, for the metrics.
  */
 export async function applyReservationBatch(
-  tx: SqlClient,
+  tx: TxClient,
   events: readonly OrderEvent[],
   state: ReservationState,
 ): Promise<ReservationPlan> {
@@ -116,7 +121,7 @@ export async function applyReservationBatch(
   const changes = [...plan.balanceChanges];
   const outbox = plan.emitted.map(outboxRow);
   if (changes.length === 0 && plan.ledger.length === 0 && outbox.length === 0) return plan;
-  const { rows: written } = await tx.query<{ debits: number; ledger: number; events: number }>({
+  await tx.queryThenCommit({
     name: "user-write-reservation-plan",
     text: WRITE_PLAN,
     values: [
@@ -128,12 +133,9 @@ export async function applyReservationBatch(
       plan.ledger.map((r) => r.status),
       plan.ledger.map((r) => r.reason),
       ...outboxArrays(outbox),
+      changes.length,
+      plan.ledger.length,
     ],
   });
-  const counts = written[0];
-  if (counts?.debits !== changes.length || counts.ledger !== plan.ledger.length)
-    throw new Error(
-      `reservation batch wrote ${counts?.debits} balances and ${counts?.ledger} ledger rows, planned ${changes.length} and ${plan.ledger.length}`,
-    );
   return plan;
 }
