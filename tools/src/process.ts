@@ -50,6 +50,40 @@ export async function cpuSeconds(
 }
 
 /**
+ * Times each named process and its live descendants have been woken so far: the voluntary context
+ * switches of all their threads (a thread that blocked, on a socket, a lock, a disk flush, and was woken
+ * again). At low rates a process pays for each wake-up more than for the work it then does (its caches
+ * are cold), so CPU per saga follows how many wake-ups a saga causes. Threads and processes that exited
+ * are not counted (/proc keeps no total for them).
+ */
+export async function wakeups(
+  roots: Record<string, number>,
+  /** Roots counted alone (see `cpuSeconds`). */
+  alone: string[] = [],
+): Promise<Record<string, number>> {
+  const stats = await readStats();
+  const children = new Map<number, number[]>();
+  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
+  const own = async (pid: number): Promise<number> => {
+    let sum = 0;
+    for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+      const text = await readFile(`/proc/${pid}/task/${tid}/status`, "utf8").catch(() => "");
+      sum += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+    }
+    return sum;
+  };
+  const total = async (pid: number): Promise<number> => {
+    let sum = await own(pid);
+    for (const c of children.get(pid) ?? []) sum += await total(c);
+    return sum;
+  };
+  const out: Record<string, number> = {};
+  for (const [name, pid] of Object.entries(roots))
+    out[name] = alone.includes(name) ? await own(pid) : await total(pid);
+  return out;
+}
+
+/**
  * Extra flags for the Node processes a run starts, from SAGA_NODE_FLAGS: for instance
  * "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them (Node refuses --cpu-prof in NODE_OPTIONS).
  */

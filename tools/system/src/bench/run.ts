@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, repoRoot } from "@saga/tools/infra";
-import { cpuSeconds } from "@saga/tools/process";
+import { cpuSeconds, wakeups } from "@saga/tools/process";
 import postgres from "postgres";
 import { checkInvariants } from "../chaos/checker.ts";
 import { table } from "../chaos/report.ts";
@@ -48,6 +48,8 @@ type PhaseReport = {
   /** Share of the GETs the server held (`Prefer: wait` honoured). */
   heldGetShare?: number;
   cpu: Record<string, number>;
+  /** Wake-ups per second of wall time (voluntary context switches of every thread), per process. */
+  wakeups: Record<string, number>;
 };
 
 export type BenchReport = {
@@ -251,6 +253,7 @@ async function measurePhase(
 ): Promise<PhaseReport> {
   const pids = { ...system.pids(), "bench client": process.pid };
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
+  const wakeupsBefore = await wakeups(pids, ["bench client"]);
   const xidBefore = await nextTransactionId(dbs.order);
   const statementsBefore = await statementCounts(observer.admin, observer.databases);
   const transactionsBefore = await transactionCount(observer.admin, observer.databases);
@@ -261,6 +264,7 @@ async function measurePhase(
   running = false;
   const consumerLagMax = await lagSampler;
   const cpuAfter = await cpuSeconds(pids, ["bench client"]);
+  const wakeupsAfter = await wakeups(pids, ["bench client"]);
   // Orders the phase created, also those whose POST timed out at the gateway: they cost the same.
   const [started] = await dbs.order<{ n: number }[]>`
     select count(*)::int as n from orders where created_at between ${phase.startedAt} and ${phase.endedAt}`;
@@ -309,6 +313,9 @@ async function measurePhase(
     // CPU seconds per second of wall time: 1.0 is one core kept busy.
     cpu: Object.fromEntries(
       Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
+    ),
+    wakeups: Object.fromEntries(
+      Object.entries(wakeupsAfter).map(([k, v]) => [k, (v - (wakeupsBefore[k] ?? 0)) / durationS]),
     ),
   };
 }
@@ -384,6 +391,17 @@ export function formatBench(r: BenchReport): string {
     ...cpuNames.map((n) => fmt(((p.cpu[n] ?? 0) / p.sagasPerS) * 1000, 1)),
     fmt((systemCores(p.cpu) / p.sagasPerS) * 1000, 1),
   ]);
+  // How often a saga wakes each process (cores and wake-ups measured over the same phase), and the CPU
+  // each wake-up costs it on average: at low rates most of a process's work is being woken.
+  const wakeupsPerSaga = r.phases.map((p) => [
+    name(p),
+    ...cpuNames.map((n) => {
+      const perSaga = (p.wakeups[n] ?? 0) / p.sagasPerS;
+      const usEach = ((p.cpu[n] ?? 0) / Math.max(1, p.wakeups[n] ?? 0)) * 1e6;
+      return `${fmt(perSaga, 1)} (${fmt(usEach, 0)})`;
+    }),
+    fmt(systemCores(p.wakeups) / p.sagasPerS, 1),
+  ]);
   const saturation = r.phases.at(-1);
   return [
     `## Saga benchmark (${r.quick ? "quick" : "full"}), ${r.at}`,
@@ -426,6 +444,10 @@ export function formatBench(r: BenchReport): string {
     "CPU milliseconds per saga, per process (cores ÷ sagas/s):",
     "",
     table(["offered", ...cpuNames, "system (all but the bench client)"], msPerSaga),
+    "",
+    "Wake-ups per saga, per process (voluntary context switches of its threads: each time one blocked, on a socket, a lock or a disk flush, and was woken), and in brackets the µs of CPU a wake-up cost it on average:",
+    "",
+    table(["offered", ...cpuNames, "system (all but the bench client)"], wakeupsPerSaga),
     "",
     `Statements per saga by statement, at ${name(r.phases.find((p) => p.offered !== null) ?? r.phases[0] ?? ({ offered: null } as PhaseReport))}:`,
     "",
