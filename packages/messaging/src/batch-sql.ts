@@ -1,14 +1,14 @@
 import { isClientQueryTimeout } from "@saga/db";
 import type { NewOutboxRow } from "./outbox.ts";
 
+/** A statement: named, it is prepared once per connection. */
+type SqlConfig = { name?: string; text: string; values?: unknown[] };
+
 /**
  * The hot path of the consumers talks to PostgreSQL through node-postgres directly: named prepared
  * statements (parsed and planned once per connection), arrays as parameters, no ORM building the SQL
  * again for every statement. The pooled client of a transaction is this.
  */
-/** A statement: named, it is prepared once per connection. */
-type SqlConfig = { name?: string; text: string; values?: unknown[] };
-
 export type SqlClient = {
   query<R extends Record<string, unknown>>(
     config: SqlConfig,
