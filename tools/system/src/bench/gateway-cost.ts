@@ -2,11 +2,14 @@
  * The gateway's CPU per request, alone: a gateway bundle (`dist/bin/gateway.mjs`, or another build to
  * compare) in front of a stub upstream, 32 clients in this process, the gateway's CPU read from /proc.
  *
- *   node tools/system/src/bench/gateway-cost.ts <gateway.mjs> shed|get|post [requests]
+ *   node tools/system/src/bench/gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second]
  *
  * `shed`: POST /orders refused by the `orders:write` lane (the stub never answers the 8 it admits);
  * `get`: a user's GET /orders/:id, forwarded and authorized on the answer; `post`: POST /orders, forwarded.
- * Run two builds alternately, several times each, and compare medians: the host's load moves the figures.
+ * With a rate, the measured requests go one at a time at that rate instead of from 32 clients at once:
+ * what a request costs a gateway that sleeps between requests, as at the bench's 100 sagas/s (the
+ * warm-up still runs at full speed). Run two builds alternately, several times each, and compare
+ * medians: the host's load moves the figures.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -16,9 +19,10 @@ import { mintToken } from "@saga/gateway";
 import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import { Agent, request } from "undici";
 
-const [bundle, mode = "get", total = "10000"] = process.argv.slice(2);
-if (!bundle || !["shed", "get", "post"].includes(mode)) {
-  console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests]");
+const [bundle, mode = "get", total = "10000", perSecond] = process.argv.slice(2);
+const rate = perSecond === undefined ? undefined : Number(perSecond);
+if (!bundle || !["shed", "get", "post"].includes(mode) || (rate !== undefined && !(rate > 0))) {
+  console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second]");
   process.exit(2);
 }
 const requests = Number(total);
@@ -98,16 +102,27 @@ const send = () =>
         body: JSON.stringify({ userId, amount: 5 }),
       });
 
-async function run(n: number) {
+/** `n` requests from 32 clients at once, or one at a time at `perS` a second. */
+async function run(n: number, perS?: number) {
   let sent = 0;
   const statuses: Record<number, number> = {};
+  const started = performance.now();
+  const one = async () => {
+    const res = await send();
+    await res.body.dump();
+    statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
+  };
+  if (perS !== undefined) {
+    for (; sent < n; sent++) {
+      const early = started + (sent * 1000) / perS - performance.now();
+      if (early > 0) await new Promise((r) => setTimeout(r, early));
+      await one();
+    }
+    return statuses;
+  }
   await Promise.all(
     Array.from({ length: 32 }, async () => {
-      while (sent++ < n) {
-        const res = await send();
-        await res.body.dump();
-        statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
-      }
+      while (sent++ < n) await one();
     }),
   );
   return statuses;
@@ -120,13 +135,14 @@ if (mode === "shed") {
 await run(requests / 4); // warm: V8 compiles the path
 const before = await gatewayCpu();
 const started = performance.now();
-const statuses = await run(requests);
+const statuses = await run(requests, rate);
 const cpuS = (await gatewayCpu()) - before;
 const wallS = (performance.now() - started) / 1000;
 console.log(
   JSON.stringify({
     mode,
     requests,
+    perSecond: rate ?? "32 clients at once",
     statuses,
     usPerRequest: Math.round((cpuS / requests) * 1e6),
     gatewayCores: Number((cpuS / wallS).toFixed(2)),
