@@ -397,8 +397,8 @@ export function formatBench(r: BenchReport): string {
     name(p),
     ...cpuNames.map((n) => {
       const perSaga = (p.wakeups[n] ?? 0) / p.sagasPerS;
-      const usEach = ((p.cpu[n] ?? 0) / Math.max(1, p.wakeups[n] ?? 0)) * 1e6;
-      return `${fmt(perSaga, 1)} (${fmt(usEach, 0)})`;
+      const woken = p.wakeups[n] ?? 0;
+      return `${fmt(perSaga, 1)} (${woken > 0 ? fmt(((p.cpu[n] ?? 0) / woken) * 1e6, 0) : "–"})`;
     }),
     fmt(systemCores(p.wakeups) / p.sagasPerS, 1),
   ]);
