@@ -18,7 +18,7 @@ export {
 } from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
-export { freePort, isPortFree } from "./ports.ts";
+export { freePort, freeServerPort, isPortFree } from "./ports.ts";
 export { type PostgresServer, startPostgres } from "./postgres.ts";
 export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
 

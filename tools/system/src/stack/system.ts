@@ -7,7 +7,7 @@ import {
   cacheDir,
   createDatabase,
   createTopics,
-  freePort,
+  freeServerPort,
   isPortFree,
   type KafkaServer,
   type PostgresServer,
@@ -43,9 +43,17 @@ export const DEFAULT_PORTS: SystemPorts = {
   relays: [9400, 9401],
 };
 
-/** Free ports for a private copy of the system (chaos run, benchmark) beside a running `npm start`. */
+/**
+ * Free ports for a private copy of the system (chaos run, benchmark) beside a running `npm start`; out of
+ * the kernel's ephemeral range, as they are listened on only once PostgreSQL and Kafka are up.
+ */
 export async function freePorts(): Promise<SystemPorts> {
-  const next = () => freePort();
+  const chosen = new Set<number>();
+  const next = async () => {
+    const port = await freeServerPort(chosen);
+    chosen.add(port);
+    return port;
+  };
   return {
     postgres: await next(),
     kafka: await next(),
@@ -149,9 +157,16 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   // With fault proxies: a broker listener per linked process, and the port of the proxy in front of it.
   const kafkaListeners = new Map<LinkedProcess, { name: string; port: number; advertisedPort: number }>();
   if (opts.faultProxies && !opts.external) {
+    // Listened on once the broker and the proxies start: out of the ephemeral range too (freeServerPort).
+    const chosen = new Set(Object.values(ports).flat());
+    const next = async () => {
+      const port = await freeServerPort(chosen);
+      chosen.add(port);
+      return port;
+    };
     for (const p of LINKED_PROCESSES) {
       const name = `CLIENT_${p.replace(/\W/g, "_").toUpperCase()}`;
-      kafkaListeners.set(p, { name, port: await freePort(), advertisedPort: await freePort() });
+      kafkaListeners.set(p, { name, port: await next(), advertisedPort: await next() });
     }
   }
   const startBroker = () =>
