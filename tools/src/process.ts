@@ -24,6 +24,21 @@ async function readStats(): Promise<Map<number, ProcStat>> {
 }
 
 /**
+ * The processes counted for each named root, from one reading of /proc: the root alone, or the root and
+ * all its live descendants.
+ */
+async function processTrees(roots: Record<string, number>, alone: string[]) {
+  const stats = await readStats();
+  const children = new Map<number, number[]>();
+  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
+  const tree = (pid: number): number[] => [pid, ...(children.get(pid) ?? []).flatMap(tree)];
+  const trees = Object.entries(roots).map(
+    ([name, pid]) => [name, alone.includes(name) ? [pid] : tree(pid)] as const,
+  );
+  return { stats, trees };
+}
+
+/**
  * CPU seconds used so far by each named process and all its descendants (a PostgreSQL server is a
  * postmaster and one backend per connection). Descendants that already exited count through their
  * parent, once it has waited for them (a postmaster does at once): without them a backend that ends
@@ -34,18 +49,16 @@ export async function cpuSeconds(
   /** Roots counted alone: the benchmark's own process is the parent of everything it started. */
   alone: string[] = [],
 ): Promise<Record<string, number>> {
-  const stats = await readStats();
-  const children = new Map<number, number[]>();
-  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
-  const total = (pid: number): number =>
-    (stats.get(pid)?.ticks ?? 0) +
-    (stats.get(pid)?.reaped ?? 0) +
-    (children.get(pid) ?? []).reduce((sum, c) => sum + total(c), 0);
+  const { stats, trees } = await processTrees(roots, alone);
   return Object.fromEntries(
-    Object.entries(roots).map(([name, pid]) => [
-      name,
-      (alone.includes(name) ? (stats.get(pid)?.ticks ?? 0) : total(pid)) / TICKS_PER_SECOND,
-    ]),
+    trees.map(([name, pids]) => {
+      const reaped = !alone.includes(name);
+      const ticks = pids.reduce(
+        (sum, pid) => sum + (stats.get(pid)?.ticks ?? 0) + (reaped ? (stats.get(pid)?.reaped ?? 0) : 0),
+        0,
+      );
+      return [name, ticks / TICKS_PER_SECOND];
+    }),
   );
 }
 
@@ -61,25 +74,17 @@ export async function wakeups(
   /** Roots counted alone (see `cpuSeconds`). */
   alone: string[] = [],
 ): Promise<Record<string, number>> {
-  const stats = await readStats();
-  const children = new Map<number, number[]>();
-  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
-  const own = async (pid: number): Promise<number> => {
-    let sum = 0;
-    for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-      const text = await readFile(`/proc/${pid}/task/${tid}/status`, "utf8").catch(() => "");
-      sum += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(text)?.[1] ?? 0);
-    }
-    return sum;
-  };
-  const total = async (pid: number): Promise<number> => {
-    let sum = await own(pid);
-    for (const c of children.get(pid) ?? []) sum += await total(c);
-    return sum;
-  };
+  const { trees } = await processTrees(roots, alone);
   const out: Record<string, number> = {};
-  for (const [name, pid] of Object.entries(roots))
-    out[name] = alone.includes(name) ? await own(pid) : await total(pid);
+  for (const [name, pids] of trees) {
+    let sum = 0;
+    for (const pid of pids)
+      for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+        const text = await readFile(`/proc/${pid}/task/${tid}/status`, "utf8").catch(() => "");
+        sum += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+      }
+    out[name] = sum;
+  }
   return out;
 }
 

@@ -1,17 +1,20 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createCommitCoalescer } from "./commits.ts";
 
+/** A coalescer whose commits are recorded, or fail while `broker.failing` (a rebalance). */
 function recorder(intervalMs: number) {
   const commits: [string, number][][] = [];
   const errors: unknown[] = [];
+  const broker = { failing: false };
   const coalescer = createCommitCoalescer<number>({
     intervalMs,
     commit: async (offsets) => {
+      if (broker.failing) throw new Error("rebalancing");
       commits.push(offsets);
     },
     onError: (err) => errors.push(err),
   });
-  return { commits, errors, coalescer };
+  return { commits, errors, coalescer, broker };
 }
 
 afterEach(() => {
@@ -53,21 +56,12 @@ describe("createCommitCoalescer", () => {
   });
 
   it("forgets partitions no longer owned, and reports a failed commit without stopping", async () => {
-    let fail = true;
-    const errors: unknown[] = [];
-    const commits: [string, number][][] = [];
-    const coalescer = createCommitCoalescer<number>({
-      intervalMs: 60_000,
-      commit: async (offsets) => {
-        if (fail) throw new Error("rebalancing");
-        commits.push(offsets);
-      },
-      onError: (err) => errors.push(err),
-    });
+    const { commits, errors, coalescer, broker } = recorder(60_000);
+    broker.failing = true;
     coalescer.mark("t/0", 1);
     await coalescer.flush();
     expect(errors).toHaveLength(1);
-    fail = false;
+    broker.failing = false;
     coalescer.mark("t/0", 2);
     coalescer.mark("t/1", 7);
     coalescer.retain((p) => p === "t/1");
@@ -81,20 +75,12 @@ describe("createCommitCoalescer", () => {
 
   it("sends a failed commit again after the interval, with nothing new marked", async () => {
     vi.useFakeTimers();
-    let fail = true;
-    const commits: [string, number][][] = [];
-    const coalescer = createCommitCoalescer<number>({
-      intervalMs: 200,
-      commit: async (offsets) => {
-        if (fail) throw new Error("rebalancing");
-        commits.push(offsets);
-      },
-      onError: () => {},
-    });
+    const { commits, coalescer, broker } = recorder(200);
+    broker.failing = true;
     coalescer.mark("t/0", 4);
     await vi.advanceTimersByTimeAsync(200);
     expect(commits).toEqual([]);
-    fail = false;
+    broker.failing = false;
     await vi.advanceTimersByTimeAsync(1000);
     expect(commits).toEqual([[["t/0", 4]]]);
     coalescer.close();
