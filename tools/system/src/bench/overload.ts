@@ -54,12 +54,19 @@ export type OverloadPhase = {
   backlogMax: number;
   backlogLimit: number;
   /**
-   * Where the shed were refused: the gateway's `orders:write` lane, the gateway for the order-service's
-   * lack of headroom (`edge`: its saga backlog at its bound, without a round trip), the order-service's
-   * write lane (of them, `serviceTimeout` after waiting in its queue, the rest on a full queue), its saga
-   * backlog.
+   * Where the shed were refused: the gateway's `orders:write` lane (of them, `gatewayTimeout` after
+   * waiting in its queue, the rest at once), the gateway for the order-service's lack of headroom (`edge`:
+   * its saga backlog at its bound, without a round trip), the order-service's write lane (of them,
+   * `serviceTimeout` after waiting in its queue, the rest at once), its saga backlog.
    */
-  shedBy: { gateway: number; edge: number; service: number; serviceTimeout: number; backlog: number };
+  shedBy: {
+    gateway: number;
+    gatewayTimeout: number;
+    edge: number;
+    service: number;
+    serviceTimeout: number;
+    backlog: number;
+  };
   /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
   shedTimeline: {
     second: number;
@@ -329,7 +336,7 @@ async function openLoop(opts: {
     panicRequests: 0,
     backlogMax: 0,
     backlogLimit: 0,
-    shedBy: { gateway: 0, edge: 0, service: 0, serviceTimeout: 0, backlog: 0 },
+    shedBy: { gateway: 0, gatewayTimeout: 0, edge: 0, service: 0, serviceTimeout: 0, backlog: 0 },
     shedTimeline: [],
     readsShedBy: { gateway: 0, service: 0, serviceTimeout: 0 },
     gatewayShedMs: { p50: 0, p99: 0 },
@@ -466,6 +473,11 @@ async function openLoop(opts: {
     backlogLimit,
     shedBy: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:write"'),
+      gatewayTimeout: delta(
+        "gatewayText",
+        "http_admission_shed_total",
+        'lane="orders:write",reason="timeout"',
+      ),
       edge: delta("gatewayText", "gateway_upstream_headroom_shed_total", 'upstream="order-service"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="write"'),
       serviceTimeout: delta("orderText", "http_admission_shed_total", 'lane="write",reason="timeout"'),
@@ -688,7 +700,7 @@ function describe(p: OverloadPhase): string {
   return (
     `goodput ${fmt(p.goodput)}/s (${p.accepted} of ${p.sent}), shed ${p.shed} (p99 ${fmt(p.shedLatency.p99)} ms, ` +
     `net of the client's lateness ${fmt(p.shedLatencyNet.p99)} ms; ` +
-    `by gateway lane/gateway for want of headroom/service (of them timed out in its queue)/backlog ${p.shedBy.gateway}/${p.shedBy.edge}/${p.shedBy.service} (${p.shedBy.serviceTimeout})/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
+    `by gateway lane/gateway for want of headroom/service/backlog (of them timed out in a queue) ${p.shedBy.gateway} (${p.shedBy.gatewayTimeout})/${p.shedBy.edge}/${p.shedBy.service} (${p.shedBy.serviceTimeout})/${p.shedBy.backlog}; inside the gateway p99 ≤ ${fmt(p.gatewayShedMs.p99, 0)} ms, ` +
     `order-service 503 p99 ≤ ${fmt(p.upstreamShedMs.p99, 0)} ms; loop delay p99 client/gateway/order ` +
     `${fmt(p.loopDelayMs.client, 0)}/${fmt(p.loopDelayMs.gateway, 0)}/${fmt(p.loopDelayMs.order, 0)} ms), saga p99 ${fmt(p.saga.p99)} ms, ${p.notFinalAfter10s} not final after 10 s, ` +
     `gateway ${fmt(p.cpu.gateway ?? 0, 2)} cores, ${fmt(p.gatewayUsPerRequest, 0)} µs of its CPU a request (${p.gatewayRequests}), ` +
@@ -734,7 +746,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     p.label,
     `${fmt(p.shedLatency.p50)} / ${fmt(p.shedLatency.p99)}`,
     `${fmt(p.shedLatencyNet.p50)} / ${fmt(p.shedLatencyNet.p99)}`,
-    `${p.shedBy.serviceTimeout} of ${p.shedBy.service}`,
+    `${p.shedBy.gatewayTimeout} of ${p.shedBy.gateway} / ${p.shedBy.serviceTimeout} of ${p.shedBy.service}`,
     `≤ ${fmt(p.gatewayShedMs.p50, 0)} / ≤ ${fmt(p.gatewayShedMs.p99, 0)}`,
     `≤ ${fmt(p.upstreamShedMs.p50, 0)} / ≤ ${fmt(p.upstreamShedMs.p99, 0)}`,
     `${fmt(p.loopDelayMs.client, 0)} / ${fmt(p.loopDelayMs.gateway, 0)} / ${fmt(p.loopDelayMs.order, 0)}`,
@@ -778,7 +790,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
     "",
     "Where a shed POST spends its time: at the client, raw and net of the client's own lateness (how long " +
       "its event loop had been kept from its timers when it read the answer: the load client shares the cores); " +
-      "of the order-service's sheds, how many waited in its queue (the rest found it full); inside the gateway (its histogram, from its first " +
+      "of the gateway lane's and the order-service's sheds, how many waited in a queue (the rest were refused at once); inside the gateway (its histogram, from its first " +
       "middleware to the answer; bucket bounds); the order-service's 503s as the gateway saw them (its upstream " +
       "histogram: its pool's queue, the network, the service); the worst event-loop delay p99 in a 250 ms " +
       "window; the gateway's adaptive `orders:write` limit; the gateway's CPU during the load, in cores and per " +
@@ -789,7 +801,7 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
         "phase",
         "shed at the client ms p50/p99",
         "net of the client's lateness ms p50/p99",
-        "order-service sheds after waiting in its queue",
+        "sheds after waiting in a queue: gateway lane / order-service",
         "shed inside the gateway ms p50/p99",
         "order-service 503 at the gateway ms p50/p99",
         "event-loop delay p99 ms client / gateway / order-service",
