@@ -412,6 +412,8 @@ describe("overload: busy is not dead", () => {
     const { app } = await startGateway([users], orders, {
       ADMISSION_WRITE_IN_FLIGHT: "1",
       ADMISSION_QUEUE: "0",
+      // Warm: a gateway that has just started queues a burst instead ("a fresh start", below).
+      ADMISSION_WARMUP_MS: "0",
     });
     const post = (path: string) => app.request(path, { method: "POST", body: "{}", headers: json });
     const first = post("/orders");
@@ -425,6 +427,44 @@ describe("overload: busy is not dead", () => {
     release();
     expect((await first).status).toBe(201);
     expect(orders.received.filter((r) => r.method === "POST")).toHaveLength(1);
+  });
+});
+
+describe("overload: a fresh start", () => {
+  /** Ten new orders at once into a write lane of one place and a queue of two, the upstream holding the first. */
+  async function burstOfOrders(env: Record<string, string>) {
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST") await held;
+      return { status: 201, body: order };
+    });
+    const users = await startFakeUpstream(() => ({ status: 200, body: user }));
+    const { app } = await startGateway([users], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "1",
+      ADMISSION_QUEUE: "2",
+      ...env,
+    });
+    const posts = Array.from({ length: 10 }, () =>
+      app.request("/orders", { method: "POST", body: "{}", headers: json }),
+    );
+    await eventually(() => orders.received.length === 1);
+    release();
+    return (await Promise.all(posts)).map((r) => r.status);
+  }
+
+  it("queues a burst past its lanes' queues while it warms up, judged by the wait, not refused by the count", async () => {
+    // A gateway that has just started, in front of services that have too: its lanes start at their floor
+    // and its upstream is slow for a while; the burst waits (up to ADMISSION_WARMUP_QUEUE_MS) instead.
+    expect(await burstOfOrders({})).toEqual(Array(10).fill(201));
+  });
+
+  it("refuses what its lane's queue cannot hold once warm", async () => {
+    const statuses = await burstOfOrders({ ADMISSION_WARMUP_MS: "0" });
+    expect(statuses.filter((s) => s === 201)).toHaveLength(3);
+    expect(statuses.filter((s) => s === 503)).toHaveLength(7);
   });
 });
 
@@ -513,6 +553,7 @@ describe("overload: the adaptive limit of a lane", () => {
       ADMISSION_WRITE_IN_FLIGHT: "16",
       ADMISSION_MIN_IN_FLIGHT: "2",
       ADMISSION_QUEUE: "0",
+      ADMISSION_WARMUP_MS: "0",
       // Fast answers in the test take a few milliseconds, slow ones ten times what fast took: only those
       // are queueing.
       ADMISSION_LATENCY_TOLERANCE: "5",
@@ -579,6 +620,7 @@ describe("overload: a service refusing for want of room", () => {
       ADMISSION_WRITE_IN_FLIGHT: "16",
       ADMISSION_MIN_IN_FLIGHT: "2",
       ADMISSION_QUEUE: "0",
+      ADMISSION_WARMUP_MS: "0",
     });
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
     const limit = async () => {
