@@ -445,6 +445,10 @@ describe("overload: a fresh start", () => {
     const { app } = await startGateway([users], orders, {
       ADMISSION_WRITE_IN_FLIGHT: "1",
       ADMISSION_QUEUE: "2",
+      // Waits far longer than the test takes: only the queue's count decides.
+      ADMISSION_QUEUE_TIMEOUT_MS: "10000",
+      ADMISSION_QUEUE_INTERVAL_MS: "10000",
+      ADMISSION_WARMUP_QUEUE_MS: "10000",
       ...env,
     });
     const posts = Array.from({ length: 10 }, () =>
