@@ -7,12 +7,10 @@ import { z } from "zod";
 
 /**
  * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. For the
- * first 30 s after a start a queued request may wait up to 1 s, and a lane's queue is bounded by that wait
- * rather than a count (1,024, as the gateway's): the bench's fresh starts at half the capacity had reads and
- * orders refused on a full queue and after 100 ms in it while every process compiled its code
- * (bench/README.md, sixth round), and at 300 orders/s a fifth to two fifths of them with queues of 64 in the
- * warm-up, against 1–5% with 1,024 (session 28). After it, a queue of 16: 64 lowered the goodput at twice
- * the capacity.
+ * first 30 s after a start a queued request may wait up to 1 s, its queue bounded by that wait (see
+ * `httpEnvVars`): the bench's fresh starts at half the capacity had reads and orders refused on a full
+ * queue and after 100 ms in it while every process compiled its code (bench/README.md, sixth round). After
+ * it, a queue of 16: 64 lowered the goodput at twice the capacity.
  */
 export const SERVICE_HTTP_DEFAULTS = {
   readInFlight: 8,
@@ -20,7 +18,6 @@ export const SERVICE_HTTP_DEFAULTS = {
   queue: 16,
   warmUpMs: 30_000,
   warmUpQueueMs: 1000,
-  warmUpQueue: 1024,
 };
 
 /**

@@ -124,17 +124,8 @@ export const Env = z.object({
     .default("https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
   // A lane's bound is the most it admits; adaptive, it moves below that with its upstream's latency.
-  // After a start, as in the services: queued requests may wait up to 1 s for 30 s (bench/README.md, sixth
-  // round), and the queue is bounded by that wait rather than a count: a fresh start's lanes begin at their
-  // floor in front of services still cold (session 28).
-  ...httpEnvVars({
-    readInFlight: 64,
-    writeInFlight: 64,
-    queue: 64,
-    warmUpMs: 30_000,
-    warmUpQueueMs: 1000,
-    warmUpQueue: 1024,
-  }),
+  // After a start, as in the services: queued requests may wait up to 1 s for 30 s (bench/README.md, sixth round).
+  ...httpEnvVars({ readInFlight: 64, writeInFlight: 64, queue: 64, warmUpMs: 30_000, warmUpQueueMs: 1000 }),
   /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
   ADMISSION_ADAPTIVE: z.stringbool().default(true),
   /** The least an adaptive lane admits at once, whatever the latency: what a service itself admits (8 + 16 queued). */

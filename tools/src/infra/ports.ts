@@ -27,11 +27,10 @@ export function isPortFree(port: number): Promise<boolean> {
   });
 }
 
-/** The kernel's range of ephemeral ports: the source ports it gives outgoing connections. */
-async function ephemeralPorts(): Promise<{ low: number; high: number }> {
+/** The lowest of the kernel's ephemeral ports: the source ports it gives outgoing connections. */
+async function lowestEphemeralPort(): Promise<number> {
   const text = await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8").catch(() => "");
-  const [low, high] = text.trim().split(/\s+/).map(Number);
-  return low && high ? { low, high } : { low: 32_768, high: 60_999 };
+  return Number(text.trim().split(/\s+/)[0]) || 32_768;
 }
 
 /**
@@ -43,7 +42,7 @@ async function ephemeralPorts(): Promise<{ low: number; high: number }> {
  */
 export async function freeServerPort(avoid: ReadonlySet<number> = new Set()): Promise<number> {
   const lowest = 10_000;
-  const { low } = await ephemeralPorts();
+  const low = await lowestEphemeralPort();
   if (low - lowest < 1_000) return freePort();
   for (let tries = 0; tries < 100; tries++) {
     const port = lowest + Math.floor(Math.random() * (low - lowest));
