@@ -193,8 +193,11 @@ describe("an unexpected error in a consumer", () => {
         replayedAt: null,
       });
     }
-    expect(await metricValue(registry(), "saga_dlq_events_total", { reason: "retries exhausted" })).toBe(
-      dlqBefore + 2,
+    // Counted once its transaction committed: the row may be seen a moment before the count.
+    await waitFor(async () =>
+      expect(await metricValue(registry(), "saga_dlq_events_total", { reason: "retries exhausted" })).toBe(
+        dlqBefore + 2,
+      ),
     );
     await waitFor(async () => expect(await stuckPartitions()).toEqual([]));
     expect([await orderStatus(first), await orderStatus(second)]).toEqual(["PENDING", "PENDING"]);
