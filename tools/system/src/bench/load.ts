@@ -99,10 +99,11 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     result.failed++;
     result.failures[why] = (result.failures[why] ?? 0) + 1;
   };
-  const oneSaga = async () => {
+  /** Resolves to the seconds the server asked this client to wait before its next order (`Retry-After`), or 0. */
+  const oneSaga = async (): Promise<number> => {
     const i = n++;
     const user = opts.users[i % opts.users.length];
-    if (!user) return;
+    if (!user) return 0;
     const amount = i % 10 === 3 ? user.balance * 10 : 1 + (i % 50);
     result.sent++;
     const started = performance.now();
@@ -111,7 +112,7 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       result.postLatencies.push(performance.now() - started);
       if (created.status !== 201 || !created.order) {
         fail(String(created.status));
-        return;
+        return Number(created.retryAfter ?? 0) || 0;
       }
       result.created++;
       const { id } = created.order;
@@ -135,11 +136,12 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     } catch (err) {
       fail(errorCode(err));
     }
+    return 0;
   };
 
   const deadline = performance.now() + opts.durationS * 1000;
   if (opts.rate) {
-    const inFlight = new Set<Promise<void>>();
+    const inFlight = new Set<Promise<unknown>>();
     const interval = 1000 / opts.rate;
     const started = performance.now();
     for (let tick = 0; performance.now() < deadline; tick++) {
@@ -154,9 +156,15 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
     }
     await Promise.all(inFlight);
   } else {
+    // A closed loop's clients are refused once the system is past its bound, and wait as told before
+    // their next order, as real clients do: a client that asked again at once would measure how fast
+    // the system refuses, in CPU the sagas it accepted needed.
     await Promise.all(
       Array.from({ length: opts.concurrency ?? 64 }, async () => {
-        while (performance.now() < deadline) await oneSaga();
+        while (performance.now() < deadline) {
+          const retryAfterS = await oneSaga();
+          if (retryAfterS > 0) await sleep(Math.min(retryAfterS * 1000, deadline - performance.now()));
+        }
       }),
     );
   }
