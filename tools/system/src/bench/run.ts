@@ -281,7 +281,7 @@ async function measurePhase(
   const follow = phase.followLatencies.length > 0;
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
   // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
-  const lastDone = Math.max(phase.endedAt.getTime(), ...rows.map((r) => r.done_at.getTime()));
+  const lastDone = rows.reduce((last, r) => Math.max(last, r.done_at.getTime()), phase.endedAt.getTime());
   const busyS = (lastDone - phase.startedAt.getTime()) / 1000;
   return {
     label: phase.label,
