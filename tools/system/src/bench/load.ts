@@ -163,7 +163,8 @@ export async function runPhase(opts: PhaseOptions): Promise<PhaseResult> {
       Array.from({ length: opts.concurrency ?? 64 }, async () => {
         while (performance.now() < deadline) {
           const retryAfterS = await oneSaga();
-          if (retryAfterS > 0) await sleep(Math.min(retryAfterS * 1000, deadline - performance.now()));
+          if (retryAfterS > 0)
+            await sleep(Math.max(0, Math.min(retryAfterS * 1000, deadline - performance.now())));
         }
       }),
     );
