@@ -243,47 +243,6 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect((await next).status).toBe(201);
   });
 
-  it("ends a lane's warm-up once its queue has emptied, so the queue the warm-up let build up is not refused", async () => {
-    const { post, releaseAll: release } = heldQueue(4, 20, { warmUpMs: 1000, warmUpQueueMs: 5000 });
-    const first = post();
-    await vi.advanceTimersByTimeAsync(0);
-    const queued = settled(post());
-    // Past the warm-up's time, behind a queue that has stood since its start: it may still wait.
-    await vi.advanceTimersByTimeAsync(1010);
-    const behind = settled(post());
-    await vi.advanceTimersByTimeAsync(150);
-    expect(behind.status).toBeUndefined();
-    await release();
-    expect((await first).status).toBe(201);
-    expect(queued.status).toBe(201);
-    expect(behind.status).toBe(201);
-
-    // The queue emptied: the warm-up is over, and a request queued behind another waits only the interval.
-    const next = post();
-    await vi.advanceTimersByTimeAsync(0);
-    const late = settled(post());
-    await vi.advanceTimersByTimeAsync(150);
-    expect(late.status).toBe(503);
-    await release();
-    expect((await next).status).toBe(201);
-  });
-
-  it("ends a lane's warm-up at twice its time even if its queue never empties", async () => {
-    const { post, releaseAll: release } = heldQueue(4, 20, { warmUpMs: 1000, warmUpQueueMs: 5000 });
-    const first = post();
-    await vi.advanceTimersByTimeAsync(0);
-    const queued = settled(post());
-    await vi.advanceTimersByTimeAsync(2010);
-    // Still queued, the queue standing for two seconds: a new request waits the standing queue's 20 ms.
-    const late = settled(post());
-    await vi.advanceTimersByTimeAsync(30);
-    expect(late.status).toBe(503);
-    expect(queued.status).toBeUndefined();
-    await release();
-    expect((await first).status).toBe(201);
-    expect(queued.status).toBe(201);
-  });
-
   it("lets a lane's queue hold more during the warm-up, and only then", async () => {
     const { post, releaseAll: release } = heldQueue(1, 20, { warmUpMs: 1000, warmUpMaxQueue: 3 });
     const first = post();

@@ -32,11 +32,10 @@ export type AdmissionOptions = {
    */
   queueIntervalMs?: number;
   /**
-   * For this long after the app is made, and then until a lane's queue is first empty (twice this at
-   * most), a queued request may wait `warmUpQueueMs`, burst or standing, and the lane's queue may hold
-   * `warmUpMaxQueue`: a process that has just started runs its code for the first times (compiling it),
-   * its database's caches are cold, and its queue stands for that, not for overload; a refusal then would
-   * be a failure the client did not cause. A full queue still sheds at once. 0 by default.
+   * For this long after the app is made, a queued request may wait `warmUpQueueMs`, burst or standing, and
+   * a lane's queue may hold `warmUpMaxQueue`: a process that has just started runs its code for the first
+   * times (compiling it), its database's caches are cold, and its queue stands for that, not for overload;
+   * a refusal then would be a failure the client did not cause. A full queue still sheds at once. 0 by default.
    */
   warmUpMs?: number;
   /** During the warm-up, how long any queued request may wait (never less than outside it); `queueIntervalMs` by default. */
@@ -96,8 +95,6 @@ export type ShedReason = "full" | "timeout";
 /** A bounded number of places and a bounded FIFO queue in front of them. */
 class Lane {
   inFlight = 0;
-  /** Past its warm-up: ordinary waits and queue from here on. */
-  warm = false;
   readonly queue: Waiter[] = [];
   /** Since when the queue has held a request without a break (`performance.now()`); undefined when empty. */
   private queuedSince: number | undefined;
@@ -194,16 +191,8 @@ class Lane {
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
-  const warmUpMs = opts.warmUpMs ?? 0;
-  const warmUntil = performance.now() + warmUpMs;
-  // A lane's warm-up ends with the first request after `warmUpMs` that finds its queue empty, at the latest
-  // at twice that. Ended by the clock alone, it left a queue built under the warm-up's long waits in front
-  // of requests that could then wait only a standing queue's short timeout, and they were refused at half
-  // the capacity (bench/README.md, session 29). The clock is read only until then.
-  const warmedUp = (lane: Lane) => {
-    const now = performance.now();
-    return now >= warmUntil && (lane.queue.length === 0 || now >= warmUntil + warmUpMs);
-  };
+  const warmUntil = performance.now() + (opts.warmUpMs ?? 0);
+  let warm = (opts.warmUpMs ?? 0) <= 0;
   // During the warm-up a standing queue waits as a burst does, both never less than outside it.
   const warmUpIntervalMs = Math.max(opts.warmUpQueueMs ?? 0, queueIntervalMs);
   const warmUpTimeoutMs = Math.max(warmUpIntervalMs, queueTimeoutMs);
@@ -234,8 +223,9 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const which = laneOf(c);
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
-    if (!lane.warm) lane.warm = warmedUp(lane);
-    const admitted = lane.warm
+    // The clock is read only until the warm-up is over.
+    if (!warm) warm = performance.now() >= warmUntil;
+    const admitted = warm
       ? lane.acquire(queueTimeoutMs, queueIntervalMs)
       : lane.acquire(warmUpTimeoutMs, warmUpIntervalMs, Math.max(lane.limits.maxQueue, warmUpMaxQueue));
     if (admitted === "full") throw shed(c, lane, admitted);

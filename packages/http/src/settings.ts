@@ -32,12 +32,11 @@ export function httpEnvVars(defaults: {
     ADMISSION_QUEUE_INTERVAL_MS: count.default(100),
     /**
      * For this long after a start (a process stalls for its first compilations and cold caches, not for
-     * overload), and then until a lane's queue is empty (twice this at most), any queued request may wait
-     * ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait per lane; neither is ever less than
-     * outside the warm-up. The queue is bounded by that wait rather than a count (1,024 by default): a
-     * fresh start's lanes begin at their floor in front of processes still cold, and at 300 orders/s
-     * queues of 64 refused a tenth to a seventh of them at the gateway against under 5% with 1,024
-     * (bench/README.md, session 28).
+     * overload), any queued request may wait ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait
+     * per lane; neither is ever less than outside the warm-up. The queue is bounded by that wait rather
+     * than a count (1,024 by default): a fresh start's lanes begin at their floor in front of processes
+     * still cold, and at 300 orders/s queues of 64 refused a tenth to a seventh of them at the gateway
+     * against under 5% with 1,024 (bench/README.md, session 28).
      */
     ADMISSION_WARMUP_MS: zeroOrMore.default(defaults.warmUpMs ?? 0),
     ADMISSION_WARMUP_QUEUE_MS: zeroOrMore.default(defaults.warmUpQueueMs ?? 0),
