@@ -2,14 +2,18 @@
  * The gateway's CPU per request, alone: a gateway bundle (`dist/bin/gateway.mjs`, or another build to
  * compare) in front of a stub upstream, 32 clients in this process, the gateway's CPU read from /proc.
  *
- *   node tools/system/src/bench/gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second]
+ *   node tools/system/src/bench/gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second] [warm-up]
  *
  * `shed`: POST /orders refused by the `orders:write` lane (the stub never answers the 8 it admits);
  * `get`: a user's GET /orders/:id, forwarded and authorized on the answer; `post`: POST /orders, forwarded.
  * With a rate, the measured requests go one at a time at that rate instead of from 32 clients at once:
  * what a request costs a gateway that sleeps between requests, as at the bench's 100 sagas/s (the
- * warm-up still runs at full speed). Run two builds alternately, several times each, and compare
- * medians: the host's load moves the figures.
+ * warm-up still runs at full speed: `requests / 4` of them, or `warm-up`; V8 optimizes a function with
+ * TurboFan after 3,000 calls, so a paced run needs a warm-up of thousands). Run two builds alternately,
+ * several times each, and compare medians: the host's load moves the figures.
+ *
+ * Instead of a bundle, any executable that serves `PORT` in front of `ORDER_SERVICE_URL` (checking the
+ * bearer token with `AUTH_SECRET`): `hop-floor/` holds the floor of a hop in Node, Go and nginx.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -19,7 +23,7 @@ import { mintToken } from "@saga/gateway";
 import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import { Agent, request } from "undici";
 
-const [bundle, mode = "get", total = "10000", perSecond] = process.argv.slice(2);
+const [bundle, mode = "get", total = "10000", perSecond, warmTotal] = process.argv.slice(2);
 const rate = perSecond === undefined ? undefined : Number(perSecond);
 if (!bundle || !["shed", "get", "post"].includes(mode) || (rate !== undefined && !(rate > 0))) {
   console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second]");
@@ -58,7 +62,11 @@ const upstream = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
 const port = 20_000 + Math.floor(Math.random() * 10_000);
 const lots = "1000000000";
 // SAGA_NODE_FLAGS reach the gateway, as they reach every process of a run (`--cpu-prof` to profile it).
-const gateway: ChildProcess = spawn(process.execPath, [...nodeFlags(), bundle], {
+// A bundle or script runs on this Node; any other executable (another proxy: hop-floor/) runs itself.
+const [command, args] = /\.([cm]?js|ts)$/.test(bundle)
+  ? [process.execPath, [...nodeFlags(), bundle]]
+  : [bundle, []];
+const gateway: ChildProcess = spawn(command, args, {
   env: {
     ...process.env,
     PORT: String(port),
@@ -132,7 +140,7 @@ if (mode === "shed") {
   for (let i = 0; i < 8; i++) void send().catch(() => {});
   await new Promise((r) => setTimeout(r, 300));
 }
-await run(requests / 4); // warm: V8 compiles the path
+await run(warmTotal === undefined ? requests / 4 : Number(warmTotal)); // warm: V8 compiles the path
 const before = await gatewayCpu();
 const started = performance.now();
 const statuses = await run(requests, rate);

@@ -1,0 +1,3 @@
+module hopfloor
+
+go 1.22
