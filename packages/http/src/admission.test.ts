@@ -232,8 +232,8 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect((await first).status).toBe(201);
     expect(warm.status).toBe(201);
 
-    // Past the warm-up, a burst waits the interval again.
-    await vi.advanceTimersByTimeAsync(1000);
+    // Past the warm-up and its easing (as long again), a burst waits the interval again.
+    await vi.advanceTimersByTimeAsync(2000);
     const next = post();
     await vi.advanceTimersByTimeAsync(0);
     const late = settled(post());
@@ -241,6 +241,23 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect(late.status).toBe(503);
     await release();
     expect((await next).status).toBe(201);
+  });
+
+  it("eases the warm-up's wait down to the lane's own over as long again as the warm-up", async () => {
+    // A warm-up of 1 s allowing 500 ms, then a burst's interval of 100 ms: halfway through the easing
+    // (1.5 s after the start) a queued request may wait 300 ms.
+    const { post, releaseAll: release } = heldQueue(4, 20, { warmUpMs: 1000, warmUpQueueMs: 500 });
+    await vi.advanceTimersByTimeAsync(1500);
+    const first = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const easing = settled(post());
+    await vi.advanceTimersByTimeAsync(250);
+    // Past the lane's own 100 ms and before the eased 300: still queued.
+    expect(easing.status).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(easing.status).toBe(503);
+    await release();
+    expect((await first).status).toBe(201);
   });
 
   it("lets a lane's queue hold more during the warm-up, and only then", async () => {
@@ -254,11 +271,11 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect((await first).status).toBe(201);
     expect((await Promise.all(queued)).map((r) => r.status)).toEqual([201, 201, 201]);
 
-    await vi.advanceTimersByTimeAsync(1000);
+    await vi.advanceTimersByTimeAsync(2000);
     const next = post();
     await vi.advanceTimersByTimeAsync(0);
     const one = post();
-    // Past the warm-up, the lane's own queue of one.
+    // Past the warm-up and its easing, the lane's own queue of one.
     expect((await post()).status).toBe(503);
     await release();
     expect((await next).status).toBe(201);

@@ -36,6 +36,9 @@ export type AdmissionOptions = {
    * a lane's queue may hold `warmUpMaxQueue`: a process that has just started runs its code for the first
    * times (compiling it), its database's caches are cold, and its queue stands for that, not for overload;
    * a refusal then would be a failure the client did not cause. A full queue still sheds at once. 0 by default.
+   * Then, for as long again, both ease down to the lane's own in a straight line (a slow start, as Envoy's
+   * for a new host): V8 optimizes a function only after thousands of calls, so a process is still warming
+   * when the warm-up ends, and a cliff there refused the requests of the seconds after it.
    */
   warmUpMs?: number;
   /** During the warm-up, how long any queued request may wait (never less than outside it); `queueIntervalMs` by default. */
@@ -191,12 +194,20 @@ class Lane {
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
-  const warmUntil = performance.now() + (opts.warmUpMs ?? 0);
-  let warm = (opts.warmUpMs ?? 0) <= 0;
+  const warmUpMs = opts.warmUpMs ?? 0;
+  const madeAt = performance.now();
+  let warm = warmUpMs <= 0;
   // During the warm-up a standing queue waits as a burst does, both never less than outside it.
   const warmUpIntervalMs = Math.max(opts.warmUpQueueMs ?? 0, queueIntervalMs);
   const warmUpTimeoutMs = Math.max(warmUpIntervalMs, queueTimeoutMs);
   const warmUpMaxQueue = opts.warmUpMaxQueue ?? 0;
+  /** How much of the warm-up's allowance is left: 1 during it, down to 0 over as long again after it. */
+  const warmth = () => {
+    const past = performance.now() - madeAt - warmUpMs;
+    if (past >= warmUpMs) warm = true;
+    return past <= 0 ? 1 : Math.max(0, 1 - past / warmUpMs);
+  };
+  const ease = (from: number, to: number, left: number) => to + (from - to) * left;
   const lanes = new Map<string, Lane>();
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
@@ -223,11 +234,16 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const which = laneOf(c);
     if (!which) return next();
     const lane = laneFor(which.kind, which.key ?? which.kind);
-    // The clock is read only until the warm-up is over.
-    if (!warm) warm = performance.now() >= warmUntil;
-    const admitted = warm
-      ? lane.acquire(queueTimeoutMs, queueIntervalMs)
-      : lane.acquire(warmUpTimeoutMs, warmUpIntervalMs, Math.max(lane.limits.maxQueue, warmUpMaxQueue));
+    // The clock is read only until the warm-up and its easing are over.
+    const left = warm ? 0 : warmth();
+    const admitted =
+      left === 0
+        ? lane.acquire(queueTimeoutMs, queueIntervalMs)
+        : lane.acquire(
+            ease(warmUpTimeoutMs, queueTimeoutMs, left),
+            ease(warmUpIntervalMs, queueIntervalMs, left),
+            Math.round(ease(Math.max(lane.limits.maxQueue, warmUpMaxQueue), lane.limits.maxQueue, left)),
+          );
     if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
       metrics.admissionQueued.inc({ lane: lane.name });

@@ -33,7 +33,8 @@ export function httpEnvVars(defaults: {
     /**
      * For this long after a start (a process stalls for its first compilations and cold caches, not for
      * overload), any queued request may wait ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait
-     * per lane; neither is ever less than outside the warm-up. The queue is bounded by that wait rather
+     * per lane; neither is ever less than outside the warm-up, and both ease down to the lane's own over as
+     * long again after it (admission.ts, `warmUpMs`). The queue is bounded by that wait rather
      * than a count (1,024 by default): a fresh start's lanes begin at their floor in front of processes
      * still cold, and at 300 orders/s queues of 64 refused a tenth to a seventh of them at the gateway
      * against under 5% with 1,024 (bench/README.md, session 28).

@@ -73,10 +73,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * How long after a start the processes treat queues and the saga backlog as warming up
- * (`ADMISSION_WARMUP_MS`, `SAGA_BACKLOG_WARMUP_MIN_MS`): the overload phases, which measure a warm system,
- * begin after it.
+ * (`ADMISSION_WARMUP_MS` and its easing, as long again; `SAGA_BACKLOG_WARMUP_MIN_MS`): the overload
+ * phases, which measure a warm system, begin after it.
  */
-const PROCESS_WARMUP_MS = 30_000;
+const PROCESS_WARMUP_MS = 60_000;
 
 /**
  * The warm-up's load (warm-up.ts): a rate the phases reach, in windows long enough that the broker's
