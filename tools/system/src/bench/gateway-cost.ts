@@ -12,7 +12,7 @@
  * TurboFan after 3,000 calls, so a paced run needs a warm-up of thousands). Run two builds alternately,
  * several times each, and compare medians: the host's load moves the figures.
  *
- * Instead of a bundle, any executable that serves `PORT` in front of `ORDER_SERVICE_URL` (checking the
+ * Instead of a bundle, any executable that serves `PORT` in front of `ORDER_SERVICE_URL` (and may check the
  * bearer token with `AUTH_SECRET`): `hop-floor/` holds the floor of a hop in Node, Go and nginx.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -26,7 +26,7 @@ import { Agent, request } from "undici";
 const [bundle, mode = "get", total = "10000", perSecond, warmTotal] = process.argv.slice(2);
 const rate = perSecond === undefined ? undefined : Number(perSecond);
 if (!bundle || !["shed", "get", "post"].includes(mode) || (rate !== undefined && !(rate > 0))) {
-  console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second]");
+  console.error("usage: gateway-cost.ts <gateway.mjs> shed|get|post [requests] [per second] [warm-up]");
   process.exit(2);
 }
 const requests = Number(total);
