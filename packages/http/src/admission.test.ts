@@ -260,6 +260,19 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
     expect((await first).status).toBe(201);
   });
 
+  it("eases the warm-up's queue length down to the lane's own as well", async () => {
+    // A queue of one, five during the warm-up: halfway through the easing it holds three.
+    const { post, releaseAll: release } = heldQueue(1, 20, { warmUpMs: 1000, warmUpMaxQueue: 5 });
+    await vi.advanceTimersByTimeAsync(1500);
+    const first = post();
+    await vi.advanceTimersByTimeAsync(0);
+    const queued = [post(), post(), post()];
+    expect((await post()).status).toBe(503);
+    await release();
+    expect((await first).status).toBe(201);
+    expect((await Promise.all(queued)).map((r) => r.status)).toEqual([201, 201, 201]);
+  });
+
   it("lets a lane's queue hold more during the warm-up, and only then", async () => {
     const { post, releaseAll: release } = heldQueue(1, 20, { warmUpMs: 1000, warmUpMaxQueue: 3 });
     const first = post();
