@@ -1,3 +1,4 @@
+import { execFileSync, spawn } from "node:child_process";
 import type { Server } from "node:http";
 import { connect } from "node:net";
 import { Readable } from "node:stream";
@@ -78,7 +79,7 @@ async function start(logged: string[] = []) {
       body: (await res.body.json()) as Record<string, unknown>,
     };
   };
-  return { port, post, connections };
+  return { port, post, connections, server };
 }
 
 async function* chunks(count: number, size: number) {
@@ -185,5 +186,44 @@ describe("slow clients", () => {
     await new Promise((r) => setTimeout(r, 700));
     expect((await post("/echo", "b")).status).toBe(200);
     expect(connections).toHaveLength(1);
+  });
+});
+
+describe("a burst of new connections while the event loop is busy", () => {
+  it("waits in the kernel's accept queues, 600 of them, and the loop's next turn accepts many, not one", async () => {
+    const { port, server } = await start();
+    let accepted = 0;
+    server.on("connection", () => accepted++);
+    // How many the turn that accepts the first one accepts: its check phase runs after all of its I/O.
+    const firstTurn = new Promise<number>((resolve) =>
+      server.once("connection", () => setImmediate(() => resolve(accepted))),
+    );
+    // Another process connects while this one's loop is blocked (nothing is accepted meanwhile). Past a
+    // full queue (Node's default holds 511) a SYN is dropped, and its client waits a second to send it again.
+    const connecting = spawn(process.execPath, [
+      "-e",
+      `const net = require("node:net");
+       for (let i = 0; i < 600; i++) net.connect(${port}, "127.0.0.1").on("error", () => {});
+       setTimeout(() => {}, 60_000);`,
+    ]);
+    try {
+      let queued = 0;
+      const deadline = Date.now() + 20_000;
+      // Synchronous on purpose: the loop never turns, so the queues only fill.
+      while (queued < 600 && Date.now() < deadline) {
+        // A listening socket's Recv-Q: connections established by the kernel, not yet accepted.
+        queued = execFileSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" })
+          .trim()
+          .split("\n")
+          .reduce((sum, line) => sum + Number(line.trim().split(/\s+/)[1]), 0);
+        if (queued < 600) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      }
+      expect(queued).toBe(600);
+      // One turn: Node accepts one connection per listening socket per turn, and a busy loop turns every
+      // 50-100 ms; with one socket, the 600 would take a minute to let in.
+      expect(await firstTurn).toBeGreaterThanOrEqual(8);
+    } finally {
+      connecting.kill("SIGKILL");
+    }
   });
 });

@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { type AddressInfo, createServer as createListener, type Server as Listener } from "node:net";
 import type { Duplex } from "node:stream";
-import { serve } from "@hono/node-server";
+import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ServerLimits } from "./settings.ts";
@@ -8,6 +9,22 @@ import type { ServerLimits } from "./settings.ts";
 // Kubernetes and our own tests give a process 5 s between SIGTERM and SIGKILL.
 const SHUTDOWN_DEADLINE_MS = 4500;
 const HTTP_DRAIN_MS = 2000;
+/**
+ * Connections the kernel holds for a listening socket until the process accepts them. Past it, a new
+ * connection's SYN is dropped and its client sends it again a second later (then 3, then 7): a stall,
+ * not an answer. Node's default is 511; the kernel caps it at net.core.somaxconn (4,096 since Linux 5.4).
+ */
+const LISTEN_BACKLOG = 4096;
+
+/**
+ * Listening sockets on the port, sharing it (SO_REUSEPORT), all feeding the one HTTP server. Node accepts
+ * one connection per listening socket per turn of its event loop (libuv since libuv/libuv#3696), and a
+ * loop busy with requests turns every 50–100 ms: with a single socket, the gateway under overload let new
+ * clients in at about a dozen a second, and a burst of them waited seconds in the accept queue. The
+ * kernel spreads new connections over the sockets, and each turn accepts one from each. Linux only
+ * (elsewhere `reusePort` does not spread connections, or is refused).
+ */
+const ACCEPT_SOCKETS = process.platform === "linux" ? 16 : 1;
 
 /**
  * Listens with the app on `port` (0: a free one), with the limits against slow and oversized clients
@@ -24,24 +41,42 @@ export function listen(
   onListening: (port: number) => void = () => {},
 ): Server {
   const { app, port, hostname, limits } = opts;
-  const server = serve(
-    {
-      fetch: app.fetch,
-      port,
-      ...(hostname === undefined ? {} : { hostname }),
-      serverOptions: limits && {
-        // A head over this gets Node's 431 and a closed connection.
-        maxHeaderSize: limits.maxHeaderBytes,
-        // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
-        // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
-        headersTimeout: limits.headersTimeoutMs,
-        requestTimeout: limits.requestTimeoutMs,
-        // How often those two are checked (Node's default is 30 s).
-        connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-      },
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    ...(hostname === undefined ? {} : { hostname }),
+    serverOptions: limits && {
+      // A head over this gets Node's 431 and a closed connection.
+      maxHeaderSize: limits.maxHeaderBytes,
+      // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
+      // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How often those two are checked (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
     },
-    (info) => onListening(info.port),
-  ) as Server;
+  }) as Server;
+  const reusePort = ACCEPT_SOCKETS > 1;
+  const acceptors: Listener[] = [];
+  server.listen({ port, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
+    const bound = (server.address() as AddressInfo).port;
+    let listening = 1;
+    for (let i = 1; i < ACCEPT_SOCKETS; i++) {
+      // Without Nagle's algorithm, as the HTTP server's own socket accepts.
+      const acceptor = createListener({ noDelay: true }, (socket) => server.emit("connection", socket));
+      acceptor.on("error", (err) => server.emit("error", err));
+      acceptors.push(acceptor);
+      acceptor.listen({ port: bound, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
+        if (++listening === ACCEPT_SOCKETS) onListening(bound);
+      });
+    }
+    if (ACCEPT_SOCKETS === 1) onListening(bound);
+  });
+  // Closing the server stops every socket of the port from accepting.
+  const close = server.close.bind(server);
+  server.close = (callback?: (err?: Error) => void) => {
+    for (const acceptor of acceptors) acceptor.close();
+    return close(callback);
+  };
   server.on("clientError", answerClientError);
   // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
   // send on a connection the server is closing at that very moment.
