@@ -227,3 +227,18 @@ describe("a burst of new connections while the event loop is busy", () => {
     }
   });
 });
+
+describe("a port already listened on", () => {
+  it("is refused with EADDRINUSE, although the process's own sockets share it", async () => {
+    const { port } = await start();
+    const app = createBaseApp({
+      logger: createLogger("test", "silent"),
+      metrics: createMetrics("test", "t2"),
+      ready: async () => {},
+    });
+    const second = listen({ app, port });
+    const err = await new Promise<NodeJS.ErrnoException>((resolve) => second.once("error", resolve));
+    expect(err.code).toBe("EADDRINUSE");
+    second.close();
+  });
+});

@@ -57,20 +57,29 @@ export function listen(
   }) as Server;
   const reusePort = ACCEPT_SOCKETS > 1;
   const acceptors: Listener[] = [];
-  server.listen({ port, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
-    const bound = (server.address() as AddressInfo).port;
-    let listening = 1;
-    for (let i = 1; i < ACCEPT_SOCKETS; i++) {
-      // Without Nagle's algorithm, as the HTTP server's own socket accepts.
-      const acceptor = createListener({ noDelay: true }, (socket) => server.emit("connection", socket));
-      acceptor.on("error", (err) => server.emit("error", err));
-      acceptors.push(acceptor);
-      acceptor.listen({ port: bound, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
-        if (++listening === ACCEPT_SOCKETS) onListening(bound);
-      });
-    }
-    if (ACCEPT_SOCKETS === 1) onListening(bound);
-  });
+  const bindAll = () =>
+    server.listen({ port, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
+      const bound = (server.address() as AddressInfo).port;
+      let listening = 1;
+      for (let i = 1; i < ACCEPT_SOCKETS; i++) {
+        // Without Nagle's algorithm, as the HTTP server's own socket accepts.
+        const acceptor = createListener({ noDelay: true }, (socket) => server.emit("connection", socket));
+        acceptor.on("error", (err) => server.emit("error", err));
+        acceptors.push(acceptor);
+        acceptor.listen({ port: bound, host: hostname, backlog: LISTEN_BACKLOG, reusePort }, () => {
+          if (++listening === ACCEPT_SOCKETS) onListening(bound);
+        });
+      }
+      if (ACCEPT_SOCKETS === 1) onListening(bound);
+    });
+  if (reusePort && port !== 0) {
+    // SO_REUSEPORT would also let another process of the same user (an instance left running) bind the port
+    // and take part of its connections unnoticed: the port is first bound alone, which fails with
+    // EADDRINUSE while anything holds it, as a plain listen does.
+    const probe = createListener();
+    probe.once("error", (err) => server.emit("error", err));
+    probe.listen({ port, host: hostname }, () => probe.close(bindAll));
+  } else bindAll();
   // Closing the server stops every socket of the port from accepting.
   const close = server.close.bind(server);
   server.close = (callback?: (err?: Error) => void) => {
