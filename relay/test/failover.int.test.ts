@@ -1,7 +1,7 @@
 import { TOPICS } from "@saga/contracts";
 import { kafkaBrokers } from "@saga/tools/test/harness";
 import type postgres from "postgres";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { RELAY_LOCK } from "../src/lease.ts";
 import {
   allPublished,
@@ -30,7 +30,28 @@ const isActive = async (relay: RelayProcess) =>
 const published = async (relay: RelayProcess) =>
   metricValue(await relay.metrics(), "saga_relay_rows_published_total", { outbox: "order" }) ?? 0;
 
-/** Two relay processes on the test's outbox; resolves once exactly one of them owns it. */
+/**
+ * Waits for the standby to take over from a frozen owner. On a timeout the error says who holds the lock
+ * and in what state its session is, with the tail of each relay's log: what a flaky CI run needs.
+ */
+async function standbyTakesOver(sql: postgres.Sql, owner: RelayProcess, standby: RelayProcess) {
+  try {
+    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+  } catch (err) {
+    const sessions = await sql`
+      select a.application_name, a.state, a.backend_start, a.state_change, a.wait_event, l.granted, now() as now
+      from pg_stat_activity a left join pg_locks l on l.pid = a.pid and l.locktype = 'advisory'
+        and l.classid = ${RELAY_LOCK[0]} and l.objid = ${RELAY_LOCK[1]}
+      where a.datname = current_database() and a.application_name like 'relay/%'`.catch((e) => e);
+    const tail = (r: RelayProcess) => r.output().split("\n").slice(-15).join("\n");
+    throw new Error(
+      `${(err as Error).message}\nsessions: ${JSON.stringify(sessions, null, 1)}\n` +
+        `frozen owner logged:\n${tail(owner)}\nstandby logged:\n${tail(standby)}`,
+      { cause: err },
+    );
+  }
+}
+
 /** A fresh outbox and topic prefix, and two relays on them with `env` besides. */
 async function pairOnFreshOutbox(env: Record<string, string>, server?: string) {
   const { url, sql } = await freshOutbox("order", server);
@@ -44,6 +65,7 @@ async function pairOnFreshOutbox(env: Record<string, string>, server?: string) {
   return { sql, prefix, ...pair };
 }
 
+/** Two relay processes on the test's outbox; resolves once exactly one of them owns it. */
 async function startPair(env: Record<string, string>) {
   const relays = [spawnRelay({ ...env, RELAY_ID: "a" }), spawnRelay({ ...env, RELAY_ID: "b" })];
   const owner = await eventually("one relay to own the outbox", async () => {
@@ -73,6 +95,13 @@ function startWriter(sql: postgres.Sql) {
       await new Promise((r) => setTimeout(r, 5));
     }
   })();
+  // A test that failed midway never calls stop(): end the writes before its pool ends (hooks run last
+  // registered first), or they would fail unhandled after the test.
+  const settled = done.catch(() => {});
+  onTestFinished(async () => {
+    writing = false;
+    await settled;
+  });
   return {
     async stop(atLeast = 0): Promise<TestRow[]> {
       while (written.length < atLeast) await new Promise((r) => setTimeout(r, 20));
@@ -118,7 +147,7 @@ describe("two relays on one outbox", () => {
     // Frozen, it can neither publish nor answer its heartbeat: the server ends its lock session after
     // idle_session_timeout (10 s), which releases the lock, and the standby takes over.
     owner.child.kill("SIGSTOP");
-    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+    await standbyTakesOver(sql, owner, standby);
     owner.child.kill("SIGCONT");
     await eventually("the old owner to stand down", async () => !(await isActive(owner)), 10_000, 100);
     const before = await published(owner);
@@ -174,7 +203,7 @@ describe("two relays on one outbox", () => {
     });
     // The server ends its lock session after idle_session_timeout (10 s); the standby takes over and
     // publishes them.
-    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+    await standbyTakesOver(sql, owner, standby);
     await allPublished(sql);
 
     owner.child.kill("SIGCONT");
