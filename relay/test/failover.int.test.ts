@@ -35,8 +35,12 @@ const published = async (relay: RelayProcess) =>
  * and in what state its session is, with the tail of each relay's log: what a flaky CI run needs.
  */
 async function standbyTakesOver(sql: postgres.Sql, owner: RelayProcess, standby: RelayProcess) {
+  const frozenAt = Date.now();
   try {
-    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 30_000, 200);
+    // About 10 s (the server's idle_session_timeout) plus a try of the standby's; once over 30 s in a CI
+    // run with every package's tests at once, so the bound is generous and a timeout says why.
+    await eventually("the standby to take over from the frozen owner", () => isActive(standby), 60_000, 200);
+    console.log(`takeover from the frozen owner after ${Date.now() - frozenAt} ms`);
   } catch (err) {
     const sessions = await sql`
       select a.application_name, a.state, a.backend_start, a.state_change, a.wait_event, l.granted, now() as now
@@ -157,7 +161,7 @@ describe("two relays on one outbox", () => {
     const written = await writer.stop();
     await allPublished(sql);
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
-  });
+  }, 150_000);
 
   it("an owner frozen with streamed rows in its socket sends none of them when it wakes (cdc)", async () => {
     const { sql, prefix, owner, standby } = await pairOnFreshOutbox(
@@ -214,5 +218,5 @@ describe("two relays on one outbox", () => {
       publishedBeforeFreeze,
     );
     expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "copies on Kafka").toBe(0);
-  });
+  }, 150_000);
 });
