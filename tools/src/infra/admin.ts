@@ -1,4 +1,4 @@
-import { Kafka, logLevel } from "kafkajs";
+import { Admin } from "@platformatic/kafka";
 import pg from "pg";
 
 /** The URL of database `name` on the server of `postgresUrl`. */
@@ -66,30 +66,41 @@ export async function createTopics(
   topics: readonly string[],
   partitions = 6,
 ): Promise<void> {
-  const admin = new Kafka({ clientId: "saga-tools", brokers, logLevel: logLevel.WARN }).admin();
-  await admin.connect();
+  // The system's default client (kafkajs's request queue sets negative timeouts, which Node 24 warns of).
+  const admin = new Admin({
+    clientId: "saga-tools",
+    bootstrapBrokers: brokers,
+    retries: 10,
+    retryDelay: 200,
+  });
+  admin.on("error", () => {}); // what fails reaches the caller through the calls below
   try {
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((topic) => !existing.has(topic));
     if (missing.length === 0) return;
-    // Not kafkajs's waitForLeaders: it gives up when a busy KRaft broker still answers
-    // UNKNOWN_TOPIC_OR_PARTITION for a topic it has just created (the same wait as @saga/kafka's).
-    await admin.createTopics({
-      topics: missing.map((topic) => ({ topic, numPartitions: partitions })),
-      waitForLeaders: false,
-    });
+    // A failure may be another process creating them meanwhile, or a request that timed out on a busy
+    // controller whose creation still completes: fine, as long as they have leaders within the wait (a busy
+    // KRaft broker still answers UNKNOWN_TOPIC_OR_PARTITION for a while after creating them).
+    const failed = await admin.createTopics({ topics: missing, partitions }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     for (let attempt = 0; ; attempt++) {
       const ready = await admin
-        .fetchTopicMetadata({ topics: missing })
+        .metadata({ topics: missing, forceUpdate: true })
         .then(({ topics: found }) =>
-          found.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)),
+          missing.every((name) => {
+            const t = found.get(name);
+            return t !== undefined && t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0);
+          }),
         )
         .catch(() => false);
       if (ready) return;
-      if (attempt === 300) throw new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
+      if (attempt === 300)
+        throw failed ?? new Error(`topics without leaders after 30 s: ${missing.join(", ")}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   } finally {
-    await admin.disconnect();
+    await admin.close().catch(() => {});
   }
 }

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { cp, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
-import { Kafka, logLevel } from "kafkajs";
+import { Admin } from "@platformatic/kafka";
 import { cacheDir, repoRoot } from "./paths.ts";
 import { freePort } from "./ports.ts";
 import { supervise, tail } from "./supervise.ts";
@@ -337,30 +337,29 @@ async function waitUntilReady(
 ): Promise<void> {
   let gone: number | null | undefined;
   void exited.then((code) => (gone = code));
-  const admin = new Kafka({
-    clientId: "infra-probe",
-    brokers,
-    logLevel: logLevel.NOTHING,
-    connectionTimeout: 1000,
-    retry: { retries: 0 },
-  }).admin();
   const deadline = Date.now() + 90_000;
-  try {
-    for (;;) {
-      if (gone !== undefined)
-        throw new Error(`kafka exited with code ${gone} while starting:\n${await tail(logFile)}`);
-      try {
-        await admin.connect();
-        const cluster = await admin.describeCluster();
-        if (cluster.brokers.length > 0) return;
-      } catch (err) {
-        if (Date.now() > deadline)
-          throw new Error(`kafka did not answer in 90s:\n${await tail(logFile)}`, { cause: err });
-      }
-      await admin.disconnect().catch(() => {});
-      await new Promise((r) => setTimeout(r, 200));
+  for (;;) {
+    if (gone !== undefined)
+      throw new Error(`kafka exited with code ${gone} while starting:\n${await tail(logFile)}`);
+    // A client per try: one that failed to connect is not reused. The system's default client (kafkajs's
+    // request queue sets negative timeouts, which Node 24 warns of).
+    const admin = new Admin({
+      clientId: "infra-probe",
+      bootstrapBrokers: brokers,
+      connectTimeout: 1000,
+      requestTimeout: 2000,
+      retries: 0,
+    });
+    admin.on("error", () => {});
+    try {
+      const { brokers: found } = await admin.metadata({ topics: [], forceUpdate: true });
+      if (found.size > 0) return;
+    } catch (err) {
+      if (Date.now() > deadline)
+        throw new Error(`kafka did not answer in 90s:\n${await tail(logFile)}`, { cause: err });
+    } finally {
+      await admin.close().catch(() => {});
     }
-  } finally {
-    await admin.disconnect().catch(() => {});
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
