@@ -67,6 +67,11 @@ export type OverloadPhase = {
     serviceTimeout: number;
     backlog: number;
   };
+  /**
+   * Each process's cores, second by second, over the phase's first `CPU_TIMELINE_S` seconds: what a fresh
+   * start's processes spend while some of its POSTs wait past the warm-up's queue.
+   */
+  cpuTimeline: { second: number; cores: Record<string, number> }[];
   /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
   shedTimeline: {
     second: number;
@@ -197,6 +202,44 @@ function timeline(
     } else out.push({ second, ...d, sagas: b.sagas, bound: b.bound });
   }
   return out;
+}
+
+/** Seconds of a phase's start whose CPU is sampled second by second. */
+const CPU_TIMELINE_S = 20;
+
+/**
+ * Each process's cores in each of the next `seconds` seconds (from /proc, the process and its children; the
+ * bench's own process alone), until `stop()`.
+ */
+function sampleCpu(pids: Record<string, number>, seconds: number) {
+  let stopped = false;
+  // A reading of every process's /proc takes tens of milliseconds on busy cores: it is dated at its middle.
+  const read = async () => {
+    const before = performance.now();
+    const cpu = await cpuSeconds(pids, ["bench client"]);
+    return { at: (before + performance.now()) / 2, cpu };
+  };
+  const done = (async () => {
+    const out: OverloadPhase["cpuTimeline"] = [];
+    let last = await read();
+    for (let second = 1; second <= seconds && !stopped; second++) {
+      await sleep(Math.max(0, last.at + 1000 - performance.now()));
+      const now = await read();
+      const wallS = (now.at - last.at) / 1000;
+      const cores = Object.fromEntries(
+        Object.entries(now.cpu).map(([name, s]) => [name, Math.max(0, s - (last.cpu[name] ?? s)) / wallS]),
+      );
+      out.push({ second, cores });
+      last = now;
+    }
+    return out;
+  })();
+  return {
+    seconds: done,
+    stop: () => {
+      stopped = true;
+    },
+  };
 }
 
 type Counters = {
@@ -338,6 +381,7 @@ async function openLoop(opts: {
     backlogLimit: 0,
     shedBy: { gateway: 0, gatewayTimeout: 0, edge: 0, service: 0, serviceTimeout: 0, backlog: 0 },
     shedTimeline: [],
+    cpuTimeline: [],
     readsShedBy: { gateway: 0, service: 0, serviceTimeout: 0 },
     gatewayShedMs: { p50: 0, p99: 0 },
     upstreamShedMs: { p50: 0, p99: 0 },
@@ -402,6 +446,7 @@ async function openLoop(opts: {
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const startedAt = new Date();
   const started = performance.now();
+  const cpuTimeline = sampleCpu(pids, CPU_TIMELINE_S);
   const deadline = started + durationS * 1000;
   const inFlight = new Set<Promise<void>>();
   const interval = 1000 / rate;
@@ -421,6 +466,7 @@ async function openLoop(opts: {
   const gatewayAnswered = metricSum((await counters(system)).gatewayText, "http_requests_total");
   sampling = false;
   await sampler;
+  cpuTimeline.stop();
   clientLoop.disable();
   late.stop();
 
@@ -484,6 +530,7 @@ async function openLoop(opts: {
       backlog: after.backlogShed - before.backlogShed,
     },
     shedTimeline: timeline(samples),
+    cpuTimeline: await cpuTimeline.seconds,
     readsShedBy: {
       gateway: delta("gatewayText", "http_admission_shed_total", 'lane="orders:read"'),
       service: delta("orderText", "http_admission_shed_total", 'lane="read"'),
@@ -817,7 +864,30 @@ export function formatOverload(r: OverloadReport, args: string, at: string): str
       "admission / the saga backlog bound, then the backlog and its bound.",
     "",
     ...all.map((p) => `- ${p.label}: ${p.shedTimeline.length ? describeTimeline(p) : "none"}`),
+    ...cpuTimelineTable(r.freshStart),
   ].join("\n");
+}
+
+/** The fresh start's cores by second and process: whether a refusal fell where some process was still busy starting. */
+function cpuTimelineTable(p: OverloadPhase): string[] {
+  if (!p.cpuTimeline.length) return [];
+  const names = Object.keys(p.cpuTimeline[0]?.cores ?? {});
+  return [
+    "",
+    `The ${p.label}'s cores by second from the first POST, each process with its children (PostgreSQL's backends, the broker's threads), and all together:`,
+    "",
+    table(
+      ["second", ...names, "all"],
+      p.cpuTimeline.map(({ second, cores }) => [
+        String(second),
+        ...names.map((n) => fmt(cores[n] ?? 0, 2)),
+        fmt(
+          Object.values(cores).reduce((a, b) => a + b, 0),
+          2,
+        ),
+      ]),
+    ),
+  ];
 }
 
 /** Replaces the overload section of RESULTS.md, or appends it; the rest of the file is kept. */
