@@ -68,8 +68,8 @@ export type OverloadPhase = {
     backlog: number;
   };
   /**
-   * Each process's cores, second by second, over the phase's first `CPU_TIMELINE_S` seconds: what a fresh
-   * start's processes spend while some of its POSTs wait past the warm-up's queue.
+   * Each process's cores, second by second, over the fresh start's first `CPU_TIMELINE_S` seconds (empty for
+   * the other phases): what its processes spend while some of its POSTs wait past the warm-up's queue.
    */
   cpuTimeline: { second: number; cores: Record<string, number> }[];
   /** Seconds of the phase in which POSTs were shed, the first ten: who shed how many, the backlog and its bound. */
@@ -204,7 +204,7 @@ function timeline(
   return out;
 }
 
-/** Seconds of a phase's start whose CPU is sampled second by second. */
+/** Seconds of the fresh start whose CPU is sampled second by second. */
 const CPU_TIMELINE_S = 20;
 
 /**
@@ -221,6 +221,7 @@ function sampleCpu(pids: Record<string, number>, seconds: number) {
   };
   const done = (async () => {
     const out: OverloadPhase["cpuTimeline"] = [];
+    if (seconds <= 0) return out;
     let last = await read();
     for (let second = 1; second <= seconds && !stopped; second++) {
       await sleep(Math.max(0, last.at + 1000 - performance.now()));
@@ -303,6 +304,8 @@ async function openLoop(opts: {
   rate: number;
   durationS: number;
   label: string;
+  /** Seconds from the first POST to sample each process's CPU second by second (none by default). */
+  cpuTimelineS?: number;
 }): Promise<OverloadPhase> {
   const { system, users, rate, durationS, label } = opts;
   const orders = ordersClient(system.gatewayUrl, dispatcher);
@@ -446,7 +449,8 @@ async function openLoop(opts: {
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const startedAt = new Date();
   const started = performance.now();
-  const cpuTimeline = sampleCpu(pids, CPU_TIMELINE_S);
+  // Only where asked: it reads all of /proc every second, from the load client's own loop.
+  const cpuTimeline = sampleCpu(pids, opts.cpuTimelineS ?? 0);
   const deadline = started + durationS * 1000;
   const inFlight = new Set<Promise<void>>();
   const interval = 1000 / rate;
@@ -732,6 +736,7 @@ export async function runOverload(opts: {
     rate,
     durationS: seconds,
     label: "fresh start",
+    cpuTimelineS: CPU_TIMELINE_S,
   });
   log(`bench:   ${describe(fresh)}`);
   await drain();
