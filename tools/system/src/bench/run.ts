@@ -38,6 +38,11 @@ type PhaseReport = {
   transactionsPerSaga: number;
   /** Statements the system's processes ran on both databases per saga, BEGIN and COMMIT included (pg_stat_statements). */
   statementsPerSaga: number;
+  /**
+   * WAL the server wrote per saga (pg_stat_wal): bytes, and the full-page images among its records (a page's
+   * first change after a checkpoint logs the whole 8 KiB page).
+   */
+  walPerSaga: { bytes: number; fullPageImages: number };
   /** The statements that ran most often, per saga. */
   topStatements: { perSaga: number; query: string }[];
   /** Clients followed each order to its final state by GET /orders/:id. */
@@ -216,6 +221,13 @@ async function transactionCount(admin: postgres.Sql, databases: string[]): Promi
   return Number(row?.n ?? 0);
 }
 
+/** WAL written by the whole server (pg_stat_wal; backends flush their counts within a second). */
+async function walWritten(admin: postgres.Sql): Promise<{ bytes: number; fullPageImages: number }> {
+  const [row] = await admin<{ bytes: string; fpi: string }[]>`
+    select wal_bytes::text as bytes, wal_fpi::text as fpi from pg_stat_wal`;
+  return { bytes: Number(row?.bytes ?? 0), fullPageImages: Number(row?.fpi ?? 0) };
+}
+
 type Observer = { admin: postgres.Sql; databases: string[] };
 
 async function sampleConsumerLag(kafka: KafkaClient, stop: () => boolean): Promise<number> {
@@ -257,6 +269,7 @@ async function measurePhase(
   const xidBefore = await nextTransactionId(dbs.order);
   const statementsBefore = await statementCounts(observer.admin, observer.databases);
   const transactionsBefore = await transactionCount(observer.admin, observer.databases);
+  const walBefore = await walWritten(observer.admin);
   let running = true;
   const lagSampler = sampleConsumerLag(kafka, () => !running);
   const phase = await run();
@@ -278,6 +291,7 @@ async function measurePhase(
   );
   const transactionsPerSaga =
     ((await transactionCount(observer.admin, observer.databases)) - transactionsBefore) / sagas;
+  const walAfter = await walWritten(observer.admin);
   const follow = phase.followLatencies.length > 0;
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
   // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
@@ -301,6 +315,10 @@ async function measurePhase(
     writeTransactionsPerSaga,
     transactionsPerSaga,
     statementsPerSaga: statements.total / sagas,
+    walPerSaga: {
+      bytes: (walAfter.bytes - walBefore.bytes) / sagas,
+      fullPageImages: (walAfter.fullPageImages - walBefore.fullPageImages) / sagas,
+    },
     topStatements: statements.top.map((t) => ({ perSaga: t.calls / sagas, query: t.query.slice(0, 160) })),
     follow,
     ...(follow
@@ -370,6 +388,7 @@ export function formatBench(r: BenchReport): string {
     fmt(p.writeTransactionsPerSaga),
     fmt(p.transactionsPerSaga),
     fmt(p.statementsPerSaga),
+    `${fmt(p.walPerSaga.bytes / 1024)} (${fmt(p.walPerSaga.fullPageImages, 2)})`,
     refusedText(p),
     String(p.pending),
   ]);
@@ -428,6 +447,7 @@ export function formatBench(r: BenchReport): string {
         "write tx per saga",
         "tx per saga",
         "statements per saga",
+        "WAL KiB per saga (full-page images)",
         "POSTs refused",
         "not final",
       ],
@@ -603,7 +623,7 @@ async function main() {
         }),
       );
       log(
-        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms${p.followed ? ` (client-side ${fmt(p.followed.p99)} ms, ${fmt(p.getsPerSaga ?? 0, 2)} GETs a saga)` : ""}, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms, ${fmt(p.statementsPerSaga)} statements and ${fmt(p.writeTransactionsPerSaga, 2)} write tx a saga${failuresText(p)}`,
+        `bench:   ${fmt(p.sagasPerS)} sagas/s, saga p99 ${fmt(p.saga.p99)} ms${p.followed ? ` (client-side ${fmt(p.followed.p99)} ms, ${fmt(p.getsPerSaga ?? 0, 2)} GETs a saga)` : ""}, POST p99 ${fmt(p.post.p99)} ms, relay lag p99 ${fmt(p.relayLag.p99)} ms, ${fmt(p.statementsPerSaga)} statements, ${fmt(p.writeTransactionsPerSaga, 2)} write tx and ${fmt(p.walPerSaga.bytes / 1024)} KiB of WAL a saga${failuresText(p)}`,
       );
       phases.push(p);
     }
