@@ -1,8 +1,8 @@
-import { randomUUID } from "node:crypto";
 import { DLQ_HEADERS, HEADERS, SCHEMA_VERSION } from "@saga/contracts";
 import { deadLetters, outbox } from "@saga/db";
 import { and, asc, eq, gte, isNull, type SQL } from "drizzle-orm";
 import { type Executor, lockAggregate } from "./db.ts";
+import { newRowId } from "./ids.ts";
 
 /** A dead letter as recorded by the consumer that gave up on it (see `deadLetters` in @saga/db). */
 export type DeadLetterRecord = typeof deadLetters.$inferSelect;
@@ -58,7 +58,7 @@ export async function replayDeadLetter(
   replayedBy: string,
 ): Promise<ReplayResult> {
   return db.transaction(async (tx) => {
-    const replayOutboxId = randomUUID();
+    const replayOutboxId = newRowId();
     // The claim: only the first replay finds `replayed_at` still null; a concurrent one waits for the
     // row lock, then finds it set.
     const [claimed] = await tx

@@ -35,6 +35,7 @@ export {
   type ScopedIdempotencyKey,
   type StoredResponse,
 } from "./idempotency.ts";
+export { newRowId } from "./ids.ts";
 export {
   type AfterCommit,
   type BatchHandler,

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import {
   DLQ_HEADERS,
   EVENT_SCHEMAS,
@@ -13,6 +12,7 @@ import {
 import { type DeadLetterReason, outbox } from "@saga/db";
 import type { IncomingMessage, OutgoingMessage } from "@saga/kafka";
 import type { Executor } from "./db.ts";
+import { newRowId } from "./ids.ts";
 
 export type OutboxRow = typeof outbox.$inferSelect;
 export type NewOutboxRow = typeof outbox.$inferInsert & { id: string };
@@ -37,7 +37,7 @@ export function outboxRow<T extends Topic>({
   // Parsing also fixes the key order, so the JSON is byte for byte what the Go version emits.
   const checked = EVENT_SCHEMAS[topic].parse(payload);
   return {
-    id: randomUUID(),
+    id: newRowId(),
     aggregateId,
     topic,
     eventType: EVENT_TYPES[topic],
@@ -98,7 +98,7 @@ export function deadLetterRow({
   const trace = original[HEADERS.traceparent];
   if (trace && traceparentSchema.safeParse(trace).success) headers[HEADERS.traceparent] = trace;
   return {
-    id: randomUUID(),
+    id: newRowId(),
     aggregateId: storable(
       message.key ||
         original[HEADERS.aggregateId] ||

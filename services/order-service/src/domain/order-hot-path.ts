@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import {
   type CreateOrderRequest,
   EVENT_TYPES,
@@ -8,7 +7,7 @@ import {
   SCHEMA_VERSION,
   TOPICS,
 } from "@saga/contracts";
-import { outboxRow } from "@saga/messaging";
+import { newRowId, outboxRow } from "@saga/messaging";
 import type pg from "pg";
 import { onDelete } from "./order-machine.ts";
 import { CANCELED_BY_REQUEST, type Transition } from "./orders.ts";
@@ -100,7 +99,7 @@ export async function placeOrder(
   traceparent: string,
   idempotency?: { subject: string; key: string; fingerprint: string },
 ): Promise<PlaceOrderResult> {
-  const id = randomUUID();
+  const id = newRowId();
   const event = outboxRow({
     topic: TOPICS.orderCreated,
     aggregateId: id,
