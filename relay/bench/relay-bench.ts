@@ -1,6 +1,6 @@
 /**
  * Relay benchmark (not a test):
- * `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000,20 --seconds 20 --client platformatic,kafkajs --retention 3600]`.
+ * `npm run bench -w relay [-- --rows 50000 --batch 100,500 --rate 2000,20 --seconds 20 --client platformatic,kafkajs --retention 3600 --ids v7]`.
  *
  * In one run, against the same PostgreSQL and Kafka, for each Kafka client of `--client` in turn (a client
  * may be named twice, A,B,A, to see the drift of the machine between back-to-back measurements):
@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { HEADERS, TOPICS } from "@saga/contracts";
 import { migrateDatabase } from "@saga/db";
 import { createKafka, KAFKA_CLIENTS, type KafkaClientName, type OutgoingMessage } from "@saga/kafka";
+import { newRowId } from "@saga/messaging";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
 import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import postgres from "postgres";
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     idle: { type: "string", default: "30" },
     mode: { type: "string", default: "table" },
     retention: { type: "string", default: "3600" },
+    ids: { type: "string", default: "v7" },
   },
 });
 const CLIENTS = values.client.split(",").map((c) => {
@@ -62,6 +64,13 @@ const IDLE_SECONDS = Number(values.idle);
 const RETENTION = values.retention;
 if (RETENTION === "0" && values.rate !== "")
   throw new Error('--retention 0 measures drains only (no published_at to take lag from): add --rate ""');
+/**
+ * The version of the outbox rows' ids: 7, time-ordered, as the services make them (packages/messaging,
+ * `newRowId`), or 4, random, as they made them before: the mark's new index entries land next to each
+ * other or all over the primary key.
+ */
+if (values.ids !== "v7" && values.ids !== "v4") throw new Error("--ids: v7 or v4");
+const NEW_ID = values.ids === "v7" ? "uuidv7()" : "gen_random_uuid()";
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
 const PARTITIONS = 6;
@@ -379,8 +388,8 @@ async function rawProducerLag(
 /** Writes `rows` unpublished rows in one statement, spread over AGGREGATES orders. */
 async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
   await sql`
-    insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
-    select o.id::text, ${TOPICS.orderCreated}, 'OrderCreated', '1',
+    insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
+    select ${sql.unsafe(NEW_ID)}, o.id::text, ${TOPICS.orderCreated}, 'OrderCreated', '1',
            json_build_object('orderId', o.id, 'userId', gen_random_uuid(), 'amount', 1 + (random() * 10000)::int)::text,
            jsonb_build_object('traceparent', ${TRACEPARENT}::text)
     from generate_series(1, ${rows}) g
@@ -503,6 +512,7 @@ async function offerLoad(
           await t`select pg_advisory_xact_lock(hashtextextended(${orderId}, 0))`;
           await t`insert into outbox ${t(
             Array.from({ length: ROWS_PER_TX }, () => ({
+              id: values.ids === "v7" ? newRowId() : randomUUID(),
               aggregate_id: orderId,
               topic: TOPICS.orderCreated,
               event_type: "OrderCreated",
