@@ -69,8 +69,13 @@ if (RETENTION === "0" && values.rate !== "")
  * `newRowId`), or 4, random, as they made them before: the mark's new index entries land next to each
  * other or all over the primary key.
  */
-if (values.ids !== "v7" && values.ids !== "v4") throw new Error("--ids: v7 or v4");
-const NEW_ID = values.ids === "v7" ? "uuidv7()" : "gen_random_uuid()";
+const IDS = (() => {
+  const ids = { v7: { sql: "uuidv7()", make: newRowId }, v4: { sql: "gen_random_uuid()", make: randomUUID } }[
+    values.ids
+  ];
+  if (!ids) throw new Error("--ids: v7 or v4");
+  return ids;
+})();
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
 const PARTITIONS = 6;
@@ -389,7 +394,7 @@ async function rawProducerLag(
 async function fillOutbox(sql: postgres.Sql, rows: number): Promise<void> {
   await sql`
     insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
-    select ${sql.unsafe(NEW_ID)}, o.id::text, ${TOPICS.orderCreated}, 'OrderCreated', '1',
+    select ${sql.unsafe(IDS.sql)}, o.id::text, ${TOPICS.orderCreated}, 'OrderCreated', '1',
            json_build_object('orderId', o.id, 'userId', gen_random_uuid(), 'amount', 1 + (random() * 10000)::int)::text,
            jsonb_build_object('traceparent', ${TRACEPARENT}::text)
     from generate_series(1, ${rows}) g
@@ -512,7 +517,7 @@ async function offerLoad(
           await t`select pg_advisory_xact_lock(hashtextextended(${orderId}, 0))`;
           await t`insert into outbox ${t(
             Array.from({ length: ROWS_PER_TX }, () => ({
-              id: values.ids === "v7" ? newRowId() : randomUUID(),
+              id: IDS.make(),
               aggregate_id: orderId,
               topic: TOPICS.orderCreated,
               event_type: "OrderCreated",
