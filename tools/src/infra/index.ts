@@ -17,6 +17,7 @@ export {
   startKafka,
 } from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
+export { nginxBinary } from "./nginx.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, freeServerPort, isPortFree } from "./ports.ts";
 export { type PostgresServer, startPostgres } from "./postgres.ts";

@@ -3,7 +3,7 @@ import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createKafka, type KafkaClient } from "@saga/kafka";
-import { cacheDir, createDatabase, repoRoot } from "@saga/tools/infra";
+import { cacheDir, createDatabase, nginxBinary, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups } from "@saga/tools/process";
 import postgres from "postgres";
 import { checkInvariants } from "../chaos/checker.ts";
@@ -113,9 +113,13 @@ function parseOptions(argv: string[]) {
       "follow-rates": { type: "string" },
       "idle-seconds": { type: "string" },
       "idle-settle": { type: "string" },
+      // `nginx`: nginx in front of the gateway, refusing orders past its bounds (stack/edge.ts); an experiment.
+      edge: { type: "string" },
     },
   });
   const quick = values.quick ?? false;
+  if (values.edge !== undefined && values.edge !== "nginx")
+    throw new Error(`--edge: nginx or nothing, not ${values.edge}`);
   return {
     quick,
     rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
@@ -135,6 +139,7 @@ function parseOptions(argv: string[]) {
     overloadFactors: (values["overload-factors"] ?? "2,5").split(",").filter(Boolean).map(Number),
     overloadCapacity:
       values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
+    edge: values.edge === "nginx",
   };
 }
 
@@ -520,6 +525,7 @@ async function main() {
     dataDir,
     durable: true,
     statementStats: true,
+    ...(opts.edge ? { edge: { nginx: await nginxBinary(log) } } : {}),
     env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);

@@ -14,6 +14,7 @@ import {
   startKafka,
   startPostgres,
 } from "@saga/tools/infra";
+import { EDGE_LIMITS, type Edge, type EdgeLimits, startEdge } from "./edge.ts";
 import { type FaultProxyHost, type RemoteFaultProxy, startFaultProxyHost } from "./fault-proxy-host.ts";
 import { childPids, freezeFor, signal } from "./freeze.ts";
 import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
@@ -97,6 +98,11 @@ export type SystemOptions = {
    * through it too. Tools that read the system (the chaos checker, the load) connect directly.
    */
   faultProxies?: boolean;
+  /**
+   * nginx in front of the gateway, on the gateway's port, refusing in C what is past its bounds of orders
+   * in flight (edge.ts; the bench's `--edge nginx`): the path of an nginx binary, and those bounds.
+   */
+  edge?: { nginx: string; limits?: EdgeLimits };
 };
 
 export type System = {
@@ -187,9 +193,11 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const links = new Map<Link, RemoteFaultProxy>();
   let proxyHost: FaultProxyHost | undefined;
   const frozen = new Set<number>();
+  let edge: Edge | undefined;
 
   const stop = async () => {
     for (const pid of frozen) signal(pid, "SIGCONT");
+    await edge?.stop();
     // Producers first, so nothing is left half-done in a consumer when the broker goes.
     await Promise.all([...processes.values()].map((p) => p.stop()));
     await proxyHost?.close();
@@ -299,7 +307,10 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         RELAY_ID: name,
       });
     }
-    add("gateway", bundleOf("gateway"), ports.gateway, {
+    const gatewayPort = opts.edge
+      ? await freeServerPort(new Set(Object.values(ports).flat()))
+      : ports.gateway;
+    add("gateway", bundleOf("gateway"), gatewayPort, {
       USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
       ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
       METRICS_PORT: String(ports.gatewayMetrics),
@@ -312,6 +323,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await first?.start();
     await Promise.all(rest.map((p) => p.start()));
     log(`system: all processes ready in ${seconds(started)}s`);
+    if (opts.edge) {
+      const { nginx, limits = EDGE_LIMITS } = opts.edge;
+      edge = await startEdge(nginx, ports.gateway, gatewayPort, limits);
+      log(
+        `system: nginx in front of the gateway (orders in flight: ${limits.ordersWrite} POSTs, ${limits.ordersRead} reads)`,
+      );
+    }
 
     return {
       ports,
@@ -327,6 +345,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         const out: Record<string, number> = {};
         if (postgres) out.postgres = postgres.pid;
         if (kafka) out.kafka = kafka.pid;
+        if (edge?.pid !== undefined) out.edge = edge.pid;
         for (const [name, p] of processes) {
           const pid = p.pid();
           if (pid !== undefined) out[name] = pid;
