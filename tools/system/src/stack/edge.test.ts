@@ -26,7 +26,7 @@ const release = () => {
 
 let edge: Edge;
 let url: string;
-// One connection per request, as many clients would open.
+// Connections enough that the requests held upstream do not hold up the others.
 const agent = new Agent({ connections: 64 });
 
 beforeAll(async () => {
@@ -78,6 +78,7 @@ describe("the nginx edge in front of the gateway", () => {
     // Another route is not behind the orders' bound.
     const other = await send("POST", "/users");
     expect(other.statusCode).toBe(200);
+    await other.body.dump();
 
     release();
     for (const r of await Promise.all(first)) {
