@@ -90,6 +90,9 @@ export function requestLane(c: Context): { kind: LaneKind; key?: string } | unde
  */
 export const SHED_HEADER = "x-shed";
 
+/** The message of every refusal for want of room; an edge that refuses in front of the gateway says the same. */
+export const OVERLOADED_MESSAGE = "overloaded: too many requests in flight; retry later";
+
 type Waiter = { admit: () => void; timer: NodeJS.Timeout };
 
 /** Why a request was shed: its lane's queue was full, or it waited past its time in the queue. */
@@ -221,7 +224,7 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   // One error for every shed request, made once: an Error captures a stack trace when it is made, and at
   // thousands of sheds a second that was the largest cost of a refusal in the gateway's profile after the
   // socket write (4% of its CPU). Its stack is never shown: the error handler answers an AppError as JSON.
-  const overloaded = new AppError("UNAVAILABLE", "overloaded: too many requests in flight; retry later", {
+  const overloaded = new AppError("UNAVAILABLE", OVERLOADED_MESSAGE, {
     retryAfterS,
   });
   const shed = (c: Context, lane: Lane, reason: ShedReason) => {

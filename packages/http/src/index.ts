@@ -4,6 +4,7 @@ export {
   isLongPoll,
   type LaneKind,
   type LaneLimits,
+  OVERLOADED_MESSAGE,
   requestLane,
   SHED_HEADER,
 } from "./admission.ts";

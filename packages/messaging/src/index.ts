@@ -21,6 +21,7 @@ export {
   parseEnv,
   requireInternalSecret,
   retryPolicy,
+  SERVICE_HTTP_DEFAULTS,
   type ServiceEnv,
   serviceEnvSchema,
   sessionTimeouts,

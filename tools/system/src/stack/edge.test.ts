@@ -56,6 +56,15 @@ const send = (method: "GET" | "POST", path: string, headers: Record<string, stri
     dispatcher: agent,
   });
 
+/** Releases what the upstream holds, and checks that each of `responses` then came through. */
+async function releaseAndExpectAnswered(responses: ReturnType<typeof send>[]) {
+  release();
+  for (const r of await Promise.all(responses)) {
+    expect(r.statusCode).toBe(200);
+    await r.body.dump();
+  }
+}
+
 /** Waits until the upstream holds `n` requests. */
 async function holding(n: number) {
   for (let i = 0; i < 100 && held.length < n; i++) await sleep(20);
@@ -80,15 +89,10 @@ describe("the nginx edge in front of the gateway", () => {
     expect(other.statusCode).toBe(200);
     await other.body.dump();
 
-    release();
-    for (const r of await Promise.all(first)) {
-      expect(r.statusCode).toBe(200);
-      await r.body.dump();
-    }
+    await releaseAndExpectAnswered(first);
     const again = send("POST", "/orders");
     await holding(1);
-    release();
-    expect((await again).statusCode).toBe(200);
+    await releaseAndExpectAnswered([again]);
   });
 
   it("does not count long polls (Prefer: wait) with the reads of orders", async () => {
@@ -99,10 +103,6 @@ describe("the nginx edge in front of the gateway", () => {
     expect(read.statusCode).toBe(200);
     await read.body.dump();
 
-    release();
-    for (const r of await Promise.all(polls)) {
-      expect(r.statusCode).toBe(200);
-      await r.body.dump();
-    }
+    await releaseAndExpectAnswered(polls);
   });
 });

@@ -7,6 +7,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { OVERLOADED_MESSAGE } from "@saga/http";
+import { SERVICE_HTTP_DEFAULTS } from "@saga/messaging";
 
 export type Edge = { pid: number | undefined; stop(): Promise<void> };
 
@@ -14,14 +16,18 @@ export type Edge = { pid: number | undefined; stop(): Promise<void> };
 export type EdgeLimits = { ordersWrite: number; ordersRead: number };
 
 /**
- * POSTs: what the order-service's write lane admits, 8 served and 16 queued (SERVICE_HTTP_DEFAULTS); past
- * it the service would refuse, after the request crossed the gateway: the edge refuses it first. Reads are
- * left a loose bound (cheap, and followed orders are a few per second each). Measured in bench/README.md,
- * "Session 34": with 64 and 32 POSTs the gateway and the service still refused some, slowly.
+ * POSTs: what the order-service's write lane admits, served and queued (24 by default); past it the service
+ * would refuse, after the request crossed the gateway: the edge refuses it first. Reads are left a loose
+ * bound (cheap, and followed orders are a few per second each). Measured in bench/README.md, "Session 34":
+ * with 64 and 32 POSTs the gateway and the service still refused some, slowly.
  */
-export const EDGE_LIMITS: EdgeLimits = { ordersWrite: 24, ordersRead: 128 };
+export const EDGE_LIMITS: EdgeLimits = {
+  ordersWrite: SERVICE_HTTP_DEFAULTS.writeInFlight + SERVICE_HTTP_DEFAULTS.queue,
+  ordersRead: 128,
+};
 
-const SHED_BODY = '{"error":"overloaded: too many requests in flight; retry later"}';
+// The gateway's refusal, as its error handler writes it (no request id: nginx has none of ours).
+const SHED_BODY = JSON.stringify({ error: OVERLOADED_MESSAGE });
 
 /** Starts nginx (`binary`) on `port` in front of `upstreamPort`; resolves once it answers. */
 export async function startEdge(
