@@ -88,6 +88,11 @@ export const Env = z.object({
   /** TCP connect; an instance that does not accept within it counts as down. */
   CONNECT_TIMEOUT_MS: millis.default(1000),
   HEALTH_INTERVAL_MS: millis.default(1000),
+  /**
+   * The checks' interval while an upstream carries no traffic and all its instances are in rotation:
+   * a request to an instance that died meanwhile is refused its connection and sent to another.
+   */
+  HEALTH_NO_TRAFFIC_INTERVAL_MS: millis.default(10_000),
   /** A health check slower than this is a busy instance, not a failure… */
   HEALTH_TIMEOUT_MS: millis.default(2000),
   /** …unless its checks stay unanswered this long: then it accepts connections but is stuck. */

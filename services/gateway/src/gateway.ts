@@ -31,6 +31,7 @@ export function createGateway(env: Env) {
     heldConnections: env.UPSTREAM_HELD_CONNECTIONS,
     healthPath: env.HEALTH_PATH,
     healthIntervalMs: env.HEALTH_INTERVAL_MS,
+    healthNoTrafficIntervalMs: env.HEALTH_NO_TRAFFIC_INTERVAL_MS,
     healthTimeoutMs: env.HEALTH_TIMEOUT_MS,
     stalledAfterMs: env.HEALTH_STALLED_AFTER_MS,
     unhealthyThreshold: env.UNHEALTHY_THRESHOLD,

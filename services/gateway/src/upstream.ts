@@ -18,6 +18,12 @@ export type UpstreamOptions = {
   heldConnections: number;
   healthPath: string;
   healthIntervalMs: number;
+  /**
+   * While no request has been sent to the upstream since the last round of checks and every instance is
+   * in rotation with nothing against it, rounds come this far apart instead (Envoy's
+   * `no_traffic_interval`): at idle the checks are most of what wakes the gateway and the instances.
+   */
+  healthNoTrafficIntervalMs: number;
   /** A check that takes longer is not a failure (the instance is busy), unless it lasts `stalledAfterMs`. */
   healthTimeoutMs: number;
   /** Health checks answering non-2xx in a row that take an instance out; a refused connection does at once. */
@@ -109,7 +115,7 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
 
 /**
  * One upstream service: an undici Pool per instance, round-robin over the instances in rotation,
- * active health checks (`GET /health` every interval) and ejection on real failures only, as Envoy's
+ * active health checks (`GET /health` every interval, less often while idle) and ejection on real failures only, as Envoy's
  * outlier detection does: a refused connection takes the instance out at once; so do
  * `unhealthyThreshold` health checks answering non-2xx, `consecutive5xx` failed responses (a 503 with
  * `Retry-After` is an instance shedding load, alive, and does not count) or health checks that time out
@@ -148,6 +154,9 @@ export function createUpstream(opts: UpstreamOptions) {
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  /** A request was sent since the last round of checks began. */
+  let sentSinceCheck = false;
+  let checkedAt = 0;
 
   const healthyCount = () => instances.filter((i) => i.healthy).length;
   metrics.healthyInstances.set({ upstream: name }, 0);
@@ -259,11 +268,26 @@ export function createUpstream(opts: UpstreamOptions) {
       setHealthy(instance, false, "active", why);
   }
 
-  const checkAll = () => Promise.all(instances.map(check)).then(() => {});
+  function checkAll(): Promise<void> {
+    sentSinceCheck = false;
+    checkedAt = performance.now();
+    return Promise.all(instances.map(check)).then(() => {});
+  }
+
+  /**
+   * A round that can wait for `healthNoTrafficIntervalMs`: nothing was sent since the last one and no
+   * instance is suspect. What an idle instance could hide meanwhile, a request finds at once: a refused
+   * connection ejects the instance and the request goes to another (`send`), and the next round follows
+   * after `healthIntervalMs`, since there was traffic.
+   */
+  const idle = () =>
+    !sentSinceCheck &&
+    performance.now() - checkedAt < opts.healthNoTrafficIntervalMs &&
+    instances.every((i) => i.healthy && i.failedChecks === 0 && i.silentSince === undefined);
 
   function schedule() {
     timer = setTimeout(async () => {
-      await checkAll();
+      if (!idle()) await checkAll();
       if (!closed) schedule();
     }, opts.healthIntervalMs);
     // The health checks alone never keep the process alive.
@@ -324,6 +348,7 @@ export function createUpstream(opts: UpstreamOptions) {
     ): Promise<UpstreamResponse> {
       const refused = needsHeadroom ? refusal() : undefined;
       if (refused) throw refused;
+      sentSinceCheck = true;
       // One controller and one timer cleared with the answer. `AbortSignal.timeout` keeps its timer until it
       // fires, seconds after the answer, and then builds a DOMException; with `AbortSignal.any` it was 2% of
       // the gateway's CPU forwarding the clients' reads.

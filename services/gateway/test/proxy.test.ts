@@ -88,6 +88,31 @@ describe("routing", () => {
     await eventually(() => gateway.users.healthyCount() === 2);
   });
 
+  it("checks an idle upstream rarely, and at once again when it carries traffic or an instance is out", async () => {
+    const one = await startFakeUpstream(() => ({ body: user }));
+    const two = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([one, two], await startFakeUpstream(), {
+      HEALTH_INTERVAL_MS: "50",
+      HEALTH_NO_TRAFFIC_INTERVAL_MS: "600000",
+    });
+    // Idle: after the checks of the start, none for ten intervals, so a failing check goes unseen.
+    expect(two.healthChecks).toBe(1);
+    two.healthy = false;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(two.healthChecks).toBe(1);
+    expect(gateway.users.healthyCount()).toBe(2);
+
+    // One request is traffic: the next round comes after the interval and takes the instance out.
+    expect((await gateway.app.request(`/users/${USER_ID}`)).status).toBe(200);
+    await eventually(() => gateway.users.healthyCount() === 1);
+
+    // Out of rotation, it is checked every interval without traffic, and comes back.
+    const checks = two.healthChecks;
+    await eventually(() => two.healthChecks >= checks + 3);
+    two.healthy = true;
+    await eventually(() => gateway.users.healthyCount() === 2);
+  });
+
   it("sends a POST that could not connect to another instance: it never left", async () => {
     const one = await startFakeUpstream(() => ({ status: 201, body: user }));
     const two = await startFakeUpstream(() => ({ status: 201, body: user }));

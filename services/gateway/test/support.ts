@@ -25,6 +25,8 @@ export type FakeUpstream = {
   healthy: boolean;
   /** How long `/health` takes to answer, as a saturated event loop would. */
   healthDelayMs: number;
+  /** Health checks received so far. */
+  readonly healthChecks: number;
   /** Stops listening and drops every connection: connects are refused from now on. */
   kill(): Promise<void>;
   /** Listens on the same port again. */
@@ -43,6 +45,7 @@ export async function startFakeUpstream(
   let server: Server | undefined;
   const received: Received[] = [];
   let port = 0;
+  let healthChecks = 0;
 
   const listen = () =>
     new Promise<void>((resolve, reject) => {
@@ -50,6 +53,7 @@ export async function startFakeUpstream(
         const chunks: Buffer[] = [];
         for await (const chunk of req) chunks.push(chunk as Buffer);
         if (req.url === "/health") {
+          healthChecks++;
           if (fake.healthDelayMs) await sleep(fake.healthDelayMs);
           res.writeHead(fake.healthy ? 200 : 503, { "content-type": "application/json" });
           res.end(JSON.stringify({ status: fake.healthy ? "UP" : "DOWN" }));
@@ -104,6 +108,9 @@ export async function startFakeUpstream(
     received,
     healthy: true,
     healthDelayMs: 0,
+    get healthChecks() {
+      return healthChecks;
+    },
     kill,
     revive: listen,
   };
@@ -127,7 +134,7 @@ export const tokenFor = (subject: string, opts: { admin?: boolean; ttlSeconds?: 
 export const ADMIN_TOKEN = await tokenFor("test-admin", { admin: true });
 
 /**
- * A gateway in front of the given fake instances, health-checked every 100 ms, with a short upstream
+ * A gateway in front of the given fake instances, health-checked every 100 ms (with traffic or without), with a short upstream
  * timeout and a 1 KiB body limit; its first health checks are done when it resolves. Stopped when the
  * test finishes. Its `app.request()` sends an admin's token unless the request has an Authorization
  * header of its own (`authorization: ""` sends none), so that tests of routing need not say it.
@@ -141,6 +148,7 @@ export async function startGateway(
     USER_SERVICE_URLS: users.map((u) => u.url).join(","),
     ORDER_SERVICE_URL: orders.url,
     HEALTH_INTERVAL_MS: "100",
+    HEALTH_NO_TRAFFIC_INTERVAL_MS: "100",
     HEALTH_TIMEOUT_MS: "500",
     UPSTREAM_TIMEOUT_MS: "1000",
     MAX_BODY_BYTES: "1024",

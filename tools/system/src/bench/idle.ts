@@ -2,14 +2,15 @@
  * The whole system's CPU while nothing happens: starts a private copy as the bench does, lets it settle,
  * then reads each process's CPU over a window, and PostgreSQL's per backend (who keeps it busy).
  *
- *   node tools/system/src/bench/idle.ts [--burst 0] [--settle 30] [--window 60] [--windows 1]
+ *   node tools/system/src/bench/idle.ts [--burst 0] [--settle 30] [--window 60] [--windows 1] [--env K=V …]
  *
  * `--burst N` first offers N seconds of sagas at 100/s, as the bench's warm-up does before its idle
  * window: what a system idles at after work (its collectors, the broker's compiler) is not what it
  * idles at fresh.
  *
  * Idle CPU is small and the machine is shared, so several windows in a row say how much of a figure is
- * noise; the broker's threads are listed too (a JIT compiler still warming up shows there).
+ * noise; the broker's threads are listed too (a JIT compiler still warming up shows there). `--env`
+ * sets a variable of every process, to compare a setting against its default.
  */
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -129,6 +130,7 @@ async function main() {
       settle: { type: "string", default: "30" },
       window: { type: "string", default: "60" },
       windows: { type: "string", default: "1" },
+      env: { type: "string", multiple: true, default: [] },
     },
   });
   const burstS = Number(values.burst);
@@ -141,7 +143,13 @@ async function main() {
     ports: await freePorts(),
     dataDir,
     durable: true,
-    env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES },
+    env: {
+      LOG_LEVEL: "warn",
+      ...UNLIMITED_RATES,
+      ...Object.fromEntries(
+        values.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+      ),
+    },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },
