@@ -1,5 +1,6 @@
 import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
+import { cancelQuery } from "./outbox-store.ts";
 
 /** The advisory lock that makes one relay instance the owner of an outbox; the same in every database. */
 export const RELAY_LOCK: readonly [number, number] = [7_340_002, 1];
@@ -22,16 +23,18 @@ export type LeaseOptions = {
 
 export type Lease = {
   /**
-   * Tries once to become the owner. Resolves with a signal that aborts when ownership is lost (the
-   * session ended, a heartbeat failed or found the lock gone), or undefined when another instance
-   * owns the outbox or the database cannot be reached.
+   * Becomes the owner: asks the server for the lock and waits there up to `waitMs` (0: asks once), so
+   * that the lock is granted the moment its owner's session ends, with nothing polled meanwhile.
+   * Resolves with a signal that aborts when ownership is lost (the session ended, a heartbeat failed
+   * or found the lock gone), or undefined when another instance still owns the outbox, the database
+   * cannot be reached, or `stop` aborted (which ends the wait on the server).
    */
-  tryAcquire(): Promise<AbortSignal | undefined>;
+  acquire(waitMs?: number, stop?: AbortSignal): Promise<AbortSignal | undefined>;
   /**
    * Resolves once the lock is known held as of a check asked at most two heartbeats ago: at once on a
    * healthy owner, otherwise after asking its session (a process that was frozen or stalled has only an
    * old answer, and the server may have ended its session since). When the lock is gone it loses the
-   * lease first, so the signal `tryAcquire` gave has aborted by the time this resolves.
+   * lease first, so the signal `acquire` gave has aborted by the time this resolves.
    */
   confirm(): Promise<void>;
   /** Gives ownership up (the session ends, and with it the lock). */
@@ -93,7 +96,11 @@ export function createLease({
         application_name: holderName,
         idle_session_timeout: serverIdleTimeoutMs,
         // Its statements are instant; one that is not ends with the server's cancel, like the client's wait.
+        // The lock wait sets a longer one for itself.
         statement_timeout: timeoutMs,
+        // A standby's wait for the lock outlives its client only by a second: a backend still waiting for
+        // a client that is gone would be granted the lock first, and hold it until it noticed.
+        client_connection_check_interval: 1000,
       },
       onclose: () => {
         if (s === session) lose("its connection closed");
@@ -106,15 +113,53 @@ export function createLease({
    * A lock-session statement bounded by `timeoutMs`. Past it the session counts as lost and is closed
    * (a half-open connection answers nothing, not even a cancel), which also ends the statement.
    */
-  function bounded<T>(s: postgres.Sql, what: string, query: () => Promise<T>): Promise<T> {
+  function bounded<T>(s: postgres.Sql, what: string, query: () => Promise<T>, ms = timeoutMs): Promise<T> {
     return withTimeout(
       async (signal) => {
         signal.addEventListener("abort", () => void s.end({ timeout: 0 }).catch(() => {}), { once: true });
         return query();
       },
-      timeoutMs,
+      ms,
       `lease ${what}`,
     );
+  }
+
+  async function tryLock(s: postgres.Sql): Promise<boolean> {
+    const [row] = await bounded(
+      s,
+      "lock",
+      () => s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
+    );
+    return row?.ok === true;
+  }
+
+  /**
+   * Waits on the server for the lock, `waitMs` at most (its own `statement_timeout`, in a transaction
+   * of its own: a session-level advisory lock outlives it). Both the timeout and a cancel on `stop` end
+   * the statement with `query_canceled`: not acquired.
+   */
+  async function waitForLock(s: postgres.Sql, waitMs: number, stop?: AbortSignal): Promise<boolean> {
+    let wait: { cancel(): unknown } | undefined;
+    const cancel = () => wait && cancelQuery(wait);
+    stop?.addEventListener("abort", cancel, { once: true });
+    try {
+      return await bounded(
+        s,
+        "lock wait",
+        () =>
+          s.begin(async (tx) => {
+            await tx`select set_config('statement_timeout', ${String(waitMs)}, true)`;
+            if (stop?.aborted) return false;
+            const query = tx`select pg_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]})`;
+            wait = query;
+            await query;
+            return true;
+          }),
+        waitMs + timeoutMs,
+      );
+    } finally {
+      stop?.removeEventListener("abort", cancel);
+    }
   }
 
   async function stillHeld(s: postgres.Sql): Promise<boolean> {
@@ -131,23 +176,22 @@ export function createLease({
   }
 
   return {
-    async tryAcquire() {
+    async acquire(waitMs = 0, stop) {
       if (owned) return owned.controller.signal;
+      if (stop?.aborted) return undefined;
       session ??= open();
       const s = session;
       const asked = performance.now();
       try {
-        const [row] = await bounded(
-          s,
-          "lock",
-          () => s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
-        );
-        if (!row?.ok) return undefined;
+        if (!(waitMs > 0 ? await waitForLock(s, waitMs, stop) : await tryLock(s))) return undefined;
       } catch {
+        // Among the failures, a cancel that came once the lock was granted: only a new session is sure
+        // to hold nothing.
         await closeSession();
         return undefined;
       }
       if (s !== session) return undefined;
+      // When the lock was asked for, not granted: earlier than the truth, which only makes `confirm` ask.
       heldAsOf = asked;
       const controller = new AbortController();
       // One check at a time, shared by the heartbeat and `confirm`; it never rejects.

@@ -31,7 +31,7 @@ export type OutboxRelayOptions = {
   /** Published rows are deleted this long after publication (with 0, the store deletes them at it). */
   retentionSeconds: number;
   cleanupIntervalMs: number;
-  /** How often a standby tries to take the outbox over. */
+  /** How long a standby waits before it asks for the outbox again after a failed attempt. */
   standbyRetryMs?: number;
   /** Rows per marking statement. */
   markChunkSize: number;
@@ -80,6 +80,9 @@ export type OutboxRelay = {
 // While the wake-up stream is down, polling is the only trigger: keep latency bounded meanwhile.
 const FALLBACK_POLL_MS = 100;
 const CLEANUP_BATCH = 1000;
+// A standby's wait for the lock on the server, asked again after it: one statement every 30 s instead of
+// an attempt every second, and the lock the moment it is free.
+const STANDBY_WAIT_MS = 30_000;
 const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
 // CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
@@ -142,7 +145,8 @@ function isDefect(err: unknown): boolean {
 }
 
 /**
- * One outbox's relay. On standby it tries every second to take the outbox's advisory lock; as owner it
+ * One outbox's relay. On standby it waits on the server for the outbox's advisory lock, granted the
+ * moment the owner's session ends; as owner it
  * loops: read the oldest unpublished rows, send them (resolves once acknowledged by all in-sync
  * replicas), mark them published, and when nothing is left wait for a wake-up or the poll timer.
  * Losing the lock stops the loop before its next send.
@@ -189,10 +193,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   async function run(): Promise<void> {
     let waitingSince: number | undefined;
     while (!stopping.signal.aborted) {
-      const owned = await lease.tryAcquire();
+      const asked = performance.now();
+      const owned = await lease.acquire(STANDBY_WAIT_MS, stopping.signal);
       if (!owned) {
         waitingSince ??= Date.now();
-        await sleep(standbyRetryMs, stopping.signal);
+        // A wait that ended early failed (the database unreachable): retried after a pause. One that
+        // lasted its time is asked again at once.
+        if (performance.now() - asked < standbyRetryMs) await sleep(standbyRetryMs, stopping.signal);
         continue;
       }
       log.info(

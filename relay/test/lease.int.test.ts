@@ -1,6 +1,6 @@
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createLease } from "../src/lease.ts";
-import { freshOutbox } from "./support.ts";
+import { eventually, freshOutbox } from "./support.ts";
 
 /** Blocks this thread, timers and I/O included, as a long GC pause or a SIGSTOP would. */
 function stall(ms: number): void {
@@ -13,7 +13,7 @@ describe("the lease", () => {
     // The server ends the lock session after 1 s without a statement; the heartbeat asks every 200 ms.
     const lease = createLease({ url, holderName: "lease-test", heartbeatMs: 200, serverIdleTimeoutMs: 1000 });
     onTestFinished(() => lease.release());
-    const owned = await lease.tryAcquire();
+    const owned = await lease.acquire();
     if (!owned) throw new Error("the lease was not acquired");
 
     await new Promise((r) => setTimeout(r, 1500));
@@ -26,5 +26,37 @@ describe("the lease", () => {
     await lease.confirm();
     expect(owned.aborted, "known once confirmed").toBe(true);
     expect(String(owned.reason)).toMatch(/lease lost/);
+  });
+
+  it("a standby waiting on the server gets the lock when the owner's session ends, and a stop ends its wait", async () => {
+    const { url, sql } = await freshOutbox();
+    const owner = createLease({ url, holderName: "lease-owner" });
+    const standby = createLease({ url, holderName: "lease-standby" });
+    const other = createLease({ url, holderName: "lease-other" });
+    onTestFinished(async () => {
+      await Promise.all([owner.release(), standby.release(), other.release()]);
+    });
+    if (!(await owner.acquire())) throw new Error("the owner did not get the lock");
+    const waits = () => sql<{ holder: string }[]>`
+      select a.application_name as holder from pg_locks l join pg_stat_activity a using (pid)
+      where l.locktype = 'advisory' and not l.granted and a.datname = current_database()`;
+
+    // Asked once, the lock is refused; waited for, it is granted as soon as the owner gives it up.
+    expect(await standby.acquire()).toBeUndefined();
+    const waiting = standby.acquire(60_000);
+    await eventually("the standby to wait", async () => (await waits()).length === 1, 5000);
+    expect((await waits())[0]?.holder).toBe("lease-standby");
+    await owner.release();
+    const owned = await waiting;
+    expect(owned?.aborted).toBe(false);
+
+    // Another one waits behind it; stopped, its wait ends on the server and it owns nothing.
+    const stop = new AbortController();
+    const stopped = other.acquire(60_000, stop.signal);
+    await eventually("the other to wait", async () => (await waits()).length === 1, 5000);
+    stop.abort();
+    expect(await stopped).toBeUndefined();
+    await eventually("its wait to end", async () => (await waits()).length === 0, 5000);
+    expect(owned?.aborted).toBe(false);
   });
 });
