@@ -5,6 +5,13 @@ import { cancelQuery } from "./outbox-store.ts";
 /** The advisory lock that makes one relay instance the owner of an outbox; the same in every database. */
 export const RELAY_LOCK: readonly [number, number] = [7_340_002, 1];
 
+// The lock session's statements are sent whole, as simple-protocol messages with their constants written
+// in (`unsafe` without parameters). A statement with parameters goes out in two rounds the first time it
+// runs (Parse and Describe, then Bind and Execute once the types are known), and a process frozen between
+// them leaves its session active, waiting for its client: never idle, so `idle_session_timeout` never ends
+// it, and an owner frozen there kept the lock for good (a CI run, its first heartbeat).
+const LOCK_ARGS = `${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}`;
+
 export type LeaseOptions = {
   url: string;
   /** application_name of the lock's session, so `pg_locks` joined with `pg_stat_activity` names the owner. */
@@ -125,10 +132,8 @@ export function createLease({
   }
 
   async function tryLock(s: postgres.Sql): Promise<boolean> {
-    const [row] = await bounded(
-      s,
-      "lock",
-      () => s<{ ok: boolean }[]>`select pg_try_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]}) as ok`,
+    const [row] = await bounded(s, "lock", () =>
+      s.unsafe<{ ok: boolean }[]>(`select pg_try_advisory_lock(${LOCK_ARGS}) as ok`),
     );
     return row?.ok === true;
   }
@@ -148,9 +153,9 @@ export function createLease({
         "lock wait",
         () =>
           s.begin(async (tx) => {
-            await tx`select set_config('statement_timeout', ${String(waitMs)}, true)`;
+            await tx.unsafe(`set local statement_timeout = ${Math.ceil(waitMs)}`);
             if (stop?.aborted) return false;
-            const query = tx`select pg_advisory_lock(${RELAY_LOCK[0]}, ${RELAY_LOCK[1]})`;
+            const query = tx.unsafe(`select pg_advisory_lock(${LOCK_ARGS})`);
             wait = query;
             await query;
             return true;
@@ -163,14 +168,12 @@ export function createLease({
   }
 
   async function stillHeld(s: postgres.Sql): Promise<boolean> {
-    const [row] = await bounded(
-      s,
-      "heartbeat",
-      () => s<{ held: boolean }[]>`
-        select exists(
-          select 1 from pg_locks
-          where locktype = 'advisory' and pid = pg_backend_pid() and granted
-            and classid = ${RELAY_LOCK[0]} and objid = ${RELAY_LOCK[1]} and objsubid = 2) as held`,
+    const [row] = await bounded(s, "heartbeat", () =>
+      s.unsafe<{ held: boolean }[]>(`
+          select exists(
+            select 1 from pg_locks
+            where locktype = 'advisory' and pid = pg_backend_pid() and granted
+              and classid = ${RELAY_LOCK[0]} and objid = ${RELAY_LOCK[1]} and objsubid = 2) as held`),
     );
     return row?.held === true;
   }
