@@ -139,29 +139,22 @@ export function createLease({
   }
 
   /**
-   * Waits on the server for the lock, `waitMs` at most (its own `statement_timeout`, in a transaction
-   * of its own: a session-level advisory lock outlives it). Both the timeout and a cancel on `stop` end
-   * the statement with `query_canceled`: not acquired.
+   * Waits on the server for the lock, `waitMs` at most: one simple-protocol message of two statements,
+   * which run as one implicit transaction, so the `SET LOCAL` of a longer `statement_timeout` ends with
+   * it (a session-level advisory lock does not). Not postgres.js's `begin`: when the connection drops
+   * while a statement waits, its rollback is written to the closed connection, which throws in a
+   * `setImmediate` and ends the process (3.4.9; a chaos run's PostgreSQL kill). Both the timeout and a
+   * cancel on `stop` end the wait with `query_canceled`: not acquired.
    */
   async function waitForLock(s: postgres.Sql, waitMs: number, stop?: AbortSignal): Promise<boolean> {
-    let wait: { cancel(): unknown } | undefined;
-    const cancel = () => wait && cancelQuery(wait);
+    const wait = s.unsafe(
+      `set local statement_timeout = ${Math.ceil(waitMs)}; select pg_advisory_lock(${LOCK_ARGS})`,
+    );
+    const cancel = () => cancelQuery(wait);
     stop?.addEventListener("abort", cancel, { once: true });
     try {
-      return await bounded(
-        s,
-        "lock wait",
-        () =>
-          s.begin(async (tx) => {
-            await tx.unsafe(`set local statement_timeout = ${Math.ceil(waitMs)}`);
-            if (stop?.aborted) return false;
-            const query = tx.unsafe(`select pg_advisory_lock(${LOCK_ARGS})`);
-            wait = query;
-            await query;
-            return true;
-          }),
-        waitMs + timeoutMs,
-      );
+      await bounded(s, "lock wait", () => wait, waitMs + timeoutMs);
+      return true;
     } finally {
       stop?.removeEventListener("abort", cancel);
     }

@@ -59,4 +59,36 @@ describe("the lease", () => {
     await eventually("its wait to end", async () => (await waits()).length === 0, 5000);
     expect(owned?.aborted).toBe(false);
   });
+
+  it("waits past its session's statement timeout, and survives its connection dropping mid-wait", async () => {
+    const { url, sql } = await freshOutbox();
+    // The session's statements may take 300 ms; the wait sets 5 s for itself.
+    const owner = createLease({ url, holderName: "lease-owner", timeoutMs: 300 });
+    const standby = createLease({ url, holderName: "lease-standby", timeoutMs: 300 });
+    onTestFinished(async () => {
+      await Promise.all([owner.release(), standby.release()]);
+    });
+    if (!(await owner.acquire())) throw new Error("the owner did not get the lock");
+    const waiting = standby.acquire(5000);
+    await new Promise((r) => setTimeout(r, 1000));
+    await owner.release();
+    expect((await waiting)?.aborted).toBe(false);
+    await standby.release();
+
+    // Its backend ended while it waits (a restart, a failover): not acquired, and the next wait works.
+    if (!(await owner.acquire())) throw new Error("the owner did not get the lock back");
+    const dropped = standby.acquire(5000);
+    const backend = async () =>
+      (
+        await sql<{ pid: number }[]>`
+          select pid from pg_stat_activity where application_name = 'lease-standby' and wait_event = 'advisory'`
+      )[0]?.pid;
+    const pid = await eventually("the standby to wait", backend, 5000);
+    await sql`select pg_terminate_backend(${pid})`;
+    expect(await dropped).toBeUndefined();
+    const again = standby.acquire(5000);
+    await eventually("the standby to wait again", backend, 5000);
+    await owner.release();
+    expect((await again)?.aborted).toBe(false);
+  });
 });
