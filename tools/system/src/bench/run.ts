@@ -66,7 +66,14 @@ export type BenchReport = {
   warmUp: WarmUpReport;
   phases: PhaseReport[];
   /** The system with no load at all: cores per process. */
-  idle: { seconds: number; settleS: number; cpu: Record<string, number>; statementsPerS: number };
+  idle: {
+    seconds: number;
+    settleS: number;
+    cpu: Record<string, number>;
+    /** Per second, per process: what still wakes a system with nothing to do. */
+    wakeups: Record<string, number>;
+    statementsPerS: number;
+  };
   ceilings: { kafka: KafkaCeiling; postgres: PostgresCeiling };
   ratios: { sagasVsCommitCeiling: number; relayVsRawProducer: number };
   relayRowsPerS: number;
@@ -348,10 +355,12 @@ async function measureIdle(system: System, observer: Observer, seconds: number, 
   await sleep(settleS * 1000);
   const pids = system.pids();
   const cpuBefore = await cpuSeconds(pids);
+  const wakeupsBefore = await wakeups(pids, ["bench client"]);
   const statementsBefore = await statementCounts(observer.admin, observer.databases);
   const started = performance.now();
   await sleep(seconds * 1000);
   const cpuAfter = await cpuSeconds(pids);
+  const wakeupsAfter = await wakeups(pids, ["bench client"]);
   const wallS = (performance.now() - started) / 1000;
   const statements = statementDelta(
     statementsBefore,
@@ -361,6 +370,9 @@ async function measureIdle(system: System, observer: Observer, seconds: number, 
     seconds,
     settleS,
     cpu: Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / wallS])),
+    wakeups: Object.fromEntries(
+      Object.entries(wakeupsAfter).map(([k, v]) => [k, (v - (wakeupsBefore[k] ?? 0)) / wallS]),
+    ),
     statementsPerS: statements.total / wallS,
   };
 }
@@ -424,15 +436,24 @@ export function formatBench(r: BenchReport): string {
   ]);
   // How often a saga wakes each process (cores and wake-ups measured over the same phase), and the CPU
   // each wake-up costs it on average: at low rates most of a process's work is being woken.
-  const wakeupsPerSaga = r.phases.map((p) => [
-    name(p),
+  const wokenRow = (
+    label: string,
+    cpu: Record<string, number>,
+    woken: Record<string, number>,
+    per: number,
+  ) => [
+    label,
     ...cpuNames.map((n) => {
-      const perSaga = (p.wakeups[n] ?? 0) / p.sagasPerS;
-      const woken = p.wakeups[n] ?? 0;
-      return `${fmt(perSaga, 1)} (${woken > 0 ? fmt(((p.cpu[n] ?? 0) / woken) * 1e6, 0) : "–"})`;
+      const w = woken[n] ?? 0;
+      return `${fmt(w / per, 1)} (${w > 0 ? fmt(((cpu[n] ?? 0) / w) * 1e6, 0) : "–"})`;
     }),
-    fmt(systemCores(p.wakeups) / p.sagasPerS, 1),
-  ]);
+    fmt(systemCores(woken) / per, 1),
+  ];
+  const wakeupsPerSaga = [
+    // Per second, not per saga: with no saga, what wakes the processes is what their idle CPU pays for.
+    wokenRow("idle, a second", r.idle.cpu, r.idle.wakeups, 1),
+    ...r.phases.map((p) => wokenRow(name(p), p.cpu, p.wakeups, p.sagasPerS)),
+  ];
   const saturation = r.phases.at(-1);
   return [
     `## Saga benchmark (${r.quick ? "quick" : "full"}), ${r.at}`,
@@ -478,7 +499,7 @@ export function formatBench(r: BenchReport): string {
     "",
     table(["offered", ...cpuNames, "system (all but the bench client)"], msPerSaga),
     "",
-    "Wake-ups per saga, per process (voluntary context switches of its threads: each time one blocked, on a socket, a lock or a disk flush, and was woken), and in brackets the µs of CPU a wake-up cost it on average:",
+    "Wake-ups per saga (at idle, a second), per process (voluntary context switches of its threads: each time one blocked, on a socket, a lock or a disk flush, and was woken), and in brackets the µs of CPU a wake-up cost it on average:",
     "",
     table(["offered", ...cpuNames, "system (all but the bench client)"], wakeupsPerSaga),
     "",
