@@ -80,8 +80,8 @@ export type OutboxRelay = {
 // While the wake-up stream is down, polling is the only trigger: keep latency bounded meanwhile.
 const FALLBACK_POLL_MS = 100;
 const CLEANUP_BATCH = 1000;
-// A standby's wait for the lock on the server, asked again after it: one statement every 30 s instead of
-// an attempt every second, and the lock the moment it is free.
+// A standby's wait for the lock on the server, asked again after it: one message every 30 s instead of an
+// attempt every second, and the lock the moment it is free.
 const STANDBY_WAIT_MS = 30_000;
 const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
