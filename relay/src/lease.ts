@@ -180,10 +180,12 @@ export function createLease({
       const asked = performance.now();
       try {
         if (!(waitMs > 0 ? await waitForLock(s, waitMs, stop) : await tryLock(s))) return undefined;
-      } catch {
-        // Among the failures, a cancel that came once the lock was granted: only a new session is sure
-        // to hold nothing.
-        await closeSession();
+      } catch (err) {
+        // A wait that ran out its time was refused on the server and holds nothing: its session stays for
+        // the next one. After any other failure, a cancel on `stop` among them (it may come once the lock
+        // was granted), only a new session is sure to hold nothing.
+        const timedOut = waitMs > 0 && !stop?.aborted && (err as { code?: unknown }).code === "57014";
+        if (!timedOut) await closeSession();
         return undefined;
       }
       if (s !== session) return undefined;

@@ -75,8 +75,18 @@ describe("the lease", () => {
     expect((await waiting)?.aborted).toBe(false);
     await standby.release();
 
-    // Its backend ended while it waits (a restart, a failover): not acquired, and the next wait works.
+    // A wait that runs out its time is not acquired, and keeps its session for the next one.
+    const backendOf = async (holder: string) =>
+      (await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${holder}`)[0]
+        ?.pid;
     if (!(await owner.acquire())) throw new Error("the owner did not get the lock back");
+    expect(await standby.acquire(500)).toBeUndefined();
+    const waitedOn = await backendOf("lease-standby");
+    expect(waitedOn).toBeDefined();
+    expect(await standby.acquire(500)).toBeUndefined();
+    expect(await backendOf("lease-standby")).toBe(waitedOn);
+
+    // Its backend ended while it waits (a restart, a failover): not acquired, and the next wait works.
     const dropped = standby.acquire(5000);
     const backend = async () =>
       (

@@ -147,7 +147,11 @@ async function main() {
       LOG_LEVEL: "warn",
       ...UNLIMITED_RATES,
       ...Object.fromEntries(
-        values.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+        values.env.map((kv) => {
+          const at = kv.indexOf("=");
+          if (at < 1) throw new Error(`--env ${kv}: expected NAME=value`);
+          return [kv.slice(0, at), kv.slice(at + 1)];
+        }),
       ),
     },
     output: (name, line) => {
