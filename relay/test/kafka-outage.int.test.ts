@@ -20,9 +20,14 @@ import {
 } from "./support.ts";
 
 const DOWN_MS = 10_000;
+// Two cold broker starts, the outage and a backlog to drain: 25–30 s on a quiet machine, 100 s in a CI run
+// where every package's tests ran at once, past the suite's 90 s. Its own waits bound it, not this.
+const timeout = 240_000;
 
 describe("a relay whose broker goes away", () => {
-  it("keeps the rows, shows the backlog growing, and publishes them all when the broker is back", async () => {
+  it("keeps the rows, shows the backlog growing, and publishes them all when the broker is back", {
+    timeout,
+  }, async () => {
     // A broker of this test's own: stopping the run's broker would break every other test.
     const dir = await mkdtemp(join(tmpdir(), "relay-outage-"));
     const ports = { port: await freePort(), controllerPort: await freePort() };
