@@ -1,5 +1,3 @@
-import { createServer } from "node:net";
-
 /** The value at quantile `q` (0..1) of ascending `sorted`; NaN when empty. */
 export function percentile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -14,16 +12,4 @@ export function median(values: readonly number[]): number {
   );
 }
 
-/** A port free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        address && typeof address === "object" ? resolve(address.port) : reject(new Error("no port")),
-      );
-    });
-  });
-}
+export { freePort } from "@saga/tools/infra";

@@ -19,7 +19,7 @@ export {
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { nginxBinary } from "./nginx.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
-export { freePort, freeServerPort, isPortFree } from "./ports.ts";
+export { freePort, isPortFree } from "./ports.ts";
 export { type PostgresServer, startPostgres } from "./postgres.ts";
 export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
 

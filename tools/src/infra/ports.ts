@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 
-/** A port that is free on 127.0.0.1 right now. Another process may still take it before we bind. */
-export function freePort(): Promise<number> {
+/** A port the kernel says is free on 127.0.0.1 right now, from its ephemeral range. */
+function ephemeralPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
@@ -33,20 +33,26 @@ async function lowestEphemeralPort(): Promise<number> {
   return Number(text.trim().split(/\s+/)[0]) || 32_768;
 }
 
+/** Ports this process handed out: two asked for before either is listened on must differ. */
+const handedOut = new Set<number>();
+
 /**
- * A port free on 127.0.0.1 now for a server that listens some seconds later, chosen below the kernel's
- * range of ephemeral ports. One from `freePort` is in that range, so the kernel may give it meanwhile to
- * an outgoing connection as its source port: a chaos run's user-service once failed to start with
- * EADDRINUSE on a port chosen before PostgreSQL and Kafka started and opened their connections.
- * `avoid`: ports already chosen and not listened on yet.
+ * A port free on 127.0.0.1 now for a server that listens some seconds later, or listens again after a
+ * restart, chosen below the kernel's range of ephemeral ports. A port from that range may be given
+ * meanwhile to an outgoing connection as its source port: a chaos run's user-service once failed to start
+ * with EADDRINUSE on a port chosen before PostgreSQL and Kafka opened their connections, and a CI run's
+ * broker restarted on its own ports failed the same way while every package's tests ran at once.
+ * Another process may still take it before we bind.
  */
-export async function freeServerPort(avoid: ReadonlySet<number> = new Set()): Promise<number> {
+export async function freePort(): Promise<number> {
   const lowest = 10_000;
   const low = await lowestEphemeralPort();
-  if (low - lowest < 1_000) return freePort();
-  for (let tries = 0; tries < 100; tries++) {
+  for (let tries = 0; low - lowest >= 1_000 && tries < 100; tries++) {
     const port = lowest + Math.floor(Math.random() * (low - lowest));
-    if (!avoid.has(port) && (await isPortFree(port))) return port;
+    if (!handedOut.has(port) && (await isPortFree(port))) {
+      handedOut.add(port);
+      return port;
+    }
   }
-  return freePort();
+  return ephemeralPort();
 }

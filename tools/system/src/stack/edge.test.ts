@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { freeServerPort, nginxBinary } from "@saga/tools/infra";
+import { freePort, nginxBinary } from "@saga/tools/infra";
 import { Agent, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Edge, startEdge } from "./edge.ts";
@@ -32,7 +32,7 @@ const agent = new Agent({ connections: 64 });
 beforeAll(async () => {
   upstream.listen(0, "127.0.0.1");
   await once(upstream, "listening");
-  const port = await freeServerPort(new Set());
+  const port = await freePort();
   const nginx = await nginxBinary(() => {});
   edge = await startEdge(nginx, port, (upstream.address() as AddressInfo).port, {
     ordersWrite: 2,

@@ -7,7 +7,7 @@ import {
   cacheDir,
   createDatabase,
   createTopics,
-  freeServerPort,
+  freePort,
   isPortFree,
   type KafkaServer,
   type PostgresServer,
@@ -49,12 +49,7 @@ export const DEFAULT_PORTS: SystemPorts = {
  * the kernel's ephemeral range, as they are listened on only once PostgreSQL and Kafka are up.
  */
 export async function freePorts(): Promise<SystemPorts> {
-  const chosen = new Set<number>();
-  const next = async () => {
-    const port = await freeServerPort(chosen);
-    chosen.add(port);
-    return port;
-  };
+  const next = freePort;
   return {
     postgres: await next(),
     kafka: await next(),
@@ -163,13 +158,8 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   // With fault proxies: a broker listener per linked process, and the port of the proxy in front of it.
   const kafkaListeners = new Map<LinkedProcess, { name: string; port: number; advertisedPort: number }>();
   if (opts.faultProxies && !opts.external) {
-    // Listened on once the broker and the proxies start: out of the ephemeral range too (freeServerPort).
-    const chosen = new Set(Object.values(ports).flat());
-    const next = async () => {
-      const port = await freeServerPort(chosen);
-      chosen.add(port);
-      return port;
-    };
+    // Listened on once the broker and the proxies start: out of the ephemeral range too (freePort).
+    const next = freePort;
     for (const p of LINKED_PROCESSES) {
       const name = `CLIENT_${p.replace(/\W/g, "_").toUpperCase()}`;
       kafkaListeners.set(p, { name, port: await next(), advertisedPort: await next() });
@@ -307,9 +297,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         RELAY_ID: name,
       });
     }
-    const gatewayPort = opts.edge
-      ? await freeServerPort(new Set(Object.values(ports).flat()))
-      : ports.gateway;
+    const gatewayPort = opts.edge ? await freePort() : ports.gateway;
     add("gateway", bundleOf("gateway"), gatewayPort, {
       USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
       ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
