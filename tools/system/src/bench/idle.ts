@@ -20,7 +20,7 @@ import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
 import { table } from "../chaos/report.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
-import { closeLoad, createBenchUsers, runPhase, UNLIMITED_RATES } from "./load.ts";
+import { closeLoad, createBenchUsers, envArgs, runPhase, UNLIMITED_RATES } from "./load.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -146,13 +146,7 @@ async function main() {
     env: {
       LOG_LEVEL: "warn",
       ...UNLIMITED_RATES,
-      ...Object.fromEntries(
-        values.env.map((kv) => {
-          const at = kv.indexOf("=");
-          if (at < 1) throw new Error(`--env ${kv}: expected NAME=value`);
-          return [kv.slice(0, at), kv.slice(at + 1)];
-        }),
-      ),
+      ...envArgs(values.env),
     },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);

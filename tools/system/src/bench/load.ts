@@ -57,6 +57,17 @@ export const UNLIMITED_RATES = {
   RATE_LIMIT_ADDRESS_BURST: "100000",
 };
 
+/** `--env NAME=value` arguments as the environment they add to every process of the system. */
+export function envArgs(pairs: string[]): Record<string, string> {
+  return Object.fromEntries(
+    pairs.map((kv) => {
+      const at = kv.indexOf("=");
+      if (at < 1) throw new Error(`--env ${kv}: expected NAME=value`);
+      return [kv.slice(0, at), kv.slice(at + 1)];
+    }),
+  );
+}
+
 const FOLLOW_WAIT_S = 5;
 const POLL_MS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -12,7 +12,7 @@ import { totalConsumerLag, waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling } from "./ceilings.ts";
 import { lineChart } from "./chart.ts";
-import { closeLoad, createBenchUsers, type PhaseResult, runPhase, UNLIMITED_RATES } from "./load.ts";
+import { closeLoad, createBenchUsers, envArgs, type PhaseResult, runPhase, UNLIMITED_RATES } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
 import { type Summary, summarize } from "./stats.ts";
 import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
@@ -122,6 +122,8 @@ function parseOptions(argv: string[]) {
       "idle-settle": { type: "string" },
       // `nginx`: nginx in front of the gateway, refusing orders past its bounds (stack/edge.ts); an experiment.
       edge: { type: "string" },
+      // NAME=value added to every process's environment, to compare a setting against its default.
+      env: { type: "string", multiple: true, default: [] },
     },
   });
   const quick = values.quick ?? false;
@@ -147,6 +149,10 @@ function parseOptions(argv: string[]) {
     overloadCapacity:
       values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
     edge: values.edge === "nginx",
+    env: envArgs(values.env ?? []),
+    // A quick run, or one with the edge or a setting changed, is an experiment: its reports go to bench/out
+    // and the console, and RESULTS.md stays the default system's.
+    official: !quick && values.edge === undefined && (values.env ?? []).length === 0,
   };
 }
 
@@ -547,7 +553,7 @@ async function main() {
     durable: true,
     statementStats: true,
     ...(opts.edge ? { edge: { nginx: await nginxBinary(log) } } : {}),
-    env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES },
+    env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES, ...opts.env },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);
     },
@@ -621,7 +627,7 @@ async function main() {
           : `FAILED: ${broken.join("; ")}`
       }`;
       console.log(`\n${section}\n`);
-      if (!opts.quick) await writeOverloadSection(join(repoRoot, "bench", "RESULTS.md"), section);
+      if (opts.official) await writeOverloadSection(join(repoRoot, "bench", "RESULTS.md"), section);
     };
     if (opts.overloadOnly) return await overload();
     await drain({ user, order }, kafka, log);
@@ -735,7 +741,7 @@ async function main() {
       ],
     });
     await writeFile(join(out, `bench-${stamp}.svg`), svg);
-    if (!opts.quick) {
+    if (opts.official) {
       await writeFile(join(repoRoot, "bench", "latency.svg"), svg);
       await writeFile(
         join(repoRoot, "bench", "RESULTS.md"),
