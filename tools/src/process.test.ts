@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { describe, expect, it } from "vitest";
-import { cpuSeconds, wakeups } from "./process.ts";
+import { cpuSeconds, wakeups, wakeupsBetween } from "./process.ts";
 
 describe("cpuSeconds", () => {
   it("keeps the CPU of a descendant that exited between two readings (a PostgreSQL backend that ended)", async () => {
@@ -56,9 +56,43 @@ describe("wakeups", () => {
       parent.stdin.write("go");
       await once(parent.stdout, "data");
       const after = await wakeups({ tree: pid, alone: pid }, ["alone"]);
-      expect((after.tree ?? 0) - (before.tree ?? 0)).toBeGreaterThanOrEqual(50);
+      const woken = wakeupsBetween(before, after);
+      expect(woken.tree).toBeGreaterThanOrEqual(50);
       // The parent alone only relayed two messages.
-      expect((after.alone ?? 0) - (before.alone ?? 0)).toBeLessThan(50);
+      expect(woken.alone).toBeLessThan(50);
+    } finally {
+      parent.kill("SIGKILL");
+    }
+  });
+
+  it("leaves out a child that exited between the readings, whatever it was woken for before", async () => {
+    // The child sleeps 50 times at once, then lives until its input ends; the parent ends it when told.
+    const child = `for (let i = 0; i < 50; i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      process.stdin.resume();`;
+    const parent = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const child = require("node:child_process").spawn(process.execPath, ["-e", ${JSON.stringify(child)}], {
+           stdio: ["pipe", "inherit", "inherit"],
+         });
+         process.stdin.once("data", () => child.stdin.end());
+         child.once("exit", () => process.stdout.write("gone"));
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ["pipe", "pipe", "inherit"] },
+    );
+    try {
+      const pid = parent.pid ?? 0;
+      await new Promise((r) => setTimeout(r, 1000));
+      const before = await wakeups({ tree: pid });
+      expect(before.tree?.size).toBeGreaterThan(10);
+      parent.stdin.write("go");
+      await once(parent.stdout, "data");
+      const woken = wakeupsBetween(before, await wakeups({ tree: pid }));
+      // A difference of totals would be the parent's few wake-ups less the child's 50 and more.
+      expect(woken.tree).toBeGreaterThanOrEqual(0);
+      expect(woken.tree).toBeLessThan(50);
     } finally {
       parent.kill("SIGKILL");
     }

@@ -62,30 +62,53 @@ export async function cpuSeconds(
   );
 }
 
+/** Each named process's threads (and its live descendants'), by `pid/tid`, with their wake-ups so far. */
+export type WakeupCounts = Record<string, Map<string, number>>;
+
 /**
  * Times each named process and its live descendants have been woken so far: the voluntary context
  * switches of all their threads (a thread that blocked, on a socket, a lock, a disk flush, and was woken
  * again). At low rates a process pays for each wake-up more than for the work it then does (its caches
- * are cold), so CPU per saga follows how many wake-ups a saga causes. Threads and processes that exited
- * are not counted (/proc keeps no total for them).
+ * are cold), so CPU per saga follows how many wake-ups a saga causes. Counted per thread, for
+ * `wakeupsBetween`.
  */
 export async function wakeups(
   roots: Record<string, number>,
   /** Roots counted alone (see `cpuSeconds`). */
   alone: string[] = [],
-): Promise<Record<string, number>> {
+): Promise<WakeupCounts> {
   const { trees } = await processTrees(roots, alone);
-  const out: Record<string, number> = {};
+  const out: WakeupCounts = {};
   for (const [name, pids] of trees) {
-    let sum = 0;
+    const threads = new Map<string, number>();
     for (const pid of pids)
       for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
         const text = await readFile(`/proc/${pid}/task/${tid}/status`, "utf8").catch(() => "");
-        sum += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+        const count = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(text)?.[1];
+        if (count !== undefined) threads.set(`${pid}/${tid}`, Number(count));
       }
-    out[name] = sum;
+    out[name] = threads;
   }
   return out;
+}
+
+/**
+ * The wake-ups of each named process between two readings, from the threads alive at the second: a
+ * thread that started meanwhile counts from zero (also one that took an exited thread's id, whose count
+ * is lower), and one that exited meanwhile is left out (/proc keeps no total for it). A total over the
+ * whole tree went negative when a PostgreSQL backend with many wake-ups behind it exited in between.
+ */
+export function wakeupsBetween(before: WakeupCounts, after: WakeupCounts): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(after).map(([name, threads]) => {
+      let sum = 0;
+      for (const [thread, count] of threads) {
+        const earlier = before[name]?.get(thread) ?? 0;
+        sum += count >= earlier ? count - earlier : count;
+      }
+      return [name, sum];
+    }),
+  );
 }
 
 /**

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, nginxBinary, repoRoot } from "@saga/tools/infra";
-import { cpuSeconds, wakeups } from "@saga/tools/process";
+import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
 import postgres from "postgres";
 import { checkInvariants } from "../chaos/checker.ts";
 import { table } from "../chaos/report.ts";
@@ -351,7 +351,7 @@ async function measurePhase(
       Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
     ),
     wakeups: Object.fromEntries(
-      Object.entries(wakeupsAfter).map(([k, v]) => [k, (v - (wakeupsBefore[k] ?? 0)) / durationS]),
+      Object.entries(wakeupsBetween(wakeupsBefore, wakeupsAfter)).map(([k, v]) => [k, v / durationS]),
     ),
   };
 }
@@ -377,7 +377,7 @@ async function measureIdle(system: System, observer: Observer, seconds: number, 
     settleS,
     cpu: Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / wallS])),
     wakeups: Object.fromEntries(
-      Object.entries(wakeupsAfter).map(([k, v]) => [k, (v - (wakeupsBefore[k] ?? 0)) / wallS]),
+      Object.entries(wakeupsBetween(wakeupsBefore, wakeupsAfter)).map(([k, v]) => [k, v / wallS]),
     ),
     statementsPerS: statements.total / wallS,
   };
