@@ -27,10 +27,14 @@ export function isPortFree(port: number): Promise<boolean> {
   });
 }
 
-/** The lowest of the kernel's ephemeral ports: the source ports it gives outgoing connections. */
-async function lowestEphemeralPort(): Promise<number> {
-  const text = await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8").catch(() => "");
-  return Number(text.trim().split(/\s+/)[0]) || 32_768;
+let lowestEphemeral: Promise<number> | undefined;
+
+/** The lowest of the kernel's ephemeral ports (the source ports it gives outgoing connections), read once. */
+function lowestEphemeralPort(): Promise<number> {
+  lowestEphemeral ??= readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+    .catch(() => "")
+    .then((text) => Number(text.trim().split(/\s+/)[0]) || 32_768);
+  return lowestEphemeral;
 }
 
 /** Ports this process handed out: two asked for before either is listened on must differ. */
