@@ -30,13 +30,13 @@ export type LeaseOptions = {
 
 export type Lease = {
   /**
-   * Becomes the owner: asks the server for the lock and waits there up to `waitMs` (0: asks once), so
+   * Becomes the owner: asks the server for the lock and waits there up to `waitMs`, so
    * that the lock is granted the moment its owner's session ends, with nothing polled meanwhile.
    * Resolves with a signal that aborts when ownership is lost (the session ended, a heartbeat failed
    * or found the lock gone), or undefined when another instance still owns the outbox, the database
    * cannot be reached, or `stop` aborted (which ends the wait on the server).
    */
-  acquire(waitMs?: number, stop?: AbortSignal): Promise<AbortSignal | undefined>;
+  acquire(waitMs: number, stop?: AbortSignal): Promise<AbortSignal | undefined>;
   /**
    * Resolves once the lock is known held as of a check asked at most two heartbeats ago: at once on a
    * healthy owner, otherwise after asking its session (a process that was frozen or stalled has only an
@@ -131,13 +131,6 @@ export function createLease({
     );
   }
 
-  async function tryLock(s: postgres.Sql): Promise<boolean> {
-    const [row] = await bounded(s, "lock", () =>
-      s.unsafe<{ ok: boolean }[]>(`select pg_try_advisory_lock(${LOCK_ARGS}) as ok`),
-    );
-    return row?.ok === true;
-  }
-
   /**
    * Waits on the server for the lock, `waitMs` at most: one simple-protocol message of two statements,
    * which run as one implicit transaction, so the `SET LOCAL` of a longer `statement_timeout` ends with
@@ -146,15 +139,15 @@ export function createLease({
    * `setImmediate` and ends the process (3.4.9; a chaos run's PostgreSQL kill). Both the timeout and a
    * cancel on `stop` end the wait with `query_canceled`: not acquired.
    */
-  async function waitForLock(s: postgres.Sql, waitMs: number, stop?: AbortSignal): Promise<boolean> {
+  async function waitForLock(s: postgres.Sql, waitMs: number, stop?: AbortSignal): Promise<void> {
     const wait = s.unsafe(
-      `set local statement_timeout = ${Math.ceil(waitMs)}; select pg_advisory_lock(${LOCK_ARGS})`,
+      // At least 1 ms: a statement_timeout of 0 would wait for ever.
+      `set local statement_timeout = ${Math.max(1, Math.ceil(waitMs))}; select pg_advisory_lock(${LOCK_ARGS})`,
     );
     const cancel = () => cancelQuery(wait);
     stop?.addEventListener("abort", cancel, { once: true });
     try {
       await bounded(s, "lock wait", () => wait, waitMs + timeoutMs);
-      return true;
     } finally {
       stop?.removeEventListener("abort", cancel);
     }
@@ -172,19 +165,19 @@ export function createLease({
   }
 
   return {
-    async acquire(waitMs = 0, stop) {
+    async acquire(waitMs, stop) {
       if (owned) return owned.controller.signal;
       if (stop?.aborted) return undefined;
       session ??= open();
       const s = session;
       const asked = performance.now();
       try {
-        if (!(waitMs > 0 ? await waitForLock(s, waitMs, stop) : await tryLock(s))) return undefined;
+        await waitForLock(s, waitMs, stop);
       } catch (err) {
         // A wait that ran out its time was refused on the server and holds nothing: its session stays for
         // the next one. After any other failure, a cancel on `stop` among them (it may come once the lock
         // was granted), only a new session is sure to hold nothing.
-        const timedOut = waitMs > 0 && !stop?.aborted && (err as { code?: unknown }).code === "57014";
+        const timedOut = !stop?.aborted && (err as { code?: unknown }).code === "57014";
         if (!timedOut) await closeSession();
         return undefined;
       }

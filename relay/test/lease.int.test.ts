@@ -13,7 +13,7 @@ describe("the lease", () => {
     // The server ends the lock session after 1 s without a statement; the heartbeat asks every 200 ms.
     const lease = createLease({ url, holderName: "lease-test", heartbeatMs: 200, serverIdleTimeoutMs: 1000 });
     onTestFinished(() => lease.release());
-    const owned = await lease.acquire();
+    const owned = await lease.acquire(1000);
     if (!owned) throw new Error("the lease was not acquired");
 
     await new Promise((r) => setTimeout(r, 1500));
@@ -36,13 +36,13 @@ describe("the lease", () => {
     onTestFinished(async () => {
       await Promise.all([owner.release(), standby.release(), other.release()]);
     });
-    if (!(await owner.acquire())) throw new Error("the owner did not get the lock");
+    if (!(await owner.acquire(1000))) throw new Error("the owner did not get the lock");
     const waits = () => sql<{ holder: string }[]>`
       select a.application_name as holder from pg_locks l join pg_stat_activity a using (pid)
       where l.locktype = 'advisory' and not l.granted and a.datname = current_database()`;
 
     // Asked once, the lock is refused; waited for, it is granted as soon as the owner gives it up.
-    expect(await standby.acquire()).toBeUndefined();
+    expect(await standby.acquire(100)).toBeUndefined();
     const waiting = standby.acquire(60_000);
     await eventually("the standby to wait", async () => (await waits()).length === 1, 5000);
     expect((await waits())[0]?.holder).toBe("lease-standby");
@@ -68,7 +68,7 @@ describe("the lease", () => {
     onTestFinished(async () => {
       await Promise.all([owner.release(), standby.release()]);
     });
-    if (!(await owner.acquire())) throw new Error("the owner did not get the lock");
+    if (!(await owner.acquire(1000))) throw new Error("the owner did not get the lock");
     const waiting = standby.acquire(5000);
     await new Promise((r) => setTimeout(r, 1000));
     await owner.release();
@@ -79,7 +79,7 @@ describe("the lease", () => {
     const backendOf = async (holder: string) =>
       (await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${holder}`)[0]
         ?.pid;
-    if (!(await owner.acquire())) throw new Error("the owner did not get the lock back");
+    if (!(await owner.acquire(1000))) throw new Error("the owner did not get the lock back");
     expect(await standby.acquire(500)).toBeUndefined();
     const waitedOn = await backendOf("lease-standby");
     expect(waitedOn).toBeDefined();
