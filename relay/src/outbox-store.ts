@@ -102,7 +102,9 @@ export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxS
     /**
      * Marks rows as published, each at the moment Kafka acknowledged it: `now()` less `sinceAck[i]`
      * seconds for `ids[i]`, so a mark made a while after the acknowledgement (the CDC mode marks once per
-     * interval) still says when the row reached Kafka. Every row is visible to it: read from the table,
+     * interval) still says when the row reached Kafka, in the server's clock. Late by as long as the
+     * statement waited to start (`sinceAck` is taken when it is issued): milliseconds, more on a starved
+     * machine. Every row is visible to it: read from the table,
      * or streamed and sent only once its transaction was visible (see `currentSnapshot`). With
      * `deleteOnPublish`, deletes them instead (the publication streams inserts only).
      */
