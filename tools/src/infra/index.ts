@@ -8,6 +8,7 @@ import { freePort } from "./ports.ts";
 import { type PostgresServer, removeDataDir, startPostgres } from "./postgres.ts";
 
 export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
+export { haproxyTool, nginxTool, type Tool } from "./debian-tools.ts";
 export {
   ensureKafkaJars,
   KAFKA_VERSION,
@@ -17,7 +18,6 @@ export {
   startKafka,
 } from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
-export { nginxBinary } from "./nginx.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";
 export { type PostgresServer, startPostgres } from "./postgres.ts";

@@ -3,7 +3,7 @@ import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createKafka, type KafkaClient } from "@saga/kafka";
-import { cacheDir, createDatabase, nginxBinary, repoRoot } from "@saga/tools/infra";
+import { cacheDir, createDatabase, haproxyTool, nginxTool, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
 import postgres from "postgres";
 import { checkInvariants } from "../chaos/checker.ts";
@@ -120,15 +120,18 @@ function parseOptions(argv: string[]) {
       "follow-rates": { type: "string" },
       "idle-seconds": { type: "string" },
       "idle-settle": { type: "string" },
-      // `nginx`: nginx in front of the gateway, refusing orders past its bounds (stack/edge.ts); an experiment.
+      // `nginx` or `haproxy` in front of the gateway, refusing orders past its bounds (stack/edge.ts); an
+      // experiment.
       edge: { type: "string" },
       // NAME=value added to every process's environment, to compare a setting against its default.
       env: { type: "string", multiple: true, default: [] },
     },
   });
   const quick = values.quick ?? false;
-  if (values.edge !== undefined && values.edge !== "nginx")
-    throw new Error(`--edge: nginx or nothing, not ${values.edge}`);
+  const edge = values.edge;
+  if (edge !== undefined && edge !== "nginx" && edge !== "haproxy")
+    throw new Error(`--edge: nginx, haproxy or nothing, not ${edge}`);
+  const edgeKind: "nginx" | "haproxy" | undefined = edge;
   return {
     quick,
     rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
@@ -148,11 +151,11 @@ function parseOptions(argv: string[]) {
     overloadFactors: (values["overload-factors"] ?? "2,5").split(",").filter(Boolean).map(Number),
     overloadCapacity:
       values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
-    edge: values.edge === "nginx",
+    edge: edgeKind,
     env: envArgs(values.env ?? []),
     // A quick run, or one with the edge or a setting changed, is an experiment: its reports go to bench/out
     // and the console, and RESULTS.md stays the default system's.
-    official: !quick && values.edge === undefined && (values.env ?? []).length === 0,
+    official: !quick && edge === undefined && (values.env ?? []).length === 0,
   };
 }
 
@@ -552,7 +555,9 @@ async function main() {
     dataDir,
     durable: true,
     statementStats: true,
-    ...(opts.edge ? { edge: { nginx: await nginxBinary(log) } } : {}),
+    ...(opts.edge && {
+      edge: { kind: opts.edge, tool: await (opts.edge === "nginx" ? nginxTool : haproxyTool)(log) },
+    }),
     env: { LOG_LEVEL: "warn", ...UNLIMITED_RATES, ...opts.env },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);

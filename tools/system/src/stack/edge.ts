@@ -1,14 +1,22 @@
 /**
- * An experiment of the bench (bench/README.md, "Session 34"): nginx in front of the gateway, refusing in
- * C what is past a bound of requests in flight per lane (`limit_conn`), so that a refusal does not wait
- * for the gateway's event loop. Not part of `npm start`: nginx is not installed by the project.
+ * Experiments of the bench: a proxy in front of the gateway that refuses in C what is past a bound of
+ * requests in flight, so that a refusal does not wait for the gateway's event loop. Not part of `npm
+ * start`: the proxies are not installed by the project.
+ *
+ * - nginx (bench/README.md, "Session 34"): static bounds per lane (`limit_conn`).
+ * - HAProxy (bench/README.md, "Session 37"): bounds that follow the gateway's own adaptive ones. A
+ *   controller reads the gateway's `http_admission_limit` of each order lane a few times a second and
+ *   sets the edge's `maxconn` for that lane through HAProxy's runtime API; past it requests wait in
+ *   HAProxy's queue, and past a queue as long again they are refused at once.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OVERLOADED_MESSAGE } from "@saga/http";
 import { SERVICE_HTTP_DEFAULTS } from "@saga/messaging";
+import type { Tool } from "@saga/tools/infra";
 
 export type Edge = { pid: number | undefined; stop(): Promise<void> };
 
@@ -29,18 +37,49 @@ export const EDGE_LIMITS: EdgeLimits = {
 // The gateway's refusal, as its error handler writes it (no request id: nginx has none of ours).
 const SHED_BODY = JSON.stringify({ error: OVERLOADED_MESSAGE });
 
-/** Starts nginx (`binary`) on `port` in front of `upstreamPort`; resolves once it answers. */
-export async function startEdge(
-  binary: string,
-  port: number,
-  upstreamPort: number,
-  limits: EdgeLimits,
-): Promise<Edge> {
+/** Which proxy, and what it needs. */
+export type EdgeSpec =
+  | { kind: "nginx"; tool: Tool; limits: EdgeLimits }
+  | {
+      kind: "haproxy";
+      tool: Tool;
+      /** The gateway's `/metrics`, whose order lanes' limits the edge follows. */
+      gatewayMetricsUrl: string;
+      /** How often the controller reads them. */
+      followEveryMs?: number;
+      /** The gateway's warm-up, which the edge's queues follow (`WARM_UP`). */
+      warmUp?: { ms: number; queue: number };
+    };
+
+/** Starts the proxy on `port` in front of the gateway on `upstreamPort`; resolves once it answers. */
+export async function startEdge(spec: EdgeSpec, port: number, upstreamPort: number): Promise<Edge> {
   const dir = await mkdtemp(join(tmpdir(), "saga-edge-"));
+  if (spec.kind === "nginx") {
+    await writeFile(join(dir, "nginx.conf"), nginxConf(dir, port, upstreamPort, spec.limits));
+    const child = await launch(spec.tool, ["-c", join(dir, "nginx.conf"), "-p", dir], port, dir);
+    return { pid: child.pid, stop: () => stopChild(child, dir) };
+  }
+  const socket = join(dir, "admin.sock");
+  await writeFile(join(dir, "haproxy.cfg"), haproxyConf(socket, port, upstreamPort));
+  const child = await launch(spec.tool, ["-f", join(dir, "haproxy.cfg"), "-db", "-q"], port, dir);
+  const stopFollowing = followGateway(spec.gatewayMetricsUrl, socket, spec.followEveryMs ?? 200, {
+    ...WARM_UP,
+    ...spec.warmUp,
+  });
+  return {
+    pid: child.pid,
+    async stop() {
+      await stopFollowing();
+      await stopChild(child, dir);
+    },
+  };
+}
+
+function nginxConf(dir: string, port: number, upstreamPort: number, limits: EdgeLimits): string {
   // One worker, no master: the pid is the process doing the work. limit_conn counts an HTTP/1.1
   // connection only while a request of it is being served, so it bounds requests in flight per key;
   // an empty key is not counted.
-  const conf = `daemon off; master_process off; worker_processes 1; error_log ${dir}/error.log warn; pid ${dir}/nginx.pid;
+  return `daemon off; master_process off; worker_processes 1; error_log ${dir}/error.log warn; pid ${dir}/nginx.pid;
 events { worker_connections 16384; }
 http {
   access_log off;
@@ -77,29 +116,159 @@ http {
   }
 }
 `;
-  await writeFile(join(dir, "nginx.conf"), conf);
-  const child: ChildProcess = spawn(binary, ["-c", join(dir, "nginx.conf"), "-p", dir], {
+}
+
+/**
+ * The lanes HAProxy bounds, and the gateway's admission lane each follows. A long poll (`Prefer: wait`)
+ * holds its place for seconds and is bounded by neither.
+ */
+const HAPROXY_LANES = [
+  { backend: "writes", lane: "orders:write" },
+  { backend: "reads", lane: "orders:read" },
+] as const;
+
+/**
+ * For the gateway's warm-up (ADMISSION_WARMUP_*: 30 s, then 30 s easing down) its queues hold up to 1,024
+ * requests for up to a second, so that a cold system queues rather than refuses; the edge's queues do the
+ * same for as long, then hold as many as the lane's bound.
+ */
+const WARM_UP = { ms: 30_000, queue: 1024, queueMs: 1000 };
+
+function haproxyConf(socket: string, port: number, upstreamPort: number): string {
+  const start = SERVICE_HTTP_DEFAULTS.writeInFlight + SERVICE_HTTP_DEFAULTS.queue;
+  const backends = HAPROXY_LANES.map(
+    ({ backend }) => `backend ${backend}
+  server gateway 127.0.0.1:${upstreamPort} maxconn ${start}
+`,
+  ).join("");
+  // maxconn 8000: the descriptors it needs fit the soft limit a user may not raise. The queue's timeout
+  // (a second, the gateway's own during its warm-up) answers a request that waited that long with the
+  // same 503; refusals past a full queue are immediate (`http-request return`). The queue bounds are
+  // variables the controller sets: queue(b) - proc.b_queue >= 0.
+  return `global
+  maxconn 8000
+  stats socket ${socket} level admin
+${HAPROXY_LANES.map(({ backend }) => `  set-var proc.${backend}_queue int(${WARM_UP.queue})`).join("\n")}
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 1s
+  timeout client 60s
+  timeout http-request 10s
+  timeout http-keep-alive 60s
+  timeout server 60s
+  timeout queue ${WARM_UP.queueMs}ms
+  http-error status 503 content-type application/json string '${SHED_BODY}' hdr Retry-After 1
+frontend edge
+  bind 127.0.0.1:${port}
+  acl writes method POST
+  acl writes_path path /orders
+  acl reads method GET HEAD
+  acl reads_path path_beg /orders/
+  acl long_poll req.hdr(prefer) -m reg wait=[0-9]
+${HAPROXY_LANES.map(
+  ({ backend }) =>
+    `  http-request return status 503 content-type application/json string '${SHED_BODY}' hdr Retry-After 1 if ${backend} ${backend}_path !long_poll { queue(${backend}),sub(proc.${backend}_queue) ge 0 }`,
+).join("\n")}
+${HAPROXY_LANES.map(({ backend }) => `  use_backend ${backend} if ${backend} ${backend}_path !long_poll`).join("\n")}
+  default_backend rest
+${backends}backend rest
+  server gateway 127.0.0.1:${upstreamPort}
+`;
+}
+
+/**
+ * Sets each HAProxy lane's `maxconn` to the gateway's limit for it, and its queue to as many (more during
+ * the warm-up), every `everyMs`; returns its stopper. A reading that fails (the gateway restarting) leaves
+ * the bounds as they were.
+ */
+function followGateway(
+  metricsUrl: string,
+  socket: string,
+  everyMs: number,
+  warmUp: { ms: number; queue: number },
+): () => Promise<void> {
+  const started = performance.now();
+  const stopping = new AbortController();
+  let last = "";
+  const done = (async () => {
+    while (!stopping.signal.aborted) {
+      try {
+        const text = await (await fetch(metricsUrl, { signal: stopping.signal })).text();
+        const elapsed = performance.now() - started;
+        // The whole warm-up queue for `warmUp.ms`, then down to none in as long again.
+        const warmQueue = warmUp.queue * Math.min(1, Math.max(0, 2 - elapsed / Math.max(1, warmUp.ms)));
+        const commands = HAPROXY_LANES.flatMap(({ backend, lane }) => {
+          const limit = laneLimit(text, lane);
+          if (limit === undefined) return [];
+          return [
+            `set maxconn server ${backend}/gateway ${limit}`,
+            `set var proc.${backend}_queue int(${Math.max(limit, Math.round(warmQueue))})`,
+          ];
+        }).join("; ");
+        if (commands && commands !== last) {
+          // `set var` is an experimental command of HAProxy 2.6's runtime API.
+          await runtimeApi(socket, `experimental-mode on; ${commands}`);
+          last = commands;
+        }
+      } catch {
+        // The next turn tries again.
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return async () => {
+    stopping.abort();
+    await done;
+  };
+}
+
+/** The gateway's current limit of one admission lane, from its metrics' text. */
+export function laneLimit(metricsText: string, lane: string): number | undefined {
+  const match = new RegExp(`^http_admission_limit\\{[^}]*lane="${lane}"[^}]*\\} (\\d+)`, "m").exec(
+    metricsText,
+  );
+  return match ? Number(match[1]) : undefined;
+}
+
+/** One exchange with HAProxy's runtime API; rejects with what it answered when that is not empty. */
+function runtimeApi(socket: string, commands: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(socket);
+    let answer = "";
+    conn.setEncoding("utf8");
+    conn.on("data", (chunk) => {
+      answer += chunk;
+    });
+    conn.on("error", reject);
+    conn.on("end", () => (answer.trim() === "" ? resolve() : reject(new Error(`haproxy: ${answer.trim()}`))));
+    conn.end(`${commands}\n`);
+  });
+}
+
+async function launch(tool: Tool, args: string[], port: number, dir: string): Promise<ChildProcess> {
+  const child: ChildProcess = spawn(tool.binary, args, {
     stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, ...tool.env },
   });
   const deadline = Date.now() + 10_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode} (${dir}/error.log)`);
+    if (child.exitCode !== null) throw new Error(`${tool.binary} exited with ${child.exitCode} (${dir})`);
     const ok = await fetch(`http://127.0.0.1:${port}/health`).then(
       (r) => r.ok,
       () => false,
     );
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error("nginx did not answer within 10 s");
+    if (ok) return child;
+    if (Date.now() > deadline) throw new Error(`${tool.binary} did not answer within 10 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return {
-    pid: child.pid,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+}
+
+async function stopChild(child: ChildProcess, dir: string): Promise<void> {
+  if (child.exitCode === null) {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+  }
+  await rm(dir, { recursive: true, force: true });
 }

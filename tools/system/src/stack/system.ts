@@ -13,8 +13,9 @@ import {
   type PostgresServer,
   startKafka,
   startPostgres,
+  type Tool,
 } from "@saga/tools/infra";
-import { EDGE_LIMITS, type Edge, type EdgeLimits, startEdge } from "./edge.ts";
+import { EDGE_LIMITS, type Edge, type EdgeLimits, type EdgeSpec, startEdge } from "./edge.ts";
 import { type FaultProxyHost, type RemoteFaultProxy, startFaultProxyHost } from "./fault-proxy-host.ts";
 import { childPids, freezeFor, signal } from "./freeze.ts";
 import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
@@ -94,10 +95,11 @@ export type SystemOptions = {
    */
   faultProxies?: boolean;
   /**
-   * nginx in front of the gateway, on the gateway's port, refusing in C what is past its bounds of orders
-   * in flight (edge.ts; the bench's `--edge nginx`): the path of an nginx binary, and those bounds.
+   * A proxy in front of the gateway, on the gateway's port, refusing in C what is past its bounds of
+   * orders in flight (edge.ts; the bench's `--edge`): nginx with static bounds, or HAProxy with bounds that
+   * follow the gateway's.
    */
-  edge?: { nginx: string; limits?: EdgeLimits };
+  edge?: { kind: "nginx" | "haproxy"; tool: Tool; limits?: EdgeLimits };
 };
 
 export type System = {
@@ -312,10 +314,16 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await Promise.all(rest.map((p) => p.start()));
     log(`system: all processes ready in ${seconds(started)}s`);
     if (opts.edge) {
-      const { nginx, limits = EDGE_LIMITS } = opts.edge;
-      edge = await startEdge(nginx, ports.gateway, gatewayPort, limits);
+      const { kind, tool, limits = EDGE_LIMITS } = opts.edge;
+      const spec: EdgeSpec =
+        kind === "nginx"
+          ? { kind, tool, limits }
+          : { kind, tool, gatewayMetricsUrl: `http://127.0.0.1:${ports.gatewayMetrics}/metrics` };
+      edge = await startEdge(spec, ports.gateway, gatewayPort);
       log(
-        `system: nginx in front of the gateway (orders in flight: ${limits.ordersWrite} POSTs, ${limits.ordersRead} reads)`,
+        kind === "nginx"
+          ? `system: nginx in front of the gateway (orders in flight: ${limits.ordersWrite} POSTs, ${limits.ordersRead} reads)`
+          : "system: HAProxy in front of the gateway (orders in flight: the gateway's limits)",
       );
     }
 
