@@ -4,10 +4,12 @@
  * start`: the proxies are not installed by the project.
  *
  * - nginx (bench/README.md, "Session 34"): static bounds per lane (`limit_conn`).
- * - HAProxy (bench/README.md, "Session 37"): bounds that follow the gateway's own adaptive ones. A
- *   controller reads the gateway's `http_admission_limit` of each order lane a few times a second and
- *   sets the edge's `maxconn` for that lane through HAProxy's runtime API; past it requests wait in
- *   HAProxy's queue, and past a queue as long again they are refused at once.
+ * - HAProxy (bench/README.md, "Session 37"): a bound that follows the gateway's adaptive one. It lets
+ *   through at most what the order-service serves at once and a little more (`maxconn`); past that,
+ *   requests wait in HAProxy's queue, which costs nothing, and past a queue as long as the gateway's own
+ *   bound for the lane they are refused at once. A controller reads the gateway's
+ *   `http_admission_limit` of each order lane a few times a second and sets both through HAProxy's
+ *   runtime API.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -123,8 +125,21 @@ http {
  * holds its place for seconds and is bounded by neither.
  */
 const HAPROXY_LANES = [
-  { backend: "writes", lane: "orders:write" },
-  { backend: "reads", lane: "orders:read" },
+  // At most the order-service's write lane (8) and a quarter of its queue in flight: a request that
+  // waits in the service's queue past its 20 ms is refused there, after crossing the gateway twice, and
+  // those slow refusals set the p99 (with 24, the whole queue: 160–180 of them a phase; with 16, 69 at
+  // 2×; with 12, none; bench/README.md, "Session 37").
+  {
+    backend: "writes",
+    lane: "orders:write",
+    maxInFlight: SERVICE_HTTP_DEFAULTS.writeInFlight + SERVICE_HTTP_DEFAULTS.queue / 4,
+  },
+  // Reads are cheap and rarely refused behind the edge: the service's whole lane.
+  {
+    backend: "reads",
+    lane: "orders:read",
+    maxInFlight: SERVICE_HTTP_DEFAULTS.readInFlight + SERVICE_HTTP_DEFAULTS.queue,
+  },
 ] as const;
 
 /**
@@ -135,10 +150,9 @@ const HAPROXY_LANES = [
 const WARM_UP = { ms: 30_000, queue: 1024, queueMs: 1000 };
 
 function haproxyConf(socket: string, port: number, upstreamPort: number): string {
-  const start = SERVICE_HTTP_DEFAULTS.writeInFlight + SERVICE_HTTP_DEFAULTS.queue;
   const backends = HAPROXY_LANES.map(
-    ({ backend }) => `backend ${backend}
-  server gateway 127.0.0.1:${upstreamPort} maxconn ${start}
+    ({ backend, maxInFlight }) => `backend ${backend}
+  server gateway 127.0.0.1:${upstreamPort} maxconn ${maxInFlight}
 `,
   ).join("");
   // maxconn 8000: the descriptors it needs fit the soft limit a user may not raise. The queue's timeout
@@ -179,8 +193,8 @@ ${backends}backend rest
 }
 
 /**
- * Sets each HAProxy lane's `maxconn` to the gateway's limit for it, and its queue to as many (more during
- * the warm-up), every `everyMs`; returns its stopper. A reading that fails (the gateway restarting) leaves
+ * Sets each HAProxy lane's `maxconn` to the gateway's limit for it (at most the lane's `maxInFlight`), and
+ * its queue to the gateway's limit (more during the gateway's warm-up), every `everyMs`; returns its stopper. A reading that fails (the gateway restarting) leaves
  * the bounds as they were.
  */
 function followGateway(
@@ -196,14 +210,16 @@ function followGateway(
     while (!stopping.signal.aborted) {
       try {
         const text = await (await fetch(metricsUrl, { signal: stopping.signal })).text();
-        const elapsed = performance.now() - started;
+        // The gateway's warm-up runs from its start: a restarted gateway warms up again.
+        const gatewayStart = processStart(text);
+        const elapsed = gatewayStart === undefined ? performance.now() - started : Date.now() - gatewayStart;
         // The whole warm-up queue for `warmUp.ms`, then down to none in as long again.
         const warmQueue = warmUp.queue * Math.min(1, Math.max(0, 2 - elapsed / Math.max(1, warmUp.ms)));
-        const commands = HAPROXY_LANES.flatMap(({ backend, lane }) => {
+        const commands = HAPROXY_LANES.flatMap(({ backend, lane, maxInFlight }) => {
           const limit = laneLimit(text, lane);
           if (limit === undefined) return [];
           return [
-            `set maxconn server ${backend}/gateway ${limit}`,
+            `set maxconn server ${backend}/gateway ${Math.min(limit, maxInFlight)}`,
             `set var proc.${backend}_queue int(${Math.max(limit, Math.round(warmQueue))})`,
           ];
         }).join("; ");
@@ -230,6 +246,12 @@ export function laneLimit(metricsText: string, lane: string): number | undefined
     metricsText,
   );
   return match ? Number(match[1]) : undefined;
+}
+
+/** When the gateway's process started (ms since the epoch), from its metrics' text. */
+function processStart(metricsText: string): number | undefined {
+  const match = /^process_start_time_seconds(?:\{[^}]*\})? (\d+(?:\.\d+)?)/m.exec(metricsText);
+  return match ? Number(match[1]) * 1000 : undefined;
 }
 
 /** One exchange with HAProxy's runtime API; rejects with what it answered when that is not empty. */
