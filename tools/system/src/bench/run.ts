@@ -129,9 +129,8 @@ function parseOptions(argv: string[]) {
   });
   const quick = values.quick ?? false;
   const edge = values.edge;
-  if (edge !== undefined && edge !== "nginx" && edge !== "haproxy")
+  if (edge !== undefined && !isEdgeKind(edge))
     throw new Error(`--edge: nginx, haproxy or nothing, not ${edge}`);
-  const edgeKind: "nginx" | "haproxy" | undefined = edge;
   return {
     quick,
     rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
@@ -151,13 +150,15 @@ function parseOptions(argv: string[]) {
     overloadFactors: (values["overload-factors"] ?? "2,5").split(",").filter(Boolean).map(Number),
     overloadCapacity:
       values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
-    edge: edgeKind,
+    edge,
     env: envArgs(values.env ?? []),
     // A quick run, or one with the edge or a setting changed, is an experiment: its reports go to bench/out
     // and the console, and RESULTS.md stays the default system's.
     official: !quick && edge === undefined && (values.env ?? []).length === 0,
   };
 }
+
+const isEdgeKind = (name: string): name is "nginx" | "haproxy" => name === "nginx" || name === "haproxy";
 
 /** Saga latency and outcome of a phase's orders, read from order_db once they settled. */
 async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120_000) {

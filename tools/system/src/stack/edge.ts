@@ -128,7 +128,7 @@ const HAPROXY_LANES = [
   // At most the order-service's write lane (8) and a quarter of its queue in flight: a request that
   // waits in the service's queue past its 20 ms is refused there, after crossing the gateway twice, and
   // those slow refusals set the p99 (with 24, the whole queue: 160–180 of them a phase; with 16, 69 at
-  // 2×; with 12, none; bench/README.md, "Session 37").
+  // 2×; with 12, 0–38 at 2× and none at 5×; bench/README.md, "Session 37").
   {
     backend: "writes",
     lane: "orders:write",
@@ -157,8 +157,9 @@ function haproxyConf(socket: string, port: number, upstreamPort: number): string
   ).join("");
   // maxconn 8000: the descriptors it needs fit the soft limit a user may not raise. The queue's timeout
   // (a second, the gateway's own during its warm-up) answers a request that waited that long with the
-  // same 503; refusals past a full queue are immediate (`http-request return`). The queue bounds are
-  // variables the controller sets: queue(b) - proc.b_queue >= 0.
+  // same 503 (as does a gateway that refuses connections: an experiment's simplification); refusals past
+  // a full queue are immediate (`http-request return`). The queue bounds are variables the controller
+  // sets: queue(b) - proc.b_queue >= 0.
   return `global
   maxconn 8000
   stats socket ${socket} level admin
@@ -194,8 +195,9 @@ ${backends}backend rest
 
 /**
  * Sets each HAProxy lane's `maxconn` to the gateway's limit for it (at most the lane's `maxInFlight`), and
- * its queue to the gateway's limit (more during the gateway's warm-up), every `everyMs`; returns its stopper. A reading that fails (the gateway restarting) leaves
- * the bounds as they were.
+ * its queue to the gateway's limit (more during the gateway's warm-up), every `everyMs`; returns its
+ * stopper. A turn that fails (the gateway restarting) leaves the bounds as they were and says why once
+ * per distinct reason on stderr: a controller failing unseen would void the measurement.
  */
 function followGateway(
   metricsUrl: string,
@@ -206,6 +208,7 @@ function followGateway(
   const started = performance.now();
   const stopping = new AbortController();
   let last = "";
+  const reasons = new Set<string>();
   const done = (async () => {
     while (!stopping.signal.aborted) {
       try {
@@ -228,8 +231,12 @@ function followGateway(
           await runtimeApi(socket, `experimental-mode on; ${commands}`);
           last = commands;
         }
-      } catch {
-        // The next turn tries again.
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        if (!stopping.signal.aborted && !reasons.has(reason)) {
+          reasons.add(reason);
+          process.stderr.write(`edge: the controller's turn failed (${reason}); the next tries again\n`);
+        }
       }
       await new Promise((r) => setTimeout(r, everyMs));
     }
@@ -241,7 +248,7 @@ function followGateway(
 }
 
 /** The gateway's current limit of one admission lane, from its metrics' text. */
-export function laneLimit(metricsText: string, lane: string): number | undefined {
+function laneLimit(metricsText: string, lane: string): number | undefined {
   const match = new RegExp(`^http_admission_limit\\{[^}]*lane="${lane}"[^}]*\\} (\\d+)`, "m").exec(
     metricsText,
   );

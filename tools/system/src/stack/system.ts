@@ -323,7 +323,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       log(
         kind === "nginx"
           ? `system: nginx in front of the gateway (orders in flight: ${limits.ordersWrite} POSTs, ${limits.ordersRead} reads)`
-          : "system: HAProxy in front of the gateway (orders in flight: the gateway's limits)",
+          : "system: HAProxy in front of the gateway (its queues as long as the gateway's bounds; edge.ts)",
       );
     }
 
