@@ -36,6 +36,24 @@ describe("migrateDatabase", () => {
     expect(await tables(url)).toEqual(["dead_letters", "idempotency_keys", "inbox", "orders", "outbox"]);
   });
 
+  // Every index of the outbox is written by every insert and every mark: only those the relay reads by.
+  it.each(["user", "order"] as const)(
+    "gives the %s outbox only the indexes the relay reads by",
+    async (service) => {
+      const url = await freshDatabase(`${service}_db`);
+      await migrateDatabase(url, service);
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      onTestFinished(() => sql.end());
+      const rows = await sql<{ indexname: string }[]>`
+      select indexname from pg_indexes where schemaname = 'public' and tablename = 'outbox' order by indexname`;
+      expect(rows.map((r) => r.indexname)).toEqual([
+        "outbox_pkey",
+        "outbox_published_at_idx",
+        "outbox_unpublished_idx",
+      ]);
+    },
+  );
+
   it("stores money as bigint and refuses a negative balance", async () => {
     const url = await freshDatabase("user_db");
     await migrateDatabase(url, "user");
