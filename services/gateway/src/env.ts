@@ -26,6 +26,15 @@ const millis = z.coerce.number().int().positive();
 const perSecond = z.coerce.number().positive();
 const burst = z.coerce.number().int().min(1);
 
+/** The gateway's admission defaults (HTTP settings), also read by the bench's edge, which follows them. */
+export const GATEWAY_HTTP_DEFAULTS = {
+  readInFlight: 64,
+  writeInFlight: 64,
+  queue: 64,
+  warmUpMs: 30_000,
+  warmUpQueueMs: 1000,
+};
+
 export const Env = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
   /** The API's address: loopback by default; a container or a host that serves others sets 0.0.0.0. */
@@ -130,7 +139,7 @@ export const Env = z.object({
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
   // A lane's bound is the most it admits; adaptive, it moves below that with its upstream's latency.
   // After a start, as in the services: queued requests may wait up to 1 s for 30 s (bench/README.md, sixth round).
-  ...httpEnvVars({ readInFlight: 64, writeInFlight: 64, queue: 64, warmUpMs: 30_000, warmUpQueueMs: 1000 }),
+  ...httpEnvVars(GATEWAY_HTTP_DEFAULTS),
   /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
   ADMISSION_ADAPTIVE: z.stringbool().default(true),
   /** The least an adaptive lane admits at once, whatever the latency: what a service itself admits (8 + 16 queued). */

@@ -12,7 +12,7 @@ import { createGatewayMetrics } from "./metrics.ts";
 import { createUpstream } from "./upstream.ts";
 
 export { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
-export { type Env, parseGatewayEnv } from "./env.ts";
+export { type Env, GATEWAY_HTTP_DEFAULTS, parseGatewayEnv } from "./env.ts";
 
 /**
  * The gateway's parts, wired from its environment: the app, the internal app that serves `/metrics`,

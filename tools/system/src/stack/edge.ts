@@ -16,7 +16,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OVERLOADED_MESSAGE } from "@saga/http";
+import { GATEWAY_HTTP_DEFAULTS } from "@saga/gateway";
+import { httpEnvDefaults, OVERLOADED_MESSAGE } from "@saga/http";
 import { SERVICE_HTTP_DEFAULTS } from "@saga/messaging";
 import type { Tool } from "@saga/tools/infra";
 
@@ -128,7 +129,7 @@ const HAPROXY_LANES = [
   // At most the order-service's write lane (8) and a quarter of its queue in flight: a request that
   // waits in the service's queue past its 20 ms is refused there, after crossing the gateway twice, and
   // those slow refusals set the p99 (with 24, the whole queue: 160–180 of them a phase; with 16, 69 at
-  // 2×; with 12, 0–38 at 2× and none at 5×; bench/README.md, "Session 37").
+  // 2×; with 12, 0–51 at 2× and none at 5×; bench/README.md, "Session 37").
   {
     backend: "writes",
     lane: "orders:write",
@@ -147,7 +148,12 @@ const HAPROXY_LANES = [
  * requests for up to a second, so that a cold system queues rather than refuses; the edge's queues do the
  * same for as long, then hold as many as the lane's bound.
  */
-const WARM_UP = { ms: 30_000, queue: 1024, queueMs: 1000 };
+const GATEWAY_SETTINGS = httpEnvDefaults(GATEWAY_HTTP_DEFAULTS);
+const WARM_UP = {
+  ms: GATEWAY_SETTINGS.ADMISSION_WARMUP_MS,
+  queue: GATEWAY_SETTINGS.ADMISSION_WARMUP_QUEUE,
+  queueMs: GATEWAY_SETTINGS.ADMISSION_WARMUP_QUEUE_MS,
+};
 
 function haproxyConf(socket: string, port: number, upstreamPort: number): string {
   const backends = HAPROXY_LANES.map(
