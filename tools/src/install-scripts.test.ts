@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { expect, test } from "vitest";
 import { repoRoot } from "./infra/index.ts";
 
+const NODE_MODULES = "node_modules/";
+
 type Lockfile = { packages: Record<string, { version?: string; hasInstallScript?: boolean }> };
 
 // npm 12 skips the install scripts of dependencies that package.json's `allowScripts` does not name, and
@@ -19,13 +21,10 @@ test("every dependency with an install script is approved or denied in package.j
   const decided = new Set(
     Object.keys((pkg as { allowScripts?: Record<string, boolean> }).allowScripts ?? {}),
   );
-  const undecided = Object.entries((lock as Lockfile).packages)
-    .filter(([, meta]) => meta.hasInstallScript)
-    .map(([path, meta]) => ({
-      name: path.slice(path.lastIndexOf("node_modules/") + 13),
-      version: meta.version,
-    }))
-    .filter(({ name, version }) => !decided.has(name) && !decided.has(`${name}@${version}`))
-    .map(({ name, version }) => `${name}@${version}`);
+  const undecided = Object.entries((lock as Lockfile).packages).flatMap(([path, meta]) => {
+    const name = path.slice(path.lastIndexOf(NODE_MODULES) + NODE_MODULES.length);
+    const decidedHere = decided.has(name) || decided.has(`${name}@${meta.version}`);
+    return meta.hasInstallScript && !decidedHere ? [`${name}@${meta.version}`] : [];
+  });
   expect(undecided).toEqual([]);
 });
