@@ -289,8 +289,11 @@ function jvmFlags(libs: string, heap: string): string[] {
   return [
     "-Xms128m",
     `-Xmx${heap}`,
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
+    // The serial collector, not the G1 of Kafka's scripts: on two cores shared with everything else, G1's
+    // concurrent marking (19 cycles in a quick bench run, the heap growing from 128 MB) and its costlier
+    // write barriers cost the broker about a tenth more CPU a saga, and its worst pauses were as long
+    // (bench/README.md, "Session 40"). A broker with cores of its own is better served by G1.
+    "-XX:+UseSerialGC",
     "-XX:+ExitOnOutOfMemoryError",
     // No hsperfdata file, whose counters a VM thread samples every 50 ms for jstat and jps (jcmd <pid> and
     // jstack <pid> still attach).
