@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDatabase, freePort, startKafka, startPostgres } from "@saga/tools/infra";
 import { uniqueName } from "@saga/tools/test/harness";
+import { sql } from "drizzle-orm";
 import postgres from "postgres";
 import { expect, it, onTestFinished, vi } from "vitest";
 import { startInProcess, testEnv } from "./support.ts";
@@ -40,6 +41,18 @@ it("stop() returns by its deadline while Kafka and PostgreSQL hang", async () =>
 
   const admin = postgres(url, { max: 1, onnotice: () => {} });
   onTestFinished(() => admin.end({ timeout: 1 }));
+  // A statement in flight on the service's pool when its server hangs, as a request's would be: closing a
+  // pool waits for its checked-out clients, while its idle ones are dropped without waiting (pg-pool's
+  // end()), so without one the pool would close at once however frozen its server.
+  void service.runtime.db.db.execute(sql`select pg_sleep(60)`).catch(() => {});
+  await vi.waitFor(
+    async () => {
+      const [running] = await admin<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'`;
+      expect(running?.n).toBe(1);
+    },
+    { timeout: 10_000 },
+  );
   const backends = await admin<{ pid: number }[]>`
     select pid from pg_stat_activity where application_name = ${`user-service/${env.INSTANCE_ID}`}`;
   expect(backends.length).toBeGreaterThan(0);
