@@ -22,7 +22,10 @@ test("every dependency with an install script is approved or denied in package.j
     Object.keys((pkg as { allowScripts?: Record<string, boolean> }).allowScripts ?? {}),
   );
   const undecided = Object.entries((lock as Lockfile).packages).flatMap(([path, meta]) => {
-    const name = path.slice(path.lastIndexOf(NODE_MODULES) + NODE_MODULES.length);
+    // The root and the workspaces are ours, not dependencies.
+    const at = path.lastIndexOf(NODE_MODULES);
+    if (at === -1) return [];
+    const name = path.slice(at + NODE_MODULES.length);
     const decidedHere = decided.has(name) || decided.has(`${name}@${meta.version}`);
     return meta.hasInstallScript && !decidedHere ? [`${name}@${meta.version}`] : [];
   });
