@@ -414,6 +414,8 @@ function spawnRelay(
   const child = spawn(process.execPath, [...nodeFlags(), "src/main.ts"], {
     cwd: relayDir,
     env: {
+      // The relay's own settings given to the bench (RELAY_LINGER_MS=0 …) reach it, but for those set below.
+      ...Object.fromEntries(Object.entries(process.env).filter(([key]) => key.startsWith("RELAY_"))),
       PATH: process.env.PATH,
       PORT: "0",
       ORDER_DB_URL: url,

@@ -16,6 +16,7 @@ describe("parseRelayEnv", () => {
       RELAY_MARK_CHUNK_SIZE: 250,
       RELAY_MARK_INTERVAL_MS: 250,
       RELAY_LINGER_MS: 10,
+      RELAY_LINGER_ROWS: 16,
       RELAY_POLL_INTERVAL_MS: 1000,
       OUTBOX_RETENTION_SECONDS: 3600,
       LOG_LEVEL: "info",

@@ -43,6 +43,8 @@ export const Env = z
      * to arrive, so that one lease check, visibility check and produce request carry them all (0: never).
      */
     RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(10),
+    /** CDC: a lingering send goes as soon as this many rows wait, before the linger's end. */
+    RELAY_LINGER_ROWS: positiveInt.max(10_000).default(16),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
     /**

@@ -47,6 +47,11 @@ export type OutboxRelayOptions = {
    */
   lingerMs?: number;
   /**
+   * CDC: a lingering send goes as soon as this many streamed rows wait, without waiting the rest of
+   * `lingerMs`: at a high rate the batch fills in less than the linger, which would then only add latency.
+   */
+  lingerRows?: number;
+  /**
    * How long the relay waits for one outbox statement before it gives up on it and cancels it: the
    * client-side bound for a connection the server cannot answer on (`statement_timeout` is the server's).
    */
@@ -166,6 +171,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
   const { standbyRetryMs = 1000, markChunkSize, markIntervalMs, queryTimeoutMs, crashPoint, mode } = opts;
   const lingerMs = opts.lingerMs ?? 0;
+  const lingerRows = Math.min(opts.lingerRows ?? batchSize, batchSize);
   const log = logger.child({ outbox: name });
   const labels = { outbox: name };
   metrics.active.set(labels, 0);
@@ -303,7 +309,15 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             }
             // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs),
             // unless a full batch is already waiting.
-            if (linger.shouldLinger() && wakeups.queuedRows < batchSize) await sleep(lingerMs, until);
+            if (linger.shouldLinger()) {
+              const lingerEnds = performance.now() + lingerMs;
+              // Each streamed commit wakes `wake`: the send goes once `lingerRows` wait, or at the linger's end.
+              while (wakeups.queuedRows < lingerRows && !until.aborted) {
+                const leftMs = lingerEnds - performance.now();
+                if (leftMs <= 0) break;
+                await wake.wait(leftMs, until);
+              }
+            }
             streamed = wakeups.take(batchSize);
             rows = streamed?.rows ?? [];
             linger.arrived(rows.length);

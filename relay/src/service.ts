@@ -94,6 +94,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       markChunkSize: env.RELAY_MARK_CHUNK_SIZE,
       markIntervalMs: env.RELAY_MARK_INTERVAL_MS,
       lingerMs: env.RELAY_LINGER_MS,
+      lingerRows: env.RELAY_LINGER_ROWS,
       queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,

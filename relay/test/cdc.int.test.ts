@@ -253,6 +253,24 @@ describe("relay in the CDC mode", () => {
     expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
   });
 
+  it("sends a lingering batch as soon as RELAY_LINGER_ROWS rows wait, not at the linger's end", async () => {
+    const { url, sql } = await ownOutbox();
+    const prefix = await freshTopicPrefix();
+    // A linger longer than the wait for the backlog: only the row count ends it.
+    const { metric } = startCountingRelay(url, prefix, { RELAY_LINGER_MS: 120_000, RELAY_LINGER_ROWS: 5 });
+    await streaming(metric);
+
+    const written: TestRow[] = [];
+    for (let seq = 0; seq < 30; seq += 5) {
+      const rows = [0, 1, 2, 3, 4].map((i) => row(`order-${(seq + i) % 3}`, seq + i));
+      written.push(...(await writeRows(sql, rows)));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await allPublished(sql);
+    expect(await metric("saga_relay_rows_published_total")).toBe(30);
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
+  });
+
   it("falls back to the table when its slot is lost, then streams again", async () => {
     const { url, sql } = await ownOutbox();
     const prefix = await freshTopicPrefix();
