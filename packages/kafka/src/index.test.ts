@@ -555,4 +555,40 @@ describe("@saga/kafka through platformatic, with a linger", () => {
       expect(values).toHaveLength(count / 4);
     }
   });
+
+  it("starts a full batch at once instead of waiting out the linger", async () => {
+    adapter = "platformatic";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 1);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+
+    const handed: IncomingMessage[][] = [];
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      fromBeginning: false,
+      // Longer than the test waits: only a full batch ends it (a consumer lingers from its first message).
+      lingerMs: 120_000,
+      maxBatchSize: 5,
+      async handleBatch(ms) {
+        handed.push(ms);
+      },
+      handle: async (m) => {
+        handed.push([m]);
+      },
+      classify: () => "poison" as const,
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => consumer.stop());
+    await waitFor("the consumer in its group", () => (consumer.isRunning() ? true : undefined));
+
+    // One request, so one fetch brings all ten: two full batches.
+    await producer.send(
+      Array.from({ length: 10 }, (_, i) => ({ topic: events, key: "key", value: `${i}`, headers: {} })),
+    );
+    await waitFor("every message", () => (handed.flat().length === 10 ? true : undefined));
+    expect(handed.flat().map((m) => Number(m.value))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(handed.map((b) => b.length)).toEqual([5, 5]);
+  });
 });

@@ -190,6 +190,11 @@ export function createPlatformaticClient({
     };
     let scheduled = false;
     let lingering: NodeJS.Timeout | undefined;
+    const startBatches = () => {
+      scheduled = false;
+      lingering = undefined;
+      schedule();
+    };
 
     const keepGoing = () => !stopping;
     const noHeartbeat = async () => {};
@@ -276,18 +281,20 @@ export function createPlatformaticClient({
       queue.push(m);
       if (++buffered >= maxBuffered) stream?.pause();
       linger.arrived();
-      if (scheduled) return;
+      if (scheduled) {
+        // A full batch waits already: the rest of the linger would add latency and nothing to the batch.
+        if (lingering !== undefined && buffered >= maxBatchSize) {
+          clearTimeout(lingering);
+          startBatches();
+        }
+        return;
+      }
       scheduled = true;
-      const start = () => {
-        scheduled = false;
-        lingering = undefined;
-        schedule();
-      };
       // Under load, the batch waits lingerMs for the messages about to arrive (see ConsumerOptions).
       // Otherwise it starts once the rest of this fetch is queued too (the library pushes a fetch's
       // messages in one go), so the first chunk of a partition takes every message the fetch brought.
-      if (linger.shouldLinger()) lingering = setTimeout(start, lingerMs);
-      else queueMicrotask(start);
+      if (linger.shouldLinger()) lingering = setTimeout(startBatches, lingerMs);
+      else queueMicrotask(startBatches);
     }
 
     async function subscribe(): Promise<void> {

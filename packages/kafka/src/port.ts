@@ -106,7 +106,8 @@ export type ConsumerOptions = {
   /**
    * How long a fetched message waits for others to share its batch before the batch starts (default 0:
    * at once). It waits only while messages arrive more often than one per `2 × lingerMs` on average, so
-   * a quiet consumer answers at once; a batch that ends still starts the next one at once. Like Kafka's
+   * a quiet consumer answers at once; a batch that ends still starts the next one at once, and so does
+   * a full batch (`maxBatchSize` messages waiting) without waiting out the linger. Like Kafka's
    * `linger.ms` for producers: a few milliseconds of latency for fewer, larger transactions. The
    * platformatic adapter only; the kafkajs one hands over what one fetch brought.
    */
