@@ -307,13 +307,14 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               await markAcknowledged();
               stage = "read";
             }
-            // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs),
-            // unless a full batch is already waiting.
+            // Under load, the rows about to arrive share this send (see OutboxRelayOptions.lingerMs and
+            // lingerRows).
             if (linger.shouldLinger()) {
               const lingerEnds = performance.now() + lingerMs;
-              // Each streamed commit wakes `wake`: the send goes once `lingerRows` wait, or at the linger's end.
-              while (wakeups.queuedRows < lingerRows && !until.aborted) {
-                const leftMs = lingerEnds - performance.now();
+              // Each streamed commit wakes `wake`: the send goes once `lingerRows` wait, at the linger's
+              // end, or when acknowledged rows fall due to be marked (a long linger must not hold them).
+              while (wakeups.queuedRows < lingerRows && wakeups.connected && !until.aborted) {
+                const leftMs = Math.min(lingerEnds - performance.now(), unmarked.dueInMs());
                 if (leftMs <= 0) break;
                 await wake.wait(leftMs, until);
               }

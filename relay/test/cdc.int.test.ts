@@ -256,7 +256,8 @@ describe("relay in the CDC mode", () => {
   it("sends a lingering batch as soon as RELAY_LINGER_ROWS rows wait, not at the linger's end", async () => {
     const { url, sql } = await ownOutbox();
     const prefix = await freshTopicPrefix();
-    // A linger longer than the wait for the backlog: only the row count ends it.
+    // A linger longer than the wait for the backlog: only the row count ends it, and the marks falling
+    // due (the last sends' rows count as published only once marked).
     const { metric } = startCountingRelay(url, prefix, { RELAY_LINGER_MS: 120_000, RELAY_LINGER_ROWS: 5 });
     await streaming(metric);
 
