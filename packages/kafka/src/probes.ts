@@ -13,6 +13,10 @@ export function createProbes(timeoutMs: number) {
     signal: AbortSignal | undefined,
     start: () => Promise<T>,
   ): Promise<T> {
+    const what = `kafka ${key[0]}`;
+    // A caller that has given up already starts nothing (withTimeout refuses it without waiting): a probe
+    // started for nobody would fail later with no one to handle its rejection, which ends the process.
+    if (signal?.aborted) return withTimeout(() => Promise.reject(signal.reason), timeoutMs, what, signal);
     const id = key.join("\0");
     let running = inFlight.get(id) as Promise<T> | undefined;
     if (!running) {
@@ -20,6 +24,6 @@ export function createProbes(timeoutMs: number) {
       inFlight.set(id, running);
     }
     const shared = running;
-    return withTimeout(() => shared, timeoutMs, `kafka ${key[0]}`, signal);
+    return withTimeout(() => shared, timeoutMs, what, signal);
   };
 }
