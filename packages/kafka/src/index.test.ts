@@ -5,6 +5,7 @@ import { freePort, type KafkaServer, startKafka } from "@saga/tools/infra";
 import { freshGroupId, freshTopics, kafkaBrokers } from "@saga/tools/test/harness";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  type ConsumerOptions,
   createKafka,
   type DeadLetterCause,
   type EventConsumer,
@@ -510,10 +511,14 @@ describe("@saga/kafka through kafkajs, after an error kafkajs does not restart f
 });
 
 describe("@saga/kafka through platformatic, with a linger", () => {
-  it("gathers messages that arrive one at a time under load into shared batches, in order", async () => {
+  /** A lingering consumer in a group of its own on a fresh topic, recording each batch it is handed. */
+  async function lingeringConsumer(
+    partitions: number,
+    options: Pick<ConsumerOptions, "lingerMs" | "maxBatchSize">,
+  ) {
     adapter = "platformatic";
     const kafka = client();
-    const { events } = await freshTopics(["events"], 2);
+    const { events } = await freshTopics(["events"], partitions);
     const producer = await kafka.createProducer();
     cleanups.push(() => producer.close());
 
@@ -522,7 +527,7 @@ describe("@saga/kafka through platformatic, with a linger", () => {
       groupId: freshGroupId(),
       topics: [events],
       fromBeginning: false,
-      lingerMs: 250,
+      ...options,
       async handleBatch(ms) {
         handed.push(ms);
       },
@@ -534,6 +539,11 @@ describe("@saga/kafka through platformatic, with a linger", () => {
     });
     cleanups.push(() => consumer.stop());
     await waitFor("the consumer in its group", () => (consumer.isRunning() ? true : undefined));
+    return { events, producer, handed };
+  }
+
+  it("gathers messages that arrive one at a time under load into shared batches, in order", async () => {
+    const { events, producer, handed } = await lingeringConsumer(2, { lingerMs: 250 });
 
     // Each message in a request of its own, so each comes in a fetch of its own: only the linger lets
     // them share a batch once the consumer has seen them arrive faster than one per 500 ms.
@@ -557,31 +567,8 @@ describe("@saga/kafka through platformatic, with a linger", () => {
   });
 
   it("starts a full batch at once instead of waiting out the linger", async () => {
-    adapter = "platformatic";
-    const kafka = client();
-    const { events } = await freshTopics(["events"], 1);
-    const producer = await kafka.createProducer();
-    cleanups.push(() => producer.close());
-
-    const handed: IncomingMessage[][] = [];
-    const consumer = await kafka.createConsumer({
-      groupId: freshGroupId(),
-      topics: [events],
-      fromBeginning: false,
-      // Longer than the test waits: only a full batch ends it (a consumer lingers from its first message).
-      lingerMs: 120_000,
-      maxBatchSize: 5,
-      async handleBatch(ms) {
-        handed.push(ms);
-      },
-      handle: async (m) => {
-        handed.push([m]);
-      },
-      classify: () => "poison" as const,
-      deadLetter: async () => {},
-    });
-    cleanups.push(() => consumer.stop());
-    await waitFor("the consumer in its group", () => (consumer.isRunning() ? true : undefined));
+    // Longer than the test waits: only a full batch ends it (a consumer lingers from its first message).
+    const { events, producer, handed } = await lingeringConsumer(1, { lingerMs: 120_000, maxBatchSize: 5 });
 
     // One request, so one fetch brings all ten: two full batches.
     await producer.send(
