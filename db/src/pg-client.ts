@@ -41,7 +41,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     // (`id = any($1)`, `unnest($1, …)`), and for an array of one or two ids the planner estimates a
     // fresh custom plan cheaper than the generic one, so by default it planned them again on every
     // execution: in the bench at 100 sagas/s planning took longer than running the user-service's state
-    // read, and 8% of PostgreSQL's CPU went to it (bench/README.md, "Session 26"). The generic
+    // read, and 8% of PostgreSQL's CPU went to it (bench/JOURNAL.md, "Session 26"). The generic
     // plans are the same index scans. The price: a statement whose best plan depends on its parameter's
     // value (a partial index, a skewed column) must state that value as a literal (see the
     // order-service's backlog count).

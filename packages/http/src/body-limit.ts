@@ -42,7 +42,7 @@ export async function requestBody(c: Context): Promise<Uint8Array> {
  * Under @hono/node-server the body is read from Node's request stream, not through `c.req.raw`: a body
  * asked of the WHATWG Request builds the whole Request (URL, headers copied and checked, an
  * AbortController) and a web stream over Node's, about a tenth of the gateway's CPU a POST in its
- * profile (bench/README.md, session 25).
+ * profile (bench/JOURNAL.md, session 25).
  */
 export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): MiddlewareHandler {
   return async function bodyLimit(c, next) {

@@ -37,7 +37,7 @@ export function httpEnvVars(defaults: {
      * long again after it (admission.ts, `warmUpMs`). The queue is bounded by that wait rather
      * than a count (1,024 by default): a fresh start's lanes begin at their floor in front of processes
      * still cold, and at 300 orders/s queues of 64 refused a tenth to a seventh of them at the gateway
-     * against under 5% with 1,024 (bench/README.md, session 28).
+     * against under 5% with 1,024 (bench/JOURNAL.md, session 28).
      */
     ADMISSION_WARMUP_MS: zeroOrMore.default(defaults.warmUpMs ?? 0),
     ADMISSION_WARMUP_QUEUE_MS: zeroOrMore.default(defaults.warmUpQueueMs ?? 0),

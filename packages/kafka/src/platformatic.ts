@@ -40,7 +40,7 @@ const retryForever = {
  * fetch per broker per this long (a fetch answers as soon as a message arrives, so it costs no latency).
  * stop() does not wait for it (the library fetches on connections of their own), but a partition newly
  * assigned by a rebalance waits for the fetch in flight to its broker before it is fetched: up to 2 s
- * after a rebalance, for a quarter of the idle fetches of 500 ms (bench/README.md).
+ * after a rebalance, for a quarter of the idle fetches of 500 ms (bench/JOURNAL.md).
  */
 const FETCH_MAX_WAIT_MS = 2000;
 

@@ -9,7 +9,7 @@ import { z } from "zod";
  * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. For the
  * first 30 s after a start a queued request may wait up to 1 s, its queue bounded by that wait (see
  * `httpEnvVars`): the bench's fresh starts at half the capacity had reads and orders refused on a full
- * queue and after 100 ms in it while every process compiled its code (bench/README.md, sixth round). After
+ * queue and after 100 ms in it while every process compiled its code (bench/JOURNAL.md, sixth round). After
  * it, a queue of 16: 64 lowered the goodput at twice the capacity.
  */
 export const SERVICE_HTTP_DEFAULTS = {
@@ -24,7 +24,7 @@ export const SERVICE_HTTP_DEFAULTS = {
  * Under load (events arriving faster than one per 40 ms), a consumed batch waits 20 ms for the events
  * about to arrive: at 100 sagas/s a third fewer statements and write transactions a saga, and more sagas
  * carried at saturation, for about 35 ms more a saga at 50/s, where each of its two hops waits
- * (bench/README.md, "Session 24"). 0 starts every batch at once.
+ * (bench/JOURNAL.md, "Session 24"). 0 starts every batch at once.
  */
 export const DEFAULT_CONSUMER_LINGER_MS = 20;
 

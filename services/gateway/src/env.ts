@@ -138,7 +138,7 @@ export const Env = z.object({
     .default("https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"),
   // Per upstream: /users and /orders have lanes of their own, so one's flood cannot starve the other.
   // A lane's bound is the most it admits; adaptive, it moves below that with its upstream's latency.
-  // After a start, as in the services: queued requests may wait up to 1 s for 30 s (bench/README.md, sixth round).
+  // After a start, as in the services: queued requests may wait up to 1 s for 30 s (bench/JOURNAL.md, sixth round).
   ...httpEnvVars(GATEWAY_HTTP_DEFAULTS),
   /** The lanes' bounds follow their upstream's latency (GradientLimit); off, they stay at their maximum. */
   ADMISSION_ADAPTIVE: z.stringbool().default(true),

@@ -32,7 +32,7 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
    * through a cold broker and cold consumers take seconds (saga p99 2.8 s in the bench's fresh-start
    * phase on a busy machine). Fifty sagas on time alone are half a second at 100 orders/s, and a cold
    * path stalls after them too: the bench's fresh start at half the capacity was refused orders by the
-   * bound from its 1st to its 26th second (bench/README.md, "Overload, fifth round").
+   * bound from its 1st to its 26th second (bench/JOURNAL.md, "Overload, fifth round").
    */
   SAGA_BACKLOG_WARMUP_MS: z.coerce.number().int().min(0).default(60_000),
   SAGA_BACKLOG_WARMUP_MIN_MS: z.coerce.number().int().min(0).default(30_000),
@@ -42,7 +42,7 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
   /**
    * The saga deadline, in milliseconds once parsed: an order still PENDING this long after its creation
    * is canceled with reason TIMEOUT and emits `order.canceled`. 60 s is three times the slowest saga p99
-   * the bench measured under overload (19.6 s, bench/README.md), so it ends sagas that something stopped
+   * the bench measured under overload (19.6 s, bench/JOURNAL.md), so it ends sagas that something stopped
    * (a dead-lettered reply, a user-service down), not slow ones.
    */
   SAGA_TIMEOUT: duration.default(60_000),

@@ -48,7 +48,7 @@ type WarmUpApp = { request: (path: string, init?: RequestInit) => Response | Pro
  * middleware, routing, validation, the reads' JavaScript, the JSON answers) run through the app, with no
  * socket, `rounds` times, so that V8 has compiled it before the first client's request; otherwise the first
  * seconds of traffic run interpreted while the load balancer already sends everything (the fresh start of
- * bench/README.md shed POSTs and reads in its first seconds). Reads of an order and a user that have none,
+ * bench/JOURNAL.md shed POSTs and reads in its first seconds). Reads of an order and a user that have none,
  * and orders refused by validation: nothing is written and no saga begins. The HTTP metrics they counted
  * are reset afterwards: the process has served no one yet.
  */

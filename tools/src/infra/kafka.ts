@@ -268,7 +268,7 @@ function serverProperties(
     // Without this a group's first rebalance waits 3s for more members to join.
     // https://kafka.apache.org/documentation/#brokerconfigs_group.initial.rebalance.delay.ms
     "group.initial.rebalance.delay.ms": 0,
-    // What an idle broker costs (bench/README.md, "Idle"). The active controller appends a no-op record to
+    // What an idle broker costs (bench/JOURNAL.md, "Idle"). The active controller appends a no-op record to
     // the metadata log every 500 ms by default, so that followers and brokers can tell a quiet log from a
     // lost leader; each one is an append, a flush and a metadata publication. With the only voter and
     // broker in one process there is nobody to tell: every 5 s keeps the liveness metrics moving.
@@ -276,7 +276,7 @@ function serverProperties(
     "metadata.max.idle.interval.ms": 5000,
     // Request handlers and network threads each wake every 300 ms to poll their queue or socket, busy or
     // not; the defaults (8, and 3 per listener) are for a broker with cores and disks of its own. On two
-    // shared cores these give the same raw producer ceiling and CPU a message (bench/README.md).
+    // shared cores these give the same raw producer ceiling and CPU a message (bench/JOURNAL.md).
     "num.io.threads": 2,
     "num.network.threads": 1,
   };
@@ -292,7 +292,7 @@ function jvmFlags(libs: string, heap: string): string[] {
     // The serial collector, not the G1 of Kafka's scripts: on two cores shared with everything else, G1's
     // concurrent marking (19 cycles in a quick bench run, the heap growing from 128 MB) and its costlier
     // write barriers cost the broker about a tenth more CPU a saga, and its worst pauses were as long
-    // (bench/README.md, "Session 40"). A broker with cores of its own is better served by G1.
+    // (bench/JOURNAL.md, "Session 40"). A broker with cores of its own is better served by G1.
     "-XX:+UseSerialGC",
     "-XX:+ExitOnOutOfMemoryError",
     // No hsperfdata file, whose counters a VM thread samples every 50 ms for jstat and jps (jcmd <pid> and

@@ -69,7 +69,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
       await next();
       if (c.res.status !== 200) return;
       // The bytes the proxy answered with. Cloning the response instead built a WHATWG Response and teed its
-      // stream: 326 against 230 µs of the gateway's CPU for a user's forwarded read (bench/README.md).
+      // stream: 326 against 230 µs of the gateway's CPU for a user's forwarded read (bench/JOURNAL.md).
       const answered = forwardedOf(c);
       const body = answered ? answered.body.toString("utf8") : await c.res.clone().text();
       if (ownerOf(body) !== me) c.res = notFound(c, "order");

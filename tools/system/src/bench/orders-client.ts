@@ -20,7 +20,7 @@ export type OrderAnswer = {
  * own pool. The typed client (@saga/api-client: openapi-fetch over undici's fetch) cost the load
  * client 430–660 µs of CPU a request against 95–105 µs this way (one process, 5,000 POSTs to a local
  * server, 32 at a time): on two shared cores the client took CPU the system under test needed, and its
- * event loop fell behind, which its latencies then counted (bench/README.md, "Session 24"). The bodies
+ * event loop fell behind, which its latencies then counted (bench/JOURNAL.md, "Session 24"). The bodies
  * keep the document's types; the users are created with the typed client.
  */
 export function ordersClient(baseUrl: string, dispatcher: Dispatcher) {

@@ -25,7 +25,7 @@ export type WarmUpOptions = {
 /**
  * Load until what a saga costs has settled, so that the phases after it measure a warm system. Fresh
  * processes spend minutes compiling: at 100 sagas/s the broker's CPU fell from 0.47 to 0.19 cores over
- * five 20-second phases in a row (bench/README.md, session 25), so the 8 or 20 seconds at 30 sagas/s the
+ * five 20-second phases in a row (bench/JOURNAL.md, session 25), so the 8 or 20 seconds at 30 sagas/s the
  * bench warmed up with left most of that in its first phases. A window's figure is the system's CPU a
  * saga; the warm-up ends when three in a row agree within `tolerance` (two could agree by chance while the
  * figure is still falling), or after `maxWindows`.

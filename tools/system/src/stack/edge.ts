@@ -3,8 +3,8 @@
  * requests in flight, so that a refusal does not wait for the gateway's event loop. Not part of `npm
  * start`: the proxies are not installed by the project.
  *
- * - nginx (bench/README.md, "Session 34"): static bounds per lane (`limit_conn`).
- * - HAProxy (bench/README.md, "Session 37"): a bound that follows the gateway's adaptive one. It lets
+ * - nginx (bench/JOURNAL.md, "Session 34"): static bounds per lane (`limit_conn`).
+ * - HAProxy (bench/JOURNAL.md, "Session 37"): a bound that follows the gateway's adaptive one. It lets
  *   through at most what the order-service serves at once and a little more (`maxconn`); past that,
  *   requests wait in HAProxy's queue, which costs nothing, and past a queue as long as the gateway's own
  *   bound for the lane they are refused at once. A controller reads the gateway's
@@ -29,7 +29,7 @@ export type EdgeLimits = { ordersWrite: number; ordersRead: number };
 /**
  * POSTs: what the order-service's write lane admits, served and queued (24 by default); past it the service
  * would refuse, after the request crossed the gateway: the edge refuses it first. Reads are left a loose
- * bound (cheap, and followed orders are a few per second each). Measured in bench/README.md, "Session 34":
+ * bound (cheap, and followed orders are a few per second each). Measured in bench/JOURNAL.md, "Session 34":
  * with 64 and 32 POSTs the gateway and the service still refused some, slowly.
  */
 export const EDGE_LIMITS: EdgeLimits = {
@@ -129,7 +129,7 @@ const HAPROXY_LANES = [
   // At most the order-service's write lane (8) and a quarter of its queue in flight: a request that
   // waits in the service's queue past its 20 ms is refused there, after crossing the gateway twice, and
   // those slow refusals set the p99 (with 24, the whole queue: 160–180 of them a phase; with 16, 69 at
-  // 2×; with 12, 0–51 at 2× and none at 5×; bench/README.md, "Session 37").
+  // 2×; with 12, 0–51 at 2× and none at 5×; bench/JOURNAL.md, "Session 37").
   {
     backend: "writes",
     lane: "orders:write",
