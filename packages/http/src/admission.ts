@@ -62,7 +62,7 @@ export type AdmissionOptions = {
    * The lane of a request: its kind, and a key when one app serves several independent backends (the
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
    */
-  laneOf?: (req: LaneRequest) => { kind: LaneKind; key?: string } | undefined;
+  laneOf?: (c: Context) => { kind: LaneKind; key?: string } | undefined;
   /** Mark each refusal with `SHED_HEADER` (a service behind the gateway). */
   markShed?: boolean;
   metrics: Metrics;
@@ -71,25 +71,15 @@ export type AdmissionOptions = {
 /** The paths every process serves to its operators: they answer whatever the load. */
 const UNMETERED = new Set(["/health", "/ready", "/metrics"]);
 
-/**
- * What a request's lane is decided from: Hono's request (`c.req`), or the server's view of a request
- * before the app sees it (`Admission.fullLane`).
- */
-export type LaneRequest = {
-  readonly method: string;
-  readonly path: string;
-  header(name: string): string | undefined;
-};
-
 /** `Prefer: wait=N` (RFC 7240): the client asks to be answered when something changed, or after N s. */
-export const isLongPoll = (req: LaneRequest) =>
-  (req.method === "GET" || req.method === "HEAD") && /\bwait=\d/.test(req.header("prefer") ?? "");
+export const isLongPoll = (c: Context) =>
+  (c.req.method === "GET" || c.req.method === "HEAD") && /\bwait=\d/.test(c.req.header("prefer") ?? "");
 
 /** The default lanes: health and metrics outside them, long polls, reads, and everything else a write. */
-export function requestLane(req: LaneRequest): { kind: LaneKind; key?: string } | undefined {
-  if (UNMETERED.has(req.path)) return undefined;
-  if (isLongPoll(req)) return { kind: "wait" };
-  return { kind: req.method === "GET" || req.method === "HEAD" ? "read" : "write" };
+export function requestLane(c: Context): { kind: LaneKind; key?: string } | undefined {
+  if (UNMETERED.has(c.req.path)) return undefined;
+  if (isLongPoll(c)) return { kind: "wait" };
+  return { kind: c.req.method === "GET" || c.req.method === "HEAD" ? "read" : "write" };
 }
 
 /**
@@ -160,7 +150,7 @@ class Lane {
       this.inFlight++;
       return true;
     }
-    if (this.full(maxQueue)) return "full";
+    if (this.queue.length >= maxQueue) return "full";
     const waitMs = this.queueWaitMs(timeoutMs, intervalMs);
     if (this.queue.length === 0) this.queuedSince = performance.now();
     return new Promise<true | ShedReason>((resolve) => {
@@ -187,11 +177,6 @@ class Lane {
     });
   }
 
-  /** Every place taken and the queue holding `maxQueue`: a request now would be shed at once. */
-  full(maxQueue = this.limits.maxQueue): boolean {
-    return this.inFlight >= Math.floor(this.limit) && this.queue.length >= maxQueue;
-  }
-
   /** Hands the place to the oldest waiter, or frees it (or drops it, when the bound was lowered). */
   release(): void {
     const next = this.inFlight <= Math.floor(this.limit) ? this.queue.shift() : undefined;
@@ -202,28 +187,14 @@ class Lane {
   }
 }
 
-/** A lane's admission control: the middleware, and the check the server makes before the app sees a request. */
-export type Admission = {
-  middleware: MiddlewareHandler;
-  /**
-   * The lane that would refuse the request at once (every place taken, its queue full), or undefined.
-   * Nothing is taken or counted: the server answers such a request itself (app.ts, `refuserOf`) and counts
-   * it with `shedAtOnce`; any other goes on to the middleware, which decides again in the same turn.
-   */
-  fullLane: (req: LaneRequest) => string | undefined;
-  /** Counts a refusal decided by `fullLane`, as the middleware counts its own. */
-  shedAtOnce: (lane: string) => void;
-};
-
 /**
  * Admission control: a bound on the requests served at once per lane and a short queue in front of it.
  * A request that finds its lane and its queue full, or waits longer than its queue allows
  * (`queueIntervalMs` in a burst, `queueTimeoutMs` in a standing queue), is answered 503 with `Retry-After`
- * at once, before its body is read: excess load costs microseconds instead of queueing into timeouts. A
- * service's bounds are configured from measurement (bench/README.md); a proxy's lanes may adapt to their
- * backend's latency (`adaptive`).
+ * at once, before its body is read: excess load costs microseconds instead of queueing into timeouts. A service's bounds are configured from measurement (bench/README.md); a
+ * proxy's lanes may adapt to their backend's latency (`adaptive`).
  */
-export function admission(opts: AdmissionOptions): Admission {
+export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
   const warmUpMs = opts.warmUpMs ?? 0;
@@ -240,19 +211,11 @@ export function admission(opts: AdmissionOptions): Admission {
     return past <= 0 ? 1 : Math.max(0, 1 - past / warmUpMs);
   };
   const ease = (from: number, to: number, left: number) => to + (from - to) * left;
-  /** The most requests the lane's queue may hold now: its own, or more during the warm-up (`left` > 0). */
-  const maxQueueOf = (lane: Lane, left: number) =>
-    left === 0
-      ? lane.limits.maxQueue
-      : Math.round(ease(Math.max(lane.limits.maxQueue, warmUpMaxQueue), lane.limits.maxQueue, left));
   const lanes = new Map<string, Lane>();
-  const laneOfRequest = (req: LaneRequest) => {
-    const which = laneOf(req);
-    if (!which) return undefined;
-    const key = which.key ?? which.kind;
+  const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
     if (!lane) {
-      lane = new Lane(key, limits[which.kind], adaptive);
+      lane = new Lane(key, limits[kind], adaptive);
       lanes.set(key, lane);
       metrics.admissionLimit.set({ lane: key }, lane.limit);
     }
@@ -270,9 +233,10 @@ export function admission(opts: AdmissionOptions): Admission {
     return overloaded;
   };
 
-  const middleware: MiddlewareHandler = async function admission(c, next) {
-    const lane = laneOfRequest(c.req);
-    if (!lane) return next();
+  return async function admission(c, next) {
+    const which = laneOf(c);
+    if (!which) return next();
+    const lane = laneFor(which.kind, which.key ?? which.kind);
     // The clock is read only until the warm-up and its easing are over.
     const left = warm ? 0 : warmth();
     const admitted =
@@ -281,7 +245,7 @@ export function admission(opts: AdmissionOptions): Admission {
         : lane.acquire(
             ease(warmUpTimeoutMs, queueTimeoutMs, left),
             ease(warmUpIntervalMs, queueIntervalMs, left),
-            maxQueueOf(lane, left),
+            Math.round(ease(Math.max(lane.limits.maxQueue, warmUpMaxQueue), lane.limits.maxQueue, left)),
           );
     if (admitted === "full") throw shed(c, lane, admitted);
     if (admitted !== true) {
@@ -306,14 +270,5 @@ export function admission(opts: AdmissionOptions): Admission {
       metrics.admissionInFlight.dec({ lane: lane.name });
       lane.release();
     }
-  };
-
-  return {
-    middleware,
-    fullLane: (req) => {
-      const lane = laneOfRequest(req);
-      return lane?.full(maxQueueOf(lane, warm ? 0 : warmth())) ? lane.name : undefined;
-    },
-    shedAtOnce: (lane) => metrics.admissionShed.inc({ lane, reason: "full" }),
   };
 }

@@ -1,20 +1,12 @@
-import { randomUUID } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER } from "@saga/contracts";
+import { REQUEST_ID_HEADER } from "@saga/contracts";
 import { httpMetrics, type Logger, type Metrics, metricsHandler } from "@saga/observability";
-import { Hono, type MiddlewareHandler } from "hono";
+import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import {
-  type Admission,
-  type AdmissionOptions,
-  admission,
-  type LaneRequest,
-  OVERLOADED_MESSAGE,
-  SHED_HEADER,
-} from "./admission.ts";
+import { requestId } from "hono/request-id";
+import { type AdmissionOptions, admission } from "./admission.ts";
 import { bodyLimit } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
-import { carriesCredential, internalCredential } from "./internal-credential.ts";
+import { internalCredential } from "./internal-credential.ts";
 import { allowedMethods, methodNotAllowedResponse, registeredRoutes } from "./methods.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
@@ -57,15 +49,16 @@ export function createBaseApp({
   exposeMetrics = true,
 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
-  app.use(requestIdMiddleware);
+  app.use(
+    requestId({
+      headerName: REQUEST_ID_HEADER,
+      limitLength: 128,
+    }),
+  );
   app.use(httpMetrics({ metrics }));
   if (internalSecret !== undefined) app.use(internalCredential({ secret: internalSecret }));
-  if (admissionOptions) {
-    const lanes = admission({ ...admissionOptions, metrics });
-    // Before the body is read: a shed request costs no more than its head.
-    app.use(lanes.middleware);
-    refusers.set(app, refuser(lanes, { ...admissionOptions, metrics, internalSecret }));
-  }
+  // Before the body is read: a shed request costs no more than its head.
+  if (admissionOptions) app.use(admission({ ...admissionOptions, metrics }));
   // A rejected body up to 16 times the limit (at least 1 MiB) is read and dropped to keep the connection.
   app.use(bodyLimit({ maxBytes: maxBodyBytes, drainBytes: Math.max(maxBodyBytes * 16, 1024 * 1024) }));
 
@@ -107,73 +100,4 @@ export function createBaseApp({
     return c.json({ error: "internal error", requestId: id }, 500);
   });
   return app;
-}
-
-/** A client's request id when it is a sane one (as Hono's `requestId` middleware judges it), a new one otherwise. */
-const requestIdOf = (given: string | undefined) =>
-  given && given.length <= 128 && !/[^\w\-=]/.test(given) ? given : randomUUID();
-
-const requestIdMiddleware: MiddlewareHandler<AppEnv> = async function requestId(c, next) {
-  const id = requestIdOf(c.req.header(REQUEST_ID_HEADER));
-  c.set("requestId", id);
-  c.header(REQUEST_ID_HEADER, id);
-  await next();
-};
-
-type Refuser = (req: IncomingMessage, res: ServerResponse) => boolean;
-
-/** The server-side refusal of each app made by `createBaseApp` with admission control (see `refuserOf`). */
-const refusers = new WeakMap<Hono<any>, Refuser>();
-
-/**
- * What the server answers before the app sees a request: a request that its admission would refuse at
- * once (its lane and its lane's queue full) gets the app's own 503 (`Retry-After`, the JSON body, the
- * request id, `x-shed` between the services and the gateway, the HTTP metrics), written straight to Node's
- * response. Under overload most requests end there: through the app (its Request, Context, Response and
- * Headers objects) each cost the gateway 117–142 µs of CPU, answered here 50–55 (bench/README.md, "What
- * changed"). Undefined: the app refuses nothing itself (no admission control).
- */
-export const refuserOf = (app: Hono<any>): Refuser | undefined => refusers.get(app);
-
-function refuser(
-  lanes: Admission,
-  opts: Pick<AdmissionOptions, "retryAfterS" | "markShed" | "metrics"> & {
-    internalSecret: string | undefined;
-  },
-): Refuser {
-  const { metrics, retryAfterS, markShed, internalSecret } = opts;
-  const carries = internalSecret === undefined ? undefined : carriesCredential(internalSecret);
-  return (req, res) => {
-    const url = req.url ?? "/";
-    const query = url.indexOf("?");
-    const header = (name: string) => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value.join(", ") : value;
-    };
-    const view: LaneRequest = {
-      method: req.method ?? "GET",
-      path: query === -1 ? url : url.slice(0, query),
-      header,
-    };
-    const lane = lanes.fullLane(view);
-    if (lane === undefined) return false;
-    // Without the gateway's credential a service answers 401, whatever its load: the app decides.
-    if (carries && !carries(header(INTERNAL_CREDENTIAL_HEADER))) return false;
-    lanes.shedAtOnce(lane);
-    const id = requestIdOf(header(REQUEST_ID_HEADER));
-    const body = JSON.stringify({ error: OVERLOADED_MESSAGE, requestId: id });
-    res.writeHead(503, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      "retry-after": String(retryAfterS),
-      [REQUEST_ID_HEADER]: id,
-      ...(markShed && { [SHED_HEADER]: "admission" }),
-    });
-    res.end(body);
-    // As the app labels a refusal by its admission, which no route has matched yet.
-    const labels = { method: view.method, route: "unmatched", status: "503" };
-    metrics.httpDuration.observe(labels, 0);
-    metrics.httpRequests.inc(labels);
-    return true;
-  };
 }

@@ -1,12 +1,12 @@
 import { execFileSync, spawn } from "node:child_process";
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { connect } from "node:net";
 import { Readable } from "node:stream";
 import { createLogger, createMetrics } from "@saga/observability";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { createBaseApp, refuserOf } from "./app.ts";
+import { createBaseApp } from "./app.ts";
 import { requestBody } from "./body-limit.ts";
 import { listen } from "./serve.ts";
 import { httpEnvVars, httpSettings } from "./settings.ts";
@@ -137,143 +137,6 @@ describe("a pooled client (one connection) after a bad request", () => {
     expect(big).toMatchObject({ status: 431, body: { error: "request head is too large" } });
     expect(big.headers.connection).toBe("close");
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
-  });
-});
-
-describe("a request its admission refuses at once", () => {
-  /** One write at a time and one queued for 500 ms, on a real port; `/hold` keeps its place until released. */
-  async function full(opts: { internalSecret?: string; markShed?: boolean } = {}) {
-    const metrics = createMetrics("test", "t1");
-    const app = createBaseApp({
-      logger: createLogger("test", "silent"),
-      metrics,
-      ready: async () => {},
-      internalSecret: opts.internalSecret,
-      admission: {
-        limits: {
-          read: { maxInFlight: 4, maxQueue: 0 },
-          write: { maxInFlight: 1, maxQueue: 1 },
-          wait: { maxInFlight: 4, maxQueue: 0 },
-        },
-        queueTimeoutMs: 500,
-        retryAfterS: 2,
-        markShed: opts.markShed,
-      },
-    });
-    const held: (() => void)[] = [];
-    app.post("/hold", async (c) => {
-      await new Promise<void>((resolve) => held.push(resolve));
-      return c.json({ held: true });
-    });
-    const server = await new Promise<Server>((resolve) => {
-      const s: Server = listen({ app, port: 0 }, () => resolve(s));
-    });
-    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    const send = (headers: Record<string, string> = {}) =>
-      request(`${base}/hold`, { method: "POST", body: "{}", headers });
-    cleanups.push(async () => {
-      for (const resolve of held) resolve();
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    });
-    return { base, send, metrics };
-  }
-  const answer = async (res: Awaited<ReturnType<typeof request>>) => ({
-    status: res.statusCode,
-    headers: res.headers,
-    body: (await res.body.json()) as Record<string, unknown>,
-  });
-
-  it("gets the answer the app gives a request it sheds from its queue: 503, Retry-After, JSON, request id, metrics", async () => {
-    const { base, send } = await full();
-    void send().catch(() => {});
-    await new Promise((r) => setTimeout(r, 50));
-    // Queued behind the first, and shed by the app once its 500 ms are up.
-    const queued = send({ "x-request-id": "queued-1" });
-    await new Promise((r) => setTimeout(r, 10));
-    // The lane and its queue are full: refused before the app sees it. A request id that is not a sane
-    // one is replaced, as the app replaces it.
-    const atOnce = await answer(await send({ "x-request-id": "at-once-1" }));
-    const insane = await answer(await send({ "x-request-id": "no spaces allowed" }));
-    const fromQueue = await answer(await queued);
-    for (const [res, id] of [
-      [atOnce, "at-once-1"],
-      [fromQueue, "queued-1"],
-    ] as const) {
-      expect(res.status).toBe(503);
-      expect(res.headers["retry-after"]).toBe("2");
-      expect(res.headers["content-type"]).toMatch(/^application\/json/);
-      expect(res.headers["x-request-id"]).toBe(id);
-      expect(res.body).toEqual({
-        error: "overloaded: too many requests in flight; retry later",
-        requestId: id,
-      });
-    }
-    expect(insane.status).toBe(503);
-    expect(insane.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
-    expect(insane.body.requestId).toBe(insane.headers["x-request-id"]);
-    const metrics = await (await request(`${base}/metrics`)).body.text();
-    expect(metrics).toMatch(/http_admission_shed_total\{lane="write",reason="full"[^}]*\} 2/);
-    expect(metrics).toMatch(/http_admission_shed_total\{lane="write",reason="timeout"[^}]*\} 1/);
-    // Both kinds under the one label the app gives a refusal by its admission.
-    expect(metrics).toMatch(/http_requests_total\{method="POST",route="unmatched",status="503"[^}]*\} 3/);
-  });
-
-  it("is decided by the server only when the lane and its queue are full, and takes no place otherwise", async () => {
-    const { app, refuse } = await (async () => {
-      const app = createBaseApp({
-        logger: createLogger("test", "silent"),
-        metrics: createMetrics("test", "t1"),
-        ready: async () => {},
-        admission: {
-          ...settings.admission,
-          limits: { ...settings.admission.limits, write: { maxInFlight: 1, maxQueue: 0 } },
-        },
-      });
-      return { app, refuse: refuserOf(app) };
-    })();
-    if (!refuse) throw new Error("an app with admission control has a refuser");
-    let release = () => {};
-    app.post("/hold", async (c) => {
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      return c.json({ held: true });
-    });
-    // A server that asks the refuser first and otherwise answers "app", as listen() hands on to the app.
-    const server = createServer((req, res) => {
-      if (!refuse(req, res)) res.end("app");
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => new Promise((r) => server.close(() => r())));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hold`;
-    const status = async () => (await request(url, { method: "POST", body: "{}" })).statusCode;
-    // A free lane: not refused, and no place taken by asking (twice, with one place).
-    expect(await status()).toBe(200);
-    expect(await status()).toBe(200);
-    const held = app.request("/hold", { method: "POST" });
-    await new Promise((r) => setTimeout(r, 20));
-    expect(await status()).toBe(503);
-    // Reads have a lane of their own, and the operators' paths none.
-    expect((await request(url.replace("/hold", "/things"))).statusCode).toBe(200);
-    expect((await request(url.replace("/hold", "/health"), { method: "POST" })).statusCode).toBe(200);
-    release();
-    expect((await held).status).toBe(200);
-    expect(await status()).toBe(200);
-  });
-
-  it("is a service's 401 without the gateway's credential, whatever the load, and marked for the gateway with it", async () => {
-    const secret = "s".repeat(32);
-    const { send } = await full({ internalSecret: secret, markShed: true });
-    const credential = { "x-internal-credential": secret };
-    void send(credential).catch(() => {});
-    void send(credential).catch(() => {});
-    await new Promise((r) => setTimeout(r, 20));
-    const without = await answer(await send());
-    expect(without.status).toBe(401);
-    const shed = await answer(await send(credential));
-    expect(shed.status).toBe(503);
-    expect(shed.headers["x-shed"]).toBe("admission");
   });
 });
 

@@ -1,10 +1,9 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { type AddressInfo, createServer as createListener, type Server as Listener } from "node:net";
 import type { Duplex } from "node:stream";
-import { getRequestListener } from "@hono/node-server";
+import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
-import { refuserOf } from "./app.ts";
 import type { ServerLimits } from "./settings.ts";
 
 // Kubernetes and our own tests give a process 5 s between SIGTERM and SIGKILL.
@@ -42,28 +41,20 @@ export function listen(
   onListening: (port: number) => void = () => {},
 ): Server {
   const { app, port, hostname, limits } = opts;
-  const toApp = getRequestListener(app.fetch, hostname === undefined ? {} : { hostname });
-  // A request its admission refuses at once is answered here, before the app sees it (app.ts, `refuserOf`).
-  const refuses = refuserOf(app);
-  const server = createServer(
-    limits
-      ? {
-          // A head over this gets Node's 431 and a closed connection.
-          maxHeaderSize: limits.maxHeaderBytes,
-          // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
-          // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
-          headersTimeout: limits.headersTimeoutMs,
-          requestTimeout: limits.requestTimeoutMs,
-          // How often those two are checked (Node's default is 30 s).
-          connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-        }
-      : {},
-    refuses
-      ? (req, res) => {
-          if (!refuses(req, res)) void toApp(req, res);
-        }
-      : toApp,
-  );
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    ...(hostname === undefined ? {} : { hostname }),
+    serverOptions: limits && {
+      // A head over this gets Node's 431 and a closed connection.
+      maxHeaderSize: limits.maxHeaderBytes,
+      // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
+      // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How often those two are checked (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+  }) as Server;
   const reusePort = ACCEPT_SOCKETS > 1;
   const acceptors: Listener[] = [];
   const bindAll = () =>

@@ -56,11 +56,11 @@ export function createApp({
     // Lanes per upstream (`orders:write`): a flood of orders cannot starve the users, nor the reverse.
     admission: admission && {
       ...admission,
-      laneOf: (req) => {
+      laneOf: (c) => {
         // The document and its page are built once and cost nothing: outside any lane, like /health.
-        if (DOCS_PATHS.includes(req.path)) return undefined;
-        const lane = requestLane(req);
-        const upstream = req.path.split("/")[1];
+        if (DOCS_PATHS.includes(c.req.path)) return undefined;
+        const lane = requestLane(c);
+        const upstream = c.req.path.split("/")[1];
         return lane && { kind: lane.kind, key: `${upstream === "orders" ? "orders" : "users"}:${lane.kind}` };
       },
     },
