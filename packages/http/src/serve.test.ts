@@ -118,7 +118,7 @@ describe("a pooled client (one connection) after a bad request", () => {
   });
 
   it("reuses the connection after a request shed with 503 + Retry-After before its body was read", async () => {
-    const { post, port } = await start();
+    const { post, port, connections } = await start();
     // Takes the only write place, on a connection of its own.
     const held = request(`http://127.0.0.1:${port}/hold`, { method: "POST", body: "x" });
     await new Promise((r) => setTimeout(r, 100));
@@ -129,6 +129,9 @@ describe("a pooled client (one connection) after a bad request", () => {
     release();
     await (await held).body.dump();
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+    // The held request's connection and the pooled client's one, kept through the refusal.
+    expect(shed.headers.connection).not.toBe("close");
+    expect(connections).toHaveLength(2);
   });
 
   it("answers 431 to a head over the cap, and the next request succeeds", async () => {
