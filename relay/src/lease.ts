@@ -75,13 +75,14 @@ export function createLease({
   // time since: the server may have ended the session meanwhile (idle_session_timeout).
   let heldAsOf = Number.NEGATIVE_INFINITY;
 
-  const lose = (reason: string) => {
-    if (!owned) return;
+  /** Gives the lease up; resolves once its session has ended (the caller may not wait). */
+  const lose = (reason: string): Promise<void> => {
+    if (!owned) return Promise.resolve();
     const { controller, heartbeat } = owned;
     owned = undefined;
     clearInterval(heartbeat);
     controller.abort(new Error(`lease lost: ${reason}`));
-    void closeSession();
+    return closeSession();
   };
 
   async function closeSession(): Promise<void> {
@@ -218,7 +219,8 @@ export function createLease({
     },
 
     async release() {
-      lose("released");
+      // The session's end, not just its start: until the server has ended it, it holds the lock.
+      await lose("released");
       await closeSession();
     },
   };
