@@ -36,8 +36,10 @@ describe("createBaseApp", () => {
 
   it.each([
     ["malformed JSON", '{"n":', 400, /not valid JSON/],
-    ["a wrong type", '{"n":"3"}', 400, /n/],
-    ["a missing field", "{}", 400, /n/],
+    ["a wrong type", '{"n":"3"}', 400, /^n: Invalid input: expected number, received string$/],
+    ["a missing field", "{}", 400, /^n: Invalid input: expected number, received undefined$/],
+    ["a value two checks refuse, once", '{"n":1e300}', 400, /^n: Too big: expected int to be <=\d+$/],
+    ["a body of the wrong shape", "[]", 400, /^body: Invalid input: expected object, received array$/],
     ["an oversized body", JSON.stringify({ n: 1, pad: "x".repeat(2000) }), 413, /larger than 1024 bytes/],
   ])("rejects %s with a JSON error", async (_what, body, status, error) => {
     const res = await testApp().request("/things", post(body));

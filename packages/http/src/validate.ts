@@ -25,9 +25,22 @@ export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T):
     throw new AppError("BAD_REQUEST", "request body is not valid JSON");
   }
   const parsed = schema.safeParse(body);
-  if (!parsed.success)
-    throw new AppError("BAD_REQUEST", z.prettifyError(parsed.error).replaceAll("\n", "; "));
+  if (!parsed.success) throw new AppError("BAD_REQUEST", describeIssues(parsed.error));
   return parsed.data;
+}
+
+/**
+ * What is wrong with a body, one clause per field: `amount: Too small: expected number to be >=1`. The
+ * first issue of each field only (zod can report one value against two checks, `int` and `number`), and
+ * `body` for the body as a whole.
+ */
+function describeIssues(error: z.ZodError): string {
+  const byField = new Map<string, string>();
+  for (const issue of error.issues) {
+    const field = issue.path.length === 0 ? "body" : issue.path.map(String).join(".");
+    if (!byField.has(field)) byField.set(field, `${field}: ${issue.message}`);
+  }
+  return [...byField.values()].join("; ");
 }
 
 /** A path parameter that must be a UUID; anything else is a 400. */
