@@ -5,6 +5,7 @@ import {
   check,
   index,
   integer,
+  json,
   jsonb,
   pgTable,
   primaryKey,
@@ -126,7 +127,8 @@ export const idempotencyKeys = pgTable(
     key: text("key").notNull(),
     requestHash: text("request_hash").notNull(),
     status: integer("status").notNull(),
-    body: jsonb("body").notNull(),
+    // json, not jsonb: jsonb reorders an object's keys, and a replay must read as the first answer did.
+    body: json("body").notNull(),
     createdAt: createdAt(),
   },
   (t) => [primaryKey({ columns: [t.subject, t.key] })],

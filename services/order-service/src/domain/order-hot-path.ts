@@ -52,14 +52,14 @@ const PLACE_ORDER = `with ${PLACE("")} select * from placed`;
 const PLACE_ORDER_ONCE = `
   with claim as (
     insert into idempotency_keys (subject, key, request_hash, status, body)
-    values ($12, $10, $11, 201, jsonb_build_object(
+    values ($12, $10, $11, 201, json_build_object(
       'id', $1::uuid, 'userId', $2::uuid, 'amount', $3::bigint, 'status', 'PENDING',
       'createdAt', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
     on conflict (subject, key) do nothing
     returning key
   ),
   ${PLACE("from claim")}
-  select 'fresh' as outcome, null::integer as stored_status, null::jsonb as stored_body, placed.*
+  select 'fresh' as outcome, null::integer as stored_status, null::json as stored_body, placed.*
   from placed
   union all
   select case when request_hash = $11 then 'replayed' else 'mismatch' end, status, body,
