@@ -108,8 +108,13 @@ describe("admission", () => {
     const { app, releaseAll } = heldApp();
     const read = app.request("/things/a?hold=1");
     await tick();
-    const poll = await app.request("/things/b", { headers: { prefer: "wait=5" } });
-    expect(poll.status).toBe(200);
+    // Every spelling that the services hold (preferredWait), not only the canonical one.
+    for (const prefer of ["wait=5", "WAIT=5", "wait = 5", 'wait="5"', "respond-async, wait=5"]) {
+      const poll = await app.request("/things/b", { headers: { prefer } });
+      expect(poll.status, prefer).toBe(200);
+    }
+    // A wait of 0 is answered at once: a read like any other, refused while the read lane is full.
+    expect((await app.request("/things/b", { headers: { prefer: "wait=0" } })).status).toBe(503);
     releaseAll();
     await read;
   });

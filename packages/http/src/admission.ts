@@ -2,6 +2,7 @@ import type { Metrics } from "@saga/observability";
 import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "./errors.ts";
 import { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";
+import { preferredWait } from "./prefer.ts";
 
 /**
  * What a request costs while it is admitted. `read` and `write` are separate lanes so that clients
@@ -71,9 +72,12 @@ export type AdmissionOptions = {
 /** The paths every process serves to its operators: they answer whatever the load. */
 const UNMETERED = new Set(["/health", "/ready", "/metrics"]);
 
-/** `Prefer: wait=N` (RFC 7240): the client asks to be answered when something changed, or after N s. */
+/**
+ * `Prefer: wait=N` (RFC 7240), N > 0: the client asks to be answered when something changed, or after N s.
+ * Read as the routes read it (`preferredWait`), so that every request a service holds counts in this lane.
+ */
 export const isLongPoll = (c: Context) =>
-  (c.req.method === "GET" || c.req.method === "HEAD") && /\bwait=\d/.test(c.req.header("prefer") ?? "");
+  (c.req.method === "GET" || c.req.method === "HEAD") && (preferredWait(c.req.header("prefer")) ?? 0) > 0;
 
 /** The default lanes: health and metrics outside them, long polls, reads, and everything else a write. */
 export function requestLane(c: Context): { kind: LaneKind; key?: string } | undefined {
