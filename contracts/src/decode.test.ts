@@ -52,6 +52,14 @@ describe("decodeEvent", () => {
     expect(decodeEvent(TOPICS.orderCreated, bad, value)).toMatchObject({ ok: false, error: /traceparent/ });
   });
 
+  it("reads the ids of a payload written in capitals in lower case, as the databases write them", () => {
+    const value = JSON.stringify({ orderId: orderId.toUpperCase(), userId: userId.toUpperCase(), amount: 1 });
+    expect(decodeEvent(TOPICS.orderCreated, headersFor("OrderCreated"), value)).toMatchObject({
+      ok: true,
+      event: { payload: { orderId: orderId.toLowerCase(), userId: userId.toLowerCase() } },
+    });
+  });
+
   it.each([
     ["not JSON", "{orderId:", /not JSON/],
     ["empty", null, /empty/],

@@ -5,10 +5,17 @@ import { TOPICS, type Topic } from "./topics.ts";
 export const amount = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 export const balance = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
+/**
+ * An id that names a row: any UUID, read in lower case, as PostgreSQL writes a `uuid` back. Ids are
+ * compared as strings (a user's balance looked up by an event's userId, a token's subject), so one sent
+ * in capitals (.NET and Swift print them so) would otherwise name nobody.
+ */
+export const rowId = () => z.uuid().toLowerCase();
+
 // Payloads match the Go and Spring versions byte for byte, so the topics stay wire-compatible.
 export const OrderEventPayload = z.object({
-  orderId: z.uuid(),
-  userId: z.uuid(),
+  orderId: rowId(),
+  userId: rowId(),
   amount,
 });
 export type OrderEventPayload = z.infer<typeof OrderEventPayload>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { amount, balance } from "./events.ts";
+import { amount, balance, rowId } from "./events.ts";
 
 // Request and response bodies of the HTTP API. `.meta({ id })` names each one in the OpenAPI document's
 // components (api.ts, openapi.ts), so a generated client gets the same type names.
@@ -32,7 +32,7 @@ export type CreateUserRequest = z.infer<typeof CreateUserRequest>;
 
 export const CreateOrderRequest = z
   .object({
-    userId: z.uuid().meta({ description: "The user who pays; a user's token may only name itself." }),
+    userId: rowId().meta({ description: "The user who pays; a user's token may only name itself." }),
     amount: amount.meta({ description: "Minor units (cents).", example: 1000 }),
   })
   .meta({ id: "CreateOrderRequest" });

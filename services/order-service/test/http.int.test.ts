@@ -77,6 +77,21 @@ describe("POST /orders", () => {
     );
   });
 
+  it("reads a userId in capitals as the same user, in the order, its event and its Idempotency-Key", async () => {
+    // Some clients print UUIDs in capitals (.NET, Swift). The user-service finds users by the event's
+    // userId: an order.created that kept the capitals ended the saga USER_NOT_FOUND.
+    const userId = randomUUID();
+    const key = randomUUID();
+    const res = await post({ userId: userId.toUpperCase(), amount: 7 }, { "idempotency-key": key });
+    expect(res.status).toBe(201);
+    const order = (await res.json()) as Order;
+    expect(order.userId).toBe(userId);
+    expect(JSON.parse((await eventsFor(order.id))[0]?.payload ?? "{}")).toMatchObject({ userId });
+    const retry = await post({ userId, amount: 7 }, { "idempotency-key": key });
+    expect(retry.status, "the same request, in other letters").toBe(201);
+    expect(await retry.json()).toMatchObject({ id: order.id });
+  });
+
   it.each([
     ["malformed JSON", "{", 400],
     ["a bad user UUID", { userId: "42", amount: 1 }, 400],
