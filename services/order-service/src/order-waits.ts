@@ -89,13 +89,14 @@ export function createOrderWaits({
     /**
      * The order once it is no longer PENDING, or as `read` found it after `seconds` (or when `signal`
      * aborts); undefined when there is no such order. `applied` is false when the wait was not honoured
-     * (too many waiters, or shutting down) and the order was answered as read.
+     * (too many waiters, shutting down, or `mayHold` said no) and the order was answered as read.
      */
     async awaitDecision(
       id: string,
       seconds: number,
       read: () => Promise<Order | undefined>,
       signal?: AbortSignal,
+      mayHold: (order: Order) => boolean = () => true,
     ): Promise<{ order: Order | undefined; applied: boolean }> {
       if (stopped || count >= maxWaiters) return { order: await read(), applied: false };
       // Registered before the read, so that a decision committed in between is not missed.
@@ -110,6 +111,7 @@ export function createOrderWaits({
       try {
         const order = await read();
         if (!order || order.status !== "PENDING" || seconds <= 0 || stopped) return { order, applied: true };
+        if (!mayHold(order)) return { order, applied: false };
         timer = setTimeout(onAbort, seconds * 1000);
         signal?.addEventListener("abort", onAbort, { once: true });
         const status = await decided;

@@ -53,11 +53,11 @@ const getOrder = (service: OrderService, id: string, prefer?: string) =>
   service.app.request(`/orders/${id}`, { headers: prefer ? { prefer } : {} });
 
 /** A PENDING order written straight to the table, with no event: only the test decides it. */
-async function pendingOrder(): Promise<string> {
+async function pendingOrder(userId = randomUUID()): Promise<string> {
   const id = randomUUID();
   await orderDb.pool.query("insert into orders (id, user_id, amount, status) values ($1, $2, 7, 'PENDING')", [
     id,
-    randomUUID(),
+    userId,
   ]);
   return id;
 }
@@ -141,6 +141,31 @@ describe("GET /orders/:id with Prefer: wait", () => {
       [ids[2], "CONFIRMED"],
       [deleted, "CANCELED"],
     ]);
+  });
+
+  it("holds a user's wait on its own order only: another's is answered at once, so its timing says nothing", async () => {
+    // The gateway answers 404 for another user's order once the service has answered (it checks the
+    // owner in the answer). Were that answer held until the saga decided, a user could tell someone
+    // else's pending order from an id that does not exist.
+    const owner = randomUUID();
+    const id = await pendingOrder(owner);
+    const asUser = (subject: string) => ({
+      prefer: "wait=30",
+      "x-auth-subject": subject,
+      "x-auth-role": "user",
+    });
+    const other = await a.app.request(`/orders/${id}`, { headers: asUser(randomUUID()) });
+    expect(other.headers.get("preference-applied"), "not held").toBeNull();
+    expect(await other.json()).toMatchObject({ id, status: "PENDING" });
+
+    const own = a.app.request(`/orders/${id}`, { headers: asUser(owner) });
+    await vi.waitFor(() => expect(a.waits.waiting()).toBe(1), { timeout: 5000, interval: 20 });
+    await orderDb.pool.query("update orders set status = 'CONFIRMED', updated_at = now() where id = $1", [
+      id,
+    ]);
+    const answered = await own;
+    expect(answered.headers.get("preference-applied")).toBe("wait=30");
+    expect(await answered.json()).toMatchObject({ id, status: "CONFIRMED" });
   });
 
   it("clamps a wait above 30 s, answers a decided or unknown order at once, and ignores a bad value", async () => {

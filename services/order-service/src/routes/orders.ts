@@ -1,4 +1,4 @@
-import { CreateOrderRequest, IdParam } from "@saga/contracts";
+import { CreateOrderRequest, IdParam, ROLE_HEADER } from "@saga/contracts";
 import {
   type AppEnv,
   AppError,
@@ -70,11 +70,15 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
       if (!order) throw new AppError("NOT_FOUND", "order not found");
       return c.json(order);
     }
+    // A user's wait is held on its own order only. The gateway turns another user's order into a 404 from
+    // this answer; held until the saga decided, its timing would tell that order from an unknown id.
+    const user = c.req.header(ROLE_HEADER) === "user" ? callerSubject(c).toLowerCase() : undefined;
     const { order, applied } = await waits.awaitDecision(
       id,
       wait,
       () => readOrder(pool, id),
       c.req.raw.signal,
+      (found) => user === undefined || found.userId === user,
     );
     if (!order) throw new AppError("NOT_FOUND", "order not found");
     if (applied) c.header("preference-applied", `wait=${wait}`);
