@@ -198,6 +198,20 @@ describe("authorization per user", () => {
     expect(body).not.toContain(B);
   });
 
+  it("leaves an id that is no UUID to the service, whose 400 says so (a 404 would say: someone else's)", async () => {
+    const { users, orders, app } = await system();
+    const asA = bearer(await tokenFor(A));
+    await app.request("/users/not-a-uuid", { headers: asA });
+    await app.request("/orders?userId=42", { headers: asA });
+    await app.request("/orders", {
+      method: "POST",
+      headers: { ...json, ...asA },
+      body: JSON.stringify({ userId: "abc", amount: 10 }),
+    });
+    expect(requestsTo(users)).toEqual(["GET /users/not-a-uuid"]);
+    expect(requestsTo(orders)).toEqual(["GET /orders?userId=42", "POST /orders"]);
+  });
+
   it("lets a user order only for itself: another's order is a 404 that reaches no service", async () => {
     const { orders, app } = await system();
     const asA = bearer(await tokenFor(A));

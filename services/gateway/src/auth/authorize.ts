@@ -1,3 +1,4 @@
+import { IdParam } from "@saga/contracts";
 import { requestBody } from "@saga/http";
 import type { Context, MiddlewareHandler } from "hono";
 import { clientSignal, forwardedOf, passThrough, upstreamHeaders } from "../forward.ts";
@@ -22,6 +23,13 @@ function segment(raw: string | undefined): string | undefined {
   }
 }
 
+/**
+ * Whether a user may name this id: its own, or one that is no id at all (the service answers that with a
+ * 400, as it does for an admin; a 404 would say "someone else's").
+ */
+const mayName = (id: string | undefined, me: string) =>
+  id === undefined || id === me || !IdParam.safeParse(id).success;
+
 const notFound = (c: Context, what: string) =>
   c.json({ error: `${what} not found`, requestId: c.get("requestId") }, 404);
 
@@ -29,7 +37,7 @@ const notFound = (c: Context, what: string) =>
  * Object-level authorization (OWASP API1): an admin may do anything; a user, whose token's subject is
  * its id, may read itself and its own orders, create orders for itself and cancel its own, and nothing
  * else. Someone else's user or order answers 404, as one that does not exist, so that ids cannot be
- * probed; nothing is forwarded for it, so nothing is written. A route a user may not use at all
+ * probed, and nothing is written for it. A route a user may not use at all
  * answers as an unknown route; `POST /users` answers 403 (creating users is the admin's).
  *
  * Reads of an order are checked on the answer (the owner is in it); a cancel is checked before it is
@@ -46,7 +54,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     const path = c.req.path;
 
     let m = USER.exec(path) ?? USER_ORDERS.exec(path);
-    if (m && read) return segment(m[1]) === me ? next() : notFound(c, "user");
+    if (m && read) return mayName(segment(m[1]), me) ? next() : notFound(c, "user");
 
     if (path === "/users" && method === "POST") {
       return c.json({ error: "only an admin may create users", requestId: c.get("requestId") }, 403);
@@ -55,13 +63,13 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     if (path === "/orders" && method === "POST") {
       const owner = requestedOwner(await requestBody(c));
       // No userId to compare (bad JSON, a missing or non-string field): the service answers its 400.
-      return owner === undefined || owner.toLowerCase() === me ? next() : notFound(c, "user");
+      return mayName(owner?.toLowerCase(), me) ? next() : notFound(c, "user");
     }
 
     if (path === "/orders" && read) {
       const asked = c.req.queries("userId");
       if (asked === undefined) return next(); // the service's 400: userId is required
-      return asked.length === 1 && asked[0]?.toLowerCase() === me ? next() : notFound(c, "user");
+      return asked.length === 1 && mayName(asked[0]?.toLowerCase(), me) ? next() : notFound(c, "user");
     }
 
     m = ORDER.exec(path);
