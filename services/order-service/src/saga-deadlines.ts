@@ -125,9 +125,9 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
         },
       );
     },
-    /** Stops sweeping; waits for a sweep in progress. */
-    async stop() {
-      await periodic?.stop();
+    /** Stops sweeping; waits for a sweep in progress, no longer than until `signal` aborts. */
+    async stop(signal?: AbortSignal) {
+      await periodic?.stop(signal);
       periodic = undefined;
     },
   };

@@ -118,7 +118,7 @@ export async function createOrderService(
     /** Everything `runtime.stop` says, after the held requests are answered; cut short when `signal` aborts. */
     stop: async (signal?: AbortSignal) => {
       backlog.stop();
-      await deadlines.stop();
+      await deadlines.stop(signal);
       await waits.stop();
       await runtime.stop(signal);
     },

@@ -451,3 +451,33 @@ describe("cancelOverdueSagas", () => {
     expect(plan).not.toMatch(/Seq Scan on orders/);
   });
 });
+
+it("stops at its deadline while a sweep waits on a frozen database", async () => {
+  const url = await freshDatabase("deadline_stop");
+  await migrateDatabase(url, "order");
+  const service = await startInProcess(
+    testEnv(url, prefix, { INSTANCE_ID: "stopping", SAGA_TIMEOUT: TIMEOUT_MS, SAGA_SWEEP_INTERVAL_MS: 50 }),
+  );
+  await service.start();
+  // The orders table locked, as a frozen or overwhelmed server would leave a sweep: it waits, unanswered.
+  const locker = new pg.Client({ connectionString: url });
+  await locker.connect();
+  onTestFinished(() => locker.end());
+  await locker.query("begin");
+  await locker.query("lock table orders in access exclusive mode");
+  await waitFor(async () => {
+    const { rows } = await locker.query(
+      "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+    );
+    expect(rows[0]?.n).toBeGreaterThan(0);
+  });
+  let unlocked = false;
+  const unlock = setTimeout(() => {
+    unlocked = true;
+    void locker.query("commit");
+  }, 8_000);
+  onTestFinished(() => clearTimeout(unlock));
+
+  await service.stop(AbortSignal.timeout(500));
+  expect(unlocked, "stopped before the sweep could go on").toBe(false);
+});
