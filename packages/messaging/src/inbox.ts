@@ -12,7 +12,7 @@ import type { DeadLetterCause, EventConsumer, IncomingMessage, KafkaClient, Retr
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
 import { claimEvents, inTransaction, type SqlClient, type TxClient } from "./batch-sql.ts";
-import type { Database } from "./db.ts";
+import { type Database, lockAggregate } from "./db.ts";
 import { classifyFailure, describeError, PoisonEventError } from "./errors.ts";
 import type { MessagingMetrics } from "./metrics.ts";
 import { deadLetterRow, storable } from "./outbox.ts";
@@ -220,6 +220,9 @@ export function createInbox({
         .onConflictDoNothing()
         .returning({ id: deadLetters.id });
       if (claimed.length === 0) return false;
+      // As every writer of the outbox does (DESIGN, rule 3): rows of one aggregate take their positions
+      // in commit order, so the relay publishes a dead letter behind whatever that order emitted before it.
+      await lockAggregate(tx, row.aggregateId);
       await tx.insert(outbox).values(row);
       return true;
     });
