@@ -77,6 +77,12 @@ describe("decodeEvent", () => {
 
   it("rejects a missing or wrong envelope", () => {
     const value = JSON.stringify({ orderId, userId, amount: 1 });
+    expect(
+      decodeEvent(TOPICS.orderCreated, headersFor("OrderCreated", { "schema-version": "2" }), value),
+    ).toMatchObject({ ok: false, error: /schema-version/ });
+    expect(
+      decodeEvent(TOPICS.orderCreated, headersFor("OrderCreated", { "aggregate-id": userId }), value),
+    ).toMatchObject({ ok: false, error: /aggregate-id .* is not the payload's orderId/ });
     const { "event-id": _, ...noId } = headersFor("OrderCreated");
     expect(decodeEvent(TOPICS.orderCreated, noId, value)).toMatchObject({ ok: false, error: /event-id/ });
     expect(decodeEvent(TOPICS.orderCreated, headersFor("OrderCanceled"), value)).toMatchObject({

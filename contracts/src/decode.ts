@@ -37,5 +37,14 @@ export function decodeEvent<T extends Topic>(
   }
   const payload = EVENT_SCHEMAS[topic].safeParse(json);
   if (!payload.success) return { ok: false, error: `bad payload: ${z.prettifyError(payload.error)}` };
+  // The consumers lock and order by the header; an event that names another order there would be
+  // applied under the wrong order's lock.
+  const aggregateId = envelope.data["aggregate-id"];
+  if (aggregateId.toLowerCase() !== payload.data.orderId) {
+    return {
+      ok: false,
+      error: `aggregate-id ${aggregateId} is not the payload's orderId ${payload.data.orderId}`,
+    };
+  }
   return { ok: true, event: { topic, envelope: envelope.data, payload: payload.data as EventPayload<T> } };
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SCHEMA_VERSION } from "./events.ts";
 
 /** Kafka header names of the event envelope. */
 export const HEADERS = {
@@ -38,7 +39,8 @@ export const traceparent = z
 export const Envelope = z.object({
   [HEADERS.eventId]: z.uuid(),
   [HEADERS.eventType]: z.string().min(1),
-  [HEADERS.schemaVersion]: z.string().min(1),
+  // The one version there is: a consumer that applied a later one as this one would misread it.
+  [HEADERS.schemaVersion]: z.literal(SCHEMA_VERSION),
   [HEADERS.occurredAt]: z.iso.datetime({ offset: true }),
   [HEADERS.aggregateId]: z.string().min(1),
   [HEADERS.traceparent]: traceparent.optional(),
