@@ -76,8 +76,9 @@ export function createApp({
   app.use(methodNotAllowed(ROUTES));
   // Public and cheap: the OpenAPI document and its interactive reference, no token.
   registerDocsRoutes(app, { scriptUrl: docsScriptUrl });
-  // A new order while the order-service reports no headroom for one: refused before its token, its body
-  // and its owner are looked at, as the admission lanes refuse (the answer says nothing of any resource).
+  // A new order while the order-service reports no headroom for one: refused before its token is verified
+  // and its body parsed (bodyLimit has read its bytes), as the admission lanes refuse (the answer says
+  // nothing of any resource).
   app.on("POST", "/orders", async function refuseWithoutHeadroom(_c, next) {
     const refused = orders.refuseNewWork();
     if (refused) throw refused;
