@@ -57,6 +57,14 @@ describe("a relay whose database restarts", () => {
     server = await start();
 
     await eventually("the relay to own the outbox again", async () => owner?.isActive(), 20_000, 100);
+    // Its replication stream back too (it retries on a back-off of its own, up to 10 s): rows written
+    // before that are found by the fallback poll, with no wake-up to count (a CI run saw it).
+    await eventually(
+      "the relay's replication stream again",
+      async () => (await sql`select 1 from pg_stat_replication where state = 'streaming'`).length > 0,
+      30_000,
+      100,
+    );
     const before = await wakeups();
     for (let i = 2; i <= 5; i++)
       written.push(...(await writeRows(sql, [row("order-1", i), row("order-2", i)])));
