@@ -1,7 +1,12 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { type FaultProxy, type FaultProxyStats, type LinkFault, startFaultProxy } from "./fault-proxy.ts";
+import {
+  type FaultProxy,
+  type FaultProxyStats,
+  type LinkFault,
+  startFaultProxy,
+} from "@saga/tools/fault-proxy";
 
 /** A fault proxy in the host process, driven from this one. */
 export type RemoteFaultProxy = {

@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createKafka } from "@saga/kafka";
+import { startFaultProxy } from "@saga/tools/fault-proxy";
 import { cacheDir, createTopics, freePort, startKafka } from "@saga/tools/infra";
 import { afterEach, expect, it } from "vitest";
-import { startFaultProxy } from "./fault-proxy.ts";
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {

@@ -69,7 +69,8 @@ type Connection = {
 /**
  * A TCP proxy in front of one server that injects network faults on command: the chaos run puts one
  * between each service or relay and PostgreSQL, and one between each and Kafka, all in a process of
- * their own (fault-proxy-host.ts). fault-proxy.test.ts shows each fault with real sockets.
+ * their own (tools/system's fault-proxy-host.ts); tests put one in front of a server to slow or cut a
+ * client's link. fault-proxy.test.ts shows each fault with real sockets.
  */
 export async function startFaultProxy({
   name,
