@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { type AddressInfo, createConnection, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
 
@@ -71,14 +71,40 @@ afterEach(async () => {
 
 async function setUp() {
   const echo = await startEchoServer();
-  const proxy: FaultProxy = await startFaultProxy({ name: "test", targetPort: echo.port });
-  cleanup.push(echo.close, proxy.close);
+  cleanup.push(echo.close);
+  return { echo, ...(await proxyTo(echo.port)) };
+}
+
+/** A fault proxy to `targetPort`, and a way to connect through it; all closed after the test. */
+async function proxyTo(targetPort: number) {
+  const proxy: FaultProxy = await startFaultProxy({ name: "test", targetPort });
+  cleanup.push(proxy.close);
   const client = async () => {
     const c = await connect(proxy.port);
     cleanup.push(() => c.socket.destroy());
     return c;
   };
-  return { echo, proxy, client };
+  return { proxy, client };
+}
+
+/**
+ * A server that keeps its side open when a client ends its own (allowHalfOpen), as PostgreSQL and Kafka
+ * may, and hands each connection to `handle`; closed after the test.
+ */
+async function startHalfOpenServer(handle: (socket: Socket) => void) {
+  const sockets: Socket[] = [];
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.push(socket);
+    socket.on("error", () => {});
+    handle(socket);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  cleanup.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+  return (server.address() as AddressInfo).port;
 }
 
 describe("startFaultProxy", () => {
@@ -140,7 +166,59 @@ describe("startFaultProxy", () => {
     await until(() => echo.received() === "byeping");
     second.socket.destroy();
     await until(() => echo.ends.length === 2);
-    expect(proxy.stats().open).toBe(0);
+    // The proxy lets the connection go once the server's end has crossed back too.
+    await until(() => proxy.stats().open === 0);
+  });
+
+  it("latency: an end waits like a chunk, in order behind the data sent before it", async () => {
+    // What the server had read when the client's end reached it, and when that was.
+    const ends: { read: string; at: number }[] = [];
+    const port = await startHalfOpenServer((socket) => {
+      let read = "";
+      socket.on("data", (chunk) => {
+        read += chunk.toString();
+      });
+      socket.on("end", () => {
+        ends.push({ read, at: performance.now() });
+        socket.end();
+      });
+    });
+    const { proxy, client } = await proxyTo(port);
+    const { socket, state } = await client();
+    proxy.inject({ kind: "latency", ms: 300 });
+
+    socket.write("data");
+    // The end leaves while "data" is still on its way: it must neither overtake it nor skip its own wait.
+    await sleep(100);
+    const endedAt = performance.now();
+    socket.end();
+    await until(() => ends.length === 1);
+    expect(ends[0]?.read).toBe("data");
+    expect((ends[0]?.at ?? 0) - endedAt).toBeGreaterThanOrEqual(290);
+    // The server's end comes back the same way, and closes the client.
+    await until(() => state.closed);
+    expect(state.error).toBeUndefined();
+  });
+
+  it("half-close: a client that has ended its side still reads what the server writes after that end", async () => {
+    // As a server answers a client's last request: it reads to the end, then writes, then ends its side.
+    const port = await startHalfOpenServer((socket) => {
+      let asked = "";
+      socket.on("data", (chunk) => {
+        asked += chunk.toString();
+      });
+      socket.on("end", () => {
+        socket.write(`answer to ${asked}`);
+        setTimeout(() => socket.end(), 50);
+      });
+    });
+    const { proxy, client } = await proxyTo(port);
+    const { socket, state } = await client();
+    socket.end("question");
+    await until(() => state.closed);
+    expect(state.data).toBe("answer to question");
+    expect(state.error).toBeUndefined();
+    expect(proxy.stats()).toMatchObject({ connections: 1, open: 0, resets: 0 });
   });
 
   it("blackhole: accepts connections but moves nothing until it ends; then everything held arrives", async () => {

@@ -7,7 +7,8 @@ import { createConnection, createServer, type Socket } from "node:net";
  *   the fault ends; then everything held flows on, as TCP does when a partition heals before its
  *   retransmissions give up. (Toxiproxy's `timeout` toxic drops the bytes instead and closes the
  *   connection when it is removed: no partition does either to a TCP connection.)
- * - `latency`: every chunk waits `ms` in each direction, in order (a round trip grows by 2 × ms).
+ * - `latency`: every chunk waits `ms` in each direction, in order, and so does a FIN behind them (a round
+ *   trip grows by 2 × ms).
  * - `reset`: every open connection is reset (RST) at both ends, and so is every new one until the
  *   fault ends (Toxiproxy's `reset_peer`).
  */
@@ -47,16 +48,20 @@ export type FaultProxyOptions = {
   targetPort: number;
 };
 
-/** One direction of a connection: bytes from `from` are written to `to`, after the link's latency. */
+/** One direction of a connection: what `from` sends, its end included, is written to `to` after the latency. */
 type Direction = {
+  conn: Connection;
   from: Socket;
   to: Socket;
-  queue: { chunk: Buffer; dueAt: number }[];
+  /** In order: chunks, then "end" once `from` has ended. */
+  queue: { chunk: Buffer | "end"; dueAt: number }[];
   timer: NodeJS.Timeout | undefined;
   /** `to` is full: `from` stays paused until it drains. */
   waitingDrain: boolean;
-  /** `from` ended; `to` is ended once the queue is empty. */
+  /** `from` ended: its end is queued behind its last chunk. */
   ended: boolean;
+  /** `to` was ended: nothing more crosses this way. */
+  done: boolean;
 };
 
 type Connection = {
@@ -71,6 +76,11 @@ type Connection = {
  * between each service or relay and PostgreSQL, and one between each and Kafka, all in a process of
  * their own (tools/system's fault-proxy-host.ts); tests put one in front of a server to slow or cut a
  * client's link. fault-proxy.test.ts shows each fault with real sockets.
+ *
+ * Each direction of a connection ends on its own, as TCP's do: one side's FIN crosses in its turn behind
+ * what it sent, and the other side may go on writing until it sends its own (a client's goodbye, then
+ * the server's last words). So both sockets are half-open (`allowHalfOpen`): by default Node would answer
+ * a FIN at once, and a client would see its connection closed before its end had reached the server.
  */
 export async function startFaultProxy({
   name,
@@ -79,6 +89,9 @@ export async function startFaultProxy({
 }: FaultProxyOptions): Promise<FaultProxy> {
   let current: LinkFault | undefined;
   const connections = new Set<Connection>();
+  // Every socket open, `close()` ends them all: a connection whose two ends have crossed is no longer
+  // counted, but its sockets may still be closing.
+  const sockets = new Set<Socket>();
   const stats = { connections: 0, resets: 0, bytes: 0 };
   // Connections accepted during a blackhole, to open upstream once it ends.
   const waiting: Connection[] = [];
@@ -86,7 +99,12 @@ export async function startFaultProxy({
   const blackholed = () => current?.kind === "blackhole";
   const latencyMs = () => (current?.kind === "latency" ? current.ms : 0);
 
-  const server = createServer({ pauseOnConnect: true, noDelay: true }, (client) => {
+  function track(socket: Socket) {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  }
+
+  const server = createServer({ pauseOnConnect: true, noDelay: true, allowHalfOpen: true }, (client) => {
     stats.connections++;
     client.on("error", () => {});
     if (current?.kind === "reset") {
@@ -94,33 +112,51 @@ export async function startFaultProxy({
       client.resetAndDestroy();
       return;
     }
+    track(client);
     const conn: Connection = { client, upstream: undefined, directions: [], closed: false };
     connections.add(conn);
-    client.once("close", () => closeConnection(conn, client));
+    client.once("close", () => sideClosed(conn, client));
     if (blackholed()) waiting.push(conn);
     else connectUpstream(conn);
   });
 
   function connectUpstream(conn: Connection) {
     if (conn.closed) return;
-    const upstream = createConnection({ host: "127.0.0.1", port: targetPort, noDelay: true });
+    const upstream = createConnection({
+      host: "127.0.0.1",
+      port: targetPort,
+      noDelay: true,
+      allowHalfOpen: true,
+    });
     conn.upstream = upstream;
+    track(upstream);
     upstream.on("error", () => {});
-    upstream.once("close", () => closeConnection(conn, upstream));
+    upstream.once("close", () => sideClosed(conn, upstream));
     upstream.once("connect", () => {
-      conn.directions = [direction(conn.client, upstream), direction(upstream, conn.client)];
+      if (conn.closed) return;
+      conn.directions = [direction(conn, conn.client, upstream), direction(conn, upstream, conn.client)];
       if (!blackholed()) conn.client.resume();
     });
   }
 
-  function direction(from: Socket, to: Socket): Direction {
-    const d: Direction = { from, to, queue: [], timer: undefined, waitingDrain: false, ended: false };
+  function direction(conn: Connection, from: Socket, to: Socket): Direction {
+    const d: Direction = {
+      conn,
+      from,
+      to,
+      queue: [],
+      timer: undefined,
+      waitingDrain: false,
+      ended: false,
+      done: false,
+    };
     from.on("data", (chunk: Buffer) => {
       d.queue.push({ chunk, dueAt: performance.now() + latencyMs() });
       flush(d);
     });
     from.once("end", () => {
       d.ended = true;
+      d.queue.push({ chunk: "end", dueAt: performance.now() + latencyMs() });
       flush(d);
     });
     to.on("drain", () => {
@@ -133,52 +169,50 @@ export async function startFaultProxy({
     return d;
   }
 
-  /** Writes what is due, in order; holds everything while the link is blackholed. */
+  /** Writes what is due, in order, the end last; holds everything while the link is blackholed. */
   function flush(d: Direction) {
-    if (blackholed() || d.to.destroyed) return;
+    if (d.conn.closed || blackholed() || d.to.destroyed) return;
     clearTimeout(d.timer);
     d.timer = undefined;
     const now = performance.now();
     while (d.queue.length > 0) {
-      const next = d.queue[0] as { chunk: Buffer; dueAt: number };
+      const next = d.queue[0] as { chunk: Buffer | "end"; dueAt: number };
       if (next.dueAt > now) {
         d.timer = setTimeout(() => flush(d), next.dueAt - now);
         return;
       }
       d.queue.shift();
+      if (next.chunk === "end") {
+        d.done = true;
+        d.to.end();
+        // Both ends have crossed: each socket closes on its own once its FIN is out.
+        if (d.conn.directions.every((x) => x.done)) forget(d.conn);
+        return;
+      }
       stats.bytes += next.chunk.length;
       if (!d.to.write(next.chunk)) {
         d.waitingDrain = true;
         d.from.pause();
       }
     }
-    if (d.ended) d.to.end();
   }
 
   /**
-   * One end closed. What it sent still crosses, then its FIN (or at once its RST, after an error);
-   * what was on its way to it is lost with it. A blackhole holds the close too, until it ends.
+   * One side's socket closed. After both its directions ended, that is all: the other side's end still
+   * crosses in its turn. After an error (a reset, a write to a peer that is gone) the other side is reset
+   * at once, and what was still queued in either direction is lost, as a reset discards what its receiver
+   * has not read. A blackhole holds the close too, until it ends.
    */
-  function closeConnection(conn: Connection, side: Socket) {
+  function sideClosed(conn: Connection, side: Socket) {
     if (conn.closed || blackholed()) return;
-    const other = side === conn.client ? conn.upstream : conn.client;
-    const fromSide = conn.directions.find((d) => d.from === side);
-    const towardsSide = conn.directions.find((d) => d.to === side);
-    if (towardsSide) {
-      clearTimeout(towardsSide.timer);
-      towardsSide.queue.length = 0;
-    }
-    if (other && !other.destroyed && !side.errored && fromSide && fromSide.queue.length > 0) {
-      // flush() ends `other` once the queue is through; its close then comes back here.
-      fromSide.ended = true;
-      flush(fromSide);
-      return;
-    }
+    const clean =
+      !side.errored &&
+      conn.directions.length > 0 &&
+      conn.directions.every((d) => (d.from === side ? d.ended : d.done));
+    if (clean) return;
     forget(conn);
-    if (other && !other.destroyed) {
-      if (side.errored) other.resetAndDestroy();
-      else other.end();
-    }
+    const other = side === conn.client ? conn.upstream : conn.client;
+    if (other && !other.destroyed) other.resetAndDestroy();
   }
 
   function forget(conn: Connection) {
@@ -207,8 +241,8 @@ export async function startFaultProxy({
         if (!d.waitingDrain && !d.ended) d.from.resume();
       }
       // Closes that arrived during a blackhole.
-      if (conn.client.destroyed) closeConnection(conn, conn.client);
-      else if (conn.upstream?.destroyed) closeConnection(conn, conn.upstream);
+      if (conn.client.destroyed) sideClosed(conn, conn.client);
+      else if (conn.upstream?.destroyed) sideClosed(conn, conn.upstream);
     }
   }
 
@@ -235,12 +269,8 @@ export async function startFaultProxy({
     async close() {
       current = undefined;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const conn of connections) {
-        for (const d of conn.directions) clearTimeout(d.timer);
-        conn.client.destroy();
-        conn.upstream?.destroy();
-      }
-      connections.clear();
+      for (const conn of connections) forget(conn);
+      for (const socket of sockets) socket.destroy();
       await closed;
     },
   };
