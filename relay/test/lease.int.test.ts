@@ -1,47 +1,7 @@
-import { once } from "node:events";
-import { type AddressInfo, createConnection, createServer, type Socket } from "node:net";
+import { startFaultProxy } from "@saga/tools/fault-proxy";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createLease } from "../src/lease.ts";
 import { eventually, freshOutbox } from "./support.ts";
-
-/** A TCP link to `target` that holds each chunk the client sends for `delayMs`, in order (0: none). */
-async function delayingLink(target: URL) {
-  const sockets = new Set<Socket>();
-  const link = { url: "", delayMs: 0, close: () => {} };
-  // Half-open: the client's end reaches the server late too, and the client's side closes only when the
-  // server's does (by default the link would answer the client's FIN at once).
-  const server = createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = createConnection({
-      port: Number(target.port),
-      host: target.hostname,
-      allowHalfOpen: true,
-    });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => {});
-      s.on("close", () => sockets.delete(s));
-    }
-    // Each chunk, and the end, after the one before it and no sooner than `delayMs` after it came.
-    let last = Promise.resolve();
-    const later = (send: () => void) => {
-      const due = Date.now() + link.delayMs;
-      last = last.then(() => new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())))).then(send);
-    };
-    client.on("data", (chunk) => later(() => upstream.write(chunk)));
-    client.on("end", () => later(() => upstream.end()));
-    upstream.pipe(client);
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const url = new URL(target);
-  url.port = String((server.address() as AddressInfo).port);
-  link.url = url.toString();
-  link.close = () => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  };
-  return link;
-}
 
 /** Blocks this thread, timers and I/O included, as a long GC pause or a SIGSTOP would. */
 function stall(ms: number): void {
@@ -71,18 +31,20 @@ describe("the lease", () => {
 
   it("has ended its session, and with it the lock, once release() resolves", async () => {
     const { url, sql } = await freshOutbox();
-    // The lease reaches the server through a link that can hold what the client sends for a while, as a
-    // loaded server or network would: its goodbye then arrives after release() was called.
-    const link = await delayingLink(new URL(url));
+    // The lease reaches the server through a link that can turn slow, as a loaded server or network would:
+    // its goodbye then arrives well after release() was called.
+    const link = await startFaultProxy({ name: "lease→postgres", targetPort: Number(new URL(url).port) });
     onTestFinished(() => link.close());
-    const lease = createLease({ url: link.url, holderName: "lease-released" });
+    const viaLink = new URL(url);
+    viaLink.port = String(link.port);
+    const lease = createLease({ url: viaLink.toString(), holderName: "lease-released" });
     if (!(await lease.acquire(1000))) throw new Error("the lease was not acquired");
     const holders = () => sql<{ pid: number }[]>`
       select l.pid from pg_locks l join pg_stat_activity a using (pid)
       where l.locktype = 'advisory' and l.granted and a.application_name = 'lease-released'`;
     expect(await holders(), "held before release()").toHaveLength(1);
 
-    link.delayMs = 200;
+    link.inject({ kind: "latency", ms: 200 });
     await lease.release();
     expect(await holders(), "the lock after release()").toEqual([]);
   });
