@@ -284,4 +284,19 @@ describe("startFaultProxy", () => {
     after.socket.write("again");
     await until(() => after.state.data === "again");
   });
+
+  it("stopListening: refuses new connections while the open ones go on", async () => {
+    const { proxy, client } = await setUp();
+    const open = await client();
+    proxy.stopListening();
+
+    const refused = createConnection({ host: "127.0.0.1", port: proxy.port });
+    const [err] = (await once(refused, "error")) as [NodeJS.ErrnoException];
+    expect(err.code).toBe("ECONNREFUSED");
+    open.socket.write("still there");
+    await until(() => open.state.data === "still there");
+
+    await proxy.close();
+    await until(() => open.state.closed);
+  });
 });

@@ -35,6 +35,11 @@ export interface FaultProxy {
   heal(): void;
   fault(): LinkFault | undefined;
   stats(): FaultProxyStats;
+  /**
+   * Stops listening, so that a new connection is refused, while the open ones go on, faults and all: what
+   * a client sees of a server on its way out (a restart, a failover) whose sessions have not ended yet.
+   */
+  stopListening(): void;
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
 }
@@ -266,8 +271,13 @@ export async function startFaultProxy({
     heal,
     fault: () => current,
     stats: () => ({ ...stats, open: connections.size }),
+    stopListening() {
+      // Without a callback: close's would wait for the open connections to end.
+      if (server.listening) server.close();
+    },
     async close() {
       current = undefined;
+      // Called after stopListening() too: the callback then runs once the last connection has closed.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const conn of connections) forget(conn);
       for (const socket of sockets) socket.destroy();
