@@ -1,39 +1,8 @@
-import { once } from "node:events";
-import { type AddressInfo, createConnection, createServer, type Socket } from "node:net";
+import { startFaultProxy } from "@saga/tools/fault-proxy";
 import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createOutboxStore } from "../src/outbox-store.ts";
 import { freshOutbox } from "./support.ts";
-
-/**
- * A TCP relay to the database that can stop taking new connections while the ones it has stay up: what
- * a client sees of a server that is going away (a restart, a failover) while its statement still runs.
- */
-async function closableProxy(target: URL) {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = createConnection(Number(target.port), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => {});
-      s.on("close", () => sockets.delete(s));
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const url = new URL(target);
-  url.port = String((server.address() as AddressInfo).port);
-  return {
-    url: url.toString(),
-    // Stops listening at once; the connections it has go on (close's callback would wait for them).
-    stopListening: () => void server.close(),
-    destroy: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 /**
  * Starts the relay's read of the outbox behind a lock another session holds, so that the statement is
@@ -66,9 +35,13 @@ describe("a relay statement whose caller gives up", () => {
 
   it("fails to cancel quietly when the database cannot be reached: no unhandled rejection, and the statement ends on its own", async () => {
     const { url, sql } = await freshOutbox();
-    const proxy = await closableProxy(new URL(url));
-    onTestFinished(() => proxy.destroy());
-    const relaySql = postgres(proxy.url, { max: 1, onnotice: () => {} });
+    // The relay reaches the server through a link that can stop taking new connections while the one it
+    // has stays up: what a client sees of a server on its way out (a restart, a failover).
+    const link = await startFaultProxy({ name: "relay→postgres", targetPort: Number(new URL(url).port) });
+    onTestFinished(() => link.close());
+    const viaLink = new URL(url);
+    viaLink.port = String(link.port);
+    const relaySql = postgres(viaLink.toString(), { max: 1, onnotice: () => {} });
     onTestFinished(() => relaySql.end({ timeout: 1 }));
     const store = createOutboxStore(relaySql);
     const unhandled: unknown[] = [];
@@ -81,7 +54,7 @@ describe("a relay statement whose caller gives up", () => {
     const aborted = new AbortController();
     const { reading, unlock } = await readBehindALock(sql, store, aborted.signal);
     // A cancel is a connection of its own, and the server no longer takes any.
-    proxy.stopListening();
+    link.stopListening();
     aborted.abort(new Error("the caller gave up"));
     await new Promise((r) => setTimeout(r, 200));
     await unlock();
