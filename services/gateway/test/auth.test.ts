@@ -7,6 +7,7 @@ import {
   eventually,
   type FakeUpstream,
   INTERNAL_SECRET,
+  type Reply,
   startFakeUpstream,
   startGateway,
   tokenFor,
@@ -29,14 +30,17 @@ async function system(env: Record<string, string> = {}) {
     status: req.method === "POST" ? 201 : 200,
     body: { id: req.url.split("/")[2] },
   }));
-  const orders = await startFakeUpstream((req) => {
+  const orders = await startFakeUpstream((req): Reply => {
     if (req.url.startsWith(`/orders/${ORDER_OF_A}`))
       return req.method === "DELETE" ? { status: 204 } : { body: orderOf(ORDER_OF_A, A) };
+    // The headers the order-service sends with an order read with `Prefer: wait`, and with its 404.
     if (req.url.startsWith(`/orders/${ORDER_OF_B}`))
-      return req.method === "DELETE" ? { status: 204 } : { body: orderOf(ORDER_OF_B, B) };
+      return req.method === "DELETE"
+        ? { status: 204 }
+        : { body: orderOf(ORDER_OF_B, B), headers: { vary: "prefer", "preference-applied": "wait=3" } };
     if (req.url.startsWith("/orders?")) return { body: [] };
     if (req.method === "POST") return { status: 201, body: orderOf(randomUUID(), A) };
-    return { status: 404, body: { error: "order not found" } };
+    return { status: 404, body: { error: "order not found" }, headers: { vary: "prefer" } };
   });
   const gateway = await startGateway([users], orders, env);
   return { users, orders, app: gateway.app, metrics: gateway.metricsApp };
@@ -210,6 +214,26 @@ describe("authorization per user", () => {
     });
     expect(requestsTo(users)).toEqual(["GET /users/not-a-uuid"]);
     expect(requestsTo(orders)).toEqual(["GET /orders?userId=42", "POST /orders"]);
+  });
+
+  it("answers another user's order exactly as one that does not exist, headers included", async () => {
+    const { app } = await system();
+    const asA = { headers: { ...bearer(await tokenFor(A)), prefer: "wait=3" } };
+    const seen = async (res: Response) => ({
+      status: res.status,
+      // Every header, by name and value, but those of each answer's own (its id, its second).
+      headers: [...res.headers].map(([name, value]) =>
+        name === "x-request-id" || name === "date" ? [name] : [name, value],
+      ),
+      // The same words but for its request id; a HEAD has none.
+      body: (await res.text()).replace(/"requestId":"[^"]*"/, ""),
+    });
+    for (const method of ["GET", "HEAD", "DELETE"]) {
+      const other = await seen(await app.request(`/orders/${ORDER_OF_B}`, { ...asA, method }));
+      const missing = await seen(await app.request(`/orders/${randomUUID()}`, { ...asA, method }));
+      expect(other, method).toEqual(missing);
+      expect(other.status).toBe(404);
+    }
   });
 
   it("lets a user order only for itself: another's order is a 404 that reaches no service", async () => {

@@ -74,13 +74,22 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
 
     m = ORDER.exec(path);
     if (m && method === "GET") {
+      // A response of its own before the proxy answers, so that the proxy's headers go into it and not into
+      // the context's prepared headers, from which the 404 below would take them (Hono's context).
+      void c.res;
       await next();
-      if (c.res.status !== 200) return;
-      // The bytes the proxy answered with. Cloning the response instead built a WHATWG Response and teed its
-      // stream: 326 against 230 µs of the gateway's CPU for a user's forwarded read (bench/JOURNAL.md).
-      const answered = forwardedOf(c);
-      const body = answered ? answered.body.toString("utf8") : await c.res.clone().text();
-      if (ownerOf(body) !== me) c.res = notFound(c, "order");
+      if (c.res.status === 200) {
+        // The bytes the proxy answered with. Cloning the response instead built a WHATWG Response and teed
+        // its stream: 326 against 230 µs of the gateway's CPU for a user's forwarded read (bench/JOURNAL.md).
+        const answered = forwardedOf(c);
+        const body = answered ? answered.body.toString("utf8") : await c.res.clone().text();
+        if (ownerOf(body) === me) return;
+      } else if (c.res.status !== 404) return;
+      // Someone else's order, or none: one answer for both, made here. The service's own would differ from
+      // it in its headers (`Preference-Applied`, their case), and Hono would carry those over into a
+      // response set over it, so the proxied one is dropped first.
+      c.res = undefined;
+      c.res = notFound(c, "order");
       return;
     }
     // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
@@ -95,6 +104,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
         },
         { timeoutMs, clientSignal: clientSignal(c) },
       );
+      if (current.status === 404) return notFound(c, "order"); // as for someone else's, below
       if (current.status !== 200) return passThrough(c, current);
       return ownerOf(current.body.toString("utf8")) === me ? next() : notFound(c, "order");
     }
