@@ -11,6 +11,9 @@ const Env = z.object({
   AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
 });
 
+const USAGE =
+  "usage: npm run token -- --user <user id (a UUID)> | --admin [--subject <id>] [--ttl <seconds>]";
+
 async function run() {
   const { values } = parseArgs({
     options: {
@@ -18,13 +21,14 @@ async function run() {
       admin: { type: "boolean", default: false },
       subject: { type: "string", default: "admin" },
       ttl: { type: "string", default: "3600" },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (!values.admin && !z.uuid().safeParse(values.user).success) {
-    throw new Error(
-      "usage: npm run token -- --user <user id (a UUID)> | --admin [--subject <id>] [--ttl <seconds>]",
-    );
+  if (values.help) {
+    console.log(USAGE);
+    return;
   }
+  if (!values.admin && !z.uuid().safeParse(values.user).success) throw new Error(USAGE);
   const ttlSeconds = z.coerce.number().int().positive().parse(values.ttl);
   const env = Env.parse(process.env);
   if (env.AUTH_SECRET === undefined)
