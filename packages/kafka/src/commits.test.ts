@@ -1,20 +1,31 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createCommitCoalescer } from "./commits.ts";
 
-/** A coalescer whose commits are recorded, or fail while `broker.failing` (a rebalance). */
-function recorder(intervalMs: number) {
+/**
+ * A coalescer whose commits are recorded, or fail while `broker.failing` (a rebalance), or never answer
+ * while `broker.silent`; `broker.held` holds the next commits until `release(fail)` fails them or lets them
+ * through.
+ */
+function recorder(intervalMs: number, timeoutMs?: number) {
   const commits: [string, number][][] = [];
   const errors: unknown[] = [];
-  const broker = { failing: false };
+  const broker = { failing: false, silent: false, held: false };
+  const holds: ((fail: boolean) => void)[] = [];
   const coalescer = createCommitCoalescer<number>({
     intervalMs,
+    timeoutMs,
     commit: async (offsets) => {
+      if (broker.silent) return new Promise<void>(() => {});
+      if (broker.held && (await new Promise<boolean>((r) => holds.push(r)))) throw new Error("rebalancing");
       if (broker.failing) throw new Error("rebalancing");
       commits.push(offsets);
     },
     onError: (err) => errors.push(err),
   });
-  return { commits, errors, coalescer, broker };
+  const release = (fail: boolean) => {
+    for (const hold of holds.splice(0)) hold(fail);
+  };
+  return { commits, errors, coalescer, broker, release };
 }
 
 afterEach(() => {
@@ -50,6 +61,7 @@ describe("createCommitCoalescer", () => {
 
     const b = recorder(0);
     b.coalescer.mark("t/0", 1);
+    await b.coalescer.flush();
     b.coalescer.mark("t/0", 2);
     await b.coalescer.flush();
     expect(b.commits).toEqual([[["t/0", 1]], [["t/0", 2]]]);
@@ -71,6 +83,42 @@ describe("createCommitCoalescer", () => {
     coalescer.mark("t/1", 8);
     await coalescer.flush();
     expect(commits).toHaveLength(1);
+  });
+
+  it("never sends a failed offset again behind a newer one of its partition marked while it was in flight", async () => {
+    vi.useFakeTimers();
+    const { commits, coalescer, broker, release } = recorder(60_000);
+    broker.held = true;
+    coalescer.mark("t/0", 100);
+    const first = coalescer.flush();
+    await vi.advanceTimersByTimeAsync(0);
+    coalescer.mark("t/0", 120);
+    const second = coalescer.flush();
+    broker.held = false;
+    release(true); // the first fails: a broker away, a rebalance
+    await first;
+    await second;
+    await vi.advanceTimersByTimeAsync(60_000); // the failed commit's own retry, had it kept one
+    expect(commits).toEqual([[["t/0", 120]]]);
+    coalescer.close();
+  });
+
+  it("goes on committing after a commit that never answers", async () => {
+    vi.useFakeTimers();
+    const { commits, errors, coalescer, broker } = recorder(60_000, 5000);
+    broker.silent = true;
+    coalescer.mark("t/0", 1);
+    const stuck = coalescer.flush();
+    await vi.advanceTimersByTimeAsync(0);
+    broker.silent = false;
+    coalescer.mark("t/0", 2);
+    const next = coalescer.flush();
+    await vi.advanceTimersByTimeAsync(5000);
+    await stuck;
+    await next;
+    expect(errors).toEqual([expect.objectContaining({ name: "TimeoutError" })]);
+    expect(commits).toEqual([[["t/0", 2]]]);
+    coalescer.close();
   });
 
   it("sends a failed commit again after the interval, with nothing new marked", async () => {

@@ -1,3 +1,5 @@
+import { withTimeout } from "@saga/runtime";
+
 /**
  * Offsets to commit, one per partition, sent together at most once per `intervalMs`. A consumer that
  * committed after every batch sent one OffsetCommit per message at low rates, and each one is a write to
@@ -8,7 +10,10 @@
 export type CommitCoalescer<T> = {
   /** The next offset to commit for a partition (`topic/partition`); replaces an earlier one not sent yet. */
   mark(partition: string, offset: T): void;
-  /** Sends what is marked now (and waits for a commit in flight); resolves once the broker answered. */
+  /**
+   * Sends what is marked once the commit in flight is done (marks made meanwhile included); resolves once
+   * the broker answered.
+   */
   flush(): Promise<void>;
   /** Forgets the marks of partitions this member no longer owns: their new owner commits them. */
   retain(owned: (partition: string) => boolean): void;
@@ -18,16 +23,24 @@ export type CommitCoalescer<T> = {
 
 /** The least wait before a failed commit is sent again, so that an interval of 0 does not spin. */
 const RETRY_MIN_MS = 1000;
+/**
+ * How long a commit may take before it counts as failed. Commits go one at a time, so one that never
+ * answers would hold back every later one for good (a client can leave a commit unsettled when its stream
+ * ends in the middle of a rejoin).
+ */
+export const COMMIT_TIMEOUT_MS = 30_000;
 
 export function createCommitCoalescer<T>({
   intervalMs,
   commit,
   onError,
+  timeoutMs = COMMIT_TIMEOUT_MS,
 }: {
   /** 0 commits each mark at once. */
   intervalMs: number;
   commit: (offsets: [partition: string, offset: T][]) => Promise<void>;
   onError: (err: unknown) => void;
+  timeoutMs?: number;
 }): CommitCoalescer<T> {
   let pending = new Map<string, T>();
   let timer: NodeJS.Timeout | undefined;
@@ -37,12 +50,16 @@ export function createCommitCoalescer<T>({
   function flush(): Promise<void> {
     clearTimeout(timer);
     timer = undefined;
-    const offsets = [...pending];
-    pending = new Map();
     // One commit at a time, in order: a later commit of a partition never lands before an earlier one.
-    inFlight = inFlight.then(() =>
-      offsets.length === 0 ? undefined : commit(offsets).catch(retry(offsets)),
-    );
+    // What it sends is taken when its turn comes, not now: a commit before it that fails puts its offsets
+    // back only where no newer mark waits, and a newer mark taken now would already be gone from
+    // `pending`, letting the failed, older offset back in behind it.
+    inFlight = inFlight.then(() => {
+      const offsets = [...pending];
+      pending = new Map();
+      if (offsets.length === 0) return;
+      return withTimeout(() => commit(offsets), timeoutMs, "an offset commit").catch(retry(offsets));
+    });
     return inFlight;
   }
 

@@ -134,8 +134,11 @@ export function createPlatformaticClient({
     // stream's commit coalesces the partitions committing at the same moment into one request.
     const commits = createCommitCoalescer<StringMessage>({
       intervalMs: options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
+      // Only through the stream that is reading now. A message's commit goes through the stream it came
+      // from, and one that ended in the middle of a rejoin leaves such a commit unanswered for good; its
+      // messages are read again by the stream after it, from the last commit, and committed through that.
       commit: async (offsets) => {
-        await Promise.all(offsets.map(([, m]) => m.commit()));
+        await Promise.all(offsets.filter(([, m]) => origin.get(m) === stream).map(([, m]) => m.commit()));
       },
       // The library keeps a failed offset and sends it with the next commit; if the group needs a rejoin
       // it ends the stream instead, and the next stream reads again from the last commit.
@@ -180,6 +183,8 @@ export function createPlatformaticClient({
     // from the committed offset while a fetch sent before it may still answer with later messages; taking
     // only offsets above this one keeps each partition's messages in order, without gaps or second copies.
     const lastQueued = new Map<string, bigint>();
+    // The stream each queued message came from (see `commits`).
+    const origin = new WeakMap<StringMessage, StringStream>();
     const owns = (key: string) =>
       consumer.assignments?.some((a) => a.partitions.some((p) => `${a.topic}/${p}` === key)) ?? false;
     /** Drops what is queued for a partition and the memory of it, so it is read afresh from the last commit. */
@@ -273,6 +278,7 @@ export function createPlatformaticClient({
       const last = lastQueued.get(key);
       if (last !== undefined && m.offset <= last) return;
       lastQueued.set(key, m.offset);
+      origin.set(m, from);
       let queue = queues.get(key);
       if (!queue) {
         queue = [];
