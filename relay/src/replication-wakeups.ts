@@ -169,7 +169,10 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
         stream.write(standbyStatus(confirmed));
       };
       confirmNow = confirm;
-      const feedback = setInterval(() => confirm(), feedbackMs);
+      // While reading is paused (a full queue), the server's keepalives, and their requests for a reply,
+      // wait unread: a status update on every tick then is what tells the WAL sender this client lives
+      // (unanswered for `wal_sender_timeout`, it ends the connection).
+      const feedback = setInterval(() => confirm(stream.isPaused()), feedbackMs);
       const onXLogData = (chunk: Buffer) => {
         // Where this message's WAL starts (its walEnd is the server's WAL end, which may not be sent yet).
         received = max(received, chunk.readBigUInt64BE(1));
@@ -199,7 +202,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           queuedRows += inTransaction.length;
           inTransaction = undefined;
           ageAtReceipt = [];
-          // Past the bound, stop reading: the WAL sender waits on TCP; feedback still keeps it alive.
+          // Past the bound, stop reading: the WAL sender waits on TCP; the feedback keeps it from timing out.
           if (opts.rows && queuedRows > opts.rows.maxQueuedRows) stream.pause();
           onWake();
         }
