@@ -34,9 +34,14 @@ export type Lease = {
    * that the lock is granted the moment its owner's session ends, with nothing polled meanwhile.
    * Resolves with a signal that aborts when ownership is lost (the session ended, a heartbeat failed
    * or found the lock gone), or undefined when another instance still owns the outbox, the database
-   * cannot be reached, or `stop` aborted (which ends the wait on the server).
+   * cannot be reached, or `stop` aborted (which ends the wait on the server). A wait that failed (not one
+   * that ran out its time, nor one `stop` ended) is told to `onFailure`.
    */
-  acquire(waitMs: number, stop?: AbortSignal): Promise<AbortSignal | undefined>;
+  acquire(
+    waitMs: number,
+    stop?: AbortSignal,
+    onFailure?: (err: unknown) => void,
+  ): Promise<AbortSignal | undefined>;
   /**
    * Resolves once the lock is known held as of a check asked at most two heartbeats ago: at once on a
    * healthy owner, otherwise after asking its session (a process that was frozen or stalled has only an
@@ -166,7 +171,7 @@ export function createLease({
   }
 
   return {
-    async acquire(waitMs, stop) {
+    async acquire(waitMs, stop, onFailure) {
       if (owned) return owned.controller.signal;
       if (stop?.aborted) return undefined;
       session ??= open();
@@ -180,6 +185,7 @@ export function createLease({
         // was granted), only a new session is sure to hold nothing.
         const timedOut = !stop?.aborted && (err as { code?: unknown }).code === "57014";
         if (!timedOut) await closeSession();
+        if (!timedOut && !stop?.aborted) onFailure?.(err);
         return undefined;
       }
       if (s !== session) return undefined;

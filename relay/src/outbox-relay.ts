@@ -200,7 +200,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     let waitingSince: number | undefined;
     while (!stopping.signal.aborted) {
       const asked = performance.now();
-      const owned = await lease.acquire(STANDBY_WAIT_MS, stopping.signal);
+      const owned = await lease.acquire(STANDBY_WAIT_MS, stopping.signal, (err) =>
+        fail("lock", err, "could not wait for the outbox's lock; trying again"),
+      );
       if (!owned) {
         waitingSince ??= Date.now();
         // A wait that ended early failed (the database unreachable): retried after a pause. One that

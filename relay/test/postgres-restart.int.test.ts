@@ -70,6 +70,11 @@ describe("a relay whose database restarts", () => {
       written.push(...(await writeRows(sql, [row("order-1", i), row("order-2", i)])));
     await allPublished(sql, 15_000);
     expect(await wakeups()).toBeGreaterThan(before);
+    // While the server was down, the relay's waits for the lock failed, and each was counted.
+    const text = await (await relay.app.request("/metrics")).text();
+    expect(metricValue(text, "saga_relay_errors_total", { outbox: "order", stage: "lock" })).toBeGreaterThan(
+      0,
+    );
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
   });
 });
