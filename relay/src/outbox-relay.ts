@@ -90,6 +90,9 @@ const CLEANUP_BATCH = 1000;
 const STANDBY_WAIT_MS = 30_000;
 const MAX_BACKOFF_MS = 5000;
 const DEFAULT_STOP_DEADLINE_MS = 4000;
+// How long the producer's close is waited for when ownership ends without a stop (a lost lease, a crash of
+// the loop): the lease is released after it, and a close held up by a broker that went away must not keep it.
+const PRODUCER_CLOSE_MS = 5000;
 // CDC: how many ids of rows sent from the table are remembered, to skip them when streamed again.
 const MAX_REMEMBERED_SENDS = 100_000;
 // CDC: how long a streamed batch may wait for its transactions to become visible, and the longest pause
@@ -472,7 +475,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       awaitingMark = () => [];
       metrics.streaming.set(labels, 0);
       ended.abort();
-      await Promise.all([wakeups.stop(), cleanup(), producer?.close(stopDeadline).catch(() => {})]);
+      const closeBy = stopDeadline ?? AbortSignal.timeout(PRODUCER_CLOSE_MS);
+      await Promise.all([wakeups.stop(), cleanup(), producer?.close(closeBy).catch(() => {})]);
     }
   }
 
