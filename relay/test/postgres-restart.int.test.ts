@@ -57,19 +57,22 @@ describe("a relay whose database restarts", () => {
     server = await start();
 
     await eventually("the relay to own the outbox again", async () => owner?.isActive(), 20_000, 100);
-    // Its replication stream back too (it retries on a back-off of its own, up to 10 s): rows written
-    // before that are found by the fallback poll, with no wake-up to count (a CI run saw it).
-    await eventually(
-      "the relay's replication stream again",
-      async () => (await sql`select 1 from pg_stat_replication where state = 'streaming'`).length > 0,
-      30_000,
-      100,
-    );
     const before = await wakeups();
-    for (let i = 2; i <= 5; i++)
-      written.push(...(await writeRows(sql, [row("order-1", i), row("order-2", i)])));
-    await allPublished(sql, 15_000);
-    expect(await wakeups()).toBeGreaterThan(before);
+    // Rows written after the restart, a pair at a time, until the replication stream wakes the relay again.
+    // It comes back on a back-off of its own (up to 10 s), and until then the fallback poll publishes
+    // them with no wake-up to count (CI runs saw that, however the test waited for the stream first).
+    let i = 2;
+    await eventually(
+      "a replication wake-up after the restart",
+      async () => {
+        written.push(...(await writeRows(sql, [row("order-1", i), row("order-2", i)])));
+        i++;
+        await allPublished(sql, 15_000);
+        return (await wakeups()) > before;
+      },
+      30_000,
+      200,
+    );
     // While the server was down, the relay's waits for the lock failed, and each was counted.
     const text = await (await relay.app.request("/metrics")).text();
     expect(metricValue(text, "saga_relay_errors_total", { outbox: "order", stage: "lock" })).toBeGreaterThan(
