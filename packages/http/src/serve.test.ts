@@ -245,3 +245,59 @@ describe("a port already listened on", () => {
     second.close();
   });
 });
+
+describe("closing the server", () => {
+  it("calls back once the requests in flight on every one of the port's sockets are answered", async () => {
+    const app = createBaseApp({
+      logger: createLogger("test", "silent"),
+      metrics: createMetrics("test", "t1"),
+      ready: async () => {},
+    });
+    let held = 0;
+    const releases: (() => void)[] = [];
+    app.get("/hold", async (c) => {
+      held++;
+      await new Promise<void>((resolve) => releases.push(resolve));
+      return c.json({ held: true });
+    });
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app, port: 0 }, () => resolve(s));
+    });
+    const port = (server.address() as { port: number }).port;
+    // A connection each: the kernel spreads them over the port's sockets, most of them not the server's own.
+    const agent = new Agent({ connections: 32 });
+    cleanups.push(async () => {
+      for (const release of releases) release();
+      await agent.close();
+      server.closeAllConnections();
+    });
+    let answered = 0;
+    const requests = Array.from({ length: 32 }, () =>
+      request(`http://127.0.0.1:${port}/hold`, { dispatcher: agent }).then(async (res) => {
+        await res.body.text();
+        answered++;
+      }),
+    );
+    while (held < 32) await new Promise((r) => setTimeout(r, 20));
+    let answeredWhenClosed: number | undefined;
+    const closed = new Promise<void>((resolve) =>
+      server.close(() => {
+        answeredWhenClosed = answered;
+        resolve();
+      }),
+    );
+    // Answered one at a time, each connection closed once idle, as a shutdown does: the close must wait
+    // for the last of them, whichever of the port's sockets accepted it.
+    for (const [i, release] of releases.entries()) {
+      release();
+      while (answered <= i) await new Promise((r) => setTimeout(r, 5));
+      server.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 5));
+      if (i < releases.length - 1)
+        expect(answeredWhenClosed, `closed with ${i + 1} of 32 answered`).toBeUndefined();
+    }
+    await Promise.all(requests);
+    await closed;
+    expect(answeredWhenClosed).toBe(32);
+  }, 20_000);
+});

@@ -80,11 +80,17 @@ export function listen(
     probe.once("error", (err) => server.emit("error", err));
     probe.listen({ port, host: hostname }, () => probe.close(bindAll));
   } else bindAll();
-  // Closing the server stops every socket of the port from accepting.
+  // Closing the server stops every socket of the port from accepting, and calls back once every
+  // connection is closed. Node counts a connection on the listener that accepted it, so the server's own
+  // close would call back once only its sixteenth had closed: it waits for each listener's too.
   const close = server.close.bind(server);
   server.close = (callback?: (err?: Error) => void) => {
-    for (const acceptor of acceptors) acceptor.close();
-    return close(callback);
+    const drained = acceptors.map(
+      (acceptor) => new Promise<void>((resolve) => acceptor.close(() => resolve())),
+    );
+    return close((err) => {
+      void Promise.all(drained).then(() => callback?.(err));
+    });
   };
   server.on("clientError", answerClientError);
   // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
