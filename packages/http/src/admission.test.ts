@@ -349,6 +349,29 @@ describe("adaptive admission (a proxy's lanes)", () => {
     return { app, backend, burst, limit };
   }
 
+  it("keeps the long polls' lane at its bound: a held request's time is its wait, not its backend's queue", async () => {
+    const { app } = proxyApp();
+    const polls: { release: () => void }[] = [];
+    app.get("/poll", async (c) => {
+      await new Promise<void>((release) => polls.push({ release }));
+      return c.json({ ok: true });
+    });
+    const poll = () => app.request("/poll", { headers: { prefer: "wait=30" } });
+    // Held long, a poll at a time: an adaptive bound would take them for a backend that slowed down.
+    for (let i = 0; i < 5; i++) {
+      const answer = poll();
+      await tick();
+      await new Promise((r) => setTimeout(r, 50));
+      for (const p of polls.splice(0)) p.release();
+      expect((await answer).status).toBe(200);
+    }
+    // All ten places of the lane (its minimum would be 2).
+    const answers = Array.from({ length: 10 }, poll);
+    await tick();
+    for (const p of polls.splice(0)) p.release();
+    expect((await Promise.all(answers)).map((r) => r.status)).toEqual(Array(10).fill(200));
+  });
+
   it("lowers a lane's bound as its backend slows down, shedding the excess here, and raises it again", async () => {
     const { backend, burst, limit } = proxyApp();
     // A baseline of fast answers (some may be shed while it forms: the first answers are the slowest).

@@ -219,7 +219,9 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const laneFor = (kind: LaneKind, key: string) => {
     let lane = lanes.get(key);
     if (!lane) {
-      lane = new Lane(key, limits[kind], adaptive);
+      // Long polls keep their fixed bound: a held request's time is its wait for a decision, not queueing
+      // in its backend, and as latency it would hold their lane at its floor.
+      lane = new Lane(key, limits[kind], kind === "wait" ? undefined : adaptive);
       lanes.set(key, lane);
       metrics.admissionLimit.set({ lane: key }, lane.limit);
     }
