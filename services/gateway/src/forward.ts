@@ -74,9 +74,12 @@ export function clientSignal(c: Context): AbortSignal {
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   if (!outgoing) return c.req.raw.signal;
   const controller = new AbortController();
-  outgoing.once("close", () => {
+  const gone = () => {
     if (!outgoing.writableFinished) controller.abort(new Error("the client closed its connection"));
-  });
+  };
+  // Gone already (while it queued for admission, say): its `close` has been and will not come again.
+  if (outgoing.destroyed) gone();
+  else outgoing.once("close", gone);
   return controller.signal;
 }
 
