@@ -3,7 +3,7 @@ import { type AppEnv, AppError, HEADROOM_HEADER } from "@saga/http";
 import type { Executor } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { count, sql } from "drizzle-orm";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { Counter, Gauge, type Registry } from "prom-client";
 
 export type SagaBacklogOptions = {
@@ -66,6 +66,14 @@ const RATE_BUCKETS = 6;
  * ends) and taken again from the database every `recountMs` (one count of PENDING orders), which also
  * corrects what other order-service instances created or finished.
  */
+// The `POST /orders` answered from an Idempotency-Key's stored answer: a 201 that created nothing.
+const replays = new WeakSet<Context>();
+
+/** Says that this request's 201 replays an earlier one (its order is in the backlog already). */
+export function markReplayed(c: Context): void {
+  replays.add(c);
+}
+
 export function createSagaBacklog(opts: SagaBacklogOptions) {
   const { db, limit: maxLimit, targetMs, recountMs, retryAfterS, logger, registry } = opts;
   const minLimit = Math.min(opts.minLimit, maxLimit);
@@ -183,7 +191,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
         await next();
       } finally {
         creating--;
-        if (c.res.status === 201) {
+        if (c.res.status === 201 && !replays.has(c)) {
           pending++;
           if (warming()) acceptedAt.push(performance.now());
         }

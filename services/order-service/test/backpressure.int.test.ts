@@ -53,6 +53,21 @@ async function pendingOrders() {
 }
 
 describe("backpressure from the saga", () => {
+  it("counts an order once in the backlog, however often its Idempotency-Key is replayed", async () => {
+    const backlog = () => metricValue(service.runtime.metrics.registry, "saga_backlog");
+    const before = await backlog();
+    const body = JSON.stringify({ userId: randomUUID(), amount: 10 });
+    const headers = { "content-type": "application/json", "idempotency-key": randomUUID() };
+    const answers = [];
+    for (let i = 0; i < 3; i++)
+      answers.push(await service.app.request("/orders", { method: "POST", headers, body }));
+    expect(answers.map((r) => r.status)).toEqual([201, 201, 201]);
+    expect(await backlog(), "one order pending, not three").toBe(before + 1);
+    const { id } = (await answers[0]?.json()) as Order;
+    expect((await service.app.request(`/orders/${id}`, { method: "DELETE" })).status).toBe(204);
+    expect(await backlog()).toBe(before);
+  });
+
   it("refuses new orders with 503 + Retry-After at the bound, keeps reads and cancels, and accepts again as sagas finish", async () => {
     const accepted: Order[] = [];
     for (let i = 0; i < 3; i++) {

@@ -13,6 +13,7 @@ import { type Logger, nextTraceparent } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
+import { markReplayed } from "../backpressure.ts";
 import { cancelOrder, placeOrder, readOrder } from "../domain/order-hot-path.ts";
 import { listOrders } from "../domain/orders.ts";
 import type { SagaMetrics } from "../metrics.ts";
@@ -50,6 +51,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
     // Debug: a line per request is a cost of the hot path (the saga's outcome is in the metrics).
     logger.debug({ requestId: c.get("requestId"), result }, "order created");
     if (result.outcome === "fresh") return c.json(result.order, 201);
+    markReplayed(c);
     return c.json(result.body, result.status as ContentfulStatusCode);
   });
 
