@@ -313,7 +313,7 @@ describe("the queue: a burst waits, a standing queue sheds fast (CoDel)", () => 
 });
 
 describe("adaptive admission (a proxy's lanes)", () => {
-  function proxyApp() {
+  function proxyApp(sampled?: AdmissionOptions["sampled"]) {
     const metrics = createMetrics("test", "t1");
     const app = createBaseApp({
       logger: createLogger("test", "silent"),
@@ -328,9 +328,12 @@ describe("adaptive admission (a proxy's lanes)", () => {
         queueTimeoutMs: 50,
         retryAfterS: 1,
         adaptive: { minLimit: 2, tolerance: 5, baselineSamples: 1000 },
+        sampled,
       },
     });
     const backend = { delayMs: 0, sheds: false, admissionSheds: false };
+    // What a proxy answers itself, without its backend: a request without a token.
+    app.post("/local", (c) => c.json({ error: "a bearer token is required" }, 401));
     app.post("/backend", async (c) => {
       await new Promise((r) => setTimeout(r, backend.delayMs));
       if (backend.admissionSheds)
@@ -348,6 +351,20 @@ describe("adaptive admission (a proxy's lanes)", () => {
     };
     return { app, backend, burst, limit };
   }
+
+  it("learns its backend's latency only from the answers that say something of it", async () => {
+    const { app, backend, burst, limit } = proxyApp((c) => c.req.path !== "/local");
+    backend.delayMs = 20;
+    await burst(1);
+    for (let round = 0; round < 60 && (await limit()) < 16; round++) await burst(Math.ceil(await limit()));
+    expect(await limit()).toBe(16);
+    // A flood of answers the proxy makes itself, in microseconds, in the same lane.
+    for (let i = 0; i < 50; i++)
+      await Promise.all(Array.from({ length: 100 }, () => app.request("/local", { method: "POST" })));
+    // The backend as fast as before: nothing here is queueing, and the bound stays where it was.
+    for (let i = 0; i < 5; i++) expect(await burst(16)).toEqual(Array(16).fill(201));
+    expect(await limit()).toBe(16);
+  });
 
   it("keeps the long polls' lane at its bound: a held request's time is its wait, not its backend's queue", async () => {
     const { app } = proxyApp();

@@ -60,6 +60,12 @@ export type AdmissionOptions = {
    */
   adaptive?: Omit<GradientLimitOptions, "maxLimit" | "initialLimit">;
   /**
+   * For an adaptive lane: whether an answer says something of its backend's latency. A proxy's answers of
+   * its own (a 401 to a request without a token, a 429) took none of the backend's time, and a flood of
+   * them would teach the bound that the backend answers in microseconds. Every answer by default.
+   */
+  sampled?: (c: Context) => boolean;
+  /**
    * The lane of a request: its kind, and a key when one app serves several independent backends (the
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
    */
@@ -266,7 +272,8 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
       await next();
       const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
       if (lane.gradient) {
-        if (!backendShed) lane.gradient.sample(performance.now() - started, lane.inFlight);
+        if (!backendShed && (opts.sampled?.(c) ?? true))
+          lane.gradient.sample(performance.now() - started, lane.inFlight);
         else if (c.res.headers.get(SHED_HEADER) === "admission") lane.gradient.drop();
         metrics.admissionLimit.set({ lane: lane.name }, lane.limit);
       }

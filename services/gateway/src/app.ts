@@ -6,6 +6,7 @@ import { authorize } from "./auth/authorize.ts";
 import type { AuthMetrics } from "./auth/metrics.ts";
 import type { Principal } from "./auth/principal.ts";
 import { type BucketSettings, rateLimit } from "./auth/rate-limit.ts";
+import { answeredByUpstream } from "./forward.ts";
 import { DOCS_PATHS, registerDocsRoutes } from "./routes/docs.ts";
 import { registerProxyRoutes } from "./routes/proxy.ts";
 import { registerUserOrdersRoute } from "./routes/user-orders.ts";
@@ -63,6 +64,9 @@ export function createApp({
         const upstream = c.req.path.split("/")[1];
         return lane && { kind: lane.kind, key: `${upstream === "orders" ? "orders" : "users"}:${lane.kind}` };
       },
+      // The upstream's answers, and the failures of asking it (502, 504); not the gateway's own 4xx (a
+      // request without a token, a rate limit), which took none of the upstream's time.
+      sampled: (c) => answeredByUpstream(c) || c.res.status >= 500,
     },
     exposeMetrics: false,
     // Ready while every upstream has an instance in rotation: without one, every request would fail.

@@ -94,9 +94,23 @@ export function forwardedOf(c: Context): UpstreamResponse | undefined {
   return forwarded.get(c.req.raw);
 }
 
+// The requests answered with an upstream's answer, by context (no WHATWG Request built to ask).
+const passedThrough = new WeakSet<Context>();
+
+/** Whether this request was answered from its upstreams' answers, not by the gateway alone. */
+export function answeredByUpstream(c: Context): boolean {
+  return passedThrough.has(c);
+}
+
+/** Says that the gateway's answer to this request is made of its upstreams' (a composed read). */
+export function composedFromUpstream(c: Context): void {
+  passedThrough.add(c);
+}
+
 /** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
   forwarded.set(c.req.raw, res);
+  passedThrough.add(c);
   const listed = connectionTokens(
     typeof res.headers.connection === "string" ? res.headers.connection : undefined,
   );

@@ -1,7 +1,7 @@
 import type { Order, User, UserOrders } from "@saga/contracts";
 import { type AppEnv, AppError } from "@saga/http";
 import type { Hono } from "hono";
-import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
+import { clientSignal, composedFromUpstream, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream, UpstreamResponse } from "../upstream.ts";
 
 export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs: number };
@@ -37,6 +37,7 @@ export function registerUserOrdersRoute(
     if (list.value.status !== 200) {
       throw new AppError("BAD_GATEWAY", `${orders.name} answered ${list.value.status} for the user's orders`);
     }
+    composedFromUpstream(c);
     const body: UserOrders = {
       user: json<User>(user.value, users.name),
       orders: json<Order[]>(list.value, orders.name),
