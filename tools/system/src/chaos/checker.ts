@@ -1,4 +1,4 @@
-import { ALL_TOPICS, EVENT_TOPICS, HEADERS, prefixedTopic, TOPICS } from "@saga/contracts";
+import { ALL_TOPICS, DLQ_HEADERS, EVENT_TOPICS, HEADERS, prefixedTopic, TOPICS } from "@saga/contracts";
 import type { IncomingMessage, KafkaClient } from "@saga/kafka";
 import postgres from "postgres";
 
@@ -21,6 +21,11 @@ export type CheckInput = {
   orderDbUrl: string;
   kafka: KafkaClient;
   topicPrefix?: string;
+  /**
+   * Every outbox row the run wrote is still there (the chaos run keeps them all): the checker then also
+   * counts what each order emitted. Off where the relay may have deleted published rows.
+   */
+  outboxComplete?: boolean;
 };
 
 export type Observed = {
@@ -35,7 +40,19 @@ type OutboxRow = {
   aggregate_id: string;
   topic: string;
   published_at: Date | null;
+  /** A replayed dead letter (`dlq-replay-of`): the copy of an event written before, not an emission. */
+  replay: boolean;
 };
+export type OrderRow = { id: string; user_id: string; amount: string; status: string };
+export type ReservationRow = {
+  order_id: string;
+  user_id: string;
+  amount: string;
+  status: string;
+  reason: string | null;
+};
+/** What the emission checks read of an outbox row. */
+export type EmittedRow = Pick<OutboxRow, "id" | "aggregate_id" | "topic" | "replay">;
 type InboxRow = { consumer_group: string; event_id: string; topic: string; offset: number };
 
 const MAX_EXAMPLES = 5;
@@ -59,18 +76,16 @@ export async function checkInvariants(
       userDb<
         { id: string; initial_balance: string; balance: string }[]
       >`select id, initial_balance, balance from users`,
-      userDb<
-        { order_id: string; user_id: string; amount: string; status: string }[]
-      >`select order_id, user_id, amount, status from reservations`,
-      orderDb<
-        { id: string; user_id: string; amount: string; status: string }[]
-      >`select id, user_id, amount, status from orders`,
-      userDb<
-        OutboxRow[]
-      >`select id::text, position::int8::float8 as position, aggregate_id, topic, published_at from outbox`,
-      orderDb<
-        OutboxRow[]
-      >`select id::text, position::int8::float8 as position, aggregate_id, topic, published_at from outbox`,
+      userDb<ReservationRow[]>`select order_id, user_id, amount, status, reason from reservations`,
+      orderDb<OrderRow[]>`select id, user_id, amount, status from orders`,
+      userDb<OutboxRow[]>`
+        select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
+          headers ? ${DLQ_HEADERS.replayOf} as replay
+        from outbox`,
+      orderDb<OutboxRow[]>`
+        select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
+          headers ? ${DLQ_HEADERS.replayOf} as replay
+        from outbox`,
       userDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
       orderDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
     ]);
@@ -131,6 +146,7 @@ export async function checkInvariants(
     results.push(
       result("orders final; CONFIRMED exactly when RESERVED", `${orders.length} orders`, finalViolations),
     );
+    if (input.outboxComplete) results.push(...checkEmissions(orders, reservations, orderOutbox, userOutbox));
 
     // 3a. Every outbox row published, and on Kafka.
     const outbox = [...userOutbox, ...orderOutbox];
@@ -228,4 +244,105 @@ export async function checkInvariants(
   } finally {
     await Promise.all([userDb.end(), orderDb.end()]);
   }
+}
+
+/** What each reservation's answer to `order.created` must be, by its final state. */
+function expectedReply(r: ReservationRow): { reserved: number; failed: number } | "unanswered" {
+  switch (r.status) {
+    // RELEASED was RESERVED before its order.canceled.
+    case "RESERVED":
+    case "RELEASED":
+      return { reserved: 1, failed: 0 };
+    case "REJECTED":
+      return { reserved: 0, failed: 1 };
+    default:
+      // CANCELED: order.canceled came first; its order.created, once applied, sets a reason and
+      // answers with a failure (ORDER_CANCELED). Without a reason, order.created was never applied.
+      return r.reason === null ? "unanswered" : { reserved: 0, failed: 1 };
+  }
+}
+
+/**
+ * What each order emitted, counted in the outboxes (which must hold every row the run wrote): a dropped
+ * `order.created` or credit reply otherwise ends as a TIMEOUT cancel that every other check accepts.
+ * Dead-letter rows (`<topic>.dlq`) and replayed dead letters are copies, not emissions: left out.
+ */
+export function checkEmissions(
+  orders: readonly OrderRow[],
+  reservations: readonly ReservationRow[],
+  orderOutbox: readonly EmittedRow[],
+  userOutbox: readonly EmittedRow[],
+): InvariantResult[] {
+  const emitted = (rows: readonly EmittedRow[]) => {
+    const counts = new Map<string, number>();
+    for (const row of rows) {
+      if (row.replay || !(EVENT_TOPICS as readonly string[]).includes(row.topic)) continue;
+      const key = `${row.aggregate_id} ${row.topic}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  };
+  const fromOrders = emitted(orderOutbox);
+  const fromUsers = emitted(userOutbox);
+  const count = (counts: Map<string, number>, orderId: string, topic: string) =>
+    counts.get(`${orderId} ${topic}`) ?? 0;
+
+  const created: string[] = [];
+  for (const o of orders) {
+    const n = count(fromOrders, o.id, TOPICS.orderCreated);
+    if (n !== 1)
+      created.push(`order ${o.id} (${o.status}) has ${n} ${TOPICS.orderCreated} rows in order_db's outbox`);
+  }
+
+  const replies: string[] = [];
+  const reservationOf = new Map(reservations.map((r) => [r.order_id, r]));
+  let answered = 0;
+  for (const o of orders) {
+    if (!reservationOf.has(o.id))
+      replies.push(
+        `order ${o.id} (${o.status}) has no reservation: its ${TOPICS.orderCreated} was never applied`,
+      );
+  }
+  for (const r of reservations) {
+    const expected = expectedReply(r);
+    const got = {
+      reserved: count(fromUsers, r.order_id, TOPICS.creditReserved),
+      failed: count(fromUsers, r.order_id, TOPICS.creditReservationFailed),
+    };
+    const what = `reservation ${r.order_id} (${r.status}${r.reason ? ` ${r.reason}` : ""})`;
+    const wrote = `${got.reserved} ${TOPICS.creditReserved} and ${got.failed} ${TOPICS.creditReservationFailed} rows`;
+    if (expected === "unanswered") {
+      replies.push(`${what}: its ${TOPICS.orderCreated} was never applied (${wrote} in user_db's outbox)`);
+      continue;
+    }
+    answered++;
+    if (got.reserved !== expected.reserved || got.failed !== expected.failed)
+      replies.push(
+        `${what} has ${wrote} in user_db's outbox; expected ${expected.reserved} and ${expected.failed}`,
+      );
+  }
+
+  const duplicates: string[] = [];
+  for (const [db, counts] of [
+    ["order_db", fromOrders],
+    ["user_db", fromUsers],
+  ] as const) {
+    for (const [key, n] of counts) {
+      if (n > 1) {
+        const [aggregate, topic] = key.split(" ");
+        duplicates.push(`order ${aggregate}: ${n} ${topic} rows in ${db}'s outbox`);
+      }
+    }
+  }
+  const streams = fromOrders.size + fromUsers.size;
+
+  return [
+    result(`every order's ${TOPICS.orderCreated} written exactly once`, `${orders.length} orders`, created),
+    result(
+      "every reservation answered exactly once (credit reply by its final state)",
+      `${answered} answered reservations of ${orders.length} orders`,
+      replies,
+    ),
+    result("no order emits a topic twice", `${streams} order/topic streams`, duplicates),
+  ];
 }

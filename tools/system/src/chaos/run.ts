@@ -218,6 +218,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       userDbUrl: system.userDbUrl,
       orderDbUrl: system.orderDbUrl,
       kafka,
+      outboxComplete: true,
     });
     if (!quiet)
       results.unshift({

@@ -1,0 +1,141 @@
+import { TOPICS } from "@saga/contracts";
+import { describe, expect, it } from "vitest";
+import { checkEmissions, type EmittedRow, type OrderRow, type ReservationRow } from "./checker.ts";
+
+const order = (id: string, status: string, user = "u1", amount = "10"): OrderRow => ({
+  id,
+  user_id: user,
+  amount,
+  status,
+});
+const reservation = (
+  id: string,
+  status: string,
+  reason: string | null = null,
+  user = "u1",
+  amount = "10",
+): ReservationRow => ({ order_id: id, user_id: user, amount, status, reason });
+let rowId = 0;
+const row = (aggregate: string, topic: string, replay = false): EmittedRow => ({
+  id: String(++rowId),
+  aggregate_id: aggregate,
+  topic,
+  replay,
+});
+
+/** A consistent run: a confirmed, a released, a rejected order and one canceled before its reservation. */
+function healthy() {
+  const orders = [
+    order("a", "CONFIRMED"),
+    order("b", "CANCELED"),
+    order("c", "CANCELED"),
+    order("d", "CANCELED"),
+  ];
+  const reservations = [
+    reservation("a", "RESERVED"),
+    reservation("b", "RELEASED"),
+    reservation("c", "REJECTED", "INSUFFICIENT_FUNDS"),
+    reservation("d", "CANCELED", "ORDER_CANCELED"),
+  ];
+  const orderOutbox = [
+    ...["a", "b", "c", "d"].map((id) => row(id, TOPICS.orderCreated)),
+    row("b", TOPICS.orderCanceled),
+    row("d", TOPICS.orderCanceled),
+  ];
+  const userOutbox = [
+    row("a", TOPICS.creditReserved),
+    row("b", TOPICS.creditReserved),
+    row("c", TOPICS.creditReservationFailed),
+    row("d", TOPICS.creditReservationFailed),
+  ];
+  return { orders, reservations, orderOutbox, userOutbox };
+}
+
+const emissions = (run: ReturnType<typeof healthy>) =>
+  checkEmissions(run.orders, run.reservations, run.orderOutbox, run.userOutbox);
+const failed = (run: ReturnType<typeof healthy>) =>
+  emissions(run)
+    .filter((r) => !r.pass)
+    .map((r) => [r.name, r.counterExamples]);
+
+describe("checkEmissions", () => {
+  it("passes a run where every order emitted what its final state says", () => {
+    expect(failed(healthy())).toEqual([]);
+    expect(emissions(healthy()).map((r) => r.checked)).toEqual([
+      "4 orders",
+      "4 answered reservations of 4 orders",
+      "10 order/topic streams",
+    ]);
+  });
+
+  it("fails an order whose order.created was never written, even though its saga timed out", () => {
+    const run = healthy();
+    run.orders.push(order("e", "CANCELED"));
+    run.orderOutbox.push(row("e", TOPICS.orderCanceled));
+    expect(failed(run)).toEqual([
+      [
+        "every order's order.created written exactly once",
+        ["order e (CANCELED) has 0 order.created rows in order_db's outbox"],
+      ],
+      [
+        "every reservation answered exactly once (credit reply by its final state)",
+        ["order e (CANCELED) has no reservation: its order.created was never applied"],
+      ],
+    ]);
+  });
+
+  it("fails a reservation whose credit reply was never written", () => {
+    const run = healthy();
+    run.userOutbox = run.userOutbox.filter((r) => r.aggregate_id !== "b");
+    expect(failed(run)).toEqual([
+      [
+        "every reservation answered exactly once (credit reply by its final state)",
+        [
+          "reservation b (RELEASED) has 0 user.credit-reserved and 0 user.credit-reservation-failed rows in user_db's outbox; expected 1 and 0",
+        ],
+      ],
+    ]);
+  });
+
+  it("fails a reply of the wrong kind", () => {
+    const run = healthy();
+    run.userOutbox = run.userOutbox.map((r) =>
+      r.aggregate_id === "c" ? { ...r, topic: TOPICS.creditReserved } : r,
+    );
+    expect(failed(run)[0]?.[1]).toEqual([
+      "reservation c (REJECTED INSUFFICIENT_FUNDS) has 1 user.credit-reserved and 0 user.credit-reservation-failed rows in user_db's outbox; expected 0 and 1",
+    ]);
+  });
+
+  it("fails a reservation canceled first whose order.created never arrived", () => {
+    const run = healthy();
+    run.reservations = run.reservations.map((r) => (r.order_id === "d" ? { ...r, reason: null } : r));
+    run.userOutbox = run.userOutbox.filter((r) => r.aggregate_id !== "d");
+    expect(failed(run)[0]?.[1]).toEqual([
+      "reservation d (CANCELED): its order.created was never applied (0 user.credit-reserved and 0 user.credit-reservation-failed rows in user_db's outbox)",
+    ]);
+  });
+
+  it("fails an order that emitted a topic twice", () => {
+    const run = healthy();
+    run.orderOutbox.push(row("b", TOPICS.orderCanceled));
+    run.userOutbox.push(row("a", TOPICS.creditReserved));
+    const results = failed(run);
+    expect(results.map(([name]) => name)).toEqual([
+      "every reservation answered exactly once (credit reply by its final state)",
+      "no order emits a topic twice",
+    ]);
+    expect(results[1]?.[1]).toEqual([
+      "order b: 2 order.canceled rows in order_db's outbox",
+      "order a: 2 user.credit-reserved rows in user_db's outbox",
+    ]);
+  });
+
+  it("leaves out dead-letter rows and replayed dead letters", () => {
+    const run = healthy();
+    run.userOutbox.push(row("a", `${TOPICS.orderCreated}.dlq`), row("a", TOPICS.orderCreated, true));
+    run.orderOutbox.push(row("a", `${TOPICS.creditReserved}.dlq`), row("a", TOPICS.creditReserved, true));
+    run.orderOutbox.push(row("c", TOPICS.orderCreated, true));
+    expect(failed(run)).toEqual([]);
+  });
+});
