@@ -1,6 +1,12 @@
 import { TOPICS } from "@saga/contracts";
 import { describe, expect, it } from "vitest";
-import { checkEmissions, type EmittedRow, type OrderRow, type ReservationRow } from "./checker.ts";
+import {
+  checkEmissions,
+  checkReservationOwners,
+  type EmittedRow,
+  type OrderRow,
+  type ReservationRow,
+} from "./checker.ts";
 
 const order = (id: string, status: string, user = "u1", amount = "10"): OrderRow => ({
   id,
@@ -137,5 +143,28 @@ describe("checkEmissions", () => {
     run.orderOutbox.push(row("a", `${TOPICS.creditReserved}.dlq`), row("a", TOPICS.creditReserved, true));
     run.orderOutbox.push(row("c", TOPICS.orderCreated, true));
     expect(failed(run)).toEqual([]);
+  });
+});
+
+describe("checkReservationOwners", () => {
+  it("passes reservations of their orders' users and amounts", () => {
+    const { orders, reservations } = healthy();
+    expect(checkReservationOwners(orders, reservations)).toMatchObject({
+      pass: true,
+      checked: "4 reservations",
+    });
+  });
+
+  it("fails a reservation of another user or amount", () => {
+    const { orders, reservations } = healthy();
+    reservations[0] = reservation("a", "RESERVED", null, "u2");
+    reservations[2] = reservation("c", "REJECTED", "INSUFFICIENT_FUNDS", "u1", "11");
+    expect(checkReservationOwners(orders, reservations)).toMatchObject({
+      pass: false,
+      counterExamples: [
+        "order a of user u1: reservation (RESERVED) is of user u2",
+        "order c: amount 10, reservation (REJECTED) 11",
+      ],
+    });
   });
 });

@@ -135,8 +135,6 @@ export async function checkInvariants(
       else if ((o.status === "CONFIRMED") !== (r?.status === "RESERVED")) {
         finalViolations.push(`order ${o.id} is ${o.status} but its reservation is ${r?.status ?? "missing"}`);
       }
-      if (r && Number(r.amount) !== Number(o.amount))
-        finalViolations.push(`order ${o.id}: amount ${o.amount}, reserved ${r.amount}`);
     }
     const orderIds = new Set(orders.map((o) => o.id));
     for (const r of reservations) {
@@ -146,6 +144,7 @@ export async function checkInvariants(
     results.push(
       result("orders final; CONFIRMED exactly when RESERVED", `${orders.length} orders`, finalViolations),
     );
+    results.push(checkReservationOwners(orders, reservations));
     if (input.outboxComplete) results.push(...checkEmissions(orders, reservations, orderOutbox, userOutbox));
 
     // 3a. Every outbox row published, and on Kafka.
@@ -244,6 +243,31 @@ export async function checkInvariants(
   } finally {
     await Promise.all([userDb.end(), orderDb.end()]);
   }
+}
+
+/**
+ * Each reservation was made for its order's user and amount: the user-service debits whom and what the
+ * event names, so a wrong user or amount in `order.created` moves someone else's money.
+ */
+export function checkReservationOwners(
+  orders: readonly OrderRow[],
+  reservations: readonly ReservationRow[],
+): InvariantResult {
+  const orderOf = new Map(orders.map((o) => [o.id, o]));
+  const violations: string[] = [];
+  let compared = 0;
+  for (const r of reservations) {
+    const o = orderOf.get(r.order_id);
+    if (!o) continue; // "no reservation without an order" is checked with the final states.
+    compared++;
+    if (r.user_id !== o.user_id)
+      violations.push(
+        `order ${o.id} of user ${o.user_id}: reservation (${r.status}) is of user ${r.user_id}`,
+      );
+    if (Number(r.amount) !== Number(o.amount))
+      violations.push(`order ${o.id}: amount ${o.amount}, reservation (${r.status}) ${r.amount}`);
+  }
+  return result("each reservation has its order's user and amount", `${compared} reservations`, violations);
 }
 
 /** What each reservation's answer to `order.created` must be, by its final state. */
