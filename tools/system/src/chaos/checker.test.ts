@@ -1,6 +1,7 @@
 import { TOPICS } from "@saga/contracts";
 import { describe, expect, it } from "vitest";
 import {
+  checkActivity,
   checkEmissions,
   checkReservationOwners,
   type EmittedRow,
@@ -165,6 +166,37 @@ describe("checkReservationOwners", () => {
         "order a of user u1: reservation (RESERVED) is of user u2",
         "order c: amount 10, reservation (REJECTED) 11",
       ],
+    });
+  });
+});
+
+describe("checkActivity", () => {
+  const planned = { kill: { "user-1": 2, kafka: 1 }, freeze: {}, blackhole: { "relay-1→kafka": 1 } };
+
+  it("passes a run with confirmed orders and every planned fault done", () => {
+    expect(
+      checkActivity({ ordersByStatus: { CONFIRMED: 5, CANCELED: 2 }, planned, done: planned }),
+    ).toMatchObject({ pass: true, checked: "7 orders (5 CONFIRMED), faults 4/4" });
+  });
+
+  it("fails a run without orders", () => {
+    expect(checkActivity({ ordersByStatus: {}, planned, done: planned }).counterExamples).toEqual([
+      "no order was created",
+    ]);
+  });
+
+  it("fails a run where no order was confirmed", () => {
+    expect(
+      checkActivity({ ordersByStatus: { CANCELED: 3 }, planned, done: planned }).counterExamples,
+    ).toEqual(["none of 3 orders ended CONFIRMED"]);
+  });
+
+  it("fails a run that did not carry out a planned fault", () => {
+    const done = { kill: { "user-1": 1, kafka: 1 }, freeze: {}, blackhole: {} };
+    expect(checkActivity({ ordersByStatus: { CONFIRMED: 1 }, planned, done })).toMatchObject({
+      pass: false,
+      checked: "1 orders (1 CONFIRMED), faults 2/4",
+      counterExamples: ["kill user-1: 1 of 2 planned done", "blackhole relay-1→kafka: 0 of 1 planned done"],
     });
   });
 });

@@ -370,3 +370,36 @@ export function checkEmissions(
     result("no order emits a topic twice", `${streams} order/topic streams`, duplicates),
   ];
 }
+
+export type Activity = {
+  /** Orders in order_db, by status. */
+  ordersByStatus: Record<string, number>;
+  /** Faults planned, by kind and target. */
+  planned: Record<string, Record<string, number>>;
+  /** Faults done, by kind and target. */
+  done: Record<string, Record<string, number>>;
+};
+
+/** The run did what it set out to do: orders created, some of them CONFIRMED, and every planned fault. */
+export function checkActivity({ ordersByStatus, planned, done }: Activity): InvariantResult {
+  const violations: string[] = [];
+  const orders = Object.values(ordersByStatus).reduce((a, b) => a + b, 0);
+  const confirmed = ordersByStatus.CONFIRMED ?? 0;
+  if (orders === 0) violations.push("no order was created");
+  else if (confirmed === 0) violations.push(`none of ${orders} orders ended CONFIRMED`);
+  let plannedN = 0;
+  let doneN = 0;
+  for (const [kind, targets] of Object.entries(planned)) {
+    for (const [target, n] of Object.entries(targets)) {
+      const d = done[kind]?.[target] ?? 0;
+      plannedN += n;
+      doneN += Math.min(d, n);
+      if (d < n) violations.push(`${kind} ${target}: ${d} of ${n} planned done`);
+    }
+  }
+  return result(
+    "the run did something: orders created and CONFIRMED, every planned fault done",
+    `${orders} orders (${confirmed} CONFIRMED), faults ${doneN}/${plannedN}`,
+    violations,
+  );
+}

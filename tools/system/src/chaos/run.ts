@@ -6,7 +6,7 @@ import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
 import { waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
-import { checkInvariants } from "./checker.ts";
+import { checkActivity, checkInvariants } from "./checker.ts";
 import { createUsers, startLoad } from "./load.ts";
 import { type ChaosReport, formatReport } from "./report.ts";
 import {
@@ -234,6 +234,17 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
           from orders group by 1 order by 1`
       ).map((r) => [r.outcome, r.n]),
     );
+    const ordersByStatus: Record<string, number> = {};
+    for (const [outcome, n] of Object.entries(outcomes)) {
+      const status = outcome.split(" ")[0] ?? outcome;
+      ordersByStatus[status] = (ordersByStatus[status] ?? 0) + n;
+    }
+    const planned = Object.fromEntries(FAULT_KINDS.map((k) => [k, {} as Record<string, number>]));
+    for (const f of schedule) {
+      const byTarget = planned[f.kind] as Record<string, number>;
+      byTarget[targetOf(f)] = (byTarget[targetOf(f)] ?? 0) + 1;
+    }
+    results.push(checkActivity({ ordersByStatus, planned, done: faults }));
     const { inFlight: _, ...load_ } = load.stats;
     const proxied = await Promise.all([...system.links.values()].map((l) => l.stats()));
     return {
