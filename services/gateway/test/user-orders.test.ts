@@ -69,6 +69,19 @@ describe("GET /users/:id/orders", () => {
     expect(await slow.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
   });
 
+  it("passes the order-service's shed on, 503 with its Retry-After, so that the client backs off", async () => {
+    const orders = await startFakeUpstream(() => ({
+      status: 503,
+      body: { error: "too many requests in flight" },
+      headers: { "retry-after": "2" },
+    }));
+    const { app } = await startGateway([await userService()], orders);
+    const res = await app.request(`/users/${USER_ID}/orders`);
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("2");
+    expect(await res.json()).toEqual({ error: "too many requests in flight" });
+  });
+
   it("answers 502 while no user-service instance is in rotation and none answers", async () => {
     const users = await userService();
     const { app } = await startGateway([users], await startFakeUpstream(() => ({ body: [] })));

@@ -23,11 +23,13 @@ export function registerProxyRoutes(
   for (const path of [prefix, `${prefix}/:id`, `${prefix}/*`]) {
     app.all(path, async (c) => {
       const method = c.req.method;
+      const read = method === "GET" || method === "HEAD";
       // Read whole (the body limit bounds it), so that a failed connect can send it again.
-      const body = method === "GET" || method === "HEAD" ? undefined : await requestBody(c);
+      const body = read ? undefined : await requestBody(c);
       const url = new URL(c.req.url);
-      // A request that asks the upstream to hold it (`Prefer: wait=N`) gets N more seconds.
-      const waitS = preferredWait(c.req.header("prefer")) ?? 0;
+      // A read that asks the upstream to hold it (`Prefer: wait=N`) gets N more seconds, over the held
+      // requests' connections; the services hold reads only, as the admission counts only them as long polls.
+      const waitS = read ? (preferredWait(c.req.header("prefer")) ?? 0) : 0;
       const res = await upstream.send(
         {
           method,

@@ -34,6 +34,9 @@ export function registerUserOrdersRoute(
         cause: err,
       });
     }
+    // Shed by the order-service (its admission, 503 with Retry-After): the client is told when to come back.
+    if (list.value.status === 503 && list.value.headers["retry-after"] !== undefined)
+      return passThrough(c, list.value);
     if (list.value.status !== 200) {
       throw new AppError("BAD_GATEWAY", `${orders.name} answered ${list.value.status} for the user's orders`);
     }
