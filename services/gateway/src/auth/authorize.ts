@@ -1,4 +1,4 @@
-import { IdParam } from "@saga/contracts";
+import { IdParam, REQUEST_ID_HEADER } from "@saga/contracts";
 import { requestBody } from "@saga/http";
 import type { Context, MiddlewareHandler } from "hono";
 import { clientSignal, forwardedOf, passThrough, upstreamHeaders } from "../forward.ts";
@@ -74,9 +74,6 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
 
     m = ORDER.exec(path);
     if (m && method === "GET") {
-      // A response of its own before the proxy answers, so that the proxy's headers go into it and not into
-      // the context's prepared headers, from which the 404 below would take them (Hono's context).
-      void c.res;
       await next();
       if (c.res.status === 200) {
         // The bytes the proxy answered with. Cloning the response instead built a WHATWG Response and teed
@@ -85,11 +82,17 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
         const body = answered ? answered.body.toString("utf8") : await c.res.clone().text();
         if (ownerOf(body) === me) return;
       } else if (c.res.status !== 404) return;
-      // Someone else's order, or none: one answer for both, made here. The service's own would differ from
-      // it in its headers (`Preference-Applied`, their case), and Hono would carry those over into a
-      // response set over it, so the proxied one is dropped first.
+      // Someone else's order, or none: one answer for both, made here from nothing but its body and request
+      // id. The service's own would differ from it in its headers (`Preference-Applied`, their case), and
+      // Hono carries a context's headers over into whatever response is set or made after the proxy's
+      // (which also wrote them into the context's prepared headers), so the proxied one is dropped first
+      // and this one is not made with `c.json`.
+      const requestId = c.get("requestId");
       c.res = undefined;
-      c.res = notFound(c, "order");
+      c.res = new Response(JSON.stringify({ error: "order not found", requestId }), {
+        status: 404,
+        headers: { "content-type": "application/json", [REQUEST_ID_HEADER]: requestId },
+      });
       return;
     }
     // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
@@ -104,7 +107,7 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
         },
         { timeoutMs, clientSignal: clientSignal(c) },
       );
-      if (current.status === 404) return notFound(c, "order"); // as for someone else's, below
+      if (current.status === 404) return notFound(c, "order"); // as for someone else's, below (nothing proxied yet)
       if (current.status !== 200) return passThrough(c, current);
       return ownerOf(current.body.toString("utf8")) === me ? next() : notFound(c, "order");
     }
