@@ -116,8 +116,8 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
   const stats = emptyStats();
   const api: ApiClient = createApiClient({ baseUrl: gatewayUrl });
   const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-  // Each order with its owner's token, which alone may cancel it.
-  const created: { id: string; token: string }[] = [];
+  // Each order created, by the tick that sent it, with its owner's token, which alone may cancel it.
+  const created = new Map<number, { id: string; token: string }>();
   const pending = new Set<Promise<void>>();
   const maxBalance = Math.max(...users.map((u) => u.balance));
   let stopped = false;
@@ -131,7 +131,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
     pending.add(p);
   };
 
-  const order = ({ id: userId, token }: { id: string; token: string }, amount: number) => {
+  const order = ({ id: userId, token }: { id: string; token: string }, amount: number, tick: number) => {
     const key = randomUUID();
     stats.ordersSent++;
     track(
@@ -145,7 +145,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
       ).then((res) => {
         if (res?.data) {
           stats.ordersCreated++;
-          created.push({ id: res.data.id, token });
+          created.set(tick, { id: res.data.id, token });
         }
       }),
     );
@@ -175,10 +175,12 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
       // One order in ten asks for more than any balance: a saga that must end CANCELED.
       const amount =
         uniformInt(rng, 0, 9) === 0 ? maxBalance + uniformInt(rng, 1, 1000) : uniformInt(rng, 1, 500);
-      order(user, amount);
-      if (created.length > 0 && uniformInt(rng, 0, 99) < cancelRatio * 100) {
-        cancel(created[uniformInt(rng, 0, created.length - 1)] as { id: string; token: string });
-      }
+      // Drawn on every tick, whatever has been answered by then, so that a seed sends the same orders
+      // again; the order to cancel is named by the tick that sent it (none if it is not created yet).
+      const cancels = uniformInt(rng, 0, 99) < cancelRatio * 100;
+      const target = created.get(uniformInt(rng, 0, Math.max(0, tick - 1)));
+      order(user, amount, tick);
+      if (cancels && target) cancel(target);
       const next = started + (tick + 1) * interval;
       await sleep(Math.max(0, next - performance.now()));
     }
