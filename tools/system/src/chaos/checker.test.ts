@@ -9,12 +9,13 @@ import {
   type ReservationRow,
 } from "./checker.ts";
 
-const order = (id: string, status: string, user = "u1", amount = "10"): OrderRow => ({
-  id,
-  user_id: user,
-  amount,
-  status,
-});
+const order = (
+  id: string,
+  status: string,
+  reason: string | null = null,
+  user = "u1",
+  amount = "10",
+): OrderRow => ({ id, user_id: user, amount, status, cancel_reason: reason });
 const reservation = (
   id: string,
   status: string,
@@ -34,9 +35,9 @@ const row = (aggregate: string, topic: string, replay = false): EmittedRow => ({
 function healthy() {
   const orders = [
     order("a", "CONFIRMED"),
-    order("b", "CANCELED"),
-    order("c", "CANCELED"),
-    order("d", "CANCELED"),
+    order("b", "CANCELED", "CANCELED_BY_REQUEST"),
+    order("c", "CANCELED", "INSUFFICIENT_FUNDS"),
+    order("d", "CANCELED", "CANCELED_BY_REQUEST"),
   ];
   const reservations = [
     reservation("a", "RESERVED"),
@@ -70,6 +71,7 @@ describe("checkEmissions", () => {
     expect(failed(healthy())).toEqual([]);
     expect(emissions(healthy()).map((r) => r.checked)).toEqual([
       "4 orders",
+      "4 orders",
       "4 answered reservations of 4 orders",
       "10 order/topic streams",
     ]);
@@ -77,7 +79,7 @@ describe("checkEmissions", () => {
 
   it("fails an order whose order.created was never written, even though its saga timed out", () => {
     const run = healthy();
-    run.orders.push(order("e", "CANCELED"));
+    run.orders.push(order("e", "CANCELED", "TIMEOUT"));
     run.orderOutbox.push(row("e", TOPICS.orderCanceled));
     expect(failed(run)).toEqual([
       [
@@ -123,16 +125,34 @@ describe("checkEmissions", () => {
     ]);
   });
 
+  it("fails a cancel the order-service decided without its order.canceled, and an order.canceled without one", () => {
+    const run = healthy();
+    run.orders.push(order("e", "CANCELED", "TIMEOUT"));
+    run.reservations.push(reservation("e", "RESERVED"));
+    run.orderOutbox.push(row("e", TOPICS.orderCreated), row("c", TOPICS.orderCanceled));
+    run.userOutbox.push(row("e", TOPICS.creditReserved));
+    expect(failed(run)).toEqual([
+      [
+        "order.canceled written once for each cancel by request or deadline, never otherwise",
+        [
+          "order c (CANCELED INSUFFICIENT_FUNDS) has 1 order.canceled rows in order_db's outbox; expected 0",
+          "order e (CANCELED TIMEOUT) has 0 order.canceled rows in order_db's outbox; expected 1",
+        ],
+      ],
+    ]);
+  });
+
   it("fails an order that emitted a topic twice", () => {
     const run = healthy();
     run.orderOutbox.push(row("b", TOPICS.orderCanceled));
     run.userOutbox.push(row("a", TOPICS.creditReserved));
     const results = failed(run);
     expect(results.map(([name]) => name)).toEqual([
+      "order.canceled written once for each cancel by request or deadline, never otherwise",
       "every reservation answered exactly once (credit reply by its final state)",
       "no order emits a topic twice",
     ]);
-    expect(results[1]?.[1]).toEqual([
+    expect(results[2]?.[1]).toEqual([
       "order b: 2 order.canceled rows in order_db's outbox",
       "order a: 2 user.credit-reserved rows in user_db's outbox",
     ]);

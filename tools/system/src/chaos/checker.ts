@@ -43,7 +43,13 @@ type OutboxRow = {
   /** A replayed dead letter (`dlq-replay-of`): the copy of an event written before, not an emission. */
   replay: boolean;
 };
-export type OrderRow = { id: string; user_id: string; amount: string; status: string };
+export type OrderRow = {
+  id: string;
+  user_id: string;
+  amount: string;
+  status: string;
+  cancel_reason: string | null;
+};
 export type ReservationRow = {
   order_id: string;
   user_id: string;
@@ -77,7 +83,7 @@ export async function checkInvariants(
         { id: string; initial_balance: string; balance: string }[]
       >`select id, initial_balance, balance from users`,
       userDb<ReservationRow[]>`select order_id, user_id, amount, status, reason from reservations`,
-      orderDb<OrderRow[]>`select id, user_id, amount, status from orders`,
+      orderDb<OrderRow[]>`select id, user_id, amount, status, cancel_reason from orders`,
       userDb<OutboxRow[]>`
         select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
           headers ? ${DLQ_HEADERS.replayOf} as replay
@@ -270,6 +276,9 @@ export function checkReservationOwners(
   return result("each reservation has its order's user and amount", `${compared} reservations`, violations);
 }
 
+/** The cancel reasons of the order-service's own cancels (orders.ts, saga-deadline.ts). */
+const ORDER_CANCELS = new Set(["CANCELED_BY_REQUEST", "TIMEOUT"]);
+
 /** What each reservation's answer to `order.created` must be, by its final state. */
 function expectedReply(r: ReservationRow): { reserved: number; failed: number } | "unanswered" {
   switch (r.status) {
@@ -318,6 +327,18 @@ export function checkEmissions(
       created.push(`order ${o.id} (${o.status}) has ${n} ${TOPICS.orderCreated} rows in order_db's outbox`);
   }
 
+  // The order-service emits order.canceled for a cancel it decides (by request, or at the saga's deadline),
+  // not for one the user-service's refusal ended (its reason one of the refusals').
+  const cancels: string[] = [];
+  for (const o of orders) {
+    const expected = o.status === "CANCELED" && ORDER_CANCELS.has(o.cancel_reason ?? "") ? 1 : 0;
+    const n = count(fromOrders, o.id, TOPICS.orderCanceled);
+    if (n !== expected)
+      cancels.push(
+        `order ${o.id} (${o.status} ${o.cancel_reason ?? ""}) has ${n} ${TOPICS.orderCanceled} rows in order_db's outbox; expected ${expected}`,
+      );
+  }
+
   const replies: string[] = [];
   const reservationOf = new Map(reservations.map((r) => [r.order_id, r]));
   let answered = 0;
@@ -362,6 +383,11 @@ export function checkEmissions(
 
   return [
     result(`every order's ${TOPICS.orderCreated} written exactly once`, `${orders.length} orders`, created),
+    result(
+      `${TOPICS.orderCanceled} written once for each cancel by request or deadline, never otherwise`,
+      `${orders.length} orders`,
+      cancels,
+    ),
     result(
       "every reservation answered exactly once (credit reply by its final state)",
       `${answered} answered reservations of ${orders.length} orders`,
