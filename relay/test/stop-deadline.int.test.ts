@@ -40,8 +40,9 @@ it("stop() returns by its deadline and gives the outbox up while Kafka hangs mid
     process.kill(broker.pid, "SIGCONT");
   });
   await writeRows(sql, [row("order-2", 2)]);
-  // The relay is sending it now, to a broker that does not answer.
-  await new Promise((r) => setTimeout(r, 1000));
+  // The relay is sending it now, to a broker that does not answer (it takes a row within milliseconds;
+  // 1 s was once too short, with a chaos run beside the test on the two cores).
+  await new Promise((r) => setTimeout(r, 3000));
 
   const deadline = AbortSignal.timeout(1500);
   await relay.stop(deadline);

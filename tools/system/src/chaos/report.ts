@@ -24,6 +24,8 @@ export type ChaosReport = {
   outcomes: Record<string, number>;
   load: Record<string, number>;
   duplicateCopies: number;
+  /** Processes that exited by themselves once ready (crashes), with their code and time up. */
+  unplannedExits: string[];
   maxRelayLagS: number;
   timeToQuietS: number | null;
   invariants: InvariantResult[];
@@ -52,11 +54,15 @@ export function formatReport(r: ChaosReport): string {
         ["of them reset by a fault", r.proxy.resets],
         ["MB through the fault proxies", r.proxy.megabytes.toFixed(1)],
         ["duplicate copies on Kafka (absorbed by the inboxes)", r.duplicateCopies],
+        ["processes that exited by themselves (the run did not stop them)", r.unplannedExits.length],
         ["highest relay lag (s)", r.maxRelayLagS.toFixed(2)],
         ["time to quiet (s)", r.timeToQuietS === null ? "never" : r.timeToQuietS.toFixed(1)],
       ],
     ),
     "",
+    ...(r.unplannedExits.length > 0
+      ? [`Exits the run did not cause: ${r.unplannedExits.join("; ")}.`, ""]
+      : []),
     table(["result", "invariant", "checked"], invariantRows),
     ...(examples ? ["", "Counter-examples:", examples] : []),
   ].join("\n");

@@ -197,6 +197,18 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     await load.stop();
     clearInterval(progress);
 
+    // Exits the run did not cause: a process that crashed is started again below (and by its next kill)
+    // like one the run killed, so they are said here and in the report, not left to pass unseen.
+    const unplannedExits = [...system.processes].flatMap(([name, p]) =>
+      p
+        .unplannedExits()
+        .map((e) => `${name} (code ${e.code ?? "none: a signal"}) after ${(e.upMs / 1000).toFixed(1)} s up`),
+    );
+    log(
+      unplannedExits.length === 0
+        ? "chaos: no process exited unless the run stopped it"
+        : `chaos: ${unplannedExits.length} exits the run did not cause: ${unplannedExits.join("; ")}`,
+    );
     for (const [name, p] of system.processes) if (!p.isRunning()) await startWithRetries(system, name, log);
     const quietStarted = Date.now();
     const quiet = await waitQuiet({
@@ -260,6 +272,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       outcomes,
       load: load_,
       duplicateCopies: observed.duplicateCopies,
+      unplannedExits,
       maxRelayLagS,
       timeToQuietS,
       invariants: results,

@@ -57,6 +57,7 @@ it("leaves a process down that it was asked to stop or kill", async () => {
   expect(proc.isRunning()).toBe(false);
   expect(logs).toEqual([]);
   expect(await ready(proc)).toBe(false);
+  expect(proc.unplannedExits(), "a kill asked for is no crash").toEqual([]);
 });
 
 it("does not restart without the option (the chaos run restarts on its own schedule)", async () => {
@@ -66,4 +67,6 @@ it("does not restart without the option (the chaos run restarts on its own sched
   await new Promise((r) => setTimeout(r, 1500));
   expect(proc.isRunning()).toBe(false);
   expect(logs).toEqual([]);
+  // Killed from outside, not through kill(): what a crash looks like to the run.
+  expect(proc.unplannedExits()).toEqual([{ code: 137, upMs: expect.any(Number) }]);
 });

@@ -31,6 +31,8 @@ export type NodeProcess = {
   stop(): Promise<void>;
   /** How often it was restarted after exiting by itself (see `restart`). */
   restarts(): number;
+  /** Its exits after it was ready that nobody asked for (no `kill()`, no `stop()`): crashes. */
+  unplannedExits(): { code: number | null; upMs: number }[];
 };
 
 export type Output = (name: string, line: string) => void;
@@ -51,6 +53,9 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
   // Set by kill() and stop(): an exit we asked for is not a crash.
   let expected = false;
   let restarts = 0;
+  // The process that answered ready last: an exit of one still starting is its start's failure.
+  let readyServer: Supervised | undefined;
+  const unplanned: { code: number | null; upMs: number }[] = [];
   let backoffMs = RESTART_MIN_MS;
   let restartTimer: NodeJS.Timeout | undefined;
   const url = `http://127.0.0.1:${spec.port}`;
@@ -58,6 +63,7 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
   function onExit(server: Supervised, code: number | null, upMs: number) {
     if (current !== server) return;
     running = false;
+    if (!expected && readyServer === server) unplanned.push({ code, upMs });
     if (expected || !spec.restart) return;
     if (upMs >= RESTART_RESET_AFTER_MS) backoffMs = RESTART_MIN_MS;
     const delay = backoffMs;
@@ -95,6 +101,7 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     const startedAt = performance.now();
     void server.exited.then((code) => onExit(server, code, performance.now() - startedAt));
     await waitReady(server, 60_000);
+    readyServer = server;
   }
 
   async function waitReady(server: Supervised, timeoutMs: number) {
@@ -121,6 +128,7 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     pid: () => (running ? current?.pid : undefined),
     start,
     restarts: () => restarts,
+    unplannedExits: () => [...unplanned],
     async kill(signal = "SIGKILL") {
       const server = current;
       if (!server || !running) return null;
