@@ -1,8 +1,7 @@
-import { startFaultProxy } from "@saga/tools/fault-proxy";
 import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createOutboxStore } from "../src/outbox-store.ts";
-import { freshOutbox } from "./support.ts";
+import { freshOutbox, linkTo } from "./support.ts";
 
 /**
  * Starts the relay's read of the outbox behind a lock another session holds, so that the statement is
@@ -37,11 +36,8 @@ describe("a relay statement whose caller gives up", () => {
     const { url, sql } = await freshOutbox();
     // The relay reaches the server through a link that can stop taking new connections while the one it
     // has stays up: what a client sees of a server on its way out (a restart, a failover).
-    const link = await startFaultProxy({ name: "relay→postgres", targetPort: Number(new URL(url).port) });
-    onTestFinished(() => link.close());
-    const viaLink = new URL(url);
-    viaLink.port = String(link.port);
-    const relaySql = postgres(viaLink.toString(), { max: 1, onnotice: () => {} });
+    const { link, url: viaLink } = await linkTo(url, "relay→postgres");
+    const relaySql = postgres(viaLink, { max: 1, onnotice: () => {} });
     onTestFinished(() => relaySql.end({ timeout: 1 }));
     const store = createOutboxStore(relaySql);
     const unhandled: unknown[] = [];

@@ -1,7 +1,6 @@
-import { startFaultProxy } from "@saga/tools/fault-proxy";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createLease } from "../src/lease.ts";
-import { eventually, freshOutbox } from "./support.ts";
+import { eventually, freshOutbox, linkTo } from "./support.ts";
 
 /** Blocks this thread, timers and I/O included, as a long GC pause or a SIGSTOP would. */
 function stall(ms: number): void {
@@ -33,11 +32,8 @@ describe("the lease", () => {
     const { url, sql } = await freshOutbox();
     // The lease reaches the server through a link that can turn slow, as a loaded server or network would:
     // its goodbye then arrives well after release() was called.
-    const link = await startFaultProxy({ name: "lease→postgres", targetPort: Number(new URL(url).port) });
-    onTestFinished(() => link.close());
-    const viaLink = new URL(url);
-    viaLink.port = String(link.port);
-    const lease = createLease({ url: viaLink.toString(), holderName: "lease-released" });
+    const { link, url: viaLink } = await linkTo(url, "lease→postgres");
+    const lease = createLease({ url: viaLink, holderName: "lease-released" });
     if (!(await lease.acquire(1000))) throw new Error("the lease was not acquired");
     const holders = () => sql<{ pid: number }[]>`
       select l.pid from pg_locks l join pg_stat_activity a using (pid)

@@ -8,6 +8,7 @@ import { HEADERS, TOPICS } from "@saga/contracts";
 import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
+import { type FaultProxy, startFaultProxy } from "@saga/tools/fault-proxy";
 import {
   createDatabase,
   dropDatabase,
@@ -350,4 +351,16 @@ export function spawnRelay(env: Record<string, string>, script = "src/main.ts"):
     await proc.kill("SIGKILL");
   });
   return proc;
+}
+
+/**
+ * A fault proxy between a client and the test's database (`url`), and the URL that goes through it: the
+ * link a test slows, cuts or stops listening while the client runs.
+ */
+export async function linkTo(url: string, name: string): Promise<{ link: FaultProxy; url: string }> {
+  const link = await startFaultProxy({ name, targetPort: Number(new URL(url).port) });
+  onTestFinished(() => link.close());
+  const viaLink = new URL(url);
+  viaLink.port = String(link.port);
+  return { link, url: viaLink.toString() };
 }
