@@ -83,34 +83,31 @@ export function clientSignal(c: Context): AbortSignal {
   return controller.signal;
 }
 
-// The upstream answer a request was answered with, by request (as principals are, auth/principal.ts).
-const forwarded = new WeakMap<Request, UpstreamResponse>();
+// What each request was answered from, by context: the upstream's answer `passThrough` passed on, or
+// undefined for an answer composed of several (`composedFromUpstream`). No entry: the gateway answered alone.
+const answeredFrom = new WeakMap<Context, UpstreamResponse | undefined>();
 
 /**
  * The upstream answer `passThrough` made this request's response of, for middleware that looks into it
  * after the route (authorization of a read): its body as bytes, without cloning the response's stream.
  */
 export function forwardedOf(c: Context): UpstreamResponse | undefined {
-  return forwarded.get(c.req.raw);
+  return answeredFrom.get(c);
 }
-
-// The requests answered with an upstream's answer, by context (no WHATWG Request built to ask).
-const passedThrough = new WeakSet<Context>();
 
 /** Whether this request was answered from its upstreams' answers, not by the gateway alone. */
 export function answeredByUpstream(c: Context): boolean {
-  return passedThrough.has(c);
+  return answeredFrom.has(c);
 }
 
 /** Says that the gateway's answer to this request is made of its upstreams' (a composed read). */
 export function composedFromUpstream(c: Context): void {
-  passedThrough.add(c);
+  answeredFrom.set(c, undefined);
 }
 
 /** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
-  forwarded.set(c.req.raw, res);
-  passedThrough.add(c);
+  answeredFrom.set(c, res);
   const listed = connectionTokens(
     typeof res.headers.connection === "string" ? res.headers.connection : undefined,
   );
