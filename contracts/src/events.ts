@@ -44,6 +44,16 @@ export const EVENT_TYPES = {
 
 export const SCHEMA_VERSION = "1";
 
+/**
+ * Why the order-service itself ended an order CANCELED (its `cancel_reason`), each with an `order.canceled`:
+ * the client asked (`DELETE`), or the saga outlived `SAGA_TIMEOUT`. A refusal of the user-service ends it
+ * CANCELED with one of REJECTION_REASONS instead, and no such event.
+ */
+export const CANCEL_REASONS = {
+  byRequest: "CANCELED_BY_REQUEST",
+  timeout: "TIMEOUT",
+} as const;
+
 export const REJECTION_REASONS = {
   insufficientFunds: "INSUFFICIENT_FUNDS",
   userNotFound: "USER_NOT_FOUND",

@@ -1,4 +1,4 @@
-import type { Order } from "@saga/contracts";
+import { CANCEL_REASONS, type Order } from "@saga/contracts";
 import { orders } from "@saga/db/order";
 import type { Executor } from "@saga/messaging";
 import { asc, eq } from "drizzle-orm";
@@ -6,7 +6,7 @@ import { asc, eq } from "drizzle-orm";
 type OrderRow = typeof orders.$inferSelect;
 
 /** Why an order ended CANCELED when the client asked for it. */
-export const CANCELED_BY_REQUEST = "CANCELED_BY_REQUEST";
+export const CANCELED_BY_REQUEST = CANCEL_REASONS.byRequest;
 
 export const toOrder = (row: OrderRow): Order => ({
   id: row.id,

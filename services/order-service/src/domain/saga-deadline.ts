@@ -1,8 +1,9 @@
+import { CANCEL_REASONS } from "@saga/contracts";
 import type pg from "pg";
 import { ORDER_CANCELED_PAYLOAD, orderCanceledParams } from "./order-hot-path.ts";
 
 /** Why an order ended CANCELED when its saga outlived `SAGA_TIMEOUT`. */
-export const CANCELED_BY_TIMEOUT = "TIMEOUT";
+export const CANCELED_BY_TIMEOUT = CANCEL_REASONS.timeout;
 
 /*
  * Saga deadlines in one statement per sweep: it picks a bounded batch of PENDING orders older than

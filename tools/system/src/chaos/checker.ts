@@ -1,4 +1,12 @@
-import { ALL_TOPICS, DLQ_HEADERS, EVENT_TOPICS, HEADERS, prefixedTopic, TOPICS } from "@saga/contracts";
+import {
+  ALL_TOPICS,
+  CANCEL_REASONS,
+  DLQ_HEADERS,
+  EVENT_TOPICS,
+  HEADERS,
+  prefixedTopic,
+  TOPICS,
+} from "@saga/contracts";
 import type { IncomingMessage, KafkaClient } from "@saga/kafka";
 import postgres from "postgres";
 
@@ -276,8 +284,8 @@ export function checkReservationOwners(
   return result("each reservation has its order's user and amount", `${compared} reservations`, violations);
 }
 
-/** The cancel reasons of the order-service's own cancels (orders.ts, saga-deadline.ts). */
-const ORDER_CANCELS = new Set(["CANCELED_BY_REQUEST", "TIMEOUT"]);
+/** The cancel reasons of the order-service's own cancels. */
+const ORDER_CANCELS = new Set<string>(Object.values(CANCEL_REASONS));
 
 /** What each reservation's answer to `order.created` must be, by its final state. */
 function expectedReply(r: ReservationRow): { reserved: number; failed: number } | "unanswered" {
