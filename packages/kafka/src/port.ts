@@ -69,9 +69,13 @@ export type EventProducer = {
 export type FailureKind = "poison" | "transient" | "unexpected";
 export type RetriedKind = Exclude<FailureKind, "poison">;
 
+/** Why a message is given up on: it fails its contract, or it failed unexpectedly past the retry budget. */
+export const DEAD_LETTER_REASONS = ["poison", "retries exhausted"] as const;
+export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
+
 /** Why a message is dead-lettered, for its record: its last error, and how often it was tried. */
 export type DeadLetterCause = {
-  reason: "poison" | "retries exhausted";
+  reason: DeadLetterReason;
   error: unknown;
   /** Attempts that failed with an unexpected error (1 for poison). */
   attempts: number;

@@ -8,7 +8,14 @@ import {
   type Topic,
 } from "@saga/contracts";
 import { deadLetters, outbox } from "@saga/db";
-import type { DeadLetterCause, EventConsumer, IncomingMessage, KafkaClient, RetryPolicy } from "@saga/kafka";
+import {
+  DEAD_LETTER_REASONS,
+  type DeadLetterCause,
+  type EventConsumer,
+  type IncomingMessage,
+  type KafkaClient,
+  type RetryPolicy,
+} from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { z } from "zod";
 import { claimEvents, inTransaction, type SqlClient, type TxClient } from "./batch-sql.ts";
@@ -93,6 +100,11 @@ export function createInbox({
   metrics,
 }: InboxOptions): Inbox {
   const subscribed = EVENT_TOPICS.filter((t) => topics.includes(t));
+  // A counter's series that appears with its first dead letter appears at 1, and `increase()` sees no
+  // change: each one starts at 0, so that the DeadLetters alert and the DLQ panels see the first.
+  for (const topic of subscribed)
+    for (const reason of DEAD_LETTER_REASONS)
+      metrics.deadLettered.inc({ group: consumerGroup, topic, reason }, 0);
   const logicalTopic = (physical: string) =>
     physical.startsWith(topicPrefix) ? physical.slice(topicPrefix.length) : physical;
   const origin = (m: IncomingMessage) => ({ topic: m.topic, partition: m.partition, offset: m.offset });
