@@ -1,8 +1,19 @@
 import { LATENCY_BUCKETS } from "@saga/observability";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Backlog } from "./outbox-store.ts";
 
 /** Where in a round an error happened, for `saga_relay_errors_total`. */
-export type RelayStage = "lock" | "read" | "visibility" | "send" | "mark" | "cleanup" | "wakeup" | "backlog";
+export const RELAY_STAGES = [
+  "lock",
+  "read",
+  "visibility",
+  "send",
+  "mark",
+  "cleanup",
+  "wakeup",
+  "backlog",
+] as const;
+export type RelayStage = (typeof RELAY_STAGES)[number];
 
 /** The relay's metrics, labelled by outbox (`user`, `order`), registered on the process's registry. */
 export function createRelayMetrics(registry: Registry) {
@@ -19,25 +30,42 @@ export function createRelayMetrics(registry: Registry) {
     });
     await reading;
   };
+  const backlog = new Gauge({
+    name: "saga_relay_outbox_backlog",
+    help: "Unpublished outbox rows, as last read",
+    labelNames: ["outbox"] as const,
+    registers,
+    collect: refreshBacklog,
+  });
+  const lag = new Gauge({
+    name: "saga_relay_outbox_lag_seconds",
+    help: "Age of the oldest unpublished outbox row (0 when there is none): the relay lag; while the outbox cannot be read, counted on from the last reading",
+    labelNames: ["outbox"] as const,
+    registers,
+    collect: refreshBacklog,
+  });
+  // Each outbox's last lag reading, and when (this process's monotonic clock).
+  const lastRead = new Map<string, { lagS: number; atMs: number }>();
   return {
-    /** Sets the function that reads every outbox's backlog into the gauges at scrape time. */
+    /** Sets the function that reads every outbox's backlog (`backlogRead`, `backlogUnread`) at scrape time. */
     onScrapeReadBacklog(read: () => Promise<void>): void {
       readBacklog = read;
     },
-    backlog: new Gauge({
-      name: "saga_relay_outbox_backlog",
-      help: "Unpublished outbox rows",
-      labelNames: ["outbox"] as const,
-      registers,
-      collect: refreshBacklog,
-    }),
-    lag: new Gauge({
-      name: "saga_relay_outbox_lag_seconds",
-      help: "Age of the oldest unpublished outbox row (0 when there is none): the relay lag",
-      labelNames: ["outbox"] as const,
-      registers,
-      collect: refreshBacklog,
-    }),
+    /** The outbox's backlog as just read. */
+    backlogRead(outbox: string, { rows, oldestAgeSeconds }: Backlog): void {
+      backlog.set({ outbox }, rows);
+      lag.set({ outbox }, oldestAgeSeconds);
+      lastRead.set(outbox, { lagS: oldestAgeSeconds, atMs: performance.now() });
+    },
+    /**
+     * The outbox could not be read. The lag counts on from the last reading, as the oldest row then, or
+     * any written since, has waited at most that long: RelayLagHigh fires rather than going quiet on a
+     * stale value while no relay can read (nor publish) the outbox.
+     */
+    backlogUnread(outbox: string): void {
+      const last = lastRead.get(outbox);
+      if (last) lag.set({ outbox }, last.lagS + (performance.now() - last.atMs) / 1000);
+    },
     commitToAck: new Histogram({
       name: "saga_relay_commit_to_ack_seconds",
       help: "From the writing transaction's start (created_at) to Kafka's acknowledgement, per row",

@@ -4,7 +4,7 @@ import type { Logger } from "@saga/observability";
 import { createLingerGate, sleep, withTimeout } from "@saga/runtime";
 import type { CrashPoint } from "./env.ts";
 import type { Lease } from "./lease.ts";
-import type { RelayMetrics, RelayStage } from "./metrics.ts";
+import { RELAY_STAGES, type RelayMetrics, type RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
 import type { ReplicationWakeups, StreamBatch } from "./replication-wakeups.ts";
 import { invisibleIn } from "./visibility.ts";
@@ -178,6 +178,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const log = logger.child({ outbox: name });
   const labels = { outbox: name };
   metrics.active.set(labels, 0);
+  // At 0 from the start, so that `rate()` and `increase()` see the first error of each stage.
+  for (const stage of RELAY_STAGES) metrics.errors.inc({ ...labels, stage }, 0);
 
   const stopping = new AbortController();
   let running: Promise<void> | undefined;

@@ -111,10 +111,10 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       outboxes.map(async ({ name, relay }) => {
         try {
           const backlog = await withTimeout((s) => relay.backlog(s), PROBE_TIMEOUT_MS, `${name} database`);
-          relayMetrics.backlog.set({ outbox: name }, backlog.rows);
-          relayMetrics.lag.set({ outbox: name }, backlog.oldestAgeSeconds);
+          relayMetrics.backlogRead(name, backlog);
         } catch (err) {
-          // The last values stay: a scrape while the database is down must still answer.
+          // A scrape while the database is down must still answer: the backlog keeps its last value.
+          relayMetrics.backlogUnread(name);
           relayMetrics.errors.inc({ outbox: name, stage: "backlog" });
           logger.warn({ err, outbox: name }, "could not read the backlog");
         }
