@@ -10,9 +10,10 @@ const withPrometheus = hasPrometheus() || Boolean(process.env.CI);
 
 type Rule = { alert: string; expr: string; for?: string };
 type Case = { alertname: string; exp_alerts: unknown[] };
-const alerts = (parse(readFileSync(alertRules.rules, "utf8")) as { groups: { rules: Rule[] }[] }).groups
-  .flatMap((g) => g.rules)
-  .map((r) => r.alert);
+const rules = (
+  parse(readFileSync(alertRules.rules, "utf8")) as { groups: { rules: Rule[] }[] }
+).groups.flatMap((g) => g.rules);
+const alerts = rules.map((r) => r.alert);
 const cases = (
   parse(readFileSync(alertRules.tests, "utf8")) as { tests: { alert_rule_test: Case[] }[] }
 ).tests.flatMap((t) => t.alert_rule_test);
@@ -23,7 +24,9 @@ describe("alert rules", () => {
       "ConsumerLagHigh",
       "ConsumerPartitionStuck",
       "DeadLetters",
+      "JobDown",
       "OutboxWithoutOwner",
+      "ProcessDown",
       "RelayLagHigh",
       "SagaPastDeadline",
     ]);
@@ -43,6 +46,20 @@ describe("alert rules", () => {
     expect(tested.output).toContain("SUCCESS");
     expect(tested.code, tested.output).toBe(0);
   });
+
+  it.each(["ProcessDown", "JobDown"])(
+    "%s watches every job of the saga that both configurations scrape",
+    async (alert) => {
+      const expr = rules.find((r) => r.alert === alert)?.expr ?? "";
+      const watched = /up\{job=~"([^"]+)"\}/.exec(expr)?.[1]?.split("|");
+      for (const file of Object.values(prometheusConfigs)) {
+        const jobs = ((await loadPrometheusConfig(file)).scrape_configs as { job_name: string }[])
+          .map((c) => c.job_name)
+          .filter((job) => job !== "prometheus");
+        expect(watched?.sort(), file).toEqual(jobs.sort());
+      }
+    },
+  );
 
   it("are loaded by both Prometheus configurations, and Compose mounts them beside its own", async () => {
     for (const file of Object.values(prometheusConfigs))
