@@ -1,4 +1,4 @@
 export { httpMetrics, metricsHandler } from "./http.ts";
-export { createLogger, type Logger } from "./logger.ts";
+export { createLogger, type Logger, rootCause } from "./logger.ts";
 export { createMetrics, LATENCY_BUCKETS, type Metrics } from "./metrics.ts";
 export { nextTraceparent } from "./trace.ts";

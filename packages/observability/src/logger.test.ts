@@ -43,4 +43,65 @@ describe("createLogger", () => {
     logger.warn({ err: refused }, "database connection lost");
     expect(lines).toHaveLength(7);
   });
+
+  it("writes one line and one summary for failed queries that differ only in their SQL's params", async () => {
+    const { lines, destination } = captured();
+    const logger = createLogger("test", "info", { repeatWindowMs: 100, destination });
+    // As drizzle wraps a query's failure: the SQL and its params in the message, the driver's error as cause.
+    class DrizzleQueryError extends Error {
+      constructor(query: string, params: unknown[], cause: Error) {
+        super(`Failed query: ${query}\nparams: ${params}`, { cause });
+      }
+    }
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    for (let i = 0; i < 20; i++) {
+      const id = crypto.randomUUID();
+      const err = new DrizzleQueryError('select "id", "credit" from "users" where "id" = $1', [id], refused);
+      logger.warn({ err, requestId: id, path: `/users/${id}` }, "the database is unavailable; retry later");
+    }
+    expect(lines).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(lines.map((l) => [l.msg, l.repeated])).toEqual([
+      ["the database is unavailable; retry later", undefined],
+      ["the database is unavailable; retry later (19 more times in 0.1 s)", 19],
+    ]);
+  });
+
+  it("writes each line that names another instance, outbox or dead letter", async () => {
+    const { lines, destination } = captured();
+    const logger = createLogger("test", "info", { repeatWindowMs: 100, destination });
+    logger.warn(
+      { upstream: "users", target: "127.0.0.1:8081", why: "ECONNREFUSED" },
+      "instance out of rotation",
+    );
+    logger.warn(
+      { upstream: "users", target: "127.0.0.1:8082", why: "ECONNREFUSED" },
+      "instance out of rotation",
+    );
+    const refused = new Error("connect ECONNREFUSED 127.0.0.1:5432");
+    for (const outbox of ["user", "order"])
+      logger.child({ outbox }).warn({ err: refused, stage: "read" }, "could not read the outbox");
+    // As the inbox writes a dead letter: a child per message, the error's text in `error`.
+    for (const [claimKey, error] of [
+      ["a1", "payload.amount: expected number"],
+      ["b2", "payload.amount: expected number"],
+      ["c3", "schema-version 2"],
+    ])
+      logger
+        .child({ claimKey })
+        .warn({ reason: "poison", error }, "event dead-lettered to order.created.dlq");
+    logger.child({ claimKey: "d4" }).warn({ reason: "poison", error: "a" }, "event dead-lettered to x.dlq");
+    logger.child({ claimKey: "d4" }).warn({ reason: "poison", error: "b" }, "event dead-lettered to x.dlq");
+    expect(lines.map((l) => [l.msg, l.target ?? l.outbox ?? l.claimKey])).toEqual([
+      ["instance out of rotation", "127.0.0.1:8081"],
+      ["instance out of rotation", "127.0.0.1:8082"],
+      ["could not read the outbox", "user"],
+      ["could not read the outbox", "order"],
+      ["event dead-lettered to order.created.dlq", "a1"],
+      ["event dead-lettered to order.created.dlq", "b2"],
+      ["event dead-lettered to order.created.dlq", "c3"],
+      ["event dead-lettered to x.dlq", "d4"],
+      ["event dead-lettered to x.dlq", "d4"],
+    ]);
+  });
 });

@@ -13,14 +13,41 @@ const WARN = 40;
 // A bound on the distinct lines followed at once: past it a line is written as it comes.
 const MAX_TRACKED = 1000;
 
+// Fields that name what a line is about (an upstream instance, an outbox): lines that differ in one are
+// different events.
+const IDENTIFYING_FIELDS = ["upstream", "target", "outbox"] as const;
+
 type Repeat = { count: number; emit: (count: number) => void };
 
 /**
+ * The innermost cause of an error: what went wrong (a refused connection, a missing table), not the
+ * query that a driver wrapped around it (drizzle's `DrizzleQueryError` carries the SQL and its params).
+ */
+export function rootCause(err: unknown): unknown {
+  let cause = err;
+  // Bounded: a chain of causes may loop.
+  for (let depth = 0; depth < 16 && cause instanceof Error && cause.cause !== undefined; depth++)
+    cause = cause.cause;
+  return cause;
+}
+
+/** What kind of failure an `err` or `error` field is: its innermost cause's code, else its message. */
+function failureKind(err: unknown): string {
+  if (err === undefined) return "";
+  const cause = rootCause(err);
+  if (!(cause instanceof Error)) return String(cause);
+  const { code } = cause as { code?: unknown };
+  return typeof code === "string" && code !== "" ? code : cause.message;
+}
+
+/**
  * A pino `logMethod` hook that aggregates repeated warnings and errors: the first of a kind is written
- * at once; the same line again (same level, message and error message, whatever else differs) within
- * `windowMs` is only counted, and when the window closes one line says how often it came, with
- * `repeated`. During a PostgreSQL restart this turns hundreds of `connect ECONNREFUSED` lines a second
- * into one line every window.
+ * at once; the same line again within `windowMs` is only counted, and when the window closes one line
+ * says how often it came, with `repeated`. The same line: the same level, message, logger bindings
+ * (a child's `outbox`, a dead letter's `claimKey`), `upstream`, `target` and `outbox`, and the same
+ * kind of failure in `err` or `error`; other fields (a request's id and path, an attempt) may differ.
+ * During a PostgreSQL restart this turns hundreds of `connect ECONNREFUSED` lines a second, one per
+ * request or query, into one line every window.
  */
 export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] {
   const seen = new Map<string, Repeat>();
@@ -30,8 +57,16 @@ export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] 
       const [first, second] = args as unknown[];
       const fields = typeof first === "object" && first !== null ? (first as Record<string, unknown>) : {};
       const msg = typeof first === "string" ? first : typeof second === "string" ? second : "";
-      const err = fields.err instanceof Error ? fields.err : undefined;
-      const key = `${level}\u0000${msg}\u0000${err?.message ?? ""}`;
+      // The bindings as pino serialized them when the child was made.
+      const bindings = (this as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? "";
+      const key = [
+        level,
+        msg,
+        bindings,
+        ...IDENTIFYING_FIELDS.map((f) => String(fields[f] ?? "")),
+        failureKind(fields.err),
+        failureKind(fields.error),
+      ].join("\u0000");
       const repeat = seen.get(key);
       if (repeat) {
         repeat.count++;
