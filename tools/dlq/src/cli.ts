@@ -1,4 +1,5 @@
 import { createPgDatabase, orderSchema, userSchema } from "@saga/db";
+import { rootCause } from "@saga/observability";
 import { runDlq, USAGE } from "./commands.ts";
 import { parseDlqEnv } from "./env.ts";
 
@@ -41,9 +42,7 @@ run().then(
     process.exitCode = code;
   },
   (err) => {
-    // The innermost cause says what went wrong (a refused connection, a missing table), not the SQL.
-    let cause: unknown = err;
-    while (cause instanceof Error && cause.cause !== undefined) cause = cause.cause;
+    const cause = rootCause(err);
     console.error(`dlq: ${cause instanceof Error ? cause.message : String(cause)}`);
     process.exit(1);
   },
