@@ -12,7 +12,7 @@ import {
   substituteVariables,
 } from "../src/dashboards.ts";
 import { dependedMetricNames } from "../src/metric-names.ts";
-import { monitoringDir } from "../src/paths.ts";
+import { alertRules, monitoringDir } from "../src/paths.ts";
 import { hasPrometheus, promtool } from "../src/prometheus.ts";
 
 const dashboards = loadDashboards();
@@ -45,6 +45,31 @@ describe("dashboards", () => {
       }
     },
   );
+
+  it("name in their legends only labels that their query keeps (its by (...))", () => {
+    for (const dashboard of dashboards.values())
+      for (const panel of panelsOf(dashboard))
+        for (const { expr, legendFormat = "" } of panel.targets ?? []) {
+          const kept = [...expr.matchAll(/\bby \(([^)]*)\)/g)].flatMap((m) => (m[1] ?? "").split(/,\s*/));
+          const named = [...legendFormat.matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((m) => m[1]);
+          for (const label of named) expect(kept, `${panel.title}: ${legendFormat}`).toContain(label);
+        }
+  });
+
+  it.each([
+    ["Consumer lag by group and topic", "ConsumerLagHigh"],
+    ["Relay lag per outbox", "RelayLagHigh"],
+  ])("%s aggregates as %s does", (title, alert) => {
+    const rule = (
+      parse(readFileSync(alertRules.rules, "utf8")) as {
+        groups: { rules: { alert: string; expr: string }[] }[];
+      }
+    ).groups
+      .flatMap((g) => g.rules)
+      .find((r) => r.alert === alert);
+    const [panel] = queries.filter((q) => q.panel === title);
+    expect(rule?.expr.replace(/\s*>\s*[\d.]+$/, "")).toBe(panel?.expr);
+  });
 
   it("use no Grafana variable that a plain Prometheus query could not stand for", () => {
     for (const { expr } of queries) {
