@@ -37,8 +37,9 @@ export function decodeEvent<T extends Topic>(
   }
   const payload = EVENT_SCHEMAS[topic].safeParse(json);
   if (!payload.success) return { ok: false, error: `bad payload: ${z.prettifyError(payload.error)}` };
-  // The consumers lock and order by the header; an event that names another order there would be
-  // applied under the wrong order's lock.
+  // The header is what the event was keyed, so partitioned and ordered, by: one that names another
+  // order came in that order's sequence. Its case may differ (other producers print UUIDs in capitals),
+  // so the consumers lock by the payload's orderId, as every other writer of the order does.
   const aggregateId = envelope.data["aggregate-id"];
   if (aggregateId.toLowerCase() !== payload.data.orderId) {
     return {

@@ -131,7 +131,9 @@ export function createInbox({
         topics: events.map((e) => e.message.topic),
         partitions: events.map((e) => e.message.partition),
         offsets: events.map((e) => Number(e.message.offset)),
-        aggregateIds: events.map((e) => e.event.envelope[HEADERS.aggregateId]),
+        // The payload's orderId, not the header: decodeEvent lets the header differ from it in case,
+        // and a lock taken on the text as sent would not exclude the same order's other events.
+        aggregateIds: events.map((e) => e.event.payload.orderId),
       });
       const reading = applyBatch.read(
         tx,

@@ -16,7 +16,13 @@ import {
   type KafkaClient,
   type OutgoingMessage,
 } from "@saga/kafka";
-import { createInbox, createMessagingMetrics, type Inbox, pruneExpired } from "@saga/messaging";
+import {
+  classifyFailure,
+  createInbox,
+  createMessagingMetrics,
+  type Inbox,
+  pruneExpired,
+} from "@saga/messaging";
 import {
   eventMessage,
   metricValue,
@@ -105,6 +111,14 @@ async function applied(message: OutgoingMessage) {
     const rows = await db.db.select().from(inbox).where(eq(inbox.eventId, eventId));
     expect(rows).toHaveLength(1);
   });
+}
+
+/** How many sessions of the test database wait for a lock (a row's, or an order's advisory lock). */
+async function lockWaiters(): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>(
+    "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+  );
+  return rows[0]?.n ?? 0;
 }
 
 const metric = (name: string, labels: Record<string, string>) =>
@@ -454,6 +468,87 @@ describe("one consumed batch", () => {
     expect(await eventsFor(o.orderId)).toEqual([]);
     const eventId = message.headers[HEADERS.eventId] as string;
     expect(await db.db.select().from(inbox).where(eq(inbox.eventId, eventId))).toEqual([]);
+  });
+
+  it("applies an order.canceled that races its order.created after it, though its aggregate-id is in capitals", async () => {
+    // decodeEvent takes the header in any case (other producers print UUIDs in capitals); the inbox must
+    // still lock the order the cancel names, or the cancel reads the ledger before the reservation
+    // commits and records CANCELED over RESERVED, keeping the 300 debited for good.
+    const userId = await createUser(1000);
+    const o = order(userId, 300);
+    let planned!: () => void;
+    const creating = new Promise<void>((resolve) => (planned = resolve));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const metrics = {
+      ...createMessagingMetrics(new Registry()),
+      ...createReservationMetrics(new Registry()),
+    };
+    const gated = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics, async (tx, events, state) => {
+        if (events.some((e) => e.topic === TOPICS.orderCreated)) {
+          planned();
+          await held;
+        }
+        return applyReservationBatch(tx, events, state);
+      }),
+      logger: createLogger("user-service", "silent"),
+      metrics,
+    });
+    const cancel = canceled(o);
+    const shouted = {
+      ...cancel,
+      headers: { ...cancel.headers, [HEADERS.aggregateId]: o.orderId.toUpperCase() },
+    };
+
+    const reserving = gated.handle(consumed(created(o)));
+    await creating; // its transaction holds the order's lock and the user's row
+    const canceling = gated.handle(consumed(shouted));
+    await waitFor(async () => expect(await lockWaiters()).toBeGreaterThan(0));
+    release();
+    await Promise.all([reserving, canceling]);
+
+    expect(await reservation(o.orderId)).toMatchObject({ status: "RELEASED", amount: 300 });
+    expect(await balanceOf(userId)).toBe(1000);
+  });
+
+  it("refuses a plan made from a ledger row that has changed since, and applies the event afresh when tried again", async () => {
+    const userId = await createUser(1000);
+    const o = order(userId, 300);
+    await batchInbox.handle(consumed(created(o)));
+    expect(await balanceOf(userId)).toBe(700);
+    // A cancel planned from a read that saw no row yet ("record-cancel"): written, CANCELED would replace
+    // RESERVED and the 300 would never come back. The write must match nothing and fail its count check.
+    const metrics = {
+      ...createMessagingMetrics(new Registry()),
+      ...createReservationMetrics(new Registry()),
+    };
+    const stale = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics, (tx, events, state) =>
+        applyReservationBatch(tx, events, { ...state, ledger: new Map() }),
+      ),
+      logger: createLogger("user-service", "silent"),
+      metrics,
+    });
+    const cancel = consumed(canceled(o));
+
+    const failure = await stale.handle(cancel).catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(Error);
+    expect((failure as Error).message).toMatch(/wrote 0 balances and 0 ledger rows, planned 0 and 1/);
+    // Retried as an unexpected failure (not poison): the next attempt reads the ledger again.
+    expect(classifyFailure(failure)).toBe("unexpected");
+    expect(await reservation(o.orderId)).toMatchObject({ status: "RESERVED" });
+    expect(await balanceOf(userId)).toBe(700);
+
+    await batchInbox.handle(cancel);
+    expect(await reservation(o.orderId)).toMatchObject({ status: "RELEASED" });
+    expect(await balanceOf(userId)).toBe(1000);
   });
 
   it("absorbs duplicates within the batch and of events applied before, applying each event once", async () => {

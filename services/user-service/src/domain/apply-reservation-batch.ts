@@ -41,7 +41,11 @@ select
 //   debits and releases); `balance + change >= 0` keeps the balance from going negative whatever the
 //   plan says (with the rows locked it always holds; a row it filters out fails the transaction below).
 // - `ledger`: each order's row as the batch leaves it; a new order inserts, a known one (cancel before
-//   create, a release) updates status and reason, never who or how much.
+//   create, a release) updates status and reason, never who or how much. Only a row still in the status
+//   the plan read ($17, null: no row), the state machines' precondition re-stated as the order-service's
+//   WRITE_CHANGES does: a plan built on a stale read (a "record-cancel" of an order that has since been
+//   RESERVED) would otherwise overwrite a debit with a status that never gives it back. Skipped, the row
+//   fails the count check below, and the batch is tried again with a fresh read.
 // - `events`: every event the batch emits, `position` drawn in the batch's order (see claimEvents'
 //   locks: for one order, position order is commit order).
 // All three in one statement of the inbox's transaction: state, ledger, outbox and inbox rows commit
@@ -58,6 +62,7 @@ with debits as (
   insert into reservations (order_id, user_id, amount, status, reason)
   select * from unnest($3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::text[])
   on conflict (order_id) do update set status = excluded.status, reason = excluded.reason, updated_at = now()
+  where reservations.status is not distinct from ($17::text[])[array_position($3::uuid[], excluded.order_id)]
   returning order_id
 ), events as (
   insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
@@ -135,6 +140,7 @@ export async function applyReservationBatch(
       ...outboxArrays(outbox),
       changes.length,
       plan.ledger.length,
+      plan.ledger.map((r) => state.ledger.get(r.orderId)?.status ?? null),
     ],
   });
   return plan;
