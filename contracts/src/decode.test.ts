@@ -42,6 +42,22 @@ describe("decodeEvent", () => {
     });
   });
 
+  it.each([
+    ["unknown", "CARD_DECLINED"],
+    ["in lower case", "insufficient_funds"],
+    ["NUL", "\u0000"],
+  ])(
+    "rejects a credit-reservation-failed whose reason is %s, which no order may be canceled with",
+    (_name, reason) => {
+      const value = JSON.stringify({ orderId, userId, amount: 5, reason });
+      const headers = headersFor("CreditReservationFailed");
+      expect(decodeEvent(TOPICS.creditReservationFailed, headers, value)).toMatchObject({
+        ok: false,
+        error: /reason/,
+      });
+    },
+  );
+
   it("carries a valid traceparent and rejects a malformed one", () => {
     const value = JSON.stringify({ orderId, userId, amount: 1 });
     const good = headersFor("OrderCreated", {

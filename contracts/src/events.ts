@@ -20,8 +20,18 @@ export const OrderEventPayload = z.object({
 });
 export type OrderEventPayload = z.infer<typeof OrderEventPayload>;
 
+/** Why the user-service refused a reservation; the order-service ends the order CANCELED with it. */
+export const REJECTION_REASONS = {
+  insufficientFunds: "INSUFFICIENT_FUNDS",
+  userNotFound: "USER_NOT_FOUND",
+  orderCanceled: "ORDER_CANCELED",
+} as const;
+export type RejectionReason = (typeof REJECTION_REASONS)[keyof typeof REJECTION_REASONS];
+
 export const CreditReservationFailedPayload = OrderEventPayload.extend({
-  reason: z.string().min(1),
+  // Closed: any other reason would end up in the order's cancel_reason (a NUL would even fail its
+  // write and be retried), so it is poison, dead-lettered at once.
+  reason: z.enum(REJECTION_REASONS),
 });
 export type CreditReservationFailedPayload = z.infer<typeof CreditReservationFailedPayload>;
 
@@ -52,10 +62,4 @@ export const SCHEMA_VERSION = "1";
 export const CANCEL_REASONS = {
   byRequest: "CANCELED_BY_REQUEST",
   timeout: "TIMEOUT",
-} as const;
-
-export const REJECTION_REASONS = {
-  insufficientFunds: "INSUFFICIENT_FUNDS",
-  userNotFound: "USER_NOT_FOUND",
-  orderCanceled: "ORDER_CANCELED",
 } as const;

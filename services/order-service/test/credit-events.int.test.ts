@@ -5,6 +5,7 @@ import {
   HEADERS,
   type Order,
   prefixedTopic,
+  type RejectionReason,
   TOPICS,
   type Topic,
 } from "@saga/contracts";
@@ -94,8 +95,10 @@ async function applied(message: OutgoingMessage) {
 
 const reserved = (o: { orderId: string; userId: string; amount: number }) =>
   eventMessage(TOPICS.creditReserved, o, prefix);
-const failed = (o: { orderId: string; userId: string; amount: number }, reason = "INSUFFICIENT_FUNDS") =>
-  eventMessage(TOPICS.creditReservationFailed, { ...o, reason }, prefix);
+const failed = (
+  o: { orderId: string; userId: string; amount: number },
+  reason: RejectionReason = "INSUFFICIENT_FUNDS",
+) => eventMessage(TOPICS.creditReservationFailed, { ...o, reason }, prefix);
 
 describe("user.credit-reserved", () => {
   it("confirms a PENDING order once, even when delivered twice, and counts the outcome", async () => {

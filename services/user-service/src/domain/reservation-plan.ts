@@ -1,11 +1,11 @@
-import { type OrderEventPayload, REJECTION_REASONS, TOPICS } from "@saga/contracts";
+import { type OrderEventPayload, REJECTION_REASONS, type RejectionReason, TOPICS } from "@saga/contracts";
 import type { ReservationStatus } from "@saga/db/user";
 import type { OutboxEvent } from "@saga/messaging";
 import { onOrderCanceled, onOrderCreated } from "./reservation-machine.ts";
 
 export type ReservationOutcome =
   | { kind: "reserved" }
-  | { kind: "rejected"; reason: string }
+  | { kind: "rejected"; reason: RejectionReason }
   | { kind: "released" }
   | { kind: "cancel-recorded" }
   | { kind: "ignored"; state: string };
@@ -66,7 +66,7 @@ export function planReservations(
     const { orderId, userId, amount } = payload;
     const current = rows.get(orderId) ?? ledger.get(orderId);
     const write = (row: LedgerRow) => rows.set(orderId, row);
-    const reject = (reason: string): ReservationOutcome => {
+    const reject = (reason: RejectionReason): ReservationOutcome => {
       emitted.push({
         topic: TOPICS.creditReservationFailed,
         aggregateId: orderId,
