@@ -201,6 +201,8 @@ describe("DELETE /orders/:id", () => {
       payload: { orderId: order.id, userId: order.userId, amount: 42 },
     });
     expect(events[1]).toMatchObject({
+      // A version 7 id, as every outbox row's (`newRowId`), not the column's random default.
+      id: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab]/),
       aggregateId: order.id,
       eventType: expected.eventType,
       schemaVersion: expected.schemaVersion,

@@ -202,6 +202,8 @@ describe("a saga past its deadline", () => {
       }).payload,
     );
     expect(event?.eventType).toBe("OrderCanceled");
+    // A version 7 id, as every outbox row's (`newRowId`), not the column's random default.
+    expect(event?.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab]/);
     expect((event?.headers as Record<string, string>)[HEADERS.traceparent]).toMatch(/^00-[0-9a-f]{32}-/);
     const message = outboxMessage(event as NonNullable<typeof event>);
     expect(decodeEvent(TOPICS.orderCanceled, message.headers, message.value)).toMatchObject({

@@ -182,7 +182,8 @@ export const orderCanceledParams = (traceparent: string) => [
 // - `canceled`: `status <> 'CANCELED'` is the state machine's `onDelete` ("cancel" for PENDING and
 //   CONFIRMED); `old.status` (PostgreSQL 18's RETURNING OLD) says whether the cancel ended the saga (it
 //   left PENDING) or compensated a CONFIRMED order.
-// - `event`: written only for the row `canceled` returned.
+// - `event`: written only for the row `canceled` returned; its id a UUIDv7 as `newRowId` makes them
+//   (PostgreSQL 18's `uuidv7()`), not the column's random default (see packages/messaging/src/ids.ts).
 // - the final select: the order's status before the cancel, or its status when it was already
 //   CANCELED (nothing written), or no row when there is no such order.
 const CANCEL_ORDER = `
@@ -197,8 +198,8 @@ const CANCEL_ORDER = `
               extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
   ),
   event as (
-    insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
-    select id::text, $3, $4, $5, ${ORDER_CANCELED_PAYLOAD}, $6::jsonb from canceled
+    insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
+    select uuidv7(), id::text, $3, $4, $5, ${ORDER_CANCELED_PAYLOAD}, $6::jsonb from canceled
   )
   select true as changed, was as status, saga_seconds from canceled
   union all

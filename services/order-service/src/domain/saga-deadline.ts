@@ -25,7 +25,9 @@ export const CANCELED_BY_TIMEOUT = CANCEL_REASONS.timeout;
  * - `canceled`: `status = 'PENDING'` once more (the state machine's `onDeadline`), so the statement can
  *   never move an order twice.
  * - `events`: the payload is built in SQL because one statement has to write it
- *   (`ORDER_CANCELED_PAYLOAD`, as a DELETE's).
+ *   (`ORDER_CANCELED_PAYLOAD`, as a DELETE's), and the id too: a UUIDv7 as `newRowId` makes them
+ *   (PostgreSQL 18's `uuidv7()`), not the column's random default, with no array of ids to size before
+ *   the sweep knows how many it cancels.
  * - the final select reports the ages of the orders still PENDING (the snapshot still sees the ones
  *   just canceled as PENDING, hence `not in`): the saga-age gauges cost this sweep nothing more. They
  *   are few: the saga backlog bound refuses new orders past half a second of sagas (never more than
@@ -49,8 +51,8 @@ canceled as (
   returning o.id, o.user_id, o.amount, extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
 ),
 events as (
-  insert into outbox (aggregate_id, topic, event_type, schema_version, payload, headers)
-  select id::text, $4, $5, $6,
+  insert into outbox (id, aggregate_id, topic, event_type, schema_version, payload, headers)
+  select uuidv7(), id::text, $4, $5, $6,
          ${ORDER_CANCELED_PAYLOAD},
          $7::jsonb
   from canceled
