@@ -63,6 +63,9 @@ export async function ensureKafkaJars(log: Log = () => {}, version = KAFKA_VERSI
       "mvn",
       [
         "-B",
+        // Strict checksums: a jar whose download does not match the repository's checksum fails the run
+        // instead of being cached with a warning. Jars already in ~/.m2 are not fetched again.
+        "-C",
         "-f",
         join(repoRoot, "tools/kafka/pom.xml"),
         "dependency:copy-dependencies",
