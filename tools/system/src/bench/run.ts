@@ -15,6 +15,7 @@ import { lineChart } from "./chart.ts";
 import { closeLoad, createBenchUsers, envArgs, type PhaseResult, runPhase, UNLIMITED_RATES } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
 import { type Summary, summarize } from "./stats.ts";
+import { brokenInvariants, exitCodeFor, verdictLine } from "./verdict.ts";
 import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
 
 type PhaseReport = {
@@ -541,9 +542,7 @@ export function formatBench(r: BenchReport): string {
       ],
     ),
     "",
-    r.invariantsPassed
-      ? "Every saga reached its final state and the money adds up."
-      : `FAILED: ${r.invariantFailures.join("; ")}`,
+    verdictLine(r.invariantFailures),
   ].join("\n");
 }
 
@@ -625,17 +624,16 @@ async function main() {
         orderDbUrl: system.orderDbUrl,
         kafka,
       });
-      const broken = results.filter((r) => !r.pass).map((r) => `${r.name}: ${r.counterExamples[0] ?? ""}`);
-      if (broken.length > 0) process.exitCode = 1;
-      const section = `${formatOverload(report, process.argv.slice(2).join(" "), new Date().toISOString())}\n\n${
-        broken.length === 0
-          ? "Every saga reached its final state and the money adds up."
-          : `FAILED: ${broken.join("; ")}`
-      }`;
+      const broken = brokenInvariants(results);
+      const section = `${formatOverload(report, process.argv.slice(2).join(" "), new Date().toISOString())}\n\n${verdictLine(broken)}`;
       console.log(`\n${section}\n`);
       if (opts.official) await writeOverloadSection(join(repoRoot, "bench", "RESULTS.md"), section);
+      return broken;
     };
-    if (opts.overloadOnly) return await overload();
+    if (opts.overloadOnly) {
+      process.exitCode = exitCodeFor(await overload());
+      return;
+    }
     await drain({ user, order }, kafka, log);
     log(`bench: ${opts.idleSeconds}s idle, after ${opts.idleSettleS}s without load`);
     const idle = await measureIdle(system, observer, opts.idleSeconds, opts.idleSettleS);
@@ -685,7 +683,7 @@ async function main() {
       orderDbUrl: system.orderDbUrl,
       kafka,
     });
-    const failures = results.filter((r) => !r.pass).map((r) => `${r.name}: ${r.counterExamples[0] ?? ""}`);
+    const failures = brokenInvariants(results);
     const relayRowsPerS = saturation.relayRowsPerS;
     const report: BenchReport = {
       at: new Date().toISOString(),
@@ -754,8 +752,8 @@ async function main() {
         `${text}\n\n![Latency against offered load](latency.svg)\n`,
       );
     }
-    await overload();
-    process.exitCode = report.invariantsPassed ? 0 : 1;
+    const overloadFailures = await overload();
+    process.exitCode = exitCodeFor(failures, overloadFailures);
   } finally {
     await closeLoad();
     await Promise.allSettled([user.end(), order.end(), admin.end(), kafka.close()]);
