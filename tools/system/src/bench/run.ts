@@ -14,6 +14,7 @@ import { type KafkaCeiling, kafkaCeiling, type PostgresCeiling, postgresCeiling 
 import { lineChart } from "./chart.ts";
 import { closeLoad, createBenchUsers, envArgs, type PhaseResult, runPhase, UNLIMITED_RATES } from "./load.ts";
 import { formatOverload, runOverload, writeOverloadSection } from "./overload.ts";
+import { type FinishedOrder, phaseSagas } from "./sagas.ts";
 import { type Summary, summarize } from "./stats.ts";
 import { brokenInvariants, exitCodeFor, verdictLine } from "./verdict.ts";
 import { describeWarmUp, type WarmUpReport, warmUp } from "./warm-up.ts";
@@ -161,23 +162,34 @@ function parseOptions(argv: string[]) {
 
 const isEdgeKind = (name: string): name is "nginx" | "haproxy" => name === "nginx" || name === "haproxy";
 
-/** Saga latency and outcome of a phase's orders, read from order_db once they settled. */
-async function settle(orderDb: postgres.Sql, phase: PhaseResult, timeoutMs = 120_000) {
+/**
+ * A phase's orders once they settled, read from order_db: those it was answered for, and those whose POST
+ * timed out at the gateway (created meanwhile all the same: they cost the same).
+ */
+async function settle(
+  orderDb: postgres.Sql,
+  phase: PhaseResult,
+  timeoutMs = 120_000,
+): Promise<{ pending: number; finished: FinishedOrder[] }> {
+  const ofPhase = orderDb`(id = any(${phase.orderIds}::uuid[]) or created_at between ${phase.startedAt} and ${phase.endedAt})`;
   const deadline = Date.now() + timeoutMs;
   let pending = 0;
   do {
     const [row] = await orderDb<
       { n: number }[]
-    >`select count(*)::int as n from orders where id = any(${phase.orderIds}::uuid[]) and status = 'PENDING'`;
+    >`select count(*)::int as n from orders where ${ofPhase} and status = 'PENDING'`;
     pending = row?.n ?? 0;
     if (pending === 0) break;
     await sleep(250);
   } while (Date.now() < deadline);
-  // A canceled-by-request order's last change is the DELETE, not the saga: leave those out.
-  const rows = await orderDb<{ ms: number; done_at: Date }[]>`
-    select extract(epoch from updated_at - created_at)::float8 * 1000 as ms, updated_at as done_at
-    from orders where id = any(${phase.orderIds}::uuid[]) and status <> 'PENDING' and coalesce(cancel_reason, '') <> 'CANCELED_BY_REQUEST'`;
-  return { pending, rows };
+  const rows = await orderDb<{ ms: number; done_at: Date; by_request: boolean }[]>`
+    select extract(epoch from updated_at - created_at)::float8 * 1000 as ms, updated_at as done_at,
+      coalesce(cancel_reason, '') = 'CANCELED_BY_REQUEST' as by_request
+    from orders where ${ofPhase} and status <> 'PENDING'`;
+  return {
+    pending,
+    finished: rows.map((r) => ({ ms: r.ms, doneAt: r.done_at, canceledByRequest: r.by_request })),
+  };
 }
 
 async function relayLags(dbs: postgres.Sql[], from: Date, to: Date): Promise<number[]> {
@@ -287,6 +299,7 @@ async function measurePhase(
   run: () => Promise<PhaseResult>,
 ): Promise<PhaseReport> {
   const pids = { ...system.pids(), "bench client": process.pid };
+  const measuredFrom = performance.now();
   const cpuBefore = await cpuSeconds(pids, ["bench client"]);
   const wakeupsBefore = await wakeups(pids, ["bench client"]);
   const xidBefore = await nextTransactionId(dbs.order);
@@ -296,15 +309,16 @@ async function measurePhase(
   let running = true;
   const lagSampler = sampleConsumerLag(kafka, () => !running);
   const phase = await run();
-  const { pending, rows } = await settle(dbs.order, phase);
+  const { pending, finished } = await settle(dbs.order, phase);
   running = false;
   const consumerLagMax = await lagSampler;
   const cpuAfter = await cpuSeconds(pids, ["bench client"]);
   const wakeupsAfter = await wakeups(pids, ["bench client"]);
-  // Orders the phase created, also those whose POST timed out at the gateway: they cost the same.
-  const [started] = await dbs.order<{ n: number }[]>`
-    select count(*)::int as n from orders where created_at between ${phase.startedAt} and ${phase.endedAt}`;
-  const sagas = Math.max(1, started?.n ?? 0, phase.created);
+  // CPU and wake-ups were counted over the load and the settling after it, not over the load alone.
+  const measuredS = (performance.now() - measuredFrom) / 1000;
+  // One denominator for throughput and every per-saga figure: each saga of the phase that finished.
+  const { sagas: finishedSagas, sagasPerS, latency } = phaseSagas(finished, phase);
+  const sagas = Math.max(1, finishedSagas);
   const writeTransactionsPerSaga = ((await nextTransactionId(dbs.order)) - xidBefore) / sagas;
   // Backends flush their transaction counts to pg_stat_database at most once a second.
   await sleep(1100);
@@ -317,20 +331,17 @@ async function measurePhase(
   const walAfter = await walWritten(observer.admin);
   const follow = phase.followLatencies.length > 0;
   const durationS = (phase.endedAt.getTime() - phase.startedAt.getTime()) / 1000;
-  // Throughput over the time the phase's sagas took to finish, from its first request to its last final state.
-  const lastDone = rows.reduce((last, r) => Math.max(last, r.done_at.getTime()), phase.endedAt.getTime());
-  const busyS = (lastDone - phase.startedAt.getTime()) / 1000;
   return {
     label: phase.label,
     offered: phase.offered ?? null,
     durationS,
-    sagasPerS: rows.length / busyS,
-    completed: rows.length,
+    sagasPerS,
+    completed: finishedSagas,
     pending,
     failedRequests: phase.failed,
     failures: phase.failures,
     post: summarize(phase.postLatencies),
-    saga: summarize(rows.map((r) => r.ms)),
+    saga: latency,
     relayLag: summarize(await relayLags([dbs.user, dbs.order], phase.startedAt, phase.endedAt)),
     relayRowsPerS:
       (await publishedBetween([dbs.user, dbs.order], phase.startedAt, phase.endedAt)) / durationS,
@@ -353,10 +364,10 @@ async function measurePhase(
       : {}),
     // CPU seconds per second of wall time: 1.0 is one core kept busy.
     cpu: Object.fromEntries(
-      Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / durationS]),
+      Object.entries(cpuAfter).map(([k, v]) => [k, (v - (cpuBefore[k] ?? 0)) / measuredS]),
     ),
     wakeups: Object.fromEntries(
-      Object.entries(wakeupsBetween(wakeupsBefore, wakeupsAfter)).map(([k, v]) => [k, v / durationS]),
+      Object.entries(wakeupsBetween(wakeupsBefore, wakeupsAfter)).map(([k, v]) => [k, v / measuredS]),
     ),
   };
 }
