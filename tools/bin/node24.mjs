@@ -27,7 +27,8 @@ const child = spawn(command, args, {
   env: { ...process.env, PATH: `${bin}${delimiter}${process.env.PATH ?? ""}` },
 });
 // The child shares our terminal's process group, so Ctrl-C reaches it directly; a signal sent to us
-// alone (kill <pid>) is passed on, and we exit as it does.
+// alone (kill <pid>) is passed on, and we exit as it does. npm scripts start us with `exec`: npm signals
+// its `sh -c`, which would die without passing the signal on.
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => child.kill(signal));
 child.on("error", (err) => {
   console.error(`node24: cannot run ${command}: ${err.message}`);
