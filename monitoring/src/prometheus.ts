@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { freePort } from "@saga/tools/infra";
+import { freePort, isPortFree, supervise } from "@saga/tools/infra";
 import { parse, stringify } from "yaml";
 import { cacheDir } from "./paths.ts";
 
@@ -70,6 +70,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Starts Prometheus on 127.0.0.1 with a random free port and a data directory under
  * `.cache/prometheus/`, deleted on stop, with `config`'s scrape jobs scraped every `scrapeInterval`.
+ * It runs under the watchdog that runs PostgreSQL and Kafka (`supervise`): it stops when this process
+ * ends, SIGKILL included, and the next start deletes the data directory such an end left.
  */
 export async function startPrometheus({
   config,
@@ -81,7 +83,13 @@ export async function startPrometheus({
   /** Listen here instead of on a random free port. */
   port?: number;
 }): Promise<PrometheusServer> {
-  const dir = join(cacheDir, "prometheus", `run-${randomBytes(4).toString("hex")}`);
+  const port = fixedPort ?? (await freePort());
+  // A Prometheus left on the port (by an earlier run killed before it could stop it) would answer the
+  // readiness probe for ours, which dies on the taken port.
+  if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: is Prometheus already running?`);
+  const runs = join(cacheDir, "prometheus");
+  await removeAbandonedRuns(runs);
+  const dir = join(runs, `run-${process.pid}-${randomBytes(4).toString("hex")}`);
   await mkdir(join(dir, "data"), { recursive: true });
   const configFile = join(dir, "prometheus.yml");
   const global = {
@@ -92,37 +100,27 @@ export async function startPrometheus({
   };
   await writeFile(configFile, stringify({ ...config, global }));
 
-  const port = fixedPort ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
   let output = "";
-  const child: ChildProcess = spawn(
-    "prometheus",
-    [
+  const server = await supervise({
+    command: "prometheus",
+    args: [
       `--config.file=${configFile}`,
       `--storage.tsdb.path=${join(dir, "data")}`,
       `--web.listen-address=127.0.0.1:${port}`,
       "--log.level=warn",
     ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const collect = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4000);
-  };
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  // Prometheus must not outlive the process that started it.
-  const killOnExit = () => child.kill("SIGKILL");
-  process.once("exit", killOnExit);
+    onLine: (line) => {
+      output = `${output}${line}\n`.slice(-4000);
+    },
+    stopSignal: "SIGTERM",
+    graceSeconds: 5,
+  });
+  let exitCode: number | null | undefined;
+  void server.exited.then((code) => (exitCode = code));
 
   const stop = async () => {
-    process.off("exit", killOnExit);
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await server.stop();
     await rm(dir, { recursive: true, force: true });
   };
 
@@ -142,11 +140,13 @@ export async function startPrometheus({
   try {
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`prometheus exited during start-up:\n${output}`);
       const ready = await fetch(`${url}/-/ready`).then(
         (r) => r.ok,
         () => false,
       );
+      // Ready is ours only while our child runs.
+      if (exitCode !== undefined)
+        throw new Error(`prometheus exited during start-up (code ${exitCode}):\n${output}`);
       if (ready) break;
       if (Date.now() > deadline) throw new Error(`prometheus was not ready within 30 s:\n${output}`);
       await sleep(100);
@@ -188,4 +188,24 @@ export async function startPrometheus({
     },
     stop,
   };
+}
+
+/** Data directories of processes that were killed before they could delete theirs. */
+async function removeAbandonedRuns(runs: string): Promise<void> {
+  const entries = await readdir(runs).catch(() => [] as string[]);
+  await Promise.all(
+    entries.map(async (entry) => {
+      const pid = Number(/^run-(\d+)-/.exec(entry)?.[1]);
+      if (pid > 0 && !isAlive(pid)) await rm(join(runs, entry), { recursive: true, force: true });
+    }),
+  );
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
