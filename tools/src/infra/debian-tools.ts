@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Log } from "./kafka.ts";
 import { cacheDir } from "./paths.ts";
@@ -12,7 +12,7 @@ export type Tool = {
   env: Record<string, string>;
 };
 
-type ToolSpec = {
+export type ToolSpec = {
   name: string;
   /** The environment variable that names a binary to use instead. */
   envVar: string;
@@ -23,9 +23,10 @@ type ToolSpec = {
 /**
  * `spec.envVar`, the tool on the PATH, or Debian's packages unpacked into .cache/<name> (`apt-get
  * download` and `dpkg -x`: no root, no daemon started, nothing installed on the system). Throws with the
- * reason when none can be had.
+ * reason when none can be had. The packages are unpacked beside `root/` and renamed into it once all are,
+ * with a stamp: a run interrupted meanwhile (its binary there, a library not) is done again.
  */
-async function debianTool(spec: ToolSpec, log: Log): Promise<Tool> {
+export async function debianTool(spec: ToolSpec, log: Log, cache = cacheDir): Promise<Tool> {
   const given = process.env[spec.envVar];
   if (given) return { binary: given, env: {} };
   const onPath = spawnSync("sh", ["-c", `command -v ${spec.name} || ls /usr/sbin/${spec.name}`], {
@@ -33,13 +34,14 @@ async function debianTool(spec: ToolSpec, log: Log): Promise<Tool> {
   });
   const found = onPath.status === 0 ? onPath.stdout.trim().split("\n")[0] : undefined;
   if (found) return { binary: found, env: {} };
-  const dir = join(cacheDir, spec.name);
+  const dir = join(cache, spec.name);
   const root = join(dir, "root");
+  const stamp = join(root, ".unpacked");
   const unpacked: Tool = {
     binary: join(root, "usr", "sbin", spec.name),
     env: { LD_LIBRARY_PATH: join(root, "usr", "lib", "x86_64-linux-gnu") },
   };
-  if (existsSync(unpacked.binary)) return unpacked;
+  if (existsSync(stamp)) return unpacked;
   log(`${spec.name}: fetching Debian's packages into .cache/${spec.name} (first run only)`);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -62,8 +64,12 @@ async function debianTool(spec: ToolSpec, log: Log): Promise<Tool> {
   const debs = (await readdir(dir)).filter((f) => f.endsWith(".deb"));
   if (debs.length !== spec.packages.length)
     throw new Error(`${spec.name}: apt-get download left ${debs.length} of ${spec.packages.length} packages`);
-  for (const deb of debs) run(["dpkg", "-x", deb, "root"]);
-  if (!existsSync(unpacked.binary)) throw new Error(`${spec.name}: no ${unpacked.binary} in its package`);
+  const staging = `root.${process.pid}`;
+  for (const deb of debs) run(["dpkg", "-x", deb, staging]);
+  if (!existsSync(join(dir, staging, "usr", "sbin", spec.name)))
+    throw new Error(`${spec.name}: no usr/sbin/${spec.name} in its package`);
+  await writeFile(join(dir, staging, ".unpacked"), `${debs.join("\n")}\n`);
+  await rename(join(dir, staging), root);
   return unpacked;
 }
 
