@@ -73,7 +73,7 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 
 **Authentication.** Every \`/users\` and \`/orders\` request needs \`Authorization: Bearer <JWT>\` (HS256 with the gateway's secret, or an identity provider's keys): \`sub\` is a user id, \`"role": "admin"\` makes it an admin's. A user may read itself and its own orders, order for itself and cancel its own orders; only an admin may create users. \`npm start\` prints an admin's token, \`npm run token -- --user <id>\` mints a user's.
 
-**Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing. A method that a path does not support answers **405** with \`Allow\`; an unknown path 404.
+**Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing. A method that a path does not support answers **405** with \`Allow\`; an unknown path 404 (a trailing slash makes another path).
 
 **Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load (not with a service that lost its database).`;
 

@@ -88,6 +88,25 @@ describe("createBaseApp", () => {
     expect(health.headers.get("allow")).toBe("GET, HEAD");
   });
 
+  it("answers a path with a trailing slash 404, as any unknown path, whatever the method", async () => {
+    const app = testApp();
+    const id = "0b9f3c5e-2a4d-4e6f-8a1b-3c5d7e9f1a2b";
+    for (const [method, path] of [
+      ["GET", `/things/${id}/`],
+      ["POST", "/things/"],
+      ["PUT", `/things/${id}/`],
+    ] as const) {
+      const res = await app.request(path, { method });
+      expect(res.status, `${method} ${path}`).toBe(404);
+      expect(res.headers.get("allow")).toBeNull();
+      expect(await res.json()).toMatchObject({ error: `no route for ${method} ${path}` });
+    }
+    // The path itself, with a method it does not serve, is still a 405.
+    const wrong = await app.request(`/things/${id}`, { method: "DELETE" });
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get("allow")).toBe("GET, HEAD");
+  });
+
   it("hides the internals of an unexpected error and maps known ones", async () => {
     const res = await testApp().request("/boom", { headers: { "x-request-id": "req-123" } });
     expect(res.status).toBe(500);

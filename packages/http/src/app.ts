@@ -80,7 +80,9 @@ export function createBaseApp({
   app.notFound((c) => {
     routes ??= registeredRoutes(app.routes);
     const allowed = allowedMethods(routes, c.req.path);
-    if (allowed) return methodNotAllowedResponse(c, allowed);
+    // Only a method the path does not answer is a 405: an Allow that lists the very method asked would
+    // say the router and these patterns disagree, and the path is then as unknown as any other.
+    if (allowed && !allowed.includes(c.req.method)) return methodNotAllowedResponse(c, allowed);
     return c.json(
       { error: `no route for ${c.req.method} ${c.req.path}`, requestId: c.get("requestId") },
       404,

@@ -6,7 +6,10 @@ export type RouteMethods = { path: string; methods: readonly string[] };
 // Compiled once per route path: `methodNotAllowed` matches every request against every route.
 const patterns = new Map<string, RegExp>();
 
-/** `/orders/:id` as a pattern over a request path: `:name` is one non-empty segment, `*` the rest. */
+/**
+ * `/orders/:id` as a pattern over a request path: `:name` is one non-empty segment, `*` the rest. Strict,
+ * as Hono's router is: `/orders/42/` is another path, which no route serves (a 404, not a 405).
+ */
 function pattern(path: string): RegExp {
   let compiled = patterns.get(path);
   if (!compiled) {
@@ -22,7 +25,7 @@ function compile(path: string): RegExp {
     if (s.startsWith(":")) return "[^/]+";
     return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   });
-  return new RegExp(`^${segments.join("/")}/?$`);
+  return new RegExp(`^${segments.join("/")}$`);
 }
 
 /**
