@@ -65,7 +65,8 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
     headers: retryAfter,
   },
   GatewayTimeout: {
-    description: "The upstream service did not answer in time (5 s, plus any Prefer: wait).",
+    description:
+      "The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read).",
   },
 };
 

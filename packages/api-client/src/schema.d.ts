@@ -390,7 +390,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait). */
+        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read). */
         GatewayTimeout: {
             headers: {
                 /** @description This request's id. */

@@ -2,6 +2,7 @@ import { createLogger, createMetrics } from "@saga/observability";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type AdmissionOptions, SHED_HEADER } from "./admission.ts";
 import { createBaseApp } from "./app.ts";
+import { matchesRoute } from "./methods.ts";
 
 function heldApp(
   limits: Partial<AdmissionOptions["limits"]> = {},
@@ -104,17 +105,33 @@ describe("admission", () => {
     expect((await queued).status).toBe(201);
   });
 
-  it("puts long polls (Prefer: wait) in a lane of their own", async () => {
-    const { app, releaseAll } = heldApp();
+  it("puts long polls (Prefer: wait) on a route that holds them in a lane of their own", async () => {
+    const { app, releaseAll } = heldApp({}, 50, undefined, { longPolls: matchesRoute("/orders/:id") });
+    app.get("/orders/:id", (c) => c.json({ id: c.req.param("id") }));
     const read = app.request("/things/a?hold=1");
     await tick();
     // Every spelling that the services hold (preferredWait), not only the canonical one.
     for (const prefer of ["wait=5", "WAIT=5", "wait = 5", 'wait="5"', "respond-async, wait=5"]) {
-      const poll = await app.request("/things/b", { headers: { prefer } });
+      const poll = await app.request("/orders/b", { headers: { prefer } });
       expect(poll.status, prefer).toBe(200);
     }
     // A wait of 0 is answered at once: a read like any other, refused while the read lane is full.
-    expect((await app.request("/things/b", { headers: { prefer: "wait=0" } })).status).toBe(503);
+    expect((await app.request("/orders/b", { headers: { prefer: "wait=0" } })).status).toBe(503);
+    // A route that never holds answers at once whatever the client prefers: a read, shed at the read bound.
+    expect((await app.request("/things/b", { headers: { prefer: "wait=5" } })).status).toBe(503);
+    releaseAll();
+    await read;
+  });
+
+  it("takes no read for a long poll in an app whose routes hold none", async () => {
+    const { app, releaseAll } = heldApp();
+    const read = app.request("/things/a?hold=1");
+    await tick();
+    const res = await app.request("/things/b", { headers: { prefer: "wait=5" } });
+    expect(res.status).toBe(503);
+    expect(await (await app.request("/metrics")).text()).toMatch(
+      /http_admission_shed_total\{lane="read",[^}]*\} 1/,
+    );
     releaseAll();
     await read;
   });
@@ -329,6 +346,7 @@ describe("adaptive admission (a proxy's lanes)", () => {
         retryAfterS: 1,
         adaptive: { minLimit: 2, tolerance: 5, baselineSamples: 1000 },
         sampled,
+        longPolls: (path) => path === "/poll",
       },
     });
     const backend = { delayMs: 0, sheds: false, admissionSheds: false };

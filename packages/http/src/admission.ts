@@ -7,7 +7,8 @@ import { preferredWait } from "./prefer.ts";
 /**
  * What a request costs while it is admitted. `read` and `write` are separate lanes so that clients
  * polling an order cannot starve the writes, nor writes the reads; `wait` is a long poll
- * (`Prefer: wait=N`), which holds nothing while it waits and so gets a lane of its own with a high bound.
+ * (`Prefer: wait=N` on a route that holds it), which holds nothing while it waits and so gets a lane of
+ * its own with a high bound.
  */
 export type LaneKind = "read" | "write" | "wait";
 
@@ -70,6 +71,13 @@ export type AdmissionOptions = {
    * gateway: `orders:write`). Undefined admits the request outside any lane (health, readiness, metrics).
    */
   laneOf?: (c: Context) => { kind: LaneKind; key?: string } | undefined;
+  /**
+   * The request paths whose reads a route holds for `Prefer: wait=N` (`matchesRoute("/orders/:id")`):
+   * only there is such a read a long poll, in the `wait` lane. None by default: elsewhere a route answers
+   * at once whatever the client prefers, and its reads stay in the `read` lane's bound. Read by the
+   * default `laneOf`; an app's own passes its test to `requestLane`.
+   */
+  longPolls?: (path: string) => boolean;
   /** Mark each refusal with `SHED_HEADER` (a service behind the gateway). */
   markShed?: boolean;
   metrics: Metrics;
@@ -78,17 +86,29 @@ export type AdmissionOptions = {
 /** The paths every process serves to its operators: they answer whatever the load. */
 const UNMETERED = new Set(["/health", "/ready", "/metrics"]);
 
-/**
- * `Prefer: wait=N` (RFC 7240), N > 0: the client asks to be answered when something changed, or after N s.
- * Read as the routes read it (`preferredWait`), so that every request a service holds counts in this lane.
- */
-export const isLongPoll = (c: Context) =>
-  (c.req.method === "GET" || c.req.method === "HEAD") && (preferredWait(c.req.header("prefer")) ?? 0) > 0;
+const NO_LONG_POLLS = () => false;
 
-/** The default lanes: health and metrics outside them, long polls, reads, and everything else a write. */
-export function requestLane(c: Context): { kind: LaneKind; key?: string } | undefined {
+/**
+ * `Prefer: wait=N` (RFC 7240), N > 0, on a read of a path that holds it (`longPolls`): the client asks
+ * to be answered when something changed, or after N s. Read as the routes read it (`preferredWait`), so
+ * that every request a service holds counts in this lane; and on those paths only, so that a Prefer on
+ * any other read (which is answered at once) cannot take it past the read lane's bound.
+ */
+export const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
+  (c.req.method === "GET" || c.req.method === "HEAD") &&
+  (preferredWait(c.req.header("prefer")) ?? 0) > 0 &&
+  longPolls(c.req.path);
+
+/**
+ * The default lanes: health and metrics outside them, long polls (on the paths `longPolls` names), reads,
+ * and everything else a write.
+ */
+export function requestLane(
+  c: Context,
+  longPolls: (path: string) => boolean = NO_LONG_POLLS,
+): { kind: LaneKind; key?: string } | undefined {
   if (UNMETERED.has(c.req.path)) return undefined;
-  if (isLongPoll(c)) return { kind: "wait" };
+  if (isLongPoll(c, longPolls)) return { kind: "wait" };
   return { kind: c.req.method === "GET" || c.req.method === "HEAD" ? "read" : "write" };
 }
 
@@ -205,7 +225,8 @@ class Lane {
  * proxy's lanes may adapt to their backend's latency (`adaptive`).
  */
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
-  const { limits, queueTimeoutMs, retryAfterS, laneOf = requestLane, metrics, adaptive } = opts;
+  const { limits, queueTimeoutMs, retryAfterS, metrics, adaptive, longPolls } = opts;
+  const laneOf = opts.laneOf ?? ((c: Context) => requestLane(c, longPolls));
   const queueIntervalMs = opts.queueIntervalMs ?? queueTimeoutMs;
   const warmUpMs = opts.warmUpMs ?? 0;
   const madeAt = performance.now();

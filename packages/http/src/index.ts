@@ -16,6 +16,7 @@ export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";
 export { callerSubject, type InternalCredentialOptions, internalCredential } from "./internal-credential.ts";
 export {
   allowedMethods,
+  matchesRoute,
   methodNotAllowed,
   methodNotAllowedResponse,
   type RouteMethods,

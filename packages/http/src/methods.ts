@@ -29,6 +29,15 @@ function compile(path: string): RegExp {
 }
 
 /**
+ * A test of request paths against a route path in Hono's form (`/orders/:id`), matched as the router
+ * matches it: for what an app must know of a route before routing, such as which reads it holds.
+ */
+export function matchesRoute(path: string): (requestPath: string) => boolean {
+  const compiled = pattern(path);
+  return (requestPath) => compiled.test(requestPath);
+}
+
+/**
  * The routes an app has registered by method (`app.routes`), leaving out middleware and `app.all`
  * routes, which answer any method.
  */

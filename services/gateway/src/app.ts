@@ -1,5 +1,5 @@
 import { API_ROUTES, honoPath } from "@saga/contracts";
-import { type BaseAppOptions, createBaseApp, methodNotAllowed, requestLane } from "@saga/http";
+import { type BaseAppOptions, createBaseApp, matchesRoute, methodNotAllowed, requestLane } from "@saga/http";
 import type { Logger, Metrics } from "@saga/observability";
 import { authenticate } from "./auth/authenticate.ts";
 import { authorize } from "./auth/authorize.ts";
@@ -17,6 +17,12 @@ const ROUTES = [
   ...API_ROUTES.map((route) => ({ path: honoPath(route.path), methods: [route.method.toUpperCase()] })),
   ...DOCS_PATHS.map((path) => ({ path, methods: ["GET"] })),
 ];
+
+/**
+ * The reads the order-service holds for `Prefer: wait=N`: an order's. Only these are long polls, in the
+ * lanes and over the upstream's held connections; any other read with a Prefer is answered at once.
+ */
+const HELD_READS = matchesRoute("/orders/:id");
 
 export type AppDeps = {
   logger: Logger;
@@ -60,7 +66,7 @@ export function createApp({
       laneOf: (c) => {
         // The document and its page are built once and cost nothing: outside any lane, like /health.
         if (DOCS_PATHS.includes(c.req.path)) return undefined;
-        const lane = requestLane(c);
+        const lane = requestLane(c, HELD_READS);
         const upstream = c.req.path.split("/")[1];
         return lane && { kind: lane.kind, key: `${upstream === "orders" ? "orders" : "users"}:${lane.kind}` };
       },
@@ -106,6 +112,7 @@ export function createApp({
     prefix: "/orders",
     upstream: orders,
     timeoutMs,
+    heldReads: HELD_READS,
     // A new order: refused here while the order-service reports its saga backlog at its bound.
     needsHeadroom: (method, path) => method === "POST" && path === "/orders",
   });

@@ -173,6 +173,28 @@ describe("routing", () => {
     expect(late.status).toBe(504);
   });
 
+  it("holds only an order's read for Prefer: wait: any other read keeps the plain timeout and read lane", async () => {
+    const slow = await startFakeUpstream(() => ({ body: user, delayMs: 1200 }));
+    const { app } = await startGateway([slow], await startFakeUpstream(), {
+      UPSTREAM_TIMEOUT_MS: "300",
+      ADMISSION_READ_IN_FLIGHT: "1",
+      ADMISSION_QUEUE: "0",
+      ADMISSION_ADAPTIVE: "false",
+      ADMISSION_WARMUP_MS: "0",
+    });
+    // The user-service answers a read at once whatever the client prefers: past the timeout, a 504.
+    const read = app.request(`/users/${USER_ID}`, { headers: { prefer: "wait=5" } });
+    await eventually(() => slow.received.length === 1);
+    // Meanwhile it fills the users' read lane: another read with a Prefer is shed, not let in as a long poll.
+    const shed = await app.request(`/users/${USER_ID}`, { headers: { prefer: "wait=5" } });
+    expect(shed.status).toBe(503);
+    expect(shed.headers.get("retry-after")).toBe("1");
+    const res = await read;
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: "user-service did not answer within 300 ms" });
+    expect(slow.received).toHaveLength(1);
+  });
+
   it("sends held requests over connections of their own, so they never queue the others", async () => {
     const upstream = await startFakeUpstream((req) => ({
       body: order,

@@ -1,4 +1,4 @@
-import { type BaseAppOptions, createBaseApp } from "@saga/http";
+import { type BaseAppOptions, createBaseApp, matchesRoute } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import type pg from "pg";
@@ -23,6 +23,8 @@ export type AppDeps = {
   internalSecret?: string | undefined;
 };
 
+const HELD_READS = matchesRoute("/orders/:id");
+
 /** The order-service's HTTP API; no port is opened here. */
 export function createApp({
   db,
@@ -40,7 +42,8 @@ export function createApp({
     logger,
     metrics,
     ready,
-    admission,
+    // An order's read holds for `Prefer: wait` (routes/orders.ts); no other route does.
+    admission: admission && { ...admission, longPolls: HELD_READS },
     mapError: unavailableWhenRetriable,
     internalSecret,
   });

@@ -106,7 +106,13 @@ describe("GET /orders/:id with Prefer: wait", () => {
 
   it("answers with the PENDING order after N seconds when nothing decides it", async () => {
     const id = await pendingOrder();
-    const res = await getOrder(a, id, "wait=1");
+    const answer = getOrder(a, id, "wait=1");
+    await vi.waitFor(() => expect(a.waits.waiting()).toBe(1), { timeout: 5000, interval: 20 });
+    // Held in the long polls' lane, not in the reads' bound.
+    expect(await (await a.app.request("/metrics")).text()).toMatch(
+      /http_admission_in_flight\{lane="wait",[^}]*\} 1/,
+    );
+    const res = await answer;
     expect(res.status).toBe(200);
     expect(res.headers.get("preference-applied")).toBe("wait=1");
     expect(await res.json()).toMatchObject({ id, status: "PENDING" });

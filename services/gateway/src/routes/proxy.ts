@@ -10,6 +10,8 @@ export type ProxyRoutesDeps = {
   timeoutMs: number;
   /** Requests for new work the upstream bounds and reports headroom for (`POST /orders`). */
   needsHeadroom?: (method: string, path: string) => boolean;
+  /** The paths whose reads the upstream holds for `Prefer: wait=N`; none by default. */
+  heldReads?: (path: string) => boolean;
 };
 
 /**
@@ -18,7 +20,7 @@ export type ProxyRoutesDeps = {
  */
 export function registerProxyRoutes(
   app: Hono<AppEnv>,
-  { prefix, upstream, timeoutMs, needsHeadroom }: ProxyRoutesDeps,
+  { prefix, upstream, timeoutMs, needsHeadroom, heldReads }: ProxyRoutesDeps,
 ) {
   for (const path of [prefix, `${prefix}/:id`, `${prefix}/*`]) {
     app.all(path, async (c) => {
@@ -28,8 +30,9 @@ export function registerProxyRoutes(
       const body = read ? undefined : await requestBody(c);
       const url = new URL(c.req.url);
       // A read that asks the upstream to hold it (`Prefer: wait=N`) gets N more seconds, over the held
-      // requests' connections; the services hold reads only, as the admission counts only them as long polls.
-      const waitS = read ? (preferredWait(c.req.header("prefer")) ?? 0) : 0;
+      // requests' connections; only on a path the upstream holds, as the admission counts only those as
+      // long polls (any other read is answered at once, and keeps the plain timeout and connections).
+      const waitS = read && heldReads?.(c.req.path) ? (preferredWait(c.req.header("prefer")) ?? 0) : 0;
       const res = await upstream.send(
         {
           method,
