@@ -124,6 +124,65 @@ describe("authentication", () => {
     expect(res.headers.get("www-authenticate")).toContain('error="invalid_token"');
   });
 
+  it.each([
+    ["answers 503", { status: 503, body: { error: "down" } }],
+    // jose asks with redirect: "manual", so a redirect is an answer that is not the keys.
+    ["redirects", { status: 302, headers: { location: "https://idp.example/jwks.json" } }],
+    ["answers an HTML page", { body: "<html>proxy error</html>", headers: { "content-type": "text/html" } }],
+    ["answers JSON that is no key set", { body: { keys: "none" } }],
+  ] satisfies [string, Reply][])(
+    "answers 503 with Retry-After, not a 401, while the JWKS endpoint %s, and verifies once it serves the keys",
+    async (_what, failure) => {
+      const { publicKey, privateKey } = await generateKeyPair("RS256");
+      const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "RS256", use: "sig" };
+      let down = true;
+      const jwks = await startFakeUpstream(() => (down ? failure : { body: { keys: [jwk] } }));
+      const { users, app, metrics } = await system({
+        AUTH_SECRET: "",
+        AUTH_JWKS_URL: `${jwks.url}/jwks.json`,
+      });
+      const claims = { sub: A, iss: "outbox-saga", aud: "outbox-saga-api", exp: now() + 600 };
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: "RS256", kid: "k1" })
+        .sign(privateKey);
+
+      const res = await app.request(`/users/${A}`, { headers: bearer(token) });
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("5");
+      expect(res.headers.get("www-authenticate")).toBeNull();
+      expect(await res.json()).toMatchObject({
+        error: "the token cannot be verified now: its keys are unavailable",
+      });
+      expect(users.received).toEqual([]);
+      const text = await (await metrics.request("/metrics")).text();
+      expect(text).toMatch(/gateway_auth_failures_total\{reason="keys_unavailable"[^}]*\} 1/);
+      expect(text).not.toMatch(/reason="malformed_token"/);
+
+      down = false;
+      expect((await app.request(`/users/${A}`, { headers: bearer(token) })).status).toBe(200);
+    },
+  );
+
+  it("with a JWKS that answers, refuses a token signed by a key it does not hold: 401", async () => {
+    const ours = await generateKeyPair("RS256");
+    const theirs = await generateKeyPair("RS256");
+    const jwk = { ...(await exportJWK(ours.publicKey)), kid: "k1", alg: "RS256", use: "sig" };
+    const jwks = await startFakeUpstream(() => ({ body: { keys: [jwk] } }));
+    const { app, metrics } = await system({ AUTH_SECRET: "", AUTH_JWKS_URL: `${jwks.url}/jwks.json` });
+    const claims = { sub: A, iss: "outbox-saga", aud: "outbox-saga-api", exp: now() + 600 };
+    for (const kid of ["unknown", "k1"]) {
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: "RS256", kid })
+        .sign(theirs.privateKey);
+      const res = await app.request(`/users/${A}`, { headers: bearer(token) });
+      expect(res.status, kid).toBe(401);
+      expect(res.headers.get("www-authenticate")).toContain('error="invalid_token"');
+    }
+    expect(await (await metrics.request("/metrics")).text()).toMatch(
+      /gateway_auth_failures_total\{reason="bad_signature"[^}]*\} 2/,
+    );
+  });
+
   it("with a secret, refuses an RS256 token whatever its signature", async () => {
     const { privateKey } = await generateKeyPair("RS256");
     const { app } = await system();

@@ -1,5 +1,12 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { createRemoteJWKSet, errors, type JWTPayload, type JWTVerifyOptions, jwtVerify } from "jose";
+import {
+  createRemoteJWKSet,
+  errors,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+  jwtVerify,
+} from "jose";
 import type { AuthFailure, AuthMetrics } from "./metrics.ts";
 import { type Principal, setPrincipal } from "./principal.ts";
 import { ADMIN_ROLE } from "./tokens.ts";
@@ -27,6 +34,11 @@ export class InvalidTokenError extends Error {
   }
 }
 
+/** The keys of the identity provider could not be had: the gateway's fault, a 503 with Retry-After. */
+class KeysUnavailableError extends Error {
+  override readonly name = "KeysUnavailableError";
+}
+
 // A subject travels in a header to the services and keys their idempotency records.
 const SUBJECT = /^[\x21-\x7e]{1,200}$/;
 
@@ -47,7 +59,7 @@ export function createTokenVerifier(opts: VerifierOptions): (token: string) => P
   };
   const verify: (token: string) => Promise<JWTPayload> = opts.jwksUrl
     ? (() => {
-        const keys = createRemoteJWKSet(new URL(opts.jwksUrl));
+        const keys = keysOrUnavailable(createRemoteJWKSet(new URL(opts.jwksUrl)));
         const options = { ...checks, algorithms: [...opts.algorithms] };
         return async (token) => (await jwtVerify(token, keys, options)).payload;
       })()
@@ -97,8 +109,28 @@ export function createTokenVerifier(opts: VerifierOptions): (token: string) => P
   };
 }
 
+/**
+ * The key set's getter, failing with `KeysUnavailableError` whenever the keys themselves could not be had.
+ * jose throws a plain JOSEError for an endpoint that answers anything but 200 (a redirect too: it asks with
+ * `redirect: "manual"`) or a body that is not JSON, the same class as a malformed token's; told apart
+ * here, not by its message. Only finding no key, or several, for the token's header is the token's doing
+ * (its algorithm has been checked against the pinned list before the keys are asked for).
+ */
+function keysOrUnavailable(getKey: ReturnType<typeof createRemoteJWKSet>): JWTVerifyGetKey {
+  return async (header, token) => {
+    try {
+      return await getKey(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys)
+        throw err;
+      throw new KeysUnavailableError("the token's keys could not be fetched", { cause: err });
+    }
+  };
+}
+
 /** A jose error is the token's fault (401); anything else, such as an unreachable JWKS URL, is ours. */
 function classify(err: unknown): Error {
+  if (err instanceof KeysUnavailableError) return err;
   if (err instanceof errors.JWTExpired)
     return new InvalidTokenError("expired", "the token has expired", { cause: err });
   if (err instanceof errors.JWTClaimValidationFailed)
@@ -109,7 +141,6 @@ function classify(err: unknown): Error {
     return new InvalidTokenError("bad_signature", "the token's signature is not valid", { cause: err });
   if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
     return new InvalidTokenError("bad_algorithm", "the token's algorithm is not accepted", { cause: err });
-  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid) return err as Error;
   if (err instanceof errors.JOSEError)
     return new InvalidTokenError("malformed_token", "the token is malformed", { cause: err });
   return err instanceof Error ? err : new Error(String(err));
