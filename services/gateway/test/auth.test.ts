@@ -342,6 +342,37 @@ describe("authorization per user", () => {
     ]);
   });
 
+  it("reads a user's order before its cancel or HEAD without the client's Prefer: wait, which would hold that read", async () => {
+    const users = await startFakeUpstream(() => ({ body: { id: A } }));
+    // As the order-service does: a read of a PENDING order with Prefer: wait is held until the saga decides
+    // it (here past the gateway's 1 s upstream timeout).
+    const orders = await startFakeUpstream((req): Reply => {
+      if (req.method === "DELETE") return { status: 204 };
+      return { body: orderOf(ORDER_OF_A, A), delayMs: req.headers.prefer ? 1500 : 0 };
+    });
+    const { app } = await startGateway([users], orders);
+    const asA = bearer(await tokenFor(A));
+    const cancel = await app.request(`/orders/${ORDER_OF_A}`, {
+      method: "DELETE",
+      headers: { ...asA, prefer: "wait=10" },
+    });
+    expect(cancel.status).toBe(204);
+    expect(orders.received.map((r) => [r.method, r.headers.prefer])).toEqual([
+      ["GET", undefined],
+      ["DELETE", "wait=10"],
+    ]);
+    // A HEAD: its own read is the one held, over the held requests' connections and time.
+    const head = await app.request(`/orders/${ORDER_OF_A}`, {
+      method: "HEAD",
+      headers: { ...asA, prefer: "wait=2" },
+    });
+    expect(head.status).toBe(200);
+    expect(orders.received.slice(2).map((r) => [r.method, r.headers.prefer])).toEqual([
+      ["GET", undefined],
+      ["HEAD", "wait=2"],
+    ]);
+  });
+
   it("keeps POST /users and every other route to the admin", async () => {
     const { users, app } = await system();
     const asA = bearer(await tokenFor(A));

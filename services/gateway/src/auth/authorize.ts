@@ -98,12 +98,15 @@ export function authorize({ orders, timeoutMs }: AuthorizeOptions): MiddlewareHa
     // A cancel, or a HEAD (whose answer has no body to check): the order is read first.
     if (m && (method === "DELETE" || method === "HEAD")) {
       // The path as it came, still percent-encoded (c.req.path is decoded, and a decoded space or
-      // slash is not a request path undici will send).
+      // slash is not a request path undici will send). Without the client's Prefer: this read must be
+      // answered at once (the order-service would hold it while the order is PENDING, past this timeout);
+      // a HEAD's own read, sent next, carries it.
+      const { prefer: _, ...headers } = upstreamHeaders(c);
       const current = await orders.send(
         {
           method: "GET",
           path: new URL(c.req.url).pathname,
-          headers: { ...upstreamHeaders(c), "accept-encoding": "identity" },
+          headers: { ...headers, "accept-encoding": "identity" },
         },
         { timeoutMs, clientSignal: clientSignal(c) },
       );
