@@ -230,7 +230,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description 400: The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request Node could not parse; then the connection is closed). */
+        /** @description 400: The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request that cannot be parsed or made a URL of, such as an invalid Host or a backslash in the path; then the connection is closed). */
         BadRequest: {
             headers: {
                 /** @description This request's id. */

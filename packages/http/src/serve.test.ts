@@ -169,6 +169,44 @@ describe("a body within the limit", () => {
   });
 });
 
+/** Sends raw bytes on a connection of their own: what came back, and whether the server closed it. */
+function exchange(port: number, bytes: string): Promise<{ received: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
+    let received = "";
+    socket.on("data", (d) => {
+      received += d.toString();
+    });
+    const keptOpen = setTimeout(() => {
+      socket.destroy();
+      resolve({ received, closed: false });
+    }, 2000);
+    socket.once("close", () => {
+      clearTimeout(keptOpen);
+      resolve({ received, closed: true });
+    });
+  });
+}
+
+describe("a request the adapter cannot turn into a URL", () => {
+  it.each([
+    ["an invalid Host", "GET /things HTTP/1.1\r\nHost: a/b\r\n\r\n"],
+    ["OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ["a backslash in the path", "GET /orders\\..\\users HTTP/1.1\r\nHost: x\r\n\r\n"],
+  ])("answers %s 400 with a JSON error and a request id, and closes the connection", async (_what, bytes) => {
+    const { port } = await start();
+    const { received, closed } = await exchange(port, bytes);
+    const [head = "", body = ""] = received.split("\r\n\r\n");
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toMatch(/\r\ncontent-type: application\/json/i);
+    expect(head).toMatch(/\r\nconnection: close/i);
+    const requestId = /\r\nx-request-id: (\S+)/i.exec(head)?.[1];
+    expect(requestId).toBeDefined();
+    expect(JSON.parse(body)).toEqual({ error: "malformed request", requestId });
+    expect(closed).toBe(true);
+  });
+});
+
 describe("slow clients", () => {
   it("answers 408 and closes when a head does not arrive in time", async () => {
     const { port } = await start();

@@ -1,7 +1,9 @@
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type AddressInfo, createServer as createListener, type Server as Listener } from "node:net";
 import type { Duplex } from "node:stream";
-import { createAdaptorServer } from "@hono/node-server";
+import { getRequestListener, RequestError } from "@hono/node-server";
+import { REQUEST_ID_HEADER } from "@saga/contracts";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ServerLimits } from "./settings.ts";
@@ -41,20 +43,25 @@ export function listen(
   onListening: (port: number) => void = () => {},
 ): Server {
   const { app, port, hostname, limits } = opts;
-  const server = createAdaptorServer({
-    fetch: app.fetch,
-    ...(hostname === undefined ? {} : { hostname }),
-    serverOptions: limits && {
-      // A head over this gets Node's 431 and a closed connection.
-      maxHeaderSize: limits.maxHeaderBytes,
-      // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
-      // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      // How often those two are checked (Node's default is 30 s).
-      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-    },
-  }) as Server;
+  // As @hono/node-server's createAdaptorServer builds it, which takes no error handler.
+  const server = createServer(
+    limits
+      ? {
+          // A head over this gets Node's 431 and a closed connection.
+          maxHeaderSize: limits.maxHeaderBytes,
+          // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
+          // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
+          headersTimeout: limits.headersTimeoutMs,
+          requestTimeout: limits.requestTimeoutMs,
+          // How often those two are checked (Node's default is 30 s).
+          connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+        }
+      : {},
+    getRequestListener(app.fetch, {
+      ...(hostname === undefined ? {} : { hostname }),
+      errorHandler: answerAdapterError,
+    }),
+  );
   const reusePort = ACCEPT_SOCKETS > 1;
   const acceptors: Listener[] = [];
   const bindAll = () =>
@@ -122,6 +129,29 @@ function answerClientError(err: Error & { code?: string }, socket: Duplex): void
   const body = JSON.stringify({ error: message });
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * What the adapter answers to a request Node parsed but it cannot make a URL of (an invalid Host such as
+ * `a/b`, `OPTIONS *`, a backslash in the path), before any middleware could give it a request id: a 400
+ * as JSON like every other error, with an id of its own, and the connection closed, as Node's own
+ * refusals are (its default was an empty text/plain 400 on a connection kept open). Anything else that
+ * reaches it escaped the app's error handler: a 500.
+ */
+function answerAdapterError(err: unknown): Response {
+  const requestId = randomUUID();
+  const malformed = err instanceof RequestError;
+  return new Response(
+    JSON.stringify({ error: malformed ? "malformed request" : "internal error", requestId }),
+    {
+      status: malformed ? 400 : 500,
+      headers: {
+        "content-type": "application/json",
+        [REQUEST_ID_HEADER]: requestId,
+        ...(malformed ? { connection: "close" } : {}),
+      },
+    },
   );
 }
 
