@@ -57,7 +57,7 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   Internal: { description: "A bug; logged with the request id." },
   BadGateway: {
     description:
-      "An upstream service is unreachable, reset the connection, or failed; or the composed read could not get the user's orders.",
+      "An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders.",
   },
   Unavailable: {
     description:

@@ -366,7 +366,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 502: An upstream service is unreachable, reset the connection, or failed; or the composed read could not get the user's orders. */
+        /** @description 502: An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders. */
         BadGateway: {
             headers: {
                 /** @description This request's id. */

@@ -105,8 +105,24 @@ export function composedFromUpstream(c: Context): void {
   answeredFrom.set(c, undefined);
 }
 
-/** The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers. */
+/**
+ * An upstream answered 401: the services answer it only to a request without the gateway's internal
+ * credential, so the gateway's INTERNAL_SECRET is not theirs. The gateway's fault, never the client's
+ * token (that 401 would come without the `WWW-Authenticate` the client is owed): the app maps it to a 502.
+ */
+export class CredentialRefusedError extends Error {
+  override readonly name = "CredentialRefusedError";
+  constructor(target: string) {
+    super(`${target} refused the gateway's internal credential (INTERNAL_SECRET differs from the services')`);
+  }
+}
+
+/**
+ * The upstream's answer, status, headers and body unchanged but for the hop-by-hop headers; throws
+ * `CredentialRefusedError` for a 401.
+ */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  if (res.status === 401) throw new CredentialRefusedError(res.target);
   answeredFrom.set(c, res);
   const listed = connectionTokens(
     typeof res.headers.connection === "string" ? res.headers.connection : undefined,

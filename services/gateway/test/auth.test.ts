@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { mintToken } from "../src/gateway.ts";
 import {
   AUTH_SECRET,
@@ -409,6 +409,42 @@ describe("authorization per user", () => {
     );
     expect(requestsTo(users)).toEqual(["POST /users", `GET /users/${B}`]);
     expect(requestsTo(orders)).toContain(`DELETE /orders/${ORDER_OF_B}`);
+  });
+
+  it("answers 502, not the service's 401, when a service refuses the gateway's internal credential", async () => {
+    // Services configured with another INTERNAL_SECRET than the gateway's: they answer as internalCredential
+    // does (@saga/http), a 401 without WWW-Authenticate, to anything but their probes.
+    const refusing = (req: { headers: Record<string, unknown> }): Reply | undefined =>
+      req.headers["x-internal-credential"] === "the services' own secret of at least 32 chars"
+        ? undefined
+        : { status: 401, body: { error: "this service answers only the gateway", requestId: "r" } };
+    const users = await startFakeUpstream((req) => refusing(req) ?? { body: { id: A } });
+    const orders = await startFakeUpstream((req) => refusing(req) ?? { body: orderOf(ORDER_OF_A, A) });
+    const { app, logger } = await startGateway([users], orders);
+    const warn = vi.spyOn(logger, "warn");
+    const asA = bearer(await tokenFor(A));
+    for (const [method, path, headers] of [
+      ["GET", `/users/${B}`, {}],
+      ["GET", `/orders/${ORDER_OF_A}`, asA],
+      ["DELETE", `/orders/${ORDER_OF_A}`, asA],
+      ["GET", `/users/${A}/orders`, asA],
+    ] as const) {
+      const res = await app.request(path, { method, headers });
+      expect(res.status, `${method} ${path}`).toBe(502);
+      expect(res.headers.get("www-authenticate")).toBeNull();
+      expect(await res.json()).toMatchObject({
+        error: "an upstream service refused the gateway's credential",
+      });
+    }
+    expect(orders.received.filter((r) => r.method === "DELETE")).toEqual([]);
+    // Each is logged with the instance that refused, for the operator: the clients' tokens were fine.
+    const logged = warn.mock.calls
+      .map(([fields]) => (fields as { err?: Error }).err)
+      .filter((err) => err?.name === "CredentialRefusedError")
+      .map((err) => err?.message);
+    expect(logged).toHaveLength(4);
+    for (const message of logged)
+      expect(message).toMatch(/^127\.0\.0\.1:\d+ refused the gateway's internal credential/);
   });
 
   it("forwards the verified identity and the internal credential, never the client's own", async () => {

@@ -1,7 +1,13 @@
 import type { Order, User, UserOrders } from "@saga/contracts";
 import { type AppEnv, AppError } from "@saga/http";
 import type { Hono } from "hono";
-import { clientSignal, composedFromUpstream, passThrough, upstreamHeaders } from "../forward.ts";
+import {
+  CredentialRefusedError,
+  clientSignal,
+  composedFromUpstream,
+  passThrough,
+  upstreamHeaders,
+} from "../forward.ts";
 import type { Upstream, UpstreamResponse } from "../upstream.ts";
 
 export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs: number };
@@ -37,6 +43,7 @@ export function registerUserOrdersRoute(
     // Shed by the order-service (its admission, 503 with Retry-After): the client is told when to come back.
     if (list.value.status === 503 && list.value.headers["retry-after"] !== undefined)
       return passThrough(c, list.value);
+    if (list.value.status === 401) throw new CredentialRefusedError(list.value.target);
     if (list.value.status !== 200) {
       throw new AppError("BAD_GATEWAY", `${orders.name} answered ${list.value.status} for the user's orders`);
     }
