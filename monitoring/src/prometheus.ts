@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { freePort, isPortFree, supervise } from "@saga/tools/infra";
+import { freePort, isAlive, isPortFree, supervise } from "@saga/tools/infra";
 import { parse, stringify } from "yaml";
 import { cacheDir } from "./paths.ts";
 
@@ -199,13 +199,4 @@ async function removeAbandonedRuns(runs: string): Promise<void> {
       if (pid > 0 && !isAlive(pid)) await rm(join(runs, entry), { recursive: true, force: true });
     }),
   );
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
