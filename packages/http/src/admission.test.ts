@@ -1,6 +1,6 @@
 import { createLogger, createMetrics } from "@saga/observability";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { type AdmissionOptions, SHED_HEADER } from "./admission.ts";
+import { type AdmissionOptions, moveToLane, SHED_HEADER } from "./admission.ts";
 import { createBaseApp } from "./app.ts";
 import { matchesRoute } from "./methods.ts";
 
@@ -121,6 +121,51 @@ describe("admission", () => {
     expect((await app.request("/things/b", { headers: { prefer: "wait=5" } })).status).toBe(503);
     releaseAll();
     await read;
+  });
+
+  it("bounds a long poll by the read lane until its route holds it, and only then by the long polls' lane", async () => {
+    const { app, metrics, releaseAll, holds } = heldApp(
+      { read: { maxInFlight: 1, maxQueue: 0 }, wait: { maxInFlight: 1, maxQueue: 0 } },
+      50,
+      undefined,
+      { markShed: true },
+    );
+    // As the order-service's GET /orders/:id: a read first, then held only when there is something to wait for.
+    app.get("/polls/:id", async (c) => {
+      if (c.req.query("pending")) {
+        await moveToLane(c, "wait");
+        await new Promise<void>((resolve) => holds.push(resolve));
+      }
+      return c.json({ id: c.req.param("id") });
+    });
+    const poll = (query = "") => app.request(`/polls/a${query}`, { headers: { prefer: "wait=5" } });
+    const read = app.request("/things/a?hold=1");
+    await tick();
+    // Answered at once (nothing to wait for), it is a read like any other: shed while the read lane is full.
+    const shed = await poll();
+    expect(shed.status).toBe(503);
+    expect(shed.headers.get("retry-after")).toBe("2");
+    expect(shed.headers.get(SHED_HEADER)).toBe("admission");
+    releaseAll();
+    await read;
+
+    // Held, it gives its read place back: reads go on beside it.
+    const held = poll("?pending=1");
+    await tick();
+    expect((await app.request("/things/b")).status).toBe(200);
+    const lanes = await metrics.registry.getSingleMetricAsString("http_admission_in_flight");
+    expect(lanes).toMatch(/lane="wait",[^}]*\} 1/);
+    expect(lanes).toMatch(/lane="read",[^}]*\} 0/);
+    // The long polls' lane full: the next hold is shed, with the long polls' lane's reason.
+    const refused = await poll("?pending=1");
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("2");
+    expect(await metrics.registry.getSingleMetricAsString("http_admission_shed_total")).toMatch(
+      /lane="wait",[^}]*\} 1/,
+    );
+    releaseAll();
+    expect((await held).status).toBe(200);
+    expect((await app.request("/things/c")).status).toBe(200);
   });
 
   it("takes no read for a long poll in an app whose routes hold none", async () => {

@@ -6,9 +6,9 @@ import { preferredWait } from "./prefer.ts";
 
 /**
  * What a request costs while it is admitted. `read` and `write` are separate lanes so that clients
- * polling an order cannot starve the writes, nor writes the reads; `wait` is a long poll
- * (`Prefer: wait=N` on a route that holds it), which holds nothing while it waits and so gets a lane of
- * its own with a high bound.
+ * polling an order cannot starve the writes, nor writes the reads; `wait` is a long poll while it is
+ * held (`Prefer: wait=N` on a route that holds it), which holds nothing but a socket and a timer then and
+ * so gets a lane of its own with a high bound.
  */
 export type LaneKind = "read" | "write" | "wait";
 
@@ -72,10 +72,12 @@ export type AdmissionOptions = {
    */
   laneOf?: (c: Context) => { kind: LaneKind; key?: string } | undefined;
   /**
-   * The request paths whose reads a route holds for `Prefer: wait=N` (`matchesRoute("/orders/:id")`):
-   * only there is such a read a long poll, in the `wait` lane. None by default: elsewhere a route answers
-   * at once whatever the client prefers, and its reads stay in the `read` lane's bound. Read by the
-   * default `laneOf`; an app's own passes its test to `requestLane`.
+   * For a proxy: the request paths whose reads its backend holds for `Prefer: wait=N`
+   * (`matchesRoute("/orders/:id")`): only there is such a read a long poll, in the `wait` lane from the
+   * start, since the proxy holds it whole. None by default: elsewhere a route answers at once whatever the
+   * client prefers, and its reads stay in the `read` lane's bound. The service that holds them reads in
+   * the `read` lane and moves into `wait` only to hold (`moveToLane`). Read by the default `laneOf`; an
+   * app's own passes its test to `requestLane`.
    */
   longPolls?: (path: string) => boolean;
   /** Mark each refusal with `SHED_HEADER` (a service behind the gateway). */
@@ -91,8 +93,8 @@ const NO_LONG_POLLS = () => false;
 /**
  * `Prefer: wait=N` (RFC 7240), N > 0, on a read of a path that holds it (`longPolls`): the client asks
  * to be answered when something changed, or after N s. Read as the routes read it (`preferredWait`), so
- * that every request a service holds counts in this lane; and on those paths only, so that a Prefer on
- * any other read (which is answered at once) cannot take it past the read lane's bound.
+ * that every request a proxy's backend may hold counts in this lane; and on those paths only, so that a
+ * Prefer on any other read (which is answered at once) cannot take it past the read lane's bound.
  */
 export const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
   (c.req.method === "GET" || c.req.method === "HEAD") &&
@@ -124,6 +126,23 @@ export const SHED_HEADER = "x-shed";
 export const OVERLOADED_MESSAGE = "overloaded: too many requests in flight; retry later";
 
 type Waiter = { admit: () => void; timer: NodeJS.Timeout };
+
+/** The place an admitted request holds, and how it moves to another lane's (`moveToLane`). */
+type Place = { lane: Lane; moveTo: (c: Context, place: Place, kind: LaneKind) => Promise<void> };
+
+const places = new WeakMap<Context, Place>();
+
+/**
+ * Moves the request from its lane into `kind`'s (keyed by the kind) for the rest of it, for a route that
+ * knows only after its read that it will hold the request: a long poll is a read, bounded by the read
+ * lane, until it is held on a PENDING order, and only then costs a place in `wait`. The new place is
+ * taken first, shed as any request of that lane would be (this throws the lane's 503 with `Retry-After`);
+ * then the old one is given back. Nothing without admission, or for a request outside any lane.
+ */
+export async function moveToLane(c: Context, kind: LaneKind): Promise<void> {
+  const place = places.get(c);
+  if (place) await place.moveTo(c, place, kind);
+}
 
 /** Why a request was shed: its lane's queue was full, or it waited past its time in the queue. */
 export type ShedReason = "full" | "timeout";
@@ -266,10 +285,8 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     return overloaded;
   };
 
-  return async function admission(c, next) {
-    const which = laneOf(c);
-    if (!which) return next();
-    const lane = laneFor(which.kind, which.key ?? which.kind);
+  /** Takes a place in `lane`: at once (undefined), once queued (a promise), or throws its 503. */
+  const enter = (c: Context, lane: Lane): Promise<void> | undefined => {
     // The clock is read only until the warm-up and its easing are over.
     const left = warm ? 0 : warmth();
     const admitted =
@@ -280,19 +297,46 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
             ease(warmUpIntervalMs, queueIntervalMs, left),
             Math.round(ease(Math.max(lane.limits.maxQueue, warmUpMaxQueue), lane.limits.maxQueue, left)),
           );
-    if (admitted === "full") throw shed(c, lane, admitted);
-    if (admitted !== true) {
-      metrics.admissionQueued.inc({ lane: lane.name });
-      const outcome = await admitted;
-      metrics.admissionQueued.dec({ lane: lane.name });
-      if (outcome !== true) throw shed(c, lane, outcome);
+    if (typeof admitted === "string") throw shed(c, lane, admitted);
+    if (admitted === true) {
+      metrics.admissionInFlight.inc({ lane: lane.name });
+      return undefined;
     }
+    return queued(c, lane, admitted);
+  };
+  const queued = async (c: Context, lane: Lane, admitted: Promise<true | ShedReason>) => {
+    metrics.admissionQueued.inc({ lane: lane.name });
+    const outcome = await admitted;
+    metrics.admissionQueued.dec({ lane: lane.name });
+    if (outcome !== true) throw shed(c, lane, outcome);
     metrics.admissionInFlight.inc({ lane: lane.name });
+  };
+  const leave = (lane: Lane) => {
+    metrics.admissionInFlight.dec({ lane: lane.name });
+    lane.release();
+  };
+  const moveTo = async (c: Context, place: Place, kind: LaneKind) => {
+    const to = laneFor(kind, kind);
+    if (to === place.lane) return;
+    await enter(c, to);
+    leave(place.lane);
+    place.lane = to;
+  };
+
+  return async function admission(c, next) {
+    const which = laneOf(c);
+    if (!which) return next();
+    const lane = laneFor(which.kind, which.key ?? which.kind);
+    const queuing = enter(c, lane);
+    if (queuing) await queuing;
+    const place: Place = { lane, moveTo };
+    places.set(c, place);
     const started = performance.now();
     try {
       await next();
       const backendShed = c.res.status === 503 && c.res.headers.has("retry-after");
-      if (lane.gradient) {
+      // A request moved to another lane (held) says nothing more of its first lane's backend.
+      if (lane.gradient && place.lane === lane) {
         if (!backendShed && (opts.sampled?.(c) ?? true))
           lane.gradient.sample(performance.now() - started, lane.inFlight);
         else if (c.res.headers.get(SHED_HEADER) === "admission") lane.gradient.drop();
@@ -301,8 +345,7 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
       // Between the services and the gateway only: a proxy does not pass it on.
       if (!opts.markShed) c.res.headers.delete(SHED_HEADER);
     } finally {
-      metrics.admissionInFlight.dec({ lane: lane.name });
-      lane.release();
+      leave(place.lane);
     }
   };
 }

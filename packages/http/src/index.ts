@@ -4,6 +4,7 @@ export {
   isLongPoll,
   type LaneKind,
   type LaneLimits,
+  moveToLane,
   OVERLOADED_MESSAGE,
   requestLane,
   SHED_HEADER,

@@ -1,4 +1,4 @@
-import { type BaseAppOptions, createBaseApp, matchesRoute } from "@saga/http";
+import { type BaseAppOptions, createBaseApp } from "@saga/http";
 import { type Database, unavailableWhenRetriable } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import type pg from "pg";
@@ -23,8 +23,6 @@ export type AppDeps = {
   internalSecret?: string | undefined;
 };
 
-const HELD_READS = matchesRoute("/orders/:id");
-
 /** The order-service's HTTP API; no port is opened here. */
 export function createApp({
   db,
@@ -42,8 +40,8 @@ export function createApp({
     logger,
     metrics,
     ready,
-    // An order's read holds for `Prefer: wait` (routes/orders.ts); no other route does.
-    admission: admission && { ...admission, longPolls: HELD_READS },
+    // A long poll is a read until its route holds it, and moves to the `wait` lane then (routes/orders.ts).
+    admission,
     mapError: unavailableWhenRetriable,
     internalSecret,
   });

@@ -90,13 +90,15 @@ export function createOrderWaits({
      * The order once it is no longer PENDING, or as `read` found it after `seconds` (or when `signal`
      * aborts); undefined when there is no such order. `applied` is false when the wait was not honoured
      * (too many waiters, shutting down, or `mayHold` said no) and the order was answered as read.
+     * `mayHold` is asked only of a PENDING order about to be held, and may take what holding it costs
+     * first (the request's place among the long polls), or throw to refuse it.
      */
     async awaitDecision(
       id: string,
       seconds: number,
       read: () => Promise<Order | undefined>,
       signal?: AbortSignal,
-      mayHold: (order: Order) => boolean = () => true,
+      mayHold: (order: Order) => boolean | Promise<boolean> = () => true,
     ): Promise<{ order: Order | undefined; applied: boolean }> {
       if (stopped || count >= maxWaiters) return { order: await read(), applied: false };
       // Registered before the read, so that a decision committed in between is not missed.
@@ -111,7 +113,7 @@ export function createOrderWaits({
       try {
         const order = await read();
         if (!order || order.status !== "PENDING" || seconds <= 0 || stopped) return { order, applied: true };
-        if (!mayHold(order)) return { order, applied: false };
+        if (!(await mayHold(order))) return { order, applied: false };
         timer = setTimeout(onAbort, seconds * 1000);
         signal?.addEventListener("abort", onAbort, { once: true });
         const status = await decided;

@@ -11,7 +11,7 @@ import { type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/test
 import { createLogger } from "@saga/observability";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { createUserService, type UserService } from "@saga/user-service";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -51,6 +51,14 @@ afterAll(async () => {
 
 const getOrder = (service: OrderService, id: string, prefer?: string) =>
   service.app.request(`/orders/${id}`, { headers: prefer ? { prefer } : {} });
+
+/** The requests an instance's read and long-poll lanes hold now. */
+async function inFlight(service: OrderService) {
+  const text = await (await service.app.request("/metrics")).text();
+  const lane = (name: string) =>
+    Number(new RegExp(`http_admission_in_flight\\{lane="${name}",[^}]*\\} (\\d+)`).exec(text)?.[1] ?? 0);
+  return { read: lane("read"), wait: lane("wait") };
+}
 
 /** A PENDING order written straight to the table, with no event: only the test decides it. */
 async function pendingOrder(userId = randomUUID()): Promise<string> {
@@ -107,11 +115,12 @@ describe("GET /orders/:id with Prefer: wait", () => {
   it("answers with the PENDING order after N seconds when nothing decides it", async () => {
     const id = await pendingOrder();
     const answer = getOrder(a, id, "wait=1");
-    await vi.waitFor(() => expect(a.waits.waiting()).toBe(1), { timeout: 5000, interval: 20 });
-    // Held in the long polls' lane, not in the reads' bound.
-    expect(await (await a.app.request("/metrics")).text()).toMatch(
-      /http_admission_in_flight\{lane="wait",[^}]*\} 1/,
-    );
+    // Held in the long polls' lane once read, not in the reads' bound.
+    await vi.waitFor(async () => expect(await inFlight(a)).toEqual({ read: 0, wait: 1 }), {
+      timeout: 5000,
+      interval: 20,
+    });
+    expect(a.waits.waiting()).toBe(1);
     const res = await answer;
     expect(res.status).toBe(200);
     expect(res.headers.get("preference-applied")).toBe("wait=1");
@@ -192,6 +201,59 @@ describe("GET /orders/:id with Prefer: wait", () => {
     expect(plain.headers.get("vary")).toBe("prefer");
     expect(decided.headers.get("vary")).toBe("prefer");
     expect(a.waits.waiting()).toBe(0);
+  });
+
+  it("reads in the read lane's bound: a long poll answered at once is shed as a read is, and only a held one leaves it", async () => {
+    // Two reads at once and no queue, so that a burst of them is past the bound before any is answered.
+    const d = await startInProcess({
+      ...testEnv(orderDatabaseUrl(), prefix, {
+        ADMISSION_READ_IN_FLIGHT: 2,
+        ADMISSION_QUEUE: 0,
+        ADMISSION_WARMUP_MS: 0,
+      }),
+      INSTANCE_ID: "d",
+    });
+    onTestFinished(() => d.stop());
+    const pending = await pendingOrder();
+    const decided = await pendingOrder();
+    await orderDb.pool.query("update orders set status = 'CONFIRMED' where id = $1", [decided]);
+
+    // Three held on the PENDING order, more than the read bound: holding, they take no read's place.
+    const held: (Response | Promise<Response>)[] = [];
+    for (let n = 1; n <= 3; n++) {
+      held.push(getOrder(d, pending, "wait=25"));
+      await vi.waitFor(async () => expect(await inFlight(d)).toEqual({ read: 0, wait: n }), {
+        timeout: 5000,
+        interval: 20,
+      });
+    }
+
+    // Long polls of a decided or an unknown order are answered at once, from a read: past the read bound
+    // they are shed as plain reads are, 503 with Retry-After, and no more than the bound reach the database.
+    const burst = await Promise.all(
+      Array.from({ length: 10 }, (_, n) => getOrder(d, n % 2 ? decided : randomUUID(), "wait=25")),
+    );
+    const answered = burst.filter((r) => r.status !== 503);
+    const shed = burst.filter((r) => r.status === 503);
+    expect(answered.map((r) => r.status).sort()).toEqual([200, 404]);
+    expect(shed).toHaveLength(8);
+    for (const res of shed) {
+      expect(res.headers.get("retry-after")).toBe("1");
+      expect(await res.json()).toMatchObject({
+        error: "overloaded: too many requests in flight; retry later",
+      });
+    }
+
+    // The held ones are still held, and answered when the order is decided.
+    expect(d.waits.waiting()).toBe(3);
+    await orderDb.pool.query("update orders set status = 'CANCELED', updated_at = now() where id = $1", [
+      pending,
+    ]);
+    for (const res of await Promise.all(held)) {
+      expect(res.status).toBe(200);
+      expect(res.headers.get("preference-applied")).toBe("wait=25");
+      expect(await res.json()).toMatchObject({ id: pending, status: "CANCELED" });
+    }
   });
 
   it("answers held requests with the PENDING order when the instance shuts down", async () => {

@@ -4,13 +4,14 @@ import {
   AppError,
   callerSubject,
   idempotencyKey,
+  moveToLane,
   parseJsonBody,
   preferredWait,
   uuidParam,
 } from "@saga/http";
 import { type Database, requestFingerprint } from "@saga/messaging";
 import { type Logger, nextTraceparent } from "@saga/observability";
-import type { Hono } from "hono";
+import type { Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
 import { markReplayed } from "../backpressure.ts";
@@ -27,6 +28,13 @@ export type OrderRoutesDeps = {
   logger: Logger;
   saga: SagaMetrics;
 };
+
+/**
+ * The user a request comes from (the gateway's verified subject), or undefined for an admin, and for a
+ * caller without a role (development mode, in-process tests), who may act on any order.
+ */
+const callingUser = (c: Context) =>
+  c.req.header(ROLE_HEADER) === "user" ? callerSubject(c).toLowerCase() : undefined;
 
 /**
  * `POST /orders` (idempotent with `Idempotency-Key`) starts a saga, `GET /orders/:id`,
@@ -74,13 +82,19 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
     }
     // A user's wait is held on its own order only. The gateway turns another user's order into a 404 from
     // this answer; held until the saga decided, its timing would tell that order from an unknown id.
-    const user = c.req.header(ROLE_HEADER) === "user" ? callerSubject(c).toLowerCase() : undefined;
+    const user = callingUser(c);
+    // The read is a read, in the read lane's bound like any other (an unknown or decided order is answered
+    // at once); only a hold on a PENDING order moves to the long polls' lane, shed there when it is full.
     const { order, applied } = await waits.awaitDecision(
       id,
       wait,
       () => readOrder(pool, id),
       c.req.raw.signal,
-      (found) => user === undefined || found.userId === user,
+      async (found) => {
+        if (user !== undefined && found.userId !== user) return false;
+        await moveToLane(c, "wait");
+        return true;
+      },
     );
     if (!order) throw new AppError("NOT_FOUND", "order not found");
     if (applied) c.header("preference-applied", `wait=${wait}`);
