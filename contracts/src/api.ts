@@ -285,7 +285,7 @@ export const cancelOrder = {
   tags: ["orders"],
   summary: "Cancel an order (it is not removed)",
   description:
-    "A cancel, not a removal: a PENDING or CONFIRMED order becomes CANCELED, an `order.canceled` event releases any credit reserved for it, and the order stays readable with `GET /orders/{id}` as CANCELED. Canceling a CANCELED order answers 204 again and changes nothing.",
+    "A cancel, not a removal: a PENDING or CONFIRMED order becomes CANCELED, an `order.canceled` event releases any credit reserved for it, and the order stays readable with `GET /orders/{id}` as CANCELED. Canceling a CANCELED order answers 204 again and changes nothing. A user's token may only cancel its own orders (another's answers 404, as an unknown one, and changes nothing).",
   security: bearer,
   request: { params: idParam("order"), headers: z.object(traceHeaders) },
   responses: {

@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
-import { type AppEnv, HEADROOM_HEADER } from "@saga/http";
+import { type AppEnv, HEADROOM_HEADER, SHED_HEADER } from "@saga/http";
 import { nextTraceparent } from "@saga/observability";
 import type { Context } from "hono";
 import type { ContentfulStatusCode, StatusCode } from "hono/utils/http-status";
@@ -122,6 +122,20 @@ export class CredentialRefusedError extends Error {
  * `CredentialRefusedError` for a 401.
  */
 export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  return answerWith(c, res, false);
+}
+
+/**
+ * `passThrough` of the answer to a request the gateway made on the way (the read before a user's HEAD,
+ * the orders side of a composed read), without the upstream's `SHED_HEADER`: a refusal by another lane of
+ * the service than the one carrying this request is passed on (503, `Retry-After`), but must not lower
+ * this request's lane's bound, which only its own upstream answer may (admission.ts).
+ */
+export function passThroughSubRequest(c: Context<AppEnv>, res: UpstreamResponse): Response {
+  return answerWith(c, res, true);
+}
+
+function answerWith(c: Context<AppEnv>, res: UpstreamResponse, subRequest: boolean): Response {
   if (res.status === 401) throw new CredentialRefusedError(res.target);
   answeredFrom.set(c, res);
   const listed = connectionTokens(
@@ -135,7 +149,8 @@ export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response
       HOP_BY_HOP.has(key) ||
       listed.has(key) ||
       key === REQUEST_ID_HEADER ||
-      key === HEADROOM_HEADER
+      key === HEADROOM_HEADER ||
+      (subRequest && key === SHED_HEADER)
     )
       continue;
     headers[key] = value;

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { SHED_HEADER } from "@saga/http";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { describe, expect, it, vi } from "vitest";
 import { mintToken } from "../src/gateway.ts";
@@ -30,17 +31,23 @@ async function system(env: Record<string, string> = {}) {
     status: req.method === "POST" ? 201 : 200,
     body: { id: req.url.split("/")[2] },
   }));
+  const notFound: Reply = { status: 404, body: { error: "order not found" }, headers: { vary: "prefer" } };
+  // As the order-service cancels: a user's own order only, another's is not found.
+  const cancel = (req: { headers: Record<string, unknown> }, owner: string): Reply =>
+    req.headers["x-auth-role"] === "user" && req.headers["x-auth-subject"] !== owner
+      ? notFound
+      : { status: 204 };
   const orders = await startFakeUpstream((req): Reply => {
     if (req.url.startsWith(`/orders/${ORDER_OF_A}`))
-      return req.method === "DELETE" ? { status: 204 } : { body: orderOf(ORDER_OF_A, A) };
+      return req.method === "DELETE" ? cancel(req, A) : { body: orderOf(ORDER_OF_A, A) };
     // The headers the order-service sends with an order read with `Prefer: wait`, and with its 404.
     if (req.url.startsWith(`/orders/${ORDER_OF_B}`))
       return req.method === "DELETE"
-        ? { status: 204 }
+        ? cancel(req, B)
         : { body: orderOf(ORDER_OF_B, B), headers: { vary: "prefer", "preference-applied": "wait=3" } };
     if (req.url.startsWith("/orders?")) return { body: [] };
     if (req.method === "POST") return { status: 201, body: orderOf(randomUUID(), A) };
-    return { status: 404, body: { error: "order not found" }, headers: { vary: "prefer" } };
+    return notFound;
   });
   const gateway = await startGateway([users], orders, env);
   return { users, orders, app: gateway.app, metrics: gateway.metricsApp };
@@ -322,27 +329,86 @@ describe("authorization per user", () => {
     expect(requestsTo(orders)).toEqual(["POST /orders"]);
   });
 
-  it("lets a user cancel only its own orders: another's is a 404 and no DELETE is sent", async () => {
+  it("sends a user's cancel as it is, with the user's id and role, for the order-service to cancel its own orders only", async () => {
     const { orders, app } = await system();
     const asA = { method: "DELETE", headers: bearer(await tokenFor(A)) };
-    const other = await app.request(`/orders/${ORDER_OF_B}`, asA);
-    expect(other.status).toBe(404);
-    expect(requestsTo(orders)).toEqual([`GET /orders/${ORDER_OF_B}`]);
-    const unknown = await app.request(`/orders/${randomUUID()}`, asA);
-    expect(unknown.status).toBe(404);
-    expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([]);
-    // An id that decodes to something no request path may hold is read upstream as it was sent.
-    const encoded = await app.request("/orders/%20", asA);
-    expect(encoded.status).toBe(404);
-    expect(requestsTo(orders).at(-1)).toBe("GET /orders/%20");
-
+    expect((await app.request(`/orders/${ORDER_OF_B}`, asA)).status).toBe(404);
+    expect((await app.request(`/orders/${randomUUID()}`, asA)).status).toBe(404);
     expect((await app.request(`/orders/${ORDER_OF_A}`, asA)).status).toBe(204);
-    expect(requestsTo(orders).filter((r) => r.startsWith("DELETE"))).toEqual([
-      `DELETE /orders/${ORDER_OF_A}`,
+    // No read first: the cancel alone, which names who asks.
+    expect(
+      orders.received.map((r) => [r.method, r.headers["x-auth-subject"], r.headers["x-auth-role"]]),
+    ).toEqual([
+      ["DELETE", A, "user"],
+      ["DELETE", A, "user"],
+      ["DELETE", A, "user"],
     ]);
+    // An id that decodes to something no request path may hold is sent upstream as it came.
+    await app.request("/orders/%20", asA);
+    expect(requestsTo(orders).at(-1)).toBe("DELETE /orders/%20");
   });
 
-  it("reads a user's order before its cancel or HEAD without the client's Prefer: wait, which would hold that read", async () => {
+  it("cancels a user's own order while the order-service sheds reads, and lowers no lane for a refused read", async () => {
+    let readsShed = false;
+    const users = await startFakeUpstream(() => ({ body: { id: A } }));
+    // The order-service's read lane full (clients polling their orders): it refuses reads, marked as its
+    // admission's, and still serves its writes.
+    const orders = await startFakeUpstream((req): Reply => {
+      if (req.method === "DELETE") return { status: 204 };
+      if (readsShed && req.method !== "POST")
+        return {
+          status: 503,
+          body: { error: "overloaded: too many requests in flight; retry later" },
+          headers: { "retry-after": "1", [SHED_HEADER]: "admission" },
+        };
+      return req.method === "POST"
+        ? { status: 201, body: orderOf(ORDER_OF_A, A) }
+        : { body: orderOf(ORDER_OF_A, A) };
+    });
+    const gateway = await startGateway([users], orders, {
+      ADMISSION_READ_IN_FLIGHT: "16",
+      ADMISSION_WRITE_IN_FLIGHT: "16",
+      ADMISSION_MIN_IN_FLIGHT: "2",
+      ADMISSION_QUEUE: "0",
+      ADMISSION_WARMUP_MS: "0",
+    });
+    const asA = bearer(await tokenFor(A));
+    const limit = async (lane: string) => {
+      const text = await (await gateway.metricsApp.request("/metrics")).text();
+      return Number(new RegExp(`http_admission_limit\\{lane="${lane}",[^}]*\\} (\\S+)`).exec(text)?.[1]);
+    };
+    // Both lanes raised to their bound by answers on time, so that a drop would show.
+    const raise = async (lane: string, request: () => Response | Promise<Response>) => {
+      await request();
+      for (let round = 0; round < 60 && (await limit(lane)) < 16; round++)
+        await Promise.all(Array.from({ length: Math.ceil(await limit(lane)) }, request));
+      expect(await limit(lane)).toBe(16);
+    };
+    await raise("orders:write", () =>
+      gateway.app.request("/orders", { method: "POST", body: "{}", headers: json }),
+    );
+    await raise("orders:read", () => gateway.app.request(`/orders/${ORDER_OF_A}`));
+
+    readsShed = true;
+    for (let i = 0; i < 8; i++)
+      expect(
+        (await gateway.app.request(`/orders/${ORDER_OF_A}`, { method: "DELETE", headers: asA })).status,
+      ).toBe(204);
+    expect(orders.received.filter((r) => r.method === "DELETE")).toHaveLength(8);
+    expect(await limit("orders:write")).toBe(16);
+
+    // A HEAD still reads the order first: that read's refusal is the client's 503, to retry later, but it
+    // came from the service's reads on the way, not as the answer to this request.
+    for (let i = 0; i < 8; i++) {
+      const head = await gateway.app.request(`/orders/${ORDER_OF_A}`, { method: "HEAD", headers: asA });
+      expect(head.status).toBe(503);
+      expect(head.headers.get("retry-after")).toBe("1");
+      expect(head.headers.get(SHED_HEADER)).toBeNull();
+    }
+    expect(await limit("orders:read")).toBe(16);
+  });
+
+  it("reads a user's order before its HEAD without the client's Prefer: wait, which would hold that read", async () => {
     const users = await startFakeUpstream(() => ({ body: { id: A } }));
     // As the order-service does: a read of a PENDING order with Prefer: wait is held until the saga decides
     // it (here past the gateway's 1 s upstream timeout).
@@ -352,22 +418,13 @@ describe("authorization per user", () => {
     });
     const { app } = await startGateway([users], orders);
     const asA = bearer(await tokenFor(A));
-    const cancel = await app.request(`/orders/${ORDER_OF_A}`, {
-      method: "DELETE",
-      headers: { ...asA, prefer: "wait=10" },
-    });
-    expect(cancel.status).toBe(204);
-    expect(orders.received.map((r) => [r.method, r.headers.prefer])).toEqual([
-      ["GET", undefined],
-      ["DELETE", "wait=10"],
-    ]);
-    // A HEAD: its own read is the one held, over the held requests' connections and time.
+    // Its own read is the one held, over the held requests' connections and time.
     const head = await app.request(`/orders/${ORDER_OF_A}`, {
       method: "HEAD",
       headers: { ...asA, prefer: "wait=2" },
     });
     expect(head.status).toBe(200);
-    expect(orders.received.slice(2).map((r) => [r.method, r.headers.prefer])).toEqual([
+    expect(orders.received.map((r) => [r.method, r.headers.prefer])).toEqual([
       ["GET", undefined],
       ["HEAD", "wait=2"],
     ]);
@@ -436,7 +493,6 @@ describe("authorization per user", () => {
         error: "an upstream service refused the gateway's credential",
       });
     }
-    expect(orders.received.filter((r) => r.method === "DELETE")).toEqual([]);
     // Each is logged with the instance that refused, for the operator: the clients' tokens were fine.
     const logged = warn.mock.calls
       .map(([fields]) => (fields as { err?: Error }).err)

@@ -1,3 +1,4 @@
+import { SHED_HEADER } from "@saga/http";
 import { describe, expect, it } from "vitest";
 import { order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
 
@@ -80,6 +81,44 @@ describe("GET /users/:id/orders", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toBe("2");
     expect(await res.json()).toEqual({ error: "too many requests in flight" });
+  });
+
+  it("lowers no bound of the users' lane when the order-service's admission refuses the orders side", async () => {
+    let ordersShed = false;
+    const orders = await startFakeUpstream(() =>
+      ordersShed
+        ? {
+            status: 503,
+            body: { error: "overloaded: too many requests in flight; retry later" },
+            headers: { "retry-after": "1", [SHED_HEADER]: "admission" },
+          }
+        : { body: [order] },
+    );
+    const gateway = await startGateway([await userService()], orders, {
+      ADMISSION_READ_IN_FLIGHT: "16",
+      ADMISSION_MIN_IN_FLIGHT: "2",
+      ADMISSION_QUEUE: "0",
+      ADMISSION_WARMUP_MS: "0",
+    });
+    const limit = async () => {
+      const text = await (await gateway.metricsApp.request("/metrics")).text();
+      return Number(/http_admission_limit\{lane="users:read",[^}]*\} (\S+)/.exec(text)?.[1]);
+    };
+    const composed = () => gateway.app.request(`/users/${USER_ID}/orders`);
+    await composed();
+    for (let round = 0; round < 60 && (await limit()) < 16; round++)
+      await Promise.all(Array.from({ length: Math.ceil(await limit()) }, composed));
+    expect(await limit()).toBe(16);
+
+    ordersShed = true;
+    for (let i = 0; i < 8; i++) {
+      const res = await composed();
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("1");
+      expect(res.headers.get(SHED_HEADER)).toBeNull();
+    }
+    // The user-service answered each on time: its lane has no reason to back off.
+    expect(await limit()).toBe(16);
   });
 
   it("answers 502 while no user-service instance is in rotation and none answers", async () => {

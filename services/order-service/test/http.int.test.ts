@@ -256,6 +256,40 @@ describe("DELETE /orders/:id", () => {
     expect(await canceledSagaDurations()).toBe(durationsBefore);
   });
 
+  it("lets a user cancel only its own order: another's answers exactly as an unknown id, and nothing is written", async () => {
+    // The gateway sends a user's cancel as it is, with the user's id and role, and passes this answer on.
+    const owner = randomUUID();
+    const order = await createOrder(owner, 5);
+    const asUser = (subject: string) => ({
+      method: "DELETE",
+      headers: { "x-auth-subject": subject, "x-auth-role": "user" },
+    });
+    const seen = async (res: Response) => ({
+      status: res.status,
+      headers: [...res.headers].filter(([name]) => name !== "x-request-id"),
+      body: (await res.text()).replace(/"requestId":"[^"]*"/, ""),
+    });
+    const before = await rowCounts();
+    const other = await seen(await service.app.request(`/orders/${order.id}`, asUser(randomUUID())));
+    const unknown = await seen(await service.app.request(`/orders/${randomUUID()}`, asUser(owner)));
+    expect(other).toEqual(unknown);
+    expect(other.status).toBe(404);
+    expect(await rowCounts()).toEqual(before);
+    expect((await eventsFor(order.id)).map((e) => e.topic)).toEqual([TOPICS.orderCreated]);
+
+    // Its own, named as the gateway's token may spell it.
+    expect((await service.app.request(`/orders/${order.id}`, asUser(owner.toUpperCase()))).status).toBe(204);
+    const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
+    expect(row).toMatchObject({ status: "CANCELED", cancelReason: "CANCELED_BY_REQUEST" });
+    // Canceled already: as for any caller, nothing more to do; still another's for anyone else.
+    expect((await service.app.request(`/orders/${order.id}`, asUser(owner))).status).toBe(204);
+    expect((await service.app.request(`/orders/${order.id}`, asUser(randomUUID()))).status).toBe(404);
+    // An admin cancels anyone's.
+    const another = await createOrder();
+    const asAdmin = { method: "DELETE", headers: { "x-auth-subject": "ops", "x-auth-role": "admin" } };
+    expect((await service.app.request(`/orders/${another.id}`, asAdmin)).status).toBe(204);
+  });
+
   it("answers 404 for an unknown order and 400 for a malformed id, writing nothing", async () => {
     const before = await rowCounts();
     expect((await service.app.request(`/orders/${randomUUID()}`, { method: "DELETE" })).status).toBe(404);

@@ -6,6 +6,7 @@ import {
   clientSignal,
   composedFromUpstream,
   passThrough,
+  passThroughSubRequest,
   upstreamHeaders,
 } from "../forward.ts";
 import type { Upstream, UpstreamResponse } from "../upstream.ts";
@@ -40,9 +41,10 @@ export function registerUserOrdersRoute(
         cause: err,
       });
     }
-    // Shed by the order-service (its admission, 503 with Retry-After): the client is told when to come back.
+    // Shed by the order-service (its admission, 503 with Retry-After): the client is told when to come back,
+    // and this request's lane (the users') is not told to back off for the order-service's reads.
     if (list.value.status === 503 && list.value.headers["retry-after"] !== undefined)
-      return passThrough(c, list.value);
+      return passThroughSubRequest(c, list.value);
     if (list.value.status === 401) throw new CredentialRefusedError(list.value.target);
     if (list.value.status !== 200) {
       throw new AppError("BAD_GATEWAY", `${orders.name} answered ${list.value.status} for the user's orders`);

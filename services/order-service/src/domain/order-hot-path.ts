@@ -175,7 +175,10 @@ export const orderCanceledParams = (traceparent: string) => [
 
 // `DELETE /orders/:id` in one statement (one round trip, no BEGIN/COMMIT), where the drizzle transaction
 // took six: the cancel and its `order.canceled` event commit together or not at all.
-// - `locked`: the aggregate lock every writer of an order takes first (`lockAggregate`), waited for.
+// - `locked`: the aggregate lock every writer of an order takes first (`lockAggregate`), waited for;
+//   only on an order the caller may cancel ($7: a user's id, or null for an admin), so that someone
+//   else's order takes no lock, is never waited on, and answers exactly as an unknown id. An order's
+//   owner never changes, so this check cannot go stale before the UPDATE, which repeats it.
 //   The UPDATE then locks the row; in READ COMMITTED a row that a writer changed and committed while
 //   this statement waited is read again in its latest version, and the WHERE is checked on that
 //   (EvalPlanQual), so the status decided on is the latest committed one, as it was after the lock.
@@ -189,11 +192,12 @@ export const orderCanceledParams = (traceparent: string) => [
 const CANCEL_ORDER = `
   with locked as materialized (
     select count(pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) as n
+    from orders where id = $1::uuid and ($7::text is null or user_id::text = $7)
   ),
   canceled as (
     update orders as o set status = 'CANCELED', cancel_reason = $2, updated_at = now()
     from locked
-    where o.id = $1::uuid and o.status <> 'CANCELED'
+    where o.id = $1::uuid and o.status <> 'CANCELED' and ($7::text is null or o.user_id::text = $7)
     returning o.id, o.user_id, o.amount, old.status as was,
               extract(epoch from o.updated_at - o.created_at)::float8 as saga_seconds
   ),
@@ -203,22 +207,24 @@ const CANCEL_ORDER = `
   )
   select true as changed, was as status, saga_seconds from canceled
   union all
-  select false, status, null from orders where id = $1::uuid and not exists (select from canceled)`;
+  select false, status, null from orders
+  where id = $1::uuid and ($7::text is null or user_id::text = $7) and not exists (select from canceled)`;
 
 /**
  * Cancels an order on request and emits `order.canceled` so the user-service releases its reservation,
- * in one statement (see `CANCEL_ORDER`). Undefined when there is no such order; `ignored` when it was
- * already CANCELED.
+ * in one statement (see `CANCEL_ORDER`). Undefined when there is no such order, or it is not `owner`'s
+ * (a user's lower-case id; undefined for an admin); `ignored` when it was already CANCELED.
  */
 export async function cancelOrder(
   pool: pg.Pool | pg.PoolClient,
   orderId: string,
   traceparent: string,
+  owner?: string,
 ): Promise<Transition | undefined> {
   const { rows } = await pool.query<{ changed: boolean; status: OrderStatus; saga_seconds: number | null }>({
     name: "cancel-order",
     text: CANCEL_ORDER,
-    values: [orderId, CANCELED_BY_REQUEST, ...orderCanceledParams(traceparent)],
+    values: [orderId, CANCELED_BY_REQUEST, ...orderCanceledParams(traceparent), owner ?? null],
   });
   const [row] = rows;
   if (!row) return undefined;

@@ -104,7 +104,10 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
   app.delete("/orders/:id", async (c) => {
     const id = uuidParam(c, "id");
     const traceparent = nextTraceparent(c.req.header("traceparent"));
-    const transition = await cancelOrder(pool, id, traceparent);
+    // A user cancels its own orders only: another's is not found, exactly as an unknown id, and nothing is
+    // locked or written for it. Checked here, in the cancel's own statement, so that a cancel needs no read
+    // first (the gateway's, in the read lane: clients polling their orders could refuse it).
+    const transition = await cancelOrder(pool, id, traceparent, callingUser(c));
     if (!transition) throw new AppError("NOT_FOUND", "order not found");
     if (transition.kind === "changed") {
       saga.record(transition);
