@@ -96,6 +96,8 @@ type Instance = {
    */
   headroom: number | undefined;
   headroomAt: number;
+  /** A request for new work is on its way to ask again, a report of none having outlived its belief. */
+  probing: boolean;
 };
 
 // A failure to connect means the request never left: it is safe to send again whatever the method.
@@ -127,7 +129,8 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
  * An instance that bounds some new work of its own (the order-service's saga backlog) reports on every
  * answer how much it would still admit (`HEADROOM_HEADER`); while every instance reports none, a request
  * for such work (`needsHeadroom`) is refused here with 503 + Retry-After instead of being sent to be
- * refused there, for at most `headroomTtlMs` after the last report.
+ * refused there. A report is believed for `headroomTtlMs`; past it, a single request per instance goes
+ * through to bring a fresh one, and the rest are refused until it is answered (or fails).
  */
 export function createUpstream(opts: UpstreamOptions) {
   const { name, metrics, logger } = opts;
@@ -150,6 +153,7 @@ export function createUpstream(opts: UpstreamOptions) {
     failedResponses: 0,
     headroom: undefined,
     headroomAt: 0,
+    probing: false,
   }));
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -173,11 +177,18 @@ export function createUpstream(opts: UpstreamOptions) {
     }
   }
 
-  /** The instance said, recently enough to believe, that it would refuse new work. */
-  const full = (instance: Instance) =>
+  /** The instance said that it would refuse new work, and that answer is too old to believe. */
+  const stale = (instance: Instance) =>
     instance.headroom !== undefined &&
     instance.headroom <= 0 &&
-    performance.now() - instance.headroomAt < opts.headroomTtlMs;
+    performance.now() - instance.headroomAt >= opts.headroomTtlMs;
+
+  /**
+   * The instance said, recently enough to believe, that it would refuse new work; once that is too old,
+   * one request goes to ask again, and until its answer the others are refused as before.
+   */
+  const full = (instance: Instance) =>
+    instance.headroom !== undefined && instance.headroom <= 0 && (!stale(instance) || instance.probing);
 
   // Made once, as the admission lanes' refusal is (packages/http/src/admission.ts): an Error captures a stack.
   const atBound = new AppError("UNAVAILABLE", `${name} is at its bound for new work; retry later`, {
@@ -368,6 +379,9 @@ export function createUpstream(opts: UpstreamOptions) {
         for (let attempt = 1; attempt <= 2; attempt++) {
           const instance = pick(failed, needsHeadroom);
           if (!instance) break;
+          // The one request sent past a stale report of no headroom: its answer brings a fresh one.
+          const probe = needsHeadroom && stale(instance);
+          if (probe) instance.probing = true;
           // Spent until the next report, so that a burst does not all pass on one report of headroom.
           if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
           const stop = metrics.upstreamDuration.startTimer({ upstream: name });
@@ -418,6 +432,9 @@ export function createUpstream(opts: UpstreamOptions) {
               "upstream attempt failed; trying another instance",
             );
             failed = instance;
+          } finally {
+            // Answered or failed (the call's timeout bounds it): the next request may ask again.
+            if (probe) instance.probing = false;
           }
         }
       } finally {

@@ -576,22 +576,49 @@ describe("overload: the order-service's headroom for new orders", () => {
     expect(metrics).toMatch(/gateway_upstream_headroom_shed_total\{upstream="order-service",[^}]*\} 3/);
   });
 
-  it("believes a report of no headroom only for a while: then an order goes through and brings a new one", async () => {
+  it("believes a report of no headroom only for a while: then one order goes through and brings a new one", async () => {
     let headroom = 0;
-    const orders = await startFakeUpstream((req) => ({
-      status: req.method === "POST" ? 201 : 200,
-      body: order,
-      headers: { "x-headroom": String(headroom) },
-    }));
+    let answered: Promise<void> = Promise.resolve();
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST") await answered;
+      return {
+        status: req.method === "POST" ? 201 : 200,
+        body: order,
+        headers: { "x-headroom": String(headroom) },
+      };
+    });
     const gateway = await startGateway([await startFakeUpstream()], orders, {
       UPSTREAM_HEADROOM_TTL_MS: "200",
     });
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const posted = () => orders.received.filter((r) => r.method === "POST").length;
     expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
     expect((await post()).status).toBe(503);
+    await new Promise((r) => setTimeout(r, 250));
+
+    // The report has outlived its belief and a burst comes: one order goes to ask, the rest are still
+    // refused while its answer is on its way.
+    let release: () => void = () => {};
+    answered = new Promise((resolve) => {
+      release = resolve;
+    });
+    const refused: number[] = [];
+    const burst = Array.from({ length: 20 }, async () => {
+      const res = await post();
+      if (res.status !== 201) refused.push(res.status);
+      return res;
+    });
+    await eventually(() => refused.length === 19);
+    expect(refused).toEqual(Array(19).fill(503));
+    expect(posted()).toBe(1);
+
+    // Its answer reports headroom: orders flow again.
     headroom = 3;
-    await eventually(async () => (await post()).status === 201);
+    release();
+    expect((await Promise.all(burst)).filter((r) => r.status === 201)).toHaveLength(1);
     expect((await post()).status).toBe(201);
+    expect((await post()).status).toBe(201);
+    expect(posted()).toBe(3);
   });
 });
 
