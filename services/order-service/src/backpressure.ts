@@ -63,7 +63,7 @@ const RATE_BUCKETS = 6;
  * refuses at its edge, without a round trip, what this bound would refuse.
  *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
- * ends) and taken again from the database every `recountMs` (one count of PENDING orders), which also
+ * ends, by the user-service's answer or by a cancel; only the answers are the saga's throughput) and taken again from the database every `recountMs` (one count of PENDING orders), which also
  * corrects what other order-service instances created or finished.
  */
 // The `POST /orders` answered from an Idempotency-Key's stored answer: a 201 that created nothing.
@@ -198,7 +198,10 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
       }
     } satisfies MiddlewareHandler<AppEnv>,
 
-    /** A saga left PENDING (confirmed, rejected or canceled) in this process, after `sagaSeconds`. */
+    /**
+     * A saga the user-service's answer ended (confirmed or refused) in this process, after `sagaSeconds`:
+     * it leaves the backlog and counts toward the saga's throughput.
+     */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
       const span = spanNow();
@@ -217,6 +220,18 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
         acceptedAt.length = 0;
         logger.info({ bound: bound() }, "sagas run on time: warm-up over");
       }
+      if (shedding && !over()) note(false);
+    },
+
+    /**
+     * An order this process canceled while PENDING (its client's cancel, or past its deadline), after
+     * `sagaSeconds`: it leaves the backlog, but the saga did not finish it, and counting it as throughput
+     * would let a flood of cancels (or a sweep of hundreds at once) raise the bound for new orders. A late
+     * one still says the path runs late.
+     */
+    canceled(sagaSeconds: number) {
+      pending = Math.max(0, pending - 1);
+      if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
       if (shedding && !over()) note(false);
     },
 

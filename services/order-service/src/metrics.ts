@@ -1,10 +1,14 @@
+import { CANCEL_REASONS } from "@saga/contracts";
 import { Counter, Histogram, type Registry } from "prom-client";
+import type { SagaBacklog } from "./backpressure.ts";
 import type { Transition } from "./domain/orders.ts";
+
+const CANCELED_HERE = new Set<string>(Object.values(CANCEL_REASONS));
 
 /** The order-service's saga outcomes and durations. */
 export function createSagaMetrics(
   registry: Registry,
-  onSagaFinished: (sagaSeconds: number) => void = () => {},
+  backlog: Pick<SagaBacklog, "finished" | "canceled"> = { finished: () => {}, canceled: () => {} },
 ) {
   const outcomes = new Counter({
     name: "saga_outcomes_total",
@@ -28,7 +32,9 @@ export function createSagaMetrics(
       outcomes.inc({ outcome, reason: transition.reason ?? "" });
       if (transition.sagaSeconds !== undefined) {
         duration.observe({ outcome }, transition.sagaSeconds);
-        onSagaFinished(transition.sagaSeconds);
+        // Ended here (the client's cancel, the deadline) rather than by the user-service's answer.
+        if (CANCELED_HERE.has(transition.reason ?? "")) backlog.canceled(transition.sagaSeconds);
+        else backlog.finished(transition.sagaSeconds);
       }
     },
   };

@@ -49,7 +49,7 @@ export async function createOrderService(
     logger: runtime.logger,
     registry: runtime.metrics.registry,
   });
-  const saga = createSagaMetrics(runtime.metrics.registry, backlog.finished);
+  const saga = createSagaMetrics(runtime.metrics.registry, backlog);
   const deadlines = createSagaDeadlines({
     pool: runtime.db.pool,
     timeoutMs: env.SAGA_TIMEOUT,

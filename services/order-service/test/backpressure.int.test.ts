@@ -109,6 +109,29 @@ describe("backpressure from the saga", () => {
     await vi.waitFor(async () => expect((await post()).status).toBe(201), { timeout: 20_000, interval: 100 });
     expect(await pendingOrders()).toBe(3);
   });
+
+  it("makes room for a cancel, the client's or the deadline's, but does not count it as a saga finished: cancels do not raise the bound", async () => {
+    const { registry } = service.runtime.metrics;
+    // The sagas finished per second that the bound is sized by.
+    const throughput = await metricValue(registry, "saga_throughput");
+
+    // The deadline cancels every order still pending (here, made overdue), in one sweep…
+    await db.db
+      .update(orders)
+      .set({ createdAt: new Date(Date.now() - 3_600_000) })
+      .where(eq(orders.status, "PENDING"));
+    expect(await service.deadlines.sweep()).toBeGreaterThan(0);
+    expect(await metricValue(registry, "saga_backlog")).toBe(0);
+    // …and clients cancel as fast as they order.
+    for (let i = 0; i < 10; i++) {
+      const res = await post();
+      expect(res.status).toBe(201);
+      const { id } = (await res.json()) as Order;
+      expect((await service.app.request(`/orders/${id}`, { method: "DELETE" })).status).toBe(204);
+    }
+    expect(await metricValue(registry, "saga_backlog")).toBe(0);
+    expect(await metricValue(registry, "saga_throughput")).toBe(throughput);
+  });
 });
 
 describe("the saga backlog's bound: what the saga has shown it finishes, and a warm-up after a start", () => {
