@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
-import { httpMetrics, metricsHandler } from "./http.ts";
-import { createMetrics } from "./metrics.ts";
+import { countedOn, httpMetrics, metricsHandler } from "./http.ts";
+import { createHttpMetrics, createMetrics } from "./metrics.ts";
 
 describe("httpMetrics", () => {
   it("labels requests by route template, never by the raw path", async () => {
@@ -25,5 +25,19 @@ describe("httpMetrics", () => {
     expect(text).not.toContain("3f1c7a52");
     expect(text).toContain("saga_instance_up");
     expect(text).toContain("process_cpu_seconds_total");
+  });
+
+  it("counts a request the process sends itself with countedOn on those series, never the app's", async () => {
+    const metrics = createMetrics("test", "test-1");
+    const own = createHttpMetrics();
+    const app = new Hono();
+    app.use(httpMetrics({ metrics }));
+    app.get("/orders/:id", (c) => c.json({}));
+
+    await app.request("/orders/1", {}, countedOn(own));
+    await app.request("/orders/2");
+    const count = async (m: typeof own) => (await m.httpRequests.get()).values.map((v) => v.value);
+    expect(await count(metrics)).toEqual([1]);
+    expect(await count(own)).toEqual([1]);
   });
 });

@@ -1,12 +1,24 @@
 import type { Context, MiddlewareHandler } from "hono";
-import type { Metrics } from "./metrics.ts";
+import type { HttpMetrics, Metrics } from "./metrics.ts";
+
+const COUNTED_ON = Symbol("the HTTP metrics a request of the process's own is counted on");
+
+/**
+ * The env of a request that a process sends through its own app (`app.request(path, init, env)`), such
+ * as its warm-up's: `httpMetrics` counts it on `metrics` instead of the app's, whose series are then its
+ * clients' alone. A request from a socket cannot carry it.
+ */
+export function countedOn(metrics: HttpMetrics): { [COUNTED_ON]: HttpMetrics } {
+  return { [COUNTED_ON]: metrics };
+}
 
 /**
  * Counts and times every request by its route template (`/orders/:id`, never the raw path), so the
  * number of series stays bounded whatever ids clients send.
  */
-export function httpMetrics({ metrics }: { metrics: Metrics }): MiddlewareHandler {
+export function httpMetrics({ metrics: clients }: { metrics: HttpMetrics }): MiddlewareHandler {
   return async function httpMetrics(c, next) {
+    const metrics = (c.env as { [COUNTED_ON]?: HttpMetrics } | undefined)?.[COUNTED_ON] ?? clients;
     const stop = metrics.httpDuration.startTimer();
     try {
       await next();

@@ -1,4 +1,10 @@
-export { httpMetrics, metricsHandler } from "./http.ts";
+export { countedOn, httpMetrics, metricsHandler } from "./http.ts";
 export { createLogger, type Logger, rootCause } from "./logger.ts";
-export { createMetrics, LATENCY_BUCKETS, type Metrics } from "./metrics.ts";
+export {
+  createHttpMetrics,
+  createMetrics,
+  type HttpMetrics,
+  LATENCY_BUCKETS,
+  type Metrics,
+} from "./metrics.ts";
 export { nextTraceparent } from "./trace.ts";

@@ -18,19 +18,7 @@ export function createMetrics(service: string, instance: string) {
     1,
   );
 
-  const httpRequests = new Counter({
-    name: "http_requests_total",
-    help: "HTTP requests by method, route template and status",
-    labelNames: ["method", "route", "status"] as const,
-    registers: [registry],
-  });
-  const httpDuration = new Histogram({
-    name: "http_request_duration_seconds",
-    help: "HTTP request duration by method, route template and status",
-    labelNames: ["method", "route", "status"] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
+  const { httpRequests, httpDuration } = createHttpMetrics(registry);
   const admissionShed = new Counter({
     name: "http_admission_shed_total",
     help: "Requests answered 503 + Retry-After because their admission lane was full, by lane and reason (full: the queue was full; timeout: waited past the queue's time)",
@@ -67,3 +55,24 @@ export function createMetrics(service: string, instance: string) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The series `httpMetrics` counts each request on, in `registry` (without one, series no one scrapes). */
+export function createHttpMetrics(registry = new Registry()) {
+  return {
+    httpRequests: new Counter({
+      name: "http_requests_total",
+      help: "HTTP requests by method, route template and status",
+      labelNames: ["method", "route", "status"] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: "http_request_duration_seconds",
+      help: "HTTP request duration by method, route template and status",
+      labelNames: ["method", "route", "status"] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+  };
+}
+
+export type HttpMetrics = ReturnType<typeof createHttpMetrics>;

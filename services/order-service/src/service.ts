@@ -101,7 +101,6 @@ export async function createOrderService(
         await prewarmHttpPath(app, {
           headers: env.INTERNAL_SECRET ? { [INTERNAL_CREDENTIAL_HEADER]: env.INTERNAL_SECRET } : {},
           rounds: WARM_UP_ROUNDS,
-          metrics: runtime.metrics,
           admitsOrders: (n) => backlog.headroom() > n,
         }).catch((err) => runtime.logger.warn({ err }, "warming the HTTP path up failed; ready without it"));
         await options.warmUp?.();

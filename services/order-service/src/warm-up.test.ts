@@ -15,12 +15,11 @@ function countingApp() {
 }
 
 describe("prewarmHttpPath", () => {
-  it("sends reads and an order refused by validation each round, with the given headers, then resets the HTTP metrics", async () => {
+  it("sends reads and an order refused by validation each round, with the given headers, counted on no series of the app's", async () => {
     const { app, metrics, seen } = countingApp();
     await prewarmHttpPath(app, {
       headers: { "x-internal-credential": "c" },
       rounds: 8,
-      metrics,
       admitsOrders: () => true,
     });
     expect(seen.filter((s) => s.startsWith("GET /orders/")).length).toBe(8);
@@ -31,8 +30,32 @@ describe("prewarmHttpPath", () => {
 
   it("sends no order while the saga backlog would refuse one", async () => {
     const { app, metrics, seen } = countingApp();
-    await prewarmHttpPath(app, { headers: {}, rounds: 4, metrics, admitsOrders: () => false });
+    await prewarmHttpPath(app, { headers: {}, rounds: 4, admitsOrders: () => false });
     expect(seen.filter((s) => s.startsWith("POST")).length).toBe(0);
     expect(seen.length).toBe(8);
+  });
+
+  it("leaves a client's request served during the warm-up counted in the HTTP metrics", async () => {
+    const { app, metrics } = countingApp();
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The warm-up's requests (they carry its credential) wait until a client's has been served.
+    app.use(async (c, next) => {
+      if (c.req.header("x-internal-credential") === "warm-up") await held;
+      await next();
+    });
+    const warmUp = prewarmHttpPath(app, {
+      headers: { "x-internal-credential": "warm-up" },
+      rounds: 4,
+      admitsOrders: () => true,
+    });
+    expect((await app.request("/orders/none")).status).toBe(404);
+    release();
+    await warmUp;
+    const served = await metrics.registry.getSingleMetricAsString("http_requests_total");
+    expect(served).toMatch(/http_requests_total\{method="GET",route="unmatched",status="404"[^}]*\} 1$/m);
+    expect(served).not.toMatch(/status="400"/);
   });
 });
