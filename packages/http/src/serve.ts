@@ -164,7 +164,8 @@ const EXIT_MARGIN_MS = 300;
  * and exit. `stop` gets a signal that aborts shortly before the deadline, for every call it waits for;
  * a shutdown that hangs all the same is cut short at the deadline with exit code 1. When `failed`
  * settles (a part of the process that must not die did), the process shuts down the same way and exits
- * with code 1, so that its supervisor restarts it.
+ * with code 1, so that its supervisor restarts it. With `listenAfter`, the port opens only once it
+ * resolves (a signal meanwhile is a shutdown like any other, and the port never opens).
  */
 export function serveUntilSignal(opts: {
   // `any`: any app's environment.
@@ -181,23 +182,32 @@ export function serveUntilSignal(opts: {
   failed?: Promise<unknown>;
   /** Against slow and oversized clients (`httpSettings(env).server`); Node's defaults otherwise. */
   limits?: ServerLimits | undefined;
+  /**
+   * Listens only once this resolves (the process's warm-up): until then a load balancer's connections are
+   * refused, which takes the instance out of rotation at once, instead of being served cold.
+   */
+  listenAfter?: Promise<unknown>;
 }): void {
-  const { app, port, hostname, logger, stop, limits, draining, failed } = opts;
-  const server = listen({ app, port, hostname, limits }, (bound) =>
-    logger.info({ address: hostname, port: bound }, "listening"),
-  );
+  const { app, port, hostname, logger, stop, limits, draining, failed, listenAfter } = opts;
   // A keep-alive client that keeps sending would hold its connection, and so the server, open: once
   // shutting down, every response, including those in flight, closes its connection.
   let shuttingDown = false;
   const inFlight = new Set<ServerResponse>();
-  server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
-    if (shuttingDown) {
-      res.setHeader("connection", "close");
-      return;
-    }
-    inFlight.add(res);
-    res.once("close", () => inFlight.delete(res));
-  });
+  let server: Server | undefined;
+  const serve = () => {
+    if (shuttingDown) return;
+    server = listen({ app, port, hostname, limits }, (bound) =>
+      logger.info({ address: hostname, port: bound }, "listening"),
+    );
+    server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
+      if (shuttingDown) {
+        res.setHeader("connection", "close");
+        return;
+      }
+      inFlight.add(res);
+      res.once("close", () => inFlight.delete(res));
+    });
+  };
 
   const shutdown = async (signal: string, exitCode = 0) => {
     if (shuttingDown) return;
@@ -212,11 +222,13 @@ export function serveUntilSignal(opts: {
     }, SHUTDOWN_DEADLINE_MS).unref();
     try {
       await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
+        if (!server) return resolve();
+        const listening = server;
+        listening.close(() => resolve());
+        listening.closeIdleConnections();
         // A request that takes longer than this is cut off.
         setTimeout(() => {
-          server.closeAllConnections();
+          listening.closeAllConnections();
           resolve();
         }, HTTP_DRAIN_MS).unref();
       });
@@ -240,4 +252,6 @@ export function serveUntilSignal(opts: {
     logger.fatal({ err }, "uncaught exception");
     process.exit(1);
   });
+  if (listenAfter) listenAfter.then(serve, onFailure);
+  else serve();
 }

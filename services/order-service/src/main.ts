@@ -5,6 +5,7 @@ import { createOrderService } from "./service.ts";
 async function run() {
   const env = parseOrderServiceEnv(process.env);
   const service = await createOrderService(env);
+  const started = service.start();
   serveUntilSignal({
     app: service.app,
     port: env.PORT,
@@ -14,8 +15,11 @@ async function run() {
     draining: () => service.waits.release(),
     stop: service.stop,
     limits: httpSettings(env).server,
+    // A gateway's connections are refused until the hot path is warm (the consumer may still be joining
+    // its group): its health checks cannot put the instance back in rotation while it warms.
+    listenAfter: service.warmUp(),
   });
-  await service.start();
+  await started;
 }
 
 run().catch((err) => {

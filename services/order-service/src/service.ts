@@ -67,8 +67,9 @@ export async function createOrderService(
     logger: runtime.logger,
   });
   await waits.start();
-  // Set by start() until the warm-up is done; as with the consumer, a service never started is not held.
+  // Set by the warm-up until it is done; as with the consumer, a service never started is not held.
   let warming = false;
+  let warm: Promise<void> | undefined;
   const app = createApp({
     db: runtime.db,
     pool: runtime.db.pool,
@@ -85,28 +86,36 @@ export async function createOrderService(
     backlog,
     internalSecret: env.INTERNAL_SECRET,
   });
+  const warmUp = () =>
+    (warm ??= (async () => {
+      warming = true;
+      const started = performance.now();
+      // A failed warm-up costs speed, not correctness: the service still becomes ready.
+      await prewarmHotPath(runtime.db.pool).catch((err) =>
+        runtime.logger.warn({ err }, "warming the hot path up failed; ready without it"),
+      );
+      await prewarmHttpPath(app, {
+        headers: env.INTERNAL_SECRET ? { [INTERNAL_CREDENTIAL_HEADER]: env.INTERNAL_SECRET } : {},
+        rounds: WARM_UP_ROUNDS,
+        admitsOrders: (n) => backlog.headroom() > n,
+      }).catch((err) => runtime.logger.warn({ err }, "warming the HTTP path up failed; ready without it"));
+      await options.warmUp?.();
+      warming = false;
+      runtime.logger.info({ ms: Math.round(performance.now() - started) }, "hot path warm");
+    })());
   return {
     app,
     runtime,
     backlog,
     waits,
     deadlines,
+    /**
+     * Warms the hot path up, once: `start()` begins it, and `main.ts` listens only once it is done, so that
+     * no client's request meets a cold path (nor waits behind the warm-up's hold on every connection).
+     */
+    warmUp,
     start: async () => {
       // All at once: the consumer is wanted (and /ready waits for it) from the first tick.
-      const warmUp = async () => {
-        // A failed warm-up costs speed, not correctness: the service still becomes ready.
-        await prewarmHotPath(runtime.db.pool).catch((err) =>
-          runtime.logger.warn({ err }, "warming the hot path up failed; ready without it"),
-        );
-        await prewarmHttpPath(app, {
-          headers: env.INTERNAL_SECRET ? { [INTERNAL_CREDENTIAL_HEADER]: env.INTERNAL_SECRET } : {},
-          rounds: WARM_UP_ROUNDS,
-          admitsOrders: (n) => backlog.headroom() > n,
-        }).catch((err) => runtime.logger.warn({ err }, "warming the HTTP path up failed; ready without it"));
-        await options.warmUp?.();
-        warming = false;
-      };
-      warming = true;
       await Promise.all([
         runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
         backlog.start(),

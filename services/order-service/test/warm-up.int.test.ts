@@ -1,9 +1,13 @@
 /** The warm-up before `/ready`: the hot path's connections and statements are ready before any request. */
+import { connect } from "node:net";
+import { fileURLToPath } from "node:url";
 import { orders, outbox } from "@saga/db/order";
+import { spawnService } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
-import { useFreshDatabase } from "@saga/tools/test/harness";
+import { freePort } from "@saga/tools/infra";
+import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { count } from "drizzle-orm";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { createOrderService, type OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, testEnv } from "./support.ts";
 
@@ -60,5 +64,44 @@ describe("warm-up", () => {
     } finally {
       await db.close();
     }
+  });
+
+  it("refuses connections until the hot path is warm: a load balancer cannot send it traffic while it warms", async () => {
+    const port = await freePort();
+    const prefix = await freshTopicPrefix();
+    const service = spawnService(fileURLToPath(new URL("..", import.meta.url)), {
+      PORT: String(port),
+      DATABASE_URL: databaseUrl(),
+      KAFKA_BROKERS: kafkaBrokers().join(","),
+      KAFKA_TOPIC_PREFIX: prefix,
+      CONSUMER_GROUP: `${prefix}order-service`,
+      INSTANCE_ID: "warm-up-test",
+      LOG_LEVEL: "info",
+    });
+    onTestFinished(() => service.kill());
+    const accepts = () =>
+      new Promise<boolean>((resolve) => {
+        const socket = connect({ port, host: "127.0.0.1" }, () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once("error", () => resolve(false));
+      });
+    let connectedAt = 0;
+    await vi.waitFor(
+      async () => {
+        expect(await accepts()).toBe(true);
+        connectedAt = Date.now();
+      },
+      { timeout: 60_000, interval: 10 },
+    );
+    const warm = await service.logLine((l) => l.msg === "hot path warm");
+    expect(Date.parse(String(warm.time))).toBeLessThanOrEqual(connectedAt);
+    await vi.waitFor(async () => expect((await fetch(`http://127.0.0.1:${port}/ready`)).status).toBe(200), {
+      timeout: 30_000,
+      interval: 100,
+    });
+    const { code } = await service.terminate();
+    expect(code).toBe(0);
   });
 });
