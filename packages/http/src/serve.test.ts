@@ -29,7 +29,7 @@ afterEach(async () => {
 });
 
 /** A base app on a real port, 1 KiB body limit, one write at a time, and a client with ONE connection. */
-async function start(logged: string[] = []) {
+async function start(logged: string[] = [], limits = settings.server) {
   const app = createBaseApp({
     logger: createLogger("test", "warn", {
       destination: { write: (line: string) => void logged.push(line) },
@@ -52,7 +52,7 @@ async function start(logged: string[] = []) {
   });
   const connections: unknown[] = [];
   const server = await new Promise<Server>((resolve) => {
-    const s: Server = listen({ app, port: 0, limits: settings.server }, () => resolve(s));
+    const s: Server = listen({ app, port: 0, limits }, () => resolve(s));
   });
   server.on("connection", (socket) => connections.push(socket));
   const port = (server.address() as { port: number }).port;
@@ -117,7 +117,7 @@ describe("a pooled client (one connection) after a bad request", () => {
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
   });
 
-  it("reuses the connection after a request shed with 503 + Retry-After before its body was read", async () => {
+  it("reuses the connection after a request shed with 503 + Retry-After", async () => {
     const { post, port, connections } = await start();
     // Takes the only write place, on a connection of its own.
     const held = request(`http://127.0.0.1:${port}/hold`, { method: "POST", body: "x" });
@@ -170,7 +170,11 @@ describe("a body within the limit", () => {
 });
 
 /** Sends raw bytes on a connection of their own: what came back, and whether the server closed it. */
-function exchange(port: number, bytes: string): Promise<{ received: string; closed: boolean }> {
+function exchange(
+  port: number,
+  bytes: string,
+  keptOpenMs = 2000,
+): Promise<{ received: string; closed: boolean }> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
     let received = "";
@@ -180,7 +184,7 @@ function exchange(port: number, bytes: string): Promise<{ received: string; clos
     const keptOpen = setTimeout(() => {
       socket.destroy();
       resolve({ received, closed: false });
-    }, 2000);
+    }, keptOpenMs);
     socket.once("close", () => {
       clearTimeout(keptOpen);
       resolve({ received, closed: true });
@@ -219,6 +223,19 @@ describe("slow clients", () => {
     await new Promise((resolve) => socket.once("close", resolve));
     expect(received).toMatch(/^HTTP\/1\.1 408/);
     expect(received).toContain('{"error":"request was not received in time"}');
+  });
+
+  it("hold no place of the write lane while their bodies trickle in: a complete write is served, and they get their 408", async () => {
+    // The write lane admits one request at a time, and queues none.
+    const { port, post } = await start([], { ...settings.server, requestTimeoutMs: 1000 });
+    const slow = Array.from({ length: 5 }, () =>
+      exchange(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n01234", 20_000),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
+    for (const { received } of await Promise.all(slow)) {
+      expect(received).toMatch(/^HTTP\/1\.1 408 /);
+    }
   });
 
   it("keeps an idle kept-alive connection longer than the head timeout", async () => {
