@@ -1,6 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { type AddressInfo, createServer as createListener, type Server as Listener } from "node:net";
+import {
+  type AddressInfo,
+  createServer as createListener,
+  type Server as Listener,
+  type Socket,
+} from "node:net";
 import type { Duplex } from "node:stream";
 import { getRequestListener, RequestError } from "@hono/node-server";
 import { REQUEST_ID_HEADER } from "@saga/contracts";
@@ -100,11 +105,67 @@ export function listen(
     });
   };
   server.on("clientError", answerClientError);
+  server.on("connection", (socket: Socket) => {
+    socket.destroySoon = () => lingeringClose(socket);
+  });
   // Longer than any client's idle timeout (undici's is 4 s, load balancers' 60 s): a client must never
   // send on a connection the server is closing at that very moment.
   server.keepAliveTimeout = 65_000;
   if (!limits) server.headersTimeout = 66_000;
   return server;
+}
+
+/**
+ * How long, and how much, of what a client still sends once the last answer on its connection is
+ * written is read and dropped before the socket is closed (nginx's `lingering_time` and
+ * `lingering_timeout`; and a byte count, since a client on a fast link sends far more in that time).
+ */
+const LINGER_MS = 5000;
+const LINGER_IDLE_MS = 1000;
+const LINGER_BYTES = 64 * 1024 * 1024;
+
+const lingering = new WeakSet<Socket>();
+
+/**
+ * Closes a connection after its last answer (`Connection: close`) without losing that answer: Node's
+ * http calls it as `socket.destroySoon()` once the answer is written. Node's own closes the socket as
+ * soon as the answer is flushed, and closing a socket with unread bytes has the kernel reset the
+ * connection: a client still uploading a refused body (a 413 past the drain bound) got EPIPE or
+ * ECONNRESET, and its kernel dropped the 413 it had not read yet. Here the socket is half-closed after
+ * the answer, and what the client still sends is read and dropped until it closes its side, for
+ * `LINGER_MS` at most (`LINGER_IDLE_MS` without a byte), or up to `LINGER_BYTES`: a lingering close, as
+ * nginx's and Apache's.
+ */
+function lingeringClose(socket: Socket): void {
+  if (socket.destroyed || lingering.has(socket)) return;
+  lingering.add(socket);
+  const close = () => socket.destroy();
+  let answered = false;
+  let idle: NodeJS.Timeout | undefined;
+  let dropped = 0;
+  // A 'data' listener takes the socket back from the HTTP parser (Node's http wraps `on` to do so); the
+  // server's own then goes, so that nothing the client sends after the answer is parsed as a request.
+  const drop = (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > LINGER_BYTES) close();
+    else idle?.refresh();
+  };
+  socket.on("data", drop);
+  for (const listener of socket.listeners("data"))
+    if (listener !== drop) socket.off("data", listener as (chunk: Buffer) => void);
+  socket.once("end", () => answered && close());
+  // The clocks start once the answer is flushed: a client reading a large answer slowly is not cut off.
+  socket.end(() => {
+    answered = true;
+    if (socket.readableEnded) return close();
+    idle = setTimeout(close, LINGER_IDLE_MS);
+    const deadline = setTimeout(close, LINGER_MS);
+    socket.once("close", () => {
+      clearTimeout(idle);
+      clearTimeout(deadline);
+    });
+  });
+  socket.resume();
 }
 
 const CLIENT_ERRORS: Record<string, [number, string, string]> = {
