@@ -40,7 +40,7 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   Conflict: { description: "The username is taken." },
   PayloadTooLarge: {
     description:
-      "The body is over 64 KiB. A body up to 1 MiB is read and dropped, so that the connection stays usable; past that the answer says `Connection: close`, and what the client still sends of it is read and dropped (for 5 s and 64 MiB at most) before the connection is closed, so that the client reads this answer rather than a reset.",
+      "The body is over 64 KiB. A body up to 1 MiB is read and dropped, so that the connection stays usable; past that the answer says `Connection: close`, and what the client still sends of it is read and dropped (for 5 s and 64 MiB at most) before the connection is closed, so that the client reads this answer rather than a reset. With `Expect: 100-continue`, a declared length over the limit is answered at once, without `100 Continue`, and the connection is closed.",
   },
   UnsupportedMediaType: {
     description: "The body is declared as something other than JSON: send `Content-Type: application/json`.",

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "./errors.ts";
 
@@ -17,6 +17,19 @@ const tooLarge = (maxBytes: number) =>
 
 // The body bodyLimit read, by request: what `requestBody` answers with.
 const bodies = new WeakMap<object, Uint8Array>();
+
+// Requests that expect `100 Continue` and have not had it (see `deferContinue`).
+const awaitingContinue = new WeakSet<IncomingMessage>();
+
+/**
+ * Leaves the `100 Continue` that a request with `Expect: 100-continue` waits for to `bodyLimit`, which
+ * sends it as it starts to read the body (as Go's net/http sends it on the body's first read), instead
+ * of Node before the app has seen the request: a request refused before its body is read (a declared
+ * length over the limit) is then answered without asking the client to send it.
+ */
+export function deferContinue(incoming: IncomingMessage): void {
+  awaitingContinue.add(incoming);
+}
 
 /**
  * The request's body, whole. Behind `bodyLimit` (every app of `createBaseApp`), the bytes it read; read
@@ -47,15 +60,21 @@ export async function requestBody(c: Context): Promise<Uint8Array> {
 export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): MiddlewareHandler {
   return async function bodyLimit(c, next) {
     if (c.req.method === "GET" || c.req.method === "HEAD") return next();
+    const { incoming, outgoing } = (c.env ?? {}) as { incoming?: IncomingMessage; outgoing?: ServerResponse };
+    const awaiting = incoming !== undefined && awaitingContinue.has(incoming);
     const declared = c.req.header("content-length");
     if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
       const length = Number(declared);
       if (length > maxBytes) {
-        if (length > drainBytes) c.header("connection", "close");
+        // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
+        if (length > drainBytes || awaiting) c.header("connection", "close");
         throw tooLarge(maxBytes);
       }
     }
-    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (awaiting) {
+      awaitingContinue.delete(incoming);
+      outgoing?.writeContinue();
+    }
     // Not destroyed when the read stops early: the 413 must still be written on its socket.
     const read = await readBounded(
       // (An async iterator that is iterable too, as every Readable's is.)

@@ -199,6 +199,39 @@ describe("a body too large to read and drop, still being sent when the 413 is", 
   );
 });
 
+describe("Expect: 100-continue", () => {
+  it("answers a declared length over the limit 413 at once, without a 100 Continue, and closes", async () => {
+    const { port } = await start();
+    const { received, closed } = await exchange(
+      port,
+      `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${16 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`,
+    );
+    const [head = "", body = ""] = received.split("\r\n\r\n");
+    expect(head).toMatch(/^HTTP\/1\.1 413 /);
+    expect(head).toMatch(/\r\nconnection: close/i);
+    expect(JSON.parse(body)).toMatchObject({ error: "request body is larger than 1024 bytes" });
+    expect(closed).toBe(true);
+  });
+
+  it("answers 100 Continue to a body within the limit, then serves it on a connection kept open", async () => {
+    const { port } = await start();
+    const socket = connect(port, "127.0.0.1");
+    cleanups.push(async () => void socket.destroy());
+    let received = "";
+    socket.on("data", (d) => {
+      received += d.toString();
+    });
+    socket.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    while (!received.includes("\r\n\r\n")) await new Promise((r) => setTimeout(r, 10));
+    expect(received).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    socket.write("ok");
+    while (!received.endsWith("}")) await new Promise((r) => setTimeout(r, 10));
+    expect(received).toMatch(/\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    expect(received).toMatch(/\r\nconnection: keep-alive\r\n/i);
+    expect(received.endsWith('{"length":2}')).toBe(true);
+  });
+});
+
 describe("a body within the limit", () => {
   it("reaches the handler whole, declared or chunked, through requestBody and c.req.text() alike", async () => {
     const { post } = await start();

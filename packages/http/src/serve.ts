@@ -11,6 +11,7 @@ import { getRequestListener, RequestError } from "@hono/node-server";
 import { REQUEST_ID_HEADER } from "@saga/contracts";
 import type { Logger } from "@saga/observability";
 import type { Hono } from "hono";
+import { deferContinue } from "./body-limit.ts";
 import type { ServerLimits } from "./settings.ts";
 
 // Kubernetes and our own tests give a process 5 s between SIGTERM and SIGKILL.
@@ -105,6 +106,12 @@ export function listen(
     });
   };
   server.on("clientError", answerClientError);
+  // Node answers `Expect: 100-continue` itself before the app has seen the request, asking for a body the
+  // app may refuse unread: the app's body reader sends it instead, when it starts reading (`deferContinue`).
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+    deferContinue(req);
+    server.emit("request", req, res);
+  });
   server.on("connection", (socket: Socket) => {
     socket.destroySoon = () => lingeringClose(socket);
   });
