@@ -46,11 +46,12 @@ export async function requestBody(c: Context): Promise<Uint8Array> {
  *
  * Hono's own `bodyLimit` cancels the stream of a chunked body it rejects, which destroys the socket
  * under a response that says `keep-alive`: the client's next request on that connection failed with
- * `UND_ERR_SOCKET`. Here nothing is cancelled: a declared length over the limit is never read
- * (@hono/node-server reads and discards the rest of an unread body once the answer is sent, as Node
- * does), a chunked body is read and discarded up to `drainBytes`, and a body larger than that gets
- * `Connection: close`, so that no client sends another request on a connection that still carries its
- * unread bytes (nginx's lingering close has the same aim).
+ * `UND_ERR_SOCKET`. Here nothing is cancelled: a body over the limit, declared or chunked, is read and
+ * discarded up to `drainBytes` before the 413 is answered, and a body larger than that (or one whose
+ * client waits for `100 Continue` to send it) gets `Connection: close` at once, and the connection a
+ * lingering close (serve.ts), so that no client sends another request on a connection that still carries
+ * its unread bytes. A 413 answered before its declared body was read left the rest to @hono/node-server,
+ * which reads it for 500 ms and then closes the connection, under an answer that said `keep-alive`.
  *
  * Under @hono/node-server the body is read from Node's request stream, not through `c.req.raw`: a body
  * asked of the WHATWG Request builds the whole Request (URL, headers copied and checked, an
@@ -65,9 +66,9 @@ export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): Middlewar
     const declared = c.req.header("content-length");
     if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
       const length = Number(declared);
-      if (length > maxBytes) {
-        // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
-        if (length > drainBytes || awaiting) c.header("connection", "close");
+      // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
+      if (length > drainBytes || (length > maxBytes && awaiting)) {
+        c.header("connection", "close");
         throw tooLarge(maxBytes);
       }
     }

@@ -97,6 +97,32 @@ describe("a pooled client (one connection) after a bad request", () => {
     expect(connections).toHaveLength(1);
   });
 
+  it("reuses the connection, as its 413 says, after a declared body over the limit that comes slowly", async () => {
+    const { port } = await start();
+    const socket = connect(port, "127.0.0.1");
+    cleanups.push(async () => void socket.destroy());
+    let received = "";
+    socket.on("data", (d) => {
+      received += d.toString();
+    });
+    let closed = false;
+    socket.on("close", () => {
+      closed = true;
+    });
+    socket.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n${"x".repeat(1000)}`);
+    // Longer than @hono/node-server reads an unread body for once the answer is sent, before it closes.
+    await new Promise((r) => setTimeout(r, 700));
+    socket.write("x".repeat(1000));
+    socket.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok");
+    // Until the second answer, or the connection's end (or 5 s, for the assertions to say what came).
+    for (let i = 0; i < 500 && !closed && !received.endsWith('{"length":2}'); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    const [refused = "", served = ""] = received.split(/(?=HTTP\/1\.1 )/);
+    expect(refused).toMatch(/^HTTP\/1\.1 413 /);
+    expect(refused).toMatch(/\r\nconnection: keep-alive\r\n/i);
+    expect(served).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it("reuses the connection after a chunked body over the limit", async () => {
     const { post, connections } = await start();
     const bad = await post("/echo", chunks(20, 1000));
