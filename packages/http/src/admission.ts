@@ -240,8 +240,10 @@ class Lane {
  * Admission control: a bound on the requests served at once per lane and a short queue in front of it.
  * A request that finds its lane and its queue full, or waits longer than its queue allows
  * (`queueIntervalMs` in a burst, `queueTimeoutMs` in a standing queue), is answered 503 with `Retry-After`
- * at once, before its body is read: excess load costs microseconds instead of queueing into timeouts. A service's bounds are configured from measurement (bench/README.md); a
- * proxy's lanes may adapt to their backend's latency (`adaptive`).
+ * at once, before any route's work: excess load costs microseconds instead of queueing into timeouts (its
+ * body, read first by `bodyLimit`, came with its head in nearly every case; see createBaseApp). A service's
+ * bounds are configured from measurement (bench/README.md); a proxy's lanes may adapt to their backend's
+ * latency (`adaptive`).
  */
 export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const { limits, queueTimeoutMs, retryAfterS, metrics, adaptive, longPolls } = opts;
