@@ -99,25 +99,16 @@ describe("a pooled client (one connection) after a bad request", () => {
 
   it("reuses the connection, as its 413 says, after a declared body over the limit that comes slowly", async () => {
     const { port } = await start();
-    const socket = connect(port, "127.0.0.1");
-    cleanups.push(async () => void socket.destroy());
-    let received = "";
-    socket.on("data", (d) => {
-      received += d.toString();
-    });
-    let closed = false;
-    socket.on("close", () => {
-      closed = true;
-    });
+    const { socket, received, closed } = rawConnection(port);
     socket.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n${"x".repeat(1000)}`);
     // Longer than @hono/node-server reads an unread body for once the answer is sent, before it closes.
     await new Promise((r) => setTimeout(r, 700));
     socket.write("x".repeat(1000));
     socket.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok");
     // Until the second answer, or the connection's end (or 5 s, for the assertions to say what came).
-    for (let i = 0; i < 500 && !closed && !received.endsWith('{"length":2}'); i++)
+    for (let i = 0; i < 500 && !closed() && !received().endsWith('{"length":2}'); i++)
       await new Promise((r) => setTimeout(r, 10));
-    const [refused = "", served = ""] = received.split(/(?=HTTP\/1\.1 )/);
+    const [refused = "", served = ""] = received().split(/(?=HTTP\/1\.1 )/);
     expect(refused).toMatch(/^HTTP\/1\.1 413 /);
     expect(refused).toMatch(/\r\nconnection: keep-alive\r\n/i);
     expect(served).toMatch(/^HTTP\/1\.1 200 /);
@@ -241,20 +232,15 @@ describe("Expect: 100-continue", () => {
 
   it("answers 100 Continue to a body within the limit, then serves it on a connection kept open", async () => {
     const { port } = await start();
-    const socket = connect(port, "127.0.0.1");
-    cleanups.push(async () => void socket.destroy());
-    let received = "";
-    socket.on("data", (d) => {
-      received += d.toString();
-    });
+    const { socket, received } = rawConnection(port);
     socket.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
-    while (!received.includes("\r\n\r\n")) await new Promise((r) => setTimeout(r, 10));
-    expect(received).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    while (!received().includes("\r\n\r\n")) await new Promise((r) => setTimeout(r, 10));
+    expect(received()).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
     socket.write("ok");
-    while (!received.endsWith("}")) await new Promise((r) => setTimeout(r, 10));
-    expect(received).toMatch(/\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
-    expect(received).toMatch(/\r\nconnection: keep-alive\r\n/i);
-    expect(received.endsWith('{"length":2}')).toBe(true);
+    while (!received().endsWith("}")) await new Promise((r) => setTimeout(r, 10));
+    expect(received()).toMatch(/\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    expect(received()).toMatch(/\r\nconnection: keep-alive\r\n/i);
+    expect(received().endsWith('{"length":2}')).toBe(true);
   });
 });
 
@@ -283,6 +269,21 @@ describe("a body within the limit", () => {
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
   });
 });
+
+/** A raw connection of its own, closed after the test: what came back so far, and whether the server closed it. */
+function rawConnection(port: number) {
+  const socket = connect(port, "127.0.0.1");
+  cleanups.push(async () => void socket.destroy());
+  let received = "";
+  let closed = false;
+  socket.on("data", (d) => {
+    received += d.toString();
+  });
+  socket.on("close", () => {
+    closed = true;
+  });
+  return { socket, received: () => received, closed: () => closed };
+}
 
 /** Sends raw bytes on a connection of their own: what came back, and whether the server closed it. */
 function exchange(
