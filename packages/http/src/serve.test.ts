@@ -270,19 +270,26 @@ describe("a body within the limit", () => {
   });
 });
 
-/** A raw connection of its own, closed after the test: what came back so far, and whether the server closed it. */
-function rawConnection(port: number) {
-  const socket = connect(port, "127.0.0.1");
+/**
+ * A raw connection of its own, closed after the test: what came back so far, whether the server closed
+ * it, and the error that ended it, if any (ECONNRESET, EPIPE).
+ */
+function rawConnection(port: number, opts: { allowHalfOpen?: boolean } = {}) {
+  const socket = connect({ port, host: "127.0.0.1", ...opts });
   cleanups.push(async () => void socket.destroy());
   let received = "";
   let closed = false;
+  let error: string | undefined;
   socket.on("data", (d) => {
     received += d.toString();
+  });
+  socket.on("error", (err: NodeJS.ErrnoException) => {
+    error = err.code ?? err.message;
   });
   socket.on("close", () => {
     closed = true;
   });
-  return { socket, received: () => received, closed: () => closed };
+  return { socket, received: () => received, closed: () => closed, error: () => error };
 }
 
 /** Sends raw bytes on a connection of their own: what came back, and whether the server closed it. */
@@ -325,6 +332,53 @@ describe("a request the adapter cannot turn into a URL", () => {
     expect(JSON.parse(body)).toEqual({ error: "malformed request", requestId });
     expect(closed).toBe(true);
   });
+});
+
+describe("a refusal of Node's own (431, 408, 400), while the client is still sending", () => {
+  it.each([
+    ["a head over the cap", 431, "request head is too large", `X-Big: ${"y".repeat(4096)}\r\n`],
+    ["a head that does not arrive in time", 408, "request was not received in time", ""],
+    ["a malformed head", 400, "malformed request", "X-Bad\r\n"],
+  ])(
+    "%s: the client reads the whole %i answer before the connection ends, without a reset",
+    async (_what, status, error, head) => {
+      const { port } = await start();
+      // Half open: it sends on after the server's end, as a client does until its upload is done.
+      const client = rawConnection(port, { allowHalfOpen: true });
+      client.socket.write(`POST /echo HTTP/1.1\r\nHost: x\r\n${head}`);
+      const answered = () => /\r\n\r\n\{.*\}$/s.test(client.received());
+      // Sends on, as a client with more head or a body to go does, and for a while after the answer (a
+      // client uploading a body looks at the answer once it is sent), unless the connection ends.
+      let after = 0;
+      for (let i = 0; i < 500 && after < 20 && client.socket.writable; i++) {
+        // A byte at a time for the 408, whose head must keep coming slowly.
+        client.socket.write("y".repeat(status === 408 ? 1 : 64 * 1024));
+        await new Promise((r) => setTimeout(r, 10));
+        if (answered()) after++;
+      }
+      client.socket.end();
+      while (!client.closed()) await new Promise((r) => setTimeout(r, 10));
+      expect(client.error()).toBeUndefined();
+      const [answerHead = "", body = ""] = client.received().split("\r\n\r\n");
+      expect(answerHead).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(answerHead).toMatch(/\r\nconnection: close/i);
+      expect(JSON.parse(body)).toEqual({ error });
+    },
+    10_000,
+  );
+
+  it("a client that trickles on after its 408 does not hold the connection: the server ends it", async () => {
+    const { port } = await start();
+    const client = rawConnection(port, { allowHalfOpen: true });
+    client.socket.write("POST /echo HTTP/1.1\r\nHost: x\r\n");
+    // A byte every 10 ms for 15 s, far past the lingering close's bounds, unless the server ends it first.
+    for (let i = 0; i < 1500 && !client.closed(); i++) {
+      if (client.socket.writable) client.socket.write("y");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(client.received()).toMatch(/^HTTP\/1\.1 408 /);
+    expect(client.closed()).toBe(true);
+  }, 20_000);
 });
 
 describe("slow clients", () => {

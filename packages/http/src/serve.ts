@@ -53,7 +53,7 @@ export function listen(
   const server = createServer(
     limits
       ? {
-          // A head over this gets Node's 431 and a closed connection.
+          // A head over this gets Node's 431 and a closed connection (answerClientError).
           maxHeaderSize: limits.maxHeaderBytes,
           // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
           // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
@@ -135,13 +135,13 @@ const lingering = new WeakSet<Socket>();
 
 /**
  * Closes a connection after its last answer (`Connection: close`) without losing that answer: Node's
- * http calls it as `socket.destroySoon()` once the answer is written. Node's own closes the socket as
- * soon as the answer is flushed, and closing a socket with unread bytes has the kernel reset the
- * connection: a client still uploading a refused body (a 413 past the drain bound) got EPIPE or
- * ECONNRESET, and its kernel dropped the 413 it had not read yet. Here the socket is half-closed after
- * the answer, and what the client still sends is read and dropped until it closes its side, for
- * `LINGER_MS` at most (`LINGER_IDLE_MS` without a byte), or up to `LINGER_BYTES`: a lingering close, as
- * nginx's and Apache's.
+ * http calls it as `socket.destroySoon()` once the answer is written, and `answerClientError` after
+ * Node's own refusals (431, 408, 400). Node's `destroySoon` closes the socket as soon as the answer is
+ * flushed, and closing a socket with unread bytes has the kernel reset the connection: a client still
+ * uploading a refused body (a 413 past the drain bound) got EPIPE or ECONNRESET, and its kernel dropped
+ * the 413 it had not read yet. Here the socket is half-closed after the answer, and what the client
+ * still sends is read and dropped until it closes its side, for `LINGER_MS` at most (`LINGER_IDLE_MS`
+ * without a byte), or up to `LINGER_BYTES`: a lingering close, as nginx's and Apache's.
  */
 function lingeringClose(socket: Socket): void {
   if (socket.destroyed || lingering.has(socket)) return;
@@ -182,9 +182,14 @@ const CLIENT_ERRORS: Record<string, [number, string, string]> = {
 
 /**
  * What Node answers to a request it could not parse (or that came too slowly), as JSON like every other
- * error, then closes the connection: its bytes can no longer be trusted to frame the next request.
+ * error, then closes the connection, lingering as after a 413: its bytes can no longer be trusted to
+ * frame the next request, and a client still sending them (a large head, a body) must read the answer
+ * before the close. Node emits the error again for each further chunk the failed parser is given (a
+ * 408 leaves the parser on and the connection half-open for as long as the client sends), until the
+ * lingering close takes the socket from it.
  */
 function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (lingering.has(socket as Socket)) return;
   if (err.code === "ECONNRESET" || !socket.writable) {
     socket.destroy();
     return;
@@ -195,9 +200,10 @@ function answerClientError(err: Error & { code?: string }, socket: Duplex): void
     "malformed request",
   ];
   const body = JSON.stringify({ error: message });
-  socket.end(
+  socket.write(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+  lingeringClose(socket as Socket);
 }
 
 /**
