@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   checkActivity,
   checkEmissions,
+  checkExits,
   checkReservationOwners,
   type EmittedRow,
   type OrderRow,
@@ -217,6 +218,27 @@ describe("checkActivity", () => {
       pass: false,
       checked: "1 orders (1 CONFIRMED), faults 2/4",
       counterExamples: ["kill user-1: 1 of 2 planned done", "blackhole relay-1→kafka: 0 of 1 planned done"],
+    });
+  });
+});
+
+describe("checkExits", () => {
+  it("passes a run whose processes exited only when it killed or stopped them", () => {
+    expect(checkExits([], 6)).toMatchObject({ pass: true, checked: "6 processes" });
+  });
+
+  it("fails a run in which a process exited by itself once ready, naming it, its code and its time up", () => {
+    const exits = [
+      { name: "relay-2", code: 1, upMs: 41_250 },
+      { name: "user-1", code: null, upMs: 3_000 },
+    ];
+    expect(checkExits(exits, 6)).toMatchObject({
+      pass: false,
+      checked: "6 processes",
+      counterExamples: [
+        "relay-2 exited by itself (code 1) after 41.3 s up",
+        "user-1 exited by itself (code none: a signal) after 3.0 s up",
+      ],
     });
   });
 });

@@ -437,3 +437,25 @@ export function checkActivity({ ordersByStatus, planned, done }: Activity): Inva
     violations,
   );
 }
+
+/** An exit of one of the run's processes, once it was ready, that the run did not ask for. */
+export type UnplannedExit = { name: string; code: number | null; upMs: number };
+
+export const describeExit = ({ name, code, upMs }: UnplannedExit): string =>
+  `${name} exited by itself (code ${code ?? "none: a signal"}) after ${(upMs / 1000).toFixed(1)} s up`;
+
+/**
+ * No process exited by itself once ready. Every fault of the schedule is one a process must ride out:
+ * consumers rejoin their group however long the broker is away, relays stand by, pools reconnect,
+ * requests answer 503 (docs/design.md, "Crashes and outages"). What makes one exit is a defect (a relay
+ * loop that crashed, an uncaught exception), which no fault excuses. Exits during a start (a link
+ * blackholed, PostgreSQL down) are not counted: the run starts the process again, and fails if it never
+ * comes back.
+ */
+export function checkExits(exits: readonly UnplannedExit[], processes: number): InvariantResult {
+  return result(
+    "no process exited by itself (every exit was a kill of the schedule)",
+    `${processes} processes`,
+    exits.map(describeExit),
+  );
+}

@@ -24,7 +24,7 @@ export type ChaosReport = {
   outcomes: Record<string, number>;
   load: Record<string, number>;
   duplicateCopies: number;
-  /** Processes that exited by themselves once ready (crashes), with their code and time up. */
+  /** Processes that exited by themselves once ready (crashes), with their code and time up: a failure. */
   unplannedExits: string[];
   maxRelayLagS: number;
   timeToQuietS: number | null;

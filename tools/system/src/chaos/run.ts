@@ -6,7 +6,7 @@ import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
 import { waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
-import { checkActivity, checkInvariants } from "./checker.ts";
+import { checkActivity, checkExits, checkInvariants, describeExit, type UnplannedExit } from "./checker.ts";
 import { createUsers, startLoad } from "./load.ts";
 import { type ChaosReport, formatReport } from "./report.ts";
 import {
@@ -198,16 +198,14 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     clearInterval(progress);
 
     // Exits the run did not cause: a process that crashed is started again below (and by its next kill)
-    // like one the run killed, so they are said here and in the report, not left to pass unseen.
-    const unplannedExits = [...system.processes].flatMap(([name, p]) =>
-      p
-        .unplannedExits()
-        .map((e) => `${name} (code ${e.code ?? "none: a signal"}) after ${(e.upMs / 1000).toFixed(1)} s up`),
-    );
+    // like one the run killed, so they are said here, and fail the run (checkExits), not left to pass unseen.
+    const unplannedExits = (): UnplannedExit[] =>
+      [...system.processes].flatMap(([name, p]) => p.unplannedExits().map((e) => ({ name, ...e })));
+    const exitedUnderLoad = unplannedExits();
     log(
-      unplannedExits.length === 0
+      exitedUnderLoad.length === 0
         ? "chaos: no process exited unless the run stopped it"
-        : `chaos: ${unplannedExits.length} exits the run did not cause: ${unplannedExits.join("; ")}`,
+        : `chaos: ${exitedUnderLoad.length} exits the run did not cause: ${exitedUnderLoad.map(describeExit).join("; ")}`,
     );
     for (const [name, p] of system.processes) if (!p.isRunning()) await startWithRetries(system, name, log);
     const quietStarted = Date.now();
@@ -257,6 +255,9 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       byTarget[targetOf(f)] = (byTarget[targetOf(f)] ?? 0) + 1;
     }
     results.push(checkActivity({ ordersByStatus, planned, done: faults }));
+    // Read again: a crash while the system went quiet counts as much as one under load.
+    const exits = unplannedExits();
+    results.push(checkExits(exits, system.processes.size));
     const { inFlight: _, ...load_ } = load.stats;
     const proxied = await Promise.all([...system.links.values()].map((l) => l.stats()));
     return {
@@ -272,7 +273,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       outcomes,
       load: load_,
       duplicateCopies: observed.duplicateCopies,
-      unplannedExits,
+      unplannedExits: exits.map(describeExit),
       maxRelayLagS,
       timeToQuietS,
       invariants: results,
