@@ -197,8 +197,9 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     await load.stop();
     clearInterval(progress);
 
-    // Exits the run did not cause: a process that crashed is started again below (and by its next kill)
-    // like one the run killed, so they are said here, and fail the run (checkExits), not left to pass unseen.
+    // Exits the run did not cause: a process that crashed is started again below (and by its next kill or
+    // freeze) like one the run killed, so they are said here, and fail the run (checkExits), not left to
+    // pass unseen.
     const unplannedExits = (): UnplannedExit[] =>
       [...system.processes].flatMap(([name, p]) => p.unplannedExits().map((e) => ({ name, ...e })));
     const exitedUnderLoad = unplannedExits();
@@ -286,7 +287,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
 }
 
 /** Does one fault and undoes it after its duration: restarts, continues, heals. */
-async function inflict(system: System, fault: Fault, log: (line: string) => void) {
+export async function inflict(system: System, fault: Fault, log: (line: string) => void) {
   if ("link" in fault) {
     const link = system.links.get(fault.link);
     if (!link) throw new Error(`no link ${fault.link}`);
@@ -296,6 +297,10 @@ async function inflict(system: System, fault: Fault, log: (line: string) => void
     await sleep(fault.durationMs);
     await link.heal();
   } else if (fault.kind === "freeze") {
+    // One of our processes that exited by itself (a crash, which fails the run: checkExits) is started
+    // again first, as its supervisor would have: a freeze of it would throw and end the run unreported.
+    if (system.processes.get(fault.victim)?.isRunning() === false)
+      await startWithRetries(system, fault.victim, log);
     await system.freeze(fault.victim, fault.durationMs);
   } else if (fault.victim === "kafka") await system.restartKafka(fault.durationMs);
   else if (fault.victim === "postgres") await system.restartPostgres(fault.durationMs);
