@@ -13,13 +13,16 @@ import {
   expectEveryRowInOrder,
   freshOutbox,
   freshTopicPrefix,
+  holdSynchronousCommits,
   metricValue,
   ownPostgresServer,
   readAll,
   relayEnv,
+  releaseSynchronousCommits,
   row,
   spawnRelay,
   type TestRow,
+  writeHeld,
   writeRows,
 } from "./support.ts";
 
@@ -87,65 +90,6 @@ async function writeConcurrently(sql: postgres.Sql, transactions: number, aggreg
     }),
   );
   return written;
-}
-
-/**
- * Makes commits that ask for `synchronous_commit = on` wait for a synchronous standby that never
- * connects: their WAL is flushed and streamed, and they are not visible until the setting is removed.
- * Everything else on this server commits with `synchronous_commit = off` (a throwaway server), which
- * never waits. Resolves once a commit does wait (the checkpointer applies the setting a moment after
- * the reload): a probe transaction is seen in the `SyncRep` wait, then cancelled, which completes it.
- */
-async function holdSynchronousCommits(serverUrl: string): Promise<void> {
-  const admin = postgres(serverUrl, { max: 2, onnotice: () => {} });
-  try {
-    await admin`alter system set synchronous_standby_names = 'nobody'`;
-    await admin`select pg_reload_conf()`;
-    await eventually(
-      "commits to wait for the synchronous standby",
-      async () => {
-        const probe = postgres(serverUrl, { max: 1, onnotice: () => {} });
-        try {
-          const [session] = await probe<{ pid: number }[]>`select pg_backend_pid() as pid`;
-          const pid = session?.pid ?? 0;
-          const commit = probe.begin(async (tx) => {
-            await tx`set local synchronous_commit = on`;
-            // A commit waits only if its transaction wrote WAL besides its commit record.
-            await tx`select pg_logical_emit_message(true, 'probe', '')`;
-          });
-          const waiting = await eventually(
-            "the probe to wait",
-            async () => {
-              const [r] = await admin<{ event: string | null }[]>`
-                select wait_event as event from pg_stat_activity where pid = ${pid}`;
-              return r?.event === "SyncRep";
-            },
-            300,
-            20,
-          ).catch(() => false);
-          await admin`select pg_cancel_backend(${pid})`;
-          await commit.catch(() => {});
-          return waiting;
-        } finally {
-          await probe.end({ timeout: 1 });
-        }
-      },
-      10_000,
-    );
-  } finally {
-    await admin.end({ timeout: 1 });
-  }
-}
-
-/** Removes the synchronous standby again: the commits waiting for it complete. */
-async function releaseSynchronousCommits(serverUrl: string): Promise<void> {
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
-  try {
-    await admin`alter system reset synchronous_standby_names`;
-    await admin`select pg_reload_conf()`;
-  } finally {
-    await admin.end({ timeout: 1 });
-  }
 }
 
 describe("relay in the CDC mode", () => {
@@ -309,37 +253,10 @@ describe("relay in the CDC mode", () => {
     await streaming(metric);
     const wakeupsBefore = (await metric("saga_relay_wakeups_total")) ?? 0;
 
-    // A writer held between its WAL flush and its visibility: the commit record is flushed (so the
-    // stream carries it) and the commit then waits for a synchronous standby that does not exist, which
-    // PostgreSQL does before it takes the transaction out of the running ones (RecordTransactionCommit,
-    // then ProcArrayEndTransaction). The writer's session stays in the `SyncRep` wait meanwhile.
+    // A writer held between its WAL flush and its visibility (see writeHeld).
     await holdSynchronousCommits(ownServerUrl());
-    let pid: number | undefined;
-    const held = sql.begin(async (tx) => {
-      await tx`set local synchronous_commit = on`;
-      const [session] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid`;
-      pid = session?.pid;
-      await tx`select pg_advisory_xact_lock(hashtextextended('held', 0))`;
-      const [r] = await tx<TestRow[]>`
-        insert into outbox ${tx(row("held", 1))}
-        returning id, aggregate_id as "aggregateId", topic, position::text as position`;
-      return r as TestRow;
-    });
     onTestFinished(() => releaseSynchronousCommits(ownServerUrl()));
-    await eventually("the writer to wait for its synchronous standby", async () => {
-      const [r] = await sql<{ event: string | null }[]>`
-        select wait_event as event from pg_stat_activity where pid = ${pid ?? 0}`;
-      return r?.event === "SyncRep";
-    });
-    // Flushed and streamed to the relay, not visible to anyone else.
-    const [flushed] = await sql<{ lsn: string }[]>`select pg_current_wal_flush_lsn()::text as lsn`;
-    await eventually("the WAL sender to send the held commit", async () => {
-      const [r] = await sql<{ sent: boolean }[]>`
-        select r.sent_lsn >= ${flushed?.lsn ?? ""}::pg_lsn as sent
-        from pg_replication_slots s join pg_stat_replication r on r.pid = s.active_pid
-        where s.database = current_database()`;
-      return r?.sent === true;
-    });
+    const { committed: held } = await writeHeld(sql, row("held", 1));
     await eventually(
       "the relay to receive the held transaction",
       async () => ((await metric("saga_relay_wakeups_total")) ?? 0) > wakeupsBefore,
