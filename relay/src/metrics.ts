@@ -106,13 +106,13 @@ export function createRelayMetrics(registry: Registry) {
     }),
     wakeups: new Counter({
       name: "saga_relay_wakeups_total",
-      help: "Rounds started by a replication wake-up or by the poll timer",
+      help: "Rounds started by a replication wake-up, by the poll timer, or (table mode) to look again at a streamed transaction a read could not see yet",
       labelNames: ["outbox", "source"] as const,
       registers,
     }),
     visibilityWaits: new Counter({
       name: "saga_relay_visibility_waits_total",
-      help: "CDC: streamed batches held back because a transaction of theirs was not yet visible to other sessions",
+      help: "Streamed transactions not yet visible to other sessions: CDC, batches held back for one; table mode, reads that could not see one yet",
       labelNames: ["outbox"] as const,
       registers,
     }),

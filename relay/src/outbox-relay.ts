@@ -272,6 +272,28 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     // CDC: whether rows stream in fast enough for a send to wait for the next ones.
     const linger = createLingerGate(lingerMs);
     awaitingMark = () => unmarked.ids();
+    // Table mode: transactions the stream announced that a read could not see yet, and how long the loop
+    // waits before it looks again (doubling from 1 ms while they stay unseen; see `idle`).
+    let unseen: number[] = [];
+    let lookAgainMs = 1;
+
+    /**
+     * Waits for a wake-up or the poll. Table mode: the stream announces a commit a moment before other
+     * sessions see it, and no later message says when they do; while a read missed announced
+     * transactions, the loop looks again after 1, 2, 4, … ms instead, until the poll comes as soon.
+     */
+    async function idle(): Promise<void> {
+      const pollMs = wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS;
+      if (lookAgainMs >= pollMs) {
+        unseen = [];
+        lookAgainMs = 1;
+      }
+      const lookingAgain = unseen.length > 0;
+      const how = await wake.wait(lookingAgain ? lookAgainMs : pollMs, until);
+      if (how !== "timeout") return;
+      if (lookingAgain) lookAgainMs *= 2;
+      metrics.wakeups.inc({ ...labels, source: lookingAgain ? "visibility" : "poll" });
+    }
 
     /**
      * Marks the acknowledged rows that wait, in one statement per chunk, then lets the slot move past
@@ -368,6 +390,20 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               const { xmax } = await query("read", (signal) => store.currentSnapshot(signal), until);
               catchingUp = { generation, xmax };
             }
+            if (mode === "table") {
+              // A snapshot taken before the read says which announced transactions the read will see; one
+              // statement per round, only when the stream announced some. Kept if it fails, to look again.
+              const announced = wakeups.takeAnnounced();
+              unseen = unseen.concat(announced);
+              if (unseen.length > 0) {
+                stage = "visibility";
+                const snapshot = await query("visibility", (signal) => store.currentSnapshot(signal), until);
+                if (invisibleIn(announced, snapshot).length > 0) metrics.visibilityWaits.inc(labels);
+                unseen = invisibleIn(unseen, snapshot);
+                if (unseen.length === 0) lookAgainMs = 1;
+                stage = "read";
+              }
+            }
             // A commit is in the WAL (and may precede the slot's starting point) a moment before it is
             // visible to other sessions. A read whose snapshot has every transaction older than `xmax`
             // finished has seen all of those; if it also took every unpublished row, the stream carries
@@ -387,8 +423,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               caughtUp = generation;
             if (rows.length === 0) {
               if (caughtUp === generation && generation !== undefined) continue;
-              const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
-              if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
+              await idle();
               backoffMs = 100;
               continue;
             }
@@ -442,10 +477,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           }
           backoffMs = 100;
           if (!streamed && rows.length < batchSize && caughtUp === undefined) {
-            // A short read took every row committed before it; a later commit wakes us (the signal was
-            // cleared before the read, so none is missed): no read to find nothing.
-            const how = await wake.wait(wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS, until);
-            if (how === "timeout") metrics.wakeups.inc({ ...labels, source: "poll" });
+            // A short read took every row visible to it; a later commit wakes us (the signal was cleared
+            // before the read, so none is missed), and one it could not see yet is looked at again (idle).
+            await idle();
           }
         } catch (err) {
           if (isDefect(err)) throw err;

@@ -47,6 +47,12 @@ export type ReplicationWakeups = {
    * streamed, so a CDC caller reads the table once per generation before it takes rows from the stream.
    */
   readonly generation: number;
+  /**
+   * Table mode only: the ids (32 bits) of the transactions whose outbox inserts were streamed since the
+   * last call, oldest first. The stream has a commit a moment before other sessions see it; a read that
+   * should see these transactions first checks that they are visible (outbox-relay.ts, `unseen`).
+   */
+  takeAnnounced(): number[];
   /** CDC only: rows received on the current connection and not yet taken. */
   readonly queuedRows: number;
   /**
@@ -71,7 +77,11 @@ export type ReplicationWakeups = {
 // https://www.postgresql.org/docs/current/protocol-replication.html#PROTOCOL-REPLICATION-XLOGDATA
 const XLOG_DATA = 0x77; // 'w': 1 + walStart(8) + walEnd(8) + sendTime(8) + pgoutput message
 const KEEPALIVE = 0x6b; // 'k': 1 + walEnd(8) + sendTime(8) + replyRequested(1)
+const PGOUTPUT_BEGIN = 0x42; // 'B': 1 + finalLsn(8) + commitTime(8) + xid(4)
 const PGOUTPUT_INSERT = 0x49; // 'I', https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
+// Table mode: announced transaction ids kept until taken. The loop takes them every round; past this (a
+// loop stuck on a statement) the newest are dropped, which costs their rows a wait for the poll.
+const MAX_ANNOUNCED = 10_000;
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 
 type QueuedTransaction = {
@@ -109,6 +119,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   let taken = 0;
   let acknowledged = 0n;
   let confirmNow: (replyRequested?: boolean) => void = () => {};
+  // Table mode: transactions streamed with outbox inserts, not yet taken.
+  let announced: number[] = [];
 
   const slotName = `relay_${holderName
     .toLowerCase()
@@ -154,7 +166,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       queue.length = 0;
       queuedRows = 0;
       taken = 0;
-      // CDC: the transaction being received, and the outbox's columns from its Relation message.
+      // The transaction being received (both modes); CDC: the outbox's columns from its Relation message.
       let columns: string[] | undefined;
       let xid = 0;
       let inTransaction: StreamedRow[] | undefined;
@@ -177,7 +189,12 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
         // Where this message's WAL starts (its walEnd is the server's WAL end, which may not be sent yet).
         received = max(received, chunk.readBigUInt64BE(1));
         if (!opts.rows) {
-          if (chunk[25] === PGOUTPUT_INSERT) onWake();
+          // One id per transaction (its first insert), not per row.
+          if (chunk[25] === PGOUTPUT_BEGIN) xid = chunk.readUInt32BE(42);
+          else if (chunk[25] === PGOUTPUT_INSERT) {
+            if (announced.at(-1) !== xid && announced.length < MAX_ANNOUNCED) announced.push(xid);
+            onWake();
+          }
           return;
         }
         const message = decodePgoutput(chunk.subarray(25));
@@ -269,6 +286,11 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
     },
     get queuedRows() {
       return queuedRows;
+    },
+    takeAnnounced() {
+      const taken = announced;
+      announced = [];
+      return taken;
     },
     take(maxRows) {
       if (!connected || queue.length === 0) return undefined;
