@@ -21,6 +21,7 @@ import {
   type EventProducer,
   type IncomingMessage,
   type KafkaClient,
+  type KafkaLogger,
   type KafkaOptions,
   type OutgoingMessage,
   type PartitionLag,
@@ -43,6 +44,27 @@ function decodeHeaders(headers: IHeaders | undefined): Record<string, string | u
   return out;
 }
 
+// kafkajs's "Restarting the consumer in 1234ms": a jittered delay, which is in the entry's `retryTime` too.
+const DELAY_IN_MESSAGE = / in (\d+)ms$/;
+
+/**
+ * kafkajs's log entries as lines of `logger`, each message prefixed with `kafka: `. A delay kafkajs writes
+ * into a message moves to the `retryTime` field: the process's logger aggregates repeated warnings and
+ * errors by their message (@saga/observability, `aggregateRepeats`), and a consumer restarting with a
+ * new jittered delay each time would otherwise write a line per restart that never merges with the next.
+ */
+export function kafkajsLogLines(logger: KafkaLogger | undefined): (entry: LogEntry) => void {
+  return ({ level, log }) => {
+    const { message, ...extra } = log;
+    // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
+    const routine = (extra as { error?: string }).error?.includes("rebalancing");
+    const delay = DELAY_IN_MESSAGE.exec(message);
+    const fields = delay ? { retryTime: Number(delay[1]), ...extra } : extra;
+    const text = delay ? message.slice(0, delay.index) : message;
+    logger?.[routine ? "debug" : toKafkajsLevel(level)](fields, `kafka: ${text}`);
+  };
+}
+
 /** Creates a kafkajs client for one set of brokers. */
 export function createKafkajsClient({
   brokers,
@@ -51,14 +73,7 @@ export function createKafkajsClient({
   connectionTimeout = 3000,
   adminTimeout = 2000,
 }: KafkaOptions): KafkaClient {
-  const logCreator =
-    () =>
-    ({ level, log }: LogEntry) => {
-      const { message, ...extra } = log;
-      // kafkajs logs every heartbeat answered "rebalancing" as an error; a rebalance is routine.
-      const routine = (extra as { error?: string }).error?.includes("rebalancing");
-      logger?.[routine ? "debug" : toKafkajsLevel(level)](extra, `kafka: ${message}`);
-    };
+  const logCreator = () => kafkajsLogLines(logger);
   const kafka = new Kafka({
     brokers,
     clientId,
