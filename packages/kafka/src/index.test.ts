@@ -579,3 +579,76 @@ describe("@saga/kafka through platformatic, with a linger", () => {
     expect(handed.map((b) => b.length)).toEqual([5, 5]);
   });
 });
+
+describe("@saga/kafka through platformatic, in a rebalance", () => {
+  // kafkajs rejoins only between batches, so a member never loses a partition while it applies it; this
+  // library rejoins in the background, while a chunk of the partition it loses is being applied.
+  it("neither applies nor commits a partition it has lost, so the partition's committed offset never goes back", async () => {
+    adapter = "platformatic";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const groupId = freshGroupId();
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    // One key on each partition: "21" on 0 and "abc" on 1 ((murmur2 & 0x7fffffff) % 2).
+    const send = (from: number) =>
+      producer.send(
+        ["21", "abc"].flatMap((key) =>
+          [0, 1, 2, 3, 4].map((n) => ({ topic: events, key, value: `${key}/${from + n}`, headers: {} })),
+        ),
+      );
+    const committed = async (partition: number) =>
+      (await kafka.consumerLag(groupId, [events]))[partition]?.committed;
+    const options = {
+      groupId,
+      topics: [events],
+      commitIntervalMs: 0,
+      classify: () => "transient" as const,
+      deadLetter: async () => {},
+    };
+    await send(0);
+
+    // The first member's handler hangs (a database that does not answer) until released.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const byFirst: IncomingMessage[] = [];
+    const first = await kafka.createConsumer({
+      ...options,
+      async handle(m) {
+        byFirst.push(m);
+        await released;
+      },
+    });
+    cleanups.push(() => first.stop());
+    await waitFor("the first member applying both partitions", () =>
+      new Set(byFirst.map((m) => m.partition)).size === 2 ? true : undefined,
+    );
+
+    // A second member joins and takes one of them, applies it to its end and commits.
+    const bySecond: IncomingMessage[] = [];
+    const second = await kafka.createConsumer({
+      ...options,
+      async handle(m) {
+        bySecond.push(m);
+      },
+    });
+    cleanups.push(() => second.stop());
+    const lost = (await waitFor("the second member's first message", () => bySecond[0])).partition;
+    const kept = 1 - lost;
+    await send(5);
+    await waitFor("the second member's commit", async () =>
+      (await committed(lost)) === 10 ? true : undefined,
+    );
+
+    // The first member's handler returns: it goes on with the partition it kept only.
+    release();
+    await waitFor("the first member's commit of the partition it kept", async () =>
+      (await committed(kept)) === 10 ? true : undefined,
+    );
+    expect(await committed(lost)).toBe(10);
+    expect(byFirst.filter((m) => m.partition === lost).map((m) => m.offset)).toEqual(["0"]);
+    expect(bySecond.filter((m) => m.partition === lost).map((m) => m.offset)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `${i}`),
+    );
+  });
+});

@@ -149,10 +149,12 @@ export function createPlatformaticClient({
     consumer.on("consumer:group:join", () => {
       joined = true;
       // Partitions this member no longer owns: their queued messages are left to the new owner, which reads
-      // from the last commit. A chunk being handled finishes (a duplicate at worst, which the inbox absorbs).
+      // from the last commit. Dropping the queue also tells a chunk of the partition being applied that it
+      // is no longer this member's (`held`), even if a later rebalance gives the partition back.
       for (const [key, queue] of queues) {
         if (owns(key)) continue;
         forget(key, queue);
+        queues.delete(key);
       }
       commits.retain(owns);
       stream?.resume();
@@ -201,11 +203,17 @@ export function createPlatformaticClient({
       schedule();
     };
 
-    const keepGoing = () => !stopping;
     const noHeartbeat = async () => {};
 
     /** A partition's share of a batch. */
     type Part = { key: string; queue: StringMessage[]; messages: StringMessage[] };
+    /**
+     * Whether a part's partition has stayed this member's since the part was taken. One that was not
+     * is neither applied further nor committed: the broker checks a commit's generation, not who owns
+     * the partition, so its commit would take the new owner's offset back (the messages in between read
+     * again, a lag that never drains), and its messages may be applied or dead-lettered by the new owner.
+     */
+    const held = ({ key, queue }: Part) => owns(key) && queues.get(key) === queue;
 
     function schedule(): void {
       while (!stopping && inFlight < concurrency) {
@@ -252,15 +260,20 @@ export function createPlatformaticClient({
         try {
           await options.handleBatch(all);
           // Offsets only ever cover messages whose effect is durable.
-          for (const { key, messages } of parts) commits.mark(key, messages.at(-1) as StringMessage);
+          for (const part of parts) {
+            if (held(part)) commits.mark(part.key, part.messages.at(-1) as StringMessage);
+          }
           return;
         } catch (error) {
           options.onBatchFailed?.(all, error);
         }
       }
       await Promise.all(
-        parts.map(async ({ key, queue, messages }, i) => {
+        parts.map(async (part, i) => {
+          const { key, queue, messages } = part;
+          const keepGoing = () => !stopping && held(part);
           const done = await applyChunk(incoming[i] as IncomingMessage[], noHeartbeat, keepGoing);
+          if (!held(part)) return;
           const last = messages[done - 1];
           if (last) commits.mark(key, last);
           // Stopping cut the partition's share short: the rest is read again by whoever gets the partition.
