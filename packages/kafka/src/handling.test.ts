@@ -37,13 +37,15 @@ function applier(handle: (m: IncomingMessage) => Promise<void>, overrides: Parti
     ...overrides,
   };
   const applyChunk = createApplier(options, stop.signal);
+  // What the adapter's keepGoing says: false once the partition went to another member.
+  const partition = { owned: true };
   const run = (...ms: IncomingMessage[]) =>
     applyChunk(
       ms,
       async () => {},
-      () => true,
+      () => partition.owned,
     );
-  return { run, deadLetters, retries, ended, stop };
+  return { run, deadLetters, retries, ended, stop, partition };
 }
 
 describe("the failure contract of createApplier", () => {
@@ -134,6 +136,19 @@ describe("the failure contract of createApplier", () => {
       { retry: { maxAttempts: 1, backoffMs: 1, maxBackoffMs: 1 } },
     );
     expect(await a.run(message("m"), message("n", 1))).toBe(0);
+    expect(a.deadLetters).toEqual([]);
+    expect(a.ended).toEqual(["m"]);
+  });
+
+  it("gives up a message being retried once its partition went to another member, without dead-lettering it", async () => {
+    // An unexpected error past the budget would be dead-lettered; the partition's new owner decides instead.
+    let calls = 0;
+    const a = applier(async () => {
+      if (++calls === 2) a.partition.owned = false;
+      throw new Error("bug");
+    });
+    expect(await a.run(message("m"), message("n", 1))).toBe(0);
+    expect(calls).toBe(2);
     expect(a.deadLetters).toEqual([]);
     expect(a.ended).toEqual(["m"]);
   });

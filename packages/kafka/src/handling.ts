@@ -33,8 +33,15 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
     return undefined;
   }
 
-  /** Applies one message under the failure contract; false when stopping cut it short. */
-  async function apply(message: IncomingMessage, heartbeat: () => Promise<void>): Promise<boolean> {
+  /**
+   * Applies one message under the failure contract; false when stopping, or `keepGoing` turning false (its
+   * partition went to another member), cut it short.
+   */
+  async function apply(
+    message: IncomingMessage,
+    heartbeat: () => Promise<void>,
+    keepGoing: () => boolean,
+  ): Promise<boolean> {
     // Only unexpected failures spend the budget: a database outage in the middle of a bug's retries
     // must not turn into a dead letter.
     let unexpected = 0;
@@ -48,6 +55,9 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
         } catch (handleError) {
           error = handleError;
         }
+        // Stopping, or its partition went to another member: the partition's next owner retries it, or
+        // dead-letters it, from the last commit.
+        if (!keepGoing()) return false;
         const kind = classify(error);
         if (kind === "unexpected") unexpected++;
         let retryAs: RetriedKind = kind === "transient" ? "transient" : "unexpected";
@@ -67,7 +77,7 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
         retried = true;
         onRetry?.(message, error, { attempt, kind: retryAs });
         await sleep(backoff(attempt), stopped);
-        if (stopped.aborted) return false;
+        if (stopped.aborted || !keepGoing()) return false;
         await heartbeat().catch(() => {});
       }
     } finally {
@@ -91,7 +101,7 @@ export function createApplier(options: ConsumerOptions, stopped: AbortSignal) {
     }
     for (const [i, message] of chunk.entries()) {
       if (i > 0 && !keepGoing()) return i;
-      if (!(await apply(message, heartbeat))) return i;
+      if (!(await apply(message, heartbeat, keepGoing))) return i;
     }
     return chunk.length;
   };
