@@ -581,8 +581,9 @@ describe("@saga/kafka through platformatic, with a linger", () => {
 });
 
 describe("@saga/kafka through platformatic, in a rebalance", () => {
-  // kafkajs rejoins only between batches, so a member never loses a partition while it applies it; this
-  // library rejoins in the background, while a chunk of the partition it loses is being applied.
+  // Not kafkajs: it rejoins only between batches, so while a batch is applied its member is still in the
+  // generation it was fetched in, whose commits the broker refuses once the group has moved on. This
+  // library rejoins in the background, while a chunk of the partition the member loses is being applied.
   it("neither applies nor commits a partition it has lost, so the partition's committed offset never goes back", async () => {
     adapter = "platformatic";
     const kafka = client();
