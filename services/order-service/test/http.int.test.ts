@@ -168,6 +168,37 @@ describe("GET /orders/:id and GET /orders?userId=", () => {
     expect(await (await service.app.request(`/orders?userId=${randomUUID()}`)).json()).toEqual([]);
   });
 
+  it("lets a user read only its own order: another's answers exactly as an unknown id, GET and HEAD", async () => {
+    // The gateway forwards a user's read once, with the user's id and role, and passes this answer on.
+    const owner = randomUUID();
+    const order = await createOrder(owner, 5);
+    const asUser = (subject: string, method: string) => ({
+      method,
+      headers: { "x-auth-subject": subject, "x-auth-role": "user" },
+    });
+    const seen = async (res: Response) => ({
+      status: res.status,
+      headers: [...res.headers].filter(([name]) => name !== "x-request-id"),
+      body: (await res.text()).replace(/"requestId":"[^"]*"/, ""),
+    });
+    for (const method of ["GET", "HEAD"]) {
+      const other = await seen(
+        await service.app.request(`/orders/${order.id}`, asUser(randomUUID(), method)),
+      );
+      const unknown = await seen(await service.app.request(`/orders/${randomUUID()}`, asUser(owner, method)));
+      expect(other, method).toEqual(unknown);
+      expect(other.status).toBe(404);
+      // Its own, named as the gateway's token may spell it.
+      const own = await service.app.request(`/orders/${order.id}`, asUser(owner.toUpperCase(), method));
+      expect(own.status).toBe(200);
+    }
+    const own = await service.app.request(`/orders/${order.id}`, asUser(owner, "GET"));
+    expect(await own.json()).toEqual(order);
+    // An admin reads anyone's.
+    const asAdmin = { headers: { "x-auth-subject": "ops", "x-auth-role": "admin" } };
+    expect(await (await service.app.request(`/orders/${order.id}`, asAdmin)).json()).toEqual(order);
+  });
+
   it.each([
     ["/orders/not-a-uuid", 400],
     [`/orders/${randomUUID()}`, 404],

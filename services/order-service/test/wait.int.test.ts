@@ -158,10 +158,9 @@ describe("GET /orders/:id with Prefer: wait", () => {
     ]);
   });
 
-  it("holds a user's wait on its own order only: another's is answered at once, so its timing says nothing", async () => {
-    // The gateway answers 404 for another user's order once the service has answered (it checks the
-    // owner in the answer). Were that answer held until the saga decided, a user could tell someone
-    // else's pending order from an id that does not exist.
+  it("holds a user's wait on its own order only: another's is a 404 at once, so its timing says nothing", async () => {
+    // Were another user's order held until the saga decided, its 404 would come late, and a user could
+    // tell someone else's pending order from an id that does not exist.
     const owner = randomUUID();
     const id = await pendingOrder(owner);
     const asUser = (subject: string) => ({
@@ -170,8 +169,9 @@ describe("GET /orders/:id with Prefer: wait", () => {
       "x-auth-role": "user",
     });
     const other = await a.app.request(`/orders/${id}`, { headers: asUser(randomUUID()) });
+    expect(other.status).toBe(404);
     expect(other.headers.get("preference-applied"), "not held").toBeNull();
-    expect(await other.json()).toMatchObject({ id, status: "PENDING" });
+    expect(await other.json()).toMatchObject({ error: "order not found" });
 
     const own = a.app.request(`/orders/${id}`, { headers: asUser(owner) });
     await vi.waitFor(() => expect(a.waits.waiting()).toBe(1), { timeout: 5000, interval: 20 });

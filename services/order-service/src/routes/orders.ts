@@ -1,4 +1,4 @@
-import { CreateOrderRequest, IdParam, ROLE_HEADER } from "@saga/contracts";
+import { CreateOrderRequest, IdParam, type Order, ROLE_HEADER } from "@saga/contracts";
 import {
   type AppEnv,
   AppError,
@@ -36,6 +36,10 @@ export type OrderRoutesDeps = {
 const callingUser = (c: Context) =>
   c.req.header(ROLE_HEADER) === "user" ? callerSubject(c).toLowerCase() : undefined;
 
+/** Whether the caller may read this order: an admin any, a user its own (`callingUser`). */
+const mayRead = (order: Order | undefined, user: string | undefined): order is Order =>
+  order !== undefined && (user === undefined || order.userId === user);
+
 /**
  * `POST /orders` (idempotent with `Idempotency-Key`) starts a saga, `GET /orders/:id`,
  * `GET /orders?userId=` for the gateway's composed read, and `DELETE /orders/:id` cancels.
@@ -71,18 +75,20 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
   });
 
   // With `Prefer: wait=N` (RFC 7240), answers once the order is no longer PENDING, or after N seconds.
+  // A user reads its own orders only: another's is not found, exactly as an unknown id (the gateway
+  // forwards a user's read, a HEAD too, once, with the user's id and role, and reads no order first).
   app.get("/orders/:id", async (c) => {
     const id = uuidParam(c, "id");
     const wait = preferredWait(c.req.header("prefer"));
+    const user = callingUser(c);
     c.header("vary", "prefer");
     if (wait === undefined) {
       const order = await readOrder(pool, id);
-      if (!order) throw new AppError("NOT_FOUND", "order not found");
+      if (!mayRead(order, user)) throw new AppError("NOT_FOUND", "order not found");
       return c.json(order);
     }
-    // A user's wait is held on its own order only. The gateway turns another user's order into a 404 from
-    // this answer; held until the saga decided, its timing would tell that order from an unknown id.
-    const user = callingUser(c);
+    // A user's wait is held on its own order only: held until the saga decided, another's would be told
+    // from an unknown id by its timing.
     // The read is a read, in the read lane's bound like any other (an unknown or decided order is answered
     // at once); only a hold on a PENDING order moves to the long polls' lane, shed there when it is full.
     const { order, applied } = await waits.awaitDecision(
@@ -91,12 +97,12 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
       () => readOrder(pool, id),
       c.req.raw.signal,
       async (found) => {
-        if (user !== undefined && found.userId !== user) return false;
+        if (!mayRead(found, user)) return false;
         await moveToLane(c, "wait");
         return true;
       },
     );
-    if (!order) throw new AppError("NOT_FOUND", "order not found");
+    if (!mayRead(order, user)) throw new AppError("NOT_FOUND", "order not found");
     if (applied) c.header("preference-applied", `wait=${wait}`);
     return c.json(order);
   });
