@@ -126,8 +126,8 @@ export function passThrough(c: Context<AppEnv>, res: UpstreamResponse): Response
 }
 
 /**
- * `passThrough` of the answer to a request the gateway made on the way (the read before a user's HEAD,
- * the orders side of a composed read), without the upstream's `SHED_HEADER`: a refusal by another lane of
+ * `passThrough` of the answer to a request the gateway made on the way (the orders side of a composed
+ * read), without the upstream's `SHED_HEADER`: a refusal by another lane of
  * the service than the one carrying this request is passed on (503, `Retry-After`), but must not lower
  * this request's lane's bound, which only its own upstream answer may (admission.ts).
  */
@@ -155,7 +155,7 @@ function answerWith(c: Context<AppEnv>, res: UpstreamResponse, subRequest: boole
       continue;
     headers[key] = value;
   }
-  const noBody = c.req.method === "HEAD" || res.status === 204 || res.status === 304;
-  if (noBody) return c.body(null, res.status as StatusCode, headers);
+  // A HEAD's answer keeps the body of the GET it was sent as: Hono drops it once the app has measured it.
+  if (res.status === 204 || res.status === 304) return c.body(null, res.status as StatusCode, headers);
   return c.body(new Uint8Array(res.body), res.status as ContentfulStatusCode, headers);
 }

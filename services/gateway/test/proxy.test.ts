@@ -277,6 +277,44 @@ describe("pass-through", () => {
     expect(orders.received[1]).toMatchObject({ method: "DELETE", url: `/orders/${ORDER_ID}` });
   });
 
+  it("answers a HEAD as a GET but for the body: its status, headers and Content-Length", async () => {
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const orders = await startFakeUpstream((req) =>
+      req.url.startsWith("/orders?")
+        ? { body: [order] }
+        : req.url === `/orders/${ORDER_ID}`
+          ? { body: order, headers: { vary: "prefer" } }
+          : { status: 404, body: { error: "order not found" } },
+    );
+    const gateway = await startGateway([users], orders);
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: gateway.app, port: 0 }, () => resolve(s));
+    });
+    onTestFinished(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    // Over a real server: its Content-Length is @hono/node-server's to write, from the body Hono has.
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    for (const path of [
+      `/users/${USER_ID}`,
+      `/orders/${ORDER_ID}`,
+      `/orders/${USER_ID}`,
+      `/users/${USER_ID}/orders`,
+      "/openapi.json",
+    ]) {
+      const get = await request(`${base}${path}`, { headers });
+      const length = (await get.body.arrayBuffer()).byteLength;
+      const head = await request(`${base}${path}`, { method: "HEAD", headers });
+      await head.body.dump();
+      expect(head.statusCode, path).toBe(get.statusCode);
+      expect(head.headers["content-length"], path).toBe(String(length));
+      for (const name of ["content-type", "vary"])
+        expect(head.headers[name], path).toEqual(get.headers[name]);
+    }
+  });
+
   it("rejects a body over the limit with 413 before calling the upstream", async () => {
     const users = await startFakeUpstream();
     const { app } = await startGateway([users], await startFakeUpstream());
