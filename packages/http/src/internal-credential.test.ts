@@ -37,9 +37,17 @@ describe("internalCredential", () => {
     }
   });
 
-  it("leaves the probes and the metrics open", async () => {
+  it("leaves the probes and the metrics open, but refuses them a wrong credential", async () => {
     const app = testApp(SECRET);
-    for (const path of ["/health", "/ready", "/metrics"]) expect((await app.request(path)).status).toBe(200);
+    for (const path of ["/health", "/ready", "/metrics"]) {
+      expect((await app.request(path)).status).toBe(200);
+      const right = { headers: { [INTERNAL_CREDENTIAL_HEADER]: SECRET } };
+      expect((await app.request(path, right)).status).toBe(200);
+      // The gateway's health checks carry its credential: one with another secret is told so.
+      const wrong = await app.request(path, { headers: { [INTERNAL_CREDENTIAL_HEADER]: "wrong" } });
+      expect(wrong.status, path).toBe(401);
+      expect(await wrong.json()).toMatchObject({ error: "this service answers only the gateway" });
+    }
   });
 
   it("checks nothing without a secret (development mode)", async () => {

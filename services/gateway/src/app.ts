@@ -87,10 +87,18 @@ export function createApp({
       err instanceof CredentialRefusedError
         ? new AppError("BAD_GATEWAY", "an upstream service refused the gateway's credential", { cause: err })
         : undefined,
-    // Ready while every upstream has an instance in rotation: without one, every request would fail.
+    // Ready while every upstream has an instance in rotation: without one, every request would fail. The
+    // health checks carry the internal credential, so that a gateway whose INTERNAL_SECRET is not the
+    // services' says so here rather than in a 502 to every request.
     ready: async () => {
-      const missing = [users, orders].filter((u) => u.healthyCount() === 0).map((u) => u.name);
-      if (missing.length > 0) throw new Error(`no healthy instance of ${missing.join(", ")}`);
+      const down = [users, orders]
+        .filter((u) => u.healthyCount() === 0)
+        .map((u) =>
+          u.refusesCredential()
+            ? `${u.name} refused the gateway's internal credential (INTERNAL_SECRET differs from the services')`
+            : `no healthy instance of ${u.name}`,
+        );
+      if (down.length > 0) throw new Error(down.join("; "));
     },
   });
   // A HEAD is answered as its GET but for the body (RFC 9110 §9.3.2), Content-Length included: Hono answers

@@ -41,7 +41,10 @@ export type UpstreamOptions = {
   retryAfterS: number;
   metrics: GatewayMetrics;
   logger: Logger;
-  /** Sent with every request (not the health checks): the gateway's internal credential. */
+  /**
+   * Sent with every request, and with the health checks: the gateway's internal credential. A service
+   * answers a health check that carries another credential than its own with a 401 (internalCredential).
+   */
   headers?: Record<string, string>;
 };
 
@@ -85,6 +88,8 @@ type Instance = {
   /** One connection for the health checks, which never queue behind requests. */
   checkPool: Pool;
   healthy: boolean;
+  /** Its last health check was refused (401): the instance takes another INTERNAL_SECRET than the gateway's. */
+  refusesCredential: boolean;
   failedChecks: number;
   /** Since when its health checks have been timing out without a break; undefined while they answer. */
   silentSince: number | undefined;
@@ -148,6 +153,7 @@ export function createUpstream(opts: UpstreamOptions) {
     }),
     checkPool: new Pool(origin, { connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
     healthy: false,
+    refusesCredential: false,
     failedChecks: 0,
     silentSince: undefined,
     failedResponses: 0,
@@ -248,16 +254,22 @@ export function createUpstream(opts: UpstreamOptions) {
       const res = await instance.checkPool.request({
         method: "GET",
         path: opts.healthPath,
+        headers: opts.headers,
         signal: timeout,
       });
       await res.body.dump();
       instance.silentSince = undefined;
+      // Alive, but every request sent to it would be refused so: out at once, as a refused connection.
+      instance.refusesCredential = res.statusCode === 401;
+      refused = instance.refusesCredential;
       if (res.statusCode >= 200 && res.statusCode < 300) {
         instance.failedChecks = 0;
         setHealthy(instance, true, "active");
         return;
       }
-      why = `health check answered ${res.statusCode}`;
+      why = refused
+        ? "health check answered 401: the instance refuses the gateway's internal credential"
+        : `health check answered ${res.statusCode}`;
     } catch (err) {
       if (closed) return;
       if (timeout.aborted) {
@@ -339,6 +351,8 @@ export function createUpstream(opts: UpstreamOptions) {
     /** Instances by `host:port`, with whether each is in rotation. */
     instances: () => instances.map((i) => ({ target: i.target, healthy: i.healthy })),
     healthyCount,
+    /** Every instance refused the gateway's internal credential at its last health check answered. */
+    refusesCredential: () => instances.every((i) => i.refusesCredential),
 
     /**
      * New work refused here (503 + Retry-After, counted) while every instance reports no headroom for it;

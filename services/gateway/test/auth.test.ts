@@ -498,6 +498,29 @@ describe("authorization per user", () => {
       expect(message).toMatch(/^127\.0\.0\.1:\d+ refused the gateway's internal credential/);
   });
 
+  it("says not ready, and why, while the services refuse its internal credential", async () => {
+    const users = await startFakeUpstream(() => ({ body: { id: A } }));
+    const orders = await startFakeUpstream(() => ({ body: orderOf(ORDER_OF_A, A) }));
+    for (const service of [users, orders])
+      service.credential = "the services' own secret of at least 32 chars";
+    const { app } = await startGateway([users], orders);
+    const ready = async () => {
+      const res = await app.request("/ready");
+      return { status: res.status, error: ((await res.json()) as { error?: string }).error };
+    };
+    expect(await ready()).toEqual({
+      status: 503,
+      error:
+        "user-service refused the gateway's internal credential (INTERNAL_SECRET differs from the services'); " +
+        "order-service refused the gateway's internal credential (INTERNAL_SECRET differs from the services')",
+    });
+    // Once the services take it (a secret set right, and restarted), ready at their next health check.
+    users.credential = INTERNAL_SECRET;
+    await eventually(async () => (await ready()).error?.startsWith("order-service refused") === true);
+    orders.credential = INTERNAL_SECRET;
+    await eventually(async () => (await ready()).status === 200);
+  });
+
   it("forwards the verified identity and the internal credential, never the client's own", async () => {
     const { users, app } = await system();
     await app.request(`/users/${A}`, {

@@ -27,6 +27,12 @@ export type FakeUpstream = {
   healthDelayMs: number;
   /** Health checks received so far. */
   readonly healthChecks: number;
+  /**
+   * The services' INTERNAL_SECRET, when set: as their internalCredential middleware, a request that
+   * carries another credential is refused with a 401, a health check too; one without any, but for a
+   * health check, as well.
+   */
+  credential: string | undefined;
   /** Stops listening and drops every connection: connects are refused from now on. */
   kill(): Promise<void>;
   /** Listens on the same port again. */
@@ -52,8 +58,17 @@ export async function startFakeUpstream(
       const s = createServer(async (req, res) => {
         const chunks: Buffer[] = [];
         for await (const chunk of req) chunks.push(chunk as Buffer);
+        const given = req.headers["x-internal-credential"];
+        const refuse = (probe: boolean) => {
+          if (fake.credential === undefined || given === fake.credential || (probe && given === undefined))
+            return false;
+          res.writeHead(401, { "content-type": "application/json" });
+          res.end(JSON.stringify({ error: "this service answers only the gateway" }));
+          return true;
+        };
         if (req.url === "/health") {
           healthChecks++;
+          if (refuse(true)) return;
           if (fake.healthDelayMs) await sleep(fake.healthDelayMs);
           res.writeHead(fake.healthy ? 200 : 503, { "content-type": "application/json" });
           res.end(JSON.stringify({ status: fake.healthy ? "UP" : "DOWN" }));
@@ -66,6 +81,7 @@ export async function startFakeUpstream(
           body: Buffer.concat(chunks).toString(),
         };
         received.push(request);
+        if (refuse(false)) return;
         const reply = await handle(request);
         if (reply.delayMs) await sleep(reply.delayMs);
         if (reply.destroy) {
@@ -108,6 +124,7 @@ export async function startFakeUpstream(
     received,
     healthy: true,
     healthDelayMs: 0,
+    credential: undefined,
     get healthChecks() {
       return healthChecks;
     },
