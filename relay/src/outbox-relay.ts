@@ -7,7 +7,7 @@ import type { Lease } from "./lease.ts";
 import { RELAY_STAGES, type RelayMetrics, type RelayStage } from "./metrics.ts";
 import type { Backlog, OutboxStore, PendingRow } from "./outbox-store.ts";
 import type { ReplicationWakeups, StreamBatch } from "./replication-wakeups.ts";
-import { invisibleIn } from "./visibility.ts";
+import { endedBefore, invisibleIn } from "./visibility.ts";
 import { createWakeSignal } from "./wake.ts";
 
 export type OutboxRelayOptions = {
@@ -262,8 +262,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     let backoffMs = 100;
     // CDC: the stream connection whose earlier rows the table has been read for; until then, read the table.
     let caughtUp: number | undefined;
-    // CDC: the connection being caught up, and the first transaction id not started once it was up.
-    let catchingUp: { generation: number; xmax: bigint } | undefined;
+    // CDC: the connection being caught up, and the transactions a read must see ended (see catchUpBoundary).
+    let catchingUp: { generation: number; boundary: bigint } | undefined;
     // CDC: rows sent from the table reads, which the stream may carry again: skipped when it does. Rows
     // committed before a slot's starting point are never streamed, so their ids stay until the bound.
     const sentFromTable = new Set<string>();
@@ -386,9 +386,9 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
             const generation = mode === "cdc" && wakeups.connected ? wakeups.generation : undefined;
             if (generation !== undefined && catchingUp?.generation !== generation) {
               // Taken after the stream is up, so after its slot's starting point: every transaction that
-              // committed before that point started before this xmax.
-              const { xmax } = await query("read", (signal) => store.currentSnapshot(signal), until);
-              catchingUp = { generation, xmax };
+              // committed before that point has an id below this boundary.
+              const boundary = await query("read", (signal) => store.catchUpBoundary(signal), until);
+              catchingUp = { generation, boundary };
             }
             if (mode === "table") {
               // A snapshot taken before the read says which announced transactions the read will see; one
@@ -405,20 +405,20 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               }
             }
             // A commit is in the WAL (and may precede the slot's starting point) a moment before it is
-            // visible to other sessions. A read whose snapshot has every transaction older than `xmax`
-            // finished has seen all of those; if it also took every unpublished row, the stream carries
-            // the rest, in commit order.
-            const xmin =
+            // visible to other sessions. A read whose snapshot has every transaction below the boundary
+            // ended has seen all of those; if it also took every unpublished row, the stream carries the
+            // rest, in commit order.
+            const snapshot =
               generation !== undefined
-                ? (await query("read", (signal) => store.currentSnapshot(signal), until)).xmin
+                ? await query("read", (signal) => store.currentSnapshot(signal), until)
                 : undefined;
             rows = await query("read", (signal) => store.readBatch(batchSize, signal), until);
             if (
               rows.length < batchSize &&
               generation !== undefined &&
-              xmin !== undefined &&
+              snapshot !== undefined &&
               catchingUp !== undefined &&
-              xmin >= catchingUp.xmax
+              endedBefore(catchingUp.boundary, snapshot)
             )
               caughtUp = generation;
             if (rows.length === 0) {

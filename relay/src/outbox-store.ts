@@ -100,6 +100,20 @@ export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxS
     },
 
     /**
+     * CDC: a transaction id below which every transaction that may have committed before this call has
+     * its id: once a snapshot has all of them ended (`endedBefore`), a read sees every such commit. Taken
+     * once a replication stream is up, it covers every commit before the slot's starting point.
+     */
+    async catchUpBoundary(signal?: AbortSignal): Promise<bigint> {
+      const [row] = await cancellable(
+        sql<{ xmax: string }[]>`select pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
+        signal,
+      );
+      if (!row) throw new Error("pg_current_snapshot() returned nothing");
+      return BigInt(row.xmax);
+    },
+
+    /**
      * Marks rows as published, each at the moment Kafka acknowledged it: `now()` less `sinceAck[i]`
      * seconds for `ids[i]`, so a mark made a while after the acknowledgement (the CDC mode marks once per
      * interval) still says when the row reached Kafka, in the server's clock. Late by as long as the

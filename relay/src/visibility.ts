@@ -35,3 +35,11 @@ export function invisibleIn(xids: readonly number[], snapshot: Snapshot): number
     return full >= snapshot.xmax || (full >= snapshot.xmin && running.has(full));
   });
 }
+
+/**
+ * Whether every transaction with an id below `boundary` has ended (committed or rolled back) in
+ * `snapshot`: one still running below its xmax is in xip, so its xmin would be at most that one.
+ */
+export function endedBefore(boundary: bigint, snapshot: Snapshot): boolean {
+  return snapshot.xmin >= boundary;
+}
