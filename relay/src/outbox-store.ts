@@ -100,17 +100,21 @@ export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxS
     },
 
     /**
-     * CDC: a transaction id below which every transaction that may have committed before this call has
-     * its id: once a snapshot has all of them ended (`endedBefore`), a read sees every such commit. Taken
-     * once a replication stream is up, it covers every commit before the slot's starting point.
+     * CDC: a transaction id above those of all transactions that may have committed before this call, so
+     * that a snapshot with every transaction below it ended (`endedBefore`) sees each of their commits.
+     * Taken once a replication stream is up, it covers every commit before the slot's starting point. A
+     * fresh id, assigned by this statement's own transaction after all of theirs (one per stream). Not a
+     * snapshot's xmax: that is one past the latest transaction to have ended, so a commit flushed and not
+     * yet visible (its writer waiting for a synchronous standby) can be at or past it, where a snapshot
+     * lists nothing as running.
      */
     async catchUpBoundary(signal?: AbortSignal): Promise<bigint> {
       const [row] = await cancellable(
-        sql<{ xmax: string }[]>`select pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
+        sql<{ xid: string }[]>`select pg_current_xact_id()::text as xid`,
         signal,
       );
-      if (!row) throw new Error("pg_current_snapshot() returned nothing");
-      return BigInt(row.xmax);
+      if (!row) throw new Error("pg_current_xact_id() returned nothing");
+      return BigInt(row.xid);
     },
 
     /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { invisibleIn, parseSnapshot } from "./visibility.ts";
+import { endedBefore, invisibleIn, parseSnapshot } from "./visibility.ts";
 
 describe("invisibleIn", () => {
   it("finds the stream's transactions a snapshot does not see: running, or not ended before it", () => {
@@ -27,5 +27,16 @@ describe("invisibleIn", () => {
 
   it("refuses text that is not a snapshot", () => {
     expect(() => parseSnapshot("1:2")).toThrow(/not a snapshot/);
+  });
+});
+
+describe("endedBefore", () => {
+  it("holds once every transaction below the boundary has ended", () => {
+    // 752 runs, and has the newest id: no snapshot lists it, but a boundary assigned after it is above it.
+    expect(endedBefore(753n, parseSnapshot("752:752:"))).toBe(false);
+    expect(endedBefore(753n, parseSnapshot("752:755:752,754"))).toBe(false);
+    // Only transactions from the boundary on still run, or none at all (xmin is then xmax, past it).
+    expect(endedBefore(753n, parseSnapshot("754:756:754"))).toBe(true);
+    expect(endedBefore(753n, parseSnapshot("754:754:"))).toBe(true);
   });
 });

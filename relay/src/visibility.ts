@@ -38,7 +38,8 @@ export function invisibleIn(xids: readonly number[], snapshot: Snapshot): number
 
 /**
  * Whether every transaction with an id below `boundary` has ended (committed or rolled back) in
- * `snapshot`: one still running below its xmax is in xip, so its xmin would be at most that one.
+ * `snapshot`: one still running below its xmax is in xip, so its xmin would be at most that one. Only
+ * as good as the boundary: a transaction at or past xmax is in no snapshot's xip while it runs.
  */
 export function endedBefore(boundary: bigint, snapshot: Snapshot): boolean {
   return snapshot.xmin >= boundary;

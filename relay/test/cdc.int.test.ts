@@ -6,6 +6,7 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import type { CrashPoint, Env } from "../src/env.ts";
 import { createOutboxStore } from "../src/outbox-store.ts";
 import { createRelayService } from "../src/service.ts";
+import { endedBefore } from "../src/visibility.ts";
 import {
   allPublished,
   backlog,
@@ -32,10 +33,15 @@ import {
 const ownServerUrl = ownPostgresServer();
 const ownOutbox = () => freshOutbox("order", ownServerUrl());
 
-/** A CDC relay in this process whose reads of the table and marking statements are counted. */
+/**
+ * A CDC relay in this process whose reads of the table and marking statements are counted, and its
+ * catch-up checks: a read that follows a stream's catch-up boundary (its snapshot is taken in between).
+ */
 function startCountingRelay(url: string, prefix: string, overrides: Partial<Env> = {}) {
   let reads = 0;
   let marks = 0;
+  let catchUpChecks = 0;
+  let boundaryTaken = false;
   const relay = createRelayService(
     // A ten-minute poll: nothing but the stream (or a catch-up after a reconnection) publishes a row.
     relayEnv(url, prefix, { RELAY_MODE: "cdc", RELAY_POLL_INTERVAL_MS: 600_000, ...overrides }),
@@ -45,8 +51,14 @@ function startCountingRelay(url: string, prefix: string, overrides: Partial<Env>
         const store = createOutboxStore(sql, options);
         return {
           ...store,
+          catchUpBoundary: (signal) => {
+            boundaryTaken = true;
+            return store.catchUpBoundary(signal);
+          },
           readBatch: (limit, signal) => {
             reads++;
+            if (boundaryTaken) catchUpChecks++;
+            boundaryTaken = false;
             return store.readBatch(limit, signal);
           },
           markPublished: (ids, sinceAck, signal) => {
@@ -61,7 +73,7 @@ function startCountingRelay(url: string, prefix: string, overrides: Partial<Env>
   onTestFinished(() => relay.stop());
   const metric = async (name: string) =>
     metricValue(await (await relay.app.request("/metrics")).text(), name, { outbox: "order" });
-  return { relay, reads: () => reads, marks: () => marks, metric };
+  return { relay, reads: () => reads, marks: () => marks, catchUpChecks: () => catchUpChecks, metric };
 }
 
 /** Waits until the relay publishes from the stream (connected, and the table read once since). */
@@ -90,6 +102,87 @@ async function writeConcurrently(sql: postgres.Sql, transactions: number, aggreg
     }),
   );
   return written;
+}
+
+/** A transaction with an id, left open until `end()`; `pid` is its session's. */
+async function openTransaction(sql: postgres.Sql): Promise<{ pid: number; end: () => Promise<void> }> {
+  let end: () => void = () => {};
+  const ending = new Promise<void>((resolve) => {
+    end = resolve;
+  });
+  let started: (pid: number) => void = () => {};
+  const pid = new Promise<number>((resolve) => {
+    started = resolve;
+  });
+  const done = sql.begin(async (tx) => {
+    const [session] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid, pg_current_xact_id()`;
+    started(session?.pid ?? 0);
+    await ending;
+  });
+  onTestFinished(() => {
+    end();
+    return done.then(() => {});
+  });
+  return {
+    pid: await Promise.race([pid, done.then(() => 0)]),
+    end: async () => {
+      end();
+      await done;
+    },
+  };
+}
+
+/** Ends the WAL sender of the relay's stream: its temporary slot goes with it, and the relay makes another. */
+async function endStream(sql: postgres.Sql): Promise<void> {
+  const [ended] = await sql<{ n: number }[]>`
+    select count(pg_terminate_backend(active_pid))::int as n from pg_replication_slots
+    where database = current_database() and active_pid is not null`;
+  expect(ended?.n).toBe(1);
+}
+
+/** Waits until the WAL sender creating a slot waits for the transaction of session `pid` to end. */
+function slotWaitsFor(sql: postgres.Sql, pid: number) {
+  return eventually("the new slot to wait for the open transaction", async () => {
+    const [r] = await sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where backend_type = 'walsender' and datname = current_database()
+        and ${pid}::int = any(pg_blocking_pids(pid))`;
+    return r?.n === 1;
+  });
+}
+
+/** A row of aggregate `steady` every ~200 ms until the test ends, except between `pause()` and `resume()`. */
+function writeSteadily(sql: postgres.Sql) {
+  const written: TestRow[] = [];
+  let paused = false;
+  let stopped = false;
+  let writing: Promise<unknown> = Promise.resolve();
+  const loop = (async () => {
+    for (let seq = 0; !stopped; seq++) {
+      if (!paused) {
+        writing = writeRows(sql, [row("steady", seq)]).then((rows) => written.push(...rows));
+        await writing;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  const stop = () => {
+    stopped = true;
+    return loop;
+  };
+  onTestFinished(stop);
+  return {
+    written,
+    /** Resolves once the write in flight, if any, has committed. */
+    pause: () => {
+      paused = true;
+      return writing;
+    },
+    resume: () => {
+      paused = false;
+    },
+    stop,
+  };
 }
 
 describe("relay in the CDC mode", () => {
@@ -224,12 +317,8 @@ describe("relay in the CDC mode", () => {
     const before = await writeConcurrently(sql, 10, 3);
     await allPublished(sql);
 
-    // End the WAL sender: the temporary slot goes with it, and the rows written until a new one is
-    // streaming are in no stream at all.
-    const [ended] = await sql<{ n: number }[]>`
-      select count(pg_terminate_backend(active_pid))::int as n from pg_replication_slots
-      where database = current_database() and active_pid is not null`;
-    expect(ended?.n).toBe(1);
+    // The rows written until a new slot is streaming are in no stream at all.
+    await endStream(sql);
     const during = await writeConcurrently(sql, 10, 3);
     await allPublished(sql);
     await streaming(metric);
@@ -286,6 +375,67 @@ describe("relay in the CDC mode", () => {
     expect(reads(), "reads of the table once streaming again").toBe(readsAfter);
     const written = [heldRow, other as TestRow, ...later];
     expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "duplicates").toBe(0);
+  });
+
+  it("does not count a read as caught up while the newest transaction still runs", async () => {
+    const { sql } = await ownOutbox();
+    const store = createOutboxStore(sql);
+    // The newest transaction id handed out, still running: as a commit flushed (so possibly before a
+    // new slot's starting point) and not yet visible is, while it waits for a synchronous standby.
+    const newest = await openTransaction(sql);
+    const boundary = await store.catchUpBoundary();
+    expect(endedBefore(boundary, await store.currentSnapshot()), "while it runs").toBe(false);
+    await newest.end();
+    expect(endedBefore(boundary, await store.currentSnapshot()), "once it ended").toBe(true);
+  });
+
+  it("publishes a commit that preceded a new stream's starting point and became visible after it", async () => {
+    const { url, sql } = await ownOutbox();
+    const prefix = await freshTopicPrefix();
+    // Nothing reads the table for ten minutes once the relay streams (see startCountingRelay).
+    const { metric, catchUpChecks } = startCountingRelay(url, prefix);
+    await streaming(metric);
+    await holdSynchronousCommits(ownServerUrl());
+    onTestFinished(() => releaseSynchronousCommits(ownServerUrl()));
+    const steady = writeSteadily(sql);
+
+    // A new stream whose slot becomes consistent while T is held. Creating a slot waits for the
+    // transactions running when it starts (X1), then for those running once they ended (X2), and for
+    // none started after that: T, whose commit record then precedes the slot's starting point, so the
+    // stream never carries it; only a read of the table can, once T is visible.
+    const x1 = await openTransaction(sql);
+    await endStream(sql);
+    await slotWaitsFor(sql, x1.pid);
+    const x2 = await openTransaction(sql);
+    await x1.end();
+    await slotWaitsFor(sql, x2.pid);
+    // T is the newest transaction while the relay checks its catch-up: nothing else writes meanwhile.
+    await steady.pause();
+    await allPublished(sql);
+    const { committed: held } = await writeHeld(sql, row("held", 1), { streamed: false });
+    const checksBefore = catchUpChecks();
+    await x2.end();
+    await eventually("the relay to check its catch-up", async () => catchUpChecks() > checksBefore);
+
+    // The other aggregate goes on writing, published while T is held.
+    steady.resume();
+    const resumedAt = steady.written.length;
+    await eventually("more rows of the other aggregate", async () => steady.written.length >= resumedAt + 3);
+    await allPublished(sql);
+    expect((await readAll(prefix)).map((m) => m.key)).not.toContain("held");
+
+    await releaseSynchronousCommits(ownServerUrl());
+    const heldRow = await held;
+    await eventually("the held row to be published", async () => {
+      const [r] = await sql<{ published: boolean }[]>`
+        select published_at is not null as published from outbox where id = ${heldRow.id}`;
+      return r?.published === true;
+    });
+    await steady.stop();
+    await allPublished(sql);
+    expectEveryRowInOrder([...steady.written, heldRow], await readAll(prefix), prefix);
+    // Caught up once T ended: publishing from the stream again.
+    await streaming(metric);
   });
 
   const crashes: { point: CrashPoint; resent: boolean }[] = [

@@ -430,11 +430,13 @@ export async function releaseSynchronousCommits(serverUrl: string): Promise<void
  * and the commit then waits for a synchronous standby that does not exist, which PostgreSQL does before
  * it takes the transaction out of the running ones (RecordTransactionCommit, then
  * ProcArrayEndTransaction). Resolves once the writer waits in `SyncRep` and the WAL sender of the
- * database has sent the commit; `committed` settles with the row once the commits are released.
+ * database has sent the commit (unless `streamed` is false: no stream is up to send it, as while a slot
+ * is being created); `committed` settles with the row once the commits are released.
  */
 export async function writeHeld(
   sql: postgres.Sql,
   insert: OutboxInsert,
+  { streamed = true }: { streamed?: boolean } = {},
 ): Promise<{ committed: Promise<TestRow> }> {
   let pid: number | undefined;
   const committed = sql.begin(async (tx) => {
@@ -454,6 +456,7 @@ export async function writeHeld(
       select wait_event as event from pg_stat_activity where pid = ${pid ?? 0}`;
     return r?.event === "SyncRep";
   });
+  if (!streamed) return { committed };
   // Flushed and streamed, not visible to anyone else.
   const [flushed] = await sql<{ lsn: string }[]>`select pg_current_wal_flush_lsn()::text as lsn`;
   await eventually("the WAL sender to send the held commit", async () => {
