@@ -315,6 +315,28 @@ function exchange(
   });
 }
 
+describe("HEAD", () => {
+  it("answers as its GET but for the body, Content-Length included: the probes, a miss, the metrics", async () => {
+    const { port } = await start();
+    const ask = (method: "GET" | "HEAD", path: string) =>
+      request(`http://127.0.0.1:${port}${path}`, { method, headers: { "x-request-id": "r1" } });
+    for (const path of ["/health", "/ready", "/nope"]) {
+      const get = await ask("GET", path);
+      const length = (await get.body.arrayBuffer()).byteLength;
+      const head = await ask("HEAD", path);
+      await head.body.dump();
+      expect({ path, status: head.statusCode, length: head.headers["content-length"] }).toEqual({
+        path,
+        status: get.statusCode,
+        length: String(length),
+      });
+    }
+    // The metrics change with every request: a length, then, and a body that had one.
+    const metrics = await ask("HEAD", "/metrics");
+    expect(Number(metrics.headers["content-length"])).toBeGreaterThan(1000);
+  });
+});
+
 describe("a request the adapter cannot turn into a URL", () => {
   it.each([
     ["an invalid Host", "GET /things HTTP/1.1\r\nHost: a/b\r\n\r\n"],

@@ -101,16 +101,6 @@ export function createApp({
       if (down.length > 0) throw new Error(down.join("; "));
     },
   });
-  // A HEAD is answered as its GET but for the body (RFC 9110 §9.3.2), Content-Length included: Hono answers
-  // it from the GET route and drops the body after the app, leaving @hono/node-server no length to write.
-  // Only a HEAD pays for the measure.
-  app.use(function headLength(c, next) {
-    if (c.req.method !== "HEAD") return next();
-    return next().then(async () => {
-      if (!c.res.body || c.res.headers.has("content-length")) return;
-      c.res.headers.set("content-length", String((await c.res.clone().arrayBuffer()).byteLength));
-    });
-  });
   // A known path asked with a method it does not answer: 405 with Allow, before a token is asked for
   // (the answer says nothing about any resource) and before the proxy, which forwards any method.
   app.use(methodNotAllowed(ROUTES));
