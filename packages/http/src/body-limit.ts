@@ -64,27 +64,30 @@ export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): Middlewar
     const { incoming, outgoing } = (c.env ?? {}) as { incoming?: IncomingMessage; outgoing?: ServerResponse };
     const awaiting = incoming !== undefined && awaitingContinue.has(incoming);
     const declared = c.req.header("content-length");
-    if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
-      const length = Number(declared);
-      // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
-      if (length > drainBytes || (length > maxBytes && awaiting)) {
-        c.header("connection", "close");
-        throw tooLarge(maxBytes);
-      }
+    const length =
+      declared !== undefined && c.req.header("transfer-encoding") === undefined
+        ? Number(declared)
+        : undefined;
+    // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
+    if (length !== undefined && (length > drainBytes || (length > maxBytes && awaiting))) {
+      c.header("connection", "close");
+      throw tooLarge(maxBytes);
     }
     if (awaiting) {
       awaitingContinue.delete(incoming);
       outgoing?.writeContinue();
     }
-    // Not destroyed when the read stops early: the 413 must still be written on its socket.
-    const read = await readBounded(
-      // (An async iterator that is iterable too, as every Readable's is.)
-      incoming
-        ? (incoming.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>)
-        : c.req.raw.body,
-      maxBytes,
-      drainBytes,
-    );
+    const read =
+      (incoming && length !== undefined && length <= maxBytes && (await arrived(incoming, length))) ||
+      // Not destroyed when the read stops early: the 413 must still be written on its socket.
+      (await readBounded(
+        // (An async iterator that is iterable too, as every Readable's is.)
+        incoming
+          ? (incoming.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>)
+          : c.req.raw.body,
+        maxBytes,
+        drainBytes,
+      ));
     if (read.size > drainBytes) c.header("connection", "close");
     if (read.size > maxBytes) throw tooLarge(maxBytes);
     bodies.set(c.req.raw, read.bytes);
@@ -97,6 +100,22 @@ export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): Middlewar
 
 /** What was read of a body: all of it (`bytes`) when `size` is within the limit. */
 type Read = { size: number; bytes: Buffer };
+
+/**
+ * A declared body that has arrived whole, taken from the request stream's buffer in one call; undefined
+ * while some of it is still on its way (`readBounded` then waits for it, before admission, so that a slow
+ * body holds no place). Nearly every body comes in the packet of its head, and reading it through the
+ * stream's async iterator (an end-of-stream watch, a promise a chunk and one for its end) was what a request
+ * refused under overload cost more once the read came before admission (bench/JOURNAL.md, session 48). Node
+ * emits the request from the parser's callback for the head, before it pushes the body of the same packet:
+ * one await later that body is in the buffer (its end comes after, and @hono/node-server reads it then).
+ */
+async function arrived(incoming: IncomingMessage, length: number): Promise<Read | undefined> {
+  await undefined;
+  if (incoming.readableLength < length) return undefined;
+  const bytes = length === 0 ? Buffer.alloc(0) : (incoming.read() as Buffer);
+  return { size: bytes.length, bytes };
+}
 
 /**
  * Reads a body to its end, keeping up to `maxBytes`; past `drainBytes` it stops reading (the connection
