@@ -7,7 +7,7 @@ import { type AdmissionOptions, admission } from "./admission.ts";
 import { bodyLimit } from "./body-limit.ts";
 import { AppError } from "./errors.ts";
 import { internalCredential } from "./internal-credential.ts";
-import { allowedMethods, methodNotAllowedResponse, registeredRoutes } from "./methods.ts";
+import { allowedMethods, asGet, headLength, methodNotAllowedResponse, registeredRoutes } from "./methods.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
 
@@ -56,16 +56,8 @@ export function createBaseApp({
     }),
   );
   app.use(httpMetrics({ metrics }));
-  // A HEAD is answered as its GET but for the body (RFC 9110 §9.3.2), Content-Length included, the probes'
-  // and the refusals' too: Hono answers it from the GET route and drops the body after the app, leaving
-  // @hono/node-server no length to write. Only a HEAD pays for the measure.
-  app.use(function headLength(c, next) {
-    if (c.req.method !== "HEAD") return next();
-    return next().then(async () => {
-      if (!c.res.body || c.res.headers.has("content-length")) return;
-      c.res.headers.set("content-length", String((await c.res.clone().arrayBuffer()).byteLength));
-    });
-  });
+  // Before the probes and every refusal, so that their HEADs have a length too.
+  app.use(headLength);
   if (internalSecret !== undefined) app.use(internalCredential({ secret: internalSecret }));
   // A rejected body up to 16 times the limit (at least 1 MiB) is read and dropped to keep the connection.
   app.use(bodyLimit({ maxBytes: maxBodyBytes, drainBytes: Math.max(maxBodyBytes * 16, 1024 * 1024) }));
@@ -96,9 +88,8 @@ export function createBaseApp({
     // say the router and these patterns disagree, and the path is then as unknown as any other.
     if (allowed && !allowed.includes(c.req.method)) return methodNotAllowedResponse(c, allowed);
     return c.json(
-      // A HEAD's says GET, so that its Content-Length is its GET's.
       {
-        error: `no route for ${c.req.method === "HEAD" ? "GET" : c.req.method} ${c.req.path}`,
+        error: `no route for ${asGet(c.req.method)} ${c.req.path}`,
         requestId: c.get("requestId"),
       },
       404,

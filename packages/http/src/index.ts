@@ -17,6 +17,8 @@ export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";
 export { callerSubject, type InternalCredentialOptions, internalCredential } from "./internal-credential.ts";
 export {
   allowedMethods,
+  asGet,
+  headLength,
   matchesRoute,
   methodNotAllowed,
   methodNotAllowedResponse,

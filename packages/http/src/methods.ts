@@ -69,11 +69,28 @@ export function allowedMethods(routes: readonly RouteMethods[], path: string): s
   return [...allowed].sort();
 }
 
+/**
+ * A HEAD is answered as its GET but for the body (RFC 9110 §9.3.2), Content-Length included: Hono answers
+ * it from the GET route and drops the body after the app, leaving @hono/node-server no length to write.
+ * Only a HEAD pays for the measure. An error that names the method names GET for a HEAD (`asGet`), so that
+ * its length is its GET's too.
+ */
+export const headLength: MiddlewareHandler = function headLength(c, next) {
+  if (c.req.method !== "HEAD") return next();
+  return next().then(async () => {
+    if (!c.res.body || c.res.headers.has("content-length")) return;
+    c.res.headers.set("content-length", String((await c.res.clone().arrayBuffer()).byteLength));
+  });
+};
+
+/** The method a request is answered as: a HEAD as its GET (see `headLength`). */
+export const asGet = (method: string): string => (method === "HEAD" ? "GET" : method);
+
 /** The 405 of a known path asked with a method it does not answer: `Allow` and a JSON error. */
 export function methodNotAllowedResponse(c: Context, allowed: readonly string[]): Response {
   return c.json(
     {
-      error: `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allowed.join(", ")}`,
+      error: `${asGet(c.req.method)} is not allowed on ${c.req.path}; allowed: ${allowed.join(", ")}`,
       requestId: c.get("requestId"),
     },
     405,

@@ -316,11 +316,11 @@ function exchange(
 }
 
 describe("HEAD", () => {
-  it("answers as its GET but for the body, Content-Length included: the probes, a miss, the metrics", async () => {
+  it("answers as its GET but for the body, Content-Length included: the probes, a miss, a 405, the metrics", async () => {
     const { port } = await start();
     const ask = (method: "GET" | "HEAD", path: string) =>
       request(`http://127.0.0.1:${port}${path}`, { method, headers: { "x-request-id": "r1" } });
-    for (const path of ["/health", "/ready", "/nope"]) {
+    for (const path of ["/health", "/ready", "/nope", "/echo"]) {
       const get = await ask("GET", path);
       const length = (await get.body.arrayBuffer()).byteLength;
       const head = await ask("HEAD", path);

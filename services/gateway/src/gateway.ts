@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
-import { httpSettings } from "@saga/http";
+import { headLength, httpSettings } from "@saga/http";
 import { createLogger, createMetrics, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
 import { createApp } from "./app.ts";
@@ -81,7 +81,7 @@ export function createGateway(env: Env) {
     },
   });
   // Prometheus' scrape, on the internal address only.
-  const metricsApp = new Hono().get("/metrics", metricsHandler({ metrics }));
+  const metricsApp = new Hono().use(headLength).get("/metrics", metricsHandler({ metrics }));
   return {
     app,
     metricsApp,

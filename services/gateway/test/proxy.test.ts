@@ -11,6 +11,7 @@ import {
   order,
   startFakeUpstream,
   startGateway,
+  tokenFor,
   USER_ID,
   user,
 } from "./support.ts";
@@ -313,6 +314,25 @@ describe("pass-through", () => {
       for (const name of ["content-type", "vary"])
         expect(head.headers[name], path).toEqual(get.headers[name]);
     }
+    // The gateway's own answers: its probes, a 405, a user's unknown route, and its metrics port.
+    const asUser = { authorization: `Bearer ${await tokenFor(USER_ID)}` };
+    for (const [path, auth] of [
+      ["/health", {}],
+      ["/ready", {}],
+      ["/users", headers],
+      [`/orders/${ORDER_ID}/x`, asUser],
+    ] as const) {
+      const get = await request(`${base}${path}`, { headers: auth });
+      const length = (await get.body.arrayBuffer()).byteLength;
+      const head = await request(`${base}${path}`, { method: "HEAD", headers: auth });
+      await head.body.dump();
+      expect([head.statusCode, head.headers["content-length"]], path).toEqual([
+        get.statusCode,
+        String(length),
+      ]);
+    }
+    const metrics = await gateway.metricsApp.request("/metrics", { method: "HEAD" });
+    expect(Number(metrics.headers.get("content-length"))).toBeGreaterThan(1000);
   });
 
   it("rejects a body over the limit with 413 before calling the upstream", async () => {

@@ -1,5 +1,5 @@
 import { IdParam, REQUEST_ID_HEADER } from "@saga/contracts";
-import { requestBody } from "@saga/http";
+import { asGet, requestBody } from "@saga/http";
 import type { Context, MiddlewareHandler } from "hono";
 import { forwardedOf } from "../forward.ts";
 import { principalOf } from "./principal.ts";
@@ -92,7 +92,7 @@ export function authorize(): MiddlewareHandler {
       return;
     }
     if (m && method === "DELETE") return next();
-    return c.json({ error: `no route for ${method} ${path}`, requestId: c.get("requestId") }, 404);
+    return c.json({ error: `no route for ${asGet(method)} ${path}`, requestId: c.get("requestId") }, 404);
   };
 }
 

@@ -36,9 +36,9 @@ export function registerProxyRoutes(
       const res = await upstream.send(
         {
           // A HEAD is sent as a GET (as nginx's proxy_cache_convert_head does) and answered from it without
-          // the body, so that its Content-Length is the GET's (RFC 9110 §9.3.2; the services' own HEAD
-          // answers have none, see app.ts) and a user's read is checked on its owner whatever the method
-          // (auth/authorize.ts). undici also closes a connection after a HEAD; after a GET it keeps it.
+          // the body, so that its Content-Length is the GET's (RFC 9110 §9.3.2) and a user's read is
+          // checked on its owner whatever the method (auth/authorize.ts). undici also closes a connection
+          // after a HEAD; after a GET it keeps it.
           method: method === "HEAD" ? "GET" : method,
           path: url.pathname + url.search,
           headers: upstreamHeaders(c),
