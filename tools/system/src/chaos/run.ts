@@ -59,7 +59,6 @@ function parseOptions(argv: string[]): ChaosOptions {
     rate: positive("rate", values.rate),
     seed: Math.trunc(Number(values.seed)),
     victims: victims as Victim[],
-    // One kill every five seconds by default: 60 in a five-minute run.
     // In a five-minute run: 30 kills, 15 freezes and 30 network faults (each kind once on each link).
     // Every fault of the order-service, alone in its consumer group, stops the saga for the group's
     // 10 s session or more; much denser and its consumer is never in the group long enough to work.
