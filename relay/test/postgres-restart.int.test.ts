@@ -12,6 +12,7 @@ import {
   expectEveryRowInOrder,
   freshTopicPrefix,
   metricValue,
+  orderWakeups,
   readAll,
   relayEnv,
   row,
@@ -42,10 +43,7 @@ describe("a relay whose database restarts", () => {
     // A poll too slow to matter: rows published fast after the restart were announced by the new stream.
     const relay = startRelayInProcess(relayEnv(url, prefix, { RELAY_POLL_INTERVAL_MS: 600_000 }));
     const owner = relay.relays.get("order");
-    const wakeups = async () => {
-      const text = await (await relay.app.request("/metrics")).text();
-      return metricValue(text, "saga_relay_wakeups_total", { outbox: "order", source: "replication" }) ?? 0;
-    };
+    const wakeups = () => orderWakeups(relay, "replication");
 
     const written: TestRow[] = [];
     written.push(...(await writeRows(sql, [row("order-1", 1), row("order-2", 1)])));

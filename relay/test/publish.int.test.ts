@@ -8,6 +8,7 @@ import {
   freshOutbox,
   freshTopicPrefix,
   metricValue,
+  orderWakeups,
   readAll,
   relayEnv,
   row,
@@ -112,11 +113,7 @@ describe("relay", () => {
         where s.database = current_database() and s.temporary and r.state = 'streaming'`;
       return r?.n === 1;
     });
-    const wakeups = async (source: string) =>
-      metricValue(await (await relay.app.request("/metrics")).text(), "saga_relay_wakeups_total", {
-        outbox: "order",
-        source,
-      }) ?? 0;
+    const wakeups = (source: "poll" | "replication") => orderWakeups(relay, source);
     // The relay sees the stream up a moment after the server does; until then it still polls every
     // 100 ms. Once no poll came for 300 ms it waits on the ten-minute one.
     let seen = -1;

@@ -289,6 +289,15 @@ export function metricValue(
   return undefined;
 }
 
+/** How many times an in-process relay was woken on the order outbox by `source` (its metric). */
+export async function orderWakeups(
+  relay: { app: { request: (path: string) => Response | Promise<Response> } },
+  source: "poll" | "replication" | "visibility",
+): Promise<number> {
+  const text = await (await relay.app.request("/metrics")).text();
+  return metricValue(text, "saga_relay_wakeups_total", { outbox: "order", source }) ?? 0;
+}
+
 const relayDir = fileURLToPath(new URL("..", import.meta.url));
 
 export type RelayProcess = {

@@ -11,6 +11,7 @@ import {
   freshTopicPrefix,
   holdSynchronousCommits,
   metricValue,
+  orderWakeups,
   ownPostgresServer,
   readAll,
   relayEnv,
@@ -44,11 +45,7 @@ describe("relay in the table mode", () => {
     );
     relay.start();
     onTestFinished(() => relay.stop());
-    const wakeups = async (source: string) =>
-      metricValue(await (await relay.app.request("/metrics")).text(), "saga_relay_wakeups_total", {
-        outbox: "order",
-        source,
-      }) ?? 0;
+    const wakeups = (source: "poll" | "replication") => orderWakeups(relay, source);
     // Until the relay sees its stream up it polls every 100 ms; once no poll came for 300 ms it waits on
     // the ten-minute one (creating the slot waits for every transaction open on the server).
     let seen = -1;
