@@ -653,3 +653,57 @@ describe("@saga/kafka through platformatic, in a rebalance", () => {
     );
   });
 });
+
+describe.each(KAFKA_CLIENTS)("@saga/kafka through %s, a message retried across a rebalance", (name) => {
+  it("is not dead-lettered by a member whose partition the rebalance gave another: the new owner applies it", async () => {
+    adapter = name;
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const groupId = freshGroupId();
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    // One message on each partition: "21" on 0 and "abc" on 1 ((murmur2 & 0x7fffffff) % 2).
+    await producer.send(["21", "abc"].map((key) => ({ topic: events, key, value: key, headers: {} })));
+    const options = {
+      groupId,
+      topics: [events],
+      commitIntervalMs: 0,
+      classify: () => "unexpected" as const,
+      // Twenty seconds of retries before a dead letter: far longer than the second member takes to join.
+      retry: { maxAttempts: 400, backoffMs: 50, maxBackoffMs: 50 },
+    };
+
+    // The first member fails every message (a bug of its own, say) and retries it.
+    const tried = new Set<number>();
+    const deadLettered: IncomingMessage[] = [];
+    const first = await kafka.createConsumer({
+      ...options,
+      async handle(m) {
+        tried.add(m.partition);
+        throw new Error("cannot apply");
+      },
+      deadLetter: async (m) => {
+        deadLettered.push(m);
+      },
+    });
+    cleanups.push(() => first.stop());
+    await waitFor("the first member retrying both partitions", () => (tried.size === 2 ? true : undefined));
+
+    // A second member, whose handler works, joins and takes one of the partitions.
+    const bySecond: IncomingMessage[] = [];
+    const second = await kafka.createConsumer({
+      ...options,
+      async handle(m) {
+        bySecond.push(m);
+      },
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => second.stop());
+    const taken = await waitFor(
+      "the second member applying the message of the partition it took",
+      () => bySecond[0],
+    );
+    expect(taken.offset).toBe("0");
+    expect(deadLettered.filter((m) => m.partition === taken.partition)).toEqual([]);
+  });
+});

@@ -65,6 +65,9 @@ export function kafkajsLogLines(logger: KafkaLogger | undefined): (entry: LogEnt
   };
 }
 
+/** What a heartbeat answers when its member must rejoin its group before it goes on. */
+const REJOIN_ERRORS = new Set(["REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION"]);
+
 /** Creates a kafkajs client for one set of brokers. */
 export function createKafkajsClient({
   brokers,
@@ -242,17 +245,29 @@ export function createKafkajsClient({
         }),
       );
       let applied: string | undefined;
+      // A heartbeat answered that the group is rebalancing (or no longer knows this member): the batch's
+      // partition may be another member's once this one rejoins, which it does only after this batch. A
+      // message being retried is given up then, not retried on until it is dead-lettered, perhaps after
+      // the partition's new owner has applied it; whoever owns the partition reads it again from the
+      // last commit.
+      let rejoining = false;
+      const beat = () =>
+        heartbeat().catch((err: unknown) => {
+          if (REJOIN_ERRORS.has((err as { type?: string }).type ?? "")) rejoining = true;
+          throw err;
+        });
+      const keepGoing = () => isRunning() && !isStale() && !rejoining;
       for (let start = 0; start < messages.length; start += maxBatchSize) {
-        if (!isRunning() || isStale()) break;
+        if (!keepGoing()) break;
         const chunk = messages.slice(start, start + maxBatchSize);
-        const done = await applyChunk(chunk, heartbeat, () => isRunning() && !isStale());
+        const done = await applyChunk(chunk, beat, keepGoing);
         const last = chunk[done - 1];
         if (last) {
           resolveOffset(last.offset);
           applied = last.offset;
         }
         if (done < chunk.length) break;
-        await heartbeat();
+        await beat();
       }
       // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
       // commits nothing by itself, so the next offset to read is marked here, once per batch.
