@@ -190,7 +190,7 @@ export const createOrder = {
   tags: ["orders"],
   summary: "Place an order: starts the saga",
   description:
-    "Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included). Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.",
+    "Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.",
   security: bearer,
   request: {
     headers: z.object({ "Idempotency-Key": idempotencyKey, ...traceHeaders }),

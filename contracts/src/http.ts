@@ -41,7 +41,7 @@ export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
 export const OrderStatus = z.enum(["PENDING", "CONFIRMED", "CANCELED"]).meta({
   id: "OrderStatus",
   description:
-    "PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (refused, or canceled by DELETE). CANCELED is final.",
+    "PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (credit refused, canceled by DELETE, or past the saga's deadline unanswered: reason TIMEOUT). A CONFIRMED order can still be canceled by DELETE; CANCELED is final.",
 });
 export type OrderStatus = z.infer<typeof OrderStatus>;
 
