@@ -77,7 +77,7 @@ export interface paths {
         put?: never;
         /**
          * Place an order: starts the saga
-         * @description Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included). Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.
+         * @description Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.
          */
         post: operations["createOrder"];
         delete?: never;
@@ -203,7 +203,7 @@ export interface components {
             createdAt: string;
         };
         /**
-         * @description PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (refused, or canceled by DELETE). CANCELED is final.
+         * @description PENDING until user-service answers; then CONFIRMED (credit reserved) or CANCELED (credit refused, canceled by DELETE, or past the saga's deadline unanswered: reason TIMEOUT). A CONFIRMED order can still be canceled by DELETE; CANCELED is final.
          * @enum {string}
          */
         OrderStatus: "PENDING" | "CONFIRMED" | "CANCELED";
