@@ -272,6 +272,8 @@ export function createUpstream(opts: UpstreamOptions) {
         : `health check answered ${res.statusCode}`;
     } catch (err) {
       if (closed) return;
+      // No answer: whether it takes the credential is no longer known, and `/ready` says it is not healthy.
+      instance.refusesCredential = false;
       if (timeout.aborted) {
         // Busy, or dead? Only a silence that lasts says dead: a saturated event loop answers late.
         metrics.healthCheckTimeouts.inc({ upstream: name, target: instance.target });

@@ -517,6 +517,12 @@ describe("authorization per user", () => {
         "user-service refused the gateway's internal credential (INTERNAL_SECRET differs from the services'); " +
         "order-service refused the gateway's internal credential (INTERNAL_SECRET differs from the services')",
     });
+    // A service that refused it and then stops answering is said to be down, not to refuse it still.
+    await orders.kill();
+    await eventually(
+      async () => (await ready()).error?.endsWith("no healthy instance of order-service") === true,
+    );
+    await orders.revive();
     // Once the services take it (a secret set right, and restarted), ready at their next health check.
     users.credential = INTERNAL_SECRET;
     await eventually(async () => (await ready()).error?.startsWith("order-service refused") === true);
