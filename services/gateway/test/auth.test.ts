@@ -5,10 +5,12 @@ import { describe, expect, it, vi } from "vitest";
 import { mintToken } from "../src/gateway.ts";
 import {
   AUTH_SECRET,
+  admissionLimit,
   eventually,
   type FakeUpstream,
   INTERNAL_SECRET,
   type Reply,
+  raiseLane,
   startFakeUpstream,
   startGateway,
   tokenFor,
@@ -376,15 +378,10 @@ describe("authorization per user", () => {
       ADMISSION_LATENCY_TOLERANCE: "1000",
     });
     const asA = bearer(await tokenFor(A));
-    const limit = async (lane: string) => {
-      const text = await (await gateway.metricsApp.request("/metrics")).text();
-      return Number(new RegExp(`http_admission_limit\\{lane="${lane}",[^}]*\\} (\\S+)`).exec(text)?.[1]);
-    };
+    const limit = (lane: string) => admissionLimit(gateway, lane);
     // Both lanes raised to their bound by answers on time, so that a drop would show.
-    const raise = async (lane: string, request: () => Response | Promise<Response>) => {
-      await request();
-      for (let round = 0; round < 60 && (await limit(lane)) < 16; round++)
-        await Promise.all(Array.from({ length: Math.ceil(await limit(lane)) }, request));
+    const raise = async (lane: string, request: () => unknown) => {
+      await raiseLane(gateway, lane, request);
       expect(await limit(lane)).toBe(16);
     };
     await raise("orders:write", () =>

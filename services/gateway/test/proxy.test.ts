@@ -6,9 +6,11 @@ import { Agent, request } from "undici";
 import { describe, expect, it, onTestFinished } from "vitest";
 import {
   ADMIN_TOKEN,
+  admissionLimit,
   eventually,
   ORDER_ID,
   order,
+  raiseLane,
   startFakeUpstream,
   startGateway,
   tokenFor,
@@ -703,10 +705,7 @@ describe("overload: the adaptive limit of a lane", () => {
           gateway.app.request("/orders", { method: "POST", body: "{}", headers: json }),
         ),
       );
-    const limit = async () => {
-      const text = await (await gateway.metricsApp.request("/metrics")).text();
-      return Number(/http_admission_limit\{lane="orders:write",[^}]*\} (\S+)/.exec(text)?.[1]);
-    };
+    const limit = () => admissionLimit(gateway, "orders:write");
     const posts = () => orders.received.filter((r) => r.method === "POST").length;
 
     // A baseline of fast answers (some may be shed while it forms: the first answers are the slowest).
@@ -760,14 +759,10 @@ describe("overload: a service refusing for want of room", () => {
       ADMISSION_WARMUP_MS: "0",
     });
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
-    const limit = async () => {
-      const text = await (await gateway.metricsApp.request("/metrics")).text();
-      return Number(/http_admission_limit\{lane="orders:write",[^}]*\} (\S+)/.exec(text)?.[1]);
-    };
+    const limit = () => admissionLimit(gateway, "orders:write");
     // Answers on time with the lane full raise the bound from its floor.
     expect((await post()).status).toBe(201);
-    for (let round = 0; round < 60 && (await limit()) < 16; round++)
-      await Promise.all(Array.from({ length: Math.ceil(await limit()) }, post));
+    await raiseLane(gateway, "orders:write", post);
     expect(await limit()).toBe(16);
     refuse = true;
     for (let i = 0; i < 8; i++) {

@@ -193,6 +193,21 @@ export async function startGateway(
   return gateway;
 }
 
+type WithMetrics = { metricsApp: { request: (path: string) => Response | Promise<Response> } };
+
+/** A lane's adaptive bound, as the gateway's metrics give it. */
+export async function admissionLimit(gateway: WithMetrics, lane: string): Promise<number> {
+  const text = await (await gateway.metricsApp.request("/metrics")).text();
+  return Number(new RegExp(`http_admission_limit\\{lane="${lane}",[^}]*\\} (\\S+)`).exec(text)?.[1]);
+}
+
+/** Raises a lane to its bound of 16 by answers on time with the lane full, so that a drop would show. */
+export async function raiseLane(gateway: WithMetrics, lane: string, request: () => unknown) {
+  await request();
+  for (let round = 0; round < 60 && (await admissionLimit(gateway, lane)) < 16; round++)
+    await Promise.all(Array.from({ length: Math.ceil(await admissionLimit(gateway, lane)) }, request));
+}
+
 /** Polls `condition` every 20 ms until it holds; fails after `timeoutMs`. */
 export async function eventually(
   condition: () => boolean | Promise<boolean>,

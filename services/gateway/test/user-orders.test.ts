@@ -1,6 +1,14 @@
 import { SHED_HEADER } from "@saga/http";
 import { describe, expect, it } from "vitest";
-import { order, startFakeUpstream, startGateway, USER_ID, user } from "./support.ts";
+import {
+  admissionLimit,
+  order,
+  raiseLane,
+  startFakeUpstream,
+  startGateway,
+  USER_ID,
+  user,
+} from "./support.ts";
 
 const userService = () =>
   startFakeUpstream((req) => {
@@ -100,14 +108,9 @@ describe("GET /users/:id/orders", () => {
       ADMISSION_QUEUE: "0",
       ADMISSION_WARMUP_MS: "0",
     });
-    const limit = async () => {
-      const text = await (await gateway.metricsApp.request("/metrics")).text();
-      return Number(/http_admission_limit\{lane="users:read",[^}]*\} (\S+)/.exec(text)?.[1]);
-    };
+    const limit = () => admissionLimit(gateway, "users:read");
     const composed = () => gateway.app.request(`/users/${USER_ID}/orders`);
-    await composed();
-    for (let round = 0; round < 60 && (await limit()) < 16; round++)
-      await Promise.all(Array.from({ length: Math.ceil(await limit()) }, composed));
+    await raiseLane(gateway, "users:read", composed);
     expect(await limit()).toBe(16);
 
     ordersShed = true;
