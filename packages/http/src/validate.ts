@@ -20,13 +20,51 @@ export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T):
   }
   let body: unknown;
   try {
-    body = JSON.parse(utf8.decode(await requestBody(c)));
-  } catch {
+    body = parseExactJson(utf8.decode(await requestBody(c)));
+  } catch (err) {
+    if (err instanceof InexactNumber) throw new AppError("BAD_REQUEST", err.message);
     throw new AppError("BAD_REQUEST", "request body is not valid JSON");
   }
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw new AppError("BAD_REQUEST", describeIssues(parsed.error));
   return parsed.data;
+}
+
+class InexactNumber extends Error {}
+
+/** What `JSON.parse` tells a reviver of a primitive since Node 21: the literal as written. */
+type ReviverContext = { source?: string };
+
+/**
+ * `JSON.parse`, refusing a number written with a fraction that the conversion to a double rounds away:
+ * `1.0000000000000001` reads as 1, `1e-400` as 0, and a schema's integer check then passes a value the
+ * client did not write (an amount of 1 for one of 1.0000000000000001). Such a literal throws
+ * `InexactNumber` naming the field. An integer written another way (`7.0`, `1e3`) is the integer it
+ * denotes, as JSON Schema's `integer` reads it, and passes.
+ */
+export function parseExactJson(text: string): unknown {
+  return JSON.parse(text, (key: string, value: unknown, context?: ReviverContext) => {
+    const source = context?.source;
+    if (
+      typeof value === "number" &&
+      Number.isInteger(value) &&
+      source !== undefined &&
+      !denotesInteger(source)
+    ) {
+      throw new InexactNumber(`${key || "body"}: ${source} is not an integer, and would be read as ${value}`);
+    }
+    return value;
+  });
+}
+
+/** Whether a JSON number literal denotes an integer: no non-zero digit after the point once its exponent is applied. */
+function denotesInteger(literal: string): boolean {
+  const m = /^-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
+  if (!m) return false;
+  const whole = m[1] ?? "";
+  const digits = whole + (m[2] ?? "");
+  const point = whole.length + Number(m[3] ?? 0);
+  return /^0*$/.test(digits.slice(Math.max(0, point)));
 }
 
 /**

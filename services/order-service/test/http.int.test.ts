@@ -100,6 +100,11 @@ describe("POST /orders", () => {
     ["amount 1.5", { userId: randomUUID(), amount: 1.5 }, 400],
     ['amount "10"', { userId: randomUUID(), amount: "10" }, 400],
     ["an unsafe amount", `{"userId":"${randomUUID()}","amount":9007199254740993}`, 400],
+    [
+      "an amount whose fraction a double drops",
+      `{"userId":"${randomUUID()}","amount":1.0000000000000001}`,
+      400,
+    ],
     ["a missing amount", { userId: randomUUID() }, 400],
     ["a missing userId", { amount: 1 }, 400],
     ["null", "null", 400],

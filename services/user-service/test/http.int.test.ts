@@ -83,6 +83,11 @@ describe("POST /users and GET /users/:id", () => {
     ["a negative balance", { username: "neg", initialBalance: -1 }, 400],
     ["a fractional balance", { username: "frac", initialBalance: 1.5 }, 400],
     ["a balance as a string", { username: "str", initialBalance: "10" }, 400],
+    [
+      "a balance whose fraction a double drops",
+      '{"username":"inexact","initialBalance":1000.0000000000000001}',
+      400,
+    ],
     ["an array", [], 400],
     ["a 2 MB body", { username: "big", initialBalance: 1, pad: "x".repeat(2 * 1024 * 1024) }, 413],
   ])("rejects %s with a JSON error and writes no row", async (_what, body, status) => {
