@@ -81,7 +81,7 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     expect(new Set(read.map((m) => m.partition)).size).toBe(1);
   });
 
-  it("commits a message only after it was handled, and keeps the failure contract", async () => {
+  it("commits a message only once it was handled or dead-lettered, and keeps the failure contract", async () => {
     const kafka = client();
     const { events } = await freshTopics(["events"], 1);
     const groupId = freshGroupId();
@@ -100,6 +100,13 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     const deadLettered: [string | null, DeadLetterCause][] = [];
     const retries: [string | null, number, string][] = [];
     const ended: (string | null)[] = [];
+    // The group's committed offset each time a message failed: never past the failing message.
+    const committedAtFailure: { value: string | null; offset: number; committed: number | undefined }[] = [];
+    const failing = async (m: IncomingMessage, error: Error) => {
+      const [p] = await kafka.consumerLag(groupId, [events]);
+      committedAtFailure.push({ value: m.value, offset: Number(m.offset), committed: p?.committed });
+      return error;
+    };
     let flakyFailures = 0;
     let bugFailures = 0;
     const transient = Object.assign(new Error("transient"), { retriable: true });
@@ -107,10 +114,12 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     const consumer: EventConsumer = await kafka.createConsumer({
       groupId,
       topics: [events],
+      // Each commit sent at once, so that one made too early is seen by the next failure.
+      commitIntervalMs: 0,
       async handle(m: IncomingMessage) {
-        if (m.value === "flaky" && flakyFailures++ < 2) throw transient;
-        if (m.value === "poison") throw poison;
-        if (m.value === "bug") throw new TypeError(`x is undefined (${++bugFailures})`);
+        if (m.value === "flaky" && flakyFailures++ < 2) throw await failing(m, transient);
+        if (m.value === "poison") throw await failing(m, poison);
+        if (m.value === "bug") throw await failing(m, new TypeError(`x is undefined (${++bugFailures})`));
         handled.push(m.value ?? "");
       },
       classify: (err) => (err === transient ? "transient" : err === poison ? "poison" : "unexpected"),
@@ -143,6 +152,8 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
       ["bug", 2, "unexpected"],
     ]);
     expect(ended).toEqual(["flaky", "bug"]);
+    expect(committedAtFailure.map((f) => f.value)).toEqual(["flaky", "flaky", "poison", "bug", "bug", "bug"]);
+    expect(committedAtFailure.filter((f) => f.committed === undefined || f.committed > f.offset)).toEqual([]);
     const lag = await waitFor("the committed offset", async () => {
       const [p] = await kafka.consumerLag(groupId, [events]);
       return p?.committed === 5 ? p : undefined;
@@ -291,6 +302,77 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     // kafkajs hands over one partition at a time; the platformatic adapter whatever is queued.
     if (name === "platformatic")
       expect(handed.some((b) => new Set(b.map((m) => m.partition)).size > 1)).toBe(true);
+  });
+
+  it("never commits a partition past a message that keeps failing, though the message shared its batch with other partitions", async () => {
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 3);
+    const groupId = freshGroupId();
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    const keys = Array.from({ length: 9 }, (_, i) => `key-${i}`);
+    // Sent before the consumer starts, so its first fetch holds every partition's messages: the platformatic
+    // adapter hands them over in batches of several partitions.
+    await producer.send(
+      keys.flatMap((key) =>
+        [0, 1, 2, 3].map((n) => ({
+          topic: events,
+          key,
+          value: key === "key-0" && n === 1 ? "stuck" : `${key}/${n}`,
+          headers: {},
+        })),
+      ),
+    );
+    const stuck = (await kafka.readToEnd([events])).find((m) => m.value === "stuck");
+    if (!stuck) throw new Error("the stuck message was not written");
+
+    let released = false;
+    let stuckAttempts = 0;
+    const handed: IncomingMessage[][] = [];
+    const canApply = (m: IncomingMessage) => m.value !== "stuck" || released;
+    const consumer = await kafka.createConsumer({
+      groupId,
+      topics: [events],
+      commitIntervalMs: 0,
+      // All or nothing, as a transaction would be: a batch that fails leaves no effect to commit.
+      async handleBatch(ms) {
+        handed.push(ms);
+        if (!ms.every(canApply)) throw new Error("cannot apply yet");
+      },
+      async handle(m) {
+        if (!canApply(m)) {
+          stuckAttempts++;
+          throw new Error("cannot apply yet");
+        }
+      },
+      classify: () => "unexpected" as const,
+      retry: { maxAttempts: 1000, backoffMs: 50, maxBackoffMs: 50 },
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => consumer.stop());
+
+    // While "stuck" keeps failing, the other partitions are committed to their end, and its own partition
+    // never past it, in any of the commits seen meanwhile.
+    const highest = new Map<number, number>();
+    await waitFor("the other partitions' commits, while the stuck message is retried", async () => {
+      const lags = await kafka.consumerLag(groupId, [events]);
+      for (const p of lags) highest.set(p.partition, Math.max(highest.get(p.partition) ?? 0, p.committed));
+      return stuckAttempts >= 5 && lags.every((p) => p.partition === stuck.partition || p.lag === 0)
+        ? true
+        : undefined;
+    });
+    expect(highest.get(stuck.partition)).toBeLessThanOrEqual(Number(stuck.offset));
+    // kafkajs hands over one partition at a time; the platformatic adapter gave "stuck" in a batch with others.
+    if (name === "platformatic")
+      expect(
+        handed.some((b) => b.some((m) => m.value === "stuck") && new Set(b.map((m) => m.partition)).size > 1),
+      ).toBe(true);
+
+    released = true;
+    await waitFor("every partition committed to its end", async () => {
+      const lags = await kafka.consumerLag(groupId, [events]);
+      return lags.every((p) => p.lag === 0) ? true : undefined;
+    });
   });
 
   it("puts a key on the partition the Java client picks, and keeps the order of each key", async () => {
