@@ -154,14 +154,13 @@ describe("routing", () => {
   });
 
   it("answers 504 when the upstream is slower than the timeout, without retrying", async () => {
-    const slow = await startFakeUpstream(() => ({ body: order, delayMs: 2000 }));
-    const { app } = await startGateway([await startFakeUpstream()], slow, { UPSTREAM_TIMEOUT_MS: "300" });
-    const started = performance.now();
+    // An instance that never answers: only the gateway's timeout can end the request.
+    const silent = await startFakeUpstream(() => new Promise<never>(() => {}));
+    const { app } = await startGateway([await startFakeUpstream()], silent, { UPSTREAM_TIMEOUT_MS: "300" });
     const res = await app.request(`/orders/${ORDER_ID}`);
     expect(res.status).toBe(504);
     expect(await res.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
-    expect(performance.now() - started).toBeLessThan(1500);
-    expect(slow.received).toHaveLength(1);
+    expect(silent.received).toHaveLength(1);
   });
 
   it("gives a request with Prefer: wait=N N more seconds before its timeout, and forwards the header", async () => {
