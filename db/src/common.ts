@@ -131,7 +131,11 @@ export const idempotencyKeys = pgTable(
     body: json("body").notNull(),
     createdAt: createdAt(),
   },
-  (t) => [primaryKey({ columns: [t.subject, t.key] })],
+  (t) => [
+    primaryKey({ columns: [t.subject, t.key] }),
+    // The prune's (packages/messaging/src/housekeeping.ts): without it every round read the whole table.
+    index("idempotency_keys_created_at_idx").on(t.createdAt),
+  ],
 );
 
 export { createdAt };

@@ -2,31 +2,44 @@ import { prefixedTopic } from "@saga/contracts";
 import type { KafkaClient } from "@saga/kafka";
 import type { Logger } from "@saga/observability";
 import { withTimeout } from "@saga/runtime";
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import type { Executor } from "./db.ts";
 import type { MessagingMetrics } from "./metrics.ts";
 
-const PRUNE_BATCH = 5000;
+export const PRUNE_BATCH = 5000;
+
+/** What `pruneExpired` deletes: each table by its time column, which has an index of its own. */
+export const EXPIRING = [
+  ["inbox", "processed_at"],
+  ["idempotency_keys", "created_at"],
+] as const;
 
 /**
- * Deletes inbox rows and idempotency keys older than the retention, in small batches so no long lock is
- * held. An event redelivered after that is no longer recognised; the retention must exceed any redelivery
- * window (consumer-group offset retention, relay outages). Returns the number of rows deleted.
+ * One batch of `pruneExpired`: at most `PRUNE_BATCH` rows of `table` older than the retention. Each
+ * round's last batch finds fewer, most often none; without an index on `column` that batch read the
+ * whole table (and a table past DB_STATEMENT_TIMEOUT_MS's reach stopped pruning for good), with it, the
+ * few index entries past the cutoff.
  */
-export async function pruneExpired(db: Executor, retentionHours: number): Promise<number> {
+export function expiredBatch([table, column]: (typeof EXPIRING)[number], retentionHours: number): SQL {
   // The retention as a literal, not a parameter: the sessions plan generically (db/src/pg-client.ts), and
   // only a cutoff the planner can evaluate lets it see that few rows are old enough and use the index.
   const cutoff = sql`now() - make_interval(secs => ${sql.raw(String(Math.round(retentionHours * 3600)))})`;
+  return sql`
+    delete from ${sql.identifier(table)} where ctid = any(array(
+      select ctid from ${sql.identifier(table)} where ${sql.identifier(column)} < ${cutoff} limit ${PRUNE_BATCH}
+    ))`;
+}
+
+/**
+ * Deletes inbox rows and idempotency keys older than the retention, in small batches so no long lock is
+ * held. An event redelivered after that is no longer recognised; the retention must exceed any
+ * redelivery window (consumer-group offset retention, relay outages). Returns the number of rows deleted.
+ */
+export async function pruneExpired(db: Executor, retentionHours: number): Promise<number> {
   let deleted = 0;
-  for (const [table, column] of [
-    ["inbox", "processed_at"],
-    ["idempotency_keys", "created_at"],
-  ] as const) {
+  for (const expiring of EXPIRING) {
     for (;;) {
-      const rows = await db.execute(sql`
-        delete from ${sql.identifier(table)} where ctid = any(array(
-          select ctid from ${sql.identifier(table)} where ${sql.identifier(column)} < ${cutoff} limit ${PRUNE_BATCH}
-        ))`);
+      const rows = await db.execute(expiredBatch(expiring, retentionHours));
       const count = rows.rowCount ?? 0;
       deleted += count;
       if (count < PRUNE_BATCH) break;

@@ -16,13 +16,7 @@ import {
   type KafkaClient,
   type OutgoingMessage,
 } from "@saga/kafka";
-import {
-  classifyFailure,
-  createInbox,
-  createMessagingMetrics,
-  type Inbox,
-  pruneExpired,
-} from "@saga/messaging";
+import { classifyFailure, createInbox, createMessagingMetrics, type Inbox } from "@saga/messaging";
 import {
   eventMessage,
   metricValue,
@@ -609,17 +603,5 @@ describe("resilience", () => {
     expect(await balanceOf(userId)).toBe(0);
     const rows = await db.db.select({ n: count() }).from(reservations).where(eq(reservations.userId, userId));
     expect(rows[0]?.n).toBe(30);
-  });
-
-  it("prunes inbox rows older than the retention and keeps the rest", async () => {
-    const old = { consumerGroup: "prune-test", topic: "t", partition: 0, offset: 0 };
-    await db.db.insert(inbox).values([
-      { ...old, eventId: randomUUID(), processedAt: new Date(Date.now() - 3 * 3600_000) },
-      { ...old, eventId: randomUUID(), processedAt: new Date(Date.now() - 30 * 60_000) },
-    ]);
-    expect(await pruneExpired(db.db, 1)).toBeGreaterThanOrEqual(1);
-    const left = await db.db.select().from(inbox).where(eq(inbox.consumerGroup, "prune-test"));
-    expect(left).toHaveLength(1);
-    expect(left[0]?.processedAt.getTime()).toBeGreaterThan(Date.now() - 3600_000);
   });
 });
