@@ -54,7 +54,7 @@ describe("migrateDatabase", () => {
     },
   );
 
-  it("stores money as bigint and refuses a negative balance", async () => {
+  it("stores money as bigint and refuses a negative balance, a balance above the initial one and a reservation of less than 1", async () => {
     const url = await freshDatabase("user_db");
     await migrateDatabase(url, "user");
     const sql = postgres(url, { max: 1, onnotice: () => {} });
@@ -62,9 +62,68 @@ describe("migrateDatabase", () => {
     const [column] =
       await sql`select data_type from information_schema.columns where table_name = 'users' and column_name = 'balance'`;
     expect(column?.data_type).toBe("bigint");
-    await sql`insert into users (username, initial_balance, balance) values ('rich', 9007199254740991, 9007199254740991)`;
+    const [rich] = await sql`
+      insert into users (username, initial_balance, balance) values ('rich', 9007199254740991, 9007199254740991)
+      returning id`;
     await expect(
       sql`update users set balance = balance - 9007199254740992 where username = 'rich'`,
     ).rejects.toThrow(/users_balance_non_negative/);
+
+    await expect(sql`update users set balance = balance + 1 where username = 'rich'`).rejects.toThrow(
+      /users_balance_at_most_initial/,
+    );
+    await expect(
+      sql`insert into users (username, initial_balance, balance) values ('poor', -1, 0)`,
+    ).rejects.toThrow(/users_balance_at_most_initial/);
+    for (const amount of [0, -100]) {
+      await expect(sql`
+        insert into reservations (order_id, user_id, amount, status)
+        values (gen_random_uuid(), ${rich?.id}, ${amount}, 'RESERVED')`).rejects.toThrow(
+        /reservations_amount_positive/,
+      );
+    }
+    expect(await sql`select username, initial_balance, balance from users`).toEqual([
+      { username: "rich", initial_balance: "9007199254740991", balance: "9007199254740991" },
+    ]);
+    expect(await sql`select * from reservations`).toHaveLength(0);
+  });
+
+  // A constraint a migration adds NOT VALID is checked against the rows before it after the migrations
+  // commit, in a transaction that lets writers go on: here one holds a reservation it has not committed.
+  it("validates the constraints on the rows written before them, beside an open write, and names one they break", async () => {
+    const url = await freshDatabase("user_db");
+    await migrateDatabase(url, "user");
+    const sql = postgres(url, { max: 2, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    const unchecked = () =>
+      sql`select conname from pg_constraint where not convalidated and connamespace = 'public'::regnamespace`;
+    expect(await unchecked()).toEqual([]);
+
+    // A row from before the constraint, as an upgrade finds it.
+    const [user] = await sql`
+      insert into users (username, initial_balance, balance) values ('ada', 10, 10) returning id`;
+    await sql`alter table reservations drop constraint reservations_amount_positive`;
+    await sql`
+      insert into reservations (order_id, user_id, amount, status) values (gen_random_uuid(), ${user?.id}, 0, 'REJECTED')`;
+    await sql`alter table reservations add constraint reservations_amount_positive check (amount >= 1) not valid`;
+    await expect(migrateDatabase(url, "user")).rejects.toThrow(
+      /rows of reservations written before its constraint reservations_amount_positive break it/,
+    );
+    expect(await unchecked()).toEqual([{ conname: "reservations_amount_positive" }]);
+    await expect(sql`
+      insert into reservations (order_id, user_id, amount, status) values (gen_random_uuid(), ${user?.id}, -1, 'RESERVED')`).rejects.toThrow(
+      /reservations_amount_positive/,
+    );
+
+    await sql`delete from reservations where amount < 1`;
+    const writer = await sql.reserve();
+    onTestFinished(() => writer.release());
+    await writer`begin`;
+    await writer`
+      insert into reservations (order_id, user_id, amount, status) values (gen_random_uuid(), ${user?.id}, 5, 'REJECTED')`;
+    await migrateDatabase(url, "user");
+    expect(await unchecked()).toEqual([]);
+    await writer`commit`;
+    expect(await sql`select amount from reservations`).toEqual([{ amount: "5" }]);
   });
 });

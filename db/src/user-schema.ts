@@ -13,7 +13,12 @@ export const users = pgTable(
     balance: bigint("balance", { mode: "number" }).notNull(),
     createdAt: createdAt(),
   },
-  (t) => [check("users_balance_non_negative", sql`${t.balance} >= 0`)],
+  (t) => [
+    check("users_balance_non_negative", sql`${t.balance} >= 0`),
+    // Only a reservation debits and only its release credits back what it took: the balance never exceeds
+    // where it started. With the check above it also keeps initial_balance from being negative.
+    check("users_balance_at_most_initial", sql`${t.balance} <= ${t.initialBalance}`),
+  ],
 );
 
 /**
@@ -37,6 +42,8 @@ export const reservations = pgTable(
   },
   (t) => [
     index("reservations_user_id_idx").on(t.userId),
+    // A RESERVED row of -100 would credit its user, and still balance the ledger's arithmetic.
+    check("reservations_amount_positive", sql`${t.amount} >= 1`),
     check("reservations_status", sql`${t.status} in ('RESERVED', 'REJECTED', 'RELEASED', 'CANCELED')`),
   ],
 );
