@@ -82,7 +82,7 @@ const traceHeaders = {
 };
 const idempotencyKey = z.string().regex(IDEMPOTENCY_KEY_PATTERN).optional().meta({
   description:
-    "1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for 7 days.",
+    "1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for at least the services' INBOX_RETENTION_HOURS (15 days by default).",
   example: "3f1c8d5e-order-42",
 });
 const idParam = (what: string) =>

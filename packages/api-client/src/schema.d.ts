@@ -413,7 +413,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for 7 days. */
+                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for at least the services' INBOX_RETENTION_HOURS (15 days by default). */
                 "Idempotency-Key"?: string;
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
@@ -577,7 +577,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for 7 days. */
+                /** @description 1 to 200 visible ASCII characters. A retry with the same key and the same request gets the first response back and creates nothing; the same key with a different request is a 422. Kept per caller for at least the services' INBOX_RETENTION_HOURS (15 days by default). */
                 "Idempotency-Key"?: string;
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;

@@ -17,11 +17,23 @@ describe("service environment", () => {
       KAFKA_TOPIC_PREFIX: "",
       CONSUMER_GROUP: "user-service",
       LOG_LEVEL: "info",
-      INBOX_RETENTION_HOURS: 168,
+      INBOX_RETENTION_HOURS: 360,
       HOST: "127.0.0.1",
       AUTH_DEV_MODE: false,
     });
     expect(env.INSTANCE_ID.length).toBeGreaterThan(0);
+  });
+
+  // Kafka's defaults (https://kafka.apache.org/documentation/#topicconfigs_retention.ms), which the topics
+  // of compose.yaml and the local stack keep: a record stays readable until its segment, closed segment.ms
+  // after its first record, is past retention.ms and the next retention check has run.
+  it("keeps inbox rows longer than a broker with Kafka's defaults can deliver a record again", () => {
+    const day = 24 * 3600_000;
+    const readable = { retentionMs: 7 * day, segmentMs: 7 * day, retentionCheckIntervalMs: 5 * 60_000 };
+    const { INBOX_RETENTION_HOURS } = parseEnv(schema, minimal);
+    expect(INBOX_RETENTION_HOURS * 3600_000).toBeGreaterThan(
+      readable.retentionMs + readable.segmentMs + readable.retentionCheckIntervalMs,
+    );
   });
 
   it("starts without the internal secret only in development mode", () => {

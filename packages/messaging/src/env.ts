@@ -28,6 +28,18 @@ export const SERVICE_HTTP_DEFAULTS = {
  */
 export const DEFAULT_CONSUMER_LINGER_MS = 20;
 
+/**
+ * Inbox rows and idempotency keys are kept 15 days, longer than a broker with Kafka's defaults can deliver
+ * a record again: until retention.ms after the last record of its segment, which closes segment.ms after
+ * its first (7 + 7 days, plus the 5-minute retention check), to a group that starts again from the earliest
+ * offset once its offsets expired (7 days after it emptied). Past it a redelivered event is no longer
+ * recognised by its inbox row. The inbox, not the topics, is the side made longer: topics are made in
+ * several places and keep the settings they were made with, and a shorter retention.ms would shorten how
+ * long a stopped group can catch up without losing events.
+ * https://kafka.apache.org/documentation/#topicconfigs_retention.ms
+ */
+export const DEFAULT_INBOX_RETENTION_HOURS = 15 * 24;
+
 /** Variables every process of the saga reads the same way. */
 export const envVars = {
   port: (fallback: number) => z.coerce.number().int().min(0).max(65_535).default(fallback),
@@ -93,7 +105,7 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     INSTANCE_ID: z.string().min(1).default(hostname()),
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
     LOG_LEVEL: envVars.logLevel,
-    INBOX_RETENTION_HOURS: z.coerce.number().positive().default(168),
+    INBOX_RETENTION_HOURS: z.coerce.number().positive().default(DEFAULT_INBOX_RETENTION_HOURS),
     // The failure contract's budget: an event failing with an unexpected error (a bug) is tried this
     // often, with back-off doubling from the first delay to the last, then dead-lettered. With the
     // defaults that is about 26 s; transient failures (the database down) are retried without end.

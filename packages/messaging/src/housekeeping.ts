@@ -32,8 +32,8 @@ export function expiredBatch([table, column]: (typeof EXPIRING)[number], retenti
 
 /**
  * Deletes inbox rows and idempotency keys older than the retention, in small batches so no long lock is
- * held. An event redelivered after that is no longer recognised; the retention must exceed any
- * redelivery window (consumer-group offset retention, relay outages). Returns the number of rows deleted.
+ * held. An event redelivered after that is no longer recognised by the inbox; how long Kafka can redeliver
+ * one: `DEFAULT_INBOX_RETENTION_HOURS`. Returns the number of rows deleted.
  */
 export async function pruneExpired(db: Executor, retentionHours: number): Promise<number> {
   let deleted = 0;
