@@ -12,8 +12,12 @@ export type StoredResponse = { status: number; body: unknown };
 export type ScopedIdempotencyKey = { subject: string; key: string };
 
 /**
- * The advisory lock that serialises requests with one key of one subject. Any statement that writes
- * `idempotency_keys` takes the same lock, so that two concurrent retries cannot both do the work.
+ * The advisory lock that serialises `idempotent`'s requests with one key of one subject, taken before the
+ * key is read, so that two concurrent retries cannot both do the work. Not every writer of
+ * `idempotency_keys` takes it: the order-service's one-statement `POST /orders`
+ * (services/order-service/src/domain/order-hot-path.ts) is serialised by the primary key instead (an insert
+ * waits for a concurrent insert of the same key to commit or roll back), and the prune deletes only keys
+ * past the retention.
  */
 export function idempotencyLockKey({ subject, key }: ScopedIdempotencyKey): string {
   // The key has no whitespace (1 to 200 visible ASCII characters), so the space keeps the pair unambiguous.
