@@ -109,6 +109,9 @@ async function dockerInfra(): Promise<Infra> {
         "-c",
         "wal_level=logical",
         "-c",
+        // A cap on the WAL any replication slot keeps (see postgres.ts).
+        "max_slot_wal_keep_size=1GB",
+        "-c",
         "fsync=off",
         "-c",
         "synchronous_commit=off",

@@ -74,6 +74,11 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     wal_level: "logical",
     max_replication_slots: 20,
     max_wal_senders: 20,
+    // A slot keeps every WAL record after its position, for all databases: the relay lets its slot move
+    // on within RELAY_SLOT_HOLD_MS even while Kafka is away; this caps any slot that does not (past it
+    // PostgreSQL invalidates the slot, and the relay reconnects and reads the table).
+    // https://www.postgresql.org/docs/current/runtime-config-replication.html#GUC-MAX-SLOT-WAL-KEEP-SIZE
+    max_slot_wal_keep_size: "1GB",
     log_min_messages: "warning",
     ...(opts.durable === false ? { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } : {}),
     ...(opts.statementStats ? { shared_preload_libraries: "pg_stat_statements" } : {}),
