@@ -17,6 +17,7 @@ describe("parseRelayEnv", () => {
       RELAY_MARK_INTERVAL_MS: 250,
       RELAY_LINGER_MS: 10,
       RELAY_LINGER_ROWS: 16,
+      RELAY_SLOT_HOLD_MS: 30_000,
       RELAY_POLL_INTERVAL_MS: 1000,
       OUTBOX_RETENTION_SECONDS: 3600,
       LOG_LEVEL: "info",
@@ -47,6 +48,9 @@ describe("parseRelayEnv", () => {
     expect(() => parseRelayEnv({ ...minimal, OUTBOX_RETENTION_SECONDS: "-1" })).toThrow(
       /OUTBOX_RETENTION_SECONDS/,
     );
+    expect(() =>
+      parseRelayEnv({ ...minimal, RELAY_SLOT_HOLD_MS: "1000", RELAY_MARK_INTERVAL_MS: "1000" }),
+    ).toThrow(/RELAY_SLOT_HOLD_MS: must be longer than RELAY_MARK_INTERVAL_MS/);
   });
 
   it("takes a retention of 0: rows deleted at publication", () => {

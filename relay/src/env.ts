@@ -45,6 +45,14 @@ export const Env = z
     RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(10),
     /** CDC: a lingering send goes as soon as this many rows wait, before the linger's end. */
     RELAY_LINGER_ROWS: positiveInt.max(10_000).default(16),
+    /**
+     * CDC: how long rows received from the replication stream may hold its slot's position (and with
+     * it every WAL record the server writes after it, in every database) without one of them being
+     * acknowledged by Kafka: while the broker is away, or sends keep failing. Past it they are given up
+     * (the table still has them, and is read before the stream is trusted again) and the position moves
+     * on. Longer than a healthy relay holds it (a send, then RELAY_MARK_INTERVAL_MS until the mark).
+     */
+    RELAY_SLOT_HOLD_MS: positiveInt.default(30_000),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
     /**
@@ -76,6 +84,11 @@ export const Env = z
   .refine((env) => env.USER_DB_URL || env.ORDER_DB_URL, {
     message: "set USER_DB_URL, ORDER_DB_URL or both",
     path: ["USER_DB_URL"],
+  })
+  // A hold no longer than the mark's wait would give up the rows of every healthy send.
+  .refine((env) => env.RELAY_SLOT_HOLD_MS > env.RELAY_MARK_INTERVAL_MS, {
+    message: "must be longer than RELAY_MARK_INTERVAL_MS",
+    path: ["RELAY_SLOT_HOLD_MS"],
   });
 export type Env = z.infer<typeof Env>;
 

@@ -348,7 +348,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
                 await wake.wait(leftMs, until);
               }
             }
-            streamed = wakeups.take(batchSize);
+            streamed = wakeups.take(batchSize, caughtUp);
             rows = streamed?.rows ?? [];
             linger.arrived(rows.length);
             if (sentFromTable.size > 0) rows = rows.filter((row) => !sentFromTable.delete(row.id));
@@ -359,6 +359,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
                 else wakeups.acknowledge([streamed]);
                 continue;
               }
+              // The stream started over meanwhile (a new connection, or its rows given up): the table first.
+              if (wakeups.generation !== caughtUp) continue;
               if (unmarked.size > 0) {
                 // Nothing to send: mark what waits when it is due, unless more rows come first.
                 if ((await wake.wait(unmarked.dueInMs(), until)) === "timeout") {

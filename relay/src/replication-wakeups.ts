@@ -24,8 +24,12 @@ export type ReplicationWakeupsOptions = {
    * Change data capture (RELAY_MODE=cdc): keep the outbox rows the stream carries for `take()`, and
    * confirm a transaction's position only once `acknowledge()` says its rows are on Kafka. Past
    * `maxQueuedRows` rows not yet taken, reading pauses (TCP holds the rest back in the WAL sender).
+   * Once rows have held the position `maxHoldMs` without an acknowledgement, they are given up to the
+   * table (see `generation`), so that the slot's position moves on: a held position keeps every WAL
+   * record the server writes after it, in every database, for as long as it is held. Checked at each
+   * status update (`feedbackMs`).
    */
-  rows?: { maxQueuedRows: number };
+  rows?: { maxQueuedRows: number; maxHoldMs: number };
 };
 
 /** Rows of whole committed transactions, in commit order, taken from the stream for one send. */
@@ -43,8 +47,11 @@ export type ReplicationWakeups = {
   /** True while the stream is up; while it is not, the caller polls faster. */
   readonly connected: boolean;
   /**
-   * Counts the connections so far. Each one starts from a new slot: rows committed before it are not
-   * streamed, so a CDC caller reads the table once per generation before it takes rows from the stream.
+   * Counts the stream's starting points so far: each connection (a new slot), and in the CDC mode each
+   * time the rows received and not yet acknowledged were given up because they were held too long
+   * (`rows.maxHoldMs`: the sends failing, or hanging on a broker that is away). Rows committed before a
+   * starting point are not streamed (or no longer kept), so a CDC caller reads the table once per
+   * generation before it takes rows from the stream.
    */
   readonly generation: number;
   /**
@@ -56,10 +63,11 @@ export type ReplicationWakeups = {
   /** CDC only: rows received on the current connection and not yet taken. */
   readonly queuedRows: number;
   /**
-   * CDC only: whole transactions received on the current connection and not yet taken, oldest first,
-   * up to `maxRows` rows (at least one transaction, however large); undefined when none.
+   * CDC only: whole transactions of `generation` (the one the caller has read the table for) received
+   * and not yet taken, oldest first, up to `maxRows` rows (at least one transaction, however large);
+   * undefined when none, or when the stream has started over since (their rows are in the table).
    */
-  take(maxRows: number): StreamBatch | undefined;
+  take(maxRows: number, generation: number | undefined): StreamBatch | undefined;
   /**
    * CDC only: the batches' rows are on Kafka (and marked), so their positions may be confirmed to the
    * server: one status update for all of them.
@@ -104,8 +112,10 @@ type QueuedTransaction = {
  * Why a temporary slot: it exists only while this session does, so a relay that is down (or on
  * standby) holds back no WAL at all; and every position is confirmed as soon as it may be (at once in
  * the table mode, once its rows are acknowledged in the CDC mode), so a live one holds back only what
- * it has not published yet. Nothing runs on the writers' commit path (unlike NOTIFY, whose commit-time
- * lock serialises every notifying commit: see README.md for the numbers).
+ * it has not published yet, and in the CDC mode for at most `rows.maxHoldMs` without progress: a relay
+ * that cannot publish (Kafka away) would otherwise keep all the server's WAL for the whole outage.
+ * Nothing runs on the writers' commit path (unlike NOTIFY, whose commit-time lock serialises every
+ * notifying commit: see README.md for the numbers).
  */
 export function startReplicationWakeups(opts: ReplicationWakeupsOptions): ReplicationWakeups {
   const { url, holderName, onWake, onError, minRetryMs = 500, maxRetryMs = 10_000, feedbackMs = 5000 } = opts;
@@ -118,6 +128,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   let queuedRows = 0;
   let taken = 0;
   let acknowledged = 0n;
+  // CDC: when rows last were acknowledged, or began to wait with nothing held before them.
+  let progressAt = 0;
   let confirmNow: (replyRequested?: boolean) => void = () => {};
   // Table mode: transactions streamed with outbox inserts, not yet taken.
   let announced: number[] = [];
@@ -163,6 +175,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       let received = lsnToBigInt(slot.consistent_point);
       let confirmed = 0n;
       acknowledged = received;
+      progressAt = performance.now();
       queue.length = 0;
       queuedRows = 0;
       taken = 0;
@@ -171,20 +184,43 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       let xid = 0;
       let inTransaction: StreamedRow[] | undefined;
       let ageAtReceipt: number[] = [];
+      const idle = () => queue.length === 0 && taken === 0 && inTransaction === undefined;
       const confirm = (replyRequested = false) => {
         // In the CDC mode a position is confirmed once every row before it is on Kafka; with nothing
         // received and not yet acknowledged, everything received so far may be.
-        const idle = queue.length === 0 && taken === 0 && inTransaction === undefined;
-        const position = !opts.rows || idle ? received : acknowledged;
+        const position = !opts.rows || idle() ? received : acknowledged;
         if (position === confirmed && !replyRequested) return;
         confirmed = max(confirmed, position);
         stream.write(standbyStatus(confirmed));
       };
       confirmNow = confirm;
+      /**
+       * CDC: gives up the rows received and not yet acknowledged, and confirms the position past them.
+       * They are unpublished in the table, which the caller reads first for the new generation; a batch
+       * of them still being sent is on Kafka before that read (the caller's loop does one thing at a
+       * time), and its acknowledgement confirms nothing.
+       */
+      const release = () => {
+        const last = queue.at(-1);
+        if (last) acknowledged = max(acknowledged, last.endLsn);
+        queue.length = 0;
+        queuedRows = 0;
+        taken = 0;
+        generation++;
+        progressAt = performance.now();
+        if (stream.isPaused()) stream.resume();
+        confirm();
+        onWake();
+      };
       // While reading is paused (a full queue), the server's keepalives, and their requests for a reply,
       // wait unread: a status update on every tick then is what tells the WAL sender this client lives
-      // (unanswered for `wal_sender_timeout`, it ends the connection).
-      const feedback = setInterval(() => confirm(stream.isPaused()), feedbackMs);
+      // (unanswered for `wal_sender_timeout`, it ends the connection). The tick also ends a hold that
+      // lasted too long: the relay cannot publish (its sends fail, or hang on a broker that is away),
+      // and the feedback would otherwise keep the slot, and every WAL record after its position, alive.
+      const feedback = setInterval(() => {
+        if (opts.rows && !idle() && performance.now() - progressAt > opts.rows.maxHoldMs) release();
+        confirm(stream.isPaused());
+      }, feedbackMs);
       const onXLogData = (chunk: Buffer) => {
         // Where this message's WAL starts (its walEnd is the server's WAL end, which may not be sent yet).
         received = max(received, chunk.readBigUInt64BE(1));
@@ -206,7 +242,12 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           if (!columns) throw new Error("pgoutput: an insert before its relation");
           const row = outboxRowOf(columns, message.values);
           const sentAt = PG_EPOCH_MS + Number(chunk.readBigInt64BE(17) / 1000n);
-          (inTransaction ??= []).push(row);
+          if (!inTransaction) {
+            // The first rows to wait since nothing was held: the hold's clock starts (see `release`).
+            if (queue.length === 0 && taken === 0) progressAt = performance.now();
+            inTransaction = [];
+          }
+          inTransaction.push(row);
           ageAtReceipt.push(Math.max(0, (sentAt - row.createdAt.getTime()) / 1000));
         } else if (message.kind === "commit" && inTransaction) {
           queue.push({
@@ -292,8 +333,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       announced = [];
       return taken;
     },
-    take(maxRows) {
-      if (!connected || queue.length === 0) return undefined;
+    take(maxRows, wanted) {
+      if (!connected || queue.length === 0 || wanted !== generation) return undefined;
       const rows: PendingRow[] = [];
       const xids: number[] = [];
       let endLsn = 0n;
@@ -321,6 +362,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       if (current.length === 0) return;
       taken = Math.max(0, taken - current.length);
       for (const batch of current) acknowledged = max(acknowledged, batch.endLsn);
+      progressAt = performance.now();
       confirmNow();
     },
     restart() {

@@ -85,8 +85,12 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
           holderName,
           onWake,
           onError,
-          // A bound on the rows held in memory: 10 batches, beyond which the WAL sender waits.
-          rows: env.RELAY_MODE === "cdc" ? { maxQueuedRows: 10 * env.RELAY_BATCH_SIZE } : undefined,
+          // A bound on the rows held in memory: 10 batches, beyond which the WAL sender waits; and on how
+          // long they may hold the server's WAL.
+          rows:
+            env.RELAY_MODE === "cdc"
+              ? { maxQueuedRows: 10 * env.RELAY_BATCH_SIZE, maxHoldMs: env.RELAY_SLOT_HOLD_MS }
+              : undefined,
         }),
       mode: env.RELAY_MODE,
       topicPrefix: env.KAFKA_TOPIC_PREFIX,

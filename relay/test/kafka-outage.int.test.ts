@@ -6,11 +6,14 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { freePort } from "../bench/support.ts";
 import {
   allPublished,
+  backlog,
   eventually,
   expectEveryRowInOrder,
   freshOutbox,
   freshTopicPrefix,
   metricValue,
+  type Outbox,
+  ownPostgresServer,
   readAll,
   relayEnv,
   row,
@@ -24,20 +27,62 @@ const DOWN_MS = 10_000;
 // where every package's tests ran at once, past the suite's 90 s. Its own waits bound it, not this.
 const timeout = 240_000;
 
+// The CDC test reads its relay's replication slot: on a server of this file's own, its slot is created
+// without waiting for other files' transactions (see ownPostgresServer).
+const ownServerUrl = ownPostgresServer();
+
+/** A broker of the test's own, on fixed ports so that `start()` brings the same one back after `stop()`. */
+async function ownBroker() {
+  // Stopping the run's broker would break every other test.
+  const dir = await mkdtemp(join(tmpdir(), "relay-outage-"));
+  const ports = { port: await freePort(), controllerPort: await freePort() };
+  const start = () => startKafka({ dataDir: join(dir, "kafka"), ...ports, durable: true });
+  let broker: KafkaServer | undefined = await start();
+  onTestFinished(async () => {
+    await broker?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return {
+    brokers: broker.brokers,
+    async stop() {
+      await broker?.stop();
+      broker = undefined;
+    },
+    async start() {
+      broker = await start();
+    },
+  };
+}
+
+/** A row every 20 ms (aggregates order-0 … order-9) until `stop()`. */
+function writeSteadily(sql: Outbox["sql"]) {
+  const written: TestRow[] = [];
+  let writing = true;
+  const writer = (async () => {
+    for (let seq = 0; writing; seq++) {
+      written.push(...(await writeRows(sql, [row(`order-${seq % 10}`, seq)])));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  onTestFinished(() => {
+    writing = false;
+    return writer;
+  });
+  return {
+    written,
+    stop: () => {
+      writing = false;
+      return writer;
+    },
+  };
+}
+
 describe("a relay whose broker goes away", () => {
   it("keeps the rows, shows the backlog growing, and publishes them all when the broker is back", {
     timeout,
   }, async () => {
-    // A broker of this test's own: stopping the run's broker would break every other test.
-    const dir = await mkdtemp(join(tmpdir(), "relay-outage-"));
-    const ports = { port: await freePort(), controllerPort: await freePort() };
-    const start = () => startKafka({ dataDir: join(dir, "kafka"), ...ports, durable: true });
-    let broker: KafkaServer | undefined = await start();
-    onTestFinished(async () => {
-      await broker?.stop();
-      await rm(dir, { recursive: true, force: true });
-    });
-    const brokers = broker.brokers;
+    const broker = await ownBroker();
+    const { brokers } = broker;
 
     const { url, sql } = await freshOutbox();
     const prefix = await freshTopicPrefix(brokers);
@@ -50,21 +95,14 @@ describe("a relay whose broker goes away", () => {
       };
     };
 
-    const written: TestRow[] = [];
-    let writing = true;
-    const writer = (async () => {
-      for (let seq = 0; writing; seq++) {
-        written.push(...(await writeRows(sql, [row(`order-${seq % 10}`, seq)])));
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const writer = writeSteadily(sql);
+    const { written } = writer;
     await eventually(
       "the first rows to be published",
       async () => (await gauges()).backlog === 0 && written.length > 20,
     );
 
     await broker.stop();
-    broker = undefined;
     const downSince = Date.now();
     let peak = { backlog: 0, lag: 0 };
     while (Date.now() - downSince < DOWN_MS) {
@@ -76,14 +114,62 @@ describe("a relay whose broker goes away", () => {
     expect(peak.backlog).toBeGreaterThan(100);
     expect(peak.lag).toBeGreaterThan(DOWN_MS / 1000 - 3);
 
-    broker = await start();
-    writing = false;
-    await writer;
+    await broker.start();
+    await writer.stop();
     await allPublished(sql, 60_000);
     await eventually("the gauges to fall back to 0", async () => {
       const g = await gauges();
       return g.backlog === 0 && g.lag === 0;
     });
     expectEveryRowInOrder(written, await readAll(prefix, brokers), prefix);
+  });
+  it("in the CDC mode, lets its replication slot move on while the broker is away, and loses no row", {
+    timeout,
+  }, async () => {
+    const broker = await ownBroker();
+    const { url, sql } = await freshOutbox("order", ownServerUrl());
+    const prefix = await freshTopicPrefix(broker.brokers);
+    // The stream may hold the server's WAL for rows not yet on Kafka for a second, not the default 30 s.
+    const relay = startRelayInProcess(
+      relayEnv(url, prefix, { KAFKA_BROKERS: broker.brokers, RELAY_MODE: "cdc", RELAY_SLOT_HOLD_MS: 1000 }),
+    );
+    const streaming = async () =>
+      metricValue(await (await relay.app.request("/metrics")).text(), "saga_relay_streaming", {
+        outbox: "order",
+      }) === 1;
+    // Creating the slot waits for every transaction open on the server.
+    await eventually("the relay to publish from the stream", streaming, 60_000);
+    const writer = writeSteadily(sql);
+    const { written } = writer;
+    await eventually("rows to be published from the stream", async () => {
+      // Counted in the table: a streamed row waits up to RELAY_MARK_INTERVAL_MS for its mark.
+      const [r] = await sql<
+        { n: number }[]
+      >`select count(*)::int as n from outbox where published_at is not null`;
+      return (r?.n ?? 0) > 20;
+    });
+
+    await broker.stop();
+    // Rows go on being written: the stream carries them, and no send of them can be acknowledged.
+    const downAt = written.length;
+    await eventually("rows written while the broker is away", async () => written.length > downAt + 50);
+    const [{ lsn } = { lsn: "" }] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
+    expect(await backlog(sql), "rows waiting for the broker").toBeGreaterThan(50);
+    // Every WAL record before a slot's confirmed position may go: the slot no longer holds back what was
+    // written since the outage began (before, the server kept it all until the broker came back).
+    await eventually("the relay's slot to move past the WAL written during the outage", async () => {
+      const [slots] = await sql<{ n: number; behind: number }[]>`
+        select count(*)::int as n, count(*) filter (where confirmed_flush_lsn < ${lsn}::pg_lsn)::int as behind
+        from pg_replication_slots where database = current_database()`;
+      return slots !== undefined && slots.n > 0 && slots.behind === 0;
+    });
+    expect(await backlog(sql), "still waiting for the broker").toBeGreaterThan(50);
+
+    await broker.start();
+    await writer.stop();
+    await allPublished(sql, 60_000);
+    expectEveryRowInOrder(written, await readAll(prefix, broker.brokers), prefix);
+    // And once caught up, it publishes from the stream again.
+    await eventually("the relay to publish from the stream again", streaming, 60_000);
   });
 });
