@@ -193,8 +193,12 @@ export function createInbox({
     const eventId = isUuid(headerId) ? headerId.toLowerCase() : undefined;
     // Its own key, never the event id in the inbox, which a replay must still find free. A poison
     // message may have no usable id; its position in the log identifies it just as well. A replayed
-    // copy that fails again is a dead letter of its own.
-    const replayOf = message.headers[DLQ_HEADERS.replayOf];
+    // copy that fails again is a dead letter of its own. Only ids and positions go into the key, never
+    // a header's text: the key is indexed, and an index entry over 2,704 bytes fails the insert, so a
+    // message with a long `dlq-replay-of` was tried again for ever and its partition never moved on.
+    // A replay's header is a dead letter's id (replayDeadLetter writes it); any other is ignored.
+    const replayHeader = message.headers[DLQ_HEADERS.replayOf];
+    const replayOf = isUuid(replayHeader) ? replayHeader.toLowerCase() : undefined;
     const claimKey =
       (eventId ?? `${message.topic}:${message.partition}:${message.offset}`) +
       (replayOf ? ` replay ${replayOf}` : "");
