@@ -81,6 +81,31 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     expect(new Set(read.map((m) => m.partition)).size).toBe(1);
   });
 
+  it("sends messages of one key that together are more than the broker takes in one batch, in order", async () => {
+    // Each is under the broker's message.max.bytes (1,048,588 by default); a partition's messages of one
+    // request are one record batch, and two of them were refused (MESSAGE_TOO_LARGE) at every attempt.
+    const kafka = client();
+    const { events } = await freshTopics(["events"]);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    const values = ["a", "b", "c"].map((c) => c.repeat(600_000));
+    await producer.send([
+      ...values.map((value, i) => ({
+        topic: events,
+        key: "order-1",
+        value,
+        headers: { "event-id": `e${i}` },
+      })),
+      { topic: events, key: "order-1", value: "small", headers: { "event-id": "e3" } },
+    ]);
+
+    const read = await kafka.readToEnd([events]);
+    expect(read.map((m) => [m.headers["event-id"], m.value])).toEqual([
+      ...values.map((value, i) => [`e${i}`, value]),
+      ["e3", "small"],
+    ]);
+  });
+
   it("commits a message only once it was handled or dead-lettered, and keeps the failure contract", async () => {
     const kafka = client();
     const { events } = await freshTopics(["events"], 1);

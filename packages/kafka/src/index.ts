@@ -7,6 +7,7 @@ import { createPlatformaticClient } from "./platformatic.ts";
 import type { KafkaClient, KafkaClientName, KafkaOptions } from "./port.ts";
 
 export * from "./port.ts";
+export { MAX_MESSAGE_BYTES, messageBytes } from "./sizes.ts";
 
 /** The adapter used when a process does not say. */
 export const DEFAULT_KAFKA_CLIENT: KafkaClientName = "platformatic";

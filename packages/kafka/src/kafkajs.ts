@@ -27,6 +27,7 @@ import {
   type PartitionLag,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
+import { sendRuns } from "./sizes.ts";
 
 function toKafkajsLevel(level: number): "error" | "warn" | "info" | "debug" {
   if (level <= logLevel.ERROR) return "error";
@@ -124,19 +125,22 @@ export function createKafkajsClient({
     return {
       async send(messages) {
         if (messages.length === 0) return;
-        const byTopic = new Map<string, OutgoingMessage[]>();
-        for (const m of messages) {
-          const list = byTopic.get(m.topic);
-          if (list) list.push(m);
-          else byTopic.set(m.topic, [m]);
+        // One request after the other, each under the broker's limit (sendRuns), so in order.
+        for (const run of sendRuns(messages)) {
+          const byTopic = new Map<string, OutgoingMessage[]>();
+          for (const m of run) {
+            const list = byTopic.get(m.topic);
+            if (list) list.push(m);
+            else byTopic.set(m.topic, [m]);
+          }
+          await producer.sendBatch({
+            acks: -1,
+            topicMessages: [...byTopic].map(([topic, ms]) => ({
+              topic,
+              messages: ms.map((m) => ({ key: m.key, value: m.value, headers: m.headers })),
+            })),
+          });
         }
-        await producer.sendBatch({
-          acks: -1,
-          topicMessages: [...byTopic].map(([topic, ms]) => ({
-            topic,
-            messages: ms.map((m) => ({ key: m.key, value: m.value, headers: m.headers })),
-          })),
-        });
       },
       close: (signal) =>
         withTimeout(() => producer.disconnect(), Number.POSITIVE_INFINITY, "closing the producer", signal),

@@ -24,6 +24,7 @@ import {
   type PartitionLag,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
+import { sendRuns } from "./sizes.ts";
 
 type StringMessage = Message<string, string, string, string>;
 type StringStream = MessagesStream<string, string, string, string>;
@@ -101,7 +102,8 @@ export function createPlatformaticClient({
     return {
       async send(messages) {
         if (messages.length === 0) return;
-        await producer.send({ messages });
+        // One request after the other, each under the broker's limit (sendRuns), so in order.
+        for (const run of sendRuns(messages)) await producer.send({ messages: run });
       },
       close: (signal) =>
         withTimeout(() => producer.close(true), Number.POSITIVE_INFINITY, "closing the producer", signal),

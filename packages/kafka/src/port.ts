@@ -51,7 +51,9 @@ export type IncomingMessage = {
 export type EventProducer = {
   /**
    * Resolves once every message is acknowledged by all in-sync replicas (idempotent, acks=all; messages
-   * of one key keep their order, on the partition the Java client's murmur2 partitioner picks).
+   * of one key keep their order, on the partition the Java client's murmur2 partitioner picks). Messages
+   * that together are more than `MAX_MESSAGE_BYTES` go as several requests, one after the other; when
+   * one fails, those before it may be on Kafka already, as after any failed send.
    */
   send(messages: OutgoingMessage[]): Promise<void>;
   /** Flushes and disconnects; when `signal` aborts first, drops the connections without waiting. */
