@@ -29,6 +29,11 @@ export const DLQ_HEADERS = {
    * A replayed copy that fails again is a dead letter of its own.
    */
   replayOf: "dlq-replay-of",
+  /**
+   * On a dead letter whose value was cut to fit its bound (`DEAD_LETTER_MAX_BYTES`): the bytes of the
+   * whole value, which the `dead_letters` row keeps.
+   */
+  valueTruncated: "dlq-value-truncated",
 } as const;
 
 // W3C trace context: version-traceid-parentid-flags, https://www.w3.org/TR/trace-context/#traceparent-header

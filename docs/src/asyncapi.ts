@@ -71,6 +71,9 @@ const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
   replayOf:
     "On a message replayed from a dead letter (`npm run dlq -- replay`), on its original topic: the dead letter's id. " +
     "The replay keeps the original `event-id`, so it is applied once.",
+  valueTruncated:
+    "Only when the value was cut to fit the dead letter's bound (`DEAD_LETTER_MAX_BYTES`, 262144 bytes by default, " +
+    "headers and key included): the bytes of the whole value (UTF-8), which the consumer's `dead_letters` table keeps.",
 };
 
 const PAYLOAD_DESCRIPTIONS: Record<string, string> = {
@@ -118,6 +121,7 @@ export function asyncApiDocument(): Record<string, unknown> {
         .map((name) => [name, z.string()]),
     ),
     [DLQ_HEADERS.originalEventId]: z.string().optional(),
+    [DLQ_HEADERS.valueTruncated]: z.string().regex(/^\d+$/).optional(),
   });
   // A replayed message is an event like any other, with one more header.
   const envelope = Envelope.extend({ [DLQ_HEADERS.replayOf]: z.string().optional() });
@@ -207,12 +211,14 @@ export function asyncApiDocument(): Record<string, unknown> {
       summary: `A message of ${topic} that the ${flow.consumer} can never apply.`,
       description:
         "A message that failed its contract (envelope, event type, JSON, payload schema) or whose application " +
-        "failed with an error that is not retriable. Its value is the original's, unchanged, whatever it is.",
+        "failed with an error that is not retriable. Its value is the original's, unchanged, whatever it is, " +
+        "unless the dead letter would be larger than `DEAD_LETTER_MAX_BYTES`: then its start, with `dlq-value-truncated`.",
       contentType: "text/plain",
       headers: ref("components/schemas/DeadLetterHeaders"),
       payload: {
         type: "string",
-        description: "The original message's value, unchanged (NUL replaced by U+FFFD).",
+        description:
+          "The original message's value, unchanged (NUL replaced by U+FFFD), or its start when `dlq-value-truncated` says so.",
       },
       bindings: {
         kafka: {

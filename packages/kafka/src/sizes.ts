@@ -5,7 +5,8 @@ import type { OutgoingMessage } from "./port.ts";
  * `message.max.bytes` (1,048,588 by default; neither compose.yaml nor the test broker changes it) bounds
  * each record batch, which is a partition's messages of one request plus 61 bytes of framing, and we
  * keep room below it. A message above it is refused by the broker (MESSAGE_TOO_LARGE) at every attempt,
- * and an outbox sent in order waits behind it for ever.
+ * and an outbox sent in order waits behind it for ever: the writers keep theirs smaller (a dead letter
+ * is cut to `DEAD_LETTER_MAX_BYTES`, a replay that would be larger is refused).
  */
 export const MAX_MESSAGE_BYTES = 1_000_000;
 

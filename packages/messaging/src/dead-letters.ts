@@ -1,8 +1,10 @@
 import { DLQ_HEADERS, HEADERS, SCHEMA_VERSION } from "@saga/contracts";
 import { deadLetters, outbox } from "@saga/db";
+import { MAX_MESSAGE_BYTES, messageBytes } from "@saga/kafka";
 import { and, asc, eq, gte, isNull, type SQL } from "drizzle-orm";
 import { type Executor, lockAggregate } from "./db.ts";
 import { newRowId } from "./ids.ts";
+import { type NewOutboxRow, outboxMessage } from "./outbox.ts";
 
 /** A dead letter as recorded by the consumer that gave up on it (see `deadLetters` in @saga/db). */
 export type DeadLetterRecord = typeof deadLetters.$inferSelect;
@@ -41,7 +43,25 @@ export async function findDeadLetter(db: Executor, id: string): Promise<DeadLett
 export type ReplayResult =
   | { status: "replayed"; deadLetter: DeadLetterRecord }
   | { status: "already replayed"; deadLetter: DeadLetterRecord }
+  | { status: "too large"; deadLetter: DeadLetterRecord; bytes: number; maxBytes: number }
   | { status: "not found" };
+
+/** The outbox row that sends a dead letter back as it was consumed (see `replayDeadLetter`). */
+function replayRow(deadLetter: DeadLetterRecord, id: string): NewOutboxRow {
+  const { headers } = deadLetter;
+  return {
+    id,
+    aggregateId:
+      deadLetter.messageKey ||
+      headers[HEADERS.aggregateId] ||
+      `${deadLetter.sourceTopic}:${deadLetter.partition}:${deadLetter.offset}`,
+    topic: deadLetter.topic,
+    eventType: headers[HEADERS.eventType] ?? "Unknown",
+    schemaVersion: headers[HEADERS.schemaVersion] ?? SCHEMA_VERSION,
+    payload: deadLetter.payload ?? "",
+    headers: { ...headers, [DLQ_HEADERS.replayOf]: deadLetter.id },
+  };
+}
 
 /**
  * Sends a dead letter back to its original topic, once: in one transaction it records the replay on
@@ -49,6 +69,10 @@ export type ReplayResult =
  * relay publishes like any event: the original key, value and headers, the original `event-id`
  * included, plus `dlq-replay-of`. A dead letter already replayed is refused (`already replayed`); and
  * were the same event sent twice anyway, every consumer group's inbox would apply it once.
+ *
+ * One whose message would be larger than Kafka takes (`MAX_MESSAGE_BYTES`: a message another producer
+ * sent compressed) is refused too (`too large`) and stays pending: the broker would refuse it at every
+ * attempt, and the relay's outbox, sent in order, would wait behind it for ever.
  *
  * Runs on the database of the consumer that dead-lettered it, whose outbox the relay already tails.
  */
@@ -58,34 +82,23 @@ export async function replayDeadLetter(
   replayedBy: string,
 ): Promise<ReplayResult> {
   return db.transaction(async (tx) => {
-    const replayOutboxId = newRowId();
-    // The claim: only the first replay finds `replayed_at` still null; a concurrent one waits for the
-    // row lock, then finds it set.
+    // The claim: the row's lock, so that of two replays at once the second waits, then finds the
+    // first's `replayed_at`.
+    const [deadLetter] = await tx.select().from(deadLetters).where(eq(deadLetters.id, id)).for("update");
+    if (!deadLetter) return { status: "not found" };
+    if (deadLetter.replayedAt) return { status: "already replayed", deadLetter };
+    const row = replayRow(deadLetter, newRowId());
+    const bytes = messageBytes(outboxMessage({ ...row, headers: row.headers, createdAt: new Date() }));
+    if (bytes > MAX_MESSAGE_BYTES)
+      return { status: "too large", deadLetter, bytes, maxBytes: MAX_MESSAGE_BYTES };
     const [claimed] = await tx
       .update(deadLetters)
-      .set({ replayedAt: new Date(), replayedBy, replayOutboxId })
-      .where(and(eq(deadLetters.id, id), isNull(deadLetters.replayedAt)))
+      .set({ replayedAt: new Date(), replayedBy, replayOutboxId: row.id })
+      .where(eq(deadLetters.id, id))
       .returning();
-    if (!claimed) {
-      const existing = await findDeadLetter(tx, id);
-      return existing ? { status: "already replayed", deadLetter: existing } : { status: "not found" };
-    }
-    const { headers } = claimed;
-    const aggregateId =
-      claimed.messageKey ||
-      headers[HEADERS.aggregateId] ||
-      `${claimed.sourceTopic}:${claimed.partition}:${claimed.offset}`;
     // Like every writer of the outbox: the aggregate's lock first, so its rows keep commit order.
-    await lockAggregate(tx, aggregateId);
-    await tx.insert(outbox).values({
-      id: replayOutboxId,
-      aggregateId,
-      topic: claimed.topic,
-      eventType: headers[HEADERS.eventType] ?? "Unknown",
-      schemaVersion: headers[HEADERS.schemaVersion] ?? SCHEMA_VERSION,
-      payload: claimed.payload ?? "",
-      headers: { ...headers, [DLQ_HEADERS.replayOf]: claimed.id },
-    });
-    return { status: "replayed", deadLetter: claimed };
+    await lockAggregate(tx, row.aggregateId);
+    await tx.insert(outbox).values(row);
+    return { status: "replayed", deadLetter: claimed ?? deadLetter };
   });
 }

@@ -18,6 +18,7 @@ describe("service environment", () => {
       CONSUMER_GROUP: "user-service",
       LOG_LEVEL: "info",
       INBOX_RETENTION_HOURS: 360,
+      DEAD_LETTER_MAX_BYTES: 262_144,
       HOST: "127.0.0.1",
       AUTH_DEV_MODE: false,
     });
@@ -56,6 +57,9 @@ describe("service environment", () => {
     [{ INBOX_RETENTION_HOURS: "0" }, /INBOX_RETENTION_HOURS/],
     [{ INTERNAL_SECRET: "short" }, /INTERNAL_SECRET: must be at least 32/],
     [{ AUTH_DEV_MODE: "maybe" }, /AUTH_DEV_MODE/],
+    // Larger than one message to Kafka may be: the relay could not send the dead letter.
+    [{ DEAD_LETTER_MAX_BYTES: "1048576" }, /DEAD_LETTER_MAX_BYTES/],
+    [{ DEAD_LETTER_MAX_BYTES: "1000" }, /DEAD_LETTER_MAX_BYTES/],
   ])("fails naming the variable for %o", (bad, message) => {
     expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
   });

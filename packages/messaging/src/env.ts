@@ -2,8 +2,9 @@ import { hostname } from "node:os";
 import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
 import { httpEnvVars } from "@saga/http";
 import type { RetryPolicy } from "@saga/kafka";
-import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS } from "@saga/kafka";
+import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS, MAX_MESSAGE_BYTES } from "@saga/kafka";
 import { z } from "zod";
+import { DEFAULT_DEAD_LETTER_MAX_BYTES, MIN_DEAD_LETTER_MAX_BYTES } from "./outbox.ts";
 
 /**
  * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. For the
@@ -119,6 +120,14 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     // How long a consumed batch waits for more events while they arrive faster than one per twice that:
     // fewer, larger transactions under load, each event waiting up to that long (ConsumerOptions.lingerMs).
     CONSUMER_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(DEFAULT_CONSUMER_LINGER_MS),
+    // The most bytes a dead letter's message on `<topic>.dlq` may take; a longer value is cut to fit
+    // (deadLetterRow). At most what one message to Kafka may be, or the relay could not send it.
+    DEAD_LETTER_MAX_BYTES: z.coerce
+      .number()
+      .int()
+      .min(MIN_DEAD_LETTER_MAX_BYTES)
+      .max(MAX_MESSAGE_BYTES)
+      .default(DEFAULT_DEAD_LETTER_MAX_BYTES),
     DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: envVars.dbIdleInTransactionTimeoutMs,
     ...httpEnvVars(SERVICE_HTTP_DEFAULTS),

@@ -57,6 +57,8 @@ export type InboxOptions = {
   applyBatch: BatchHandler;
   logger: Logger;
   metrics: MessagingMetrics;
+  /** The most bytes a dead letter's message may take (`DEAD_LETTER_MAX_BYTES`; see `deadLetterRow`). */
+  deadLetterMaxBytes?: number;
 };
 
 export type Inbox = {
@@ -98,6 +100,7 @@ export function createInbox({
   applyBatch,
   logger,
   metrics,
+  deadLetterMaxBytes,
 }: InboxOptions): Inbox {
   const subscribed = EVENT_TOPICS.filter((t) => topics.includes(t));
   // A counter's series that appears with its first dead letter appears at 1, and `increase()` sees no
@@ -209,6 +212,7 @@ export function createInbox({
       error: described,
       reason,
       attempts,
+      maxBytes: deadLetterMaxBytes,
     });
     const headers = Object.fromEntries(
       Object.entries(message.headers).flatMap(([k, v]) =>

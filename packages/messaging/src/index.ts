@@ -49,6 +49,7 @@ export {
 export { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
 export {
   appendOutbox,
+  DEFAULT_DEAD_LETTER_MAX_BYTES,
   type DeadLetter,
   deadLetterRow,
   type NewOutboxRow,

@@ -1,7 +1,14 @@
 import { DLQ_HEADERS, HEADERS, TOPICS } from "@saga/contracts";
-import type { IncomingMessage } from "@saga/kafka";
+import { type IncomingMessage, messageBytes } from "@saga/kafka";
 import { describe, expect, it } from "vitest";
-import { deadLetterRow, outboxMessage, outboxRow } from "./outbox.ts";
+import {
+  DEFAULT_DEAD_LETTER_MAX_BYTES,
+  deadLetterRow,
+  MIN_DEAD_LETTER_MAX_BYTES,
+  type NewOutboxRow,
+  outboxMessage,
+  outboxRow,
+} from "./outbox.ts";
 
 const orderId = "3f1c7a52-9d1e-4c8e-a0a4-7f7b0c5d2e11";
 const userId = "b5a4e0f2-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -123,5 +130,68 @@ describe("deadLetterRow", () => {
     expect(row.headers?.[HEADERS.traceparent]).toBeUndefined();
     expect(row.headers?.[DLQ_HEADERS.error]).not.toContain("\u0000");
     expect(row.headers?.[DLQ_HEADERS.error]?.length).toBeLessThanOrEqual(2000);
+  });
+  /** The bytes of the message the relay sends for the row. */
+  const sentBytes = (row: NewOutboxRow) =>
+    messageBytes(outboxMessage({ ...row, headers: row.headers ?? {}, createdAt: new Date() }));
+
+  it("keeps a value that fits whole, and says nothing of a cut", () => {
+    const value = "v".repeat(100_000);
+    const row = deadLetterRow({
+      message: message({ value }),
+      logicalTopic: "order.created",
+      consumerGroup: "g",
+      error: "not JSON",
+      reason: "poison",
+      attempts: 1,
+    });
+    expect(row.payload).toBe(value);
+    expect(row.headers?.[DLQ_HEADERS.valueTruncated]).toBeUndefined();
+  });
+
+  it("cuts a value that does not fit to what its message may take, never half a character, and says how long it was", () => {
+    // Megabytes once read: what another producer's compressed message can be.
+    const value = `{"note":"${"é".repeat(1_000_000)}"}`;
+    for (const maxBytes of [DEFAULT_DEAD_LETTER_MAX_BYTES, MIN_DEAD_LETTER_MAX_BYTES, 100_001]) {
+      const row = deadLetterRow({
+        message: message({ value }),
+        logicalTopic: "order.created",
+        consumerGroup: "g",
+        error: "x".repeat(5000),
+        reason: "poison",
+        attempts: 1,
+        maxBytes,
+      });
+      expect(row.headers?.[DLQ_HEADERS.valueTruncated]).toBe(String(Buffer.byteLength(value)));
+      expect(value.startsWith(row.payload)).toBe(true);
+      expect(sentBytes(row)).toBeLessThanOrEqual(maxBytes);
+      expect(sentBytes(row)).toBeGreaterThan(maxBytes - 2);
+    }
+  });
+
+  it("cuts the key and the envelope copied from a message that is no event, so the bound holds", () => {
+    const long = "k".repeat(50_000);
+    const row = deadLetterRow({
+      message: message({
+        key: long,
+        value: "v".repeat(50_000),
+        headers: {
+          [HEADERS.eventId]: long,
+          [HEADERS.eventType]: long,
+          [HEADERS.schemaVersion]: long,
+        },
+      }),
+      logicalTopic: "order.created",
+      consumerGroup: "g",
+      error: "bad",
+      reason: "poison",
+      attempts: 1,
+      maxBytes: MIN_DEAD_LETTER_MAX_BYTES,
+    });
+    expect(row.aggregateId).toBe("k".repeat(256));
+    expect(row.eventType).toHaveLength(256);
+    expect(row.schemaVersion).toHaveLength(256);
+    expect(row.headers?.[DLQ_HEADERS.originalEventId]).toHaveLength(256);
+    expect(sentBytes(row)).toBeLessThanOrEqual(MIN_DEAD_LETTER_MAX_BYTES);
   });
 });

@@ -10,7 +10,7 @@ import {
   traceparent as traceparentSchema,
 } from "@saga/contracts";
 import { type DeadLetterReason, outbox } from "@saga/db";
-import type { IncomingMessage, OutgoingMessage } from "@saga/kafka";
+import { type IncomingMessage, MAX_MESSAGE_BYTES, messageBytes, type OutgoingMessage } from "@saga/kafka";
 import type { Executor } from "./db.ts";
 import { newRowId } from "./ids.ts";
 
@@ -65,15 +65,41 @@ export type DeadLetter = {
   error: string;
   reason: DeadLetterReason;
   attempts: number;
+  /** The most bytes its message on `<topic>.dlq` may take (`DEAD_LETTER_MAX_BYTES`). */
+  maxBytes?: number;
 };
+
+/**
+ * Default of `DEAD_LETTER_MAX_BYTES`: a quarter of what one message to Kafka may be (`MAX_MESSAGE_BYTES`),
+ * enough to see what a message was, small enough for a person's tools to show it.
+ */
+export const DEFAULT_DEAD_LETTER_MAX_BYTES = 262_144;
+/** The least `DEAD_LETTER_MAX_BYTES` may be: every header of a dead letter at its longest fits in it. */
+export const MIN_DEAD_LETTER_MAX_BYTES = 16_384;
 
 /** PostgreSQL text and jsonb cannot hold NUL; a poison message may contain anything. */
 export const storable = (s: string) => s.replaceAll("\u0000", "\uFFFD");
 const MAX_ERROR_LENGTH = 2000;
+// The key and the envelope a dead letter copies from the message as it came: a UUID and a few words
+// when the message is an event, and anything when it is not.
+const MAX_COPIED_LENGTH = 256;
+const copied = (s: string) => storable(s.slice(0, MAX_COPIED_LENGTH));
+
+/** The longest start of `s` whose UTF-8 takes at most `bytes` bytes (never half a character). */
+function firstBytes(s: string, bytes: number): string {
+  const { read } = new TextEncoder().encodeInto(s, new Uint8Array(Math.max(0, bytes)));
+  return s.slice(0, read);
+}
 
 /**
  * The outbox row that sends a message that can never be applied to `<topic>.dlq`: the raw value,
  * keyed as the original, with the error and the message's origin in the `dlq-*` headers.
+ *
+ * Its message is at most `maxBytes`: a message another producer sent compressed can be megabytes once
+ * read, and one the broker refuses stops the relay's outbox for good, every row behind it waiting. So
+ * the key and the envelope headers copied from the message are cut to 256 characters, and a value
+ * that does not fit in what remains is cut to fit, with `dlq-value-truncated: <its bytes>`; the
+ * `dead_letters` row keeps all of it.
  */
 export function deadLetterRow({
   message,
@@ -82,6 +108,7 @@ export function deadLetterRow({
   error,
   reason,
   attempts,
+  maxBytes = DEFAULT_DEAD_LETTER_MAX_BYTES,
 }: DeadLetter): NewOutboxRow {
   const original = message.headers;
   const headers: Record<string, string> = {
@@ -94,22 +121,30 @@ export function deadLetterRow({
     [DLQ_HEADERS.consumerGroup]: consumerGroup,
   };
   const originalEventId = original[HEADERS.eventId];
-  if (originalEventId) headers[DLQ_HEADERS.originalEventId] = storable(originalEventId);
+  if (originalEventId) headers[DLQ_HEADERS.originalEventId] = copied(originalEventId);
   const trace = original[HEADERS.traceparent];
   if (trace && traceparentSchema.safeParse(trace).success) headers[HEADERS.traceparent] = trace;
-  return {
+  const row: NewOutboxRow = {
     id: newRowId(),
-    aggregateId: storable(
+    aggregateId: copied(
       message.key ||
         original[HEADERS.aggregateId] ||
         `${message.topic}:${message.partition}:${message.offset}`,
     ),
     topic: `${logicalTopic}.dlq`,
-    eventType: storable(original[HEADERS.eventType] || "Unknown"),
-    schemaVersion: storable(original[HEADERS.schemaVersion] || SCHEMA_VERSION),
-    payload: storable(message.value ?? ""),
+    eventType: copied(original[HEADERS.eventType] || "Unknown"),
+    schemaVersion: copied(original[HEADERS.schemaVersion] || SCHEMA_VERSION),
+    payload: "",
     headers,
   };
+  const value = storable(message.value ?? "");
+  // What the relay will send, but for the value: the row's headers, and the envelope from its columns.
+  const sent = (row: NewOutboxRow) =>
+    messageBytes(outboxMessage({ ...row, headers: row.headers, createdAt: new Date() }));
+  const valueBytes = Buffer.byteLength(value);
+  if (sent(row) + valueBytes <= maxBytes) return { ...row, payload: value };
+  headers[DLQ_HEADERS.valueTruncated] = String(valueBytes);
+  return { ...row, payload: firstBytes(value, maxBytes - sent(row)) };
 }
 
 /** What the relay reads of an outbox row to publish it. */

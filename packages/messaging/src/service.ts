@@ -105,6 +105,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
         metrics: messagingMetrics,
         retry: retryPolicy(env),
         lingerMs: env.CONSUMER_LINGER_MS,
+        deadLetterMaxBytes: env.DEAD_LETTER_MAX_BYTES,
       });
       periodic.push(
         startRetention({ db: pool.db, retentionHours: env.INBOX_RETENTION_HOURS, logger }),

@@ -1,15 +1,27 @@
 /**
- * Dead letters of messages that the dead-letter table's indexes could not take as they came: each is
- * still dead-lettered, and its partition moves on.
+ * Dead letters of messages that the broker's limits or the dead-letter table's indexes could not take as
+ * they came: each is still dead-lettered, and its partition, and the outbox behind it, move on.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { DLQ_HEADERS, HEADERS, TOPICS, type User } from "@saga/contracts";
-import { deadLetters, inbox } from "@saga/db/user";
-import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
-import { eventMessage } from "@saga/messaging/testing";
+import { DLQ_HEADERS, dlqTopic, HEADERS, prefixedTopic, TOPICS, type User } from "@saga/contracts";
+import { deadLetters, inbox, outbox } from "@saga/db/user";
+import {
+  createKafka,
+  type EventProducer,
+  type IncomingMessage,
+  type KafkaClient,
+  messageBytes,
+  type OutgoingMessage,
+} from "@saga/kafka";
+import { createInbox, createMessagingMetrics, PoisonEventError, replayDeadLetter } from "@saga/messaging";
+import { eventMessage, type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/testing";
+import { createLogger } from "@saga/observability";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { orderEventConsumer } from "../src/consumers/order-events.ts";
+import { createReservationMetrics } from "../src/metrics.ts";
 import type { UserService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -19,6 +31,7 @@ let service: UserService;
 let db: ReturnType<typeof openDatabase>;
 let kafka: KafkaClient;
 let producer: EventProducer;
+let publisher: OutboxPublisher;
 
 beforeAll(async () => {
   prefix = await freshTopicPrefix();
@@ -27,9 +40,11 @@ beforeAll(async () => {
   db = openDatabase(databaseUrl());
   kafka = createKafka({ brokers: kafkaBrokers(), clientId: "user-dead-letters-test" });
   producer = await kafka.createProducer();
+  publisher = await startOutboxPublisher({ kafka, topicPrefix: prefix, databases: [db.db] });
 });
 
 afterAll(async () => {
+  await publisher?.stop();
   await producer?.close();
   await kafka?.close();
   await service?.stop();
@@ -59,6 +74,16 @@ async function applied(message: OutgoingMessage) {
   });
 }
 
+/** Waits until the outbox row is published, and returns its message as read from Kafka. */
+async function publishedMessage(id: string, topic: string): Promise<IncomingMessage | undefined> {
+  await waitFor(async () => {
+    const [row] = await db.db.select().from(outbox).where(eq(outbox.id, id));
+    expect(row?.publishedAt).not.toBeNull();
+  });
+  const onKafka = await kafka.readToEnd([prefixedTopic(prefix, topic)]);
+  return onKafka.find((m) => m.headers[HEADERS.eventId] === id);
+}
+
 describe("a poison message with a dlq-replay-of that is no dead letter's id", () => {
   it("is dead-lettered under its event id, and the event behind it on its partition is applied", async () => {
     // The header as long as anything a producer may send: as part of the claim key it made the row
@@ -82,5 +107,77 @@ describe("a poison message with a dlq-replay-of that is no dead letter's id", ()
     });
     // Kept as consumed, for a person to read; only the claim ignores it.
     expect(letters[0]?.headers[DLQ_HEADERS.replayOf]).toBe(forged);
+  });
+});
+
+describe("a poison message larger than a Kafka message may be", () => {
+  it("goes to the DLQ cut to DEAD_LETTER_MAX_BYTES, is kept whole in dead_letters, refused for replay, and the outbox behind it is published", async () => {
+    // What a message sent compressed by another producer is to the consumer: 1.5 MB once decompressed,
+    // though the broker took it (a few KB on the wire). Fed to the service's inbox directly, because our
+    // producers do not compress; the consumer hands such a message over in the same way.
+    const registry = new Registry();
+    const metrics = { ...createMessagingMetrics(registry), ...createReservationMetrics(registry) };
+    const serviceInbox = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics),
+      logger: createLogger("user-service", "silent"),
+      metrics,
+      deadLetterMaxBytes: service.runtime.env.DEAD_LETTER_MAX_BYTES,
+    });
+    const userId = await createUser(100);
+    const o = order(userId, 5);
+    const value = `{${"x".repeat(1_500_000)}`;
+    const poison: IncomingMessage = {
+      ...eventMessage(TOPICS.orderCreated, o, prefix),
+      value,
+      partition: 0,
+      offset: "0",
+      timestamp: Date.now(),
+    };
+    const error = await serviceInbox.handle(poison).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(PoisonEventError);
+    await serviceInbox.deadLetter(poison, { reason: "poison", error, attempts: 1 });
+
+    const [letter] = await db.db.select().from(deadLetters).where(eq(deadLetters.messageKey, o.orderId));
+    expect(letter?.payload).toBe(value);
+
+    // An order behind it: its credit-reserved row follows the dead letter's in the outbox.
+    const later = order(userId, 7);
+    const next = eventMessage(TOPICS.orderCreated, later, prefix);
+    await producer.send([next]);
+    await applied(next);
+    const [reserved] = await db.db
+      .select()
+      .from(outbox)
+      .where(and(eq(outbox.aggregateId, later.orderId), eq(outbox.topic, TOPICS.creditReserved)));
+    expect(await publishedMessage(reserved?.id ?? "", TOPICS.creditReserved)).toBeDefined();
+
+    const published = await publishedMessage(letter?.id ?? "", dlqTopic(TOPICS.orderCreated));
+    expect(published?.key).toBe(o.orderId);
+    expect(published?.headers[DLQ_HEADERS.valueTruncated]).toBe(String(Buffer.byteLength(value)));
+    expect(published?.value).toBe(value.slice(0, published?.value?.length));
+    const size = messageBytes({
+      key: published?.key ?? "",
+      value: published?.value ?? "",
+      headers: published?.headers as Record<string, string>,
+    });
+    expect(size).toBeLessThanOrEqual(service.runtime.env.DEAD_LETTER_MAX_BYTES);
+    expect(size).toBeGreaterThan(service.runtime.env.DEAD_LETTER_MAX_BYTES - 1000);
+
+    // Sent back whole, it would be a message the broker refuses, and the outbox would wait behind it.
+    const replay = await replayDeadLetter(service.runtime.db, letter?.id ?? "", "alice");
+    expect(replay).toMatchObject({ status: "too large", bytes: expect.any(Number) });
+    const [after] = await db.db
+      .select()
+      .from(deadLetters)
+      .where(eq(deadLetters.id, letter?.id ?? ""));
+    expect(after?.replayedAt).toBeNull();
+    const replays = await db.db
+      .select()
+      .from(outbox)
+      .where(and(eq(outbox.aggregateId, o.orderId), eq(outbox.topic, TOPICS.orderCreated)));
+    expect(replays).toHaveLength(0);
   });
 });

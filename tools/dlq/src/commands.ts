@@ -32,6 +32,9 @@ export const USAGE = `usage: npm run dlq -- <command>
 <time>: an ISO 8601 time (2026-12-01T09:30:00Z) or a span ago (90s, 15m, 2h, 7d)
 environment: USER_DB_URL and/or ORDER_DB_URL; DLQ_OPERATOR (who replays; default user@host)`;
 
+const tooLarge = (id: string, { bytes, maxBytes }: { bytes: number; maxBytes: number }) =>
+  `refused: dead letter ${id} would be a message of ${bytes} bytes, more than Kafka takes (${maxBytes}); it stays pending, whole in dead_letters (show ${id})`;
+
 /** A usage error: the command line is wrong, nothing was done. */
 class UsageError extends Error {}
 
@@ -144,10 +147,15 @@ async function run(argv: string[], { stores, operator, out, err }: DlqDeps): Pro
           throw new UsageError("replay needs an id, or --topic and --since");
         if (values.pending) throw new UsageError("replay --topic replays only pending dead letters anyway");
         let n = 0;
+        let refused = 0;
         for (const store of stores) {
           const pending = await listDeadLetters(store.db, { topic: values.topic, since, pending: true });
           for (const d of pending) {
             const result = await replayDeadLetter(store, d.id, operator);
+            if (result.status === "too large") {
+              err(tooLarge(result.deadLetter.id, result));
+              refused++;
+            }
             // Replayed meanwhile by someone else: their replay stands, this one is not sent.
             if (result.status !== "replayed") continue;
             out(
@@ -157,9 +165,10 @@ async function run(argv: string[], { stores, operator, out, err }: DlqDeps): Pro
           }
         }
         err(
-          `replayed ${n} dead letter${n === 1 ? "" : "s"} of ${values.topic} since ${since.toISOString()} as ${operator}`,
+          `replayed ${n} dead letter${n === 1 ? "" : "s"} of ${values.topic} since ${since.toISOString()} as ${operator}` +
+            (refused > 0 ? `; refused ${refused} too large to send` : ""),
         );
-        return 0;
+        return refused > 0 ? 1 : 0;
       }
       const deadLetterId = needsId();
       const found = await locate(deadLetterId);
@@ -174,6 +183,10 @@ async function run(argv: string[], { stores, operator, out, err }: DlqDeps): Pro
           `replayed ${d.id} (${found.store.name}, ${d.topic}, event ${d.eventId ?? "-"}, key ${d.messageKey ?? "-"}) as ${operator}: the relay sends it with outbox row ${d.replayOutboxId}`,
         );
         return 0;
+      }
+      if (result.status === "too large") {
+        err(tooLarge(deadLetterId, result));
+        return 1;
       }
       if (result.status === "already replayed") {
         const d = result.deadLetter;

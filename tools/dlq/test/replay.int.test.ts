@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { DLQ_HEADERS, dlqTopic, type Order, prefixedTopic, TOPICS, type User } from "@saga/contracts";
 import { createPgDatabase, orderSchema, userSchema } from "@saga/db";
 import { outbox as orderOutbox, orders } from "@saga/db/order";
-import { deadLetters, inbox, reservations } from "@saga/db/user";
+import { deadLetters, inbox, reservations, outbox as userOutbox } from "@saga/db/user";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import {
   freshTopicPrefix,
@@ -301,5 +301,45 @@ describe("an unexpected error in a consumer", () => {
     expect(unknownId).toMatchObject({ code: 1, stderr: expect.stringMatching(/no dead letter/) });
     expect(unknownCommand).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command/) });
     expect(await userDb.db.select().from(deadLetters)).toEqual(before);
+  });
+
+  it("refuses to replay a dead letter larger than a Kafka message may be, and leaves it pending", async () => {
+    // As the consumer records a message another producer sent compressed: 1.5 MB once read. Sent back
+    // whole, the broker would refuse it at every attempt, and the outbox would wait behind it for ever.
+    const id = crypto.randomUUID();
+    const orderId = crypto.randomUUID();
+    await userDb.db.insert(deadLetters).values({
+      id,
+      consumerGroup: `${prefix}user-service`,
+      claimKey: id,
+      topic: TOPICS.orderCanceled,
+      sourceTopic: prefixedTopic(prefix, TOPICS.orderCanceled),
+      partition: 0,
+      offset: 0,
+      eventId: crypto.randomUUID(),
+      messageKey: orderId,
+      headers: { "event-type": "OrderCanceled", "schema-version": "1", "aggregate-id": orderId },
+      payload: `{${"x".repeat(1_500_000)}`,
+      reason: "poison",
+      error: "value is not JSON",
+      attempts: 1,
+    });
+    const outboxBefore = await userDb.db.select({ id: userOutbox.id }).from(userOutbox);
+
+    const one = await dlq(["replay", id]);
+    expect(one.code).toBe(1);
+    expect(one.stderr).toMatch(
+      new RegExp(
+        `refused: dead letter ${id} would be a message of \\d+ bytes, more than Kafka takes \\(1000000\\); it stays pending`,
+      ),
+    );
+    const bulk = await dlq(["replay", "--topic", TOPICS.orderCanceled, "--since", "10m"]);
+    expect(bulk.code).toBe(1);
+    expect(bulk.stderr).toContain(`refused: dead letter ${id}`);
+    expect(bulk.stderr).toMatch(/replayed 0 dead letters .* refused 1 too large to send/);
+
+    const [record] = await userDb.db.select().from(deadLetters).where(eq(deadLetters.id, id));
+    expect(record).toMatchObject({ replayedAt: null, replayedBy: null, replayOutboxId: null });
+    expect(await userDb.db.select({ id: userOutbox.id }).from(userOutbox)).toEqual(outboxBefore);
   });
 });

@@ -20,7 +20,7 @@ import { asc, eq, inArray, isNull } from "drizzle-orm";
 import type { MetricValue, Registry } from "prom-client";
 import type { Executor } from "../db.ts";
 import { DEFAULT_CONSUMER_LINGER_MS, SERVICE_HTTP_DEFAULTS, type ServiceEnv } from "../env.ts";
-import { type OutboxRow, outboxMessage, outboxRow } from "../outbox.ts";
+import { DEFAULT_DEAD_LETTER_MAX_BYTES, type OutboxRow, outboxMessage, outboxRow } from "../outbox.ts";
 
 /** The Kafka message another service's relay would publish for this event. */
 export function eventMessage<T extends Topic>(
@@ -262,6 +262,7 @@ export function serviceTestEnv(
     CONSUMER_RETRY_BACKOFF_MS: DEFAULT_RETRY_POLICY.backoffMs,
     CONSUMER_RETRY_BACKOFF_MAX_MS: DEFAULT_RETRY_POLICY.maxBackoffMs,
     CONSUMER_LINGER_MS: DEFAULT_CONSUMER_LINGER_MS,
+    DEAD_LETTER_MAX_BYTES: DEFAULT_DEAD_LETTER_MAX_BYTES,
     DB_STATEMENT_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
     // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
