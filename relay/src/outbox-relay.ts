@@ -1,4 +1,4 @@
-import type { EventProducer, KafkaClient } from "@saga/kafka";
+import { type EventProducer, type KafkaClient, MAX_MESSAGE_BYTES, messageBytes } from "@saga/kafka";
 import { outboxMessage } from "@saga/messaging";
 import type { Logger } from "@saga/observability";
 import { createLingerGate, sleep, withTimeout } from "@saga/runtime";
@@ -566,8 +566,23 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
    * transaction larger than that (whole transactions are taken).
    */
   async function send(producer: EventProducer, rows: PendingRow[]): Promise<void> {
-    for (let i = 0; i < rows.length; i += batchSize)
-      await producer.send(rows.slice(i, i + batchSize).map((row) => outboxMessage(row, topicPrefix)));
+    const messages = rows.map((row) => outboxMessage(row, topicPrefix));
+    try {
+      for (let i = 0; i < messages.length; i += batchSize)
+        await producer.send(messages.slice(i, i + batchSize));
+    } catch (err) {
+      // The broker refuses a message larger than its message.max.bytes at every attempt (MESSAGE_TOO_LARGE),
+      // and the rows behind it wait, in order: say which row it is. Measured only once a send failed.
+      for (const [i, message] of messages.entries()) {
+        const bytes = messageBytes(message);
+        if (bytes > MAX_MESSAGE_BYTES)
+          log.error(
+            { row: rows[i]?.id, topic: message.topic, bytes, maxBytes: MAX_MESSAGE_BYTES },
+            "an outbox row is larger than a Kafka message may be: the broker refuses it at every attempt, and the rows behind it wait until it is deleted or the topic takes messages that large",
+          );
+      }
+      throw err;
+    }
   }
 
   function recordAcknowledged(rows: PendingRow[], sendSeconds: number): void {

@@ -1,5 +1,8 @@
 import { HEADERS, TOPICS } from "@saga/contracts";
+import { MAX_MESSAGE_BYTES } from "@saga/kafka";
+import { createLogger } from "@saga/observability";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { createRelayService } from "../src/service.ts";
 import {
   allPublished,
   backlog,
@@ -99,6 +102,47 @@ describe("relay", () => {
       expect(metricValue(text, "saga_relay_rows_published_total", { outbox })).toBe(n);
       expect(metricValue(text, "saga_relay_active", { outbox })).toBe(1);
     }
+  });
+
+  it("publishes rows of one key that together are more than Kafka takes in one request, in order", async () => {
+    // Dead letters of one key, each within DEAD_LETTER_MAX_BYTES: one record batch of all of them was
+    // refused at every attempt (MESSAGE_TOO_LARGE), and the outbox waited behind them.
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    startRelayInProcess(relayEnv(url, prefix));
+    const key = crypto.randomUUID();
+    const rows = [1, 2, 3, 4, 5].map((seq) => ({ ...row(key, seq), payload: String(seq).repeat(300_000) }));
+    const written = await writeRows(sql, [...rows, row(key, 6)]);
+    await allPublished(sql);
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix)).toBe(0);
+  });
+
+  it("names a row larger than a Kafka message may be in an error log, and keeps the rows behind it", async () => {
+    // No writer of ours makes one (dead letters are cut, replays refused); were one there, the broker
+    // refuses it at every attempt, and publishing the rows behind it would break their key's order.
+    const { url, sql } = await freshOutbox();
+    const prefix = await freshTopicPrefix();
+    const logged: string[] = [];
+    const relay = createRelayService(relayEnv(url, prefix), {
+      logger: createLogger("relay", "error", {
+        destination: { write: (line: string) => void logged.push(line) },
+      }),
+    });
+    relay.start();
+    onTestFinished(() => relay.stop());
+    const key = crypto.randomUUID();
+    const [big] = await writeRows(sql, [{ ...row(key, 1), payload: "x".repeat(1_100_000) }]);
+    await writeRows(sql, [row(key, 2)]);
+
+    const line = await eventually("the error log naming the row", async () =>
+      logged.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.row === big?.id),
+    );
+    expect(line).toMatchObject({
+      msg: expect.stringMatching(/larger than a Kafka message may be/),
+      bytes: expect.any(Number),
+      maxBytes: MAX_MESSAGE_BYTES,
+    });
+    expect(await backlog(sql)).toBe(2);
   });
 
   it("is woken by the commit, not by its poll", async () => {
