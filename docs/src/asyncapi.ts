@@ -64,7 +64,7 @@ const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
   originalPartition: "Its partition.",
   originalOffset: "Its offset.",
   consumerGroup: "The consumer group that gave up on it.",
-  originalEventId: "The poison message's `event-id`, when it had one.",
+  originalEventId: "The poison message's `event-id`, when it had one (at most 256 characters).",
   reason:
     "`poison` (it fails decoding or its contract) or `retries exhausted` (an unexpected error, retried up to the budget).",
   attempts: "How many times it failed with an unexpected error; 1 for poison.",
@@ -74,6 +74,20 @@ const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
   valueTruncated:
     "Only when the value was cut to fit the dead letter's bound (`DEAD_LETTER_MAX_BYTES`, 262144 bytes by default, " +
     "headers and key included): the bytes of the whole value (UTF-8), which the consumer's `dead_letters` table keeps.",
+};
+
+/** What the envelope headers of a dead letter are: its own row's, or what the original carried. */
+const DEAD_LETTER_ENVELOPE_DESCRIPTIONS: Partial<Record<keyof typeof HEADERS, string>> = {
+  eventId:
+    "The dead letter's own id (its outbox row's and its `dead_letters` row's), which `npm run dlq` takes.",
+  eventType: "The original's `event-type` as it came (at most 256 characters), `Unknown` when it had none.",
+  schemaVersion:
+    `The original's \`schema-version\` as it came, whatever version it names (at most 256 characters), \`${SCHEMA_VERSION}\` ` +
+    "when it had none.",
+  occurredAt: "When the dead letter was written (ISO 8601).",
+  aggregateId:
+    "The dead letter's key: the original's key; without one its `aggregate-id`, else `<topic>:<partition>:<offset>` " +
+    "(at most 256 characters).",
 };
 
 const PAYLOAD_DESCRIPTIONS: Record<string, string> = {
@@ -112,9 +126,18 @@ const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 export function asyncApiDocument(): Record<string, unknown> {
   const envelopeDescriptions = byHeaderName(HEADERS, ENVELOPE_DESCRIPTIONS);
   const dlqDescriptions = byHeaderName(DLQ_HEADERS, DLQ_DESCRIPTIONS);
+  const deadLetterEnvelopeDescriptions = Object.fromEntries(
+    Object.entries(DEAD_LETTER_ENVELOPE_DESCRIPTIONS).map(([key, text]) => [
+      HEADERS[key as keyof typeof HEADERS],
+      text,
+    ]),
+  );
 
+  // The original's envelope as it came, whatever it was: it is a dead letter because it may be wrong.
   const deadLetterHeaders = Envelope.extend({
     [HEADERS.eventType]: z.string().min(1),
+    [HEADERS.schemaVersion]: z.string().min(1),
+    [HEADERS.aggregateId]: z.string().min(1),
     ...Object.fromEntries(
       Object.values(DLQ_HEADERS)
         .filter((name) => name !== DLQ_HEADERS.replayOf)
@@ -135,7 +158,11 @@ export function asyncApiDocument(): Record<string, unknown> {
       description: "The envelope every event carries in its Kafka headers (all values are strings).",
     },
     DeadLetterHeaders: {
-      ...jsonSchema(deadLetterHeaders, { ...envelopeDescriptions, ...dlqDescriptions }),
+      ...jsonSchema(deadLetterHeaders, {
+        ...envelopeDescriptions,
+        ...deadLetterEnvelopeDescriptions,
+        ...dlqDescriptions,
+      }),
       description:
         "The headers of a dead letter: an envelope of its own (`event-id` is the dead-letter outbox row's; " +
         "`event-type`, `schema-version` and `traceparent` are the original's, `Unknown` and " +
@@ -210,22 +237,24 @@ export function asyncApiDocument(): Record<string, unknown> {
       title: `${type} dead letter`,
       summary: `A message of ${topic} that the ${flow.consumer} can never apply.`,
       description:
-        "A message that failed its contract (envelope, event type, JSON, payload schema) or whose application " +
-        "failed with an error that is not retriable. Its value is the original's, unchanged, whatever it is, " +
-        "unless the dead letter would be larger than `DEAD_LETTER_MAX_BYTES`: then its start, with `dlq-value-truncated`.",
+        "A message that failed its contract (envelope, event type, JSON, payload schema), or whose application " +
+        "failed with an unexpected error (neither its contract nor the database or network) `CONSUMER_RETRY_ATTEMPTS` " +
+        "times (10 by default). Its value is the original's, unchanged, whatever it is, unless the dead letter would " +
+        "be larger than `DEAD_LETTER_MAX_BYTES`: then its start, with `dlq-value-truncated`.",
       contentType: "text/plain",
       headers: ref("components/schemas/DeadLetterHeaders"),
       payload: {
         type: "string",
         description:
-          "The original message's value, unchanged (NUL replaced by U+FFFD), or its start when `dlq-value-truncated` says so.",
+          "The original message's value (NUL replaced by U+FFFD; a null value, a tombstone, as an empty string), " +
+          "cut to fit `DEAD_LETTER_MAX_BYTES` when `dlq-value-truncated` says so.",
       },
       bindings: {
         kafka: {
           key: {
             type: "string",
             description:
-              "The original's key; without one its `aggregate-id`, else `<topic>:<partition>:<offset>`.",
+              "The original's key; without one its `aggregate-id`, else `<topic>:<partition>:<offset>` (at most 256 characters).",
           },
           bindingVersion: KAFKA_BINDING_VERSION,
         },
@@ -242,7 +271,8 @@ export function asyncApiDocument(): Record<string, unknown> {
       channel: ref(`channels/${deadChannel}`),
       summary:
         `The ${flow.consumer} writes a message it can never apply to its outbox, in the transaction that ` +
-        "records it in its inbox, and moves on; the relay publishes it.",
+        "records it in its `dead_letters` table (never in its inbox, so that a replay of the event is applied), " +
+        "and moves on; the relay publishes it.",
       messages: [ref(`channels/${deadChannel}/messages/${deadMessage}`)],
       tags: [{ name: flow.consumer }],
     };
