@@ -103,6 +103,28 @@ describe("faultSchedule", () => {
     }
   });
 
+  it("hits other victims and links for other seeds in a run too short for all of them", () => {
+    // A 40 s run: 4 kills for 6 processes, 2 freezes for 8 victims, 4 network faults for 10 links.
+    const hit = { kill: new Set<string>(), freeze: new Set<string>(), network: new Set<string>() };
+    for (let seed = 1; seed <= 60; seed++) {
+      const schedule = faultSchedule({
+        seed,
+        durationMs: 40_000,
+        victims,
+        kills: 4,
+        freezes: 2,
+        networkFaults: 4,
+      });
+      for (const f of schedule) {
+        if (f.kind === "kill" || f.kind === "freeze") hit[f.kind].add(targetOf(f));
+        else hit.network.add(`${f.kind} ${targetOf(f)}`);
+      }
+    }
+    expect([...hit.kill].sort()).toEqual([...victims].sort());
+    expect([...hit.freeze].sort()).toEqual([...victims].sort());
+    expect(hit.network.size).toBe(NETWORK_FAULTS.length * LINKED_PROCESSES.length * BACKENDS.length);
+  });
+
   it("keeps faults in time order, and never hits a victim or a link before its last fault ended", () => {
     const durationMs = 90_000;
     const schedule = faultSchedule({ seed: 3, durationMs, victims, kills: 18, freezes: 9, networkFaults: 9 });

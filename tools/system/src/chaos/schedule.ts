@@ -71,13 +71,14 @@ function processFaults({ seed, durationMs, victims, kills, freezes = 0 }: Schedu
   const processes = victims.filter((v) => !isInfra(v));
   const infra = victims.filter(isInfra);
 
-  // Round-robin, then shuffled: counts differ by at most one between victims.
+  // Round-robin, then shuffled: counts differ by at most one between victims. Each from a start the seed
+  // draws: in a short run not every victim comes round (4 freezes for 8 victims), and the seed picks which.
   const order: { kind: "kill" | "freeze"; victim: Victim }[] = [
-    ...roundRobin(processes.length ? kills : 0, processes).map((victim) => ({
+    ...roundRobin(processes.length ? kills : 0, processes, rng).map((victim) => ({
       kind: "kill" as const,
       victim,
     })),
-    ...roundRobin(victims.length ? freezes : 0, victims).map((victim) => ({
+    ...roundRobin(victims.length ? freezes : 0, victims, rng).map((victim) => ({
       kind: "freeze" as const,
       victim,
     })),
@@ -109,12 +110,15 @@ function networkFaults({ seed, durationMs, victims, networkFaults = 0 }: Schedul
   );
   if (links.length === 0) return [];
   // Kinds and links both round-robin, so that a few faults already spread over kinds and links; past
-  // each lcm(kinds, links) the links shift by one, so that kinds × links faults hit every pair once.
+  // each lcm(kinds, links) the links shift by one, so that kinds × links faults hit every pair once. Both
+  // from a start the seed draws: a run with fewer faults than links leaves out links the seed picks.
   const kinds = NETWORK_FAULTS.length;
   const cycle = lcm(kinds, links.length);
+  const firstKind = uniformInt(rng, 0, kinds - 1);
+  const firstLink = uniformInt(rng, 0, links.length - 1);
   const order = Array.from({ length: networkFaults }, (_, i) => ({
-    kind: NETWORK_FAULTS[i % kinds] as NetworkFaultKind,
-    link: links[(i + Math.floor(i / cycle)) % links.length] as Link,
+    kind: NETWORK_FAULTS[(firstKind + i) % kinds] as NetworkFaultKind,
+    link: links[(firstLink + i + Math.floor(i / cycle)) % links.length] as Link,
   }));
   shuffle(order, rng);
   return place(order, durationMs, rng, ({ kind, link }) => {
@@ -138,8 +142,11 @@ function lcm(a: number, b: number): number {
   return (a * b) / gcd(a, b);
 }
 
-function roundRobin<T>(count: number, of: readonly T[]): T[] {
-  return Array.from({ length: count }, (_, i) => of[i % of.length] as T);
+/** `count` of `of` in turn, from a start `rng` draws. */
+function roundRobin<T>(count: number, of: readonly T[], rng: RandomGenerator): T[] {
+  if (count === 0) return [];
+  const start = uniformInt(rng, 0, of.length - 1);
+  return Array.from({ length: count }, (_, i) => of[(start + i) % of.length] as T);
 }
 
 function shuffle<T>(items: T[], rng: RandomGenerator) {
