@@ -7,7 +7,8 @@ import {
   prefixedTopic,
   TOPICS,
 } from "@saga/contracts";
-import type { IncomingMessage, KafkaClient } from "@saga/kafka";
+import { DEFAULT_SESSION_TIMEOUTS } from "@saga/db";
+import type { KafkaClient } from "@saga/kafka";
 import postgres from "postgres";
 
 /** Which consumer group applies which topics: the inbox of that group must hold each event once. */
@@ -34,6 +35,10 @@ export type CheckInput = {
    * counts what each order emitted. Off where the relay may have deleted published rows.
    */
   outboxComplete?: boolean;
+  /** What the load was told and created: the final state is checked against it too (`checkAnswers`). */
+  clients?: ClientRecord;
+  /** The longest freeze or blackhole the run injected, for `timeoutRaceMarginMs`; 0 without faults. */
+  longestStallMs?: number;
 };
 
 export type Observed = {
@@ -42,7 +47,8 @@ export type Observed = {
   messages: number;
 };
 
-type OutboxRow = {
+export type UserRow = { id: string; initial_balance: string; balance: string };
+export type OutboxRow = {
   id: string;
   position: number;
   aggregate_id: string;
@@ -57,6 +63,9 @@ export type OrderRow = {
   amount: string;
   status: string;
   cancel_reason: string | null;
+  created_at: Date;
+  /** When it last changed: for a TIMEOUT cancel, the deadline sweep's `now()`, its transaction's start. */
+  updated_at: Date;
 };
 export type ReservationRow = {
   order_id: string;
@@ -67,7 +76,58 @@ export type ReservationRow = {
 };
 /** What the emission checks read of an outbox row. */
 export type EmittedRow = Pick<OutboxRow, "id" | "aggregate_id" | "topic" | "replay">;
-type InboxRow = { consumer_group: string; event_id: string; topic: string; offset: number };
+export type InboxRow = {
+  consumer_group: string;
+  event_id: string;
+  topic: string;
+  offset: number;
+  /** Its transaction's start (`now()`): the batch began then, before it took its orders' locks. */
+  processed_at: Date;
+};
+/** An order-service idempotency key and the order id its stored answer names. */
+export type KeyRow = { key: string; order_id: string | null };
+/** A message read back from Kafka, its topic without the run's prefix. */
+export type KafkaCopy = {
+  topic: string;
+  partition: number;
+  offset: number;
+  key: string | null;
+  eventId: string | undefined;
+  aggregateId: string | undefined;
+};
+
+/** Everything the invariants are checked on, read from both databases and Kafka once the run is quiet. */
+export type Snapshot = {
+  users: UserRow[];
+  reservations: ReservationRow[];
+  orders: OrderRow[];
+  userOutbox: OutboxRow[];
+  orderOutbox: OutboxRow[];
+  userInbox: InboxRow[];
+  orderInbox: InboxRow[];
+  idempotencyKeys: KeyRow[];
+  copies: KafkaCopy[];
+};
+
+/** What the load sent and was answered (load.ts): the final state must agree with what clients were told. */
+export type ClientRecord = {
+  /** Each user the run created, with the initial balance it asked for. */
+  users: readonly { id: string; balance: number }[];
+  /** Every Idempotency-Key sent with a `POST /orders`, answered or not. */
+  keysSent: ReadonlySet<string>;
+  /** The order each `201` named, by the Idempotency-Key of its request, with the user and amount sent. */
+  created: ReadonlyMap<string, { id: string; userId: string; amount: number }>;
+  /** Orders whose `DELETE` was answered `204`. */
+  canceled: ReadonlySet<string>;
+};
+
+/** A TIMEOUT cancel, for the report: how long its saga ran, and its credit reply in order_db's inbox. */
+export type TimeoutCancel = {
+  orderId: string;
+  sagaS: number;
+  /** Seconds from the cancel to the start of the batch that recorded the reply (negative: before it). */
+  reply: { topic: string; processedS: number } | null;
+};
 
 const MAX_EXAMPLES = 5;
 
@@ -81,182 +141,420 @@ function result(name: string, checked: string, violations: string[]): InvariantR
  */
 export async function checkInvariants(
   input: CheckInput,
-): Promise<{ results: InvariantResult[]; observed: Observed }> {
+): Promise<{ results: InvariantResult[]; observed: Observed; timeoutCancels: TimeoutCancel[] }> {
+  const snapshot = await readSnapshot(input);
+  const checked = checkSnapshot(snapshot, {
+    outboxComplete: input.outboxComplete ?? false,
+    clients: input.clients,
+    timeoutMarginMs: timeoutRaceMarginMs(input.longestStallMs ?? 0),
+  });
+  const events = snapshot.copies.filter((c) => c.eventId).length;
+  const duplicateCopies = events - firstCopies(snapshot.copies).size;
+  return {
+    ...checked,
+    observed: { duplicateCopies, messages: snapshot.copies.length },
+  };
+}
+
+async function readSnapshot(input: CheckInput): Promise<Snapshot> {
   const prefix = input.topicPrefix ?? "";
   const userDb = postgres(input.userDbUrl, { max: 1, onnotice: () => {} });
   const orderDb = postgres(input.orderDbUrl, { max: 1, onnotice: () => {} });
   try {
-    const [users, reservations, orders, userOutbox, orderOutbox, userInbox, orderInbox] = await Promise.all([
-      userDb<
-        { id: string; initial_balance: string; balance: string }[]
-      >`select id, initial_balance, balance from users`,
-      userDb<ReservationRow[]>`select order_id, user_id, amount, status, reason from reservations`,
-      orderDb<OrderRow[]>`select id, user_id, amount, status, cancel_reason from orders`,
-      userDb<OutboxRow[]>`
-        select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
-          headers ? ${DLQ_HEADERS.replayOf} as replay
-        from outbox`,
-      orderDb<OutboxRow[]>`
-        select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
-          headers ? ${DLQ_HEADERS.replayOf} as replay
-        from outbox`,
-      userDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
-      orderDb<InboxRow[]>`select consumer_group, event_id, topic, "offset"::float8 as "offset" from inbox`,
-    ]);
+    const outbox = (sql: postgres.Sql) => sql<OutboxRow[]>`
+      select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,
+        headers ? ${DLQ_HEADERS.replayOf} as replay
+      from outbox`;
+    const inbox = (sql: postgres.Sql) => sql<InboxRow[]>`
+      select consumer_group, event_id, topic, "offset"::float8 as "offset", processed_at from inbox`;
+    const [users, reservations, orders, userOutbox, orderOutbox, userInbox, orderInbox, idempotencyKeys] =
+      await Promise.all([
+        userDb<UserRow[]>`select id, initial_balance, balance from users`,
+        userDb<ReservationRow[]>`select order_id, user_id, amount, status, reason from reservations`,
+        orderDb<OrderRow[]>`
+          select id, user_id, amount, status, cancel_reason, created_at, updated_at from orders`,
+        outbox(userDb),
+        outbox(orderDb),
+        inbox(userDb),
+        inbox(orderDb),
+        orderDb<KeyRow[]>`select key, body->>'id' as order_id from idempotency_keys`,
+      ]);
     const messages = await input.kafka.readToEnd(ALL_TOPICS.map((t) => prefixedTopic(prefix, t)));
-    const strip = (topic: string) => topic.slice(prefix.length);
-
-    // First copy of each event on Kafka, by event id.
-    const firstCopy = new Map<string, IncomingMessage>();
-    let duplicateCopies = 0;
-    for (const m of messages) {
-      const id = m.headers[HEADERS.eventId];
-      if (!id) continue;
-      const seen = firstCopy.get(id);
-      if (!seen) firstCopy.set(id, m);
-      else duplicateCopies++;
-    }
-
-    const results: InvariantResult[] = [];
-
-    // 1. Money.
-    const reservedByUser = new Map<string, number>();
-    for (const r of reservations) {
-      if (r.status === "RESERVED")
-        reservedByUser.set(r.user_id, (reservedByUser.get(r.user_id) ?? 0) + Number(r.amount));
-    }
-    const moneyViolations: string[] = [];
-    for (const u of users) {
-      const expected = Number(u.initial_balance) - (reservedByUser.get(u.id) ?? 0);
-      if (Number(u.balance) !== expected) {
-        moneyViolations.push(
-          `user ${u.id}: balance ${u.balance}, but initial ${u.initial_balance} - reserved ${reservedByUser.get(u.id) ?? 0} = ${expected}`,
-        );
-      }
-      if (Number(u.balance) < 0) moneyViolations.push(`user ${u.id}: negative balance ${u.balance}`);
-    }
-    results.push(
-      result("money: balance = initial - RESERVED, never negative", `${users.length} users`, moneyViolations),
+    const copies = messages.map(
+      (m): KafkaCopy => ({
+        topic: m.topic.slice(prefix.length),
+        partition: m.partition,
+        offset: Number(m.offset),
+        key: m.key,
+        eventId: m.headers[HEADERS.eventId],
+        aggregateId: m.headers[HEADERS.aggregateId],
+      }),
     );
-
-    // 2. Every order final; CONFIRMED exactly when RESERVED.
-    const reservationOf = new Map(reservations.map((r) => [r.order_id, r]));
-    const finalViolations: string[] = [];
-    for (const o of orders) {
-      const r = reservationOf.get(o.id);
-      if (o.status !== "CONFIRMED" && o.status !== "CANCELED")
-        finalViolations.push(`order ${o.id} is still ${o.status}`);
-      else if ((o.status === "CONFIRMED") !== (r?.status === "RESERVED")) {
-        finalViolations.push(`order ${o.id} is ${o.status} but its reservation is ${r?.status ?? "missing"}`);
-      }
-    }
-    const orderIds = new Set(orders.map((o) => o.id));
-    for (const r of reservations) {
-      if (!orderIds.has(r.order_id))
-        finalViolations.push(`reservation ${r.order_id} (${r.status}) has no order`);
-    }
-    results.push(
-      result("orders final; CONFIRMED exactly when RESERVED", `${orders.length} orders`, finalViolations),
-    );
-    results.push(checkReservationOwners(orders, reservations));
-    if (input.outboxComplete) results.push(...checkEmissions(orders, reservations, orderOutbox, userOutbox));
-
-    // 3a. Every outbox row published, and on Kafka.
-    const outbox = [...userOutbox, ...orderOutbox];
-    const unpublished: string[] = [];
-    for (const row of outbox) {
-      if (!row.published_at)
-        unpublished.push(`outbox row ${row.id} (${row.topic}, position ${row.position}) is unpublished`);
-      else if (!firstCopy.has(row.id))
-        unpublished.push(`outbox row ${row.id} (${row.topic}) is marked published but is not on Kafka`);
-    }
-    results.push(
-      result("every outbox row published at least once", `${outbox.length} outbox rows`, unpublished),
-    );
-
-    // 3b. Every event applied exactly once by the group that consumes it.
-    const inboxes = { user: userInbox, order: orderInbox };
-    const appliedViolations: string[] = [];
-    let expectedApplications = 0;
-    for (const { db, group, topics } of CONSUMERS) {
-      const applied = new Map<string, number>();
-      for (const row of inboxes[db]) {
-        if (row.consumer_group === group) applied.set(row.event_id, (applied.get(row.event_id) ?? 0) + 1);
-      }
-      const sourceOutbox = db === "user" ? orderOutbox : userOutbox;
-      for (const row of sourceOutbox) {
-        if (!(topics as readonly string[]).includes(row.topic)) continue;
-        expectedApplications++;
-        const times = applied.get(row.id) ?? 0;
-        if (times !== 1)
-          appliedViolations.push(`event ${row.id} (${row.topic}) applied ${times} times by ${group}`);
-      }
-    }
-    results.push(
-      result(
-        "every event applied exactly once per consumer group",
-        `${expectedApplications} applications`,
-        appliedViolations,
-      ),
-    );
-
-    // 4. Per order and topic: published and applied in the order written.
-    const orderViolations: string[] = [];
-    const byAggregateTopic = new Map<string, OutboxRow[]>();
-    for (const row of outbox) {
-      if (!(EVENT_TOPICS as readonly string[]).includes(row.topic)) continue;
-      const key = `${row.aggregate_id} ${row.topic}`;
-      byAggregateTopic.set(key, [...(byAggregateTopic.get(key) ?? []), row]);
-    }
-    const appliedOffset = new Map<string, number>();
-    for (const row of [...userInbox, ...orderInbox])
-      appliedOffset.set(`${row.consumer_group} ${row.event_id}`, row.offset);
-    const groupOf = new Map<string, string>(
-      CONSUMERS.flatMap(({ group, topics }) => topics.map((t) => [t, group] as const)),
-    );
-    for (const [key, rows] of byAggregateTopic) {
-      if (rows.length < 2) continue;
-      rows.sort((a, b) => a.position - b.position);
-      const copies = rows.map((r) => firstCopy.get(r.id));
-      for (let i = 1; i < rows.length; i++) {
-        const before = copies[i - 1];
-        const after = copies[i];
-        if (!before || !after) continue;
-        if (before.partition !== after.partition || Number(before.offset) >= Number(after.offset)) {
-          orderViolations.push(
-            `${key}: position ${rows[i - 1]?.position} published at ${before.partition}/${before.offset}, after it ${rows[i]?.position} at ${after.partition}/${after.offset}`,
-          );
-        }
-        const group = groupOf.get(rows[i]?.topic ?? "");
-        const a = appliedOffset.get(`${group} ${rows[i - 1]?.id}`);
-        const b = appliedOffset.get(`${group} ${rows[i]?.id}`);
-        if (a !== undefined && b !== undefined && a >= b)
-          orderViolations.push(
-            `${key}: ${group} applied position ${rows[i]?.position} (offset ${b}) before ${rows[i - 1]?.position} (offset ${a})`,
-          );
-      }
-    }
-    for (const m of messages) {
-      const id = m.headers[HEADERS.eventId];
-      const aggregate = m.headers[HEADERS.aggregateId];
-      if (id && m.key !== aggregate)
-        orderViolations.push(
-          `event ${id} on ${strip(m.topic)} has key ${m.key}, not its aggregate ${aggregate}`,
-        );
-    }
-    const multi = [...byAggregateTopic.values()].filter((rows) => rows.length > 1).length;
-    results.push(
-      result(
-        "per order and topic, published and applied in the order written",
-        `${byAggregateTopic.size} order/topic streams (${multi} with several events), ${messages.length} keys`,
-        orderViolations,
-      ),
-    );
-
-    return { results, observed: { duplicateCopies, messages: messages.length } };
+    return {
+      users,
+      reservations,
+      orders,
+      userOutbox,
+      orderOutbox,
+      userInbox,
+      orderInbox,
+      idempotencyKeys,
+      copies,
+    };
   } finally {
     await Promise.all([userDb.end(), orderDb.end()]);
   }
+}
+
+/** Every invariant on what was read; pure, so that each check has a test of its own. */
+export function checkSnapshot(
+  s: Snapshot,
+  opts: { outboxComplete: boolean; clients?: ClientRecord; timeoutMarginMs: number },
+): { results: InvariantResult[]; timeoutCancels: TimeoutCancel[] } {
+  const timeouts = checkTimeoutCancels(s, opts.timeoutMarginMs);
+  const results = [
+    checkMoney(s.users, s.reservations),
+    checkMoneyConserved(s.users, s.orders),
+    ...(opts.clients ? [checkInitialBalances(s.users, opts.clients)] : []),
+    checkFinalStates(s.orders, s.reservations),
+    checkReservationOwners(s.orders, s.reservations),
+    ...(opts.outboxComplete ? checkEmissions(s.orders, s.reservations, s.orderOutbox, s.userOutbox) : []),
+    timeouts.result,
+    ...(opts.clients ? checkAnswers(s.orders, s.idempotencyKeys, opts.clients) : []),
+    checkPublished([...s.userOutbox, ...s.orderOutbox], s.copies),
+    checkInboxes(s),
+    checkOrdering(s),
+  ];
+  return { results, timeoutCancels: timeouts.cancels };
+}
+
+/** The first copy of each event on Kafka, by its event id. */
+function firstCopies(copies: readonly KafkaCopy[]): Map<string, KafkaCopy> {
+  const first = new Map<string, KafkaCopy>();
+  for (const c of copies) if (c.eventId && !first.has(c.eventId)) first.set(c.eventId, c);
+  return first;
+}
+
+/** Invariant 1: each balance is its initial balance less what its RESERVED reservations hold. */
+export function checkMoney(
+  users: readonly UserRow[],
+  reservations: readonly ReservationRow[],
+): InvariantResult {
+  const reservedByUser = new Map<string, number>();
+  for (const r of reservations) {
+    if (r.status === "RESERVED")
+      reservedByUser.set(r.user_id, (reservedByUser.get(r.user_id) ?? 0) + Number(r.amount));
+  }
+  const violations: string[] = [];
+  for (const u of users) {
+    const reserved = reservedByUser.get(u.id) ?? 0;
+    const expected = Number(u.initial_balance) - reserved;
+    if (Number(u.balance) !== expected)
+      violations.push(
+        `user ${u.id}: balance ${u.balance}, but initial ${u.initial_balance} - reserved ${reserved} = ${expected}`,
+      );
+    if (Number(u.balance) < 0) violations.push(`user ${u.id}: negative balance ${u.balance}`);
+  }
+  return result("money: balance = initial - RESERVED, never negative", `${users.length} users`, violations);
+}
+
+/**
+ * Invariant 1 across the databases: what left the balances is what the CONFIRMED orders cost. The check
+ * above reads its reference, `initial_balance`, from the table it checks; this one compares user_db's
+ * money with order_db's orders.
+ */
+export function checkMoneyConserved(users: readonly UserRow[], orders: readonly OrderRow[]): InvariantResult {
+  const spent = users.reduce((n, u) => n + Number(u.initial_balance) - Number(u.balance), 0);
+  const confirmed = orders.filter((o) => o.status === "CONFIRMED");
+  const cost = confirmed.reduce((n, o) => n + Number(o.amount), 0);
+  return result(
+    "money conserved: Σ (initial - balance) over users = Σ amount of CONFIRMED orders",
+    `${users.length} users, ${confirmed.length} CONFIRMED orders`,
+    spent === cost ? [] : [`users spent ${spent}, CONFIRMED orders cost ${cost}`],
+  );
+}
+
+/** Each user the run created has the initial balance the run asked for, and no other user exists. */
+export function checkInitialBalances(users: readonly UserRow[], clients: ClientRecord): InvariantResult {
+  const stored = new Map(users.map((u) => [u.id, u]));
+  const created = new Set(clients.users.map((u) => u.id));
+  const violations: string[] = [];
+  for (const { id, balance } of clients.users) {
+    const u = stored.get(id);
+    if (!u) violations.push(`user ${id} was created (201) but is not in user_db`);
+    else if (Number(u.initial_balance) !== balance)
+      violations.push(`user ${id}: initial_balance ${u.initial_balance}, created with ${balance}`);
+  }
+  for (const u of users) if (!created.has(u.id)) violations.push(`user ${u.id} was not created by the run`);
+  return result(
+    "every user's initial_balance is what the run created it with",
+    `${clients.users.length} users created`,
+    violations,
+  );
+}
+
+/** Invariant 2: every order final, CONFIRMED exactly when RESERVED; no reservation without an order. */
+export function checkFinalStates(
+  orders: readonly OrderRow[],
+  reservations: readonly ReservationRow[],
+): InvariantResult {
+  const reservationOf = new Map(reservations.map((r) => [r.order_id, r]));
+  const violations: string[] = [];
+  for (const o of orders) {
+    const r = reservationOf.get(o.id);
+    if (o.status !== "CONFIRMED" && o.status !== "CANCELED")
+      violations.push(`order ${o.id} is still ${o.status}`);
+    else if ((o.status === "CONFIRMED") !== (r?.status === "RESERVED"))
+      violations.push(`order ${o.id} is ${o.status} but its reservation is ${r?.status ?? "missing"}`);
+  }
+  const orderIds = new Set(orders.map((o) => o.id));
+  for (const r of reservations) {
+    if (!orderIds.has(r.order_id)) violations.push(`reservation ${r.order_id} (${r.status}) has no order`);
+  }
+  return result(
+    "orders final; CONFIRMED exactly when RESERVED; no reservation without an order",
+    `${orders.length} orders`,
+    violations,
+  );
+}
+
+/** Invariant 3: every outbox row is marked published and its first copy is on Kafka. */
+export function checkPublished(outbox: readonly OutboxRow[], copies: readonly KafkaCopy[]): InvariantResult {
+  const onKafka = firstCopies(copies);
+  const violations: string[] = [];
+  for (const row of outbox) {
+    if (!row.published_at)
+      violations.push(`outbox row ${row.id} (${row.topic}, position ${row.position}) is unpublished`);
+    else if (!onKafka.has(row.id))
+      violations.push(`outbox row ${row.id} (${row.topic}) is marked published but is not on Kafka`);
+  }
+  return result("every outbox row published at least once", `${outbox.length} outbox rows`, violations);
+}
+
+/**
+ * Invariant 3: the group that consumes each event has its inbox row. The inbox's primary key (group, event
+ * id) allows one row, so this sees an event never applied, not one applied twice: a second application
+ * would show as a second emission (`checkEmissions`) or a balance off its ledger (`checkMoney`).
+ */
+export function checkInboxes(s: Pick<Snapshot, "userOutbox" | "orderOutbox" | "userInbox" | "orderInbox">) {
+  const inboxes = { user: s.userInbox, order: s.orderInbox };
+  const violations: string[] = [];
+  let expected = 0;
+  for (const { db, group, topics } of CONSUMERS) {
+    const recorded = new Map<string, number>();
+    for (const row of inboxes[db]) {
+      if (row.consumer_group === group) recorded.set(row.event_id, (recorded.get(row.event_id) ?? 0) + 1);
+    }
+    const sourceOutbox = db === "user" ? s.orderOutbox : s.userOutbox;
+    for (const row of sourceOutbox) {
+      if (!(topics as readonly string[]).includes(row.topic)) continue;
+      expected++;
+      const times = recorded.get(row.id) ?? 0;
+      if (times !== 1)
+        violations.push(`event ${row.id} (${row.topic}) recorded ${times} times in ${group}'s inbox`);
+    }
+  }
+  return result("every event recorded once in its consumer's inbox", `${expected} events`, violations);
+}
+
+/**
+ * Invariant 4: per order and topic, events published (same partition, rising offsets) and applied (rising
+ * inbox offsets) in the order written; every message's key is its aggregate.
+ */
+export function checkOrdering(
+  s: Pick<Snapshot, "userOutbox" | "orderOutbox" | "userInbox" | "orderInbox" | "copies">,
+): InvariantResult {
+  const onKafka = firstCopies(s.copies);
+  const violations: string[] = [];
+  const byAggregateTopic = new Map<string, OutboxRow[]>();
+  for (const row of [...s.userOutbox, ...s.orderOutbox]) {
+    if (!(EVENT_TOPICS as readonly string[]).includes(row.topic)) continue;
+    const key = `${row.aggregate_id} ${row.topic}`;
+    byAggregateTopic.set(key, [...(byAggregateTopic.get(key) ?? []), row]);
+  }
+  const appliedOffset = new Map<string, number>();
+  for (const row of [...s.userInbox, ...s.orderInbox])
+    appliedOffset.set(`${row.consumer_group} ${row.event_id}`, row.offset);
+  const groupOf = new Map<string, string>(
+    CONSUMERS.flatMap(({ group, topics }) => topics.map((t) => [t, group] as const)),
+  );
+  for (const [key, rows] of byAggregateTopic) {
+    if (rows.length < 2) continue;
+    rows.sort((a, b) => a.position - b.position);
+    const copies = rows.map((r) => onKafka.get(r.id));
+    for (let i = 1; i < rows.length; i++) {
+      const before = copies[i - 1];
+      const after = copies[i];
+      if (before && after && (before.partition !== after.partition || before.offset >= after.offset))
+        violations.push(
+          `${key}: position ${rows[i - 1]?.position} published at ${before.partition}/${before.offset}, after it ${rows[i]?.position} at ${after.partition}/${after.offset}`,
+        );
+      const group = groupOf.get(rows[i]?.topic ?? "");
+      const a = appliedOffset.get(`${group} ${rows[i - 1]?.id}`);
+      const b = appliedOffset.get(`${group} ${rows[i]?.id}`);
+      if (a !== undefined && b !== undefined && a >= b)
+        violations.push(
+          `${key}: ${group} applied position ${rows[i]?.position} (offset ${b}) before ${rows[i - 1]?.position} (offset ${a})`,
+        );
+    }
+  }
+  for (const c of s.copies) {
+    if (c.eventId && c.key !== c.aggregateId)
+      violations.push(
+        `event ${c.eventId} on ${c.topic} has key ${c.key}, not its aggregate ${c.aggregateId}`,
+      );
+  }
+  const multi = [...byAggregateTopic.values()].filter((rows) => rows.length > 1).length;
+  return result(
+    "per order and topic, published and applied in the order written",
+    `${byAggregateTopic.size} order/topic streams (${multi} with several events), ${s.copies.length} keys`,
+    violations,
+  );
+}
+
+/**
+ * How much earlier than its order's TIMEOUT cancel a credit reply's batch may have begun and still have
+ * found the order CANCELED, with every service's default session bounds. A batch's `processed_at` is its
+ * transaction's start; its claim (sent with BEGIN, in one write) then waits for its orders' locks, at most
+ * `statement_timeout` (a claim that waits longer fails and rolls back, inbox row and all); meanwhile the
+ * sweep may take an order whose lock the claim has not reached yet (they are taken in key order) and cancel
+ * it. BEGIN and the claim can be held apart only by a fault: a link blackholed between the two, or a
+ * frozen PostgreSQL. 5 s on top for latency faults and the sweep's own statement.
+ */
+export function timeoutRaceMarginMs(longestStallMs: number): number {
+  return DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs + longestStallMs + 5000;
+}
+
+const CREDIT_REPLIES: readonly string[] = [TOPICS.creditReserved, TOPICS.creditReservationFailed];
+const ORDER_GROUP = CONSUMERS[1].group;
+/** The inbox stores the topic as consumed, under the run's prefix; the name without it ends the same. */
+const logical = (topic: string) => CREDIT_REPLIES.find((t) => topic.endsWith(t)) ?? topic;
+
+/**
+ * A credit reply consumed without effect must not hide behind the deadline: an order canceled with
+ * reason TIMEOUT whose reply the order-service recorded in its inbox while the order was still PENDING
+ * was left PENDING by that reply, which a reply never does (CONFIRMED, or CANCELED with the refusal's
+ * reason). "While PENDING" is read from timestamps of order_db's one clock: the reply's batch began more
+ * than `marginMs` (`timeoutRaceMarginMs`) before the sweep's cancel. Closer than that, the batch may have
+ * waited for its locks while the sweep canceled the order, and found it CANCELED: a legitimate race, not
+ * counted. Which order a reply answers comes from user_db's outbox or the message on Kafka.
+ */
+export function checkTimeoutCancels(
+  s: Pick<Snapshot, "orders" | "userOutbox" | "orderInbox" | "copies">,
+  marginMs: number,
+): { result: InvariantResult; cancels: TimeoutCancel[] } {
+  const orderOfReply = new Map<string, string>();
+  for (const row of s.userOutbox)
+    if (CREDIT_REPLIES.includes(row.topic)) orderOfReply.set(row.id, row.aggregate_id);
+  for (const c of s.copies)
+    if (CREDIT_REPLIES.includes(c.topic) && c.eventId && c.aggregateId)
+      orderOfReply.set(c.eventId, c.aggregateId);
+  // The earliest, should an order have had two replies (which checkEmissions counts).
+  const replyOf = new Map<string, InboxRow>();
+  for (const row of s.orderInbox) {
+    const orderId = orderOfReply.get(row.event_id);
+    const seen = orderId && replyOf.get(orderId);
+    if (orderId && row.consumer_group === ORDER_GROUP && (!seen || row.processed_at < seen.processed_at))
+      replyOf.set(orderId, row);
+  }
+  const cancels: TimeoutCancel[] = [];
+  const violations: string[] = [];
+  for (const o of s.orders) {
+    if (o.status !== "CANCELED" || o.cancel_reason !== CANCEL_REASONS.timeout) continue;
+    const reply = replyOf.get(o.id);
+    const processedS = reply ? (reply.processed_at.getTime() - o.updated_at.getTime()) / 1000 : undefined;
+    cancels.push({
+      orderId: o.id,
+      sagaS: (o.updated_at.getTime() - o.created_at.getTime()) / 1000,
+      reply: reply && processedS !== undefined ? { topic: logical(reply.topic), processedS } : null,
+    });
+    if (reply && processedS !== undefined && -processedS * 1000 > marginMs)
+      violations.push(
+        `order ${o.id} canceled at its deadline (TIMEOUT), though its ${logical(reply.topic)} was recorded ${(-processedS).toFixed(1)} s before, while it was PENDING`,
+      );
+  }
+  const answered = cancels.filter((c) => c.reply).length;
+  return {
+    result: result(
+      `no TIMEOUT cancel of an order whose credit reply was consumed while it was PENDING (over ${(marginMs / 1000).toFixed(0)} s before the cancel)`,
+      `${cancels.length} TIMEOUT cancels, ${answered} with a reply in the inbox`,
+      violations,
+    ),
+    cancels,
+  };
+}
+
+/**
+ * What clients were told holds in order_db: each `201`'s order exists as it was asked for; each order came
+ * from one Idempotency-Key, so a retried POST never made a second one (the load sends a key with every
+ * POST, and the order-service stores the answer it gave with the key); each order whose `DELETE` was
+ * answered `204` is CANCELED.
+ */
+export function checkAnswers(
+  orders: readonly OrderRow[],
+  keys: readonly KeyRow[],
+  clients: ClientRecord,
+): InvariantResult[] {
+  const orderOf = new Map(orders.map((o) => [o.id, o]));
+
+  const told: string[] = [];
+  for (const [key, sent] of clients.created) {
+    const o = orderOf.get(sent.id);
+    if (!o) told.push(`order ${sent.id}, a 201's for key ${key}, is not in order_db`);
+    else if (o.user_id !== sent.userId || Number(o.amount) !== sent.amount)
+      told.push(
+        `order ${o.id} is of user ${o.user_id}, amount ${o.amount}; its POST (key ${key}) asked for ${sent.userId}, ${sent.amount}`,
+      );
+  }
+
+  const once: string[] = [];
+  const keysOf = new Map<string, string[]>();
+  const storedAnswer = new Map<string, string | null>();
+  for (const k of keys) {
+    storedAnswer.set(k.key, k.order_id);
+    if (!clients.keysSent.has(k.key)) once.push(`idempotency key ${k.key} was never sent by the load`);
+    if (k.order_id === null || !orderOf.has(k.order_id))
+      once.push(`idempotency key ${k.key} names order ${k.order_id}, which is not in order_db`);
+    else keysOf.set(k.order_id, [...(keysOf.get(k.order_id) ?? []), k.key]);
+  }
+  for (const o of orders) {
+    const n = keysOf.get(o.id)?.length ?? 0;
+    if (n !== 1) once.push(`order ${o.id} is named by ${n} idempotency keys' stored answers`);
+  }
+  for (const [key, sent] of clients.created) {
+    const stored = storedAnswer.get(key);
+    if (stored === undefined)
+      once.push(`key ${key}: its 201 named order ${sent.id}, and no answer is stored under it`);
+    else if (stored !== sent.id)
+      once.push(`key ${key}: its 201 named order ${sent.id}, its stored answer ${stored}`);
+  }
+  if (orders.length > clients.keysSent.size)
+    once.push(`${orders.length} orders for ${clients.keysSent.size} idempotency keys sent`);
+
+  const canceled: string[] = [];
+  for (const id of clients.canceled) {
+    const o = orderOf.get(id);
+    if (o?.status !== "CANCELED")
+      canceled.push(`order ${id}: its DELETE was answered 204, and it is ${o?.status ?? "not in order_db"}`);
+  }
+
+  return [
+    result(
+      "every order a 201 named exists, with the user and amount asked for",
+      `${clients.created.size} orders created (201)`,
+      told,
+    ),
+    result(
+      "one order per Idempotency-Key: every order named by one key's stored answer, a key the load sent",
+      `${orders.length} orders, ${clients.keysSent.size} keys sent`,
+      once,
+    ),
+    result(
+      "every order whose DELETE was answered 204 is CANCELED",
+      `${clients.canceled.size} orders`,
+      canceled,
+    ),
+  ];
 }
 
 /**

@@ -3,9 +3,14 @@ import type { AddressInfo } from "node:net";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startLoad } from "./load.ts";
 
-/** A stand-in for the gateway that records the orders it is sent, answering each after `delayMs()`. */
+/**
+ * A stand-in for the gateway that records the orders it is sent, answering each after `delayMs()`: a 201
+ * naming a new id (recorded by the request's Idempotency-Key), and a 204 to every DELETE (recorded by id).
+ */
 async function fakeGateway(delayMs: () => number) {
   const orders: string[] = [];
+  const answered = new Map<string, string>();
+  const deleted = new Set<string>();
   let next = 0;
   const server = createServer((req, res) => {
     let body = "";
@@ -17,13 +22,15 @@ async function fakeGateway(delayMs: () => number) {
       setTimeout(() => {
         res.writeHead(req.method === "POST" ? 201 : 204, { "content-type": "application/json" });
         const id = `00000000-0000-4000-8000-${String(next++).padStart(12, "0")}`;
+        if (req.method === "POST") answered.set(String(req.headers["idempotency-key"]), id);
+        else deleted.add(req.url?.split("/").pop() ?? "");
         res.end(req.method === "POST" ? JSON.stringify({ id, status: "PENDING" }) : undefined);
       }, delayMs());
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, orders };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, orders, answered, deleted };
 }
 
 const users = Array.from({ length: 5 }, (_, i) => ({
@@ -55,5 +62,23 @@ describe("the chaos load", () => {
       return n === 0;
     });
     expect(missing).toEqual([]);
+  });
+
+  it("records what it was told: the order each 201 named by its Idempotency-Key, and each order whose DELETE got 204", async () => {
+    const gateway = await fakeGateway(() => 0);
+    const load = startLoad({ gatewayUrl: gateway.url, seed: 7, rate: 200, users, cancelRatio: 0.5 });
+    await new Promise((r) => setTimeout(r, 300));
+    await load.stop();
+    const { keysSent, created, canceled } = load.answers;
+    expect(created.size).toBeGreaterThan(20);
+    expect(keysSent.size).toBe(load.stats.ordersSent);
+    expect(new Map([...created].map(([key, order]) => [key, order.id]))).toEqual(gateway.answered);
+    for (const key of created.keys()) expect(keysSent.has(key)).toBe(true);
+    // With the user and amount each POST sent, every one of them answered here.
+    const asText = (os: { userId: string; amount: number }[]) =>
+      os.map(({ userId, amount }) => JSON.stringify({ userId, amount })).sort();
+    expect(asText([...created.values()])).toEqual(asText(gateway.orders.map((o) => JSON.parse(o))));
+    expect(canceled.size).toBeGreaterThan(0);
+    expect(canceled).toEqual(gateway.deleted);
   });
 });

@@ -25,6 +25,19 @@ export type LoadOptions = {
   users: { id: string; balance: number; token: string }[];
 };
 
+/**
+ * What the load was answered, for the checker to hold the final state to (`ClientRecord` in checker.ts):
+ * the order each `201` named, by its Idempotency-Key, and each order whose `DELETE` got a `204`.
+ */
+export type Answers = {
+  /** Every Idempotency-Key sent with a `POST /orders`, answered or not. */
+  keysSent: Set<string>;
+  /** The order each `201` named, by the Idempotency-Key of its request, with the user and amount sent. */
+  created: Map<string, { id: string; userId: string; amount: number }>;
+  /** Orders whose `DELETE` was answered `204`. */
+  canceled: Set<string>;
+};
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -110,6 +123,7 @@ function emptyStats(): LoadStats {
 /**
  * A steady, seeded mix of orders (some larger than any balance, so they must fail) and cancels of
  * earlier orders, through the gateway. `stop()` ends the offered load and waits for what is in flight.
+ * `answers` records what clients were told.
  */
 export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: LoadOptions) {
   const rng = xoroshiro128plus(seed);
@@ -119,6 +133,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
   // Each order created, by the tick that sent it, with its owner's token, which alone may cancel it.
   const created = new Map<number, { id: string; token: string }>();
   const pending = new Set<Promise<void>>();
+  const answers: Answers = { keysSent: new Set(), created: new Map(), canceled: new Set() };
   const maxBalance = Math.max(...users.map((u) => u.balance));
   let stopped = false;
 
@@ -134,6 +149,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
   const order = ({ id: userId, token }: { id: string; token: string }, amount: number, tick: number) => {
     const key = randomUUID();
     stats.ordersSent++;
+    answers.keysSent.add(key);
     track(
       untilAnswered(stats, () =>
         api.POST("/orders", {
@@ -146,6 +162,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
         if (res?.data) {
           stats.ordersCreated++;
           created.set(tick, { id: res.data.id, token });
+          if (res.response.status === 201) answers.created.set(key, { id: res.data.id, userId, amount });
         }
       }),
     );
@@ -161,7 +178,10 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
           signal: AbortSignal.timeout(5000),
         }),
       ).then((res) => {
-        if (res?.response.status === 204) stats.cancelsDone++;
+        if (res?.response.status === 204) {
+          stats.cancelsDone++;
+          answers.canceled.add(orderId);
+        }
       }),
     );
   };
@@ -188,6 +208,7 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
 
   return {
     stats,
+    answers,
     async stop() {
       stopped = true;
       await loop;

@@ -10,6 +10,7 @@ const report = (r: Partial<ChaosReport>): ChaosReport => ({
   proxy: { connections: 0, resets: 0, megabytes: 0 },
   outcomes: { CONFIRMED: 3 },
   load: {},
+  timeoutCancels: [],
   duplicateCopies: 0,
   unplannedExits: [],
   maxRelayLagS: 0,

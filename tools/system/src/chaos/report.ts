@@ -1,4 +1,4 @@
-import type { InvariantResult } from "./checker.ts";
+import type { InvariantResult, TimeoutCancel } from "./checker.ts";
 import type { FaultKind } from "./schedule.ts";
 
 /** A markdown table: readable in a terminal, and pasted as it is into a note. */
@@ -23,6 +23,8 @@ export type ChaosReport = {
   proxy: { connections: number; resets: number; megabytes: number };
   outcomes: Record<string, number>;
   load: Record<string, number>;
+  /** Every order canceled at its deadline, with its credit reply, if the order-service recorded one. */
+  timeoutCancels: TimeoutCancel[];
   duplicateCopies: number;
   /** Processes that exited by themselves once ready (crashes), with their code and time up: a failure. */
   unplannedExits: string[];
@@ -63,6 +65,7 @@ export function formatReport(r: ChaosReport): string {
     ...(r.unplannedExits.length > 0
       ? [`Exits the run did not cause: ${r.unplannedExits.join("; ")}.`, ""]
       : []),
+    ...timeoutTable(r.timeoutCancels),
     table(["result", "invariant", "checked"], invariantRows),
     ...(examples ? ["", "Counter-examples:", examples] : []),
   ].join("\n");
@@ -76,4 +79,31 @@ function faultTable(faults: ChaosReport["faults"], kinds: FaultKind[], what: str
     [what, ...kinds],
     [...targets.map((t) => [t, ...kinds.map((k) => faults[k][t] ?? 0)]), ["all", ...kinds.map(total)]],
   );
+}
+
+const TIMEOUTS_LISTED = 20;
+
+/**
+ * The orders canceled at their deadline: each is a saga that stopped (a lost or stuck event), or one that a
+ * fault held past the deadline; their replies say which, and the checker fails one answered long before.
+ */
+function timeoutTable(cancels: readonly TimeoutCancel[]): string[] {
+  if (cancels.length === 0) return ["No order was canceled at its deadline (TIMEOUT).", ""];
+  const rows = cancels
+    .slice(0, TIMEOUTS_LISTED)
+    .map((c) => [
+      c.orderId,
+      c.sagaS.toFixed(1),
+      c.reply
+        ? `${c.reply.topic}, recorded ${Math.abs(c.reply.processedS).toFixed(1)} s ${c.reply.processedS < 0 ? "before" : "after"} the cancel`
+        : "none in the inbox",
+    ]);
+  const more = cancels.length - rows.length;
+  return [
+    `Canceled at the deadline (TIMEOUT): ${cancels.length}`,
+    "",
+    table(["order", "saga (s)", "credit reply"], rows),
+    ...(more > 0 ? [`… and ${more} more (in the JSON report)`] : []),
+    "",
+  ];
 }

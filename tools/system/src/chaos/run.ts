@@ -22,6 +22,20 @@ import {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** What each chaos user is created with; the checker holds user_db's `initial_balance` to it. */
+const INITIAL_BALANCE = 20_000;
+
+/**
+ * The longest a fault holds a process or a link still while its connections live on (a freeze, a
+ * blackhole): how long a transaction's statements may be held apart, for the checker's TIMEOUT race.
+ */
+export function longestStallMs(schedule: readonly Fault[]): number {
+  return Math.max(
+    0,
+    ...schedule.filter((f) => f.kind === "freeze" || f.kind === "blackhole").map((f) => f.durationMs),
+  );
+}
+
 export type ChaosOptions = {
   durationS: number;
   rate: number;
@@ -152,7 +166,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       adminToken: await system.token(`chaos-${runId}`, { admin: true, ttlSeconds: 7 * 24 * 3600 }),
       token: (id: string) => system.token(id, { ttlSeconds: 7 * 24 * 3600 }),
     };
-    const users = await createUsers(system.gatewayUrl, opts.users, 20_000, runId, auth);
+    const users = await createUsers(system.gatewayUrl, opts.users, INITIAL_BALANCE, runId, auth);
     const load = startLoad({ gatewayUrl: system.gatewayUrl, seed: opts.seed, rate: opts.rate, users });
     const started = Date.now();
 
@@ -224,11 +238,13 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
         : "chaos: never quiet; checking anyway",
     );
 
-    const { results, observed } = await checkInvariants({
+    const { results, observed, timeoutCancels } = await checkInvariants({
       userDbUrl: system.userDbUrl,
       orderDbUrl: system.orderDbUrl,
       kafka,
       outboxComplete: true,
+      clients: { users, ...load.answers },
+      longestStallMs: longestStallMs(schedule),
     });
     if (!quiet)
       results.unshift({
@@ -272,6 +288,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       },
       outcomes,
       load: load_,
+      timeoutCancels,
       duplicateCopies: observed.duplicateCopies,
       unplannedExits: exits.map(describeExit),
       maxRelayLagS,
