@@ -81,4 +81,15 @@ describe("the chaos load", () => {
     expect(canceled.size).toBeGreaterThan(0);
     expect(canceled).toEqual(gateway.deleted);
   });
+
+  it("sends nothing more once it stops offering, though it was not stopped", async () => {
+    const gateway = await fakeGateway(() => 0);
+    const load = startLoad({ gatewayUrl: gateway.url, seed: 7, rate: 200, users });
+    await new Promise((r) => setTimeout(r, 100));
+    load.stopOffering();
+    const sent = load.stats.ordersSent;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(load.stats.ordersSent).toBe(sent);
+    await load.stop();
+  });
 });

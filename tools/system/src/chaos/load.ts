@@ -122,8 +122,8 @@ function emptyStats(): LoadStats {
 
 /**
  * A steady, seeded mix of orders (some larger than any balance, so they must fail) and cancels of
- * earlier orders, through the gateway. `stop()` ends the offered load and waits for what is in flight.
- * `answers` records what clients were told.
+ * earlier orders, through the gateway. `stopOffering()` sends nothing more; `stop()` does that and waits
+ * for what is in flight. `answers` records what clients were told.
  */
 export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: LoadOptions) {
   const rng = xoroshiro128plus(seed);
@@ -209,6 +209,10 @@ export function startLoad({ gatewayUrl, seed, rate, users, cancelRatio = 0.2 }: 
   return {
     stats,
     answers,
+    /** Sends no more orders or cancels; what is in flight goes on. */
+    stopOffering() {
+      stopped = true;
+    },
     async stop() {
       stopped = true;
       await loop;

@@ -10,6 +10,8 @@ const report = (r: Partial<ChaosReport>): ChaosReport => ({
   proxy: { connections: 0, resets: 0, megabytes: 0 },
   outcomes: { CONFIRMED: 3 },
   load: {},
+  loadStoppedS: 60,
+  faultsEndedS: 58,
   timeoutCancels: [],
   duplicateCopies: 0,
   unplannedExits: [],

@@ -23,6 +23,10 @@ export type ChaosReport = {
   proxy: { connections: number; resets: number; megabytes: number };
   outcomes: Record<string, number>;
   load: Record<string, number>;
+  /** When the load stopped offering orders, from its start: the run's duration. */
+  loadStoppedS: number;
+  /** When the last fault of the schedule ended, from the load's start: past its stop, faults went on without new orders. */
+  faultsEndedS: number;
   /** Every order canceled at its deadline, with its credit reply, if the order-service recorded one. */
   timeoutCancels: TimeoutCancel[];
   duplicateCopies: number;
@@ -51,6 +55,8 @@ export function formatReport(r: ChaosReport): string {
     table(
       ["load and recovery", "value"],
       [
+        ["load offered (s)", r.loadStoppedS.toFixed(0)],
+        ["last fault ended (s from the load's start)", r.faultsEndedS.toFixed(0)],
         ...Object.entries(r.load),
         ["connections through the fault proxies", r.proxy.connections],
         ["of them reset by a fault", r.proxy.resets],

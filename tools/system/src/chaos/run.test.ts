@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { NodeProcess } from "../stack/node-process.ts";
 import type { System } from "../stack/system.ts";
-import { inflict } from "./run.ts";
+import { inflict, underFaults } from "./run.ts";
 
 /** A system of one process, `user-1`, that has exited by itself: what a crash leaves to the schedule. */
 function crashedSystem() {
@@ -29,5 +29,61 @@ describe("a fault on a process that exited by itself", () => {
     await inflict(system, { kind: "freeze", atMs: 0, victim: "user-1", durationMs: 10 }, () => {});
     expect(running()).toBe(true);
     expect(frozen).toEqual(["user-1"]);
+  });
+});
+
+describe("the load under faults", () => {
+  /** A load that records when it stopped offering and when it was stopped. */
+  function fakeLoad(events: string[]) {
+    let offering!: () => void;
+    const stoppedOffering = new Promise<void>((resolve) => {
+      offering = resolve;
+    });
+    return {
+      stoppedOffering,
+      stopOffering() {
+        events.push("load stopped offering");
+        offering();
+      },
+      async stop() {
+        events.push("load stopped, nothing in flight");
+      },
+    };
+  }
+
+  it("stops offering the load at its duration, while faults still go on, and waits for them", async () => {
+    const events: string[] = [];
+    const load = fakeLoad(events);
+    await underFaults(
+      1,
+      load,
+      async () => {
+        // The last fault ends only after the load's duration.
+        await load.stoppedOffering;
+        events.push("faults ended");
+      },
+      () => events.push("said so"),
+    );
+    expect(events).toEqual([
+      "load stopped offering",
+      "said so",
+      "faults ended",
+      "load stopped, nothing in flight",
+    ]);
+  });
+
+  it("ends the load at once when a fault fails, and throws its error once nothing is in flight", async () => {
+    const events: string[] = [];
+    const error = new Error("relay-2 did not come back");
+    const run = underFaults(
+      3_600_000,
+      fakeLoad(events),
+      async () => {
+        throw error;
+      },
+      () => events.push("said so"),
+    );
+    await expect(run).rejects.toBe(error);
+    expect(events).toEqual(["load stopped offering", "said so", "load stopped, nothing in flight"]);
   });
 });

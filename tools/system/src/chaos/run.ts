@@ -1,5 +1,6 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { createKafka } from "@saga/kafka";
 import { cacheDir } from "@saga/tools/infra";
@@ -159,6 +160,10 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
   const faults = Object.fromEntries(FAULT_KINDS.map((k) => [k, {}])) as ChaosReport["faults"];
   let faultsDone = 0;
   let maxRelayLagS = 0;
+  let loadStoppedS = 0;
+  let faultsEndedS = 0;
+  let watchLag: NodeJS.Timeout | undefined;
+  let progress: NodeJS.Timeout | undefined;
 
   try {
     // Tokens for as long as any run lasts.
@@ -169,18 +174,19 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     const users = await createUsers(system.gatewayUrl, opts.users, INITIAL_BALANCE, runId, auth);
     const load = startLoad({ gatewayUrl: system.gatewayUrl, seed: opts.seed, rate: opts.rate, users });
     const started = Date.now();
+    const sinceStart = () => (Date.now() - started) / 1000;
 
-    const watchLag = setInterval(() => {
+    watchLag = setInterval(() => {
       relayLag([userDb, orderDb])
         .then((lag) => {
           maxRelayLagS = Math.max(maxRelayLagS, lag);
         })
         .catch(() => {});
     }, 1000);
-    const progress = setInterval(() => {
+    progress = setInterval(() => {
       const s = load.stats;
       log(
-        `chaos: t=${Math.round((Date.now() - started) / 1000)}s orders sent=${s.ordersSent} created=${s.ordersCreated} in-flight=${s.inFlight} cancels=${s.cancelsSent} faults=${faultsDone}/${schedule.length} max relay lag=${maxRelayLagS.toFixed(2)}s`,
+        `chaos: t=${Math.round(sinceStart())}s orders sent=${s.ordersSent} created=${s.ordersCreated} in-flight=${s.inFlight} cancels=${s.cancelsSent} faults=${faultsDone}/${schedule.length} max relay lag=${maxRelayLagS.toFixed(2)}s`,
       );
     }, 5000);
 
@@ -198,16 +204,24 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     // Faults on different targets overlap in time; each target's own faults run one after another.
     const byTarget = new Map<string, Fault[]>();
     for (const f of schedule) byTarget.set(targetOf(f), [...(byTarget.get(targetOf(f)) ?? []), f]);
-    const striking = Promise.all(
-      [...byTarget.values()].map(async (fs) => {
-        for (const f of fs) await strike(f);
-      }),
+    await underFaults(
+      opts.durationS * 1000,
+      load,
+      async () => {
+        await Promise.all(
+          [...byTarget.values()].map(async (fs) => {
+            for (const f of fs) await strike(f);
+          }),
+        );
+        faultsEndedS = sinceStart();
+      },
+      () => {
+        loadStoppedS = sinceStart();
+        log(
+          `chaos: load stopped at ${loadStoppedS.toFixed(0)}s (${load.stats.ordersSent} orders sent); waiting for ${schedule.length - faultsDone} faults still under way or scheduled and ${load.stats.inFlight} requests in flight`,
+        );
+      },
     );
-
-    await sleep(opts.durationS * 1000);
-    log("chaos: load stopped; waiting for the faults still scheduled and the requests in flight");
-    await striking;
-    await load.stop();
     clearInterval(progress);
 
     // Exits the run did not cause: a process that crashed is started again below (and by its next kill or
@@ -288,6 +302,8 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       },
       outcomes,
       load: load_,
+      loadStoppedS,
+      faultsEndedS,
       timeoutCancels,
       duplicateCopies: observed.duplicateCopies,
       unplannedExits: exits.map(describeExit),
@@ -296,10 +312,35 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       invariants: results,
     };
   } finally {
+    clearInterval(progress);
+    clearInterval(watchLag);
     await Promise.allSettled([userDb.end(), orderDb.end(), kafka.close()]);
     await system.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The run's middle: offers the load for `durationMs` while `strike` does the schedule's faults, stops
+ * offering it at the duration (faults may go on past it: a target's faults wait for its last one), then
+ * waits for the faults and the requests in flight. A fault that fails stops the load at once, and its
+ * error is thrown once nothing is in flight, not left an unhandled rejection, which ended the process
+ * with no report and its data directory left behind.
+ */
+export async function underFaults(
+  durationMs: number,
+  load: { stopOffering(): void; stop(): Promise<void> },
+  strike: () => Promise<void>,
+  onLoadStopped: () => void,
+): Promise<void> {
+  const failed = new AbortController();
+  const striking = strike().catch((err: unknown) => failed.abort(err));
+  await delay(durationMs, undefined, { signal: failed.signal }).catch(() => {});
+  load.stopOffering();
+  onLoadStopped();
+  await striking;
+  await load.stop();
+  if (failed.signal.aborted) throw failed.signal.reason;
 }
 
 /** Does one fault and undoes it after its duration: restarts, continues, heals. */
