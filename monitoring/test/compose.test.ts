@@ -5,6 +5,13 @@ import { parseGatewayEnv } from "@saga/gateway";
 import { parseOrderServiceEnv } from "@saga/order-service";
 import { parseRelayEnv } from "@saga/relay/src/env.ts";
 import { PROCESSES as BUILT, bundleOf } from "@saga/tools/build";
+import {
+  DOCKER_IMAGES,
+  KAFKA_VERSION,
+  kafkaImageEnvironment,
+  REPLICATION_SETTINGS,
+  SINGLE_NODE_SETTINGS,
+} from "@saga/tools/infra";
 import { parseUserServiceEnv } from "@saga/user-service";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -50,6 +57,16 @@ const envOf = (s: Service): Record<string, string> =>
   );
 const entryOf = (s: Service) => (Array.isArray(s.command) ? s.command[0] : s.command);
 const nodeServices = Object.entries(services).filter(([, s]) => s.build !== undefined);
+const postgresServices = Object.entries(services).filter(([, s]) => s.image?.startsWith("postgres:"));
+/** The server settings of a `postgres -c key=value …` command. */
+const postgresSettingsOf = (s: Service): Record<string, string> => {
+  const words = Array.isArray(s.command) ? s.command : (s.command ?? "").split(/\s+/);
+  return Object.fromEntries(
+    words
+      .flatMap((word, i) => (words[i - 1] === "-c" ? [word] : []))
+      .map((setting) => [setting.slice(0, setting.indexOf("=")), setting.slice(setting.indexOf("=") + 1)]),
+  );
+};
 const servicesRunning = (entry: string) => nodeServices.filter(([, s]) => entryOf(s) === entry);
 
 describe("compose.yaml", () => {
@@ -137,6 +154,26 @@ describe("compose.yaml", () => {
       expect(service.healthcheck?.test.join(" ")).toContain("process.env.PORT");
     },
   );
+
+  // What the tests ran against is what Compose runs: a setting missing here (wal_level=logical, the cap
+  // on a slot's WAL) breaks or changes the relay only in Compose.
+  it("runs PostgreSQL with the replication settings of the local and the Docker test servers", () => {
+    expect(postgresServices.map(([name]) => name).sort()).toEqual(["order-db", "user-db"]);
+    for (const [name, service] of postgresServices) {
+      const settings = postgresSettingsOf(service);
+      for (const [key, value] of Object.entries(REPLICATION_SETTINGS))
+        expect(settings[key], `${name}: ${key}`).toBe(String(value));
+      expect(service.image, name).toBe(DOCKER_IMAGES.postgres);
+    }
+  });
+
+  it("runs the local broker's Kafka version with its single-node settings", () => {
+    for (const name of ["kafka", "kafka-init"])
+      expect(services[name]?.image, name).toBe(`apache/kafka:${KAFKA_VERSION}`);
+    const env = envOf(services.kafka as Service);
+    for (const [key, value] of Object.entries(kafkaImageEnvironment(SINGLE_NODE_SETTINGS)))
+      expect(env[key], key).toBe(value);
+  });
 
   it("points every connection at a service that exists, on the port it listens on", () => {
     const postgresOf = (url: string) => {

