@@ -1,5 +1,9 @@
+import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { ALL_TOPICS } from "@saga/contracts";
 import { parseGatewayEnv } from "@saga/gateway";
 import { parseOrderServiceEnv } from "@saga/order-service";
@@ -13,7 +17,7 @@ import {
   SINGLE_NODE_SETTINGS,
 } from "@saga/tools/infra";
 import { parseUserServiceEnv } from "@saga/user-service";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { parse } from "yaml";
 import { prometheusConfigs, repoRoot } from "../src/paths.ts";
 
@@ -26,7 +30,13 @@ type Service = {
   ports?: string[];
   volumes?: string[];
   depends_on?: DependsOn;
-  healthcheck?: { test: string[] };
+  healthcheck?: {
+    test: string[];
+    interval?: string;
+    timeout?: string;
+    start_period?: string;
+    retries?: number;
+  };
   restart?: string;
 };
 
@@ -151,7 +161,8 @@ describe("compose.yaml", () => {
       // gateway's API is published.
       expect(env.HOST).toBe("0.0.0.0");
       expect(service.ports ?? []).toEqual(name === "gateway" ? [`${env.PORT}:${env.PORT}`] : []);
-      expect(service.healthcheck?.test.join(" ")).toContain("process.env.PORT");
+      // Where its health check asks /ready (the Dockerfile's, below).
+      expect(env.PORT, name).toMatch(/^\d+$/);
     },
   );
 
@@ -173,6 +184,18 @@ describe("compose.yaml", () => {
     const env = envOf(services.kafka as Service);
     for (const [key, value] of Object.entries(kafkaImageEnvironment(SINGLE_NODE_SETTINGS)))
       expect(env[key], key).toBe(value);
+  });
+
+  it("asks PostgreSQL over TCP whether it is ready, which the image's first-run init server does not listen on", () => {
+    // Without -h, pg_isready asks the Unix socket, on which the image's entrypoint runs a temporary server
+    // while it creates the database: healthy, then gone, before the real server starts.
+    // https://github.com/docker-library/postgres/blob/master/docker-entrypoint.sh
+    for (const [name, service] of postgresServices) {
+      const test = service.healthcheck?.test ?? [];
+      expect(test.slice(0, 2), name).toEqual(["CMD", "pg_isready"]);
+      const host = test.includes("-h") ? test[test.indexOf("-h") + 1] : undefined;
+      expect(host, `${name}: pg_isready -h`).toBe("127.0.0.1");
+    }
   });
 
   it("points every connection at a service that exists, on the port it listens on", () => {
@@ -288,8 +311,61 @@ describe("Dockerfile", () => {
     expect(dockerfile).toMatch(/^HEALTHCHECK /m);
   });
 
-  it("keeps node_modules, caches and history out of the build context", () => {
+  it("keeps node_modules, caches, history and env files out of the build context", () => {
     const ignored = readFileSync(join(repoRoot, ".dockerignore"), "utf8").split("\n");
-    for (const entry of ["**/node_modules", ".cache", ".git"]) expect(ignored).toContain(entry);
+    // `COPY . .` would put a developer's secrets into the build stage's layers.
+    for (const entry of ["**/node_modules", ".cache", ".git", "**/.env", "**/.env.*", "**/*.env"])
+      expect(ignored).toContain(entry);
+  });
+
+  // HEALTHCHECK --interval=5s … \n  CMD ["node", "-e", "…"]
+  const healthcheck = /^HEALTHCHECK ((?:--[\w-]+=\S+ )+)\\\n\s*CMD (\[.*\])$/m.exec(dockerfile);
+  const probe = JSON.parse(healthcheck?.[2] ?? "[]") as string[];
+
+  it("has the health check compose.yaml gives every Node service", () => {
+    const options = Object.fromEntries(
+      [...(healthcheck?.[1] ?? "").matchAll(/--([\w-]+)=(\S+)/g)].map((m) => [m[1], m[2]]),
+    );
+    for (const [name, service] of nodeServices) {
+      const check = service.healthcheck;
+      expect(check?.test, name).toEqual(["CMD", ...probe]);
+      expect(
+        { interval: check?.interval, timeout: check?.timeout, "start-period": check?.start_period },
+        name,
+      ).toEqual({
+        interval: options.interval,
+        timeout: options.timeout,
+        "start-period": options["start-period"],
+      });
+      expect(String(check?.retries), name).toBe(options.retries);
+    }
+  });
+
+  // The processes listen on different ports by default (gateway 8080, user-service 8081, order-service 8091,
+  // relay 9400): the image cannot know which one runs, so PORT is the port it asks.
+  it("asks /ready on PORT, and says that PORT is needed when it is not set", async () => {
+    expect(probe.slice(0, 2)).toEqual(["node", "-e"]);
+    let ready = true;
+    const server = createServer((req, res) => {
+      res.writeHead(req.url === "/ready" && ready ? 200 : 503).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const port = String((server.address() as AddressInfo).port);
+    const run = async (env: Record<string, string>) => {
+      try {
+        await promisify(execFile)(process.execPath, probe.slice(1), { env, timeout: 10_000 });
+        return { code: 0, stderr: "" };
+      } catch (err) {
+        const { code, stderr } = err as { code: number; stderr: string };
+        return { code, stderr };
+      }
+    };
+    expect(await run({ PORT: port })).toEqual({ code: 0, stderr: "" });
+    ready = false;
+    expect((await run({ PORT: port })).code).toBe(1);
+    const unset = await run({});
+    expect(unset.code).toBe(1);
+    expect(unset.stderr).toMatch(/PORT is not set/);
   });
 });
