@@ -14,7 +14,9 @@ import type { Hono } from "hono";
 import { deferContinue } from "./body-limit.ts";
 import type { ServerLimits } from "./settings.ts";
 
-// Kubernetes and our own tests give a process 5 s between SIGTERM and SIGKILL.
+// A process exits within 5 s of SIGTERM, which the services' shutdown tests hold it to: well inside
+// Kubernetes' default grace before SIGKILL (terminationGracePeriodSeconds, 30 s) and compose.yaml's
+// stop_grace_period (10 s).
 const SHUTDOWN_DEADLINE_MS = 4500;
 const HTTP_DRAIN_MS = 2000;
 /**
