@@ -19,6 +19,8 @@ import type { ServerLimits } from "./settings.ts";
 // stop_grace_period (10 s).
 const SHUTDOWN_DEADLINE_MS = 4500;
 const HTTP_DRAIN_MS = 2000;
+// What `draining` is given of the HTTP drain: the rest is for writing the answers it ends then.
+const ANSWER_MARGIN_MS = 300;
 /**
  * Connections the kernel holds for a listening socket until the process accepts them. Past it, a new
  * connection's SYN is dropped and its client sends it again a second later (then 3, then 7): a stall,
@@ -236,7 +238,8 @@ const EXIT_MARGIN_MS = 300;
 
 /**
  * Serves the app until SIGTERM or SIGINT, then shuts down in order: stop accepting connections, let
- * requests in flight finish, `stop()` the rest (the consumer finishes the event in hand and commits),
+ * requests in flight finish for up to 2 s (`draining` answers those that would take longer; past it their
+ * connections are closed), `stop()` the rest (the consumer finishes the event in hand and commits),
  * and exit. `stop` gets a signal that aborts shortly before the deadline, for every call it waits for;
  * a shutdown that hangs all the same is cut short at the deadline with exit code 1. When `failed`
  * settles (a part of the process that must not die did), the process shuts down the same way and exits
@@ -250,8 +253,12 @@ export function serveUntilSignal(opts: {
   /** The address to listen on: loopback unless the process must be reached from elsewhere. */
   hostname?: string;
   logger: Logger;
-  /** Called as shutdown begins, before requests in flight are waited for: answer long-held ones now. */
-  draining?: () => void;
+  /**
+   * Called as shutdown begins, before requests in flight are waited for: answer long-held ones now.
+   * `deadline` aborts shortly before the connections still open are closed: answer the rest then, or
+   * they are cut off without one.
+   */
+  draining?: (deadline: AbortSignal) => void;
   /** Stops the rest of the process; `deadline` aborts shortly before the process is made to exit. */
   stop: (deadline: AbortSignal) => Promise<void>;
   /** Settles when a part of the process failed for good: it then shuts down and exits with code 1. */
@@ -291,7 +298,9 @@ export function serveUntilSignal(opts: {
     for (const res of inFlight) if (!res.headersSent) res.setHeader("connection", "close");
     const started = performance.now();
     logger.info({ signal }, "shutting down");
-    draining?.();
+    const answerNow = new AbortController();
+    setTimeout(() => answerNow.abort(), HTTP_DRAIN_MS - ANSWER_MARGIN_MS).unref();
+    draining?.(answerNow.signal);
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
       process.exit(1);
@@ -302,7 +311,7 @@ export function serveUntilSignal(opts: {
         const listening = server;
         listening.close(() => resolve());
         listening.closeIdleConnections();
-        // A request that takes longer than this is cut off.
+        // A request that takes longer than this, `draining` having not answered it, is cut off.
         setTimeout(() => {
           listening.closeAllConnections();
           resolve();

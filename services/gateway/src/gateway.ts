@@ -95,6 +95,14 @@ export function createGateway(env: Env) {
       const warmUp = mintToken({ secret: randomBytes(32).toString("hex"), subject: "warm-up" });
       await Promise.all([users.start(), orders.start(), warmUp.then(verify).catch(() => {})]);
     },
+    /**
+     * Shutting down (`serveUntilSignal`'s `draining`): held reads are answered now, and requests still
+     * waiting for an upstream when `deadline` aborts are answered 503 (`Upstream.drain`).
+     */
+    draining: (deadline: AbortSignal) => {
+      users.drain(deadline);
+      orders.drain(deadline);
+    },
     stop: async () => {
       await Promise.all([users.close(), orders.close()]);
     },

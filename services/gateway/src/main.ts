@@ -15,6 +15,8 @@ async function run() {
     port: env.PORT,
     hostname: env.HOST,
     logger: gateway.logger,
+    // Held reads, and requests a slow upstream keeps past the drain, are answered rather than cut off.
+    draining: gateway.draining,
     stop: gateway.stop,
     limits: httpSettings(env).server,
   });

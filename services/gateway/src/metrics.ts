@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /**
  * How a call to an upstream ended: the class of the status it answered, or the failure that left
- * no status. A bounded set, so the series stay few.
+ * no status (`shutdown`: ended by the gateway's own shutdown). A bounded set, so the series stay few.
  */
 export type UpstreamOutcome =
   | "2xx"
@@ -14,6 +14,7 @@ export type UpstreamOutcome =
   | "connect_error"
   | "reset"
   | "canceled"
+  | "shutdown"
   | "error";
 
 /** The gateway's view of its upstreams, registered on the process's registry. */

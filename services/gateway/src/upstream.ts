@@ -69,8 +69,11 @@ export type SendOptions = {
   timeoutMs: number;
   /** Aborts the call when the client has gone away. */
   clientSignal?: AbortSignal | undefined;
-  /** The upstream may hold the request open (`Prefer: wait`): it goes over the held connections. */
-  held?: boolean;
+  /**
+   * How long the upstream may hold the request open (`Prefer: wait`): it goes over the held connections,
+   * with this much more time. Once the gateway drains, it is asked again without its Prefer.
+   */
+  holdMs?: number;
   /**
    * New work that the instance bounds and reports headroom for (`POST /orders`): refused here with 503 +
    * Retry-After, without a round trip, while every instance in rotation reports none.
@@ -164,6 +167,12 @@ export function createUpstream(opts: UpstreamOptions) {
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  // Shutting down (`drain`): requests are no longer held; once cut off, none is waited for.
+  let draining = false;
+  let cutOff = false;
+  /** How to end each call waiting for its answer, and each held one, for `drain`. */
+  const calls = new Set<(why: Ending) => void>();
+  const heldCalls = new Set<(why: Ending) => void>();
   /** A request was sent since the last round of checks began. */
   let sentSinceCheck = false;
   let checkedAt = 0;
@@ -321,10 +330,11 @@ export function createUpstream(opts: UpstreamOptions) {
 
   function outcomeOf(
     err: unknown,
-    timedOut: boolean,
+    endedBy: Ending | undefined,
     clientSignal: AbortSignal | undefined,
   ): UpstreamOutcome {
-    if (timedOut) return "timeout";
+    if (endedBy === "timeout") return "timeout";
+    if (endedBy) return "shutdown";
     if (clientSignal?.aborted) return "canceled";
     const code = errorCode(err) ?? "";
     if (CONNECT_ERRORS.has(code)) return "connect_error";
@@ -333,8 +343,10 @@ export function createUpstream(opts: UpstreamOptions) {
     return "error";
   }
 
-  function failure(outcome: UpstreamOutcome, timeoutMs: number, cause: unknown): AppError {
+  function failure(outcome: UpstreamOutcome, method: string, timeoutMs: number, cause: unknown): AppError {
     switch (outcome) {
+      case "shutdown":
+        return shuttingDown(method, cause);
       case "timeout":
         return new AppError("GATEWAY_TIMEOUT", `${name} did not answer within ${timeoutMs} ms`, { cause });
       case "connect_error":
@@ -346,6 +358,132 @@ export function createUpstream(opts: UpstreamOptions) {
       default:
         return new AppError("BAD_GATEWAY", `${name} failed`, { cause });
     }
+  }
+
+  /** A request still waiting for its answer at the end of the drain: the client is told to come back. */
+  function shuttingDown(method: string, cause?: unknown): AppError {
+    const applied = SAFE_METHODS.has(method)
+      ? ""
+      : " (it may have been applied: send it again with the same Idempotency-Key)";
+    return new AppError(
+      "UNAVAILABLE",
+      `the gateway is shutting down and ${name} had not answered; retry${applied}`,
+      { cause, retryAfterS: opts.retryAfterS },
+    );
+  }
+
+  /**
+   * One call to the upstream (`send`, once it has chosen the request and the time it gets): an attempt at
+   * the next instance, and another for a failure that allows it. Ended by `drain` with `Released` (a held
+   * call) or the shutdown's 503.
+   */
+  async function call(
+    request: UpstreamRequest,
+    { timeoutMs, clientSignal, held, needsHeadroom }: CallOptions,
+  ): Promise<UpstreamResponse> {
+    const refused = needsHeadroom ? refusal() : undefined;
+    if (refused) throw refused;
+    if (cutOff) throw shuttingDown(request.method);
+    sentSinceCheck = true;
+    // One controller and one timer cleared with the answer. `AbortSignal.timeout` keeps its timer until it
+    // fires, seconds after the answer, and then builds a DOMException; with `AbortSignal.any` it was 2% of
+    // the gateway's CPU forwarding the clients' reads.
+    const controller = new AbortController();
+    let endedBy: Ending | undefined;
+    const end = (why: Ending) => {
+      if (controller.signal.aborted) return;
+      endedBy = why;
+      controller.abort(
+        new Error(
+          why === "timeout"
+            ? `${name} did not answer within ${timeoutMs} ms`
+            : why === "release"
+              ? "the gateway is shutting down: the request is no longer held"
+              : "the gateway is shutting down",
+        ),
+      );
+    };
+    const timer = setTimeout(() => end("timeout"), timeoutMs);
+    const clientGone = () => controller.abort(clientSignal?.reason);
+    if (clientSignal?.aborted) clientGone();
+    else clientSignal?.addEventListener("abort", clientGone, { once: true });
+    calls.add(end);
+    if (held) heldCalls.add(end);
+    const { signal } = controller;
+    let failed: Instance | undefined;
+    let lastFailure: AppError | undefined;
+    try {
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const instance = pick(failed, needsHeadroom);
+        if (!instance) break;
+        // The one request sent past a stale report of no headroom: its answer brings a fresh one.
+        const probe = needsHeadroom && stale(instance);
+        if (probe) instance.probing = true;
+        // Spent until the next report, so that a burst does not all pass on one report of headroom.
+        if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
+        const stop = metrics.upstreamDuration.startTimer({ upstream: name });
+        const count = (outcome: UpstreamOutcome) => {
+          stop({ outcome });
+          metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
+        };
+        try {
+          const pool = held
+            ? instance.heldPool
+            : SAFE_METHODS.has(request.method)
+              ? instance.readPool
+              : instance.pool;
+          const res = await pool.request({
+            method: request.method,
+            path: request.path,
+            headers: { ...request.headers, ...opts.headers },
+            body: request.body,
+            signal,
+          });
+          const body = Buffer.from(await res.body.arrayBuffer());
+          const headroom = parseHeadroom(res.headers[HEADROOM_HEADER]);
+          if (headroom !== undefined) {
+            instance.headroom = headroom;
+            instance.headroomAt = performance.now();
+          }
+          count(`${Math.min(Math.floor(res.statusCode / 100), 5)}xx` as UpstreamOutcome);
+          observe(instance, res.statusCode, res.headers["retry-after"]);
+          return { status: res.statusCode, headers: res.headers, body, target: instance.target };
+        } catch (err) {
+          const outcome = outcomeOf(err, endedBy, clientSignal);
+          count(outcome);
+          if (endedBy === "release") throw new Released();
+          if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
+          // A reset is a failure like a 5xx; a timeout is not (the instance may only be busy).
+          if (outcome === "reset") observe(instance, 502, undefined);
+          lastFailure = failure(outcome, request.method, timeoutMs, err);
+          const retriable =
+            outcome === "connect_error" || (outcome === "reset" && SAFE_METHODS.has(request.method));
+          if (!retriable) throw lastFailure;
+          logger.warn(
+            {
+              upstream: name,
+              target: instance.target,
+              outcome,
+              method: request.method,
+              path: request.path,
+            },
+            "upstream attempt failed; trying another instance",
+          );
+          failed = instance;
+        } finally {
+          // Answered or failed (the call's timeout bounds it): the next request may ask again.
+          if (probe) instance.probing = false;
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      clientSignal?.removeEventListener("abort", clientGone);
+      calls.delete(end);
+      heldCalls.delete(end);
+    }
+    throw (
+      lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no instance`, { retryAfterS: 1 })
+    );
   }
 
   return {
@@ -367,99 +505,46 @@ export function createUpstream(opts: UpstreamOptions) {
      * Sends a request to the next healthy instance (any instance in panic mode) and reads the whole
      * response. A request that could not connect (any method: it never left) or a GET/HEAD whose
      * connection broke is sent once more to another instance. Throws an AppError: 504 past the timeout,
-     * 502 for any other failure.
+     * 503 + Retry-After when the gateway's drain ends first (`drain`), 502 for any other failure.
      */
     async send(
       request: UpstreamRequest,
-      { timeoutMs, clientSignal, held = false, needsHeadroom = false }: SendOptions,
+      { timeoutMs, clientSignal, holdMs = 0, needsHeadroom = false }: SendOptions,
     ): Promise<UpstreamResponse> {
-      const refused = needsHeadroom ? refusal() : undefined;
-      if (refused) throw refused;
-      sentSinceCheck = true;
-      // One controller and one timer cleared with the answer. `AbortSignal.timeout` keeps its timer until it
-      // fires, seconds after the answer, and then builds a DOMException; with `AbortSignal.any` it was 2% of
-      // the gateway's CPU forwarding the clients' reads.
-      const controller = new AbortController();
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort(new Error(`${name} did not answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const clientGone = () => controller.abort(clientSignal?.reason);
-      if (clientSignal?.aborted) clientGone();
-      else clientSignal?.addEventListener("abort", clientGone, { once: true });
-      const { signal } = controller;
-      let failed: Instance | undefined;
-      let lastFailure: AppError | undefined;
-      try {
-        for (let attempt = 1; attempt <= 2; attempt++) {
-          const instance = pick(failed, needsHeadroom);
-          if (!instance) break;
-          // The one request sent past a stale report of no headroom: its answer brings a fresh one.
-          const probe = needsHeadroom && stale(instance);
-          if (probe) instance.probing = true;
-          // Spent until the next report, so that a burst does not all pass on one report of headroom.
-          if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
-          const stop = metrics.upstreamDuration.startTimer({ upstream: name });
-          const count = (outcome: UpstreamOutcome) => {
-            stop({ outcome });
-            metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
-          };
-          try {
-            const pool = held
-              ? instance.heldPool
-              : SAFE_METHODS.has(request.method)
-                ? instance.readPool
-                : instance.pool;
-            const res = await pool.request({
-              method: request.method,
-              path: request.path,
-              headers: { ...request.headers, ...opts.headers },
-              body: request.body,
-              signal,
-            });
-            const body = Buffer.from(await res.body.arrayBuffer());
-            const headroom = parseHeadroom(res.headers[HEADROOM_HEADER]);
-            if (headroom !== undefined) {
-              instance.headroom = headroom;
-              instance.headroomAt = performance.now();
-            }
-            count(`${Math.min(Math.floor(res.statusCode / 100), 5)}xx` as UpstreamOutcome);
-            observe(instance, res.statusCode, res.headers["retry-after"]);
-            return { status: res.statusCode, headers: res.headers, body, target: instance.target };
-          } catch (err) {
-            const outcome = outcomeOf(err, timedOut, clientSignal);
-            count(outcome);
-            if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
-            // A reset is a failure like a 5xx; a timeout is not (the instance may only be busy).
-            if (outcome === "reset") observe(instance, 502, undefined);
-            lastFailure = failure(outcome, timeoutMs, err);
-            const retriable =
-              outcome === "connect_error" || (outcome === "reset" && SAFE_METHODS.has(request.method));
-            if (!retriable) throw lastFailure;
-            logger.warn(
-              {
-                upstream: name,
-                target: instance.target,
-                outcome,
-                method: request.method,
-                path: request.path,
-              },
-              "upstream attempt failed; trying another instance",
-            );
-            failed = instance;
-          } finally {
-            // Answered or failed (the call's timeout bounds it): the next request may ask again.
-            if (probe) instance.probing = false;
-          }
+      if (holdMs <= 0) return call(request, { timeoutMs, clientSignal, held: false, needsHeadroom });
+      if (!draining) {
+        try {
+          return await call(request, {
+            timeoutMs: timeoutMs + holdMs,
+            clientSignal,
+            held: true,
+            needsHeadroom,
+          });
+        } catch (err) {
+          if (!(err instanceof Released)) throw err;
         }
-      } finally {
-        clearTimeout(timer);
-        clientSignal?.removeEventListener("abort", clientGone);
       }
-      throw (
-        lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no instance`, { retryAfterS: 1 })
-      );
+      // The gateway is shutting down: what the upstream answers now, asked without the preference to wait
+      // (as the order-service answers its own held reads when it drains), rather than an answer the drain
+      // would cut off.
+      return call(withoutPrefer(request), { timeoutMs, clientSignal, held: false, needsHeadroom });
+    },
+
+    /**
+     * The gateway is shutting down: requests held by the upstream are asked again without their Prefer
+     * and answered at once, and any sent from now on is not held; when `deadline` aborts (shortly before
+     * the server closes the connections still open), every request still waiting for the upstream is
+     * answered 503 with `Retry-After` instead of having its connection cut, and none is sent any more.
+     */
+    drain(deadline: AbortSignal): void {
+      draining = true;
+      for (const end of heldCalls) end("release");
+      const cut = () => {
+        cutOff = true;
+        for (const end of calls) end("shutdown");
+      };
+      if (deadline.aborted) cut();
+      else deadline.addEventListener("abort", cut, { once: true });
     },
 
     /** Checks every instance once, then keeps checking every interval until `close()`. */
@@ -485,6 +570,29 @@ export function createUpstream(opts: UpstreamOptions) {
 }
 
 export type Upstream = ReturnType<typeof createUpstream>;
+
+type CallOptions = {
+  timeoutMs: number;
+  clientSignal: AbortSignal | undefined;
+  held: boolean;
+  needsHeadroom: boolean;
+};
+
+/** How the gateway ended a call itself: its timeout, or its shutdown (`drain`). */
+type Ending = "timeout" | "release" | "shutdown";
+
+/** A held call that `drain` ended: `send` asks again without the Prefer. */
+class Released extends Error {
+  override readonly name = "Released";
+}
+
+/** The request as it is, but for its preferences (`Prefer: wait`), which it is no longer asked to keep. */
+function withoutPrefer(request: UpstreamRequest): UpstreamRequest {
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(request.headers))
+    if (key.toLowerCase() !== "prefer") headers[key] = value;
+  return { ...request, headers };
+}
 
 /** The error code of a Node or undici error, looking into the attempts of a happy-eyeballs connect. */
 function errorCode(err: unknown): string | undefined {

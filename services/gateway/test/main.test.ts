@@ -79,6 +79,64 @@ describe("main", () => {
     expect(code).toBe(0);
   });
 
+  it("answers what it holds when it is stopped: a held read with the order as it is now, a write still waiting with 503 + Retry-After", async () => {
+    // The order-service holds a read with `Prefer: wait` while the order is PENDING, and this one takes a
+    // new order longer than the gateway's drain: neither answers before the test ends.
+    const orders = await startFakeUpstream((req) =>
+      req.headers.prefer !== undefined || req.method === "POST"
+        ? new Promise<never>(() => {})
+        : { body: order },
+    );
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const port = await freePort();
+    const child = startMain({
+      PORT: String(port),
+      METRICS_PORT: String(await freePort()),
+      USER_SERVICE_URLS: users.url,
+      ORDER_SERVICE_URL: orders.url,
+      RETRY_AFTER_S: "3",
+      AUTH_SECRET,
+      INTERNAL_SECRET,
+    });
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const base = `http://127.0.0.1:${port}`;
+    await eventually(
+      () =>
+        fetch(`${base}/ready`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      20_000,
+    );
+
+    const held = fetch(`${base}/orders/${ORDER_ID}`, { headers: { ...auth, prefer: "wait=20" } });
+    const write = fetch(`${base}/orders`, {
+      method: "POST",
+      body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+      headers: { "content-type": "application/json", "idempotency-key": "k", ...auth },
+    });
+    await eventually(() => orders.received.length === 2);
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+
+    // Both answered, not cut off at the end of the drain (an empty reply before).
+    const [read, refused] = await Promise.all([held, write]);
+    expect(read.status).toBe(200);
+    expect(await read.json()).toEqual(order);
+    // Not held for its wait: the state now, read again without the preference.
+    expect(read.headers.get("preference-applied")).toBeNull();
+    const again = orders.received.filter((r) => r.method === "GET");
+    expect(again.map((r) => r.headers.prefer)).toEqual(["wait=20", undefined]);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("3");
+    const { error } = (await refused.json()) as { error: string };
+    expect(error).toBe(
+      "the gateway is shutting down and order-service had not answered; retry (it may have been applied: send it again with the same Idempotency-Key)",
+    );
+    const [code] = await exited;
+    expect(code).toBe(0);
+  });
+
   it("refuses to start without its secrets, and starts in development mode saying what is open", async () => {
     const run = async (env: Record<string, string>) => {
       const child = spawn(process.execPath, [main], {

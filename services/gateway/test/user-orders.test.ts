@@ -2,6 +2,7 @@ import { SHED_HEADER } from "@saga/http";
 import { describe, expect, it } from "vitest";
 import {
   admissionLimit,
+  eventually,
   order,
   raiseLane,
   startFakeUpstream,
@@ -89,6 +90,25 @@ describe("GET /users/:id/orders", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toBe("2");
     expect(await res.json()).toEqual({ error: "too many requests in flight" });
+  });
+
+  it("answers 503 with Retry-After when the gateway shuts down before order-service answered", async () => {
+    const orders = await startFakeUpstream(() => new Promise<never>(() => {}));
+    const gateway = await startGateway([await userService()], orders, { RETRY_AFTER_S: "3" });
+    const pending = gateway.app.request(`/users/${USER_ID}/orders`);
+    // The user in hand, its orders not.
+    await eventually(async () => {
+      const text = await (await gateway.metricsApp.request("/metrics")).text();
+      return orders.received.length === 1 && /upstream="user-service",[^}]*outcome="2xx"\} 1/.test(text);
+    });
+    // The end of its drain.
+    gateway.draining(AbortSignal.abort());
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("3");
+    expect(await res.json()).toMatchObject({
+      error: "the gateway is shutting down and order-service had not answered; retry",
+    });
   });
 
   it("lowers no bound of the users' lane when the order-service's admission refuses the orders side", async () => {

@@ -45,9 +45,9 @@ export function registerProxyRoutes(
           body: body?.length ? body : undefined,
         },
         {
-          timeoutMs: timeoutMs + waitS * 1000,
+          timeoutMs,
           clientSignal: clientSignal(c),
-          held: waitS > 0,
+          holdMs: waitS * 1000,
           needsHeadroom: needsHeadroom?.(method, url.pathname),
         },
       );

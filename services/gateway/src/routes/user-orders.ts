@@ -36,7 +36,9 @@ export function registerUserOrdersRoute(
     if (user.value.status !== 200) return passThrough(c, user.value);
     if (list.status === "rejected") {
       const err = list.reason;
-      if (err instanceof AppError && err.code === "GATEWAY_TIMEOUT") throw err;
+      // Slow (504), or still unanswered as the gateway shut down (503 + Retry-After, as any such request).
+      if (err instanceof AppError && (err.code === "GATEWAY_TIMEOUT" || err.code === "UNAVAILABLE"))
+        throw err;
       throw new AppError("BAD_GATEWAY", `${orders.name} is unavailable: ${(err as Error).message}`, {
         cause: err,
       });
