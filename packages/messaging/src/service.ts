@@ -24,12 +24,16 @@ export type ServiceRuntime<TSchema extends Record<string, unknown>> = {
    * consumer has joined its group: a service is not ready to take orders whose saga cannot move yet.
    */
   ready: () => Promise<void>;
-  /** Joins the consumer group for these topics and starts the inbox pruning and lag reporting. */
+  /**
+   * Joins the consumer group for these topics and starts the inbox pruning and lag reporting. A `stop()`
+   * meanwhile cuts it short: it then resolves, consuming nothing (a SIGTERM while the broker is away).
+   */
   startConsuming(consume: Pick<InboxOptions, "topics" | "applyBatch">): Promise<void>;
   /** True while the consumer is a member of its group. */
   isConsuming(): boolean;
   /**
-   * Finishes the event in hand, commits its offset, leaves the group and closes the pools. When `signal`
+   * Finishes the event in hand, commits its offset, leaves the group and closes the pools; a consumer
+   * still joining is waited for first, so that it leaves the group too. When `signal`
    * aborts first (the process's shutdown deadline), every step still waited for is cut short: the
    * consumer drops its connections, the pool stops waiting for its clients.
    */
@@ -76,6 +80,11 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   const reachable = readiness({ db: pool.db, kafka });
   const periodic: Periodic[] = [];
   let stopped: Promise<void> | undefined;
+  // Set once stop() begins: a start still running ends without an error and starts nothing more.
+  let stopping = false;
+  // Settles once a consumer being created has joined its group, or failed to.
+  let joining: Promise<void> | undefined;
+  const stoppedWhileStarting = () => logger.info("stopped while the consumer was starting");
 
   return {
     env,
@@ -89,24 +98,40 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
       if (consuming && !consumer?.isRunning()) throw new Error("the consumer has not joined its group yet");
     },
     async startConsuming({ topics, applyBatch }) {
+      if (stopping) return;
       consuming = true;
-      // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
-      await kafka.createTopics(
-        [...topics, ...topics.map(dlqTopic)].map((t) => prefixedTopic(env.KAFKA_TOPIC_PREFIX, t)),
-      );
-      consumer = await startInboxConsumer({
-        kafka,
-        db: pool,
-        consumerGroup: env.CONSUMER_GROUP,
-        topicPrefix: env.KAFKA_TOPIC_PREFIX,
-        topics,
-        applyBatch,
-        logger,
-        metrics: messagingMetrics,
-        retry: retryPolicy(env),
-        lingerMs: env.CONSUMER_LINGER_MS,
-        deadLetterMaxBytes: env.DEAD_LETTER_MAX_BYTES,
-      });
+      try {
+        // Normally made by the deployment; creating what is missing lets a service start on a bare broker.
+        await kafka.createTopics(
+          [...topics, ...topics.map(dlqTopic)].map((t) => prefixedTopic(env.KAFKA_TOPIC_PREFIX, t)),
+        );
+        if (stopping) return stoppedWhileStarting();
+        const joined = startInboxConsumer({
+          kafka,
+          db: pool,
+          consumerGroup: env.CONSUMER_GROUP,
+          topicPrefix: env.KAFKA_TOPIC_PREFIX,
+          topics,
+          applyBatch,
+          logger,
+          metrics: messagingMetrics,
+          retry: retryPolicy(env),
+          lingerMs: env.CONSUMER_LINGER_MS,
+          deadLetterMaxBytes: env.DEAD_LETTER_MAX_BYTES,
+        });
+        joining = joined.then(
+          () => {},
+          () => {},
+        );
+        // Assigned even when a stop began meanwhile: that stop waits for it, then stops it.
+        consumer = await joined;
+      } catch (err) {
+        // The stop closed the client it was waiting on (a broker that is away): a start cut short, which
+        // is what the stop asked for, not a failure of the process.
+        if (stopping) return stoppedWhileStarting();
+        throw err;
+      }
+      if (stopping) return stoppedWhileStarting();
       periodic.push(
         startRetention({ db: pool.db, retentionHours: env.INBOX_RETENTION_HOURS, logger }),
         startLagMonitor({
@@ -123,8 +148,20 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     isConsuming: () => consumer?.isRunning() ?? false,
     stop(signal) {
       stopped ??= (async () => {
+        stopping = true;
+        // A consumer still joining its group: once it has, it leaves the group below like any other
+        // (rather than being dropped, its partitions held until its session times out).
+        if (joining)
+          await withTimeout(
+            () => joining ?? Promise.resolve(),
+            Number.POSITIVE_INFINITY,
+            "joining the group",
+            signal,
+          ).catch((err) => logger.warn({ err }, "waiting for the consumer to join its group cut short"));
         await consumer?.stop(signal);
         await Promise.all(periodic.map((p) => p.stop(signal)));
+        // Also ends the requests of a start still making its topics (the platformatic client's: kafkajs's
+        // connection retries go on until the process exits, and no consumer is started after them).
         await kafka.close(signal).catch((err) => logger.warn({ err }, "closing the kafka client cut short"));
         // Waits for clients still checked out (a request's query): each is bounded by the client-side timeout.
         await withTimeout(() => pool.close(), Number.POSITIVE_INFINITY, "closing the pool", signal).catch(

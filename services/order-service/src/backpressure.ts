@@ -108,6 +108,8 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   let creating = 0;
   let shedding = false;
   let timer: NodeJS.Timeout | undefined;
+  // Between start() and stop(): the recount goes on.
+  let running = false;
 
   /** Warming, and no order has been pending longer than `warmUpAgeMs`: the bound does not hold. */
   const young = () => warming() && pending <= acceptedLately();
@@ -239,13 +241,16 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     async start() {
       warmUntil = performance.now() + opts.warmUpMs;
       warmAtLeastUntil = performance.now() + opts.warmUpMinMs;
+      running = true;
       await recount();
+      // Stopped during the first count: no timer outlives the stop.
+      if (!running) return;
       const loop = () => {
         timer = setTimeout(() => {
           recount()
             .catch((err) => logger.warn({ err }, "counting the saga backlog failed; keeping the last count"))
             .finally(() => {
-              if (timer) loop();
+              if (running) loop();
             });
         }, recountMs);
         timer.unref();
@@ -254,6 +259,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     },
 
     stop() {
+      running = false;
       clearTimeout(timer);
       timer = undefined;
     },

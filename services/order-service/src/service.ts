@@ -67,6 +67,8 @@ export async function createOrderService(
     logger: runtime.logger,
   });
   await waits.start();
+  // Set once stop() begins: a start still running ends without an error and starts no sweep.
+  let stopping = false;
   // Set by the warm-up until it is done; as with the consumer, a service never started is not held.
   let warming = false;
   let warm: Promise<void> | undefined;
@@ -114,17 +116,27 @@ export async function createOrderService(
      * no client's request meets a cold path (nor waits behind the warm-up's hold on every connection).
      */
     warmUp,
+    /** Joins the consumer group and starts the sweeps; a `stop()` meanwhile cuts it short, without an error. */
     start: async () => {
-      // All at once: the consumer is wanted (and /ready waits for it) from the first tick.
-      await Promise.all([
-        runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
-        backlog.start(),
-        warmUp(),
-      ]);
-      deadlines.start();
+      try {
+        // All at once: the consumer is wanted (and /ready waits for it) from the first tick.
+        await Promise.all([
+          runtime.startConsuming(creditEventConsumer({ messaging: runtime.messagingMetrics, saga })),
+          backlog.start(),
+          warmUp(),
+        ]);
+      } catch (err) {
+        // The stop closed the pool or the client under it: what the stop asked for.
+        if (!stopping) throw err;
+      }
+      if (!stopping) deadlines.start();
     },
-    /** Everything `runtime.stop` says, after the held requests are answered; cut short when `signal` aborts. */
+    /**
+     * Everything `runtime.stop` says (which waits for a consumer still starting), after the held requests
+     * are answered; cut short when `signal` aborts.
+     */
     stop: async (signal?: AbortSignal) => {
+      stopping = true;
       backlog.stop();
       await deadlines.stop(signal);
       await waits.stop();

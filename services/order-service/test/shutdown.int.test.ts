@@ -5,6 +5,7 @@ import { migrateDatabase } from "@saga/db";
 import { inbox, orders, outbox } from "@saga/db/order";
 import { createKafka, type EventProducer, type KafkaClient } from "@saga/kafka";
 import { eventMessage, type ServiceProcess, spawnService } from "@saga/messaging/testing";
+import { freePort } from "@saga/tools/infra";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
@@ -146,4 +147,28 @@ it("stops within 5 s on SIGTERM under HTTP and event load; after a restart nothi
   const events = await db.db.select().from(outbox).where(eq(outbox.topic, TOPICS.orderCreated));
   expect(events).toHaveLength(rows.length);
   expect(new Set(events.map((e) => e.aggregateId))).toEqual(ids);
+});
+
+it("stops cleanly on SIGTERM before its consumer has joined: exit 0 and `stopped`, no error", async () => {
+  // Nothing listens there: the consumer's start waits for a broker (its topics first) until the signal.
+  const noBroker = `127.0.0.1:${await freePort()}`;
+  const service = spawnService(serviceDir, {
+    PORT: "0",
+    DATABASE_URL: databaseUrl(),
+    KAFKA_BROKERS: noBroker,
+    KAFKA_TOPIC_PREFIX: prefix,
+    CONSUMER_GROUP: `${prefix}order-service`,
+    INSTANCE_ID: "shutdown-before-join",
+    LOG_LEVEL: "info",
+  });
+  processes.push(service);
+  // It listens once its hot path is warm, which needs no broker.
+  await service.logLine((l) => l.msg === "listening");
+
+  const stopped = await service.terminate();
+  expect(stopped, service.output()).toMatchObject({ code: 0 });
+  // Its last lines may still be on their way through the pipe.
+  await vi.waitFor(() => expect(service.output()).toContain('"msg":"stopped"'));
+  // Neither an error logged nor a stack trace printed.
+  expect(service.output()).not.toMatch(/"level":(50|60)|^\s+at /m);
 });
