@@ -51,6 +51,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       dataDir: join(dataDir, "postgres"),
       port: postgresPort,
       logFile: join(dataDir, "postgres.log"),
+      log,
     }),
     startKafka({
       dataDir: join(dataDir, "kafka"),

@@ -1,5 +1,6 @@
+import { spawn } from "node:child_process";
 import { existsSync, realpathSync } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -7,7 +8,7 @@ import { describe, expect, onTestFinished, test } from "vitest";
 import { freshDatabase, postgresUrl, useFreshDatabase } from "../test/harness.ts";
 import { createDatabase, databaseUrl, dropDatabase } from "./admin.ts";
 import { freePort } from "./ports.ts";
-import { REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
+import { postgresAccount, REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
 async function query<R extends pg.QueryResultRow>(
   url: string,
@@ -142,4 +143,65 @@ describe.runIf(process.getuid?.() === 0)("a data directory inside a directory on
     expect(existsSync(moved)).toBe(false);
     expect(existsSync(dataDir)).toBe(false);
   });
+});
+
+// After a host crash or an OOM kill, postmaster.pid is left behind, and its PID may by now be another process
+// of PostgreSQL's account (PIDs are reused after a reboot): PostgreSQL refused to start, for good.
+test("a postmaster.pid left by an unclean end, naming a live process that is not PostgreSQL, does not stop a start", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "saga-stale-pid-"));
+  onTestFinished(() =>
+    removeDataDir(join(dir, "postgres")).then(() => rm(dir, { recursive: true, force: true })),
+  );
+  const dataDir = join(dir, "postgres");
+  const port = await freePort();
+  await (await startPostgres({ dataDir, port, durable: false, logFile: join(dir, "pg.log") })).stop();
+
+  // Alive, and PostgreSQL's account may signal it: PostgreSQL takes it for a server still running.
+  const other = spawn("sleep", ["600"], { stdio: "ignore", ...postgresAccount() });
+  onTestFinished(() => void other.kill("SIGKILL"));
+  const pidFile = join(realpathSync(dataDir), "postmaster.pid");
+  await writeFile(
+    pidFile,
+    `${other.pid}\n${realpathSync(dataDir)}\n1700000000\n${port}\n\n127.0.0.1\n  0 0\nready   \n`,
+  );
+
+  const lines: string[] = [];
+  const server = await startPostgres({
+    dataDir,
+    port,
+    durable: false,
+    logFile: join(dir, "pg.log"),
+    log: (line) => lines.push(line),
+  });
+  try {
+    expect(await query(server.url, "SELECT 1 AS one")).toEqual([{ one: 1 }]);
+    expect(lines.join("\n")).toContain(`stale postmaster.pid (PID ${other.pid}`);
+    // The file is the new server's now.
+    expect((await readFile(pidFile, "utf8")).split("\n")[0]).toBe(String(server.pid));
+  } finally {
+    await server.stop();
+  }
+  expect(other.exitCode).toBeNull();
+});
+
+test("a second server on a data directory in use is still refused", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "saga-in-use-"));
+  onTestFinished(() =>
+    removeDataDir(join(dir, "postgres")).then(() => rm(dir, { recursive: true, force: true })),
+  );
+  const dataDir = join(dir, "postgres");
+  const running = await startPostgres({
+    dataDir,
+    port: await freePort(),
+    durable: false,
+    logFile: join(dir, "pg.log"),
+  });
+  try {
+    await expect(
+      startPostgres({ dataDir, port: await freePort(), durable: false, logFile: join(dir, "pg.log") }),
+    ).rejects.toThrow(/lock file "postmaster.pid" already exists/);
+    expect(await query(running.url, "SELECT 1 AS one")).toEqual([{ one: 1 }]);
+  } finally {
+    await running.stop();
+  }
 });

@@ -1,7 +1,19 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, realpathSync } from "node:fs";
-import { chmod, chown, cp, lstat, mkdir, readFile, realpath, rename, rm, symlink } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  cp,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  symlink,
+} from "node:fs/promises";
 import { arch, platform } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import pg from "pg";
@@ -24,6 +36,8 @@ export interface PostgresOptions {
    * https://www.postgresql.org/docs/current/pgstatstatements.html
    */
   statementStats?: boolean;
+  /** Where a line about what was done to the data directory goes (a stale postmaster.pid removed). */
+  log?: (line: string) => void;
 }
 
 export interface PostgresServer {
@@ -63,7 +77,7 @@ export const REPLICATION_SETTINGS = {
  * `dataDir` on first use, and resolves once it accepts connections on 127.0.0.1:port.
  */
 export async function startPostgres(opts: PostgresOptions): Promise<PostgresServer> {
-  const user = runAsUser();
+  const user = postgresAccount();
   const bin = await reachableBinaries(await postgresBinaries(), user);
   const logFile = opts.logFile ?? `${opts.dataDir}.log`;
   if (!existsSync(join(opts.dataDir, "PG_VERSION"))) {
@@ -78,6 +92,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
   }
   // The server is given the real path: a data dir moved out of a private repo is reached by its link.
   const dataDir = realpathSync(opts.dataDir);
+  await removeStalePidFile(dataDir, opts.log ?? (() => {}));
 
   const settings: Record<string, string | number> = {
     listen_addresses: "127.0.0.1",
@@ -116,6 +131,35 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     await server.stop();
     throw err;
   }
+}
+
+/**
+ * Removes a postmaster.pid that an unclean end (a host crash, an OOM kill of server and watchdog) left
+ * behind. PostgreSQL refuses to start while the PID in it is alive and its account may signal it, and after
+ * a reboot that PID is often some other process of that account: the start failed until someone deleted the
+ * file. It is kept while any process runs in the data directory (a postmaster, and its backends, run there):
+ * a server still up, or orphaned backends that PostgreSQL finds through the file's shared memory key.
+ * Linux only (/proc); elsewhere PostgreSQL decides alone.
+ * https://www.postgresql.org/docs/current/server-start.html#SERVER-START-FAILURES
+ */
+async function removeStalePidFile(dataDir: string, log: (line: string) => void): Promise<void> {
+  const file = join(dataDir, "postmaster.pid");
+  const text = await readFile(file, "utf8").catch(() => undefined);
+  if (text === undefined || !existsSync("/proc/self/cwd")) return;
+  const running = await processesIn(dataDir);
+  if (running.length > 0) return;
+  await rm(file, { force: true });
+  const pid = text.split("\n")[0]?.trim();
+  log(
+    `postgres: removed a stale postmaster.pid (PID ${pid} is not a PostgreSQL server of ${dataDir}; it was left by an unclean end)`,
+  );
+}
+
+/** The processes whose working directory is `dir`, of those this process may inspect. */
+async function processesIn(dir: string): Promise<number[]> {
+  const pids = (await readdir("/proc")).filter((entry) => /^\d+$/.test(entry));
+  const cwds = await Promise.all(pids.map((pid) => realpath(`/proc/${pid}/cwd`).catch(() => undefined)));
+  return pids.filter((_, i) => cwds[i] === dir).map(Number);
 }
 
 async function initdb(bin: Binaries, dataDir: string, user: RunAs): Promise<void> {
@@ -165,16 +209,16 @@ async function waitUntilReady(url: string, exited: Promise<number | null>, logFi
   }
 }
 
-interface RunAs {
+export interface RunAs {
   uid?: number;
   gid?: number;
 }
 
 /**
- * PostgreSQL refuses to run as root, so as root we run it as the `postgres` account if the
- * machine has one, else as `nobody`; the repo must then be readable by that account.
+ * The account PostgreSQL runs as: ours, or as root (which PostgreSQL refuses to run as) the `postgres`
+ * account if the machine has one, else `nobody`; the repo must then be readable by that account.
  */
-function runAsUser(): RunAs {
+export function postgresAccount(): RunAs {
   if (process.getuid?.() !== 0) return {};
   for (const name of ["postgres", "nobody"]) {
     const uid = spawnSync("id", ["-u", name], { encoding: "utf8" });

@@ -156,6 +156,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       logFile: join(dataDir, "postgres.log"),
       durable,
       statementStats: opts.statementStats,
+      log,
     });
   // With fault proxies: a broker listener per linked process, and the port of the proxy in front of it.
   const kafkaListeners = new Map<LinkedProcess, { name: string; port: number; advertisedPort: number }>();
