@@ -1,45 +1,55 @@
-import {
-  hasPrometheus,
-  loadPrometheusConfig,
-  type PrometheusServer,
-  prometheusConfigs,
-  startPrometheus,
-} from "@saga/monitoring";
+import { type LocalSystem, PROMETHEUS_PORT, startLocalSystem } from "./stack/local-system.ts";
 import { createPrefixedOutput } from "./stack/log-lines.ts";
-import { DEFAULT_PORTS, startSystem } from "./stack/system.ts";
+import { DEFAULT_PORTS } from "./stack/system.ts";
 
 // `npm start`: the whole system on the ports of docs/design.md, until Ctrl-C.
-async function run() {
+async function run(): Promise<number> {
   const names = ["gateway", "user-1", "user-2", "order", "relay-1", "relay-2", "system"];
   const output = createPrefixedOutput(names);
   const log = (line: string) => output("system", line);
-  // The gateway in AUTH_DEV_MODE: tokens signed with the public development key (`npm run token`).
-  const system = await startSystem({ ports: DEFAULT_PORTS, output, log, restartOnExit: true, devAuth: true });
-  const adminToken = await system.token("admin", { admin: true, ttlSeconds: 12 * 3600 });
-  let prometheus: PrometheusServer | undefined;
-  if (hasPrometheus()) {
-    prometheus = await startPrometheus({
-      config: await loadPrometheusConfig(prometheusConfigs.local),
-      scrapeInterval: "5s",
-      port: 9090,
+
+  // From the first moment, not once the system is up: a Ctrl-C during the start stops what has started,
+  // in order, and waits for it, so that the next `npm start` finds the ports free. Every process runs in
+  // a process group of its own, so the terminal's Ctrl-C reaches only this one.
+  const stopAsked = new AbortController();
+  const stopped = new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      // Once is enough: a terminal's Ctrl-C comes twice (to this process, and passed on by node24.mjs), and
+      // the stop goes on in order, each process within its grace period, whatever comes after.
+      if (stopAsked.signal.aborted) return;
+      log(`${signal}: stopping every process`);
+      stopAsked.abort(new Error(`stopped by ${signal}`));
+      resolve();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+
+  let local: LocalSystem;
+  try {
+    local = await startLocalSystem({
+      ports: DEFAULT_PORTS,
+      output,
+      log,
+      restartOnExit: true,
+      // The gateway in AUTH_DEV_MODE: tokens signed with the public development key (`npm run token`).
+      devAuth: true,
+      prometheusPort: PROMETHEUS_PORT,
+      signal: stopAsked.signal,
     });
-  } else log("Prometheus is not installed (npm run setup installs it): running without it");
-
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log(`${signal}: stopping every process`);
-    await prometheus?.stop();
-    await system.stop();
+  } catch (err) {
+    // What had started is stopped already, whether the start was asked to stop or failed.
+    if (!stopAsked.signal.aborted) throw err;
     log("stopped");
-    process.exit(0);
-  };
-  process.on("SIGINT", () => void shutdown("SIGINT"));
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+    return 0;
+  }
 
-  const p = system.ports;
-  console.log(`
+  try {
+    const { system, prometheus } = local;
+    const adminToken = await system.token("admin", { admin: true, ttlSeconds: 12 * 3600 });
+    const p = system.ports;
+    if (!stopAsked.signal.aborted)
+      console.log(`
 The system is up. Ctrl-C stops everything.
 
   gateway         http://127.0.0.1:${p.gateway}        (the API: /users, /orders; a bearer token on every request)
@@ -59,9 +69,19 @@ An admin's token, valid 12 hours (it may create users):
 
 A user's token, once the admin has created the user: npm run --silent token -- --user <user id>
 `);
+    await stopped;
+    return 0;
+  } finally {
+    // On an error too: every process stopped, in order, before this one exits.
+    await local.stop();
+    log("stopped");
+  }
 }
 
-run().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+run().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

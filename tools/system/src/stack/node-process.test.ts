@@ -1,4 +1,4 @@
-import { freePort } from "@saga/tools/infra";
+import { freePort, isAlive } from "@saga/tools/infra";
 import { afterEach, expect, it } from "vitest";
 import { createNodeProcess, type NodeProcess } from "./node-process.ts";
 
@@ -69,4 +69,27 @@ it("does not restart without the option (the chaos run restarts on its own sched
   expect(logs).toEqual([]);
   // Killed from outside, not through kill(): what a crash looks like to the run.
   expect(proc.unplannedExits()).toEqual([{ code: 137, upMs: expect.any(Number) }]);
+});
+
+it("a start cut short (Ctrl-C during `npm start`) rejects at once, and stop() ends the process it spawned", async () => {
+  const proc = createNodeProcess(
+    {
+      name: "fixture",
+      entry: "tools/system/src/stack/fixtures/never-ready.ts",
+      port: await freePort(),
+      env: {},
+    },
+    () => {},
+  );
+  started.push(proc);
+  const stopAsked = new AbortController();
+  const starting = proc.start(stopAsked.signal);
+  await until(() => proc.pid() !== undefined);
+  const pid = proc.pid() as number;
+
+  stopAsked.abort(new Error("SIGINT"));
+  await expect(starting).rejects.toThrow("SIGINT");
+  await proc.stop();
+  expect(proc.isRunning()).toBe(false);
+  expect(isAlive(pid)).toBe(false);
 });

@@ -23,11 +23,14 @@ export type NodeProcess = {
   /** Whether the process is up (started and not yet exited). */
   isRunning(): boolean;
   pid(): number | undefined;
-  /** Starts the process and resolves once its readiness endpoint answers 200. */
-  start(): Promise<void>;
+  /**
+   * Starts the process and resolves once its readiness endpoint answers 200. When `signal` aborts, or
+   * `stop()` or `kill()` is called, before it is ready, it rejects; the process then runs until `stop()`.
+   */
+  start(signal?: AbortSignal): Promise<void>;
   /** Sends `signal` and resolves once the process has exited. */
   kill(signal?: NodeJS.Signals): Promise<number | null>;
-  /** SIGTERM, then SIGKILL after the grace period. */
+  /** SIGTERM, then SIGKILL after the grace period; a start in progress is cut short and waited for first. */
   stop(): Promise<void>;
   /** How often it was restarted after exiting by itself (see `restart`). */
   restarts(): number;
@@ -58,6 +61,8 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
   const unplanned: { code: number | null; upMs: number }[] = [];
   let backoffMs = RESTART_MIN_MS;
   let restartTimer: NodeJS.Timeout | undefined;
+  // The start in progress: stop() waits for it, so that a process it has just spawned is stopped too.
+  let starting: Promise<void> | undefined;
   const url = `http://127.0.0.1:${spec.port}`;
 
   function onExit(server: Supervised, code: number | null, upMs: number) {
@@ -77,15 +82,29 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
       if (expected) return;
       start().then(
         () => spec.restart?.log(`${spec.name} restarted and ready (restart ${restarts})`),
-        (err: Error) => spec.restart?.log(`${spec.name} restart failed: ${err.message}`),
+        (err: Error) => {
+          // A restart cut short by stop() did not fail.
+          if (!expected) spec.restart?.log(`${spec.name} restart failed: ${err.message}`);
+        },
       );
     }, delay);
     restartTimer.unref();
   }
 
-  async function start() {
+  async function start(signal?: AbortSignal) {
     if (running) return;
+    signal?.throwIfAborted();
     expected = false;
+    const run = launch(signal);
+    starting = run;
+    try {
+      await run;
+    } finally {
+      if (starting === run) starting = undefined;
+    }
+  }
+
+  async function launch(signal?: AbortSignal) {
     const server = await supervise({
       command: process.execPath,
       // Stack traces name the TypeScript sources, through the bundles' source maps.
@@ -100,11 +119,11 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     running = true;
     const startedAt = performance.now();
     void server.exited.then((code) => onExit(server, code, performance.now() - startedAt));
-    await waitReady(server, 60_000);
+    await waitReady(server, 60_000, signal);
     readyServer = server;
   }
 
-  async function waitReady(server: Supervised, timeoutMs: number) {
+  async function waitReady(server: Supervised, timeoutMs: number, signal?: AbortSignal) {
     const deadline = Date.now() + timeoutMs;
     let exited = false;
     void server.exited.then(() => {
@@ -112,7 +131,10 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     });
     while (Date.now() < deadline) {
       if (exited) throw new Error(`${spec.name} exited during start-up`);
-      const ok = await fetch(`${url}/ready`, { signal: AbortSignal.timeout(1000) })
+      if (expected) throw new Error(`${spec.name} was stopped during start-up`);
+      signal?.throwIfAborted();
+      const probe = AbortSignal.timeout(1000);
+      const ok = await fetch(`${url}/ready`, { signal: signal ? AbortSignal.any([probe, signal]) : probe })
         .then((r) => r.ok)
         .catch(() => false);
       if (ok) return;
@@ -143,6 +165,7 @@ export function createNodeProcess(spec: NodeProcessSpec, output: Output): NodePr
     async stop() {
       expected = true;
       clearTimeout(restartTimer);
+      await starting?.catch(() => {});
       if (current && running) await current.stop();
     },
   };

@@ -100,6 +100,11 @@ export type SystemOptions = {
    * follow the gateway's.
    */
   edge?: { kind: "nginx" | "haproxy"; tool: Tool; limits?: EdgeLimits };
+  /**
+   * Aborts the start (`npm start`'s Ctrl-C): what has started is stopped, in order, once the step in
+   * progress ends (a process's start ends at once), and `startSystem` rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 };
 
 export type System = {
@@ -142,7 +147,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const ports = opts.ports ?? DEFAULT_PORTS;
   const dataDir = opts.dataDir ?? join(cacheDir, "data");
   const durable = opts.durable ?? true;
-  const { log } = opts;
+  const { log, signal: abort } = opts;
+  // Between the steps of the start: an abort stops what has started (the catch below) and goes no further.
+  const checkpoint = () => abort?.throwIfAborted();
 
   const ours = [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays];
   for (const port of opts.external ? ours : [ports.postgres, ports.kafka, ports.kafkaController, ...ours]) {
@@ -198,16 +205,23 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   };
 
   try {
+    checkpoint();
     let postgresUrl: string;
     let kafkaBrokers: string[];
     const prefix = opts.external?.prefix ?? "";
     if (opts.external) {
       ({ postgresUrl, kafkaBrokers } = opts.external);
     } else {
-      [postgres, kafka] = await Promise.all([startPg(), startBroker()]);
-      postgresUrl = postgres.url;
-      kafkaBrokers = kafka.brokers;
+      // Both waited for: when one fails, the other is up by then and is stopped too.
+      const [pg, broker] = await Promise.allSettled([startPg(), startBroker()]);
+      if (pg.status === "fulfilled") postgres = pg.value;
+      if (broker.status === "fulfilled") kafka = broker.value;
+      if (pg.status === "rejected") throw pg.reason;
+      if (broker.status === "rejected") throw broker.reason;
+      postgresUrl = pg.value.url;
+      kafkaBrokers = broker.value.brokers;
     }
+    checkpoint();
     const userDbUrl = await createDatabase(postgresUrl, `${prefix.replace(/\W/g, "_")}user_db`);
     const orderDbUrl = await createDatabase(postgresUrl, `${prefix.replace(/\W/g, "_")}order_db`);
     await createTopics(
@@ -216,6 +230,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       6,
     );
     log(`system: PostgreSQL and Kafka up in ${seconds(started)}s`);
+    checkpoint();
 
     // Each linked process's own way to PostgreSQL and Kafka.
     const via = new Map<LinkedProcess, { postgresPort: number; kafkaBrokers: string }>();
@@ -273,6 +288,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
 
     // What production runs: the bundles of `npm run build`, made afresh from the sources here.
     await buildAll(log);
+    checkpoint();
     for (const [i, port] of ports.users.entries()) {
       const name = `user-${i + 1}` as LinkedProcess;
       const { url, ...kafkaEnv } = reach(name, userDbUrl);
@@ -311,8 +327,10 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
 
     // The services migrate at start-up; one user-service first, so the second finds the work done.
     const [first, ...rest] = [...processes.values()];
-    await first?.start();
-    await Promise.all(rest.map((p) => p.start()));
+    await first?.start(abort);
+    checkpoint();
+    await Promise.all(rest.map((p) => p.start(abort)));
+    checkpoint();
     log(`system: all processes ready in ${seconds(started)}s`);
     if (opts.edge) {
       const { kind, tool, limits = EDGE_LIMITS } = opts.edge;
@@ -320,6 +338,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         kind === "nginx"
           ? { kind, tool, limits }
           : { kind, tool, gatewayMetricsUrl: `http://127.0.0.1:${ports.gatewayMetrics}/metrics` };
+      checkpoint();
       edge = await startEdge(spec, ports.gateway, gatewayPort);
       log(
         kind === "nginx"

@@ -1,0 +1,40 @@
+import { freePort, isPortFree } from "@saga/tools/infra";
+import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
+import { expect, it, onTestFinished } from "vitest";
+import { startLocalSystem } from "./local-system.ts";
+import { freePorts } from "./system.ts";
+
+// `npm start` on the test run's PostgreSQL and Kafka, on free ports.
+const external = () => ({
+  postgresUrl: postgresUrl(),
+  kafkaBrokers: kafkaBrokers(),
+  prefix: `${uniqueName("local")}.`,
+});
+
+it("a stop asked for during the start starts nothing more and stops what has started before it returns", async () => {
+  const ports = await freePorts();
+  const stopAsked = new AbortController();
+  const heard = new Set<string>();
+  const starting = startLocalSystem({
+    ports,
+    external: external(),
+    env: { LOG_LEVEL: "info" },
+    // Ctrl-C once the first user-service listens, before it is ready (the others start once it is).
+    output: (name, line) => {
+      heard.add(name);
+      if (name === "user-1" && line.includes('"msg":"listening"')) stopAsked.abort(new Error("SIGINT"));
+    },
+    log: () => {},
+    prometheusPort: await freePort(),
+    signal: stopAsked.signal,
+  });
+  // Had the stop gone unheard, what started still stops.
+  onTestFinished(() => starting.then((local) => local.stop()).catch(() => {}));
+
+  await expect(starting).rejects.toThrow("SIGINT");
+  // Nothing more was started after the stop was asked for…
+  expect([...heard]).toEqual(["user-1"]);
+  // …and what was is stopped: the next start finds the ports free.
+  for (const port of [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays])
+    expect(await isPortFree(port), `port ${port}`).toBe(true);
+});

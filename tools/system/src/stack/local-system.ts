@@ -1,0 +1,60 @@
+import {
+  hasPrometheus,
+  loadPrometheusConfig,
+  type PrometheusServer,
+  prometheusConfigs,
+  startPrometheus,
+} from "@saga/monitoring";
+import { type System, type SystemOptions, startSystem } from "./system.ts";
+
+/** The port of `npm start`'s Prometheus (docs/design.md). */
+export const PROMETHEUS_PORT = 9090;
+
+export type LocalSystem = {
+  system: System;
+  /** None when Prometheus is not installed: the system runs without it. */
+  prometheus: PrometheusServer | undefined;
+  /** Stops Prometheus, then the system, in order, and resolves once every process has exited. */
+  stop(): Promise<void>;
+};
+
+/**
+ * What `npm start` runs: the system (`startSystem`), then Prometheus scraping it on `prometheusPort`.
+ * Prometheus is optional: without it installed, the system runs without it, and a line says why.
+ * When `signal` aborts before the start is done, what has started is stopped, in order, and this rejects
+ * with the signal's reason; when a step fails, the same, with its error.
+ */
+export async function startLocalSystem(
+  opts: SystemOptions & { prometheusPort: number },
+): Promise<LocalSystem> {
+  const { prometheusPort, ...systemOptions } = opts;
+  const system = await startSystem(systemOptions);
+  let prometheus: PrometheusServer | undefined;
+  const stop = async () => {
+    await prometheus?.stop();
+    await system.stop();
+  };
+  try {
+    prometheus = await startOptionalPrometheus(prometheusPort, opts.log);
+    opts.signal?.throwIfAborted();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { system, prometheus, stop };
+}
+
+async function startOptionalPrometheus(
+  port: number,
+  log: (line: string) => void,
+): Promise<PrometheusServer | undefined> {
+  if (!hasPrometheus()) {
+    log("Prometheus is not installed (npm run setup installs it): running without it");
+    return undefined;
+  }
+  return startPrometheus({
+    config: await loadPrometheusConfig(prometheusConfigs.local),
+    scrapeInterval: "5s",
+    port,
+  });
+}
