@@ -1,3 +1,5 @@
+import { createServer, type Server } from "node:net";
+import { hasPrometheus } from "@saga/monitoring";
 import { freePort, isPortFree } from "@saga/tools/infra";
 import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
 import { expect, it, onTestFinished } from "vitest";
@@ -10,6 +12,37 @@ const external = () => ({
   kafkaBrokers: kafkaBrokers(),
   prefix: `${uniqueName("local")}.`,
 });
+
+/** A port something else listens on, as Debian's prometheus.service does on 9090. */
+async function heldPort(): Promise<number> {
+  const server: Server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "0.0.0.0", resolve));
+  onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as { port: number }).port;
+}
+
+it.runIf(hasPrometheus())(
+  "runs without Prometheus when its port is taken (Debian's prometheus.service), and says so",
+  async () => {
+    const prometheusPort = await heldPort();
+    const lines: string[] = [];
+    const local = await startLocalSystem({
+      ports: await freePorts(),
+      external: external(),
+      env: { LOG_LEVEL: "warn" },
+      output: () => {},
+      log: (line) => lines.push(line),
+      prometheusPort,
+    });
+    try {
+      expect(local.prometheus).toBeUndefined();
+      expect(lines.join("\n")).toContain(`port ${prometheusPort} is taken`);
+      expect((await fetch(`${local.system.gatewayUrl}/ready`)).status).toBe(200);
+    } finally {
+      await local.stop();
+    }
+  },
+);
 
 it("a stop asked for during the start starts nothing more and stops what has started before it returns", async () => {
   const ports = await freePorts();

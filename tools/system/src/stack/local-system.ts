@@ -5,6 +5,7 @@ import {
   prometheusConfigs,
   startPrometheus,
 } from "@saga/monitoring";
+import { isPortFree } from "@saga/tools/infra";
 import { type System, type SystemOptions, startSystem } from "./system.ts";
 
 /** The port of `npm start`'s Prometheus (docs/design.md). */
@@ -12,7 +13,7 @@ export const PROMETHEUS_PORT = 9090;
 
 export type LocalSystem = {
   system: System;
-  /** None when Prometheus is not installed: the system runs without it. */
+  /** None when Prometheus is not installed or its port is taken: the system runs without it. */
   prometheus: PrometheusServer | undefined;
   /** Stops Prometheus, then the system, in order, and resolves once every process has exited. */
   stop(): Promise<void>;
@@ -20,7 +21,8 @@ export type LocalSystem = {
 
 /**
  * What `npm start` runs: the system (`startSystem`), then Prometheus scraping it on `prometheusPort`.
- * Prometheus is optional: without it installed, the system runs without it, and a line says why.
+ * Prometheus is optional: without it installed, or with its port taken, the system runs without it, and a
+ * line says why.
  * When `signal` aborts before the start is done, what has started is stopped, in order, and this rejects
  * with the signal's reason; when a step fails, the same, with its error.
  */
@@ -50,6 +52,14 @@ async function startOptionalPrometheus(
 ): Promise<PrometheusServer | undefined> {
   if (!hasPrometheus()) {
     log("Prometheus is not installed (npm run setup installs it): running without it");
+    return undefined;
+  }
+  // Debian's package, which `npm run setup` installs, starts its own prometheus.service on 9090 on a host
+  // with systemd: it scrapes none of our processes, and the system is of use without ours.
+  if (!(await isPortFree(port))) {
+    log(
+      `Prometheus: port ${port} is taken (Debian's prometheus.service? \`sudo systemctl disable --now prometheus\` frees it): running without it`,
+    );
     return undefined;
   }
   return startPrometheus({
