@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type KafkaServer, startKafka } from "@saga/tools/infra";
@@ -31,15 +32,26 @@ const timeout = 240_000;
 // without waiting for other files' transactions (see ownPostgresServer).
 const ownServerUrl = ownPostgresServer();
 
-/** A broker of the test's own, on fixed ports so that `start()` brings the same one back after `stop()`. */
+/**
+ * A broker of the test's own, on fixed ports so that `start()` brings the same one back after `stop()`.
+ * While it is stopped, the test holds its ports: `freePort` keeps a port from being handed out twice only
+ * within a process, and the test files run in several, so another file's server took the controller's
+ * port during an outage once, and the broker could not come back.
+ */
 async function ownBroker() {
   // Stopping the run's broker would break every other test.
   const dir = await mkdtemp(join(tmpdir(), "relay-outage-"));
   const ports = { port: await freePort(), controllerPort: await freePort() };
   const start = () => startKafka({ dataDir: join(dir, "kafka"), ...ports, durable: true });
   let broker: KafkaServer | undefined = await start();
+  let held: Server[] = [];
+  const release = async () => {
+    await Promise.all(held.map((server) => new Promise((resolve) => server.close(resolve))));
+    held = [];
+  };
   onTestFinished(async () => {
     await broker?.stop();
+    await release();
     await rm(dir, { recursive: true, force: true });
   });
   return {
@@ -47,8 +59,19 @@ async function ownBroker() {
     async stop() {
       await broker?.stop();
       broker = undefined;
+      held = await Promise.all(
+        [ports.port, ports.controllerPort].map(
+          (port) =>
+            new Promise<Server>((resolve, reject) => {
+              // A client that connects meanwhile is closed at once, as a broker that is away would.
+              const server = createServer((socket) => socket.destroy()).once("error", reject);
+              server.listen(port, "127.0.0.1", () => resolve(server));
+            }),
+        ),
+      );
     },
     async start() {
+      await release();
       broker = await start();
     },
   };
