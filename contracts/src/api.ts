@@ -245,7 +245,7 @@ export const getOrder = {
   tags: ["orders"],
   summary: "Read an order, or wait for its outcome",
   description:
-    "With `Prefer: wait=N` (RFC 7240 §4.3) the answer is held until the order is CONFIRMED or CANCELED, or N seconds pass (then the order as it is, PENDING); N above 30 counts as 30. The response then says `Preference-Applied: wait=N`. An order already decided, or none, is answered at once, and under load shed (503 with Retry-After) as any read is.",
+    "With `Prefer: wait=N` (RFC 7240 §4.3) the answer is held until the order is CONFIRMED or CANCELED, or N seconds pass (then the order as it is, PENDING); N above 30 counts as 30. The response then says `Preference-Applied: wait=N`. A process that shuts down answers what it holds at once, with the order as it is (PENDING included). An order already decided, or none, is answered at once, and under load shed (503 with Retry-After) as any read is.",
   security: bearer,
   request: {
     params: idParam("order"),
