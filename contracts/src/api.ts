@@ -177,7 +177,7 @@ export const getUserOrders = {
   tags: ["users"],
   summary: "Read a user with its orders",
   description:
-    "Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow).",
+    "Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).",
   security: bearer,
   request: { params: idParam("user"), headers: z.object(traceHeaders) },
   responses: { 200: json("The user and its orders.", UserOrders), ...errors(...EVERY_REQUEST, "NotFound") },
@@ -190,7 +190,7 @@ export const createOrder = {
   tags: ["orders"],
   summary: "Place an order: starts the saga",
   description:
-    "Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.",
+    "Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work. A 502 or 504 may follow a created order: send it again with the same Idempotency-Key.",
   security: bearer,
   request: {
     headers: z.object({ "Idempotency-Key": idempotencyKey, ...traceHeaders }),

@@ -61,12 +61,12 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   },
   Unavailable: {
     description:
-      "Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched. Retry after `Retry-After` seconds.",
+      "Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds.",
     headers: retryAfter,
   },
   GatewayTimeout: {
     description:
-      "The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read).",
+      "The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was.",
   },
 };
 
@@ -74,9 +74,9 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 
 **Authentication.** Every \`/users\` and \`/orders\` request needs \`Authorization: Bearer <JWT>\` (HS256 with the gateway's secret, or an identity provider's keys): \`sub\` is a user id, \`"role": "admin"\` makes it an admin's. A user may read itself and its own orders, order for itself and cancel its own orders; only an admin may create users. \`npm start\` prints an admin's token, \`npm run token -- --user <id>\` mints a user's.
 
-**Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing. A method that a path does not support answers **405** with \`Allow\`; an unknown path 404 (a trailing slash makes another path).
+**Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing, but for a write answered 502 or 504, which may have been applied (send it again with the same \`Idempotency-Key\`). A method that a path does not support answers **405** with \`Allow\`; an unknown path 404 (a trailing slash makes another path).
 
-**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load (not with a service that lost its database).`;
+**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
 
 /** The document's `info.version`: the API's, changed when a client would need to change. */
 export const API_VERSION = "1.0.0";

@@ -51,7 +51,7 @@ export interface paths {
         };
         /**
          * Read a user with its orders
-         * @description Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow).
+         * @description Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).
          */
         get: operations["getUserOrders"];
         put?: never;
@@ -77,7 +77,7 @@ export interface paths {
         put?: never;
         /**
          * Place an order: starts the saga
-         * @description Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work.
+         * @description Creates the order PENDING and starts the saga: user-service reserves the amount from the user's balance, and the order becomes CONFIRMED, or CANCELED when the credit is refused (an unknown user included) or no answer came before the saga's deadline. Follow it with `GET /orders/{id}` and `Prefer: wait=N`. A user's token may only order for itself (another userId answers 404). When too many sagas are in flight, a 503 with Retry-After before any work. A 502 or 504 may follow a created order: send it again with the same Idempotency-Key.
          */
         post: operations["createOrder"];
         delete?: never;
@@ -377,7 +377,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched. Retry after `Retry-After` seconds. */
+        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds. */
         Unavailable: {
             headers: {
                 /** @description This request's id. */
@@ -390,7 +390,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read). */
+        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was. */
         GatewayTimeout: {
             headers: {
                 /** @description This request's id. */

@@ -97,7 +97,7 @@ export function createGateway(env: Env) {
     },
     /**
      * Shutting down (`serveUntilSignal`'s `draining`): held reads are answered now, and requests still
-     * waiting for an upstream when `deadline` aborts are answered 503 (`Upstream.drain`).
+     * waiting for an upstream when `deadline` aborts are answered then (`Upstream.drain`).
      */
     draining: (deadline: AbortSignal) => {
       users.drain(deadline);

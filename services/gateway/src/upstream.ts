@@ -346,7 +346,7 @@ export function createUpstream(opts: UpstreamOptions) {
   function failure(outcome: UpstreamOutcome, method: string, timeoutMs: number, cause: unknown): AppError {
     switch (outcome) {
       case "shutdown":
-        return shuttingDown(method, cause);
+        return shuttingDown(method, true, cause);
       case "timeout":
         return new AppError("GATEWAY_TIMEOUT", `${name} did not answer within ${timeoutMs} ms`, { cause });
       case "connect_error":
@@ -360,22 +360,37 @@ export function createUpstream(opts: UpstreamOptions) {
     }
   }
 
-  /** A request still waiting for its answer at the end of the drain: the client is told to come back. */
-  function shuttingDown(method: string, cause?: unknown): AppError {
-    const applied = SAFE_METHODS.has(method)
-      ? ""
-      : " (it may have been applied: send it again with the same Idempotency-Key)";
-    return new AppError(
-      "UNAVAILABLE",
-      `the gateway is shutting down and ${name} had not answered; retry${applied}`,
-      { cause, retryAfterS: opts.retryAfterS },
+  /**
+   * A request the drain ended (`sent`: still waiting for its answer) or refused (not sent). One that did
+   * nothing upstream, a read or one never sent, is a 503 + Retry-After: come back. A write that was sent
+   * may have been applied, so it is answered as one the upstream did not answer in time, a 504 without
+   * Retry-After (the API document's 504: its outcome is unknown), never as a 503, which says nothing was
+   * done.
+   */
+  function shuttingDown(method: string, sent: boolean, cause?: unknown): ShutdownError {
+    if (!sent)
+      return new ShutdownError(
+        "UNAVAILABLE",
+        `the gateway is shutting down and did not send the request to ${name}; retry`,
+        { retryAfterS: opts.retryAfterS },
+      );
+    if (SAFE_METHODS.has(method))
+      return new ShutdownError(
+        "UNAVAILABLE",
+        `the gateway is shutting down and ${name} had not answered; retry`,
+        { cause, retryAfterS: opts.retryAfterS },
+      );
+    return new ShutdownError(
+      "GATEWAY_TIMEOUT",
+      `the gateway is shutting down and ${name} had not answered: the request may have been applied (send it again with the same Idempotency-Key)`,
+      { cause },
     );
   }
 
   /**
    * One call to the upstream (`send`, once it has chosen the request and the time it gets): an attempt at
    * the next instance, and another for a failure that allows it. Ended by `drain` with `Released` (a held
-   * call) or the shutdown's 503.
+   * call) or a `ShutdownError`.
    */
   async function call(
     request: UpstreamRequest,
@@ -383,7 +398,7 @@ export function createUpstream(opts: UpstreamOptions) {
   ): Promise<UpstreamResponse> {
     const refused = needsHeadroom ? refusal() : undefined;
     if (refused) throw refused;
-    if (cutOff) throw shuttingDown(request.method);
+    if (cutOff) throw shuttingDown(request.method, false);
     sentSinceCheck = true;
     // One controller and one timer cleared with the answer. `AbortSignal.timeout` keeps its timer until it
     // fires, seconds after the answer, and then builds a DOMException; with `AbortSignal.any` it was 2% of
@@ -505,7 +520,7 @@ export function createUpstream(opts: UpstreamOptions) {
      * Sends a request to the next healthy instance (any instance in panic mode) and reads the whole
      * response. A request that could not connect (any method: it never left) or a GET/HEAD whose
      * connection broke is sent once more to another instance. Throws an AppError: 504 past the timeout,
-     * 503 + Retry-After when the gateway's drain ends first (`drain`), 502 for any other failure.
+     * a `ShutdownError` when the gateway's drain ends first (`drain`), 502 for any other failure.
      */
     async send(
       request: UpstreamRequest,
@@ -534,7 +549,8 @@ export function createUpstream(opts: UpstreamOptions) {
      * The gateway is shutting down: requests held by the upstream are asked again without their Prefer
      * and answered at once, and any sent from now on is not held; when `deadline` aborts (shortly before
      * the server closes the connections still open), every request still waiting for the upstream is
-     * answered 503 with `Retry-After` instead of having its connection cut, and none is sent any more.
+     * answered instead of having its connection cut (a `ShutdownError`: 503 + Retry-After, or 504 for a
+     * write that may have been applied), and none is sent any more.
      */
     drain(deadline: AbortSignal): void {
       draining = true;
@@ -580,6 +596,13 @@ type CallOptions = {
 
 /** How the gateway ended a call itself: its timeout, or its shutdown (`drain`). */
 type Ending = "timeout" | "release" | "shutdown";
+
+/**
+ * The gateway's shutdown ended or refused the call (`drain`): 503 + Retry-After when nothing was done
+ * upstream, 504 when a write had been sent. A route that turns an upstream's failure into its own answer
+ * passes this one on as it is.
+ */
+export class ShutdownError extends AppError {}
 
 /** A held call that `drain` ended: `send` asks again without the Prefer. */
 class Released extends Error {

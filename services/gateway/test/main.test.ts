@@ -79,11 +79,11 @@ describe("main", () => {
     expect(code).toBe(0);
   });
 
-  it("answers what it holds when it is stopped: a held read with the order as it is now, a write still waiting with 503 + Retry-After", async () => {
+  it("answers what it holds when it is stopped: a held read with the order as it is now, a read still waiting with 503 + Retry-After, a write sent with 504 (its outcome unknown)", async () => {
     // The order-service holds a read with `Prefer: wait` while the order is PENDING, and this one takes a
-    // new order longer than the gateway's drain: neither answers before the test ends.
+    // user's list of orders and a new order longer than the gateway's drain: none answers before the test ends.
     const orders = await startFakeUpstream((req) =>
-      req.headers.prefer !== undefined || req.method === "POST"
+      req.headers.prefer !== undefined || req.method === "POST" || req.url.startsWith("/orders?")
         ? new Promise<never>(() => {})
         : { body: order },
     );
@@ -110,29 +110,38 @@ describe("main", () => {
     );
 
     const held = fetch(`${base}/orders/${ORDER_ID}`, { headers: { ...auth, prefer: "wait=20" } });
+    const list = fetch(`${base}/orders?userId=${USER_ID}`, { headers: auth });
     const write = fetch(`${base}/orders`, {
       method: "POST",
       body: JSON.stringify({ userId: USER_ID, amount: 30 }),
       headers: { "content-type": "application/json", "idempotency-key": "k", ...auth },
     });
-    await eventually(() => orders.received.length === 2);
+    await eventually(() => orders.received.length === 3);
     const exited = once(child, "exit");
     child.kill("SIGTERM");
 
-    // Both answered, not cut off at the end of the drain (an empty reply before).
-    const [read, refused] = await Promise.all([held, write]);
+    // Each answered, not cut off at the end of the drain (an empty reply before).
+    const [read, listed, written] = await Promise.all([held, list, write]);
     expect(read.status).toBe(200);
     expect(await read.json()).toEqual(order);
     // Not held for its wait: the state now, read again without the preference.
     expect(read.headers.get("preference-applied")).toBeNull();
-    const again = orders.received.filter((r) => r.method === "GET");
+    const again = orders.received.filter((r) => r.url === `/orders/${ORDER_ID}`);
     expect(again.map((r) => r.headers.prefer)).toEqual(["wait=20", undefined]);
-    expect(refused.status).toBe(503);
-    expect(refused.headers.get("retry-after")).toBe("3");
-    const { error } = (await refused.json()) as { error: string };
-    expect(error).toBe(
-      "the gateway is shutting down and order-service had not answered; retry (it may have been applied: send it again with the same Idempotency-Key)",
-    );
+    // A read changed nothing: come back (to another instance) after Retry-After.
+    expect(listed.status).toBe(503);
+    expect(listed.headers.get("retry-after")).toBe("3");
+    expect(await listed.json()).toMatchObject({
+      error: "the gateway is shutting down and order-service had not answered; retry",
+    });
+    // The order-service may have created the order: not a 503, which says that nothing was done, and no
+    // Retry-After; the same status as an upstream that did not answer in time.
+    expect(written.status).toBe(504);
+    expect(written.headers.get("retry-after")).toBeNull();
+    expect(await written.json()).toMatchObject({
+      error:
+        "the gateway is shutting down and order-service had not answered: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
     const [code] = await exited;
     expect(code).toBe(0);
   });

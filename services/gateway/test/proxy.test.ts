@@ -163,6 +163,25 @@ describe("routing", () => {
     expect(silent.received).toHaveLength(1);
   });
 
+  it("refuses a request that comes after its drain ended with 503 + Retry-After, saying that it was not sent", async () => {
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, { RETRY_AFTER_S: "3" });
+    // The end of its drain: a client's slow upload can still be read after it.
+    gateway.draining(AbortSignal.abort());
+    const res = await gateway.app.request("/orders", {
+      method: "POST",
+      body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+      headers: { ...json, "idempotency-key": "k" },
+    });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("3");
+    // Nothing was done: the client may send it again as it is, to another gateway.
+    expect(await res.json()).toMatchObject({
+      error: "the gateway is shutting down and did not send the request to order-service; retry",
+    });
+    expect(orders.received).toHaveLength(0);
+  });
+
   it("gives a request with Prefer: wait=N N more seconds before its timeout, and forwards the header", async () => {
     const waiting = await startFakeUpstream(() => ({ body: order, delayMs: 1200 }));
     const { app } = await startGateway([await startFakeUpstream()], waiting, { UPSTREAM_TIMEOUT_MS: "300" });
