@@ -1,4 +1,4 @@
-import { SHED_HEADER } from "@saga/http";
+import { AppError, SHED_HEADER } from "@saga/http";
 import { describe, expect, it } from "vitest";
 import {
   admissionLimit,
@@ -108,6 +108,22 @@ describe("GET /users/:id/orders", () => {
     expect(res.headers.get("retry-after")).toBe("3");
     expect(await res.json()).toMatchObject({
       error: "the gateway is shutting down and order-service had not answered; retry",
+    });
+  });
+
+  it("answers 502 for any failure of the order-service's side but the gateway's shutdown, an upstream's 503 included", async () => {
+    const gateway = await startGateway([await userService()], await startFakeUpstream(() => ({ body: [] })));
+    // The upstream's own refusal when it has no instance to send to. A GET always has one today (in panic
+    // mode all of them), so it is made here: the route passes on only the shutdown's answer.
+    gateway.orders.send = () =>
+      Promise.reject(
+        new AppError("UNAVAILABLE", "order-service is unavailable: no instance", { retryAfterS: 1 }),
+      );
+    const res = await gateway.app.request(`/users/${USER_ID}/orders`);
+    expect(res.status).toBe(502);
+    expect(res.headers.get("retry-after")).toBeNull();
+    expect(await res.json()).toMatchObject({
+      error: "order-service is unavailable: order-service is unavailable: no instance",
     });
   });
 

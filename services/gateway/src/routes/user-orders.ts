@@ -9,7 +9,7 @@ import {
   passThroughSubRequest,
   upstreamHeaders,
 } from "../forward.ts";
-import type { Upstream, UpstreamResponse } from "../upstream.ts";
+import { ShutdownError, type Upstream, type UpstreamResponse } from "../upstream.ts";
 
 export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs: number };
 
@@ -17,7 +17,7 @@ export type UserOrdersRouteDeps = { users: Upstream; orders: Upstream; timeoutMs
  * `GET /users/:id/orders`: the user from user-service and its orders from order-service, asked at the
  * same time, as `{"user", "orders"}`. The user-service's answer decides first: its 400 or 404 is passed
  * through as it is. A user without its orders is no answer: a failing order-service is a 502 (a 504 when
- * it was only slow).
+ * it was only slow); its shed (503 + Retry-After) is passed on, and so is the gateway's shutdown.
  */
 export function registerUserOrdersRoute(
   app: Hono<AppEnv>,
@@ -36,8 +36,8 @@ export function registerUserOrdersRoute(
     if (user.value.status !== 200) return passThrough(c, user.value);
     if (list.status === "rejected") {
       const err = list.reason;
-      // Slow (504), or still unanswered as the gateway shut down (503 + Retry-After, as any such request).
-      if (err instanceof AppError && (err.code === "GATEWAY_TIMEOUT" || err.code === "UNAVAILABLE"))
+      // Slow (504), or ended by the gateway's shutdown (a read: 503 + Retry-After, as any such request).
+      if (err instanceof ShutdownError || (err instanceof AppError && err.code === "GATEWAY_TIMEOUT"))
         throw err;
       throw new AppError("BAD_GATEWAY", `${orders.name} is unavailable: ${(err as Error).message}`, {
         cause: err,
