@@ -1,7 +1,9 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { freshDatabase } from "@saga/tools/test/harness";
 import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { migrateDatabase } from "./migrate.ts";
+import { ADDED_NOT_VALID, MIGRATIONS_FOLDER, migrateDatabase, validateConstraints } from "./migrate.ts";
 
 async function tables(url: string): Promise<string[]> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
@@ -126,4 +128,53 @@ describe("migrateDatabase", () => {
     await writer`commit`;
     expect(await sql`select amount from reservations`).toEqual([{ amount: "5" }]);
   });
+
+  // An operator's constraint is theirs to validate: rows that break it must not keep a service from starting.
+  it("leaves alone a constraint an operator added NOT VALID, which rows before it break", async () => {
+    const url = await freshDatabase("user_db");
+    await migrateDatabase(url, "user");
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    await sql`insert into users (username, initial_balance, balance) values ('ada', 10, 10)`;
+    await sql`alter table users add constraint users_username_long check (length(username) > 5) not valid`;
+
+    await migrateDatabase(url, "user");
+    expect(
+      await sql`select conname, convalidated from pg_constraint where conname = 'users_username_long'`,
+    ).toEqual([{ conname: "users_username_long", convalidated: false }]);
+    expect(await sql`select username from users`).toEqual([{ username: "ada" }]);
+  });
+
+  it("names a foreign key that rows written before it break, as it does a check", async () => {
+    const url = await freshDatabase("user_db");
+    await migrateDatabase(url, "user");
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    const [user] = await sql`
+      insert into users (username, initial_balance, balance) values ('ada', 10, 10) returning id`;
+    await sql`
+      insert into reservations (order_id, user_id, amount, status) values (gen_random_uuid(), ${user?.id}, 5, 'REJECTED')`;
+    await sql`create table known_orders (id uuid primary key)`;
+    await sql`
+      alter table reservations add constraint reservations_order_known
+      foreign key (order_id) references known_orders (id) not valid`;
+    await expect(
+      validateConstraints(sql, [{ table: "reservations", name: "reservations_order_known" }]),
+    ).rejects.toThrow(/rows of reservations written before its constraint reservations_order_known break it/);
+  });
+
+  // A constraint a migration adds NOT VALID and does not name would stay unchecked for ever.
+  it.each(["user", "order"] as const)(
+    "names every constraint the %s migrations add NOT VALID",
+    async (service) => {
+      const folder = MIGRATIONS_FOLDER[service];
+      const added: { table: string; name: string }[] = [];
+      for (const file of (await readdir(folder)).filter((f) => f.endsWith(".sql")).sort()) {
+        const text = await readFile(join(folder, file), "utf8");
+        for (const m of text.matchAll(/^ALTER TABLE "(\w+)" ADD CONSTRAINT "(\w+)"[^;]*\bNOT VALID\b/gim))
+          added.push({ table: m[1] ?? "", name: m[2] ?? "" });
+      }
+      expect(ADDED_NOT_VALID[service]).toEqual(added);
+    },
+  );
 });
