@@ -4,7 +4,9 @@
 -- millions a retention of keyed requests leaves it ran past DB_STATEMENT_TIMEOUT_MS (10 s), and from then on
 -- every round failed and the table only grew.
 -- Plain CREATE INDEX, not CONCURRENTLY: drizzle runs the pending migrations in one transaction, where
--- CONCURRENTLY cannot run. It blocks writes to idempotency_keys (a POST with an Idempotency-Key) while it
--- reads the table once, about 0.16 s a million keys; reads go on. On a large table, create it CONCURRENTLY
--- by hand first (IF NOT EXISTS then skips it).
+-- CONCURRENTLY cannot run. It blocks writes to idempotency_keys (a POST with an Idempotency-Key) until that
+-- transaction commits: its build reads the table once, about 0.16 s a million keys; reads go on. On a large
+-- table, create it CONCURRENTLY by hand first (IF NOT EXISTS then skips it); a CONCURRENTLY build that
+-- fails leaves an INVALID index of this name, which IF NOT EXISTS would skip too: drop it first
+-- (docs/design.md, "Upgrading").
 CREATE INDEX IF NOT EXISTS "idempotency_keys_created_at_idx" ON "idempotency_keys" USING btree ("created_at");
