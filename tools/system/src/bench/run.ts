@@ -634,6 +634,7 @@ async function main() {
         userDbUrl: system.userDbUrl,
         orderDbUrl: system.orderDbUrl,
         kafka,
+        statementTimeoutMs: system.statementTimeoutMs,
       });
       const broken = brokenInvariants(results);
       const section = `${formatOverload(report, process.argv.slice(2).join(" "), new Date().toISOString())}\n\n${verdictLine(broken)}`;
@@ -693,6 +694,7 @@ async function main() {
       userDbUrl: system.userDbUrl,
       orderDbUrl: system.orderDbUrl,
       kafka,
+      statementTimeoutMs: system.statementTimeoutMs,
     });
     const failures = brokenInvariants(results);
     const relayRowsPerS = saturation.relayRowsPerS;

@@ -33,4 +33,21 @@ describe("formatReport", () => {
     expect(text).toMatch(/\| FAIL +\| no process exited by itself[^|]*\| 6 processes +\|/);
     expect(text).toContain("  - order exited by itself (code 1) after 12.0 s up");
   });
+
+  it("says SKIP for an invariant not checked, with why", () => {
+    const text = formatReport(
+      report({
+        invariants: [
+          {
+            name: "no TIMEOUT cancel",
+            pass: true,
+            skipped: true,
+            checked: "not checked: why",
+            counterExamples: [],
+          },
+        ],
+      }),
+    );
+    expect(text).toMatch(/\| SKIP +\| no TIMEOUT cancel +\| not checked: why +\|/);
+  });
 });

@@ -38,7 +38,11 @@ export type ChaosReport = {
 };
 
 export function formatReport(r: ChaosReport): string {
-  const invariantRows = r.invariants.map((i) => [i.pass ? "PASS" : "FAIL", i.name, i.checked]);
+  const invariantRows = r.invariants.map((i) => [
+    i.skipped ? "SKIP" : i.pass ? "PASS" : "FAIL",
+    i.name,
+    i.checked,
+  ]);
   const examples = r.invariants
     .filter((i) => !i.pass)
     .map((i) => `${i.name}:\n${i.counterExamples.map((e) => `  - ${e}`).join("\n")}`)

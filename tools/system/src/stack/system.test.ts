@@ -14,7 +14,7 @@ import fc from "fast-check";
 import postgres from "postgres";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { freePorts, type System, startSystem } from "./system.ts";
+import { freePorts, type System, startSystem, statementTimeoutOf } from "./system.ts";
 
 // The whole system (gateway, two user-services, order-service, two relays) on the test run's
 // PostgreSQL and Kafka, driven through the gateway as a user would.
@@ -468,5 +468,15 @@ describe("the whole system through the gateway", () => {
     const report = await checkDashboards(prometheus, [...loadDashboards().values()]);
     expect(report.ok, formatReport(report)).toBe(true);
     expect(report.queries.length).toBeGreaterThan(30);
+  });
+});
+
+// The chaos checker's TIMEOUT race allows what the services wait for their locks.
+describe("statementTimeoutOf", () => {
+  it("reads DB_STATEMENT_TIMEOUT_MS as the services do: the caller's, the default without one, 0 for none", () => {
+    expect(statementTimeoutOf({})).toBe(10_000);
+    expect(statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "30000" })).toBe(30_000);
+    expect(statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "0" })).toBe(0);
+    expect(() => statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "soon" })).toThrow(/DB_STATEMENT_TIMEOUT_MS/);
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
 import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
+import { envVars } from "@saga/messaging";
 import { buildAll, bundleOf } from "@saga/tools/build";
 import {
   cacheDir,
@@ -120,6 +121,11 @@ export type System = {
   ): Promise<string>;
   /** The secret the gateway gives the services; a request straight to a service needs it. */
   internalSecret: string;
+  /**
+   * The `DB_STATEMENT_TIMEOUT_MS` the services run with (0: none): `SystemOptions.env`'s, or else the
+   * caller's environment's, which every process inherits, or else the default.
+   */
+  statementTimeoutMs: number;
   /** Every Node process by name: gateway, user-1, user-2, order, relay-1, relay-2. */
   processes: Map<string, NodeProcess>;
   /** The pid of every running process, PostgreSQL and Kafka included. */
@@ -271,6 +277,8 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       LOG_LEVEL: "info",
       ...opts.env,
     };
+    // Each process runs with `common` over the caller's environment (node-process.ts), and reads it there.
+    const statementTimeoutMs = statementTimeoutOf({ ...process.env, ...common });
     const add = (name: string, entry: string, port: number, env: Record<string, string>) =>
       processes.set(
         name,
@@ -356,6 +364,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       token: (subject, { admin = false, ...claims } = {}) =>
         mintToken({ secret: authSecret, subject, role: admin ? "admin" : undefined, ...claims }),
       internalSecret,
+      statementTimeoutMs,
       processes,
       pids() {
         const out: Record<string, number> = {};
@@ -400,6 +409,14 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await stop();
     throw err;
   }
+}
+
+/** The `statement_timeout` a process started with `env` sets, as the processes parse it (0: none). */
+export function statementTimeoutOf(env: Record<string, string | undefined>): number {
+  const parsed = envVars.dbStatementTimeoutMs.safeParse(env.DB_STATEMENT_TIMEOUT_MS);
+  if (!parsed.success)
+    throw new Error(`DB_STATEMENT_TIMEOUT_MS: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
+  return parsed.data;
 }
 
 function seconds(since: number): string {
