@@ -315,7 +315,7 @@ function quietRun(): { snapshot: Snapshot; clients: ClientRecord } {
       userOutbox,
       userInbox: recorded("user-service", orderOutbox),
       orderInbox: recorded("order-service", userOutbox),
-      idempotencyKeys: run.orders.map((o) => ({ key: keyOf(o), order_id: o.id })),
+      idempotencyKeys: run.orders.map((o) => ({ subject: "u1", key: keyOf(o), order_id: o.id })),
       copies,
     },
     clients: {
@@ -654,7 +654,7 @@ describe("checkAnswers", () => {
       ],
       [
         "one order per Idempotency-Key: every order named by one key's stored answer, a key the load sent",
-        ["key key-f: its 201 named order f, and no answer is stored under it"],
+        ["key key-f: its 201 named order f, and no answer is stored under it for its caller u1"],
       ],
     ]);
   });
@@ -687,9 +687,9 @@ describe("checkAnswers", () => {
     const { snapshot, clients } = quietRun();
     snapshot.idempotencyKeys = snapshot.idempotencyKeys.map((k) =>
       k.key === "key-b"
-        ? { key: "key-b", order_id: "a" }
+        ? { subject: "u1", key: "key-b", order_id: "a" }
         : k.key === "key-a"
-          ? { key: "stranger", order_id: "b" }
+          ? { subject: "u1", key: "stranger", order_id: "b" }
           : k,
     );
     expect(failures(snapshot, clients)).toEqual([
@@ -697,9 +697,23 @@ describe("checkAnswers", () => {
         "one order per Idempotency-Key: every order named by one key's stored answer, a key the load sent",
         [
           "idempotency key stranger was never sent by the load",
-          "key key-a: its 201 named order a, and no answer is stored under it",
+          "key key-a: its 201 named order a, and no answer is stored under it for its caller u1",
           "key key-b: its 201 named order b, its stored answer a",
         ],
+      ],
+    ]);
+  });
+
+  // The API keeps keys per caller: another caller's answer under the same key answered another request.
+  it("fails a 201 whose key's answer is stored only under another caller", () => {
+    const { snapshot, clients } = quietRun();
+    snapshot.idempotencyKeys = snapshot.idempotencyKeys.map((k) =>
+      k.key === "key-a" ? { ...k, subject: "u2" } : k,
+    );
+    expect(failures(snapshot, clients)).toEqual([
+      [
+        "one order per Idempotency-Key: every order named by one key's stored answer, a key the load sent",
+        ["key key-a: its 201 named order a, and no answer is stored under it for its caller u1"],
       ],
     ]);
   });

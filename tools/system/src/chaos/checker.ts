@@ -90,8 +90,8 @@ export type InboxRow = {
   /** Its transaction's start (`now()`): the batch began then, before it took its orders' locks. */
   processed_at: Date;
 };
-/** An order-service idempotency key and the order id its stored answer names. */
-export type KeyRow = { key: string; order_id: string | null };
+/** An order-service idempotency key, the caller it belongs to, and the order id its stored answer names. */
+export type KeyRow = { subject: string; key: string; order_id: string | null };
 /** A message read back from Kafka, its topic without the run's prefix. */
 export type KafkaCopy = {
   topic: string;
@@ -115,13 +115,21 @@ export type Snapshot = {
   copies: KafkaCopy[];
 };
 
-/** What the load sent and was answered (load.ts): the final state must agree with what clients were told. */
+/**
+ * What the load sent and was answered (load.ts): the final state must agree with what clients were told.
+ * The API keeps an Idempotency-Key per caller (the token's subject); the load sends each `POST /orders`
+ * with the token of the user it orders for, whose subject is the user's id, and a fresh random key, so
+ * no two callers share a key and a key alone names its request.
+ */
 export type ClientRecord = {
   /** Each user the run created, with the initial balance it asked for. */
   users: readonly { id: string; balance: number }[];
   /** Every Idempotency-Key sent with a `POST /orders`, answered or not. */
   keysSent: ReadonlySet<string>;
-  /** The order each `201` named, by the Idempotency-Key of its request, with the user and amount sent. */
+  /**
+   * The order each `201` named, by the Idempotency-Key of its request, with the user and amount sent: its
+   * answer is stored under that user as the subject.
+   */
   created: ReadonlyMap<string, { id: string; userId: string; amount: number }>;
   /** Orders whose `DELETE` was answered `204`. */
   canceled: ReadonlySet<string>;
@@ -183,7 +191,7 @@ async function readSnapshot(input: CheckInput): Promise<Snapshot> {
         outbox(orderDb),
         inbox(userDb),
         inbox(orderDb),
-        orderDb<KeyRow[]>`select key, body->>'id' as order_id from idempotency_keys`,
+        orderDb<KeyRow[]>`select subject, key, body->>'id' as order_id from idempotency_keys`,
       ]);
     const messages = await input.kafka.readToEnd(ALL_TOPICS.map((t) => prefixedTopic(prefix, t)));
     const copies = messages.map(
@@ -529,9 +537,11 @@ export function checkAnswers(
 
   const once: string[] = [];
   const keysOf = new Map<string, string[]>();
+  // Keys are per caller: by subject and key.
   const storedAnswer = new Map<string, string | null>();
+  const callerKey = (subject: string, key: string) => `${subject}\n${key}`;
   for (const k of keys) {
-    storedAnswer.set(k.key, k.order_id);
+    storedAnswer.set(callerKey(k.subject, k.key), k.order_id);
     if (!clients.keysSent.has(k.key)) once.push(`idempotency key ${k.key} was never sent by the load`);
     if (k.order_id === null || !orderOf.has(k.order_id))
       once.push(`idempotency key ${k.key} names order ${k.order_id}, which is not in order_db`);
@@ -542,9 +552,11 @@ export function checkAnswers(
     if (n !== 1) once.push(`order ${o.id} is named by ${n} idempotency keys' stored answers`);
   }
   for (const [key, sent] of clients.created) {
-    const stored = storedAnswer.get(key);
+    const stored = storedAnswer.get(callerKey(sent.userId, key));
     if (stored === undefined)
-      once.push(`key ${key}: its 201 named order ${sent.id}, and no answer is stored under it`);
+      once.push(
+        `key ${key}: its 201 named order ${sent.id}, and no answer is stored under it for its caller ${sent.userId}`,
+      );
     else if (stored !== sent.id)
       once.push(`key ${key}: its 201 named order ${sent.id}, its stored answer ${stored}`);
   }
