@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { NodeProcess } from "../stack/node-process.ts";
 import type { System } from "../stack/system.ts";
-import { inflict, underFaults } from "./run.ts";
+import { inflict, strikeEachTarget, underFaults } from "./run.ts";
+import { type Fault, targetOf } from "./schedule.ts";
 
 /** A system of one process, `user-1`, that has exited by itself: what a crash leaves to the schedule. */
 function crashedSystem() {
@@ -85,5 +86,40 @@ describe("the load under faults", () => {
     );
     await expect(run).rejects.toBe(error);
     expect(events).toEqual(["load stopped offering", "said so", "load stopped, nothing in flight"]);
+  });
+});
+
+describe("the schedule's faults", () => {
+  it("when a fault fails, lets the faults under way end and starts no more, then throws the first failure", async () => {
+    const events: string[] = [];
+    const error = new Error("relay-2 did not come back");
+    let relayFailed!: () => void;
+    const failure = new Promise<void>((resolve) => {
+      relayFailed = resolve;
+    });
+    const schedule: Fault[] = [
+      { kind: "kill", atMs: 0, victim: "kafka", durationMs: 10 },
+      { kind: "kill", atMs: 0, victim: "relay-2", durationMs: 10 },
+      { kind: "kill", atMs: 1, victim: "kafka", durationMs: 10 },
+    ];
+    const run = strikeEachTarget(schedule, async (fault) => {
+      events.push(`${targetOf(fault)} ${fault.atMs} began`);
+      if (targetOf(fault) === "relay-2") {
+        relayFailed();
+        throw error;
+      }
+      // A Kafka restart asleep before it starts the broker again: it ends after the failure.
+      await failure;
+      await new Promise((resolve) => setImmediate(resolve));
+      events.push(`${targetOf(fault)} ${fault.atMs} ended`);
+    }).finally(() => events.push("the run may stop the system"));
+
+    await expect(run).rejects.toBe(error);
+    expect(events).toEqual([
+      "kafka 0 began",
+      "relay-2 0 began",
+      "kafka 0 ended",
+      "the run may stop the system",
+    ]);
   });
 });

@@ -190,8 +190,11 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       );
     }, 5000);
 
-    const strike = async (fault: Fault) => {
-      await sleep(Math.max(0, started + fault.atMs - Date.now()));
+    const strike = async (fault: Fault, failed: AbortSignal) => {
+      await delay(Math.max(0, started + fault.atMs - Date.now()), undefined, { signal: failed }).catch(
+        () => {},
+      );
+      if (failed.aborted) return;
       const target = targetOf(fault);
       const lasting = `for ${(fault.durationMs / 1000).toFixed(1)}s`;
       log(
@@ -201,18 +204,11 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       faults[fault.kind][target] = (faults[fault.kind][target] ?? 0) + 1;
       faultsDone++;
     };
-    // Faults on different targets overlap in time; each target's own faults run one after another.
-    const byTarget = new Map<string, Fault[]>();
-    for (const f of schedule) byTarget.set(targetOf(f), [...(byTarget.get(targetOf(f)) ?? []), f]);
     await underFaults(
       opts.durationS * 1000,
       load,
       async () => {
-        await Promise.all(
-          [...byTarget.values()].map(async (fs) => {
-            for (const f of fs) await strike(f);
-          }),
-        );
+        await strikeEachTarget(schedule, strike);
         faultsEndedS = sinceStart();
       },
       () => {
@@ -341,6 +337,33 @@ export async function underFaults(
   onLoadStopped();
   await striking;
   await load.stop();
+  if (failed.signal.aborted) throw failed.signal.reason;
+}
+
+/**
+ * Does the schedule's faults: those of different targets overlap in time, each target's own run one after
+ * another. A fault that fails ends the schedule: no target starts another (`strike` is given the signal),
+ * the faults under way end, and only then does this reject, with the first failure. Rejecting at once would
+ * let the run stop the system while a fault still runs: a Kafka restart asleep before it starts the broker
+ * again, a process start retrying, which would then start it after the stop.
+ */
+export async function strikeEachTarget(
+  schedule: readonly Fault[],
+  strike: (fault: Fault, failed: AbortSignal) => Promise<void>,
+): Promise<void> {
+  const byTarget = new Map<string, Fault[]>();
+  for (const f of schedule) byTarget.set(targetOf(f), [...(byTarget.get(targetOf(f)) ?? []), f]);
+  const failed = new AbortController();
+  await Promise.allSettled(
+    [...byTarget.values()].map(async (faults) => {
+      for (const f of faults) {
+        if (failed.signal.aborted) return;
+        await strike(f, failed.signal).catch((err: unknown) => {
+          if (!failed.signal.aborted) failed.abort(err);
+        });
+      }
+    }),
+  );
   if (failed.signal.aborted) throw failed.signal.reason;
 }
 
