@@ -21,8 +21,8 @@ async function run(): Promise<number> {
       stopAsked.abort(new Error(`stopped by ${signal}`));
       resolve();
     };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    // SIGHUP: the terminal closed (node24.mjs passes it on), which would otherwise end this at once.
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
   });
 
   let local: LocalSystem;

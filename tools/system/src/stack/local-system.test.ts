@@ -71,3 +71,27 @@ it("a stop asked for during the start starts nothing more and stops what has sta
   for (const port of [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays])
     expect(await isPortFree(port), `port ${port}`).toBe(true);
 });
+
+it("a stop asked for once the system is up, before Prometheus, does not start Prometheus", async () => {
+  const stopAsked = new AbortController();
+  const lines: string[] = [];
+  const starting = startLocalSystem({
+    ports: await freePorts(),
+    external: external(),
+    env: { LOG_LEVEL: "warn" },
+    output: () => {},
+    // Ctrl-C as startSystem returns: its last line. Prometheus is not installed, or its port is held:
+    // either way, a start of it says so.
+    log: (line) => {
+      lines.push(line);
+      if (line.startsWith("system: all processes ready")) stopAsked.abort(new Error("SIGINT"));
+    },
+    prometheusPort: await heldPort(),
+    signal: stopAsked.signal,
+  });
+  onTestFinished(() => starting.then((local) => local.stop()).catch(() => {}));
+
+  await expect(starting).rejects.toThrow("SIGINT");
+  expect(lines.some((line) => line.startsWith("system: all processes ready"))).toBe(true);
+  expect(lines.filter((line) => line.includes("Prometheus"))).toEqual([]);
+});

@@ -37,6 +37,8 @@ export async function startLocalSystem(
     await system.stop();
   };
   try {
+    // A stop asked for once the system was up starts nothing more.
+    opts.signal?.throwIfAborted();
     prometheus = await startOptionalPrometheus(prometheusPort, opts.log);
     opts.signal?.throwIfAborted();
   } catch (err) {
