@@ -14,6 +14,9 @@ async function run(): Promise<number> {
   const stopAsked = new AbortController();
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
+      // The terminal is gone: a write to it fails (EIO), and the stream's error would end this process
+      // at once, with nothing stopped in order. What is left to say goes nowhere.
+      if (signal === "SIGHUP") for (const out of [process.stdout, process.stderr]) out.on("error", () => {});
       // Once is enough: a terminal's Ctrl-C comes twice (to this process, and passed on by node24.mjs), and
       // the stop goes on in order, each process within its grace period, whatever comes after.
       if (stopAsked.signal.aborted) return;
@@ -21,7 +24,7 @@ async function run(): Promise<number> {
       stopAsked.abort(new Error(`stopped by ${signal}`));
       resolve();
     };
-    // SIGHUP: the terminal closed (node24.mjs passes it on), which would otherwise end this at once.
+    // SIGHUP: the terminal was closed (node24.mjs passes it on too), which would otherwise end this at once.
     for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
   });
 
