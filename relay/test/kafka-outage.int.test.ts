@@ -176,15 +176,31 @@ describe("a relay whose broker goes away", () => {
     // Rows go on being written: the stream carries them, and no send of them can be acknowledged.
     const downAt = written.length;
     await eventually("rows written while the broker is away", async () => written.length > downAt + 50);
-    const [{ lsn } = { lsn: "" }] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
+    // The relay's slot (the only one of this database), whether it has confirmed `marker`, and the WAL
+    // written so far.
+    const relaySlot = async (marker = "0/0") => {
+      const [slot, ...more] = await sql<{ name: string; pid: number | null; lsn: string; past: boolean }[]>`
+        select slot_name as name, active_pid as pid, pg_current_wal_lsn()::text as lsn,
+          confirmed_flush_lsn >= ${marker}::pg_lsn as past
+        from pg_replication_slots where database = current_database()`;
+      return slot?.pid && more.length === 0 ? slot : undefined;
+    };
+    const held = await eventually("the relay's slot", () => relaySlot());
     expect(await backlog(sql), "rows waiting for the broker").toBeGreaterThan(50);
     // Every WAL record before a slot's confirmed position may go: the slot no longer holds back what was
     // written since the outage began (before, the server kept it all until the broker came back).
-    await eventually("the relay's slot to move past the WAL written during the outage", async () => {
-      const [slots] = await sql<{ n: number; behind: number }[]>`
-        select count(*)::int as n, count(*) filter (where confirmed_flush_lsn < ${lsn}::pg_lsn)::int as behind
-        from pg_replication_slots where database = current_database()`;
-      return slots !== undefined && slots.n > 0 && slots.behind === 0;
+    const movedOn = await eventually(
+      "the relay's slot to move past the WAL written during the outage",
+      async () => {
+        const slot = await relaySlot(held.lsn);
+        return slot?.past && slot;
+      },
+    );
+    // The slot that held the marker, on the same connection (its WAL sender's pid), not a new one: a
+    // relay that reconnected would have a slot starting past the marker without having given anything up.
+    expect({ name: movedOn.name, pid: movedOn.pid }, "the slot that held the WAL moved on").toEqual({
+      name: held.name,
+      pid: held.pid,
     });
     expect(await backlog(sql), "still waiting for the broker").toBeGreaterThan(50);
 
