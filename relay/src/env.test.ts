@@ -18,6 +18,7 @@ describe("parseRelayEnv", () => {
       RELAY_LINGER_MS: 10,
       RELAY_LINGER_ROWS: 16,
       RELAY_SLOT_HOLD_MS: 30_000,
+      RELAY_SEND_STALL_MS: 30_000,
       RELAY_POLL_INTERVAL_MS: 1000,
       OUTBOX_RETENTION_SECONDS: 3600,
       LOG_LEVEL: "info",
@@ -51,6 +52,14 @@ describe("parseRelayEnv", () => {
     expect(() =>
       parseRelayEnv({ ...minimal, RELAY_SLOT_HOLD_MS: "1000", RELAY_MARK_INTERVAL_MS: "1000" }),
     ).toThrow(/RELAY_SLOT_HOLD_MS: must be longer than RELAY_MARK_INTERVAL_MS/);
+    // The default statement bound is 10 s + 2 s.
+    expect(() => parseRelayEnv({ ...minimal, RELAY_SEND_STALL_MS: "12000" })).toThrow(
+      /RELAY_SEND_STALL_MS: must be longer than DB_STATEMENT_TIMEOUT_MS \+ 2000/,
+    );
+    expect(
+      parseRelayEnv({ ...minimal, RELAY_SEND_STALL_MS: "5000", DB_STATEMENT_TIMEOUT_MS: "2000" })
+        .RELAY_SEND_STALL_MS,
+    ).toBe(5000);
   });
 
   it("takes a retention of 0: rows deleted at publication", () => {

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
-import { envVars, parseEnv } from "@saga/messaging";
+import { clientQueryTimeoutMs } from "@saga/db";
+import { envVars, parseEnv, sessionTimeouts } from "@saga/messaging";
 import { z } from "zod";
 
 const positiveInt = z.coerce.number().int().positive();
@@ -53,6 +54,15 @@ export const Env = z
      * on. Longer than a healthy relay holds it (a send, then RELAY_MARK_INTERVAL_MS until the mark).
      */
     RELAY_SLOT_HOLD_MS: positiveInt.default(30_000),
+    /**
+     * How long the owner may wait for Kafka without an acknowledgement while rows wait to be sent (or
+     * its producer connects) before it gives the outbox up to another instance: the Kafka clients retry
+     * for ever, so a broker it cannot reach would otherwise keep the outbox with it, unpublished, for
+     * as long as the partition lasts. Long enough for a broker restart or a leader election to be ridden
+     * out by the client's own retries (its back-off reaches 5 s); short enough that a standby that can
+     * reach Kafka publishes within it.
+     */
+    RELAY_SEND_STALL_MS: positiveInt.default(30_000),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
     RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
     /**
@@ -89,7 +99,19 @@ export const Env = z
   .refine((env) => env.RELAY_SLOT_HOLD_MS > env.RELAY_MARK_INTERVAL_MS, {
     message: "must be longer than RELAY_MARK_INTERVAL_MS",
     path: ["RELAY_SLOT_HOLD_MS"],
-  });
+  })
+  // After a failed send the stall's clock runs on through the re-read of the rows, which the loop waits
+  // for up to its bound on one statement: a shorter stall would give the outbox up for a slow database.
+  .refine(
+    (env) => {
+      const statementMs = clientQueryTimeoutMs(sessionTimeouts(env));
+      return statementMs === 0 || env.RELAY_SEND_STALL_MS > statementMs;
+    },
+    {
+      message: "must be longer than DB_STATEMENT_TIMEOUT_MS + 2000 (the loop's bound on one statement)",
+      path: ["RELAY_SEND_STALL_MS"],
+    },
+  );
 export type Env = z.infer<typeof Env>;
 
 /** Parses the environment once; a bad or missing variable fails start-up with its name. */

@@ -56,6 +56,11 @@ export type OutboxRelayOptions = {
    * client-side bound for a connection the server cannot answer on (`statement_timeout` is the server's).
    */
   queryTimeoutMs: number;
+  /**
+   * How long Kafka may leave this owner without an acknowledgement while rows wait to be sent (or its
+   * producer connects) before it gives the outbox up to another instance (see createStallClock).
+   */
+  sendStallMs: number;
   logger: Logger;
   metrics: RelayMetrics;
   /** Test only: called at named points of a round with rows in hand (see crash-points.ts). */
@@ -102,6 +107,41 @@ const MAX_REMEMBERED_SENDS = 100_000;
 // relay reads the table instead, which sends what is visible and waits for nothing.
 const VISIBILITY_WAIT_MS = 1000;
 const VISIBILITY_MAX_PAUSE_MS = 50;
+
+/**
+ * The send-stall watchdog's clock. It runs while this owner waits for Kafka to make progress: from the
+ * start of a producer's connect until it is connected, and from the first attempt to send rows in hand
+ * until a send is acknowledged, through failed attempts, their back-off and the re-reads between them. A
+ * round with nothing to send stops it. Past `ms` it calls `onStall` once.
+ */
+function createStallClock(ms: number, onStall: () => void) {
+  let timer: NodeJS.Timeout | undefined;
+  // Rows wait for Kafka since an attempt to send them: a connect in between does not stop the clock.
+  let rowsInHand = false;
+  const start = () => {
+    timer ??= setTimeout(onStall, ms);
+  };
+  const stop = () => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
+  return {
+    connecting: start,
+    connected() {
+      if (!rowsInHand) stop();
+    },
+    sending() {
+      rowsInHand = true;
+      start();
+    },
+    /** A send acknowledged, or nothing left to send. */
+    settled() {
+      rowsInHand = false;
+      stop();
+    },
+    stop,
+  };
+}
 
 /** A row Kafka acknowledged, and when (`performance.now()`): its mark records that moment. */
 type AcknowledgedRow = { id: string; ackedAt: number };
@@ -168,11 +208,14 @@ function isDefect(err: unknown): boolean {
  *
  * Failures of the database or the broker are retried with back-off. Anything else (a defect) crashes the
  * loop: it gives the outbox up at once, so a standby takes over, and settles `failed`, on which the
- * process reports not ready and exits non-zero to be restarted. It never sits on a lease it cannot use.
+ * process reports not ready and exits non-zero to be restarted. It never sits on a lease it cannot use:
+ * nor while Kafka leaves it without an answer (the clients retry for ever, so a send to a broker this
+ * instance cannot reach neither resolves nor fails), which after `sendStallMs` gives the outbox up too.
  */
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
   const { standbyRetryMs = 1000, markChunkSize, markIntervalMs, queryTimeoutMs, crashPoint, mode } = opts;
+  const { sendStallMs } = opts;
   const lingerMs = opts.lingerMs ?? 0;
   const lingerRows = Math.min(opts.lingerRows ?? batchSize, batchSize);
   const log = logger.child({ outbox: name });
@@ -191,6 +234,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   let stopDeadline: AbortSignal | undefined;
   // CDC: the ids of the rows on Kafka that wait for their mark, while this instance owns the outbox.
   let awaitingMark: () => string[] = () => [];
+  // A producer being connected, kept across ownerships: the clients retry a connect for ever and take no
+  // signal, so one that outlasted its ownership (a broker this instance cannot reach) is taken up by the
+  // next ownership rather than started again, and a long outage leaves one connect running, not one a turn.
+  let connecting: Promise<EventProducer> | undefined;
 
   /** One outbox statement, cancelled when it outlasts `queryTimeoutMs` or `until` aborts. */
   const query = <T>(what: string, run: (signal: AbortSignal) => Promise<T>, until?: AbortSignal) =>
@@ -228,21 +275,45 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         metrics.active.set(labels, 0);
       };
       owned.addEventListener("abort", demote, { once: true });
-      // One signal for both reasons to stop: the lease was lost, or the process is stopping.
-      const until = AbortSignal.any([owned, stopping.signal]);
+      // Kafka left this owner without an answer for `sendStallMs`: see publishWhileOwner.
+      const stalled = new AbortController();
+      // One signal for every reason to stop: the lease was lost, the process is stopping, or Kafka stalled.
+      const until = AbortSignal.any([owned, stopping.signal, stalled.signal]);
       try {
-        await publishWhileOwner(until);
+        await publishWhileOwner(until, stalled);
       } finally {
         owned.removeEventListener("abort", demote);
         demote();
       }
       if (owned.aborted)
         log.warn({ reason: String(owned.reason) }, "lost ownership of the outbox: standing by");
+      else if (stalled.signal.aborted) {
+        // The session's end grants the lock to a standby waiting for it, at once; this instance then asks
+        // again, behind it. Alone, it takes the outbox back with a new producer.
+        await lease.release();
+        log.warn("gave the outbox up: standing by");
+      }
     }
+    const left = connecting;
+    connecting = undefined;
+    void left?.then((producer) => producer.close()).catch(() => {});
     await lease.release();
   }
 
-  async function publishWhileOwner(until: AbortSignal): Promise<void> {
+  /**
+   * Publishes until `until` aborts. While rows wait for Kafka (or a producer connects), the stall clock
+   * runs; past `sendStallMs` without an acknowledgement it counts a send error, aborts `stalled` (which
+   * `until` includes) and stops waiting for the send in hand, whose producer is dropped: a broker this
+   * instance cannot reach must not keep the outbox here, while the lease, healthy, keeps a standby that
+   * can reach it waiting. `run` then releases the lease.
+   *
+   * Abandoned, that send may still reach Kafka later (its request held on the way, then delivered): as
+   * copies only. When any owner's send starts, every earlier row of each of its keys is either in it,
+   * ahead, or already acknowledged, hence on Kafka (see createOutboxRelay, and README.md's CDC
+   * "Per-aggregate order"), so whenever it lands, it lands behind a first copy of each earlier row. And
+   * none of its rows is marked, so the next owner sends them all again.
+   */
+  async function publishWhileOwner(until: AbortSignal, stalled: AbortController): Promise<void> {
     const wake = createWakeSignal();
     const wakeups = opts.startWakeups(
       () => {
@@ -258,6 +329,14 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     // Ends the cleanup loop however this ends: a lost lease, a stop, or a crash.
     const ended = new AbortController();
     const cleanup = startCleanup(AbortSignal.any([until, ended.signal]));
+    const stall = createStallClock(sendStallMs, () => {
+      metrics.errors.inc({ ...labels, stage: "send" });
+      log.warn(
+        { stage: "send", stallMs: sendStallMs },
+        "no send acknowledged by Kafka in RELAY_SEND_STALL_MS while rows wait (or a producer connects): giving the outbox up to an instance that waits for it",
+      );
+      stalled.abort(new Error(`Kafka acknowledged nothing for ${sendStallMs} ms`));
+    });
     let producer: EventProducer | undefined;
     let backoffMs = 100;
     // CDC: the stream connection whose earlier rows the table has been read for; until then, read the table.
@@ -283,6 +362,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
      * transactions, the loop looks again after 1, 2, 4, … ms instead, until the poll comes as soon.
      */
     async function idle(): Promise<void> {
+      stall.settled();
       const pollMs = wakeups.connected ? pollIntervalMs : FALLBACK_POLL_MS;
       if (lookAgainMs >= pollMs) {
         unseen = [];
@@ -322,8 +402,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         let stage: RelayStage = "send";
         let streamed: StreamBatch | undefined;
         try {
-          producer ??= await connectProducer(until);
-          if (!producer) break;
+          if (!producer) {
+            stall.connecting();
+            producer = await connectProducer(until);
+            if (!producer) break;
+            stall.connected();
+          }
           stage = "read";
           wake.clear();
           const readStarted = performance.now();
@@ -361,6 +445,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
               }
               // The stream started over meanwhile (a new connection, or its rows given up): the table first.
               if (wakeups.generation !== caughtUp) continue;
+              stall.settled();
               if (unmarked.size > 0) {
                 // Nothing to send: mark what waits when it is due, unless more rows come first.
                 if ((await wake.wait(unmarked.dueInMs(), until)) === "timeout") {
@@ -444,7 +529,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           if (until.aborted) break;
           stage = "send";
           const sendStarted = performance.now();
-          await send(producer, rows);
+          stall.sending();
+          // Not given up when the lease is lost or the relay stops (the batch in hand is finished), only
+          // when Kafka stalled.
+          const sending = producer;
+          await withTimeout(() => send(sending, rows), Number.POSITIVE_INFINITY, "send", stalled.signal);
+          stall.settled();
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
           if (mode === "cdc" && !streamed) {
@@ -497,7 +587,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           if (stage === "send" && producer) {
             // An idempotent producer can end in a state it never leaves (a fenced or unknown producer id):
             // start over with a new one. Re-sending the batch is allowed; the consumers' inbox absorbs it.
-            await producer.close().catch(() => {});
+            // Not waited for past a stall, which must end this ownership.
+            await producer.close(stalled.signal).catch(() => {});
             producer = undefined;
           }
           await sleep(backoffMs, until);
@@ -505,6 +596,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         }
       }
     } finally {
+      stall.stop();
       // Rows on Kafka that wait for their mark: marking them now saves their re-sends by the next owner.
       if (unmarked.size > 0)
         await markAcknowledged().catch((err: unknown) =>
@@ -514,7 +606,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       metrics.streaming.set(labels, 0);
       ended.abort();
       const closeBy = stopDeadline ?? AbortSignal.timeout(PRODUCER_CLOSE_MS);
-      await Promise.all([wakeups.stop(), cleanup(), producer?.close(closeBy).catch(() => {})]);
+      const closing = producer?.close(closeBy).catch(() => {});
+      // After a stall the producer is dropped, not waited for: its close would wait on the broker it
+      // cannot reach (it ends by itself; PRODUCER_CLOSE_MS bounds it otherwise).
+      await Promise.all([wakeups.stop(), cleanup(), stalled.signal.aborted ? undefined : closing]);
     }
   }
 
@@ -543,9 +638,20 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     }
   }
 
-  /** Resolves with a connected producer, or undefined when `until` fired first. */
+  /**
+   * Resolves with a connected producer, or undefined when `until` fired first; a connect still running
+   * then is left to the next call (see `connecting`).
+   */
   async function connectProducer(until: AbortSignal): Promise<EventProducer | undefined> {
-    const connecting = kafka.createProducer();
+    if (!connecting) {
+      const attempt = kafka.createProducer();
+      connecting = attempt;
+      // A failed connect is seen by whoever waits for it; the next call starts a new one.
+      attempt.catch(() => {
+        if (connecting === attempt) connecting = undefined;
+      });
+    }
+    const attempt = connecting;
     let onAbort: () => void = () => {};
     const aborted = new Promise<undefined>((resolve) => {
       onAbort = () => resolve(undefined);
@@ -553,8 +659,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       until.addEventListener("abort", onAbort, { once: true });
     });
     try {
-      const producer = await Promise.race([connecting, aborted]);
-      if (!producer) void connecting.then((p) => p.close()).catch(() => {});
+      const producer = await Promise.race([attempt, aborted]);
+      if (producer && connecting === attempt) connecting = undefined;
       return producer;
     } finally {
       until.removeEventListener("abort", onAbort);

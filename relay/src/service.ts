@@ -100,6 +100,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       lingerMs: env.RELAY_LINGER_MS,
       lingerRows: env.RELAY_LINGER_ROWS,
       queryTimeoutMs: clientQueryTimeoutMs(timeouts) || Number.POSITIVE_INFINITY,
+      sendStallMs: env.RELAY_SEND_STALL_MS,
       pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
       retentionSeconds: env.OUTBOX_RETENTION_SECONDS,
       cleanupIntervalMs: env.RELAY_CLEANUP_INTERVAL_MS,

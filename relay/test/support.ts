@@ -265,6 +265,7 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     RELAY_LINGER_MS: 10,
     RELAY_LINGER_ROWS: 16,
     RELAY_SLOT_HOLD_MS: 30_000,
+    RELAY_SEND_STALL_MS: 30_000,
     RELAY_POLL_INTERVAL_MS: 1000,
     OUTBOX_RETENTION_SECONDS: 3600,
     RELAY_CLEANUP_INTERVAL_MS: 60_000,
