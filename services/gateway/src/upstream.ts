@@ -348,16 +348,35 @@ export function createUpstream(opts: UpstreamOptions) {
       case "shutdown":
         return shuttingDown(method, true, cause);
       case "timeout":
-        return new AppError("GATEWAY_TIMEOUT", `${name} did not answer within ${timeoutMs} ms`, { cause });
+        return new AppError(
+          "GATEWAY_TIMEOUT",
+          `${name} did not answer within ${timeoutMs} ms${unknownOutcome(method)}`,
+          {
+            cause,
+          },
+        );
       case "connect_error":
         return new AppError("BAD_GATEWAY", `${name} is unreachable`, { cause });
       case "reset":
-        return new AppError("BAD_GATEWAY", `${name} closed the connection`, { cause });
+        return new AppError("BAD_GATEWAY", `${name} closed the connection${unknownOutcome(method)}`, {
+          cause,
+        });
       case "canceled":
         return new AppError("BAD_GATEWAY", "the client canceled the request", { cause });
       default:
         return new AppError("BAD_GATEWAY", `${name} failed`, { cause });
     }
+  }
+
+  /**
+   * What a write's 502 or 504 adds when it reached the upstream and got no answer: it may have been applied
+   * (the API document says so of both statuses), so the client sends it again with its key, not anew. A
+   * read adds nothing: it changed nothing.
+   */
+  function unknownOutcome(method: string): string {
+    return SAFE_METHODS.has(method)
+      ? ""
+      : ": the request may have been applied (send it again with the same Idempotency-Key)";
   }
 
   /**

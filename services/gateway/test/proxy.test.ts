@@ -148,7 +148,10 @@ describe("routing", () => {
       headers: json,
     });
     expect(res.status).toBe(502);
-    expect(await res.json()).toMatchObject({ error: "user-service closed the connection" });
+    expect(await res.json()).toMatchObject({
+      error:
+        "user-service closed the connection: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
     expect(broken.received).toHaveLength(2);
     expect(fine.received).toHaveLength(1);
   });
@@ -161,6 +164,20 @@ describe("routing", () => {
     expect(res.status).toBe(504);
     expect(await res.json()).toMatchObject({ error: "order-service did not answer within 300 ms" });
     expect(silent.received).toHaveLength(1);
+
+    // A write that got no answer may have been applied: the client is told to send it again with its key.
+    const post = await app.request("/orders", {
+      method: "POST",
+      body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+      headers: { ...json, "idempotency-key": "k" },
+    });
+    expect(post.status).toBe(504);
+    expect(post.headers.get("retry-after")).toBeNull();
+    expect(await post.json()).toMatchObject({
+      error:
+        "order-service did not answer within 300 ms: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
+    expect(silent.received).toHaveLength(2);
   });
 
   it("refuses a request that comes after its drain ended with 503 + Retry-After, saying that it was not sent", async () => {
