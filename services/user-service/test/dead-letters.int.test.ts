@@ -3,10 +3,9 @@
  * they came: each is still dead-lettered, and its partition, and the outbox behind it, move on.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { DLQ_HEADERS, dlqTopic, HEADERS, prefixedTopic, TOPICS, type User } from "@saga/contracts";
+import { DLQ_HEADERS, dlqTopic, HEADERS, prefixedTopic, TOPICS } from "@saga/contracts";
 import { deadLetters, inbox, outbox } from "@saga/db/user";
 import {
-  createKafka,
   type EventProducer,
   type IncomingMessage,
   type KafkaClient,
@@ -14,16 +13,16 @@ import {
   type OutgoingMessage,
 } from "@saga/kafka";
 import { createInbox, createMessagingMetrics, PoisonEventError, replayDeadLetter } from "@saga/messaging";
-import { eventMessage, type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/testing";
+import { eventMessage, type OutboxPublisher } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
-import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
+import { useFreshDatabase } from "@saga/tools/test/harness";
 import { and, eq } from "drizzle-orm";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { orderEventConsumer } from "../src/consumers/order-events.ts";
 import { createReservationMetrics } from "../src/metrics.ts";
 import type { UserService } from "../src/service.ts";
-import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
+import { createUser as createUserVia, type openDatabase, startConsumerHarness } from "./support.ts";
 
 const databaseUrl = useFreshDatabase("user_dead_letters");
 let prefix: string;
@@ -33,35 +32,18 @@ let kafka: KafkaClient;
 let producer: EventProducer;
 let publisher: OutboxPublisher;
 
+let harness: Awaited<ReturnType<typeof startConsumerHarness>>;
+
 beforeAll(async () => {
-  prefix = await freshTopicPrefix();
-  service = await startInProcess(testEnv(databaseUrl(), prefix));
-  await service.start();
-  db = openDatabase(databaseUrl());
-  kafka = createKafka({ brokers: kafkaBrokers(), clientId: "user-dead-letters-test" });
-  producer = await kafka.createProducer();
-  publisher = await startOutboxPublisher({ kafka, topicPrefix: prefix, databases: [db.db] });
+  harness = await startConsumerHarness(databaseUrl(), "user-dead-letters-test");
+  ({ prefix, service, db, kafka, producer, publisher } = harness);
 });
 
-afterAll(async () => {
-  await publisher?.stop();
-  await producer?.close();
-  await kafka?.close();
-  await service?.stop();
-  await db?.close();
-});
+afterAll(() => harness?.stop());
 
 const waitFor = <T>(check: () => Promise<T>) => vi.waitFor(check, { timeout: 20_000, interval: 50 });
 
-async function createUser(balance: number): Promise<string> {
-  const res = await service.app.request("/users", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: `u-${randomUUID()}`, initialBalance: balance }),
-  });
-  expect(res.status).toBe(201);
-  return ((await res.json()) as User).id;
-}
+const createUser = (balance: number) => createUserVia(service, balance);
 
 const order = (userId: string, amount: number) => ({ orderId: randomUUID(), userId, amount });
 
