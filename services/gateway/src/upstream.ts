@@ -286,8 +286,8 @@ export function createUpstream(opts: UpstreamOptions) {
       if (timeout.aborted) {
         // Busy, or dead? Only a silence that lasts says dead: a saturated event loop answers late.
         metrics.healthCheckTimeouts.inc({ upstream: name, target: instance.target });
-        instance.silentSince ??= Date.now() - opts.healthTimeoutMs;
-        const silentMs = Date.now() - instance.silentSince;
+        instance.silentSince ??= performance.now() - opts.healthTimeoutMs;
+        const silentMs = Math.round(performance.now() - instance.silentSince);
         if (silentMs >= opts.stalledAfterMs)
           setHealthy(instance, false, "active", `no answer to health checks for ${silentMs} ms`);
         return;
