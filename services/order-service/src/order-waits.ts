@@ -25,6 +25,9 @@ export type OrderWaitsOptions = {
 /** Told the order's new status, or undefined when it is to be answered as it was read. */
 type Waiter = (status: OrderStatus | undefined) => void;
 
+// The longest wait between two attempts to restore the LISTEN connection.
+const LISTEN_RETRY_MAX_S = 1;
+
 /**
  * `GET /orders/:id` with `Prefer: wait=N`: holds the request until the order leaves PENDING or N seconds
  * pass. One LISTEN connection per instance hears every decision, made by any instance (a trigger on
@@ -46,6 +49,10 @@ export function createOrderWaits({
   const sql = postgres(databaseUrl, {
     max: 1,
     onnotice: () => {},
+    // postgres.js waits 3^n / 100 s (up to 20 s) before its n-th reconnection after a failure, so after an
+    // outage of 10 s or more the held reads heard no decision for up to 20 s more, while every other
+    // route worked again: one connection, so retrying every second costs PostgreSQL nothing.
+    backoff: (failures: number) => Math.min(3 ** failures / 100, LISTEN_RETRY_MAX_S),
     connection: {
       application_name: `${applicationName}/waits`,
       statement_timeout: timeouts.statementTimeoutMs,

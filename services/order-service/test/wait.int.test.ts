@@ -9,6 +9,7 @@ import { createPgDatabase, userSchema } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
+import { startFaultProxy } from "@saga/tools/fault-proxy";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { createUserService, type UserService } from "@saga/user-service";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
@@ -255,6 +256,36 @@ describe("GET /orders/:id with Prefer: wait", () => {
       expect(await res.json()).toMatchObject({ id: pending, status: "CANCELED" });
     }
   });
+
+  it("hears decisions again within a second or two of a long database outage, not up to 20 s later", async () => {
+    // Instance c reaches PostgreSQL through a link that resets every connection for 12 s: by then its
+    // client has failed to restore the LISTEN connection a handful of times, and without a cap on the
+    // wait between attempts the next would come 7 s or more after the link is back.
+    const link = await startFaultProxy({
+      name: "c→postgres",
+      targetPort: Number(new URL(orderDatabaseUrl()).port),
+    });
+    onTestFinished(() => link.close());
+    const viaLink = new URL(orderDatabaseUrl());
+    viaLink.port = String(link.port);
+    const c = await startInProcess({ ...testEnv(viaLink.toString(), prefix), INSTANCE_ID: "c" });
+    onTestFinished(() => c.stop());
+    const id = await pendingOrder();
+    link.inject({ kind: "reset" });
+    await new Promise((resolve) => setTimeout(resolve, 12_000));
+    link.heal();
+    // Held on c once it can read again (its pool reconnects at once), then canceled on a.
+    const answer = getOrder(c, id, "wait=6");
+    // Held once read: a waiter counts from before its read, so `waiting()` alone would not say so.
+    await vi.waitFor(async () => expect(await inFlight(c)).toEqual({ read: 0, wait: 1 }), {
+      timeout: 5000,
+      interval: 20,
+    });
+    expect((await a.app.request(`/orders/${id}`, { method: "DELETE" })).status).toBe(204);
+    const res = await answer;
+    expect(res.headers.get("preference-applied")).toBe("wait=6");
+    expect(await res.json()).toMatchObject({ id, status: "CANCELED" });
+  }, 40_000);
 
   it("answers held requests with the PENDING order when the instance shuts down", async () => {
     const c = await startInProcess({ ...testEnv(orderDatabaseUrl(), prefix), INSTANCE_ID: "c" });
