@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { listen, SHED_HEADER } from "@saga/http";
 import { Agent, request } from "undici";
-import { describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import {
   ADMIN_TOKEN,
   admissionLimit,
@@ -524,6 +524,30 @@ describe("overload: busy is not dead", () => {
     await eventually(() => gateway.users.healthyCount() === 0, 15_000);
     busy.healthDelayMs = 0;
     await eventually(() => gateway.users.healthyCount() === 1);
+  });
+
+  it("keeps a slow instance in rotation when the wall clock steps forward", async () => {
+    const busy = await startFakeUpstream(() => ({ body: user }));
+    const gateway = await startGateway([busy], await startFakeUpstream(), {
+      HEALTH_TIMEOUT_MS: "150",
+      HEALTH_STALLED_AFTER_MS: "60000",
+    });
+    await eventually(() => gateway.users.healthyCount() === 1);
+    busy.healthDelayMs = 600;
+    const timeouts = async () =>
+      Number(
+        /gateway_upstream_health_check_timeouts_total\{[^}]*\} (\d+)/.exec(
+          await (await gateway.metricsApp.request("/metrics")).text(),
+        )?.[1] ?? 0,
+      );
+    await eventually(async () => (await timeouts()) >= 1);
+    // An NTP step of an hour while its checks time out: silence is measured on the monotonic clock.
+    const wall = Date.now;
+    const stepped = vi.spyOn(Date, "now").mockImplementation(() => wall() + 3_600_000);
+    onTestFinished(() => stepped.mockRestore());
+    const seen = await timeouts();
+    await eventually(async () => (await timeouts()) >= seen + 3);
+    expect(gateway.users.healthyCount()).toBe(1);
   });
 
   it("routes to every instance in panic mode, when none is in rotation", async () => {
