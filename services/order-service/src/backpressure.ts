@@ -54,17 +54,29 @@ const RATE_BUCKETS = 6;
  * while the saga stalls for a moment, with throughput to spare, is not refused; demand past the saga's
  * throughput is, once it holds `targetMs` of work. Between `minLimit` and `limit`.
  *
+ * Like with like: the backlog is the whole system's (every PENDING order, whichever instance accepted
+ * it), so the rate is the whole system's too, the sagas the user-service's answer finished on every
+ * order-service instance (`finishedAnywhere`, from the notification `applyCreditBatch` sends with each
+ * batch it applies), not only those this process's consumer applied: in one consumer group each of N
+ * instances applies about 1/N of the answers, and a bound on its own rate would refuse at 1/N of the
+ * target. Each instance hears every batch on its LISTEN connection; what is sent while that connection is
+ * down it never hears, and until the window forgets it, its bound is lower than the saga's rate: it
+ * refuses early, never late.
+ *
  * After a start (until sagas run on time, or for `warmUpMs` at most), the saga has shown no throughput
- * yet, and the first sagas through a cold path take seconds: the bound holds only once an order accepted
- * here has been pending for `warmUpAgeMs` (more PENDING orders than were accepted within that time). A
- * path that is warming up drains its backlog before that; a saga that cannot keep up does not.
+ * yet, and the first sagas through a cold path take seconds: the bound holds only once an order in flight
+ * has been pending for `warmUpAgeMs` (more PENDING orders than were accepted within that time, here or,
+ * as of the last count, by other instances). A path that is warming up drains its backlog before that; a
+ * saga that cannot keep up does not.
  *
  * Every answer says how many new orders would be accepted now (`HEADROOM_HEADER`), so that the gateway
  * refuses at its edge, without a round trip, what this bound would refuse.
  *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
- * ends, by the user-service's answer or by a cancel; only the answers are the saga's throughput) and taken again from the database every `recountMs` (one count of PENDING orders), which also
- * corrects what other order-service instances created or finished.
+ * ends, by the user-service's answer or by a cancel) and taken again from the database every `recountMs`
+ * (one count of PENDING orders, from their partial index), which also corrects what other order-service
+ * instances created or finished. The throughput costs no statement: one notification per batch applied,
+ * which rides on the batch's own statement and commit.
  */
 // The `POST /orders` answered from an Idempotency-Key's stored answer: a 201 that created nothing.
 const replays = new WeakSet<Context>();
@@ -104,6 +116,9 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
     return acceptedAt.length;
   };
   let pending = 0;
+  // As of the last count: PENDING orders younger than `warmUpAgeMs` beyond those accepted here within it,
+  // that is, accepted lately by other instances.
+  let youngElsewhere = 0;
   // Orders being created now: counted at once, so concurrent POSTs cannot all pass the bound together.
   let creating = 0;
   let shedding = false;
@@ -111,8 +126,12 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   // Between start() and stop(): the recount goes on.
   let running = false;
 
-  /** Warming, and no order has been pending longer than `warmUpAgeMs`: the bound does not hold. */
-  const young = () => warming() && pending <= acceptedLately();
+  /**
+   * Warming, and no order has been pending longer than `warmUpAgeMs`: the bound does not hold. Another
+   * instance's order counts as young until the next count, though it may reach the age before: with
+   * several instances the bound holds at most `recountMs` later than it would at one.
+   */
+  const young = () => warming() && pending <= acceptedLately() + youngElsewhere;
   /** At the bound; while warming, only once an order has been pending longer than `warmUpAgeMs`. */
   const over = () => pending + creating >= bound() && !young();
   // While the bound does not hold, only the ceiling does.
@@ -136,11 +155,16 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   });
   new Gauge({
     name: "saga_throughput",
-    help: `Sagas finished per second by this process, the best ${RATE_BUCKET_S}-second rate over the last ${RATE_BUCKET_S * RATE_BUCKETS} s: what the backlog bound is sized by`,
+    help: `Sagas finished per second by the user-service's answer, on every order-service instance, the best ${RATE_BUCKET_S}-second rate over the last ${RATE_BUCKET_S * RATE_BUCKETS} s: what the backlog bound is sized by`,
     registers: [registry],
     collect() {
       this.set(throughput());
     },
+  });
+  const heard = new Counter({
+    name: "saga_finished_anywhere_total",
+    help: "Sagas the user-service's answer finished on any order-service instance, this one included, as this instance heard of them: saga_throughput is their rate",
+    registers: [registry],
   });
   const shed = new Counter({
     name: "saga_backlog_shed_total",
@@ -159,8 +183,20 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   async function recount() {
     // 'PENDING' as a literal, not a parameter: the sessions plan generically (db/src/pg-client.ts), and
     // only a literal lets that plan count from the partial index of pending orders, not scan them all.
-    const [row] = await db.select({ n: count() }).from(orders).where(sql`${orders.status} = 'PENDING'`);
+    // The young ones are counted from the same index (its key is `created_at`), on the database's clock.
+    const [row] = await db
+      .select({
+        n: count(),
+        young:
+          sql<number>`count(*) filter (where ${orders.createdAt} > now() - ${opts.warmUpAgeMs}::float8 * interval '1 millisecond')`.mapWith(
+            Number,
+          ),
+      })
+      .from(orders)
+      .where(sql`${orders.status} = 'PENDING'`);
     pending = row?.n ?? 0;
+    // Taken after the count: an order accepted here meanwhile lowers the estimate, never raises it.
+    youngElsewhere = Math.max(0, (row?.young ?? 0) - acceptedLately());
   }
 
   return {
@@ -202,17 +238,11 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
 
     /**
      * A saga the user-service's answer ended (confirmed or refused) in this process, after `sagaSeconds`:
-     * it leaves the backlog and counts toward the saga's throughput.
+     * it leaves the backlog, and says whether the path runs on time. Its throughput is counted by
+     * `finishedAnywhere`, which hears of it too.
      */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      const span = spanNow();
-      const at = span % RATE_BUCKETS;
-      if (spanOf[at] !== span) {
-        spanOf[at] = span;
-        finishedIn[at] = 0;
-      }
-      finishedIn[at] = (finishedIn[at] ?? 0) + 1;
       if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
       else if (++onTimeInARow >= WARM_AFTER_ON_TIME) ranOnTime = true;
       // Once the path has shown it runs on time, the minimum ends the warm-up even if sagas are late by
@@ -222,6 +252,22 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
         acceptedAt.length = 0;
         logger.info({ bound: bound() }, "sagas run on time: warm-up over");
       }
+      if (shedding && !over()) note(false);
+    },
+
+    /**
+     * `n` sagas the user-service's answer ended in one batch, on any order-service instance (this one
+     * included): the saga's throughput, the system's as the backlog is.
+     */
+    finishedAnywhere(n: number) {
+      heard.inc(n);
+      const span = spanNow();
+      const at = span % RATE_BUCKETS;
+      if (spanOf[at] !== span) {
+        spanOf[at] = span;
+        finishedIn[at] = 0;
+      }
+      finishedIn[at] = (finishedIn[at] ?? 0) + n;
       if (shedding && !over()) note(false);
     },
 

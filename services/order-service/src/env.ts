@@ -17,7 +17,7 @@ const duration = z
 export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service" }).extend({
   /**
    * Sagas in flight (PENDING orders) past which POST /orders answers 503 + Retry-After: the most sagas
-   * finished per second (the best 5-second rate over the last 30 s), times SAGA_TARGET_MS (Little's law: what finishes within
+   * finished per second by every instance (the best 5-second rate over the last 30 s), times SAGA_TARGET_MS (Little's law: what finishes within
    * the target at the rate the saga has shown), never more than SAGA_BACKLOG_LIMIT (memory, and the saga
    * deadline) nor less than SAGA_BACKLOG_MIN (an idle system, whose rate says nothing, takes a burst).
    * 500 ms of sagas in flight keeps an accepted order's saga within about a second under overload.

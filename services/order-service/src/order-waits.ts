@@ -2,6 +2,7 @@ import type { Order, OrderStatus } from "@saga/contracts";
 import type { SessionTimeouts } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
+import { SAGAS_FINISHED_CHANNEL } from "./domain/apply-credit-batch.ts";
 
 /** The channel of db/migrations/order/0002_order_decided_notify.sql: `<order id>:<status>` lines. */
 const CHANNEL = "order_decided";
@@ -19,6 +20,12 @@ export type OrderWaitsOptions = {
   readOrders: (ids: string[]) => Promise<Order[]>;
   /** Waits held at once by this instance; past it a request is answered at once, as without the preference. */
   maxWaiters?: number;
+  /**
+   * Told, on the same connection, how many sagas each batch of answers finished, applied by any instance
+   * (`SAGAS_FINISHED_CHANNEL`): the saga backlog's throughput. What is sent while the connection is down
+   * is not heard again.
+   */
+  onSagasFinished?: (n: number) => void;
   logger: Logger;
 };
 
@@ -33,7 +40,8 @@ const LISTEN_RETRY_MAX_S = 1;
  * pass. One LISTEN connection per instance hears every decision, made by any instance (a trigger on
  * `orders` notifies once per UPDATE statement, on commit), so a waiting request costs a timer and a map
  * entry, no query, until it is answered. The notification carries the new status; the rest of an order
- * never changes, so the answer needs no second read either.
+ * never changes, so the answer needs no second read either. The same connection hears how many sagas
+ * each batch of answers finished (`onSagasFinished`), for the saga backlog's bound.
  */
 export function createOrderWaits({
   databaseUrl,
@@ -41,6 +49,7 @@ export function createOrderWaits({
   timeouts,
   readOrders,
   maxWaiters = 10_000,
+  onSagasFinished,
   logger,
 }: OrderWaitsOptions) {
   const waiters = new Map<string, Set<Waiter>>();
@@ -91,6 +100,8 @@ export function createOrderWaits({
     /** Starts listening; resolves once the LISTEN is in place. */
     async start(): Promise<void> {
       await sql.listen(CHANNEL, onNotify, () => void onListen());
+      if (onSagasFinished)
+        await sql.listen(SAGAS_FINISHED_CHANNEL, (payload) => onSagasFinished(Number(payload)));
     },
 
     /**

@@ -64,6 +64,7 @@ export async function createOrderService(
     applicationName: `order-service/${env.INSTANCE_ID}`,
     timeouts: sessionTimeouts(env),
     readOrders: (ids) => readOrders(runtime.db.pool, ids),
+    onSagasFinished: backlog.finishedAnywhere,
     logger: runtime.logger,
   });
   await waits.start();

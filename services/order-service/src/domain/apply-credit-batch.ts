@@ -13,13 +13,24 @@ import { type CreditEvent, type CreditPlan, planCreditEvents } from "./credit-pl
 // The status of every order of the batch; one round trip.
 const READ_STATUSES = `select id, status from orders where id = any($1::uuid[])`;
 
+/**
+ * The channel on which every order-service instance hears how many sagas the user-service's answers
+ * finished, whichever instance applied them: the saga's throughput, for the backlog bound
+ * (backpressure.ts). Payload: the count of one batch.
+ */
+export const SAGAS_FINISHED_CHANNEL = "sagas_finished";
+
 // Every order the batch moves out of PENDING, in one statement (one row per order: the plan keeps the
 // last change of each). `status = 'PENDING'` re-states the state machine's precondition, so a plan
 // built on a stale read could never move an order twice. COMMIT travels with the statement
 // (`queryThenCommit`), so it checks itself that it changed every order planned ($4): a count that
 // differs fails the cast in the ELSE branch (evaluated only then), and the COMMIT behind it rolls the
 // batch back. One row whatever the count, so that the check runs also when nothing matched; `changed`
-// gives how long each saga took, for its histogram.
+// gives how long each saga took, for its histogram. `pg_notify` tells every instance how many sagas
+// the batch finished, on commit only, and in the statement: no round trip more, and the transaction
+// already notifies (the trigger of db/migrations/order/0002), so its commit takes no lock it did not. One
+// such statement per transaction: PostgreSQL folds identical payloads of one transaction into one.
+// https://www.postgresql.org/docs/current/sql-notify.html
 const WRITE_CHANGES = `
 with changed as (
   update orders as o set status = c.status, cancel_reason = c.reason, updated_at = now()
@@ -31,7 +42,8 @@ select case
   when (select count(*) from changed) = $4::int
     then (select coalesce(json_agg(json_build_array(id, saga_seconds)), '[]') from changed)
   else ('credit batch changed ' || (select count(*) from changed) || ' orders, planned ' || $4::int)::int::text::json
-end as changed`;
+end as changed,
+pg_notify('${SAGAS_FINISHED_CHANNEL}', (select count(*) from changed)::text) as notified`;
 
 export type AppliedCredit = CreditPlan & {
   /** Seconds from each changed order's creation to its change. */
