@@ -1,5 +1,6 @@
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
+import { sessionParameters } from "./session.ts";
 import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "./timeouts.ts";
 
 export type DatabaseOptions = {
@@ -20,11 +21,11 @@ export function createDatabase<TSchema extends Record<string, unknown>>(
   const sql = postgres(url, {
     max,
     onnotice: () => {},
-    connection: {
+    connection: sessionParameters({
       application_name: applicationName,
       statement_timeout: timeouts.statementTimeoutMs,
       idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
-    },
+    }),
   });
   const db: PostgresJsDatabase<TSchema> = drizzle(sql, { schema });
   return { sql, db, close: () => sql.end({ timeout: 5 }) };

@@ -10,6 +10,7 @@ export {
 export { MIGRATIONS_FOLDER, migrateDatabase, type ServiceDatabase } from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
 export { createPgDatabase, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";
+export { SESSION_SETTINGS, sessionOptions, sessionParameters } from "./session.ts";
 export {
   CLIENT_TIMEOUT_MARGIN_MS,
   clientQueryTimeoutMs,

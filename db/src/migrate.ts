@@ -2,6 +2,7 @@ import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
+import { sessionParameters } from "./session.ts";
 
 export type ServiceDatabase = "user" | "order";
 
@@ -35,7 +36,7 @@ export const ADDED_NOT_VALID: Record<ServiceDatabase, readonly { table: string; 
  * while rows written before a constraint break it; the constraint holds for new rows meanwhile.
  */
 export async function migrateDatabase(url: string, which: ServiceDatabase): Promise<void> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
   try {
     await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     try {

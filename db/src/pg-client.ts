@@ -2,6 +2,7 @@ import type { ExtractTablesWithRelations } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import type { DatabaseOptions } from "./client.ts";
+import { sessionOptions } from "./session.ts";
 import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } from "./timeouts.ts";
 
 export type PgDatabaseOptions = DatabaseOptions & {
@@ -44,8 +45,8 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     // read, and 8% of PostgreSQL's CPU went to it (bench/JOURNAL.md, "Session 26"). The generic
     // plans are the same index scans. The price: a statement whose best plan depends on its parameter's
     // value (a partial index, a skewed column) must state that value as a literal (see the
-    // order-service's backlog count).
-    options: "-c plan_cache_mode=force_generic_plan",
+    // order-service's backlog count). With them, the date settings every session of ours pins.
+    options: sessionOptions({ plan_cache_mode: "force_generic_plan" }),
     idleTimeoutMillis: 30_000,
     keepAlive: true,
     // Statements issued on a checked-out client without awaiting the one before go out at once and are

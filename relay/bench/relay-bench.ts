@@ -23,7 +23,7 @@ import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { HEADERS, TOPICS } from "@saga/contracts";
-import { migrateDatabase } from "@saga/db";
+import { migrateDatabase, sessionParameters } from "@saga/db";
 import { createKafka, KAFKA_CLIENTS, type KafkaClientName, type OutgoingMessage } from "@saga/kafka";
 import { newRowId } from "@saga/messaging";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
@@ -110,7 +110,11 @@ async function run(): Promise<void> {
   // Writers commit with synchronous_commit=on, as the services do by default, even when the server's
   // default is off (the throwaway test servers): logical decoding only sends what is flushed, so with
   // asynchronous commit a wake-up would wait for the WAL writer (wal_writer_delay, 200 ms).
-  const sql = postgres(url, { max: 20, onnotice: () => {}, connection: { synchronous_commit: "on" } });
+  const sql = postgres(url, {
+    max: 20,
+    onnotice: () => {},
+    connection: sessionParameters({ synchronous_commit: "on" }),
+  });
   const kafkaOf = new Map(
     KAFKA_CLIENTS.map((client) => [
       client,

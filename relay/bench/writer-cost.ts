@@ -23,7 +23,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { migrateDatabase } from "@saga/db";
+import { migrateDatabase, sessionParameters } from "@saga/db";
 import { createDatabase, startPostgres } from "@saga/tools/infra";
 import postgres from "postgres";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
@@ -71,7 +71,7 @@ async function run(): Promise<void> {
   try {
     const url = await createDatabase(server.url, "writer_cost");
     await migrateDatabase(url, "order");
-    const admin = postgres(url, { max: 1, onnotice: () => {} });
+    const admin = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
     // The migration may have installed a wake-up mechanism: start from a bare outbox.
     await admin.unsafe(`drop trigger if exists outbox_notify on outbox`);
     await admin.unsafe(`drop publication if exists outbox_relay`);
@@ -182,7 +182,11 @@ async function measure(url: string, admin: postgres.Sql, mode: Mode, writers: nu
     });
   }
 
-  const sql = postgres(url, { max: writers, onnotice: () => {}, connection: { application_name: "writer" } });
+  const sql = postgres(url, {
+    max: writers,
+    onnotice: () => {},
+    connection: sessionParameters({ application_name: "writer" }),
+  });
   await Promise.all(Array.from({ length: writers }, () => sql`select 1`));
   // What the writers wait for, sampled: a CPU-independent view of the NOTIFY lock's serialisation.
   const waits = { samples: 0, notifyLock: 0, walFlush: 0 };
@@ -271,7 +275,7 @@ async function listen(mode: string, url: string): Promise<void> {
   let wakeups = 0;
   let stop: () => Promise<unknown>;
   if (mode === "notify") {
-    const listener = postgres(url, { max: 1, onnotice: () => {} });
+    const listener = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
     await listener.listen("outbox", () => void wakeups++);
     stop = () => listener.end();
   } else {

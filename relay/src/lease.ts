@@ -1,3 +1,4 @@
+import { sessionParameters } from "@saga/db";
 import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
 import { cancelQuery } from "./outbox-store.ts";
@@ -105,7 +106,7 @@ export function createLease({
       connect_timeout: Math.ceil(timeoutMs / 1000),
       fetch_types: false,
       onnotice: () => {},
-      connection: {
+      connection: sessionParameters({
         application_name: holderName,
         idle_session_timeout: serverIdleTimeoutMs,
         // Its statements are instant; one that is not ends with the server's cancel, like the client's wait.
@@ -114,7 +115,7 @@ export function createLease({
         // A standby's wait for the lock outlives its client only by a second: a backend still waiting for
         // a client that is gone would be granted the lock first, and hold it until it noticed.
         client_connection_check_interval: 1000,
-      },
+      }),
       onclose: () => {
         if (s === session) lose("its connection closed");
       },

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
+import { sessionParameters } from "@saga/db";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
 import type { PendingRow } from "./outbox-store.ts";
@@ -150,13 +151,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       connect_timeout: 5,
       fetch_types: false,
       onnotice: () => {},
-      connection: {
-        application_name: `${holderName}/wakeups`,
-        replication: "database",
-        // The text form of the timestamps pgoutput sends (outboxRowOf parses it).
-        timezone: "UTC",
-        datestyle: "ISO",
-      },
+      // The date settings also fix the text form of the timestamps pgoutput sends (outboxRowOf parses it).
+      connection: sessionParameters({ application_name: `${holderName}/wakeups`, replication: "database" }),
     });
     current = { sql };
     try {

@@ -1,4 +1,4 @@
-import { clientQueryTimeoutMs } from "@saga/db";
+import { clientQueryTimeoutMs, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { sessionTimeouts } from "@saga/messaging";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
@@ -67,11 +67,11 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
     const sql = postgres(url, {
       max: 3,
       onnotice: () => {},
-      connection: {
+      connection: sessionParameters({
         application_name: holderName,
         statement_timeout: timeouts.statementTimeoutMs,
         idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
-      },
+      }),
     });
     const store = createStore(sql, { deleteOnPublish: env.OUTBOX_RETENTION_SECONDS === 0 });
     const relay = createOutboxRelay({

@@ -1,5 +1,5 @@
 import type { Order, OrderStatus } from "@saga/contracts";
-import type { SessionTimeouts } from "@saga/db";
+import { type SessionTimeouts, sessionParameters } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
 import { SAGAS_FINISHED_CHANNEL } from "./domain/apply-credit-batch.ts";
@@ -62,11 +62,11 @@ export function createOrderWaits({
     // outage of 10 s or more the held reads heard no decision for up to 20 s more, while every other
     // route worked again: one connection, so retrying every second costs PostgreSQL nothing.
     backoff: (failures: number) => Math.min(3 ** failures / 100, LISTEN_RETRY_MAX_S),
-    connection: {
+    connection: sessionParameters({
       application_name: `${applicationName}/waits`,
       statement_timeout: timeouts.statementTimeoutMs,
       idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
-    },
+    }),
   });
 
   function decide(id: string, status: OrderStatus | undefined) {

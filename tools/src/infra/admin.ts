@@ -34,6 +34,22 @@ export async function createDatabase(postgresUrl: string, name: string): Promise
   return databaseUrl(postgresUrl, name);
 }
 
+/**
+ * Gives the database of `url` defaults for the sessions that connect to it from now on, as an operator's
+ * `ALTER DATABASE … SET` does; a session's own settings still win. Sessions already open keep theirs.
+ */
+export async function setDatabaseDefaults(url: string, settings: Record<string, string>): Promise<void> {
+  await withClient(url, async (client) => {
+    const { rows } = await client.query<{ name: string }>("select current_database() as name");
+    const database = client.escapeIdentifier(rows[0]?.name ?? "");
+    for (const [setting, value] of Object.entries(settings)) {
+      await client.query(
+        `ALTER DATABASE ${database} SET ${client.escapeIdentifier(setting)} = ${client.escapeLiteral(value)}`,
+      );
+    }
+  });
+}
+
 /** Drops database `name`, disconnecting its clients first; no error if it does not exist. */
 export async function dropDatabase(postgresUrl: string, name: string): Promise<void> {
   await withClient(postgresUrl, async (client) => {

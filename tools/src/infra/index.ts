@@ -13,7 +13,7 @@ import { cacheDir } from "./paths.ts";
 import { freePort } from "./ports.ts";
 import { type PostgresServer, REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
-export { createDatabase, createTopics, databaseUrl, dropDatabase } from "./admin.ts";
+export { createDatabase, createTopics, databaseUrl, dropDatabase, setDatabaseDefaults } from "./admin.ts";
 export { haproxyTool, nginxTool, type Tool } from "./debian-tools.ts";
 export {
   ensureKafkaJars,

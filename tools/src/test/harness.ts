@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, inject, onTestFinished } from "vitest";
-import { createDatabase, createTopics, dropDatabase } from "../infra/admin.ts";
+import { createDatabase, createTopics, dropDatabase, setDatabaseDefaults } from "../infra/admin.ts";
 import type {} from "./provided-context.ts";
 
 /** The brokers of the test run's Kafka (see global-setup.ts). */
@@ -60,6 +60,15 @@ export function useFreshDatabase(prefix = "test"): () => string {
     if (!url) throw new Error("useFreshDatabase(): the database exists from the suite's beforeAll on");
     return url;
   };
+}
+
+/**
+ * Makes the database of `url` write dates for its new sessions as a server set up elsewhere may: day before
+ * month (`DateStyle = 'SQL, DMY'`: 05/12/2026 for 5 December) in a zone that is not UTC, which that style
+ * names by an abbreviation (CET). A session that takes these, rather than pinning its own, misreads dates.
+ */
+export function setForeignDateStyle(url: string): Promise<void> {
+  return setDatabaseDefaults(url, { DateStyle: "SQL, DMY", TimeZone: "Europe/Berlin" });
 }
 
 /**

@@ -15,6 +15,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { sessionParameters } from "@saga/db";
 import { cacheDir } from "@saga/tools/infra";
 import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
@@ -153,7 +154,11 @@ async function main() {
     },
     log,
   });
-  const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
+  const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), {
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   try {
     if (burstS > 0) {
       const users = await createBenchUsers(system.gatewayUrl, 100, 1_000_000_000, {

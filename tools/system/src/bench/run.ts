@@ -2,6 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, haproxyTool, nginxTool, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
@@ -576,7 +577,11 @@ async function main() {
     log,
   });
   const started = performance.now();
-  const admin = postgres(new URL("/postgres", system.userDbUrl).toString(), { max: 1, onnotice: () => {} });
+  const admin = postgres(new URL("/postgres", system.userDbUrl).toString(), {
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   await admin`create extension if not exists pg_stat_statements`;
   await admin.unsafe(`create role ${BENCH_ROLE} login superuser`);
   const observer: Observer = {
@@ -584,8 +589,16 @@ async function main() {
     databases: [new URL(system.userDbUrl).pathname.slice(1), new URL(system.orderDbUrl).pathname.slice(1)],
   };
   const asBench = (url: string) => Object.assign(new URL(url), { username: BENCH_ROLE }).toString();
-  const user = postgres(asBench(system.userDbUrl), { max: 2, onnotice: () => {} });
-  const order = postgres(asBench(system.orderDbUrl), { max: 2, onnotice: () => {} });
+  const user = postgres(asBench(system.userDbUrl), {
+    max: 2,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
+  const order = postgres(asBench(system.orderDbUrl), {
+    max: 2,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   const kafka = createKafka({ brokers: system.kafkaBrokers, clientId: "bench" });
   try {
     log("bench: ceilings (PostgreSQL commits, raw Kafka producer)");
