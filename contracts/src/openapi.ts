@@ -57,16 +57,16 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   Internal: { description: "A bug; logged with the request id." },
   BadGateway: {
     description:
-      "An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders.",
+      "An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders; or a service lost its database connection while a write was on its way there, and had no answer. A write answered 502 after it was sent on may have been applied: send it again with the same Idempotency-Key, which answers the first response if it was.",
   },
   Unavailable: {
     description:
-      "Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds.",
+      "Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service cannot reach its database (for a read, or a write that never reached the database or that the database rolled back; one whose answer was lost is a 502 or 504), or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds.",
     headers: retryAfter,
   },
   GatewayTimeout: {
     description:
-      "The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was.",
+      "The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down, or its database did not answer a write in time. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was.",
   },
 };
 

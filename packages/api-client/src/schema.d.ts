@@ -366,7 +366,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 502: An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders. */
+        /** @description 502: An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders; or a service lost its database connection while a write was on its way there, and had no answer. A write answered 502 after it was sent on may have been applied: send it again with the same Idempotency-Key, which answers the first response if it was. */
         BadGateway: {
             headers: {
                 /** @description This request's id. */
@@ -377,7 +377,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service lost its database, or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds. */
+        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service cannot reach its database (for a read, or a write that never reached the database or that the database rolled back; one whose answer was lost is a 502 or 504), or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds. */
         Unavailable: {
             headers: {
                 /** @description This request's id. */
@@ -390,7 +390,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was. */
+        /** @description 504: The upstream service did not answer in time (5 s, plus any Prefer: wait on an order's read), or had not answered a write when the gateway shut down, or its database did not answer a write in time. The outcome is unknown: a write may have been applied. Send it again with the same Idempotency-Key, which answers the first response if it was. */
         GatewayTimeout: {
             headers: {
                 /** @description This request's id. */

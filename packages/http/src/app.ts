@@ -22,9 +22,10 @@ export type BaseAppOptions = {
   ready: () => Promise<void>;
   /**
    * Turns a known kind of unexpected failure into an expected one, such as a lost database connection
-   * into a 503; undefined leaves it a 500.
+   * into a 503; undefined leaves it a 500. `method` is the request's: a write that failed so may have
+   * been applied, which a read never was.
    */
-  mapError?: (err: Error) => AppError | undefined;
+  mapError?: (err: Error, method: string) => AppError | undefined;
   /**
    * The gateway's internal credential: when given, every request but `/health`, `/ready` and `/metrics`
    * must carry it (401 otherwise). A service run without one (development mode) answers anyone.
@@ -97,7 +98,7 @@ export function createBaseApp({
   });
   app.onError((thrown, c) => {
     const id = c.get("requestId");
-    const err = thrown instanceof AppError ? thrown : (mapError?.(thrown) ?? thrown);
+    const err = thrown instanceof AppError ? thrown : (mapError?.(thrown, c.req.method) ?? thrown);
     if (err instanceof AppError) {
       if (err !== thrown)
         logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);

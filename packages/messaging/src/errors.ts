@@ -87,6 +87,74 @@ export function isRetriableError(error: unknown): boolean {
   return false;
 }
 
+// Retriable failures that leave the database as it was, whatever was sent: the server refused the
+// connection or the statement, or failed the statement, which aborts its transaction (a COMMIT
+// included: a COMMIT that fails has committed nothing). 57014 is a statement_timeout or a cancel, 25P03
+// ends a session idle inside its transaction, rolling it back.
+const UNAPPLIED_SQLSTATES = new Set([
+  "08001", // sqlclient_unable_to_establish_sqlconnection
+  "08004", // sqlserver_rejected_establishment_of_sqlconnection
+  "25P03",
+  "40001",
+  "40P01",
+  "53300",
+  "55P03",
+  "57014",
+  "57P03",
+]);
+// No connection was made, so nothing was sent. (EHOSTUNREACH, ENETUNREACH and ETIMEDOUT are not here: a
+// connection already open reports them too when its retransmissions give up.)
+const UNAPPLIED_CONNECTION_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "CONNECT_TIMEOUT"]);
+const UNAPPLIED_MESSAGES = [
+  // pg-pool: no client came free, or none could connect, in connectionTimeoutMillis.
+  /^timeout exceeded when trying to connect$/,
+  /^Connection terminated due to connection timeout$/,
+  // node-postgres's connect timeout.
+  /^timeout expired$/,
+];
+
+/**
+ * What a failure that `isRetriableError` accepts says of a write it ended: `undefined` when the write is
+ * known to have changed nothing (no connection was had, or the server refused the statement or rolled it
+ * back: a deadlock, a serialization failure, a statement timeout), otherwise why its outcome is unknown,
+ * since the statement, a COMMIT included, may have reached the server and committed there:
+ * `"timed-out"` for node-postgres's client-side timeout (the server never answered), `"lost"` for a
+ * connection that broke while the statement was out (`Connection terminated unexpectedly`, a reset, the
+ * server shutting down). The outermost error that names its cause decides.
+ *
+ * node-postgres reports a failure to connect and a connection lost mid-statement alike (a reset, `Connection
+ * terminated unexpectedly`), and drizzle answers a COMMIT lost so with the error of its ROLLBACK on the
+ * dead client (`Client has encountered a connection error and is not queryable`): such failures are `"lost"`.
+ */
+export function unknownOutcome(error: unknown): "lost" | "timed-out" | undefined {
+  const seen = new Set<unknown>();
+  const queue: unknown[] = [error];
+  while (queue.length > 0) {
+    const e = queue.shift();
+    if (typeof e !== "object" || e === null || seen.has(e)) continue;
+    seen.add(e);
+    const { code, cause, errors, message } = e as {
+      code?: unknown;
+      cause?: unknown;
+      errors?: unknown;
+      message?: unknown;
+    };
+    if (typeof code === "string") {
+      if (UNAPPLIED_SQLSTATES.has(code) || UNAPPLIED_CONNECTION_CODES.has(code)) return undefined;
+      if (RETRIABLE_SQLSTATES.has(code) || RETRIABLE_CONNECTION_CODES.has(code)) return "lost";
+      if (code.length === 5 && RETRIABLE_SQLSTATE_CLASSES.includes(code.slice(0, 2))) return "lost";
+    }
+    if (code === undefined && typeof message === "string") {
+      if (UNAPPLIED_MESSAGES.some((m) => m.test(message))) return undefined;
+      if (message === "Query read timeout") return "timed-out";
+      if (RETRIABLE_MESSAGES.some((m) => m.test(message))) return "lost";
+    }
+    queue.push(cause);
+    if (Array.isArray(errors)) queue.push(...errors);
+  }
+  return "lost";
+}
+
 /**
  * The consumers' failure contract (`FailureKind` of @saga/kafka): a `PoisonEventError` (decoding or
  * contract failure) is poison, a failure `isRetriableError` recognises is transient (the database or

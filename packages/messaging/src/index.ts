@@ -60,4 +60,4 @@ export {
   type PublishableRow,
 } from "./outbox.ts";
 export { readiness } from "./runtime.ts";
-export { createServiceRuntime, type ServiceRuntime, unavailableWhenRetriable } from "./service.ts";
+export { createServiceRuntime, databaseFailure, type ServiceRuntime } from "./service.ts";

@@ -5,7 +5,7 @@ import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
 import { withTimeout } from "@saga/runtime";
 import { requireInternalSecret, retryPolicy, type ServiceEnv, sessionTimeouts } from "./env.ts";
-import { isRetriableError } from "./errors.ts";
+import { isRetriableError, unknownOutcome } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
 import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
 import { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
@@ -173,9 +173,28 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   };
 }
 
-/** For `createBaseApp`'s `mapError`: a lost database connection during a request is a 503 to retry. */
-export function unavailableWhenRetriable(err: Error): AppError | undefined {
-  return isRetriableError(err)
-    ? new AppError("UNAVAILABLE", "the database is unavailable; retry later")
-    : undefined;
+const READS = new Set(["GET", "HEAD"]);
+
+/**
+ * For `createBaseApp`'s `mapError`: a database failure `isRetriableError` accepts, during a request. A
+ * read, or a write known to have changed nothing (`unknownOutcome`: no connection, or refused or rolled
+ * back by the server), is a 503: the database is unavailable, retry. A write whose statement may have
+ * reached the server and committed, its answer lost, is answered as the gateway answers a write its
+ * upstream did not answer: 502 for a connection that broke, 504 for no answer in time, saying it may have
+ * been applied, since a 503 says that nothing was (the API document's errors).
+ */
+export function databaseFailure(err: Error, method: string): AppError | undefined {
+  if (!isRetriableError(err)) return undefined;
+  const unknown = READS.has(method) ? undefined : unknownOutcome(err);
+  if (unknown === "lost")
+    return new AppError(
+      "BAD_GATEWAY",
+      `the database connection was lost before it answered${MAY_HAVE_BEEN_APPLIED}`,
+    );
+  if (unknown === "timed-out")
+    return new AppError("GATEWAY_TIMEOUT", `the database did not answer in time${MAY_HAVE_BEEN_APPLIED}`);
+  return new AppError("UNAVAILABLE", "the database is unavailable; retry later");
 }
+
+const MAY_HAVE_BEEN_APPLIED =
+  ": the request may have been applied (send it again with the same Idempotency-Key)";

@@ -156,6 +156,23 @@ describe("routing", () => {
     expect(fine.received).toHaveLength(1);
   });
 
+  it("passes on a service's 502 for a write its database may have applied as it is, sent once", async () => {
+    // What a service answers when its database connection broke while the write was out.
+    const error =
+      "the database connection was lost before it answered: the request may have been applied (send it again with the same Idempotency-Key)";
+    const lost = await startFakeUpstream(() => ({ status: 502, body: { error, requestId: "r" } }));
+    const { app } = await startGateway([await startFakeUpstream()], lost);
+    const res = await app.request("/orders", {
+      method: "POST",
+      body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+      headers: { ...json, "idempotency-key": "k" },
+    });
+    expect(res.status).toBe(502);
+    expect(res.headers.get("retry-after")).toBeNull();
+    expect(await res.json()).toEqual({ error, requestId: "r" });
+    expect(lost.received).toHaveLength(1);
+  });
+
   it("answers 504 when the upstream is slower than the timeout, without retrying", async () => {
     // An instance that never answers: only the gateway's timeout can end the request.
     const silent = await startFakeUpstream(() => new Promise<never>(() => {}));

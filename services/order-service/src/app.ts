@@ -1,5 +1,5 @@
 import { type BaseAppOptions, createBaseApp } from "@saga/http";
-import { type Database, unavailableWhenRetriable } from "@saga/messaging";
+import { type Database, databaseFailure } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import type pg from "pg";
 import type { SagaBacklog } from "./backpressure.ts";
@@ -42,7 +42,7 @@ export function createApp({
     ready,
     // A long poll is a read until its route holds it, and moves to the `wait` lane then (routes/orders.ts).
     admission,
-    mapError: unavailableWhenRetriable,
+    mapError: databaseFailure,
     internalSecret,
   });
   if (backlog) {

@@ -1,5 +1,5 @@
 import { type BaseAppOptions, createBaseApp } from "@saga/http";
-import { type Database, unavailableWhenRetriable } from "@saga/messaging";
+import { type Database, databaseFailure } from "@saga/messaging";
 import type { Logger, Metrics } from "@saga/observability";
 import { registerUserRoutes } from "./routes/users.ts";
 
@@ -20,7 +20,7 @@ export function createApp({ db, logger, metrics, ready, admission, internalSecre
     metrics,
     ready,
     admission,
-    mapError: unavailableWhenRetriable,
+    mapError: databaseFailure,
     internalSecret,
   });
   registerUserRoutes(app, { db, logger });
