@@ -7,7 +7,13 @@ export {
   inbox,
   outbox,
 } from "./common.ts";
-export { MIGRATIONS_FOLDER, migrateDatabase, type ServiceDatabase } from "./migrate.ts";
+export {
+  lastKnownMigration,
+  MIGRATIONS_FOLDER,
+  type MigrationReport,
+  migrateDatabase,
+  type ServiceDatabase,
+} from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
 export { createPgDatabase, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";
 export { SESSION_SETTINGS, sessionOptions, sessionParameters } from "./session.ts";

@@ -6,8 +6,12 @@ async function run() {
   if ((which !== "user" && which !== "order") || !url) {
     throw new Error("usage: migrate <user|order> <postgres-url>");
   }
-  await migrateDatabase(url, which);
+  const { unknownMigrations } = await migrateDatabase(url, which);
   console.log(`migrated ${which} database`);
+  if (unknownMigrations > 0)
+    console.warn(
+      `the database has ${unknownMigrations} migration(s) newer than this code's: a newer version migrated it`,
+    );
 }
 
 run().catch((err) => {

@@ -3,7 +3,13 @@ import { join } from "node:path";
 import { freshDatabase } from "@saga/tools/test/harness";
 import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { ADDED_NOT_VALID, MIGRATIONS_FOLDER, migrateDatabase, validateConstraints } from "./migrate.ts";
+import {
+  ADDED_NOT_VALID,
+  lastKnownMigration,
+  MIGRATIONS_FOLDER,
+  migrateDatabase,
+  validateConstraints,
+} from "./migrate.ts";
 
 async function tables(url: string): Promise<string[]> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
@@ -35,6 +41,19 @@ describe("migrateDatabase", () => {
   it("creates the order_db tables", async () => {
     const url = await freshDatabase("order_db");
     await migrateDatabase(url, "order");
+    expect(await tables(url)).toEqual(["dead_letters", "idempotency_keys", "inbox", "orders", "outbox"]);
+  });
+
+  it("reports the migrations a newer version applied, which it leaves alone", async () => {
+    const url = await freshDatabase("order_db");
+    expect(await migrateDatabase(url, "order")).toEqual({ unknownMigrations: 0 });
+    // A newer order-service migrated the database, and this version starts on it (a rollback, or an
+    // older instance restarted during an upgrade): drizzle applies nothing and says nothing.
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    await sql`insert into drizzle.__drizzle_migrations (hash, created_at)
+              values ('a newer version', ${lastKnownMigration("order") + 1})`;
+    expect(await migrateDatabase(url, "order")).toEqual({ unknownMigrations: 1 });
     expect(await tables(url)).toEqual(["dead_letters", "idempotency_keys", "inbox", "orders", "outbox"]);
   });
 

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
@@ -29,25 +31,49 @@ export const ADDED_NOT_VALID: Record<ServiceDatabase, readonly { table: string; 
   order: [],
 };
 
+/** What `migrateDatabase` found beside what it applied. */
+export type MigrationReport = {
+  /**
+   * Migrations recorded in the database after the last one this code knows: a newer version migrated it.
+   * drizzle applies only migrations newer than the database's last and says nothing of these, so an
+   * older instance starts on a schema it was not written for (docs/design.md, "Upgrading").
+   */
+  unknownMigrations: number;
+};
+
 /**
  * Applies the pending migrations of one service database, then validates the constraints they added
  * NOT VALID (`ADDED_NOT_VALID`). Safe when several instances start at once: a session-level advisory
  * lock lets one migrate while the others wait, then find nothing to do. Rejects, naming the constraint,
- * while rows written before a constraint break it; the constraint holds for new rows meanwhile.
+ * while rows written before a constraint break it; the constraint holds for new rows meanwhile. Reports
+ * migrations of a newer version already applied (`MigrationReport`), which it leaves alone.
  */
-export async function migrateDatabase(url: string, which: ServiceDatabase): Promise<void> {
+export async function migrateDatabase(url: string, which: ServiceDatabase): Promise<MigrationReport> {
   const sql = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
   try {
     await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     try {
       await migrate(drizzle(sql), { migrationsFolder: MIGRATIONS_FOLDER[which] });
       await validateConstraints(sql, ADDED_NOT_VALID[which]);
+      // drizzle's own bookkeeping: each applied migration's row carries its journal entry's `when`.
+      const [row] = await sql<{ unknown: number }[]>`
+        select count(*)::int as unknown from drizzle.__drizzle_migrations
+        where created_at > ${lastKnownMigration(which)}`;
+      return { unknownMigrations: row?.unknown ?? 0 };
     } finally {
       await sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
     }
   } finally {
     await sql.end();
   }
+}
+
+/** The `when` of the last migration in the journal of `which`: what drizzle records as its `created_at`. */
+export function lastKnownMigration(which: ServiceDatabase): number {
+  const journal = JSON.parse(
+    readFileSync(join(MIGRATIONS_FOLDER[which], "meta", "_journal.json"), "utf8"),
+  ) as { entries: { when: number }[] };
+  return Math.max(...journal.entries.map((e) => e.when));
 }
 
 /**

@@ -62,7 +62,13 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     );
   }
 
-  await migrateDatabase(env.DATABASE_URL, database);
+  const { unknownMigrations } = await migrateDatabase(env.DATABASE_URL, database);
+  if (unknownMigrations > 0) {
+    logger.warn(
+      { unknownMigrations },
+      "the database has migrations newer than this version's: a newer version migrated it, and this one may fail on its schema (docs/design.md, Upgrading)",
+    );
+  }
   const pool = createPgDatabase(env.DATABASE_URL, schema, {
     applicationName: `${service}/${env.INSTANCE_ID}`,
     timeouts: sessionTimeouts(env),

@@ -1,0 +1,44 @@
+import { Writable } from "node:stream";
+import { createPgDatabase, lastKnownMigration, migrateDatabase } from "@saga/db";
+import { createLogger } from "@saga/observability";
+import { freshDatabase } from "@saga/tools/test/harness";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { createServiceRuntime } from "./service.ts";
+import { freshTopicPrefix, serviceTestEnv } from "./testing/index.ts";
+
+describe("createServiceRuntime", () => {
+  it("warns when a newer version has migrated its database", async () => {
+    const url = await freshDatabase("order_newer");
+    await migrateDatabase(url, "order");
+    // A newer order-service migrated it; this one starts on it (a rollback, or an older instance
+    // restarted during an upgrade).
+    const db = createPgDatabase(url, {});
+    onTestFinished(() => db.close());
+    await db.pool.query("insert into drizzle.__drizzle_migrations (hash, created_at) values ('newer', $1)", [
+      lastKnownMigration("order") + 1,
+    ]);
+
+    const lines: { level: number; msg: string; unknownMigrations?: number }[] = [];
+    const destination = new Writable({
+      write(chunk, _encoding, done) {
+        for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const runtime = await createServiceRuntime({
+      service: "order-service",
+      database: "order",
+      schema: {},
+      env: serviceTestEnv("order-service", url, await freshTopicPrefix()),
+      logger: createLogger("order-service", "warn", { destination }),
+    });
+    onTestFinished(() => runtime.stop());
+    expect(lines.filter((l) => l.unknownMigrations !== undefined)).toEqual([
+      expect.objectContaining({
+        level: 40,
+        unknownMigrations: 1,
+        msg: expect.stringContaining("the database has migrations newer than this version's"),
+      }),
+    ]);
+  });
+});
