@@ -26,6 +26,7 @@ export const ERROR_RESPONSES = {
   Conflict: "409",
   PayloadTooLarge: "413",
   UnsupportedMediaType: "415",
+  ExpectationFailed: "417",
   Unprocessable: "422",
   TooManyRequests: "429",
   HeadersTooLarge: "431",
@@ -41,8 +42,16 @@ const ref = (name: ErrorResponse) => ({ $ref: `#/components/responses/${name}` }
 const errors = (...names: ErrorResponse[]) =>
   Object.fromEntries(names.map((name) => [ERROR_RESPONSES[name], ref(name)]));
 
-/** What Node answers, before any route, to a request it cannot parse, or that is too slow or too large. */
-const ANY_CONNECTION: ErrorResponse[] = ["BadRequest", "RequestTimeout", "HeadersTooLarge"];
+/**
+ * What is answered before any route, to a request that cannot be parsed, is too slow or too large, or
+ * expects what the server does not do.
+ */
+const ANY_CONNECTION: ErrorResponse[] = [
+  "BadRequest",
+  "RequestTimeout",
+  "ExpectationFailed",
+  "HeadersTooLarge",
+];
 /** What any API request through the gateway can end in, whatever its route. */
 const EVERY_REQUEST: ErrorResponse[] = [
   ...ANY_CONNECTION,

@@ -15,7 +15,7 @@ const retryAfter = {
 const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<string, object> }> = {
   BadRequest: {
     description:
-      "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request that cannot be parsed or made a URL of, such as an invalid Host or a backslash in the path; then the connection is closed).",
+      "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed).",
   },
   Unauthorized: {
     description:
@@ -44,6 +44,10 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   },
   UnsupportedMediaType: {
     description: "The body is declared as something other than JSON: send `Content-Type: application/json`.",
+  },
+  ExpectationFailed: {
+    description:
+      "The request's `Expect` asks for something other than `100-continue`, the only expectation served; the connection is closed.",
   },
   Unprocessable: {
     description: "The Idempotency-Key was already used, by this caller, for a different request.",

@@ -30,7 +30,7 @@ afterEach(async () => {
 });
 
 /** A base app on a real port, 1 KiB body limit, one write at a time, and a client with ONE connection. */
-async function start(logged: string[] = [], limits = settings.server) {
+async function start(logged: string[] = [], limits = settings.server, hostname?: string) {
   const app = createBaseApp({
     logger: createLogger("test", "warn", {
       destination: { write: (line: string) => void logged.push(line) },
@@ -53,7 +53,7 @@ async function start(logged: string[] = [], limits = settings.server) {
   });
   const connections: unknown[] = [];
   const server = await new Promise<Server>((resolve) => {
-    const s: Server = listen({ app, port: 0, limits }, () => resolve(s));
+    const s: Server = listen({ app, port: 0, limits, hostname }, () => resolve(s));
   });
   server.on("connection", (socket) => connections.push(socket));
   const port = (server.address() as { port: number }).port;
@@ -352,6 +352,68 @@ describe("a request the adapter cannot turn into a URL", () => {
     const requestId = /\r\nx-request-id: (\S+)/i.exec(head)?.[1];
     expect(requestId).toBeDefined();
     expect(JSON.parse(body)).toEqual({ error: "malformed request", requestId });
+    expect(closed).toBe(true);
+  });
+});
+
+describe("a request Node itself would refuse with an empty answer", () => {
+  /** The answer's status, whether it closes the connection, its request id and its JSON body. */
+  const answerOf = (received: string) => {
+    const [head = "", body = ""] = received.split("\r\n\r\n");
+    return {
+      status: Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1]),
+      type: /\r\ncontent-type: ([^\r]*)/i.exec(head)?.[1],
+      connection: /\r\nconnection: ([^\r]*)/i.exec(head)?.[1]?.toLowerCase(),
+      requestId: /\r\nx-request-id: ([^\r]*)/i.exec(head)?.[1],
+      body: body && (JSON.parse(body) as unknown),
+    };
+  };
+
+  // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host. On a hostname, the
+  // adapter would make the URL of that name and serve it.
+  it.each([
+    ["on any address", undefined],
+    ["on a hostname", "127.0.0.1"],
+  ])(
+    "answers an HTTP/1.1 request without Host 400 as JSON with a request id, and closes (%s)",
+    async (_what, hostname) => {
+      const { port } = await start([], settings.server, hostname);
+      const { received, closed } = await exchange(port, "GET /health HTTP/1.1\r\n\r\n");
+      const answer = answerOf(received);
+      expect(answer).toEqual({
+        status: 400,
+        type: "application/json",
+        connection: "close",
+        requestId: expect.any(String),
+        body: { error: "an HTTP/1.1 request must have a Host header", requestId: answer.requestId },
+      });
+      expect(closed).toBe(true);
+    },
+  );
+
+  it("serves an HTTP/1.0 request without Host, which needs none, on a hostname", async () => {
+    const { port } = await start([], settings.server, "127.0.0.1");
+    const { received } = await exchange(port, "GET /health HTTP/1.0\r\n\r\n");
+    expect(answerOf(received)).toMatchObject({ status: 200, body: { status: "UP" } });
+  });
+
+  it("answers an Expect other than 100-continue 417 as JSON with a request id, and closes", async () => {
+    const { port } = await start();
+    const { received, closed } = await exchange(
+      port,
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nContent-Length: 2\r\n\r\nok",
+    );
+    const answer = answerOf(received);
+    expect(answer).toEqual({
+      status: 417,
+      type: "application/json",
+      connection: "close",
+      requestId: expect.any(String),
+      body: {
+        error: "the request's Expect cannot be met: only 100-continue is supported",
+        requestId: answer.requestId,
+      },
+    });
     expect(closed).toBe(true);
   });
 });

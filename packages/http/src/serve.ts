@@ -54,23 +54,34 @@ export function listen(
 ): Server {
   const { app, port, hostname, limits } = opts;
   // As @hono/node-server's createAdaptorServer builds it, which takes no error handler.
+  const serveRequest = getRequestListener(app.fetch, {
+    ...(hostname === undefined ? {} : { hostname }),
+    errorHandler: answerAdapterError,
+  });
   const server = createServer(
-    limits
-      ? {
-          // A head over this gets Node's 431 and a closed connection (answerClientError).
-          maxHeaderSize: limits.maxHeaderBytes,
-          // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
-          // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
-          headersTimeout: limits.headersTimeoutMs,
-          requestTimeout: limits.requestTimeoutMs,
-          // How often those two are checked (Node's default is 30 s).
-          connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-        }
-      : {},
-    getRequestListener(app.fetch, {
-      ...(hostname === undefined ? {} : { hostname }),
-      errorHandler: answerAdapterError,
-    }),
+    {
+      // Node's own 400 for a missing Host has an empty body: the listener below answers it instead.
+      requireHostHeader: false,
+      ...(limits
+        ? {
+            // A head over this gets Node's 431 and a closed connection (answerClientError).
+            maxHeaderSize: limits.maxHeaderBytes,
+            // Both answer 408 and close. Node starts the head's clock at the request's first byte, not
+            // when a kept-alive connection goes idle, so it may be far shorter than the keep-alive timeout.
+            headersTimeout: limits.headersTimeoutMs,
+            requestTimeout: limits.requestTimeoutMs,
+            // How often those two are checked (Node's default is 30 s).
+            connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+          }
+        : {}),
+    },
+    (req, res) => {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, as Node's check has it (an empty Host
+      // is not missing). On a hostname, the adapter would otherwise make the URL of that name and serve it.
+      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined)
+        refuse(res, 400, "an HTTP/1.1 request must have a Host header");
+      else serveRequest(req, res);
+    },
   );
   const reusePort = ACCEPT_SOCKETS > 1;
   const acceptors: Listener[] = [];
@@ -116,6 +127,10 @@ export function listen(
     deferContinue(req);
     server.emit("request", req, res);
   });
+  // Any other expectation: Node's default is an empty 417 on a connection kept open, its body unread.
+  server.on("checkExpectation", (_req: IncomingMessage, res: ServerResponse) =>
+    refuse(res, 417, "the request's Expect cannot be met: only 100-continue is supported"),
+  );
   server.on("connection", (socket: Socket) => {
     socket.destroySoon = () => lingeringClose(socket);
   });
@@ -231,6 +246,23 @@ function answerAdapterError(err: unknown): Response {
       },
     },
   );
+}
+
+/**
+ * A request refused before the app sees it (no Host, an expectation that cannot be met): as JSON like
+ * every other error, with a request id of its own, and the connection closed (lingering, as after a 413,
+ * so that a body the client still sends does not reset it).
+ */
+function refuse(res: ServerResponse, status: number, message: string): void {
+  const requestId = randomUUID();
+  const body = JSON.stringify({ error: message, requestId });
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    [REQUEST_ID_HEADER]: requestId,
+    connection: "close",
+  });
+  res.end(body);
 }
 
 // What `stop()` is given of the deadline: the rest, less this, is for logging and exiting.
