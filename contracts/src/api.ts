@@ -31,6 +31,7 @@ export const ERROR_RESPONSES = {
   TooManyRequests: "429",
   HeadersTooLarge: "431",
   Internal: "500",
+  NotImplemented: "501",
   BadGateway: "502",
   Unavailable: "503",
   GatewayTimeout: "504",
@@ -44,13 +45,14 @@ const errors = (...names: ErrorResponse[]) =>
 
 /**
  * What is answered before any route, to a request that cannot be parsed, is too slow or too large, or
- * expects what the server does not do.
+ * asks for what the server does not do (an expectation, a transfer coding).
  */
 const ANY_CONNECTION: ErrorResponse[] = [
   "BadRequest",
   "RequestTimeout",
   "ExpectationFailed",
   "HeadersTooLarge",
+  "NotImplemented",
 ];
 /** What any API request through the gateway can end in, whatever its route. */
 const EVERY_REQUEST: ErrorResponse[] = [

@@ -59,6 +59,10 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   },
   HeadersTooLarge: { description: "The request head is over 16 KiB; the connection is closed." },
   Internal: { description: "A bug; logged with the request id." },
+  NotImplemented: {
+    description:
+      "The request's `Transfer-Encoding` is something other than `chunked` (such as `gzip, chunked`): no other transfer coding is decoded. Send the body chunked, or with a Content-Length; the connection is closed.",
+  },
   BadGateway: {
     description:
       "An upstream service is unreachable, reset the connection, failed, or refused the gateway's credential; or the composed read could not get the user's orders; or a service lost its database connection while a write was on its way there, and had no answer. A write answered 502 after it was sent on may have been applied: send it again with the same Idempotency-Key, which answers the first response if it was.",

@@ -76,3 +76,52 @@ describe("bodyLimit reads a body whole, however it comes", () => {
     expect(await send(port, [post("one") + post("") + post("three")], 3)).toEqual(["one", "", "three"]);
   });
 });
+
+describe("a transfer coding other than chunked", () => {
+  /** Sends raw bytes on a connection of their own: what came back, and whether the server closed it. */
+  const exchange = (port: number, bytes: string) =>
+    new Promise<{ received: string; closed: boolean }>((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
+      cleanups.push(() => socket.destroy());
+      let received = "";
+      socket.on("data", (d) => {
+        received += d.toString();
+      });
+      const keptOpen = setTimeout(() => resolve({ received, closed: false }), 2000);
+      socket.once("close", () => {
+        clearTimeout(keptOpen);
+        resolve({ received, closed: true });
+      });
+    });
+
+  // RFC 9112 §6.1: Node removes the chunked framing and would hand on the still gzipped bytes as the body.
+  it.each([
+    ["POST", "gzip, chunked"],
+    ["POST", "identity, chunked"],
+    ["GET", "gzip, chunked"],
+  ])(
+    "%s with Transfer-Encoding: %s is answered 501 as JSON, its body never read, and the connection closed",
+    async (method, coding) => {
+      const port = await start();
+      const { received, closed } = await exchange(
+        port,
+        `${method} /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${coding}\r\n\r\n2\r\nok\r\n0\r\n\r\n`,
+      );
+      const [head = "", body = ""] = received.split("\r\n\r\n");
+      expect(head).toMatch(/^HTTP\/1\.1 501 /);
+      expect(head).toMatch(/\r\nconnection: close\r\n/i);
+      expect(JSON.parse(body)).toEqual({
+        error:
+          "a Transfer-Encoding other than chunked is not supported: send the body chunked, or with a Content-Length",
+        requestId: /\r\nx-request-id: (\S+)/i.exec(head)?.[1],
+      });
+    },
+  );
+
+  it("chunked alone, in any case, is read as ever", async () => {
+    const port = await start();
+    const chunked = (coding: string) =>
+      `POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${coding}\r\n\r\n2\r\nok\r\n0\r\n\r\n`;
+    expect(await send(port, [chunked("chunked") + chunked("Chunked")], 2)).toEqual(["ok", "ok"]);
+  });
+});

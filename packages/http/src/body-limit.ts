@@ -15,6 +15,11 @@ export type BodyLimitOptions = {
 const tooLarge = (maxBytes: number) =>
   new AppError("PAYLOAD_TOO_LARGE", `request body is larger than ${maxBytes} bytes`);
 
+const unsupportedCoding = new AppError(
+  "NOT_IMPLEMENTED",
+  "a Transfer-Encoding other than chunked is not supported: send the body chunked, or with a Content-Length",
+);
+
 // The body bodyLimit read, by request: what `requestBody` answers with.
 const bodies = new WeakMap<object, Uint8Array>();
 
@@ -57,17 +62,26 @@ export async function requestBody(c: Context): Promise<Uint8Array> {
  * asked of the WHATWG Request builds the whole Request (URL, headers copied and checked, an
  * AbortController) and a web stream over Node's, about a tenth of the gateway's CPU a POST in its
  * profile (bench/JOURNAL.md, session 25).
+ *
+ * A request (of any method) whose Transfer-Encoding is anything but `chunked` is answered 501 with
+ * `Connection: close`, unread.
  */
 export function bodyLimit({ maxBytes, drainBytes }: BodyLimitOptions): MiddlewareHandler {
   return async function bodyLimit(c, next) {
+    const coding = c.req.header("transfer-encoding");
+    // Node removes the chunked framing of `gzip, chunked` and hands on what is under it, still coded, as
+    // the body: a coding other than chunked, which nothing here decodes, is a 501 whatever the method
+    // (RFC 9112 §6.1), and the connection is closed, its bytes unread. Node itself refuses a
+    // Transfer-Encoding that does not end in chunked, or one with a Content-Length, as malformed (a 400).
+    if (coding !== undefined && coding.toLowerCase() !== "chunked") {
+      c.header("connection", "close");
+      throw unsupportedCoding;
+    }
     if (c.req.method === "GET" || c.req.method === "HEAD") return next();
     const { incoming, outgoing } = (c.env ?? {}) as { incoming?: IncomingMessage; outgoing?: ServerResponse };
     const awaiting = incoming !== undefined && awaitingContinue.has(incoming);
     const declared = c.req.header("content-length");
-    const length =
-      declared !== undefined && c.req.header("transfer-encoding") === undefined
-        ? Number(declared)
-        : undefined;
+    const length = declared !== undefined && coding === undefined ? Number(declared) : undefined;
     // A client waiting for 100 Continue sends no body to drop: whether it sends one later is its choice.
     if (length !== undefined && (length > drainBytes || (length > maxBytes && awaiting))) {
       c.header("connection", "close");

@@ -1,6 +1,7 @@
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import { Readable } from "node:stream";
+import { gzipSync } from "node:zlib";
 import { listen, SHED_HEADER } from "@saga/http";
 import { Agent, request } from "undici";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
@@ -879,6 +880,40 @@ describe("a pooled client (one connection) on the gateway's port", () => {
     });
     expect(await send("{}")).toEqual({ status: 201, body: order });
     expect(connections).toBe(1);
+  });
+});
+
+describe("a body in a transfer coding the gateway does not decode", () => {
+  it("is answered 501 and never forwarded: Node would take off the chunks and pass the gzip on as the body", async () => {
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
+    const gateway = await startGateway([await startFakeUpstream()], orders);
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: gateway.app, port: 0 }, () => resolve(s));
+    });
+    onTestFinished(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const gzipped = gzipSync(JSON.stringify({ userId: USER_ID, amount: 30 }));
+    const socket = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    onTestFinished(() => void socket.destroy());
+    socket.write(
+      `POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN_TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${gzipped.length.toString(16)}\r\n`,
+    );
+    socket.write(gzipped);
+    socket.write("\r\n0\r\n\r\n");
+    let received = "";
+    socket.on("data", (d) => {
+      received += d.toString();
+    });
+    await eventually(() => received.includes("}"));
+    const [head = "", body = ""] = received.split("\r\n\r\n");
+    expect(head).toMatch(/^HTTP\/1\.1 501 /);
+    expect(head).toMatch(/\r\nconnection: close\r\n/i);
+    expect(JSON.parse(body)).toMatchObject({
+      error: expect.stringMatching(/^a Transfer-Encoding other than chunked/),
+    });
+    expect(orders.received).toHaveLength(0);
   });
 });
 
