@@ -138,9 +138,9 @@ export function passThroughSubRequest(c: Context<AppEnv>, res: UpstreamResponse)
 function answerWith(c: Context<AppEnv>, res: UpstreamResponse, subRequest: boolean): Response {
   if (res.status === 401) throw new CredentialRefusedError(res.target);
   answeredFrom.set(c, res);
-  const listed = connectionTokens(
-    typeof res.headers.connection === "string" ? res.headers.connection : undefined,
-  );
+  // A Connection header sent twice comes from undici as an array: the tokens of every one are listed.
+  const { connection } = res.headers;
+  const listed = connectionTokens(Array.isArray(connection) ? connection.join(",") : connection);
   const headers: Record<string, string | string[]> = {};
   for (const [key, value] of Object.entries(res.headers)) {
     // The request id middleware has set ours, which the upstream echoes anyway; headroom is for the gateway.

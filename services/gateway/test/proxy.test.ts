@@ -14,6 +14,7 @@ import {
   raiseLane,
   startFakeUpstream,
   startGateway,
+  startRawUpstream,
   tokenFor,
   USER_ID,
   user,
@@ -456,6 +457,63 @@ describe("request id and trace context", () => {
     expect(seen["x-secret"]).toBeUndefined();
     expect(seen["proxy-authorization"]).toBeUndefined();
   });
+});
+
+describe("hop-by-hop headers of an answer", () => {
+  it.each([
+    ["one Connection header", ["Connection: X-Secret, X-Other"]],
+    // undici gives a header sent twice as an array.
+    ["two Connection headers", ["Connection: keep-alive, X-Secret", "Connection: X-Other"]],
+  ])(
+    "never reach the client, nor do the headers listed in %s; every Set-Cookie does",
+    async (_what, connection) => {
+      const body = JSON.stringify(user);
+      const users = await startRawUpstream(() =>
+        [
+          "HTTP/1.1 200 OK",
+          "Content-Type: application/json",
+          ...connection,
+          "X-Secret: 1",
+          "X-Other: 1",
+          "Keep-Alive: timeout=5",
+          'Proxy-Authenticate: Basic realm="upstream"',
+          "Upgrade: h2c",
+          "Trailer: X-Checksum",
+          "Set-Cookie: a=1; Path=/",
+          "Set-Cookie: b=2; Path=/",
+          "X-Upstream: yes",
+          "Transfer-Encoding: chunked",
+          "",
+          Buffer.byteLength(body).toString(16),
+          body,
+          "0",
+          "X-Checksum: 1",
+          "",
+          "",
+        ].join("\r\n"),
+      );
+      const { app } = await startGateway([users], await startFakeUpstream());
+      const res = await app.request(`/users/${USER_ID}`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual(user);
+      const passed = [...res.headers.keys()];
+      for (const name of [
+        "connection",
+        "x-secret",
+        "x-other",
+        "keep-alive",
+        "proxy-authenticate",
+        "upgrade",
+        "trailer",
+        "transfer-encoding",
+        "x-checksum",
+      ])
+        expect(passed).not.toContain(name);
+      expect(res.headers.getSetCookie()).toEqual(["a=1; Path=/", "b=2; Path=/"]);
+      expect(res.headers.get("x-upstream")).toBe("yes");
+      expect(users.received).toHaveLength(1);
+    },
+  );
 });
 
 describe("metrics", () => {

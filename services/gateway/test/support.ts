@@ -1,5 +1,5 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, createServer as createListener, type Socket } from "node:net";
 import { onTestFinished } from "vitest";
 import { createGateway, type Gateway, mintToken, parseGatewayEnv } from "../src/gateway.ts";
 
@@ -135,6 +135,57 @@ export async function startFakeUpstream(
   return fake;
 }
 
+export type RawUpstream = {
+  readonly url: string;
+  /** Every request but the health checks, head and body as sent, in order. */
+  readonly received: string[];
+};
+
+/**
+ * An upstream that answers each request with the bytes `answer` gives, written as they are on the
+ * socket: what Node's HTTP server would never send (a header twice, hop-by-hop headers, trailers, a
+ * malformed answer). It answers `/health` 200 itself, and keeps its connections open. Closed when the test
+ * finishes.
+ */
+export async function startRawUpstream(answer: (request: string) => string): Promise<RawUpstream> {
+  const received: string[] = [];
+  const sockets = new Set<Socket>();
+  const server = createListener((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    let buffered = "";
+    socket.on("data", (data) => {
+      buffered += data.toString("latin1");
+      for (;;) {
+        const end = buffered.indexOf("\r\n\r\n");
+        if (end === -1) return;
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(buffered.slice(0, end))?.[1] ?? 0);
+        if (buffered.length < end + 4 + length) return;
+        const request = buffered.slice(0, end + 4 + length);
+        buffered = buffered.slice(request.length);
+        if (request.startsWith("GET /health ")) {
+          socket.write(
+            'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{"status":"UP"}',
+          );
+          continue;
+        }
+        received.push(request);
+        socket.write(answer(request), "latin1");
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  onTestFinished(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+}
+
 /** The secrets of the tests' gateways. */
 export const AUTH_SECRET = "test-auth-secret-of-at-least-32-characters";
 export const INTERNAL_SECRET = "test-internal-secret-of-at-least-32-chars";
@@ -157,8 +208,8 @@ export const ADMIN_TOKEN = await tokenFor("test-admin", { admin: true });
  * header of its own (`authorization: ""` sends none), so that tests of routing need not say it.
  */
 export async function startGateway(
-  users: FakeUpstream[],
-  orders: FakeUpstream,
+  users: { url: string }[],
+  orders: { url: string },
   env: Record<string, string> = {},
 ): Promise<Gateway> {
   const settings: Record<string, string> = {
