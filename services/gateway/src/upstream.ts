@@ -364,14 +364,16 @@ export function createUpstream(opts: UpstreamOptions) {
       case "canceled":
         return new AppError("BAD_GATEWAY", "the client canceled the request", { cause });
       default:
-        return new AppError("BAD_GATEWAY", `${name} failed`, { cause });
+        // Mostly a malformed or over-long answer (a 204 with a body): the request was sent, and may have
+        // been applied.
+        return new AppError("BAD_GATEWAY", `${name} failed${unknownOutcome(method)}`, { cause });
     }
   }
 
   /**
-   * What a write's 502 or 504 adds when it reached the upstream and got no answer: it may have been applied
-   * (the API document says so of both statuses), so the client sends it again with its key, not anew. A
-   * read adds nothing: it changed nothing.
+   * What a write's 502 or 504 adds when it reached the upstream and got no answer, or none that could be
+   * read: it may have been applied (the API document says so of both statuses), so the client sends it
+   * again with its key, not anew. A read adds nothing: it changed nothing.
    */
   function unknownOutcome(method: string): string {
     return SAFE_METHODS.has(method)

@@ -175,6 +175,26 @@ describe("routing", () => {
     expect(lost.received).toHaveLength(1);
   });
 
+  it("answers 502 to a malformed answer, saying of a write that it may have been applied", async () => {
+    const users = await startRawUpstream(() => "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}");
+    const { app } = await startGateway([users], await startFakeUpstream());
+    const read = await app.request(`/users/${USER_ID}`);
+    expect(read.status).toBe(502);
+    expect(await read.json()).toMatchObject({ error: "user-service failed" });
+    // The service may have created the user before its answer came out wrong.
+    const res = await app.request("/users", {
+      method: "POST",
+      body: '{"username":"ada","initialBalance":1}',
+      headers: { ...json, "idempotency-key": "k" },
+    });
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({
+      error:
+        "user-service failed: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
+    expect(users.received).toHaveLength(2);
+  });
+
   it("answers 504 when the upstream is slower than the timeout, without retrying", async () => {
     // An instance that never answers: only the gateway's timeout can end the request.
     const silent = await startFakeUpstream(() => new Promise<never>(() => {}));
