@@ -29,6 +29,17 @@ const HOP_BY_HOP = new Set([
 // its bearer token stops here (the services trust the identity headers instead).
 const GATEWAY_ONLY = new Set([SUBJECT_HEADER, ROLE_HEADER, INTERNAL_CREDENTIAL_HEADER, "authorization"]);
 
+// What a proxy says of the client: its address, and the host and scheme it asked for. The gateway adds
+// none of them, so any a request carries is the client's own word, which a service must not take for a
+// proxy's: none is forwarded (the gateway's own rate limit takes the TCP peer's address).
+const CLIENT_PROVENANCE = new Set([
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-host",
+  "x-forwarded-proto",
+  "x-real-ip",
+]);
+
 const NONE: ReadonlySet<string> = new Set();
 
 function connectionTokens(value: string | null | undefined): ReadonlySet<string> {
@@ -44,15 +55,17 @@ function connectionTokens(value: string | null | undefined): ReadonlySet<string>
 
 /**
  * The headers a request carries to an upstream: the client's end-to-end headers (Idempotency-Key,
- * content-type, tracestate, …), the request id of this request, and the caller's W3C trace
- * continued with a span of the gateway (or a new trace), so that it reaches the services' outboxes;
- * and the identity the gateway verified, in place of any the client sent.
+ * content-type, tracestate, …) but for what it says of its own address (`X-Forwarded-For`, `Forwarded`),
+ * the request id of this request, and the caller's W3C trace continued with a span of the gateway (or a
+ * new trace), so that it reaches the services' outboxes; and the identity the gateway verified, in place
+ * of any the client sent.
  */
 export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
   const listed = connectionTokens(c.req.header("connection"));
   const headers: Record<string, string> = {};
   c.req.raw.headers.forEach((value, key) => {
-    if (!HOP_BY_HOP.has(key) && !listed.has(key) && !GATEWAY_ONLY.has(key)) headers[key] = value;
+    if (!HOP_BY_HOP.has(key) && !listed.has(key) && !GATEWAY_ONLY.has(key) && !CLIENT_PROVENANCE.has(key))
+      headers[key] = value;
   });
   const principal = principalOf(c);
   if (principal) {

@@ -536,6 +536,27 @@ describe("hop-by-hop headers of an answer", () => {
   );
 });
 
+describe("what a client says of where it comes from", () => {
+  it("is never forwarded: a service could not tell a forged X-Forwarded-For or Forwarded from a proxy's", async () => {
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const { app } = await startGateway([users], await startFakeUpstream());
+    await app.request(`/users/${USER_ID}`, {
+      headers: {
+        "x-forwarded-for": "10.0.0.1",
+        forwarded: "for=10.0.0.1;proto=https",
+        "x-forwarded-host": "admin.internal",
+        "x-forwarded-proto": "https",
+        "x-real-ip": "10.0.0.1",
+        "x-upstream": "yes",
+      },
+    });
+    const seen = users.received[0]?.headers ?? {};
+    for (const name of ["x-forwarded-for", "forwarded", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"])
+      expect(seen[name], name).toBeUndefined();
+    expect(seen["x-upstream"]).toBe("yes");
+  });
+});
+
 describe("metrics", () => {
   it("labels requests by route template and counts upstream calls by outcome", async () => {
     const users = await startFakeUpstream((req) =>
