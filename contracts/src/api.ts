@@ -4,7 +4,9 @@ import {
   CreateOrderRequest,
   CreateUserRequest,
   IDEMPOTENCY_KEY_PATTERN,
+  ORDER_PAGE_LIMIT,
   Order,
+  PAGE_CURSOR_PATTERN,
   User,
   UserOrders,
 } from "./http.ts";
@@ -127,6 +129,38 @@ type Link = {
 
 const bearer = [{ bearerAuth: [] }];
 
+/** A page of a user's orders: how many, and after which (the cursor the previous page gave). */
+const pageQuery = {
+  limit: z
+    .int()
+    .min(1)
+    .max(ORDER_PAGE_LIMIT.max)
+    .default(ORDER_PAGE_LIMIT.default)
+    .meta({
+      param: {
+        description: `The most orders in the page (1 to ${ORDER_PAGE_LIMIT.max}; ${ORDER_PAGE_LIMIT.default} without it). Anything else is a 400.`,
+      },
+    }),
+  after: z
+    .string()
+    .regex(PAGE_CURSOR_PATTERN)
+    .optional()
+    .meta({
+      param: {
+        description:
+          "Where the page starts: the cursor the previous page gave (`next`, or the `after` of its `Link`), passed back as it came. Without it, the oldest order. A value of another form is a 400.",
+      },
+    }),
+};
+
+/** The header that leads from a page of orders to the next one, while there is one (RFC 8288). */
+const nextPageLink = (target: string) => ({
+  Link: {
+    description: `\`<${target}>; rel="next"\`: the next page (the same \`limit\`), while more orders follow; absent on the last page.`,
+    schema: { type: "string" },
+  },
+});
+
 export const createUser = {
   method: "post",
   path: "/users",
@@ -187,11 +221,19 @@ export const getUserOrders = {
   operationId: "getUserOrders",
   tags: ["users"],
   summary: "Read a user with its orders",
-  description:
-    "Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).",
+  description: `Composed by the gateway from user-service and order-service, asked at the same time. The orders come a page at a time, oldest first: at most \`limit\` (${ORDER_PAGE_LIMIT.default} by default, ${ORDER_PAGE_LIMIT.max} at most); \`next\` (and the \`Link\` header) says where the next page starts, null on the last one. Paging never repeats an order nor skips one that existed when it began; orders placed since come after those (but for one placed the moment a page is read, which may be missed). A bad \`limit\` or \`after\` is a 400. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).`,
   security: bearer,
-  request: { params: idParam("user"), headers: z.object(traceHeaders) },
-  responses: { 200: json("The user and its orders.", UserOrders), ...errors(...EVERY_REQUEST, "NotFound") },
+  request: {
+    params: idParam("user"),
+    query: z.object(pageQuery),
+    headers: z.object(traceHeaders),
+  },
+  responses: {
+    200: json("The user and a page of its orders.", UserOrders, {
+      headers: nextPageLink("/users/{id}/orders?limit=…&after=…"),
+    }),
+    ...errors(...EVERY_REQUEST, "NotFound"),
+  },
 } as const satisfies RouteConfig;
 
 export const createOrder = {
@@ -237,14 +279,16 @@ export const listOrders = {
   operationId: "listOrders",
   tags: ["orders"],
   summary: "List a user's orders",
-  description: "Oldest first. A user's token may only ask for its own (another userId answers 404).",
+  description: `A page at a time, oldest first: at most \`limit\` orders (${ORDER_PAGE_LIMIT.default} by default, ${ORDER_PAGE_LIMIT.max} at most), and while more follow a \`Link: <…>; rel="next"\` header (RFC 8288) to the next page. Paging never repeats an order nor skips one that existed when it began; orders placed since come after those (but for one placed the moment a page is read, which may be missed). A bad \`limit\` or \`after\` is a 400. A user's token may only ask for its own (another userId answers 404).`,
   security: bearer,
   request: {
-    query: z.object({ userId: z.uuid().meta({ param: { description: "Whose orders." } }) }),
+    query: z.object({ userId: z.uuid().meta({ param: { description: "Whose orders." } }), ...pageQuery }),
     headers: z.object(traceHeaders),
   },
   responses: {
-    200: json("The orders, oldest first.", z.array(Order)),
+    200: json("A page of the orders, oldest first.", z.array(Order), {
+      headers: nextPageLink("/orders?userId=…&limit=…&after=…"),
+    }),
     ...errors(...EVERY_REQUEST, "NotFound"),
   },
 } as const satisfies RouteConfig;

@@ -62,8 +62,30 @@ export const Order = z
   .meta({ id: "Order" });
 export type Order = z.infer<typeof Order>;
 
+/**
+ * A page of a user's orders: `limit` orders at most (`ORDER_PAGE_LIMIT.default` without one, never more
+ * than `.max`), oldest first (by creation, then id); the next page starts after the cursor the last one
+ * gives (`next`, or a `Link: <…>; rel="next"` header, RFC 8288).
+ */
+export const ORDER_PAGE_LIMIT = { default: 100, max: 1000 } as const;
+
+/**
+ * What a page cursor (`after`) is: the position of a page's last order, its creation in seconds and
+ * microseconds since the epoch and its id. Opaque to clients, which pass back what a page gave; exact,
+ * so that what the API document calls valid the order-service takes (as a position, order or not).
+ */
+export const PAGE_CURSOR_PATTERN =
+  /^[0-9]{1,11}\.[0-9]{6}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export const UserOrders = z
-  .object({ user: User, orders: z.array(Order).meta({ description: "Oldest first." }) })
+  .object({
+    user: User,
+    orders: z.array(Order).meta({ description: "Oldest first: a page of at most `limit`." }),
+    next: z.string().regex(PAGE_CURSOR_PATTERN).nullable().meta({
+      description:
+        "Where the next page starts: send it as `after` (with the same `limit`). Null on the last page.",
+    }),
+  })
   .meta({ id: "UserOrders" });
 export type UserOrders = z.infer<typeof UserOrders>;
 

@@ -15,7 +15,7 @@ const retryAfter = {
 const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<string, object> }> = {
   BadRequest: {
     description:
-      "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed).",
+      "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key, a page's `limit` out of range or an `after` that is not a cursor (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed).",
   },
   Unauthorized: {
     description:

@@ -51,7 +51,7 @@ export interface paths {
         };
         /**
          * Read a user with its orders
-         * @description Composed by the gateway from user-service and order-service, asked at the same time. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).
+         * @description Composed by the gateway from user-service and order-service, asked at the same time. The orders come a page at a time, oldest first: at most `limit` (100 by default, 1000 at most); `next` (and the `Link` header) says where the next page starts, null on the last one. Paging never repeats an order nor skips one that existed when it began; orders placed since come after those (but for one placed the moment a page is read, which may be missed). A bad `limit` or `after` is a 400. Without its orders there is no answer: a 502 (504 when order-service was only slow; 503 with Retry-After when it sheds the read or the gateway is shutting down).
          */
         get: operations["getUserOrders"];
         put?: never;
@@ -71,7 +71,7 @@ export interface paths {
         };
         /**
          * List a user's orders
-         * @description Oldest first. A user's token may only ask for its own (another userId answers 404).
+         * @description A page at a time, oldest first: at most `limit` orders (100 by default, 1000 at most), and while more follow a `Link: <…>; rel="next"` header (RFC 8288) to the next page. Paging never repeats an order nor skips one that existed when it began; orders placed since come after those (but for one placed the moment a page is read, which may be missed). A bad `limit` or `after` is a 400. A user's token may only ask for its own (another userId answers 404).
          */
         get: operations["listOrders"];
         put?: never;
@@ -186,8 +186,10 @@ export interface components {
         };
         UserOrders: {
             user: components["schemas"]["User"];
-            /** @description Oldest first. */
+            /** @description Oldest first: a page of at most `limit`. */
             orders: components["schemas"]["Order"][];
+            /** @description Where the next page starts: send it as `after` (with the same `limit`). Null on the last page. */
+            next: string | null;
         };
         Order: {
             /** Format: uuid */
@@ -230,7 +232,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description 400: The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed). */
+        /** @description 400: The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key, a page's `limit` out of range or an `after` that is not a cursor (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed). */
         BadRequest: {
             headers: {
                 /** @description This request's id. */
@@ -523,7 +525,12 @@ export interface operations {
     };
     getUserOrders: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The most orders in the page (1 to 1000; 100 without it). Anything else is a 400. */
+                limit?: number;
+                /** @description Where the page starts: the cursor the previous page gave (`next`, or the `after` of its `Link`), passed back as it came. Without it, the oldest order. A value of another form is a 400. */
+                after?: string;
+            };
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
@@ -538,11 +545,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The user and its orders. */
+            /** @description The user and a page of its orders. */
             200: {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description `</users/{id}/orders?limit=…&after=…>; rel="next"`: the next page (the same `limit`), while more orders follow; absent on the last page. */
+                    Link?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -567,6 +576,10 @@ export interface operations {
             query: {
                 /** @description Whose orders. */
                 userId: string;
+                /** @description The most orders in the page (1 to 1000; 100 without it). Anything else is a 400. */
+                limit?: number;
+                /** @description Where the page starts: the cursor the previous page gave (`next`, or the `after` of its `Link`), passed back as it came. Without it, the oldest order. A value of another form is a 400. */
+                after?: string;
             };
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
@@ -579,11 +592,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The orders, oldest first. */
+            /** @description A page of the orders, oldest first. */
             200: {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description `</orders?userId=…&limit=…&after=…>; rel="next"`: the next page (the same `limit`), while more orders follow; absent on the last page. */
+                    Link?: string;
                     [name: string]: unknown;
                 };
                 content: {

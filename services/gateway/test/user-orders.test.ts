@@ -30,13 +30,58 @@ describe("GET /users/:id/orders", () => {
       },
     });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ user, orders: [order] });
+    expect(await res.json()).toEqual({ user, orders: [order], next: null });
+    expect(res.headers.get("link")).toBeNull();
     expect(users.received.map((r) => r.url)).toEqual([`/users/${USER_ID}`]);
     expect(orders.received.map((r) => r.url)).toEqual([`/orders?userId=${USER_ID}`]);
     for (const seen of [users.received[0], orders.received[0]]) {
       expect(seen?.headers["x-request-id"]).toBe("composed-1");
       expect(seen?.headers.traceparent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
     }
+  });
+
+  it("asks the order-service for the page asked for, and says where the next starts: next and a Link", async () => {
+    // Cursors as the order-service makes them; the gateway passes them on and never reads one.
+    const c1 = `1740823200.000133_${order.id}`;
+    const c2 = `1740823200.000166_${order.id}`;
+    const orders = await startFakeUpstream((req) =>
+      new URL(req.url, "http://x").searchParams.get("after") === c2
+        ? { body: [order] }
+        : {
+            body: [order],
+            headers: { link: `</orders?userId=${USER_ID}&limit=1&after=${c2}>; rel="next"` },
+          },
+    );
+    const { app } = await startGateway([await userService()], orders);
+    const first = await app.request(`/users/${USER_ID}/orders?limit=1&after=${c1}&other=x`);
+    expect(first.status).toBe(200);
+    expect(await first.json()).toEqual({ user, orders: [order], next: c2 });
+    expect(first.headers.get("link")).toBe(`</users/${USER_ID}/orders?limit=1&after=${c2}>; rel="next"`);
+    const last = await app.request(`/users/${USER_ID}/orders?limit=1&after=${c2}`);
+    expect(await last.json()).toEqual({ user, orders: [order], next: null });
+    expect(last.headers.get("link")).toBeNull();
+    // The page's parameters, and only those, the first of each as the service reads them.
+    const again = await app.request(`/users/${USER_ID}/orders?after=c%2B&after=${c1}`);
+    expect(again.status).toBe(200);
+    expect(orders.received.map((r) => r.url)).toEqual([
+      `/orders?userId=${USER_ID}&limit=1&after=${c1}`,
+      `/orders?userId=${USER_ID}&limit=1&after=${c2}`,
+      `/orders?userId=${USER_ID}&after=c%2B`,
+    ]);
+  });
+
+  it("passes the order-service's 400 for a bad limit or cursor through, once the user is found", async () => {
+    const orders = await startFakeUpstream(() => ({
+      status: 400,
+      body: { error: "limit must be an integer from 1 to 1000" },
+    }));
+    const { app } = await startGateway([await userService()], orders);
+    const res = await app.request(`/users/${USER_ID}/orders?limit=0`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: "limit must be an integer from 1 to 1000" });
+    // An unknown user is the user-service's answer, as before.
+    const unknown = await app.request("/users/00000000-0000-4000-8000-000000000000/orders?limit=0");
+    expect(unknown.status).toBe(404);
   });
 
   it("passes through the user-service's 404 for an unknown user and 400 for a bad id", async () => {

@@ -1,4 +1,4 @@
-import { CreateOrderRequest, IdParam, type Order, ROLE_HEADER } from "@saga/contracts";
+import { CreateOrderRequest, IdParam, ORDER_PAGE_LIMIT, type Order, ROLE_HEADER } from "@saga/contracts";
 import {
   type AppEnv,
   AppError,
@@ -16,7 +16,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
 import { markReplayed } from "../backpressure.ts";
 import { cancelOrder, placeOrder, readOrder } from "../domain/order-hot-path.ts";
-import { listOrders } from "../domain/orders.ts";
+import { decodeCursor, listOrders } from "../domain/orders.ts";
 import type { SagaMetrics } from "../metrics.ts";
 import type { OrderWaits } from "../order-waits.ts";
 
@@ -40,9 +40,19 @@ const callingUser = (c: Context) =>
 const mayRead = (order: Order | undefined, user: string | undefined): order is Order =>
   order !== undefined && (user === undefined || order.userId === user);
 
+/** A page's `limit`: digits, 1 to ORDER_PAGE_LIMIT.max, the default without one; anything else a 400. */
+function pageLimit(given: string | undefined): number {
+  if (given === undefined) return ORDER_PAGE_LIMIT.default;
+  const limit = /^[0-9]{1,7}$/.test(given) ? Number(given) : 0;
+  if (limit < 1 || limit > ORDER_PAGE_LIMIT.max)
+    throw new AppError("BAD_REQUEST", `limit must be an integer from 1 to ${ORDER_PAGE_LIMIT.max}`);
+  return limit;
+}
+
 /**
  * `POST /orders` (idempotent with `Idempotency-Key`) starts a saga, `GET /orders/:id`,
- * `GET /orders?userId=` for the gateway's composed read, and `DELETE /orders/:id` cancels.
+ * `GET /orders?userId=` (a page of them; the gateway composes its `GET /users/:id/orders` from it), and
+ * `DELETE /orders/:id` cancels.
  */
 export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger, saga }: OrderRoutesDeps) {
   app.post("/orders", async (c) => {
@@ -71,7 +81,20 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
     const userId = c.req.query("userId");
     if (userId === undefined) throw new AppError("BAD_REQUEST", "query parameter userId is required");
     if (!IdParam.safeParse(userId).success) throw new AppError("BAD_REQUEST", "userId must be a UUID");
-    return c.json(await listOrders(db.db, userId.toLowerCase()));
+    const limit = pageLimit(c.req.query("limit"));
+    const cursor = c.req.query("after");
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (cursor !== undefined && !after)
+      throw new AppError(
+        "BAD_REQUEST",
+        "after must be a cursor as a page gave it (its next, or its Link's after)",
+      );
+    const user = userId.toLowerCase();
+    const page = await listOrders(db.db, user, { limit, after });
+    // The next page, relative to this request's URI (RFC 8288 §3.1): the gateway passes it on as it is
+    // for its own `GET /orders`, and reads its `after` for `GET /users/:id/orders`.
+    if (page.next) c.header("link", `</orders?userId=${user}&limit=${limit}&after=${page.next}>; rel="next"`);
+    return c.json(page.orders);
   });
 
   // With `Prefer: wait=N` (RFC 7240), answers once the order is no longer PENDING, or after N seconds.

@@ -18,6 +18,15 @@ describe("the response validator", () => {
     expect(check("GET", `/orders/${ID}`, res(200, order, { "preference-applied": "wait=5" }))).toEqual([]);
     expect(check("POST", "/orders", res(201, order))).toEqual([]);
     expect(check("GET", `/orders?userId=${ID}`, res(200, [order, order]))).toEqual([]);
+    const user = { id: ID, username: "ada", balance: 1, createdAt: order.createdAt };
+    const cursor = `1740823200.000133_${ID}`;
+    const link = { link: `</users/${ID}/orders?limit=1&after=${cursor}>; rel="next"` };
+    expect(
+      check("GET", `/users/${ID}/orders`, res(200, { user, orders: [order], next: cursor }, link)),
+    ).toEqual([]);
+    expect(check("GET", `/users/${ID}/orders`, res(200, { user, orders: [order] }))).toEqual([
+      expect.stringMatching(/must have required property 'next'/),
+    ]);
     expect(check("DELETE", `/orders/${ID}`, res(204, undefined))).toEqual([]);
     expect(
       check("POST", "/orders", res(503, { error: "shed", requestId: "r" }, { "retry-after": "1" })),

@@ -164,6 +164,15 @@ describe("every answer of the running system is one its OpenAPI document declare
     expect(waited.headers.get("preference-applied")).toBe("wait=10");
     expect((await call(`/orders?userId=${userId}`, { token })).status).toBe(200);
     expect((await call(`/users/${userId}/orders`, { token })).status).toBe(200);
+    // A page at a time: a next page says where it starts (in Link, and in the composed read's `next`).
+    const second = await call("/orders", { method: "POST", token, body: { userId, amount: 1 } });
+    expect(second.status).toBe(201);
+    const page = await call(`/orders?userId=${userId}&limit=1`, { token });
+    expect(page.headers.get("link")).toMatch(/^<\/orders\?userId=[^>]+&limit=1&after=[\w.-]+>; rel="next"$/);
+    const composed = await call(`/users/${userId}/orders?limit=1`, { token });
+    expect(composed.body.next).toEqual(expect.any(String));
+    const last = await call(`/users/${userId}/orders?limit=1&after=${composed.body.next}`, { token });
+    expect(last.body).toMatchObject({ orders: [{ id: second.body.id }], next: null });
     expect((await call(`/orders/${order.body.id}`, { method: "DELETE", token })).status).toBe(204);
     const canceled = await call(`/orders/${order.body.id}`, { token });
     expect(canceled).toMatchObject({ status: 200, body: { id: order.body.id, status: "CANCELED" } });
@@ -187,6 +196,8 @@ describe("every answer of the running system is one its OpenAPI document declare
     await expectStatus(400, "/users", { method: "POST", body: { username: "", initialBalance: -1 } });
     await expectStatus(400, "/orders/not-a-uuid");
     await expectStatus(400, "/orders");
+    await expectStatus(400, `/orders?userId=${user.id}&limit=0`, { token: user.token });
+    await expectStatus(400, `/users/${user.id}/orders?after=nope`, { token: user.token });
     await expectStatus(400, "/users", {
       method: "POST",
       body: { username: uniqueName("oas"), initialBalance: 1 },

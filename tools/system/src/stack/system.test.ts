@@ -352,6 +352,78 @@ describe("the whole system through the gateway", () => {
     );
   });
 
+  it("lists a user's 250 orders a page at a time, composed and not: each once, oldest first, none of another's", async () => {
+    const a = await newUser();
+    const b = await newUser();
+    // Written here rather than ordered (the rate limit): decided, three to an instant, every instant of A's
+    // within one millisecond, B's among them.
+    const seed = (userId: string, n: number) => orderDb`
+      insert into orders (user_id, amount, status, created_at)
+      select ${userId}::uuid, g + 1, case when g % 5 = 0 then 'CANCELED' else 'CONFIRMED' end,
+             timestamptz '2025-03-01T10:00:00.000100Z' + (g / 3) * interval '1 microsecond'
+      from generate_series(0, ${n}::int - 1) g`;
+    await seed(a.id, 250);
+    await seed(b.id, 40);
+    const stored = (await orderDb`select id from orders where user_id = ${a.id} order by created_at, id`).map(
+      (r) => r.id as string,
+    );
+    expect(stored).toHaveLength(250);
+    const asA = { token: a.token };
+    const nextOf = (res: { headers: Headers }) =>
+      /^<([^>]+)>; rel="next"$/.exec(res.headers.get("link") ?? "")?.[1];
+
+    // The composed read, by its `next`, and the list, by its Link, as A.
+    const composed: { id: string; userId: string }[][] = [];
+    const nexts: { next: string | null; link: string | undefined }[] = [];
+    let after: string | null = null;
+    do {
+      const res = await api("GET", `/users/${a.id}/orders${after ? `?after=${after}` : ""}`, undefined, asA);
+      expect(res.status).toBe(200);
+      expect(res.body.user).toMatchObject({ id: a.id });
+      composed.push(res.body.orders);
+      after = res.body.next ?? null;
+      nexts.push({ next: res.body.next, link: nextOf(res) });
+    } while (after !== null && composed.length < 5);
+    const listed: { id: string; userId: string }[][] = [];
+    for (let path: string | undefined = `/orders?userId=${a.id}`; path && listed.length < 5; ) {
+      const res = await api("GET", path, undefined, asA);
+      expect(res.status).toBe(200);
+      listed.push(res.body);
+      path = nextOf(res);
+    }
+    for (const pages of [composed, listed]) {
+      expect(pages.map((p) => p.length)).toEqual([100, 100, 50]);
+      expect(pages.flat().map((o) => o.id)).toEqual(stored);
+      expect(pages.flat().every((o) => o.userId === a.id)).toBe(true);
+    }
+    // The composed read's next page, said in its body and its Link alike.
+    expect(nexts.map((n) => n.link)).toEqual(
+      nexts.map(({ next }) => (next === null ? undefined : `/users/${a.id}/orders?limit=100&after=${next}`)),
+    );
+    expect(nexts.at(-1)?.next).toBeNull();
+
+    // A page of another size; a bad one, or a cursor that is none, is a 400 that says which.
+    const seven = await api("GET", `/users/${a.id}/orders?limit=7`, undefined, asA);
+    expect(seven.body.orders.map((o: { id: string }) => o.id)).toEqual(stored.slice(0, 7));
+    for (const path of [`/users/${a.id}/orders`, `/orders?userId=${a.id}`]) {
+      const sep = path.includes("?") ? "&" : "?";
+      for (const limit of ["0", "1001", "x"]) {
+        const res = await api("GET", `${path}${sep}limit=${limit}`, undefined, asA);
+        expect(res.status, `${path} limit=${limit}`).toBe(400);
+        expect(res.body).toMatchObject({ error: "limit must be an integer from 1 to 1000" });
+      }
+      const res = await api("GET", `${path}${sep}after=nope`, undefined, asA);
+      expect(res.status, `${path} after=nope`).toBe(400);
+      expect(res.body).toMatchObject({ error: expect.stringMatching(/^after must be/) });
+    }
+    // B's pages are B's, and A may not ask for them.
+    const bPage = await api("GET", `/users/${b.id}/orders?limit=1000`);
+    expect(bPage.body.orders).toHaveLength(40);
+    expect(bPage.body.next).toBeNull();
+    for (const path of [`/users/${b.id}/orders?limit=1`, `/orders?userId=${b.id}&limit=1`])
+      expect((await api("GET", path, undefined, asA)).status, path).toBe(404);
+  });
+
   it("keeps Idempotency-Keys per user, and a forged identity header from outside is stripped", async () => {
     const a = await newUser();
     const b = await newUser();
