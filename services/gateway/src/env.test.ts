@@ -15,6 +15,7 @@ describe("parseGatewayEnv", () => {
       HEALTH_INTERVAL_MS: 1000,
       HEALTH_PATH: "/health",
       MAX_BODY_BYTES: 65536,
+      UPSTREAM_MAX_RESPONSE_BYTES: 4 * 1024 * 1024,
     });
   });
 

@@ -122,6 +122,15 @@ export const Env = z.object({
     .int()
     .positive()
     .default(64 * 1024),
+  /**
+   * The largest answer read from a service (each is read whole, to compose or check it): past it, a 502.
+   * Far above the largest one the API makes, a page of 1,000 orders (about 170 KB).
+   */
+  UPSTREAM_MAX_RESPONSE_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024),
   /** Connections kept to each upstream instance for writes, and as many for reads: at least the lanes' bounds. */
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(64),
   /** Connections kept to each upstream instance for requests held open by `Prefer: wait`, apart from the rest. */

@@ -38,6 +38,7 @@ export function createGateway(env: Env) {
     consecutive5xx: env.CONSECUTIVE_5XX,
     headroomTtlMs: env.UPSTREAM_HEADROOM_TTL_MS,
     retryAfterS: env.RETRY_AFTER_S,
+    maxResponseBytes: env.UPSTREAM_MAX_RESPONSE_BYTES,
     metrics: gatewayMetrics,
     logger,
     headers: (secrets.internalSecret

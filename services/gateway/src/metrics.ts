@@ -3,7 +3,8 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /**
  * How a call to an upstream ended: the class of the status it answered, or the failure that left
- * no status (`shutdown`: ended by the gateway's own shutdown). A bounded set, so the series stay few.
+ * no status (`shutdown`: ended by the gateway's own shutdown; `too_large`: a body past the gateway's
+ * UPSTREAM_MAX_RESPONSE_BYTES). A bounded set, so the series stay few.
  */
 export type UpstreamOutcome =
   | "2xx"
@@ -15,6 +16,7 @@ export type UpstreamOutcome =
   | "reset"
   | "canceled"
   | "shutdown"
+  | "too_large"
   | "error";
 
 /** The gateway's view of its upstreams, registered on the process's registry. */

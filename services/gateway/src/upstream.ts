@@ -39,6 +39,11 @@ export type UpstreamOptions = {
   headroomTtlMs: number;
   /** The Retry-After of a request refused at the edge for want of headroom. */
   retryAfterS: number;
+  /**
+   * The largest response body read from an instance: every answer is read whole into memory, so a larger
+   * one ends its connection and is a 502, not an unbounded buffer.
+   */
+  maxResponseBytes: number;
   metrics: GatewayMetrics;
   logger: Logger;
   /**
@@ -142,18 +147,18 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
  */
 export function createUpstream(opts: UpstreamOptions) {
   const { name, metrics, logger } = opts;
+  // undici ends a response past this many bytes with UND_ERR_RES_EXCEEDED_MAX_SIZE, destroying its socket.
+  const bounded = (connections: number) => ({
+    connections,
+    connect: { timeout: opts.connectTimeoutMs },
+    maxResponseSize: opts.maxResponseBytes,
+  });
   const instances: Instance[] = opts.origins.map((origin) => ({
     origin,
     target: new URL(origin).host,
-    pool: new Pool(origin, { connections: opts.connections, connect: { timeout: opts.connectTimeoutMs } }),
-    readPool: new Pool(origin, {
-      connections: opts.connections,
-      connect: { timeout: opts.connectTimeoutMs },
-    }),
-    heldPool: new Pool(origin, {
-      connections: opts.heldConnections,
-      connect: { timeout: opts.connectTimeoutMs },
-    }),
+    pool: new Pool(origin, bounded(opts.connections)),
+    readPool: new Pool(origin, bounded(opts.connections)),
+    heldPool: new Pool(origin, bounded(opts.heldConnections)),
     checkPool: new Pool(origin, { connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
     healthy: false,
     refusesCredential: false,
@@ -340,6 +345,7 @@ export function createUpstream(opts: UpstreamOptions) {
     if (CONNECT_ERRORS.has(code)) return "connect_error";
     if (RESET_ERRORS.has(code)) return "reset";
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "timeout";
+    if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") return "too_large";
     return "error";
   }
 
@@ -363,6 +369,12 @@ export function createUpstream(opts: UpstreamOptions) {
         });
       case "canceled":
         return new AppError("BAD_GATEWAY", "the client canceled the request", { cause });
+      case "too_large":
+        return new AppError(
+          "BAD_GATEWAY",
+          `${name} answered more than ${opts.maxResponseBytes} bytes${unknownOutcome(method)}`,
+          { cause },
+        );
       default:
         // Mostly a malformed or over-long answer (a 204 with a body): the request was sent, and may have
         // been applied.
@@ -539,9 +551,10 @@ export function createUpstream(opts: UpstreamOptions) {
 
     /**
      * Sends a request to the next healthy instance (any instance in panic mode) and reads the whole
-     * response. A request that could not connect (any method: it never left) or a GET/HEAD whose
-     * connection broke is sent once more to another instance. Throws an AppError: 504 past the timeout,
-     * a `ShutdownError` when the gateway's drain ends first (`drain`), 502 for any other failure.
+     * response, up to `maxResponseBytes`. A request that could not connect (any method: it never left) or
+     * a GET/HEAD whose connection broke is sent once more to another instance. Throws an AppError: 504
+     * past the timeout, a `ShutdownError` when the gateway's drain ends first (`drain`), 502 for any other
+     * failure (a larger answer included).
      */
     async send(
       request: UpstreamRequest,

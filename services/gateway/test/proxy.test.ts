@@ -437,6 +437,43 @@ describe("pass-through", () => {
   });
 });
 
+describe("an answer too large to hold", () => {
+  it("answers 502 for an upstream's answer past UPSTREAM_MAX_RESPONSE_BYTES, and reads the next one", async () => {
+    let size = 5000;
+    const orders = await startFakeUpstream(() => ({ body: `"${"x".repeat(size - 2)}"` }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      UPSTREAM_MAX_RESPONSE_BYTES: "4096",
+    });
+    const { app } = gateway;
+    for (const path of [`/orders?userId=${USER_ID}`, `/orders/${ORDER_ID}`]) {
+      const res = await app.request(path);
+      expect(res.status, path).toBe(502);
+      expect(await res.json()).toMatchObject({ error: "order-service answered more than 4096 bytes" });
+    }
+    // A write too: it was applied, and its answer is lost, so it says to send it again with its key.
+    const post = await app.request("/orders", {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ userId: USER_ID, amount: 1 }),
+    });
+    expect(post.status).toBe(502);
+    expect(await post.json()).toMatchObject({
+      error:
+        "order-service answered more than 4096 bytes: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
+    // Sent once each (not retried), and the instance stays in rotation: the next answer within the bound passes.
+    expect(orders.received).toHaveLength(3);
+    const text = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(text).toMatch(
+      /gateway_upstream_requests_total\{[^}]*upstream="order-service"[^}]*outcome="too_large"[^}]*\} 3/,
+    );
+    size = 4096;
+    const fits = await app.request(`/orders/${ORDER_ID}`);
+    expect(fits.status).toBe(200);
+    expect((await fits.text()).length).toBe(4096);
+  });
+});
+
 describe("request id and trace context", () => {
   it("forwards the caller's X-Request-Id and continues its trace", async () => {
     const users = await startFakeUpstream(() => ({ body: user }));

@@ -84,6 +84,18 @@ describe("GET /users/:id/orders", () => {
     expect(unknown.status).toBe(404);
   });
 
+  it("answers 502 when the order-service's page is larger than the gateway holds", async () => {
+    const orders = await startFakeUpstream(() => ({ body: Array.from({ length: 40 }, () => order) }));
+    const { app } = await startGateway([await userService()], orders, {
+      UPSTREAM_MAX_RESPONSE_BYTES: "4096",
+    });
+    const res = await app.request(`/users/${USER_ID}/orders`);
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({
+      error: "order-service is unavailable: order-service answered more than 4096 bytes",
+    });
+  });
+
   it("passes through the user-service's 404 for an unknown user and 400 for a bad id", async () => {
     const { app } = await startGateway([await userService()], await startFakeUpstream(() => ({ body: [] })));
     const unknown = await app.request("/users/00000000-0000-4000-8000-000000000000/orders");
