@@ -761,6 +761,63 @@ describe("@saga/kafka through platformatic, in a rebalance", () => {
   });
 });
 
+// Not kafkajs: it fetches a broker's partitions again only once every batch of its last fetch is done,
+// so a partition stuck on a message holds up the messages fetched later for every partition of its broker.
+describe("@saga/kafka through platformatic, a partition stuck on a message", () => {
+  it("holds up its own partition only, however many messages queue behind it, and reads those it dropped again once it moves on", async () => {
+    adapter = "platformatic";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    // "21" is on partition 0 and "abc" on 1 ((murmur2 & 0x7fffffff) % 2).
+    await producer.send([{ topic: events, key: "21", value: "stuck", headers: {} }]);
+
+    // "stuck" fails (a database that is down, for this partition's rows) until released.
+    let released = false;
+    let retries = 0;
+    const applied: IncomingMessage[] = [];
+    const canApply = (m: IncomingMessage) => m.value !== "stuck" || released;
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      async handleBatch(ms) {
+        if (!ms.every(canApply)) throw new Error("cannot apply yet");
+        applied.push(...ms);
+      },
+      async handle(m) {
+        if (!canApply(m)) throw new Error("cannot apply yet");
+        applied.push(m);
+      },
+      classify: () => "transient" as const,
+      retry: { maxAttempts: 10, backoffMs: 50, maxBackoffMs: 50 },
+      onRetry: () => retries++,
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => consumer.stop());
+    await waitFor("the stuck message retried", () => (retries >= 3 ? true : undefined));
+
+    // More messages queue behind it than the consumer buffers in all (1,024).
+    const behind = Array.from({ length: 1100 }, (_, i) => `21/${i}`);
+    await producer.send(behind.map((value) => ({ topic: events, key: "21", value, headers: {} })));
+    // Time for the consumer to fetch them before the message of the other partition is written.
+    await new Promise((r) => setTimeout(r, 1000));
+    await producer.send([{ topic: events, key: "abc", value: "late", headers: {} }]);
+    await waitFor("the other partition's message, while the stuck one is retried", () =>
+      applied.some((m) => m.value === "late") ? true : undefined,
+    );
+    expect(applied.filter((m) => m.key === "21")).toEqual([]);
+
+    released = true;
+    const ofStuckKey = () => [...new Set(applied.filter((m) => m.key === "21").map((m) => m.value))];
+    await waitFor("every message of the stuck partition", () =>
+      ofStuckKey().length === behind.length + 1 ? true : undefined,
+    );
+    // Each once at least (a message is read again when its commit was not in yet), in order.
+    expect(ofStuckKey()).toEqual(["stuck", ...behind]);
+  });
+});
+
 describe.each(KAFKA_CLIENTS)("@saga/kafka through %s, a message retried across a rebalance", (name) => {
   it("is not dead-lettered by a member whose partition the rebalance gave another: the new owner applies it", async () => {
     adapter = name;

@@ -131,7 +131,21 @@ export function createPlatformaticClient({
     let stopping = false;
     let joined = false;
     const stopped = new AbortController();
-    const applyChunk = createApplier(options, stopped.signal);
+    // Tells which partitions have a message in its retry loop (`stuck`): their queues count apart.
+    const applyChunk = createApplier(
+      {
+        ...options,
+        onRetry(message, error, retry) {
+          stuck(`${message.topic}/${message.partition}`, true);
+          options.onRetry?.(message, error, retry);
+        },
+        onRetriesEnded(message) {
+          stuck(`${message.topic}/${message.partition}`, false);
+          options.onRetriesEnded?.(message);
+        },
+      },
+      stopped.signal,
+    );
     // The last applied message of each partition; committing it commits its partition up to it. The
     // stream's commit coalesces the partitions committing at the same moment into one request.
     const commits = createCommitCoalescer<StringMessage>({
@@ -157,6 +171,7 @@ export function createPlatformaticClient({
         if (owns(key)) continue;
         forget(key, queue);
         queues.delete(key);
+        overflowed.delete(key);
       }
       commits.retain(owns);
       stream?.resume();
@@ -173,7 +188,14 @@ export function createPlatformaticClient({
     // its commit shared by all its messages): at low rates it holds a message or two, under load it grows
     // with the queues, whatever the number of partitions. Up to `concurrency` batches are in flight; a
     // partition is in one at most, so its messages are applied in order. Past `maxBuffered` the stream is
-    // paused (the library then stops fetching).
+    // paused until half of them are taken (the library then stops fetching every partition: @platformatic/
+    // kafka 2.12 cannot pause one).
+    //
+    // A partition whose message is being retried (`retrying`) takes nothing from its queue for as long as
+    // the failure lasts: counted with the others, its queue would reach the pause and stop every partition
+    // with it. It counts apart (`stuckBuffered`) and never pauses the stream; past `maxBuffered` messages
+    // of such partitions in all, a retrying partition drops its further messages (`overflowed`), and once
+    // it has applied what it queued it is read again from its last commit, on a new stream (`reread`).
     const queues = new Map<string, StringMessage[]>();
     const busy = new Set<string>();
     let inFlight = 0;
@@ -181,6 +203,9 @@ export function createPlatformaticClient({
     let turn = 0;
     const maxBuffered = Math.max(1024, maxBatchSize * concurrency * 4);
     let buffered = 0;
+    const retrying = new Set<string>();
+    let stuckBuffered = 0;
+    const overflowed = new Set<string>();
     let stream: StringStream | undefined;
     let idle: (() => void) | undefined;
     // The offset of the last message queued for each partition. After a rejoin the library fetches again
@@ -191,9 +216,26 @@ export function createPlatformaticClient({
     const origin = new WeakMap<StringMessage, StringStream>();
     const owns = (key: string) =>
       consumer.assignments?.some((a) => a.partitions.some((p) => `${a.topic}/${p}` === key)) ?? false;
+    /** Counts `n` messages queued (or, negative, taken) for a partition, where its queue counts now. */
+    const count = (key: string, n: number) => {
+      if (retrying.has(key)) stuckBuffered += n;
+      else buffered += n;
+    };
+    /** A partition's message starts (or stops) being retried: its queue moves from one count to the other. */
+    const stuck = (key: string, isStuck: boolean) => {
+      if (retrying.has(key) === isStuck) return;
+      const queued = queues.get(key)?.length ?? 0;
+      count(key, -queued);
+      if (isStuck) retrying.add(key);
+      else retrying.delete(key);
+      count(key, queued);
+      if (stopping) return;
+      if (buffered >= maxBuffered) stream?.pause();
+      else if (buffered < maxBuffered / 2) stream?.resume();
+    };
     /** Drops what is queued for a partition and the memory of it, so it is read afresh from the last commit. */
     const forget = (key: string, queue: StringMessage[]) => {
-      buffered -= queue.length;
+      count(key, -queue.length);
       queue.length = 0;
       lastQueued.delete(key);
     };
@@ -224,7 +266,11 @@ export function createPlatformaticClient({
         inFlight++;
         void run(parts).finally(() => {
           inFlight--;
-          for (const { key } of parts) busy.delete(key);
+          for (const { key } of parts) {
+            busy.delete(key);
+            // It has applied everything it queued before it dropped messages: read it again from there.
+            if (overflowed.has(key) && queues.get(key)?.length === 0) void reread();
+          }
           if (inFlight === 0) idle?.();
           schedule();
         });
@@ -241,7 +287,7 @@ export function createPlatformaticClient({
         if (queue.length === 0 || busy.has(key)) continue;
         const messages = queue.splice(0, room);
         room -= messages.length;
-        buffered -= messages.length;
+        count(key, -messages.length);
         busy.add(key);
         parts.push({ key, queue, messages });
       }
@@ -292,6 +338,12 @@ export function createPlatformaticClient({
       if (!owns(key)) return;
       const last = lastQueued.get(key);
       if (last !== undefined && m.offset <= last) return;
+      // Past the bound, a retrying partition drops its messages from the first one that does not fit on,
+      // so that what it queued stays consecutive; the rest is read again (`reread`).
+      if (overflowed.has(key) || (retrying.has(key) && stuckBuffered >= maxBuffered)) {
+        overflowed.add(key);
+        return;
+      }
       lastQueued.set(key, m.offset);
       origin.set(m, from);
       let queue = queues.get(key);
@@ -300,7 +352,8 @@ export function createPlatformaticClient({
         queues.set(key, queue);
       }
       queue.push(m);
-      if (++buffered >= maxBuffered) stream?.pause();
+      count(key, 1);
+      if (buffered >= maxBuffered) stream?.pause();
       linger.arrived();
       if (scheduled) {
         // A full batch waits already: the rest of the linger would add latency and nothing to the batch.
@@ -318,6 +371,10 @@ export function createPlatformaticClient({
       else queueMicrotask(startBatches);
     }
 
+    /**
+     * Reads every partition from its last commit on a new stream, which replaces the one before it: what
+     * was queued is read again (and the commits of messages from the stream before are not sent, `commits`).
+     */
     async function subscribe(): Promise<void> {
       const s = await consumer.consume({
         topics,
@@ -326,18 +383,48 @@ export function createPlatformaticClient({
         autocommit: false,
         maxWaitTime: FETCH_MAX_WAIT_MS,
       });
+      const previous = stream;
       stream = s;
+      for (const [key, queue] of queues) forget(key, queue);
+      overflowed.clear();
+      // The new stream is opened first, so the consumer keeps its topics and does not rejoin its group.
+      void previous?.close().catch(() => {});
       s.on("data", (m: StringMessage) => onMessage(s, m));
       // The library ends a stream on a fetch that fails outright (its broker stayed away through every
       // retry, say); rejoining is always safe here, because offsets only ever cover committed work.
       s.on("error", (err: Error) => {
-        if (stopping) return;
+        if (stopping || s !== stream) return;
         log("warn", "consumer stream failed; subscribing again", { err });
         stream = undefined;
         // The next stream starts from the last commit: what this one queued is read again.
         for (const [key, queue] of queues) forget(key, queue);
         void resubscribe();
       });
+    }
+
+    let rereading = false;
+    /**
+     * Reads the partitions that dropped messages again: their applied messages are committed first, so a
+     * new stream starts each of them at the first message it dropped.
+     */
+    async function reread(): Promise<void> {
+      if (rereading) return;
+      rereading = true;
+      try {
+        for (let attempt = 0; !stopping && overflowed.size > 0 && stream !== undefined; attempt++) {
+          if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5000), stopped.signal);
+          await commits.flush();
+          if (stopping) return;
+          try {
+            await subscribe();
+            return;
+          } catch (err) {
+            log("warn", "could not subscribe again to read dropped messages; retrying", { err });
+          }
+        }
+      } finally {
+        rereading = false;
+      }
     }
 
     async function resubscribe(): Promise<void> {
