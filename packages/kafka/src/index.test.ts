@@ -317,13 +317,26 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     );
     expect(applied.filter((m) => m.partition === stuckPartition).map((m) => m.value)).toEqual(["key-0/0"]);
 
-    released = true;
-    await waitFor("every message", () => (applied.length === keys.length * 4 ? true : undefined));
-    for (const key of keys) {
-      expect(applied.filter((m) => m.key === key).map((m) => m.value)).toEqual(
-        [0, 1, 2, 3].map((n) => (key === "key-0" && n === 1 ? "stuck" : `${key}/${n}`)),
+    // A message that arrives on another partition once the batch has fallen back is applied too: the
+    // partitions of the failed batch do not wait for its slowest. (Not kafkajs: it fetches a broker's
+    // partitions again only once every batch of its last fetch is done.)
+    const lateKey = elsewhere[0] as string;
+    if (name === "platformatic") {
+      await producer.send([{ topic: events, key: lateKey, value: `${lateKey}/4`, headers: {} }]);
+      await waitFor("a message sent to another partition while the stuck one is retried", () =>
+        applied.some((m) => m.value === `${lateKey}/4`) ? true : undefined,
       );
+      expect(applied.filter((m) => m.partition === stuckPartition).map((m) => m.value)).toEqual(["key-0/0"]);
     }
+
+    released = true;
+    const sent = (key: string) =>
+      [0, 1, 2, 3, 4]
+        .filter((n) => n < 4 || (key === lateKey && name === "platformatic"))
+        .map((n) => (key === "key-0" && n === 1 ? "stuck" : `${key}/${n}`));
+    await waitFor("every message", () => (applied.length === keys.flatMap(sent).length ? true : undefined));
+    for (const key of keys)
+      expect(applied.filter((m) => m.key === key).map((m) => m.value)).toEqual(sent(key));
     // kafkajs hands over one partition at a time; the platformatic adapter whatever is queued.
     if (name === "platformatic")
       expect(handed.some((b) => new Set(b.map((m) => m.partition)).size > 1)).toBe(true);

@@ -264,17 +264,20 @@ export function createPlatformaticClient({
         const parts = take();
         if (parts.length === 0) return;
         inFlight++;
-        void run(parts).finally(() => {
-          inFlight--;
-          for (const { key } of parts) {
-            busy.delete(key);
-            // It has applied everything it queued before it dropped messages: read it again from there.
-            if (overflowed.has(key) && queues.get(key)?.length === 0) void reread();
-          }
-          if (inFlight === 0) idle?.();
-          schedule();
-        });
+        void run(parts);
       }
+    }
+
+    /** A batch, or a partition's share of one that failed, is done: its partitions may be taken again. */
+    function settle(parts: Part[]): void {
+      inFlight--;
+      for (const { key } of parts) {
+        busy.delete(key);
+        // It has applied everything it queued before it dropped messages: read it again from there.
+        if (overflowed.has(key) && queues.get(key)?.length === 0) void reread();
+      }
+      if (inFlight === 0) idle?.();
+      schedule();
     }
 
     /** The next batch: what is queued for the partitions not in a batch, up to maxBatchSize in all. */
@@ -299,35 +302,49 @@ export function createPlatformaticClient({
     /**
      * Applies a batch. A batch of several partitions that fails is applied again partition by partition,
      * side by side (each as a batch, then one by one: createApplier), so that a message that fails for good
-     * holds up its own partition only, as if the partitions had never been batched together.
+     * holds up its own partition only, as if the partitions had never been batched together: each share is
+     * then in flight on its own, and once it is done its partition takes its next messages, whatever the
+     * others' retries.
      */
     async function run(parts: Part[]): Promise<void> {
-      const incoming = parts.map((p) => p.messages.map(toIncoming));
-      if (parts.length > 1 && options.handleBatch) {
-        const all = incoming.flat();
-        try {
-          await options.handleBatch(all);
-          // Offsets only ever cover messages whose effect is durable.
-          for (const part of parts) {
-            if (held(part)) commits.mark(part.key, part.messages.at(-1) as StringMessage);
+      // The batch is one unit in flight until it falls back; then each share is one.
+      let together = true;
+      try {
+        const incoming = parts.map((p) => p.messages.map(toIncoming));
+        if (parts.length > 1 && options.handleBatch) {
+          const all = incoming.flat();
+          try {
+            await options.handleBatch(all);
+            // Offsets only ever cover messages whose effect is durable.
+            for (const part of parts) {
+              if (held(part)) commits.mark(part.key, part.messages.at(-1) as StringMessage);
+            }
+            return;
+          } catch (error) {
+            options.onBatchFailed?.(all, error);
           }
-          return;
-        } catch (error) {
-          options.onBatchFailed?.(all, error);
         }
+        together = false;
+        inFlight += parts.length - 1;
+        await Promise.all(
+          parts.map(async (part, i) => {
+            try {
+              const { key, queue, messages } = part;
+              const keepGoing = () => !stopping && held(part);
+              const done = await applyChunk(incoming[i] as IncomingMessage[], noHeartbeat, keepGoing);
+              if (!held(part)) return;
+              const last = messages[done - 1];
+              if (last) commits.mark(key, last);
+              // Stopping cut the share short: the rest is read again by whoever gets the partition.
+              if (done < messages.length) forget(key, queue);
+            } finally {
+              settle([part]);
+            }
+          }),
+        );
+      } finally {
+        if (together) settle(parts);
       }
-      await Promise.all(
-        parts.map(async (part, i) => {
-          const { key, queue, messages } = part;
-          const keepGoing = () => !stopping && held(part);
-          const done = await applyChunk(incoming[i] as IncomingMessage[], noHeartbeat, keepGoing);
-          if (!held(part)) return;
-          const last = messages[done - 1];
-          if (last) commits.mark(key, last);
-          // Stopping cut the partition's share short: the rest is read again by whoever gets the partition.
-          if (done < messages.length) forget(key, queue);
-        }),
-      );
     }
 
     function onMessage(from: StringStream, m: StringMessage): void {
