@@ -630,6 +630,64 @@ describe("@saga/kafka through kafkajs, after an error kafkajs does not restart f
   });
 });
 
+describe("@saga/kafka through kafkajs, a batch longer than the session timeout", () => {
+  // kafkajs 2.x sends heartbeats only when asked to, and by itself only between fetches. (The platformatic
+  // library heartbeats in the background.)
+  it("keeps its member in the group: no other member gets its partitions while it applies the batch", async () => {
+    adapter = "kafkajs";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    // One message on each partition: "21" on 0 and "abc" on 1 ((murmur2 & 0x7fffffff) % 2).
+    const send = (n: number) =>
+      producer.send(["21", "abc"].map((key) => ({ topic: events, key, value: `${key}/${n}`, headers: {} })));
+    // The broker's least (group.min.session.timeout.ms), so that a batch outlasts it soon.
+    const sessionTimeout = 6000;
+    const options = {
+      groupId: freshGroupId(),
+      topics: [events],
+      sessionTimeout,
+      commitIntervalMs: 0,
+      classify: () => "transient" as const,
+      deadLetter: async () => {},
+    };
+    await send(0);
+
+    // The first member's first message takes longer than the session timeout: a transaction that waits
+    // for its statement timeout (10 s by default, as long as the services' session timeout), say.
+    let inLongBatch = false;
+    let firstMessages = 0;
+    const first = await kafka.createConsumer({
+      ...options,
+      async handle() {
+        if (firstMessages++ > 0) return;
+        inLongBatch = true;
+        await new Promise((r) => setTimeout(r, sessionTimeout + 3000));
+        inLongBatch = false;
+      },
+    });
+    cleanups.push(() => first.stop());
+    await waitFor("the first member's long batch", () => (inLongBatch ? true : undefined));
+
+    // A second member joins meanwhile; it gets a partition once the rebalance is done.
+    const bySecond: { value: string | null; duringLongBatch: boolean }[] = [];
+    const second = await kafka.createConsumer({
+      ...options,
+      async handle(m) {
+        bySecond.push({ value: m.value, duringLongBatch: inLongBatch });
+      },
+    });
+    cleanups.push(() => second.stop());
+    for (let n = 1; bySecond.length === 0; n++) {
+      if (n > 60) throw new Error("the second member applied nothing");
+      await send(n);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(bySecond.filter((m) => m.duringLongBatch)).toEqual([]);
+  });
+});
+
 describe("@saga/kafka through platformatic, with a linger", () => {
   /** A lingering consumer in a group of its own on a fresh topic, recording each batch it is handed. */
   async function lingeringConsumer(

@@ -66,6 +66,9 @@ export function kafkajsLogLines(logger: KafkaLogger | undefined): (entry: LogEnt
   };
 }
 
+/** How often a consumer heartbeats its group: kafkajs sends one at most this often, however often asked. */
+const HEARTBEAT_INTERVAL_MS = 1000;
+
 /** What a heartbeat answers when its member must rejoin its group before it goes on. */
 const REJOIN_ERRORS = new Set(["REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION"]);
 
@@ -154,7 +157,7 @@ export function createKafkajsClient({
       groupId,
       allowAutoTopicCreation: false,
       sessionTimeout: options.sessionTimeout ?? 10_000,
-      heartbeatInterval: 1000,
+      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       // stop() waits for the fetch in flight, which the broker holds this long when there is nothing to
       // read (kafkajs's default is 5 s): short enough to leave the group well within a 5 s shutdown.
       maxWaitTimeInMs: 500,
@@ -261,17 +264,27 @@ export function createKafkajsClient({
           throw err;
         });
       const keepGoing = () => isRunning() && !isStale() && !rejoining;
-      for (let start = 0; start < messages.length; start += maxBatchSize) {
-        if (!keepGoing()) break;
-        const chunk = messages.slice(start, start + maxBatchSize);
-        const done = await applyChunk(chunk, beat, keepGoing);
-        const last = chunk[done - 1];
-        if (last) {
-          resolveOffset(last.offset);
-          applied = last.offset;
+      // kafkajs 2.x heartbeats by itself only between fetches: a transaction that outlasted the session
+      // timeout (a statement may take DB_STATEMENT_TIMEOUT_MS, 10 s by default, as long as the services'
+      // session) cost the member its partitions in the middle of it, and another member applied them
+      // meanwhile. So it heartbeats while the batch is in hand too; one answered "rebalancing" ends the
+      // batch after what is in hand, as one between chunks does.
+      const beating = setInterval(() => void beat().catch(() => {}), HEARTBEAT_INTERVAL_MS);
+      try {
+        for (let start = 0; start < messages.length; start += maxBatchSize) {
+          if (!keepGoing()) break;
+          const chunk = messages.slice(start, start + maxBatchSize);
+          const done = await applyChunk(chunk, beat, keepGoing);
+          const last = chunk[done - 1];
+          if (last) {
+            resolveOffset(last.offset);
+            applied = last.offset;
+          }
+          if (done < chunk.length) break;
+          await beat();
         }
-        if (done < chunk.length) break;
-        await beat();
+      } finally {
+        clearInterval(beating);
       }
       // Offsets only ever cover messages whose effect is durable. With autoCommit off kafkajs
       // commits nothing by itself, so the next offset to read is marked here, once per batch.
