@@ -214,6 +214,53 @@ describe.each(KAFKA_CLIENTS)("@saga/kafka through %s", (name) => {
     await waitFor("second", () => (seen.includes("second") ? true : undefined));
     expect(seen).toEqual(["first", "second"]);
   });
+  it("stops after the message in hand, not the rest of what it fetched, and the next member goes on from there", async () => {
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 1);
+    const groupId = freshGroupId();
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    const values = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    // Sent before the consumer starts, so its first fetch holds them all.
+    await producer.send(values.map((value) => ({ topic: events, key: "k", value, headers: {} })));
+
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const byFirst: string[] = [];
+    const first = await kafka.createConsumer({
+      groupId,
+      topics: [events],
+      // One message a chunk: the fetched batch is twenty of them.
+      maxBatchSize: 1,
+      async handle(m) {
+        byFirst.push(m.value ?? "");
+        await released;
+      },
+      classify: () => "transient" as const,
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => first.stop());
+    await waitFor("the first message in hand", () => (byFirst.length > 0 ? true : undefined));
+    const stopped = first.stop();
+    release();
+    await stopped;
+    expect(byFirst).toEqual(["m0"]);
+
+    const bySecond: string[] = [];
+    const second = await kafka.createConsumer({
+      groupId,
+      topics: [events],
+      async handle(m) {
+        bySecond.push(m.value ?? "");
+      },
+      classify: () => "transient" as const,
+      deadLetter: async () => {},
+    });
+    cleanups.push(() => second.stop());
+    await waitFor("the rest", () => (bySecond.length === values.length - 1 ? true : undefined));
+    expect(bySecond).toEqual(values.slice(1));
+  });
+
   it("hands consecutive messages over as batches, and one by one when a batch fails", async () => {
     const kafka = client();
     const { events } = await freshTopics(["events"], 1);

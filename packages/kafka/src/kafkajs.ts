@@ -263,7 +263,9 @@ export function createKafkajsClient({
           if (REJOIN_ERRORS.has((err as { type?: string }).type ?? "")) rejoining = true;
           throw err;
         });
-      const keepGoing = () => isRunning() && !isStale() && !rejoining;
+      // Stopping ends the batch after what is in hand, as in the platformatic adapter: stop() does not
+      // wait for the rest of what was fetched, which the partition's next owner reads from the commit.
+      const keepGoing = () => !stopping && isRunning() && !isStale() && !rejoining;
       // kafkajs 2.x heartbeats by itself only between fetches: a transaction that outlasted the session
       // timeout (a statement may take DB_STATEMENT_TIMEOUT_MS, 10 s by default, as long as the services'
       // session) cost the member its partitions in the middle of it, and another member applied them
