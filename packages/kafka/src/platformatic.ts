@@ -173,6 +173,9 @@ export function createPlatformaticClient({
         queues.delete(key);
         overflowed.delete(key);
       }
+      // Only the marks not handed to the stream yet: one the stream was given while the member rejoined
+      // is sent by the library now, in the new generation, which the broker accepts whoever owns the
+      // partition (never a loss; at worst the new owner's offset goes back: design.md, Offsets).
       commits.retain(owns);
       stream?.resume();
     });
