@@ -127,14 +127,21 @@ describe("a relay whose broker goes away", () => {
 
     await broker.stop();
     const downSince = Date.now();
+    const writtenBefore = written.length;
     let peak = { backlog: 0, lag: 0 };
+    // Each reading of the gauges, with the rows committed during the outage before it: it counts them all.
+    const readings: { committed: number; backlog: number }[] = [];
     while (Date.now() - downSince < DOWN_MS) {
+      const committed = written.length - writtenBefore;
       const g = await gauges();
+      readings.push({ committed, backlog: g.backlog });
       peak = { backlog: Math.max(peak.backlog, g.backlog), lag: Math.max(peak.lag, g.lag) };
       await new Promise((r) => setTimeout(r, 500));
     }
-    // Rows written during the outage wait in the outbox, and the metrics say so.
-    expect(peak.backlog).toBeGreaterThan(100);
+    // Rows written during the outage wait in the outbox, and the metrics say so (as many as the writer
+    // managed: a loaded machine writes fewer than one every 20 ms).
+    expect(readings.at(-1)?.committed).toBeGreaterThan(20);
+    for (const { committed, backlog } of readings) expect(backlog).toBeGreaterThanOrEqual(committed);
     expect(peak.lag).toBeGreaterThan(DOWN_MS / 1000 - 3);
 
     await broker.start();

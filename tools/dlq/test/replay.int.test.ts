@@ -76,6 +76,9 @@ beforeAll(async () => {
       CONSUMER_GROUP: `${prefix}order-service`,
       SAGA_BACKLOG_LIMIT: "10000",
       SAGA_BACKLOG_MIN: "10000",
+      // The orders wait for their replay far longer than a saga's 60 s on a loaded machine: no deadline
+      // may cancel them first (the deadline's own tests are the order-service's).
+      SAGA_TIMEOUT: "1h",
     }),
   );
   await Promise.all([userService.start(), orderService.start()]);
