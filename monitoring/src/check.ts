@@ -72,20 +72,21 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Sends traffic through the gateway that gives every dashboard samples: a user, orders that are
  * confirmed, one rejected for insufficient funds, one canceled after confirmation, a 404 and a 400;
- * then waits until no order of its own is PENDING. `token` is an admin's bearer token (it creates a user).
+ * then waits until no order of its own is PENDING, reading each with `Prefer: wait`. `token` is an
+ * admin's bearer token (it creates a user).
  */
 export async function driveSagas(
   gatewayUrl: string,
   { timeoutMs = 60_000, token }: { timeoutMs?: number; token?: string } = {},
 ): Promise<void> {
   const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-  const call = async (method: string, path: string, body?: unknown) => {
+  const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(`${gatewayUrl}${path}`, {
       method,
       headers:
         body === undefined
-          ? auth
-          : { ...auth, "content-type": "application/json", "idempotency-key": randomUUID() },
+          ? { ...auth, ...headers }
+          : { ...auth, ...headers, "content-type": "application/json", "idempotency-key": randomUUID() },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });
@@ -112,9 +113,14 @@ export async function driveSagas(
   expect("GET bad id", await call("GET", "/orders/not-a-uuid"), 400);
 
   const deadline = Date.now() + timeoutMs;
+  // Followed as clients do, held until the saga decides (the held reads' panel needs samples too).
   const settled = async () => {
     for (const order of orders) {
-      const current = expect("GET /orders/:id", await call("GET", `/orders/${order.id}`), 200);
+      const current = expect(
+        "GET /orders/:id",
+        await call("GET", `/orders/${order.id}`, undefined, { prefer: "wait=5" }),
+        200,
+      );
       if (current.status === "PENDING") return false;
     }
     return true;

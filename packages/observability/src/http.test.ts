@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
-import { countedOn, httpMetrics, metricsHandler } from "./http.ts";
+import { countedOn, httpMetrics, markHeld, metricsHandler } from "./http.ts";
 import { createHttpMetrics, createMetrics } from "./metrics.ts";
 
 describe("httpMetrics", () => {
@@ -39,5 +39,24 @@ describe("httpMetrics", () => {
     const count = async (m: typeof own) => (await m.httpRequests.get()).values.map((v) => v.value);
     expect(await count(metrics)).toEqual([1]);
     expect(await count(own)).toEqual([1]);
+  });
+
+  it("times a request marked held on the held histogram alone, and counts it with the others", async () => {
+    const metrics = createMetrics("test", "test-1");
+    const app = new Hono();
+    app.use(httpMetrics({ metrics }));
+    app.get("/orders/:id", (c) => {
+      if (c.req.header("prefer")) markHeld(c);
+      return c.json({});
+    });
+
+    await app.request("/orders/1", { headers: { prefer: "wait=5" } });
+    await app.request("/orders/2");
+    await app.request("/orders/3");
+    const counts = async (h: typeof metrics.httpDuration) =>
+      (await h.get()).values.filter((v) => v.metricName?.endsWith("_count")).map((v) => v.value);
+    expect(await counts(metrics.httpDuration)).toEqual([2]);
+    expect(await counts(metrics.httpHeldDuration)).toEqual([1]);
+    expect((await metrics.httpRequests.get()).values.map((v) => v.value)).toEqual([3]);
   });
 });

@@ -12,6 +12,17 @@ export function countedOn(metrics: HttpMetrics): { [COUNTED_ON]: HttpMetrics } {
   return { [COUNTED_ON]: metrics };
 }
 
+const held = new WeakSet<Context>();
+
+/**
+ * Marks a request as held for `Prefer: wait` (RFC 7240): `httpMetrics` times it on
+ * `http_held_request_duration_seconds` instead of `http_request_duration_seconds`, as it lasts as long as
+ * what it waits for, not as long as serving it takes. Counted in `http_requests_total` all the same.
+ */
+export function markHeld(c: Context): void {
+  held.add(c);
+}
+
 /**
  * Counts and times every request by its route template (`/orders/:id`, never the raw path), so the
  * number of series stays bounded whatever ids clients send.
@@ -19,12 +30,15 @@ export function countedOn(metrics: HttpMetrics): { [COUNTED_ON]: HttpMetrics } {
 export function httpMetrics({ metrics: clients }: { metrics: HttpMetrics }): MiddlewareHandler {
   return async function httpMetrics(c, next) {
     const metrics = (c.env as { [COUNTED_ON]?: HttpMetrics } | undefined)?.[COUNTED_ON] ?? clients;
-    const stop = metrics.httpDuration.startTimer();
+    const start = performance.now();
     try {
       await next();
     } finally {
       const labels = { method: c.req.method, route: routeOf(c), status: String(c.res.status) };
-      stop(labels);
+      (held.has(c) ? metrics.httpHeldDuration : metrics.httpDuration).observe(
+        labels,
+        (performance.now() - start) / 1000,
+      );
       metrics.httpRequests.inc(labels);
     }
   };

@@ -1,8 +1,9 @@
-export { countedOn, httpMetrics, metricsHandler } from "./http.ts";
+export { countedOn, httpMetrics, markHeld, metricsHandler } from "./http.ts";
 export { createLogger, type Logger, rootCause } from "./logger.ts";
 export {
   createHttpMetrics,
   createMetrics,
+  HELD_LATENCY_BUCKETS,
   type HttpMetrics,
   LATENCY_BUCKETS,
   type Metrics,

@@ -4,6 +4,13 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
+ * Buckets of a held `Prefer: wait=N` read, in seconds: it lasts as long as the saga it waits for, up to
+ * N ≤ 30 s at the order-service and N + the upstream timeout (5 s) at the gateway, past LATENCY_BUCKETS'
+ * top.
+ */
+export const HELD_LATENCY_BUCKETS = [...LATENCY_BUCKETS, 15, 20, 25, 30, 35];
+
+/**
  * One registry per process, with the process metrics, an `up` gauge labelled by instance, and the
  * HTTP metrics every Hono app shares.
  */
@@ -18,7 +25,7 @@ export function createMetrics(service: string, instance: string) {
     1,
   );
 
-  const { httpRequests, httpDuration } = createHttpMetrics(registry);
+  const { httpRequests, httpDuration, httpHeldDuration } = createHttpMetrics(registry);
   const admissionShed = new Counter({
     name: "http_admission_shed_total",
     help: "Requests answered 503 + Retry-After because their admission lane was full, by lane and reason (full: the queue was full; timeout: waited past the queue's time)",
@@ -47,6 +54,7 @@ export function createMetrics(service: string, instance: string) {
     registry,
     httpRequests,
     httpDuration,
+    httpHeldDuration,
     admissionShed,
     admissionInFlight,
     admissionQueued,
@@ -56,7 +64,17 @@ export function createMetrics(service: string, instance: string) {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** The series `httpMetrics` counts each request on, in `registry` (without one, series no one scrapes). */
+/**
+ * The series `httpMetrics` counts each request on, in `registry` (without one, series no one scrapes).
+ *
+ * A request held for `Prefer: wait` (`markHeld`) is timed on `http_held_request_duration_seconds`, not on
+ * `http_request_duration_seconds`: it lasts as long as the saga it waits for (up to 30 s, 35 s at the
+ * gateway), so in the request latency it showed the sagas' duration, and once sagas slowed past 10 s a p99
+ * of exactly 10 s (the top bucket) while every process answered in milliseconds. A histogram of its own
+ * rather than a `held` label on the latency's: every query of HTTP latency would have to filter
+ * `held="false"`, and one that forgot (a new panel, an ad hoc query) would show the sagas again; and the
+ * held reads' buckets up to 35 s would be on every route's series, where only `/orders/:id` holds.
+ */
 export function createHttpMetrics(registry = new Registry()) {
   return {
     httpRequests: new Counter({
@@ -67,9 +85,16 @@ export function createHttpMetrics(registry = new Registry()) {
     }),
     httpDuration: new Histogram({
       name: "http_request_duration_seconds",
-      help: "HTTP request duration by method, route template and status",
+      help: "HTTP request duration by method, route template and status, held Prefer: wait reads apart (http_held_request_duration_seconds)",
       labelNames: ["method", "route", "status"] as const,
       buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    httpHeldDuration: new Histogram({
+      name: "http_held_request_duration_seconds",
+      help: "Duration of requests held for Prefer: wait (a service's answered with Preference-Applied, the gateway's that asked its upstream to hold them) by method, route template and status: the saga's latency as clients see it",
+      labelNames: ["method", "route", "status"] as const,
+      buckets: HELD_LATENCY_BUCKETS,
       registers: [registry],
     }),
   };

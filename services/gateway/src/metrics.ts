@@ -1,4 +1,4 @@
-import { LATENCY_BUCKETS } from "@saga/observability";
+import { HELD_LATENCY_BUCKETS, LATENCY_BUCKETS } from "@saga/observability";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /**
@@ -30,11 +30,23 @@ export function createGatewayMetrics(registry: Registry) {
       labelNames: ["upstream", "target", "outcome"] as const,
       registers,
     }),
+    /** An attempt that asked its upstream to hold it (`Prefer: wait`) is timed on `upstreamHeldDuration`. */
     upstreamDuration: new Histogram({
       name: "gateway_upstream_request_duration_seconds",
-      help: "Duration of one attempt at an upstream until its body was read, by upstream and outcome",
+      help: "Duration of one attempt at an upstream until its body was read, by upstream and outcome, but for attempts held for Prefer: wait (gateway_upstream_held_request_duration_seconds)",
       labelNames: ["upstream", "outcome"] as const,
       buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    /**
+     * Apart, as the HTTP metrics time a held request apart (`createHttpMetrics` says why): an attempt held
+     * for `Prefer: wait=N` lasts as long as the saga, up to N + the upstream timeout.
+     */
+    upstreamHeldDuration: new Histogram({
+      name: "gateway_upstream_held_request_duration_seconds",
+      help: "Duration of one attempt at an upstream that asked it to hold the request for Prefer: wait, until its body was read, by upstream and outcome",
+      labelNames: ["upstream", "outcome"] as const,
+      buckets: HELD_LATENCY_BUCKETS,
       registers,
     }),
     healthyInstances: new Gauge({

@@ -469,7 +469,9 @@ export function createUpstream(opts: UpstreamOptions) {
         if (probe) instance.probing = true;
         // Spent until the next report, so that a burst does not all pass on one report of headroom.
         if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
-        const stop = metrics.upstreamDuration.startTimer({ upstream: name });
+        const stop = (held ? metrics.upstreamHeldDuration : metrics.upstreamDuration).startTimer({
+          upstream: name,
+        });
         const count = (outcome: UpstreamOutcome) => {
           stop({ outcome });
           metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });

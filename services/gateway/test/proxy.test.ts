@@ -627,6 +627,45 @@ describe("metrics", () => {
     expect(text).toMatch(/gateway_upstream_healthy_instances\{upstream="order-service",[^}]*\} 1/);
     expect(text).toContain("saga_instance_up");
   });
+
+  it("times reads held for Prefer: wait apart from the request latency, its own and its upstream's", async () => {
+    // Held as the order-service holds one until the saga decides (here a second), and said so; asked to
+    // wait 1 s, it answers past that and the timeout.
+    const orders = await startFakeUpstream((req) =>
+      req.headers.prefer
+        ? {
+            body: order,
+            delayMs: req.headers.prefer === "wait=1" ? 2000 : 1000,
+            headers: { "preference-applied": String(req.headers.prefer) },
+          }
+        : { body: order },
+    );
+    const gateway = await startGateway([await startFakeUpstream()], orders, { UPSTREAM_TIMEOUT_MS: "300" });
+    const held = await gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=5" } });
+    expect(held.status).toBe(200);
+    expect(held.headers.get("preference-applied")).toBe("wait=5");
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    // Not answered within its wait and the timeout: held all the same, though no Preference-Applied says so.
+    const late = await gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    expect(late.status).toBe(504);
+
+    const text = await (await gateway.metricsApp.request("/metrics")).text();
+    const count = (histogram: string, labels: string) =>
+      Number(new RegExp(`${histogram}_count\\{[^}]*${labels}[^}]*\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    const route = (status: number) => `method="GET",route="/orders/:id",status="${status}"`;
+    // The request latency has the plain read alone; the held ones are on a histogram of their own.
+    expect(count("http_request_duration_seconds", route(200))).toBe(1);
+    expect(count("http_request_duration_seconds", route(504))).toBe(0);
+    expect(count("http_held_request_duration_seconds", route(200))).toBe(1);
+    expect(count("http_held_request_duration_seconds", route(504))).toBe(1);
+    const upstream = (outcome: string) => `upstream="order-service",outcome="${outcome}"`;
+    expect(count("gateway_upstream_request_duration_seconds", upstream("2xx"))).toBe(1);
+    expect(count("gateway_upstream_request_duration_seconds", upstream("timeout"))).toBe(0);
+    expect(count("gateway_upstream_held_request_duration_seconds", upstream("2xx"))).toBe(1);
+    expect(count("gateway_upstream_held_request_duration_seconds", upstream("timeout"))).toBe(1);
+    // Every request is counted as before, held or not.
+    expect(text).toMatch(/http_requests_total\{method="GET",route="\/orders\/:id",status="200",[^}]*\} 2/);
+  });
 });
 
 describe("overload: busy is not dead", () => {

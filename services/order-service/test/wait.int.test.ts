@@ -129,6 +129,31 @@ describe("GET /orders/:id with Prefer: wait", () => {
     expect(a.waits.waiting()).toBe(0);
   });
 
+  it("times a held read apart from the request latency, a plain read in it", async () => {
+    const counts = async () => {
+      const text = await (await a.app.request("/metrics")).text();
+      const count = (histogram: string) =>
+        Number(
+          new RegExp(
+            `${histogram}_count\\{[^}]*method="GET",route="/orders/:id",status="200"[^}]*\\} (\\d+)`,
+          ).exec(text)?.[1] ?? 0,
+        );
+      return {
+        latency: count("http_request_duration_seconds"),
+        held: count("http_held_request_duration_seconds"),
+      };
+    };
+    const id = await pendingOrder();
+    const before = await counts();
+    // Held for its second, as long as a saga that takes that long: not how long the service took to answer.
+    const held = await getOrder(a, id, "wait=1");
+    expect(held.headers.get("preference-applied")).toBe("wait=1");
+    expect(await held.json()).toMatchObject({ id, status: "PENDING" });
+    const plain = await getOrder(a, id);
+    expect(await plain.json()).toMatchObject({ id, status: "PENDING" });
+    expect(await counts()).toEqual({ latency: before.latency + 1, held: before.held + 1 });
+  });
+
   it("wakes every waiter on every instance when one UPDATE decides several orders, or a DELETE on another instance", async () => {
     const ids = [await pendingOrder(), await pendingOrder(), await pendingOrder()];
     const deleted = await pendingOrder();

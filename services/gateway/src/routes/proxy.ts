@@ -1,4 +1,5 @@
 import { type AppEnv, preferredWait, requestBody } from "@saga/http";
+import { markHeld } from "@saga/observability";
 import type { Hono } from "hono";
 import { clientSignal, passThrough, upstreamHeaders } from "../forward.ts";
 import type { Upstream } from "../upstream.ts";
@@ -33,6 +34,9 @@ export function registerProxyRoutes(
       // requests' connections; only on a path the upstream holds, as the admission counts only those as
       // long polls (any other read is answered at once, and keeps the plain timeout and connections).
       const waitS = read && heldReads?.(c.req.path) ? (preferredWait(c.req.header("prefer")) ?? 0) : 0;
+      // It lasts as long as the saga (up to N + the timeout): timed apart from the request latency, as its
+      // upstream call is (`send` with `holdMs`).
+      if (waitS > 0) markHeld(c);
       const res = await upstream.send(
         {
           // A HEAD is sent as a GET (as nginx's proxy_cache_convert_head does) and answered from it without

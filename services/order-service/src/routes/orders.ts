@@ -10,7 +10,7 @@ import {
   uuidParam,
 } from "@saga/http";
 import { type Database, requestFingerprint } from "@saga/messaging";
-import { type Logger, nextTraceparent } from "@saga/observability";
+import { type Logger, markHeld, nextTraceparent } from "@saga/observability";
 import type { Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
@@ -126,7 +126,11 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
       },
     );
     if (!mayRead(order, user)) throw new AppError("NOT_FOUND", "order not found");
-    if (applied) c.header("preference-applied", `wait=${wait}`);
+    if (applied) {
+      c.header("preference-applied", `wait=${wait}`);
+      // It lasted as long as the saga (up to `wait` s): timed apart from the request latency.
+      markHeld(c);
+    }
     return c.json(order);
   });
 
