@@ -101,7 +101,11 @@ export function createOrderWaits({
     async start(): Promise<void> {
       await sql.listen(CHANNEL, onNotify, () => void onListen());
       if (onSagasFinished)
-        await sql.listen(SAGAS_FINISHED_CHANNEL, (payload) => onSagasFinished(Number(payload)));
+        await sql.listen(SAGAS_FINISHED_CHANNEL, (payload) => {
+          // Anyone who can connect may NOTIFY: a payload that is not a count is not counted (a NaN would
+          // make the bound refuse nothing for the rate's whole window).
+          if (/^\d{1,9}$/.test(payload)) onSagasFinished(Number(payload));
+        });
     },
 
     /**

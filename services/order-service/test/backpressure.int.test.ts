@@ -150,6 +150,19 @@ describe("backpressure from the saga", () => {
     });
     expect(await metricValue(registry, "saga_throughput")).toBe(throughput);
   });
+  it("counts only counts heard on the sagas-finished channel: a stray NOTIFY of anything else leaves the rate as it was", async () => {
+    const { registry } = service.runtime.metrics;
+    const heard = await metricValue(registry, "saga_finished_anywhere_total");
+    for (const payload of ["nope", "12x", "", "-3", "1e9"])
+      await db.pool.query("select pg_notify('sagas_finished', $1)", [payload]);
+    // A count after them, heard once they all were (one connection, in order).
+    await db.pool.query("select pg_notify('sagas_finished', '2')");
+    await vi.waitFor(
+      async () => expect(await metricValue(registry, "saga_finished_anywhere_total")).toBe(heard + 2),
+      { timeout: 5000, interval: 50 },
+    );
+    expect(Number.isFinite(await metricValue(registry, "saga_throughput"))).toBe(true);
+  });
 });
 
 describe("the saga backlog's bound: what the saga has shown it finishes, and a warm-up after a start", () => {
