@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
 import { sessionParameters } from "@saga/db";
+import type { Logger } from "@saga/observability";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
 import type { PendingRow } from "./outbox-store.ts";
@@ -23,14 +24,23 @@ export type ReplicationWakeupsOptions = {
   feedbackMs?: number;
   /**
    * Change data capture (RELAY_MODE=cdc): keep the outbox rows the stream carries for `take()`, and
-   * confirm a transaction's position only once `acknowledge()` says its rows are on Kafka. Past
-   * `maxQueuedRows` rows not yet taken, reading pauses (TCP holds the rest back in the WAL sender).
+   * confirm a transaction's position only once `acknowledge()` says its rows are on Kafka.
+   *
+   * At most `maxQueuedRows` received rows are held, half for whole transactions not yet taken, half for
+   * the one being received: past the first half reading pauses (TCP holds the rest back in the WAL
+   * sender), and a transaction with more rows than the second half is not kept: its rows are dropped as
+   * they arrive, and at its commit it is given up to the table with every row held (see `generation`),
+   * which sends it in batches, in position order. Only pgoutput's whole transactions are taken, so
+   * without that bound one large transaction (a bulk insert) would be held whole, however large.
+   *
    * Once rows have held the position `maxHoldMs` without an acknowledgement, they are given up to the
-   * table (see `generation`), so that the slot's position moves on: a held position keeps every WAL
-   * record the server writes after it, in every database, for as long as it is held. Checked at each
-   * status update (`feedbackMs`).
+   * table, so that the slot's position moves on: a held position keeps every WAL record the server
+   * writes after it, in every database, for as long as it is held. Checked at each status update
+   * (`feedbackMs`).
    */
   rows?: { maxQueuedRows: number; maxHoldMs: number };
+  /** Says which transactions are given up to the table for their size. */
+  logger?: Logger;
 };
 
 /** Rows of whole committed transactions, in commit order, taken from the stream for one send. */
@@ -49,10 +59,11 @@ export type ReplicationWakeups = {
   readonly connected: boolean;
   /**
    * Counts the stream's starting points so far: each connection (a new slot), and in the CDC mode each
-   * time the rows received and not yet acknowledged were given up because they were held too long
-   * (`rows.maxHoldMs`: the sends failing, or hanging on a broker that is away). Rows committed before a
-   * starting point are not streamed (or no longer kept), so a CDC caller reads the table once per
-   * generation before it takes rows from the stream.
+   * time the rows received and not yet acknowledged were given up: because they were held too long
+   * (`rows.maxHoldMs`: the sends failing, or hanging on a broker that is away), or at the commit of a
+   * transaction too large to hold (`rows.maxQueuedRows`). Rows committed before a starting point are not
+   * streamed (or no longer kept), so a CDC caller reads the table once per generation before it takes
+   * rows from the stream.
    */
   readonly generation: number;
   /**
@@ -65,8 +76,9 @@ export type ReplicationWakeups = {
   readonly queuedRows: number;
   /**
    * CDC only: whole transactions of `generation` (the one the caller has read the table for) received
-   * and not yet taken, oldest first, up to `maxRows` rows (at least one transaction, however large);
-   * undefined when none, or when the stream has started over since (their rows are in the table).
+   * and not yet taken, oldest first, up to `maxRows` rows (at least one transaction, which holds at most
+   * half of `rows.maxQueuedRows`); undefined when none, or when the stream has started over since (their
+   * rows are in the table).
    */
   take(maxRows: number, generation: number | undefined): StreamBatch | undefined;
   /**
@@ -120,6 +132,11 @@ type QueuedTransaction = {
  */
 export function startReplicationWakeups(opts: ReplicationWakeupsOptions): ReplicationWakeups {
   const { url, holderName, onWake, onError, minRetryMs = 500, maxRetryMs = 10_000, feedbackMs = 5000 } = opts;
+  const { logger } = opts;
+  // CDC: the rows of whole transactions past which reading pauses, and the most one transaction may
+  // hold: together, `rows.maxQueuedRows`.
+  const maxQueued = (opts.rows?.maxQueuedRows ?? 0) / 2;
+  const maxTransactionRows = (opts.rows?.maxQueuedRows ?? 0) - maxQueued;
   const stopping = new AbortController();
   let connected = false;
   let generation = 0;
@@ -175,11 +192,19 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       queue.length = 0;
       queuedRows = 0;
       taken = 0;
-      // The transaction being received (both modes); CDC: the outbox's columns from its Relation message.
+      // The transaction being received (both modes); CDC: the outbox's columns from its Relation message,
+      // and whether the transaction goes to the table at its commit (too large to hold).
       let columns: string[] | undefined;
       let xid = 0;
       let inTransaction: StreamedRow[] | undefined;
       let ageAtReceipt: number[] = [];
+      let givenUp = false;
+      const giveUp = () => {
+        givenUp = true;
+        // Still a transaction being received (nothing past it may be confirmed yet), with no rows.
+        inTransaction = [];
+        ageAtReceipt = [];
+      };
       const idle = () => queue.length === 0 && taken === 0 && inTransaction === undefined;
       const confirm = (replyRequested = false) => {
         // In the CDC mode a position is confirmed once every row before it is on Kafka; with nothing
@@ -191,14 +216,15 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       };
       confirmNow = confirm;
       /**
-       * CDC: gives up the rows received and not yet acknowledged, and confirms the position past them.
-       * They are unpublished in the table, which the caller reads first for the new generation; a batch
-       * of them still being sent is on Kafka before that read (the caller's loop does one thing at a
-       * time), and its acknowledgement confirms nothing.
+       * CDC: gives up the rows received and not yet acknowledged, and confirms the position past them
+       * (`through`: past a transaction given up as it arrived, too). They are unpublished in the table,
+       * which the caller reads first for the new generation: pgoutput sends a transaction once it has
+       * committed, so each got its id before the caller's catch-up boundary, and the catch-up sees it. A
+       * batch of them still being sent is on Kafka before that read (the caller's loop does one thing at
+       * a time), and its acknowledgement confirms nothing.
        */
-      const release = () => {
-        const last = queue.at(-1);
-        if (last) acknowledged = max(acknowledged, last.endLsn);
+      const release = (through = queue.at(-1)?.endLsn) => {
+        if (through !== undefined) acknowledged = max(acknowledged, through);
         queue.length = 0;
         queuedRows = 0;
         taken = 0;
@@ -229,6 +255,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           }
           return;
         }
+        // A transaction given up to the table: the rest of its rows are not even decoded.
+        if (givenUp && chunk[25] === PGOUTPUT_INSERT) return;
         const message = decodePgoutput(chunk.subarray(25));
         if (message.kind === "begin") {
           xid = message.xid;
@@ -236,15 +264,28 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           columns = message.columns;
         } else if (message.kind === "insert") {
           if (!columns) throw new Error("pgoutput: an insert before its relation");
-          const row = outboxRowOf(columns, message.values);
-          const sentAt = PG_EPOCH_MS + Number(chunk.readBigInt64BE(17) / 1000n);
           if (!inTransaction) {
             // The first rows to wait since nothing was held: the hold's clock starts (see `release`).
             if (queue.length === 0 && taken === 0) progressAt = performance.now();
             inTransaction = [];
           }
+          const row = outboxRowOf(columns, message.values);
+          const sentAt = PG_EPOCH_MS + Number(chunk.readBigInt64BE(17) / 1000n);
           inTransaction.push(row);
           ageAtReceipt.push(Math.max(0, (sentAt - row.createdAt.getTime()) / 1000));
+          if (inTransaction.length > maxTransactionRows) {
+            logger?.info(
+              { xid, maxRows: maxTransactionRows },
+              "a transaction with more outbox rows than the stream may hold: read from the table instead",
+            );
+            giveUp();
+          }
+        } else if (message.kind === "commit" && inTransaction && givenUp) {
+          // Every row held is given up with it, so the caller reads the table (which has them all, in
+          // position order) before it takes from the stream again. No row of it was taken.
+          inTransaction = undefined;
+          givenUp = false;
+          release(message.endLsn);
         } else if (message.kind === "commit" && inTransaction) {
           queue.push({
             xid,
@@ -257,7 +298,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
           inTransaction = undefined;
           ageAtReceipt = [];
           // Past the bound, stop reading: the WAL sender waits on TCP; the feedback keeps it from timing out.
-          if (opts.rows && queuedRows > opts.rows.maxQueuedRows) stream.pause();
+          if (queuedRows > maxQueued) stream.pause();
           onWake();
         }
       };
@@ -349,7 +390,7 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       }
       taken++;
       const stream = current?.stream;
-      if (stream?.isPaused() && opts.rows && queuedRows <= opts.rows.maxQueuedRows / 2) stream.resume();
+      if (stream?.isPaused() && queuedRows <= maxQueued) stream.resume();
       return { rows, xids, endLsn, generation };
     },
     acknowledge(batches) {

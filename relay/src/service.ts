@@ -85,8 +85,10 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
           holderName,
           onWake,
           onError,
-          // A bound on the rows held in memory: 10 batches, beyond which the WAL sender waits; and on how
-          // long they may hold the server's WAL.
+          logger: logger.child({ outbox: name }),
+          // A bound on the rows held in memory, 10 batches: 5 of transactions not yet sent, beyond which
+          // the WAL sender waits, and 5 of the one being received (a larger one is read from the table);
+          // and on how long they may hold the server's WAL.
           rows:
             env.RELAY_MODE === "cdc"
               ? { maxQueuedRows: 10 * env.RELAY_BATCH_SIZE, maxHoldMs: env.RELAY_SLOT_HOLD_MS }

@@ -438,6 +438,35 @@ describe("relay in the CDC mode", () => {
     await streaming(metric);
   });
 
+  it("publishes a transaction larger than the stream may hold from the table, in batches of RELAY_BATCH_SIZE, each row once and in order", async () => {
+    const { url, sql } = await ownOutbox();
+    const prefix = await freshTopicPrefix();
+    // The stream holds at most 10 × RELAY_BATCH_SIZE rows (500), a transaction at most half of them.
+    const { relay, reads, metric } = startCountingRelay(url, prefix, { RELAY_BATCH_SIZE: 50 });
+    await streaming(metric);
+    const readsBefore = reads();
+
+    const written = await writeRows(sql, [row("order-1", 0)]);
+    // A bulk insert: one transaction of 5,000 rows, between rows streamed before and after it.
+    const bulk = Array.from({ length: 5000 }, (_, i) => row(`order-${i % 7}`, i + 1));
+    written.push(...(await writeRows(sql, bulk)));
+    written.push(...(await writeRows(sql, [row("order-1", 5001), row("order-2", 5002)])));
+    await allPublished(sql, 60_000);
+
+    expect(expectEveryRowInOrder(written, await readAll(prefix), prefix), "copies on Kafka").toBe(0);
+    const metrics = await (await relay.app.request("/metrics")).text();
+    const value = (name: string, labels: Record<string, string> = {}) =>
+      metricValue(metrics, name, { outbox: "order", ...labels });
+    // Never all 5,000 at once: from the table, RELAY_BATCH_SIZE at a time.
+    expect(value("saga_relay_batch_size_bucket", { le: "50" }), "batches of at most 50 rows").toBe(
+      value("saga_relay_batch_size_count"),
+    );
+    expect(reads() - readsBefore, "reads of the table").toBeGreaterThanOrEqual(bulk.length / 50);
+    expect(value("saga_relay_errors_total", { stage: "send" }), "send errors").toBe(0);
+    // Then from the stream again.
+    await streaming(metric);
+  });
+
   const crashes: { point: CrashPoint; resent: boolean }[] = [
     { point: "before-send", resent: false },
     // Acknowledged by Kafka, neither marked nor confirmed: sent again.

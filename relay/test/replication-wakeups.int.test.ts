@@ -1,6 +1,41 @@
+import { createLogger } from "@saga/observability";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
 import { eventually, freshOutbox, row, writeRows } from "./support.ts";
+
+/** A CDC stream on the test's outbox, stopped when it ends, with what it logged and its errors. */
+function startStream(url: string, maxQueuedRows: number, onWake: () => void = () => {}) {
+  const errors: Error[] = [];
+  const logged: { level: number; msg: string }[] = [];
+  const logger = createLogger("relay", "info", {
+    destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+  });
+  const wakeups = startReplicationWakeups({
+    url,
+    holderName: "bounded-stream",
+    onWake,
+    onError: (err) => errors.push(err),
+    feedbackMs: 200,
+    rows: { maxQueuedRows, maxHoldMs: 600_000 },
+    logger,
+  });
+  onTestFinished(() => wakeups.stop());
+  return { wakeups, errors, logged };
+}
+
+/** Takes what the stream holds of `generation`, up to 1,000 rows, once it holds some. */
+function taken(stream: ReturnType<typeof startStream>, generation: number, what: string) {
+  return eventually(
+    what,
+    async () => {
+      // An error ended the connection: say which (the wait's cause).
+      if (stream.errors[0]) throw stream.errors[0];
+      return stream.wakeups.take(1000, generation);
+    },
+    10_000,
+    50,
+  );
+}
 
 describe("the replication stream", () => {
   it("stays connected while its queue is full and nothing is read, past the server's wal_sender_timeout", async () => {
@@ -15,9 +50,9 @@ describe("the replication stream", () => {
       onWake: () => {},
       onError: (err) => errors.push(err),
       feedbackMs: 200,
-      // Reading pauses past one queued row: a relay whose sends are stuck (Kafka away) takes nothing;
-      // and the rows are not given up meanwhile (see the next test).
-      rows: { maxQueuedRows: 1, maxHoldMs: 600_000 },
+      // Reading pauses past one queued row (half the bound): a relay whose sends are stuck (Kafka away)
+      // takes nothing; and the rows are not given up meanwhile (see the next test).
+      rows: { maxQueuedRows: 2, maxHoldMs: 600_000 },
     });
     onTestFinished(() => wakeups.stop());
     await eventually("the stream", async () => wakeups.connected, 20_000, 50);
@@ -71,6 +106,44 @@ describe("the replication stream", () => {
       generation,
     );
     expect(wakeups.take(10, generation), "the given-up generation's rows").toBeUndefined();
+    expect(errors, "the connection ended").toEqual([]);
+    expect(wakeups.connected).toBe(true);
+  });
+
+  it("holds at most maxQueuedRows rows: a larger transaction is given up to the table at its commit, on the same connection", async () => {
+    const { url, sql } = await freshOutbox();
+    // Every commit wakes the caller, which then finds what the stream holds.
+    let mostHeld = 0;
+    const stream = startStream(url, 100, () => {
+      mostHeld = Math.max(mostHeld, stream.wakeups.queuedRows);
+    });
+    const { wakeups, errors, logged } = stream;
+    await eventually("the stream", async () => wakeups.connected, 20_000, 50);
+    const { generation } = wakeups;
+
+    await writeRows(sql, [row("order-0", 1)]);
+    await eventually("the first row", async () => wakeups.queuedRows === 1, 10_000, 50);
+    // A bulk insert: one transaction of 1,000 rows, ten times what the stream may hold.
+    const bulk = Array.from({ length: 1000 }, (_, i) => row(`order-${i % 10}`, i + 2));
+    await writeRows(sql, bulk);
+    const [after] = await writeRows(sql, [row("order-1", 1002)]);
+    await eventually(
+      "the bulk transaction to be received",
+      async () => wakeups.generation > generation || mostHeld > 100,
+      10_000,
+      50,
+    );
+
+    expect(mostHeld, "rows held in memory").toBeLessThanOrEqual(100);
+    // Given up, with the row before it: the caller reads the table (which has them all) for a new
+    // starting point, and takes from the stream what came after.
+    expect(wakeups.generation, "a new starting point").toBe(generation + 1);
+    expect(wakeups.take(1000, generation), "the given-up generation's rows").toBeUndefined();
+    const batch = await taken(stream, wakeups.generation, "the row after the bulk transaction");
+    expect(batch.rows.map((r) => r.id)).toEqual([after?.id]);
+    expect(logged.map((l) => l.msg)).toContain(
+      "a transaction with more outbox rows than the stream may hold: read from the table instead",
+    );
     expect(errors, "the connection ended").toEqual([]);
     expect(wakeups.connected).toBe(true);
   });
