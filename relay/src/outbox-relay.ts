@@ -111,15 +111,19 @@ const VISIBILITY_MAX_PAUSE_MS = 50;
 /**
  * The send-stall watchdog's clock. It runs while this owner waits for Kafka to make progress: from the
  * start of a producer's connect until it is connected, and from the first attempt to send rows in hand
- * until a send is acknowledged, through failed attempts, their back-off and the re-reads between them. A
- * round with nothing to send stops it. Past `ms` it calls `onStall` once.
+ * until Kafka acknowledges a request of them (up to `batchSize` rows), through failed attempts, their
+ * back-off and the re-reads between them; each acknowledged request of a batch sent in several starts it
+ * again. A round with nothing to send stops it. Past `ms` it calls `onStall` once.
  */
 function createStallClock(ms: number, onStall: () => void) {
   let timer: NodeJS.Timeout | undefined;
   // Rows wait for Kafka since an attempt to send them: a connect in between does not stop the clock.
   let rowsInHand = false;
   const start = () => {
-    timer ??= setTimeout(onStall, ms);
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      onStall();
+    }, ms);
   };
   const stop = () => {
     clearTimeout(timer);
@@ -138,6 +142,12 @@ function createStallClock(ms: number, onStall: () => void) {
     settled() {
       rowsInHand = false;
       stop();
+    },
+    /** Kafka acknowledged a request of the batch in hand, and more of it is to be sent: progress. */
+    progressed() {
+      if (timer === undefined) return;
+      stop();
+      start();
     },
     stop,
   };
@@ -533,7 +543,12 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           // Not given up when the lease is lost or the relay stops (the batch in hand is finished), only
           // when Kafka stalled.
           const sending = producer;
-          await withTimeout(() => send(sending, rows), Number.POSITIVE_INFINITY, "send", stalled.signal);
+          await withTimeout(
+            (abandoned) => send(sending, rows, abandoned, stall.progressed),
+            Number.POSITIVE_INFINITY,
+            "send",
+            stalled.signal,
+          );
           stall.settled();
           const acknowledged = performance.now();
           recordAcknowledged(rows, (acknowledged - sendStarted) / 1000);
@@ -669,13 +684,26 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
 
   /**
    * One producer.send per `batchSize` rows, in order: a batch is more only when the stream delivered one
-   * transaction larger than that (whole transactions are taken).
+   * transaction larger than that (whole transactions are taken, up to half of the stream's bound). Each
+   * acknowledged request but the last is `progressed`; once the send is `abandoned` (a stall), none
+   * more is sent.
    */
-  async function send(producer: EventProducer, rows: PendingRow[]): Promise<void> {
+  async function send(
+    producer: EventProducer,
+    rows: PendingRow[],
+    abandoned: AbortSignal,
+    progressed: () => void,
+  ): Promise<void> {
     const messages = rows.map((row) => outboxMessage(row, topicPrefix));
     try {
-      for (let i = 0; i < messages.length; i += batchSize)
+      for (let i = 0; i < messages.length; i += batchSize) {
+        if (i > 0) {
+          // Nobody waits for it any more: what it sent lands as copies only (see publishWhileOwner).
+          if (abandoned.aborted) return;
+          progressed();
+        }
         await producer.send(messages.slice(i, i + batchSize));
+      }
     } catch (err) {
       // The broker refuses a message larger than its message.max.bytes at every attempt (MESSAGE_TOO_LARGE),
       // and the rows behind it wait, in order: say which row it is. Measured only once a send failed.

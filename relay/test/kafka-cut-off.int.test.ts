@@ -15,8 +15,10 @@ import {
   ownPostgresServer,
   type RelayProcess,
   readAll,
+  relayEnv,
   row,
   spawnRelay,
+  startRelayInProcess,
   type TestRow,
   writeRows,
 } from "./support.ts";
@@ -151,5 +153,53 @@ describe("an owner cut off from Kafka, not from PostgreSQL", () => {
     expect(await sendErrors(a), "a's stall counted").toBeGreaterThan(0);
     expect(a.output()).toMatch(/"msg":"no send acknowledged by Kafka/);
     expectEveryRowInOrder(written, await readAll(prefix), prefix);
+  });
+});
+
+describe("an owner on a slow link to Kafka", () => {
+  it("is not stalled while Kafka acknowledges each request of a batch sent in several, however long the whole batch takes (cdc)", {
+    timeout,
+  }, async () => {
+    const kafka = await brokerWithProxiedListener();
+    const { url, sql } = await freshOutbox("order", ownServerUrl());
+    const prefix = await freshTopicPrefix(kafka.brokers);
+    const batchSize = 10;
+    const relay = startRelayInProcess(
+      relayEnv(url, prefix, {
+        KAFKA_BROKERS: [kafka.viaLink],
+        RELAY_MODE: "cdc",
+        RELAY_BATCH_SIZE: batchSize,
+        RELAY_POLL_INTERVAL_MS: 600_000,
+        // No bound on one statement, so that the stall may be this short (env.ts).
+        DB_STATEMENT_TIMEOUT_MS: 0,
+        RELAY_SEND_STALL_MS: 2000,
+      }),
+    );
+    const metric = async (name: string, labels: Record<string, string> = {}) =>
+      metricValue(await (await relay.app.request("/metrics")).text(), name, { outbox: "order", ...labels });
+    await eventually("the relay to stream", async () => (await metric("saga_relay_streaming")) === 1, 60_000);
+    const aggregates = ["order-1", "order-2", "order-3", "order-4", "order-5"];
+    // Connected, with the topic's metadata, before the link slows down.
+    const written = await writeRows(
+      sql,
+      aggregates.map((aggregate) => row(aggregate, 0)),
+    );
+    await allPublished(sql);
+
+    // 700 ms a request; 5 × RELAY_BATCH_SIZE rows in one transaction (the most the stream holds of one)
+    // are one batch, sent in 5 requests: 3.5 s in all, longer than the stall.
+    kafka.link.inject({ kind: "latency", ms: 350 });
+    const bulk = Array.from({ length: 5 * batchSize }, (_, i) => row(aggregates[i % 5] ?? "", i + 1));
+    written.push(...(await writeRows(sql, bulk)));
+    await allPublished(sql, 60_000);
+
+    expect(await metric("saga_relay_errors_total", { stage: "send" }), "send errors").toBe(0);
+    expect(await metric("saga_relay_active"), "still the owner").toBe(1);
+    expect(
+      await metric("saga_relay_batch_size_bucket", { le: String(batchSize) }),
+      "a batch larger than RELAY_BATCH_SIZE was sent",
+    ).toBeLessThan((await metric("saga_relay_batch_size_count")) ?? 0);
+    kafka.link.heal();
+    expect(expectEveryRowInOrder(written, await readAll(prefix, kafka.brokers), prefix), "copies").toBe(0);
   });
 });
