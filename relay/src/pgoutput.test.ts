@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodePgoutput, outboxRowOf } from "./pgoutput.ts";
+import { decodePgoutput, outboxRowOf, relationRole } from "./pgoutput.ts";
 
 // Messages built byte for byte as the protocol documents them (version 1):
 // https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
@@ -60,7 +60,13 @@ function insert(values: (string | null)[]): Buffer {
 describe("decodePgoutput", () => {
   it("reads a transaction's id, a relation's columns, an insert's values and a commit's end position", () => {
     const rel = decodePgoutput(relation());
-    expect(rel).toEqual({ kind: "relation", relationId: 16_384, name: "outbox", columns: COLUMNS });
+    expect(rel).toEqual({
+      kind: "relation",
+      relationId: 16_384,
+      namespace: "public",
+      name: "outbox",
+      columns: COLUMNS,
+    });
 
     const values = [
       "6f1d3c1e-0b7e-4b8e-9a55-2c1f4a3b5d6e",
@@ -119,5 +125,12 @@ describe("decodePgoutput", () => {
         row.map((v, i) => (i === 8 ? "12/01/2026 12:34:56 CET" : v)),
       ),
     ).toThrow(/created_at/);
+  });
+
+  it("takes only the outbox's inserts as outbox rows, and skips only tables that cannot hold them", () => {
+    expect(relationRole({ name: "outbox", columns: COLUMNS })).toBe("outbox");
+    // A partition of a partitioned outbox is published under its own name, its columns maybe in another order.
+    expect(relationRole({ name: "outbox_2026_12", columns: [...COLUMNS].reverse() })).toBe("unsure");
+    expect(relationRole({ name: "audit", columns: ["id", "note", "created_at"] })).toBe("other");
   });
 });

@@ -9,7 +9,7 @@ import type { PendingRow } from "./outbox-store.ts";
  */
 export type PgoutputMessage =
   | { kind: "begin"; xid: number }
-  | { kind: "relation"; relationId: number; name: string; columns: string[] }
+  | { kind: "relation"; relationId: number; namespace: string; name: string; columns: string[] }
   | { kind: "insert"; relationId: number; values: (string | null)[] }
   | { kind: "commit"; endLsn: bigint }
   | { kind: "other" };
@@ -25,7 +25,7 @@ export function decodePgoutput(buf: Buffer): PgoutputMessage {
     case 0x52: {
       // 'R': relation id, namespace, name, replica identity, columns (flags, name, type oid, typmod).
       const relationId = reader.int32();
-      reader.cstring();
+      const namespace = reader.cstring();
       const name = reader.cstring();
       reader.skip(1);
       const columns: string[] = [];
@@ -34,7 +34,7 @@ export function decodePgoutput(buf: Buffer): PgoutputMessage {
         columns.push(reader.cstring());
         reader.skip(8);
       }
-      return { kind: "relation", relationId, name, columns };
+      return { kind: "relation", relationId, namespace, name, columns };
     }
     case 0x49: {
       // 'I': relation id, 'N', then the new tuple.
@@ -73,6 +73,19 @@ const REQUIRED = [
   "headers",
   "created_at",
 ] as const;
+
+/**
+ * What the relay makes of a relation the stream describes. `outbox`: its inserts are the outbox's rows,
+ * sent as they come. `other`: a table without every column the relay sends, so not the outbox nor one of
+ * its partitions (a fork added it to the publication): its inserts are skipped. `unsure`: a table with
+ * those columns under another name, as a partition of a partitioned outbox is published (unless the
+ * publication has `publish_via_partition_root`) or a look-alike: its inserts may be outbox rows and may
+ * not, so the transactions with one are read from the table instead, which holds exactly the outbox's rows.
+ */
+export function relationRole({ name, columns }: { name: string; columns: readonly string[] }) {
+  if (name === "outbox") return "outbox";
+  return REQUIRED.every((column) => columns.includes(column)) ? "unsure" : "other";
+}
 
 /**
  * Maps an Insert of the outbox to the row the relay sends, by the column names of its Relation message

@@ -5,7 +5,7 @@ import type { Logger } from "@saga/observability";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
 import type { PendingRow } from "./outbox-store.ts";
-import { decodePgoutput, outboxRowOf, type StreamedRow } from "./pgoutput.ts";
+import { decodePgoutput, outboxRowOf, relationRole, type StreamedRow } from "./pgoutput.ts";
 
 /** The publication the migrations create: inserts into `outbox`, nothing else. */
 export const OUTBOX_PUBLICATION = "outbox_relay";
@@ -39,7 +39,7 @@ export type ReplicationWakeupsOptions = {
    * (`feedbackMs`).
    */
   rows?: { maxQueuedRows: number; maxHoldMs: number };
-  /** Says which transactions are given up to the table for their size. */
+  /** Says which transactions are given up to the table for their size, and which tables are skipped. */
   logger?: Logger;
 };
 
@@ -61,7 +61,8 @@ export type ReplicationWakeups = {
    * Counts the stream's starting points so far: each connection (a new slot), and in the CDC mode each
    * time the rows received and not yet acknowledged were given up: because they were held too long
    * (`rows.maxHoldMs`: the sends failing, or hanging on a broker that is away), or at the commit of a
-   * transaction too large to hold (`rows.maxQueuedRows`). Rows committed before a starting point are not
+   * transaction too large to hold (`rows.maxQueuedRows`), or of one that inserted into a table that may
+   * be the outbox under another name (see `relationRole`). Rows committed before a starting point are not
    * streamed (or no longer kept), so a CDC caller reads the table once per generation before it takes
    * rows from the stream.
    */
@@ -104,6 +105,14 @@ const PGOUTPUT_INSERT = 0x49; // 'I', https://www.postgresql.org/docs/current/pr
 // loop stuck on a statement) the newest are dropped, which costs their rows a wait for the poll.
 const MAX_ANNOUNCED = 10_000;
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
+
+/** A table the stream described, and what the relay makes of its inserts (see relationRole). */
+type Relation = {
+  namespace: string;
+  name: string;
+  columns: string[];
+  role: ReturnType<typeof relationRole>;
+};
 
 type QueuedTransaction = {
   xid: number;
@@ -151,6 +160,15 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   let confirmNow: (replyRequested?: boolean) => void = () => {};
   // Table mode: transactions streamed with outbox inserts, not yet taken.
   let announced: number[] = [];
+  // CDC: the tables other than the outbox whose inserts were skipped or sent to the table: said once each.
+  const reported = new Set<string>();
+
+  const report = (relation: Relation, what: string) => {
+    const table = `${relation.namespace}.${relation.name}`;
+    if (reported.has(table)) return;
+    reported.add(table);
+    logger?.warn({ table, publication: OUTBOX_PUBLICATION }, `${table}, in the publication, ${what}`);
+  };
 
   const slotName = `relay_${holderName
     .toLowerCase()
@@ -192,9 +210,11 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
       queue.length = 0;
       queuedRows = 0;
       taken = 0;
-      // The transaction being received (both modes); CDC: the outbox's columns from its Relation message,
-      // and whether the transaction goes to the table at its commit (too large to hold).
-      let columns: string[] | undefined;
+      // CDC: the tables the stream has described (its Relation messages) by their ids, which their
+      // inserts name: each is decoded with its own table's columns, in their order.
+      const relations = new Map<number, Relation>();
+      // The transaction being received (both modes); CDC: whether it goes to the table at its commit
+      // (too large to hold, or it inserted into a table that may be the outbox: see relationRole).
       let xid = 0;
       let inTransaction: StreamedRow[] | undefined;
       let ageAtReceipt: number[] = [];
@@ -261,15 +281,28 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
         if (message.kind === "begin") {
           xid = message.xid;
         } else if (message.kind === "relation") {
-          columns = message.columns;
+          relations.set(message.relationId, { ...message, role: relationRole(message) });
         } else if (message.kind === "insert") {
-          if (!columns) throw new Error("pgoutput: an insert before its relation");
+          const relation = relations.get(message.relationId);
+          if (!relation) throw new Error("pgoutput: an insert before its relation");
+          if (relation.role === "other") {
+            report(relation, "is not the outbox: its inserts are skipped");
+            return;
+          }
           if (!inTransaction) {
             // The first rows to wait since nothing was held: the hold's clock starts (see `release`).
             if (queue.length === 0 && taken === 0) progressAt = performance.now();
             inTransaction = [];
           }
-          const row = outboxRowOf(columns, message.values);
+          if (relation.role === "unsure") {
+            report(
+              relation,
+              "has the outbox's columns under another name (a partition? its publication needs publish_via_partition_root): the transactions that insert into it are read from the outbox table",
+            );
+            giveUp();
+            return;
+          }
+          const row = outboxRowOf(relation.columns, message.values);
           const sentAt = PG_EPOCH_MS + Number(chunk.readBigInt64BE(17) / 1000n);
           inTransaction.push(row);
           ageAtReceipt.push(Math.max(0, (sentAt - row.createdAt.getTime()) / 1000));

@@ -1,12 +1,13 @@
 import { createLogger } from "@saga/observability";
 import { describe, expect, it, onTestFinished } from "vitest";
+import type { PendingRow } from "../src/outbox-store.ts";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
 import { eventually, freshOutbox, row, writeRows } from "./support.ts";
 
 /** A CDC stream on the test's outbox, stopped when it ends, with what it logged and its errors. */
 function startStream(url: string, maxQueuedRows: number, onWake: () => void = () => {}) {
   const errors: Error[] = [];
-  const logged: { level: number; msg: string }[] = [];
+  const logged: { level: number; msg: string; table?: string }[] = [];
   const logger = createLogger("relay", "info", {
     destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
   });
@@ -146,5 +147,73 @@ describe("the replication stream", () => {
     );
     expect(errors, "the connection ended").toEqual([]);
     expect(wakeups.connected).toBe(true);
+  });
+
+  it("decodes each insert with its own table's columns, and skips a table of the publication that is not the outbox", async () => {
+    const { url, sql } = await freshOutbox();
+    // A fork's table in the relay's publication: its own columns, some named as the outbox's.
+    await sql`create table audit (note text, id bigint, created_at timestamptz not null default now())`;
+    await sql`alter publication outbox_relay add table audit`;
+    const stream = startStream(url, 1000);
+    const { wakeups, errors, logged } = stream;
+    await eventually("the stream", async () => wakeups.connected, 20_000, 50);
+    const { generation } = wakeups;
+
+    const written = await sql.begin(async (tx) => {
+      await tx`insert into audit (note, id) values ('first', 1)`;
+      const [a] = await tx<{ id: string }[]>`insert into outbox ${tx(row("order-1", 1))} returning id`;
+      await tx`insert into audit (note, id) values ('second', 2)`;
+      const [b] = await tx<{ id: string }[]>`insert into outbox ${tx(row("order-1", 2))} returning id`;
+      return [a?.id, b?.id];
+    });
+    // On the same connection: each table's Relation message was sent once, before its first insert.
+    const [third] = await writeRows(sql, [row("order-1", 3)]);
+    await sql`insert into audit (note, id) values ('third', 3)`;
+
+    const rows: PendingRow[] = [];
+    while (rows.length < 3) rows.push(...(await taken(stream, generation, "the outbox rows")).rows);
+    expect(rows.map((r) => r.id)).toEqual([...written, third?.id]);
+    expect(rows.map((r) => JSON.parse(r.payload).seq)).toEqual([1, 2, 3]);
+    expect(rows.map((r) => r.aggregateId)).toEqual(["order-1", "order-1", "order-1"]);
+    expect(logged.filter((l) => l.table === "public.audit").map((l) => l.msg)).toEqual([
+      "public.audit, in the publication, is not the outbox: its inserts are skipped",
+    ]);
+    expect(errors, "the connection ended").toEqual([]);
+    expect(wakeups.generation, "no new starting point").toBe(generation);
+  });
+
+  it("reads from the table a transaction that inserted into a table with the outbox's columns under another name", async () => {
+    const { url, sql } = await freshOutbox();
+    // As a partition of a partitioned outbox is published (without publish_via_partition_root): under
+    // its own name, with the outbox's columns, maybe in another order.
+    await sql`create table outbox_2026 (payload text, headers jsonb, created_at timestamptz not null default now(),
+      id uuid, position bigint, aggregate_id text, topic text, event_type text, schema_version text)`;
+    await sql`alter publication outbox_relay add table outbox_2026`;
+    const stream = startStream(url, 1000);
+    const { wakeups, errors, logged } = stream;
+    await eventually("the stream", async () => wakeups.connected, 20_000, 50);
+    const { generation } = wakeups;
+
+    await sql.begin(async (tx) => {
+      await tx`insert into outbox ${tx(row("order-1", 1))}`;
+      await tx`insert into outbox_2026 ${tx({ ...row("order-1", 2), position: 2 })}`;
+    });
+    const [after] = await writeRows(sql, [row("order-1", 3)]);
+
+    await eventually(
+      "the transaction to be received",
+      async () => wakeups.generation > generation || wakeups.queuedRows >= 2,
+      10_000,
+      50,
+    );
+    expect(
+      wakeups.take(1000, generation)?.rows.map((r) => r.aggregateId),
+      "its rows handed out as the outbox's",
+    ).toBeUndefined();
+    expect(wakeups.generation, "a new starting point").toBe(generation + 1);
+    const batch = await taken(stream, generation + 1, "the row after, from the new starting point");
+    expect(batch.rows.map((r) => r.id)).toEqual([after?.id]);
+    expect(logged.filter((l) => l.table === "public.outbox_2026")).toHaveLength(1);
+    expect(errors, "the connection ended").toEqual([]);
   });
 });
