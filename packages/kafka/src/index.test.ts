@@ -935,6 +935,71 @@ describe("@saga/kafka through platformatic, a partition stuck on a message", () 
     // Each once at least (a message is read again when its commit was not in yet), in order.
     expect(ofStuckKey()).toEqual(["stuck", ...behind]);
   });
+
+  it("reads the partition that dropped messages again only once no other partition's message is in flight: a message being retried meanwhile is dead-lettered once", async () => {
+    adapter = "platformatic";
+    const kafka = client();
+    const { events } = await freshTopics(["events"], 2);
+    const producer = await kafka.createProducer();
+    cleanups.push(() => producer.close());
+    // "21" is on partition 0 and "abc" on 1 ((murmur2 & 0x7fffffff) % 2).
+    await producer.send([{ topic: events, key: "21", value: "stuckA", headers: {} }]);
+
+    // "stuckA" fails (transient) until released; "stuckB" always fails as a bug: dead-lettered once its
+    // attempts are spent, about 4.5 s after its first.
+    const maxAttempts = 6;
+    let released = false;
+    const attempts = new Map<string, number>();
+    const applied: IncomingMessage[] = [];
+    const deadLettered: string[] = [];
+    const consumer = await kafka.createConsumer({
+      groupId: freshGroupId(),
+      topics: [events],
+      maxBatchSize: 1,
+      async handle(m) {
+        const value = m.value ?? "";
+        attempts.set(value, (attempts.get(value) ?? 0) + 1);
+        if (value === "stuckA" && !released) throw new Error("transient: cannot apply yet");
+        if (value === "stuckB") throw new Error("a bug");
+        applied.push(m);
+      },
+      classify: (err) => ((err as Error).message.startsWith("transient") ? "transient" : "unexpected"),
+      retry: { maxAttempts, backoffMs: 500, maxBackoffMs: 1000 },
+      deadLetter: async (m) => {
+        deadLettered.push(m.value ?? "");
+      },
+    });
+    cleanups.push(() => consumer.stop());
+    await waitFor("stuckA retried", () => ((attempts.get("stuckA") ?? 0) >= 2 ? true : undefined));
+
+    // More messages queue behind it than the consumer buffers for such partitions (1,024): it drops the
+    // rest, to read them again once it has applied what it queued.
+    const behindA = Array.from({ length: 1100 }, (_, i) => `21/${i}`);
+    await producer.send(behindA.map((value) => ({ topic: events, key: "21", value, headers: {} })));
+    // Time for the consumer to fetch them.
+    await new Promise((r) => setTimeout(r, 1000));
+    const behindB = Array.from({ length: 5 }, (_, i) => `abc/${i}`);
+    await producer.send(
+      ["stuckB", ...behindB].map((value) => ({ topic: events, key: "abc", value, headers: {} })),
+    );
+    // stuckA moves on while stuckB is retried: its partition is then due to be read again.
+    await waitFor("stuckB retried", () => ((attempts.get("stuckB") ?? 0) >= 2 ? true : undefined));
+    released = true;
+
+    const values = (key: string) => applied.filter((m) => m.key === key).map((m) => m.value);
+    await waitFor("every message of both partitions", () =>
+      values("21").length >= behindA.length + 1 && values("abc").length >= behindB.length ? true : undefined,
+    );
+    // Its partition's next messages come after stuckB: read again from before it, stuckB would have
+    // been retried and dead-lettered a second time by now.
+    expect({ attempts: attempts.get("stuckB"), deadLettered }).toEqual({
+      attempts: maxAttempts,
+      deadLettered: ["stuckB"],
+    });
+    // Every other message once, in order.
+    expect(values("21")).toEqual(["stuckA", ...behindA]);
+    expect(values("abc")).toEqual(behindB);
+  });
 });
 
 describe.each(KAFKA_CLIENTS)("@saga/kafka through %s, a message retried across a rebalance", (name) => {

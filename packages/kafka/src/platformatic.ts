@@ -178,6 +178,8 @@ export function createPlatformaticClient({
       // partition (never a loss; at worst the new owner's offset goes back: design.md, Offsets).
       commits.retain(owns);
       stream?.resume();
+      // The batches held for a re-read of a partition given up start again.
+      schedule();
     });
     consumer.on("consumer:group:leave", () => {
       joined = false;
@@ -199,6 +201,8 @@ export function createPlatformaticClient({
     // with it. It counts apart (`stuckBuffered`) and never pauses the stream; past `maxBuffered` messages
     // of such partitions in all, a retrying partition drops its further messages (`overflowed`), and once
     // it has applied what it queued it is read again from its last commit, on a new stream (`reread`).
+    // The new stream drops the commits of the messages in flight on the old one (`commits`) and reads every
+    // partition again from its last commit, so it waits until no batch is in flight (`schedule`).
     const queues = new Map<string, StringMessage[]>();
     const busy = new Set<string>();
     let inFlight = 0;
@@ -235,6 +239,8 @@ export function createPlatformaticClient({
       if (stopping) return;
       if (buffered >= maxBuffered) stream?.pause();
       else if (buffered < maxBuffered / 2) stream?.resume();
+      // Batches held for a re-read start again: the re-read now waits for this retry's end (`schedule`).
+      if (isStuck) schedule();
     };
     /** Drops what is queued for a partition and the memory of it, so it is read afresh from the last commit. */
     const forget = (key: string, queue: StringMessage[]) => {
@@ -262,7 +268,22 @@ export function createPlatformaticClient({
      */
     const held = ({ key, queue }: Part) => owns(key) && queues.get(key) === queue;
 
+    /** Whether a partition that dropped messages has applied everything it queued: it is to be read again. */
+    const rereadDue = () => [...overflowed].some((key) => !busy.has(key) && !queues.get(key)?.length);
+
     function schedule(): void {
+      // The re-read waits until no batch is in flight: one on the old stream would neither be committed
+      // nor have its partition's later messages skipped, so they would be applied again, a message being
+      // retried retried again and dead-lettered a second time. Meanwhile no batch starts, unless a message
+      // is being retried: every partition would wait for its end, as long as a transient failure lasts
+      // (the partition to be read again drops its messages meanwhile, within its bound).
+      if (!stopping && rereadDue()) {
+        if (inFlight === 0) {
+          void reread();
+          return;
+        }
+        if (retrying.size === 0) return;
+      }
       while (!stopping && inFlight < concurrency) {
         const parts = take();
         if (parts.length === 0) return;
@@ -274,11 +295,7 @@ export function createPlatformaticClient({
     /** A batch, or a partition's share of one that failed, is done: its partitions may be taken again. */
     function settle(parts: Part[]): void {
       inFlight--;
-      for (const { key } of parts) {
-        busy.delete(key);
-        // It has applied everything it queued before it dropped messages: read it again from there.
-        if (overflowed.has(key) && queues.get(key)?.length === 0) void reread();
-      }
+      for (const { key } of parts) busy.delete(key);
       if (inFlight === 0) idle?.();
       schedule();
     }
@@ -424,17 +441,20 @@ export function createPlatformaticClient({
 
     let rereading = false;
     /**
-     * Reads the partitions that dropped messages again: their applied messages are committed first, so a
-     * new stream starts each of them at the first message it dropped.
+     * Reads the partitions that dropped messages again, once no batch is in flight (`schedule`): every
+     * applied message is committed first, so a new stream starts each of them at the first message it
+     * dropped, and every other partition at its first message not applied.
      */
     async function reread(): Promise<void> {
       if (rereading) return;
       rereading = true;
       try {
-        for (let attempt = 0; !stopping && overflowed.size > 0 && stream !== undefined; attempt++) {
+        for (let attempt = 0; ; attempt++) {
           if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5000), stopped.signal);
           await commits.flush();
-          if (stopping) return;
+          // A rebalance meanwhile may have taken the partition, and batches started again: the last of
+          // them to settle asks again (`schedule`).
+          if (stopping || stream === undefined || !rereadDue() || inFlight > 0) return;
           try {
             await subscribe();
             return;
