@@ -5,12 +5,12 @@ describe("parseGatewayEnv", () => {
   it("reads the upstreams and applies the defaults", () => {
     const env = parseGatewayEnv({
       USER_SERVICE_URLS: " http://127.0.0.1:8081, http://127.0.0.1:8082/ ",
-      ORDER_SERVICE_URL: "http://order-service:8091",
+      ORDER_SERVICE_URLS: "http://order-service-1:8091, http://order-service-2:8092/",
     });
     expect(env).toMatchObject({
       PORT: 8080,
       USER_SERVICE_URLS: ["http://127.0.0.1:8081", "http://127.0.0.1:8082"],
-      ORDER_SERVICE_URL: "http://order-service:8091",
+      ORDER_SERVICE_URLS: ["http://order-service-1:8091", "http://order-service-2:8092"],
       UPSTREAM_TIMEOUT_MS: 5000,
       HEALTH_INTERVAL_MS: 1000,
       HEALTH_PATH: "/health",
@@ -19,22 +19,54 @@ describe("parseGatewayEnv", () => {
     });
   });
 
+  it("takes ORDER_SERVICE_URL, as before ORDER_SERVICE_URLS, for one order-service instance", () => {
+    const env = parseGatewayEnv({
+      USER_SERVICE_URLS: "http://127.0.0.1:8081",
+      ORDER_SERVICE_URL: "http://order-service:8091",
+    });
+    expect(env.ORDER_SERVICE_URLS).toEqual(["http://order-service:8091"]);
+    expect(env).not.toHaveProperty("ORDER_SERVICE_URL");
+  });
+
   it.each([
-    [{ ORDER_SERVICE_URL: "http://127.0.0.1:8091" }, /USER_SERVICE_URLS/],
+    [{ ORDER_SERVICE_URLS: "http://127.0.0.1:8091" }, /USER_SERVICE_URLS/],
     [
-      { USER_SERVICE_URLS: "", ORDER_SERVICE_URL: "http://127.0.0.1:8091" },
-      /USER_SERVICE_URLS: must name at least one/,
+      { USER_SERVICE_URLS: "", ORDER_SERVICE_URLS: "http://127.0.0.1:8091" },
+      /USER_SERVICE_URLS: must name at least one user-service instance/,
     ],
     [
-      { USER_SERVICE_URLS: "127.0.0.1:8081", ORDER_SERVICE_URL: "http://127.0.0.1:8091" },
+      { USER_SERVICE_URLS: "127.0.0.1:8081", ORDER_SERVICE_URLS: "http://127.0.0.1:8091" },
       /USER_SERVICE_URLS\.0: must be an http:\/\/ origin/,
+    ],
+    [
+      { USER_SERVICE_URLS: "http://127.0.0.1:8081", ORDER_SERVICE_URLS: " , " },
+      /ORDER_SERVICE_URLS: must name at least one order-service instance/,
+    ],
+    [
+      {
+        USER_SERVICE_URLS: "http://127.0.0.1:8081",
+        ORDER_SERVICE_URLS: "http://127.0.0.1:8091,http://127.0.0.1:8092/api",
+      },
+      /ORDER_SERVICE_URLS\.1: must be an http:\/\/ origin/,
     ],
     [
       { USER_SERVICE_URLS: "http://127.0.0.1:8081", ORDER_SERVICE_URL: "http://127.0.0.1:8091/api" },
       /ORDER_SERVICE_URL: must be an http/,
     ],
     [
-      { USER_SERVICE_URLS: "http://a:1", ORDER_SERVICE_URL: "http://b:2", UPSTREAM_TIMEOUT_MS: "0" },
+      { USER_SERVICE_URLS: "http://127.0.0.1:8081" },
+      /ORDER_SERVICE_URLS: required: the order-service instances, comma-separated \(or ORDER_SERVICE_URL for one\)/,
+    ],
+    [
+      {
+        USER_SERVICE_URLS: "http://127.0.0.1:8081",
+        ORDER_SERVICE_URLS: "http://127.0.0.1:8091,http://127.0.0.1:8092",
+        ORDER_SERVICE_URL: "http://127.0.0.1:8091",
+      },
+      /ORDER_SERVICE_URLS: give ORDER_SERVICE_URLS or ORDER_SERVICE_URL \(its one-instance alias\), not both/,
+    ],
+    [
+      { USER_SERVICE_URLS: "http://a:1", ORDER_SERVICE_URLS: "http://b:2", UPSTREAM_TIMEOUT_MS: "0" },
       /UPSTREAM_TIMEOUT_MS/,
     ],
   ])("fails with the variable's name: %j", (source, message) => {

@@ -22,6 +22,18 @@ const origin = z
   }, "must be an http:// origin such as http://127.0.0.1:8081")
   .transform((s) => new URL(s).origin);
 
+/** A service's instances: origins, comma-separated. */
+const origins = (service: string) =>
+  z
+    .string()
+    .transform((s) =>
+      s
+        .split(",")
+        .map((u) => u.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(origin).min(1, `must name at least one ${service} instance`));
+
 const millis = z.coerce.number().int().positive();
 const perSecond = z.coerce.number().positive();
 const burst = z.coerce.number().int().min(1);
@@ -35,7 +47,7 @@ export const GATEWAY_HTTP_DEFAULTS = {
   warmUpQueueMs: 1000,
 };
 
-export const Env = z.object({
+const Variables = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
   /** The API's address: loopback by default; a container or a host that serves others sets 0.0.0.0. */
   HOST: z.string().min(1).default("127.0.0.1"),
@@ -82,16 +94,14 @@ export const Env = z.object({
   RATE_LIMIT_ADDRESS_PER_S: perSecond.default(50),
   RATE_LIMIT_ADDRESS_BURST: burst.default(100),
   /** The user-service instances, comma-separated; requests go round-robin over the healthy ones. */
-  USER_SERVICE_URLS: z
-    .string()
-    .transform((s) =>
-      s
-        .split(",")
-        .map((u) => u.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(origin).min(1, "must name at least one user-service instance")),
-  ORDER_SERVICE_URL: origin,
+  USER_SERVICE_URLS: origins("user-service"),
+  /** The order-service instances, comma-separated, as the user-service's. */
+  ORDER_SERVICE_URLS: origins("order-service").optional(),
+  /**
+   * The one order-service instance, as the gateway was given it before it took several: still read, so
+   * that a deployment that sets it keeps working, and refused beside ORDER_SERVICE_URLS (`orderServiceUrls`).
+   */
+  ORDER_SERVICE_URL: origin.optional(),
   /** Whole request to an upstream, retry included, until its response is read: past it, a 504. */
   UPSTREAM_TIMEOUT_MS: millis.default(5000),
   /** TCP connect; an instance that does not accept within it counts as down. */
@@ -158,6 +168,27 @@ export const Env = z.object({
   /** The responses that long average is taken over (an exponential average). */
   ADMISSION_LATENCY_BASELINE_SAMPLES: z.coerce.number().int().min(1).default(600),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+/**
+ * The gateway's settings, from its environment variables. The order-service's instances are
+ * ORDER_SERVICE_URLS, or ORDER_SERVICE_URL, its one-instance alias; both at once are refused rather than
+ * merged: a deployment that moved to the list and left the old variable behind would otherwise send orders
+ * to an instance it meant to drop.
+ */
+export const Env = Variables.transform(({ ORDER_SERVICE_URLS, ORDER_SERVICE_URL, ...env }, ctx) => {
+  const urls = ORDER_SERVICE_URLS ?? (ORDER_SERVICE_URL === undefined ? undefined : [ORDER_SERVICE_URL]);
+  const problem =
+    ORDER_SERVICE_URLS && ORDER_SERVICE_URL
+      ? "give ORDER_SERVICE_URLS or ORDER_SERVICE_URL (its one-instance alias), not both"
+      : !urls
+        ? "required: the order-service instances, comma-separated (or ORDER_SERVICE_URL for one)"
+        : undefined;
+  if (problem || !urls) {
+    ctx.addIssue({ code: "custom", path: ["ORDER_SERVICE_URLS"], message: problem, input: undefined });
+    return z.NEVER;
+  }
+  return { ...env, ORDER_SERVICE_URLS: urls };
 });
 export type Env = z.infer<typeof Env>;
 

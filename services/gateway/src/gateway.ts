@@ -53,7 +53,7 @@ export function createGateway(env: Env) {
     clockSkewSeconds: env.AUTH_CLOCK_SKEW_S,
   });
   const users = createUpstream({ name: "user-service", origins: env.USER_SERVICE_URLS, ...common });
-  const orders = createUpstream({ name: "order-service", origins: [env.ORDER_SERVICE_URL], ...common });
+  const orders = createUpstream({ name: "order-service", origins: env.ORDER_SERVICE_URLS, ...common });
   const app = createApp({
     logger,
     metrics,

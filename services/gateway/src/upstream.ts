@@ -106,6 +106,17 @@ type Instance = {
   /**
    * New work it would admit, as its last answer reported (less what was sent to it since); undefined
    * until it reports any. `headroomAt` is when that answer came (`performance.now()`).
+   *
+   * Kept per instance, though every order-service instance sizes its headroom by the same system-wide
+   * backlog: what the edge refuses must be what the instances would refuse, and each refuses by its own
+   * view of that backlog (its last count, the orders it accepted since, the sagas it heard of), which
+   * differ: one still warming up admits to its ceiling while another is at its bound, and one whose
+   * notifications stopped refuses early. A single headroom taken from whichever instance answered last
+   * would let any one of them refuse new orders at the edge for all, and would flip with each answer. Per
+   * instance, new work goes to those that report room, and is refused here only when none does. The
+   * cost: between their answers, each instance's report is spent on its own, so up to N times one
+   * report's headroom may be sent; each instance still refuses the excess itself (a round trip, not a
+   * wrong answer).
    */
   headroom: number | undefined;
   headroomAt: number;
@@ -468,7 +479,11 @@ export function createUpstream(opts: UpstreamOptions) {
         const probe = needsHeadroom && stale(instance);
         if (probe) instance.probing = true;
         // Spent until the next report, so that a burst does not all pass on one report of headroom.
-        if (needsHeadroom && instance.headroom !== undefined) instance.headroom--;
+        let spent = false;
+        if (needsHeadroom && instance.headroom !== undefined) {
+          instance.headroom--;
+          spent = true;
+        }
         const stop = (held ? metrics.upstreamHeldDuration : metrics.upstreamDuration).startTimer({
           upstream: name,
         });
@@ -502,7 +517,11 @@ export function createUpstream(opts: UpstreamOptions) {
           const outcome = outcomeOf(err, endedBy, clientSignal);
           count(outcome);
           if (endedBy === "release") throw new Released();
-          if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
+          if (outcome === "connect_error") {
+            setHealthy(instance, false, "passive", (err as Error).message);
+            // It never got the request: what it reported is still there to spend.
+            if (spent && instance.headroom !== undefined) instance.headroom++;
+          }
           // A reset is a failure like a 5xx; a timeout is not (the instance may only be busy).
           if (outcome === "reset") observe(instance, 502, undefined);
           lastFailure = failure(outcome, request.method, timeoutMs, err);
@@ -531,8 +550,13 @@ export function createUpstream(opts: UpstreamOptions) {
       calls.delete(end);
       heldCalls.delete(end);
     }
+    // Nowhere left to send new work but to instances that report no headroom (the one tried could not be
+    // reached, and never got it): refused as the others would refuse it, not as unreachable.
+    const refusedNow = needsHeadroom && failed ? refusal() : undefined;
     throw (
-      lastFailure ?? new AppError("UNAVAILABLE", `${name} is unavailable: no instance`, { retryAfterS: 1 })
+      refusedNow ??
+      lastFailure ??
+      new AppError("UNAVAILABLE", `${name} is unavailable: no instance`, { retryAfterS: 1 })
     );
   }
 

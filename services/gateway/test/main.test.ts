@@ -38,7 +38,7 @@ describe("main", () => {
       PORT: String(port),
       METRICS_PORT: String(metricsPort),
       USER_SERVICE_URLS: users.url,
-      ORDER_SERVICE_URL: orders.url,
+      ORDER_SERVICE_URLS: orders.url,
       MAX_BODY_BYTES: "1024",
       AUTH_SECRET,
       INTERNAL_SECRET,

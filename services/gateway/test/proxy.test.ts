@@ -9,6 +9,7 @@ import {
   ADMIN_TOKEN,
   admissionLimit,
   eventually,
+  type FakeUpstream,
   ORDER_ID,
   order,
   raiseLane,
@@ -315,6 +316,94 @@ describe("routing", () => {
     await eventually(() => gateway.orders.healthyCount() === 1);
     expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
     expect((await app.request("/ready")).status).toBe(200);
+  });
+});
+
+describe("several order-service instances", () => {
+  /** An order-service instance that answers every request and records it. */
+  const orderService = () =>
+    startFakeUpstream((req) => ({ status: req.method === "POST" ? 201 : 200, body: order }));
+  const post = (app: { request: (path: string, init: RequestInit) => Response | Promise<Response> }) =>
+    app.request("/orders", { method: "POST", body: "{}", headers: json });
+  const methods = (fake: FakeUpstream) =>
+    fake.received.map((r) => (r.headers.prefer ? `held ${r.method}` : r.method));
+
+  it("sends POSTs, reads, held reads and cancels of /orders round-robin over them", async () => {
+    const one = await orderService();
+    const two = await orderService();
+    const { app } = await startGateway([await startFakeUpstream()], [one, two]);
+
+    for (let i = 0; i < 4; i++) expect((await post(app)).status).toBe(201);
+    for (let i = 0; i < 4; i++) expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    for (let i = 0; i < 2; i++) {
+      const held = await app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+      expect(held.status).toBe(200);
+    }
+    for (let i = 0; i < 2; i++)
+      expect((await app.request(`/orders/${ORDER_ID}`, { method: "DELETE" })).status).toBe(200);
+
+    const each = ["POST", "POST", "GET", "GET", "held GET", "DELETE"];
+    expect(methods(one)).toEqual(each);
+    expect(methods(two)).toEqual(each);
+  });
+
+  it("takes an instance that refuses connections out and sends its orders and reads to the other", async () => {
+    const one = await orderService();
+    const two = await orderService();
+    // Checked once at the start: the requests, not a health check, find the dead instance.
+    const gateway = await startGateway([await startFakeUpstream()], [one, two], {
+      HEALTH_INTERVAL_MS: "60000",
+    });
+    await one.kill();
+
+    // The first POST meets the dead instance, never left, ejects it and is sent to the other.
+    for (let i = 0; i < 4; i++) expect((await post(gateway.app)).status).toBe(201);
+    for (let i = 0; i < 4; i++) expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect(methods(two)).toEqual([...Array(4).fill("POST"), ...Array(4).fill("GET")]);
+    expect(gateway.orders.instances()).toEqual([
+      { target: `127.0.0.1:${one.port}`, healthy: false },
+      { target: `127.0.0.1:${two.port}`, healthy: true },
+    ]);
+    expect((await gateway.app.request("/ready")).status).toBe(200);
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(metrics).toMatch(/gateway_upstream_healthy_instances\{upstream="order-service",[^}]*\} 1/);
+    expect(metrics).toMatch(
+      new RegExp(
+        `gateway_upstream_ejections_total\\{upstream="order-service",target="127.0.0.1:${one.port}",cause="passive"`,
+      ),
+    );
+  });
+
+  it("sends a read whose connection broke to the other instance, not a POST, which may have been applied", async () => {
+    const broken = await startFakeUpstream(() => ({ destroy: true }));
+    const fine = await orderService();
+    const { app } = await startGateway([await startFakeUpstream()], [broken, fine]);
+
+    expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect(methods(broken)).toEqual(["GET"]);
+    expect(methods(fine)).toEqual(["GET"]);
+    // Round-robin: `broken` is next.
+    const res = await post(app);
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({
+      error:
+        "order-service closed the connection: the request may have been applied (send it again with the same Idempotency-Key)",
+    });
+    expect(methods(broken)).toEqual(["GET", "POST"]);
+    expect(methods(fine)).toEqual(["GET"]);
+  });
+
+  it("routes to both in panic mode, when neither is in rotation", async () => {
+    const one = await orderService();
+    const two = await orderService();
+    const gateway = await startGateway([await startFakeUpstream()], [one, two]);
+    one.healthy = false;
+    two.healthy = false;
+    await eventually(() => gateway.orders.healthyCount() === 0);
+    for (let i = 0; i < 2; i++) expect((await post(gateway.app)).status).toBe(201);
+    expect(methods(one)).toEqual(["POST"]);
+    expect(methods(two)).toEqual(["POST"]);
+    expect((await gateway.app.request("/ready")).status).toBe(503);
   });
 });
 
@@ -932,6 +1021,87 @@ describe("overload: the order-service's headroom for new orders", () => {
     expect((await post()).status).toBe(201);
     expect((await post()).status).toBe(201);
     expect(posted()).toBe(3);
+  });
+});
+
+describe("overload: the headroom of several order-service instances", () => {
+  /** An order-service instance reporting `headroom.n` on every answer. */
+  async function reporting(headroom: { n: number }) {
+    return startFakeUpstream((req) => ({
+      status: req.method === "POST" ? 201 : 200,
+      body: order,
+      headers: { "x-headroom": String(headroom.n) },
+    }));
+  }
+  const posts = (fake: FakeUpstream) => fake.received.filter((r) => r.method === "POST").length;
+
+  it("sends new orders to whichever instance reports headroom, and refuses them at the edge once neither does", async () => {
+    const roomOnOne = { n: 0 };
+    const roomOnTwo = { n: 10 };
+    const one = await reporting(roomOnOne);
+    const two = await reporting(roomOnTwo);
+    const gateway = await startGateway([await startFakeUpstream()], [one, two], {
+      UPSTREAM_HEADROOM_TTL_MS: "60000",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    // A read on each brings its report.
+    const readBoth = async () => {
+      for (let i = 0; i < 2; i++) expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    };
+    await readBoth();
+
+    // One reports none: every order goes to the other, none is refused.
+    for (let i = 0; i < 4; i++) expect((await post()).status).toBe(201);
+    expect([posts(one), posts(two)]).toEqual([0, 4]);
+
+    // Neither reports any: refused here, sent to neither.
+    roomOnTwo.n = 0;
+    await readBoth();
+    const refused = await post();
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(await refused.json()).toMatchObject({ error: expect.stringMatching(/at its bound for new work/) });
+    expect([posts(one), posts(two)]).toEqual([0, 4]);
+
+    // The first reports headroom again: orders go to it.
+    roomOnOne.n = 10;
+    await readBoth();
+    for (let i = 0; i < 3; i++) expect((await post()).status).toBe(201);
+    expect([posts(one), posts(two)]).toEqual([3, 4]);
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(metrics).toMatch(/gateway_upstream_headroom_shed_total\{upstream="order-service",[^}]*\} 1/);
+  });
+
+  it("refuses a new order as at its bound, not unreachable, when the one instance with headroom cannot be reached and the other has none", async () => {
+    const one = await reporting({ n: 0 });
+    const two = await reporting({ n: 10 });
+    const gateway = await startGateway([await startFakeUpstream()], [one, two], {
+      UPSTREAM_HEADROOM_TTL_MS: "60000",
+      HEALTH_INTERVAL_MS: "60000",
+    });
+    for (let i = 0; i < 2; i++) expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    await two.kill();
+
+    const res = await gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("1");
+    expect(await res.json()).toMatchObject({ error: expect.stringMatching(/at its bound for new work/) });
+    expect(posts(one)).toBe(0);
+    expect(gateway.orders.instances().map((i) => i.healthy)).toEqual([true, false]);
+  });
+
+  it("answers 502 unreachable, not at its bound, when the only instance, which reported headroom, cannot be reached", async () => {
+    const only = await reporting({ n: 1 });
+    const gateway = await startGateway([await startFakeUpstream()], only, {
+      UPSTREAM_HEADROOM_TTL_MS: "60000",
+      HEALTH_INTERVAL_MS: "60000",
+    });
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    await only.kill();
+
+    const res = await gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({ error: "order-service is unreachable" });
   });
 });
 

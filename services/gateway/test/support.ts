@@ -202,19 +202,23 @@ export const tokenFor = (subject: string, opts: { admin?: boolean; ttlSeconds?: 
 export const ADMIN_TOKEN = await tokenFor("test-admin", { admin: true });
 
 /**
- * A gateway in front of the given fake instances, health-checked every 100 ms (with traffic or without), with a short upstream
+ * A gateway in front of the given fake instances (one order-service instance or several),
+ * health-checked every 100 ms (with traffic or without), with a short upstream
  * timeout and a 1 KiB body limit; its first health checks are done when it resolves. Stopped when the
  * test finishes. Its `app.request()` sends an admin's token unless the request has an Authorization
  * header of its own (`authorization: ""` sends none), so that tests of routing need not say it.
  */
 export async function startGateway(
   users: { url: string }[],
-  orders: { url: string },
+  orders: { url: string } | { url: string }[],
   env: Record<string, string> = {},
 ): Promise<Gateway> {
   const settings: Record<string, string> = {
     USER_SERVICE_URLS: users.map((u) => u.url).join(","),
-    ORDER_SERVICE_URL: orders.url,
+    ORDER_SERVICE_URLS: [orders]
+      .flat()
+      .map((o) => o.url)
+      .join(","),
     HEALTH_INTERVAL_MS: "100",
     HEALTH_NO_TRAFFIC_INTERVAL_MS: "100",
     HEALTH_TIMEOUT_MS: "500",
