@@ -218,12 +218,16 @@ describe("compose.yaml", () => {
     expect(postgresOf(envOf(services["user-service-1"] as Service).DATABASE_URL ?? "")).toBe("user-db");
     expect(postgresOf(envOf(services["order-service"] as Service).DATABASE_URL ?? "")).toBe("order-db");
 
+    // The list, not ORDER_SERVICE_URL, the one-instance name the gateway still reads.
+    expect(Object.keys(envOf(services.gateway as Service))).not.toContain("ORDER_SERVICE_URL");
     const gateway = parseGatewayEnv(envOf(services.gateway as Service));
     const origin = ([host, s]: [string, Service]) => `http://${host}:${envOf(s).PORT}`;
     expect(gateway.USER_SERVICE_URLS.sort()).toEqual(
       servicesRunning("dist/bin/user-service.mjs").map(origin).sort(),
     );
-    expect([gateway.ORDER_SERVICE_URL]).toEqual(servicesRunning("dist/bin/order-service.mjs").map(origin));
+    expect(gateway.ORDER_SERVICE_URLS.sort()).toEqual(
+      servicesRunning("dist/bin/order-service.mjs").map(origin).sort(),
+    );
   });
 
   it("gives every instance its own id", () => {

@@ -56,7 +56,7 @@ describe.runIf(hasPrometheus() || process.env.CI)("dashboard queries against a r
     gateway = createGateway(
       parseGatewayEnv({
         USER_SERVICE_URLS: `${one},${two}`,
-        ORDER_SERVICE_URL: orders,
+        ORDER_SERVICE_URLS: orders,
         HEALTH_INTERVAL_MS: "200",
         MAX_BODY_BYTES: "1024",
         INSTANCE_ID: "gateway-dashboards",

@@ -30,7 +30,7 @@ test("every process runs from a copy of dist/ alone and answers /ready", async (
     relay: { USER_DB_URL: userDb, ORDER_DB_URL: orderDb, RELAY_ID: "dist-relay" },
     gateway: {
       USER_SERVICE_URLS: `http://127.0.0.1:${ports["user-service"]}`,
-      ORDER_SERVICE_URL: `http://127.0.0.1:${ports["order-service"]}`,
+      ORDER_SERVICE_URLS: `http://127.0.0.1:${ports["order-service"]}`,
       METRICS_PORT: String(await freePort()),
       AUTH_SECRET: "dist-test-auth-secret-of-at-least-32-chars",
     },
