@@ -13,6 +13,7 @@ export {
   configForTargets,
   hasPrometheus,
   loadPrometheusConfig,
+  type PrometheusConfig,
   type PrometheusServer,
   promtool,
   startPrometheus,

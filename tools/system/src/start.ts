@@ -1,10 +1,28 @@
+import { parseArgs } from "node:util";
+import { linkedProcesses, orderServicesOption } from "./stack/links.ts";
 import { type LocalSystem, PROMETHEUS_PORT, startLocalSystem } from "./stack/local-system.ts";
 import { createPrefixedOutput } from "./stack/log-lines.ts";
-import { DEFAULT_PORTS } from "./stack/system.ts";
+import { defaultPorts } from "./stack/system.ts";
+
+const USAGE = `usage: npm start [-- --order-services N]
+
+  --order-services N   order-service instances behind the gateway, on 8091, 8092… (default 1)`;
 
 // `npm start`: the whole system on the ports of docs/design.md, until Ctrl-C.
 async function run(): Promise<number> {
-  const names = ["gateway", "user-1", "user-2", "order", "relay-1", "relay-2", "system"];
+  const { values } = parseArgs({
+    options: {
+      "order-services": { type: "string", default: "1" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const orderServices = orderServicesOption(values["order-services"]);
+  const ports = defaultPorts(orderServices);
+  const names = ["gateway", ...linkedProcesses(orderServices), "system"];
   const output = createPrefixedOutput(names);
   const log = (line: string) => output("system", line);
 
@@ -31,7 +49,7 @@ async function run(): Promise<number> {
   let local: LocalSystem;
   try {
     local = await startLocalSystem({
-      ports: DEFAULT_PORTS,
+      ports,
       output,
       log,
       restartOnExit: true,
@@ -58,7 +76,7 @@ The system is up. Ctrl-C stops everything.
   gateway         http://127.0.0.1:${p.gateway}        (the API: /users, /orders; a bearer token on every request)
   gateway metrics http://127.0.0.1:${p.gatewayMetrics}/metrics
   user-service    ${p.users.map((x) => `http://127.0.0.1:${x}`).join("  ")}   (only through the gateway)
-  order-service   http://127.0.0.1:${p.order}   (only through the gateway)
+  order-service   ${p.orders.map((x) => `http://127.0.0.1:${x}`).join("  ")}   (only through the gateway)
   relay metrics   ${p.relays.map((x) => `http://127.0.0.1:${x}/metrics`).join("  ")}
   PostgreSQL      ${system.userDbUrl}
                   ${system.orderDbUrl}

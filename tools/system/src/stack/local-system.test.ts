@@ -1,10 +1,10 @@
 import { createServer, type Server } from "node:net";
-import { hasPrometheus } from "@saga/monitoring";
+import { hasPrometheus, loadPrometheusConfig, prometheusConfigs } from "@saga/monitoring";
 import { freePort, isPortFree } from "@saga/tools/infra";
 import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
 import { expect, it, onTestFinished } from "vitest";
-import { startLocalSystem } from "./local-system.ts";
-import { freePorts } from "./system.ts";
+import { scrapingSystem, startLocalSystem } from "./local-system.ts";
+import { DEFAULT_PORTS, defaultPorts, freePorts } from "./system.ts";
 
 // `npm start` on the test run's PostgreSQL and Kafka, on free ports.
 const external = () => ({
@@ -68,7 +68,7 @@ it("a stop asked for during the start starts nothing more and stops what has sta
   // Nothing more was started after the stop was asked for…
   expect([...heard]).toEqual(["user-1"]);
   // …and what was is stopped: the next start finds the ports free.
-  for (const port of [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays])
+  for (const port of [ports.gateway, ports.gatewayMetrics, ...ports.orders, ...ports.users, ...ports.relays])
     expect(await isPortFree(port), `port ${port}`).toBe(true);
 });
 
@@ -94,4 +94,21 @@ it("a stop asked for once the system is up, before Prometheus, does not start Pr
   await expect(starting).rejects.toThrow("SIGINT");
   expect(lines.some((line) => line.startsWith("system: all processes ready"))).toBe(true);
   expect(lines.filter((line) => line.includes("Prometheus"))).toEqual([]);
+});
+
+it("has its Prometheus scrape every order-service instance it runs: the file's targets with one, 8091 and 8092 with two", async () => {
+  const file = await loadPrometheusConfig(prometheusConfigs.local);
+  const targets = (config: typeof file) =>
+    Object.fromEntries(
+      config.scrape_configs.map((job: { job_name: string; static_configs: { targets: string[] }[] }) => [
+        job.job_name,
+        job.static_configs.flatMap((s) => s.targets),
+      ]),
+    );
+  expect(defaultPorts(1)).toEqual(DEFAULT_PORTS);
+  expect(scrapingSystem(file, DEFAULT_PORTS)).toEqual(file);
+  expect(targets(scrapingSystem(file, defaultPorts(2)))).toEqual({
+    ...targets(file),
+    "order-service": ["127.0.0.1:8091", "127.0.0.1:8092"],
+  });
 });

@@ -1,12 +1,13 @@
 import {
   hasPrometheus,
   loadPrometheusConfig,
+  type PrometheusConfig,
   type PrometheusServer,
   prometheusConfigs,
   startPrometheus,
 } from "@saga/monitoring";
 import { isPortFree } from "@saga/tools/infra";
-import { type System, type SystemOptions, startSystem } from "./system.ts";
+import { type System, type SystemOptions, type SystemPorts, startSystem } from "./system.ts";
 
 /** The port of `npm start`'s Prometheus (docs/design.md). */
 export const PROMETHEUS_PORT = 9090;
@@ -39,7 +40,7 @@ export async function startLocalSystem(
   try {
     // A stop asked for once the system was up starts nothing more.
     opts.signal?.throwIfAborted();
-    prometheus = await startOptionalPrometheus(prometheusPort, opts.log);
+    prometheus = await startOptionalPrometheus(prometheusPort, system.ports, opts.log);
     opts.signal?.throwIfAborted();
   } catch (err) {
     await stop();
@@ -48,8 +49,31 @@ export async function startLocalSystem(
   return { system, prometheus, stop };
 }
 
+/**
+ * The local run's scrape configuration (monitoring/prometheus/prometheus.yml) with each job's targets at the
+ * ports the system runs on: the file names those of docs/design.md, with one order-service instance, and
+ * `npm start -- --order-services 2` runs a second on 8092.
+ */
+export function scrapingSystem(config: PrometheusConfig, ports: SystemPorts): PrometheusConfig {
+  const address = (port: number) => `127.0.0.1:${port}`;
+  const targets: Record<string, string[]> = {
+    gateway: [address(ports.gatewayMetrics)],
+    "user-service": ports.users.map(address),
+    "order-service": ports.orders.map(address),
+    relay: ports.relays.map(address),
+  };
+  return {
+    ...config,
+    scrape_configs: config.scrape_configs.map((job: { job_name: string }) => {
+      const scraped = targets[job.job_name];
+      return scraped ? { ...job, static_configs: [{ targets: scraped }] } : job;
+    }),
+  };
+}
+
 async function startOptionalPrometheus(
   port: number,
+  ports: SystemPorts,
   log: (line: string) => void,
 ): Promise<PrometheusServer | undefined> {
   if (!hasPrometheus()) {
@@ -65,7 +89,7 @@ async function startOptionalPrometheus(
     return undefined;
   }
   return startPrometheus({
-    config: await loadPrometheusConfig(prometheusConfigs.local),
+    config: scrapingSystem(await loadPrometheusConfig(prometheusConfigs.local), ports),
     scrapeInterval: "5s",
     port,
   });

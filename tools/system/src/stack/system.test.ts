@@ -475,7 +475,7 @@ describe("the whole system through the gateway", () => {
     const user = await newUser();
     const targets = [
       ...system.ports.users.map((p) => `http://127.0.0.1:${p}/users/${user.id}`),
-      `http://127.0.0.1:${system.ports.order}/orders?userId=${user.id}`,
+      ...system.ports.orders.map((p) => `http://127.0.0.1:${p}/orders?userId=${user.id}`),
     ];
     for (const url of targets) {
       for (const headers of [
@@ -492,7 +492,7 @@ describe("the whole system through the gateway", () => {
         (await fetch(url, { headers: { [INTERNAL_CREDENTIAL_HEADER]: system.internalSecret } })).status,
       ).toBe(200);
     }
-    const bypass = await fetch(`http://127.0.0.1:${system.ports.order}/orders`, {
+    const bypass = await fetch(`http://127.0.0.1:${system.ports.orders[0]}/orders`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ userId: user.id, amount: 1 }),
@@ -530,7 +530,7 @@ describe("the whole system through the gateway", () => {
       config: configForTargets({
         gateway: [address(system.ports.gatewayMetrics)],
         "user-service": system.ports.users.map(address),
-        "order-service": [address(system.ports.order)],
+        "order-service": system.ports.orders.map(address),
         relay: system.ports.relays.map(address),
       }),
     });

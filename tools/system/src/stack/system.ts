@@ -19,7 +19,7 @@ import {
 import { EDGE_LIMITS, type Edge, type EdgeLimits, type EdgeSpec, startEdge } from "./edge.ts";
 import { type FaultProxyHost, type RemoteFaultProxy, startFaultProxyHost } from "./fault-proxy-host.ts";
 import { childPids, freezeFor, signal } from "./freeze.ts";
-import { LINKED_PROCESSES, type Link, type LinkedProcess, linkName } from "./links.ts";
+import { type Link, type LinkedProcess, linkedProcesses, linkName, orderProcesses } from "./links.ts";
 import { createNodeProcess, type NodeProcess, type Output } from "./node-process.ts";
 
 export type SystemPorts = {
@@ -30,11 +30,12 @@ export type SystemPorts = {
   /** The gateway's `/metrics`, apart from its API. */
   gatewayMetrics: number;
   users: number[];
-  order: number;
+  /** One per order-service instance: the system runs as many as there are ports. */
+  orders: number[];
   relays: number[];
 };
 
-/** The ports of docs/design.md, used by `npm start`. */
+/** The ports of docs/design.md, used by `npm start`: one order-service instance. */
 export const DEFAULT_PORTS: SystemPorts = {
   postgres: 5432,
   kafka: 9092,
@@ -42,16 +43,24 @@ export const DEFAULT_PORTS: SystemPorts = {
   gateway: 8080,
   gatewayMetrics: 9480,
   users: [8081, 8082],
-  order: 8091,
+  orders: [8091],
   relays: [9400, 9401],
 };
 
+/** The ports of docs/design.md with `orderServices` order-service instances: 8091, 8092… */
+export function defaultPorts(orderServices = 1): SystemPorts {
+  return { ...DEFAULT_PORTS, orders: orderProcesses(orderServices).map((_, i) => 8091 + i) };
+}
+
 /**
- * Free ports for a private copy of the system (chaos run, benchmark) beside a running `npm start`; out of
- * the kernel's ephemeral range, as they are listened on only once PostgreSQL and Kafka are up.
+ * Free ports for a private copy of the system (chaos run, benchmark) beside a running `npm start`, with
+ * `orderServices` order-service instances; out of the kernel's ephemeral range, as they are listened on
+ * only once PostgreSQL and Kafka are up.
  */
-export async function freePorts(): Promise<SystemPorts> {
+export async function freePorts(orderServices = 1): Promise<SystemPorts> {
   const next = freePort;
+  const orders: number[] = [];
+  for (const _ of orderProcesses(orderServices)) orders.push(await next());
   return {
     postgres: await next(),
     kafka: await next(),
@@ -59,7 +68,7 @@ export async function freePorts(): Promise<SystemPorts> {
     gateway: await next(),
     gatewayMetrics: await next(),
     users: [await next(), await next()],
-    order: await next(),
+    orders,
     relays: [await next(), await next()],
   };
 }
@@ -126,7 +135,10 @@ export type System = {
    * caller's environment's, which every process inherits, or else the default.
    */
   statementTimeoutMs: number;
-  /** Every Node process by name: gateway, user-1, user-2, order, relay-1, relay-2. */
+  /**
+   * Every Node process by name: gateway, user-1, user-2, the order-service's (`order`, or `order-1`,
+   * `order-2`… for several: `orderProcesses`), relay-1, relay-2.
+   */
   processes: Map<string, NodeProcess>;
   /** The pid of every running process, PostgreSQL and Kafka included. */
   pids(): Record<string, number>;
@@ -146,8 +158,9 @@ export type System = {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Starts PostgreSQL, Kafka and every process of the system (gateway, two user-service instances,
- * order-service, two relays) and resolves once all of them answer their readiness checks.
+ * Starts PostgreSQL, Kafka and every process of the system (gateway, two user-service instances, an
+ * order-service instance per port of `ports.orders`, two relays) and resolves once all of them answer
+ * their readiness checks.
  */
 export async function startSystem(opts: SystemOptions): Promise<System> {
   const ports = opts.ports ?? DEFAULT_PORTS;
@@ -157,7 +170,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   // Between the steps of the start: an abort stops what has started (the catch below) and goes no further.
   const checkpoint = () => abort?.throwIfAborted();
 
-  const ours = [ports.gateway, ports.gatewayMetrics, ports.order, ...ports.users, ...ports.relays];
+  const orderNames = orderProcesses(ports.orders.length);
+  const linked = linkedProcesses(ports.orders.length);
+  const ours = [ports.gateway, ports.gatewayMetrics, ...ports.orders, ...ports.users, ...ports.relays];
   for (const port of opts.external ? ours : [ports.postgres, ports.kafka, ports.kafkaController, ...ours]) {
     if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: is the system already running?`);
   }
@@ -176,7 +191,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   if (opts.faultProxies && !opts.external) {
     // Listened on once the broker and the proxies start: out of the ephemeral range too (freePort).
     const next = freePort;
-    for (const p of LINKED_PROCESSES) {
+    for (const p of linked) {
       const name = `CLIENT_${p.replace(/\W/g, "_").toUpperCase()}`;
       kafkaListeners.set(p, { name, port: await next(), advertisedPort: await next() });
     }
@@ -244,7 +259,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       if (opts.external) throw new Error("faultProxies: not on external servers");
       const host = await startFaultProxyHost();
       proxyHost = host;
-      for (const p of LINKED_PROCESSES) {
+      for (const p of linked) {
         const listener = kafkaListeners.get(p) as { port: number; advertisedPort: number };
         const [pg, broker] = await Promise.all([
           host.add({ name: linkName(p, "postgres"), targetPort: ports.postgres }),
@@ -307,13 +322,16 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         INSTANCE_ID: name,
       });
     }
-    const { url: orderUrl, ...orderKafka } = reach("order", orderDbUrl);
-    add("order", bundleOf("order-service"), ports.order, {
-      DATABASE_URL: orderUrl,
-      ...orderKafka,
-      INTERNAL_SECRET: internalSecret,
-      INSTANCE_ID: "order-1",
-    });
+    for (const [i, port] of ports.orders.entries()) {
+      const name = orderNames[i] as LinkedProcess;
+      const { url, ...kafkaEnv } = reach(name, orderDbUrl);
+      add(name, bundleOf("order-service"), port, {
+        DATABASE_URL: url,
+        ...kafkaEnv,
+        INTERNAL_SECRET: internalSecret,
+        INSTANCE_ID: `order-${i + 1}`,
+      });
+    }
     for (const [i, port] of ports.relays.entries()) {
       const name = `relay-${i + 1}` as LinkedProcess;
       const { url, ...kafkaEnv } = reach(name, userDbUrl);
@@ -327,7 +345,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     const gatewayPort = opts.edge ? await freePort() : ports.gateway;
     add("gateway", bundleOf("gateway"), gatewayPort, {
       USER_SERVICE_URLS: ports.users.map((p) => `http://127.0.0.1:${p}`).join(","),
-      ORDER_SERVICE_URL: `http://127.0.0.1:${ports.order}`,
+      ORDER_SERVICE_URLS: ports.orders.map((p) => `http://127.0.0.1:${p}`).join(","),
       METRICS_PORT: String(ports.gatewayMetrics),
       INTERNAL_SECRET: internalSecret,
       ...(opts.devAuth ? { AUTH_DEV_MODE: "true" } : { AUTH_SECRET: authSecret }),
