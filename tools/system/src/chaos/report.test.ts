@@ -6,6 +6,7 @@ const report = (r: Partial<ChaosReport>): ChaosReport => ({
   seed: 1,
   durationS: 60,
   rate: 10,
+  orderServices: 1,
   faults: { kill: {}, freeze: {}, blackhole: {}, latency: {}, reset: {} },
   proxy: { connections: 0, resets: 0, megabytes: 0 },
   outcomes: { CONFIRMED: 3 },

@@ -17,6 +17,8 @@ export type ChaosReport = {
   seed: number;
   durationS: number;
   rate: number;
+  /** Order-service instances behind the gateway. */
+  orderServices: number;
   /** Faults done, by kind and target (a victim, or a link such as `user-1→postgres`). */
   faults: Record<FaultKind, Record<string, number>>;
   /** Traffic of the services and relays through the fault proxies. */
@@ -48,7 +50,7 @@ export function formatReport(r: ChaosReport): string {
     .map((i) => `${i.name}:\n${i.counterExamples.map((e) => `  - ${e}`).join("\n")}`)
     .join("\n");
   return [
-    `## Chaos run: seed ${r.seed}, ${r.durationS} s of load at ${r.rate} orders/s`,
+    `## Chaos run: seed ${r.seed}, ${r.durationS} s of load at ${r.rate} orders/s${r.orderServices === 1 ? "" : `, ${r.orderServices} order-service instances`}`,
     "",
     faultTable(r.faults, ["kill", "freeze"], "victim"),
     "",

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { NodeProcess } from "../stack/node-process.ts";
 import type { System } from "../stack/system.ts";
-import { inflict, strikeEachTarget, underFaults } from "./run.ts";
+import { inflict, parseOptions, strikeEachTarget, underFaults } from "./run.ts";
 import { type Fault, targetOf } from "./schedule.ts";
 
 /** A system of one process, `user-1`, that has exited by itself: what a crash leaves to the schedule. */
@@ -121,5 +121,51 @@ describe("the schedule's faults", () => {
       "kafka 0 ended",
       "the run may stop the system",
     ]);
+  });
+});
+
+describe("the run's options", () => {
+  it("runs one order-service, named order, unless --order-services asks for more, each of them a victim", () => {
+    const one = parseOptions([]);
+    expect(one.orderServices).toBe(1);
+    expect(one.victims).toEqual([
+      "user-1",
+      "user-2",
+      "order",
+      "relay-1",
+      "relay-2",
+      "gateway",
+      "kafka",
+      "postgres",
+    ]);
+
+    const two = parseOptions(["--order-services", "2"]);
+    expect(two.orderServices).toBe(2);
+    expect(two.victims).toEqual([
+      "user-1",
+      "user-2",
+      "order-1",
+      "order-2",
+      "relay-1",
+      "relay-2",
+      "gateway",
+      "kafka",
+      "postgres",
+    ]);
+    expect(parseOptions(["--order-services", "2", "--victims", "order-2,kafka"]).victims).toEqual([
+      "order-2",
+      "kafka",
+    ]);
+  });
+
+  it("refuses a victim the system does not run, and a count of instances that is not one or more", () => {
+    expect(() => parseOptions(["--order-services", "2", "--victims", "order"])).toThrow(
+      /unknown victims order; choose from user-1, user-2, order-1, order-2,/,
+    );
+    expect(() => parseOptions(["--victims", "order-1"])).toThrow(/unknown victims order-1/);
+    for (const bad of ["0", "1.5", "two"])
+      expect(() => parseOptions(["--order-services", bad])).toThrow(
+        `--order-services must be a whole number from 1, not ${bad}`,
+      );
   });
 });

@@ -6,6 +6,7 @@ import { sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
 import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
+import { orderServicesOption } from "../stack/links.ts";
 import { waitQuiet } from "../stack/quiet.ts";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { checkActivity, checkExits, checkInvariants, describeExit, type UnplannedExit } from "./checker.ts";
@@ -17,7 +18,7 @@ import {
   type FaultKind,
   faultSchedule,
   INFRA_VICTIMS,
-  PROCESS_VICTIMS,
+  processVictims,
   targetOf,
   type Victim,
 } from "./schedule.ts";
@@ -48,16 +49,20 @@ export type ChaosOptions = {
   networkFaults: number;
   users: number;
   quietTimeoutS: number;
+  /** Order-service instances behind the gateway (1 by default), each a victim of its own. */
+  orderServices: number;
 };
 
-function parseOptions(argv: string[]): ChaosOptions {
+export function parseOptions(argv: string[]): ChaosOptions {
   const { values } = parseArgs({
     args: argv,
     options: {
       duration: { type: "string", default: "300" },
       rate: { type: "string", default: "20" },
       seed: { type: "string", default: String(Date.now() % 1_000_000) },
-      victims: { type: "string", default: [...PROCESS_VICTIMS, ...INFRA_VICTIMS].join(",") },
+      "order-services": { type: "string", default: "1" },
+      // Every process and Kafka and PostgreSQL; which processes depends on --order-services.
+      victims: { type: "string" },
       kills: { type: "string" },
       freezes: { type: "string" },
       "network-faults": { type: "string" },
@@ -65,8 +70,9 @@ function parseOptions(argv: string[]): ChaosOptions {
       "quiet-timeout": { type: "string", default: "180" },
     },
   });
-  const all = [...PROCESS_VICTIMS, ...INFRA_VICTIMS] as string[];
-  const victims = (values.victims ?? "").split(",").filter(Boolean);
+  const orderServices = orderServicesOption(values["order-services"]);
+  const all = [...processVictims(orderServices), ...INFRA_VICTIMS] as string[];
+  const victims = (values.victims ?? all.join(",")).split(",").filter(Boolean);
   const unknown = victims.filter((v) => !all.includes(v));
   if (unknown.length) throw new Error(`unknown victims ${unknown.join(", ")}; choose from ${all.join(", ")}`);
   const durationS = positive("duration", values.duration);
@@ -76,8 +82,9 @@ function parseOptions(argv: string[]): ChaosOptions {
     seed: Math.trunc(Number(values.seed)),
     victims: victims as Victim[],
     // In a five-minute run: 30 kills, 15 freezes and 30 network faults (each kind once on each link).
-    // Every fault of the order-service, alone in its consumer group, stops the saga for the group's
-    // 10 s session or more; much denser and its consumer is never in the group long enough to work.
+    // Every fault of a lone order-service, alone in its consumer group, stops the saga for the group's
+    // 10 s session or more; much denser and its consumer is never in the group long enough to work. With
+    // several instances the same number of kills is shared among more victims.
     kills: values.kills ? count("kills", values.kills) : Math.max(1, Math.round(durationS / 10)),
     freezes: values.freezes ? count("freezes", values.freezes) : Math.max(1, Math.round(durationS / 20)),
     networkFaults: values["network-faults"]
@@ -85,6 +92,7 @@ function parseOptions(argv: string[]): ChaosOptions {
       : Math.max(1, Math.round(durationS / 10)),
     users: positive("users", values.users),
     quietTimeoutS: positive("quiet-timeout", values["quiet-timeout"]),
+    orderServices,
   };
 }
 
@@ -124,10 +132,11 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     kills: opts.kills,
     freezes: opts.freezes,
     networkFaults: opts.networkFaults,
+    orderServices: opts.orderServices,
   });
   const planned = FAULT_KINDS.map((k) => `${schedule.filter((f) => f.kind === k).length} ${k}`).join(", ");
   log(
-    `chaos: seed ${opts.seed}, ${opts.durationS}s at ${opts.rate} orders/s, faults planned: ${planned}; data in ${dataDir}`,
+    `chaos: seed ${opts.seed}, ${opts.durationS}s at ${opts.rate} orders/s, ${opts.orderServices} order-service instance${opts.orderServices === 1 ? "" : "s"}, faults planned: ${planned}; data in ${dataDir}`,
   );
 
   const processLog = (name: string, line: string) => {
@@ -137,7 +146,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       log(`  ${name}: ${line.slice(0, 300)}`);
   };
   const system: System = await startSystem({
-    ports: await freePorts(),
+    ports: await freePorts(opts.orderServices),
     dataDir,
     durable: true,
     faultProxies: true,
@@ -296,6 +305,7 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       seed: opts.seed,
       durationS: opts.durationS,
       rate: opts.rate,
+      orderServices: opts.orderServices,
       faults,
       proxy: {
         connections: proxied.reduce((n, s) => n + s.connections, 0),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BACKENDS, LINKED_PROCESSES, linkName } from "../stack/links.ts";
+import { BACKENDS, LINKED_PROCESSES, linkedProcesses, linkName } from "../stack/links.ts";
 import {
   FAULT_KINDS,
   type Fault,
@@ -7,6 +7,7 @@ import {
   INFRA_VICTIMS,
   NETWORK_FAULTS,
   PROCESS_VICTIMS,
+  processVictims,
   targetOf,
 } from "./schedule.ts";
 
@@ -158,6 +159,50 @@ describe("faultSchedule", () => {
     expect(schedule.filter((f) => f.kind === "kill")).toHaveLength(10);
     expect(schedule.filter((f) => f.kind === "freeze")).toHaveLength(4);
     expect(schedule.filter((f) => "link" in f)).toHaveLength(6);
+  });
+
+  it("kills and freezes each order-service instance of several, and faults each one's links", () => {
+    const victims = [...processVictims(2), ...INFRA_VICTIMS];
+    expect(victims).toEqual([
+      "user-1",
+      "user-2",
+      "order-1",
+      "order-2",
+      "relay-1",
+      "relay-2",
+      "gateway",
+      "kafka",
+      "postgres",
+    ]);
+    // A kill of each of the 7 processes 10 times, 36 freezes over 9 victims, each network fault once per link.
+    const links = linkedProcesses(2).flatMap((p) => BACKENDS.map((b) => linkName(p, b)));
+    const schedule = faultSchedule({
+      seed: 6,
+      durationMs: 300_000,
+      victims,
+      kills: 70,
+      freezes: 36,
+      networkFaults: NETWORK_FAULTS.length * links.length,
+      orderServices: 2,
+    });
+    const kills = count(
+      schedule.filter((f) => f.kind === "kill"),
+      targetOf,
+    );
+    for (const v of processVictims(2)) expect(kills.get(v), v).toBe(10);
+    const freezes = count(
+      schedule.filter((f) => f.kind === "freeze"),
+      targetOf,
+    );
+    for (const v of victims) expect(freezes.get(v), v).toBe(4);
+    const network = count(
+      schedule.filter((f) => "link" in f),
+      (f) => `${f.kind} ${targetOf(f)}`,
+    );
+    for (const kind of NETWORK_FAULTS)
+      for (const link of links) expect(network.get(`${kind} ${link}`), `${kind} ${link}`).toBe(1);
+    expect(links).toContain("order-2→kafka");
+    expect(schedule.some((f) => targetOf(f).startsWith("order→") || targetOf(f) === "order")).toBe(false);
   });
 
   it("plans no network fault for the gateway, which has no links", () => {

@@ -1,11 +1,18 @@
 import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import type { RandomGenerator } from "pure-rand/types/RandomGenerator";
-import { BACKENDS, LINKED_PROCESSES, type Link, linkName } from "../stack/links.ts";
+import { BACKENDS, type Link, type LinkedProcess, linkedProcesses, linkName } from "../stack/links.ts";
 
-export const PROCESS_VICTIMS = ["user-1", "user-2", "order", "relay-1", "relay-2", "gateway"] as const;
+/** Every process of a system with `orderServices` order-service instances: each may be killed and frozen. */
+export const processVictims = (orderServices = 1): ProcessVictim[] => [
+  ...linkedProcesses(orderServices),
+  "gateway",
+];
+/** Those of a system with one order-service instance. */
+export const PROCESS_VICTIMS: readonly ProcessVictim[] = processVictims(1);
 export const INFRA_VICTIMS = ["kafka", "postgres"] as const;
-export type Victim = (typeof PROCESS_VICTIMS)[number] | (typeof INFRA_VICTIMS)[number];
+export type ProcessVictim = LinkedProcess | "gateway";
+export type Victim = ProcessVictim | (typeof INFRA_VICTIMS)[number];
 
 export const NETWORK_FAULTS = ["blackhole", "latency", "reset"] as const;
 export type NetworkFaultKind = (typeof NETWORK_FAULTS)[number];
@@ -48,6 +55,8 @@ export type ScheduleOptions = {
   freezes?: number;
   /** Network faults on the links of the listed services and relays, in the whole run. */
   networkFaults?: number;
+  /** Order-service instances of the system (1 by default): which processes have links. */
+  orderServices?: number;
 };
 
 // Each kind of fault draws from a stream of its own, so that adding one kind keeps a seed's others.
@@ -103,11 +112,18 @@ function processFaults({ seed, durationMs, victims, kills, freezes = 0 }: Schedu
   });
 }
 
-function networkFaults({ seed, durationMs, victims, networkFaults = 0 }: ScheduleOptions): NetworkFault[] {
+function networkFaults({
+  seed,
+  durationMs,
+  victims,
+  networkFaults = 0,
+  orderServices = 1,
+}: ScheduleOptions): NetworkFault[] {
   const rng = xoroshiro128plus(seed ^ NETWORK_STREAM);
-  const links = LINKED_PROCESSES.filter((p) => (victims as readonly string[]).includes(p)).flatMap((p) =>
-    BACKENDS.map((b) => linkName(p, b)),
-  );
+  // In the system's order, whatever the victims' order: a seed keeps its faults.
+  const links = linkedProcesses(orderServices)
+    .filter((p) => (victims as readonly string[]).includes(p))
+    .flatMap((p) => BACKENDS.map((b) => linkName(p, b)));
   if (links.length === 0) return [];
   // Kinds and links both round-robin, so that a few faults already spread over kinds and links; past
   // each lcm(kinds, links) the links shift by one, so that kinds × links faults hit every pair once. Both
