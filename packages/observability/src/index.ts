@@ -8,4 +8,4 @@ export {
   LATENCY_BUCKETS,
   type Metrics,
 } from "./metrics.ts";
-export { nextTraceparent } from "./trace.ts";
+export { nextTraceparent, parseTraceparent, type TraceContext, traceIdOf } from "./trace.ts";
