@@ -48,6 +48,9 @@ export const Envelope = z.object({
   [HEADERS.schemaVersion]: z.literal(SCHEMA_VERSION),
   [HEADERS.occurredAt]: z.iso.datetime({ offset: true }),
   [HEADERS.aggregateId]: z.string().min(1),
-  [HEADERS.traceparent]: traceparent.optional(),
+  // Any text: a consumer ignores a trace header it cannot use and starts a new trace (W3C's rule for a
+  // receiver, nextTraceparent), as the services do for an HTTP request's. Refusing it would dead-letter an
+  // event that can be applied, and leave its saga to time out.
+  [HEADERS.traceparent]: z.string().optional(),
 });
 export type Envelope = z.infer<typeof Envelope>;

@@ -55,7 +55,9 @@ const ENVELOPE_DESCRIPTIONS: Record<keyof typeof HEADERS, string> = {
   schemaVersion: "The payload's schema version.",
   occurredAt: "When the outbox row was written, in the transaction that made the change (ISO 8601).",
   aggregateId: "The order's id, as the message key.",
-  traceparent: "W3C trace context, continued from the HTTP request or the event that caused this one.",
+  traceparent:
+    "W3C trace context (`00-<trace id>-<span id>-<flags>`), continued from the HTTP request or the event that caused this one. " +
+    "A consumer ignores one it cannot use (malformed, or of version `ff`) and starts a new trace: the event is applied all the same.",
 };
 
 const DLQ_DESCRIPTIONS: Record<keyof typeof DLQ_HEADERS, string> = {
