@@ -1,7 +1,9 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import type { Server } from "node:http";
 import { connect } from "node:net";
 import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createLogger, createMetrics } from "@saga/observability";
 import { Agent, request } from "undici";
@@ -609,4 +611,34 @@ describe("closing the server", () => {
     await closed;
     expect(answeredWhenClosed).toBe(32);
   }, 20_000);
+});
+
+describe("a process served until a signal, exiting in the middle of a window of repeated lines", () => {
+  const fixture = fileURLToPath(new URL("../test/fixtures/serve-with-repeats.ts", import.meta.url));
+
+  it.each([
+    ["stopped by SIGTERM", "SIGTERM", 0],
+    ["after a part of it failed", "failure", 1],
+    ["on an uncaught exception", "uncaught", 1],
+    ["when its stop did not finish by the deadline", "deadline", 1],
+  ])(
+    "says how often the line came before it exits %s",
+    async (_name, how, code) => {
+      const child = spawn(process.execPath, [fixture, how], { stdio: ["ignore", "pipe", "inherit"] });
+      let output = "";
+      child.stdout.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      const [exitCode] = (await once(child, "exit")) as [number | null];
+      expect(exitCode).toBe(code);
+      const lines = output
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      const repeats = lines.filter((l) => String(l.msg).startsWith("database unavailable"));
+      expect(repeats.map((l) => l.repeated)).toEqual([undefined, 499]);
+      expect(repeats[1]?.msg).toMatch(/^database unavailable \(499 more times in [0-9.]+ s\)$/);
+    },
+    15_000,
+  );
 });

@@ -9,7 +9,7 @@ import {
 import type { Duplex } from "node:stream";
 import { getRequestListener, RequestError } from "@hono/node-server";
 import { REQUEST_ID_HEADER } from "@saga/contracts";
-import type { Logger } from "@saga/observability";
+import { flushRepeats, type Logger } from "@saga/observability";
 import type { Hono } from "hono";
 import { deferContinue } from "./body-limit.ts";
 import type { ServerLimits } from "./settings.ts";
@@ -324,6 +324,12 @@ export function serveUntilSignal(opts: {
     });
   };
 
+  // Every exit writes first the counts of the repeated lines still in their window: the lines that came
+  // as the process failed or stopped would otherwise be reported once, however often they came.
+  const exit = (code: number): never => {
+    flushRepeats();
+    process.exit(code);
+  };
   const shutdown = async (signal: string, exitCode = 0) => {
     if (shuttingDown) return;
     shuttingDown = true;
@@ -335,7 +341,7 @@ export function serveUntilSignal(opts: {
     draining?.(answerNow.signal);
     setTimeout(() => {
       logger.error("shutdown did not finish in time; exiting");
-      process.exit(1);
+      exit(1);
     }, SHUTDOWN_DEADLINE_MS).unref();
     try {
       await new Promise<void>((resolve) => {
@@ -352,10 +358,10 @@ export function serveUntilSignal(opts: {
       const left = SHUTDOWN_DEADLINE_MS - EXIT_MARGIN_MS - (performance.now() - started);
       await stop(AbortSignal.timeout(Math.max(0, Math.round(left))));
       logger.info({ ms: Math.round(performance.now() - started) }, "stopped");
-      process.exit(exitCode);
+      exit(exitCode);
     } catch (err) {
       logger.error({ err }, "shutdown failed");
-      process.exit(1);
+      exit(1);
     }
   };
   const onFailure = (err: unknown) => {
@@ -367,7 +373,7 @@ export function serveUntilSignal(opts: {
   process.once("SIGINT", () => void shutdown("SIGINT"));
   process.on("uncaughtException", (err) => {
     logger.fatal({ err }, "uncaught exception");
-    process.exit(1);
+    exit(1);
   });
   if (listenAfter) listenAfter.then(serve, onFailure);
   else serve();

@@ -1,5 +1,5 @@
 export { countedOn, httpMetrics, markHeld, metricsHandler } from "./http.ts";
-export { createLogger, type Logger, rootCause } from "./logger.ts";
+export { createLogger, flushRepeats, type Logger, rootCause } from "./logger.ts";
 export {
   createHttpMetrics,
   createMetrics,

@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { createLogger } from "./logger.ts";
+import { createLogger, flushRepeats } from "./logger.ts";
 
 function captured() {
   const lines: Record<string, unknown>[] = [];
@@ -103,5 +103,58 @@ describe("createLogger", () => {
       ["event dead-lettered to x.dlq", "d4"],
       ["event dead-lettered to x.dlq", "d4"],
     ]);
+  });
+
+  it("says how often a line came in a summary of what made it the same line, not of its first occurrence", async () => {
+    const { lines, destination } = captured();
+    const logger = createLogger("test", "info", { repeatWindowMs: 100, destination }).child({
+      instance: "a",
+    });
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    for (let i = 0; i < 5; i++)
+      logger.warn(
+        {
+          err: refused,
+          requestId: `r${i}`,
+          path: `/orders/${i}`,
+          attempt: i,
+          offset: String(i),
+          target: "db",
+        },
+        "database unavailable",
+      );
+    await new Promise((r) => setTimeout(r, 200));
+    expect(lines).toHaveLength(2);
+    const [first, summary] = lines;
+    expect(first).toMatchObject({ requestId: "r0", path: "/orders/0" });
+    expect(summary).toMatchObject({
+      instance: "a",
+      target: "db",
+      repeated: 4,
+      err: { code: "ECONNREFUSED" },
+      msg: "database unavailable (4 more times in 0.1 s)",
+    });
+    // r0 did not fail 4 more times: the four were r1 to r4.
+    for (const field of ["requestId", "path", "attempt", "offset"]) expect(summary).not.toHaveProperty(field);
+  });
+
+  it("writes the counts of every window still open when flushed, as a process does before it exits", () => {
+    const { lines, destination } = captured();
+    const logger = createLogger("test", "info", { repeatWindowMs: 60_000, destination });
+    for (let i = 0; i < 500; i++)
+      logger.warn({ err: new Error("connect ECONNREFUSED") }, "database unavailable");
+    logger.child({ outbox: "order" }).error("relay loop crashed");
+    expect(lines).toHaveLength(2);
+    flushRepeats();
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatchObject({
+      level: 40,
+      repeated: 499,
+      msg: expect.stringMatching(/^database unavailable \(499 more times in /),
+    });
+    // The window is closed: the next is written at once, and a second flush writes nothing more.
+    logger.warn({ err: new Error("connect ECONNREFUSED") }, "database unavailable");
+    flushRepeats();
+    expect(lines).toHaveLength(4);
   });
 });

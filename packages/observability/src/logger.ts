@@ -17,7 +17,26 @@ const MAX_TRACKED = 1000;
 // different events.
 const IDENTIFYING_FIELDS = ["upstream", "target", "outbox"] as const;
 
-type Repeat = { count: number; emit: (count: number) => void };
+// The fields of a line that make it the same line as another (with its level, message and bindings): what
+// its summary carries. A field that may differ between the lines counted (a request's id and path, an
+// attempt, an offset) would say the first one happened as often.
+const SUMMARY_FIELDS = [...IDENTIFYING_FIELDS, "err", "error"] as const;
+
+type Repeat = { count: number; close: (flushed?: boolean) => void };
+
+// Every window open in the process, closed by `flushRepeats`: one entry per distinct line, for as long as
+// its window, so that nothing outlives the window (loggers made per test or per instance included).
+const open = new Set<Repeat>();
+
+/**
+ * Writes at once the summary of every repeated line still counted, by every logger of the process, and
+ * closes their windows. A window's timer does not hold the process, so a process calls this before it
+ * exits (`serveUntilSignal` does): otherwise the counts of its last window, the lines that came as it
+ * failed, are never written.
+ */
+export function flushRepeats(): void {
+  for (const repeat of [...open]) repeat.close(true);
+}
 
 /**
  * The innermost cause of an error: what went wrong (a refused connection, a missing table), not the
@@ -45,7 +64,9 @@ function failureKind(err: unknown): string {
  * at once; the same line again within `windowMs` is only counted, and when the window closes one line
  * says how often it came, with `repeated`. The same line: the same level, message, logger bindings
  * (a child's `outbox`, a dead letter's `claimKey`), `upstream`, `target` and `outbox`, and the same
- * kind of failure in `err` or `error`; other fields (a request's id and path, an attempt) may differ.
+ * kind of failure in `err` or `error`; other fields (a request's id and path, an attempt) may differ,
+ * and the summary leaves them out: it carries only what made the lines the same, `err` and `error` (the
+ * first line's). `flushRepeats` writes the summaries of the windows still open.
  * During a PostgreSQL restart this turns hundreds of `connect ECONNREFUSED` lines a second, one per
  * request or query, into one line every window.
  */
@@ -74,19 +95,28 @@ export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] 
       }
       if (seen.size >= MAX_TRACKED) return method.apply(this, args);
       method.apply(this, args);
+      const summary: Record<string, unknown> = {};
+      for (const field of SUMMARY_FIELDS) if (fields[field] !== undefined) summary[field] = fields[field];
+      const opened = performance.now();
+      let timer: NodeJS.Timeout | undefined;
       const entry: Repeat = {
         count: 0,
-        emit: (count) =>
+        close: (flushed = false) => {
+          clearTimeout(timer);
+          open.delete(entry);
+          seen.delete(key);
+          if (entry.count === 0) return;
+          // Flushed before the window's end (the process exits): the time it was open, to a tenth of a second.
+          const seconds = flushed ? Math.round((performance.now() - opened) / 100) / 10 : windowMs / 1000;
           method.apply(this, [
-            { ...fields, repeated: count, windowMs },
-            `${msg} (${count} more times in ${windowMs / 1000} s)`,
-          ] as Parameters<typeof method>),
+            { ...summary, repeated: entry.count, windowMs },
+            `${msg} (${entry.count} more times in ${seconds} s)`,
+          ] as Parameters<typeof method>);
+        },
       };
       seen.set(key, entry);
-      setTimeout(() => {
-        seen.delete(key);
-        if (entry.count > 0) entry.emit(entry.count);
-      }, windowMs).unref();
+      open.add(entry);
+      timer = setTimeout(entry.close, windowMs).unref();
     },
   };
 }

@@ -1,5 +1,6 @@
 import { serve } from "@hono/node-server";
 import { httpSettings, serveUntilSignal } from "@saga/http";
+import { flushRepeats } from "@saga/observability";
 import { createGateway, parseGatewayEnv } from "./gateway.ts";
 
 async function run() {
@@ -24,5 +25,7 @@ async function run() {
 
 run().catch((err) => {
   console.error(err);
+  // The counts of repeated lines still in their window (a start that failed on a database refusing it).
+  flushRepeats();
   process.exit(1);
 });

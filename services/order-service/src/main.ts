@@ -1,4 +1,5 @@
 import { httpSettings, serveUntilSignal } from "@saga/http";
+import { flushRepeats } from "@saga/observability";
 import { parseOrderServiceEnv } from "./env.ts";
 import { createOrderService } from "./service.ts";
 
@@ -24,5 +25,7 @@ async function run() {
 
 run().catch((err) => {
   console.error(err);
+  // The counts of repeated lines still in their window (a start that failed on a database refusing it).
+  flushRepeats();
   process.exit(1);
 });
