@@ -73,11 +73,19 @@ const WITH_BODY: ErrorResponse[] = [
   "TooManyRequests",
 ];
 
+/** What every answer of the gateway names: the trace it continued or started for the request. */
+export const TRACE_RESPONSE_DOC = {
+  description:
+    "The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one.",
+  schema: { type: "string" as const, pattern: "^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$" },
+};
+
 const requestIdHeader = {
   "X-Request-Id": {
     description: "This request's id: the client's own when it sent a usable one, otherwise a new one.",
     schema: { type: "string" as const },
   },
+  traceresponse: TRACE_RESPONSE_DOC,
 };
 
 // Header parameters: only what is enforced is constrained. An X-Request-Id or traceparent that is not
@@ -89,7 +97,7 @@ const traceHeaders = {
   }),
   traceparent: z.string().optional().meta({
     description:
-      "W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace.",
+      "W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way.",
     example: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
   }),
 };

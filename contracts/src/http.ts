@@ -107,6 +107,13 @@ export const IDEMPOTENCY_KEY_HEADER = "idempotency-key";
 /** What an `Idempotency-Key` may be: 1 to 200 visible ASCII characters. */
 export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
 export const REQUEST_ID_HEADER = "x-request-id";
+/**
+ * The header with which the gateway names the W3C trace it continued or started for a request, as
+ * `00-<trace id>-<the gateway's span id>-<flags>`: the response header W3C Trace Context's drafts name
+ * (https://github.com/w3c/trace-context; not in a recommendation yet), not `traceparent`, which in a
+ * request names the caller's span, the parent of the receiver's.
+ */
+export const TRACE_RESPONSE_HEADER = "traceresponse";
 
 /**
  * The identity the gateway verified, forwarded to the services: the token's subject (a user id, or an

@@ -1,5 +1,5 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from "@asteasolutions/zod-to-openapi";
-import { API_ROUTES, ERROR_RESPONSES, type ErrorResponse } from "./api.ts";
+import { API_ROUTES, ERROR_RESPONSES, type ErrorResponse, TRACE_RESPONSE_DOC } from "./api.ts";
 import { ErrorBody } from "./http.ts";
 
 // The document builder lives apart from the index: it pulls in the generator, which no service needs.
@@ -11,7 +11,7 @@ const retryAfter = {
   },
 } as const;
 
-/** When each error happens, and the headers it carries beside X-Request-Id. */
+/** When each error happens, and the headers it carries beside X-Request-Id and traceresponse. */
 const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<string, object> }> = {
   BadRequest: {
     description:
@@ -84,7 +84,7 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 
 **Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing, but for a write answered 502 or 504, which may have been applied (send it again with the same \`Idempotency-Key\`). A method that a path does not support answers **405** with \`Allow\`; an unknown path 404 (a trailing slash makes another path).
 
-**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
+**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events, and every answer's \`traceresponse\` names the trace (yours, or the one the gateway started); \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
 
 /** The document's `info.version`: the API's, changed when a client would need to change. */
 export const API_VERSION = "1.0.0";
@@ -106,6 +106,7 @@ export function createOpenApiDocument() {
       description: `${ERROR_RESPONSES[name as ErrorResponse]}: ${description}`,
       headers: {
         "X-Request-Id": { description: "This request's id.", schema: { type: "string" } },
+        traceresponse: TRACE_RESPONSE_DOC,
         ...headers,
       },
       content: {

@@ -237,6 +237,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -248,6 +250,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 /** @description RFC 6750: `Bearer realm="outbox-saga"`, with `error="invalid_token"` and why for a bad token. */
                 "WWW-Authenticate": string;
                 [name: string]: unknown;
@@ -261,6 +265,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -272,6 +278,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -283,6 +291,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -294,6 +304,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -305,6 +317,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -316,6 +330,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -327,6 +343,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -338,6 +356,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -349,6 +369,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 /** @description Seconds to wait before trying again. */
                 "Retry-After"?: number;
                 [name: string]: unknown;
@@ -362,6 +384,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -373,6 +397,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -384,6 +410,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -395,6 +423,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -406,6 +436,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 /** @description Seconds to wait before trying again. */
                 "Retry-After"?: number;
                 [name: string]: unknown;
@@ -419,6 +451,8 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -441,7 +475,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path?: never;
@@ -458,6 +492,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -488,7 +524,7 @@ export interface operations {
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path: {
@@ -504,6 +540,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -534,7 +572,7 @@ export interface operations {
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path: {
@@ -550,6 +588,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     /** @description `</users/{id}/orders?limit=…&after=…>; rel="next"`: the next page (the same `limit`), while more orders follow; absent on the last page. */
                     Link?: string;
                     [name: string]: unknown;
@@ -584,7 +624,7 @@ export interface operations {
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path?: never;
@@ -597,6 +637,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     /** @description `</orders?userId=…&limit=…&after=…>; rel="next"`: the next page (the same `limit`), while more orders follow; absent on the last page. */
                     Link?: string;
                     [name: string]: unknown;
@@ -626,7 +668,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path?: never;
@@ -643,6 +685,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -674,7 +718,7 @@ export interface operations {
                 Prefer?: string;
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path: {
@@ -690,6 +734,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     /** @description `wait=N` when the request's `Prefer: wait=N` was honoured. */
                     "Preference-Applied"?: string;
                     /** @description `prefer` */
@@ -719,7 +765,7 @@ export interface operations {
             header?: {
                 /** @description Your id for this request (up to 128 characters of `A-Za-z0-9_-=`); echoed in the response and logs. Anything else is replaced by a new one. */
                 "X-Request-Id"?: string;
-                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one starts a new trace. */
+                /** @description W3C Trace Context (https://www.w3.org/TR/trace-context/). Continued into the events the request causes; a malformed one (or one of version `ff`) starts a new trace. The answer's `traceresponse` names the trace either way. */
                 traceparent?: string;
             };
             path: {
@@ -735,6 +781,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -766,6 +814,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -793,6 +843,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -809,6 +861,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's own when it sent a usable one, otherwise a new one. */
                     "X-Request-Id"?: string;
+                    /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                    traceresponse?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -117,6 +117,38 @@ describe("createBaseApp", () => {
     expect(await mapped.json()).toMatchObject({ error: "database unavailable" });
   });
 
+  it("logs an error with its request's id and trace id, and only the trace id of the traceparent", async () => {
+    const logged: Record<string, unknown>[] = [];
+    const app = createBaseApp({
+      logger: createLogger("test", "warn", {
+        destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+      }),
+      metrics: createMetrics("test", "t1"),
+      ready: async () => {},
+      mapError: (err) =>
+        err.message === "connection lost" ? new AppError("UNAVAILABLE", "database unavailable") : undefined,
+    });
+    app.get("/boom", () => {
+      throw new Error("secret internals");
+    });
+    app.get("/db", () => {
+      throw new Error("connection lost");
+    });
+    // Another failure: the same one again would be counted into the first line's repeats.
+    app.get("/other", () => {
+      throw new Error("another defect");
+    });
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    await app.request("/boom", { headers: { "x-request-id": "req-1", traceparent } });
+    await app.request("/db", { headers: { "x-request-id": "req-2", traceparent } });
+    await app.request("/other", { headers: { "x-request-id": "req-3", traceparent: "garbage" } });
+    expect(logged.map((l) => [l.msg, l.requestId, l.traceId])).toEqual([
+      ["unhandled error", "req-1", "4bf92f3577b34da6a3ce929d0e0e4736"],
+      ["database unavailable", "req-2", "4bf92f3577b34da6a3ce929d0e0e4736"],
+      ["unhandled error", "req-3", undefined],
+    ]);
+  });
+
   it("reports liveness always and readiness from its dependencies", async () => {
     const app = testApp(async () => {
       throw new Error("kafka unreachable");

@@ -1,6 +1,13 @@
-import { REQUEST_ID_HEADER } from "@saga/contracts";
-import { httpMetrics, type Logger, type Metrics, metricsHandler } from "@saga/observability";
-import { Hono } from "hono";
+import { REQUEST_ID_HEADER, TRACE_RESPONSE_HEADER } from "@saga/contracts";
+import {
+  httpMetrics,
+  type Logger,
+  type Metrics,
+  metricsHandler,
+  nextTraceparent,
+  traceIdOf,
+} from "@saga/observability";
+import { type Context, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import { type AdmissionOptions, admission } from "./admission.ts";
@@ -9,7 +16,27 @@ import { AppError } from "./errors.ts";
 import { internalCredential } from "./internal-credential.ts";
 import { allowedMethods, asGet, headLength, methodNotAllowedResponse, registeredRoutes } from "./methods.ts";
 
-export type AppEnv = { Variables: { requestId: string } };
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    /** This request's trace context, once `requestTraceparent` has made it. */
+    traceparent?: string;
+  };
+};
+
+/**
+ * This request's W3C trace context: the caller's trace (its `traceparent`) continued with a span of this
+ * process, or a new trace; made once per request, so that its events, its error lines and the gateway's
+ * `traceresponse` all name the same one.
+ */
+export function requestTraceparent(c: Context<AppEnv>): string {
+  let traceparent = c.get("traceparent");
+  if (traceparent === undefined) {
+    traceparent = nextTraceparent(c.req.header("traceparent"));
+    c.set("traceparent", traceparent);
+  }
+  return traceparent;
+}
 
 export type BaseAppOptions = {
   logger: Logger;
@@ -33,6 +60,11 @@ export type BaseAppOptions = {
   internalSecret?: string | undefined;
   /** Serve `/metrics` on this app (default); the gateway serves it on an internal port instead. */
   exposeMetrics?: boolean;
+  /**
+   * Answer every request with `traceresponse`, naming its trace (`requestTraceparent`): the gateway's, so
+   * that a client that sent no `traceparent` learns the trace id of what it caused.
+   */
+  traceResponse?: boolean;
 };
 
 /**
@@ -48,6 +80,7 @@ export function createBaseApp({
   admission: admissionOptions,
   internalSecret,
   exposeMetrics = true,
+  traceResponse = false,
 }: BaseAppOptions) {
   const app = new Hono<AppEnv>();
   app.use(
@@ -56,6 +89,12 @@ export function createBaseApp({
       limitLength: 128,
     }),
   );
+  // As the request id: before anything may answer, so that every answer carries it.
+  if (traceResponse)
+    app.use(async function answerTrace(c, next) {
+      c.header(TRACE_RESPONSE_HEADER, requestTraceparent(c));
+      await next();
+    });
   app.use(httpMetrics({ metrics }));
   // Before the probes and every refusal, so that their HEADs have a length too.
   app.use(headLength);
@@ -99,14 +138,23 @@ export function createBaseApp({
   app.onError((thrown, c) => {
     const id = c.get("requestId");
     const err = thrown instanceof AppError ? thrown : (mapError?.(thrown, c.req.method) ?? thrown);
+    // The trace the request continued (the 32 hex digits an operator follows into the events and the
+    // consumers' lines), whether or not this process made its own span of it yet.
+    const traceId = () => traceIdOf(c.get("traceparent") ?? c.req.header("traceparent"));
     if (err instanceof AppError) {
       if (err !== thrown)
-        logger.warn({ err: thrown, requestId: id, method: c.req.method, path: c.req.path }, err.message);
+        logger.warn(
+          { err: thrown, requestId: id, traceId: traceId(), method: c.req.method, path: c.req.path },
+          err.message,
+        );
       if (err.retryAfterS !== undefined) c.header("retry-after", String(err.retryAfterS));
       return c.json({ error: err.message, requestId: id }, err.status);
     }
     if (err instanceof HTTPException) return c.json({ error: err.message, requestId: id }, err.status);
-    logger.error({ err, requestId: id, method: c.req.method, path: c.req.path }, "unhandled error");
+    logger.error(
+      { err, requestId: id, traceId: traceId(), method: c.req.method, path: c.req.path },
+      "unhandled error",
+    );
     return c.json({ error: "internal error", requestId: id }, 500);
   });
   return app;

@@ -9,7 +9,7 @@ export {
   requestLane,
   SHED_HEADER,
 } from "./admission.ts";
-export { type AppEnv, type BaseAppOptions, createBaseApp } from "./app.ts";
+export { type AppEnv, type BaseAppOptions, createBaseApp, requestTraceparent } from "./app.ts";
 export { bodyLimit, requestBody } from "./body-limit.ts";
 export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
 export { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";

@@ -1,4 +1,4 @@
-import type { EventConsumer, KafkaClient } from "@saga/kafka";
+import type { ConsumerOptions, EventConsumer, IncomingMessage, KafkaClient } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
@@ -26,5 +26,62 @@ describe("startInboxConsumer", () => {
         ["poison", "retries exhausted"].map((reason) => ({ group: "user-service", topic, reason, value: 0 })),
       ),
     );
+  });
+
+  it("names the trace and the order of a message it retries, and those of a batch that failed", async () => {
+    const logged: Record<string, unknown>[] = [];
+    let options: ConsumerOptions | undefined;
+    const kafka = {
+      createConsumer: async (given: ConsumerOptions) => {
+        options = given;
+        return {} as EventConsumer;
+      },
+    } as unknown as KafkaClient;
+    await startInboxConsumer({
+      kafka,
+      db: {} as Database,
+      consumerGroup: "user-service",
+      topicPrefix: "p.",
+      topics: ["order.created"],
+      applyBatch: { read: async () => undefined, apply: async () => undefined },
+      logger: createLogger("user-service", "warn", {
+        destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+      }),
+      metrics: createMessagingMetrics(new Registry()),
+    });
+    const message = (orderId: string, trace: string, offset: number): IncomingMessage => ({
+      topic: "p.order.created",
+      partition: 0,
+      offset: String(offset),
+      key: orderId,
+      value: "{}",
+      headers: { "aggregate-id": orderId, traceparent: `00-${trace}-00f067aa0ba902b7-01` },
+      timestamp: Date.now(),
+    });
+    const a = message("0192d8a4-0000-7000-8000-00000000000a", "a".repeat(32), 7);
+    const b = message("0192d8a4-0000-7000-8000-00000000000b", "b".repeat(32), 8);
+    const refused = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+    options?.onBatchFailed?.([a, b], refused);
+    options?.onRetry?.(b, refused, { attempt: 1, kind: "transient" });
+    expect(
+      logged.map(({ msg, orderId, traceId, orderIds, traceIds }) => ({
+        msg,
+        orderId,
+        traceId,
+        orderIds,
+        traceIds,
+      })),
+    ).toEqual([
+      {
+        msg: expect.stringMatching(/^a batch of events failed/),
+        orderIds: [a.key, b.key],
+        traceIds: ["a".repeat(32), "b".repeat(32)],
+      },
+      {
+        msg: "event failed with a transient error; retrying",
+        orderId: b.key,
+        traceId: "b".repeat(32),
+      },
+    ]);
   });
 });

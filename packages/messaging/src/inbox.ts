@@ -16,7 +16,7 @@ import {
   type KafkaClient,
   type RetryPolicy,
 } from "@saga/kafka";
-import type { Logger } from "@saga/observability";
+import { type Logger, traceIdOf } from "@saga/observability";
 import { z } from "zod";
 import { claimEvents, inTransaction, type SqlClient, type TxClient } from "./batch-sql.ts";
 import { type Database, lockAggregate } from "./db.ts";
@@ -76,6 +76,22 @@ export type Inbox = {
 };
 
 const isUuid = (s: string | undefined): s is string => z.uuid().safeParse(s).success;
+
+// What a log line copies of a message's key or header, which may be anything when it is poison.
+const MAX_LOGGED_ID_LENGTH = 256;
+// Of a batch that failed: the orders and traces of its first messages (a batch is 64 by default).
+const MAX_LOGGED_IDS = 64;
+
+/**
+ * The order a consumed message is about (its key, the order id, else its `aggregate-id`) and the trace
+ * it continues (the 32 hex digits of a usable `traceparent`), for the lines that name it: an operator
+ * follows a saga through the processes by these.
+ */
+function messageIds(message: IncomingMessage): { orderId?: string; traceId?: string } {
+  const orderId = (message.key || message.headers[HEADERS.aggregateId])?.slice(0, MAX_LOGGED_ID_LENGTH);
+  const traceId = traceIdOf(message.headers[HEADERS.traceparent]);
+  return { ...(orderId ? { orderId } : {}), ...(traceId ? { traceId } : {}) };
+}
 
 type Decoded = { message: IncomingMessage; event: DecodedEvent<Topic>; eventId: string };
 
@@ -248,7 +264,7 @@ export function createInbox({
       await tx.insert(outbox).values(row);
       return true;
     });
-    const log = logger.child({ claimKey, ...origin(message) });
+    const log = logger.child({ claimKey, ...origin(message), ...messageIds(message) });
     if (!written) {
       metrics.duplicates.inc({ group: consumerGroup, topic });
       log.info("duplicate of a dead-lettered event absorbed");
@@ -309,8 +325,18 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
     onBatchFailed(messages, error) {
       const { topic, partition, offset } = messages[0] as IncomingMessage;
       metrics.batchFallbacks.inc({ group: consumerGroup, topic });
+      // Which of them failed is not known yet: the line names them all (their retries name each).
+      const ids = messages.slice(0, MAX_LOGGED_IDS).map(messageIds);
       logger.warn(
-        { err: error, topic, partition, offset, count: messages.length },
+        {
+          err: error,
+          topic,
+          partition,
+          offset,
+          count: messages.length,
+          orderIds: ids.flatMap((m) => m.orderId ?? []),
+          traceIds: ids.flatMap((m) => m.traceId ?? []),
+        },
         "a batch of events failed; applying them again, each partition's on their own, then one by one",
       );
     },
@@ -329,6 +355,7 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
           topic: message.topic,
           partition: message.partition,
           offset: message.offset,
+          ...messageIds(message),
           attempt,
           kind,
         },

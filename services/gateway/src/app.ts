@@ -82,6 +82,8 @@ export function createApp({
       sampled: (c) => answeredByUpstream(c) || c.res.status >= 500,
     },
     exposeMetrics: false,
+    // Every answer names the request's trace: a client that sent no traceparent learns the one it started.
+    traceResponse: true,
     // Logged (with the upstream's address) as it becomes a 502: every request fails so until it is fixed.
     mapError: (err) =>
       err instanceof CredentialRefusedError

@@ -1,7 +1,12 @@
 import type { ServerResponse } from "node:http";
-import { INTERNAL_CREDENTIAL_HEADER, REQUEST_ID_HEADER, ROLE_HEADER, SUBJECT_HEADER } from "@saga/contracts";
-import { type AppEnv, HEADROOM_HEADER, SHED_HEADER } from "@saga/http";
-import { nextTraceparent } from "@saga/observability";
+import {
+  INTERNAL_CREDENTIAL_HEADER,
+  REQUEST_ID_HEADER,
+  ROLE_HEADER,
+  SUBJECT_HEADER,
+  TRACE_RESPONSE_HEADER,
+} from "@saga/contracts";
+import { type AppEnv, HEADROOM_HEADER, requestTraceparent, SHED_HEADER } from "@saga/http";
 import type { Context } from "hono";
 import type { ContentfulStatusCode, StatusCode } from "hono/utils/http-status";
 import { principalOf } from "./auth/principal.ts";
@@ -73,7 +78,8 @@ export function upstreamHeaders(c: Context<AppEnv>): Record<string, string> {
     headers[ROLE_HEADER] = principal.admin ? "admin" : "user";
   }
   headers[REQUEST_ID_HEADER] = c.get("requestId");
-  headers.traceparent = nextTraceparent(c.req.header("traceparent"));
+  // The request's one span of the gateway, which its answer names (`traceresponse`).
+  headers.traceparent = requestTraceparent(c);
   return headers;
 }
 
@@ -156,12 +162,14 @@ function answerWith(c: Context<AppEnv>, res: UpstreamResponse, subRequest: boole
   const listed = connectionTokens(Array.isArray(connection) ? connection.join(",") : connection);
   const headers: Record<string, string | string[]> = {};
   for (const [key, value] of Object.entries(res.headers)) {
-    // The request id middleware has set ours, which the upstream echoes anyway; headroom is for the gateway.
+    // The request id and trace middleware have set ours, which the upstream's would override (it echoes the
+    // request id anyway); headroom is for the gateway.
     if (
       value === undefined ||
       HOP_BY_HOP.has(key) ||
       listed.has(key) ||
       key === REQUEST_ID_HEADER ||
+      key === TRACE_RESPONSE_HEADER ||
       key === HEADROOM_HEADER ||
       (subRequest && key === SHED_HEADER)
     )

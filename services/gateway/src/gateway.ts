@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { INTERNAL_CREDENTIAL_HEADER } from "@saga/contracts";
 import { headLength, httpSettings } from "@saga/http";
-import { createLogger, createMetrics, metricsHandler } from "@saga/observability";
+import { createLogger, createMetrics, type Logger, metricsHandler } from "@saga/observability";
 import { Hono } from "hono";
 import { createApp } from "./app.ts";
 import { createTokenVerifier } from "./auth/authenticate.ts";
@@ -14,13 +14,18 @@ import { createUpstream } from "./upstream.ts";
 export { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
 export { type Env, GATEWAY_HTTP_DEFAULTS, parseGatewayEnv } from "./env.ts";
 
+export type GatewayOptions = {
+  /** Where it logs; a JSON logger on stdout at `LOG_LEVEL` by default (tests read its lines). */
+  logger?: Logger;
+};
+
 /**
  * The gateway's parts, wired from its environment: the app, the internal app that serves `/metrics`,
  * and the upstreams whose health checks `start()` begins and `stop()` ends. Throws without its
  * secrets unless AUTH_DEV_MODE is on, and logs what development mode leaves open.
  */
-export function createGateway(env: Env) {
-  const logger = createLogger("gateway", env.LOG_LEVEL);
+export function createGateway(env: Env, options: GatewayOptions = {}) {
+  const logger = options.logger ?? createLogger("gateway", env.LOG_LEVEL);
   const secrets = resolveSecrets(env);
   for (const warning of secrets.warnings) logger.warn(`${warning}; never in production`);
   const metrics = createMetrics("gateway", env.INSTANCE_ID);

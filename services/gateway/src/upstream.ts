@@ -1,5 +1,5 @@
 import { AppError, HEADROOM_HEADER, parseHeadroom } from "@saga/http";
-import type { Logger } from "@saga/observability";
+import { type Logger, traceIdOf } from "@saga/observability";
 import { Pool } from "undici";
 import type { GatewayMetrics, UpstreamOutcome } from "./metrics.ts";
 
@@ -535,6 +535,7 @@ export function createUpstream(opts: UpstreamOptions) {
               outcome,
               method: request.method,
               path: request.path,
+              traceId: traceIdOf(request.headers.traceparent),
             },
             "upstream attempt failed; trying another instance",
           );

@@ -289,9 +289,9 @@ describe("authorization per user", () => {
     const asA = { headers: { ...bearer(await tokenFor(A)), prefer: "wait=3" } };
     const seen = async (res: Response) => ({
       status: res.status,
-      // Every header, by name and value, but those of each answer's own (its id, its second).
+      // Every header, by name and value, but those of each answer's own (its id, its trace, its second).
       headers: [...res.headers].map(([name, value]) =>
-        name === "x-request-id" || name === "date" ? [name] : [name, value],
+        name === "x-request-id" || name === "traceresponse" || name === "date" ? [name] : [name, value],
       ),
       // The same words but for its request id; a HEAD has none.
       body: (await res.text()).replace(/"requestId":"[^"]*"/, ""),

@@ -3,6 +3,7 @@ import { type AddressInfo, connect } from "node:net";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { listen, SHED_HEADER } from "@saga/http";
+import { createLogger } from "@saga/observability";
 import { Agent, request } from "undici";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import {
@@ -133,6 +134,21 @@ describe("routing", () => {
       expect(res.status).toBe(201);
     }
     expect(two.received.map((r) => r.body)).toEqual(Array(2).fill('{"username":"ada","initialBalance":100}'));
+  });
+
+  it("logs a GET tried again on another instance with its request's trace id", async () => {
+    const broken = await startFakeUpstream(() => ({ destroy: true }));
+    const fine = await startFakeUpstream(() => ({ body: user }));
+    const logged: Record<string, unknown>[] = [];
+    const logger = createLogger("gateway", "warn", {
+      destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+    });
+    const { app } = await startGateway([broken, fine], await startFakeUpstream(), {}, { logger });
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    expect((await app.request(`/users/${USER_ID}`, { headers: { traceparent } })).status).toBe(200);
+    expect(logged.filter((l) => l.msg === "upstream attempt failed; trying another instance")).toEqual([
+      expect.objectContaining({ outcome: "reset", traceId: "4bf92f3577b34da6a3ce929d0e0e4736" }),
+    ]);
   });
 
   it("retries a GET whose connection broke, but not a POST, which the instance may have applied", async () => {
@@ -591,6 +607,41 @@ describe("request id and trace context", () => {
     expect(id).toMatch(/^[\w-]{8,}$/);
     expect(orders.received[0]?.headers["x-request-id"]).toBe(id);
     expect(orders.received[0]?.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+
+  it("answers with traceresponse, naming the trace and the span it sent upstream, the caller's trace or a new one", async () => {
+    // An upstream's own traceresponse, were it to send one, is not what the client is told.
+    const own = `00-${"a".repeat(32)}-${"b".repeat(16)}-01`;
+    const users = await startFakeUpstream(() => ({ body: user, headers: { traceresponse: own } }));
+    const { app } = await startGateway([users], await startFakeUpstream());
+    const incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const continued = await app.request(`/users/${USER_ID}`, { headers: { traceparent: incoming } });
+    expect(continued.headers.get("traceresponse")).toBe(users.received[0]?.headers.traceparent);
+    expect(continued.headers.get("traceresponse")).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
+    // A client that sent none learns the trace its request started.
+    const started = await app.request(`/users/${USER_ID}`);
+    expect(started.headers.get("traceresponse")).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(started.headers.get("traceresponse")).toBe(users.received[1]?.headers.traceparent);
+  });
+
+  it("answers with traceresponse what it answers alone too: a 401, a 404, a 405, a probe", async () => {
+    const { app } = await startGateway([await startFakeUpstream()], await startFakeUpstream());
+    const incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (const [path, method, status] of [
+      [`/users/${USER_ID}`, "GET", 401],
+      ["/nowhere", "GET", 404],
+      ["/users", "GET", 405],
+      ["/health", "GET", 200],
+    ] as const) {
+      const res = await app.request(path, {
+        method,
+        headers: { traceparent: incoming, ...(status === 401 ? { authorization: "" } : {}) },
+      });
+      expect(res.status).toBe(status);
+      expect(res.headers.get("traceresponse")).toMatch(
+        /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
+      );
+    }
   });
 
   it("never forwards hop-by-hop headers", async () => {

@@ -1,7 +1,13 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { type AddressInfo, createServer as createListener, type Socket } from "node:net";
 import { onTestFinished } from "vitest";
-import { createGateway, type Gateway, mintToken, parseGatewayEnv } from "../src/gateway.ts";
+import {
+  createGateway,
+  type Gateway,
+  type GatewayOptions,
+  mintToken,
+  parseGatewayEnv,
+} from "../src/gateway.ts";
 
 export type Received = { method: string; url: string; headers: IncomingHttpHeaders; body: string };
 
@@ -212,6 +218,7 @@ export async function startGateway(
   users: { url: string }[],
   orders: { url: string } | { url: string }[],
   env: Record<string, string> = {},
+  options: GatewayOptions = {},
 ): Promise<Gateway> {
   const settings: Record<string, string> = {
     USER_SERVICE_URLS: users.map((u) => u.url).join(","),
@@ -235,6 +242,7 @@ export async function startGateway(
   // An empty value leaves a variable unset, as in a shell.
   const gateway = createGateway(
     parseGatewayEnv(Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== ""))),
+    options,
   );
   onTestFinished(() => gateway.stop());
   await gateway.start();

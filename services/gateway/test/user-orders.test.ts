@@ -37,6 +37,8 @@ describe("GET /users/:id/orders", () => {
     for (const seen of [users.received[0], orders.received[0]]) {
       expect(seen?.headers["x-request-id"]).toBe("composed-1");
       expect(seen?.headers.traceparent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+      // One span of the gateway for the request, which its answer names.
+      expect(seen?.headers.traceparent).toBe(res.headers.get("traceresponse"));
     }
   });
 

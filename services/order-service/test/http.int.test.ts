@@ -3,10 +3,11 @@ import { HEADERS, honoPath, ORDER_SERVICE_ROUTES, type Order, TOPICS } from "@sa
 import { idempotencyKeys, orders, outbox } from "@saga/db/order";
 import { outboxRow } from "@saga/messaging";
 import { metricValue } from "@saga/messaging/testing";
+import { createLogger } from "@saga/observability";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { OrderService } from "../src/service.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { createOrderService, type OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
 const databaseUrl = useFreshDatabase("order_http");
@@ -376,5 +377,38 @@ describe("the routes of the API document", () => {
     expect(await rowCounts()).toEqual(before);
     const read = await service.app.request(`/orders/${order.id}`);
     expect(((await read.json()) as Order).status).toBe("PENDING");
+  });
+});
+
+describe("the debug lines of orders", () => {
+  it("name the trace of the order created and canceled, the one its events carry", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const debug = await createOrderService(testEnv(databaseUrl(), await freshTopicPrefix()), {
+      logger: createLogger("order-service", "debug", {
+        destination: { write: (line: string) => void lines.push(JSON.parse(line)) },
+      }),
+    });
+    onTestFinished(() => debug.stop());
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const res = await debug.app.request("/orders", {
+      method: "POST",
+      headers: { "content-type": "application/json", traceparent },
+      body: JSON.stringify({ userId: randomUUID(), amount: 5 }),
+    });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as Order;
+    // A cancel with no traceparent starts a trace of its own, which its line names as its event does.
+    expect((await debug.app.request(`/orders/${id}`, { method: "DELETE" })).status).toBe(204);
+
+    const [created, canceled] = (await eventsFor(id)).map((e) =>
+      e.headers[HEADERS.traceparent]?.slice(3, 35),
+    );
+    expect(created).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+    expect(canceled).toMatch(/^[0-9a-f]{32}$/);
+    const logged = lines.filter((l) => l.msg === "order created" || l.msg === "order canceled");
+    expect(logged.map((l) => [l.msg, l.traceId])).toEqual([
+      ["order created", created],
+      ["order canceled", canceled],
+    ]);
   });
 });

@@ -163,3 +163,37 @@ describe("a poison message larger than a Kafka message may be", () => {
     expect(replays).toHaveLength(0);
   });
 });
+
+describe("the line that says a message was dead-lettered", () => {
+  it("names its order and its trace", async () => {
+    const logged: Record<string, unknown>[] = [];
+    const registry = new Registry();
+    const metrics = { ...createMessagingMetrics(registry), ...createReservationMetrics(registry) };
+    const serviceInbox = createInbox({
+      db: service.runtime.db,
+      consumerGroup: `${prefix}user-service`,
+      topicPrefix: prefix,
+      ...orderEventConsumer(metrics),
+      logger: createLogger("user-service", "warn", {
+        destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+      }),
+      metrics,
+    });
+    const o = order(await createUser(100), 5);
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const poison: IncomingMessage = {
+      ...eventMessage(TOPICS.orderCreated, o, prefix, { traceparent }),
+      value: "{not json",
+      partition: 0,
+      offset: "0",
+      timestamp: Date.now(),
+    };
+    await serviceInbox.deadLetter(poison, {
+      reason: "retries exhausted",
+      error: new Error("a defect"),
+      attempts: 10,
+    });
+    const [line] = logged.filter((l) => String(l.msg).startsWith("event dead-lettered"));
+    expect(line).toMatchObject({ orderId: o.orderId, traceId: "4bf92f3577b34da6a3ce929d0e0e4736" });
+  });
+});

@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { honoPath, USER_SERVICE_ROUTES, type User } from "@saga/contracts";
 import { idempotencyKeys, users } from "@saga/db/user";
+import { createLogger } from "@saga/observability";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { UserService } from "../src/service.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { createUserService, type UserService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
 const databaseUrl = useFreshDatabase("user_http");
@@ -224,5 +225,26 @@ describe("operations endpoints", () => {
     const metrics = await (await service.app.request("/metrics")).text();
     expect(metrics).toContain("saga_dlq_events_total");
     expect(metrics).toContain("saga_reservations_total");
+  });
+});
+
+describe("the debug line of a user created", () => {
+  it("names the request's trace", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const debug = await createUserService(testEnv(databaseUrl(), await freshTopicPrefix()), {
+      logger: createLogger("user-service", "debug", {
+        destination: { write: (line: string) => void lines.push(JSON.parse(line)) },
+      }),
+    });
+    onTestFinished(() => debug.stop());
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const res = await debug.app.request(
+      "/users",
+      json({ username: name(), initialBalance: 1 }, { traceparent }),
+    );
+    expect(res.status).toBe(201);
+    expect(lines.filter((l) => l.msg === "user created").map((l) => l.traceId)).toEqual([
+      "4bf92f3577b34da6a3ce929d0e0e4736",
+    ]);
   });
 });

@@ -7,10 +7,11 @@ import {
   moveToLane,
   parseJsonBody,
   preferredWait,
+  requestTraceparent,
   uuidParam,
 } from "@saga/http";
 import { type Database, requestFingerprint } from "@saga/messaging";
-import { type Logger, markHeld, nextTraceparent } from "@saga/observability";
+import { type Logger, markHeld, traceIdOf } from "@saga/observability";
 import type { Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type pg from "pg";
@@ -58,7 +59,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
   app.post("/orders", async (c) => {
     const body = await parseJsonBody(c, CreateOrderRequest);
     const key = idempotencyKey(c);
-    const traceparent = nextTraceparent(c.req.header("traceparent"));
+    const traceparent = requestTraceparent(c);
     const result = await placeOrder(
       pool,
       body,
@@ -70,8 +71,9 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
     if (result.outcome === "mismatch") {
       throw new AppError("UNPROCESSABLE", "Idempotency-Key was already used for a different request");
     }
-    // Debug: a line per request is a cost of the hot path (the saga's outcome is in the metrics).
-    logger.debug({ requestId: c.get("requestId"), result }, "order created");
+    // Debug: a line per request is a cost of the hot path (the saga's outcome is in the metrics). Its trace
+    // id is the one its events carry, which the consumers' lines name.
+    logger.debug({ requestId: c.get("requestId"), traceId: traceIdOf(traceparent), result }, "order created");
     if (result.outcome === "fresh") return c.json(result.order, 201);
     markReplayed(c);
     return c.json(result.body, result.status as ContentfulStatusCode);
@@ -136,7 +138,7 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
 
   app.delete("/orders/:id", async (c) => {
     const id = uuidParam(c, "id");
-    const traceparent = nextTraceparent(c.req.header("traceparent"));
+    const traceparent = requestTraceparent(c);
     // A user cancels its own orders only: another's is not found, exactly as an unknown id, and nothing is
     // locked or written for it. Checked here, in the cancel's own statement, so that a cancel needs no read
     // first (the gateway's, in the read lane: clients polling their orders could refuse it).
@@ -144,7 +146,10 @@ export function registerOrderRoutes(app: Hono<AppEnv>, { db, pool, waits, logger
     if (!transition) throw new AppError("NOT_FOUND", "order not found");
     if (transition.kind === "changed") {
       saga.record(transition);
-      logger.debug({ requestId: c.get("requestId"), orderId: id }, "order canceled");
+      logger.debug(
+        { requestId: c.get("requestId"), traceId: traceIdOf(traceparent), orderId: id },
+        "order canceled",
+      );
     }
     return c.body(null, 204);
   });

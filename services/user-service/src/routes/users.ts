@@ -1,7 +1,7 @@
 import { CreateUserRequest } from "@saga/contracts";
 import { type AppEnv, AppError, callerSubject, idempotencyKey, parseJsonBody, uuidParam } from "@saga/http";
 import { type Database, idempotent, requestFingerprint } from "@saga/messaging";
-import type { Logger } from "@saga/observability";
+import { type Logger, traceIdOf } from "@saga/observability";
 import type { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { createUser, findUser } from "../domain/users.ts";
@@ -24,7 +24,13 @@ export function registerUserRoutes(app: Hono<AppEnv>, { db, logger }: UserRoutes
     }
     // Debug: a line per request is a cost of the hot path.
     logger.debug(
-      { requestId: c.get("requestId"), body: result.body, outcome: result.outcome },
+      {
+        requestId: c.get("requestId"),
+        // The trace of the request (the gateway's), as the gateway's answer names it.
+        traceId: traceIdOf(c.req.header("traceparent")),
+        body: result.body,
+        outcome: result.outcome,
+      },
       "user created",
     );
     return c.json(result.body, result.status as ContentfulStatusCode);
