@@ -36,11 +36,6 @@ export const DLQ_HEADERS = {
   valueTruncated: "dlq-value-truncated",
 } as const;
 
-// W3C trace context: version-traceid-parentid-flags, https://www.w3.org/TR/trace-context/#traceparent-header
-export const traceparent = z
-  .string()
-  .regex(/^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/);
-
 export const Envelope = z.object({
   [HEADERS.eventId]: z.uuid(),
   [HEADERS.eventType]: z.string().min(1),

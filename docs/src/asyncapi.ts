@@ -90,6 +90,8 @@ const DEAD_LETTER_ENVELOPE_DESCRIPTIONS: Partial<Record<keyof typeof HEADERS, st
   aggregateId:
     "The dead letter's key: the original's key; without one its `aggregate-id`, else `<topic>:<partition>:<offset>` " +
     "(at most 256 characters).",
+  traceparent:
+    "The original's trace continued with a span of the consumer that gave up on it; none when the original had no usable one.",
 };
 
 const PAYLOAD_DESCRIPTIONS: Record<string, string> = {
@@ -167,8 +169,9 @@ export function asyncApiDocument(): Record<string, unknown> {
       }),
       description:
         "The headers of a dead letter: an envelope of its own (`event-id` is the dead-letter outbox row's; " +
-        "`event-type`, `schema-version` and `traceparent` are the original's, `Unknown` and " +
-        `\`${SCHEMA_VERSION}\` when it had none) and where the message came from.`,
+        "`event-type` and `schema-version` are the original's, `Unknown` and " +
+        `\`${SCHEMA_VERSION}\` when it had none; \`traceparent\` continues the original's trace with a span of the consumer that gave up, ` +
+        "none when it had no usable one) and where the message came from.",
     },
   };
   const messages: Record<string, unknown> = {};

@@ -110,9 +110,14 @@ describe("deadLetterRow", () => {
         [DLQ_HEADERS.originalOffset]: "17",
         [DLQ_HEADERS.consumerGroup]: "g",
         [DLQ_HEADERS.originalEventId]: "e-1",
-        [HEADERS.traceparent]: traceparent,
       },
     });
+    // The trace of the message it gives up on, continued with a span of its own (the consumer's), as any
+    // event a consumer writes does.
+    expect(row.headers?.[HEADERS.traceparent]).toMatch(
+      /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/,
+    );
+    expect(row.headers?.[HEADERS.traceparent]).not.toBe(traceparent);
   });
 
   it("stores anything PostgreSQL can hold, whatever the message carries", () => {

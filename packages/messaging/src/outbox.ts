@@ -7,10 +7,10 @@ import {
   prefixedTopic,
   SCHEMA_VERSION,
   type Topic,
-  traceparent as traceparentSchema,
 } from "@saga/contracts";
 import { type DeadLetterReason, outbox } from "@saga/db";
 import { type IncomingMessage, MAX_MESSAGE_BYTES, messageBytes, type OutgoingMessage } from "@saga/kafka";
+import { nextTraceparent, parseTraceparent } from "@saga/observability";
 import type { Executor } from "./db.ts";
 import { newRowId } from "./ids.ts";
 
@@ -122,8 +122,10 @@ export function deadLetterRow({
   };
   const originalEventId = original[HEADERS.eventId];
   if (originalEventId) headers[DLQ_HEADERS.originalEventId] = copied(originalEventId);
+  // The trace of the message, continued with a span of the consumer that gives up on it, as any event it
+  // writes; none when the message had no usable one (nothing to continue).
   const trace = original[HEADERS.traceparent];
-  if (trace && traceparentSchema.safeParse(trace).success) headers[HEADERS.traceparent] = trace;
+  if (parseTraceparent(trace)) headers[HEADERS.traceparent] = nextTraceparent(trace);
   const row: NewOutboxRow = {
     id: newRowId(),
     aggregateId: copied(
