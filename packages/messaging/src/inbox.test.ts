@@ -84,4 +84,39 @@ describe("startInboxConsumer", () => {
       },
     ]);
   });
+
+  it("counts a batch that failed under its logical topic, as every other messaging metric", async () => {
+    const registry = new Registry();
+    let options: ConsumerOptions | undefined;
+    const kafka = {
+      createConsumer: async (given: ConsumerOptions) => {
+        options = given;
+        return {} as EventConsumer;
+      },
+    } as unknown as KafkaClient;
+    await startInboxConsumer({
+      kafka,
+      db: {} as Database,
+      consumerGroup: "user-service",
+      topicPrefix: "p.",
+      topics: ["order.created"],
+      applyBatch: { read: async () => undefined, apply: async () => undefined },
+      logger: createLogger("test", "silent"),
+      metrics: createMessagingMetrics(registry),
+    });
+    const message: IncomingMessage = {
+      topic: "p.order.created",
+      partition: 0,
+      offset: "0",
+      key: null,
+      value: null,
+      headers: {},
+      timestamp: Date.now(),
+    };
+    options?.onBatchFailed?.([message], new Error("connection lost"));
+    const series = (await registry.getSingleMetric("saga_inbox_batch_fallbacks_total")?.get())?.values ?? [];
+    expect(series.map(({ labels, value }) => ({ ...labels, value }))).toEqual([
+      { group: "user-service", topic: "order.created", value: 1 },
+    ]);
+  });
 });

@@ -323,8 +323,9 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
     handle: inbox.handle,
     handleBatch: inbox.handleBatch,
     onBatchFailed(messages, error) {
-      const { topic, partition, offset } = messages[0] as IncomingMessage;
-      metrics.batchFallbacks.inc({ group: consumerGroup, topic });
+      const first = messages[0] as IncomingMessage;
+      const { topic, partition, offset } = first;
+      metrics.batchFallbacks.inc({ group: consumerGroup, topic: where(first).topic });
       // Which of them failed is not known yet: the line names them all (their retries name each).
       const ids = messages.slice(0, MAX_LOGGED_IDS).map(messageIds);
       logger.warn(
