@@ -89,4 +89,29 @@ describe("startLagMonitor", () => {
       }),
     ).toBe(6);
   });
+
+  it("drops the lag it published once a reading fails, so that an instance cut off from the broker does not hold the group's", async () => {
+    const registry = new Registry();
+    const metrics = createMessagingMetrics(registry);
+    let reachable = true;
+    const consumerLag = vi.fn(async (_group: string, topics: string[]) => {
+      if (!reachable) throw new Error("the broker is unreachable");
+      return topics.map((topic, i) => ({ topic, partition: i, committed: 0, end: 900, lag: 900 }));
+    });
+    const monitor = startLagMonitor({
+      kafka: { consumerLag } as unknown as KafkaClient,
+      consumerGroup: "g",
+      topicPrefix: "p.",
+      topics: ["order.created"],
+      metrics,
+      logger,
+      intervalMs: 5,
+    });
+    const series = async () => (await registry.getSingleMetric("saga_consumer_lag")?.get())?.values ?? [];
+    await vi.waitFor(async () => expect(await series()).toHaveLength(1));
+    reachable = false;
+    // Its last reading would stay for ever, and max by group would take it over the live instances'.
+    await vi.waitFor(async () => expect(await series()).toEqual([]), { timeout: 5000 });
+    await monitor.stop();
+  });
 });

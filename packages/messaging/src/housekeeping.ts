@@ -114,15 +114,35 @@ export function startLagMonitor(opts: {
 }): Periodic {
   const { kafka, consumerGroup, topicPrefix, topics, metrics, logger, intervalMs = 15_000 } = opts;
   const physical = new Map(topics.map((t) => [prefixedTopic(topicPrefix, t), t]));
+  // The series of the last reading: dropped when a reading fails. Every instance of the group reports the
+  // group's lag, taken as the max over them; an instance cut off from the broker would otherwise hold its
+  // last reading for as long as it is cut off, over the live instances' (an alert that never clears, or
+  // one that fires on a lag long gone).
+  let published: { group: string; topic: string; partition: string }[] = [];
   return every(
     intervalMs,
     async (stopped) => {
       // Bounded by the client's admin timeout: while the broker is away a round fails fast.
-      for (const p of await kafka.consumerLag(consumerGroup, [...physical.keys()], stopped)) {
-        const topic = physical.get(p.topic) ?? p.topic;
-        metrics.lag.set({ group: consumerGroup, topic, partition: String(p.partition) }, p.lag);
+      const lags = await kafka.consumerLag(consumerGroup, [...physical.keys()], stopped);
+      const reading: typeof published = [];
+      for (const p of lags) {
+        const labels = {
+          group: consumerGroup,
+          topic: physical.get(p.topic) ?? p.topic,
+          partition: String(p.partition),
+        };
+        metrics.lag.set(labels, p.lag);
+        reading.push(labels);
       }
+      published = reading;
     },
-    (err) => logger.warn({ err }, "reading the consumer lag failed"),
+    (err) => {
+      for (const labels of published) metrics.lag.remove(labels);
+      published = [];
+      logger.warn(
+        { err },
+        "reading the consumer lag failed; its lag is no longer reported until a reading succeeds",
+      );
+    },
   );
 }
