@@ -230,6 +230,8 @@ export function createInbox({
       attempts,
       maxBytes: deadLetterMaxBytes,
     });
+    // As the dead-letter header has it: at most 2,000 characters, storable; the row and the line too.
+    const cutError = row.headers?.[DLQ_HEADERS.error] ?? "";
     const headers = Object.fromEntries(
       Object.entries(message.headers).flatMap(([k, v]) =>
         v === undefined ? [] : [[storable(k), storable(v)]],
@@ -251,8 +253,7 @@ export function createInbox({
           headers,
           payload: message.value === null ? null : storable(message.value),
           reason,
-          // As the dead-letter header has it: at most 2,000 characters, storable.
-          error: row.headers?.[DLQ_HEADERS.error] ?? "",
+          error: cutError,
           attempts,
         })
         .onConflictDoNothing()
@@ -272,7 +273,7 @@ export function createInbox({
     }
     metrics.deadLettered.inc({ group: consumerGroup, topic, reason });
     log.warn(
-      { reason, attempts, error: described, deadLetterId: row.id },
+      { reason, attempts, error: cutError, deadLetterId: row.id },
       `event dead-lettered to ${row.topic}`,
     );
   }

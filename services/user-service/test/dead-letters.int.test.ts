@@ -165,7 +165,7 @@ describe("a poison message larger than a Kafka message may be", () => {
 });
 
 describe("the line that says a message was dead-lettered", () => {
-  it("names its order and its trace", async () => {
+  it("names its order and its trace, and cuts its error as the dead letter does", async () => {
     const logged: Record<string, unknown>[] = [];
     const registry = new Registry();
     const metrics = { ...createMessagingMetrics(registry), ...createReservationMetrics(registry) };
@@ -190,10 +190,14 @@ describe("the line that says a message was dead-lettered", () => {
     };
     await serviceInbox.deadLetter(poison, {
       reason: "retries exhausted",
-      error: new Error("a defect"),
+      error: new Error(`a defect ${"x".repeat(5000)}`),
       attempts: 10,
     });
     const [line] = logged.filter((l) => String(l.msg).startsWith("event dead-lettered"));
     expect(line).toMatchObject({ orderId: o.orderId, traceId: "4bf92f3577b34da6a3ce929d0e0e4736" });
+    // At most 2,000 characters, as the dead letter's row and header have it: a line, not a dump.
+    const [letter] = await db.db.select().from(deadLetters).where(eq(deadLetters.messageKey, o.orderId));
+    expect(letter?.error).toHaveLength(2000);
+    expect(line?.error).toBe(letter?.error);
   });
 });
