@@ -1,5 +1,5 @@
 import { every, type Periodic } from "@saga/messaging";
-import { type Logger, nextTraceparent } from "@saga/observability";
+import { type Logger, nextTraceparent, traceIdOf } from "@saga/observability";
 import type pg from "pg";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { CANCELED_BY_TIMEOUT, cancelOverdueSagas } from "./domain/saga-deadline.ts";
@@ -89,7 +89,9 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
 
   /** One sweep: cancels every overdue saga, a batch per statement. Resolves with how many it canceled. */
   async function sweep(): Promise<number> {
-    // One trace per sweep: the events it writes have one cause.
+    // One trace per sweep, which its line names: the events it writes have one cause. Not each order's own:
+    // that is kept only in its order.created outbox row, which no index finds by order and which goes
+    // after OUTBOX_RETENTION_SECONDS (design.md, Saga deadline).
     const traceparent = nextTraceparent(undefined);
     let total = 0;
     for (;;) {
@@ -108,7 +110,10 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
     }
     // One line per sweep, never one per order: the orders are in the metrics and in order_db.
     if (total > 0)
-      logger.info({ canceled: total, timeoutS: timeoutMs / 1000 }, "canceled sagas past their deadline");
+      logger.info(
+        { canceled: total, timeoutS: timeoutMs / 1000, traceId: traceIdOf(traceparent) },
+        "canceled sagas past their deadline",
+      );
     return total;
   }
 

@@ -14,13 +14,15 @@ import { reservations } from "@saga/db/user";
 import { createKafka, type EventProducer, type KafkaClient } from "@saga/kafka";
 import { type Executor, outboxMessage, outboxRow } from "@saga/messaging";
 import { metricValue } from "@saga/messaging/testing";
-import { createLogger } from "@saga/observability";
+import { createLogger, createMetrics } from "@saga/observability";
 import { freshDatabase, kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { createUserService, type UserService } from "@saga/user-service";
 import { and, asc, eq, inArray, isNull, sql } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { CANCEL_OVERDUE, cancelOverdueSagas } from "../src/domain/saga-deadline.ts";
+import { createSagaMetrics } from "../src/metrics.ts";
+import { createSagaDeadlines } from "../src/saga-deadlines.ts";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -428,6 +430,36 @@ describe("cancelOverdueSagas", () => {
     }
     const second = await cancelOverdueSagas(a, { timeoutMs: 60_000, batch: 10, traceparent });
     expect(second).toEqual({ canceledSagaSeconds: [expect.any(Number)], pendingAges: [] });
+  });
+
+  it("names in its sweep's line the trace its order.canceled events carry", async () => {
+    const { pools } = await sweepDatabase();
+    const [a] = pools;
+    const overdue = await insertOrders(a, 3, 3600);
+    const logged: Record<string, unknown>[] = [];
+    const { registry } = createMetrics("order-service", "sweeping");
+    const deadlines = createSagaDeadlines({
+      pool: a,
+      timeoutMs: 60_000,
+      intervalMs: 60_000,
+      batch: 10,
+      saga: createSagaMetrics(registry),
+      logger: createLogger("order-service", "info", {
+        destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
+      }),
+      registry,
+    });
+    expect(await deadlines.sweep()).toBe(3);
+    const { rows } = await a.query<{ trace: string }>(
+      `select distinct substr(headers->>'traceparent', 4, 32) as trace from outbox
+       where topic = 'order.canceled' and aggregate_id = any($1)`,
+      [overdue],
+    );
+    // One trace for the sweep: an order's own is not at hand (design.md, Saga deadline).
+    expect(rows).toHaveLength(1);
+    expect(logged.filter((l) => l.msg === "canceled sagas past their deadline")).toEqual([
+      expect.objectContaining({ canceled: 3, traceId: rows[0]?.trace }),
+    ]);
   });
 
   it("finds overdue orders by the partial index, whatever the number of finished ones", async () => {
