@@ -26,7 +26,7 @@ type Repeat = { count: number; close: (flushed?: boolean) => void };
 
 // Every window open in the process, closed by `flushRepeats`: one entry per distinct line, for as long as
 // its window, so that nothing outlives the window (loggers made per test or per instance included).
-const open = new Set<Repeat>();
+const openWindows = new Set<Repeat>();
 
 /**
  * Writes at once the summary of every repeated line still counted, by every logger of the process, and
@@ -35,7 +35,7 @@ const open = new Set<Repeat>();
  * failed, are never written.
  */
 export function flushRepeats(): void {
-  for (const repeat of [...open]) repeat.close(true);
+  for (const repeat of [...openWindows]) repeat.close(true);
 }
 
 /**
@@ -103,7 +103,7 @@ export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] 
         count: 0,
         close: (flushed = false) => {
           clearTimeout(timer);
-          open.delete(entry);
+          openWindows.delete(entry);
           seen.delete(key);
           if (entry.count === 0) return;
           // Flushed before the window's end (the process exits): the time it was open, to a tenth of a second.
@@ -115,7 +115,7 @@ export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] 
         },
       };
       seen.set(key, entry);
-      open.add(entry);
+      openWindows.add(entry);
       timer = setTimeout(entry.close, windowMs).unref();
     },
   };
