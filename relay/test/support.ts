@@ -8,7 +8,7 @@ import { HEADERS, TOPICS } from "@saga/contracts";
 import { DEFAULT_SESSION_TIMEOUTS, migrateDatabase } from "@saga/db";
 import { createKafka, DEFAULT_KAFKA_CLIENT, type IncomingMessage } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
-import { type FaultProxy, startFaultProxy } from "@saga/tools/fault-proxy";
+import { type FaultProxy, proxiedUrl } from "@saga/tools/fault-proxy";
 import {
   createDatabase,
   dropDatabase,
@@ -369,11 +369,9 @@ export function spawnRelay(env: Record<string, string>, script = "src/main.ts"):
  * link a test slows, cuts or stops listening while the client runs.
  */
 export async function linkTo(url: string, name: string): Promise<{ link: FaultProxy; url: string }> {
-  const link = await startFaultProxy({ name, targetPort: Number(new URL(url).port) });
+  const { proxy: link, url: viaLink } = await proxiedUrl(url, name);
   onTestFinished(() => link.close());
-  const viaLink = new URL(url);
-  viaLink.port = String(link.port);
-  return { link, url: viaLink.toString() };
+  return { link, url: viaLink };
 }
 
 /**

@@ -9,7 +9,7 @@ import { createPgDatabase, userSchema } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { type OutboxPublisher, startOutboxPublisher } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
-import { startFaultProxy } from "@saga/tools/fault-proxy";
+import { proxiedUrl } from "@saga/tools/fault-proxy";
 import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { createUserService, type UserService } from "@saga/user-service";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
@@ -286,14 +286,9 @@ describe("GET /orders/:id with Prefer: wait", () => {
     // Instance c reaches PostgreSQL through a link that resets every connection for 12 s: by then its
     // client has failed to restore the LISTEN connection a handful of times, and without a cap on the
     // wait between attempts the next would come 7 s or more after the link is back.
-    const link = await startFaultProxy({
-      name: "c→postgres",
-      targetPort: Number(new URL(orderDatabaseUrl()).port),
-    });
+    const { proxy: link, url: viaLink } = await proxiedUrl(orderDatabaseUrl(), "c→postgres");
     onTestFinished(() => link.close());
-    const viaLink = new URL(orderDatabaseUrl());
-    viaLink.port = String(link.port);
-    const c = await startInProcess({ ...testEnv(viaLink.toString(), prefix), INSTANCE_ID: "c" });
+    const c = await startInProcess({ ...testEnv(viaLink, prefix), INSTANCE_ID: "c" });
     onTestFinished(() => c.stop());
     const id = await pendingOrder();
     link.inject({ kind: "reset" });

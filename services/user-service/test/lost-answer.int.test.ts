@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { User } from "@saga/contracts";
 import { users } from "@saga/db/user";
-import { type FaultProxy, startFaultProxy } from "@saga/tools/fault-proxy";
+import { type FaultProxy, proxiedUrl } from "@saga/tools/fault-proxy";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
@@ -15,13 +15,10 @@ let service: UserService;
 let db: ReturnType<typeof openDatabase>;
 
 beforeAll(async () => {
-  const direct = new URL(databaseUrl());
-  proxy = await startFaultProxy({ name: "user-service→postgres", targetPort: Number(direct.port) });
-  const proxied = new URL(direct);
-  proxied.hostname = "127.0.0.1";
-  proxied.port = String(proxy.port);
-  service = await startInProcess(testEnv(proxied.toString(), await freshTopicPrefix()));
-  db = openDatabase(direct.toString());
+  const link = await proxiedUrl(databaseUrl(), "user-service→postgres");
+  proxy = link.proxy;
+  service = await startInProcess(testEnv(link.url, await freshTopicPrefix()));
+  db = openDatabase(databaseUrl());
 });
 
 afterAll(async () => {

@@ -285,3 +285,16 @@ export async function startFaultProxy({
     },
   };
 }
+
+/**
+ * A fault proxy in front of the server of `url` (a database's, say), and the same URL through it: what a
+ * test gives the client whose link it slows or cuts. The caller closes the proxy.
+ */
+export async function proxiedUrl(url: string, name: string): Promise<{ proxy: FaultProxy; url: string }> {
+  const direct = new URL(url);
+  const proxy = await startFaultProxy({ name, targetPort: Number(direct.port) });
+  const through = new URL(direct);
+  through.hostname = "127.0.0.1";
+  through.port = String(proxy.port);
+  return { proxy, url: through.toString() };
+}
