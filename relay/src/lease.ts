@@ -151,7 +151,9 @@ export function createLease({
       // At least 1 ms: a statement_timeout of 0 would wait for ever.
       `set local statement_timeout = ${Math.max(1, Math.ceil(waitMs))}; select pg_advisory_lock(${LOCK_ARGS})`,
     );
-    const cancel = () => cancelQuery(wait);
+    // Cancelled even before it is sent: a lock wait must not take the lock later for nobody (a stop ends
+    // the lease's connection anyway).
+    const cancel = () => cancelQuery(wait, { unsent: "cancel" });
     stop?.addEventListener("abort", cancel, { once: true });
     try {
       await bounded(s, "lock wait", () => wait, waitMs + timeoutMs);

@@ -59,4 +59,22 @@ describe("a relay statement whose caller gives up", () => {
     await new Promise((r) => setImmediate(r));
     expect(unhandled).toEqual([]);
   });
+
+  it("is not sent yet, its connection still connecting: left to run, and the pool stays usable", async () => {
+    const { url } = await freshOutbox();
+    // The pool's one connection cannot get through while the link is blackholed: the read waits in it.
+    const { link, url: viaLink } = await linkTo(url, "relay→postgres");
+    link.inject({ kind: "blackhole" });
+    const relaySql = postgres(viaLink, { max: 1, onnotice: () => {} });
+    onTestFinished(() => relaySql.end({ timeout: 1 }));
+    const aborted = new AbortController();
+    const early = createOutboxStore(relaySql).readBatch(10, aborted.signal);
+    await new Promise((r) => setTimeout(r, 300));
+    aborted.abort(new Error("the caller gave up"));
+    link.heal();
+    // Cancelled before it was sent, it left the connection unusable for good (postgres.js 3.4.9): this
+    // query never got an answer.
+    expect(await relaySql`select 2 as two`).toEqual([{ two: 2 }]);
+    expect(await early).toEqual([]);
+  });
 });
