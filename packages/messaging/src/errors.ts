@@ -55,37 +55,40 @@ const RETRIABLE_MESSAGES = [
  * Walks `cause` chains and aggregate errors, since drizzle wraps the driver's error in its own.
  */
 export function isRetriableError(error: unknown): boolean {
+  for (const { code, retriable, message } of errorChain(error)) {
+    if (retriable === false) return false;
+    if (retriable === true) return true;
+    if (typeof code === "string" && isRetriableCode(code)) return true;
+    if (code === undefined && typeof message === "string" && RETRIABLE_MESSAGES.some((m) => m.test(message)))
+      return true;
+  }
+  return false;
+}
+
+type ErrorFields = { code?: unknown; retriable?: unknown; message?: unknown };
+
+/**
+ * An error and what it wraps, outermost first, each once: its `cause` chain and the members of aggregate
+ * errors, since drizzle wraps the driver's error in its own.
+ */
+function* errorChain(error: unknown): Generator<ErrorFields> {
   const seen = new Set<unknown>();
   const queue: unknown[] = [error];
   while (queue.length > 0) {
     const e = queue.shift();
     if (typeof e !== "object" || e === null || seen.has(e)) continue;
     seen.add(e);
-    const { code, retriable, cause, errors, message } = e as {
-      code?: unknown;
-      retriable?: unknown;
-      cause?: unknown;
-      errors?: unknown;
-      message?: unknown;
-    };
-    if (retriable === false) return false;
-    if (retriable === true) return true;
-    if (typeof code === "string") {
-      if (RETRIABLE_SQLSTATES.has(code) || RETRIABLE_CONNECTION_CODES.has(code)) return true;
-      if (code.length === 5 && RETRIABLE_SQLSTATE_CLASSES.includes(code.slice(0, 2))) return true;
-    }
-    if (
-      code === undefined &&
-      typeof message === "string" &&
-      RETRIABLE_MESSAGES.some((m) => m.test(message))
-    ) {
-      return true;
-    }
+    yield e as ErrorFields;
+    const { cause, errors } = e as { cause?: unknown; errors?: unknown };
     queue.push(cause);
     if (Array.isArray(errors)) queue.push(...errors);
   }
-  return false;
 }
+
+const isRetriableCode = (code: string) =>
+  RETRIABLE_SQLSTATES.has(code) ||
+  RETRIABLE_CONNECTION_CODES.has(code) ||
+  (code.length === 5 && RETRIABLE_SQLSTATE_CLASSES.includes(code.slice(0, 2)));
 
 // Retriable failures that leave the database as it was, whatever was sent: the server refused the
 // connection or the statement, or failed the statement, which aborts its transaction (a COMMIT
@@ -127,30 +130,16 @@ const UNAPPLIED_MESSAGES = [
  * dead client (`Client has encountered a connection error and is not queryable`): such failures are `"lost"`.
  */
 export function unknownOutcome(error: unknown): "lost" | "timed-out" | undefined {
-  const seen = new Set<unknown>();
-  const queue: unknown[] = [error];
-  while (queue.length > 0) {
-    const e = queue.shift();
-    if (typeof e !== "object" || e === null || seen.has(e)) continue;
-    seen.add(e);
-    const { code, cause, errors, message } = e as {
-      code?: unknown;
-      cause?: unknown;
-      errors?: unknown;
-      message?: unknown;
-    };
+  for (const { code, message } of errorChain(error)) {
     if (typeof code === "string") {
       if (UNAPPLIED_SQLSTATES.has(code) || UNAPPLIED_CONNECTION_CODES.has(code)) return undefined;
-      if (RETRIABLE_SQLSTATES.has(code) || RETRIABLE_CONNECTION_CODES.has(code)) return "lost";
-      if (code.length === 5 && RETRIABLE_SQLSTATE_CLASSES.includes(code.slice(0, 2))) return "lost";
+      if (isRetriableCode(code)) return "lost";
     }
     if (code === undefined && typeof message === "string") {
       if (UNAPPLIED_MESSAGES.some((m) => m.test(message))) return undefined;
       if (message === "Query read timeout") return "timed-out";
       if (RETRIABLE_MESSAGES.some((m) => m.test(message))) return "lost";
     }
-    queue.push(cause);
-    if (Array.isArray(errors)) queue.push(...errors);
   }
   return "lost";
 }
