@@ -97,7 +97,7 @@ export const ErrorBody = z
     error: z.string().meta({ description: "What went wrong, for a person; never a stack trace." }),
     requestId: z.string().optional().meta({
       description:
-        "As in the X-Request-Id response header. Absent only when Node refused the request before it was routed (400, 408, 431 on a closed connection).",
+        "As in the X-Request-Id response header. A request refused before it is routed (a 400, 408, 417 or 431 that closes the connection) gets an id of its own, never the client's.",
     }),
   })
   .meta({ id: "Error" });

@@ -157,7 +157,7 @@ export interface components {
         Error: {
             /** @description What went wrong, for a person; never a stack trace. */
             error: string;
-            /** @description As in the X-Request-Id response header. Absent only when Node refused the request before it was routed (400, 408, 431 on a closed connection). */
+            /** @description As in the X-Request-Id response header. A request refused before it is routed (a 400, 408, 417 or 431 that closes the connection) gets an id of its own, never the client's. */
             requestId?: string;
         };
         User: {

@@ -154,10 +154,12 @@ describe("a pooled client (one connection) after a bad request", () => {
     expect(connections).toHaveLength(2);
   });
 
-  it("answers 431 to a head over the cap, and the next request succeeds", async () => {
+  it("answers 431 with a request id to a head over the cap, and the next request succeeds", async () => {
     const { post } = await start();
     const big = await post("/echo", "ok", { "x-big": "y".repeat(4096) });
-    expect(big).toMatchObject({ status: 431, body: { error: "request head is too large" } });
+    const requestId = big.headers["x-request-id"];
+    expect(requestId).toEqual(expect.any(String));
+    expect(big).toMatchObject({ status: 431, body: { error: "request head is too large", requestId } });
     expect(big.headers.connection).toBe("close");
     expect(await post("/echo", "ok")).toMatchObject({ status: 200, body: { length: 2 } });
   });
@@ -426,7 +428,7 @@ describe("a refusal of Node's own (431, 408, 400), while the client is still sen
     ["a head that does not arrive in time", 408, "request was not received in time", ""],
     ["a malformed head", 400, "malformed request", "X-Bad\r\n"],
   ])(
-    "%s: the client reads the whole %i answer before the connection ends, without a reset",
+    "%s: the client reads the whole %i answer, with a request id, before the connection ends, without a reset",
     async (_what, status, error, head) => {
       const { port } = await start();
       // Half open: it sends on after the server's end, as a client does until its upload is done.
@@ -448,7 +450,9 @@ describe("a refusal of Node's own (431, 408, 400), while the client is still sen
       const [answerHead = "", body = ""] = client.received().split("\r\n\r\n");
       expect(answerHead).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answerHead).toMatch(/\r\nconnection: close/i);
-      expect(JSON.parse(body)).toEqual({ error });
+      const requestId = /\r\nx-request-id: ([^\r]*)/i.exec(answerHead)?.[1];
+      expect(requestId).toEqual(expect.any(String));
+      expect(JSON.parse(body)).toEqual({ error, requestId });
     },
     10_000,
   );
@@ -478,7 +482,7 @@ describe("slow clients", () => {
     });
     await new Promise((resolve) => socket.once("close", resolve));
     expect(received).toMatch(/^HTTP\/1\.1 408/);
-    expect(received).toContain('{"error":"request was not received in time"}');
+    expect(received).toMatch(/\r\n\r\n\{"error":"request was not received in time","requestId":"[^"]+"\}$/);
   });
 
   it("hold no place of the write lane while their bodies trickle in: a complete write is served, and they get their 408", async () => {

@@ -201,7 +201,8 @@ const CLIENT_ERRORS: Record<string, [number, string, string]> = {
 
 /**
  * What Node answers to a request it could not parse (or that came too slowly), as JSON like every other
- * error, then closes the connection, lingering as after a 413: its bytes can no longer be trusted to
+ * error, with a request id of its own (nothing of the head can be trusted, the client's id included),
+ * then closes the connection, lingering as after a 413: its bytes can no longer be trusted to
  * frame the next request, and a client still sending them (a large head, a body) must read the answer
  * before the close. Node emits the error again for each further chunk the failed parser is given (a
  * 408 leaves the parser on and the connection half-open for as long as the client sends), until the
@@ -218,9 +219,10 @@ function answerClientError(err: Error & { code?: string }, socket: Duplex): void
     "Bad Request",
     "malformed request",
   ];
-  const body = JSON.stringify({ error: message });
+  const requestId = randomUUID();
+  const body = JSON.stringify({ error: message, requestId });
   socket.write(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
   );
   lingeringClose(socket as Socket);
 }
