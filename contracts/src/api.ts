@@ -73,7 +73,11 @@ const WITH_BODY: ErrorResponse[] = [
   "TooManyRequests",
 ];
 
-/** What every answer of the gateway names: the trace it continued or started for the request. */
+/**
+ * What every answer the gateway's app makes names: the trace it continued or started for the request. A
+ * request refused before the app runs (serve.ts: a head that cannot be parsed, too slow or too large, no
+ * Host, an unmet Expect, an invalid Host) continues no trace, and its answer has none.
+ */
 export const TRACE_RESPONSE_DOC = {
   description:
     "The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one.",

@@ -11,11 +11,19 @@ const retryAfter = {
   },
 } as const;
 
-/** When each error happens, and the headers it carries beside X-Request-Id and traceresponse. */
-const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<string, object> }> = {
+/**
+ * When each error happens, and the headers it carries beside X-Request-Id and traceresponse. `refused`:
+ * whether it is (`always`) or may be (`sometimes`) a refusal the HTTP server makes before the app runs,
+ * or in its place (packages/http/src/serve.ts): such an answer names no trace, so it has no traceresponse.
+ */
+const ERRORS: Record<
+  ErrorResponse,
+  { description: string; headers?: Record<string, object>; refused?: "always" | "sometimes" }
+> = {
   BadRequest: {
     description:
       "The request is malformed: a body that is not JSON, a field missing, mistyped or out of range, an id that is not a UUID, a malformed Idempotency-Key, a page's `limit` out of range or an `after` that is not a cursor (or a request that cannot be parsed or made a URL of, such as an HTTP/1.1 request without Host, an invalid Host or a backslash in the path; then the connection is closed).",
+    refused: "sometimes",
   },
   Unauthorized: {
     description:
@@ -36,6 +44,7 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   },
   RequestTimeout: {
     description: "The request's head or body did not arrive in time; the connection is closed.",
+    refused: "always",
   },
   Conflict: { description: "The username is taken." },
   PayloadTooLarge: {
@@ -48,6 +57,7 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
   ExpectationFailed: {
     description:
       "The request's `Expect` asks for something other than `100-continue`, the only expectation served; the connection is closed.",
+    refused: "always",
   },
   Unprocessable: {
     description: "The Idempotency-Key was already used, by this caller, for a different request.",
@@ -57,7 +67,10 @@ const ERRORS: Record<ErrorResponse, { description: string; headers?: Record<stri
       "The caller or its address is over its rate limit (token buckets on POST /users and POST /orders).",
     headers: retryAfter,
   },
-  HeadersTooLarge: { description: "The request head is over 16 KiB; the connection is closed." },
+  HeadersTooLarge: {
+    description: "The request head is over 16 KiB; the connection is closed.",
+    refused: "always",
+  },
   Internal: { description: "A bug; logged with the request id." },
   NotImplemented: {
     description:
@@ -84,7 +97,7 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 
 **Errors** are JSON \`{"error": "…", "requestId": "…"}\`; a rejected request changes nothing, but for a write answered 502 or 504, which may have been applied (send it again with the same \`Idempotency-Key\`). A method that a path does not support answers **405** with \`Allow\`; an unknown path 404 (a trailing slash makes another path).
 
-**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events, and every answer's \`traceresponse\` names the trace (yours, or the one the gateway started); \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
+**Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events, and every answer the gateway's app makes has a \`traceresponse\` that names the trace (yours, or the one the gateway started): a request refused before the app runs (a head that cannot be parsed, that comes too slowly or is too large, no \`Host\`, an \`Expect\` other than \`100-continue\`, an invalid \`Host\`) continues no trace, and its answer has no \`traceresponse\`; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
 
 /** The document's `info.version`: the API's, changed when a client would need to change. */
 export const API_VERSION = "1.0.0";
@@ -101,12 +114,21 @@ export function createOpenApiDocument() {
     bearerFormat: "JWT",
     description: "A JWT with `sub` (a user id), `exp`, `iss` and `aud`; `role: admin` for an admin.",
   });
-  for (const [name, { description, headers = {} }] of Object.entries(ERRORS)) {
+  for (const [name, { description, headers = {}, refused }] of Object.entries(ERRORS)) {
     registry.registerComponent("responses", name, {
       description: `${ERROR_RESPONSES[name as ErrorResponse]}: ${description}`,
       headers: {
         "X-Request-Id": { description: "This request's id.", schema: { type: "string" } },
-        traceresponse: TRACE_RESPONSE_DOC,
+        ...(refused === "always"
+          ? {}
+          : refused === "sometimes"
+            ? {
+                traceresponse: {
+                  ...TRACE_RESPONSE_DOC,
+                  description: `${TRACE_RESPONSE_DOC.description} Absent when the request was refused before the app ran (it could not be parsed or made a URL of, or had no Host): such a request continues no trace.`,
+                },
+              }
+            : { traceresponse: TRACE_RESPONSE_DOC }),
         ...headers,
       },
       content: {

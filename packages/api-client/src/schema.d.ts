@@ -237,7 +237,7 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
-                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
+                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. Absent when the request was refused before the app ran (it could not be parsed or made a URL of, or had no Host): such a request continues no trace. */
                 traceresponse?: string;
                 [name: string]: unknown;
             };
@@ -291,8 +291,6 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
-                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
-                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -343,8 +341,6 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
-                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
-                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
@@ -384,8 +380,6 @@ export interface components {
             headers: {
                 /** @description This request's id. */
                 "X-Request-Id"?: string;
-                /** @description The W3C trace of this request, as `00-<trace id>-<the gateway's span id>-<flags>`: yours continued when you sent a usable `traceparent`, otherwise a new one. Its trace id is the one its events and the services' logs carry. W3C Trace Context's drafts name this response header; its value is a `traceparent`, to send with a request that follows from this one. */
-                traceresponse?: string;
                 [name: string]: unknown;
             };
             content: {
