@@ -34,7 +34,8 @@ const FLOWS: Record<Topic, { producer: string; consumer: string; when: string }>
     producer: "order-service",
     consumer: "user-service",
     when:
-      "A PENDING or CONFIRMED order was canceled (`DELETE /orders/{id}`): the user-service releases its " +
+      "A PENDING or CONFIRMED order was canceled (`DELETE /orders/{id}`), or a PENDING one outlived the saga " +
+      "deadline (`SAGA_TIMEOUT`; the order's reason is `TIMEOUT`): the user-service releases its " +
       "reservation, once, or remembers the cancel if `order.created` has not arrived yet.",
   },
   [TOPICS.creditReserved]: {
@@ -56,7 +57,8 @@ const ENVELOPE_DESCRIPTIONS: Record<keyof typeof HEADERS, string> = {
   occurredAt: "When the outbox row was written, in the transaction that made the change (ISO 8601).",
   aggregateId: "The order's id, as the message key.",
   traceparent:
-    "W3C trace context (`00-<trace id>-<span id>-<flags>`), continued from the HTTP request or the event that caused this one. " +
+    "W3C trace context (`00-<trace id>-<span id>-<flags>`), continued from the HTTP request or the event that caused this one; " +
+    "the `order.canceled` events of a deadline sweep share one new trace, the sweep's own (its log line names it). " +
     "A consumer ignores one it cannot use (malformed, or of version `ff`) and starts a new trace: the event is applied all the same.",
 };
 
