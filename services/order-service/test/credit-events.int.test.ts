@@ -9,6 +9,7 @@ import {
   TOPICS,
   type Topic,
 } from "@saga/contracts";
+import { migrateDatabase } from "@saga/db";
 import { inbox, orders, outbox } from "@saga/db/order";
 import { createKafka, type EventProducer, type KafkaClient, type OutgoingMessage } from "@saga/kafka";
 import { claimEvents, inTransaction } from "@saga/messaging";
@@ -18,10 +19,11 @@ import {
   type OutboxPublisher,
   startOutboxPublisher,
 } from "@saga/messaging/testing";
-import { kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
+import { freshDatabase, kafkaBrokers, useFreshDatabase } from "@saga/tools/test/harness";
 import { and, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { applyCreditBatch } from "../src/domain/apply-credit-batch.ts";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
+import { applyCreditBatch, WRITE_CHANGES } from "../src/domain/apply-credit-batch.ts";
 import type { OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -260,6 +262,32 @@ describe("a batch whose write does not match its plan", () => {
     await expect(batch).rejects.toThrow(/credit batch changed 0 orders, planned 1/);
     expect(await db.db.select().from(inbox).where(eq(inbox.eventId, eventId))).toEqual([]);
     expect(await orderRow(o.orderId)).toMatchObject({ status: "CANCELED" });
+  });
+});
+
+describe("a batch's write", () => {
+  it("probes each order by its primary key, not every PENDING order through the partial index", async () => {
+    const url = await freshDatabase("order_credit_plan");
+    await migrateDatabase(url, "order");
+    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    // The database is dropped WITH (FORCE) as the test ends: a client closing then hears 57P01.
+    pool.on("connect", (client) => client.on("error", () => {}));
+    pool.on("error", () => {});
+    onTestFinished(() => pool.end());
+    // Many decided orders and a few sagas under way, as the table is most of the time.
+    await pool.query(
+      `insert into orders (user_id, amount, status, created_at)
+       select gen_random_uuid(), 100, case when g <= 200 then 'PENDING' else 'CONFIRMED' end, now()
+       from generate_series(1, 20000) g`,
+    );
+    await pool.query("analyze orders");
+    // As the service plans it: once per session, generically (db/src/pg-client.ts).
+    const { rows } = await pool.query<{ "QUERY PLAN": string }>(
+      `explain (generic_plan, costs off) ${WRITE_CHANGES}`,
+    );
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    expect(plan).toMatch(/Index Scan using orders_pkey on orders o\n\s+Index Cond: \(id = c\.id\)/);
+    expect(plan).not.toContain("orders_pending_created_at_idx");
   });
 });
 
