@@ -6,7 +6,8 @@ import { metricValue } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
 import { useFreshDatabase } from "@saga/tools/test/harness";
 import { count, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
+import { cancelOrder } from "../src/domain/order-hot-path.ts";
 import { createOrderService, type OrderService } from "../src/service.ts";
 import { freshTopicPrefix, openDatabase, startInProcess, testEnv } from "./support.ts";
 
@@ -291,6 +292,44 @@ describe("DELETE /orders/:id", () => {
     ]);
     // It canceled a CONFIRMED order (a compensation), not a PENDING one: the saga had ended already.
     expect(await canceledSagaDurations()).toBe(durationsBefore);
+  });
+
+  it("answers ignored, CANCELED, when a writer it waited for canceled the order", async () => {
+    const order = await createOrder(randomUUID(), 7);
+    // A credit batch canceling the order (reservation failed): its aggregate lock, then the row.
+    const writer = await db.pool.connect();
+    try {
+      await writer.query("begin");
+      await writer.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [order.id]);
+      await writer.query(
+        "update orders set status = 'CANCELED', cancel_reason = 'INSUFFICIENT_FUNDS' where id = $1",
+        [order.id],
+      );
+      const canceling = cancelOrder(
+        service.runtime.db.pool,
+        order.id,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      );
+      // The cancel's statement took its snapshot (the order PENDING) and waits for the lock.
+      await vi.waitFor(
+        async () => {
+          const { rows } = await writer.query<{ n: number }>(
+            `select count(*)::int as n from pg_locks
+             where locktype = 'advisory' and not granted
+               and database = (select oid from pg_database where datname = current_database())`,
+          );
+          expect(rows[0]?.n).toBe(1);
+        },
+        { timeout: 20_000, interval: 20 },
+      );
+      await writer.query("commit");
+      expect(await canceling).toEqual({ kind: "ignored", state: "CANCELED" });
+    } finally {
+      writer.release();
+    }
+    const [row] = await db.db.select().from(orders).where(eq(orders.id, order.id));
+    expect(row).toMatchObject({ status: "CANCELED", cancelReason: "INSUFFICIENT_FUNDS" });
+    expect((await eventsFor(order.id)).map((e) => e.topic)).toEqual([TOPICS.orderCreated]);
   });
 
   it("lets a user cancel only its own order: another's answers exactly as an unknown id, and nothing is written", async () => {

@@ -187,8 +187,11 @@ export const orderCanceledParams = (traceparent: string) => [
 //   left PENDING) or compensated a CONFIRMED order.
 // - `event`: written only for the row `canceled` returned; its id a UUIDv7 as `newRowId` makes them
 //   (PostgreSQL 18's `uuidv7()`), not the column's random default (see packages/messaging/src/ids.ts).
-// - the final select: the order's status before the cancel, or its status when it was already
-//   CANCELED (nothing written), or no row when there is no such order.
+// - the final select: the order's status before the cancel; or CANCELED when the UPDATE left an order
+//   that exists (nothing written): of its clauses only `status <> 'CANCELED'` can fail there (id and
+//   owner never change), checked on the latest version; or no row when there is no such order. That
+//   CANCELED is written, not read: this select sees the statement's snapshot, taken before the lock
+//   wait, where an order that a credit batch or the saga deadline canceled meanwhile is still PENDING.
 const CANCEL_ORDER = `
   with locked as materialized (
     select count(pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) as n
@@ -207,7 +210,7 @@ const CANCEL_ORDER = `
   )
   select true as changed, was as status, saga_seconds from canceled
   union all
-  select false, status, null from orders
+  select false, 'CANCELED', null from orders
   where id = $1::uuid and ($7::text is null or user_id::text = $7) and not exists (select from canceled)`;
 
 /**
