@@ -24,8 +24,11 @@ export type Database = {
  * Serialises all work on one aggregate (an order) until the transaction ends. Taken before reading the
  * aggregate's state, it keeps concurrent consumers and requests from racing, and makes the outbox
  * positions of one aggregate follow commit order. A lock, not a row, because the first event of an
- * order may find no row to lock yet.
+ * order may find no row to lock yet. Of the id in lower case, as the other writers of an order lock it
+ * (the inbox's claim locks the decoded payload's `orderId`, the services' statements the uuid as
+ * PostgreSQL writes it): a dead letter gets its id from the message's key as sent, which another
+ * producer may spell in upper case.
  */
 export async function lockAggregate(tx: Executor, aggregateId: string): Promise<void> {
-  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${aggregateId}, 0))`);
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${aggregateId.toLowerCase()}, 0))`);
 }
