@@ -78,6 +78,19 @@ export const MARK_PUBLISHED = `
   from unnest($1::uuid[], $2::float8[]) as acked(id, since_ack)
   where o.id = acked.id and (o.published_at is null or acked.id is null)`;
 
+/**
+ * The backlog, less the rows on Kafka awaiting their mark (`$1`). An anti-join with the ids, not
+ * `not id = any($1)`: the statement is prepared, and once PostgreSQL keeps its generic plan the array is
+ * a parameter, which it does not hash, so every backlog row was compared with every id (a backlog of
+ * 300,000 and 250 ids: 749 ms against 67 ms, and a scrape gives up at 2 s: the backlog's gauges went
+ * blind just as a backlog grew). The ids as a relation are hashed whatever the plan.
+ */
+export const BACKLOG = `
+  select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
+  from outbox o
+  where published_at is null
+    and not exists (select from unnest($1::uuid[]) as acked(id) where acked.id = o.id)`;
+
 export type OutboxStoreOptions = {
   /**
    * Delete a row once Kafka acknowledged it instead of marking it (`OUTBOX_RETENTION_SECONDS=0`). A mark
@@ -198,12 +211,10 @@ export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxS
      * acknowledged by Kafka whose mark is still to come.
      */
     async backlog(signal?: AbortSignal, onKafka: readonly string[] = []): Promise<Backlog> {
-      const leftOut =
-        onKafka.length > 0 ? sql`and not id = any(${sql.array(onKafka as string[], 2950)}::uuid[])` : sql``;
       const [row] = await cancellable(
-        sql<{ rows: number; age: number | null }[]>`
-        select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
-        from outbox where published_at is null ${leftOut}`,
+        sql.unsafe<{ rows: number; age: number | null }[]>(BACKLOG, [sql.array(onKafka as string[], 2950)], {
+          prepare: true,
+        }),
         signal,
       );
       return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };
