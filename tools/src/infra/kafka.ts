@@ -61,6 +61,8 @@ export interface KafkaOptions {
    * https://kafka.apache.org/documentation/#brokerconfigs_advertised.listeners
    */
   proxiedListeners?: { name: string; port: number; advertisedPort: number }[];
+  /** A client listener that asks for TLS and SASL, as a managed Kafka does (see `SecureListener`). */
+  secureListener?: SecureListener;
   logFile?: string;
   /** Throwaway brokers get 3s, not 30s, to shut down before SIGKILL: their data is deleted anyway. */
   durable?: boolean;
@@ -69,8 +71,29 @@ export interface KafkaOptions {
   log?: Log;
 }
 
+/**
+ * A listener named SECURE whose clients must speak TLS and authenticate with SASL (SASL_SSL), for tests of
+ * the clients' security settings; the other listeners stay as they are. Each user can sign in with PLAIN,
+ * SCRAM-SHA-256 and SCRAM-SHA-512: PLAIN's users are in the listener's JAAS configuration, SCRAM's
+ * credentials are written into the metadata log when the storage is formatted (so a broker with this
+ * listener formats its own storage, a JVM start more than one copied from the cache).
+ * https://kafka.apache.org/documentation/#security_sasl_scram_credentials
+ */
+export interface SecureListener {
+  port: number;
+  /** A PEM file holding the broker's unencrypted PKCS#8 private key and its certificate chain. */
+  keyStoreFile: string;
+  /** Password of each user, by name; names and passwords of letters, digits, `-` and `_`. */
+  users: Record<string, string>;
+}
+
+/** The SASL mechanisms the secure listener offers. */
+export const SECURE_LISTENER_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] as const;
+
 export interface KafkaServer {
   readonly brokers: string[];
+  /** The addresses of the secure listener, when there is one. */
+  readonly secureBrokers?: string[];
   readonly version: string;
   readonly pid: number;
   stop(): Promise<void>;
@@ -198,7 +221,15 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaServer> {
   await writeFile(configFile, serverProperties(opts, logDir));
   const java = javaCommand();
   if (!existsSync(join(logDir, "meta.properties"))) {
-    await cp(await formattedStorage(java, libs, opts), logDir, { recursive: true });
+    if (opts.secureListener)
+      await format(
+        java,
+        libs,
+        configFile,
+        scramCredentials(opts.secureListener),
+        join(opts.dataDir, "format.log"),
+      );
+    else await cp(await formattedStorage(java, libs, opts), logDir, { recursive: true });
   }
 
   const archive = classArchive(libs);
@@ -227,7 +258,13 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaServer> {
     await stop();
     throw err;
   }
-  return { brokers, version: KAFKA_VERSION, pid: server.pid, stop };
+  return {
+    brokers,
+    ...(opts.secureListener && { secureBrokers: [`127.0.0.1:${opts.secureListener.port}`] }),
+    version: KAFKA_VERSION,
+    pid: server.pid,
+    stop,
+  };
 }
 
 /**
@@ -244,12 +281,7 @@ async function formattedStorage(java: string, libs: string, opts: KafkaOptions):
   const configFile = `${staging}.properties`;
   await writeFile(configFile, serverProperties(opts, staging));
   try {
-    await run(
-      "kafka storage format",
-      java,
-      [...jvmFlags(libs, "256m"), "kafka.tools.StorageTool", "format", "-t", clusterId(), "-c", configFile],
-      `${staging}.log`,
-    );
+    await format(java, libs, configFile, [], `${staging}.log`);
     await rename(staging, formatted).catch(async (err: NodeJS.ErrnoException) => {
       if (!existsSync(formatted)) throw err;
     });
@@ -261,11 +293,70 @@ async function formattedStorage(java: string, libs: string, opts: KafkaOptions):
   return formatted;
 }
 
+/** Formats the storage that `configFile` names, with the `--add-scram` credentials given. */
+async function format(
+  java: string,
+  libs: string,
+  configFile: string,
+  scram: string[],
+  logFile: string,
+): Promise<void> {
+  await run(
+    "kafka storage format",
+    java,
+    [
+      ...jvmFlags(libs, "256m"),
+      "kafka.tools.StorageTool",
+      "format",
+      "-t",
+      clusterId(),
+      "-c",
+      configFile,
+      ...scram.flatMap((credential) => ["--add-scram", credential]),
+    ],
+    logFile,
+  );
+}
+
+function checkedUsers(listener: SecureListener): [string, string][] {
+  const users = Object.entries(listener.users);
+  for (const [name, password] of users) {
+    // Neither the JAAS configuration nor --add-scram's syntax would quote anything else.
+    if (!/^[\w-]+$/.test(name) || !/^[\w-]+$/.test(password))
+      throw new Error(`secureListener: user ${name}: only letters, digits, - and _ in names and passwords`);
+  }
+  return users;
+}
+
+function scramCredentials(listener: SecureListener): string[] {
+  return checkedUsers(listener).flatMap(([name, password]) =>
+    ["SCRAM-SHA-256", "SCRAM-SHA-512"].map((m) => `${m}=[name=${name},password=${password}]`),
+  );
+}
+
+function secureListenerProperties(listener: SecureListener): Record<string, string> {
+  const prefix = "listener.name.secure";
+  const plainUsers = checkedUsers(listener)
+    .map(([name, password]) => ` user_${name}="${password}"`)
+    .join("");
+  return {
+    [`${prefix}.ssl.keystore.type`]: "PEM",
+    [`${prefix}.ssl.keystore.location`]: listener.keyStoreFile,
+    [`${prefix}.sasl.enabled.mechanisms`]: SECURE_LISTENER_MECHANISMS.join(","),
+    [`${prefix}.plain.sasl.jaas.config`]: `org.apache.kafka.common.security.plain.PlainLoginModule required${plainUsers};`,
+    [`${prefix}.scram-sha-256.sasl.jaas.config`]:
+      "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    [`${prefix}.scram-sha-512.sasl.jaas.config`]:
+      "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+  };
+}
+
 function serverProperties(
-  opts: Pick<KafkaOptions, "port" | "controllerPort" | "proxiedListeners">,
+  opts: Pick<KafkaOptions, "port" | "controllerPort" | "proxiedListeners" | "secureListener">,
   logDir: string,
 ): string {
   const proxied = opts.proxiedListeners ?? [];
+  const secure = opts.secureListener;
   const props: Record<string, string | number> = {
     "process.roles": "broker,controller",
     "node.id": 1,
@@ -277,17 +368,21 @@ function serverProperties(
       `PLAINTEXT://127.0.0.1:${opts.port}`,
       `CONTROLLER://127.0.0.1:${opts.controllerPort}`,
       ...proxied.map((l) => `${l.name}://127.0.0.1:${l.port}`),
+      ...(secure ? [`SECURE://127.0.0.1:${secure.port}`] : []),
     ].join(","),
     "advertised.listeners": [
       `PLAINTEXT://127.0.0.1:${opts.port}`,
       ...proxied.map((l) => `${l.name}://127.0.0.1:${l.advertisedPort}`),
+      ...(secure ? [`SECURE://127.0.0.1:${secure.port}`] : []),
     ].join(","),
     "inter.broker.listener.name": "PLAINTEXT",
     "listener.security.protocol.map": [
       "CONTROLLER:PLAINTEXT",
       "PLAINTEXT:PLAINTEXT",
       ...proxied.map((l) => `${l.name}:PLAINTEXT`),
+      ...(secure ? ["SECURE:SASL_SSL"] : []),
     ].join(","),
+    ...(secure && secureListenerProperties(secure)),
     "log.dirs": logDir,
     "num.partitions": 6,
     ...SINGLE_NODE_SETTINGS,
