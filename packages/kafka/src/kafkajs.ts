@@ -11,6 +11,7 @@ import {
   logLevel,
   Partitioners,
   type Producer,
+  type SASLOptions,
 } from "kafkajs";
 import { createCommitCoalescer } from "./commits.ts";
 import { createApplier } from "./handling.ts";
@@ -79,11 +80,21 @@ export function createKafkajsClient({
   logger,
   connectionTimeout = 3000,
   adminTimeout = 2000,
+  tls,
+  sasl,
 }: KafkaOptions): KafkaClient {
   const logCreator = () => kafkajsLogLines(logger);
+  // kafkajs sends each broker's host as the TLS server name (SNI), unless it is an IP address. A refused
+  // SASL sign-in is an error it does not retry (KafkaJSSASLAuthenticationError): a producer's connect
+  // rejects with it, a consumer rejoins (logging it) as after any error it does not restart from.
+  const security = {
+    ...(tls && { ssl: tls.ca === undefined ? true : { ca: tls.ca } }),
+    ...(sasl && { sasl: { ...sasl } as SASLOptions }),
+  };
   const kafka = new Kafka({
     brokers,
     clientId,
+    ...security,
     connectionTimeout,
     logLevel: logLevel.WARN,
     logCreator,
@@ -96,6 +107,7 @@ export function createKafkajsClient({
   const probeAdmin = new Kafka({
     brokers,
     clientId: `${clientId}-probe`,
+    ...security,
     connectionTimeout: Math.min(connectionTimeout, adminTimeout),
     requestTimeout: adminTimeout,
     logLevel: logLevel.NOTHING,

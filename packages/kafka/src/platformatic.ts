@@ -1,4 +1,5 @@
 /** The @platformatic/kafka adapter (maintained, pure JavaScript): `KAFKA_CLIENT=platformatic`. */
+import { isIP } from "node:net";
 import {
   Admin,
   Consumer,
@@ -21,20 +22,83 @@ import {
   type IncomingMessage,
   type KafkaClient,
   type KafkaOptions,
+  type KafkaSasl,
+  type KafkaTls,
   type PartitionLag,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
+import { securityRefusal } from "./refusals.ts";
 import { sendRuns } from "./sizes.ts";
 
 type StringMessage = Message<string, string, string, string>;
 type StringStream = MessagesStream<string, string, string, string>;
 
-// Reconnect forever with back-off (200 ms → 5 s), as the kafkajs adapter does: a broker restart must never
-// take a process down. The library's own default is 3 retries a second apart.
-const retryForever = {
-  retries: Number.MAX_SAFE_INTEGER,
-  retryDelay: (_client: unknown, _operation: string, attempt: number) => Math.min(200 * 2 ** attempt, 5000),
-};
+type Log = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) => void;
+
+/**
+ * Reconnect forever with back-off (200 ms → 5 s), as the kafkajs adapter does: a broker restart must never
+ * take a process down. The library's own default is 3 retries a second apart. A connection refused for
+ * its security (the SASL sign-in refused, the broker's certificate not trusted) is retried too, as the
+ * library would, but never silently: each such retry is logged with its reason, and `onRefused` is told
+ * (a client still starting gives up on it: see `startOrRefuse`).
+ */
+function retryForever(log: Log, onRefused: (refusal: Error) => void = () => {}) {
+  return {
+    retries: Number.MAX_SAFE_INTEGER,
+    retryDelay: (_client: unknown, operation: string, attempt: number, _retries: number, error?: unknown) => {
+      const refusal = securityRefusal(error);
+      if (refusal) {
+        log("error", refusal.message, { operation, retrying: true });
+        onRefused(refusal);
+      }
+      return Math.min(200 * 2 ** attempt, 5000);
+    },
+  };
+}
+
+/**
+ * A client's first connection, rejected as soon as one of its attempts is refused for its security: it
+ * would be refused again and again, and a process is better told at its start than left waiting.
+ */
+function startOrRefuse() {
+  let refuse: (refusal: Error) => void = () => {};
+  const refused = new Promise<never>((_, reject) => {
+    refuse = reject;
+  });
+  refused.catch(() => {});
+  let starting = true;
+  return {
+    onRefused: (refusal: Error) => {
+      if (starting) refuse(refusal);
+    },
+    async start<T>(connect: Promise<T>): Promise<T> {
+      try {
+        return await Promise.race([connect, refused]);
+      } finally {
+        starting = false;
+      }
+    },
+  };
+}
+
+/**
+ * The library's TLS and SASL options for ours. The server name (SNI, which a managed Kafka may route by)
+ * is each broker's host, as kafkajs sends it; not when the brokers are named by IP address, which SNI
+ * forbids (RFC 6066, 3).
+ */
+function securityOptions(brokers: string[], tls?: KafkaTls, sasl?: KafkaSasl) {
+  const named = brokers.every((b) => isIP(b.slice(0, b.lastIndexOf(":"))) === 0);
+  return {
+    ...(tls && { tls: tls.ca === undefined ? {} : { ca: tls.ca }, tlsServerName: named }),
+    ...(sasl && {
+      sasl: {
+        mechanism: sasl.mechanism.toUpperCase() as "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512",
+        username: sasl.username,
+        password: sasl.password,
+      },
+    }),
+  };
+}
 
 /**
  * How long the broker may hold a fetch when there is nothing to read: what an idle consumer costs is one
@@ -72,17 +136,26 @@ export function createPlatformaticClient({
   logger,
   connectionTimeout = 3000,
   adminTimeout = 2000,
+  tls,
+  sasl,
 }: KafkaOptions): KafkaClient {
-  const log = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) =>
-    logger?.[level](extra, `kafka: ${message}`);
-  const base = { clientId, bootstrapBrokers: brokers, connectTimeout: connectionTimeout };
+  const log: Log = (level, message, extra) => logger?.[level](extra, `kafka: ${message}`);
+  const base = {
+    clientId,
+    bootstrapBrokers: brokers,
+    connectTimeout: connectionTimeout,
+    ...securityOptions(brokers, tls, sasl),
+  };
+  /** An error of the library, or what it hides: a refusal for security, named. */
+  const named = (err: unknown) => securityRefusal(err, { resetHandshakes: true }) ?? err;
 
   async function createProducer(): Promise<EventProducer> {
     // Idempotent: the library then keeps one request in flight per connection and acks=all, so a retried
     // batch can neither be duplicated by the broker nor overtake the one before it.
+    const first = startOrRefuse();
     const producer = new Producer({
       ...base,
-      ...retryForever,
+      ...retryForever(log, first.onRefused),
       idempotent: true,
       acks: ProduceAcks.ALL,
       // The Java client's partitioner (murmur2 & 0x7fffffff), so a key lands on the partition kafkajs, the
@@ -94,7 +167,7 @@ export function createPlatformaticClient({
     producer.on("error", (err: Error) => log("warn", "producer error", { err }));
     try {
       // Connects and gets a producer id now, as kafkajs's connect() does, rather than on the first send.
-      await producer.initIdempotentProducer({});
+      await first.start(producer.initIdempotentProducer({}));
     } catch (err) {
       await producer.close(true).catch(() => {});
       throw err;
@@ -117,9 +190,10 @@ export function createPlatformaticClient({
     const linger = createLingerGate(lingerMs);
     const concurrency = options.partitionsConsumedConcurrently ?? 3;
     const sessionTimeout = options.sessionTimeout ?? 10_000;
+    const first = startOrRefuse();
     const consumer = new Consumer<string, string, string, string>({
       ...base,
-      ...retryForever,
+      ...retryForever(log, first.onRefused),
       groupId,
       sessionTimeout,
       rebalanceTimeout: sessionTimeout,
@@ -481,7 +555,7 @@ export function createPlatformaticClient({
     }
 
     try {
-      await subscribe();
+      await first.start(subscribe());
     } catch (err) {
       await consumer.close(true).catch(() => {});
       throw err;
@@ -544,7 +618,11 @@ export function createPlatformaticClient({
   probeAdmin.on("error", (err: Error) => log("debug", "probe admin error", { err }));
   const shared = createProbes(adminTimeout);
   const probe = <T>(key: string[], signal: AbortSignal | undefined, call: (a: Admin) => Promise<T>) =>
-    shared(key, signal, () => call(probeAdmin));
+    shared(key, signal, () =>
+      call(probeAdmin).catch((err: unknown) => {
+        throw named(err);
+      }),
+    );
 
   /** Partition count of each topic, from a fresh metadata request. */
   async function partitionsOf(a: Admin, names: string[]): Promise<Map<string, number>> {
@@ -591,7 +669,11 @@ export function createPlatformaticClient({
     createConsumer,
 
     async createTopics(names, numPartitions = 6) {
-      const existing = new Set(await admin.listTopics());
+      const existing = new Set(
+        await admin.listTopics().catch((err: unknown) => {
+          throw named(err);
+        }),
+      );
       const missing = names.filter((t) => !existing.has(t));
       if (missing.length === 0) return;
       // A failure may be another process creating them meanwhile, or a request that timed out (5 s) on a

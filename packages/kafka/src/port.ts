@@ -13,9 +13,30 @@ export type KafkaLogger = Record<
   (fields: object, message: string) => void
 >;
 
+/**
+ * The SASL mechanisms a process can sign in with: what both adapters implement (@platformatic/kafka
+ * 2.12 and kafkajs 2.2.4 both do PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; OAUTHBEARER needs a token
+ * provider, GSSAPI (Kerberos) a custom authenticator, AWS_MSK_IAM is kafkajs's only, so none is offered).
+ */
+export const SASL_MECHANISMS = ["plain", "scram-sha-256", "scram-sha-512"] as const;
+export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
+
+/** A SASL sign-in on every connection to the brokers. */
+export type KafkaSasl = { mechanism: SaslMechanism; username: string; password: string };
+
+/**
+ * TLS on every connection to the brokers, their certificates checked against `ca` (PEM, one or more
+ * certificates) or, without it, the system's certificate authorities.
+ */
+export type KafkaTls = { ca?: string };
+
 export type KafkaOptions = {
   brokers: string[];
   clientId: string;
+  /** TLS to the brokers; absent, plaintext. */
+  tls?: KafkaTls;
+  /** SASL to the brokers (over TLS when `tls` is given); absent, no authentication. */
+  sasl?: KafkaSasl;
   /** The library behind the port; the default is `DEFAULT_KAFKA_CLIENT`. */
   client?: KafkaClientName;
   logger?: KafkaLogger;
