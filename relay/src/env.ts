@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { clientQueryTimeoutMs } from "@saga/db";
-import { envVars, parseEnv, sessionTimeouts } from "@saga/messaging";
+import { envVars, kafkaSecurityEnvVars, parseEnv, sessionTimeouts } from "@saga/messaging";
 import { z } from "zod";
 
 const positiveInt = z.coerce.number().int().positive();
@@ -19,6 +19,7 @@ export const Env = z
     KAFKA_BROKERS: envVars.kafkaBrokers,
     KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
     KAFKA_CLIENT: envVars.kafkaClient,
+    ...kafkaSecurityEnvVars,
     /** Names this instance in logs, metrics, the lock holder's application_name and its replication slot. */
     RELAY_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
     /**

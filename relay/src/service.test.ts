@@ -54,3 +54,18 @@ describe("the relay's metrics", () => {
     expect(await scrape("saga_relay_outbox_lag_seconds")).toBe(0);
   });
 });
+
+describe("the relay's Kafka security settings", () => {
+  it("refuse to build a relay when they do not go together, naming the variables", () => {
+    const plainInClear = parseRelayEnv({
+      ORDER_DB_URL: "postgres://127.0.0.1:1/order_db",
+      KAFKA_BROKERS: "127.0.0.1:1",
+      KAFKA_SASL_MECHANISM: "PLAIN",
+      KAFKA_SASL_USERNAME: "relay",
+      KAFKA_SASL_PASSWORD: "relay-password",
+    });
+    expect(() => createRelayService(plainInClear, { logger: createLogger("relay", "silent") })).toThrow(
+      /KAFKA_SASL_MECHANISM: plain sends the password in clear; set KAFKA_SSL=true/,
+    );
+  });
+});

@@ -1,6 +1,6 @@
 import { clientQueryTimeoutMs, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
-import { sessionTimeouts } from "@saga/messaging";
+import { kafkaSecurity, sessionTimeouts } from "@saga/messaging";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
 import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
@@ -44,6 +44,7 @@ const PROBE_TIMEOUT_MS = 2000;
 
 /** Builds the relay process from its environment: one relay per configured outbox, one Kafka client. */
 export function createRelayService(env: Env, opts: RelayDependencies = {}): RelayService {
+  const kafkaTlsAndSasl = kafkaSecurity(env);
   const logger = (opts.logger ?? createLogger("relay", env.LOG_LEVEL)).child({ instance: env.RELAY_ID });
   const createStore = opts.createStore ?? createOutboxStore;
   const timeouts = sessionTimeouts(env);
@@ -53,6 +54,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
     brokers: env.KAFKA_BROKERS,
     clientId: `relay-${env.RELAY_ID}`,
     client: env.KAFKA_CLIENT,
+    ...kafkaTlsAndSasl,
     logger,
   });
   const crashPoint = env.RELAY_TEST_CRASH_AT ? crashAt(env.RELAY_TEST_CRASH_AT) : undefined;

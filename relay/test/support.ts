@@ -257,6 +257,7 @@ export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = 
     KAFKA_BROKERS: kafkaBrokers(),
     KAFKA_TOPIC_PREFIX: prefix,
     KAFKA_CLIENT: DEFAULT_KAFKA_CLIENT,
+    KAFKA_SSL: false,
     RELAY_ID: "test",
     RELAY_MODE: TEST_RELAY_MODE,
     RELAY_BATCH_SIZE: 500,

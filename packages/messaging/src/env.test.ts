@@ -1,5 +1,8 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseEnv, requireInternalSecret, serviceEnvSchema } from "./env.ts";
+import { kafkaSecurity, parseEnv, requireInternalSecret, serviceEnvSchema } from "./env.ts";
 
 const schema = serviceEnvSchema({ port: 8081, consumerGroup: "user-service" });
 const minimal = {
@@ -62,5 +65,74 @@ describe("service environment", () => {
     [{ DEAD_LETTER_MAX_BYTES: "1000" }, /DEAD_LETTER_MAX_BYTES/],
   ])("fails naming the variable for %o", (bad, message) => {
     expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
+  });
+});
+
+describe("Kafka's TLS and SASL settings", () => {
+  const dir = mkdtempSync(join(tmpdir(), "kafka-ca-"));
+  const caFile = join(dir, "ca.pem");
+  const CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  writeFileSync(caFile, CA);
+  const notPem = join(dir, "ca.der");
+  writeFileSync(notPem, "0\x82\x01");
+  const security = (vars: Record<string, string>) => kafkaSecurity(parseEnv(schema, { ...minimal, ...vars }));
+  const scram = { KAFKA_SASL_USERNAME: "saga", KAFKA_SASL_PASSWORD: "saga-password" };
+
+  it("ask for neither by default: plaintext, no sign-in, as the local broker", () => {
+    expect(security({})).toEqual({});
+  });
+
+  it("give SCRAM over TLS checked against the CA file's certificates, the mechanism as Kafka writes it", () => {
+    expect(
+      security({
+        KAFKA_SSL: "true",
+        KAFKA_SSL_CA_FILE: caFile,
+        KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
+        ...scram,
+      }),
+    ).toEqual({
+      tls: { ca: CA },
+      sasl: { mechanism: "scram-sha-512", username: "saga", password: "saga-password" },
+    });
+  });
+
+  it("give TLS checked against the system's authorities without a CA file, and PLAIN over it", () => {
+    expect(security({ KAFKA_SSL: "true", KAFKA_SASL_MECHANISM: "plain", ...scram })).toEqual({
+      tls: {},
+      sasl: { mechanism: "plain", username: "saga", password: "saga-password" },
+    });
+  });
+
+  it("let SCRAM go without TLS: it never sends the password", () => {
+    expect(security({ KAFKA_SASL_MECHANISM: "scram-sha-256", ...scram })).toEqual({
+      sasl: { mechanism: "scram-sha-256", username: "saga", password: "saga-password" },
+    });
+  });
+
+  it.each([
+    [
+      { KAFKA_SASL_MECHANISM: "oauthbearer", ...scram },
+      /KAFKA_SASL_MECHANISM: must be plain, scram-sha-256, scram-sha-512/,
+    ],
+    [{ KAFKA_SSL: "maybe" }, /KAFKA_SSL/],
+    [
+      { KAFKA_SASL_MECHANISM: "scram-sha-256" },
+      /KAFKA_SASL_USERNAME: required .*KAFKA_SASL_PASSWORD: required/,
+    ],
+    [scram, /KAFKA_SASL_MECHANISM: required with KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD/],
+    [{ KAFKA_SASL_MECHANISM: "plain", ...scram }, /KAFKA_SASL_MECHANISM: plain sends the password in clear/],
+    [{ KAFKA_SSL_CA_FILE: caFile }, /KAFKA_SSL_CA_FILE: only with KAFKA_SSL=true/],
+    [
+      { KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: join(dir, "missing.pem") },
+      /KAFKA_SSL_CA_FILE: cannot read .*missing\.pem/,
+    ],
+    [
+      { KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: notPem },
+      /KAFKA_SSL_CA_FILE: .*ca\.der holds no PEM certificate/,
+    ],
+  ])("fail at start naming the variable for %o, never showing the password", (vars, message) => {
+    const attempt = () => security(vars);
+    expect(attempt).toThrow(message);
+    expect(attempt).not.toThrow(/saga-password/);
   });
 });

@@ -1,8 +1,15 @@
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
 import { httpEnvVars } from "@saga/http";
-import type { RetryPolicy } from "@saga/kafka";
-import { DEFAULT_KAFKA_CLIENT, DEFAULT_RETRY_POLICY, KAFKA_CLIENTS, MAX_MESSAGE_BYTES } from "@saga/kafka";
+import type { KafkaOptions, RetryPolicy } from "@saga/kafka";
+import {
+  DEFAULT_KAFKA_CLIENT,
+  DEFAULT_RETRY_POLICY,
+  KAFKA_CLIENTS,
+  MAX_MESSAGE_BYTES,
+  SASL_MECHANISMS,
+} from "@saga/kafka";
 import { z } from "zod";
 import { DEFAULT_DEAD_LETTER_MAX_BYTES, MIN_DEAD_LETTER_MAX_BYTES } from "./outbox.ts";
 
@@ -80,6 +87,73 @@ export const envVars = {
     .default(DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs),
 };
 
+/**
+ * How every process that talks to Kafka reaches a broker that asks for TLS or SASL (a managed Kafka);
+ * `kafkaSecurity` checks them together. None set: plaintext, no authentication, as the local broker.
+ */
+export const kafkaSecurityEnvVars = {
+  /** TLS to every broker. */
+  KAFKA_SSL: z.stringbool().default(false),
+  /** A PEM file of the authorities to check the brokers' certificates against; the system's without it. */
+  KAFKA_SSL_CA_FILE: z.string().min(1).optional(),
+  /** Written as Kafka's sasl.mechanism (PLAIN, SCRAM-SHA-512) or in lower case. */
+  KAFKA_SASL_MECHANISM: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(
+      z.enum(SASL_MECHANISMS, {
+        error: `must be ${SASL_MECHANISMS.join(", ")} (what both Kafka clients sign in with)`,
+      }),
+    )
+    .optional(),
+  KAFKA_SASL_USERNAME: z.string().min(1).optional(),
+  /** Never logged. */
+  KAFKA_SASL_PASSWORD: z.string().min(1).optional(),
+};
+
+type KafkaSecurityEnv = z.infer<z.ZodObject<typeof kafkaSecurityEnvVars>>;
+
+/**
+ * The TLS and SASL options of a process's Kafka client, from its environment; reads the CA file. Fails
+ * with the variables' names when they do not go together: SASL needs a mechanism, a user name and a
+ * password; a CA file needs KAFKA_SSL=true; PLAIN sends the password as it is, so it needs TLS (SCRAM
+ * never sends it, and may go without).
+ */
+export function kafkaSecurity(env: KafkaSecurityEnv): Pick<KafkaOptions, "tls" | "sasl"> {
+  const problems: string[] = [];
+  const {
+    KAFKA_SASL_MECHANISM: mechanism,
+    KAFKA_SASL_USERNAME: username,
+    KAFKA_SASL_PASSWORD: password,
+  } = env;
+  if (mechanism || username || password) {
+    if (!mechanism)
+      problems.push("KAFKA_SASL_MECHANISM: required with KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD");
+    if (!username) problems.push("KAFKA_SASL_USERNAME: required with KAFKA_SASL_MECHANISM");
+    if (!password) problems.push("KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
+  }
+  if (mechanism === "plain" && !env.KAFKA_SSL)
+    problems.push(
+      "KAFKA_SASL_MECHANISM: plain sends the password in clear; set KAFKA_SSL=true, or use scram-sha-256 or scram-sha-512",
+    );
+  let ca: string | undefined;
+  if (env.KAFKA_SSL_CA_FILE !== undefined) {
+    if (!env.KAFKA_SSL) problems.push("KAFKA_SSL_CA_FILE: only with KAFKA_SSL=true");
+    try {
+      ca = readFileSync(env.KAFKA_SSL_CA_FILE, "utf8");
+      if (!ca.includes("-----BEGIN CERTIFICATE-----"))
+        problems.push(`KAFKA_SSL_CA_FILE: ${env.KAFKA_SSL_CA_FILE} holds no PEM certificate`);
+    } catch (err) {
+      problems.push(`KAFKA_SSL_CA_FILE: cannot read ${env.KAFKA_SSL_CA_FILE} (${(err as Error).message})`);
+    }
+  }
+  if (problems.length > 0) throw new Error(`invalid environment: ${problems.join("; ")}`);
+  return {
+    ...(env.KAFKA_SSL && { tls: ca === undefined ? {} : { ca } }),
+    ...(mechanism && username && password && { sasl: { mechanism, username, password } }),
+  };
+}
+
 /** The session bounds a process's environment asks for (`DB_STATEMENT_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`). */
 export function sessionTimeouts(env: {
   DB_STATEMENT_TIMEOUT_MS: number;
@@ -103,6 +177,7 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     KAFKA_BROKERS: envVars.kafkaBrokers,
     KAFKA_TOPIC_PREFIX: envVars.topicPrefix,
     KAFKA_CLIENT: envVars.kafkaClient,
+    ...kafkaSecurityEnvVars,
     INSTANCE_ID: z.string().min(1).default(hostname()),
     CONSUMER_GROUP: z.string().min(1).default(defaults.consumerGroup),
     LOG_LEVEL: envVars.logLevel,

@@ -18,6 +18,8 @@ export {
 } from "./dead-letters.ts";
 export {
   envVars,
+  kafkaSecurity,
+  kafkaSecurityEnvVars,
   parseEnv,
   requireInternalSecret,
   retryPolicy,

@@ -41,4 +41,30 @@ describe("createServiceRuntime", () => {
       }),
     ]);
   });
+
+  it("speaks TLS to Kafka when KAFKA_SSL=true: on the run's plaintext broker it is not ready, and says why", async () => {
+    const url = await freshDatabase("order_tls");
+    const runtime = await createServiceRuntime({
+      service: "order-service",
+      database: "order",
+      schema: {},
+      env: { ...serviceTestEnv("order-service", url, await freshTopicPrefix()), KAFKA_SSL: true },
+      logger: createLogger("order-service", "silent"),
+    });
+    onTestFinished(() => runtime.stop());
+
+    await expect(runtime.ready()).rejects.toThrow(/TLS/);
+  });
+
+  it("refuses to start on Kafka security settings that do not go together, before anything connects", async () => {
+    const env = {
+      ...serviceTestEnv("order-service", "postgres://127.0.0.1:1/nowhere", "p."),
+      KAFKA_SASL_MECHANISM: "plain" as const,
+      KAFKA_SASL_USERNAME: "saga",
+      KAFKA_SASL_PASSWORD: "saga-password",
+    };
+    await expect(
+      createServiceRuntime({ service: "order-service", database: "order", schema: {}, env }),
+    ).rejects.toThrow(/KAFKA_SASL_MECHANISM: plain sends the password in clear/);
+  });
 });

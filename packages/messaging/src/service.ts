@@ -4,7 +4,13 @@ import { AppError } from "@saga/http";
 import { createKafka, type EventConsumer, type KafkaClient } from "@saga/kafka";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
 import { withTimeout } from "@saga/runtime";
-import { requireInternalSecret, retryPolicy, type ServiceEnv, sessionTimeouts } from "./env.ts";
+import {
+  kafkaSecurity,
+  requireInternalSecret,
+  retryPolicy,
+  type ServiceEnv,
+  sessionTimeouts,
+} from "./env.ts";
 import { isRetriableError, unknownOutcome } from "./errors.ts";
 import { type Periodic, startLagMonitor, startRetention } from "./housekeeping.ts";
 import { type InboxOptions, startInboxConsumer } from "./inbox.ts";
@@ -56,6 +62,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
   const metrics = createMetrics(service, env.INSTANCE_ID);
   const messagingMetrics = createMessagingMetrics(metrics.registry);
   requireInternalSecret(env);
+  const kafkaTlsAndSasl = kafkaSecurity(env);
   if (env.INTERNAL_SECRET === undefined) {
     logger.warn(
       "AUTH_DEV_MODE: no INTERNAL_SECRET, so this service answers its API to anyone who reaches it; never in production",
@@ -78,6 +85,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     brokers: env.KAFKA_BROKERS,
     clientId: `${service}-${env.INSTANCE_ID}`,
     client: env.KAFKA_CLIENT,
+    ...kafkaTlsAndSasl,
     logger,
   });
 

@@ -254,6 +254,7 @@ export function serviceTestEnv(
     KAFKA_BROKERS: kafkaBrokers(),
     KAFKA_TOPIC_PREFIX: prefix,
     KAFKA_CLIENT: DEFAULT_KAFKA_CLIENT,
+    KAFKA_SSL: false,
     INSTANCE_ID: "test-1",
     CONSUMER_GROUP: `${prefix}${service}`,
     LOG_LEVEL: "error",
