@@ -114,4 +114,33 @@ describe("startLagMonitor", () => {
     await vi.waitFor(async () => expect(await series()).toEqual([]), { timeout: 5000 });
     await monitor.stop();
   });
+
+  it("drops the lag of a partition that a later reading no longer has (a topic made again with fewer partitions)", async () => {
+    const registry = new Registry();
+    const metrics = createMessagingMetrics(registry);
+    let partitions = [0, 1];
+    const consumerLag = vi.fn(async (_group: string, topics: string[]) =>
+      topics.flatMap((topic) =>
+        partitions.map((partition) => ({ topic, partition, committed: 0, end: 900, lag: 900 })),
+      ),
+    );
+    const monitor = startLagMonitor({
+      kafka: { consumerLag } as unknown as KafkaClient,
+      consumerGroup: "g",
+      topicPrefix: "p.",
+      topics: ["order.created"],
+      metrics,
+      logger,
+      intervalMs: 5,
+    });
+    const published = async () =>
+      ((await registry.getSingleMetric("saga_consumer_lag")?.get())?.values ?? []).map(
+        (v) => v.labels.partition,
+      );
+    await vi.waitFor(async () => expect(await published()).toEqual(["0", "1"]));
+    partitions = [0];
+    // Partition 1's last reading would stay for good, and max by group would report it.
+    await vi.waitFor(async () => expect(await published()).toEqual(["0"]), { timeout: 2000 });
+    await monitor.stop();
+  });
 });

@@ -117,14 +117,15 @@ export function startLagMonitor(opts: {
   // The series of the last reading: dropped when a reading fails. Every instance of the group reports the
   // group's lag, taken as the max over them; an instance cut off from the broker would otherwise hold its
   // last reading for as long as it is cut off, over the live instances' (an alert that never clears, or
-  // one that fires on a lag long gone).
+  // one that fires on a lag long gone). So are those a reading no longer has (a topic deleted, or made
+  // again with fewer partitions), which would otherwise stay at their last value for good.
   let published: { group: string; topic: string; partition: string }[] = [];
   return every(
     intervalMs,
     async (stopped) => {
       // Bounded by the client's admin timeout: while the broker is away a round fails fast.
       const lags = await kafka.consumerLag(consumerGroup, [...physical.keys()], stopped);
-      const reading: typeof published = [];
+      const reading = new Map<string, (typeof published)[number]>();
       for (const p of lags) {
         const labels = {
           group: consumerGroup,
@@ -132,9 +133,11 @@ export function startLagMonitor(opts: {
           partition: String(p.partition),
         };
         metrics.lag.set(labels, p.lag);
-        reading.push(labels);
+        reading.set(`${labels.topic}/${labels.partition}`, labels);
       }
-      published = reading;
+      for (const labels of published)
+        if (!reading.has(`${labels.topic}/${labels.partition}`)) metrics.lag.remove(labels);
+      published = [...reading.values()];
     },
     (err) => {
       for (const labels of published) metrics.lag.remove(labels);
