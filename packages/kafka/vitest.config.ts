@@ -6,5 +6,7 @@ export default defineConfig({
     globalSetup: ["@saga/tools/test/global-setup"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    // request-retry.test.ts measures the heap after a full collection.
+    execArgv: ["--expose-gc"],
   },
 });

@@ -57,9 +57,9 @@ export const Env = z
     RELAY_SLOT_HOLD_MS: positiveInt.default(30_000),
     /**
      * How long the owner may wait for Kafka without an acknowledgement while rows wait to be sent (or
-     * its producer connects) before it gives the outbox up to another instance: the Kafka clients retry
-     * for ever, so a broker it cannot reach would otherwise keep the outbox with it, unpublished, for
-     * as long as the partition lasts. Long enough for a broker restart or a leader election to be ridden
+     * its producer connects) before it gives the outbox up to another instance: the Kafka clients retry,
+     * and the relay tries again what they give up, so a broker it cannot reach would otherwise keep the
+     * outbox with it, unpublished, for as long as the partition lasts. Long enough for a broker restart or a leader election to be ridden
      * out by the client's own retries (its back-off reaches 5 s); short enough that a standby that can
      * reach Kafka publishes within it.
      */

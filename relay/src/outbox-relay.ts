@@ -219,8 +219,9 @@ function isDefect(err: unknown): boolean {
  * Failures of the database or the broker are retried with back-off. Anything else (a defect) crashes the
  * loop: it gives the outbox up at once, so a standby takes over, and settles `failed`, on which the
  * process reports not ready and exits non-zero to be restarted. It never sits on a lease it cannot use:
- * nor while Kafka leaves it without an answer (the clients retry for ever, so a send to a broker this
- * instance cannot reach neither resolves nor fails), which after `sendStallMs` gives the outbox up too.
+ * nor while Kafka leaves it without an answer (the clients retry, and a send or connect a client gives
+ * up is tried again here, so a send to a broker this instance cannot reach never succeeds and never
+ * ends), which after `sendStallMs` gives the outbox up too.
  */
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { name, store, lease, kafka, topicPrefix, batchSize, pollIntervalMs, logger, metrics } = opts;
@@ -244,9 +245,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   let stopDeadline: AbortSignal | undefined;
   // CDC: the ids of the rows on Kafka that wait for their mark, while this instance owns the outbox.
   let awaitingMark: () => string[] = () => [];
-  // A producer being connected, kept across ownerships: the clients retry a connect for ever and take no
-  // signal, so one that outlasted its ownership (a broker this instance cannot reach) is taken up by the
-  // next ownership rather than started again, and a long outage leaves one connect running, not one a turn.
+  // A producer being connected, kept across ownerships: the clients retry a connect for long (kafkajs for
+  // ever, the platformatic one for about 50 s) and take no signal, so one that outlasted its ownership (a
+  // broker this instance cannot reach) is taken up by the next ownership rather than started again, and a
+  // long outage leaves one connect running, not one a turn.
   let connecting: Promise<EventProducer> | undefined;
 
   /** One outbox statement, cancelled when it outlasts `queryTimeoutMs` or `until` aborts. */

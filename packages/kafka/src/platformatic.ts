@@ -4,6 +4,8 @@ import {
   Admin,
   Consumer,
   compatibilityPartitioner,
+  findErrorBy,
+  GenericError,
   type Message,
   type MessagesStream,
   ProduceAcks,
@@ -17,6 +19,7 @@ import { createApplier } from "./handling.ts";
 import {
   type ConsumerOptions,
   DEFAULT_COMMIT_INTERVAL_MS,
+  DEFAULT_REQUEST_RETRY,
   type EventConsumer,
   type EventProducer,
   type IncomingMessage,
@@ -33,28 +36,11 @@ import { sendRuns } from "./sizes.ts";
 type StringMessage = Message<string, string, string, string>;
 type StringStream = MessagesStream<string, string, string, string>;
 
-type Log = (level: "error" | "warn" | "info" | "debug", message: string, extra: object) => void;
-
-/**
- * Reconnect forever with back-off (200 ms → 5 s), as the kafkajs adapter does: a broker restart must never
- * take a process down. The library's own default is 3 retries a second apart. A connection refused for
- * its security (the SASL sign-in refused, the broker's certificate not trusted) is retried too, as the
- * library would, but never silently: each such retry is logged with its reason, and `onRefused` is told
- * (a client still starting gives up on it: see `startOrRefuse`).
- */
-function retryForever(log: Log, onRefused: (refusal: Error) => void = () => {}) {
-  return {
-    retries: Number.MAX_SAFE_INTEGER,
-    retryDelay: (_client: unknown, operation: string, attempt: number, _retries: number, error?: unknown) => {
-      const refusal = securityRefusal(error);
-      if (refusal) {
-        log("error", refusal.message, { operation, retrying: true });
-        onRefused(refusal);
-      }
-      return Math.min(200 * 2 ** attempt, 5000);
-    },
-  };
-}
+type Log = (
+  level: "error" | "warn" | "info" | "debug",
+  message: string,
+  extra: { err?: unknown; [key: string]: unknown },
+) => void;
 
 /**
  * A client's first connection, rejected as soon as one of its attempts is refused for its security: it
@@ -72,6 +58,8 @@ function startOrRefuse() {
       if (starting) refuse(refusal);
     },
     async start<T>(connect: Promise<T>): Promise<T> {
+      // Once a refusal has won the race, the connect's own failure (the client closed under it) is nobody's.
+      connect.catch(() => {});
       try {
         return await Promise.race([connect, refused]);
       } finally {
@@ -99,6 +87,27 @@ function securityOptions(brokers: string[], tls?: KafkaTls, sasl?: KafkaSasl) {
     }),
   };
 }
+
+/**
+ * A request the library gave up on, readable in one log line: @platformatic/kafka reports it with the
+ * errors of all its attempts (MultipleErrors, nested when the request retried another: up to 15 × 15),
+ * which a line would print whole, stacks and all, and a join adds their messages to its own. Kept: the
+ * first sentence of its message ("joinGroup failed 15 times") and, as its cause, the last attempt's
+ * innermost error.
+ */
+function briefly(err: unknown): unknown {
+  if (!(err instanceof AggregateError) || err.errors.length === 0) return err;
+  let last: unknown = err;
+  while (last instanceof AggregateError && last.errors.length > 0) last = last.errors.at(-1);
+  return new Error(err.message.split(". ", 1)[0], { cause: last });
+}
+
+/**
+ * Whether the library gave a request up because its retries ran out (a broker away), rather than for an
+ * error it never retries (a closed client, a refused authentication).
+ */
+const retriesRanOut = (err: unknown) =>
+  err instanceof Error && GenericError.isGenericError(err) && findErrorBy(err, "canRetry", false) === null;
 
 /**
  * How long the broker may hold a fetch when there is nothing to read: what an idle consumer costs is one
@@ -138,8 +147,10 @@ export function createPlatformaticClient({
   adminTimeout = 2000,
   tls,
   sasl,
+  requestRetry = DEFAULT_REQUEST_RETRY,
 }: KafkaOptions): KafkaClient {
-  const log: Log = (level, message, extra) => logger?.[level](extra, `kafka: ${message}`);
+  const log: Log = (level, message, extra) =>
+    logger?.[level]("err" in extra ? { ...extra, err: briefly(extra.err) } : extra, `kafka: ${message}`);
   const base = {
     clientId,
     bootstrapBrokers: brokers,
@@ -148,6 +159,29 @@ export function createPlatformaticClient({
   };
   /** An error of the library, or what it hides: a refusal for security, named. */
   const named = (err: unknown) => securityRefusal(err, { resetHandshakes: true }) ?? err;
+  // The wait after the `attempt`th failed attempt (1 for the first), the library's and the adapter's.
+  const backoff = (attempt: number) =>
+    Math.min(requestRetry.backoffMs * 2 ** (attempt - 1), requestRetry.maxBackoffMs);
+  // Retried for a while, not for ever (see DEFAULT_REQUEST_RETRY): past it the producer's connect or send
+  // fails to its caller, which tries again (the relay does), and the consumer joins its group again
+  // (`startOver`, `subscribe`). A broker restart never takes a process down. The library's own default
+  // is 3 retries a second apart. An attempt refused for its security (the SASL sign-in refused, the
+  // broker's certificate not trusted) is retried too, as the library would, but never silently: each is
+  // logged with its reason, and `onRefused` is told (a client still starting gives up on it: see
+  // `startOrRefuse`).
+  const requests = (onRefused: (refusal: Error) => void = () => {}) => ({
+    retries: Math.max(0, requestRetry.maxAttempts - 1),
+    retryDelay: (_client: unknown, operation: string, attempt: number, _retries: number, error?: unknown) => {
+      const refusal = securityRefusal(error);
+      if (refusal) {
+        log("error", refusal.message, { operation, retrying: true });
+        onRefused(refusal);
+      }
+      return backoff(attempt);
+    },
+  });
+  // Aborted by close(): a consumer still joining its group for the first time gives up.
+  const closing = new AbortController();
 
   async function createProducer(): Promise<EventProducer> {
     // Idempotent: the library then keeps one request in flight per connection and acks=all, so a retried
@@ -155,7 +189,9 @@ export function createPlatformaticClient({
     const first = startOrRefuse();
     const producer = new Producer({
       ...base,
-      ...retryForever(log, first.onRefused),
+      ...requests(first.onRefused),
+      // At least 2: the library retries an idempotent producer's requests for ever when given fewer.
+      retries: Math.max(2, requestRetry.maxAttempts - 1),
       idempotent: true,
       acks: ProduceAcks.ALL,
       // The Java client's partitioner (murmur2 & 0x7fffffff), so a key lands on the partition kafkajs, the
@@ -170,13 +206,19 @@ export function createPlatformaticClient({
       await first.start(producer.initIdempotentProducer({}));
     } catch (err) {
       await producer.close(true).catch(() => {});
-      throw err;
+      throw briefly(err);
     }
     return {
       async send(messages) {
         if (messages.length === 0) return;
-        // One request after the other, each under the broker's limit (sendRuns), so in order.
-        for (const run of sendRuns(messages)) await producer.send({ messages: run });
+        // One request after the other, each under the broker's limit (sendRuns), so in order. A request
+        // given up drops the producer id (the library gets a new one for the next send), so what was sent
+        // again may land twice, as after any failed send.
+        try {
+          for (const run of sendRuns(messages)) await producer.send({ messages: run });
+        } catch (err) {
+          throw briefly(err);
+        }
       },
       close: (signal) =>
         withTimeout(() => producer.close(true), Number.POSITIVE_INFINITY, "closing the producer", signal),
@@ -193,7 +235,7 @@ export function createPlatformaticClient({
     const first = startOrRefuse();
     const consumer = new Consumer<string, string, string, string>({
       ...base,
-      ...retryForever(log, first.onRefused),
+      ...requests(first.onRefused),
       groupId,
       sessionTimeout,
       rebalanceTimeout: sessionTimeout,
@@ -231,8 +273,13 @@ export function createPlatformaticClient({
         await Promise.all(offsets.filter(([, m]) => origin.get(m) === stream).map(([, m]) => m.commit()));
       },
       // The library keeps a failed offset and sends it with the next commit; if the group needs a rejoin
-      // it ends the stream instead, and the next stream reads again from the last commit.
-      onError: (err) => log("warn", "offset commit failed", { err }),
+      // it ends the stream instead, and the next stream reads again from the last commit. A commit that
+      // found the group rebalancing rejoins it first, and when that join gives up the consumer is left
+      // outside its group.
+      onError: (err) => {
+        log("warn", "offset commit failed", { err });
+        if (!consumer.isActive()) startOver("the consumer is outside its group; subscribing again");
+      },
     });
 
     consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
@@ -257,6 +304,12 @@ export function createPlatformaticClient({
     });
     consumer.on("consumer:group:leave", () => {
       joined = false;
+    });
+    // A heartbeat that says the group is rebalancing (or has forgotten this member) makes the library
+    // rejoin; one that gives up (its retries ran out) leaves the consumer outside its group, and no
+    // heartbeat is sent any more to take it back in.
+    consumer.on("consumer:rejoin", () => {
+      if (!consumer.isActive()) startOver("could not rejoin the consumer group; subscribing again");
     });
     consumer.on("consumer:heartbeat:error", ({ error }: { error: Error }) =>
       log("debug", "heartbeat failed", { err: error }),
@@ -487,6 +540,10 @@ export function createPlatformaticClient({
      * was queued is read again (and the commits of messages from the stream before are not sent, `commits`).
      */
     async function subscribe(): Promise<void> {
+      // consume() joins the group only when one of the topics is new to the consumer or it has no member
+      // id. After a join the library gave up (`startOver`, or a consume() that failed), neither may hold,
+      // and the new stream would read without being a member: no heartbeat, no commit.
+      if (!consumer.isActive() && topics.every((t) => consumer.topics.has(t))) await consumer.joinGroup({});
       const s = await consumer.consume({
         topics,
         mode: "committed",
@@ -504,13 +561,23 @@ export function createPlatformaticClient({
       // The library ends a stream on a fetch that fails outright (its broker stayed away through every
       // retry, say); rejoining is always safe here, because offsets only ever cover committed work.
       s.on("error", (err: Error) => {
-        if (stopping || s !== stream) return;
-        log("warn", "consumer stream failed; subscribing again", { err });
-        stream = undefined;
-        // The next stream starts from the last commit: what this one queued is read again.
-        for (const [key, queue] of queues) forget(key, queue);
-        void resubscribe();
+        if (s === stream) startOver("consumer stream failed; subscribing again", err);
       });
+    }
+
+    /**
+     * Drops the stream and subscribes again until it works (`resubscribe`), joining the group first if
+     * the library left the consumer outside it (`subscribe`). The next stream starts from the last
+     * commit: what this one queued is read again.
+     */
+    function startOver(message: string, err?: unknown): void {
+      if (stopping || stream === undefined) return;
+      log("warn", message, { err });
+      const s = stream;
+      stream = undefined;
+      for (const [key, queue] of queues) forget(key, queue);
+      void s.close().catch(() => {});
+      void resubscribe();
     }
 
     let rereading = false;
@@ -524,7 +591,7 @@ export function createPlatformaticClient({
       rereading = true;
       try {
         for (let attempt = 0; ; attempt++) {
-          if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5000), stopped.signal);
+          if (attempt > 0) await sleep(backoff(attempt), stopped.signal);
           await commits.flush();
           // A rebalance meanwhile may have taken the partition, and batches started again: the last of
           // them to settle asks again (`schedule`).
@@ -542,8 +609,8 @@ export function createPlatformaticClient({
     }
 
     async function resubscribe(): Promise<void> {
-      for (let attempt = 0; !stopping; attempt++) {
-        await sleep(Math.min(200 * 2 ** attempt, 5000), stopped.signal);
+      for (let attempt = 1; !stopping; attempt++) {
+        await sleep(backoff(attempt), stopped.signal);
         if (stopping) return;
         try {
           await subscribe();
@@ -554,11 +621,30 @@ export function createPlatformaticClient({
       }
     }
 
+    // While the broker is away the first join is tried again, as a running consumer's is, until the join
+    // succeeds or the client is closed; an error the library never retries ends it.
+    const abandon = () => void consumer.close(true).catch(() => {});
+    closing.signal.addEventListener("abort", abandon, { once: true });
     try {
-      await first.start(subscribe());
+      await first.start(
+        (async () => {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await subscribe();
+              break;
+            } catch (err) {
+              if (closing.signal.aborted || !retriesRanOut(err)) throw briefly(err);
+              log("warn", "could not join the consumer group; retrying", { err });
+              await sleep(backoff(attempt), closing.signal);
+            }
+          }
+        })(),
+      );
     } catch (err) {
       await consumer.close(true).catch(() => {});
       throw err;
+    } finally {
+      closing.signal.removeEventListener("abort", abandon);
     }
 
     return {
@@ -781,8 +867,9 @@ export function createPlatformaticClient({
     },
 
     async close(signal) {
-      const closing = [admin, probeAdmin].map((a) => a.close().catch(() => {}));
-      await withTimeout(() => Promise.all(closing), Number.POSITIVE_INFINITY, "closing kafka admin", signal);
+      closing.abort();
+      const closed = [admin, probeAdmin].map((a) => a.close().catch(() => {}));
+      await withTimeout(() => Promise.all(closed), Number.POSITIVE_INFINITY, "closing kafka admin", signal);
     },
   };
 }

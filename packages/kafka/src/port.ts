@@ -49,6 +49,14 @@ export type KafkaOptions = {
    * not pile up while a broker is away.
    */
   adminTimeout?: number;
+  /**
+   * How the platformatic adapter's client retries a request that fails (a connect, a join, a fetch, a
+   * send): `maxAttempts` in all, `backoffMs` doubling to `maxBackoffMs` apart; the adapter's own retries
+   * (a consumer joining its group again) back off the same way. Default `DEFAULT_REQUEST_RETRY`: 15
+   * attempts, 200 ms doubling to 5 s, about 50 s. Past it a producer's connect or send rejects, and its
+   * caller tries again; a consumer joins its group again by itself. kafkajs retries for ever.
+   */
+  requestRetry?: RetryPolicy;
 };
 
 export type OutgoingMessage = {
@@ -74,7 +82,9 @@ export type EventProducer = {
    * Resolves once every message is acknowledged by all in-sync replicas (idempotent, acks=all; messages
    * of one key keep their order, on the partition the Java client's murmur2 partitioner picks). Messages
    * that together are more than `MAX_MESSAGE_BYTES` go as several requests, one after the other; when
-   * one fails, those before it may be on Kafka already, as after any failed send.
+   * one fails, those before it may be on Kafka already, as after any failed send. Rejects once the
+   * client gives the request up (`KafkaOptions.requestRetry`: a broker away for about 50 s; kafkajs
+   * never does): the caller sends again, and the producer goes on.
    */
   send(messages: OutgoingMessage[]): Promise<void>;
   /** Flushes and disconnects; when `signal` aborts first, drops the connections without waiting. */
@@ -105,7 +115,10 @@ export type DeadLetterCause = {
 };
 
 export type RetryPolicy = {
-  /** Attempts of a message that fails with unexpected errors before it is dead-lettered, the first included. */
+  /**
+   * Attempts in all, the first included: of a message that fails with unexpected errors, before it is
+   * dead-lettered; of a request to the broker, before it fails (`KafkaOptions.requestRetry`).
+   */
   maxAttempts: number;
   /** The first back-off, doubled after every failed attempt up to `maxBackoffMs`. */
   backoffMs: number;
@@ -114,6 +127,16 @@ export type RetryPolicy = {
 
 /** 10 attempts over about 26 s: 200 ms doubling to 5 s between them. */
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, backoffMs: 200, maxBackoffMs: 5000 };
+
+/**
+ * How the platformatic client retries a request to the broker (`KafkaOptions.requestRetry`): about 50 s,
+ * not for ever, because @platformatic/kafka 2.12.1 keeps the error of every attempt of a request until it
+ * succeeds or gives up (about 12.5 KB each): retried for ever while a broker is away, one request 5 s
+ * apart grew a process by 9 MB an hour (https://github.com/platformatic/kafka/pull/275, not in 2.12.1).
+ * A request that retries another (a join looks its coordinator up first, a fetch reads metadata) keeps
+ * up to 15 × 15 of them, about 3 MB, for up to a quarter of an hour.
+ */
+export const DEFAULT_REQUEST_RETRY: RetryPolicy = { maxAttempts: 15, backoffMs: 200, maxBackoffMs: 5000 };
 
 export type ConsumerOptions = {
   groupId: string;
@@ -181,7 +204,12 @@ export type EventConsumer = {
 export type PartitionLag = { topic: string; partition: number; committed: number; end: number; lag: number };
 
 export type KafkaClient = {
+  /** Connects and gets a producer id; rejects, as `send`, once the client gives the connect up. */
   createProducer(): Promise<EventProducer>;
+  /**
+   * Resolves once the consumer has joined its group; while the broker is away it keeps trying, until
+   * `close()` (the platformatic adapter; kafkajs's goes on).
+   */
   createConsumer(options: ConsumerOptions): Promise<EventConsumer>;
   /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
   createTopics(names: string[], numPartitions?: number): Promise<void>;
@@ -197,6 +225,10 @@ export type KafkaClient = {
    * partition order. For checkers and tests; it joins a throwaway consumer group.
    */
   readToEnd(topics: string[], timeoutMs?: number): Promise<IncomingMessage[]>;
-  /** Closes the admin connections; when `signal` aborts first, drops them without waiting. */
+  /**
+   * Closes the admin connections; when `signal` aborts first, drops them without waiting. A consumer
+   * still joining its group for the first time gives up: its `createConsumer` rejects (the platformatic
+   * adapter).
+   */
   close(signal?: AbortSignal): Promise<void>;
 };
