@@ -1,3 +1,4 @@
+import { type TracingChannelSubscribers, tracingChannel } from "node:diagnostics_channel";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -732,6 +733,34 @@ describe("@saga/kafka through kafkajs, a batch longer than the session timeout",
       await new Promise((r) => setTimeout(r, 500));
     }
     expect(bySecond.filter((m) => m.duringLongBatch)).toEqual([]);
+  });
+});
+
+describe("@saga/kafka through platformatic, creating a topic", () => {
+  // A single broker cannot tell a topic of replication factor 1 from one of its default (also 1), so this
+  // reads what the adapter asks the library for, from its diagnostics channel
+  // (https://github.com/platformatic/kafka/blob/main/docs/diagnostic.md): the request, not the broker.
+  it("asks for the broker's default replication factor, not 1", async () => {
+    adapter = "platformatic";
+    const asked: { topics: string[]; partitions?: number; replicas?: number }[] = [];
+    type Context = { operation: string; options: (typeof asked)[number] };
+    const ignore = () => {};
+    const handlers: TracingChannelSubscribers<Context> = {
+      start({ operation, options }) {
+        if (operation === "createTopics") asked.push(options);
+      },
+      end: ignore,
+      asyncStart: ignore,
+      asyncEnd: ignore,
+      error: ignore,
+    };
+    const channel = tracingChannel<string, Context>("plt:kafka:admin:topics");
+    channel.subscribe(handlers);
+    cleanups.push(async () => channel.unsubscribe(handlers));
+
+    const topic = `test-replicas-${Math.random().toString(36).slice(2)}`;
+    await client().createTopics([topic], 2);
+    expect(asked).toEqual([{ topics: [topic], partitions: 2 }]);
   });
 });
 

@@ -764,12 +764,12 @@ export function createPlatformaticClient({
       if (missing.length === 0) return;
       // A failure may be another process creating them meanwhile, or a request that timed out (5 s) on a
       // busy controller whose creation still completes: fine, as long as they have leaders within the wait.
-      const failed = await admin
-        .createTopics({ topics: missing, partitions: numPartitions, replicas: 1 })
-        .then(
-          () => undefined,
-          (err: unknown) => err,
-        );
+      // No replication factor: the library then sends -1, the broker's default.replication.factor, as the
+      // kafkajs adapter does (1 here would leave a cluster's topics with one copy of each event).
+      const failed = await admin.createTopics({ topics: missing, partitions: numPartitions }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       for (let attempt = 0; ; attempt++) {
         const ready = await admin
           .metadata({ topics: missing, forceUpdate: true })

@@ -211,7 +211,10 @@ export type KafkaClient = {
    * `close()` (the platformatic adapter; kafkajs's goes on).
    */
   createConsumer(options: ConsumerOptions): Promise<EventConsumer>;
-  /** Creates the topics that do not exist yet and resolves once every partition of them has a leader. */
+  /**
+   * Creates the topics that do not exist yet, `numPartitions` each (6 unless given) with the broker's
+   * default replication factor and topic settings, and resolves once every partition of them has a leader.
+   */
   createTopics(names: string[], numPartitions?: number): Promise<void>;
   /**
    * Resolves when a broker answers a metadata request; rejects after `adminTimeout`, or as soon as
