@@ -62,6 +62,27 @@ describe("parseRelayEnv", () => {
     ).toBe(5000);
   });
 
+  // Compose's `${VAR}` of an unset VAR, an empty Helm value and a `VAR=` line all pass "": read as 0, a
+  // retention of "" deleted every row at publication and the session bounds were none.
+  it("reads an empty variable as unset: its default applies", () => {
+    expect(
+      parseRelayEnv({
+        ...minimal,
+        OUTBOX_RETENTION_SECONDS: "",
+        DB_STATEMENT_TIMEOUT_MS: "",
+        DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "",
+        RELAY_MARK_INTERVAL_MS: "",
+        PORT: "",
+      }),
+    ).toMatchObject({
+      OUTBOX_RETENTION_SECONDS: 3600,
+      DB_STATEMENT_TIMEOUT_MS: 10_000,
+      DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: 5000,
+      RELAY_MARK_INTERVAL_MS: 250,
+      PORT: 9400,
+    });
+  });
+
   it("takes a retention of 0: rows deleted at publication", () => {
     expect(parseRelayEnv({ ...minimal, OUTBOX_RETENTION_SECONDS: "0" }).OUTBOX_RETENTION_SECONDS).toBe(0);
   });

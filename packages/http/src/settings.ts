@@ -52,6 +52,29 @@ export function httpEnvVars(defaults: {
   };
 }
 
+/**
+ * Parses a process's environment once with its schema; a bad or missing variable fails with its name.
+ * An empty value (or only spaces) is read as unset, so the variable's default applies, and a required one
+ * is missing: Compose's `${VAR}` of an unset VAR, an empty Helm value and a `VAR=` line all pass "", which
+ * `z.coerce.number()` would read as 0 (a retention of 0, a statement timeout of none, port 0).
+ */
+export function parseEnv<T extends z.ZodType>(
+  schema: T,
+  source: Record<string, string | undefined>,
+): z.infer<T> {
+  const set = Object.fromEntries(
+    Object.entries(source).map(([name, value]) => [name, value?.trim() === "" ? undefined : value]),
+  );
+  const parsed = schema.safeParse(set);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const name = issue.path.join(".");
+    const missing = issue.code === "invalid_type" && issue.path.length === 1 && set[name] === undefined;
+    return `${name || "(environment)"}: ${missing ? "required (unset or empty)" : issue.message}`;
+  });
+  throw new Error(`invalid environment: ${problems.join("; ")}`);
+}
+
 /** Every HTTP setting at its default, for code that builds an environment by hand (tests). */
 export const httpEnvDefaults = (defaults: Parameters<typeof httpEnvVars>[0]): HttpEnv =>
   z.object(httpEnvVars(defaults)).parse({});

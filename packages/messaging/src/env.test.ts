@@ -40,6 +40,30 @@ describe("service environment", () => {
     );
   });
 
+  // Compose's `${VAR}` of an unset VAR, an empty Helm value and a `VAR=` line all pass "".
+  it("reads an empty variable as unset: its default applies, and a required one is missing", () => {
+    const env = parseEnv(schema, {
+      ...minimal,
+      PORT: "",
+      HOST: " ",
+      DB_STATEMENT_TIMEOUT_MS: "",
+      DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "",
+      CONSUMER_RETRY_BACKOFF_MS: "",
+      INBOX_RETENTION_HOURS: "",
+    });
+    expect(env).toMatchObject({
+      PORT: 8081,
+      HOST: "127.0.0.1",
+      DB_STATEMENT_TIMEOUT_MS: 10_000,
+      DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: 5000,
+      CONSUMER_RETRY_BACKOFF_MS: 200,
+      INBOX_RETENTION_HOURS: 360,
+    });
+    expect(() => parseEnv(schema, { ...minimal, DATABASE_URL: "" })).toThrow(
+      /DATABASE_URL: required \(unset or empty\)/,
+    );
+  });
+
   it("starts without the internal secret only in development mode", () => {
     const env = parseEnv(schema, { ...minimal, INTERNAL_SECRET: undefined, AUTH_DEV_MODE: "true" });
     expect(env).toMatchObject({ AUTH_DEV_MODE: true, INTERNAL_SECRET: undefined });

@@ -154,6 +154,9 @@ export function kafkaSecurity(env: KafkaSecurityEnv): Pick<KafkaOptions, "tls" |
   };
 }
 
+/** `DB_STATEMENT_TIMEOUT_MS` alone, for a tool that must read it as the processes it starts do. */
+export const statementTimeoutEnv = z.object({ DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs });
+
 /** The session bounds a process's environment asks for (`DB_STATEMENT_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`). */
 export function sessionTimeouts(env: {
   DB_STATEMENT_TIMEOUT_MS: number;
@@ -239,13 +242,5 @@ export function requireInternalSecret(env: Pick<ServiceEnv, "INTERNAL_SECRET" | 
   }
 }
 
-/** Parses the environment once; a bad or missing variable fails with its name. */
-export function parseEnv<T extends z.ZodType>(
-  schema: T,
-  source: Record<string, string | undefined>,
-): z.infer<T> {
-  const parsed = schema.safeParse(source);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`);
-  throw new Error(`invalid environment: ${problems.join("; ")}`);
-}
+/** Parses the environment once; a bad or missing variable fails with its name, an empty one is unset. */
+export { parseEnv } from "@saga/http";

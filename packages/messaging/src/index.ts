@@ -27,6 +27,7 @@ export {
   type ServiceEnv,
   serviceEnvSchema,
   sessionTimeouts,
+  statementTimeoutEnv,
 } from "./env.ts";
 export { classifyFailure, describeError, isRetriableError, PoisonEventError } from "./errors.ts";
 export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";

@@ -28,10 +28,28 @@ describe("parseGatewayEnv", () => {
     expect(env).not.toHaveProperty("ORDER_SERVICE_URL");
   });
 
+  // Compose's `${VAR}` of an unset VAR, an empty Helm value and a `VAR=` line all pass "".
+  it("reads an empty variable as unset: its default applies", () => {
+    const env = parseGatewayEnv({
+      USER_SERVICE_URLS: "http://127.0.0.1:8081",
+      ORDER_SERVICE_URLS: "http://127.0.0.1:8091",
+      AUTH_CLOCK_SKEW_S: "",
+      ADMISSION_QUEUE: "",
+      PORT: "",
+      METRICS_PORT: "",
+      ORDER_SERVICE_URL: "",
+    });
+    expect(env).toMatchObject({ AUTH_CLOCK_SKEW_S: 30, ADMISSION_QUEUE: 64, PORT: 8080, METRICS_PORT: 9480 });
+  });
+
   it.each([
     [{ ORDER_SERVICE_URLS: "http://127.0.0.1:8091" }, /USER_SERVICE_URLS/],
     [
       { USER_SERVICE_URLS: "", ORDER_SERVICE_URLS: "http://127.0.0.1:8091" },
+      /USER_SERVICE_URLS: required \(unset or empty\)/,
+    ],
+    [
+      { USER_SERVICE_URLS: " , ", ORDER_SERVICE_URLS: "http://127.0.0.1:8091" },
       /USER_SERVICE_URLS: must name at least one user-service instance/,
     ],
     [

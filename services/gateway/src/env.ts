@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { httpEnvVars } from "@saga/http";
+import { httpEnvVars, parseEnv } from "@saga/http";
 import { z } from "zod";
 import { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET } from "./auth/tokens.ts";
 
@@ -224,10 +224,10 @@ export function resolveSecrets(env: Env): {
   return { verifier, internalSecret: env.INTERNAL_SECRET, warnings };
 }
 
-/** Parses the gateway's environment once; a bad or missing variable fails start-up with its name. */
+/**
+ * Parses the gateway's environment once; a bad or missing variable fails start-up with its name, and an
+ * empty one is unset (`parseEnv`).
+ */
 export function parseGatewayEnv(source: Record<string, string | undefined>): Env {
-  const parsed = Env.safeParse(source);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`);
-  throw new Error(`invalid environment: ${problems.join("; ")}`);
+  return parseEnv(Env, source);
 }

@@ -17,7 +17,14 @@ describe("SAGA_TIMEOUT", () => {
       expect(parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text }).SAGA_TIMEOUT, text).toBe(ms);
   });
 
-  it.each(["", "0s", "-5s", "1d", "soon", "5 m"])("refuses %j, naming the variable", (text) => {
+  it("is 60 s when empty, as when unset (Compose's `${SAGA_TIMEOUT}` of an unset variable)", () => {
+    expect(parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: "", SAGA_TARGET_MS: "" })).toMatchObject({
+      SAGA_TIMEOUT: 60_000,
+      SAGA_TARGET_MS: 500,
+    });
+  });
+
+  it.each(["0s", "-5s", "1d", "soon", "5 m"])("refuses %j, naming the variable", (text) => {
     expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text })).toThrow(/SAGA_TIMEOUT/);
   });
 });

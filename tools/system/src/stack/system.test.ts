@@ -545,10 +545,11 @@ describe("the whole system through the gateway", () => {
 
 // The chaos checker's TIMEOUT race allows what the services wait for their locks.
 describe("statementTimeoutOf", () => {
-  it("reads DB_STATEMENT_TIMEOUT_MS as the services do: the caller's, the default without one, 0 for none", () => {
+  it("reads DB_STATEMENT_TIMEOUT_MS as the services do: the caller's, the default without one (or an empty one), 0 for none", () => {
     expect(statementTimeoutOf({})).toBe(10_000);
     expect(statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "30000" })).toBe(30_000);
     expect(statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "0" })).toBe(0);
+    expect(statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "" })).toBe(10_000);
     expect(() => statementTimeoutOf({ DB_STATEMENT_TIMEOUT_MS: "soon" })).toThrow(/DB_STATEMENT_TIMEOUT_MS/);
   });
 });

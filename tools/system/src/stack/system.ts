@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ALL_TOPICS } from "@saga/contracts";
 import { DEV_AUTH_SECRET, mintToken } from "@saga/gateway";
-import { envVars } from "@saga/messaging";
+import { parseEnv, statementTimeoutEnv } from "@saga/messaging";
 import { buildAll, bundleOf } from "@saga/tools/build";
 import {
   cacheDir,
@@ -431,10 +431,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
 
 /** The `statement_timeout` a process started with `env` sets, as the processes parse it (0: none). */
 export function statementTimeoutOf(env: Record<string, string | undefined>): number {
-  const parsed = envVars.dbStatementTimeoutMs.safeParse(env.DB_STATEMENT_TIMEOUT_MS);
-  if (!parsed.success)
-    throw new Error(`DB_STATEMENT_TIMEOUT_MS: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
-  return parsed.data;
+  return parseEnv(statementTimeoutEnv, env).DB_STATEMENT_TIMEOUT_MS;
 }
 
 function seconds(since: number): string {
