@@ -18,6 +18,7 @@ import { createApplier } from "./handling.ts";
 import {
   type ConsumerOptions,
   DEFAULT_COMMIT_INTERVAL_MS,
+  DEFAULT_SESSION_TIMEOUT_MS,
   type EventConsumer,
   type EventProducer,
   type IncomingMessage,
@@ -168,7 +169,7 @@ export function createKafkajsClient({
     const consumer: Consumer = kafka.consumer({
       groupId,
       allowAutoTopicCreation: false,
-      sessionTimeout: options.sessionTimeout ?? 10_000,
+      sessionTimeout: options.sessionTimeout ?? DEFAULT_SESSION_TIMEOUT_MS,
       heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       // stop() waits for the fetch in flight, which the broker holds this long when there is nothing to
       // read (kafkajs's default is 5 s): short enough to leave the group well within a 5 s shutdown.

@@ -20,6 +20,7 @@ import {
   type ConsumerOptions,
   DEFAULT_COMMIT_INTERVAL_MS,
   DEFAULT_REQUEST_RETRY,
+  DEFAULT_SESSION_TIMEOUT_MS,
   type EventConsumer,
   type EventProducer,
   type IncomingMessage,
@@ -231,7 +232,7 @@ export function createPlatformaticClient({
     const lingerMs = options.lingerMs ?? 0;
     const linger = createLingerGate(lingerMs);
     const concurrency = options.partitionsConsumedConcurrently ?? 3;
-    const sessionTimeout = options.sessionTimeout ?? 10_000;
+    const sessionTimeout = options.sessionTimeout ?? DEFAULT_SESSION_TIMEOUT_MS;
     const first = startOrRefuse();
     const consumer = new Consumer<string, string, string, string>({
       ...base,

@@ -180,6 +180,7 @@ export type ConsumerOptions = {
    */
   onRetriesEnded?(message: IncomingMessage): void;
   fromBeginning?: boolean;
+  /** The group's session timeout, in ms (default `DEFAULT_SESSION_TIMEOUT_MS`). */
   sessionTimeout?: number;
   /**
    * Offsets are committed at most this often (ms; default `DEFAULT_COMMIT_INTERVAL_MS`), all partitions'
@@ -189,6 +190,13 @@ export type ConsumerOptions = {
 };
 
 export const DEFAULT_COMMIT_INTERVAL_MS = 200;
+
+/**
+ * A consumer's session timeout unless its options say otherwise: a member the broker has not heard from
+ * for this long loses its partitions to the rest of its group. The services' idle-in-transaction bound is
+ * shorter (`serviceEnvSchema`), so a member frozen mid-transaction has lost its locks by then.
+ */
+export const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
 
 export type EventConsumer = {
   /**

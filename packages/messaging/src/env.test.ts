@@ -64,6 +64,33 @@ describe("service environment", () => {
     );
   });
 
+  // design.md, "Bounded work": a consumer frozen mid-transaction must lose its locks before Kafka gives
+  // its partitions to another member, whose statements would otherwise wait for them and time out.
+  it.each([
+    [{ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "0" }, /DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: must not be 0 \(none\)/],
+    [
+      { DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "60000", DB_STATEMENT_TIMEOUT_MS: "120000" },
+      /DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: must be shorter than the consumer group's session timeout \(10000 ms\)/,
+    ],
+    [
+      { DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "5000", DB_STATEMENT_TIMEOUT_MS: "5000" },
+      /DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: must be shorter than DB_STATEMENT_TIMEOUT_MS/,
+    ],
+  ])("refuses session bounds out of the order a frozen consumer needs: %o", (bad, message) => {
+    expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
+  });
+
+  it("takes an idle bound shorter than the statement bound and the session timeout, or statements unbounded", () => {
+    const bounds = (source: Record<string, string>) => {
+      const env = parseEnv(schema, { ...minimal, ...source });
+      return [env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, env.DB_STATEMENT_TIMEOUT_MS];
+    };
+    expect(bounds({ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "2000", DB_STATEMENT_TIMEOUT_MS: "3000" })).toEqual([
+      2000, 3000,
+    ]);
+    expect(bounds({ DB_STATEMENT_TIMEOUT_MS: "0" })).toEqual([5000, 0]);
+  });
+
   it("starts without the internal secret only in development mode", () => {
     const env = parseEnv(schema, { ...minimal, INTERNAL_SECRET: undefined, AUTH_DEV_MODE: "true" });
     expect(env).toMatchObject({ AUTH_DEV_MODE: true, INTERNAL_SECRET: undefined });

@@ -6,6 +6,7 @@ import type { KafkaOptions, RetryPolicy } from "@saga/kafka";
 import {
   DEFAULT_KAFKA_CLIENT,
   DEFAULT_RETRY_POLICY,
+  DEFAULT_SESSION_TIMEOUT_MS,
   KAFKA_CLIENTS,
   MAX_MESSAGE_BYTES,
   SASL_MECHANISMS,
@@ -173,7 +174,7 @@ export function sessionTimeouts(env: {
  * gives its own default port and consumer group.
  */
 export function serviceEnvSchema(defaults: { port: number; consumerGroup: string }) {
-  return z.object({
+  const variables = z.object({
     PORT: envVars.port(defaults.port),
     HOST: envVars.host,
     DATABASE_URL: envVars.postgresUrl,
@@ -212,6 +213,33 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     INTERNAL_SECRET: envVars.internalSecret,
     AUTH_DEV_MODE: envVars.devMode,
   });
+  // The order design.md's "Bounded work" relies on. A consumer frozen mid-transaction (SIGSTOP, a long
+  // pause) keeps its session: only the idle bound ends its transaction and frees its locks, and it must do
+  // so before Kafka gives its partitions to another member, whose statements would otherwise wait for
+  // those locks until they time out (57014, retried), the partition stuck.
+  return (
+    variables
+      .refine((env) => env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS > 0, {
+        message:
+          "must not be 0 (none): a consumer frozen mid-transaction would hold its locks for ever after Kafka gives its partitions to another member",
+        path: ["DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+      })
+      .refine((env) => env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS < DEFAULT_SESSION_TIMEOUT_MS, {
+        message: `must be shorter than the consumer group's session timeout (${DEFAULT_SESSION_TIMEOUT_MS} ms), after which Kafka gives a frozen consumer's partitions to another member`,
+        path: ["DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+      })
+      // A statement waiting for the locks of a frozen transaction is then freed by the server, not cancelled.
+      .refine(
+        (env) =>
+          env.DB_STATEMENT_TIMEOUT_MS === 0 ||
+          env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS < env.DB_STATEMENT_TIMEOUT_MS,
+        {
+          message:
+            "must be shorter than DB_STATEMENT_TIMEOUT_MS, so that a statement waiting for a frozen transaction's locks gets them rather than being cancelled",
+          path: ["DB_IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+        },
+      )
+  );
 }
 
 export type ServiceEnv = z.infer<ReturnType<typeof serviceEnvSchema>>;
