@@ -40,6 +40,10 @@ describe("parseRelayEnv", () => {
       /KAFKA_BROKERS.*host:port/,
     );
     expect(() => parseRelayEnv({ ...minimal, RELAY_BATCH_SIZE: "0" })).toThrow(/RELAY_BATCH_SIZE/);
+    // Past 2^31-1 ms a Node timer fires after 1 ms: the safety-net poll would spin.
+    expect(() => parseRelayEnv({ ...minimal, RELAY_POLL_INTERVAL_MS: "2147483648" })).toThrow(
+      /RELAY_POLL_INTERVAL_MS: must be at most 2147483647/,
+    );
     expect(() => parseRelayEnv({ ...minimal, ORDER_DB_URL: "mysql://x" })).toThrow(
       /ORDER_DB_URL: must be a postgres/,
     );

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { clientQueryTimeoutMs } from "@saga/db";
+import { envMillis } from "@saga/http";
 import { envVars, kafkaSecurityEnvVars, parseEnv, sessionTimeouts } from "@saga/messaging";
 import { z } from "zod";
 
@@ -39,12 +40,12 @@ export const Env = z
      * CDC: streamed rows acknowledged by Kafka wait up to this long to be marked, so that one statement
      * marks the rows of many sends (0: each send's rows at once). A crash re-sends what waits.
      */
-    RELAY_MARK_INTERVAL_MS: z.coerce.number().int().min(0).max(10_000).default(250),
+    RELAY_MARK_INTERVAL_MS: envMillis({ min: 0, max: 10_000 }).default(250),
     /**
      * CDC: while rows arrive faster than one per twice this, a send waits this long for the rows about
      * to arrive, so that one lease check, visibility check and produce request carry them all (0: never).
      */
-    RELAY_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(10),
+    RELAY_LINGER_MS: envMillis({ min: 0, max: 1000 }).default(10),
     /** CDC: a lingering send goes as soon as this many rows wait, before the linger's end. */
     RELAY_LINGER_ROWS: positiveInt.max(10_000).default(16),
     /**
@@ -54,7 +55,7 @@ export const Env = z
      * (the table still has them, and is read before the stream is trusted again) and the position moves
      * on. Longer than a healthy relay holds it (a send, then RELAY_MARK_INTERVAL_MS until the mark).
      */
-    RELAY_SLOT_HOLD_MS: positiveInt.default(30_000),
+    RELAY_SLOT_HOLD_MS: envMillis().default(30_000),
     /**
      * How long the owner may wait for Kafka without an acknowledgement while rows wait to be sent (or
      * its producer connects) before it gives the outbox up to another instance: the Kafka clients retry,
@@ -63,16 +64,16 @@ export const Env = z
      * out by the client's own retries (its back-off reaches 5 s); short enough that a standby that can
      * reach Kafka publishes within it.
      */
-    RELAY_SEND_STALL_MS: positiveInt.default(30_000),
+    RELAY_SEND_STALL_MS: envMillis().default(30_000),
     /** The safety-net poll while wake-ups work; a missed wake-up costs at most this much latency. */
-    RELAY_POLL_INTERVAL_MS: positiveInt.default(1000),
+    RELAY_POLL_INTERVAL_MS: envMillis().default(1000),
     /**
      * Published rows are deleted this long after they were published; 0: once Kafka acknowledged them,
      * instead of being marked (no record of what was published is kept, and a drain runs faster).
      */
     OUTBOX_RETENTION_SECONDS: z.coerce.number().int().min(0).default(3600),
     /** How often the owner deletes expired rows. */
-    RELAY_CLEANUP_INTERVAL_MS: positiveInt.default(60_000),
+    RELAY_CLEANUP_INTERVAL_MS: envMillis().default(60_000),
     DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: envVars.dbIdleInTransactionTimeoutMs,
     LOG_LEVEL: envVars.logLevel,

@@ -27,5 +27,13 @@ export {
 } from "./methods.ts";
 export { MAX_PREFER_WAIT_S, preferredWait } from "./prefer.ts";
 export { listen, serveUntilSignal } from "./serve.ts";
-export { httpEnvDefaults, httpEnvVars, httpSettings, parseEnv, type ServerLimits } from "./settings.ts";
+export {
+  envMillis,
+  httpEnvDefaults,
+  httpEnvVars,
+  httpSettings,
+  MAX_TIMER_MS,
+  parseEnv,
+  type ServerLimits,
+} from "./settings.ts";
 export { idempotencyKey, parseJsonBody, uuidParam } from "./validate.ts";

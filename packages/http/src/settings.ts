@@ -5,6 +5,33 @@ const count = z.coerce.number().int().positive();
 const zeroOrMore = z.coerce.number().int().min(0);
 
 /**
+ * The longest delay a Node.js timer keeps: a longer one is set to 1 ms
+ * (https://nodejs.org/api/timers.html#settimeoutcallback-delay-args), so a bound meant to be long would
+ * fire at once. PostgreSQL's `statement_timeout` stops there too (an int of ms).
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * A setting in milliseconds, for every process's schema: a whole number from `min` (1 unless given) to
+ * `max` (MAX_TIMER_MS unless given; `why` says why a lower one).
+ */
+export function envMillis({
+  min = 1,
+  max = MAX_TIMER_MS,
+  why = max === MAX_TIMER_MS ? "the longest a Node.js timer waits" : undefined,
+}: {
+  min?: number;
+  max?: number;
+  why?: string;
+} = {}) {
+  return z.coerce
+    .number()
+    .int()
+    .min(min)
+    .max(max, `must be at most ${max}${why ? ` (${why})` : ""}`);
+}
+
+/**
  * The HTTP settings every process reads from its environment (spread into its zod schema): admission
  * control, and the server's defences against slow or oversized clients. Defaults per process.
  */
@@ -28,8 +55,8 @@ export function httpEnvVars(defaults: {
      * overload), ADMISSION_QUEUE_INTERVAL_MS in a burst (the queue was empty within that time).
      */
     ADMISSION_QUEUE: zeroOrMore.default(defaults.queue),
-    ADMISSION_QUEUE_TIMEOUT_MS: count.default(20),
-    ADMISSION_QUEUE_INTERVAL_MS: count.default(100),
+    ADMISSION_QUEUE_TIMEOUT_MS: envMillis().default(20),
+    ADMISSION_QUEUE_INTERVAL_MS: envMillis().default(100),
     /**
      * For this long after a start (a process stalls for its first compilations and cold caches, not for
      * overload), any queued request may wait ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait
@@ -39,16 +66,16 @@ export function httpEnvVars(defaults: {
      * still cold, and at 300 orders/s queues of 64 refused a tenth to a seventh of them at the gateway
      * against under 5% with 1,024 (bench/JOURNAL.md, session 28).
      */
-    ADMISSION_WARMUP_MS: zeroOrMore.default(defaults.warmUpMs ?? 0),
-    ADMISSION_WARMUP_QUEUE_MS: zeroOrMore.default(defaults.warmUpQueueMs ?? 0),
+    ADMISSION_WARMUP_MS: envMillis({ min: 0 }).default(defaults.warmUpMs ?? 0),
+    ADMISSION_WARMUP_QUEUE_MS: envMillis({ min: 0 }).default(defaults.warmUpQueueMs ?? 0),
     ADMISSION_WARMUP_QUEUE: zeroOrMore.default(defaults.warmUpQueue ?? 1024),
     /** The Retry-After of every shed request, in seconds. */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
     HTTP_MAX_HEADER_BYTES: count.default(16 * 1024),
     /** A client must send its whole head within this, and its whole request within the next. */
-    HTTP_HEADERS_TIMEOUT_MS: count.default(10_000),
-    HTTP_REQUEST_TIMEOUT_MS: count.default(30_000),
+    HTTP_HEADERS_TIMEOUT_MS: envMillis().default(10_000),
+    HTTP_REQUEST_TIMEOUT_MS: envMillis().default(30_000),
   };
 }
 

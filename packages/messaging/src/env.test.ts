@@ -114,6 +114,11 @@ describe("service environment", () => {
     // Larger than one message to Kafka may be: the relay could not send the dead letter.
     [{ DEAD_LETTER_MAX_BYTES: "1048576" }, /DEAD_LETTER_MAX_BYTES/],
     [{ DEAD_LETTER_MAX_BYTES: "1000" }, /DEAD_LETTER_MAX_BYTES/],
+    // Past 2^31-1 ms a Node timer fires after 1 ms: every back-off, or every queued request, would end at once.
+    [{ CONSUMER_RETRY_BACKOFF_MS: "99999999999" }, /CONSUMER_RETRY_BACKOFF_MS: must be at most 2147483647/],
+    [{ ADMISSION_QUEUE_TIMEOUT_MS: "1e100" }, /ADMISSION_QUEUE_TIMEOUT_MS: must be at most 2147483647/],
+    // The client waits 2 s longer than the server's bound, on a timer too.
+    [{ DB_STATEMENT_TIMEOUT_MS: "2147483647" }, /DB_STATEMENT_TIMEOUT_MS: must be at most 2147481647/],
   ])("fails naming the variable for %o", (bad, message) => {
     expect(() => parseEnv(schema, { ...minimal, ...bad })).toThrow(message);
   });

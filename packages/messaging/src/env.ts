@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
-import { httpEnvVars } from "@saga/http";
+import { CLIENT_TIMEOUT_MARGIN_MS, DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
+import { envMillis, httpEnvVars, MAX_TIMER_MS } from "@saga/http";
 import type { KafkaOptions, RetryPolicy } from "@saga/kafka";
 import {
   DEFAULT_KAFKA_CLIENT,
@@ -78,14 +78,17 @@ export const envVars = {
   /**
    * `statement_timeout` of every session of the process's pools, in ms (0: none). Longer than the idle
    * bound below, so a statement waiting for the locks of a frozen transaction is freed, not cancelled.
+   * The client's own bound, a timer, waits 2 s longer (`clientQueryTimeoutMs`).
    */
-  dbStatementTimeoutMs: z.coerce.number().int().min(0).default(DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs),
+  dbStatementTimeoutMs: envMillis({
+    min: 0,
+    max: MAX_TIMER_MS - CLIENT_TIMEOUT_MARGIN_MS,
+    why: "the client waits 2000 ms longer, on a Node.js timer",
+  }).default(DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs),
   /** `idle_in_transaction_session_timeout` of every session of the process's pools, in ms (0: none). */
-  dbIdleInTransactionTimeoutMs: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .default(DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs),
+  dbIdleInTransactionTimeoutMs: envMillis({ min: 0 }).default(
+    DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
+  ),
 };
 
 /**
@@ -190,15 +193,11 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
     // often, with back-off doubling from the first delay to the last, then dead-lettered. With the
     // defaults that is about 26 s; transient failures (the database down) are retried without end.
     CONSUMER_RETRY_ATTEMPTS: z.coerce.number().int().min(1).default(DEFAULT_RETRY_POLICY.maxAttempts),
-    CONSUMER_RETRY_BACKOFF_MS: z.coerce.number().int().positive().default(DEFAULT_RETRY_POLICY.backoffMs),
-    CONSUMER_RETRY_BACKOFF_MAX_MS: z.coerce
-      .number()
-      .int()
-      .positive()
-      .default(DEFAULT_RETRY_POLICY.maxBackoffMs),
+    CONSUMER_RETRY_BACKOFF_MS: envMillis().default(DEFAULT_RETRY_POLICY.backoffMs),
+    CONSUMER_RETRY_BACKOFF_MAX_MS: envMillis().default(DEFAULT_RETRY_POLICY.maxBackoffMs),
     // How long a consumed batch waits for more events while they arrive faster than one per twice that:
     // fewer, larger transactions under load, each event waiting up to that long (ConsumerOptions.lingerMs).
-    CONSUMER_LINGER_MS: z.coerce.number().int().min(0).max(1000).default(DEFAULT_CONSUMER_LINGER_MS),
+    CONSUMER_LINGER_MS: envMillis({ min: 0, max: 1000 }).default(DEFAULT_CONSUMER_LINGER_MS),
     // The most bytes a dead letter's message on `<topic>.dlq` may take; a longer value is cut to fit
     // (deadLetterRow). At most what one message to Kafka may be, or the relay could not send it.
     DEAD_LETTER_MAX_BYTES: z.coerce

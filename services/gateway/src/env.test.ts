@@ -87,6 +87,15 @@ describe("parseGatewayEnv", () => {
       { USER_SERVICE_URLS: "http://a:1", ORDER_SERVICE_URLS: "http://b:2", UPSTREAM_TIMEOUT_MS: "0" },
       /UPSTREAM_TIMEOUT_MS/,
     ],
+    // Past 2^31-1 ms a Node timer fires after 1 ms: every proxied request would be a 504 at once.
+    [
+      {
+        USER_SERVICE_URLS: "http://a:1",
+        ORDER_SERVICE_URLS: "http://b:2",
+        UPSTREAM_TIMEOUT_MS: "3000000000",
+      },
+      /UPSTREAM_TIMEOUT_MS: must be at most 2147483647/,
+    ],
   ])("fails with the variable's name: %j", (source, message) => {
     expect(() => parseGatewayEnv(source)).toThrow(message);
   });

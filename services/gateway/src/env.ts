@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { httpEnvVars, parseEnv } from "@saga/http";
+import { envMillis, httpEnvVars, parseEnv } from "@saga/http";
 import { z } from "zod";
 import { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET } from "./auth/tokens.ts";
 
@@ -34,7 +34,7 @@ const origins = (service: string) =>
     )
     .pipe(z.array(origin).min(1, `must name at least one ${service} instance`));
 
-const millis = z.coerce.number().int().positive();
+const millis = envMillis();
 const perSecond = z.coerce.number().positive();
 const burst = z.coerce.number().int().min(1);
 

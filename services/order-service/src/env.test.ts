@@ -28,3 +28,13 @@ describe("SAGA_TIMEOUT", () => {
     expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text })).toThrow(/SAGA_TIMEOUT/);
   });
 });
+
+describe("the order-service's durations", () => {
+  // Past 2^31-1 ms a Node timer fires after 1 ms: the sweep would run without a pause.
+  it.each([
+    [{ SAGA_SWEEP_INTERVAL_MS: "2147483648" }, /SAGA_SWEEP_INTERVAL_MS: must be at most 2147483647/],
+    [{ SAGA_TIMEOUT: "1000000h" }, /SAGA_TIMEOUT: must be at most 2147483647/],
+  ])("refuse one longer than a timer waits: %o", (bad, message) => {
+    expect(() => parseOrderServiceEnv({ ...base, ...bad })).toThrow(message);
+  });
+});

@@ -1,3 +1,4 @@
+import { envMillis, MAX_TIMER_MS } from "@saga/http";
 import { parseEnv, serviceEnvSchema } from "@saga/messaging";
 import { z } from "zod";
 
@@ -12,7 +13,7 @@ const duration = z
     const [, value = "", unit = "s"] = /^([\d.]+)(ms|s|m|h)?$/.exec(s) ?? [];
     return Number(value) * UNIT_MS[unit as keyof typeof UNIT_MS];
   })
-  .pipe(z.number().positive("must be longer than 0"));
+  .pipe(z.number().positive("must be longer than 0").max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} ms`));
 
 export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service" }).extend({
   /**
@@ -24,7 +25,7 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
    */
   SAGA_BACKLOG_LIMIT: z.coerce.number().int().positive().default(2000),
   SAGA_BACKLOG_MIN: z.coerce.number().int().positive().default(40),
-  SAGA_TARGET_MS: z.coerce.number().int().positive().default(500),
+  SAGA_TARGET_MS: envMillis().default(500),
   /**
    * After a start, until 50 sagas in a row ran within SAGA_TARGET_MS and SAGA_BACKLOG_WARMUP_MIN_MS passed
    * (for SAGA_BACKLOG_WARMUP_MS at most), the bound holds only once an order has been
@@ -34,11 +35,11 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
    * path stalls after them too: the bench's fresh start at half the capacity was refused orders by the
    * bound from its 1st to its 26th second (bench/JOURNAL.md, "Overload, fifth round").
    */
-  SAGA_BACKLOG_WARMUP_MS: z.coerce.number().int().min(0).default(60_000),
-  SAGA_BACKLOG_WARMUP_MIN_MS: z.coerce.number().int().min(0).default(30_000),
-  SAGA_BACKLOG_WARMUP_AGE_MS: z.coerce.number().int().positive().default(5000),
+  SAGA_BACKLOG_WARMUP_MS: envMillis({ min: 0 }).default(60_000),
+  SAGA_BACKLOG_WARMUP_MIN_MS: envMillis({ min: 0 }).default(30_000),
+  SAGA_BACKLOG_WARMUP_AGE_MS: envMillis().default(5000),
   /** How often the backlog is counted again in the database (between counts it is kept in memory). */
-  SAGA_BACKLOG_RECOUNT_MS: z.coerce.number().int().positive().default(5000),
+  SAGA_BACKLOG_RECOUNT_MS: envMillis().default(5000),
   /**
    * The saga deadline, in milliseconds once parsed: an order still PENDING this long after its creation
    * is canceled with reason TIMEOUT and emits `order.canceled`. 60 s is three times the slowest saga p99
@@ -47,7 +48,7 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
    */
   SAGA_TIMEOUT: duration.default(60_000),
   /** How often the sweeper looks for sagas past the deadline (a saga ends at most this much late). */
-  SAGA_SWEEP_INTERVAL_MS: z.coerce.number().int().positive().default(5000),
+  SAGA_SWEEP_INTERVAL_MS: envMillis().default(5000),
   /** Orders canceled per statement of a sweep; a full batch is followed by another at once. */
   SAGA_SWEEP_BATCH: z.coerce.number().int().positive().max(10_000).default(500),
 });
