@@ -12,7 +12,8 @@ describe("SAGA_TIMEOUT", () => {
       ["5m", 300_000],
       ["1h", 3_600_000],
       ["30", 30_000],
-      ["0.5s", 500],
+      ["1.5s", 1500],
+      ["1s", 1000],
     ] as const)
       expect(parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text }).SAGA_TIMEOUT, text).toBe(ms);
   });
@@ -26,6 +27,22 @@ describe("SAGA_TIMEOUT", () => {
 
   it.each(["0s", "-5s", "1d", "soon", "5 m"])("refuses %j, naming the variable", (text) => {
     expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text })).toThrow(/SAGA_TIMEOUT/);
+  });
+
+  // A deadline that short would cancel sagas that are only slow, not stopped: every order, in the worst case.
+  it.each(["0.5ms", "0.5s", "999ms"])("refuses %j: less than a second", (text) => {
+    expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: text })).toThrow(
+      /SAGA_TIMEOUT: must be at least 1s/,
+    );
+  });
+
+  it("refuses a deadline within SAGA_TARGET_MS, the time the backlog bound keeps an accepted saga within", () => {
+    expect(() => parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: "2s", SAGA_TARGET_MS: "2000" })).toThrow(
+      /SAGA_TIMEOUT: must be longer than SAGA_TARGET_MS/,
+    );
+    expect(parseOrderServiceEnv({ ...base, SAGA_TIMEOUT: "3s", SAGA_TARGET_MS: "2000" }).SAGA_TIMEOUT).toBe(
+      3000,
+    );
   });
 });
 
