@@ -49,6 +49,10 @@ describe("parseRelayEnv", () => {
     );
     expect(() => parseRelayEnv({ ...minimal, RELAY_TEST_CRASH_AT: "later" })).toThrow(/RELAY_TEST_CRASH_AT/);
     expect(() => parseRelayEnv({ ...minimal, KAFKA_CLIENT: "librdkafka" })).toThrow(/KAFKA_CLIENT/);
+    expect(parseRelayEnv({ ...minimal, KAFKA_BROKERS: "[::1]:9092" }).KAFKA_BROKERS).toEqual(["[::1]:9092"]);
+    expect(() => parseRelayEnv({ ...minimal, KAFKA_BROKERS: "[::1]:9092", KAFKA_CLIENT: "kafkajs" })).toThrow(
+      /KAFKA_BROKERS: kafkajs cannot reach an IPv6 address/,
+    );
     expect(parseRelayEnv({ ...minimal, KAFKA_CLIENT: "kafkajs" }).KAFKA_CLIENT).toBe("kafkajs");
     expect(() => parseRelayEnv({ ...minimal, OUTBOX_RETENTION_SECONDS: "-1" })).toThrow(
       /OUTBOX_RETENTION_SECONDS/,

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { clientQueryTimeoutMs } from "@saga/db";
 import { envMillis } from "@saga/http";
-import { envVars, kafkaSecurityEnvVars, parseEnv, sessionTimeouts } from "@saga/messaging";
+import { envVars, kafkajsBrokers, kafkaSecurityEnvVars, parseEnv, sessionTimeouts } from "@saga/messaging";
 import { z } from "zod";
 
 const positiveInt = z.coerce.number().int().positive();
@@ -93,6 +93,7 @@ export const Env = z
       })
       .optional(),
   })
+  .refine(kafkajsBrokers.check, kafkajsBrokers.issue)
   .refine((env) => env.USER_DB_URL || env.ORDER_DB_URL, {
     message: "set USER_DB_URL, ORDER_DB_URL or both",
     path: ["USER_DB_URL"],

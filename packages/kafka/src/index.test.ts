@@ -1,5 +1,6 @@
 import { type TracingChannelSubscribers, tracingChannel } from "node:diagnostics_channel";
 import { mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, type KafkaServer, startKafka } from "@saga/tools/infra";
@@ -761,6 +762,35 @@ describe("@saga/kafka through platformatic, creating a topic", () => {
     const topic = `test-replicas-${Math.random().toString(36).slice(2)}`;
     await client().createTopics([topic], 2);
     expect(asked).toEqual([{ topics: [topic], partitions: 2 }]);
+  });
+});
+
+describe("@saga/kafka through platformatic, a broker named by its IPv6 address", () => {
+  // KAFKA_BROKERS takes `[address]:port` for this client (kafkajs cannot read it): the test's broker,
+  // reached through a forwarder on ::1.
+  it("bootstraps from [::1]:port", async () => {
+    adapter = "platformatic";
+    const [host = "", port = ""] = (kafkaBrokers()[0] ?? "").split(":");
+    let accepted = 0;
+    const sockets = new Set<Socket>();
+    const forwarder = createServer((socket) => {
+      accepted++;
+      const upstream = connect(Number(port), host);
+      for (const s of [socket, upstream]) {
+        sockets.add(s);
+        s.on("error", () => {});
+        s.on("close", () => sockets.delete(s));
+      }
+      socket.pipe(upstream).pipe(socket);
+    });
+    await new Promise<void>((resolve) => forwarder.listen(0, "::1", resolve));
+    cleanups.push(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => forwarder.close(resolve));
+    });
+    const { port: ipv6Port } = forwarder.address() as AddressInfo;
+    await client([`[::1]:${ipv6Port}`]).ping();
+    expect(accepted).toBeGreaterThan(0);
   });
 });
 

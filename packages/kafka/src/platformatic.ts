@@ -76,7 +76,8 @@ function startOrRefuse() {
  * forbids (RFC 6066, 3).
  */
 function securityOptions(brokers: string[], tls?: KafkaTls, sasl?: KafkaSasl) {
-  const named = brokers.every((b) => isIP(b.slice(0, b.lastIndexOf(":"))) === 0);
+  // An IPv6 address comes in brackets ([::1]:9092).
+  const named = brokers.every((b) => isIP(b.slice(0, b.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1")) === 0);
   return {
     ...(tls && { tls: tls.ca === undefined ? {} : { ca: tls.ca }, tlsServerName: named }),
     ...(sasl && {

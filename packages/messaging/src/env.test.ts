@@ -40,6 +40,20 @@ describe("service environment", () => {
     );
   });
 
+  it("takes a broker named by its IPv6 address in brackets, except through kafkajs", () => {
+    const brokers = "[::1]:9092, [fd00::a:1]:19092, kafka:9092";
+    expect(parseEnv(schema, { ...minimal, KAFKA_BROKERS: brokers }).KAFKA_BROKERS).toEqual([
+      "[::1]:9092",
+      "[fd00::a:1]:19092",
+      "kafka:9092",
+    ]);
+    // kafkajs 2.2.4 splits a broker at its first colon: "[" would be its host.
+    expect(() => parseEnv(schema, { ...minimal, KAFKA_BROKERS: brokers, KAFKA_CLIENT: "kafkajs" })).toThrow(
+      /KAFKA_BROKERS: kafkajs cannot reach an IPv6 address/,
+    );
+    expect(() => parseEnv(schema, { ...minimal, KAFKA_BROKERS: "::1:9092" })).toThrow(/KAFKA_BROKERS/);
+  });
+
   // Compose's `${VAR}` of an unset VAR, an empty Helm value and a `VAR=` line all pass "".
   it("reads an empty variable as unset: its default applies, and a required one is missing", () => {
     const env = parseEnv(schema, {

@@ -61,7 +61,15 @@ export const envVars = {
         .map((b) => b.trim())
         .filter(Boolean),
     )
-    .pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, "must be host:port")).min(1, "must name a broker")),
+    .pipe(
+      z
+        .array(
+          z
+            .string()
+            .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):\d+$/, "must be host:port ([address]:port for IPv6)"),
+        )
+        .min(1, "must name a broker"),
+    ),
   topicPrefix: z.string().default(""),
   /** The Kafka client library behind @saga/kafka (its README has the measurements behind the default). */
   kafkaClient: z.enum(KAFKA_CLIENTS).default(DEFAULT_KAFKA_CLIENT),
@@ -161,6 +169,20 @@ export function kafkaSecurity(env: KafkaSecurityEnv): Pick<KafkaOptions, "tls" |
 /** `DB_STATEMENT_TIMEOUT_MS` alone, for a tool that must read it as the processes it starts do. */
 export const statementTimeoutEnv = z.object({ DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs });
 
+/**
+ * kafkajs 2.2.4 splits a bootstrap broker at its first colon, so it cannot reach an IPv6 address (`[::1]:9092`
+ * would be host "["); @platformatic/kafka reads the brackets. For the schemas of processes that use Kafka.
+ */
+export const kafkajsBrokers = {
+  check: (env: { KAFKA_CLIENT: string; KAFKA_BROKERS: string[] }) =>
+    env.KAFKA_CLIENT !== "kafkajs" || !env.KAFKA_BROKERS.some((broker) => broker.startsWith("[")),
+  issue: {
+    message:
+      "kafkajs cannot reach an IPv6 address; name the broker by a host name, or use KAFKA_CLIENT=platformatic",
+    path: ["KAFKA_BROKERS"],
+  },
+};
+
 /** The session bounds a process's environment asks for (`DB_STATEMENT_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`). */
 export function sessionTimeouts(env: {
   DB_STATEMENT_TIMEOUT_MS: number;
@@ -218,6 +240,7 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
   // those locks until they time out (57014, retried), the partition stuck.
   return (
     variables
+      .refine(kafkajsBrokers.check, kafkajsBrokers.issue)
       .refine((env) => env.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS > 0, {
         message:
           "must not be 0 (none): a consumer frozen mid-transaction would hold its locks for ever after Kafka gives its partitions to another member",

@@ -18,6 +18,7 @@ export {
 } from "./dead-letters.ts";
 export {
   envVars,
+  kafkajsBrokers,
   kafkaSecurity,
   kafkaSecurityEnvVars,
   parseEnv,
