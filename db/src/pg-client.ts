@@ -5,6 +5,9 @@ import type { DatabaseOptions } from "./client.ts";
 import { sessionOptions } from "./session.ts";
 import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } from "./timeouts.ts";
 
+/** Connections of a service's pool unless its `DB_POOL_MAX` says otherwise. */
+export const DEFAULT_POOL_MAX = 10;
+
 export type PgDatabaseOptions = DatabaseOptions & {
   /** How long a query waits for a connection, in ms, before failing (retriably). */
   connectionTimeoutMillis?: number;
@@ -22,7 +25,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
   url: string,
   schema: TSchema,
   {
-    max = 10,
+    max = DEFAULT_POOL_MAX,
     applicationName = "outbox-saga",
     connectionTimeoutMillis = 5000,
     timeouts = DEFAULT_SESSION_TIMEOUTS,

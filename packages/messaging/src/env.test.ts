@@ -22,6 +22,7 @@ describe("service environment", () => {
       LOG_LEVEL: "info",
       INBOX_RETENTION_HOURS: 360,
       DEAD_LETTER_MAX_BYTES: 262_144,
+      DB_POOL_MAX: 10,
       HOST: "127.0.0.1",
       AUTH_DEV_MODE: false,
     });
@@ -128,6 +129,8 @@ describe("service environment", () => {
     // Larger than one message to Kafka may be: the relay could not send the dead letter.
     [{ DEAD_LETTER_MAX_BYTES: "1048576" }, /DEAD_LETTER_MAX_BYTES/],
     [{ DEAD_LETTER_MAX_BYTES: "1000" }, /DEAD_LETTER_MAX_BYTES/],
+    [{ DB_POOL_MAX: "0" }, /DB_POOL_MAX/],
+    [{ DB_POOL_MAX: "2.5" }, /DB_POOL_MAX/],
     // Past 2^31-1 ms a Node timer fires after 1 ms: every back-off, or every queued request, would end at once.
     [{ CONSUMER_RETRY_BACKOFF_MS: "99999999999" }, /CONSUMER_RETRY_BACKOFF_MS: must be at most 2147483647/],
     [{ ADMISSION_QUEUE_TIMEOUT_MS: "1e100" }, /ADMISSION_QUEUE_TIMEOUT_MS: must be at most 2147483647/],

@@ -1,6 +1,11 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { CLIENT_TIMEOUT_MARGIN_MS, DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "@saga/db";
+import {
+  CLIENT_TIMEOUT_MARGIN_MS,
+  DEFAULT_POOL_MAX,
+  DEFAULT_SESSION_TIMEOUTS,
+  type SessionTimeouts,
+} from "@saga/db";
 import { envMillis, httpEnvVars, MAX_TIMER_MS } from "@saga/http";
 import type { KafkaOptions, RetryPolicy } from "@saga/kafka";
 import {
@@ -15,11 +20,12 @@ import { z } from "zod";
 import { DEFAULT_DEAD_LETTER_MAX_BYTES, MIN_DEAD_LETTER_MAX_BYTES } from "./outbox.ts";
 
 /**
- * A service's pool has 10 connections: more requests at once would only queue for one, unbounded. For the
- * first 30 s after a start a queued request may wait up to 1 s, its queue bounded by that wait (see
- * `httpEnvVars`): the bench's fresh starts at half the capacity had reads and orders refused on a full
- * queue and after 100 ms in it while every process compiled its code (bench/JOURNAL.md, sixth round). After
- * it, a queue of 16: 64 lowered the goodput at twice the capacity.
+ * A service's pool has 10 connections (`DB_POOL_MAX`): more requests at once would only queue for one,
+ * unbounded; a deployment that sets another pool sets the lanes with it (README, "Connection poolers and the
+ * connection budget"). For the first 30 s after a start a queued request may wait up to 1 s, its queue
+ * bounded by that wait (see `httpEnvVars`): the bench's fresh starts at half the capacity had reads and
+ * orders refused on a full queue and after 100 ms in it while every process compiled its code
+ * (bench/JOURNAL.md, sixth round). After it, a queue of 16: 64 lowered the goodput at twice the capacity.
  */
 export const SERVICE_HTTP_DEFAULTS = {
   readInFlight: 8,
@@ -230,6 +236,10 @@ export function serviceEnvSchema(defaults: { port: number; consumerGroup: string
       .default(DEFAULT_DEAD_LETTER_MAX_BYTES),
     DB_STATEMENT_TIMEOUT_MS: envVars.dbStatementTimeoutMs,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: envVars.dbIdleInTransactionTimeoutMs,
+    // Connections of the service's pool, which its API and its consumer share. The admission lanes'
+    // defaults (SERVICE_HTTP_DEFAULTS) are sized for the default: raise ADMISSION_READ_IN_FLIGHT and
+    // ADMISSION_WRITE_IN_FLIGHT with it (README, "Connection poolers and the connection budget").
+    DB_POOL_MAX: z.coerce.number().int().positive().default(DEFAULT_POOL_MAX),
     ...httpEnvVars(SERVICE_HTTP_DEFAULTS),
     INTERNAL_SECRET: envVars.internalSecret,
     AUTH_DEV_MODE: envVars.devMode,

@@ -67,4 +67,23 @@ describe("createServiceRuntime", () => {
       createServiceRuntime({ service: "order-service", database: "order", schema: {}, env }),
     ).rejects.toThrow(/KAFKA_SASL_MECHANISM: plain sends the password in clear/);
   });
+
+  it("opens at most DB_POOL_MAX connections to its database", async () => {
+    const url = await freshDatabase("order_pool");
+    const runtime = await createServiceRuntime({
+      service: "order-service",
+      database: "order",
+      schema: {},
+      env: serviceTestEnv("order-service", url, await freshTopicPrefix(), { DB_POOL_MAX: 2 }),
+      logger: createLogger("order-service", "silent"),
+    });
+    onTestFinished(() => runtime.stop());
+    // Six statements at once: a pool of ten opens a connection for each.
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        runtime.db.pool.query<{ pid: number }>("select pg_backend_pid() as pid"),
+      ),
+    );
+    expect(new Set(answers.map((a) => a.rows[0]?.pid)).size).toBe(2);
+  });
 });

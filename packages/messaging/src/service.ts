@@ -77,6 +77,7 @@ export async function createServiceRuntime<TSchema extends Record<string, unknow
     );
   }
   const pool = createPgDatabase(env.DATABASE_URL, schema, {
+    max: env.DB_POOL_MAX,
     applicationName: `${service}/${env.INSTANCE_ID}`,
     timeouts: sessionTimeouts(env),
     onConnectionError: (err) => logger.warn({ err }, "database connection lost; the pool replaces it"),

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { ALL_TOPICS, type EventPayload, prefixedTopic, type Topic } from "@saga/contracts";
-import { DEFAULT_SESSION_TIMEOUTS, outbox } from "@saga/db";
+import { DEFAULT_POOL_MAX, DEFAULT_SESSION_TIMEOUTS, outbox } from "@saga/db";
 import { httpEnvDefaults } from "@saga/http";
 import {
   createKafka,
@@ -266,6 +266,7 @@ export function serviceTestEnv(
     DEAD_LETTER_MAX_BYTES: DEFAULT_DEAD_LETTER_MAX_BYTES,
     DB_STATEMENT_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.statementTimeoutMs,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: DEFAULT_SESSION_TIMEOUTS.idleInTransactionTimeoutMs,
+    DB_POOL_MAX: DEFAULT_POOL_MAX,
     // Tests send bursts (50 orders at once) to check behaviour, not to overload: a queue that holds them.
     ...httpEnvDefaults({ ...SERVICE_HTTP_DEFAULTS, queue: 1000 }),
     ADMISSION_QUEUE_TIMEOUT_MS: 30_000,
