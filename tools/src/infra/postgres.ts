@@ -13,6 +13,7 @@ import {
   rename,
   rm,
   symlink,
+  writeFile,
 } from "node:fs/promises";
 import { arch, platform } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
@@ -38,6 +39,13 @@ export interface PostgresOptions {
   statementStats?: boolean;
   /** Where a line about what was done to the data directory goes (a stale postmaster.pid removed). */
   log?: (line: string) => void;
+  /**
+   * Serves TLS with this certificate and key (PEM), written into the data directory for the server's
+   * account; with `clientCa`, also asks each client for a certificate signed by it (checked when one is
+   * sent, not required: authentication stays `trust`). Plain connections are still accepted.
+   * https://www.postgresql.org/docs/current/ssl-tcp.html
+   */
+  tls?: { cert: string; key: string; clientCa?: string };
 }
 
 export interface PostgresServer {
@@ -93,6 +101,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
   // The server is given the real path: a data dir moved out of a private repo is reached by its link.
   const dataDir = realpathSync(opts.dataDir);
   await removeStalePidFile(dataDir, opts.log ?? (() => {}));
+  if (opts.tls) await writeTlsFiles(dataDir, opts.tls, user);
 
   const settings: Record<string, string | number> = {
     listen_addresses: "127.0.0.1",
@@ -105,6 +114,8 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     log_min_messages: "warning",
     ...(opts.durable === false ? { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } : {}),
     ...(opts.statementStats ? { shared_preload_libraries: "pg_stat_statements" } : {}),
+    ...(opts.tls ? { ssl: "on", ssl_cert_file: "server.crt", ssl_key_file: "server.key" } : {}),
+    ...(opts.tls?.clientCa ? { ssl_ca_file: "client-ca.crt" } : {}),
   };
   const server = await supervise({
     command: bin.postgres,
@@ -153,6 +164,29 @@ async function removeStalePidFile(dataDir: string, log: (line: string) => void):
   log(
     `postgres: removed a stale postmaster.pid (PID ${pid} is not a PostgreSQL server of ${dataDir}; it was left by an unclean end)`,
   );
+}
+
+/**
+ * The server's certificate files, in its data directory (relative settings are read from there). PostgreSQL
+ * refuses a key that others may read, unless root owns it: it is the server account's, mode 0600.
+ */
+async function writeTlsFiles(
+  dataDir: string,
+  tls: NonNullable<PostgresOptions["tls"]>,
+  user: RunAs,
+): Promise<void> {
+  const files: [string, string | undefined][] = [
+    ["server.crt", tls.cert],
+    ["server.key", tls.key],
+    ["client-ca.crt", tls.clientCa],
+  ];
+  for (const [name, text] of files) {
+    if (text === undefined) continue;
+    const path = join(dataDir, name);
+    await writeFile(path, text, { mode: 0o600 });
+    await chmod(path, 0o600);
+    if (user.uid !== undefined) await chown(path, user.uid, user.gid ?? user.uid);
+  }
 }
 
 /** The processes whose working directory is `dir`, of those this process may inspect. */
