@@ -1,5 +1,6 @@
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
+import { connectionOptions } from "./connection.ts";
 import { sessionParameters } from "./session.ts";
 import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "./timeouts.ts";
 
@@ -18,7 +19,8 @@ export function createDatabase<TSchema extends Record<string, unknown>>(
   schema: TSchema,
   { max = 10, applicationName = "outbox-saga", timeouts = DEFAULT_SESSION_TIMEOUTS }: DatabaseOptions = {},
 ) {
-  const sql = postgres(url, {
+  const sql = postgres({
+    ...connectionOptions(url),
     max,
     onnotice: () => {},
     connection: sessionParameters({

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
+import { connectionOptions } from "./connection.ts";
 import { sessionParameters } from "./session.ts";
 
 export type ServiceDatabase = "user" | "order";
@@ -49,7 +50,12 @@ export type MigrationReport = {
  * migrations of a newer version already applied (`MigrationReport`), which it leaves alone.
  */
 export async function migrateDatabase(url: string, which: ServiceDatabase): Promise<MigrationReport> {
-  const sql = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
+  const sql = postgres({
+    ...connectionOptions(url),
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   try {
     await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     try {

@@ -2,6 +2,7 @@ import type { ExtractTablesWithRelations } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import type { DatabaseOptions } from "./client.ts";
+import { connectionOptions } from "./connection.ts";
 import { sessionOptions } from "./session.ts";
 import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } from "./timeouts.ts";
 
@@ -33,7 +34,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
   }: PgDatabaseOptions = {},
 ) {
   const pool = new pg.Pool({
-    connectionString: url,
+    ...connectionOptions(url),
     max,
     application_name: applicationName,
     connectionTimeoutMillis,

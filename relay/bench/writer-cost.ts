@@ -23,7 +23,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { migrateDatabase, sessionParameters } from "@saga/db";
+import { connectionOptions, migrateDatabase, sessionParameters } from "@saga/db";
 import { createDatabase, startPostgres } from "@saga/tools/infra";
 import postgres from "postgres";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
@@ -71,7 +71,12 @@ async function run(): Promise<void> {
   try {
     const url = await createDatabase(server.url, "writer_cost");
     await migrateDatabase(url, "order");
-    const admin = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
+    const admin = postgres({
+      ...connectionOptions(url),
+      max: 1,
+      onnotice: () => {},
+      connection: sessionParameters(),
+    });
     // The migration may have installed a wake-up mechanism: start from a bare outbox.
     await admin.unsafe(`drop trigger if exists outbox_notify on outbox`);
     await admin.unsafe(`drop publication if exists outbox_relay`);
@@ -182,7 +187,8 @@ async function measure(url: string, admin: postgres.Sql, mode: Mode, writers: nu
     });
   }
 
-  const sql = postgres(url, {
+  const sql = postgres({
+    ...connectionOptions(url),
     max: writers,
     onnotice: () => {},
     connection: sessionParameters({ application_name: "writer" }),
@@ -275,7 +281,12 @@ async function listen(mode: string, url: string): Promise<void> {
   let wakeups = 0;
   let stop: () => Promise<unknown>;
   if (mode === "notify") {
-    const listener = postgres(url, { max: 1, onnotice: () => {}, connection: sessionParameters() });
+    const listener = postgres({
+      ...connectionOptions(url),
+      max: 1,
+      onnotice: () => {},
+      connection: sessionParameters(),
+    });
     await listener.listen("outbox", () => void wakeups++);
     stop = () => listener.end();
   } else {

@@ -1,4 +1,4 @@
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
 import { cancelQuery } from "./outbox-store.ts";
@@ -74,6 +74,7 @@ export function createLease({
   timeoutMs = 3000,
   serverIdleTimeoutMs = 10_000,
 }: LeaseOptions): Lease {
+  const server = connectionOptions(url);
   let session: postgres.Sql | undefined;
   let owned: Ownership | undefined;
   // When the lock was last known held: when the statement that found it held was *sent* (the take or a
@@ -98,7 +99,8 @@ export function createLease({
   }
 
   function open(): postgres.Sql {
-    const s = postgres(url, {
+    const s = postgres({
+      ...server,
       max: 1,
       // The lock lives as long as the session: never let the pool recycle it.
       max_lifetime: null,

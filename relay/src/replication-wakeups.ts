@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
@@ -142,6 +142,7 @@ type QueuedTransaction = {
 export function startReplicationWakeups(opts: ReplicationWakeupsOptions): ReplicationWakeups {
   const { url, holderName, onWake, onError, minRetryMs = 500, maxRetryMs = 10_000, feedbackMs = 5000 } = opts;
   const { logger } = opts;
+  const server = connectionOptions(url);
   // CDC: the rows of whole transactions past which reading pauses, and the most one transaction may
   // hold: together, `rows.maxQueuedRows`.
   const maxQueued = (opts.rows?.maxQueuedRows ?? 0) / 2;
@@ -179,7 +180,8 @@ export function startReplicationWakeups(opts: ReplicationWakeupsOptions): Replic
   async function session(): Promise<void> {
     // No statement_timeout here: START_REPLICATION is one statement that streams for as long as the
     // session lives. A poll underneath covers a stream that stalls (in the CDC mode, a read of the table).
-    const sql = postgres(url, {
+    const sql = postgres({
+      ...server,
       max: 1,
       max_lifetime: null,
       idle_timeout: 0,

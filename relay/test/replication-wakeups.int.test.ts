@@ -1,4 +1,5 @@
 import { createLogger } from "@saga/observability";
+import { setDatabaseDefaults } from "@saga/tools/infra";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { PendingRow } from "../src/outbox-store.ts";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
@@ -41,12 +42,12 @@ function taken(stream: ReturnType<typeof startStream>, generation: number, what:
 describe("the replication stream", () => {
   it("stays connected while its queue is full and nothing is read, past the server's wal_sender_timeout", async () => {
     const { url, sql } = await freshOutbox();
-    // A WAL sender that ends a connection silent for 1 s (the server's default is 60 s).
-    const shortTimeout = new URL(url);
-    shortTimeout.searchParams.set("wal_sender_timeout", "1000");
+    // A WAL sender that ends a connection silent for 1 s (the server's default is 60 s): a database's
+    // settings hold for the logical replication sessions connected to it too.
+    await setDatabaseDefaults(url, { wal_sender_timeout: "1000" });
     const errors: Error[] = [];
     const wakeups = startReplicationWakeups({
-      url: shortTimeout.toString(),
+      url,
       holderName: "paused-stream",
       onWake: () => {},
       onError: (err) => errors.push(err),

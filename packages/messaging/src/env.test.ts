@@ -119,6 +119,20 @@ describe("service environment", () => {
   it.each([
     [{ DATABASE_URL: undefined }, /DATABASE_URL/],
     [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL: must be a postgres/],
+    // A parameter that would set the session (postgres.js sent any it did not know to the server), a
+    // certificate file that is not there, a TLS mode that node-postgres cannot do.
+    [
+      { DATABASE_URL: `${minimal.DATABASE_URL}?statement_timeout=0` },
+      /DATABASE_URL: the parameter statement_timeout is not supported/,
+    ],
+    [
+      { DATABASE_URL: `${minimal.DATABASE_URL}?sslmode=verify-full&sslrootcert=/no/such/ca.pem` },
+      /DATABASE_URL: sslrootcert: cannot read \/no\/such\/ca.pem/,
+    ],
+    [
+      { DATABASE_URL: `${minimal.DATABASE_URL}?sslmode=prefer` },
+      /DATABASE_URL: sslmode=prefer is not supported/,
+    ],
     [{ KAFKA_BROKERS: "" }, /KAFKA_BROKERS/],
     [{ KAFKA_BROKERS: "nohost" }, /KAFKA_BROKERS/],
     [{ PORT: "http" }, /PORT/],

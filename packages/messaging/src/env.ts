@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import {
   CLIENT_TIMEOUT_MARGIN_MS,
+  connectionOptions,
   DEFAULT_POOL_MAX,
   DEFAULT_SESSION_TIMEOUTS,
   type SessionTimeouts,
@@ -58,7 +59,14 @@ export const DEFAULT_INBOX_RETENTION_HOURS = 15 * 24;
 /** Variables every process of the saga reads the same way. */
 export const envVars = {
   port: (fallback: number) => z.coerce.number().int().min(0).max(65_535).default(fallback),
-  postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+  /** A PostgreSQL URL that `connectionOptions` takes (its TLS files read): refused at start-up, by its name. */
+  postgresUrl: z.string().superRefine((url, ctx) => {
+    try {
+      connectionOptions(url);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+    }
+  }),
   kafkaBrokers: z
     .string()
     .transform((s) =>

@@ -1,5 +1,5 @@
 import type { Order, OrderStatus } from "@saga/contracts";
-import { type SessionTimeouts, sessionParameters } from "@saga/db";
+import { connectionOptions, type SessionTimeouts, sessionParameters } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
 import { SAGAS_FINISHED_CHANNEL } from "./domain/apply-credit-batch.ts";
@@ -55,7 +55,8 @@ export function createOrderWaits({
   const waiters = new Map<string, Set<Waiter>>();
   let count = 0;
   let stopped = false;
-  const sql = postgres(databaseUrl, {
+  const sql = postgres({
+    ...connectionOptions(databaseUrl),
     max: 1,
     onnotice: () => {},
     // postgres.js waits 3^n / 100 s (up to 20 s) before its n-th reconnection after a failure, so after an

@@ -9,6 +9,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { ALL_TOPICS, prefixedTopic } from "@saga/contracts";
+import { connectionOptions } from "@saga/db";
 import { createKafka, type OutgoingMessage } from "@saga/kafka";
 import { createDatabase } from "@saga/tools/infra";
 import pg from "pg";
@@ -72,7 +73,7 @@ export async function runConsumeBench<S extends BenchedService>(opts: ConsumeBen
     AUTH_DEV_MODE: "true",
   });
   const producer = await kafka.createProducer();
-  const admin = new pg.Client({ connectionString: dbUrl });
+  const admin = new pg.Client(connectionOptions(dbUrl));
   ownClients.add(admin);
   await admin.connect();
 

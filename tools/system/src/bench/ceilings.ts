@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
 import { createTopics } from "@saga/tools/infra";
 import postgres from "postgres";
@@ -82,7 +82,12 @@ export async function postgresCeiling(
   url: string,
   { concurrency = 32, seconds = 10 } = {},
 ): Promise<PostgresCeiling> {
-  const sql = postgres(url, { max: concurrency, onnotice: () => {}, connection: sessionParameters() });
+  const sql = postgres({
+    ...connectionOptions(url),
+    max: concurrency,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   try {
     await sql`create table if not exists bench_commits (id uuid primary key, amount bigint not null, at timestamptz not null default now())`;
     let commits = 0;

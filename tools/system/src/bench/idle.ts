@@ -15,7 +15,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import { cacheDir } from "@saga/tools/infra";
 import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
@@ -154,7 +154,8 @@ async function main() {
     },
     log,
   });
-  const sql = postgres(new URL("/postgres", system.userDbUrl).toString(), {
+  const sql = postgres({
+    ...connectionOptions(new URL("/postgres", system.userDbUrl).toString()),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),

@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, haproxyTool, nginxTool, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
@@ -577,7 +577,8 @@ async function main() {
     log,
   });
   const started = performance.now();
-  const admin = postgres(new URL("/postgres", system.userDbUrl).toString(), {
+  const admin = postgres({
+    ...connectionOptions(new URL("/postgres", system.userDbUrl).toString()),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
@@ -589,12 +590,14 @@ async function main() {
     databases: [new URL(system.userDbUrl).pathname.slice(1), new URL(system.orderDbUrl).pathname.slice(1)],
   };
   const asBench = (url: string) => Object.assign(new URL(url), { username: BENCH_ROLE }).toString();
-  const user = postgres(asBench(system.userDbUrl), {
+  const user = postgres({
+    ...connectionOptions(asBench(system.userDbUrl)),
     max: 2,
     onnotice: () => {},
     connection: sessionParameters(),
   });
-  const order = postgres(asBench(system.orderDbUrl), {
+  const order = postgres({
+    ...connectionOptions(asBench(system.orderDbUrl)),
     max: 2,
     onnotice: () => {},
     connection: sessionParameters(),

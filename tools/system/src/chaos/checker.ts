@@ -7,7 +7,7 @@ import {
   prefixedTopic,
   TOPICS,
 } from "@saga/contracts";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import type { KafkaClient } from "@saga/kafka";
 import postgres from "postgres";
 
@@ -173,8 +173,18 @@ export async function checkInvariants(
 
 async function readSnapshot(input: CheckInput): Promise<Snapshot> {
   const prefix = input.topicPrefix ?? "";
-  const userDb = postgres(input.userDbUrl, { max: 1, onnotice: () => {}, connection: sessionParameters() });
-  const orderDb = postgres(input.orderDbUrl, { max: 1, onnotice: () => {}, connection: sessionParameters() });
+  const userDb = postgres({
+    ...connectionOptions(input.userDbUrl),
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
+  const orderDb = postgres({
+    ...connectionOptions(input.orderDbUrl),
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
   try {
     const outbox = (sql: postgres.Sql) => sql<OutboxRow[]>`
       select id::text, position::int8::float8 as position, aggregate_id, topic, published_at,

@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { sessionParameters } from "@saga/db";
+import { connectionOptions, sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
 import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
@@ -164,8 +164,14 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
       RATE_LIMIT_ADDRESS_BURST: "10000",
     },
   });
-  const userDb = postgres(system.userDbUrl, { max: 1, onnotice: () => {}, connection: sessionParameters() });
-  const orderDb = postgres(system.orderDbUrl, {
+  const userDb = postgres({
+    ...connectionOptions(system.userDbUrl),
+    max: 1,
+    onnotice: () => {},
+    connection: sessionParameters(),
+  });
+  const orderDb = postgres({
+    ...connectionOptions(system.orderDbUrl),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
