@@ -1,4 +1,7 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { createLogger, flushRepeats } from "./logger.ts";
 
@@ -156,5 +159,24 @@ describe("createLogger", () => {
     logger.warn({ err: new Error("connect ECONNREFUSED") }, "database unavailable");
     flushRepeats();
     expect(lines).toHaveLength(4);
+  });
+});
+
+describe("a process that exits right after it logged", () => {
+  it("has written every line whole, in order, however large, when it is gone", async () => {
+    const fixture = fileURLToPath(new URL("../test/fixtures/exit-after-large-line.ts", import.meta.url));
+    const child = spawn(process.execPath, [fixture], { stdio: ["ignore", "pipe", "inherit"] });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const [code] = (await once(child, "exit")) as [number | null];
+    if (child.stdout.readable) await once(child.stdout, "end");
+    expect(code).toBe(1);
+    const lines = output.split("\n").filter(Boolean);
+    expect(lines.map((line) => (JSON.parse(line) as { msg: string }).msg)).toEqual([
+      "a large line",
+      "the reason it exits",
+    ]);
   });
 });

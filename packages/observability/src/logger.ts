@@ -134,5 +134,9 @@ export function createLogger(name: string, level: string = "info", options: Logg
     timestamp: pino.stdTimeFunctions.isoTime,
     hooks: aggregateRepeats(repeatWindowMs),
   };
-  return destination ? pino(settings, destination) : pino(settings);
+  // Written synchronously: pino's default stdout writes in the background and, at exit, writes what is
+  // queued at once, ahead of a write still in flight, so a process's last lines (the summaries of
+  // `flushRepeats`, the reason it exits) came out of order, cut short, or not at all. The project writes
+  // no line per request, so a write call per line costs nothing that counts.
+  return pino(settings, destination ?? pino.destination({ dest: 1, sync: true }));
 }
