@@ -1,6 +1,6 @@
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
-import { connectionOptions } from "./connection.ts";
+import { postgresJsOptions } from "./connection.ts";
 import { sessionParameters } from "./session.ts";
 import { DEFAULT_SESSION_TIMEOUTS, type SessionTimeouts } from "./timeouts.ts";
 
@@ -20,7 +20,7 @@ export function createDatabase<TSchema extends Record<string, unknown>>(
   { max = 10, applicationName = "outbox-saga", timeouts = DEFAULT_SESSION_TIMEOUTS }: DatabaseOptions = {},
 ) {
   const sql = postgres({
-    ...connectionOptions(url),
+    ...postgresJsOptions(url),
     max,
     onnotice: () => {},
     connection: sessionParameters({

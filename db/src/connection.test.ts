@@ -1,8 +1,9 @@
 import { freshDatabase } from "@saga/tools/test/harness";
 import { useTlsPostgres } from "@saga/tools/test/tls-postgres";
+import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createDatabase } from "./client.ts";
-import { connectionOptions } from "./connection.ts";
+import { connectionOptions, postgresJsOptions } from "./connection.ts";
 import { migrateDatabase } from "./migrate.ts";
 import { createPgDatabase } from "./pg-client.ts";
 
@@ -115,6 +116,16 @@ describe("a database URL that would set the session's own settings", () => {
       expect(() => createDatabase(`${url}?${query}`, {}, { timeouts: bounds })).toThrow(refused);
       await expect(migrateDatabase(`${url}?${query}`, "order")).rejects.toThrow(refused);
     }
+    // Any other host as before: a name (and its port), a Unix socket's directory.
+    const named = postgres({ ...postgresJsOptions("postgres://u@db.example:6432/db"), max: 1 });
+    expect({ host: named.options.host, port: named.options.port }).toEqual({
+      host: ["db.example"],
+      port: [6432],
+    });
+    await named.end();
+    const socket = postgres({ ...postgresJsOptions("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"), max: 1 });
+    expect(socket.options.path).toBe("/var/run/postgresql/.s.PGSQL.5432");
+    await socket.end();
   });
 });
 
@@ -128,7 +139,9 @@ describe("connectionOptions", () => {
       password: "p:ss",
       ssl: false,
     });
-    expect(connectionOptions("postgres://[::1]/db")).toMatchObject({ host: "::1", port: 5432 });
+    expect(connectionOptions("postgres://[::1]/db")).toMatchObject({ host: "::1" });
+    // No port in the URL: the drivers' own default, which reads PGPORT.
+    expect(connectionOptions("postgres://h/db").port).toBeUndefined();
     expect(connectionOptions("postgres://%2Fvar%2Frun%2Fpostgresql/db")).toMatchObject({
       host: "/var/run/postgresql",
     });
@@ -142,6 +155,10 @@ describe("connectionOptions", () => {
       ["postgres://h/db?sslmode=require&sslcert=/c.pem", /sslcert and sslkey go together/],
       ["postgres://h/db?sslmode=disable&sslrootcert=/ca.pem", /sslmode=disable names certificate files/],
       ["postgres://h/db?channel_binding=require", /channel_binding=require needs TLS/],
+      [
+        "postgres://h/db?sslmode=no-verify&channel_binding=require",
+        /channel_binding=require with sslmode=no-verify: nothing would authenticate the server/,
+      ],
       [
         "postgres://h/db?sslmode=verify-ca&sslrootcert=system",
         /sslrootcert=system is for sslmode=verify-full/,
@@ -174,5 +191,29 @@ describe("connectionOptions", () => {
       rejectUnauthorized: true,
       servername: "h",
     });
+  });
+});
+
+describe("postgresJsOptions", () => {
+  it("gives postgres.js an IPv6 address and its port as they are, not split at their colons", async () => {
+    for (const [url, host, port] of [
+      ["postgres://u@[2001:db8::5]:5433/db", "2001:db8::5", 5433],
+      ["postgres://u@[::1]:6543/db", "::1", 6543],
+    ] as const) {
+      // What postgres.js makes of them, as it would connect (no connection is opened).
+      const sql = postgres({ ...postgresJsOptions(url), max: 1 });
+      expect({ host: sql.options.host, port: sql.options.port }, url).toEqual({ host: [host], port: [port] });
+      await sql.end();
+    }
+    // Any other host as before: a name (and its port), a Unix socket's directory.
+    const named = postgres({ ...postgresJsOptions("postgres://u@db.example:6432/db"), max: 1 });
+    expect({ host: named.options.host, port: named.options.port }).toEqual({
+      host: ["db.example"],
+      port: [6432],
+    });
+    await named.end();
+    const socket = postgres({ ...postgresJsOptions("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"), max: 1 });
+    expect(socket.options.path).toBe("/var/run/postgresql/.s.PGSQL.5432");
+    await socket.end();
   });
 });

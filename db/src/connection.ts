@@ -9,7 +9,8 @@ import { checkServerIdentity, type ConnectionOptions as TlsOptions } from "node:
 export type ConnectionOptions = {
   /** A host name or address, or the directory of a Unix socket; the drivers' default (localhost) when absent. */
   host?: string;
-  port: number;
+  /** The URL's port; when it names none, the drivers' default (`PGPORT`, else 5432). */
+  port?: number;
   database?: string;
   user?: string;
   password?: string;
@@ -73,11 +74,29 @@ export function connectionOptions(url: string): ConnectionOptions {
   const database = decoded(parsed.pathname.slice(1));
   return {
     host: host || undefined,
-    port: parsed.port ? Number(parsed.port) : 5432,
+    port: parsed.port ? Number(parsed.port) : undefined,
     database: database || undefined,
     user: decoded(parsed.username) || undefined,
     password: decoded(parsed.password) || undefined,
     ssl: tlsOptions(params, host),
+  };
+}
+
+/**
+ * `connectionOptions` as postgres.js takes them. It splits a host string at its colons, so an IPv6
+ * address (`2001:db8::5`) became the host `2001` and the port NaN, and `::1` the empty host (localhost
+ * over IPv4); it takes a list of hosts, with a list of ports, as they are. An IPv6 address goes as such a
+ * list; any other host stays a string, which postgres.js needs to find a Unix socket's path.
+ */
+export function postgresJsOptions(url: string): ConnectionOptions {
+  const options = connectionOptions(url);
+  const { host, port } = options;
+  if (host === undefined || !host.includes(":")) return options;
+  // postgres.js's Options type says a string, where its code (and its BaseOptions type) takes a list.
+  return {
+    ...options,
+    host: [host] as unknown as string,
+    port: [port ?? (Number(process.env.PGPORT) || 5432)] as unknown as number,
   };
 }
 
@@ -118,6 +137,10 @@ function tlsOptions(params: URLSearchParams, host: string): false | TlsOptions {
   if (passphrase !== null && key === null)
     throw new Error("sslpassword is the passphrase of sslkey, which is not given");
 
+  if (mode === "no-verify" && binding === "require")
+    throw new Error(
+      "channel_binding=require with sslmode=no-verify: nothing would authenticate the server (the certificate is not checked, and neither driver can insist on channel binding); say sslmode=verify-full",
+    );
   const tls: TlsOptions = { rejectUnauthorized: mode !== "no-verify" };
   if (rootCert === "system") {
     // libpq's meaning: the system's trusted CAs, for a certificate checked in full.

@@ -7,7 +7,7 @@ export {
   inbox,
   outbox,
 } from "./common.ts";
-export { type ConnectionOptions, connectionOptions } from "./connection.ts";
+export { type ConnectionOptions, connectionOptions, postgresJsOptions } from "./connection.ts";
 export {
   lastKnownMigration,
   MIGRATIONS_FOLDER,

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
-import { connectionOptions } from "./connection.ts";
+import { postgresJsOptions } from "./connection.ts";
 import { sessionParameters } from "./session.ts";
 
 export type ServiceDatabase = "user" | "order";
@@ -51,7 +51,7 @@ export type MigrationReport = {
  */
 export async function migrateDatabase(url: string, which: ServiceDatabase): Promise<MigrationReport> {
   const sql = postgres({
-    ...connectionOptions(url),
+    ...postgresJsOptions(url),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),

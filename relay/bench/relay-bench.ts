@@ -23,7 +23,7 @@ import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { HEADERS, TOPICS } from "@saga/contracts";
-import { connectionOptions, migrateDatabase, sessionParameters } from "@saga/db";
+import { migrateDatabase, postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka, KAFKA_CLIENTS, type KafkaClientName, type OutgoingMessage } from "@saga/kafka";
 import { newRowId } from "@saga/messaging";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
@@ -111,7 +111,7 @@ async function run(): Promise<void> {
   // default is off (the throwaway test servers): logical decoding only sends what is flushed, so with
   // asynchronous commit a wake-up would wait for the WAL writer (wal_writer_delay, 200 ms).
   const sql = postgres({
-    ...connectionOptions(url),
+    ...postgresJsOptions(url),
     max: 20,
     onnotice: () => {},
     connection: sessionParameters({ synchronous_commit: "on" }),

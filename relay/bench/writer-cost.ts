@@ -23,7 +23,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { connectionOptions, migrateDatabase, sessionParameters } from "@saga/db";
+import { migrateDatabase, postgresJsOptions, sessionParameters } from "@saga/db";
 import { createDatabase, startPostgres } from "@saga/tools/infra";
 import postgres from "postgres";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
@@ -72,7 +72,7 @@ async function run(): Promise<void> {
     const url = await createDatabase(server.url, "writer_cost");
     await migrateDatabase(url, "order");
     const admin = postgres({
-      ...connectionOptions(url),
+      ...postgresJsOptions(url),
       max: 1,
       onnotice: () => {},
       connection: sessionParameters(),
@@ -188,7 +188,7 @@ async function measure(url: string, admin: postgres.Sql, mode: Mode, writers: nu
   }
 
   const sql = postgres({
-    ...connectionOptions(url),
+    ...postgresJsOptions(url),
     max: writers,
     onnotice: () => {},
     connection: sessionParameters({ application_name: "writer" }),
@@ -282,7 +282,7 @@ async function listen(mode: string, url: string): Promise<void> {
   let stop: () => Promise<unknown>;
   if (mode === "notify") {
     const listener = postgres({
-      ...connectionOptions(url),
+      ...postgresJsOptions(url),
       max: 1,
       onnotice: () => {},
       connection: sessionParameters(),

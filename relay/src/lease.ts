@@ -1,4 +1,4 @@
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { withTimeout } from "@saga/runtime";
 import postgres from "postgres";
 import { cancelQuery } from "./outbox-store.ts";
@@ -74,7 +74,7 @@ export function createLease({
   timeoutMs = 3000,
   serverIdleTimeoutMs = 10_000,
 }: LeaseOptions): Lease {
-  const server = connectionOptions(url);
+  const server = postgresJsOptions(url);
   let session: postgres.Sql | undefined;
   let owned: Ownership | undefined;
   // When the lock was last known held: when the statement that found it held was *sent* (the take or a

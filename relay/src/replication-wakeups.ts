@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Duplex } from "node:stream";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import { sleep } from "@saga/runtime";
 import postgres from "postgres";
@@ -142,7 +142,7 @@ type QueuedTransaction = {
 export function startReplicationWakeups(opts: ReplicationWakeupsOptions): ReplicationWakeups {
   const { url, holderName, onWake, onError, minRetryMs = 500, maxRetryMs = 10_000, feedbackMs = 5000 } = opts;
   const { logger } = opts;
-  const server = connectionOptions(url);
+  const server = postgresJsOptions(url);
   // CDC: the rows of whole transactions past which reading pauses, and the most one transaction may
   // hold: together, `rows.maxQueuedRows`.
   const maxQueued = (opts.rows?.maxQueuedRows ?? 0) / 2;

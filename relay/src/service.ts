@@ -1,4 +1,4 @@
-import { clientQueryTimeoutMs, connectionOptions, sessionParameters } from "@saga/db";
+import { clientQueryTimeoutMs, postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { kafkaSecurity, sessionTimeouts } from "@saga/messaging";
 import { createLogger, createMetrics, type Logger, type Metrics } from "@saga/observability";
@@ -67,7 +67,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
     // bounds each statement; the loop's own client-side timeout covers a connection the server cannot
     // answer on (lost without a FIN or RST), which statement_timeout cannot.
     const sql = postgres({
-      ...connectionOptions(url),
+      ...postgresJsOptions(url),
       max: 3,
       onnotice: () => {},
       connection: sessionParameters({

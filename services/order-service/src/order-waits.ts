@@ -1,5 +1,5 @@
 import type { Order, OrderStatus } from "@saga/contracts";
-import { connectionOptions, type SessionTimeouts, sessionParameters } from "@saga/db";
+import { postgresJsOptions, type SessionTimeouts, sessionParameters } from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
 import { SAGAS_FINISHED_CHANNEL } from "./domain/apply-credit-batch.ts";
@@ -56,7 +56,7 @@ export function createOrderWaits({
   let count = 0;
   let stopped = false;
   const sql = postgres({
-    ...connectionOptions(databaseUrl),
+    ...postgresJsOptions(databaseUrl),
     max: 1,
     onnotice: () => {},
     // postgres.js waits 3^n / 100 s (up to 20 s) before its n-th reconnection after a failure, so after an

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
 import { createTopics } from "@saga/tools/infra";
 import postgres from "postgres";
@@ -83,7 +83,7 @@ export async function postgresCeiling(
   { concurrency = 32, seconds = 10 } = {},
 ): Promise<PostgresCeiling> {
   const sql = postgres({
-    ...connectionOptions(url),
+    ...postgresJsOptions(url),
     max: concurrency,
     onnotice: () => {},
     connection: sessionParameters(),

@@ -15,7 +15,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { cacheDir } from "@saga/tools/infra";
 import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
@@ -155,7 +155,7 @@ async function main() {
     log,
   });
   const sql = postgres({
-    ...connectionOptions(new URL("/postgres", system.userDbUrl).toString()),
+    ...postgresJsOptions(new URL("/postgres", system.userDbUrl).toString()),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),

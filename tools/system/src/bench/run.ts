@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
 import { cacheDir, createDatabase, haproxyTool, nginxTool, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
@@ -578,7 +578,7 @@ async function main() {
   });
   const started = performance.now();
   const admin = postgres({
-    ...connectionOptions(new URL("/postgres", system.userDbUrl).toString()),
+    ...postgresJsOptions(new URL("/postgres", system.userDbUrl).toString()),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
@@ -591,13 +591,13 @@ async function main() {
   };
   const asBench = (url: string) => Object.assign(new URL(url), { username: BENCH_ROLE }).toString();
   const user = postgres({
-    ...connectionOptions(asBench(system.userDbUrl)),
+    ...postgresJsOptions(asBench(system.userDbUrl)),
     max: 2,
     onnotice: () => {},
     connection: sessionParameters(),
   });
   const order = postgres({
-    ...connectionOptions(asBench(system.orderDbUrl)),
+    ...postgresJsOptions(asBench(system.orderDbUrl)),
     max: 2,
     onnotice: () => {},
     connection: sessionParameters(),

@@ -7,7 +7,7 @@ import {
   prefixedTopic,
   TOPICS,
 } from "@saga/contracts";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import type { KafkaClient } from "@saga/kafka";
 import postgres from "postgres";
 
@@ -174,13 +174,13 @@ export async function checkInvariants(
 async function readSnapshot(input: CheckInput): Promise<Snapshot> {
   const prefix = input.topicPrefix ?? "";
   const userDb = postgres({
-    ...connectionOptions(input.userDbUrl),
+    ...postgresJsOptions(input.userDbUrl),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
   });
   const orderDb = postgres({
-    ...connectionOptions(input.orderDbUrl),
+    ...postgresJsOptions(input.orderDbUrl),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),

@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { connectionOptions, sessionParameters } from "@saga/db";
+import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
 import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
@@ -165,13 +165,13 @@ export async function runChaos(opts: ChaosOptions, log: (line: string) => void):
     },
   });
   const userDb = postgres({
-    ...connectionOptions(system.userDbUrl),
+    ...postgresJsOptions(system.userDbUrl),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
   });
   const orderDb = postgres({
-    ...connectionOptions(system.orderDbUrl),
+    ...postgresJsOptions(system.orderDbUrl),
     max: 1,
     onnotice: () => {},
     connection: sessionParameters(),
