@@ -116,16 +116,6 @@ describe("a database URL that would set the session's own settings", () => {
       expect(() => createDatabase(`${url}?${query}`, {}, { timeouts: bounds })).toThrow(refused);
       await expect(migrateDatabase(`${url}?${query}`, "order")).rejects.toThrow(refused);
     }
-    // Any other host as before: a name (and its port), a Unix socket's directory.
-    const named = postgres({ ...postgresJsOptions("postgres://u@db.example:6432/db"), max: 1 });
-    expect({ host: named.options.host, port: named.options.port }).toEqual({
-      host: ["db.example"],
-      port: [6432],
-    });
-    await named.end();
-    const socket = postgres({ ...postgresJsOptions("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"), max: 1 });
-    expect(socket.options.path).toBe("/var/run/postgresql/.s.PGSQL.5432");
-    await socket.end();
   });
 });
 
