@@ -1,4 +1,4 @@
-import type { KafkaClient } from "@saga/kafka";
+import type { KafkaClient, PartitionLag } from "@saga/kafka";
 import { createLogger } from "@saga/observability";
 import { Registry } from "prom-client";
 import { describe, expect, it, vi } from "vitest";
@@ -56,21 +56,27 @@ describe("every", () => {
 });
 
 describe("startLagMonitor", () => {
-  it("publishes the lag per partition under the logical topic name", async () => {
+  type LagReading = (group: string, topics: string[]) => Promise<PartitionLag[]>;
+  /** A monitor of group g reading every 5 ms through `consumerLag`, and the registry it publishes to. */
+  function monitorLag(consumerLag: LagReading, topics = ["order.created"]) {
     const registry = new Registry();
-    const metrics = createMessagingMetrics(registry);
-    const consumerLag = vi.fn(async (_group: string, topics: string[]) =>
-      topics.map((topic, i) => ({ topic, partition: i, committed: 0, end: 5 + i, lag: 5 + i })),
-    );
     const monitor = startLagMonitor({
       kafka: { consumerLag } as unknown as KafkaClient,
       consumerGroup: "g",
       topicPrefix: "p.",
-      topics: ["order.created", "order.canceled"],
-      metrics,
+      topics,
+      metrics: createMessagingMetrics(registry),
       logger,
       intervalMs: 5,
     });
+    return { registry, monitor };
+  }
+
+  it("publishes the lag per partition under the logical topic name", async () => {
+    const consumerLag = vi.fn(async (_group: string, topics: string[]) =>
+      topics.map((topic, i) => ({ topic, partition: i, committed: 0, end: 5 + i, lag: 5 + i })),
+    );
+    const { registry, monitor } = monitorLag(consumerLag, ["order.created", "order.canceled"]);
     await vi.waitFor(() => expect(consumerLag).toHaveBeenCalled());
     await monitor.stop();
     expect(consumerLag).toHaveBeenCalledWith(
@@ -91,21 +97,10 @@ describe("startLagMonitor", () => {
   });
 
   it("drops the lag it published once a reading fails, so that an instance cut off from the broker does not hold the group's", async () => {
-    const registry = new Registry();
-    const metrics = createMessagingMetrics(registry);
     let reachable = true;
-    const consumerLag = vi.fn(async (_group: string, topics: string[]) => {
+    const { registry, monitor } = monitorLag(async (_group, topics) => {
       if (!reachable) throw new Error("the broker is unreachable");
       return topics.map((topic, i) => ({ topic, partition: i, committed: 0, end: 900, lag: 900 }));
-    });
-    const monitor = startLagMonitor({
-      kafka: { consumerLag } as unknown as KafkaClient,
-      consumerGroup: "g",
-      topicPrefix: "p.",
-      topics: ["order.created"],
-      metrics,
-      logger,
-      intervalMs: 5,
     });
     const series = async () => (await registry.getSingleMetric("saga_consumer_lag")?.get())?.values ?? [];
     await vi.waitFor(async () => expect(await series()).toHaveLength(1));
@@ -116,23 +111,12 @@ describe("startLagMonitor", () => {
   });
 
   it("drops the lag of a partition that a later reading no longer has (a topic made again with fewer partitions)", async () => {
-    const registry = new Registry();
-    const metrics = createMessagingMetrics(registry);
     let partitions = [0, 1];
-    const consumerLag = vi.fn(async (_group: string, topics: string[]) =>
+    const { registry, monitor } = monitorLag(async (_group, topics) =>
       topics.flatMap((topic) =>
         partitions.map((partition) => ({ topic, partition, committed: 0, end: 900, lag: 900 })),
       ),
     );
-    const monitor = startLagMonitor({
-      kafka: { consumerLag } as unknown as KafkaClient,
-      consumerGroup: "g",
-      topicPrefix: "p.",
-      topics: ["order.created"],
-      metrics,
-      logger,
-      intervalMs: 5,
-    });
     const published = async () =>
       ((await registry.getSingleMetric("saga_consumer_lag")?.get())?.values ?? []).map(
         (v) => v.labels.partition,
