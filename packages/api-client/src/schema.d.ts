@@ -425,7 +425,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service cannot reach its database (for a read, or a write that never reached the database or that the database rolled back; one whose answer was lost is a 502 or 504), or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds. */
+        /** @description 503: Shed, to stay fast under overload: a lane's bound and queue are full, order-service has too many sagas in flight for a new order, a service cannot reach its database or its database cannot write (read only after a failover, a full disk) (for a read, or a write that never reached the database or that the database refused or rolled back; one whose answer was lost is a 502 or 504), or the token's keys cannot be fetched; or the gateway is shutting down, and the request was a read or was not sent on (a write it had sent is a 504). Retry after `Retry-After` seconds. */
         Unavailable: {
             headers: {
                 /** @description This request's id. */

@@ -7,13 +7,24 @@ export class PoisonEventError extends Error {
 }
 
 // SQLSTATEs worth retrying, https://www.postgresql.org/docs/current/errcodes-appendix.html:
-// the server went away, is restarting or too slow for now, or the transaction lost a race it may win
-// next time. Never a bug: an outage must not spend a consumer's retry budget (classifyFailure).
-const RETRIABLE_SQLSTATE_CLASSES = ["08"]; // connection exception
+// the server went away, is restarting, too slow or short of a resource for now, cannot write, or the
+// transaction lost a race it may win next time. Never a bug: an outage must not spend a consumer's retry
+// budget (classifyFailure).
+const RETRIABLE_SQLSTATE_CLASSES = [
+  "08", // connection exception
+  // Insufficient resources: 53100 disk_full, 53200 out_of_memory (also "out of shared memory" past
+  // max_locks_per_transaction), 53300 too_many_connections, 53400 configuration_limit_exceeded
+  // (temp_file_limit). The server's state, which an operator mends, never the event's.
+  "53",
+  "58", // system error: 58030 io_error, a file the server cannot read or write
+];
 const RETRIABLE_SQLSTATES = new Set([
   "40001", // serialization_failure
   "40P01", // deadlock_detected
-  "53300", // too_many_connections
+  // read_only_sql_transaction: a write reached a server that takes none: a primary demoted by a failover,
+  // whose connections outlived it, or one made read only for a switchover (default_transaction_read_only)
+  // or by a provider at a full disk.
+  "25006",
   "55P03", // lock_not_available (lock_timeout)
   "57014", // query_canceled (statement_timeout): a server too slow for now, not a bad event
   "25P03", // idle_in_transaction_session_timeout: the session was cut off mid-transaction
@@ -51,7 +62,9 @@ const RETRIABLE_MESSAGES = [
 
 /**
  * Whether a failure may succeed when tried again: PostgreSQL connection, serialization, deadlock and
- * shutdown errors, network errors, and errors that say so themselves (`retriable`, as kafkajs's do).
+ * shutdown errors, a server short of a resource (a full disk, its memory) or failing to read or write its
+ * files, a server that takes no writes (read only), network errors, and errors that say so themselves
+ * (`retriable`, as kafkajs's do).
  * Walks `cause` chains and aggregate errors, since drizzle wraps the driver's error in its own.
  */
 export function isRetriableError(error: unknown): boolean {
@@ -85,22 +98,27 @@ function* errorChain(error: unknown): Generator<ErrorFields> {
   }
 }
 
+const isSqlStateOf = (classes: string[], code: string) =>
+  code.length === 5 && classes.includes(code.slice(0, 2));
+
 const isRetriableCode = (code: string) =>
   RETRIABLE_SQLSTATES.has(code) ||
   RETRIABLE_CONNECTION_CODES.has(code) ||
-  (code.length === 5 && RETRIABLE_SQLSTATE_CLASSES.includes(code.slice(0, 2)));
+  isSqlStateOf(RETRIABLE_SQLSTATE_CLASSES, code);
 
 // Retriable failures that leave the database as it was, whatever was sent: the server refused the
 // connection or the statement, or failed the statement, which aborts its transaction (a COMMIT
 // included: a COMMIT that fails has committed nothing). 57014 is a statement_timeout or a cancel, 25P03
-// ends a session idle inside its transaction, rolling it back.
+// ends a session idle inside its transaction, rolling it back. A failure to write the commit's own WAL
+// record is no ERROR but a PANIC, which ends the connection (lost, not here).
+const UNAPPLIED_SQLSTATE_CLASSES = ["53", "58"];
 const UNAPPLIED_SQLSTATES = new Set([
   "08001", // sqlclient_unable_to_establish_sqlconnection
   "08004", // sqlserver_rejected_establishment_of_sqlconnection
+  "25006",
   "25P03",
   "40001",
   "40P01",
-  "53300",
   "55P03",
   "57014",
   "57P03",
@@ -119,7 +137,8 @@ const UNAPPLIED_MESSAGES = [
 /**
  * What a failure that `isRetriableError` accepts says of a write it ended: `undefined` when the write is
  * known to have changed nothing (no connection was had, or the server refused the statement or rolled it
- * back: a deadlock, a serialization failure, a statement timeout), otherwise why its outcome is unknown,
+ * back: a deadlock, a serialization failure, a statement timeout, a server read only, out of disk or
+ * memory or failing its I/O), otherwise why its outcome is unknown,
  * since the statement, a COMMIT included, may have reached the server and committed there:
  * `"timed-out"` for node-postgres's client-side timeout (the server never answered), `"lost"` for a
  * connection that broke while the statement was out (`Connection terminated unexpectedly`, a reset, the
@@ -132,7 +151,12 @@ const UNAPPLIED_MESSAGES = [
 export function unknownOutcome(error: unknown): "lost" | "timed-out" | undefined {
   for (const { code, message } of errorChain(error)) {
     if (typeof code === "string") {
-      if (UNAPPLIED_SQLSTATES.has(code) || UNAPPLIED_CONNECTION_CODES.has(code)) return undefined;
+      if (
+        UNAPPLIED_SQLSTATES.has(code) ||
+        isSqlStateOf(UNAPPLIED_SQLSTATE_CLASSES, code) ||
+        UNAPPLIED_CONNECTION_CODES.has(code)
+      )
+        return undefined;
       if (isRetriableCode(code)) return "lost";
     }
     if (code === undefined && typeof message === "string") {

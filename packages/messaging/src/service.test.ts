@@ -10,6 +10,8 @@ describe("databaseFailure", () => {
       expect(databaseFailure(new Error("Connection terminated unexpectedly"), method)?.status).toBe(503);
       expect(databaseFailure(new Error("Query read timeout"), method)?.status).toBe(503);
       expect(databaseFailure(withCode("57P01"), method)?.status).toBe(503);
+      expect(databaseFailure(withCode("58030", "could not read block 0"), method)?.status).toBe(503);
+      expect(databaseFailure(withCode("53200", "out of memory"), method)?.status).toBe(503);
     }
     expect(databaseFailure(new TypeError("bug"), "GET")).toBeUndefined();
     expect(databaseFailure(new TypeError("bug"), "POST")).toBeUndefined();
@@ -26,6 +28,11 @@ describe("databaseFailure", () => {
     ["a serialization failure", withCode("40001")],
     ["a deadlock", withCode("40P01")],
     ["drizzle's wrapper around a deadlock", new DrizzleQueryError("commit", [], withCode("40P01"))],
+    ["a read-only server", withCode("25006", "cannot execute INSERT in a read-only transaction")],
+    ["a full disk", withCode("53100", "could not extend file: No space left on device")],
+    ["a server out of memory", withCode("53200")],
+    ["an I/O error", withCode("58030")],
+    ["drizzle's wrapper around a full disk", new DrizzleQueryError("insert", [], withCode("53100"))],
   ])("answers a write that changed nothing, %s, 503", (_what, error) => {
     const answer = databaseFailure(error, "POST");
     expect(answer?.status).toBe(503);

@@ -31,9 +31,13 @@ export function openDatabase(url: string) {
  * What a consumer test file runs against: a user-service in this process on its own database and topics,
  * a pool on that database, a producer to feed its topics, and a publisher of its outbox.
  */
-export async function startConsumerHarness(databaseUrl: string, clientId: string) {
+export async function startConsumerHarness(
+  databaseUrl: string,
+  clientId: string,
+  overrides: Partial<Env> = {},
+) {
   const prefix = await freshTopicPrefix();
-  const service = await startInProcess(testEnv(databaseUrl, prefix));
+  const service = await startInProcess(testEnv(databaseUrl, prefix, overrides));
   await service.start();
   const db = openDatabase(databaseUrl);
   const kafka = createKafka({ brokers: kafkaBrokers(), clientId });

@@ -37,9 +37,12 @@ export async function createDatabase(postgresUrl: string, name: string): Promise
 /**
  * Gives the database of `url` defaults for the sessions that connect to it from now on, as an operator's
  * `ALTER DATABASE … SET` does; a session's own settings still win. Sessions already open keep theirs.
+ * Works on a database whose sessions are read only by default (`default_transaction_read_only`), and
+ * can make them writable again.
  */
 export async function setDatabaseDefaults(url: string, settings: Record<string, string>): Promise<void> {
   await withClient(url, async (client) => {
+    await client.query("SET default_transaction_read_only = off");
     const { rows } = await client.query<{ name: string }>("select current_database() as name");
     const database = client.escapeIdentifier(rows[0]?.name ?? "");
     for (const [setting, value] of Object.entries(settings)) {
