@@ -16,7 +16,14 @@ export {
   type ServiceDatabase,
 } from "./migrate.ts";
 export * as orderSchema from "./order-schema.ts";
-export { createPgDatabase, DEFAULT_POOL_MAX, type PgDatabase, type PgDatabaseOptions } from "./pg-client.ts";
+export {
+  createPgDatabase,
+  DEFAULT_POOL_MAX,
+  DEFAULT_POOL_MAX_LIFETIME_S,
+  mustDiscardClient,
+  type PgDatabase,
+  type PgDatabaseOptions,
+} from "./pg-client.ts";
 export { SESSION_SETTINGS, sessionOptions, sessionParameters } from "./session.ts";
 export {
   CLIENT_TIMEOUT_MARGIN_MS,

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { freePort, startPostgres } from "@saga/tools/infra";
 import { freshDatabase } from "@saga/tools/test/harness";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { createPgDatabase } from "./pg-client.ts";
+import { createPgDatabase, DEFAULT_POOL_MAX_LIFETIME_S } from "./pg-client.ts";
 import { isClientQueryTimeout } from "./timeouts.ts";
 
 describe("createPgDatabase", () => {
@@ -91,5 +91,20 @@ describe("createPgDatabase", () => {
       "select generic_plans, custom_plans from pg_prepared_statements where name = 'items-by-ids'",
     );
     expect(rows).toEqual([{ generic_plans: "12", custom_plans: "0" }]);
+  });
+
+  it("replaces a connection older than its lifetime, so that one made before a failover is not kept for ever", async () => {
+    const url = await freshDatabase("pg_client_lifetime");
+    const byDefault = createPgDatabase(url, {});
+    onTestFinished(() => byDefault.close());
+    expect(byDefault.pool.options.maxLifetimeSeconds).toBe(DEFAULT_POOL_MAX_LIFETIME_S);
+
+    const db = createPgDatabase(url, {}, { max: 1, maxLifetimeSeconds: 1 });
+    onTestFinished(() => db.close());
+    const backend = async (): Promise<number> =>
+      (await db.pool.query("select pg_backend_pid() as pid")).rows[0].pid;
+    const first = await backend();
+    // In use all along, as under steady traffic, which keeps any idle timeout from firing.
+    await expect.poll(backend, { timeout: 10_000, interval: 100 }).not.toBe(first);
   });
 });

@@ -9,12 +9,43 @@ import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } 
 /** Connections of a service's pool unless its `DB_POOL_MAX` says otherwise. */
 export const DEFAULT_POOL_MAX = 10;
 
+/**
+ * How long a pooled connection lives before the pool replaces it, in seconds (once idle, or when given
+ * back). A connection stays with the server it reached, and steady traffic keeps every connection from
+ * idling out: after a failover that left the old primary up (demoted to a standby, or read-only), the
+ * pool would use it for ever, failing its writes (`mustDiscardClient` drops such a client at its first
+ * refused write) and serving its reads from a server that no longer takes the new primary's commits. A new
+ * connection looks the host name up again and reaches whatever it names now.
+ */
+export const DEFAULT_POOL_MAX_LIFETIME_S = 300;
+
 export type PgDatabaseOptions = DatabaseOptions & {
   /** How long a query waits for a connection, in ms, before failing (retriably). */
   connectionTimeoutMillis?: number;
   /** Told about connection errors that no query was waiting for; they are otherwise harmless. */
   onConnectionError?: (err: Error) => void;
+  /** How long a connection lives before it is replaced (`DEFAULT_POOL_MAX_LIFETIME_S`); 0 for ever. */
+  maxLifetimeSeconds?: number;
 };
+
+/**
+ * Whether a pooled client whose work failed with `err` must be destroyed rather than given back: its
+ * statement timed out on the client's side (`isClientQueryTimeout`: its connection still waits for that
+ * answer), or the server refused a write as read only (25006 read_only_sql_transaction). After a failover
+ * the old primary, demoted but up, keeps the connections made to it, and each would fail the writes of
+ * every transaction that got it; a new connection reaches the server the host name names now. (pg-pool's
+ * own `pool.query` destroys a client after any error.)
+ */
+export function mustDiscardClient(err: unknown): boolean {
+  return isClientQueryTimeout(err) || isReadOnlyRefusal(err);
+}
+
+function isReadOnlyRefusal(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if ((e as { code?: unknown }).code === "25006") return true;
+  }
+  return false;
+}
 
 /**
  * A node-postgres pool and its drizzle wrapper, for code that runs transactions through PostgreSQL
@@ -31,6 +62,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     connectionTimeoutMillis = 5000,
     timeouts = DEFAULT_SESSION_TIMEOUTS,
     onConnectionError = () => {},
+    maxLifetimeSeconds = DEFAULT_POOL_MAX_LIFETIME_S,
   }: PgDatabaseOptions = {},
 ) {
   const pool = new pg.Pool({
@@ -52,6 +84,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     // order-service's backlog count). With them, the date settings every session of ours pins.
     options: sessionOptions({ plan_cache_mode: "force_generic_plan" }),
     idleTimeoutMillis: 30_000,
+    maxLifetimeSeconds,
     keepAlive: true,
     // Statements issued on a checked-out client without awaiting the one before go out at once and are
     // answered in order (https://node-postgres.com/features/pipelining): a consumer's BEGIN, inbox claim
@@ -72,7 +105,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
    * Runs `work` in a transaction on a client of its own. Unlike `db.transaction`, it gives the client
    * back also when BEGIN itself fails (drizzle 0.45 leaks it then, so the pool shrinks and `close()`
    * waits for ever); the pool drops a client whose connection is gone instead of reusing it, and one
-   * whose query timed out on the client's side (its connection still waits for that answer).
+   * that `mustDiscardClient` rejects (a client-side timeout, a server that refused a write as read only).
    */
   async function transaction<T>(
     work: (tx: NodePgTransaction<TSchema, ExtractTablesWithRelations<TSchema>>) => Promise<T>,
@@ -90,7 +123,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
       failure = err;
       throw err;
     } finally {
-      client.release(isClientQueryTimeout(failure) ? (failure as Error) : undefined);
+      client.release(mustDiscardClient(failure) ? (failure as Error) : undefined);
     }
   }
 

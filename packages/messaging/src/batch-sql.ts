@@ -1,4 +1,4 @@
-import { isClientQueryTimeout } from "@saga/db";
+import { mustDiscardClient } from "@saga/db";
 import type { NewOutboxRow } from "./outbox.ts";
 
 /** A statement: named, it is prepared once per connection. */
@@ -40,9 +40,10 @@ export type TxClient = SqlClient & {
  * waited for: on a pipelining pool (`createPgDatabase`) it goes out with the first statements `work`
  * sends, in one round trip; if it fails, so do they. COMMIT goes out with `work`'s last statement when
  * it uses `queryThenCommit`, after `work` otherwise. A client whose ROLLBACK fails (its connection is
- * gone) is destroyed rather than given back to the pool, and so is one whose statement timed out on the
- * client's side: its connection still waits for that answer, so a ROLLBACK would only wait behind it
- * (the server rolls back when the connection goes).
+ * gone) is destroyed rather than given back to the pool, and so is one that `mustDiscardClient` rejects,
+ * without a ROLLBACK (the server rolls back when the connection goes): one whose statement timed out on
+ * the client's side, whose connection still waits for that answer, so a ROLLBACK would only wait behind
+ * it; one whose server refused a write as read only (a primary demoted by a failover).
  */
 export async function inTransaction<T>(pool: SqlPool, work: (tx: TxClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
@@ -75,7 +76,7 @@ export async function inTransaction<T>(pool: SqlPool, work: (tx: TxClient) => Pr
     await (committed ?? client.query({ text: "commit" }).then(checkCommitted));
     return result;
   } catch (err) {
-    if (isClientQueryTimeout(err)) broken = err as Error;
+    if (mustDiscardClient(err)) broken = err as Error;
     else if (committed) {
       // Sent with the last statement, COMMIT ended the transaction if it was answered at all (with
       // ROLLBACK after a failed statement); unanswered, the connection is gone.

@@ -92,9 +92,10 @@ describe("an event whose apply the database refuses (disk full)", () => {
 });
 
 describe("a write while the database is read only (a failover, a switchover)", () => {
-  it("is answered 503 and writes nothing", async () => {
+  it("is answered 503 and writes nothing; once the database writes again, the next write succeeds on a new connection", async () => {
     const url = await freshDatabase("user_read_only");
-    const service = await startInProcess(testEnv(url, await freshTopicPrefix()));
+    // One connection: given back to the pool after its write was refused, it would serve the next one too.
+    const service = await startInProcess(testEnv(url, await freshTopicPrefix(), { DB_POOL_MAX: 1 }));
     onTestFinished(() => service.stop());
     const db = openDatabase(url);
     onTestFinished(() => db.close());
@@ -104,14 +105,23 @@ describe("a write while the database is read only (a failover, a switchover)", (
     expect(service.runtime.db.pool.totalCount).toBe(0);
     await setDatabaseDefaults(url, { default_transaction_read_only: "on" });
 
-    const username = `u-${randomUUID()}`;
-    const refused = await service.app.request("/users", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username, initialBalance: 100 }),
-    });
+    const post = (username: string) =>
+      service.app.request("/users", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username, initialBalance: 100 }),
+      });
+    const refusedName = `u-${randomUUID()}`;
+    const refused = await post(refusedName);
     expect(refused.status).toBe(503);
     expect(await refused.json()).toMatchObject({ error: "the database is unavailable; retry later" });
-    expect(await db.db.select().from(users).where(eq(users.username, username))).toEqual([]);
+    expect(await db.db.select().from(users).where(eq(users.username, refusedName))).toEqual([]);
+
+    // Writable again, as the new primary is to a new connection: the next write is applied at once.
+    await setDatabaseDefaults(url, { default_transaction_read_only: "off" });
+    const name = `u-${randomUUID()}`;
+    const created = await post(name);
+    expect(created.status).toBe(201);
+    expect(await db.db.select().from(users).where(eq(users.username, name))).toHaveLength(1);
   });
 });
