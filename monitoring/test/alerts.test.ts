@@ -25,6 +25,7 @@ describe("alert rules", () => {
     expect(alerts.sort()).toEqual([
       "ConsumerLagHigh",
       "ConsumerPartitionStuck",
+      "ConsumerSkippedRecords",
       "DeadLetters",
       "JobDown",
       "OutboxWithoutOwner",

@@ -1,4 +1,5 @@
 /** The @platformatic/kafka adapter (maintained, pure JavaScript): `KAFKA_CLIENT=platformatic`. */
+import { tracingChannel } from "node:diagnostics_channel";
 import { isIP } from "node:net";
 import {
   Admin,
@@ -29,6 +30,7 @@ import {
   type KafkaSasl,
   type KafkaTls,
   type PartitionLag,
+  type SkippedRecords,
 } from "./port.ts";
 import { createProbes } from "./probes.ts";
 import { securityRefusal } from "./refusals.ts";
@@ -119,6 +121,17 @@ const retriesRanOut = (err: unknown) =>
  * after a rebalance, for a quarter of the idle fetches of 500 ms (bench/JOURNAL.md).
  */
 const FETCH_MAX_WAIT_MS = 2000;
+
+/**
+ * The library traces its requests for offsets here (@platformatic/kafka's diagnostic.js,
+ * https://github.com/platformatic/kafka/blob/main/docs/diagnostic.md): the context names the client and
+ * the operation, and holds the answer when the callback is called. A stream reads its group's committed
+ * offsets with `listCommittedOffsets` (a Map of topic to offsets by partition, -1 where nothing was
+ * committed) and, in that callback, sets where it fetches from and emits "offsets".
+ */
+const offsetRequests = tracingChannel<unknown, { client: unknown; operation: string }>(
+  "plt:kafka:consumer:offsets",
+);
 
 /**
  * Heartbeats keep a member in its group and tell it when to rejoin: a rebalance waits up to this long
@@ -284,9 +297,64 @@ export function createPlatformaticClient({
       },
     });
 
+    // Records deleted before the group read them (a group further behind than the topic's retention.ms):
+    // on OFFSET_OUT_OF_RANGE the library fetches from the partition's first record instead, and says
+    // nothing (@platformatic/kafka 2.12.1, messages-stream.js, #handleOffsetOutOfRange). So the adapter
+    // knows where each partition is to be read from next: from the group's committed offset as the
+    // library read it for the stream (`committedAt`, until the partition's first message), then from past
+    // the last message read (`nextOffset`). A message past that is a gap: the offsets of our topics are
+    // consecutive (idempotent producers, no transactions, no compaction), so the records between were
+    // deleted unread. A partition with nothing committed (a new group) starts wherever the library starts it.
+    const committedAt = new Map<string, bigint>();
+    const nextOffset = new Map<string, bigint>();
+    // The gap reported last for each partition, by where it starts: a stream that starts again from the
+    // same commit (a rebalance before the first message after the gap was committed) finds it again.
+    const reported = new Map<string, bigint>();
+    let committedRead: Map<string, bigint[]> | undefined;
+    const ignore = () => {};
+    const readings = {
+      start: ignore,
+      end: ignore,
+      error: ignore,
+      // Called around the stream's callback, which emits "offsets" at once (`subscribe`).
+      asyncStart(context: { client: unknown; operation: string; result?: unknown }) {
+        if (context.client === consumer && context.operation === "listCommittedOffsets")
+          committedRead = context.result as Map<string, bigint[]> | undefined;
+      },
+      asyncEnd(context: { client: unknown }) {
+        if (context.client === consumer) committedRead = undefined;
+      },
+    };
+    offsetRequests.subscribe(readings);
+
+    /** Where a partition is to be read from next, as its stream's message `m` arrives. */
+    function checkGap(key: string, m: StringMessage): void {
+      const expected = nextOffset.get(key) ?? committedAt.get(key);
+      committedAt.delete(key);
+      // Before it: read again (a rejoin fetches from the committed offset), or a fetch answered late.
+      if (expected !== undefined && m.offset < expected) return;
+      nextOffset.set(key, m.offset + 1n);
+      if (expected === undefined || m.offset === expected || reported.get(key) === expected) return;
+      reported.set(key, expected);
+      const gap: SkippedRecords = {
+        topic: m.topic,
+        partition: m.partition,
+        nextOffset: expected.toString(),
+        firstRead: m.offset.toString(),
+        skipped: Number(m.offset - expected),
+      };
+      log("error", "records deleted before the group read them were skipped", { groupId, ...gap });
+      options.onSkipped?.(gap);
+    }
+
     consumer.on("error", (err: Error) => log("warn", "consumer error", { err }));
     consumer.on("consumer:group:join", () => {
       joined = true;
+      for (const key of [...committedAt.keys(), ...nextOffset.keys()]) {
+        if (owns(key)) continue;
+        committedAt.delete(key);
+        nextOffset.delete(key);
+      }
       // Partitions this member no longer owns: their queued messages are left to the new owner, which reads
       // from the last commit. Dropping the queue also tells a chunk of the partition being applied that it
       // is no longer this member's (`held`), even if a later rebalance gives the partition back.
@@ -376,6 +444,7 @@ export function createPlatformaticClient({
       count(key, -queue.length);
       queue.length = 0;
       lastQueued.delete(key);
+      nextOffset.delete(key);
     };
     let scheduled = false;
     let lingering: NodeJS.Timeout | undefined;
@@ -502,6 +571,7 @@ export function createPlatformaticClient({
       if (from !== stream) return;
       const key = `${m.topic}/${m.partition}`;
       if (!owns(key)) return;
+      checkGap(key, m);
       const last = lastQueued.get(key);
       if (last !== undefined && m.offset <= last) return;
       // Past the bound, a retrying partition drops its messages from the first one that does not fit on,
@@ -557,6 +627,21 @@ export function createPlatformaticClient({
       stream = s;
       for (const [key, queue] of queues) forget(key, queue);
       overflowed.clear();
+      committedAt.clear();
+      nextOffset.clear();
+      // The group's committed offsets, as the stream read them (at its start and after each rejoin) to
+      // fetch from; a partition read already on this stream keeps where it got to.
+      s.on("offsets", () => {
+        if (s !== stream || committedRead === undefined) return;
+        for (const [topic, offsets] of committedRead) {
+          offsets.forEach((offset, partition) => {
+            const key = `${topic}/${partition}`;
+            if (nextOffset.has(key)) return;
+            if (offset >= 0n) committedAt.set(key, offset);
+            else committedAt.delete(key);
+          });
+        }
+      });
       // The new stream is opened first, so the consumer keeps its topics and does not rejoin its group.
       void previous?.close().catch(() => {});
       s.on("data", (m: StringMessage) => onMessage(s, m));
@@ -643,6 +728,7 @@ export function createPlatformaticClient({
         })(),
       );
     } catch (err) {
+      offsetRequests.unsubscribe(readings);
       await consumer.close(true).catch(() => {});
       throw err;
     } finally {
@@ -676,6 +762,7 @@ export function createPlatformaticClient({
           void consumer.close(true).catch(() => {});
         } finally {
           commits.close();
+          offsetRequests.unsubscribe(readings);
           joined = false;
         }
       },

@@ -138,6 +138,21 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, backoffMs: 2
  */
 export const DEFAULT_REQUEST_RETRY: RetryPolicy = { maxAttempts: 15, backoffMs: 200, maxBackoffMs: 5000 };
 
+/** Offsets of a partition that a consumer group never read: their records were deleted first. */
+export type SkippedRecords = {
+  topic: string;
+  partition: number;
+  /**
+   * The offset the group was to read next: its committed offset when the partition's first message on
+   * the consumer's stream skipped, else the one after the last message read.
+   */
+  nextOffset: string;
+  /** The offset of the first message read after the gap. */
+  firstRead: string;
+  /** Offsets skipped: `firstRead - nextOffset`. */
+  skipped: number;
+};
+
 export type ConsumerOptions = {
   groupId: string;
   topics: string[];
@@ -174,6 +189,14 @@ export type ConsumerOptions = {
   partitionsConsumedConcurrently?: number;
   /** Called before each retry; from the first one on, the message's partition waits for it. */
   onRetry?(message: IncomingMessage, error: unknown, retry: { attempt: number; kind: RetriedKind }): void;
+  /**
+   * Called once for each gap in a partition: records the group never read were deleted before it could
+   * (it is further behind than the topic's `retention.ms`, or someone deleted them), and the client went on
+   * from the first record there is. The adapter logs each gap too, as an error. The platformatic adapter
+   * only: kafkajs logs its own error ("Offset out of range, resetting to default offset", naming the
+   * partition, not the offsets) and calls nothing.
+   */
+  onSkipped?(gap: SkippedRecords): void;
   /**
    * Called once a message that was retried leaves its retry loop (applied, dead-lettered, or given up
    * because the consumer stops): its partition moves on.

@@ -119,4 +119,44 @@ describe("startInboxConsumer", () => {
       { group: "user-service", topic: "order.created", value: 1 },
     ]);
   });
+
+  it("counts the records a partition skipped, under its logical topic, from 0 at the start", async () => {
+    const registry = new Registry();
+    let options: ConsumerOptions | undefined;
+    const kafka = {
+      createConsumer: async (given: ConsumerOptions) => {
+        options = given;
+        return {} as EventConsumer;
+      },
+    } as unknown as KafkaClient;
+    await startInboxConsumer({
+      kafka,
+      db: {} as Database,
+      consumerGroup: "user-service",
+      topicPrefix: "p.",
+      topics: ["order.created", "order.canceled"],
+      applyBatch: { read: async () => undefined, apply: async () => undefined },
+      logger: createLogger("test", "silent"),
+      metrics: createMessagingMetrics(registry),
+    });
+    const skipped = async () =>
+      ((await registry.getSingleMetric("saga_consumer_skipped_records_total")?.get())?.values ?? []).map(
+        ({ labels, value }) => ({ ...labels, value }),
+      );
+    expect(await skipped()).toEqual([
+      { group: "user-service", topic: "order.created", value: 0 },
+      { group: "user-service", topic: "order.canceled", value: 0 },
+    ]);
+    options?.onSkipped?.({
+      topic: "p.order.canceled",
+      partition: 2,
+      nextOffset: "3",
+      firstRead: "7",
+      skipped: 4,
+    });
+    expect(await skipped()).toEqual([
+      { group: "user-service", topic: "order.created", value: 0 },
+      { group: "user-service", topic: "order.canceled", value: 4 },
+    ]);
+  });
 });

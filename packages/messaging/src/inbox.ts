@@ -308,11 +308,16 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
     retry,
   } = options;
   const inbox = createInbox(options);
+  const logicalTopic = (physical: string) =>
+    physical.startsWith(topicPrefix) ? physical.slice(topicPrefix.length) : physical;
   const where = (m: IncomingMessage) => ({
     group: consumerGroup,
-    topic: m.topic.startsWith(topicPrefix) ? m.topic.slice(topicPrefix.length) : m.topic,
+    topic: logicalTopic(m.topic),
     partition: String(m.partition),
   });
+  // At 0 from the start, as saga_dlq_events_total: the ConsumerSkippedRecords alert sees the first gap.
+  for (const topic of inbox.topics)
+    metrics.skipped.inc({ group: consumerGroup, topic: logicalTopic(topic) }, 0);
   // The event's age: since it occurred (its envelope), or since the broker got it when that is unreadable.
   const occurredAt = (m: IncomingMessage) => {
     const at = Date.parse(m.headers[HEADERS.occurredAt] ?? "");
@@ -367,5 +372,8 @@ export async function startInboxConsumer(options: InboxConsumerOptions): Promise
       );
     },
     onRetriesEnded: (message) => metrics.stuck.movedOn(where(message)),
+    // The adapter logs the gap (an error naming the partition and its offsets); each one is counted here.
+    onSkipped: (gap) =>
+      metrics.skipped.inc({ group: consumerGroup, topic: logicalTopic(gap.topic) }, gap.skipped),
   });
 }

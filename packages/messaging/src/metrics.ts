@@ -42,6 +42,12 @@ export function createMessagingMetrics(registry: Registry) {
       labelNames: ["group", "topic", "failure"] as const,
       registers,
     }),
+    skipped: new Counter({
+      name: "saga_consumer_skipped_records_total",
+      help: "Records the consumer group never read because they were deleted first (it was further behind than the topic's retention.ms), by consumer group and logical topic",
+      labelNames: ["group", "topic"] as const,
+      registers,
+    }),
     stuck: createStuckPartitions(registers),
     batchFallbacks: new Counter({
       name: "saga_inbox_batch_fallbacks_total",
