@@ -1,5 +1,6 @@
+import type { Topic } from "@saga/contracts";
 import type { ConsumerOptions, EventConsumer, IncomingMessage, KafkaClient } from "@saga/kafka";
-import { createLogger } from "@saga/observability";
+import { createLogger, type Logger } from "@saga/observability";
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import type { Database } from "./db.ts";
@@ -7,29 +8,19 @@ import { startInboxConsumer } from "./inbox.ts";
 import { createMessagingMetrics } from "./metrics.ts";
 
 describe("startInboxConsumer", () => {
-  it("exports saga_dlq_events_total at 0 for each topic and reason from the start, so that the first dead letter is an increase", async () => {
-    const registry = new Registry();
-    const kafka = { createConsumer: async () => ({}) as EventConsumer } as unknown as KafkaClient;
-    await startInboxConsumer({
-      kafka,
-      db: {} as Database,
-      consumerGroup: "user-service",
-      topicPrefix: "p.",
-      topics: ["order.created", "order.canceled"],
-      applyBatch: { read: async () => undefined, apply: async () => undefined },
-      logger: createLogger("test", "silent"),
-      metrics: createMessagingMetrics(registry),
-    });
-    const series = (await registry.getSingleMetric("saga_dlq_events_total")?.get())?.values ?? [];
-    expect(series.map(({ labels, value }) => ({ ...labels, value }))).toEqual(
-      ["order.created", "order.canceled"].flatMap((topic) =>
-        ["poison", "retries exhausted"].map((reason) => ({ group: "user-service", topic, reason, value: 0 })),
-      ),
-    );
-  });
-
-  it("names the trace and the order of a message it retries, and those of a batch that failed", async () => {
-    const logged: Record<string, unknown>[] = [];
+  /**
+   * Starts a user-service inbox consumer (prefix "p.") on a Kafka client that only records the options it
+   * is given: what the inbox does with the adapter's callbacks, without a broker or a database.
+   */
+  async function started({
+    topics = ["order.created"],
+    registry = new Registry(),
+    logger = createLogger("test", "silent"),
+  }: {
+    topics?: Topic[];
+    registry?: Registry;
+    logger?: Logger;
+  } = {}) {
     let options: ConsumerOptions | undefined;
     const kafka = {
       createConsumer: async (given: ConsumerOptions) => {
@@ -42,12 +33,31 @@ describe("startInboxConsumer", () => {
       db: {} as Database,
       consumerGroup: "user-service",
       topicPrefix: "p.",
-      topics: ["order.created"],
+      topics,
       applyBatch: { read: async () => undefined, apply: async () => undefined },
+      logger,
+      metrics: createMessagingMetrics(registry),
+    });
+    if (!options) throw new Error("no consumer was created");
+    return { options, registry };
+  }
+
+  it("exports saga_dlq_events_total at 0 for each topic and reason from the start, so that the first dead letter is an increase", async () => {
+    const { registry } = await started({ topics: ["order.created", "order.canceled"] });
+    const series = (await registry.getSingleMetric("saga_dlq_events_total")?.get())?.values ?? [];
+    expect(series.map(({ labels, value }) => ({ ...labels, value }))).toEqual(
+      ["order.created", "order.canceled"].flatMap((topic) =>
+        ["poison", "retries exhausted"].map((reason) => ({ group: "user-service", topic, reason, value: 0 })),
+      ),
+    );
+  });
+
+  it("names the trace and the order of a message it retries, and those of a batch that failed", async () => {
+    const logged: Record<string, unknown>[] = [];
+    const { options } = await started({
       logger: createLogger("user-service", "warn", {
         destination: { write: (line: string) => void logged.push(JSON.parse(line)) },
       }),
-      metrics: createMessagingMetrics(new Registry()),
     });
     const message = (orderId: string, trace: string, offset: number): IncomingMessage => ({
       topic: "p.order.created",
@@ -61,8 +71,8 @@ describe("startInboxConsumer", () => {
     const a = message("0192d8a4-0000-7000-8000-00000000000a", "a".repeat(32), 7);
     const b = message("0192d8a4-0000-7000-8000-00000000000b", "b".repeat(32), 8);
     const refused = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
-    options?.onBatchFailed?.([a, b], refused);
-    options?.onRetry?.(b, refused, { attempt: 1, kind: "transient" });
+    options.onBatchFailed?.([a, b], refused);
+    options.onRetry?.(b, refused, { attempt: 1, kind: "transient" });
     expect(
       logged.map(({ msg, orderId, traceId, orderIds, traceIds }) => ({
         msg,
@@ -86,24 +96,7 @@ describe("startInboxConsumer", () => {
   });
 
   it("counts a batch that failed under its logical topic, as every other messaging metric", async () => {
-    const registry = new Registry();
-    let options: ConsumerOptions | undefined;
-    const kafka = {
-      createConsumer: async (given: ConsumerOptions) => {
-        options = given;
-        return {} as EventConsumer;
-      },
-    } as unknown as KafkaClient;
-    await startInboxConsumer({
-      kafka,
-      db: {} as Database,
-      consumerGroup: "user-service",
-      topicPrefix: "p.",
-      topics: ["order.created"],
-      applyBatch: { read: async () => undefined, apply: async () => undefined },
-      logger: createLogger("test", "silent"),
-      metrics: createMessagingMetrics(registry),
-    });
+    const { options, registry } = await started();
     const message: IncomingMessage = {
       topic: "p.order.created",
       partition: 0,
@@ -113,7 +106,7 @@ describe("startInboxConsumer", () => {
       headers: {},
       timestamp: Date.now(),
     };
-    options?.onBatchFailed?.([message], new Error("connection lost"));
+    options.onBatchFailed?.([message], new Error("connection lost"));
     const series = (await registry.getSingleMetric("saga_inbox_batch_fallbacks_total")?.get())?.values ?? [];
     expect(series.map(({ labels, value }) => ({ ...labels, value }))).toEqual([
       { group: "user-service", topic: "order.created", value: 1 },
@@ -121,24 +114,7 @@ describe("startInboxConsumer", () => {
   });
 
   it("counts the records a partition skipped, under its logical topic, from 0 at the start", async () => {
-    const registry = new Registry();
-    let options: ConsumerOptions | undefined;
-    const kafka = {
-      createConsumer: async (given: ConsumerOptions) => {
-        options = given;
-        return {} as EventConsumer;
-      },
-    } as unknown as KafkaClient;
-    await startInboxConsumer({
-      kafka,
-      db: {} as Database,
-      consumerGroup: "user-service",
-      topicPrefix: "p.",
-      topics: ["order.created", "order.canceled"],
-      applyBatch: { read: async () => undefined, apply: async () => undefined },
-      logger: createLogger("test", "silent"),
-      metrics: createMessagingMetrics(registry),
-    });
+    const { options, registry } = await started({ topics: ["order.created", "order.canceled"] });
     const skipped = async () =>
       ((await registry.getSingleMetric("saga_consumer_skipped_records_total")?.get())?.values ?? []).map(
         ({ labels, value }) => ({ ...labels, value }),
@@ -147,7 +123,7 @@ describe("startInboxConsumer", () => {
       { group: "user-service", topic: "order.created", value: 0 },
       { group: "user-service", topic: "order.canceled", value: 0 },
     ]);
-    options?.onSkipped?.({
+    options.onSkipped?.({
       topic: "p.order.canceled",
       partition: 2,
       nextOffset: "3",
