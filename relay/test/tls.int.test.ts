@@ -1,4 +1,4 @@
-import { connectionOptions, migrateDatabase } from "@saga/db";
+import { migrateDatabase, postgresJsOptions } from "@saga/db";
 import { useTlsPostgres } from "@saga/tools/test/tls-postgres";
 import postgres from "postgres";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -21,7 +21,7 @@ describe("relay on an outbox reached over TLS", () => {
     // As a provider's URL has it (channel_binding), with the CA the server's certificate comes from.
     const url = `${await server().createDatabase("relay_tls")}?sslmode=verify-full&sslrootcert=${server().caFile}&channel_binding=require`;
     await migrateDatabase(url, "order");
-    const sql = postgres({ ...connectionOptions(url), max: 2, onnotice: () => {} });
+    const sql = postgres({ ...postgresJsOptions(url), max: 2, onnotice: () => {} });
     onTestFinished(() => sql.end({ timeout: 1 }));
     const prefix = await freshTopicPrefix();
 
