@@ -49,7 +49,7 @@ function isReadOnlyRefusal(err: unknown): boolean {
 
 /**
  * A node-postgres pool and its drizzle wrapper, for code that runs transactions through PostgreSQL
- * restarts: a client whose connection dies is dropped from the pool and replaced. (postgres.js 3.4.9,
+ * restarts: a client whose connection dies is dropped from the pool and replaced. (postgres.js 3.4.10,
  * behind `createDatabase`, can keep a pooled connection that a restart killed mid-transaction unusable
  * for good: https://github.com/porsager/postgres/issues/1208.) `close()` drains the pool.
  */

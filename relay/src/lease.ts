@@ -145,8 +145,8 @@ export function createLease({
    * which run as one implicit transaction, so the `SET LOCAL` of a longer `statement_timeout` ends with
    * it (a session-level advisory lock does not). Not postgres.js's `begin`: when the connection drops
    * while a statement waits, its rollback is written to the closed connection, which throws in a
-   * `setImmediate` and ends the process (3.4.9; a chaos run's PostgreSQL kill). Both the timeout and a
-   * cancel on `stop` end the wait with `query_canceled`: not acquired.
+   * `setImmediate` and ends the process (3.4.10; seen in a chaos run's PostgreSQL kill). Both the timeout
+   * and a cancel on `stop` end the wait with `query_canceled`: not acquired.
    */
   async function waitForLock(s: postgres.Sql, waitMs: number, stop?: AbortSignal): Promise<void> {
     const wait = s.unsafe(

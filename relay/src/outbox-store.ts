@@ -22,7 +22,7 @@ export type Backlog = { rows: number; oldestAgeSeconds: number };
 /**
  * Asks the server to cancel a running statement. A cancel is a connection of its own, so it fails when
  * the server cannot be reached (a restart, a failover); the statement then ends with its own connection,
- * and the failure is dropped. postgres.js 3.4.9's `query.cancel()` drops the promise of that connection
+ * and the failure is dropped. postgres.js 3.4.10's `query.cancel()` drops the promise of that connection
  * itself, so its failure was a rejection nobody could handle, which ends a Node process: the cancel is
  * sent here through the query's own canceller (what `cancel()` calls), whose promise can be caught. A
  * test holds both halves (relay/test/cancel.int.test.ts).
@@ -33,7 +33,7 @@ export function cancelQuery(
 ): void {
   const q = query as { canceller?: ((query: unknown) => Promise<void>) | null; state?: unknown };
   // Not sent yet (postgres.js gives a query its `state` when it writes it): left to run, unless the caller
-  // says otherwise. postgres.js 3.4.9 marks such a query cancelled, and when it was the first query of a
+  // says otherwise. postgres.js 3.4.10 marks such a query cancelled, and when it was the first query of a
   // connection still connecting (a server restarting), that connection skips it once up and never tells
   // the pool it is free: every later query of the pool waits for ever (relay/test/cancel.int.test.ts). A
   // read or a mark that runs late changes nothing the relay relies on.

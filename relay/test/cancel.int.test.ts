@@ -72,7 +72,7 @@ describe("a relay statement whose caller gives up", () => {
     await new Promise((r) => setTimeout(r, 300));
     aborted.abort(new Error("the caller gave up"));
     link.heal();
-    // Cancelled before it was sent, it left the connection unusable for good (postgres.js 3.4.9): this
+    // Cancelled before it was sent, it left the connection unusable for good (postgres.js 3.4.10): this
     // query never got an answer.
     expect(await relaySql`select 2 as two`).toEqual([{ two: 2 }]);
     expect(await early).toEqual([]);
