@@ -158,8 +158,13 @@ const SAFE_METHODS = new Set(["GET", "HEAD"]);
  */
 export function createUpstream(opts: UpstreamOptions) {
   const { name, metrics, logger } = opts;
+  // HTTP/1.1 only, which undici 8 no longer keeps to where TLS offers HTTP/2: `connections` bounds the
+  // requests an instance is sent at once, and held reads keep off the others' connections, only while a
+  // connection carries one request at a time.
+  const http1 = { allowH2: false };
   // undici ends a response past this many bytes with UND_ERR_RES_EXCEEDED_MAX_SIZE, destroying its socket.
   const bounded = (connections: number) => ({
+    ...http1,
     connections,
     connect: { timeout: opts.connectTimeoutMs },
     maxResponseSize: opts.maxResponseBytes,
@@ -170,7 +175,7 @@ export function createUpstream(opts: UpstreamOptions) {
     pool: new Pool(origin, bounded(opts.connections)),
     readPool: new Pool(origin, bounded(opts.connections)),
     heldPool: new Pool(origin, bounded(opts.heldConnections)),
-    checkPool: new Pool(origin, { connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
+    checkPool: new Pool(origin, { ...http1, connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
     healthy: false,
     refusesCredential: false,
     failedChecks: 0,

@@ -1,7 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createSecureServer } from "node:http2";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@saga/tools/infra";
+import { createTestCertificates, freePort } from "@saga/tools/infra";
 import { describe, expect, it, onTestFinished } from "vitest";
 import {
   ADMIN_TOKEN,
@@ -144,6 +149,51 @@ describe("main", () => {
     });
     const [code] = await exited;
     expect(code).toBe(0);
+  });
+
+  it("speaks HTTP/1.1 to an https:// instance that offers HTTP/2 as well, as to any other", async () => {
+    // Its connections per instance, and the held reads' connections of their own, are HTTP/1.1's: over
+    // HTTP/2 one connection would carry any number of requests. undici 8 speaks HTTP/2 wherever TLS offers it.
+    const dir = await mkdtemp(join(tmpdir(), "gateway-tls-"));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
+    const { caFile, keyStoreFile } = await createTestCertificates(dir);
+    const pem = await readFile(keyStoreFile);
+    const versions: string[] = [];
+    const users = createSecureServer({ key: pem, cert: pem, allowHTTP1: true }, (req, res) => {
+      versions.push(`${req.url} ${req.httpVersion}`);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(req.url === "/health" ? { status: "UP" } : user));
+    });
+    users.listen(0, "127.0.0.1");
+    await once(users, "listening");
+    onTestFinished(() => new Promise<void>((resolve) => users.close(() => resolve())));
+    const orders = await startFakeUpstream(() => ({ body: order }));
+    const port = await freePort();
+    startMain({
+      PORT: String(port),
+      METRICS_PORT: String(await freePort()),
+      USER_SERVICE_URLS: `https://localhost:${(users.address() as AddressInfo).port}`,
+      ORDER_SERVICE_URLS: orders.url,
+      AUTH_SECRET,
+      INTERNAL_SECRET,
+      NODE_EXTRA_CA_CERTS: caFile,
+    });
+    const base = `http://127.0.0.1:${port}`;
+    await eventually(
+      () =>
+        fetch(`${base}/ready`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      20_000,
+    );
+
+    const got = await fetch(`${base}/users/${USER_ID}`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(await got.json()).toEqual(user);
+    expect(versions).toContain(`/users/${USER_ID} 1.1`);
+    expect(versions.filter((v) => !v.endsWith(" 1.1"))).toEqual([]);
   });
 
   it("refuses to start without its secrets, and starts in development mode saying what is open", async () => {

@@ -12,7 +12,7 @@ import {
 import { kafkaBrokers, postgresUrl, uniqueName } from "@saga/tools/test/harness";
 import fc from "fast-check";
 import postgres from "postgres";
-import { Agent } from "undici";
+import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { freePorts, type System, startSystem, statementTimeoutOf } from "./system.ts";
 
@@ -227,7 +227,7 @@ describe("the whole system through the gateway", () => {
             : typeof raw === "string"
               ? raw
               : JSON.stringify(raw);
-        const res = await fetch(`${system.gatewayUrl}${path}`, {
+        const res = await undiciFetch(`${system.gatewayUrl}${path}`, {
           method,
           headers: {
             "content-type": "application/json",
@@ -238,7 +238,8 @@ describe("the whole system through the gateway", () => {
           // Connections of its own, kept idle for 1 s at most: on a starved CI machine the default
           // pool twice reused a connection that had sat idle into the gateway's 5 s keep-alive
           // timeout, and the request died with "other side closed" before the gateway saw it.
-          // Node's fetch takes an undici dispatcher (typed since @types/node 24).
+          // undici's own fetch: Node's takes no dispatcher of undici 8, whose handlers its undici 7 refuses
+          // ("invalid onRequestStart method").
           dispatcher: sweepAgent,
         });
         const text = await res.text();
