@@ -1,4 +1,6 @@
 import { createOpenApiDocument } from "@saga/contracts/openapi";
+// openapi-typescript builds the types with TypeScript's JavaScript API (its peer is typescript ^5), which
+// TypeScript 7 does not have: this package keeps typescript 5.9, installed beside it in its node_modules.
 import openapiTS, { astToString } from "openapi-typescript";
 
 /** Where the generated types are committed. */
