@@ -73,6 +73,12 @@ export function createGatewayMetrics(registry: Registry) {
       labelNames: ["upstream"] as const,
       registers,
     }),
+    heldShed: new Counter({
+      name: "gateway_upstream_held_shed_total",
+      help: "Reads with Prefer: wait refused at the gateway with 503 + Retry-After because every instance's held connections (UPSTREAM_HELD_CONNECTIONS) were in use",
+      labelNames: ["upstream"] as const,
+      registers,
+    }),
     ejections: new Counter({
       name: "gateway_upstream_ejections_total",
       help: "Instances taken out of rotation, by upstream, target and cause (passive: a refused connection or 5xx in a row; active: failed health checks)",

@@ -95,6 +95,8 @@ type Instance = {
   heldPool: Pool;
   /** One connection for the health checks, which never queue behind requests. */
   checkPool: Pool;
+  /** Held calls on `heldPool` now: at `heldConnections`, none more is sent to it (`pick`). */
+  heldInFlight: number;
   healthy: boolean;
   /** Its last health check was refused (401): the instance takes another INTERNAL_SECRET than the gateway's. */
   refusesCredential: boolean;
@@ -171,6 +173,7 @@ export function createUpstream(opts: UpstreamOptions) {
     readPool: new Pool(origin, bounded(opts.connections)),
     heldPool: new Pool(origin, bounded(opts.heldConnections)),
     checkPool: new Pool(origin, { connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
+    heldInFlight: 0,
     healthy: false,
     refusesCredential: false,
     failedChecks: 0,
@@ -234,11 +237,21 @@ export function createUpstream(opts: UpstreamOptions) {
     return atBound;
   }
 
+  // A held read that no instance has a held connection free for: undici would queue it until one frees,
+  // a whole wait later, and send it with only the plain timeout left of its deadline, to be held again
+  // past it (a 504 after N + the timeout, which the wait lane's bound let in for nothing).
+  const heldFull = new AppError(
+    "UNAVAILABLE",
+    `${name} has no connection free for a held read; retry later`,
+    { retryAfterS: opts.retryAfterS },
+  );
+
   /**
    * The next instance in rotation after the last one picked, skipping `exclude` (and, for new work, those
-   * that report no headroom); in panic mode (none in rotation) the next of all of them.
+   * that report no headroom; for a held read, those whose held connections are all in use); in panic mode
+   * (none in rotation) the next of all of them.
    */
-  function pick(exclude?: Instance, needsHeadroom = false): Instance | undefined {
+  function pick(exclude?: Instance, needsHeadroom = false, held = false): Instance | undefined {
     const panic = healthyCount() === 0;
     for (let i = 0; i < instances.length; i++) {
       const index = (next + i) % instances.length;
@@ -247,7 +260,8 @@ export function createUpstream(opts: UpstreamOptions) {
         instance &&
         (panic || instance.healthy) &&
         instance !== exclude &&
-        !(needsHeadroom && full(instance))
+        !(needsHeadroom && full(instance)) &&
+        !(held && instance.heldInFlight >= opts.heldConnections)
       ) {
         next = (index + 1) % instances.length;
         if (panic) metrics.panicRequests.inc({ upstream: name });
@@ -473,8 +487,14 @@ export function createUpstream(opts: UpstreamOptions) {
     let lastFailure: AppError | undefined;
     try {
       for (let attempt = 1; attempt <= 2; attempt++) {
-        const instance = pick(failed, needsHeadroom);
-        if (!instance) break;
+        const instance = pick(failed, needsHeadroom, held);
+        if (!instance) {
+          if (held && !lastFailure) {
+            metrics.heldShed.inc({ upstream: name });
+            throw heldFull;
+          }
+          break;
+        }
         // The one request sent past a stale report of no headroom: its answer brings a fresh one.
         const probe = needsHeadroom && stale(instance);
         if (probe) instance.probing = true;
@@ -491,6 +511,7 @@ export function createUpstream(opts: UpstreamOptions) {
           stop({ outcome });
           metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
         };
+        if (held) instance.heldInFlight++;
         try {
           const pool = held
             ? instance.heldPool
@@ -543,6 +564,7 @@ export function createUpstream(opts: UpstreamOptions) {
         } finally {
           // Answered or failed (the call's timeout bounds it): the next request may ask again.
           if (probe) instance.probing = false;
+          if (held) instance.heldInFlight--;
         }
       }
     } finally {

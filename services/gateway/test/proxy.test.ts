@@ -309,6 +309,56 @@ describe("routing", () => {
     expect(finished).toEqual(["GET", "held GET"]);
   });
 
+  it("refuses a held read with 503 + Retry-After when every held connection is in use, instead of queueing it into a 504", async () => {
+    // The upstream holds each read for its wait, as the order-service holds a PENDING order's.
+    const upstream = await startFakeUpstream((req) => ({
+      body: order,
+      delayMs: req.headers.prefer ? 1000 : 0,
+    }));
+    const gateway = await startGateway([await startFakeUpstream()], upstream, {
+      UPSTREAM_HELD_CONNECTIONS: "1",
+      UPSTREAM_TIMEOUT_MS: "300",
+    });
+    const first = gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    await eventually(() => upstream.received.length === 1);
+    // Its one held connection is taken: a second held read would wait for it, then be held past its
+    // deadline (the wait it asked for plus the timeout, counted from its arrival).
+    const second = await gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    expect(second.status).toBe(503);
+    expect(second.headers.get("retry-after")).toBe("1");
+    expect(await second.json()).toMatchObject({
+      error: "order-service has no connection free for a held read; retry later",
+    });
+    expect((await first).status).toBe(200);
+    // Never sent: the instance held only the first.
+    expect(upstream.received).toHaveLength(1);
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(metrics).toContain('gateway_upstream_held_shed_total{upstream="order-service"');
+    // A plain read is not bounded by the held connections.
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+  });
+
+  it("sends a held read to another instance when one has no held connection free", async () => {
+    const holding = () =>
+      startFakeUpstream((req) => ({ body: order, delayMs: req.headers.prefer ? 1000 : 0 }));
+    const one = await holding();
+    const two = await holding();
+    const { app } = await startGateway([await startFakeUpstream()], [one, two], {
+      UPSTREAM_HELD_CONNECTIONS: "1",
+      UPSTREAM_TIMEOUT_MS: "300",
+    });
+    const held = () => app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    const first = held();
+    await eventually(() => one.received.length + two.received.length === 1);
+    // A plain read moves the round-robin on: the next held read's turn is the busy instance's.
+    expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    const second = held();
+    await eventually(() => one.received.length + two.received.length === 3);
+    expect([(await first).status, (await second).status]).toEqual([200, 200]);
+    expect(one.received.filter((r) => r.headers.prefer)).toHaveLength(1);
+    expect(two.received.filter((r) => r.headers.prefer)).toHaveLength(1);
+  });
+
   it("answers 502 while the only instance refuses, still trying it out of rotation (panic mode), and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);
