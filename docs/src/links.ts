@@ -5,7 +5,7 @@ import GithubSlugger from "github-slugger";
 import MarkdownIt from "markdown-it";
 
 /** A link of a Markdown file that does not lead to a file of the repository. */
-export type LinkProblem = { file: string; line: number; href: string; problem: string };
+type LinkProblem = { file: string; line: number; href: string; problem: string };
 
 export type LinkReport = {
   /** The Markdown files read, relative to the root. */

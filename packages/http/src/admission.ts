@@ -145,7 +145,7 @@ export async function moveToLane(c: Context, kind: LaneKind): Promise<void> {
 }
 
 /** Why a request was shed: its lane's queue was full, or it waited past its time in the queue. */
-export type ShedReason = "full" | "timeout";
+type ShedReason = "full" | "timeout";
 
 /** A bounded number of places and a bounded FIFO queue in front of them. */
 class Lane {

@@ -10,7 +10,7 @@ import { z } from "zod";
 import { parseSince } from "./since.ts";
 
 /** A service database holding dead letters: `user_db` or `order_db`. */
-export type DeadLetterStore = {
+type DeadLetterStore = {
   name: string;
   db: Executor;
   transaction<T>(work: (tx: Executor) => Promise<T>): Promise<T>;
