@@ -96,7 +96,7 @@ const NO_LONG_POLLS = () => false;
  * that every request a proxy's backend may hold counts in this lane; and on those paths only, so that a
  * Prefer on any other read (which is answered at once) cannot take it past the read lane's bound.
  */
-export const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
+const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
   (c.req.method === "GET" || c.req.method === "HEAD") &&
   (preferredWait(c.req.header("prefer")) ?? 0) > 0 &&
   longPolls(c.req.path);

@@ -415,7 +415,7 @@ const failuresText = (p: PhaseReport) => (p.failedRequests === 0 ? "" : `; faile
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
 
-export function formatBench(r: BenchReport): string {
+function formatBench(r: BenchReport): string {
   const name = (p: PhaseReport) =>
     p.offered === null ? "saturation" : `${p.offered}${p.follow ? " followed" : ""}`;
   const rows = r.phases.map((p) => [

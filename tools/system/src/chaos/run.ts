@@ -32,7 +32,7 @@ const INITIAL_BALANCE = 20_000;
  * The longest a fault holds a process or a link still while its connections live on (a freeze, a
  * blackhole): how long a transaction's statements may be held apart, for the checker's TIMEOUT race.
  */
-export function longestStallMs(schedule: readonly Fault[]): number {
+function longestStallMs(schedule: readonly Fault[]): number {
   return Math.max(
     0,
     ...schedule.filter((f) => f.kind === "freeze" || f.kind === "blackhole").map((f) => f.durationMs),
@@ -122,7 +122,7 @@ async function relayLag(dbs: postgres.Sql[]): Promise<number> {
 }
 
 /** Runs the whole chaos scenario and returns its report; the system is stopped afterwards. */
-export async function runChaos(opts: ChaosOptions, log: (line: string) => void): Promise<ChaosReport> {
+async function runChaos(opts: ChaosOptions, log: (line: string) => void): Promise<ChaosReport> {
   const runId = `s${opts.seed}-${Date.now().toString(36)}`;
   const dataDir = join(cacheDir, "chaos", runId);
   const schedule = faultSchedule({
