@@ -3,7 +3,8 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /**
  * How a call to an upstream ended: the class of the status it answered, or the failure that left
- * no status (`shutdown`: ended by the gateway's own shutdown; `too_large`: a body past the gateway's
+ * no status (`shutdown`: ended by the gateway's own shutdown; `local_error`: the gateway could not open a
+ * socket, out of descriptors or ports; `too_large`: a body past the gateway's
  * UPSTREAM_MAX_RESPONSE_BYTES). A bounded set, so the series stay few.
  */
 export type UpstreamOutcome =
@@ -13,6 +14,7 @@ export type UpstreamOutcome =
   | "5xx"
   | "timeout"
   | "connect_error"
+  | "local_error"
   | "reset"
   | "canceled"
   | "shutdown"

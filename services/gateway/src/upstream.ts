@@ -137,6 +137,9 @@ const CONNECT_ERRORS = new Set([
   "ENETUNREACH",
   "EHOSTDOWN",
 ]);
+// The gateway itself could not open a socket (out of file descriptors, kernel memory or local ports):
+// the request never left, and no instance is at fault, so none is ejected and none is tried instead.
+const LOCAL_ERRORS = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EADDRNOTAVAIL"]);
 // The connection broke after the request may have been sent: only a safe method may be sent again.
 const RESET_ERRORS = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
@@ -323,7 +326,10 @@ export function createUpstream(opts: UpstreamOptions) {
         return;
       }
       instance.silentSince = undefined;
-      refused = CONNECT_ERRORS.has(errorCode(err) ?? "");
+      const code = errorCode(err) ?? "";
+      // The gateway's own shortage says nothing of the instance.
+      if (LOCAL_ERRORS.has(code)) return;
+      refused = CONNECT_ERRORS.has(code);
       why = `health check failed: ${(err as Error).message}`;
     }
     if (closed) return;
@@ -368,6 +374,7 @@ export function createUpstream(opts: UpstreamOptions) {
     if (clientSignal?.aborted) return "canceled";
     const code = errorCode(err) ?? "";
     if (CONNECT_ERRORS.has(code)) return "connect_error";
+    if (LOCAL_ERRORS.has(code)) return "local_error";
     if (RESET_ERRORS.has(code)) return "reset";
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "timeout";
     if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") return "too_large";
@@ -388,6 +395,12 @@ export function createUpstream(opts: UpstreamOptions) {
         );
       case "connect_error":
         return new AppError("BAD_GATEWAY", `${name} is unreachable`, { cause });
+      case "local_error":
+        return new AppError(
+          "UNAVAILABLE",
+          `the gateway could not open a connection to ${name} (${errorCode(cause)}): nothing was sent; retry`,
+          { cause, retryAfterS: opts.retryAfterS },
+        );
       case "reset":
         return new AppError("BAD_GATEWAY", `${name} closed the connection${unknownOutcome(method)}`, {
           cause,
@@ -538,8 +551,8 @@ export function createUpstream(opts: UpstreamOptions) {
           const outcome = outcomeOf(err, endedBy, clientSignal);
           count(outcome);
           if (endedBy === "release") throw new Released();
-          if (outcome === "connect_error") {
-            setHealthy(instance, false, "passive", (err as Error).message);
+          if (outcome === "connect_error" || outcome === "local_error") {
+            if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
             // It never got the request: what it reported is still there to spend.
             if (spent && instance.headroom !== undefined) instance.headroom++;
           }
