@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { defineCli } from "./cli.ts";
 import { prepareKafka } from "./infra/index.ts";
 import { ensureSchemathesis } from "./schemathesis.ts";
 
@@ -72,6 +73,16 @@ function aptInstaller() {
   };
 }
 
+const setupCli = defineCli({
+  name: "setup",
+  command: "npm run setup --",
+  about:
+    "Installs what the project needs beyond `npm ci`, skipping what is there: Java and Maven, openssl, Python 3\n" +
+    "with venv and Prometheus from apt (as root), the Kafka jars and Schemathesis into .cache/.",
+  options: {},
+});
+
+setupCli.parseOrExit(process.argv.slice(2));
 run().catch((err) => {
   console.error(err);
   process.exit(1);
