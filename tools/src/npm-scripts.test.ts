@@ -133,14 +133,15 @@ const STACK_LINE = /^\s+at /m;
 // Each program reads its options through @saga/tools/cli: `--help` is its usage, printed before anything
 // starts (no PostgreSQL, Kafka, build or setup); a wrong option is one line naming it, then the usage,
 // exit 2. Before, chaos and bench threw parseArgs's TypeError with its stack, npm run infra and with-infra
-// started PostgreSQL and Kafka, setup and build ran, and migrate took --help for a database.
+// started PostgreSQL and Kafka, setup and build ran (npm start and npm run fuzz ran the setup first, as npm's
+// prestart and prefuzz scripts), and migrate took --help for a database.
 describe("every program's command line", () => {
   const programs: {
     name: string;
     how: { dir: string; script: string } | { file: string };
     names: string[];
   }[] = [
-    { name: "start.ts", how: { file: "tools/system/src/start.ts" }, names: ["--order-services"] },
+    { name: "npm start", how: { dir: ".", script: "start" }, names: ["--order-services"] },
     {
       name: "npm run chaos",
       how: { dir: ".", script: "chaos" },
@@ -197,8 +198,8 @@ describe("every program's command line", () => {
       names: ["--seconds", "--writers", "--rounds", "--rows-per-tx"],
     },
     {
-      name: "fuzz/run.ts",
-      how: { file: "tools/system/src/fuzz/run.ts" },
+      name: "npm run fuzz",
+      how: { dir: ".", script: "fuzz" },
       names: ["--url", "--token", "--seed", "--max-examples"],
     },
     { name: "npm run infra", how: { dir: ".", script: "infra" }, names: ["POSTGRES_PORT", "KAFKA_PORT"] },

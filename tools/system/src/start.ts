@@ -1,4 +1,5 @@
 import { defineCli } from "@saga/tools/cli";
+import { setUp } from "@saga/tools/setup";
 import { linkedProcesses, orderServicesOption } from "./stack/links.ts";
 import { type LocalSystem, PROMETHEUS_PORT, startLocalSystem } from "./stack/local-system.ts";
 import { createPrefixedOutput } from "./stack/log-lines.ts";
@@ -9,7 +10,7 @@ const startCli = defineCli({
   command: "npm start --",
   about:
     "The whole system on the ports of docs/design.md, built as production runs it, with Prometheus, until\n" +
-    "Ctrl-C; it prints the URLs and an admin's token.",
+    "Ctrl-C; it prints the URLs and an admin's token. `npm run setup` runs first (skipping what is there).",
   options: {
     "order-services": {
       type: "string",
@@ -25,6 +26,8 @@ async function run(): Promise<number> {
   const orderServices = startCli.parseOrExit(process.argv.slice(2), ({ values }) =>
     orderServicesOption(values["order-services"]),
   );
+  // Here rather than in a prestart script, which npm runs before this one sees `--help`.
+  await setUp();
   const ports = defaultPorts(orderServices);
   const names = ["gateway", ...linkedProcesses(orderServices), "system"];
   const output = createPrefixedOutput(names);

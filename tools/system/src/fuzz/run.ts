@@ -3,6 +3,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { defineCli, numberOption, UsageError } from "@saga/tools/cli";
 import { cacheDir } from "@saga/tools/infra";
+import { setUp } from "@saga/tools/setup";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { FUZZ_ENV, runSchemathesis } from "./schemathesis.ts";
 
@@ -11,7 +12,8 @@ const fuzzCli = defineCli({
   command: "npm run fuzz --",
   about:
     "Schemathesis against the gateway's /openapi.json: a private copy of the system on free ports (beside a\n" +
-    "running `npm start`), or, with --url and --token, a system that is already up. Exits 1 on a failure.",
+    "running `npm start`), or, with --url and --token, a system that is already up. Exits 1 on a failure.\n" +
+    "`npm run setup` runs first (skipping what is there).",
   options: {
     url: {
       type: "string",
@@ -49,6 +51,8 @@ async function run() {
       maxExamples: numberOption("max-examples", values["max-examples"], { integer: true, min: 1 }),
     };
   });
+  // Here rather than in a prefuzz script, which npm runs before this one sees `--help`.
+  await setUp();
 
   let system: System | undefined;
   const dataDir = join(cacheDir, "fuzz", `${process.pid}`);
