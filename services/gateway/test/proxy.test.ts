@@ -979,7 +979,7 @@ describe("overload: busy is not dead", () => {
   });
 });
 
-describe("overload: a fresh start", () => {
+describe("overload: a burst, a fresh start", () => {
   /** Ten new orders at once into a write lane of one place and a queue of two, the upstream holding the first. */
   async function burstOfOrders(env: Record<string, string>) {
     let release: () => void = () => {};
@@ -1014,10 +1014,48 @@ describe("overload: a fresh start", () => {
     expect(await burstOfOrders({})).toEqual(Array(10).fill(201));
   });
 
-  it("refuses what its lane's queue cannot hold once warm", async () => {
-    const statuses = await burstOfOrders({ ADMISSION_WARMUP_MS: "0" });
+  it("queues a burst past its lanes' queues once warm too: a burst is not overload", async () => {
+    expect(await burstOfOrders({ ADMISSION_WARMUP_MS: "0" })).toEqual(Array(10).fill(201));
+  });
+
+  it("refuses at once, 503 + Retry-After, what a standing queue cannot hold once warm", async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST") await held;
+      return { status: 201, body: order };
+    });
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "1",
+      ADMISSION_QUEUE: "2",
+      ADMISSION_QUEUE_TIMEOUT_MS: "10000",
+      ADMISSION_QUEUE_INTERVAL_MS: "100",
+      ADMISSION_WARMUP_MS: "0",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const queued = async () =>
+      /http_admission_queued\{lane="orders:write"[^}]*\} 1\b/.test(
+        await gateway.metrics.registry.getSingleMetricAsString("http_admission_queued"),
+      );
+    const first = [post(), post()];
+    await eventually(async () => orders.received.length === 1 && (await queued()));
+    // The queue has not been empty for longer than its interval: overload, no longer a burst.
+    await new Promise((r) => setTimeout(r, 200));
+    const more = Array.from({ length: 9 }, () => post());
+    const answered: Response[] = [];
+    for (const p of more) Promise.resolve(p).then((r) => answered.push(r));
+    // One more fits the queue of two; eight are refused while the first order is still held upstream.
+    await eventually(() => answered.length === 8);
+    for (const res of answered) {
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("1");
+    }
+    release();
+    const statuses = (await Promise.all([...first, ...more])).map((r) => r.status);
     expect(statuses.filter((s) => s === 201)).toHaveLength(3);
-    expect(statuses.filter((s) => s === 503)).toHaveLength(7);
+    expect(orders.received).toHaveLength(3);
   });
 });
 
