@@ -232,8 +232,23 @@ export function createUpstream(opts: UpstreamOptions) {
     retryAfterS: opts.retryAfterS,
   });
 
-  /** The refusal of new work while every instance that would be tried reports no headroom for it. */
+  /** When new work was last asked for (`refusal`). */
+  let newWorkAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * The refusal of new work while every instance that would be tried reports no headroom for it. A report
+   * older than its belief, when no new work was asked for since it went stale, is forgotten: it describes a
+   * moment long past, not a demand still being refused, and believed it turned the first burst after a
+   * quiet spell away at the edge (all but the one order sent to ask again; or, on an old report of some
+   * headroom, all but that many) however idle the order-service had become. Under sustained demand new
+   * work is asked for all the time, and a stale report is asked again by one order, as `full` says.
+   */
   function refusal(): AppError | undefined {
+    const now = performance.now();
+    if (now - newWorkAt >= opts.headroomTtlMs)
+      for (const instance of instances)
+        if (now - instance.headroomAt >= opts.headroomTtlMs) instance.headroom = undefined;
+    newWorkAt = now;
     const panic = healthyCount() === 0;
     if (!instances.every((i) => full(i) || !(i.healthy || panic))) return undefined;
     metrics.headroomShed.inc({ upstream: name });

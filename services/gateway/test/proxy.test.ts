@@ -1133,11 +1133,17 @@ describe("overload: the order-service's headroom for new orders", () => {
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
     const posted = () => orders.received.filter((r) => r.method === "POST").length;
     expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    const reportedAt = performance.now();
     expect((await post()).status).toBe(503);
-    await new Promise((r) => setTimeout(r, 250));
+    // Demand goes on, refused at the edge, while the report is believed…
+    while (performance.now() - reportedAt < 150) {
+      expect((await post()).status).toBe(503);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // …and the report outlives its belief.
+    await new Promise((r) => setTimeout(r, 250 - (performance.now() - reportedAt)));
 
-    // The report has outlived its belief and a burst comes: one order goes to ask, the rest are still
-    // refused while its answer is on its way.
+    // A burst comes: one order goes to ask, the rest are still refused while its answer is on its way.
     let release: () => void = () => {};
     answered = new Promise((resolve) => {
       release = resolve;
@@ -1160,6 +1166,37 @@ describe("overload: the order-service's headroom for new orders", () => {
     expect((await post()).status).toBe(201);
     expect((await post()).status).toBe(201);
     expect(posted()).toBe(3);
+  });
+
+  it("forgets an old report once nothing asked for new work for as long: a burst after a quiet spell goes to the order-service", async () => {
+    let headroom = 0;
+    const orders = await startFakeUpstream((req) => ({
+      status: req.method === "POST" ? 201 : 200,
+      body: order,
+      headers: { "x-headroom": String(headroom) },
+    }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      UPSTREAM_HEADROOM_TTL_MS: "200",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const posted = () => orders.received.filter((r) => r.method === "POST").length;
+    // The order-service was at its bound when it last answered…
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect((await post()).status).toBe(503);
+    // …and its sagas drained while nobody asked for new work.
+    headroom = 100;
+    await new Promise((r) => setTimeout(r, 250));
+    const burst = await Promise.all(Array.from({ length: 20 }, post));
+    expect(burst.map((r) => r.status)).toEqual(Array(20).fill(201));
+    expect(posted()).toBe(20);
+
+    // Likewise an old report of some headroom is not spent down as if it were current.
+    headroom = 2;
+    expect((await post()).status).toBe(201);
+    headroom = 100;
+    await new Promise((r) => setTimeout(r, 250));
+    const next = await Promise.all(Array.from({ length: 10 }, post));
+    expect(next.map((r) => r.status)).toEqual(Array(10).fill(201));
   });
 });
 
