@@ -100,7 +100,7 @@ const DESCRIPTION = `An event-driven saga with a transactional outbox: \`POST /o
 **Headers.** \`X-Request-Id\` is echoed (or made) on every answer; \`traceparent\` is continued into the events, and every answer the gateway's app makes has a \`traceresponse\` that names the trace (yours, or the one the gateway started): a request refused before the app runs (a head that cannot be parsed, that comes too slowly or is too large, no \`Host\`, an \`Expect\` other than \`100-continue\`, an invalid \`Host\`) continues no trace, and its answer has no \`traceresponse\`; \`Idempotency-Key\` makes a create safe to retry; \`Retry-After\` comes with every 429 and with every 503 that sheds load or comes from a gateway shutting down (not with a service that lost its database), never with a 504.`;
 
 /** The document's `info.version`: the API's, changed when a client would need to change. */
-export const API_VERSION = "1.0.0";
+const API_VERSION = "1.0.0";
 
 /**
  * The gateway's OpenAPI 3.1 document, generated from the route definitions and zod schemas of

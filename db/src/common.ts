@@ -61,7 +61,7 @@ export const inbox = pgTable(
   ],
 );
 
-export const DEAD_LETTER_REASONS = ["poison", "retries exhausted"] as const;
+const DEAD_LETTER_REASONS = ["poison", "retries exhausted"] as const;
 export type DeadLetterReason = (typeof DEAD_LETTER_REASONS)[number];
 
 /**

@@ -23,10 +23,10 @@ export type ConnectionOptions = {
  * "encrypt but trust any certificate": an unchecked certificate lets anyone on the path read and answer in
  * the server's place. `no-verify` (node-postgres's name) is that weaker mode, asked for by name.
  */
-export const SSL_MODES = ["disable", "no-verify", "require", "verify-ca", "verify-full"] as const;
+const SSL_MODES = ["disable", "no-verify", "require", "verify-ca", "verify-full"] as const;
 
 /** The URL parameters taken; any other is refused (as libpq refuses a parameter it does not know). */
-export const URL_PARAMETERS = [
+const URL_PARAMETERS = [
   "sslmode",
   "sslrootcert",
   "sslcert",

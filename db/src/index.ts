@@ -1,16 +1,7 @@
-export { createDatabase, type DatabaseOptions } from "./client.ts";
-export {
-  DEAD_LETTER_REASONS,
-  type DeadLetterReason,
-  deadLetters,
-  idempotencyKeys,
-  inbox,
-  outbox,
-} from "./common.ts";
+export { type DeadLetterReason, deadLetters, idempotencyKeys, outbox } from "./common.ts";
 export { type ConnectionOptions, connectionOptions, postgresJsOptions } from "./connection.ts";
 export {
   lastKnownMigration,
-  MIGRATIONS_FOLDER,
   type MigrationReport,
   migrateDatabase,
   type ServiceDatabase,
@@ -19,17 +10,15 @@ export * as orderSchema from "./order-schema.ts";
 export {
   createPgDatabase,
   DEFAULT_POOL_MAX,
-  DEFAULT_POOL_MAX_LIFETIME_S,
   mustDiscardClient,
   type PgDatabase,
   type PgDatabaseOptions,
 } from "./pg-client.ts";
-export { SESSION_SETTINGS, sessionOptions, sessionParameters } from "./session.ts";
+export { sessionParameters } from "./session.ts";
 export {
   CLIENT_TIMEOUT_MARGIN_MS,
   clientQueryTimeoutMs,
   DEFAULT_SESSION_TIMEOUTS,
-  isClientQueryTimeout,
   type SessionTimeouts,
 } from "./timeouts.ts";
 export * as userSchema from "./user-schema.ts";

@@ -129,7 +129,7 @@ const ref = (path: string) => ({ $ref: `#/${path}` });
 const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 
 /** The AsyncAPI 3.1 document of every topic of the system, dead-letter topics included. */
-export function asyncApiDocument(): Record<string, unknown> {
+function asyncApiDocument(): Record<string, unknown> {
   const envelopeDescriptions = byHeaderName(HEADERS, ENVELOPE_DESCRIPTIONS);
   const dlqDescriptions = byHeaderName(DLQ_HEADERS, DLQ_DESCRIPTIONS);
   const deadLetterEnvelopeDescriptions = Object.fromEntries(

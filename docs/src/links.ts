@@ -5,7 +5,7 @@ import GithubSlugger from "github-slugger";
 import MarkdownIt from "markdown-it";
 
 /** A link of a Markdown file that does not lead to a file of the repository. */
-export type LinkProblem = { file: string; line: number; href: string; problem: string };
+type LinkProblem = { file: string; line: number; href: string; problem: string };
 
 export type LinkReport = {
   /** The Markdown files read, relative to the root. */
@@ -26,7 +26,7 @@ const NEVER = /(^|\/)(node_modules|\.cache|\.git)\//;
  * The files of the repository at `root`: tracked, or new and not ignored, and present on disk. A link
  * to anything else (an ignored cache, a file outside the clone) is one a user who clones it cannot follow.
  */
-export function repositoryFiles(root: string): Set<string> {
+function repositoryFiles(root: string): Set<string> {
   const out = execFileSync("git", ["ls-files", "--cached", "--others", "--exclude-standard", "-z"], {
     cwd: root,
     encoding: "utf8",
@@ -36,7 +36,7 @@ export function repositoryFiles(root: string): Set<string> {
 }
 
 /** The links and images of a Markdown text, with their lines; code spans and blocks hold none. */
-export function markdownLinks(text: string): Link[] {
+function markdownLinks(text: string): Link[] {
   const links: Link[] = [];
   // Table cells carry no line of their own: they are on the line of the last block that has one (their row).
   let blockLine = 1;
@@ -60,7 +60,7 @@ export function markdownLinks(text: string): Link[] {
 }
 
 /** The anchors GitHub gives the headings of a Markdown text (`## Two words` → `two-words`). */
-export function headingAnchors(text: string): Set<string> {
+function headingAnchors(text: string): Set<string> {
   const slugger = new GithubSlugger();
   const anchors = new Set<string>();
   const tokens = markdown.parse(text, {});

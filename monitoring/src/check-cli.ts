@@ -1,40 +1,57 @@
-import { parseArgs } from "node:util";
+import { defineCli, UsageError } from "@saga/tools/cli";
 import { checkDashboards, driveSagas, formatReport } from "./check.ts";
 import { loadDashboards } from "./dashboards.ts";
 import { prometheusConfigs } from "./paths.ts";
 import { configForTargets, loadPrometheusConfig, startPrometheus } from "./prometheus.ts";
 
-const USAGE = `check-dashboards [--config FILE | --targets job=host:port,...] [--dashboard FILE.json]... [--drive GATEWAY_URL --token ADMIN_TOKEN]
-
-Starts Prometheus on a free port of 127.0.0.1, scrapes the targets (default: the local run's, from
-monitoring/prometheus/prometheus.yml) every second and evaluates every expression of the dashboards.
-Exits 1 when one returns no series, a target is down or a metric of monitoring/README.md is missing.`;
+const checkCli = defineCli({
+  name: "check-dashboards",
+  command: "npm run check-dashboards -w @saga/monitoring --",
+  about:
+    "Starts Prometheus on a free port of 127.0.0.1, scrapes the targets every second and evaluates every\n" +
+    "expression of the dashboards. Exits 1 when one returns no series, a target is down or a metric of\n" +
+    "monitoring/README.md is missing.",
+  options: {
+    config: {
+      type: "string",
+      value: "FILE",
+      defaultText: "monitoring/prometheus/prometheus.yml, the local run's",
+      description: "a Prometheus configuration whose targets are scraped",
+    },
+    targets: {
+      type: "string",
+      value: "job=host:port,…",
+      description: "the targets instead of a configuration's",
+    },
+    dashboard: {
+      type: "string",
+      value: "FILE.json",
+      multiple: true,
+      defaultText: "every dashboard",
+      description: "a dashboard to check, once per dashboard",
+    },
+    drive: { type: "string", value: "GATEWAY_URL", description: "drives sagas through this gateway first" },
+    token: { type: "string", value: "ADMIN_TOKEN", description: "an admin's token for --drive" },
+  },
+});
 
 async function run(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      config: { type: "string" },
-      targets: { type: "string" },
-      dashboard: { type: "string", multiple: true },
-      drive: { type: "string" },
-      token: { type: "string" },
-      help: { type: "boolean" },
-    },
+  const { values, targets, dashboards } = checkCli.parseOrExit(process.argv.slice(2), ({ values }) => {
+    const all = loadDashboards();
+    return {
+      values,
+      targets: values.targets === undefined ? undefined : parseTargets(values.targets),
+      dashboards: (values.dashboard ?? [...all.keys()]).map((file) => {
+        const dashboard = all.get(file);
+        if (!dashboard)
+          throw new UsageError(`--dashboard: no ${file}; there are ${[...all.keys()].join(", ")}`);
+        return dashboard;
+      }),
+    };
   });
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const config = values.targets
-    ? configForTargets(parseTargets(values.targets))
+  const config = targets
+    ? configForTargets(targets)
     : await loadPrometheusConfig(values.config ?? prometheusConfigs.local);
-  const all = loadDashboards();
-  const chosen = values.dashboard ?? [...all.keys()];
-  const dashboards = chosen.map((file) => {
-    const dashboard = all.get(file);
-    if (!dashboard) throw new Error(`no dashboard ${file}; there are ${[...all.keys()].join(", ")}`);
-    return dashboard;
-  });
 
   const prometheus = await startPrometheus({ config });
   try {
@@ -61,7 +78,7 @@ function parseTargets(spec: string): Record<string, string[]> {
     .map((s) => s.trim())
     .filter(Boolean)) {
     const [job, address] = item.split("=");
-    if (!job || !address) throw new Error(`--targets: ${item} is not job=host:port`);
+    if (!job || !address) throw new UsageError(`--targets: ${item} is not job=host:port`);
     targets[job] = [...(targets[job] ?? []), address];
   }
   return targets;

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { dashboardsDir } from "./paths.ts";
 
-export type Target = {
+type Target = {
   refId: string;
   expr: string;
   legendFormat?: string;

@@ -21,61 +21,115 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { HEADERS, TOPICS } from "@saga/contracts";
 import { migrateDatabase, postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka, KAFKA_CLIENTS, type KafkaClientName, type OutgoingMessage } from "@saga/kafka";
 import { newRowId } from "@saga/messaging";
+import { choiceOption, defineCli, numberListOption, numberOption, UsageError } from "@saga/tools/cli";
 import { createDatabase, createTopics, dropDatabase, startInfra } from "@saga/tools/infra";
 import { cpuSeconds, nodeFlags } from "@saga/tools/process";
 import postgres from "postgres";
 import { percentile } from "./support.ts";
 
-const { values } = parseArgs({
+const benchCli = defineCli({
+  name: "relay-bench",
+  command: "npm run bench -w relay --",
+  about:
+    "The relay alone, for each Kafka client in turn: a raw producer's ceiling, the relay draining a backlog,\n" +
+    "its lag at offered rates and its CPU idle. Uses POSTGRES_URL and KAFKA_BROKERS when both are set,\n" +
+    "otherwise starts its own servers. Prints a markdown table.",
   options: {
-    rows: { type: "string", default: "50000" },
-    batch: { type: "string", default: "100,500" },
-    rate: { type: "string", default: "2000,20" },
-    seconds: { type: "string", default: "20" },
-    client: { type: "string", default: KAFKA_CLIENTS.join(",") },
-    idle: { type: "string", default: "30" },
-    mode: { type: "string", default: "table" },
-    retention: { type: "string", default: "3600" },
-    ids: { type: "string", default: "v7" },
+    rows: {
+      type: "string",
+      value: "N",
+      default: "50000",
+      description: "rows of the backlog drained, and sent raw",
+    },
+    batch: {
+      type: "string",
+      value: "N,N,…",
+      default: "100,500",
+      description: "RELAY_BATCH_SIZE, and the raw producer's batch, of each drain",
+    },
+    rate: {
+      type: "string",
+      value: "R,R,…",
+      default: "2000,20",
+      description: 'offered rows/s of the lag phases; "" for none',
+    },
+    seconds: { type: "string", value: "SECONDS", default: "20", description: "each lag phase's length" },
+    client: {
+      type: "string",
+      value: "C,C,…",
+      default: KAFKA_CLIENTS.join(","),
+      description: "the Kafka clients measured, in turn; A,B,A shows the machine's drift",
+    },
+    idle: { type: "string", value: "SECONDS", default: "30", description: "the idle window; 0 for none" },
+    mode: {
+      type: "string",
+      value: "M,M,…",
+      default: "table",
+      description:
+        "RELAY_MODE of each measured relay, in turn, table or cdc; table,cdc,table shows the drift",
+    },
+    retention: {
+      type: "string",
+      value: "SECONDS",
+      default: "3600",
+      description: 'OUTBOX_RETENTION_SECONDS of the measured relays; 0 measures drains only, with --rate ""',
+    },
+    ids: {
+      type: "string",
+      value: "v7|v4",
+      default: "v7",
+      description: "the outbox rows' ids: uuidv7, time-ordered, as the services make them, or v4, random",
+    },
   },
 });
-const CLIENTS = values.client.split(",").map((c) => {
-  if (!(KAFKA_CLIENTS as readonly string[]).includes(c))
-    throw new Error(`--client: ${c} is not one of ${KAFKA_CLIENTS}`);
-  return c as KafkaClientName;
-});
-/** RELAY_MODE of each measured relay, in turn (`table,cdc,table` to see the drift between them). */
-const MODES = values.mode.split(",").filter(Boolean);
-const ROWS = Number(values.rows);
-const BATCHES = values.batch.split(",").map(Number);
-const RATES = values.rate.split(",").filter(Boolean).map(Number);
-const SECONDS = Number(values.seconds);
-const IDLE_SECONDS = Number(values.idle);
-/**
- * OUTBOX_RETENTION_SECONDS of the measured relays. 0: rows are deleted at publication, so there is no
- * `published_at` to measure by: a drain is timed from the relay's ownership to an empty outbox, and the
- * rate phases, whose lag is `published_at - created_at`, cannot run.
- */
-const RETENTION = values.retention;
-if (RETENTION === "0" && values.rate !== "")
-  throw new Error('--retention 0 measures drains only (no published_at to take lag from): add --rate ""');
-/**
- * The version of the outbox rows' ids: 7, time-ordered, as the services make them (packages/messaging,
- * `newRowId`), or 4, random, as they made them before: the mark's new index entries land next to each
- * other or all over the primary key.
- */
-const IDS = (() => {
-  const ids = { v7: { sql: "uuidv7()", make: newRowId }, v4: { sql: "gen_random_uuid()", make: randomUUID } }[
-    values.ids
-  ];
-  if (!ids) throw new Error("--ids: v7 or v4");
-  return ids;
-})();
+
+const RELAY_MODES = ["table", "cdc"] as const;
+
+const { CLIENTS, MODES, ROWS, BATCHES, RATES, SECONDS, IDLE_SECONDS, RETENTION, IDS } = benchCli.parseOrExit(
+  process.argv.slice(2),
+  ({ values }) => {
+    const listOf = <C extends string>(option: string, raw: string, choices: readonly C[]) =>
+      raw
+        .split(",")
+        .filter(Boolean)
+        .map((item) => choiceOption(option, item, choices));
+    /**
+     * OUTBOX_RETENTION_SECONDS of the measured relays. 0: rows are deleted at publication, so there is no
+     * `published_at` to measure by: a drain is timed from the relay's ownership to an empty outbox, and the
+     * rate phases, whose lag is `published_at - created_at`, cannot run.
+     */
+    const retention = numberOption("retention", values.retention, { integer: true, min: 0 });
+    if (retention === 0 && values.rate !== "")
+      throw new UsageError(
+        '--retention 0 measures drains only (no published_at to take lag from): add --rate ""',
+      );
+    /**
+     * The version of the outbox rows' ids: 7, time-ordered, as the services make them (packages/messaging,
+     * `newRowId`), or 4, random, as they made them before: the mark's new index entries land next to each
+     * other or all over the primary key.
+     */
+    const ids = {
+      v7: { sql: "uuidv7()", make: newRowId },
+      v4: { sql: "gen_random_uuid()", make: randomUUID },
+    }[choiceOption("ids", values.ids, ["v7", "v4"])];
+    return {
+      CLIENTS: listOf("client", values.client, KAFKA_CLIENTS),
+      /** RELAY_MODE of each measured relay, in turn (`table,cdc,table` to see the drift between them). */
+      MODES: listOf("mode", values.mode, RELAY_MODES),
+      ROWS: numberOption("rows", values.rows, { integer: true, min: 1 }),
+      BATCHES: numberListOption("batch", values.batch, { integer: true, min: 1 }),
+      RATES: numberListOption("rate", values.rate, { above: 0 }),
+      SECONDS: numberOption("seconds", values.seconds, { above: 0 }),
+      IDLE_SECONDS: numberOption("idle", values.idle, { min: 0 }),
+      RETENTION: String(retention),
+      IDS: ids,
+    };
+  },
+);
 const ROWS_PER_TX = 2;
 const AGGREGATES = 1000;
 const PARTITIONS = 6;

@@ -12,7 +12,7 @@
  * Also measured: WAL bytes per outbox row, i.e. what a persistent (non-temporary) slot would retain
  * while its consumer is down.
  *
- * Usage: npm run bench:writers -w relay [-- --seconds 8 --writers 1,8,32]
+ * Usage: npm run bench:writers -w relay [-- --seconds 8 --writers 1,8,32]; --help lists the options.
  * Prints a markdown table.
  */
 import { spawn } from "node:child_process";
@@ -22,28 +22,54 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { migrateDatabase, postgresJsOptions, sessionParameters } from "@saga/db";
+import { defineCli, numberListOption, numberOption } from "@saga/tools/cli";
 import { createDatabase, startPostgres } from "@saga/tools/infra";
 import postgres from "postgres";
 import { startReplicationWakeups } from "../src/replication-wakeups.ts";
 import { freePort, median, percentile } from "./support.ts";
 
-const { values } = parseArgs({
+const writerCostCli = defineCli({
+  name: "bench:writers",
+  command: "npm run bench:writers -w relay --",
+  about:
+    "What each way of waking the relay (none, NOTIFY, logical replication) costs the writers' commits, on a\n" +
+    "durable PostgreSQL it starts itself. Prints a markdown table.",
   options: {
+    seconds: { type: "string", value: "SECONDS", default: "6", description: "each cell's length" },
+    writers: {
+      type: "string",
+      value: "N,N,…",
+      default: "1,8,32",
+      description: "concurrent writers of each cell",
+    },
+    rounds: {
+      type: "string",
+      value: "N",
+      default: "3",
+      description: "interleaved rounds; the median is shown",
+    },
+    "rows-per-tx": { type: "string", value: "N", default: "1", description: "outbox rows per transaction" },
     // Internal: run as the wake-up listener child process (see listen()).
-    listen: { type: "string" },
-    url: { type: "string" },
-    seconds: { type: "string", default: "6" },
-    writers: { type: "string", default: "1,8,32" },
-    rounds: { type: "string", default: "3" },
-    "rows-per-tx": { type: "string", default: "1" },
+    listen: {
+      type: "string",
+      value: "MODE",
+      description: "internal: the wake-up listener child (notify|replication)",
+    },
+    url: { type: "string", value: "URL", description: "internal: the listener's database" },
   },
 });
-const seconds = Number(values.seconds);
-const writerCounts = values.writers.split(",").map(Number);
-const rounds = Number(values.rounds);
-const rowsPerTx = Number(values["rows-per-tx"]);
+
+const { values, seconds, writerCounts, rounds, rowsPerTx } = writerCostCli.parseOrExit(
+  process.argv.slice(2),
+  ({ values }) => ({
+    values,
+    seconds: numberOption("seconds", values.seconds, { above: 0 }),
+    writerCounts: numberListOption("writers", values.writers, { integer: true, min: 1 }),
+    rounds: numberOption("rounds", values.rounds, { integer: true, min: 1 }),
+    rowsPerTx: numberOption("rows-per-tx", values["rows-per-tx"], { integer: true, min: 1 }),
+  }),
+);
 const MODES = ["baseline", "notify", "replication"] as const;
 
 type Mode = "baseline" | "notify" | "replication";

@@ -7,7 +7,7 @@ import { z } from "zod";
 const positiveInt = z.coerce.number().int().positive();
 
 /** Where a test may make the relay kill itself (see crash-points.ts); never set in production. */
-export const CRASH_POINTS = ["before-send", "after-send", "mid-mark"] as const;
+const CRASH_POINTS = ["before-send", "after-send", "mid-mark"] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 export const Env = z

@@ -8,7 +8,7 @@ import type { PendingRow } from "./outbox-store.ts";
 import { decodePgoutput, outboxRowOf, relationRole, type StreamedRow } from "./pgoutput.ts";
 
 /** The publication the migrations create: inserts into `outbox`, nothing else. */
-export const OUTBOX_PUBLICATION = "outbox_relay";
+const OUTBOX_PUBLICATION = "outbox_relay";
 
 export type ReplicationWakeupsOptions = {
   url: string;

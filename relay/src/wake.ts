@@ -37,5 +37,3 @@ export function createWakeSignal() {
     },
   };
 }
-
-export type WakeSignal = ReturnType<typeof createWakeSignal>;

@@ -23,7 +23,7 @@ import type { Env } from "../src/env.ts";
 import { createRelayService } from "../src/service.ts";
 
 /** The two topics the tests write to: a key's order is checked per topic. */
-export const TEST_TOPICS = [TOPICS.orderCreated, TOPICS.orderCanceled] as const;
+const TEST_TOPICS = [TOPICS.orderCreated, TOPICS.orderCanceled] as const;
 
 export type Outbox = {
   url: string;
@@ -246,7 +246,7 @@ export function startRelayInProcess(env: Env) {
  * The relay mode the tests run in: the default (`table`); TEST_RELAY_MODE=cdc runs the whole suite in
  * the CDC mode. Tests of one mode's behaviour name their mode.
  */
-export const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "cdc" ? "cdc" : "table";
+const TEST_RELAY_MODE: Env["RELAY_MODE"] = process.env.TEST_RELAY_MODE === "cdc" ? "cdc" : "table";
 
 /** The environment of a relay on the test's outbox. */
 export function relayEnv(url: string, prefix: string, overrides: Partial<Env> = {}): Env {

@@ -1,6 +1,7 @@
 import { cp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
+import { defineCli } from "./cli.ts";
 import { repoRoot } from "./infra/index.ts";
 
 /**
@@ -64,7 +65,15 @@ export async function buildAll(log: (line: string) => void = () => {}): Promise<
   );
 }
 
+const buildCli = defineCli({
+  name: "build",
+  command: "npm run build --",
+  about: "The production build: each process bundled into dist/bin/<name>.mjs, the migrations beside them.",
+  options: {},
+});
+
 if (import.meta.main) {
+  buildCli.parseOrExit(process.argv.slice(2));
   buildAll((line) => console.log(line)).catch((err) => {
     console.error(err);
     process.exit(1);

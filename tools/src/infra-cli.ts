@@ -1,12 +1,24 @@
 import { ALL_TOPICS } from "@saga/contracts";
+import { defineCli } from "./cli.ts";
 import { startLocalStack } from "./infra/index.ts";
 
-/**
- * `npm run infra`: PostgreSQL (POSTGRES_PORT, default 5432) and Kafka (KAFKA_PORT, default
- * 9092; its controller on KAFKA_CONTROLLER_PORT, default KAFKA_PORT + 1) with the system's
- * databases and topics, data kept in .cache/data. Ctrl-C stops both cleanly.
- */
+const infraCli = defineCli({
+  name: "infra",
+  command: "npm run infra --",
+  about:
+    "PostgreSQL and Kafka with the system's databases and topics, data kept in .cache/data, until Ctrl-C,\n" +
+    "which stops both cleanly. It prints their URLs.",
+  options: {},
+  notes: [
+    "environment:",
+    "  POSTGRES_PORT          PostgreSQL's port (default 5432)",
+    "  KAFKA_PORT             Kafka's port (default 9092)",
+    "  KAFKA_CONTROLLER_PORT  its controller's port (default KAFKA_PORT + 1)",
+  ].join("\n"),
+});
+
 async function run(): Promise<void> {
+  infraCli.parseOrExit(process.argv.slice(2));
   const kafkaPort = port("KAFKA_PORT", 9092);
   const stack = await startLocalStack({
     postgresPort: port("POSTGRES_PORT", 5432),

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { cacheDir, type Log, repoRoot } from "./infra/index.ts";
 
 /** Schemathesis and every package it needs, pinned with their hashes (`pip-compile --generate-hashes`). */
-export const SCHEMATHESIS_REQUIREMENTS = join(repoRoot, "tools/schemathesis/requirements.txt");
+const SCHEMATHESIS_REQUIREMENTS = join(repoRoot, "tools/schemathesis/requirements.txt");
 
 /** How to run Schemathesis' `st`: its arguments follow `args`. */
 export type SchemathesisCommand = { command: string; args: string[] };

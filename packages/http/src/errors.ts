@@ -1,7 +1,7 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 
 /** The closed set of failures a request can end in, each with its HTTP status. */
-export const ERROR_STATUS = {
+const ERROR_STATUS = {
   BAD_REQUEST: 400,
   NOT_FOUND: 404,
   CONFLICT: 409,

@@ -2,9 +2,11 @@
  * A concurrency limit that follows the latency of what it guards: Netflix's Gradient2
  * (https://github.com/Netflix/concurrency-limits, `Gradient2Limit`), the algorithm Envoy's adaptive
  * concurrency filter also builds on. The baseline is a long average of the round trip (`baselineSamples`
- * responses); while responses take no longer than `tolerance` times it the limit grows (by about √limit
- * per round trip), and as they take longer, which is requests queueing behind the limit (in the backend's
- * event loop, its pool, its database), it shrinks in proportion, down to half per round trip.
+ * responses); while responses take no longer than `tolerance` times it the limit grows, by `smoothing`
+ * times √limit with each answer (as Gradient2 updates, per sample: with the lane full, about
+ * 0.2 × limit × √limit a round trip, so it rises fast to whatever the backend takes), and as they take
+ * longer, which is requests queueing behind the limit (in the backend's event loop, its pool, its
+ * database), it moves toward the limit times the ratio, which is at least half, by `smoothing` an answer.
  *
  * A long average, not the fastest response seen: on a shared machine the fastest answer is a lucky one,
  * and a limit held to twice it would sit at its floor whenever the machine is busy for reasons of its own.

@@ -1,7 +1,5 @@
 export {
   type AdmissionOptions,
-  admission,
-  isLongPoll,
   type LaneKind,
   type LaneLimits,
   moveToLane,
@@ -10,22 +8,13 @@ export {
   SHED_HEADER,
 } from "./admission.ts";
 export { type AppEnv, type BaseAppOptions, createBaseApp, requestTraceparent } from "./app.ts";
-export { bodyLimit, requestBody } from "./body-limit.ts";
-export { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
-export { GradientLimit, type GradientLimitOptions } from "./gradient-limit.ts";
+export { requestBody } from "./body-limit.ts";
+export { AppError, type ErrorCode } from "./errors.ts";
+export { type GradientLimitOptions } from "./gradient-limit.ts";
 export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";
-export { callerSubject, type InternalCredentialOptions, internalCredential } from "./internal-credential.ts";
-export {
-  allowedMethods,
-  asGet,
-  headLength,
-  matchesRoute,
-  methodNotAllowed,
-  methodNotAllowedResponse,
-  type RouteMethods,
-  registeredRoutes,
-} from "./methods.ts";
-export { MAX_PREFER_WAIT_S, preferredWait } from "./prefer.ts";
+export { callerSubject } from "./internal-credential.ts";
+export { asGet, headLength, matchesRoute, methodNotAllowed, type RouteMethods } from "./methods.ts";
+export { preferredWait } from "./prefer.ts";
 export { listen, serveUntilSignal } from "./serve.ts";
 export {
   envMillis,

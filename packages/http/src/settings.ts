@@ -58,6 +58,13 @@ export function httpEnvVars(defaults: {
     ADMISSION_QUEUE_TIMEOUT_MS: envMillis().default(20),
     ADMISSION_QUEUE_INTERVAL_MS: envMillis().default(100),
     /**
+     * In a burst a lane's queue may hold up to this many (not fewer than ADMISSION_QUEUE; a lane with no
+     * queue has none in a burst either): a burst is judged by its wait, ADMISSION_QUEUE_INTERVAL_MS, not by
+     * its count. A hundred reads at once on an idle service, each a millisecond, were refused but 24 (8 served
+     * and 16 queued) when the count bounded a burst too. A standing queue holds ADMISSION_QUEUE again.
+     */
+    ADMISSION_BURST_QUEUE: zeroOrMore.default(1024),
+    /**
      * For this long after a start (a process stalls for its first compilations and cold caches, not for
      * overload), any queued request may wait ADMISSION_WARMUP_QUEUE_MS and ADMISSION_WARMUP_QUEUE may wait
      * per lane; neither is ever less than outside the warm-up, and both ease down to the lane's own over as
@@ -126,6 +133,7 @@ export function httpSettings(env: HttpEnv): {
       },
       queueTimeoutMs: env.ADMISSION_QUEUE_TIMEOUT_MS,
       queueIntervalMs: env.ADMISSION_QUEUE_INTERVAL_MS,
+      burstMaxQueue: env.ADMISSION_BURST_QUEUE,
       warmUpMs: env.ADMISSION_WARMUP_MS,
       warmUpQueueMs: env.ADMISSION_WARMUP_QUEUE_MS,
       warmUpMaxQueue: env.ADMISSION_WARMUP_QUEUE,

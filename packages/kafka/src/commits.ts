@@ -28,7 +28,7 @@ const RETRY_MIN_MS = 1000;
  * answers would hold back every later one for good (a client can leave a commit unsettled when its stream
  * ends in the middle of a rejoin).
  */
-export const COMMIT_TIMEOUT_MS = 30_000;
+const COMMIT_TIMEOUT_MS = 30_000;
 
 export function createCommitCoalescer<T>({
   intervalMs,

@@ -54,7 +54,7 @@ export const DEFAULT_CONSUMER_LINGER_MS = 20;
  * long a stopped group can catch up without losing events.
  * https://kafka.apache.org/documentation/#topicconfigs_retention.ms
  */
-export const DEFAULT_INBOX_RETENTION_HOURS = 15 * 24;
+const DEFAULT_INBOX_RETENTION_HOURS = 15 * 24;
 
 /** Variables every process of the saga reads the same way. */
 export const envVars = {

@@ -19,7 +19,7 @@ export type ScopedIdempotencyKey = { subject: string; key: string };
  * waits for a concurrent insert of the same key to commit or roll back), and the prune deletes only keys
  * past the retention.
  */
-export function idempotencyLockKey({ subject, key }: ScopedIdempotencyKey): string {
+function idempotencyLockKey({ subject, key }: ScopedIdempotencyKey): string {
   // The key has no whitespace (1 to 200 visible ASCII characters), so the space keeps the pair unambiguous.
   return `idempotency-key:${subject} ${key}`;
 }

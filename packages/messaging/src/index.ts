@@ -22,19 +22,16 @@ export {
   kafkaSecurity,
   kafkaSecurityEnvVars,
   parseEnv,
-  requireInternalSecret,
-  retryPolicy,
   SERVICE_HTTP_DEFAULTS,
   type ServiceEnv,
   serviceEnvSchema,
   sessionTimeouts,
   statementTimeoutEnv,
 } from "./env.ts";
-export { classifyFailure, describeError, isRetriableError, PoisonEventError } from "./errors.ts";
-export { every, type Periodic, pruneExpired, startLagMonitor, startRetention } from "./housekeeping.ts";
+export { classifyFailure, PoisonEventError } from "./errors.ts";
+export { every, type Periodic } from "./housekeeping.ts";
 export {
   type IdempotentResult,
-  idempotencyLockKey,
   idempotent,
   requestFingerprint,
   type ScopedIdempotencyKey,
@@ -48,14 +45,11 @@ export {
   type Inbox,
   type InboxConsumerOptions,
   type InboxOptions,
-  startInboxConsumer,
 } from "./inbox.ts";
 export { createMessagingMetrics, type MessagingMetrics } from "./metrics.ts";
 export {
   appendOutbox,
-  DEFAULT_DEAD_LETTER_MAX_BYTES,
   type DeadLetter,
-  deadLetterRow,
   type NewOutboxRow,
   type OutboxEvent,
   type OutboxRow,
@@ -63,5 +57,4 @@ export {
   outboxRow,
   type PublishableRow,
 } from "./outbox.ts";
-export { readiness } from "./runtime.ts";
 export { createServiceRuntime, databaseFailure, type ServiceRuntime } from "./service.ts";

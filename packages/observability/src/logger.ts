@@ -70,7 +70,7 @@ function failureKind(err: unknown): string {
  * During a PostgreSQL restart this turns hundreds of `connect ECONNREFUSED` lines a second, one per
  * request or query, into one line every window.
  */
-export function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] {
+function aggregateRepeats(windowMs: number): pino.LoggerOptions["hooks"] {
   const seen = new Map<string, Repeat>();
   return {
     logMethod(args, method, level) {

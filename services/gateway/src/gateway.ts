@@ -11,7 +11,7 @@ import { type Env, resolveSecrets } from "./env.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createUpstream } from "./upstream.ts";
 
-export { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
+export { DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
 export { type Env, GATEWAY_HTTP_DEFAULTS, parseGatewayEnv } from "./env.ts";
 
 export type GatewayOptions = {

@@ -3,7 +3,8 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /**
  * How a call to an upstream ended: the class of the status it answered, or the failure that left
- * no status (`shutdown`: ended by the gateway's own shutdown; `too_large`: a body past the gateway's
+ * no status (`shutdown`: ended by the gateway's own shutdown; `local_error`: the gateway could not open a
+ * socket, out of descriptors or ports; `too_large`: a body past the gateway's
  * UPSTREAM_MAX_RESPONSE_BYTES). A bounded set, so the series stay few.
  */
 export type UpstreamOutcome =
@@ -13,6 +14,7 @@ export type UpstreamOutcome =
   | "5xx"
   | "timeout"
   | "connect_error"
+  | "local_error"
   | "reset"
   | "canceled"
   | "shutdown"
@@ -70,6 +72,12 @@ export function createGatewayMetrics(registry: Registry) {
     headroomShed: new Counter({
       name: "gateway_upstream_headroom_shed_total",
       help: "Requests for new work refused at the gateway with 503 + Retry-After because every instance reported no headroom for it",
+      labelNames: ["upstream"] as const,
+      registers,
+    }),
+    heldShed: new Counter({
+      name: "gateway_upstream_held_shed_total",
+      help: "Reads with Prefer: wait refused at the gateway with 503 + Retry-After because every instance's held connections (UPSTREAM_HELD_CONNECTIONS) were in use",
       labelNames: ["upstream"] as const,
       registers,
     }),

@@ -1,7 +1,4 @@
-// `npm run token -- --user <id>` or `npm run token -- --admin [--subject ops]`: prints a bearer token
-// the gateway accepts, signed with AUTH_SECRET when it is set, else with the public development key
-// (the key of a gateway in AUTH_DEV_MODE, as `npm start` runs it).
-import { parseArgs } from "node:util";
+import { defineCli, numberOption, UsageError } from "@saga/tools/cli";
 import { z } from "zod";
 import { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET, mintToken } from "./auth/tokens.ts";
 
@@ -11,25 +8,37 @@ const Env = z.object({
   AUTH_AUDIENCE: z.string().min(1).default(DEFAULT_AUDIENCE),
 });
 
-const USAGE =
-  "usage: npm run token -- --user <user id (a UUID)> | --admin [--subject <id>] [--ttl <seconds>]";
+const tokenCli = defineCli({
+  name: "token",
+  command: "npm run token --",
+  about:
+    "Prints a bearer token the gateway accepts: a user's (--user) or an admin's (--admin), signed with\n" +
+    "AUTH_SECRET when it is set, else with the public development key (the key of a gateway in\n" +
+    "AUTH_DEV_MODE, as `npm start` runs it).",
+  options: {
+    user: { type: "string", value: "ID", description: "the user's id, a UUID: a token for that user" },
+    admin: { type: "boolean", default: false, description: "an admin's token instead" },
+    subject: {
+      type: "string",
+      value: "ID",
+      default: "admin",
+      description: "the admin's subject, with --admin",
+    },
+    ttl: { type: "string", value: "SECONDS", default: "3600", description: "how long the token is valid" },
+  },
+  notes: `environment: AUTH_SECRET, AUTH_ISSUER (default ${DEFAULT_ISSUER}), AUTH_AUDIENCE (default ${DEFAULT_AUDIENCE})`,
+});
 
 async function run() {
-  const { values } = parseArgs({
-    options: {
-      user: { type: "string" },
-      admin: { type: "boolean", default: false },
-      subject: { type: "string", default: "admin" },
-      ttl: { type: "string", default: "3600" },
-      help: { type: "boolean", short: "h", default: false },
-    },
+  const { values, ttlSeconds } = tokenCli.parseOrExit(process.argv.slice(2), ({ values }) => {
+    if (!values.admin && !z.uuid().safeParse(values.user).success)
+      throw new UsageError(
+        values.user === undefined
+          ? "--user <id> or --admin is needed"
+          : `--user must be a user's id (a UUID), not ${JSON.stringify(values.user)}`,
+      );
+    return { values, ttlSeconds: numberOption("ttl", values.ttl, { integer: true, min: 1 }) };
   });
-  if (values.help) {
-    console.log(USAGE);
-    return;
-  }
-  if (!values.admin && !z.uuid().safeParse(values.user).success) throw new Error(USAGE);
-  const ttlSeconds = z.coerce.number().int().positive().parse(values.ttl);
   const env = Env.parse(process.env);
   if (env.AUTH_SECRET === undefined)
     console.error(

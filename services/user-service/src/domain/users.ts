@@ -5,7 +5,7 @@ import { eq } from "drizzle-orm";
 
 type UserRow = typeof users.$inferSelect;
 
-export const toUser = (row: UserRow): User => ({
+const toUser = (row: UserRow): User => ({
   id: row.id,
   username: row.username,
   balance: row.balance,

@@ -14,8 +14,8 @@
  */
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { postgresJsOptions, sessionParameters } from "@saga/db";
+import { defineCli, numberOption } from "@saga/tools/cli";
 import { cacheDir } from "@saga/tools/infra";
 import { cpuSeconds } from "@saga/tools/process";
 import postgres from "postgres";
@@ -124,20 +124,48 @@ async function measureWindow(
   return total;
 }
 
-async function main() {
-  const { values } = parseArgs({
-    options: {
-      burst: { type: "string", default: "0" },
-      settle: { type: "string", default: "30" },
-      window: { type: "string", default: "60" },
-      windows: { type: "string", default: "1" },
-      env: { type: "string", multiple: true, default: [] },
+const idleCli = defineCli({
+  name: "idle",
+  command: "node tools/system/src/bench/idle.ts",
+  about:
+    "The whole system's CPU while nothing happens: a private copy started as the bench starts it, left to\n" +
+    "settle, then each process's CPU over a window, PostgreSQL's per backend and the broker's per thread.",
+  options: {
+    burst: {
+      type: "string",
+      value: "SECONDS",
+      default: "0",
+      description: "sagas at 100/s first, as the bench's warm-up: what a system idles at after work",
     },
-  });
-  const burstS = Number(values.burst);
-  const settleS = Number(values.settle);
-  const windowS = Number(values.window);
-  const windows = Number(values.windows);
+    settle: {
+      type: "string",
+      value: "SECONDS",
+      default: "30",
+      description: "quiet time before the first window",
+    },
+    window: { type: "string", value: "SECONDS", default: "60", description: "each window's length" },
+    windows: { type: "string", value: "N", default: "1", description: "windows in a row: how much is noise" },
+    env: {
+      type: "string",
+      value: "NAME=value",
+      multiple: true,
+      default: [],
+      description: "added to every process's environment, once per setting",
+    },
+  },
+});
+
+async function main() {
+  const { burstS, settleS, windowS, windows, env } = idleCli.parseOrExit(
+    process.argv.slice(2),
+    ({ values }) => ({
+      burstS: numberOption("burst", values.burst, { min: 0 }),
+      settleS: numberOption("settle", values.settle, { min: 0 }),
+      windowS: numberOption("window", values.window, { above: 0 }),
+      windows: numberOption("windows", values.windows, { integer: true, min: 1 }),
+      env: envArgs(values.env),
+    }),
+  );
   const dataDir = join(cacheDir, "bench-idle", String(Date.now()));
   const log = (line: string) => console.log(line);
   const system = await startSystem({
@@ -147,7 +175,7 @@ async function main() {
     env: {
       LOG_LEVEL: "warn",
       ...UNLIMITED_RATES,
-      ...envArgs(values.env),
+      ...env,
     },
     output: (name, line) => {
       if (/"level":(50|60)/.test(line)) log(`  ${name}: ${line.slice(0, 300)}`);

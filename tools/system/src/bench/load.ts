@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { UsageError } from "@saga/tools/cli";
 import { Agent } from "undici";
 import { errorCode, pooledApiClient } from "../stack/api-client.ts";
 import { ordersClient } from "./orders-client.ts";
@@ -62,7 +63,7 @@ export function envArgs(pairs: string[]): Record<string, string> {
   return Object.fromEntries(
     pairs.map((kv) => {
       const at = kv.indexOf("=");
-      if (at < 1) throw new Error(`--env ${kv}: expected NAME=value`);
+      if (at < 1) throw new UsageError(`--env must be NAME=value, not ${JSON.stringify(kv)}`);
       return [kv.slice(0, at), kv.slice(at + 1)];
     }),
   );

@@ -20,7 +20,7 @@ import { type Summary, summarize } from "./stats.ts";
  * ejections and panic routing from the gateway's metrics, and the saga backlog bound at work.
  */
 
-export type OverloadPhase = {
+type OverloadPhase = {
   label: string;
   offered: number;
   durationS: number;

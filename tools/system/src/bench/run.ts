@@ -1,9 +1,9 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka, type KafkaClient } from "@saga/kafka";
+import { choiceOption, defineCli, type NumberRule, numberListOption, numberOption } from "@saga/tools/cli";
 import { cacheDir, createDatabase, haproxyTool, nginxTool, repoRoot } from "@saga/tools/infra";
 import { cpuSeconds, wakeups, wakeupsBetween } from "@saga/tools/process";
 import postgres from "postgres";
@@ -104,55 +104,136 @@ const WARM_UP_WINDOW_S = 15;
 const systemCores = (cpu: Record<string, number>) =>
   Object.entries(cpu).reduce((sum, [n, c]) => (n === "bench client" ? sum : sum + c), 0);
 
-function parseOptions(argv: string[]) {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: "boolean", default: false },
-      rates: { type: "string" },
-      seconds: { type: "string" },
-      concurrency: { type: "string", default: "64" },
-      // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
-      "overload-only": { type: "boolean", default: false },
-      "overload-seconds": { type: "string" },
-      // The capacity the overload rates are taken from, instead of measuring it: two runs to be compared
-      // on a machine whose speed wanders then offer the same loads.
-      "overload-capacity": { type: "string" },
-      // The multiples of the capacity offered (default 2,5; empty for none: the fresh start alone).
-      "overload-factors": { type: "string" },
-      "follow-rates": { type: "string" },
-      "idle-seconds": { type: "string" },
-      "idle-settle": { type: "string" },
-      // `nginx` or `haproxy` in front of the gateway, refusing orders past its bounds (stack/edge.ts); an
-      // experiment.
-      edge: { type: "string" },
-      // NAME=value added to every process's environment, to compare a setting against its default.
-      env: { type: "string", multiple: true, default: [] },
+const benchCli = defineCli({
+  name: "bench",
+  command: "npm run bench --",
+  about:
+    "The saga benchmark on a private copy of the system: a warm-up, fixed offered rates, phases whose clients\n" +
+    "follow their orders, saturation, overload and a fresh start, beside this machine's PostgreSQL and Kafka\n" +
+    "ceilings. A full run (about 16 minutes) writes bench/RESULTS.md and bench/latency.svg; any other run,\n" +
+    "an experiment, writes bench/out/. Exits 1 when a saga did not finish or the money does not add up.",
+  options: {
+    quick: {
+      type: "boolean",
+      default: false,
+      description: "shorter phases, about three minutes: an experiment",
     },
-  });
-  const quick = values.quick ?? false;
-  const edge = values.edge;
-  if (edge !== undefined && !isEdgeKind(edge))
-    throw new Error(`--edge: nginx, haproxy or nothing, not ${edge}`);
-  return {
-    quick,
-    rates: (values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400")).split(",").map(Number),
-    seconds: Number(values.seconds ?? (quick ? 8 : 30)),
-    // Empty for none.
-    followRates: (values["follow-rates"] ?? (quick ? "100,200" : "100,200,300"))
-      .split(",")
-      .filter(Boolean)
-      .map(Number),
-    idleSeconds: Number(values["idle-seconds"] ?? (quick ? 10 : 30)),
+    rates: {
+      type: "string",
+      value: "R,R,…",
+      defaultText: "50,100,200,300,400; quick 50,150,300",
+      description: "the fixed offered rates, sagas/s",
+    },
+    seconds: {
+      type: "string",
+      value: "SECONDS",
+      defaultText: "30; quick 8",
+      description: "each phase's length",
+    },
+    concurrency: {
+      type: "string",
+      value: "N",
+      default: "64",
+      description: "clients of the saturation phase, a closed loop",
+    },
+    "follow-rates": {
+      type: "string",
+      value: "R,R,…",
+      defaultText: "100,200,300; quick 100,200",
+      description: "rates whose clients follow each order to its final state; empty for none",
+    },
+    "idle-seconds": {
+      type: "string",
+      value: "SECONDS",
+      defaultText: "30; quick 10",
+      description: "the window that measures the system with no load",
+    },
     // Quiet time before the idle window: what a burst leaves behind (the collectors of every process, the
     // broker's compiler, PostgreSQL's autovacuum of the warm-up's dead rows) is not what idling costs.
-    idleSettleS: Number(values["idle-settle"] ?? (quick ? 0 : 30)),
-    concurrency: Number(values.concurrency),
+    "idle-settle": {
+      type: "string",
+      value: "SECONDS",
+      defaultText: "30; quick 0",
+      description: "quiet time before the idle window",
+    },
+    // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
+    "overload-only": {
+      type: "boolean",
+      default: false,
+      description: "only the overload phases; a full run replaces their section of RESULTS.md",
+    },
+    "overload-seconds": {
+      type: "string",
+      value: "SECONDS",
+      defaultText: "60; quick 15",
+      description: "each overload phase's length",
+    },
+    // The capacity the overload rates are taken from, instead of measuring it: two runs to be compared
+    // on a machine whose speed wanders then offer the same loads.
+    "overload-capacity": {
+      type: "string",
+      value: "R",
+      defaultText: "measured",
+      description: "the capacity, sagas/s, the overload loads are multiples of",
+    },
+    "overload-factors": {
+      type: "string",
+      value: "F,F,…",
+      default: "2,5",
+      description: "the multiples of the capacity offered; empty for none, the fresh start alone",
+    },
+    // Refusing orders past its bounds (stack/edge.ts); an experiment.
+    edge: {
+      type: "string",
+      value: "nginx|haproxy",
+      defaultText: "none",
+      description: "a proxy in front of the gateway that refuses past its bounds: an experiment",
+    },
+    // To compare a setting against its default.
+    env: {
+      type: "string",
+      value: "NAME=value",
+      multiple: true,
+      default: [],
+      description: "added to every process's environment, once per setting: an experiment",
+    },
+  },
+});
+
+const EDGES = ["nginx", "haproxy"] as const;
+const POSITIVE = { above: 0 };
+
+function benchOptions(values: ReturnType<typeof benchCli.parse>["values"]) {
+  const quick = values.quick ?? false;
+  const edge = values.edge === undefined ? undefined : choiceOption("edge", values.edge, EDGES);
+  // Their defaults depend on --quick.
+  const seconds = (
+    name: "seconds" | "idle-seconds" | "idle-settle" | "overload-seconds",
+    fallback: number,
+    rule: NumberRule = POSITIVE,
+  ) => {
+    const raw = values[name];
+    return raw === undefined ? fallback : numberOption(name, raw, rule);
+  };
+  return {
+    quick,
+    rates: numberListOption("rates", values.rates ?? (quick ? "50,150,300" : "50,100,200,300,400"), POSITIVE),
+    seconds: seconds("seconds", quick ? 8 : 30),
+    followRates: numberListOption(
+      "follow-rates",
+      values["follow-rates"] ?? (quick ? "100,200" : "100,200,300"),
+      POSITIVE,
+    ),
+    idleSeconds: seconds("idle-seconds", quick ? 10 : 30),
+    idleSettleS: seconds("idle-settle", quick ? 0 : 30, { min: 0 }),
+    concurrency: numberOption("concurrency", values.concurrency, { integer: true, min: 1 }),
     overloadOnly: values["overload-only"] ?? false,
-    overloadSeconds: Number(values["overload-seconds"] ?? (quick ? 15 : 60)),
-    overloadFactors: (values["overload-factors"] ?? "2,5").split(",").filter(Boolean).map(Number),
+    overloadSeconds: seconds("overload-seconds", quick ? 15 : 60),
+    overloadFactors: numberListOption("overload-factors", values["overload-factors"], POSITIVE),
     overloadCapacity:
-      values["overload-capacity"] === undefined ? undefined : Number(values["overload-capacity"]),
+      values["overload-capacity"] === undefined
+        ? undefined
+        : numberOption("overload-capacity", values["overload-capacity"], POSITIVE),
     edge,
     env: envArgs(values.env ?? []),
     // A quick run, or one with the edge or a setting changed, is an experiment: its reports go to bench/out
@@ -160,8 +241,6 @@ function parseOptions(argv: string[]) {
     official: !quick && edge === undefined && (values.env ?? []).length === 0,
   };
 }
-
-const isEdgeKind = (name: string): name is "nginx" | "haproxy" => name === "nginx" || name === "haproxy";
 
 /**
  * A phase's orders once they settled, read from order_db: those it was answered for, and those whose POST
@@ -415,7 +494,7 @@ const failuresText = (p: PhaseReport) => (p.failedRequests === 0 ? "" : `; faile
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
 
-export function formatBench(r: BenchReport): string {
+function formatBench(r: BenchReport): string {
   const name = (p: PhaseReport) =>
     p.offered === null ? "saturation" : `${p.offered}${p.follow ? " followed" : ""}`;
   const rows = r.phases.map((p) => [
@@ -559,7 +638,7 @@ export function formatBench(r: BenchReport): string {
 }
 
 async function main() {
-  const opts = parseOptions(process.argv.slice(2));
+  const opts = benchCli.parseOrExit(process.argv.slice(2), ({ values }) => benchOptions(values));
   const dataDir = join(cacheDir, "bench", String(Date.now()));
   const log = (line: string) => console.log(line);
   const system = await startSystem({

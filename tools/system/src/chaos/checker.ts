@@ -83,7 +83,7 @@ export type ReservationRow = {
 };
 /** What the emission checks read of an outbox row. */
 export type EmittedRow = Pick<OutboxRow, "id" | "aggregate_id" | "topic" | "replay">;
-export type InboxRow = {
+type InboxRow = {
   consumer_group: string;
   event_id: string;
   topic: string;

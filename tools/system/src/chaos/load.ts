@@ -29,7 +29,7 @@ export type LoadOptions = {
  * What the load was answered, for the checker to hold the final state to (`ClientRecord` in checker.ts):
  * the order each `201` named, by its Idempotency-Key, and each order whose `DELETE` got a `204`.
  */
-export type Answers = {
+type Answers = {
   /** Every Idempotency-Key sent with a `POST /orders`, answered or not. */
   keysSent: Set<string>;
   /** The order each `201` named, by the Idempotency-Key of its request, with the user and amount sent. */

@@ -160,12 +160,12 @@ describe("the run's options", () => {
 
   it("refuses a victim the system does not run, and a count of instances that is not one or more", () => {
     expect(() => parseOptions(["--order-services", "2", "--victims", "order"])).toThrow(
-      /unknown victims order; choose from user-1, user-2, order-1, order-2,/,
+      /--victims: unknown order; choose from user-1, user-2, order-1, order-2,/,
     );
-    expect(() => parseOptions(["--victims", "order-1"])).toThrow(/unknown victims order-1/);
+    expect(() => parseOptions(["--victims", "order-1"])).toThrow(/--victims: unknown order-1/);
     for (const bad of ["0", "1.5", "two"])
       expect(() => parseOptions(["--order-services", bad])).toThrow(
-        `--order-services must be a whole number from 1, not ${bad}`,
+        `--order-services must be a whole number from 1, not "${bad}"`,
       );
   });
 });

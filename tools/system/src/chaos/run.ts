@@ -4,6 +4,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { postgresJsOptions, sessionParameters } from "@saga/db";
 import { createKafka } from "@saga/kafka";
+import { defineCli, numberOption, UsageError } from "@saga/tools/cli";
 import { cacheDir } from "@saga/tools/infra";
 import postgres from "postgres";
 import { orderServicesOption } from "../stack/links.ts";
@@ -32,7 +33,7 @@ const INITIAL_BALANCE = 20_000;
  * The longest a fault holds a process or a link still while its connections live on (a freeze, a
  * blackhole): how long a transaction's statements may be held apart, for the checker's TIMEOUT race.
  */
-export function longestStallMs(schedule: readonly Fault[]): number {
+function longestStallMs(schedule: readonly Fault[]): number {
   return Math.max(
     0,
     ...schedule.filter((f) => f.kind === "freeze" || f.kind === "blackhole").map((f) => f.durationMs),
@@ -53,61 +54,104 @@ export type ChaosOptions = {
   orderServices: number;
 };
 
-export function parseOptions(argv: string[]): ChaosOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      duration: { type: "string", default: "300" },
-      rate: { type: "string", default: "20" },
-      seed: { type: "string", default: String(Date.now() % 1_000_000) },
-      "order-services": { type: "string", default: "1" },
-      // Every process and Kafka and PostgreSQL; which processes depends on --order-services.
-      victims: { type: "string" },
-      kills: { type: "string" },
-      freezes: { type: "string" },
-      "network-faults": { type: "string" },
-      users: { type: "string", default: "20" },
-      "quiet-timeout": { type: "string", default: "180" },
+const chaosCli = defineCli({
+  name: "chaos",
+  command: "npm run chaos --",
+  about:
+    "A private copy of the system on free ports under a load of orders and cancels, hit by faults on a schedule\n" +
+    "fixed by the seed; then every invariant is checked from the databases and Kafka. Exits 1 on a violation.",
+  options: {
+    duration: { type: "string", value: "SECONDS", default: "300", description: "how long the load runs" },
+    rate: { type: "string", value: "N", default: "20", description: "orders offered per second" },
+    seed: {
+      type: "string",
+      value: "N",
+      default: String(Date.now() % 1_000_000),
+      defaultText: "from the clock",
+      description: "the seed of the faults' schedule and of the load: a seed replays its run",
     },
-  });
+    "order-services": {
+      type: "string",
+      value: "N",
+      default: "1",
+      description: "order-service instances behind the gateway: order, or order-1, order-2…",
+    },
+    // Every process and Kafka and PostgreSQL; which processes depends on --order-services.
+    victims: {
+      type: "string",
+      value: "A,B,…",
+      defaultText: "all",
+      description:
+        "what the faults hit, of user-1, user-2, order…, relay-1, relay-2, gateway, kafka, postgres",
+    },
+    kills: {
+      type: "string",
+      value: "N",
+      defaultText: "one per 10 s of --duration",
+      description: "kills, and restarts of kafka and postgres; 0 for none",
+    },
+    freezes: {
+      type: "string",
+      value: "N",
+      defaultText: "one per 20 s of --duration",
+      description: "freezes, SIGSTOP then SIGCONT; 0 for none",
+    },
+    "network-faults": {
+      type: "string",
+      value: "N",
+      defaultText: "one per 10 s of --duration",
+      description: "blackholes, latencies and resets of a process's link; 0 for none",
+    },
+    users: { type: "string", value: "N", default: "20", description: "users the load orders for" },
+    "quiet-timeout": {
+      type: "string",
+      value: "SECONDS",
+      default: "180",
+      description: "how long the checks wait for the system to be quiet after the load",
+    },
+  },
+  notes:
+    "Every fault and its duration: README.md, Chaos. The report is also written to .cache/chaos-reports/.",
+});
+
+/** The run's options from its command line; UsageError for a wrong one. */
+export function parseOptions(argv: string[]): ChaosOptions {
+  return chaosOptions(chaosCli.parse(argv).values);
+}
+
+function chaosOptions(values: ReturnType<typeof chaosCli.parse>["values"]): ChaosOptions {
   const orderServices = orderServicesOption(values["order-services"]);
   const all = [...processVictims(orderServices), ...INFRA_VICTIMS] as string[];
   const victims = (values.victims ?? all.join(",")).split(",").filter(Boolean);
   const unknown = victims.filter((v) => !all.includes(v));
-  if (unknown.length) throw new Error(`unknown victims ${unknown.join(", ")}; choose from ${all.join(", ")}`);
-  const durationS = positive("duration", values.duration);
+  if (unknown.length)
+    throw new UsageError(`--victims: unknown ${unknown.join(", ")}; choose from ${all.join(", ")}`);
+  const durationS = numberOption("duration", values.duration, POSITIVE);
+  const count = (name: "kills" | "freezes" | "network-faults", every: number) => {
+    const raw = values[name];
+    return raw === undefined
+      ? Math.max(1, Math.round(durationS / every))
+      : numberOption(name, raw, { integer: true, min: 0 });
+  };
   return {
     durationS,
-    rate: positive("rate", values.rate),
-    seed: Math.trunc(Number(values.seed)),
+    rate: numberOption("rate", values.rate, POSITIVE),
+    seed: numberOption("seed", values.seed, { integer: true }),
     victims: victims as Victim[],
     // In a five-minute run: 30 kills, 15 freezes and 30 network faults (each kind once on each link).
     // Every fault of a lone order-service, alone in its consumer group, stops the saga for the group's
     // 10 s session or more; much denser and its consumer is never in the group long enough to work. With
     // several instances the same number of kills is shared among more victims.
-    kills: values.kills ? count("kills", values.kills) : Math.max(1, Math.round(durationS / 10)),
-    freezes: values.freezes ? count("freezes", values.freezes) : Math.max(1, Math.round(durationS / 20)),
-    networkFaults: values["network-faults"]
-      ? count("network-faults", values["network-faults"])
-      : Math.max(1, Math.round(durationS / 10)),
-    users: positive("users", values.users),
-    quietTimeoutS: positive("quiet-timeout", values["quiet-timeout"]),
+    kills: count("kills", 10),
+    freezes: count("freezes", 20),
+    networkFaults: count("network-faults", 10),
+    users: numberOption("users", values.users, { integer: true, min: 1 }),
+    quietTimeoutS: numberOption("quiet-timeout", values["quiet-timeout"], POSITIVE),
     orderServices,
   };
 }
 
-/** How many of a fault: 0 leaves that kind out. */
-function count(name: string, raw: string): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number, not ${raw}`);
-  return n;
-}
-
-function positive(name: string, raw: string | undefined): number {
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, not ${raw}`);
-  return n;
-}
+const POSITIVE = { above: 0 };
 
 /** Seconds since the oldest unpublished outbox row of either database was written; 0 when none. */
 async function relayLag(dbs: postgres.Sql[]): Promise<number> {
@@ -122,7 +166,7 @@ async function relayLag(dbs: postgres.Sql[]): Promise<number> {
 }
 
 /** Runs the whole chaos scenario and returns its report; the system is stopped afterwards. */
-export async function runChaos(opts: ChaosOptions, log: (line: string) => void): Promise<ChaosReport> {
+async function runChaos(opts: ChaosOptions, log: (line: string) => void): Promise<ChaosReport> {
   const runId = `s${opts.seed}-${Date.now().toString(36)}`;
   const dataDir = join(cacheDir, "chaos", runId);
   const schedule = faultSchedule({
@@ -436,7 +480,7 @@ async function startWithRetries(system: System, name: string, log: (line: string
 }
 
 async function main() {
-  const opts = parseOptions(process.argv.slice(2));
+  const opts = chaosCli.parseOrExit(process.argv.slice(2), ({ values }) => chaosOptions(values));
   const report = await runChaos(opts, (line) => console.log(line));
   const text = formatReport(report);
   console.log(`\n${text}\n`);

@@ -15,12 +15,12 @@ export type ProcessVictim = LinkedProcess | "gateway";
 export type Victim = ProcessVictim | (typeof INFRA_VICTIMS)[number];
 
 export const NETWORK_FAULTS = ["blackhole", "latency", "reset"] as const;
-export type NetworkFaultKind = (typeof NETWORK_FAULTS)[number];
+type NetworkFaultKind = (typeof NETWORK_FAULTS)[number];
 export const FAULT_KINDS = ["kill", "freeze", ...NETWORK_FAULTS] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** What happens to a process: killed (SIGKILL; Kafka and PostgreSQL are stopped) or frozen (SIGSTOP). */
-export type ProcessFault = {
+type ProcessFault = {
   kind: "kill" | "freeze";
   /** When, from the start of the load. */
   atMs: number;
@@ -30,7 +30,7 @@ export type ProcessFault = {
 };
 
 /** What happens to a process's connections to PostgreSQL or Kafka, through its proxy. */
-export type NetworkFault = {
+type NetworkFault = {
   kind: NetworkFaultKind;
   atMs: number;
   link: Link;

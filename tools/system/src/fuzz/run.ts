@@ -1,27 +1,58 @@
 import { randomInt } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { defineCli, numberOption, UsageError } from "@saga/tools/cli";
 import { cacheDir } from "@saga/tools/infra";
+import { setUp } from "@saga/tools/setup";
 import { freePorts, type System, startSystem } from "../stack/system.ts";
 import { FUZZ_ENV, runSchemathesis } from "./schemathesis.ts";
 
-// `npm run fuzz`: Schemathesis against a private copy of the system on free ports (beside a running
-// `npm start`), or, with --url and --token, against a system that is already up.
-async function run() {
-  const { values } = parseArgs({
-    options: {
-      url: { type: "string" },
-      token: { type: "string" },
-      seed: { type: "string", default: String(randomInt(2 ** 31)) },
-      "max-examples": { type: "string", default: "25" },
+const fuzzCli = defineCli({
+  name: "fuzz",
+  command: "npm run fuzz --",
+  about:
+    "Schemathesis against the gateway's /openapi.json: a private copy of the system on free ports (beside a\n" +
+    "running `npm start`), or, with --url and --token, a system that is already up. Exits 1 on a failure.\n" +
+    "`npm run setup` runs first (skipping what is there).",
+  options: {
+    url: {
+      type: "string",
+      value: "URL",
+      description: "the gateway of a running system, instead of a private copy",
     },
+    token: {
+      type: "string",
+      value: "TOKEN",
+      description: "an admin's token for --url (npm start prints one)",
+    },
+    seed: {
+      type: "string",
+      value: "N",
+      default: String(randomInt(2 ** 31)),
+      defaultText: "random",
+      description: "Schemathesis's seed: a seed replays its run",
+    },
+    "max-examples": {
+      type: "string",
+      value: "N",
+      default: "25",
+      description: "cases per operation and phase",
+    },
+  },
+});
+
+async function run() {
+  const { values, seed, maxExamples } = fuzzCli.parseOrExit(process.argv.slice(2), ({ values }) => {
+    if (values.url && !values.token)
+      throw new UsageError("--url needs --token (an admin's: npm start prints one)");
+    return {
+      values,
+      seed: numberOption("seed", values.seed, { integer: true, min: 0 }),
+      maxExamples: numberOption("max-examples", values["max-examples"], { integer: true, min: 1 }),
+    };
   });
-  const seed = Math.trunc(Number(values.seed));
-  const maxExamples = Number(values["max-examples"]);
-  if (!Number.isInteger(maxExamples) || maxExamples < 1)
-    throw new Error("--max-examples must be a positive integer");
-  if (values.url && !values.token) throw new Error("--url needs --token (an admin's: npm start prints one)");
+  // Here rather than in a prefuzz script, which npm runs before this one sees `--help`.
+  await setUp();
 
   let system: System | undefined;
   const dataDir = join(cacheDir, "fuzz", `${process.pid}`);

@@ -6,7 +6,7 @@ import { repoRoot } from "@saga/tools/infra";
 import { ensureSchemathesis } from "@saga/tools/schemathesis";
 
 /** Schemathesis' settings: checks, auth from SAGA_TOKEN, request timeout, stateful steps. */
-export const SCHEMATHESIS_CONFIG = join(repoRoot, "tools/schemathesis/schemathesis.toml");
+const SCHEMATHESIS_CONFIG = join(repoRoot, "tools/schemathesis/schemathesis.toml");
 
 /**
  * The environment of a system under the fuzzer: its requests come from one admin on one address, and

@@ -1,3 +1,5 @@
+import { numberOption } from "@saga/tools/cli";
+
 /** An order-service instance's process: `order` when it is the only one, `order-1`, `order-2`… of several. */
 export type OrderProcess = "order" | `order-${number}`;
 
@@ -13,10 +15,7 @@ export function orderProcesses(count: number): OrderProcess[] {
 
 /** `--order-services` of `npm start` and the chaos run: a whole number from 1. */
 export function orderServicesOption(raw: string | undefined): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1)
-    throw new Error(`--order-services must be a whole number from 1, not ${raw}`);
-  return n;
+  return numberOption("order-services", raw, { integer: true, min: 1 });
 }
 
 /** The processes that talk to PostgreSQL and Kafka, each over links of its own when proxied. */
