@@ -1,12 +1,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createSecureServer } from "node:http2";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createTestCertificates, freePort } from "@saga/tools/infra";
+import { Agent, fetch as fetchWith } from "undici";
 import { describe, expect, it, onTestFinished } from "vitest";
 import {
   ADMIN_TOKEN,
@@ -22,8 +24,13 @@ import {
 
 const main = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 
-function startMain(env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, [main], {
+/** The gateway's own process; with `fdLimit`, run under `prlimit` with that many file descriptors. */
+function startMain(env: Record<string, string>, { fdLimit }: { fdLimit?: number } = {}): ChildProcess {
+  const [command, args] =
+    fdLimit === undefined
+      ? [process.execPath, [main]]
+      : ["prlimit", [`--nofile=${fdLimit}:${fdLimit}`, process.execPath, main]];
+  const child = spawn(command, args, {
     env: { ...process.env, LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -31,6 +38,18 @@ function startMain(env: Record<string, string>): ChildProcess {
     if (child.exitCode === null) child.kill("SIGKILL");
   });
   return child;
+}
+
+/** Until the gateway at `base` says it is ready. */
+function untilReady(base: string): Promise<void> {
+  return eventually(
+    () =>
+      fetch(`${base}/ready`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    20_000,
+  );
 }
 
 describe("main", () => {
@@ -50,14 +69,7 @@ describe("main", () => {
     });
     const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const base = `http://127.0.0.1:${port}`;
-    await eventually(
-      () =>
-        fetch(`${base}/ready`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      20_000,
-    );
+    await untilReady(base);
 
     expect((await fetch(`${base}/users/${USER_ID}`)).status).toBe(401);
     const got = await fetch(`${base}/users/${USER_ID}`, { headers: auth });
@@ -105,14 +117,7 @@ describe("main", () => {
     });
     const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const base = `http://127.0.0.1:${port}`;
-    await eventually(
-      () =>
-        fetch(`${base}/ready`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      20_000,
-    );
+    await untilReady(base);
 
     const held = fetch(`${base}/orders/${ORDER_ID}`, { headers: { ...auth, prefer: "wait=20" } });
     const list = fetch(`${base}/orders?userId=${USER_ID}`, { headers: auth });
@@ -179,14 +184,7 @@ describe("main", () => {
       NODE_EXTRA_CA_CERTS: caFile,
     });
     const base = `http://127.0.0.1:${port}`;
-    await eventually(
-      () =>
-        fetch(`${base}/ready`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      20_000,
-    );
+    await untilReady(base);
 
     const got = await fetch(`${base}/users/${USER_ID}`, {
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
@@ -249,4 +247,74 @@ describe("main", () => {
     expect(code).toBe(1);
     expect(stderr).toContain("USER_SERVICE_URLS.0: must be an http:// origin");
   });
+});
+
+/** Low enough to reach with idle connections, high enough for the gateway's own. */
+const FD_LIMIT = 96;
+
+describe("a gateway out of file descriptors", () => {
+  it("answers a request it cannot open an upstream connection for 503 + Retry-After, saying nothing was sent, and keeps the instance", async () => {
+    const users = await startFakeUpstream(() => ({ body: user }));
+    const orders = await startFakeUpstream(() => ({ status: 201, body: order }));
+    const port = await freePort();
+    const child = startMain(
+      {
+        LOG_LEVEL: "error",
+        PORT: String(port),
+        METRICS_PORT: String(await freePort()),
+        USER_SERVICE_URLS: users.url,
+        ORDER_SERVICE_URLS: orders.url,
+        AUTH_SECRET,
+        INTERNAL_SECRET,
+        // Checks often enough to keep their connections open while the descriptors run out.
+        HEALTH_INTERVAL_MS: "200",
+        HEALTH_NO_TRAFFIC_INTERVAL_MS: "200",
+      },
+      { fdLimit: FD_LIMIT },
+    );
+    const sockets: Socket[] = [];
+    onTestFinished(() => {
+      for (const s of sockets) s.destroy();
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    await untilReady(base);
+    // The limit bounds descriptors' numbers: one inherited above it takes none of the room.
+    const openFds = () => readdirSync(`/proc/${child.pid}/fd`).filter((fd) => Number(fd) < FD_LIMIT).length;
+
+    // The order-service's instance drops its connections, so that the next POST needs a new one; its
+    // health checks connect again before the descriptors run out.
+    await orders.kill();
+    await orders.revive();
+    const checks = orders.healthChecks;
+    await eventually(() => orders.healthChecks > checks + 1, 20_000);
+
+    // Idle connections until the gateway has one descriptor left: the next request's own connection.
+    while (openFds() < FD_LIMIT - 1) {
+      const before = openFds();
+      const socket = connect(port, "127.0.0.1");
+      sockets.push(socket);
+      await eventually(() => openFds() > before, 5_000);
+    }
+    // On a connection of its own (fetch would reuse the one /ready was asked on), with undici's fetch:
+    // Node's takes no dispatcher of undici 8.
+    const post = () =>
+      fetchWith(`${base}/orders`, {
+        method: "POST",
+        body: JSON.stringify({ userId: USER_ID, amount: 30 }),
+        headers: { "content-type": "application/json", "idempotency-key": "k", ...auth },
+        dispatcher: new Agent({ pipelining: 0 }),
+      });
+    const refused = await post();
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(((await refused.json()) as { error: string }).error).toMatch(/nothing was sent/);
+    expect(orders.received).toHaveLength(0);
+
+    for (const s of sockets.splice(0)) s.destroy();
+    await eventually(() => openFds() < FD_LIMIT - 8, 5_000);
+    // Still in rotation: the instance was never at fault.
+    expect((await post()).status).toBe(201);
+    expect(orders.received).toHaveLength(1);
+  }, 60_000);
 });
