@@ -1059,6 +1059,16 @@ describe("overload: a burst, a fresh start", () => {
   });
 });
 
+/** An order-service instance reporting `headroom.n` on every answer. */
+async function reporting(headroom: { n: number }) {
+  return startFakeUpstream((req) => ({
+    status: req.method === "POST" ? 201 : 200,
+    body: order,
+    headers: { "x-headroom": String(headroom.n) },
+  }));
+}
+const posts = (fake: FakeUpstream) => fake.received.filter((r) => r.method === "POST").length;
+
 describe("overload: the order-service's headroom for new orders", () => {
   it("refuses POST /orders at the edge with 503 + Retry-After while the order-service reports no headroom, and passes the rest", async () => {
     let headroom = 0;
@@ -1169,31 +1179,26 @@ describe("overload: the order-service's headroom for new orders", () => {
   });
 
   it("forgets an old report once nothing asked for new work for as long: a burst after a quiet spell goes to the order-service", async () => {
-    let headroom = 0;
-    const orders = await startFakeUpstream((req) => ({
-      status: req.method === "POST" ? 201 : 200,
-      body: order,
-      headers: { "x-headroom": String(headroom) },
-    }));
+    const headroom = { n: 0 };
+    const orders = await reporting(headroom);
     const gateway = await startGateway([await startFakeUpstream()], orders, {
       UPSTREAM_HEADROOM_TTL_MS: "200",
     });
     const post = () => gateway.app.request("/orders", { method: "POST", body: "{}", headers: json });
-    const posted = () => orders.received.filter((r) => r.method === "POST").length;
     // The order-service was at its bound when it last answered…
     expect((await gateway.app.request(`/orders/${ORDER_ID}`)).status).toBe(200);
     expect((await post()).status).toBe(503);
     // …and its sagas drained while nobody asked for new work.
-    headroom = 100;
+    headroom.n = 100;
     await new Promise((r) => setTimeout(r, 250));
     const burst = await Promise.all(Array.from({ length: 20 }, post));
     expect(burst.map((r) => r.status)).toEqual(Array(20).fill(201));
-    expect(posted()).toBe(20);
+    expect(posts(orders)).toBe(20);
 
     // Likewise an old report of some headroom is not spent down as if it were current.
-    headroom = 2;
+    headroom.n = 2;
     expect((await post()).status).toBe(201);
-    headroom = 100;
+    headroom.n = 100;
     await new Promise((r) => setTimeout(r, 250));
     const next = await Promise.all(Array.from({ length: 10 }, post));
     expect(next.map((r) => r.status)).toEqual(Array(10).fill(201));
@@ -1201,16 +1206,6 @@ describe("overload: the order-service's headroom for new orders", () => {
 });
 
 describe("overload: the headroom of several order-service instances", () => {
-  /** An order-service instance reporting `headroom.n` on every answer. */
-  async function reporting(headroom: { n: number }) {
-    return startFakeUpstream((req) => ({
-      status: req.method === "POST" ? 201 : 200,
-      body: order,
-      headers: { "x-headroom": String(headroom.n) },
-    }));
-  }
-  const posts = (fake: FakeUpstream) => fake.received.filter((r) => r.method === "POST").length;
-
   it("sends new orders to whichever instance reports headroom, and refuses them at the edge once neither does", async () => {
     const roomOnOne = { n: 0 };
     const roomOnTwo = { n: 10 };
