@@ -79,15 +79,17 @@ describe("the lease", () => {
 
   it("waits past its session's statement timeout, and survives its connection dropping mid-wait", async () => {
     const { url, sql } = await freshOutbox();
-    // The session's statements may take 300 ms; the wait sets 5 s for itself.
-    const owner = createLease({ url, holderName: "lease-owner", timeoutMs: 300 });
-    const standby = createLease({ url, holderName: "lease-standby", timeoutMs: 300 });
+    // The session's statements may take 1 s; the wait sets 5 s for itself. (A wait's client-side bound is
+    // its own time plus the session's: 300 ms of slack was too little for a run that shares its cores with
+    // the other packages' suites, where the client gave up before the server's refusal came.)
+    const owner = createLease({ url, holderName: "lease-owner", timeoutMs: 1000 });
+    const standby = createLease({ url, holderName: "lease-standby", timeoutMs: 1000 });
     onTestFinished(async () => {
       await Promise.all([owner.release(), standby.release()]);
     });
     if (!(await owner.acquire(1000))) throw new Error("the owner did not get the lock");
     const waiting = standby.acquire(5000);
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 1500));
     await owner.release();
     expect((await waiting)?.aborted).toBe(false);
     await standby.release();
