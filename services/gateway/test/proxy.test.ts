@@ -13,6 +13,8 @@ import {
   type FakeUpstream,
   ORDER_ID,
   order,
+  type Received,
+  type Reply,
   raiseLane,
   startFakeUpstream,
   startGateway,
@@ -949,14 +951,10 @@ describe("overload: busy is not dead", () => {
   });
 
   it("sheds past its bound per upstream lane with 503 + Retry-After, and serves the other lanes", async () => {
-    let release: () => void = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const orders = await startFakeUpstream(async (req) => {
-      if (req.method === "POST") await held;
-      return { status: req.method === "POST" ? 201 : 200, body: order };
-    });
+    const { upstream: orders, release } = await holdingPosts((req) => ({
+      status: req.method === "POST" ? 201 : 200,
+      body: order,
+    }));
     const users = await startFakeUpstream(() => ({ status: 201, body: user }));
     const { app } = await startGateway([users], orders, {
       ADMISSION_WRITE_IN_FLIGHT: "1",
@@ -982,14 +980,7 @@ describe("overload: busy is not dead", () => {
 describe("overload: a burst, a fresh start", () => {
   /** Ten new orders at once into a write lane of one place and a queue of two, the upstream holding the first. */
   async function burstOfOrders(env: Record<string, string>) {
-    let release: () => void = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const orders = await startFakeUpstream(async (req) => {
-      if (req.method === "POST") await held;
-      return { status: 201, body: order };
-    });
+    const { upstream: orders, release } = await holdingPosts(() => ({ status: 201, body: order }));
     const users = await startFakeUpstream(() => ({ status: 200, body: user }));
     const { app } = await startGateway([users], orders, {
       ADMISSION_WRITE_IN_FLIGHT: "1",
@@ -1019,14 +1010,7 @@ describe("overload: a burst, a fresh start", () => {
   });
 
   it("refuses at once, 503 + Retry-After, what a standing queue cannot hold once warm", async () => {
-    let release: () => void = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const orders = await startFakeUpstream(async (req) => {
-      if (req.method === "POST") await held;
-      return { status: 201, body: order };
-    });
+    const { upstream: orders, release } = await holdingPosts(() => ({ status: 201, body: order }));
     const gateway = await startGateway([await startFakeUpstream()], orders, {
       ADMISSION_WRITE_IN_FLIGHT: "1",
       ADMISSION_QUEUE: "2",
@@ -1058,6 +1042,19 @@ describe("overload: a burst, a fresh start", () => {
     expect(orders.received).toHaveLength(3);
   });
 });
+
+/** An upstream that holds every POST until `release()`, then answers what `reply` says. */
+async function holdingPosts(reply: (req: Received) => Reply) {
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const upstream = await startFakeUpstream(async (req) => {
+    if (req.method === "POST") await held;
+    return reply(req);
+  });
+  return { upstream, release };
+}
 
 /** An order-service instance reporting `headroom.n` on every answer. */
 async function reporting(headroom: { n: number }) {

@@ -156,7 +156,6 @@ const benchCli = defineCli({
       defaultText: "30; quick 0",
       description: "quiet time before the idle window",
     },
-    // Only the overload phases (issue 11); their section of RESULTS.md is replaced.
     "overload-only": {
       type: "boolean",
       default: false,
