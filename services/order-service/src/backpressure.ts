@@ -5,6 +5,7 @@ import type { Logger } from "@saga/observability";
 import { count, sql } from "drizzle-orm";
 import type { Context, MiddlewareHandler } from "hono";
 import { Counter, Gauge, type Registry } from "prom-client";
+import { createSagaRate } from "./saga-rate.ts";
 
 export type SagaBacklogOptions = {
   db: Executor;
@@ -34,12 +35,11 @@ export type SagaBacklogOptions = {
 /** Sagas in a row within the target that end the warm-up: the path is warm. */
 const WARM_AFTER_ON_TIME = 50;
 /**
- * The throughput is the best rate of sagas finished over `RATE_BUCKET_S` seconds within the last
- * `RATE_BUCKETS` such spans: spans of several seconds, because the consumers apply replies in batches (up
- * to 64 in one transaction), and one second's count would take a batch for a rate.
+ * The throughput is the best rate of sagas finished over `RATE_SPAN_S` seconds since the saga last ran
+ * late, or within the last `RATE_SPANS` such spans when it did (saga-rate.ts).
  */
-const RATE_BUCKET_S = 5;
-const RATE_BUCKETS = 6;
+const RATE_SPAN_S = 5;
+const RATE_SPANS = 6;
 
 /**
  * Backpressure from the saga: the number of orders still PENDING is everything the saga has not
@@ -49,10 +49,14 @@ const RATE_BUCKETS = 6;
  * not limited. New orders are accepted again as soon as sagas finish.
  *
  * The bound is Little's law on what the saga has shown it can do: the best rate of sagas finished over 5
- * seconds within the last 30 (a windowed maximum, as BBR estimates a path's bandwidth), times
- * `targetMs`: the sagas in flight that finish within the target at that rate. A backlog that builds up
- * while the saga stalls for a moment, with throughput to spare, is not refused; demand past the saga's
- * throughput is, once it holds `targetMs` of work. Between `minLimit` and `limit`.
+ * seconds (a maximum, as BBR estimates a path's bandwidth), times `targetMs`: the sagas in flight that
+ * finish within the target at that rate. A backlog that builds up while the saga stalls for a moment, with
+ * throughput to spare, is not refused; demand past the saga's throughput is, once it holds `targetMs` of
+ * work. Between `minLimit` and `limit`. A quiet spell does not lower the rate, so a system idle since it
+ * carried load takes a burst it finishes within the target; a saga that runs late does, to the best of the
+ * last 30 s (saga-rate.ts): a saga this process's consumer ends (or an order canceled) after more than
+ * `targetMs`, or a count of the backlog that finds an order PENDING for longer, whichever instance
+ * accepted it and whether or not anything finishes (a saga that has stopped).
  *
  * Like with like: the backlog is the whole system's (every PENDING order, whichever instance accepted
  * it), so the rate is the whole system's too, the sagas the user-service's answer finished on every
@@ -60,8 +64,10 @@ const RATE_BUCKETS = 6;
  * batch it applies), not only those this process's consumer applied: in one consumer group each of N
  * instances applies about 1/N of the answers, and a bound on its own rate would refuse at 1/N of the
  * target. Each instance hears every batch on its LISTEN connection; what is sent while that connection is
- * down it never hears, and until the window forgets it, its bound is lower than the saga's rate: it
- * refuses early, never late.
+ * down it never hears, and its bound may be lower than the saga's rate: it refuses early, never late. Its
+ * own consumer's sagas say at once that the saga runs late, another instance's sagas by the next count
+ * (`recountMs`): an instance whose consumer applies few of the answers keeps a rate remembered from
+ * before a slow-down up to that much longer.
  *
  * After a start (until sagas run on time, or for `warmUpMs` at most), the saga has shown no throughput
  * yet, and the first sagas through a cold path take seconds: the bound holds only once an order in flight
@@ -74,9 +80,9 @@ const RATE_BUCKETS = 6;
  *
  * Cheap: the count is kept in memory (+1 for each order created here, -1 for each saga this process
  * ends, by the user-service's answer or by a cancel) and taken again from the database every `recountMs`
- * (one count of PENDING orders, from their partial index), which also corrects what other order-service
- * instances created or finished. The throughput costs no statement: one notification per batch applied,
- * which rides on the batch's own statement and commit.
+ * (one count of PENDING orders, and of the young and the late among them, from their partial index),
+ * which also corrects what other order-service instances created or finished. The throughput costs no
+ * statement: one notification per batch applied, which rides on the batch's own statement and commit.
  */
 // The `POST /orders` answered from an Idempotency-Key's stored answer: a 201 that created nothing.
 const replays = new WeakSet<Context>();
@@ -95,17 +101,17 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   let ranOnTime = false;
   let onTimeInARow = 0;
   const warming = () => performance.now() < warmUntil;
-  // Sagas finished in each span of the window, by span (a ring).
-  const finishedIn = new Array<number>(RATE_BUCKETS).fill(0);
-  const spanOf = new Array<number>(RATE_BUCKETS).fill(-1);
-  const spanNow = () => Math.floor(performance.now() / 1000 / RATE_BUCKET_S);
-  /** Sagas finished per second: the best rate of the window's spans. */
-  const throughput = () => {
-    const now = spanNow();
-    let best = 0;
-    for (let i = 0; i < RATE_BUCKETS; i++)
-      if (now - (spanOf[i] ?? -1) < RATE_BUCKETS) best = Math.max(best, finishedIn[i] ?? 0);
-    return best / RATE_BUCKET_S;
+  const rate = createSagaRate({
+    spanMs: RATE_SPAN_S * 1000,
+    spans: RATE_SPANS,
+    now: () => performance.now(),
+  });
+  /** Sagas finished per second: the best rate the saga has shown. */
+  const throughput = rate.perSecond;
+  /** A saga ended here after more than the target: the path is not on time, nor the rate there. */
+  const ranLate = () => {
+    onTimeInARow = 0;
+    rate.late();
   };
   const bound = () => Math.min(maxLimit, Math.max(minLimit, Math.round((throughput() * targetMs) / 1000)));
   // While warming: when each order accepted here within the last `warmUpAgeMs` was accepted.
@@ -155,7 +161,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   });
   new Gauge({
     name: "saga_throughput",
-    help: `Sagas finished per second by the user-service's answer, on every order-service instance, the best ${RATE_BUCKET_S}-second rate over the last ${RATE_BUCKET_S * RATE_BUCKETS} s: what the backlog bound is sized by`,
+    help: `Sagas finished per second by the user-service's answer, on every order-service instance, the best ${RATE_SPAN_S}-second rate since a saga last ran late (then the best of the last ${RATE_SPAN_S * RATE_SPANS} s): what the backlog bound is sized by`,
     registers: [registry],
     collect() {
       this.set(throughput());
@@ -183,7 +189,8 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
   async function recount() {
     // 'PENDING' as a literal, not a parameter: the sessions plan generically (db/src/pg-client.ts), and
     // only a literal lets that plan count from the partial index of pending orders, not scan them all.
-    // The young ones are counted from the same index (its key is `created_at`), on the database's clock.
+    // The young and the late ones are counted from the same index (its key is `created_at`), on the
+    // database's clock.
     const [row] = await db
       .select({
         n: count(),
@@ -191,10 +198,16 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
           sql<number>`count(*) filter (where ${orders.createdAt} > now() - ${opts.warmUpAgeMs}::float8 * interval '1 millisecond')`.mapWith(
             Number,
           ),
+        late: sql<number>`count(*) filter (where ${orders.createdAt} < now() - ${targetMs}::float8 * interval '1 millisecond')`.mapWith(
+          Number,
+        ),
       })
       .from(orders)
       .where(sql`${orders.status} = 'PENDING'`);
     pending = row?.n ?? 0;
+    // An order in flight longer than the target, on any instance: the saga runs late, though it may finish
+    // nothing to say so (a user-service away).
+    if ((row?.late ?? 0) > 0) rate.late();
     // Taken after the count: an order accepted here meanwhile lowers the estimate, never raises it.
     youngElsewhere = Math.max(0, (row?.young ?? 0) - acceptedLately());
   }
@@ -243,7 +256,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
      */
     finished(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
+      if (sagaSeconds * 1000 > targetMs) ranLate();
       else if (++onTimeInARow >= WARM_AFTER_ON_TIME) ranOnTime = true;
       // Once the path has shown it runs on time, the minimum ends the warm-up even if sagas are late by
       // then: late because of overload, which the bound is for.
@@ -261,13 +274,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
      */
     finishedAnywhere(n: number) {
       heard.inc(n);
-      const span = spanNow();
-      const at = span % RATE_BUCKETS;
-      if (spanOf[at] !== span) {
-        spanOf[at] = span;
-        finishedIn[at] = 0;
-      }
-      finishedIn[at] = (finishedIn[at] ?? 0) + n;
+      rate.finished(n);
       if (shedding && !over()) note(false);
     },
 
@@ -279,7 +286,7 @@ export function createSagaBacklog(opts: SagaBacklogOptions) {
      */
     canceled(sagaSeconds: number) {
       pending = Math.max(0, pending - 1);
-      if (sagaSeconds * 1000 > targetMs) onTimeInARow = 0;
+      if (sagaSeconds * 1000 > targetMs) ranLate();
       if (shedding && !over()) note(false);
     },
 

@@ -19,10 +19,13 @@ export const Env = serviceEnvSchema({ port: 8091, consumerGroup: "order-service"
   .extend({
     /**
      * Sagas in flight (PENDING orders) past which POST /orders answers 503 + Retry-After: the most sagas
-     * finished per second by every instance (the best 5-second rate over the last 30 s), times SAGA_TARGET_MS (Little's law: what finishes within
-     * the target at the rate the saga has shown), never more than SAGA_BACKLOG_LIMIT (memory, and the saga
-     * deadline) nor less than SAGA_BACKLOG_MIN (an idle system, whose rate says nothing, takes a burst).
-     * 500 ms of sagas in flight keeps an accepted order's saga within about a second under overload.
+     * finished per second by every instance (the best 5-second rate the saga has shown, kept through a
+     * quiet spell, which says nothing of what it can do; a saga that takes longer than SAGA_TARGET_MS, or an
+     * order a count finds PENDING longer, brings it down to the best of the last 30 s), times
+     * SAGA_TARGET_MS (Little's law: what finishes within the target at the rate the saga has shown), never
+     * more than SAGA_BACKLOG_LIMIT (memory, and the saga deadline) nor less than SAGA_BACKLOG_MIN (a system
+     * whose saga has shown no rate yet takes a burst that size). 500 ms of sagas in flight keeps an accepted
+     * order's saga within about a second under overload.
      */
     SAGA_BACKLOG_LIMIT: z.coerce.number().int().positive().default(2000),
     SAGA_BACKLOG_MIN: z.coerce.number().int().positive().default(40),

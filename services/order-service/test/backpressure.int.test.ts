@@ -172,6 +172,8 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
     warmUpMs: number;
     warmUpAgeMs: number;
     warmUpMinMs?: number;
+    targetMs?: number;
+    recountMs?: number;
   }) {
     const metrics = createMetrics("order-service", "bound-test");
     const backlog = createSagaBacklog({
@@ -285,5 +287,65 @@ describe("the saga backlog's bound: what the saga has shown it finishes, and a w
     guard.backlog.finished(5);
     const left = (await guard.gauge("saga_backlog_limit")) - (await guard.gauge("saga_backlog"));
     expect(await guard.statuses(Math.max(0, left) + 1)).toEqual([...Array(Math.max(0, left)).fill(201), 503]);
+  });
+
+  it("remembers the rate the saga has shown through a quiet spell: a warm system idle for a minute accepts a burst it finishes within the target", async () => {
+    await db.db.update(orders).set({ status: "CANCELED" }).where(eq(orders.status, "PENDING"));
+    // The test's clock: a quiet minute passes at once.
+    vi.useFakeTimers({ toFake: ["performance"] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    const guard = await guarded({ minLimit: 40, targetMs: 500, warmUpMs: 0, warmUpAgeMs: 1 });
+    // The saga finished 500 a second (2,500 within one 5-second span): 250 in flight finish within 500 ms.
+    guard.backlog.finishedAnywhere(2500);
+    expect(await guard.gauge("saga_backlog_limit")).toBe(250);
+    // A minute with no order at all: it says nothing of what the saga can do.
+    vi.advanceTimersByTime(60_000);
+    // Fifty orders at once, a tenth of a second's work for the saga: all accepted.
+    const burst = await Promise.all(
+      Array.from({ length: 50 }, () => guard.app.request("/orders", { method: "POST" })),
+    );
+    expect(burst.map((r) => r.status)).toEqual(Array(50).fill(201));
+    expect(await guard.gauge("saga_backlog")).toBe(50);
+    expect(await guard.gauge("saga_backlog_limit")).toBe(250);
+    expect((await guard.app.request("/orders/none")).headers.get("x-headroom")).toBe("200");
+    // Then one of them takes a second, past the target: the saga is not what it was a minute ago, and the
+    // bound is the floor again, below the backlog.
+    guard.backlog.finished(1);
+    expect(await guard.gauge("saga_backlog_limit")).toBe(40);
+    expect(await guard.statuses(1)).toEqual([503]);
+  });
+
+  it("forgets that rate once the backlog is late: a saga that has stopped is refused new orders past the floor", async () => {
+    await db.db.update(orders).set({ status: "CANCELED" }).where(eq(orders.status, "PENDING"));
+    vi.useFakeTimers({ toFake: ["performance"] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    const guard = await guarded({ minLimit: 40, targetMs: 500, warmUpMs: 0, warmUpAgeMs: 1, recountMs: 100 });
+    guard.backlog.finishedAnywhere(2500);
+    vi.advanceTimersByTime(60_000);
+    // Then 45 orders, accepted by another instance, have been PENDING for 10 s: the saga has stopped
+    // (a user-service away), and none of them finishes to say so.
+    await db.db.insert(orders).values(
+      Array.from({ length: 45 }, () => ({
+        userId: randomUUID(),
+        amount: 10,
+        status: "PENDING" as const,
+        createdAt: new Date(Date.now() - 10_000),
+      })),
+    );
+    // The next count finds them late: the bound is the floor again, and the backlog is past it.
+    await vi.waitFor(
+      async () => {
+        expect(await guard.gauge("saga_backlog")).toBe(45);
+        expect(await guard.gauge("saga_backlog_limit")).toBe(40);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    expect(await guard.statuses(1)).toEqual([503]);
+    expect((await guard.app.request("/orders/none")).headers.get("x-headroom")).toBe("0");
+    expect(await pendingOrders()).toBe(45);
   });
 });
