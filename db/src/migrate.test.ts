@@ -8,6 +8,7 @@ import {
   lastKnownMigration,
   MIGRATIONS_FOLDER,
   migrateDatabase,
+  serverVersionRefusal,
   validateConstraints,
 } from "./migrate.ts";
 
@@ -196,4 +197,31 @@ describe("migrateDatabase", () => {
       expect(ADDED_NOT_VALID[service]).toEqual(added);
     },
   );
+});
+
+// The order-service's cancels use uuidv7() and RETURNING OLD (PostgreSQL 18): on an older server it would
+// take orders and fail every DELETE and every deadline sweep, so it must not start there.
+describe("serverVersionRefusal", () => {
+  it("refuses the order database on a server before PostgreSQL 18, in one line that says why", () => {
+    const refusal = serverVersionRefusal("order", 170_005);
+    expect(refusal).toBe(
+      "the order database needs PostgreSQL 18 or later (its cancels use uuidv7() and RETURNING OLD); this server is 17 (server_version_num 170005)",
+    );
+    expect(serverVersionRefusal("order", 140_000)).toMatch(/PostgreSQL 18 or later.*this server is 14 /);
+  });
+
+  it("accepts the order database on PostgreSQL 18 and later, and the user database on an older one", () => {
+    expect(serverVersionRefusal("order", 180_000)).toBeUndefined();
+    expect(serverVersionRefusal("order", 190_002)).toBeUndefined();
+    expect(serverVersionRefusal("user", 140_000)).toBeUndefined();
+  });
+
+  it("passes the test server, which migrates the order database", async () => {
+    const url = await freshDatabase("order_db");
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    const [row] = await sql<{ num: number }[]>`select current_setting('server_version_num')::int as num`;
+    expect(serverVersionRefusal("order", row?.num ?? 0)).toBeUndefined();
+    await expect(migrateDatabase(url, "order")).resolves.toEqual({ unknownMigrations: 0 });
+  });
 });

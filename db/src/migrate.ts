@@ -32,6 +32,30 @@ export const ADDED_NOT_VALID: Record<ServiceDatabase, readonly { table: string; 
   order: [],
 };
 
+/**
+ * The oldest PostgreSQL each service database runs on (its `server_version_num`), and what of it the
+ * service needs. The order-service's cancels (a DELETE, the saga deadline) write their `order.canceled`
+ * with `uuidv7()` and read the status they replaced with `RETURNING OLD`, both new in PostgreSQL 18: on an
+ * older server it would start, report ready and take orders, and fail every cancel. The user-service
+ * needs nothing as recent (the relay, which runs no migrations, needs 14; relay/README.md).
+ */
+const MIN_SERVER_VERSION: Record<ServiceDatabase, { num: number; needs: string } | undefined> = {
+  user: undefined,
+  order: { num: 180_000, needs: "its cancels use uuidv7() and RETURNING OLD" },
+};
+
+/**
+ * Why a server of `server_version_num` `serverVersionNum` cannot hold the database `which`, in one line,
+ * or undefined when it can.
+ */
+export function serverVersionRefusal(which: ServiceDatabase, serverVersionNum: number): string | undefined {
+  const min = MIN_SERVER_VERSION[which];
+  if (min === undefined || serverVersionNum >= min.num) return undefined;
+  // From PostgreSQL 10 on, server_version_num is major × 10000 + minor (170005 is 17.5).
+  const major = (num: number) => Math.floor(num / 10_000);
+  return `the ${which} database needs PostgreSQL ${major(min.num)} or later (${min.needs}); this server is ${major(serverVersionNum)} (server_version_num ${serverVersionNum})`;
+}
+
 /** What `migrateDatabase` found beside what it applied. */
 export type MigrationReport = {
   /**
@@ -45,7 +69,8 @@ export type MigrationReport = {
 /**
  * Applies the pending migrations of one service database, then validates the constraints they added
  * NOT VALID (`ADDED_NOT_VALID`). Safe when several instances start at once: a session-level advisory
- * lock lets one migrate while the others wait, then find nothing to do. Rejects, naming the constraint,
+ * lock lets one migrate while the others wait, then find nothing to do. Rejects, before applying
+ * anything, a server older than the database needs (`MIN_SERVER_VERSION`); and, naming the constraint,
  * while rows written before a constraint break it; the constraint holds for new rows meanwhile. Reports
  * migrations of a newer version already applied (`MigrationReport`), which it leaves alone.
  */
@@ -57,6 +82,10 @@ export async function migrateDatabase(url: string, which: ServiceDatabase): Prom
     connection: sessionParameters(),
   });
   try {
+    // Before anything is applied: a server too old for the service's statements is refused at start.
+    const [version] = await sql<{ num: number }[]>`select current_setting('server_version_num')::int as num`;
+    const refusal = serverVersionRefusal(which, version?.num ?? 0);
+    if (refusal !== undefined) throw new Error(refusal);
     await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     try {
       await migrate(drizzle(sql), { migrationsFolder: MIGRATIONS_FOLDER[which] });
