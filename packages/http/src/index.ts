@@ -14,7 +14,7 @@ export { type GradientLimitOptions } from "./gradient-limit.ts";
 export { HEADROOM_HEADER, parseHeadroom } from "./headroom.ts";
 export { callerSubject } from "./internal-credential.ts";
 export { asGet, headLength, matchesRoute, methodNotAllowed, type RouteMethods } from "./methods.ts";
-export { preferredWait } from "./prefer.ts";
+export { MAX_PREFER_WAIT_S, preferredWait } from "./prefer.ts";
 export { listen, serveUntilSignal } from "./serve.ts";
 export {
   envMillis,

@@ -94,7 +94,16 @@ describe("parseGatewayEnv", () => {
         ORDER_SERVICE_URLS: "http://b:2",
         UPSTREAM_TIMEOUT_MS: "3000000000",
       },
-      /UPSTREAM_TIMEOUT_MS: must be at most 2147483647/,
+      /UPSTREAM_TIMEOUT_MS: must be at most 2147453647/,
+    ],
+    // A read held by `Prefer: wait=30` is timed for UPSTREAM_TIMEOUT_MS + 30 s: that sum must stay a timer's.
+    [
+      {
+        USER_SERVICE_URLS: "http://a:1",
+        ORDER_SERVICE_URLS: "http://b:2",
+        UPSTREAM_TIMEOUT_MS: "2147483647",
+      },
+      /UPSTREAM_TIMEOUT_MS: must be at most 2147453647 \(a read held by Prefer: wait waits up to 30000 ms longer, on a Node\.js timer\)/,
     ],
   ])("fails with the variable's name: %j", (source, message) => {
     expect(() => parseGatewayEnv(source)).toThrow(message);

@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { envMillis, httpEnvVars, parseEnv } from "@saga/http";
+import { envMillis, httpEnvVars, MAX_PREFER_WAIT_S, MAX_TIMER_MS, parseEnv } from "@saga/http";
 import { z } from "zod";
 import { DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_AUTH_SECRET } from "./auth/tokens.ts";
 
@@ -102,8 +102,14 @@ const Variables = z.object({
    * that a deployment that sets it keeps working, and refused beside ORDER_SERVICE_URLS (`orderServiceUrls`).
    */
   ORDER_SERVICE_URL: origin.optional(),
-  /** Whole request to an upstream, retry included, until its response is read: past it, a 504. */
-  UPSTREAM_TIMEOUT_MS: millis.default(5000),
+  /**
+   * Whole request to an upstream, retry included, until its response is read: past it, a 504. A read held
+   * by `Prefer: wait=N` gets N s more on the same timer (`send`'s `holdMs`), so the sum must stay a timer's.
+   */
+  UPSTREAM_TIMEOUT_MS: envMillis({
+    max: MAX_TIMER_MS - MAX_PREFER_WAIT_S * 1000,
+    why: `a read held by Prefer: wait waits up to ${MAX_PREFER_WAIT_S * 1000} ms longer, on a Node.js timer`,
+  }).default(5000),
   /** TCP connect; an instance that does not accept within it counts as down. */
   CONNECT_TIMEOUT_MS: millis.default(1000),
   HEALTH_INTERVAL_MS: millis.default(1000),
