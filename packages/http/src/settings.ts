@@ -76,7 +76,11 @@ export function httpEnvVars(defaults: {
     ADMISSION_WARMUP_MS: envMillis({ min: 0 }).default(defaults.warmUpMs ?? 0),
     ADMISSION_WARMUP_QUEUE_MS: envMillis({ min: 0 }).default(defaults.warmUpQueueMs ?? 0),
     ADMISSION_WARMUP_QUEUE: zeroOrMore.default(defaults.warmUpQueue ?? 1024),
-    /** The Retry-After of every shed request, in seconds. */
+    /**
+     * The Retry-After of a request shed under load, in seconds (the lanes', the saga backlog's, the
+     * gateway's); the gateway's 503s for no instance in rotation (1) and for a token's keys unavailable (5)
+     * keep their own.
+     */
     RETRY_AFTER_S: count.default(1),
     /** Largest request head (request line and headers); past it Node answers 431 and closes. */
     HTTP_MAX_HEADER_BYTES: count.default(16 * 1024),
