@@ -97,7 +97,7 @@ describe("createPgDatabase", () => {
     const url = await freshDatabase("pg_client_lifetime");
     const byDefault = createPgDatabase(url, {});
     onTestFinished(() => byDefault.close());
-    expect(byDefault.pool.options.maxLifetimeSeconds).toBe(DEFAULT_POOL_MAX_LIFETIME_S);
+    expect(byDefault.pool.options.maxLifetimeSeconds).toBeLessThanOrEqual(DEFAULT_POOL_MAX_LIFETIME_S);
 
     const db = createPgDatabase(url, {}, { max: 1, maxLifetimeSeconds: 1 });
     onTestFinished(() => db.close());
@@ -106,5 +106,39 @@ describe("createPgDatabase", () => {
     const first = await backend();
     // In use all along, as under steady traffic, which keeps any idle timeout from firing.
     await expect.poll(backend, { timeout: 10_000, interval: 100 }).not.toBe(first);
+  });
+
+  it("gives each connection a lifetime of its own, so that those opened together are not all replaced at once", async () => {
+    const url = await freshDatabase("pg_client_lifetimes");
+    const lifetimeS = 3;
+    const db = createPgDatabase(url, {}, { max: 10, maxLifetimeSeconds: lifetimeS });
+    onTestFinished(() => db.close());
+    // How long each connection lived, from its connect to its removal by the pool, in ms.
+    const connectedAt = new Map<unknown, number>();
+    const lived: number[] = [];
+    db.pool.on("connect", (client) => connectedAt.set(client, performance.now()));
+    db.pool.on("remove", (client) => lived.push(performance.now() - (connectedAt.get(client) ?? Number.NaN)));
+
+    // Ten connections opened at once, as at a start, after a failover or in a burst.
+    const clients = await Promise.all(Array.from({ length: 10 }, () => db.pool.connect()));
+    const backends = await Promise.all(
+      clients.map(async (c) => (await c.query("select pg_backend_pid() as pid")).rows[0].pid as number),
+    );
+    expect(new Set(backends).size).toBe(10);
+    for (const client of clients) client.release();
+
+    await expect.poll(() => lived.length, { timeout: 15_000, interval: 50 }).toBe(10);
+    // None outlives the bound, and they are spread below it (over its last fifth) rather than all
+    // expiring within the same few milliseconds, the whole pool reconnecting at once.
+    for (const ms of lived) {
+      expect(ms).toBeGreaterThanOrEqual(0.8 * lifetimeS * 1000 - 1);
+      expect(ms).toBeLessThan(lifetimeS * 1000 + 1000);
+    }
+    expect(Math.max(...lived) - Math.min(...lived)).toBeGreaterThan(0.05 * lifetimeS * 1000);
+    const { rows } = await db.pool.query<{ n: number }>(
+      "select count(*)::int as n from pg_stat_activity where pid = any($1::int[])",
+      [backends],
+    );
+    expect(rows).toEqual([{ n: 0 }]);
   });
 });

@@ -3,6 +3,7 @@ import { drizzle, type NodePgDatabase, type NodePgTransaction } from "drizzle-or
 import pg from "pg";
 import type { DatabaseOptions } from "./client.ts";
 import { connectionOptions } from "./connection.ts";
+import { connectionLifetime } from "./lifetime.ts";
 import { sessionOptions } from "./session.ts";
 import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } from "./timeouts.ts";
 
@@ -10,12 +11,13 @@ import { clientQueryTimeoutMs, DEFAULT_SESSION_TIMEOUTS, isClientQueryTimeout } 
 export const DEFAULT_POOL_MAX = 10;
 
 /**
- * How long a pooled connection lives before the pool replaces it, in seconds (once idle, or when given
- * back). A connection stays with the server it reached, and steady traffic keeps every connection from
- * idling out: after a failover that left the old primary up (demoted to a standby, or read-only), the
- * pool would use it for ever, failing its writes (`mustDiscardClient` drops such a client at its first
- * refused write) and serving its reads from a server that no longer takes the new primary's commits. A new
- * connection looks the host name up again and reaches whatever it names now.
+ * How long a pooled connection lives at most before the pool replaces it, in seconds (once idle, or when
+ * given back); each connection's own lifetime lies between 0.8 and 1 times this (`connectionLifetime`). A
+ * connection stays with the server it reached, and steady traffic keeps every connection from idling out:
+ * after a failover that left the old primary up (demoted to a standby, or read-only), the pool would use
+ * it for ever, failing its writes (`mustDiscardClient` drops such a client at its first refused write)
+ * and serving its reads from a server that no longer takes the new primary's commits. A new connection
+ * looks the host name up again and reaches whatever it names now.
  */
 export const DEFAULT_POOL_MAX_LIFETIME_S = 300;
 
@@ -24,7 +26,10 @@ export type PgDatabaseOptions = DatabaseOptions & {
   connectionTimeoutMillis?: number;
   /** Told about connection errors that no query was waiting for; they are otherwise harmless. */
   onConnectionError?: (err: Error) => void;
-  /** How long a connection lives before it is replaced (`DEFAULT_POOL_MAX_LIFETIME_S`); 0 for ever. */
+  /**
+   * How long a connection lives at most before it is replaced (`DEFAULT_POOL_MAX_LIFETIME_S`), each its
+   * own lifetime down to 0.8 times this; 0 for ever.
+   */
   maxLifetimeSeconds?: number;
 };
 
@@ -92,6 +97,7 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
     // without it.
     pipeline: true,
   });
+  if (maxLifetimeSeconds > 0) spreadLifetimes(pool, maxLifetimeSeconds);
   // node-postgres emits 'error' for a connection lost while idle in the pool or checked out between
   // queries; unheard, that event would end the process. The query in flight, if any, fails on its own.
   pool.on("error", onConnectionError);
@@ -129,6 +135,24 @@ export function createPgDatabase<TSchema extends Record<string, unknown>>(
 
   let closed: Promise<void> | undefined;
   return { pool, db, transaction, close: () => (closed ??= pool.end()) };
+}
+
+/**
+ * Gives each connection of `pool` a lifetime of its own under `maxLifetimeSeconds` (`connectionLifetime`).
+ * pg-pool (3.14) has one lifetime for the pool, and its hooks (`onConnect`, the
+ * `connect`, `acquire` and `release` events) see a connection but cannot retire one. It reads
+ * `options.maxLifetimeSeconds` each time a connection is made, once connected (`_afterConnect`), and arms
+ * that connection's timer with it, which expires the connection as the option always does: at once when
+ * idle, when given back otherwise. A getter answers each read anew. That read is pg-pool's internals,
+ * not its API: pg-client.test.ts ("a lifetime of its own") fails if a version reads the option once, or
+ * elsewhere.
+ */
+function spreadLifetimes(pool: pg.Pool, maxLifetimeSeconds: number): void {
+  Object.defineProperty(pool.options, "maxLifetimeSeconds", {
+    get: () => connectionLifetime(maxLifetimeSeconds),
+    enumerable: true,
+    configurable: true,
+  });
 }
 
 export type PgDatabase<TSchema extends Record<string, unknown>> = ReturnType<
