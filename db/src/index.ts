@@ -1,5 +1,6 @@
 export { type DeadLetterReason, deadLetters, idempotencyKeys, outbox } from "./common.ts";
 export { type ConnectionOptions, connectionOptions, postgresJsOptions } from "./connection.ts";
+export { connectionLifetime } from "./lifetime.ts";
 export {
   lastKnownMigration,
   type MigrationReport,
@@ -10,6 +11,7 @@ export * as orderSchema from "./order-schema.ts";
 export {
   createPgDatabase,
   DEFAULT_POOL_MAX,
+  DEFAULT_POOL_MAX_LIFETIME_S,
   mustDiscardClient,
   type PgDatabase,
   type PgDatabaseOptions,

@@ -1,5 +1,11 @@
 import type { Order, OrderStatus } from "@saga/contracts";
-import { postgresJsOptions, type SessionTimeouts, sessionParameters } from "@saga/db";
+import {
+  connectionLifetime,
+  DEFAULT_POOL_MAX_LIFETIME_S,
+  postgresJsOptions,
+  type SessionTimeouts,
+  sessionParameters,
+} from "@saga/db";
 import type { Logger } from "@saga/observability";
 import postgres from "postgres";
 import { SAGAS_FINISHED_CHANNEL } from "./domain/apply-credit-batch.ts";
@@ -26,6 +32,11 @@ export type OrderWaitsOptions = {
    * is not heard again.
    */
   onSagasFinished?: (n: number) => void;
+  /**
+   * How long the LISTEN connection lives at most, in ms, before a new one replaces it (each its own
+   * lifetime, down to 0.8 times this); by default the services' pool's, 5 minutes.
+   */
+  listenLifetimeMs?: number;
   logger: Logger;
 };
 
@@ -42,6 +53,16 @@ const LISTEN_RETRY_MAX_S = 1;
  * entry, no query, until it is answered. The notification carries the new status; the rest of an order
  * never changes, so the answer needs no second read either. The same connection hears how many sagas
  * each batch of answers finished (`onSagasFinished`), for the saga backlog's bound.
+ *
+ * The connection is replaced once it has lived `listenLifetimeMs`, as the pool's are. postgres.js gives a
+ * LISTEN connection no lifetime, and nothing else ends it while its server stays up: after a failover
+ * that left the old primary up (read only, or cut off from the failover manager but not from us) it
+ * would listen there for ever, hearing no decision, so every held read ran to its deadline, and no
+ * finished saga, so the backlog's bound fell to its minimum and refused orders. A server that restarts
+ * or goes away closes the connection itself (see `onListen`). The new connection listens before the old
+ * one ends, so no decision goes unheard in between; the finished sagas are counted from one connection
+ * at a time, so that none is counted twice (one sent while the new one starts listening may not be: the
+ * bound errs low, as after a lost connection).
  */
 export function createOrderWaits({
   databaseUrl,
@@ -50,25 +71,34 @@ export function createOrderWaits({
   readOrders,
   maxWaiters = 10_000,
   onSagasFinished,
+  listenLifetimeMs = DEFAULT_POOL_MAX_LIFETIME_S * 1000,
   logger,
 }: OrderWaitsOptions) {
   const waiters = new Map<string, Set<Waiter>>();
   let count = 0;
   let stopped = false;
-  const sql = postgres({
-    ...postgresJsOptions(databaseUrl),
-    max: 1,
-    onnotice: () => {},
-    // postgres.js waits 3^n / 100 s (up to 20 s) before its n-th reconnection after a failure, so after an
-    // outage of 10 s or more the held reads heard no decision for up to 20 s more, while every other
-    // route worked again: one connection, so retrying every second costs PostgreSQL nothing.
-    backoff: (failures: number) => Math.min(3 ** failures / 100, LISTEN_RETRY_MAX_S),
-    connection: sessionParameters({
-      application_name: `${applicationName}/waits`,
-      statement_timeout: timeouts.statementTimeoutMs,
-      idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
-    }),
-  });
+  const open = () =>
+    postgres({
+      ...postgresJsOptions(databaseUrl),
+      max: 1,
+      onnotice: () => {},
+      // postgres.js waits 3^n / 100 s (up to 20 s) before its n-th reconnection after a failure, so after
+      // an outage of 10 s or more the held reads heard no decision for up to 20 s more, while every other
+      // route worked again: one connection, so retrying every second costs PostgreSQL nothing.
+      backoff: (failures: number) => Math.min(3 ** failures / 100, LISTEN_RETRY_MAX_S),
+      connection: sessionParameters({
+        application_name: `${applicationName}/waits`,
+        statement_timeout: timeouts.statementTimeoutMs,
+        idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+      }),
+    });
+  let sql = open();
+  // The connection whose finished sagas are counted: one at a time (see createOrderWaits).
+  let counted = sql;
+  // A new connection being opened to replace `sql`.
+  let next: postgres.Sql | undefined;
+  // When the next one will be.
+  let renewal: NodeJS.Timeout | undefined;
 
   function decide(id: string, status: OrderStatus | undefined) {
     const set = waiters.get(id);
@@ -97,16 +127,54 @@ export function createOrderWaits({
     }
   }
 
+  async function listenOn(s: postgres.Sql): Promise<void> {
+    await s.listen(CHANNEL, onNotify, () => void onListen());
+    if (!onSagasFinished) return;
+    // Counted from this connection alone from now on: a count it hears was sent after this moment, and
+    // the connection it replaces is no longer counted, so no count is heard twice.
+    counted = s;
+    await s.listen(SAGAS_FINISHED_CHANNEL, (payload) => {
+      // Anyone who can connect may NOTIFY: a payload that is not a count is not counted (a NaN would
+      // make the bound refuse nothing for the rate's whole window).
+      if (s === counted && /^\d{1,9}$/.test(payload)) onSagasFinished(Number(payload));
+    });
+  }
+
+  function renewLater(): void {
+    renewal = setTimeout(() => void renew(), connectionLifetime(listenLifetimeMs));
+    renewal.unref();
+  }
+
+  /** A new connection listens, then the old one ends; if it cannot, the old one stays until next time. */
+  async function renew(): Promise<void> {
+    const old = sql;
+    const s = open();
+    next = s;
+    try {
+      await listenOn(s);
+    } catch (err) {
+      counted = old;
+      await s.end({ timeout: 0 }).catch(() => {});
+      if (stopped) return;
+      logger.warn({ err }, "could not open a new LISTEN connection; the current one stays until next time");
+      return renewLater();
+    } finally {
+      next = undefined;
+    }
+    if (stopped) {
+      await s.end({ timeout: 0 }).catch(() => {});
+      return;
+    }
+    sql = s;
+    renewLater();
+    await old.end({ timeout: 2 }).catch(() => {});
+  }
+
   return {
     /** Starts listening; resolves once the LISTEN is in place. */
     async start(): Promise<void> {
-      await sql.listen(CHANNEL, onNotify, () => void onListen());
-      if (onSagasFinished)
-        await sql.listen(SAGAS_FINISHED_CHANNEL, (payload) => {
-          // Anyone who can connect may NOTIFY: a payload that is not a count is not counted (a NaN would
-          // make the bound refuse nothing for the rate's whole window).
-          if (/^\d{1,9}$/.test(payload)) onSagasFinished(Number(payload));
-        });
+      await listenOn(sql);
+      renewLater();
     },
 
     /**
@@ -162,7 +230,8 @@ export function createOrderWaits({
     /** `release()`, and stops listening. */
     async stop(): Promise<void> {
       this.release();
-      await sql.end({ timeout: 2 });
+      clearTimeout(renewal);
+      await Promise.all([sql.end({ timeout: 2 }), next?.end({ timeout: 0 })]);
     },
   };
 }
