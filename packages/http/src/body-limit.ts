@@ -128,7 +128,29 @@ async function arrived(incoming: IncomingMessage, length: number): Promise<Read 
   await undefined;
   if (incoming.readableLength < length) return undefined;
   const bytes = length === 0 ? Buffer.alloc(0) : (incoming.read() as Buffer);
+  await ended(incoming);
   return { size: bytes.length, bytes };
+}
+
+/**
+ * Waits for the end of a request whose body has been read whole, which the parser reports in its next
+ * callback for the same packet. A stream nobody reads again never emits `end`, and @hono/node-server,
+ * finding the request not ended when its answer closes, drains it after two timers of its own: two
+ * wake-ups of an idle process for every POST (measured: 3.0 against 1.1 for a GET at 100 requests/s).
+ */
+function ended(incoming: IncomingMessage): Promise<void> | undefined {
+  if (incoming.readableEnded || incoming.destroyed) return;
+  return new Promise((resolve) => {
+    const done = () => {
+      incoming.off("end", done);
+      incoming.off("close", done);
+      resolve();
+    };
+    incoming.on("end", done);
+    // A client that goes away before the end: the answer that follows is written to no one.
+    incoming.on("close", done);
+    incoming.resume();
+  });
 }
 
 /**
