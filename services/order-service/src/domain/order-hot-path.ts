@@ -175,7 +175,7 @@ export const orderCanceledParams = (traceparent: string) => [
 
 // `DELETE /orders/:id` in one statement (one round trip, no BEGIN/COMMIT), where the drizzle transaction
 // took six: the cancel and its `order.canceled` event commit together or not at all.
-// - `locked`: the aggregate lock every writer of an order takes first (`lockAggregate`), waited for;
+// - `locked`: the aggregate lock every writer of an existing order takes first (`lockAggregate`), waited for;
 //   only on an order the caller may cancel ($7: a user's id, or null for an admin), so that someone
 //   else's order takes no lock, is never waited on, and answers exactly as an unknown id. An order's
 //   owner never changes, so this check cannot go stale before the UPDATE, which repeats it.

@@ -16,10 +16,10 @@ export const CANCELED_BY_TIMEOUT = CANCEL_REASONS.timeout;
  *   instances sweeping at once take disjoint batches and never wait for each other, and never wait for
  *   a consumer or DELETE that holds the row; the status is re-checked on the locked row, so an order
  *   decided meanwhile is not taken.
- * - `claimed`: the aggregate lock every writer of an order takes first (`lockAggregate`), tried rather
- *   than waited for: an order that a consumer batch or a DELETE holds is being decided right now, and is
- *   left to the next sweep. Holding it keeps the per-aggregate rule (one order's outbox rows commit in
- *   position order), and a DELETE that comes after reads CANCELED and emits nothing. Never waiting
+ * - `claimed`: the aggregate lock every writer of an existing order takes first (`lockAggregate`), tried
+ *   rather than waited for: an order that a consumer batch or a DELETE holds is being decided right now,
+ *   and is left to the next sweep. Holding it keeps the per-aggregate rule (one order's outbox rows commit
+ *   in position order), and a DELETE that comes after reads CANCELED and emits nothing. Never waiting
  *   means the sweep can take part in no deadlock. Materialized, so the lock is tried once per row of
  *   `due` and only for those.
  * - `canceled`: `status = 'PENDING'` once more (the state machine's `onDeadline`), so the statement can
