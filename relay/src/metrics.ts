@@ -1,6 +1,6 @@
 import { LATENCY_BUCKETS } from "@saga/observability";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { Backlog } from "./outbox-store.ts";
+import { type Backlog, DEFAULT_BACKLOG_CAP } from "./outbox-store.ts";
 
 /** Where in a round an error happened, for `saga_relay_errors_total`. */
 export const RELAY_STAGES = [
@@ -32,14 +32,14 @@ export function createRelayMetrics(registry: Registry) {
   };
   const backlog = new Gauge({
     name: "saga_relay_outbox_backlog",
-    help: "Unpublished outbox rows, as last read",
+    help: `Unpublished outbox rows, as last read, counted up to ${DEFAULT_BACKLOG_CAP}: at ${DEFAULT_BACKLOG_CAP}, at least that many`,
     labelNames: ["outbox"] as const,
     registers,
     collect: refreshBacklog,
   });
   const lag = new Gauge({
     name: "saga_relay_outbox_lag_seconds",
-    help: "Age of the oldest unpublished outbox row (0 when there is none): the relay lag; while the outbox cannot be read, counted on from the last reading",
+    help: "Age of the oldest unpublished outbox row, the next to publish (0 when there is none): the relay lag; while the outbox cannot be read, counted on from the last reading",
     labelNames: ["outbox"] as const,
     registers,
     collect: refreshBacklog,

@@ -17,7 +17,12 @@ export type PendingRow = {
   ageSeconds: number;
 };
 
-export type Backlog = { rows: number; oldestAgeSeconds: number };
+export type Backlog = {
+  /** Unpublished rows, counted up to a cap (`OutboxStoreOptions.backlogCap`): at the cap, at least so many. */
+  rows: number;
+  /** Seconds since `created_at` of the next row to publish (0 when there is none). */
+  oldestAgeSeconds: number;
+};
 
 /**
  * Asks the server to cancel a running statement. A cancel is a connection of its own, so it fails when
@@ -78,18 +83,42 @@ export const MARK_PUBLISHED = `
   from unnest($1::uuid[], $2::float8[]) as acked(id, since_ack)
   where o.id = acked.id and (o.published_at is null or acked.id is null)`;
 
+/** `OutboxStoreOptions.backlogCap`'s default. */
+export const DEFAULT_BACKLOG_CAP = 100_000;
+
 /**
- * The backlog, less the rows on Kafka awaiting their mark (`$1`). An anti-join with the ids, not
- * `not id = any($1)`: the statement is prepared, and once PostgreSQL keeps its generic plan the array is
- * a parameter, which it does not hash, so every backlog row was compared with every id (a backlog of
- * 300,000 and 250 ids: 749 ms against 67 ms, and a scrape gives up at 2 s: the backlog's gauges went
- * blind just as a backlog grew). The ids as a relation are hashed whatever the plan.
+ * The backlog, less the rows on Kafka awaiting their mark (`$1`), counted no further than `$2` rows, and
+ * the age of the first of them in position order; both read through outbox_unpublished_idx, as far as
+ * their limit. It runs at every scrape, bounded by 2 s (service.ts): a count of every unpublished row read
+ * them all, by a parallel seq scan of the whole outbox once they are many, about 1 s with 2,000,000 rows
+ * behind (an hour of a Kafka outage) and past the bound beyond 4 or 5 million, so the gauges froze while
+ * the relay drained. Capped at 100,000 it reads about 4,400 pages (42-60 ms, 2,000,000 published and
+ * 2,000,000 unpublished rows, generic plan and custom), the age 25 (0.3 ms); `order by position` keeps the
+ * count on the index, where a seq scan stopped by the limit may first read every published row before the
+ * unpublished ones, at the table's end (1.7 s).
+ *
+ * The rows on Kafka are left out by `not in` a subquery, which PostgreSQL hashes once ("hashed SubPlan")
+ * whatever the plan (the ids are never null: one null among them and `not in` holds for no row). Not
+ * `not id = any($1)`: the statement is prepared, and once PostgreSQL keeps its generic plan the array is a
+ * parameter, which it does not hash, so every backlog row was compared with every id (a backlog of 300,000
+ * and 250 ids: 749 ms against 67 ms). Nor `not exists`: under a limit the planner prefers an anti-join that
+ * scans the ids once per row (500 ids, 100,000 rows: 3.4 s).
+ *
+ * The age is that of the row the relay publishes next, not the least `created_at`: a row behind it whose
+ * transaction began earlier (`created_at` is its transaction's start) is older by less than that
+ * transaction ran before its insert.
  */
 export const BACKLOG = `
-  select count(*)::int as rows, extract(epoch from clock_timestamp() - min(created_at))::float8 as age
-  from outbox o
-  where published_at is null
-    and not exists (select from unnest($1::uuid[]) as acked(id) where acked.id = o.id)`;
+  select
+    (select count(*)::int from (
+       select from outbox
+       where published_at is null and id not in (select unnest($1::uuid[]))
+       order by position
+       limit $2) as head) as rows,
+    (select extract(epoch from clock_timestamp() - created_at)::float8 from outbox
+     where published_at is null and id not in (select unnest($1::uuid[]))
+     order by position
+     limit 1) as age`;
 
 export type OutboxStoreOptions = {
   /**
@@ -99,10 +128,18 @@ export type OutboxStoreOptions = {
    * mark's work (500 rows: 2.7 against 10.0 ms), which is most of PostgreSQL's share of a drain.
    */
   deleteOnPublish?: boolean;
+  /**
+   * `backlog` counts no further than this many rows (default `DEFAULT_BACKLOG_CAP`): a count of exactly
+   * this many means at least so many.
+   */
+  backlogCap?: number;
 };
 
 /** The relay's queries on one outbox table; each is cancelled when its `signal` aborts. */
-export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxStoreOptions = {}) {
+export function createOutboxStore(
+  sql: Sql,
+  { deleteOnPublish = false, backlogCap = DEFAULT_BACKLOG_CAP }: OutboxStoreOptions = {},
+) {
   return {
     /**
      * The oldest `limit` unpublished rows in position order. Always from the lowest unpublished
@@ -207,14 +244,16 @@ export function createOutboxStore(sql: Sql, { deleteOnPublish = false }: OutboxS
     },
 
     /**
-     * Unpublished rows and the age of the oldest, on the database's clock, leaving out `onKafka`: rows
-     * acknowledged by Kafka whose mark is still to come.
+     * Unpublished rows, up to `backlogCap`, and the age of the next to publish, on the database's clock,
+     * leaving out `onKafka`: rows acknowledged by Kafka whose mark is still to come (see `BACKLOG`).
      */
     async backlog(signal?: AbortSignal, onKafka: readonly string[] = []): Promise<Backlog> {
       const [row] = await cancellable(
-        sql.unsafe<{ rows: number; age: number | null }[]>(BACKLOG, [sql.array(onKafka as string[], 2950)], {
-          prepare: true,
-        }),
+        sql.unsafe<{ rows: number; age: number | null }[]>(
+          BACKLOG,
+          [sql.array(onKafka as string[], 2950), backlogCap],
+          { prepare: true },
+        ),
         signal,
       );
       return { rows: row?.rows ?? 0, oldestAgeSeconds: Math.max(0, row?.age ?? 0) };
