@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BACKLOG, createOutboxStore, MARK_PUBLISHED } from "../src/outbox-store.ts";
+import { BACKLOG, createOutboxStore, DELETE_EXPIRED, MARK_PUBLISHED } from "../src/outbox-store.ts";
 import { freshOutbox } from "./support.ts";
 
 describe("marking rows published after an outage", () => {
@@ -123,5 +123,54 @@ describe("reading the backlog of an outage", () => {
     // The generic plan, which the store's sessions keep, and a custom one with a cap of 1,000.
     readsTheIndex(plan(await sql.unsafe(`explain (generic_plan, costs off) ${BACKLOG}`)));
     readsTheIndex(plan(await sql.unsafe(`explain (costs off) ${BACKLOG}`, [sql.array(ids, 2950), 1000])));
+  });
+});
+
+describe("deleting the rows past the retention", () => {
+  it("finds them by ctid, whatever plan the session keeps, not by a join over the whole outbox", async () => {
+    const { sql } = await freshOutbox();
+    await sql`alter table outbox set (autovacuum_enabled = off)`;
+    // Published rows: 36,000 past an hour's retention (published 2 to 1.5 hours ago), 14,000 within it (50
+    // to 27 minutes ago); and a backlog.
+    await sql`
+      insert into outbox (aggregate_id, topic, event_type, schema_version, payload, published_at)
+      select g::text, 'order.created', 'OrderCreated', '1', '{}',
+             case when g <= 36000 then now() - interval '2 hours' + g * interval '50 ms'
+                  else now() - interval '50 minutes' + (g - 36000) * interval '100 ms' end
+      from generate_series(1, 50000) g`;
+    await sql`
+      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
+      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 1000) g`;
+    await sql`analyze outbox`;
+
+    // The generic plan: the relay's sessions keep plan_cache_mode auto, which chooses it once it looks no
+    // dearer than the custom plans; the services' force it (db/src/pg-client.ts).
+    const plan = await sql.begin(async (tx) => {
+      await tx`set local plan_cache_mode = force_generic_plan`;
+      await tx.unsafe(`prepare delete_expired(float8, int8) as ${DELETE_EXPIRED}`);
+      const rows = await tx.unsafe(`explain (costs off) execute delete_expired(3600, 1000)`);
+      await tx`deallocate delete_expired`;
+      return rows.map((r) => r["QUERY PLAN"]).join("\n");
+    });
+    expect(plan).toMatch(/Tid Scan on outbox\n\s+TID Cond: \(ctid = ANY/);
+    expect(plan).toContain("Index Scan using outbox_published_at_idx");
+    expect(plan).not.toMatch(/Seq Scan|Join/);
+
+    // The oldest first, a batch at a time, and only the published rows older than the retention.
+    const store = createOutboxStore(sql);
+    const before = await sql<{ at: Date }[]>`
+      select published_at as at from outbox where published_at is not null order by published_at limit 1 offset 20000`;
+    expect(await store.deleteExpired(3600, 20000)).toBe(20000);
+    const [oldest] = await sql<{ at: Date }[]>`select min(published_at) as at from outbox`;
+    expect(oldest?.at).toEqual(before[0]?.at);
+    let deleted = 0;
+    for (let n = 20000; n === 20000; deleted += n) n = await store.deleteExpired(3600, 20000);
+    const [left] = await sql<{ expired: number; kept: number; unpublished: number }[]>`
+      select count(*) filter (where published_at < now() - interval '1 hour')::int as expired,
+             count(*) filter (where published_at >= now() - interval '1 hour')::int as kept,
+             count(*) filter (where published_at is null)::int as unpublished
+      from outbox`;
+    expect(deleted).toBe(16000);
+    expect(left).toEqual({ expired: 0, kept: 14000, unpublished: 1000 });
   });
 });
