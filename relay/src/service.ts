@@ -42,6 +42,15 @@ export type RelayDependencies = {
 
 const PROBE_TIMEOUT_MS = 2000;
 
+/**
+ * `/ready`'s statement on each outbox: the table is there and this role may read it (both checked before
+ * it runs), and it reads no page. `select 1 from outbox limit 1` read the table from its first page to
+ * its first live row, so once a drained backlog had been deleted, every page it had emptied, each time
+ * (248,000 pages, 0.7-0.8 s, and as long after a vacuum, which leaves empty pages where they are until new
+ * rows fill them).
+ */
+export const OUTBOX_PROBE = "select from outbox limit 0";
+
 /** Builds the relay process from its environment: one relay per configured outbox, one Kafka client. */
 export function createRelayService(env: Env, opts: RelayDependencies = {}): RelayService {
   const kafkaTlsAndSasl = kafkaSecurity(env);
@@ -142,7 +151,7 @@ export function createRelayService(env: Env, opts: RelayDependencies = {}): Rela
       ...outboxes.map(({ name, sql }) =>
         withTimeout(
           async (signal) => {
-            const probe = sql`select 1 from outbox limit 1`;
+            const probe = sql.unsafe(OUTBOX_PROBE, [], { prepare: true });
             signal.addEventListener("abort", () => cancelQuery(probe), { once: true });
             return probe;
           },

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { BACKLOG, createOutboxStore, DELETE_EXPIRED, MARK_PUBLISHED } from "../src/outbox-store.ts";
+import { OUTBOX_PROBE } from "../src/service.ts";
 import { freshOutbox } from "./support.ts";
 
 describe("marking rows published after an outage", () => {
@@ -172,5 +173,40 @@ describe("deleting the rows past the retention", () => {
       from outbox`;
     expect(deleted).toBe(16000);
     expect(left).toEqual({ expired: 0, kept: 14000, unpublished: 1000 });
+  });
+});
+
+describe("the readiness probe on an outbox a drain emptied", () => {
+  it("reads none of its pages, and still fails where the outbox cannot be read", async () => {
+    const { sql } = await freshOutbox();
+    await sql`alter table outbox set (autovacuum_enabled = off)`;
+    // A backlog published and deleted (OUTBOX_RETENTION_SECONDS=0), before any vacuum: its pages are
+    // still there, every row in them dead.
+    await sql`
+      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
+      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 20000) g`;
+    await sql`delete from outbox`;
+
+    const plan = (
+      await sql.unsafe(`explain (analyze, buffers, costs off, timing off, summary off) ${OUTBOX_PROBE}`)
+    )
+      .map((r) => r["QUERY PLAN"])
+      .join("\n");
+    // What the statement read when it ran, not what its planning did.
+    const run = plan.split("\nPlanning:")[0];
+    expect(run).toContain("Seq Scan on outbox (never executed)");
+    expect(run).not.toContain("Buffers");
+    expect(await sql.unsafe(OUTBOX_PROBE)).toHaveLength(0);
+
+    // A role that may not read the outbox, and a database without one.
+    await expect(
+      sql.begin(async (tx) => {
+        await tx`create role relay_probe_test`;
+        await tx`set local role relay_probe_test`;
+        await tx.unsafe(OUTBOX_PROBE);
+      }),
+    ).rejects.toThrow(/permission denied for table outbox/);
+    await sql`drop table outbox`;
+    await expect(sql.unsafe(OUTBOX_PROBE)).rejects.toThrow(/relation "outbox" does not exist/);
   });
 });
