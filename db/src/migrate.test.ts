@@ -76,6 +76,17 @@ describe("migrateDatabase", () => {
     },
   );
 
+  // Every index of reservations is written by each saga's reservation, at a random page for a random key.
+  it("gives reservations only its primary key, the one index the user-service reads it by", async () => {
+    const url = await freshDatabase("user_db");
+    await migrateDatabase(url, "user");
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    onTestFinished(() => sql.end());
+    const rows = await sql<{ indexname: string }[]>`
+      select indexname from pg_indexes where schemaname = 'public' and tablename = 'reservations' order by indexname`;
+    expect(rows.map((r) => r.indexname)).toEqual(["reservations_pkey"]);
+  });
+
   it("stores money as bigint and refuses a negative balance, a balance above the initial one and a reservation of less than 1", async () => {
     const url = await freshDatabase("user_db");
     await migrateDatabase(url, "user");
