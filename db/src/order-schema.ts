@@ -21,7 +21,8 @@ export const orders = pgTable(
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.createdAt),
     // The saga deadline sweep (services/order-service/src/domain/saga-deadline.ts): only PENDING orders,
-    // oldest first, so an idle sweep reads one page however many orders have finished.
+    // oldest first. A decided order's entry stays until a vacuum cleans the index: an idle sweep reads a
+    // page or two right after one, and the pages of the orders decided since until the next.
     index("orders_pending_created_at_idx").on(t.createdAt).where(sql`${t.status} = 'PENDING'`),
     check("orders_amount_positive", sql`${t.amount} >= 1`),
     check("orders_status", sql`${t.status} in ('PENDING', 'CONFIRMED', 'CANCELED')`),

@@ -11,11 +11,16 @@ export const CANCELED_BY_TIMEOUT = CANCEL_REASONS.timeout;
  * the statement's own transaction (the transactional-outbox rule: the cancel and its event commit
  * together, as DELETE of a PENDING order does). Why each clause is there:
  *
- * - `due`: the oldest overdue orders by `orders_pending_created_at_idx` (partial, PENDING only): an
- *   idle sweep reads one index page and no heap. `for update skip locked` makes two order-service
- *   instances sweeping at once take disjoint batches and never wait for each other, and never wait for
- *   a consumer or DELETE that holds the row; the status is re-checked on the locked row, so an order
- *   decided meanwhile is not taken.
+ * - `due`: the oldest overdue orders by `orders_pending_created_at_idx` (partial, PENDING only). A
+ *   decided order's entry stays in it until a vacuum cleans the index: right after one an idle sweep
+ *   reads a page or two and no heap; until the next, also the pages of the entries decided since, each
+ *   skipped once a scan has read its heap row and marked it dead, and removed from a page only by an
+ *   insert into that page when full. Sweeps and recounts that pass the head every few hundred decided
+ *   orders keep it at a page or two; otherwise it grows by up to a page per 370 (400,000 decided: 0.3
+ *   to 2.9 ms a sweep; docs/design.md, "Dead index entries"). `for update skip locked` makes two
+ *   order-service instances sweeping at once take disjoint batches and never wait for each other, and
+ *   never wait for a consumer or DELETE that holds the row; the status is re-checked on the locked row,
+ *   so an order decided meanwhile is not taken.
  * - `claimed`: the aggregate lock every writer of an existing order takes first (`lockAggregate`), tried
  *   rather than waited for: an order that a consumer batch or a DELETE holds is being decided right now,
  *   and is left to the next sweep. Holding it keeps the per-aggregate rule (one order's outbox rows commit
