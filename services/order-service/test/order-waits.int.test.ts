@@ -11,26 +11,36 @@ import { SAGAS_FINISHED_CHANNEL } from "../src/domain/apply-credit-batch.ts";
 import { readOrders } from "../src/domain/order-hot-path.ts";
 import { createOrderWaits } from "../src/order-waits.ts";
 
+/**
+ * Held reads' waits on a fresh order database, listening as `name` (its LISTEN connection's
+ * application_name is `<name>/waits`) with a lifetime of `lifetimeMs`; `finished()` is the sum of the
+ * finished sagas it has heard.
+ */
+async function listening(name: string, lifetimeMs: number) {
+  const url = await freshDatabase(name.replace("-", "_"));
+  await migrateDatabase(url, "order");
+  const db = createPgDatabase(url, orderSchema, { max: 2, applicationName: "test" });
+  onTestFinished(() => db.close());
+  let heard = 0;
+  const waits = createOrderWaits({
+    databaseUrl: url,
+    applicationName: name,
+    timeouts: DEFAULT_SESSION_TIMEOUTS,
+    readOrders: (ids) => readOrders(db.pool, ids),
+    onSagasFinished: (n) => {
+      heard += n;
+    },
+    logger: createLogger("order-service", process.env.TEST_LOG_LEVEL ?? "error"),
+    listenLifetimeMs: lifetimeMs,
+  });
+  await waits.start();
+  onTestFinished(() => waits.stop());
+  return { db, waits, finished: () => heard };
+}
+
 describe("the LISTEN connection of the held reads", () => {
   it("is replaced once it has lived its lifetime, so that a server a failover left up does not keep it, and hears on the new one", async () => {
-    const url = await freshDatabase("order_waits_lifetime");
-    await migrateDatabase(url, "order");
-    const db = createPgDatabase(url, orderSchema, { max: 2, applicationName: "test" });
-    onTestFinished(() => db.close());
-    let finished = 0;
-    const waits = createOrderWaits({
-      databaseUrl: url,
-      applicationName: "waits-lifetime",
-      timeouts: DEFAULT_SESSION_TIMEOUTS,
-      readOrders: (ids) => readOrders(db.pool, ids),
-      onSagasFinished: (n) => {
-        finished += n;
-      },
-      logger: createLogger("order-service", process.env.TEST_LOG_LEVEL ?? "error"),
-      listenLifetimeMs: 1000,
-    });
-    await waits.start();
-    onTestFinished(() => waits.stop());
+    const { db, waits, finished } = await listening("waits-lifetime", 1000);
     const listeners = async (): Promise<number[]> =>
       (
         await db.pool.query<{ pid: number }>(
@@ -61,28 +71,11 @@ describe("the LISTEN connection of the held reads", () => {
     await db.pool.query("update orders set status = 'CONFIRMED' where id = $1", [id]);
     expect(await answer).toMatchObject({ order: { id, status: "CONFIRMED" }, applied: true });
     await db.pool.query("select pg_notify($1, '5')", [SAGAS_FINISHED_CHANNEL]);
-    await expect.poll(() => finished, { timeout: 5000 }).toBe(5);
+    await expect.poll(finished, { timeout: 5000 }).toBe(5);
   });
 
   it("through replacements of its connection, hears every decision and counts no batch of finished sagas twice", async () => {
-    const url = await freshDatabase("order_waits_churn");
-    await migrateDatabase(url, "order");
-    const db = createPgDatabase(url, orderSchema, { max: 2, applicationName: "test" });
-    onTestFinished(() => db.close());
-    let finished = 0;
-    const waits = createOrderWaits({
-      databaseUrl: url,
-      applicationName: "waits-churn",
-      timeouts: DEFAULT_SESSION_TIMEOUTS,
-      readOrders: (ids) => readOrders(db.pool, ids),
-      onSagasFinished: (n) => {
-        finished += n;
-      },
-      logger: createLogger("order-service", process.env.TEST_LOG_LEVEL ?? "error"),
-      listenLifetimeMs: 300,
-    });
-    await waits.start();
-    onTestFinished(() => waits.stop());
+    const { db, waits, finished } = await listening("waits-churn", 300);
 
     const ids = Array.from({ length: 20 }, () => randomUUID());
     await db.pool.query(
@@ -122,12 +115,12 @@ describe("the LISTEN connection of the held reads", () => {
         async () => {
           await db.pool.query("select pg_notify($1, '1000')", [SAGAS_FINISHED_CHANNEL]);
           markers++;
-          return finished >= 1000;
+          return finished() >= 1000;
         },
         { timeout: 5000, interval: 100 },
       )
       .toBe(true);
-    expect(finished % 1000).toBeLessThanOrEqual(ids.length);
-    expect(Math.floor(finished / 1000)).toBeLessThanOrEqual(markers);
+    expect(finished() % 1000).toBeLessThanOrEqual(ids.length);
+    expect(Math.floor(finished() / 1000)).toBeLessThanOrEqual(markers);
   });
 });
