@@ -44,9 +44,27 @@ describe("createSagaRate", () => {
     pass(15);
     rate.late();
     expect(rate.perSecond()).toBe(200);
-    // Remembered again through the quiet spell that follows.
+    // Once the window has passed the late saga, only what the saga has shown since counts: nothing.
     pass(600);
-    expect(rate.perSecond()).toBe(200);
+    expect(rate.perSecond()).toBe(0);
+  });
+
+  it("keeps the rate of a slow-down, not the one before it, through the quiet spell after it", () => {
+    const { rate, pass } = rateOnClock();
+    // Ten minutes at 500 a second, then 23 s at 100 a second, every saga late, then nothing for an hour.
+    for (let s = 0; s < 600; s++) {
+      rate.finished(500);
+      pass(1);
+    }
+    for (let s = 0; s < 23; s++) {
+      rate.finished(100);
+      rate.late();
+      pass(1);
+    }
+    // Within the window of the last late saga, the window's best: the spans before the slow-down are in it.
+    expect(rate.perSecond()).toBe(500);
+    pass(3600);
+    expect(rate.perSecond()).toBe(100);
   });
 
   it("falls to none when the saga ran late and finished nothing within the window (a saga that has stopped)", () => {

@@ -7,9 +7,11 @@
  * Only late sagas make it forget: a quiet spell says nothing of what the saga can do (as BBR's estimate of
  * a path's bandwidth is not lowered by samples the application limited), but a saga that took longer than
  * the target says that the rate remembered is not there now (a user-service lost, a path gone slow, or a
- * backlog past what the bound admitted). Then the best rate falls to what the last `spans` spans showed,
- * so that it follows a saga that slows down as a windowed maximum does, and a saga that has stopped
- * (late, and finishing nothing) brings it to none within that window.
+ * backlog past what the bound admitted). Then what was shown before it is forgotten as a windowed maximum
+ * forgets: for the `spans` spans after the last late saga the rate is the best of the window, and after
+ * them only what the saga has shown since, so that it follows a saga that slows down, a saga that has
+ * stopped (late, and finishing nothing) brings it to none within that window, and a quiet spell that
+ * follows a slow-down keeps the slow rate, not the one before it.
  *
  * Pure: the clock is `now` (milliseconds, monotonic).
  */
@@ -19,8 +21,12 @@ export function createSagaRate(opts: { spanMs: number; spans: number; now: () =>
   const finishedIn = new Array<number>(spans).fill(0);
   const spanOf = new Array<number>(spans).fill(Number.NEGATIVE_INFINITY);
   const spanNow = () => Math.floor(now() / spanMs);
-  // The most sagas finished in one span since the saga last ran late.
+  // The most sagas finished in one span since the saga last ran late (in that span, counted whole).
   let best = 0;
+  // The span in which a saga last ran late, and the first span of that run of late sagas (each within the
+  // window of the one before it).
+  let lateSpan = Number.NEGATIVE_INFINITY;
+  let lateSince = Number.NEGATIVE_INFINITY;
   /** The most sagas finished in one span of the window. */
   const bestOfWindow = () => {
     const current = spanNow();
@@ -42,11 +48,22 @@ export function createSagaRate(opts: { spanMs: number; spans: number; now: () =>
       finishedIn[at] = (finishedIn[at] ?? 0) + n;
       best = Math.max(best, finishedIn[at]);
     },
-    /** A saga ran late: the rate is no more than the window's. */
+    /** A saga ran late: what was shown before now is forgotten once the window has passed. */
     late() {
-      best = bestOfWindow();
+      const span = spanNow();
+      if (span - lateSpan >= spans) lateSince = span;
+      lateSpan = span;
+      // What the saga has shown while it runs late, in the spans of the window.
+      best = 0;
+      for (let i = 0; i < spans; i++) {
+        const of = spanOf[i] ?? Number.NEGATIVE_INFINITY;
+        if (of >= lateSince && span - of < spans) best = Math.max(best, finishedIn[i] ?? 0);
+      }
     },
     /** Sagas finished per second. */
-    perSecond: () => (best * 1000) / spanMs,
+    perSecond: () => {
+      const shown = spanNow() - lateSpan < spans ? Math.max(best, bestOfWindow()) : best;
+      return (shown * 1000) / spanMs;
+    },
   };
 }
