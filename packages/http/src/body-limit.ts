@@ -122,7 +122,7 @@ type Read = { size: number; bytes: Buffer };
  * stream's async iterator (an end-of-stream watch, a promise a chunk and one for its end) was what a request
  * refused under overload cost more once the read came before admission (bench/JOURNAL.md, session 48). Node
  * emits the request from the parser's callback for the head, before it pushes the body of the same packet:
- * one await later that body is in the buffer (its end comes after, and @hono/node-server reads it then).
+ * one await later that body is in the buffer (its end in the same packet, which `ended` waits for).
  */
 async function arrived(incoming: IncomingMessage, length: number): Promise<Read | undefined> {
   await undefined;

@@ -65,9 +65,9 @@ const RATE_SPANS = 6;
  * instances applies about 1/N of the answers, and a bound on its own rate would refuse at 1/N of the
  * target. Each instance hears every batch on its LISTEN connection; what is sent while that connection is
  * down it never hears, and its bound may be lower than the saga's rate: it refuses early, never late. Its
- * own consumer's sagas say at once that the saga runs late, another instance's sagas by the next count
- * (`recountMs`): an instance whose consumer applies few of the answers keeps a rate remembered from
- * before a slow-down up to that much longer.
+ * own consumer's sagas say at once that the saga runs late, another instance's by a count (`recountMs`)
+ * that finds one still PENDING past the target: an instance whose consumer applies few of the answers
+ * keeps a rate remembered from before a slow-down some counts longer.
  *
  * After a start (until sagas run on time, or for `warmUpMs` at most), the saga has shown no throughput
  * yet, and the first sagas through a cold path take seconds: the bound holds only once an order in flight
