@@ -1,23 +1,38 @@
+import type { Sql } from "postgres";
 import { describe, expect, it } from "vitest";
 import { BACKLOG, createOutboxStore, DELETE_EXPIRED, MARK_PUBLISHED } from "../src/outbox-store.ts";
 import { OUTBOX_PROBE } from "../src/service.ts";
 import { freshOutbox } from "./support.ts";
 
+/**
+ * Writes `n` rows to the outbox, the g-th (g from 1 to n) published at `publishedAt` and created at
+ * `createdAt`, SQL expressions of `g` (by default unpublished, created now).
+ */
+function insertRows(sql: Sql, n: number, at: { publishedAt?: string; createdAt?: string } = {}) {
+  return sql.unsafe(
+    `insert into outbox (aggregate_id, topic, event_type, schema_version, payload, published_at, created_at)
+     select g::text, 'order.created', 'OrderCreated', '1', '{}', ${at.publishedAt ?? "null"}, ${at.createdAt ?? "now()"}
+     from generate_series(1, $1) g`,
+    [n],
+  );
+}
+
+/** A fresh outbox that no autovacuum visits: its statistics are the ones the test makes. */
+async function unvacuumedOutbox() {
+  const outbox = await freshOutbox();
+  await outbox.sql`alter table outbox set (autovacuum_enabled = off)`;
+  return outbox;
+}
+
 describe("marking rows published after an outage", () => {
   it("probes outbox_pkey per row, not the whole backlog, when the statistics date from an empty one", async () => {
-    const { sql } = await freshOutbox();
     // The steady state: the statistics of an outbox whose rows are all published (null_frac 0 for
     // published_at); no autoanalyze comes to update them while the backlog grows.
-    await sql`alter table outbox set (autovacuum_enabled = off)`;
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload, published_at)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}', now() - interval '10 minutes'
-      from generate_series(1, 100000) g`;
+    const { sql } = await unvacuumedOutbox();
+    await insertRows(sql, 100000, { publishedAt: "now() - interval '10 minutes'" });
     await sql`analyze outbox`;
     // Kafka was away: a backlog, which the statistics do not know of.
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 10000) g`;
+    await insertRows(sql, 10000);
     const unpublished = await sql<{ id: string }[]>`
       select id from outbox where published_at is null order by position limit 250`;
     const ids = unpublished.map((r) => r.id);
@@ -55,9 +70,7 @@ describe("marking rows published after an outage", () => {
 describe("reading the backlog while rows await their mark", () => {
   it("hashes the rows on Kafka instead of comparing each backlog row with each of them", async () => {
     const { sql } = await freshOutbox();
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 2000) g`;
+    await insertRows(sql, 2000);
     await sql`analyze outbox`;
     const onKafka = await sql<{ id: string }[]>`
       select id from outbox where published_at is null order by position limit 250`;
@@ -88,17 +101,10 @@ describe("reading the backlog of an outage", () => {
   // rows behind: a parallel seq scan of the whole outbox, about 1 s), and past a few million it never
   // finished, so the gauges froze while the relay drained.
   it("counts no further than its cap, and reads both figures through outbox_unpublished_idx", async () => {
-    const { sql } = await freshOutbox();
-    await sql`alter table outbox set (autovacuum_enabled = off)`;
+    const { sql } = await unvacuumedOutbox();
     // An hour of publishing, then Kafka away: half the outbox waits, and the statistics know it.
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload, published_at)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}', now() - interval '10 minutes'
-      from generate_series(1, 20000) g`;
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload, created_at)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}', now() - interval '1 minute' + g * interval '1 ms'
-      from generate_series(1, 20000) g`;
+    await insertRows(sql, 20000, { publishedAt: "now() - interval '10 minutes'" });
+    await insertRows(sql, 20000, { createdAt: "now() - interval '1 minute' + g * interval '1 ms'" });
     await sql`analyze outbox`;
     const onKafka = await sql<{ id: string }[]>`
       select id from outbox where published_at is null order by position limit 250`;
@@ -129,19 +135,14 @@ describe("reading the backlog of an outage", () => {
 
 describe("deleting the rows past the retention", () => {
   it("finds them by ctid, whatever plan the session keeps, not by a join over the whole outbox", async () => {
-    const { sql } = await freshOutbox();
-    await sql`alter table outbox set (autovacuum_enabled = off)`;
+    const { sql } = await unvacuumedOutbox();
     // Published rows: 36,000 past an hour's retention (published 2 to 1.5 hours ago), 14,000 within it (50
     // to 27 minutes ago); and a backlog.
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload, published_at)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}',
-             case when g <= 36000 then now() - interval '2 hours' + g * interval '50 ms'
-                  else now() - interval '50 minutes' + (g - 36000) * interval '100 ms' end
-      from generate_series(1, 50000) g`;
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 1000) g`;
+    await insertRows(sql, 50000, {
+      publishedAt: `case when g <= 36000 then now() - interval '2 hours' + g * interval '50 ms'
+                         else now() - interval '50 minutes' + (g - 36000) * interval '100 ms' end`,
+    });
+    await insertRows(sql, 1000);
     await sql`analyze outbox`;
 
     // The generic plan: the relay's sessions keep plan_cache_mode auto, which chooses it once it looks no
@@ -178,13 +179,10 @@ describe("deleting the rows past the retention", () => {
 
 describe("the readiness probe on an outbox a drain emptied", () => {
   it("reads none of its pages, and still fails where the outbox cannot be read", async () => {
-    const { sql } = await freshOutbox();
-    await sql`alter table outbox set (autovacuum_enabled = off)`;
+    const { sql } = await unvacuumedOutbox();
     // A backlog published and deleted (OUTBOX_RETENTION_SECONDS=0), before any vacuum: its pages are
     // still there, every row in them dead.
-    await sql`
-      insert into outbox (aggregate_id, topic, event_type, schema_version, payload)
-      select g::text, 'order.created', 'OrderCreated', '1', '{}' from generate_series(1, 20000) g`;
+    await insertRows(sql, 20000);
     await sql`delete from outbox`;
 
     const plan = (
